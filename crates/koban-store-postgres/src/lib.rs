@@ -1,0 +1,370 @@
+//! The PostgreSQL backend of the Koban ledger, safe with many `koban` processes writing to the
+//! same database.
+//!
+//! Each process has one committer task that gathers queued batches into a group and commits
+//! the group in one transaction: it locks every account the group touches with
+//! `SELECT ... ORDER BY id FOR UPDATE` (a fixed order, so writers never deadlock on accounts),
+//! reads holds and existing transfers after taking the locks, decides in memory with the ledger
+//! core, and writes with one UNNEST statement per table. A race the locks cannot order (the same
+//! new transfer id from two processes) aborts the transaction, which is retried.
+//!
+//! Architecture invariant: balances are only written by a transaction that holds the row locks
+//! of every account it writes.
+
+mod committer;
+mod sql;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use futures_util::TryStreamExt;
+use koban_ledger::{
+    Account, AccountId, AccountRejection, Balance, NewAccount, StateChange, StateChangeRejection,
+    Timestamp, Transfer, TransferId, TransferRequest,
+};
+use koban_store::audit::Recompute;
+use koban_store::queue::{Job, JobQueue, QueueConfig, job_queue};
+use koban_store::rows::ts_to_i64;
+use koban_store::{AuditReport, Clock, LedgerStore, Page, PageRequest, StoreError, SubmitResult};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool, Row};
+
+use crate::sql::{ACCOUNT_COLUMNS, TRANSFER_COLUMNS, db_error};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_ledger.sql"))];
+/// The advisory lock that serialises migrations across processes.
+const MIGRATION_LOCK_KEY: i64 = 0x6b6f_6261_6e;
+/// Ids per `= ANY($1)` query when counting many transfers.
+const IDS_PER_QUERY_MAX: usize = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct PgConfig {
+    pub queue: QueueConfig,
+    pub clock: Clock,
+    /// A schema to create (if missing) and use instead of the default search path; tests and
+    /// benchmarks use a fresh one each.
+    pub schema: Option<String>,
+    pub connections_max: u32,
+}
+
+impl Default for PgConfig {
+    fn default() -> PgConfig {
+        PgConfig {
+            queue: QueueConfig::default(),
+            clock: Clock::system(),
+            schema: None,
+            connections_max: 16,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    queue: JobQueue,
+}
+
+fn check_schema_name(schema: &str) -> Result<(), StoreError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "schema names are 1-63 of a-z, 0-9, _ and start with a letter",
+        ))
+    }
+}
+
+/// Connects a pool (creating the configured schema if needed) without migrating.
+pub async fn connect_pool(url: &str, config: &PgConfig) -> Result<PgPool, StoreError> {
+    let mut options = PgConnectOptions::from_str(url)
+        .map_err(|_| StoreError::Invalid("malformed PostgreSQL URL"))?;
+    if let Some(schema) = &config.schema {
+        check_schema_name(schema)?;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_error)?;
+        admin
+            .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+            .await
+            .map_err(db_error)?;
+        admin.close().await;
+        options = options.options([("search_path", schema.as_str())]);
+    }
+    PgPoolOptions::new()
+        .max_connections(config.connections_max.max(2))
+        .connect_with(options)
+        .await
+        .map_err(db_error)
+}
+
+/// Applies every embedded migration not applied yet, under an advisory lock so that several
+/// processes starting at once apply each migration exactly once.
+pub async fn migrate(pool: &PgPool) -> Result<usize, StoreError> {
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        .await
+        .map_err(db_error)?;
+    let mut applied = 0;
+    for (version, migration) in MIGRATIONS {
+        let done = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if done.is_none() {
+            sqlx::raw_sql(migration)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            applied += 1;
+        }
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(applied)
+}
+
+impl PgStore {
+    /// Connects, applies migrations, and starts this process's committer task.
+    pub async fn connect(url: &str, config: PgConfig) -> Result<PgStore, StoreError> {
+        let pool = connect_pool(url, &config).await?;
+        migrate(&pool).await?;
+        let (queue, receiver) = job_queue(config.queue);
+        let committer = committer::Committer {
+            pool: pool.clone(),
+            clock: config.clock,
+            receiver,
+        };
+        tokio::spawn(committer.run());
+        Ok(PgStore { pool, queue })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Fetches the chain of `account` from `start`, following the account's side of each
+    /// transfer, while `more` holds for the transfer just read, in one recursive query.
+    async fn chain(
+        &self,
+        account: AccountId,
+        start: TransferId,
+        stop_condition: &str,
+        bind: i64,
+    ) -> Result<HashMap<TransferId, Transfer>, StoreError> {
+        let query = format!(
+            "WITH RECURSIVE chain(id, n) AS ( \
+               SELECT $1::bytea, 1 \
+               UNION ALL \
+               SELECT CASE WHEN t.debit = $2 THEN t.debit_prev ELSE t.credit_prev END, chain.n + 1 \
+               FROM chain JOIN transfers t ON t.id = chain.id \
+               WHERE (t.debit = $2 OR t.credit = $2) AND {stop_condition} \
+             ) SELECT {} FROM chain JOIN transfers t ON t.id = chain.id",
+            TRANSFER_COLUMNS
+                .split(", ")
+                .map(|c| format!("t.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rows = sqlx::query(&query)
+            .bind(start.to_bytes().to_vec())
+            .bind(account.to_bytes().to_vec())
+            .bind(bind)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| sql::to_transfer(r).map(|t| (t.id, t)))
+            .collect()
+    }
+}
+
+impl LedgerStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn create_accounts(
+        &self,
+        accounts: Vec<NewAccount>,
+    ) -> Result<Vec<Result<Account, AccountRejection>>, StoreError> {
+        if accounts.len() > koban_store::ACCOUNTS_PER_CALL_MAX {
+            return Err(StoreError::Invalid("at most 10000 accounts per call"));
+        }
+        self.queue
+            .call(|reply| Job::CreateAccounts { accounts, reply })
+            .await
+    }
+
+    async fn change_account_state(
+        &self,
+        id: AccountId,
+        change: StateChange,
+    ) -> Result<Result<Account, StateChangeRejection>, StoreError> {
+        self.queue
+            .call(|reply| Job::ChangeState { id, change, reply })
+            .await
+    }
+
+    async fn submit(&self, batch: Vec<TransferRequest>) -> SubmitResult {
+        self.queue.submit(batch).await
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+        ))
+        .bind(id.to_bytes().to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(sql::to_account).transpose()
+    }
+
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"
+        ))
+        .bind(id.to_bytes().to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(sql::to_transfer).transpose()
+    }
+
+    async fn account_transfers(
+        &self,
+        id: AccountId,
+        page: PageRequest,
+    ) -> Result<Option<Page>, StoreError> {
+        let Some(account) = self.account(id).await? else {
+            return Ok(None);
+        };
+        let Some(start) = page.cursor.or(account.last_transfer) else {
+            return Ok(Some(Page {
+                transfers: Vec::new(),
+                next_cursor: None,
+            }));
+        };
+        let limit = i64::try_from(page.limit()).unwrap_or(i64::MAX);
+        let chain = self.chain(id, start, "chain.n < $3", limit).await?;
+        koban_store::history::page(id, Some(start), page.limit(), |t| {
+            Ok(chain.get(&t).cloned())
+        })
+        .map(Some)
+    }
+
+    async fn balance_at(
+        &self,
+        id: AccountId,
+        at: Timestamp,
+    ) -> Result<Option<Balance>, StoreError> {
+        let Some(account) = self.account(id).await? else {
+            return Ok(None);
+        };
+        let chain = match account.last_transfer {
+            Some(start) => {
+                self.chain(id, start, "t.timestamp > $3", ts_to_i64(at))
+                    .await?
+            }
+            None => HashMap::new(),
+        };
+        koban_store::history::balance_at(&account, at, |t| Ok(chain.get(&t).cloned()))
+    }
+
+    async fn expire_holds(&self, limit: usize) -> Result<usize, StoreError> {
+        self.queue
+            .call(|reply| Job::ExpireHolds { limit, reply })
+            .await
+    }
+
+    async fn count_transfers_present(&self, ids: Vec<TransferId>) -> Result<u64, StoreError> {
+        let mut present = 0u64;
+        for chunk in ids.chunks(IDS_PER_QUERY_MAX) {
+            let bytes: Vec<Vec<u8>> = chunk.iter().map(|id| id.to_bytes().to_vec()).collect();
+            let count: i64 = sqlx::query("SELECT count(*) FROM transfers WHERE id = ANY($1)")
+                .bind(bytes)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?
+                .try_get(0)
+                .map_err(db_error)?;
+            present += u64::try_from(count).unwrap_or(0);
+        }
+        Ok(present)
+    }
+
+    async fn audit(&self) -> Result<AuditReport, StoreError> {
+        // One REPEATABLE READ snapshot, so accounts, transfers and holds agree with each other.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(db_error)?;
+        let accounts = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(sql::to_account)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut recompute = Recompute::default();
+        {
+            let mut rows =
+                sqlx::query("SELECT debit, credit, amount, kind FROM transfers").fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.map_err(db_error)? {
+                let (debit, credit): (Vec<u8>, Vec<u8>) = (
+                    r.try_get(0).map_err(db_error)?,
+                    r.try_get(1).map_err(db_error)?,
+                );
+                recompute.add_transfer(
+                    &debit,
+                    &credit,
+                    r.try_get(2).map_err(db_error)?,
+                    r.try_get(3).map_err(db_error)?,
+                )?;
+            }
+        }
+        {
+            let mut rows = sqlx::query("SELECT debit, credit, amount FROM holds WHERE state = 0")
+                .fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.map_err(db_error)? {
+                let (debit, credit): (Vec<u8>, Vec<u8>) = (
+                    r.try_get(0).map_err(db_error)?,
+                    r.try_get(1).map_err(db_error)?,
+                );
+                recompute.add_pending_hold(&debit, &credit, r.try_get(2).map_err(db_error)?)?;
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(recompute.finish(&accounts))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        self.queue.shutdown().await;
+    }
+}

@@ -1,0 +1,202 @@
+//! The shared conformance suite against PostgreSQL, each test in a schema of its own, plus
+//! tests of several writer processes (stood in for by separate pools) on one database.
+
+use koban_ledger::{Currency, Timestamp, TransferRequest};
+use koban_store::conformance::{Fixture, account_id, issuer, mv, transfer_id, wallet};
+use koban_store::{Clock, LedgerStore, conformance_tests};
+use koban_store_postgres::{PgConfig, PgStore};
+
+fn database_url() -> String {
+    std::env::var("KOBAN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A unique schema per test and run, so tests run in parallel and reruns start empty.
+fn schema_for(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "t_{}_{}_{}",
+        name.chars().take(30).collect::<String>(),
+        std::process::id(),
+        nanos % 1_000_000_000
+    )
+}
+
+/// Connects a store on `schema`, or returns `None` (printing why) when PostgreSQL is not
+/// reachable outside CI. In CI an unreachable database fails the test.
+async fn connect(schema: &str, clock: Clock) -> Option<PgStore> {
+    let config = PgConfig {
+        clock,
+        schema: Some(schema.to_owned()),
+        connections_max: 4,
+        ..PgConfig::default()
+    };
+    match PgStore::connect(&database_url(), config).await {
+        Ok(store) => Some(store),
+        Err(error) if std::env::var("CI").is_err() => {
+            eprintln!(
+                "SKIPPED: PostgreSQL at {} is not reachable ({error}); set KOBAN_TEST_DATABASE_URL",
+                database_url()
+            );
+            None
+        }
+        Err(error) => panic!("PostgreSQL is required in CI: {error}"),
+    }
+}
+
+async fn fresh(name: &str) -> Option<Fixture<PgStore>> {
+    let (clock, handle) = Clock::manual(Timestamp::from_nanos(1_700_000_000_000_000_000));
+    let store = connect(&schema_for(name), clock).await?;
+    Some(Fixture {
+        store,
+        clock: handle,
+    })
+}
+
+conformance_tests!(fresh);
+
+/// Two stores with separate pools and committers stand in for two service instances writing
+/// the same accounts at once: no lost update, no deadlock, no money created or lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_accounts_safely() {
+    let schema = schema_for("two_instances");
+    let Some(first) = connect(&schema, Clock::system()).await else {
+        return;
+    };
+    let Some(second) = connect(&schema, Clock::system()).await else {
+        return;
+    };
+    let accounts = vec![
+        issuer(1, Currency::Jpy),
+        wallet(2, Currency::Jpy),
+        wallet(3, Currency::Jpy),
+        wallet(4, Currency::Jpy),
+    ];
+    for result in first.create_accounts(accounts).await.unwrap() {
+        result.unwrap();
+    }
+    first
+        .submit(vec![
+            mv(1, 1, 2, 500, Currency::Jpy),
+            mv(2, 1, 3, 500, Currency::Jpy),
+            mv(3, 1, 4, 500, Currency::Jpy),
+        ])
+        .await
+        .unwrap()
+        .unwrap();
+    let mut handles = Vec::new();
+    for task in 0..24u128 {
+        let store = if task % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        handles.push(tokio::spawn(async move {
+            let mut applied = Vec::new();
+            for i in 0..30u128 {
+                // Opposite directions on purpose: a writer that locked in request order would deadlock.
+                let (debit, credit) = match (task + i) % 3 {
+                    0 => (2, 3),
+                    1 => (3, 4),
+                    _ => (4, 2),
+                };
+                let (debit, credit) = if task % 2 == 0 {
+                    (debit, credit)
+                } else {
+                    (credit, debit)
+                };
+                let id = 1_000 + task * 100 + i;
+                let units = u64::try_from(1 + (task * 7 + i * 13) % 90).unwrap();
+                match store
+                    .submit(vec![mv(id, debit, credit, units, Currency::Jpy)])
+                    .await
+                {
+                    Ok(Ok(_)) => applied.push(transfer_id(id)),
+                    Ok(Err(rejection)) => {
+                        assert_eq!(rejection.reason, koban_ledger::RejectReason::ExceedsCredits)
+                    }
+                    Err(error) => panic!("store error: {error}"),
+                }
+            }
+            applied
+        }));
+    }
+    let mut applied = Vec::new();
+    for handle in handles {
+        applied.extend(handle.await.unwrap());
+    }
+    let mut total = 0i128;
+    for id in 2..=4 {
+        let balance = second
+            .account(account_id(id))
+            .await
+            .unwrap()
+            .unwrap()
+            .balance
+            .net_credit_posted();
+        assert!(balance >= 0);
+        total += balance;
+    }
+    assert_eq!(total, 1_500);
+    let count = u64::try_from(applied.len()).unwrap();
+    assert_eq!(
+        second.count_transfers_present(applied).await.unwrap(),
+        count
+    );
+    let report = first.audit().await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+/// The same new transfer id submitted through two instances at once is recorded once; the
+/// loser of the race sees an idempotent replay (or, with other content, a conflict).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_from_two_instances_is_recorded_once() {
+    let schema = schema_for("same_id");
+    let Some(first) = connect(&schema, Clock::system()).await else {
+        return;
+    };
+    let Some(second) = connect(&schema, Clock::system()).await else {
+        return;
+    };
+    let accounts = vec![
+        issuer(1, Currency::Jpy),
+        wallet(2, Currency::Jpy),
+        wallet(3, Currency::Jpy),
+    ];
+    for result in first.create_accounts(accounts).await.unwrap() {
+        result.unwrap();
+    }
+    for round in 0..20u128 {
+        let id = 500 + round;
+        let request: TransferRequest = mv(id, 1, 2, 10, Currency::Jpy);
+        let (a, b) = tokio::join!(
+            first.submit(vec![request.clone()]),
+            second.submit(vec![request])
+        );
+        let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+        assert!(
+            a.replayed != b.replayed,
+            "exactly one of the two applied it"
+        );
+        let conflicting = mv(id, 1, 3, 10, Currency::Jpy);
+        let rejected = first.submit(vec![conflicting]).await.unwrap().unwrap_err();
+        assert_eq!(
+            rejected.reason,
+            koban_ledger::RejectReason::IdempotencyConflict
+        );
+    }
+    assert_eq!(
+        second
+            .account(account_id(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .balance
+            .credits_posted,
+        200
+    );
+    assert!(first.audit().await.unwrap().ok());
+}

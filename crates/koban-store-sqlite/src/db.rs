@@ -1,0 +1,316 @@
+//! Connections, migrations, and the SQL of the SQLite backend: plain synchronous functions
+//! used by the writer thread and by the reader pool.
+
+use std::path::Path;
+
+use koban_ledger::{Account, AccountId, Hold, Transfer, TransferId};
+use koban_store::StoreError;
+use koban_store::audit::{AuditReport, Recompute};
+use koban_store::rows::{AccountRow, HoldRow, TransferRow};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+/// Embedded migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_ledger.sql"))];
+
+pub fn db_error(error: rusqlite::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+/// Opens a connection with the durability settings the ledger relies on.
+pub fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db_error)?;
+    // WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL on every commit,
+    // so an acknowledged transfer survives a crash of the process and of the machine.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(db_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "could not enable WAL mode (got {mode})"
+        )));
+    }
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY;")
+        .map_err(db_error)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Applies every embedded migration not applied yet; returns how many it applied.
+pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(db_error)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let mut applied = 0;
+    for (version, sql) in MIGRATIONS {
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_error)?;
+        if done.is_none() {
+            tx.execute_batch(sql).map_err(db_error)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, unixepoch())",
+                [version],
+            )
+            .map_err(db_error)?;
+            applied += 1;
+        }
+    }
+    tx.commit().map_err(db_error)?;
+    Ok(applied)
+}
+
+const ACCOUNT_COLUMNS: &str = "id, currency, code, flags, debits_pending, debits_posted, credits_pending, \
+     credits_posted, created_at, last_transfer, last_timestamp";
+const TRANSFER_COLUMNS: &str = "id, debit, credit, amount, currency, code, kind, pending_id, expires_at, \
+     reference, metadata, timestamp, debit_prev, credit_prev, debit_balance, credit_balance";
+const HOLD_COLUMNS: &str = "pending_id, debit, credit, amount, currency, code, expires_at, state";
+
+fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        id: r.get(0)?,
+        currency: r.get(1)?,
+        code: r.get(2)?,
+        flags: r.get(3)?,
+        debits_pending: r.get(4)?,
+        debits_posted: r.get(5)?,
+        credits_pending: r.get(6)?,
+        credits_posted: r.get(7)?,
+        created_at: r.get(8)?,
+        last_transfer: r.get(9)?,
+        last_timestamp: r.get(10)?,
+    })
+}
+
+fn transfer_row(r: &Row<'_>) -> rusqlite::Result<TransferRow> {
+    Ok(TransferRow {
+        id: r.get(0)?,
+        debit: r.get(1)?,
+        credit: r.get(2)?,
+        amount: r.get(3)?,
+        currency: r.get(4)?,
+        code: r.get(5)?,
+        kind: r.get(6)?,
+        pending_id: r.get(7)?,
+        expires_at: r.get(8)?,
+        reference: r.get(9)?,
+        metadata: r.get(10)?,
+        timestamp: r.get(11)?,
+        debit_prev: r.get(12)?,
+        credit_prev: r.get(13)?,
+        debit_balance: r.get(14)?,
+        credit_balance: r.get(15)?,
+    })
+}
+
+fn hold_row(r: &Row<'_>) -> rusqlite::Result<HoldRow> {
+    Ok(HoldRow {
+        pending_id: r.get(0)?,
+        debit: r.get(1)?,
+        credit: r.get(2)?,
+        amount: r.get(3)?,
+        currency: r.get(4)?,
+        code: r.get(5)?,
+        expires_at: r.get(6)?,
+        state: r.get(7)?,
+    })
+}
+
+pub fn account(conn: &Connection, id: AccountId) -> Result<Option<Account>, StoreError> {
+    let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+    let row = stmt
+        .query_row([&id.to_bytes()[..]], account_row)
+        .optional()
+        .map_err(db_error)?;
+    row.map(AccountRow::into_account).transpose()
+}
+
+pub fn transfer(conn: &Connection, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+    let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+    let row = stmt
+        .query_row([&id.to_bytes()[..]], transfer_row)
+        .optional()
+        .map_err(db_error)?;
+    row.map(TransferRow::into_transfer).transpose()
+}
+
+pub fn hold(conn: &Connection, pending_id: TransferId) -> Result<Option<Hold>, StoreError> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM holds WHERE pending_id = ?1");
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+    let row = stmt
+        .query_row([&pending_id.to_bytes()[..]], hold_row)
+        .optional()
+        .map_err(db_error)?;
+    row.map(HoldRow::into_hold).transpose()
+}
+
+pub fn transfer_present(conn: &Connection, id: TransferId) -> Result<bool, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT 1 FROM transfers WHERE id = ?1")
+        .map_err(db_error)?;
+    stmt.exists([&id.to_bytes()[..]]).map_err(db_error)
+}
+
+/// Pending holds whose timeout has passed, oldest first.
+pub fn expired_holds(
+    conn: &Connection,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<TransferId>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT pending_id FROM holds WHERE state = 0 AND expires_at IS NOT NULL AND expires_at <= ?1 \
+             ORDER BY expires_at LIMIT ?2",
+        )
+        .map_err(db_error)?;
+    let ids = stmt
+        .query_map(params![now, limit], |r| r.get::<_, Vec<u8>>(0))
+        .map_err(db_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_error)?;
+    ids.iter()
+        .map(|b| TransferId::from_bytes(b).map_err(|_| StoreError::Corrupt("hold id".into())))
+        .collect()
+}
+
+pub fn upsert_account(conn: &Connection, account: &Account) -> Result<(), StoreError> {
+    let r = AccountRow::from_account(account);
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (id) DO UPDATE SET flags = excluded.flags, \
+             debits_pending = excluded.debits_pending, debits_posted = excluded.debits_posted, \
+             credits_pending = excluded.credits_pending, credits_posted = excluded.credits_posted, \
+             last_transfer = excluded.last_transfer, last_timestamp = excluded.last_timestamp"
+        ))
+        .map_err(db_error)?;
+    stmt.execute(params![
+        r.id,
+        r.currency,
+        r.code,
+        r.flags,
+        r.debits_pending,
+        r.debits_posted,
+        r.credits_pending,
+        r.credits_posted,
+        r.created_at,
+        r.last_transfer,
+        r.last_timestamp
+    ])
+    .map_err(db_error)?;
+    Ok(())
+}
+
+pub fn insert_transfer(conn: &Connection, transfer: &Transfer) -> Result<(), StoreError> {
+    let r = TransferRow::from_transfer(transfer);
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "INSERT INTO transfers ({TRANSFER_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ))
+        .map_err(db_error)?;
+    stmt.execute(params![
+        r.id,
+        r.debit,
+        r.credit,
+        r.amount,
+        r.currency,
+        r.code,
+        r.kind,
+        r.pending_id,
+        r.expires_at,
+        r.reference,
+        r.metadata,
+        r.timestamp,
+        r.debit_prev,
+        r.credit_prev,
+        r.debit_balance,
+        r.credit_balance
+    ])
+    .map_err(db_error)?;
+    Ok(())
+}
+
+pub fn insert_hold(conn: &Connection, hold: &Hold) -> Result<(), StoreError> {
+    let r = HoldRow::from_hold(hold);
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "INSERT INTO holds ({HOLD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))
+        .map_err(db_error)?;
+    stmt.execute(params![
+        r.pending_id,
+        r.debit,
+        r.credit,
+        r.amount,
+        r.currency,
+        r.code,
+        r.expires_at,
+        r.state
+    ])
+    .map_err(db_error)?;
+    Ok(())
+}
+
+pub fn update_hold_state(conn: &Connection, hold: &Hold) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached("UPDATE holds SET state = ?2 WHERE pending_id = ?1")
+        .map_err(db_error)?;
+    stmt.execute(params![
+        &hold.pending_id.to_bytes()[..],
+        hold.state.to_code()
+    ])
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Reads every account, transfer and hold back and checks the ledger's invariants.
+pub fn audit(conn: &Connection) -> Result<AuditReport, StoreError> {
+    let tx = conn.unchecked_transaction().map_err(db_error)?;
+    let mut stmt = tx
+        .prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts"))
+        .map_err(db_error)?;
+    let accounts = stmt
+        .query_map([], account_row)
+        .map_err(db_error)?
+        .map(|row| row.map_err(db_error).and_then(AccountRow::into_account))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut recompute = Recompute::default();
+    let mut stmt = tx
+        .prepare("SELECT debit, credit, amount, kind FROM transfers")
+        .map_err(db_error)?;
+    let mut rows = stmt.query([]).map_err(db_error)?;
+    while let Some(r) = rows.next().map_err(db_error)? {
+        let (debit, credit): (Vec<u8>, Vec<u8>) =
+            (r.get(0).map_err(db_error)?, r.get(1).map_err(db_error)?);
+        recompute.add_transfer(
+            &debit,
+            &credit,
+            r.get(2).map_err(db_error)?,
+            r.get(3).map_err(db_error)?,
+        )?;
+    }
+    let mut stmt = tx
+        .prepare("SELECT debit, credit, amount FROM holds WHERE state = 0")
+        .map_err(db_error)?;
+    let mut rows = stmt.query([]).map_err(db_error)?;
+    while let Some(r) = rows.next().map_err(db_error)? {
+        let (debit, credit): (Vec<u8>, Vec<u8>) =
+            (r.get(0).map_err(db_error)?, r.get(1).map_err(db_error)?);
+        recompute.add_pending_hold(&debit, &credit, r.get(2).map_err(db_error)?)?;
+    }
+    Ok(recompute.finish(&accounts))
+}

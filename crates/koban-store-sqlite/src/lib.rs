@@ -1,0 +1,234 @@
+//! The embedded SQLite backend of the Koban ledger.
+//!
+//! One writer thread owns the only writing connection (rusqlite, well under a microsecond per
+//! statement) and commits groups of batches; reads use a small pool of other connections,
+//! which WAL mode lets run beside the writer.
+//!
+//! Architecture invariant: only the writer thread writes; every write goes through the job
+//! queue, so group commit and the "busy" back-pressure apply to all of them.
+
+mod db;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use koban_ledger::{
+    Account, AccountId, AccountRejection, Balance, NewAccount, StateChange, StateChangeRejection,
+    Timestamp, Transfer, TransferId, TransferRequest,
+};
+use koban_store::queue::{Job, JobQueue, QueueConfig, job_queue};
+use koban_store::{AuditReport, Clock, LedgerStore, Page, PageRequest, StoreError, SubmitResult};
+use rusqlite::Connection;
+
+/// Reader connections kept open for reuse.
+const READERS_KEPT_MAX: usize = 8;
+
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    pub queue: QueueConfig,
+    pub clock: Clock,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> SqliteConfig {
+        SqliteConfig {
+            queue: QueueConfig::default(),
+            clock: Clock::system(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    queue: JobQueue,
+    readers: Arc<Readers>,
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// The file path of a `sqlite://` URL: `sqlite://./dir/file.db` or `sqlite:///abs/file.db`.
+pub fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or(StoreError::Invalid(
+            "a SQLite database URL starts with sqlite://",
+        ))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') {
+        return Err(StoreError::Invalid(
+            "the SQLite ledger needs a file path, such as sqlite://./koban-data/koban.db",
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations, and starts the
+    /// writer thread.
+    pub fn open(path: &Path, config: SqliteConfig) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let mut conn = db::connect(path)?;
+        db::migrate(&mut conn)?;
+        let (queue, receiver) = job_queue(config.queue);
+        let writer = writer::Writer {
+            conn,
+            clock: config.clock,
+            receiver,
+        };
+        std::thread::Builder::new()
+            .name("koban-sqlite-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        let readers = Arc::new(Readers {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(SqliteStore { queue, readers })
+    }
+
+    /// Applies migrations and returns how many were new, without starting anything.
+    pub fn migrate_only(path: &Path) -> Result<usize, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        db::migrate(&mut db::connect(path)?)
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let idle = readers.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let conn = match idle {
+                Some(conn) => conn,
+                None => db::connect(&readers.path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut idle) = readers.idle.lock()
+                && idle.len() < READERS_KEPT_MAX
+            {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Database("reader task failed".into()))?
+    }
+}
+
+impl LedgerStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_accounts(
+        &self,
+        accounts: Vec<NewAccount>,
+    ) -> Result<Vec<Result<Account, AccountRejection>>, StoreError> {
+        if accounts.len() > koban_store::ACCOUNTS_PER_CALL_MAX {
+            return Err(StoreError::Invalid("at most 10000 accounts per call"));
+        }
+        self.queue
+            .call(|reply| Job::CreateAccounts { accounts, reply })
+            .await
+    }
+
+    async fn change_account_state(
+        &self,
+        id: AccountId,
+        change: StateChange,
+    ) -> Result<Result<Account, StateChangeRejection>, StoreError> {
+        self.queue
+            .call(|reply| Job::ChangeState { id, change, reply })
+            .await
+    }
+
+    async fn submit(&self, batch: Vec<TransferRequest>) -> SubmitResult {
+        self.queue.submit(batch).await
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        self.read(move |conn| db::account(conn, id)).await
+    }
+
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        self.read(move |conn| db::transfer(conn, id)).await
+    }
+
+    async fn account_transfers(
+        &self,
+        id: AccountId,
+        page: PageRequest,
+    ) -> Result<Option<Page>, StoreError> {
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(db::db_error)?;
+            let Some(account) = db::account(&tx, id)? else {
+                return Ok(None);
+            };
+            let start = page.cursor.or(account.last_transfer);
+            koban_store::history::page(id, start, page.limit(), |t| db::transfer(&tx, t)).map(Some)
+        })
+        .await
+    }
+
+    async fn balance_at(
+        &self,
+        id: AccountId,
+        at: Timestamp,
+    ) -> Result<Option<Balance>, StoreError> {
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(db::db_error)?;
+            let Some(account) = db::account(&tx, id)? else {
+                return Ok(None);
+            };
+            koban_store::history::balance_at(&account, at, |t| db::transfer(&tx, t))
+        })
+        .await
+    }
+
+    async fn expire_holds(&self, limit: usize) -> Result<usize, StoreError> {
+        self.queue
+            .call(|reply| Job::ExpireHolds { limit, reply })
+            .await
+    }
+
+    async fn count_transfers_present(&self, ids: Vec<TransferId>) -> Result<u64, StoreError> {
+        self.read(move |conn| {
+            let mut present = 0u64;
+            for id in ids {
+                present += u64::from(db::transfer_present(conn, id)?);
+            }
+            Ok(present)
+        })
+        .await
+    }
+
+    async fn audit(&self) -> Result<AuditReport, StoreError> {
+        self.read(db::audit).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(db::db_error)
+        })
+        .await
+    }
+
+    async fn shutdown(&self) {
+        self.queue.shutdown().await;
+    }
+}

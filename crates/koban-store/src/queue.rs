@@ -1,0 +1,186 @@
+//! The bounded queue in front of a backend's writer, and group commit.
+//!
+//! Submitters put jobs on a bounded channel and wait on a one-shot reply. The writer takes the
+//! next job; when it is a submission it gathers every submission already waiting, up to
+//! `group_transfers_max` transfers, decides them in one working set and commits them in one
+//! database transaction (one fsync). Each submitter is answered only after that commit.
+
+use std::time::Instant;
+
+use koban_ledger::{
+    Account, AccountId, AccountRejection, NewAccount, StateChange, StateChangeRejection,
+    TransferRequest,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{StoreError, SubmitResult};
+
+/// Sizes of the queue and of one group. Named with the unit last.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueConfig {
+    /// Jobs waiting for the writer before submitters are told "busy, retry".
+    pub queue_jobs_max: usize,
+    /// Transfers decided and committed in one database transaction.
+    pub group_transfers_max: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig {
+            queue_jobs_max: 8192,
+            group_transfers_max: 2048,
+        }
+    }
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A batch waiting for group commit.
+pub struct Submission {
+    pub batch: Vec<TransferRequest>,
+    pub reply: oneshot::Sender<SubmitResult>,
+    pub enqueued_at: Instant,
+}
+
+/// Work for a backend's writer.
+pub enum Job {
+    Submit(Submission),
+    CreateAccounts {
+        accounts: Vec<NewAccount>,
+        reply: Reply<Vec<Result<Account, AccountRejection>>>,
+    },
+    ChangeState {
+        id: AccountId,
+        change: StateChange,
+        reply: Reply<Result<Account, StateChangeRejection>>,
+    },
+    ExpireHolds {
+        limit: usize,
+        reply: Reply<usize>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the writer does next: a group of submissions, or one other job on its own.
+pub enum Work {
+    Group(Vec<Submission>),
+    Single(Job),
+}
+
+/// The submitters' end. Cheap to clone.
+#[derive(Clone)]
+pub struct JobQueue {
+    tx: mpsc::Sender<Job>,
+}
+
+/// The writer's end.
+pub struct JobReceiver {
+    rx: mpsc::Receiver<Job>,
+    held_back: Option<Job>,
+    group_transfers_max: usize,
+}
+
+pub fn job_queue(config: QueueConfig) -> (JobQueue, JobReceiver) {
+    let (tx, rx) = mpsc::channel(config.queue_jobs_max.max(1));
+    let receiver = JobReceiver {
+        rx,
+        held_back: None,
+        group_transfers_max: config.group_transfers_max.max(1),
+    };
+    (JobQueue { tx }, receiver)
+}
+
+impl JobQueue {
+    /// Submits a batch and waits until it is decided and durable.
+    pub async fn submit(&self, batch: Vec<TransferRequest>) -> SubmitResult {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Submit(Submission {
+            batch,
+            reply,
+            enqueued_at: Instant::now(),
+        });
+        self.enqueue(job)?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Sends a non-submission job and waits for its answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(make(reply))?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Asks the writer to finish what is queued and stop; waits until it has.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        // Waiting for space (rather than failing when full) lets queued work finish first.
+        if self.tx.send(Job::Shutdown { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    fn enqueue(&self, job: Job) -> Result<(), StoreError> {
+        self.tx.try_send(job).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => {
+                crate::metrics::queue_busy();
+                StoreError::Busy
+            }
+            mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
+        })
+    }
+}
+
+impl JobReceiver {
+    /// Blocks the current (non-async) thread until there is work; `None` once every sender
+    /// is gone.
+    pub fn blocking_next(&mut self) -> Option<Work> {
+        let first = match self.held_back.take() {
+            Some(job) => job,
+            None => self.rx.blocking_recv()?,
+        };
+        Some(self.gather(first))
+    }
+
+    /// Waits for work; `None` once every sender is gone.
+    pub async fn next(&mut self) -> Option<Work> {
+        let first = match self.held_back.take() {
+            Some(job) => job,
+            None => self.rx.recv().await?,
+        };
+        Some(self.gather(first))
+    }
+
+    /// Refuses new jobs and returns those already queued, for a final drain on shutdown.
+    pub fn close(&mut self) -> Vec<Job> {
+        self.rx.close();
+        let mut rest: Vec<Job> = self.held_back.take().into_iter().collect();
+        while let Ok(job) = self.rx.try_recv() {
+            rest.push(job);
+        }
+        rest
+    }
+
+    fn gather(&mut self, first: Job) -> Work {
+        let Job::Submit(submission) = first else {
+            return Work::Single(first);
+        };
+        let mut transfers = submission.batch.len();
+        let mut group = vec![submission];
+        while transfers < self.group_transfers_max {
+            match self.rx.try_recv() {
+                Ok(Job::Submit(next)) => {
+                    transfers = transfers.saturating_add(next.batch.len());
+                    group.push(next);
+                }
+                Ok(other) => {
+                    self.held_back = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Work::Group(group)
+    }
+}
