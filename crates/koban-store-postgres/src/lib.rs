@@ -27,7 +27,7 @@ use koban_store::queue::{Job, JobQueue, QueueConfig, job_queue};
 use koban_store::rows::ts_to_i64;
 use koban_store::{AuditReport, Clock, LedgerStore, Page, PageRequest, StoreError, SubmitResult};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool, Row};
+use sqlx::{Executor, Row};
 
 use crate::sql::{ACCOUNT_COLUMNS, TRANSFER_COLUMNS, db_error};
 
@@ -140,6 +140,15 @@ pub async fn migrate(pool: &PgPool) -> Result<usize, StoreError> {
     tx.commit().await.map_err(db_error)?;
     Ok(applied)
 }
+
+/// Drops a schema made for a test or benchmark, with everything in it.
+pub async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
+    check_schema_name(schema)?;
+    pool.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await.map_err(db_error)?;
+    Ok(())
+}
+
+pub use sqlx::PgPool;
 
 impl PgStore {
     /// Connects, applies migrations, and starts this process's committer task.

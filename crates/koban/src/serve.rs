@@ -1,0 +1,147 @@
+//! `koban serve`: the HTTP server (health, readiness, metrics), the hold-expiry sweep, and a
+//! graceful shutdown that finishes every queued batch before the process exits.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use koban_store::LedgerStore;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::backend::{self, BackendOptions, WithStore};
+use crate::cli::ServeArgs;
+
+/// Holds released per sweep; a backlog larger than this is worked off over several sweeps.
+const SWEEP_HOLDS_MAX: usize = 1_000;
+
+#[derive(Clone)]
+struct AppState<S> {
+    store: S,
+    metrics: PrometheusHandle,
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KOBAN_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).try_init();
+}
+
+/// Installs the Prometheus recorder, with histogram buckets for the ledger's timings and sizes.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    use koban_store::metrics::{COMMIT_SECONDS, GROUP_TRANSFERS};
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(COMMIT_SECONDS.into()),
+            &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(GROUP_TRANSFERS.into()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0],
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")
+}
+
+/// The router; generic over the backend, which `main` picked once.
+pub fn router<S: LedgerStore>(store: S, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<S>))
+        .route("/metrics", get(metrics_text::<S>))
+        .with_state(AppState { store, metrics })
+}
+
+async fn readyz<S: LedgerStore>(State(state): State<AppState<S>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check failed");
+            let body = serde_json::json!({
+                "type": "about:blank",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": "the database is not answering",
+            });
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string())
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_text<S: LedgerStore>(State(state): State<AppState<S>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+/// Releases expired holds until told to stop.
+async fn sweep_holds<S: LedgerStore>(store: S, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match store.expire_holds(SWEEP_HOLDS_MAX).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "released expired holds"),
+            Err(error) => tracing::warn!(%error, "hold sweep failed; will retry"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return interrupt.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+struct Serve(ServeArgs, PrometheusHandle);
+
+impl WithStore for Serve {
+    type Output = ();
+
+    async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<()> {
+        let Serve(args, metrics) = self;
+        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let sweeper = tokio::spawn(sweep_holds(
+            store.clone(),
+            Duration::from_secs(args.hold_sweep_interval_s.max(1)),
+            stopped,
+        ));
+        tracing::info!(%addr, backend = store.backend(), "listening");
+        axum::serve(listener, router(store.clone(), metrics))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("shutting down: finishing queued batches");
+        let _ = stop.send(true);
+        let _ = sweeper.await;
+        store.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let metrics = install_metrics()?;
+    let url = args.database.database_url.clone();
+    backend::open(&url, BackendOptions::default(), Serve(args, metrics)).await
+}
