@@ -311,7 +311,7 @@ impl WorkingSet {
                 return reject(index, RejectReason::DuplicateIdInBatch);
             }
             if let Some(transfer) = self.transfers.get(&request.id()) {
-                if !transfer.matches(request) {
+                if !self.retry_matches(transfer, request) {
                     return reject(index, RejectReason::IdempotencyConflict);
                 }
                 existing.push(transfer.clone());
@@ -347,6 +347,24 @@ impl WorkingSet {
         })
     }
 
+    /// True when `request` repeats `transfer`. A post without an amount asks for the whole
+    /// hold, so it repeats only a post of the whole hold, not a partial one.
+    fn retry_matches(&self, transfer: &Transfer, request: &TransferRequest) -> bool {
+        if let TransferRequest::Post {
+            pending_id,
+            amount: None,
+            ..
+        } = request
+            && self
+                .holds
+                .get(pending_id)
+                .is_some_and(|hold| hold.amount != transfer.amount)
+        {
+            return false;
+        }
+        transfer.matches(request)
+    }
+
     /// Releases a pending transfer whose timeout has passed, recording it as `id`.
     pub fn expire_hold(
         &mut self,
@@ -354,6 +372,9 @@ impl WorkingSet {
         id: TransferId,
         now: crate::Timestamp,
     ) -> Result<Transfer, RejectReason> {
+        if self.transfers.contains_key(&id) {
+            return Err(RejectReason::IdempotencyConflict);
+        }
         let hold = self
             .holds
             .get(&pending_id)

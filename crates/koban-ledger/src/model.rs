@@ -422,7 +422,10 @@ impl Transfer {
             (TransferRequest::Move(m), kind) => {
                 let kind_matches = match (m.pending, kind) {
                     (None, TransferKind::Posted) => true,
-                    (Some(_), TransferKind::Pending { .. }) => true,
+                    // A hold retried with another timeout is different content.
+                    (Some(p), TransferKind::Pending { expires_at }) => {
+                        expires_at == p.timeout_s.map(|t| self.timestamp.saturating_add_secs(t))
+                    }
                     _ => false,
                 };
                 kind_matches

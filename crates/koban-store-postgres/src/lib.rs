@@ -33,7 +33,7 @@ use crate::sql::{ACCOUNT_COLUMNS, TRANSFER_COLUMNS, db_error};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_ledger.sql"))];
 /// The advisory lock that serialises migrations across processes.
-const MIGRATION_LOCK_KEY: i64 = 0x6b6f_6261_6e;
+const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;
 /// Ids per `= ANY($1)` query when counting many transfers.
 const IDS_PER_QUERY_MAX: usize = 10_000;
 
@@ -144,7 +144,9 @@ pub async fn migrate(pool: &PgPool) -> Result<usize, StoreError> {
 /// Drops a schema made for a test or benchmark, with everything in it.
 pub async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
     check_schema_name(schema)?;
-    pool.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await.map_err(db_error)?;
+    pool.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 

@@ -112,7 +112,7 @@ impl Recompute {
             }
             let expected = self
                 .sums
-                .get(&account.id.to_bytes().to_vec())
+                .get(account.id.to_bytes().as_slice())
                 .copied()
                 .unwrap_or_default();
             let actual = Sums {

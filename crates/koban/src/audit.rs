@@ -26,12 +26,17 @@ pub struct LedgerAuditArgs {
 
 /// Reads an acknowledgement log; a last line cut short by a crash is skipped.
 pub fn read_ack_log(path: &std::path::Path) -> anyhow::Result<Vec<TransferId>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut ids = Vec::new();
     let lines: Vec<&str> = text.split('\n').collect();
     for (i, line) in lines.iter().enumerate() {
         let last = i + 1 == lines.len();
-        match u128::from_str_radix(line, 16).ok().filter(|_| line.len() == 32).and_then(|v| TransferId::new(v).ok()) {
+        match u128::from_str_radix(line, 16)
+            .ok()
+            .filter(|_| line.len() == 32)
+            .and_then(|v| TransferId::new(v).ok())
+        {
             Some(id) => ids.push(id),
             None if last => {}
             None => anyhow::bail!("line {} of {} is not a transfer id", i + 1, path.display()),
@@ -80,6 +85,10 @@ impl WithStore for LedgerAuditArgs {
                 println!("  problem: {problem}");
             }
         }
-        Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     }
 }

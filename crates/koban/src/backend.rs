@@ -20,19 +20,36 @@ pub struct BackendOptions {
 /// Something to run with a store, whichever backend it is.
 pub trait WithStore {
     type Output;
-    fn run<S: LedgerStore>(self, store: S) -> impl Future<Output = anyhow::Result<Self::Output>> + Send;
+    fn run<S: LedgerStore>(
+        self,
+        store: S,
+    ) -> impl Future<Output = anyhow::Result<Self::Output>> + Send;
 }
 
 /// Opens the backend named by `url` (applying migrations) and runs `job` with it.
-pub async fn open<J: WithStore>(url: &str, options: BackendOptions, job: J) -> anyhow::Result<J::Output> {
+pub async fn open<J: WithStore>(
+    url: &str,
+    options: BackendOptions,
+    job: J,
+) -> anyhow::Result<J::Output> {
     if url.starts_with("sqlite:") {
         let path = path_from_url(url)?;
-        let config = SqliteConfig { queue: options.queue, clock: Clock::system() };
-        let store = SqliteStore::open(&path, config).with_context(|| format!("opening {}", path.display()))?;
+        let config = SqliteConfig {
+            queue: options.queue,
+            clock: Clock::system(),
+        };
+        let store = SqliteStore::open(&path, config)
+            .with_context(|| format!("opening {}", path.display()))?;
         job.run(store).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let config = PgConfig { queue: options.queue, schema: options.schema, ..PgConfig::default() };
-        let store = PgStore::connect(url, config).await.context("connecting to PostgreSQL")?;
+        let config = PgConfig {
+            queue: options.queue,
+            schema: options.schema,
+            ..PgConfig::default()
+        };
+        let store = PgStore::connect(url, config)
+            .await
+            .context("connecting to PostgreSQL")?;
         job.run(store).await
     } else {
         bail!("unsupported database URL: use sqlite://PATH or postgres://...")

@@ -73,25 +73,46 @@ pub async fn ledger(args: LedgerBenchArgs) -> anyhow::Result<ExitCode> {
     if args.accounts < 2 || args.concurrency == 0 || args.transfers == 0 {
         bail!("need at least 2 accounts, 1 transfer and a concurrency of 1");
     }
-    if args.hot_accounts.is_some_and(|k| k == 0 || k >= args.accounts) {
+    if args
+        .hot_accounts
+        .is_some_and(|k| k == 0 || k >= args.accounts)
+    {
         bail!("--hot-accounts must be between 1 and the number of accounts - 1");
     }
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
     let (url, schema) = match &args.database_url {
-        None => (format!("sqlite://{}", temp.path().join("bench.db").display()), None),
+        None => (
+            format!("sqlite://{}", temp.path().join("bench.db").display()),
+            None,
+        ),
         Some(url) if url.starts_with("sqlite:") => {
             let path = koban_store_sqlite::path_from_url(url)?;
             if path.exists() {
-                bail!("{} exists; the benchmark only writes to a fresh file", path.display());
+                bail!(
+                    "{} exists; the benchmark only writes to a fresh file",
+                    path.display()
+                );
             }
             (url.clone(), None)
         }
         Some(url) => {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-            (url.clone(), Some(format!("koban_bench_{}_{}", std::process::id(), nanos % 1_000_000_000_000)))
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos();
+            (
+                url.clone(),
+                Some(format!(
+                    "koban_bench_{}_{}",
+                    std::process::id(),
+                    nanos % 1_000_000_000_000
+                )),
+            )
         }
     };
-    let options = BackendOptions { schema: schema.clone(), ..BackendOptions::default() };
+    let options = BackendOptions {
+        schema: schema.clone(),
+        ..BackendOptions::default()
+    };
     let outcome = backend::open(&url, options, Bench(args.clone())).await;
     if let Some(schema) = schema.filter(|_| !args.keep_schema) {
         drop_schema(&url, &schema).await?;
@@ -100,7 +121,8 @@ pub async fn ledger(args: LedgerBenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn drop_schema(url: &str, schema: &str) -> anyhow::Result<()> {
-    let pool = koban_store_postgres::connect_pool(url, &koban_store_postgres::PgConfig::default()).await?;
+    let pool =
+        koban_store_postgres::connect_pool(url, &koban_store_postgres::PgConfig::default()).await?;
     koban_store_postgres::drop_schema(&pool, schema).await?;
     Ok(())
 }
@@ -134,19 +156,35 @@ impl WithStore for Bench {
         setup_accounts(&store, args.accounts).await?;
         let ack_log = match &args.ack_log {
             Some(path) => Some(Arc::new(Mutex::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(path).context("opening the ack log")?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .context("opening the ack log")?,
             ))),
             None => None,
         };
-        let progress = ProgressBar::with_draw_target(Some(args.transfers), ProgressDrawTarget::stderr_with_hz(4));
-        progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} transfers {per_sec} eta {eta}")?);
+        let progress = ProgressBar::with_draw_target(
+            Some(args.transfers),
+            ProgressDrawTarget::stderr_with_hz(4),
+        );
+        progress.set_style(ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} transfers {per_sec} eta {eta}",
+        )?);
         let next = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let mut tasks = Vec::new();
         for task in 0..args.concurrency {
-            let (store, next, progress, ack_log) = (store.clone(), next.clone(), progress.clone(), ack_log.clone());
+            let (store, next, progress, ack_log) = (
+                store.clone(),
+                next.clone(),
+                progress.clone(),
+                ack_log.clone(),
+            );
             let args = args.clone();
-            tasks.push(tokio::spawn(async move { submitter(store, args, task, next, progress, ack_log).await }));
+            tasks.push(tokio::spawn(async move {
+                submitter(store, args, task, next, progress, ack_log).await
+            }));
         }
         let mut total = TaskResult::default();
         for task in tasks {
@@ -164,10 +202,23 @@ impl WithStore for Bench {
 
 /// Opens the wallets and an issuer account, and funds every wallet (not timed).
 async fn setup_accounts<S: LedgerStore>(store: &S, accounts: u32) -> anyhow::Result<()> {
-    let wallet_flags = AccountFlags { debits_must_not_exceed_credits: true, ..AccountFlags::default() };
+    let wallet_flags = AccountFlags {
+        debits_must_not_exceed_credits: true,
+        ..AccountFlags::default()
+    };
     let issuer = account(0);
-    let mut new = vec![NewAccount { id: issuer, currency: Currency::Jpy, code: Code(100), flags: AccountFlags::default() }];
-    new.extend((1..=accounts).map(|n| NewAccount { id: account(n), currency: Currency::Jpy, code: Code(1), flags: wallet_flags }));
+    let mut new = vec![NewAccount {
+        id: issuer,
+        currency: Currency::Jpy,
+        code: Code(100),
+        flags: AccountFlags::default(),
+    }];
+    new.extend((1..=accounts).map(|n| NewAccount {
+        id: account(n),
+        currency: Currency::Jpy,
+        code: Code(1),
+        flags: wallet_flags,
+    }));
     for chunk in new.chunks(koban_store::ACCOUNTS_PER_CALL_MAX) {
         for result in store.create_accounts(chunk.to_vec()).await? {
             result?;
@@ -176,12 +227,17 @@ async fn setup_accounts<S: LedgerStore>(store: &S, accounts: u32) -> anyhow::Res
     let wallets: Vec<u32> = (1..=accounts).collect();
     let mut funding = Vec::new();
     for chunk in wallets.chunks(koban_ledger::BATCH_TRANSFERS_MAX) {
-        let batch = chunk.iter().map(|n| transfer(issuer, account(*n), OPENING_BALANCE)).collect::<Result<Vec<_>, _>>()?;
+        let batch = chunk
+            .iter()
+            .map(|n| transfer(issuer, account(*n), OPENING_BALANCE))
+            .collect::<Result<Vec<_>, _>>()?;
         let store = store.clone();
         funding.push(tokio::spawn(async move { store.submit(batch).await }));
     }
     for handle in funding {
-        handle.await??.map_err(|rejection| anyhow::anyhow!("funding failed: {rejection}"))?;
+        handle
+            .await??
+            .map_err(|rejection| anyhow::anyhow!("funding failed: {rejection}"))?;
     }
     Ok(())
 }
@@ -194,7 +250,11 @@ async fn submitter<S: LedgerStore>(
     progress: ProgressBar,
     ack_log: Option<Arc<Mutex<std::fs::File>>>,
 ) -> anyhow::Result<TaskResult> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(task)));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        args.seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(u64::from(task)),
+    );
     let mut result = TaskResult::default();
     while next.fetch_add(1, Ordering::Relaxed) < args.transfers {
         let debit = rng.random_range(1..=args.accounts);
@@ -202,7 +262,11 @@ async fn submitter<S: LedgerStore>(
             Some(hot) if rng.random_range(0..100) < HOT_SHARE_PERCENT => rng.random_range(1..=hot),
             _ => rng.random_range(1..=args.accounts),
         };
-        let credit = if credit == debit { debit % args.accounts + 1 } else { credit };
+        let credit = if credit == debit {
+            debit % args.accounts + 1
+        } else {
+            credit
+        };
         let request = transfer(account(debit), account(credit), rng.random_range(1..=1_000))?;
         let id = request.id();
         let submitted = Instant::now();
@@ -212,7 +276,9 @@ async fn submitter<S: LedgerStore>(
                 result.latencies_us.push(micros);
                 result.acked.push(id);
                 if let Some(log) = &ack_log {
-                    let mut file = log.lock().map_err(|_| anyhow::anyhow!("ack log lock poisoned"))?;
+                    let mut file = log
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("ack log lock poisoned"))?;
                     writeln!(file, "{:032x}", id.get())?;
                 }
             }
@@ -225,7 +291,10 @@ async fn submitter<S: LedgerStore>(
 }
 
 /// `Ok(true)` applied, `Ok(false)` rejected by the ledger, `Err` when retries ran out.
-async fn submit_with_retries<S: LedgerStore>(store: &S, request: TransferRequest) -> Result<bool, StoreError> {
+async fn submit_with_retries<S: LedgerStore>(
+    store: &S,
+    request: TransferRequest,
+) -> Result<bool, StoreError> {
     let mut attempt = 1;
     loop {
         match store.submit(vec![request.clone()]).await {
@@ -284,5 +353,9 @@ async fn report<S: LedgerStore>(
     } else {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
-    Ok(if invariants_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if invariants_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

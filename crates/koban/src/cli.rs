@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::backend::{self, BackendOptions, DEFAULT_DATABASE_URL};
 
 #[derive(Parser, Debug)]
-#[command(name = "koban", version, about = "Koban: a cashless payment service (stored-value wallets, double-entry ledger)")]
+#[command(
+    name = "koban",
+    version,
+    about = "Koban: a cashless payment service (stored-value wallets, double-entry ledger)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,7 +66,9 @@ pub enum AuditCommand {
 
 /// Runs a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => crate::serve::serve(args).await.map(|()| ExitCode::SUCCESS),

@@ -27,8 +27,13 @@ struct AppState<S> {
 }
 
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KOBAN_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("KOBAN_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .try_init();
 }
 
 /// Installs the Prometheus recorder, with histogram buckets for the ledger's timings and sizes.
@@ -37,14 +42,19 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(COMMIT_SECONDS.into()),
-            &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0],
+            &[
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ],
         )?
         .set_buckets_for_metric(
             Matcher::Full(GROUP_TRANSFERS.into()),
-            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0],
+            &[
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+            ],
         )?
         .install_recorder()
         .context("installing the metrics recorder")
+        .inspect(|_| koban_store::metrics::describe())
 }
 
 /// The router; generic over the backend, which `main` picked once.
@@ -67,18 +77,30 @@ async fn readyz<S: LedgerStore>(State(state): State<AppState<S>>) -> Response {
                 "status": 503,
                 "detail": "the database is not answering",
             });
-            (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                body.to_string(),
+            )
                 .into_response()
         }
     }
 }
 
 async fn metrics_text<S: LedgerStore>(State(state): State<AppState<S>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Releases expired holds until told to stop.
-async fn sweep_holds<S: LedgerStore>(store: S, interval: Duration, mut stop: watch::Receiver<bool>) {
+async fn sweep_holds<S: LedgerStore>(
+    store: S,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
@@ -97,10 +119,11 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return interrupt.await.unwrap_or(()),
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return interrupt.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -117,7 +140,9 @@ impl WithStore for Serve {
 
     async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<()> {
         let Serve(args, metrics) = self;
-        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_holds(

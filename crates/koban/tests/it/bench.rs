@@ -1,0 +1,91 @@
+//! The benchmark's interface: flags, JSON keys, and a real invariant check on both backends.
+
+use crate::helpers::{koban, postgres_available, postgres_url};
+
+fn run_bench(extra: &[&str]) -> serde_json::Value {
+    let output = koban()
+        .args([
+            "bench",
+            "ledger",
+            "--accounts",
+            "50",
+            "--transfers",
+            "3000",
+            "--concurrency",
+            "16",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("one JSON object, got {stdout:?}"))
+}
+
+fn check(report: &serde_json::Value, backend: &str) {
+    assert_eq!(report["backend"], backend);
+    assert_eq!(report["accounts"], 50);
+    assert_eq!(report["transfers_committed"], 3000);
+    assert_eq!(report["invariants_ok"], true, "{report}");
+    assert!(report["transfers_per_second"].as_f64().unwrap() > 0.0);
+    let (p50, p99) = (
+        report["latency_ms_p50"].as_f64().unwrap(),
+        report["latency_ms_p99"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p99 >= p50, "{report}");
+}
+
+#[test]
+fn bench_ledger_on_sqlite_reports_json_and_checks_invariants() {
+    check(&run_bench(&[]), "sqlite");
+    check(
+        &run_bench(&["--hot-accounts", "5", "--seed", "7"]),
+        "sqlite",
+    );
+}
+
+#[test]
+fn bench_ledger_on_postgres_reports_json_and_checks_invariants() {
+    if !postgres_available() {
+        return;
+    }
+    let url = postgres_url();
+    check(&run_bench(&["--database-url", &url]), "postgres");
+    check(
+        &run_bench(&["--database-url", &url, "--hot-accounts", "5"]),
+        "postgres",
+    );
+}
+
+#[test]
+fn bench_refuses_an_existing_file_and_bad_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.db");
+    std::fs::write(&path, b"precious").unwrap();
+    let url = format!("sqlite://{}", path.display());
+    let output = koban()
+        .args(["bench", "ledger", "--database-url", &url, "--json"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("only writes to a fresh file"));
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    let output = koban()
+        .args([
+            "bench",
+            "ledger",
+            "--accounts",
+            "10",
+            "--hot-accounts",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}

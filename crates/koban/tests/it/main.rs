@@ -1,0 +1,6 @@
+//! Integration tests of the `koban` binary: each starts the real binary as a child process.
+
+mod bench;
+mod crash;
+mod helpers;
+mod serve;

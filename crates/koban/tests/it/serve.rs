@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+use crate::helpers::{http_get, send_signal, spawn_serve, wait_exit};
+
+#[test]
+fn serve_answers_health_readiness_and_metrics_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("data/koban.db").display());
+    let (mut server, addr) = spawn_serve(&url);
+
+    let live = http_get(addr, "/livez");
+    assert_eq!((live.status, live.body.as_str()), (200, "ok"));
+    let ready = http_get(addr, "/readyz");
+    assert_eq!(ready.status, 200);
+    let metrics = http_get(addr, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain")
+    );
+    assert!(
+        metrics
+            .body
+            .contains("koban_ledger_transfers_committed_total 0"),
+        "{}",
+        metrics.body
+    );
+    assert_eq!(http_get(addr, "/nowhere").status, 404);
+    assert!(
+        dir.path().join("data/koban.db").exists(),
+        "the database file is created on first run"
+    );
+
+    send_signal(&server.0, "TERM");
+    let status = wait_exit(&mut server.0, Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status:?}"
+    );
+}
+
+#[test]
+fn help_is_available_for_every_command() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["bench", "ledger", "--help"],
+        vec!["audit", "ledger", "--help"],
+    ] {
+        let output = crate::helpers::koban().args(&args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn migrate_applies_once_and_rejects_unknown_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let first = crate::helpers::koban()
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout).trim(),
+        "{\"migrations_applied\": 1}"
+    );
+    let second = crate::helpers::koban()
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout).trim(),
+        "{\"migrations_applied\": 0}"
+    );
+    let bad = crate::helpers::koban()
+        .args(["migrate", "--database-url", "mysql://x"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unsupported database URL"));
+}
