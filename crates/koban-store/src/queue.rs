@@ -184,3 +184,75 @@ impl JobReceiver {
         Work::Group(group)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use koban_ledger::{
+        AccountId, Amount, Applied, Code, Currency, Metadata, Move, TransferId, TransferRequest,
+    };
+
+    use super::*;
+
+    fn batch(id: u128) -> Vec<TransferRequest> {
+        vec![TransferRequest::Move(Move {
+            id: TransferId::new(id).unwrap(),
+            debit: AccountId::new(1).unwrap(),
+            credit: AccountId::new(2).unwrap(),
+            amount: Amount::new(5).unwrap(),
+            currency: Currency::Jpy,
+            code: Code(1),
+            reference: None,
+            metadata: Metadata::empty(),
+            pending: None,
+        })]
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_says_busy_and_waiting_submissions_form_one_group() {
+        let config = QueueConfig { queue_jobs_max: 2, group_transfers_max: 100 };
+        let (queue, mut receiver) = job_queue(config);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = pin!(queue.submit(batch(1)));
+        let mut second = pin!(queue.submit(batch(2)));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        let third = pin!(queue.submit(batch(3)));
+        assert!(matches!(third.poll(&mut cx), Poll::Ready(Err(StoreError::Busy))));
+
+        let Some(Work::Group(group)) = receiver.next().await else { panic!("expected a group") };
+        assert_eq!(group.len(), 2);
+        for submission in group {
+            let applied = Applied { transfers: Vec::new(), replayed: false };
+            submission.reply.send(Ok(Ok(applied))).unwrap();
+        }
+        assert!(first.await.unwrap().is_ok());
+        assert!(second.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn groups_stop_at_the_transfer_cap_and_at_other_jobs() {
+        let config = QueueConfig { queue_jobs_max: 10, group_transfers_max: 2 };
+        let (queue, mut receiver) = job_queue(config);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut pending = Vec::new();
+        for id in 1..=3 {
+            let mut submit = Box::pin(queue.submit(batch(id)));
+            assert!(submit.as_mut().poll(&mut cx).is_pending());
+            pending.push(submit);
+        }
+        let mut expire = Box::pin(queue.call(|reply| Job::ExpireHolds { limit: 1, reply }));
+        assert!(expire.as_mut().poll(&mut cx).is_pending());
+        let Some(Work::Group(group)) = receiver.next().await else { panic!("expected a group") };
+        assert_eq!(group.len(), 2, "capped at two transfers");
+        let Some(Work::Group(group)) = receiver.next().await else { panic!("expected a group") };
+        assert_eq!(group.len(), 1, "stops before the expiry job");
+        assert!(matches!(receiver.next().await, Some(Work::Single(Job::ExpireHolds { .. }))));
+        // After close, nothing more is accepted.
+        assert!(receiver.close().is_empty());
+        let refused = pin!(queue.submit(batch(9)));
+        assert!(matches!(refused.poll(&mut cx), Poll::Ready(Err(StoreError::ShuttingDown))));
+    }
+}
