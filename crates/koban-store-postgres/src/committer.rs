@@ -8,7 +8,7 @@ use koban_ledger::{
     Account, AccountId, AccountRejection, Applied, Needs, NewAccount, Rejection, StateChange,
     StateChangeRejection, TransferId, WorkingSet,
 };
-use koban_store::queue::{Job, JobReceiver, Submission, Work};
+use koban_store::queue::{Job, JobReceiver, Submission, Work, answer_group};
 use koban_store::rows::ts_to_i64;
 use koban_store::{Clock, StoreError, generated_transfer_id, metrics};
 use sqlx::{PgConnection, PgPool, Row};
@@ -79,38 +79,8 @@ impl Committer {
 
     async fn commit_group(&mut self, group: Vec<Submission>) {
         let started = Instant::now();
-        let transfers_in_group: usize = group.iter().map(|s| s.batch.len()).sum();
         let outcome = retrying!(self.decide_group(&group));
-        match outcome {
-            Ok(results) => {
-                let committed: usize = results
-                    .iter()
-                    .filter_map(|r| r.as_ref().ok())
-                    .filter(|applied| !applied.replayed)
-                    .map(|applied| applied.transfers.len())
-                    .sum();
-                metrics::group_committed(
-                    u64::try_from(committed).unwrap_or(u64::MAX),
-                    transfers_in_group,
-                    started.elapsed(),
-                );
-                for (submission, result) in group.into_iter().zip(results) {
-                    if let Err(rejection) = &result {
-                        metrics::batch_rejected(rejection.reason);
-                    }
-                    let _ = submission.reply.send(Ok(result));
-                }
-            }
-            Err(error) => {
-                metrics::commit_failed();
-                tracing::error!(%error, transfers = transfers_in_group, "group commit failed; nothing in it was applied");
-                for submission in group {
-                    let _ = submission
-                        .reply
-                        .send(Err(StoreError::Database("commit failed; retry".into())));
-                }
-            }
-        }
+        answer_group(group, outcome, started);
     }
 
     async fn decide_group(

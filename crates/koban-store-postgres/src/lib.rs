@@ -23,7 +23,7 @@ use koban_ledger::{
     Timestamp, Transfer, TransferId, TransferRequest,
 };
 use koban_store::audit::Recompute;
-use koban_store::queue::{Job, JobQueue, QueueConfig, job_queue};
+use koban_store::queue::{JobQueue, QueueConfig, job_queue};
 use koban_store::rows::ts_to_i64;
 use koban_store::{AuditReport, Clock, LedgerStore, Page, PageRequest, StoreError, SubmitResult};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -216,12 +216,7 @@ impl LedgerStore for PgStore {
         &self,
         accounts: Vec<NewAccount>,
     ) -> Result<Vec<Result<Account, AccountRejection>>, StoreError> {
-        if accounts.len() > koban_store::ACCOUNTS_PER_CALL_MAX {
-            return Err(StoreError::Invalid("at most 10000 accounts per call"));
-        }
-        self.queue
-            .call(|reply| Job::CreateAccounts { accounts, reply })
-            .await
+        self.queue.create_accounts(accounts).await
     }
 
     async fn change_account_state(
@@ -229,9 +224,7 @@ impl LedgerStore for PgStore {
         id: AccountId,
         change: StateChange,
     ) -> Result<Result<Account, StateChangeRejection>, StoreError> {
-        self.queue
-            .call(|reply| Job::ChangeState { id, change, reply })
-            .await
+        self.queue.change_account_state(id, change).await
     }
 
     async fn submit(&self, batch: Vec<TransferRequest>) -> SubmitResult {
@@ -301,9 +294,7 @@ impl LedgerStore for PgStore {
     }
 
     async fn expire_holds(&self, limit: usize) -> Result<usize, StoreError> {
-        self.queue
-            .call(|reply| Job::ExpireHolds { limit, reply })
-            .await
+        self.queue.expire_holds(limit).await
     }
 
     async fn count_transfers_present(&self, ids: Vec<TransferId>) -> Result<u64, StoreError> {

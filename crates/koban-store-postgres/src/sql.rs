@@ -9,6 +9,13 @@ use sqlx::{PgConnection, Row};
 
 /// Maps a database error; races between writers (unique violation, deadlock, serialization
 /// failure) become the retryable [`StoreError::Conflict`].
+/// One column of `rows` as a vector, to bind as an array parameter.
+macro_rules! col {
+    ($rows:ident . $field:ident) => {
+        $rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+    };
+}
+
 pub fn db_error(error: sqlx::Error) -> StoreError {
     let code = error
         .as_database_error()
@@ -100,32 +107,27 @@ pub async fn insert_transfers(
         .iter()
         .map(|t| TransferRow::from_transfer(t))
         .collect();
-    macro_rules! col {
-        ($field:ident) => {
-            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-        };
-    }
     sqlx::query(&format!(
         "INSERT INTO transfers ({TRANSFER_COLUMNS}) SELECT * FROM UNNEST($1::bytea[], $2::bytea[], \
          $3::bytea[], $4::int8[], $5::text[], $6::int4[], $7::int2[], $8::bytea[], $9::int8[], \
          $10::bytea[], $11::text[], $12::int8[], $13::bytea[], $14::bytea[], $15::bytea[], $16::bytea[])"
     ))
-    .bind(col!(id))
-    .bind(col!(debit))
-    .bind(col!(credit))
-    .bind(col!(amount))
-    .bind(col!(currency))
-    .bind(col!(code))
-    .bind(col!(kind))
-    .bind(col!(pending_id))
-    .bind(col!(expires_at))
-    .bind(col!(reference))
-    .bind(col!(metadata))
-    .bind(col!(timestamp))
-    .bind(col!(debit_prev))
-    .bind(col!(credit_prev))
-    .bind(col!(debit_balance))
-    .bind(col!(credit_balance))
+    .bind(col!(rows.id))
+    .bind(col!(rows.debit))
+    .bind(col!(rows.credit))
+    .bind(col!(rows.amount))
+    .bind(col!(rows.currency))
+    .bind(col!(rows.code))
+    .bind(col!(rows.kind))
+    .bind(col!(rows.pending_id))
+    .bind(col!(rows.expires_at))
+    .bind(col!(rows.reference))
+    .bind(col!(rows.metadata))
+    .bind(col!(rows.timestamp))
+    .bind(col!(rows.debit_prev))
+    .bind(col!(rows.credit_prev))
+    .bind(col!(rows.debit_balance))
+    .bind(col!(rows.credit_balance))
     .execute(conn)
     .await
     .map_err(db_error)?;
@@ -137,23 +139,18 @@ pub async fn insert_holds(conn: &mut PgConnection, holds: &[&Hold]) -> Result<()
         return Ok(());
     }
     let rows: Vec<HoldRow> = holds.iter().map(|h| HoldRow::from_hold(h)).collect();
-    macro_rules! col {
-        ($field:ident) => {
-            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-        };
-    }
     sqlx::query(&format!(
         "INSERT INTO holds ({HOLD_COLUMNS}) SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], \
          $4::int8[], $5::text[], $6::int4[], $7::int8[], $8::int2[])"
     ))
-    .bind(col!(pending_id))
-    .bind(col!(debit))
-    .bind(col!(credit))
-    .bind(col!(amount))
-    .bind(col!(currency))
-    .bind(col!(code))
-    .bind(col!(expires_at))
-    .bind(col!(state))
+    .bind(col!(rows.pending_id))
+    .bind(col!(rows.debit))
+    .bind(col!(rows.credit))
+    .bind(col!(rows.amount))
+    .bind(col!(rows.currency))
+    .bind(col!(rows.code))
+    .bind(col!(rows.expires_at))
+    .bind(col!(rows.state))
     .execute(conn)
     .await
     .map_err(db_error)?;
@@ -196,27 +193,22 @@ pub async fn insert_accounts(
         .iter()
         .map(|a| AccountRow::from_account(a))
         .collect();
-    macro_rules! col {
-        ($field:ident) => {
-            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-        };
-    }
     let inserted = sqlx::query(&format!(
         "INSERT INTO accounts ({ACCOUNT_COLUMNS}) SELECT * FROM UNNEST($1::bytea[], $2::text[], \
          $3::int4[], $4::int4[], $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], \
          $10::bytea[], $11::int8[]) ON CONFLICT (id) DO NOTHING"
     ))
-    .bind(col!(id))
-    .bind(col!(currency))
-    .bind(col!(code))
-    .bind(col!(flags))
-    .bind(col!(debits_pending))
-    .bind(col!(debits_posted))
-    .bind(col!(credits_pending))
-    .bind(col!(credits_posted))
-    .bind(col!(created_at))
-    .bind(col!(last_transfer))
-    .bind(col!(last_timestamp))
+    .bind(col!(rows.id))
+    .bind(col!(rows.currency))
+    .bind(col!(rows.code))
+    .bind(col!(rows.flags))
+    .bind(col!(rows.debits_pending))
+    .bind(col!(rows.debits_posted))
+    .bind(col!(rows.credits_pending))
+    .bind(col!(rows.credits_posted))
+    .bind(col!(rows.created_at))
+    .bind(col!(rows.last_transfer))
+    .bind(col!(rows.last_timestamp))
     .execute(conn)
     .await
     .map_err(db_error)?
@@ -239,25 +231,20 @@ pub async fn update_accounts(
         .iter()
         .map(|a| AccountRow::from_account(a))
         .collect();
-    macro_rules! col {
-        ($field:ident) => {
-            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-        };
-    }
     sqlx::query(
         "UPDATE accounts SET flags = u.flags, debits_pending = u.dp, debits_posted = u.dpo, \
          credits_pending = u.cp, credits_posted = u.cpo, last_transfer = u.lt, last_timestamp = u.lts \
          FROM UNNEST($1::bytea[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
          $7::bytea[], $8::int8[]) AS u(id, flags, dp, dpo, cp, cpo, lt, lts) WHERE accounts.id = u.id",
     )
-    .bind(col!(id))
-    .bind(col!(flags))
-    .bind(col!(debits_pending))
-    .bind(col!(debits_posted))
-    .bind(col!(credits_pending))
-    .bind(col!(credits_posted))
-    .bind(col!(last_transfer))
-    .bind(col!(last_timestamp))
+    .bind(col!(rows.id))
+    .bind(col!(rows.flags))
+    .bind(col!(rows.debits_pending))
+    .bind(col!(rows.debits_posted))
+    .bind(col!(rows.credits_pending))
+    .bind(col!(rows.credits_posted))
+    .bind(col!(rows.last_transfer))
+    .bind(col!(rows.last_timestamp))
     .execute(conn)
     .await
     .map_err(db_error)?;

@@ -17,7 +17,7 @@ use koban_ledger::{
     Account, AccountId, AccountRejection, Balance, NewAccount, StateChange, StateChangeRejection,
     Timestamp, Transfer, TransferId, TransferRequest,
 };
-use koban_store::queue::{Job, JobQueue, QueueConfig, job_queue};
+use koban_store::queue::{JobQueue, QueueConfig, job_queue};
 use koban_store::{AuditReport, Clock, LedgerStore, Page, PageRequest, StoreError, SubmitResult};
 use rusqlite::Connection;
 
@@ -138,12 +138,7 @@ impl LedgerStore for SqliteStore {
         &self,
         accounts: Vec<NewAccount>,
     ) -> Result<Vec<Result<Account, AccountRejection>>, StoreError> {
-        if accounts.len() > koban_store::ACCOUNTS_PER_CALL_MAX {
-            return Err(StoreError::Invalid("at most 10000 accounts per call"));
-        }
-        self.queue
-            .call(|reply| Job::CreateAccounts { accounts, reply })
-            .await
+        self.queue.create_accounts(accounts).await
     }
 
     async fn change_account_state(
@@ -151,9 +146,7 @@ impl LedgerStore for SqliteStore {
         id: AccountId,
         change: StateChange,
     ) -> Result<Result<Account, StateChangeRejection>, StoreError> {
-        self.queue
-            .call(|reply| Job::ChangeState { id, change, reply })
-            .await
+        self.queue.change_account_state(id, change).await
     }
 
     async fn submit(&self, batch: Vec<TransferRequest>) -> SubmitResult {
@@ -200,9 +193,7 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn expire_holds(&self, limit: usize) -> Result<usize, StoreError> {
-        self.queue
-            .call(|reply| Job::ExpireHolds { limit, reply })
-            .await
+        self.queue.expire_holds(limit).await
     }
 
     async fn count_transfers_present(&self, ids: Vec<TransferId>) -> Result<u64, StoreError> {

@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use koban_ledger::{
-    Account, AccountId, AccountRejection, NewAccount, StateChange, StateChangeRejection,
-    TransferRequest,
+    Account, AccountId, AccountRejection, Applied, NewAccount, Rejection, StateChange,
+    StateChangeRejection, TransferRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -105,6 +105,30 @@ impl JobQueue {
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
+    pub async fn create_accounts(
+        &self,
+        accounts: Vec<NewAccount>,
+    ) -> Result<Vec<Result<Account, AccountRejection>>, StoreError> {
+        if accounts.len() > crate::ACCOUNTS_PER_CALL_MAX {
+            return Err(StoreError::Invalid("at most 10000 accounts per call"));
+        }
+        self.call(|reply| Job::CreateAccounts { accounts, reply })
+            .await
+    }
+
+    pub async fn change_account_state(
+        &self,
+        id: AccountId,
+        change: StateChange,
+    ) -> Result<Result<Account, StateChangeRejection>, StoreError> {
+        self.call(|reply| Job::ChangeState { id, change, reply })
+            .await
+    }
+
+    pub async fn expire_holds(&self, limit: usize) -> Result<usize, StoreError> {
+        self.call(|reply| Job::ExpireHolds { limit, reply }).await
+    }
+
     /// Sends a non-submission job and waits for its answer.
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -129,6 +153,43 @@ impl JobQueue {
             }
             mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
         })
+    }
+}
+
+/// Answers every submitter of a group after its transaction committed (`Ok`) or failed
+/// (`Err`: nothing in the group was applied, and each submitter is told to retry), and records
+/// the group's metrics.
+pub fn answer_group(
+    group: Vec<Submission>,
+    outcome: Result<Vec<Result<Applied, Rejection>>, StoreError>,
+    started: Instant,
+) {
+    let transfers_in_group: usize = group.iter().map(|s| s.batch.len()).sum();
+    match outcome {
+        Ok(results) => {
+            let committed: usize = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .filter(|applied| !applied.replayed)
+                .map(|applied| applied.transfers.len())
+                .sum();
+            let committed = u64::try_from(committed).unwrap_or(u64::MAX);
+            crate::metrics::group_committed(committed, transfers_in_group, started.elapsed());
+            for (submission, result) in group.into_iter().zip(results) {
+                if let Err(rejection) = &result {
+                    crate::metrics::batch_rejected(rejection.reason);
+                }
+                let _ = submission.reply.send(Ok(result));
+            }
+        }
+        Err(error) => {
+            crate::metrics::commit_failed();
+            tracing::error!(%error, transfers = transfers_in_group, "group commit failed; nothing in it was applied");
+            for submission in group {
+                let retry = StoreError::Database("commit failed; retry".into());
+                let _ = submission.reply.send(Err(retry));
+            }
+        }
     }
 }
 
@@ -212,7 +273,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_says_busy_and_waiting_submissions_form_one_group() {
-        let config = QueueConfig { queue_jobs_max: 2, group_transfers_max: 100 };
+        let config = QueueConfig {
+            queue_jobs_max: 2,
+            group_transfers_max: 100,
+        };
         let (queue, mut receiver) = job_queue(config);
         let mut cx = Context::from_waker(Waker::noop());
         let mut first = pin!(queue.submit(batch(1)));
@@ -220,12 +284,20 @@ mod tests {
         assert!(first.as_mut().poll(&mut cx).is_pending());
         assert!(second.as_mut().poll(&mut cx).is_pending());
         let third = pin!(queue.submit(batch(3)));
-        assert!(matches!(third.poll(&mut cx), Poll::Ready(Err(StoreError::Busy))));
+        assert!(matches!(
+            third.poll(&mut cx),
+            Poll::Ready(Err(StoreError::Busy))
+        ));
 
-        let Some(Work::Group(group)) = receiver.next().await else { panic!("expected a group") };
+        let Some(Work::Group(group)) = receiver.next().await else {
+            panic!("expected a group")
+        };
         assert_eq!(group.len(), 2);
         for submission in group {
-            let applied = Applied { transfers: Vec::new(), replayed: false };
+            let applied = Applied {
+                transfers: Vec::new(),
+                replayed: false,
+            };
             submission.reply.send(Ok(Ok(applied))).unwrap();
         }
         assert!(first.await.unwrap().is_ok());
@@ -234,7 +306,10 @@ mod tests {
 
     #[tokio::test]
     async fn groups_stop_at_the_transfer_cap_and_at_other_jobs() {
-        let config = QueueConfig { queue_jobs_max: 10, group_transfers_max: 2 };
+        let config = QueueConfig {
+            queue_jobs_max: 10,
+            group_transfers_max: 2,
+        };
         let (queue, mut receiver) = job_queue(config);
         let mut cx = Context::from_waker(Waker::noop());
         let mut pending = Vec::new();
@@ -245,14 +320,24 @@ mod tests {
         }
         let mut expire = Box::pin(queue.call(|reply| Job::ExpireHolds { limit: 1, reply }));
         assert!(expire.as_mut().poll(&mut cx).is_pending());
-        let Some(Work::Group(group)) = receiver.next().await else { panic!("expected a group") };
+        let Some(Work::Group(group)) = receiver.next().await else {
+            panic!("expected a group")
+        };
         assert_eq!(group.len(), 2, "capped at two transfers");
-        let Some(Work::Group(group)) = receiver.next().await else { panic!("expected a group") };
+        let Some(Work::Group(group)) = receiver.next().await else {
+            panic!("expected a group")
+        };
         assert_eq!(group.len(), 1, "stops before the expiry job");
-        assert!(matches!(receiver.next().await, Some(Work::Single(Job::ExpireHolds { .. }))));
+        assert!(matches!(
+            receiver.next().await,
+            Some(Work::Single(Job::ExpireHolds { .. }))
+        ));
         // After close, nothing more is accepted.
         assert!(receiver.close().is_empty());
         let refused = pin!(queue.submit(batch(9)));
-        assert!(matches!(refused.poll(&mut cx), Poll::Ready(Err(StoreError::ShuttingDown))));
+        assert!(matches!(
+            refused.poll(&mut cx),
+            Poll::Ready(Err(StoreError::ShuttingDown))
+        ));
     }
 }
