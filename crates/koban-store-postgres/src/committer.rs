@@ -242,6 +242,11 @@ async fn lock_and_load(
         for row in &rows {
             ws.load_hold(sql::to_hold(row)?);
         }
+        // A hold committed by another process between the first read and the locks names
+        // accounts this transaction has not locked: start over rather than decide without them.
+        if !ws.hold_accounts().is_empty() {
+            return Err(StoreError::Conflict);
+        }
     }
     if !transfers.is_empty() {
         let rows = sqlx::query(&format!(

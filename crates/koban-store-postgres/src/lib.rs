@@ -98,6 +98,15 @@ pub async fn connect_pool(url: &str, config: &PgConfig) -> Result<PgPool, StoreE
         admin.close().await;
         options = options.options([("search_path", schema.as_str())]);
     }
+    // Durability must not depend on the server's defaults: every commit waits for its WAL
+    // flush. Bounded waits keep a stuck lock or a stalled connection from hanging writers
+    // forever; a lock wait that times out is retried as a conflict.
+    options = options.options([
+        ("synchronous_commit", "on"),
+        ("lock_timeout", "5s"),
+        ("statement_timeout", "30s"),
+        ("idle_in_transaction_session_timeout", "60s"),
+    ]);
     PgPoolOptions::new()
         .max_connections(config.connections_max.max(2))
         .connect_with(options)
@@ -359,6 +368,9 @@ impl LedgerStore for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if !self.queue.is_open() {
+            return Err(StoreError::ShuttingDown);
+        }
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await

@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 /// Maps a database error; races between writers (unique violation, deadlock, serialization
-/// failure) become the retryable [`StoreError::Conflict`].
+/// failure, lock timeout) become the retryable [`StoreError::Conflict`].
 /// One column of `rows` as a vector, to bind as an array parameter.
 macro_rules! col {
     ($rows:ident . $field:ident) => {
@@ -22,7 +22,7 @@ pub fn db_error(error: sqlx::Error) -> StoreError {
         .and_then(|e| e.code())
         .map(|c| c.into_owned());
     match code.as_deref() {
-        Some("23505" | "40P01" | "40001") => StoreError::Conflict,
+        Some("23505" | "40P01" | "40001" | "55P03") => StoreError::Conflict,
         _ => StoreError::Database(error.to_string()),
     }
 }

@@ -200,3 +200,51 @@ async fn the_same_id_from_two_instances_is_recorded_once() {
     );
     assert!(first.audit().await.unwrap().ok());
 }
+
+/// A post racing the hold it posts, through two instances: the post either finds the hold
+/// (and posts it) or does not (pending_not_found); it never fails for want of the hold's
+/// accounts, which it could not have locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_racing_its_hold_across_instances_gets_a_true_answer() {
+    let schema = schema_for("post_race");
+    let Some(first) = connect(&schema, Clock::system()).await else {
+        return;
+    };
+    let Some(second) = connect(&schema, Clock::system()).await else {
+        return;
+    };
+    let accounts = vec![issuer(1, Currency::Jpy), wallet(2, Currency::Jpy)];
+    for result in first.create_accounts(accounts).await.unwrap() {
+        result.unwrap();
+    }
+    let mut posted = 0;
+    for round in 0..40u128 {
+        let pending = 10_000 + round;
+        let hold = koban_store::conformance::hold(pending, 1, 2, 10, None);
+        let post = TransferRequest::Post {
+            id: transfer_id(20_000 + round),
+            pending_id: transfer_id(pending),
+            amount: None,
+            metadata: koban_ledger::Metadata::empty(),
+        };
+        let (held, post_outcome) =
+            tokio::join!(first.submit(vec![hold]), second.submit(vec![post]));
+        held.unwrap().unwrap();
+        match post_outcome.unwrap() {
+            Ok(_) => posted += 1,
+            Err(rejection) => assert_eq!(
+                rejection.reason,
+                koban_ledger::RejectReason::PendingNotFound
+            ),
+        }
+    }
+    let wallet = second
+        .account(account_id(2))
+        .await
+        .unwrap()
+        .unwrap()
+        .balance;
+    assert_eq!(wallet.credits_posted, 10 * posted);
+    assert_eq!(wallet.credits_pending, 10 * (40 - posted));
+    assert!(first.audit().await.unwrap().ok());
+}

@@ -212,6 +212,9 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if !self.queue.is_open() {
+            return Err(StoreError::ShuttingDown);
+        }
         self.read(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(db::db_error)

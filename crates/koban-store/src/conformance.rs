@@ -29,7 +29,8 @@ macro_rules! conformance_tests {
             accounts_open_idempotently, transfers_move_money_and_keep_history,
             bad_input_is_rejected_and_changes_nothing, batches_are_atomic,
             holds_post_void_and_expire, concurrent_transfers_keep_invariants,
-            one_bad_batch_does_not_fail_its_neighbours, balance_overflow_is_rejected);
+            one_bad_batch_does_not_fail_its_neighbours, balance_overflow_is_rejected,
+            not_ready_after_shutdown);
     };
     (@tests $factory:path; $($name:ident),*) => {
         $(
@@ -746,4 +747,24 @@ pub async fn balance_overflow_is_rejected<S: LedgerStore>(f: &Fixture<S>) {
     let b = get(store, 2).await.balance;
     assert_eq!(b.credits_posted, koban_ledger::AMOUNT_MAX);
     audit_ok(store).await;
+}
+
+pub async fn not_ready_after_shutdown<S: LedgerStore>(f: &Fixture<S>) {
+    let store = &f.store;
+    store.ping().await.expect("ready while running");
+    open(
+        store,
+        vec![issuer(1, Currency::Jpy), wallet(2, Currency::Jpy)],
+    )
+    .await;
+    store.shutdown().await;
+    assert!(
+        store.ping().await.is_err(),
+        "a store whose writer stopped must not report ready"
+    );
+    let refused = store.submit(vec![mv(10, 1, 2, 5, Currency::Jpy)]).await;
+    assert!(
+        matches!(refused, Err(crate::StoreError::ShuttingDown)),
+        "{refused:?}"
+    );
 }

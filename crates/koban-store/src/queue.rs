@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use koban_ledger::{
-    Account, AccountId, AccountRejection, Applied, NewAccount, Rejection, StateChange,
-    StateChangeRejection, TransferRequest,
+    Account, AccountId, AccountRejection, Applied, BATCH_TRANSFERS_MAX, NewAccount, RejectReason,
+    Rejection, StateChange, StateChangeRejection, TransferRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -95,6 +95,21 @@ pub fn job_queue(config: QueueConfig) -> (JobQueue, JobReceiver) {
 impl JobQueue {
     /// Submits a batch and waits until it is decided and durable.
     pub async fn submit(&self, batch: Vec<TransferRequest>) -> SubmitResult {
+        // Batches the ledger will refuse anyway are refused here, before they cost the writer
+        // any reads.
+        if batch.is_empty() {
+            return Ok(Err(Rejection {
+                index: 0,
+                reason: RejectReason::BatchEmpty,
+            }));
+        }
+        if batch.len() > BATCH_TRANSFERS_MAX {
+            let reason = RejectReason::BatchTooLarge;
+            return Ok(Err(Rejection {
+                index: BATCH_TRANSFERS_MAX,
+                reason,
+            }));
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job::Submit(Submission {
             batch,
@@ -127,6 +142,11 @@ impl JobQueue {
 
     pub async fn expire_holds(&self, limit: usize) -> Result<usize, StoreError> {
         self.call(|reply| Job::ExpireHolds { limit, reply }).await
+    }
+
+    /// False once the writer has stopped (shut down, or died): writes cannot succeed.
+    pub fn is_open(&self) -> bool {
+        !self.tx.is_closed()
     }
 
     /// Sends a non-submission job and waits for its answer.
@@ -184,7 +204,9 @@ pub fn answer_group(
         }
         Err(error) => {
             crate::metrics::commit_failed();
-            tracing::error!(%error, transfers = transfers_in_group, "group commit failed; nothing in it was applied");
+            // Usually nothing was applied; if the connection broke during COMMIT the outcome is
+            // unknown. Either way a retry with the same ids is safe: it applies or replays.
+            tracing::error!(%error, transfers = transfers_in_group, "group commit failed; submitters told to retry with the same ids");
             for submission in group {
                 let retry = StoreError::Database("commit failed; retry".into());
                 let _ = submission.reply.send(Err(retry));

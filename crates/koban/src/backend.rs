@@ -9,6 +9,45 @@ use koban_store_sqlite::{SqliteConfig, SqliteStore, path_from_url};
 /// The embedded default: a SQLite file under `./koban-data`, created on first run.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./koban-data/koban.db";
 
+/// A database URL as given on the command line. It may carry a password, so its `Debug`
+/// prints it with the password replaced; only [`DatabaseUrl::expose`] gives the real text.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `[redacted]`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        let Some((userinfo, host)) = rest.rsplit_once('@') else {
+            return self.0.clone();
+        };
+        match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:[redacted]@{host}"),
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<DatabaseUrl, Self::Err> {
+        Ok(DatabaseUrl(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
 /// Options that apply to whichever backend the URL names.
 #[derive(Clone, Debug, Default)]
 pub struct BackendOptions {
@@ -65,5 +104,28 @@ pub async fn migrate(url: &str) -> anyhow::Result<usize> {
         Ok(koban_store_postgres::migrate(&pool).await?)
     } else {
         bail!("unsupported database URL: use sqlite://PATH or postgres://...")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DatabaseUrl;
+
+    #[test]
+    fn urls_print_without_passwords() {
+        let url: DatabaseUrl = "postgres://koban:s3cret@db.internal:5432/koban"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            url.redacted(),
+            "postgres://koban:[redacted]@db.internal:5432/koban"
+        );
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(
+            url.expose(),
+            "postgres://koban:s3cret@db.internal:5432/koban"
+        );
+        let plain: DatabaseUrl = "sqlite://./koban-data/koban.db".parse().unwrap();
+        assert_eq!(plain.redacted(), "sqlite://./koban-data/koban.db");
     }
 }

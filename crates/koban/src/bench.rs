@@ -33,7 +33,7 @@ pub struct LedgerBenchArgs {
     /// Database to benchmark: sqlite://PATH (the file must not exist yet) or postgres://...
     /// (a fresh schema is created and dropped afterwards). Default: a temporary SQLite file.
     #[arg(long)]
-    pub database_url: Option<String>,
+    pub database_url: Option<crate::backend::DatabaseUrl>,
     /// Wallet accounts to create.
     #[arg(long, default_value_t = 10_000)]
     pub accounts: u32,
@@ -80,7 +80,7 @@ pub async fn ledger(args: LedgerBenchArgs) -> anyhow::Result<ExitCode> {
         bail!("--hot-accounts must be between 1 and the number of accounts - 1");
     }
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
-    let (url, schema) = match &args.database_url {
+    let (url, schema) = match args.database_url.as_ref().map(|u| u.expose()) {
         None => (
             format!("sqlite://{}", temp.path().join("bench.db").display()),
             None,
@@ -93,14 +93,14 @@ pub async fn ledger(args: LedgerBenchArgs) -> anyhow::Result<ExitCode> {
                     path.display()
                 );
             }
-            (url.clone(), None)
+            (url.to_owned(), None)
         }
         Some(url) => {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_nanos();
             (
-                url.clone(),
+                url.to_owned(),
                 Some(format!(
                     "koban_bench_{}_{}",
                     std::process::id(),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backend::{self, BackendOptions, DEFAULT_DATABASE_URL};
+use crate::backend::{self, BackendOptions, DEFAULT_DATABASE_URL, DatabaseUrl};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,8 +35,8 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct DatabaseArgs {
     /// Database URL: sqlite://PATH (embedded, the default) or postgres://USER@HOST:PORT/DB.
-    #[arg(long, env = "KOBAN_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    #[arg(long, env = "KOBAN_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: DatabaseUrl,
 }
 
 #[derive(Args, Debug)]
@@ -73,13 +73,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         match cli.command {
             Command::Serve(args) => crate::serve::serve(args).await.map(|()| ExitCode::SUCCESS),
             Command::Migrate(args) => {
-                let applied = backend::migrate(&args.database_url).await?;
+                let applied = backend::migrate(args.database_url.expose()).await?;
                 println!("{{\"migrations_applied\": {applied}}}");
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bench(BenchCommand::Ledger(args)) => crate::bench::ledger(args).await,
             Command::Audit(AuditCommand::Ledger(args)) => {
-                let url = args.database.database_url.clone();
+                let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await
             }
         }

@@ -167,6 +167,6 @@ impl WithStore for Serve {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let metrics = install_metrics()?;
-    let url = args.database.database_url.clone();
+    let url = args.database.database_url.expose().to_owned();
     backend::open(&url, BackendOptions::default(), Serve(args, metrics)).await
 }
