@@ -30,7 +30,7 @@ macro_rules! conformance_tests {
             bad_input_is_rejected_and_changes_nothing, batches_are_atomic,
             holds_post_void_and_expire, concurrent_transfers_keep_invariants,
             one_bad_batch_does_not_fail_its_neighbours, balance_overflow_is_rejected,
-            not_ready_after_shutdown);
+            not_ready_after_shutdown, shutdown_finishes_queued_batches);
     };
     (@tests $factory:path; $($name:ident),*) => {
         $(
@@ -767,4 +767,42 @@ pub async fn not_ready_after_shutdown<S: LedgerStore>(f: &Fixture<S>) {
         matches!(refused, Err(crate::StoreError::ShuttingDown)),
         "{refused:?}"
     );
+}
+
+pub async fn shutdown_finishes_queued_batches<S: LedgerStore>(f: &Fixture<S>) {
+    let store = &f.store;
+    open(
+        store,
+        vec![issuer(1, Currency::Jpy), wallet(2, Currency::Jpy)],
+    )
+    .await;
+    let mut handles = Vec::new();
+    for i in 0..300u128 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            (
+                i,
+                store
+                    .submit(vec![mv(1_000 + i, 1, 2, 1, Currency::Jpy)])
+                    .await,
+            )
+        }));
+    }
+    // Shut down while submissions are still arriving: each one is either applied and durable,
+    // or refused as "shutting down"; none is left without an answer or answered wrongly.
+    tokio::task::yield_now().await;
+    store.shutdown().await;
+    let (mut applied, mut refused) = (Vec::new(), 0u64);
+    for handle in handles {
+        match handle.await.expect("task completes") {
+            (i, Ok(Ok(_))) => applied.push(transfer_id(1_000 + i)),
+            (_, Err(crate::StoreError::ShuttingDown)) => refused += 1,
+            (i, other) => panic!("submission {i} got {other:?}"),
+        }
+    }
+    let count = u64::try_from(applied.len()).unwrap();
+    assert_eq!(count + refused, 300);
+    assert_eq!(store.count_transfers_present(applied).await.unwrap(), count);
+    assert_eq!(get(store, 2).await.balance.credits_posted, count);
+    audit_ok(store).await;
 }
