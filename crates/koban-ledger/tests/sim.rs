@@ -1357,8 +1357,14 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("SIM_SEEDS").ok().map_or(SEEDS_DEFAULT, |n| {
         n.trim().parse().expect("SIM_SEEDS must be a u64")
     });
+    // Fixed seeds keep every run comparable; one fresh seed per run keeps exploring. A failure
+    // prints its seed either way.
+    let fresh = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     (0..count)
         .map(|i| splitmix64(0x4B4F_4241_4E00 + i))
+        .chain(std::iter::once(splitmix64(fresh)))
         .collect()
 }
 
