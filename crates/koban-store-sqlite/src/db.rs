@@ -70,11 +70,25 @@ pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
     Ok(applied)
 }
 
-const ACCOUNT_COLUMNS: &str = "id, currency, code, flags, debits_pending, debits_posted, credits_pending, \
-     credits_posted, created_at, last_transfer, last_timestamp";
-const TRANSFER_COLUMNS: &str = "id, debit, credit, amount, currency, code, kind, pending_id, expires_at, \
-     reference, metadata, timestamp, debit_prev, credit_prev, debit_balance, credit_balance";
-const HOLD_COLUMNS: &str = "pending_id, debit, credit, amount, currency, code, expires_at, state";
+// Column lists as macros so every statement is one `&'static str` built at compile time:
+// the statement cache is keyed by SQL text, and the writer runs several statements per transfer.
+macro_rules! account_columns {
+    () => {
+        "id, currency, code, flags, debits_pending, debits_posted, credits_pending, \
+         credits_posted, created_at, last_transfer, last_timestamp"
+    };
+}
+macro_rules! transfer_columns {
+    () => {
+        "id, debit, credit, amount, currency, code, kind, pending_id, expires_at, \
+         reference, metadata, timestamp, debit_prev, credit_prev, debit_balance, credit_balance"
+    };
+}
+macro_rules! hold_columns {
+    () => {
+        "pending_id, debit, credit, amount, currency, code, expires_at, state"
+    };
+}
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -127,8 +141,12 @@ fn hold_row(r: &Row<'_>) -> rusqlite::Result<HoldRow> {
 }
 
 pub fn account(conn: &Connection, id: AccountId) -> Result<Option<Account>, StoreError> {
-    let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1");
-    let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+    let sql = concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts WHERE id = ?1"
+    );
+    let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
     let row = stmt
         .query_row([&id.to_bytes()[..]], account_row)
         .optional()
@@ -137,8 +155,12 @@ pub fn account(conn: &Connection, id: AccountId) -> Result<Option<Account>, Stor
 }
 
 pub fn transfer(conn: &Connection, id: TransferId) -> Result<Option<Transfer>, StoreError> {
-    let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
-    let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+    let sql = concat!(
+        "SELECT ",
+        transfer_columns!(),
+        " FROM transfers WHERE id = ?1"
+    );
+    let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
     let row = stmt
         .query_row([&id.to_bytes()[..]], transfer_row)
         .optional()
@@ -147,8 +169,12 @@ pub fn transfer(conn: &Connection, id: TransferId) -> Result<Option<Transfer>, S
 }
 
 pub fn hold(conn: &Connection, pending_id: TransferId) -> Result<Option<Hold>, StoreError> {
-    let sql = format!("SELECT {HOLD_COLUMNS} FROM holds WHERE pending_id = ?1");
-    let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+    let sql = concat!(
+        "SELECT ",
+        hold_columns!(),
+        " FROM holds WHERE pending_id = ?1"
+    );
+    let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
     let row = stmt
         .query_row([&pending_id.to_bytes()[..]], hold_row)
         .optional()
@@ -189,8 +215,10 @@ pub fn expired_holds(
 pub fn upsert_account(conn: &Connection, account: &Account) -> Result<(), StoreError> {
     let r = AccountRow::from_account(account);
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+        .prepare_cached(concat!(
+            "INSERT INTO accounts (",
+            account_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
              ON CONFLICT (id) DO UPDATE SET flags = excluded.flags, \
              debits_pending = excluded.debits_pending, debits_posted = excluded.debits_posted, \
              credits_pending = excluded.credits_pending, credits_posted = excluded.credits_posted, \
@@ -217,9 +245,10 @@ pub fn upsert_account(conn: &Connection, account: &Account) -> Result<(), StoreE
 pub fn insert_transfer(conn: &Connection, transfer: &Transfer) -> Result<(), StoreError> {
     let r = TransferRow::from_transfer(transfer);
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "INSERT INTO transfers ({TRANSFER_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        .prepare_cached(concat!(
+            "INSERT INTO transfers (",
+            transfer_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ))
         .map_err(db_error)?;
     stmt.execute(params![
@@ -247,8 +276,10 @@ pub fn insert_transfer(conn: &Connection, transfer: &Transfer) -> Result<(), Sto
 pub fn insert_hold(conn: &Connection, hold: &Hold) -> Result<(), StoreError> {
     let r = HoldRow::from_hold(hold);
     let mut stmt = conn
-        .prepare_cached(&format!(
-            "INSERT INTO holds ({HOLD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        .prepare_cached(concat!(
+            "INSERT INTO holds (",
+            hold_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
         ))
         .map_err(db_error)?;
     stmt.execute(params![
@@ -281,7 +312,7 @@ pub fn update_hold_state(conn: &Connection, hold: &Hold) -> Result<(), StoreErro
 pub fn audit(conn: &Connection) -> Result<AuditReport, StoreError> {
     let tx = conn.unchecked_transaction().map_err(db_error)?;
     let mut stmt = tx
-        .prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts"))
+        .prepare(concat!("SELECT ", account_columns!(), " FROM accounts"))
         .map_err(db_error)?;
     let accounts = stmt
         .query_map([], account_row)
