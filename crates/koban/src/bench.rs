@@ -309,13 +309,17 @@ async fn submit_with_retries<S: LedgerStore>(
     }
 }
 
-fn percentile_ms(sorted_us: &[u32], percentile: f64) -> f64 {
-    if sorted_us.is_empty() {
+/// The nearest-rank percentile of sorted microsecond latencies, in milliseconds.
+fn percentile_ms(sorted_us: &[u32], percentile: usize) -> f64 {
+    let Some(last) = sorted_us.len().checked_sub(1) else {
         return 0.0;
-    }
-    let last = sorted_us.len() - 1;
-    let rank = ((last as f64) * percentile / 100.0).round() as usize;
-    f64::from(sorted_us[rank.min(last)]) / 1000.0
+    };
+    // Nearest rank: the smallest value with at least `percentile`% of values at or below it.
+    let rank = sorted_us
+        .len()
+        .saturating_mul(percentile.min(100))
+        .div_ceil(100);
+    f64::from(sorted_us[rank.saturating_sub(1).min(last)]) / 1000.0
 }
 
 async fn report<S: LedgerStore>(
@@ -332,14 +336,16 @@ async fn report<S: LedgerStore>(
     // The funding transfers are recorded too: one per wallet.
     let expected_transfers = committed + u64::from(args.accounts);
     let invariants_ok = audit.ok() && present == committed && audit.transfers == expected_transfers;
-    let per_second = committed as f64 / elapsed.as_secs_f64().max(1e-9);
+    // A count converts to f64 exactly up to 2^53, far beyond any run.
+    let per_second =
+        f64::from(u32::try_from(committed).unwrap_or(u32::MAX)) / elapsed.as_secs_f64().max(1e-9);
     let json = serde_json::json!({
         "backend": store.backend(),
         "accounts": args.accounts,
         "transfers_committed": committed,
         "transfers_per_second": per_second.round(),
-        "latency_ms_p50": percentile_ms(&total.latencies_us, 50.0),
-        "latency_ms_p99": percentile_ms(&total.latencies_us, 99.0),
+        "latency_ms_p50": percentile_ms(&total.latencies_us, 50),
+        "latency_ms_p99": percentile_ms(&total.latencies_us, 99),
         "invariants_ok": invariants_ok,
         "transfers_rejected": total.rejected,
         "errors": total.errors,
@@ -358,4 +364,19 @@ async fn report<S: LedgerStore>(
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile_ms;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let sorted: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_ms(&sorted, 50), 50.0);
+        assert_eq!(percentile_ms(&sorted, 99), 99.0);
+        assert_eq!(percentile_ms(&sorted, 100), 100.0);
+        assert_eq!(percentile_ms(&[7000], 99), 7.0);
+        assert_eq!(percentile_ms(&[], 99), 0.0);
+    }
 }
