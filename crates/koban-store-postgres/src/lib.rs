@@ -328,6 +328,10 @@ impl LedgerStore for PgStore {
         tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(db_error)?;
+        // A full read of a large ledger may take longer than the service's statement timeout.
+        tx.execute("SET LOCAL statement_timeout = 0")
+            .await
+            .map_err(db_error)?;
         let accounts = sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts"))
             .fetch_all(&mut *tx)
             .await
