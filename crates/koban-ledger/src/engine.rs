@@ -311,7 +311,8 @@ impl WorkingSet {
                 return reject(index, RejectReason::DuplicateIdInBatch);
             }
             if let Some(transfer) = self.transfers.get(&request.id()) {
-                if !self.retry_matches(transfer, request) {
+                let hold = request.pending_id().and_then(|p| self.holds.get(&p));
+                if !transfer.matches(request, hold) {
                     return reject(index, RejectReason::IdempotencyConflict);
                 }
                 existing.push(transfer.clone());
@@ -345,24 +346,6 @@ impl WorkingSet {
             transfers,
             replayed: false,
         })
-    }
-
-    /// True when `request` repeats `transfer`. A post without an amount asks for the whole
-    /// hold, so it repeats only a post of the whole hold, not a partial one.
-    fn retry_matches(&self, transfer: &Transfer, request: &TransferRequest) -> bool {
-        if let TransferRequest::Post {
-            pending_id,
-            amount: None,
-            ..
-        } = request
-            && self
-                .holds
-                .get(pending_id)
-                .is_some_and(|hold| hold.amount != transfer.amount)
-        {
-            return false;
-        }
-        transfer.matches(request)
     }
 
     /// Releases a pending transfer whose timeout has passed, recording it as `id`.

@@ -417,7 +417,14 @@ impl Transfer {
     }
 
     /// True when `request`, retried with the same id, asks for exactly what this transfer did.
-    pub fn matches(&self, request: &TransferRequest) -> bool {
+    /// `hold` is the hold a post names, if known: a post without an amount asks for the whole
+    /// hold, so it repeats only a post of the whole hold, not a partial one.
+    pub fn matches(&self, request: &TransferRequest, hold: Option<&Hold>) -> bool {
+        if let TransferRequest::Post { amount: None, .. } = request
+            && hold.is_some_and(|h| h.amount != self.amount)
+        {
+            return false;
+        }
         match (request, self.kind) {
             (TransferRequest::Move(m), kind) => {
                 let kind_matches = match (m.pending, kind) {

@@ -26,6 +26,7 @@ use koban_store::audit::Recompute;
 use koban_store::queue::{JobQueue, QueueConfig, job_queue};
 use koban_store::rows::ts_to_i64;
 use koban_store::{AuditReport, Clock, LedgerStore, Page, PageRequest, StoreError, SubmitResult};
+pub use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, Row};
 
@@ -158,8 +159,6 @@ pub async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), StoreError> 
         .map_err(db_error)?;
     Ok(())
 }
-
-pub use sqlx::PgPool;
 
 impl PgStore {
     /// Connects, applies migrations, and starts this process's committer task.

@@ -7,8 +7,6 @@ use koban_store::rows::{AccountRow, HoldRow, TransferRow};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-/// Maps a database error; races between writers (unique violation, deadlock, serialization
-/// failure, lock timeout) become the retryable [`StoreError::Conflict`].
 /// One column of `rows` as a vector, to bind as an array parameter.
 macro_rules! col {
     ($rows:ident . $field:ident) => {
@@ -16,6 +14,8 @@ macro_rules! col {
     };
 }
 
+/// Maps a database error; races between writers (unique violation, deadlock, serialization
+/// failure, lock timeout) become the retryable [`StoreError::Conflict`].
 pub fn db_error(error: sqlx::Error) -> StoreError {
     let code = error
         .as_database_error()

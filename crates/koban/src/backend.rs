@@ -65,45 +65,62 @@ pub trait WithStore {
     ) -> impl Future<Output = anyhow::Result<Self::Output>> + Send;
 }
 
+/// The backend a database URL names: the one place that decides it.
+pub enum Backend<'a> {
+    Sqlite(std::path::PathBuf),
+    Postgres(&'a str),
+}
+
+impl<'a> Backend<'a> {
+    pub fn of(url: &'a str) -> anyhow::Result<Backend<'a>> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite(path_from_url(url)?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres(url))
+        } else {
+            bail!("unsupported database URL: use sqlite://PATH or postgres://...")
+        }
+    }
+}
+
 /// Opens the backend named by `url` (applying migrations) and runs `job` with it.
 pub async fn open<J: WithStore>(
     url: &str,
     options: BackendOptions,
     job: J,
 ) -> anyhow::Result<J::Output> {
-    if url.starts_with("sqlite:") {
-        let path = path_from_url(url)?;
-        let config = SqliteConfig {
-            queue: options.queue,
-            clock: Clock::system(),
-        };
-        let store = SqliteStore::open(&path, config)
-            .with_context(|| format!("opening {}", path.display()))?;
-        job.run(store).await
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let config = PgConfig {
-            queue: options.queue,
-            schema: options.schema,
-            ..PgConfig::default()
-        };
-        let store = PgStore::connect(url, config)
-            .await
-            .context("connecting to PostgreSQL")?;
-        job.run(store).await
-    } else {
-        bail!("unsupported database URL: use sqlite://PATH or postgres://...")
+    match Backend::of(url)? {
+        Backend::Sqlite(path) => {
+            let config = SqliteConfig {
+                queue: options.queue,
+                clock: Clock::system(),
+            };
+            let store = SqliteStore::open(&path, config)
+                .with_context(|| format!("opening {}", path.display()))?;
+            job.run(store).await
+        }
+        Backend::Postgres(url) => {
+            let config = PgConfig {
+                queue: options.queue,
+                schema: options.schema,
+                ..PgConfig::default()
+            };
+            let store = PgStore::connect(url, config)
+                .await
+                .context("connecting to PostgreSQL")?;
+            job.run(store).await
+        }
     }
 }
 
 /// Applies migrations only; returns how many were new.
 pub async fn migrate(url: &str) -> anyhow::Result<usize> {
-    if url.starts_with("sqlite:") {
-        Ok(SqliteStore::migrate_only(&path_from_url(url)?)?)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pool = koban_store_postgres::connect_pool(url, &PgConfig::default()).await?;
-        Ok(koban_store_postgres::migrate(&pool).await?)
-    } else {
-        bail!("unsupported database URL: use sqlite://PATH or postgres://...")
+    match Backend::of(url)? {
+        Backend::Sqlite(path) => Ok(SqliteStore::migrate_only(&path)?),
+        Backend::Postgres(url) => {
+            let pool = koban_store_postgres::connect_pool(url, &PgConfig::default()).await?;
+            Ok(koban_store_postgres::migrate(&pool).await?)
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use koban_ledger::{
 use koban_store::{LedgerStore, StoreError};
 use rand::{Rng, SeedableRng};
 
-use crate::backend::{self, BackendOptions, WithStore};
+use crate::backend::{self, Backend, BackendOptions, WithStore};
 
 /// Each wallet's opening balance, in yen: large enough that no transfer is short of funds.
 const OPENING_BALANCE: u64 = 1_000_000_000;
@@ -85,29 +85,28 @@ pub async fn ledger(args: LedgerBenchArgs) -> anyhow::Result<ExitCode> {
             format!("sqlite://{}", temp.path().join("bench.db").display()),
             None,
         ),
-        Some(url) if url.starts_with("sqlite:") => {
-            let path = koban_store_sqlite::path_from_url(url)?;
-            if path.exists() {
-                bail!(
-                    "{} exists; the benchmark only writes to a fresh file",
-                    path.display()
-                );
+        Some(url) => match Backend::of(url)? {
+            Backend::Sqlite(path) => {
+                if path.exists() {
+                    bail!(
+                        "{} exists; the benchmark only writes to a fresh file",
+                        path.display()
+                    );
+                }
+                (url.to_owned(), None)
             }
-            (url.to_owned(), None)
-        }
-        Some(url) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_nanos();
-            (
-                url.to_owned(),
-                Some(format!(
+            Backend::Postgres(url) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_nanos();
+                let schema = format!(
                     "koban_bench_{}_{}",
                     std::process::id(),
                     nanos % 1_000_000_000_000
-                )),
-            )
-        }
+                );
+                (url.to_owned(), Some(schema))
+            }
+        },
     };
     let options = BackendOptions {
         schema: schema.clone(),
