@@ -13,6 +13,9 @@
 
 mod committer;
 mod sql;
+mod sqldb;
+
+pub use sqldb::{PgSql, PgTx};
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -32,7 +35,10 @@ use sqlx::{Executor, Row};
 
 use crate::sql::{ACCOUNT_COLUMNS, TRANSFER_COLUMNS, db_error};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_ledger.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_ledger.sql")),
+    (2, include_str!("../migrations/0002_identity.sql")),
+];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;
 /// Ids per `= ANY($1)` query when counting many transfers.
@@ -216,8 +222,14 @@ impl PgStore {
 }
 
 impl LedgerStore for PgStore {
+    type Sql = PgSql;
+
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn sql(&self) -> PgSql {
+        PgSql::new(self.pool.clone())
     }
 
     async fn create_accounts(

@@ -10,7 +10,10 @@ use koban_store::rows::{AccountRow, HoldRow, TransferRow};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// Embedded migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_ledger.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_ledger.sql")),
+    (2, include_str!("../migrations/0002_identity.sql")),
+];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {
     StoreError::Database(error.to_string())

@@ -8,7 +8,10 @@
 //! queue, so group commit and the "busy" back-pressure apply to all of them.
 
 mod db;
+mod sqldb;
 mod writer;
+
+pub use sqldb::{SqliteSql, SqliteTx};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,6 +46,7 @@ impl Default for SqliteConfig {
 pub struct SqliteStore {
     queue: JobQueue,
     readers: Arc<Readers>,
+    sql: SqliteSql,
 }
 
 struct Readers {
@@ -92,7 +96,12 @@ impl SqliteStore {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
         });
-        Ok(SqliteStore { queue, readers })
+        let sql = SqliteSql::open(path)?;
+        Ok(SqliteStore {
+            queue,
+            readers,
+            sql,
+        })
     }
 
     /// Applies migrations and returns how many were new, without starting anything.
@@ -130,8 +139,14 @@ impl SqliteStore {
 }
 
 impl LedgerStore for SqliteStore {
+    type Sql = SqliteSql;
+
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn sql(&self) -> SqliteSql {
+        self.sql.clone()
     }
 
     async fn create_accounts(

@@ -15,6 +15,7 @@ pub mod history;
 pub mod metrics;
 pub mod queue;
 pub mod rows;
+pub mod sql;
 
 use std::future::Future;
 
@@ -87,8 +88,15 @@ impl PageRequest {
 ///
 /// Every method that changes state is atomic and durable when it returns `Ok`.
 pub trait LedgerStore: Clone + Send + Sync + 'static {
+    /// The same database, for ordinary relational data outside the ledger (identity, sessions,
+    /// outbox, audit chain).
+    type Sql: sql::SqlDb;
+
     /// A short name of the backend ("sqlite", "postgres").
     fn backend(&self) -> &'static str;
+
+    /// A handle that runs [`sql::SqlTx`] transactions on this store's database.
+    fn sql(&self) -> Self::Sql;
 
     /// Opens accounts; an account that already exists with the same settings is returned as is.
     fn create_accounts(

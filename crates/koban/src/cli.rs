@@ -20,8 +20,11 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the service: health and metrics endpoints and background workers.
+    /// Run the service: the HTTP API, health and metrics endpoints, and background workers.
     Serve(ServeArgs),
+    /// Operator administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Apply the embedded database migrations and exit (serve also applies them at start).
     Migrate(DatabaseArgs),
     /// Benchmarks that print figures as JSON.
@@ -49,6 +52,22 @@ pub struct ServeArgs {
     /// Seconds between sweeps that release expired holds.
     #[arg(long, env = "KOBAN_HOLD_SWEEP_INTERVAL_S", default_value_t = 1)]
     pub hold_sweep_interval_s: u64,
+    /// Development mode: cookies without `Secure` (plain http), and the local mailbox readable
+    /// at GET /v1/dev/mailbox?to=ADDRESS so verification codes can be read without e-mail.
+    #[arg(long, env = "KOBAN_DEV")]
+    pub dev: bool,
+    /// Take the client's address from the last X-Forwarded-For hop. Only behind a proxy you
+    /// run, which sets that header: otherwise clients could pick their own address.
+    #[arg(long, env = "KOBAN_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+    #[command(flatten)]
+    pub identity: crate::identity::IdentityArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create an operator (the first admin, typically) and print a one-time enrolment link.
+    Create(crate::identity::AdminCreateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,6 +81,8 @@ pub enum AuditCommand {
     /// Check the ledger's invariants (money sums to zero per currency, limits respected,
     /// balances equal their transfers) and, optionally, that acknowledged transfers are present.
     Ledger(crate::audit::LedgerAuditArgs),
+    /// Walk the security audit log's hash chain and report the first broken link (exit 1).
+    Verify(crate::identity::AuditVerifyArgs),
 }
 
 /// Runs a parsed command; returns the process exit code.
@@ -79,6 +100,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Bench(BenchCommand::Ledger(args)) => crate::bench::ledger(args).await,
             Command::Audit(AuditCommand::Ledger(args)) => {
+                let url = args.database.database_url.expose().to_owned();
+                backend::open(&url, BackendOptions::default(), args).await
+            }
+            Command::Audit(AuditCommand::Verify(args)) => {
+                let url = args.database.database_url.expose().to_owned();
+                backend::open(&url, BackendOptions::default(), args).await
+            }
+            Command::Admin(AdminCommand::Create(args)) => {
                 let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await
             }

@@ -8,4 +8,5 @@ pub mod audit;
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod identity;
 pub mod serve;

@@ -1,14 +1,13 @@
-//! `koban serve`: the HTTP server (health, readiness, metrics), the hold-expiry sweep, and a
-//! graceful shutdown that finishes every queued batch before the process exits.
+//! `koban serve`: the HTTP API (from `koban-api`), the hold-expiry sweep, the identity
+//! workers (outbox delivery, failure alarm), and a graceful shutdown that finishes every
+//! queued batch before the process exits.
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use anyhow::Context;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use koban_api::{ApiConfig, ApiState};
 use koban_store::LedgerStore;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -19,12 +18,6 @@ use crate::cli::ServeArgs;
 
 /// Holds released per sweep; a backlog larger than this is worked off over several sweeps.
 const SWEEP_HOLDS_MAX: usize = 1_000;
-
-#[derive(Clone)]
-struct AppState<S> {
-    store: S,
-    metrics: PrometheusHandle,
-}
 
 pub fn init_logging() {
     let filter =
@@ -54,45 +47,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()
         .context("installing the metrics recorder")
-        .inspect(|_| koban_store::metrics::describe())
-}
-
-/// The router; generic over the backend, which `main` picked once.
-pub fn router<S: LedgerStore>(store: S, metrics: PrometheusHandle) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz::<S>))
-        .route("/metrics", get(metrics_text::<S>))
-        .with_state(AppState { store, metrics })
-}
-
-async fn readyz<S: LedgerStore>(State(state): State<AppState<S>>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => "ready".into_response(),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check failed");
-            let body = serde_json::json!({
-                "type": "about:blank",
-                "title": "Service Unavailable",
-                "status": 503,
-                "detail": "the database is not answering",
-            });
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, "application/problem+json")],
-                body.to_string(),
-            )
-                .into_response()
-        }
-    }
-}
-
-async fn metrics_text<S: LedgerStore>(State(state): State<AppState<S>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+        .inspect(|_| {
+            koban_store::metrics::describe();
+            koban_auth::metrics::describe();
+        })
 }
 
 /// Releases expired holds until told to stop.
@@ -140,6 +98,8 @@ impl WithStore for Serve {
 
     async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<()> {
         let Serve(args, metrics) = self;
+        let keys = crate::identity::master_key(&args.identity.keys)?;
+        let auth = crate::identity::auth_for(&store, keys, args.identity.config(args.dev)?)?;
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -148,16 +108,33 @@ impl WithStore for Serve {
         let sweeper = tokio::spawn(sweep_holds(
             store.clone(),
             Duration::from_secs(args.hold_sweep_interval_s.max(1)),
-            stopped,
+            stopped.clone(),
         ));
+        let workers = tokio::spawn(koban_api::run_workers::<S>(auth.clone(), stopped));
+        if args.dev {
+            tracing::warn!(
+                "development mode: cookies are not Secure and /v1/dev/mailbox shows every message"
+            );
+        }
         tracing::info!(%addr, backend = store.backend(), "listening");
-        axum::serve(listener, router(store.clone(), metrics))
+        let state = ApiState {
+            store: store.clone(),
+            auth,
+            metrics: Some(metrics),
+            config: ApiConfig {
+                dev: args.dev,
+                trust_forwarded_for: args.trust_forwarded_for,
+            },
+        };
+        let app = koban_api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("serving HTTP")?;
         tracing::info!("shutting down: finishing queued batches");
         let _ = stop.send(true);
         let _ = sweeper.await;
+        let _ = workers.await;
         store.shutdown().await;
         tracing::info!("stopped");
         Ok(())

@@ -1,0 +1,246 @@
+//! Koban's HTTP API. The only crate that knows HTTP and JSON on the wire: it parses requests
+//! into domain values, calls the services (`koban_auth::Auth`, the ledger store), and maps
+//! every error to an RFC 9457 problem in one place (`problem.rs`).
+//!
+//! Architecture invariant: handlers hold no state between requests; everything shared lives in
+//! the database, so any number of instances can serve the same clients.
+
+pub mod extract;
+mod identity;
+mod openapi;
+mod ops;
+mod pages;
+pub mod problem;
+pub mod wire;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use koban_auth::Auth;
+use koban_store::LedgerStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+pub use openapi::openapi_json;
+
+/// The largest request body accepted, in bytes.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// How often the global failure alarm is checked.
+pub const ALARM_EVERY_S: u64 = 10;
+
+/// Settings of the HTTP layer.
+#[derive(Clone, Debug, Default)]
+pub struct ApiConfig {
+    /// Development mode: cookies without `Secure`, the mailbox readable at `/v1/dev/mailbox`.
+    pub dev: bool,
+    /// Take the client address from the last `X-Forwarded-For` hop (behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState<S: LedgerStore> {
+    pub store: S,
+    pub auth: Auth<S::Sql>,
+    pub metrics: Option<PrometheusHandle>,
+    pub config: ApiConfig,
+}
+
+/// The whole router; generic over the storage backend, which `main` picked once.
+pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
+    let v1 = Router::new()
+        .route("/signup", post(identity::signup::<S>))
+        .route("/signup/verify", post(identity::verify_email::<S>))
+        .route("/login", post(identity::login::<S>))
+        .route("/login/second-factor", post(identity::second_factor::<S>))
+        .route("/logout", post(identity::logout::<S>))
+        .route("/me", get(identity::me::<S>))
+        .route("/me/email", post(identity::change_email::<S>))
+        .route("/me/email/confirm", post(identity::confirm_email::<S>))
+        .route("/me/phone", post(identity::change_phone::<S>))
+        .route("/me/password", post(identity::change_password::<S>))
+        .route("/sessions", get(identity::sessions::<S>))
+        .route("/sessions/{id}", delete(identity::revoke_session::<S>))
+        .route("/factors/totp", post(identity::totp_begin::<S>))
+        .route(
+            "/factors/totp/{id}/confirm",
+            post(identity::totp_confirm::<S>),
+        )
+        .route("/factors/{id}/remove", post(identity::remove_factor::<S>))
+        .route(
+            "/factors/recovery-codes",
+            post(identity::recovery_codes::<S>),
+        )
+        .route("/not-me", post(identity::not_me::<S>))
+        .route("/password/forgot", post(identity::forgot_password::<S>))
+        .route("/password/reset", post(identity::reset_password::<S>))
+        .route("/recovery-requests", post(identity::request_recovery::<S>))
+        .route(
+            "/recovery-requests/cancel",
+            post(identity::cancel_recovery::<S>),
+        )
+        .route("/operators/enrol", post(identity::enrol_operator::<S>))
+        .route("/ops/alerts", get(ops::alerts::<S>))
+        .route("/ops/recovery-requests", get(ops::recovery_requests::<S>))
+        .route(
+            "/ops/recovery-requests/{id}/approve",
+            post(ops::approve_recovery::<S>),
+        )
+        .route("/ops/operators", post(ops::create_operator::<S>))
+        .route("/ops/audit", get(ops::audit_log::<S>))
+        .route(
+            "/merchant/api-keys",
+            post(ops::create_api_key::<S>).get(ops::api_keys::<S>),
+        )
+        .route(
+            "/merchant/api-keys/{id}/rotate",
+            post(ops::rotate_api_key::<S>),
+        )
+        .route("/merchant/api-keys/{id}", delete(ops::revoke_api_key::<S>))
+        .route("/merchant/whoami", get(ops::whoami))
+        .route("/dev/mailbox", get(ops::mailbox::<S>));
+    Router::new()
+        .nest("/v1", v1)
+        .route(
+            "/not-me",
+            get(pages::not_me_page).post(pages::not_me_submit::<S>),
+        )
+        .route(
+            "/recovery/cancel",
+            get(pages::cancel_recovery_page).post(pages::cancel_recovery_submit::<S>),
+        )
+        .route(
+            "/operators/enrol",
+            get(pages::enrol_operator_page).post(pages::enrol_operator_submit::<S>),
+        )
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<S>))
+        .route("/metrics", get(metrics_text::<S>))
+        .route("/openapi.json", get(openapi_response))
+        .fallback(problem::not_found)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(
+            state.config.dev,
+            security_headers,
+        ))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn openapi_response() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
+
+/// Security headers on every response.
+async fn security_headers(State(dev): State<bool>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !dev {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    response
+}
+
+/// One JSON log line per request: method, route template (never the raw path or query, which
+/// may carry tokens), status and time taken.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        method = %method,
+        route,
+        status = response.status().as_u16(),
+        ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
+async fn readyz<S: LedgerStore>(State(state): State<ApiState<S>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check failed");
+            let body = serde_json::json!({
+                "type": "about:blank",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": "the database is not answering",
+            });
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_text<S: LedgerStore>(State(state): State<ApiState<S>>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => problem::ApiError::NotFound.into_response(),
+    }
+}
+
+/// Runs the identity service's background work until told to stop: delivering the outbox
+/// (woken at once by new messages, and every second for retries) and checking the global
+/// failure alarm.
+pub async fn run_workers<S: LedgerStore>(auth: Auth<S::Sql>, mut stop: watch::Receiver<bool>) {
+    let mut alarm = tokio::time::interval(Duration::from_secs(ALARM_EVERY_S));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = alarm.tick() => {
+                if let Err(error) = auth.check_alarm().await {
+                    tracing::warn!(%error, "alarm check failed; will retry");
+                }
+            }
+            _ = auth.outbox_wait(Duration::from_secs(1)) => {}
+        }
+        loop {
+            match auth.deliver_outbox(50).await {
+                Ok(50) => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "outbox delivery failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the wire types.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::problem::{Problem, StepUpChallengeOut};
+use crate::wire::*;
+use crate::{identity, ops};
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A session token from /v1/login, as `Authorization: Bearer`, or the \
+                         koban_session cookie with the X-CSRF-Token header on state changes",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A merchant API key (kbn_sk_live_... or kbn_sk_test_...)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Koban API", description = "Stored-value wallets and payments. Errors are RFC 9457 problem documents (application/problem+json)."),
+    modifiers(&Security),
+    paths(
+        identity::signup, identity::verify_email, identity::login, identity::second_factor, identity::logout,
+        identity::me, identity::sessions, identity::revoke_session, identity::totp_begin, identity::totp_confirm,
+        identity::remove_factor, identity::recovery_codes, identity::change_email, identity::confirm_email,
+        identity::change_phone, identity::change_password, identity::not_me, identity::forgot_password,
+        identity::reset_password, identity::request_recovery, identity::cancel_recovery, identity::enrol_operator,
+        ops::alerts, ops::recovery_requests, ops::approve_recovery, ops::create_operator, ops::audit_log,
+        ops::create_api_key, ops::api_keys, ops::rotate_api_key, ops::revoke_api_key, ops::whoami, ops::mailbox,
+    ),
+    components(schemas(Problem, StepUpChallengeOut, StepUpIn))
+)]
+struct ApiDoc;
+
+/// The document as JSON text.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into())
+}

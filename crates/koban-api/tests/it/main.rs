@@ -1,0 +1,10 @@
+//! API story tests: each runs against SQLite and PostgreSQL (`stories!`), through the real
+//! router, with a manual clock.
+
+mod helpers;
+mod operators;
+mod recovery;
+mod signin;
+mod stepup;
+mod throttling;
+mod web;

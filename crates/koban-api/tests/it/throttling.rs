@@ -1,0 +1,298 @@
+//! Throttling: per account, per network, per device, per secret across accounts; no
+//! enumeration; the global alarm.
+
+use axum::http::StatusCode;
+use koban_store::LedgerStore;
+use serde_json::json;
+
+use crate::helpers::{TestApp, post};
+use crate::stories;
+
+stories!(
+    sixth_wrong_password_is_delayed_and_eleventh_attempt_is_locked_and_owner_notified,
+    unknown_account_and_wrong_password_answer_alike,
+    password_sprayed_across_fifty_accounts_from_rotating_networks_is_blocked,
+    one_network_guessing_many_accounts_is_blocked,
+    failure_spike_raises_an_alert_for_operators,
+);
+
+async fn wrong(app: &TestApp<impl LedgerStore>, email: &str) -> crate::helpers::Reply {
+    app.call(post(
+        "/v1/login",
+        json!({ "email": email, "password": "not the password at all" }),
+    ))
+    .await
+}
+
+async fn sixth_wrong_password_is_delayed_and_eleventh_attempt_is_locked_and_owner_notified<
+    S: LedgerStore,
+>(
+    app: TestApp<S>,
+) {
+    let user = app.user("victim@example.com").await;
+    for attempt in 1..=5 {
+        let reply = wrong(&app, &user.email).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    // The sixth attempt, right away, is delayed: refused before the password is checked, even
+    // the right password.
+    let sixth = app
+        .call(post(
+            "/v1/login",
+            json!({ "email": user.email, "password": user.password }),
+        ))
+        .await;
+    assert_eq!(sixth.status, StatusCode::TOO_MANY_REQUESTS, "{sixth:?}");
+    assert_eq!(sixth.problem(), "throttled");
+    let mut delay = sixth.retry_after();
+    assert!(delay >= 1);
+    // Each further failure doubles the delay, until the tenth locks the account.
+    for failures in 6..=10 {
+        app.clock.advance_secs(delay);
+        let reply = wrong(&app, &user.email).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "failure {failures}");
+        let next = wrong(&app, &user.email).await;
+        assert_eq!(next.status, StatusCode::TOO_MANY_REQUESTS);
+        let next_delay = next.retry_after();
+        if failures < 10 {
+            assert_eq!(next_delay, delay * 2, "after failure {failures}");
+        }
+        delay = next_delay;
+    }
+    // The eleventh attempt, even with the right password, meets a 30-minute lock.
+    let eleventh = app
+        .call(post(
+            "/v1/login",
+            json!({ "email": user.email, "password": user.password }),
+        ))
+        .await;
+    assert_eq!(eleventh.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        eleventh.retry_after() > 29 * 60 && eleventh.retry_after() <= 30 * 60,
+        "{}",
+        eleventh.retry_after()
+    );
+    let mail = app.mail(&user.email).await;
+    assert!(
+        mail.iter().any(|(subject, _)| subject.contains("locked")),
+        "the owner is told: {mail:?}"
+    );
+    // After the lock, the right password works and the run of failures starts again.
+    app.clock.advance_secs(30 * 60);
+    let after = app
+        .call(post(
+            "/v1/login",
+            json!({ "email": user.email, "password": user.password }),
+        ))
+        .await;
+    assert_eq!(after.status, StatusCode::OK, "{after:?}");
+}
+
+async fn unknown_account_and_wrong_password_answer_alike<S: LedgerStore>(app: TestApp<S>) {
+    let user = app.user("known@example.com").await;
+    let known = wrong(&app, &user.email).await;
+    let unknown = wrong(&app, "nobody-here@example.com").await;
+    assert_eq!(known.status, unknown.status);
+    assert_eq!(known.body, unknown.body);
+    // Unknown addresses are throttled exactly like known ones.
+    for _ in 0..4 {
+        wrong(&app, "nobody-here@example.com").await;
+        wrong(&app, &user.email).await;
+    }
+    let known = wrong(&app, &user.email).await;
+    let unknown = wrong(&app, "nobody-here@example.com").await;
+    assert_eq!(known.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        (known.status, known.body.clone()),
+        (unknown.status, unknown.body.clone())
+    );
+    // Forgot-password and recovery answer alike too.
+    let a = app
+        .call(post("/v1/password/forgot", json!({ "email": user.email })))
+        .await;
+    let b = app
+        .call(post(
+            "/v1/password/forgot",
+            json!({ "email": "nobody-here@example.com" }),
+        ))
+        .await;
+    assert_eq!((a.status, a.body), (b.status, b.body));
+    let a = app
+        .call(post(
+            "/v1/recovery-requests",
+            json!({ "email": user.email }),
+        ))
+        .await;
+    let b = app
+        .call(post(
+            "/v1/recovery-requests",
+            json!({ "email": "nobody-here@example.com" }),
+        ))
+        .await;
+    assert_eq!((a.status, a.body), (b.status, b.body));
+}
+
+async fn password_sprayed_across_fifty_accounts_from_rotating_networks_is_blocked<
+    S: LedgerStore,
+>(
+    app: TestApp<S>,
+) {
+    let sprayed = "Autumn leaves 2026!";
+    let mut emails = Vec::new();
+    for i in 0..50 {
+        let email = format!("member{i}@example.com");
+        // One of the fifty really uses the sprayed password.
+        let password = if i == 30 {
+            sprayed.to_owned()
+        } else {
+            format!("private passphrase number {i}")
+        };
+        assert_eq!(
+            app.signup("customer", &email, &password).await.status,
+            StatusCode::ACCEPTED
+        );
+        emails.push(email);
+    }
+    let mut refused_from = None;
+    for (i, email) in emails.iter().enumerate() {
+        // Each attempt comes from a different /24 and no device cookie.
+        let ip = format!("10.{}.{}.7", i / 200, i % 200);
+        let reply = app
+            .call(post("/v1/login", json!({ "email": email, "password": sprayed })).ip(&ip))
+            .await;
+        if i == 30 {
+            assert_eq!(
+                reply.status,
+                StatusCode::TOO_MANY_REQUESTS,
+                "the spray must not get in even with the right password"
+            );
+        }
+        match reply.status {
+            StatusCode::UNAUTHORIZED => {
+                assert!(refused_from.is_none(), "once refused, always refused")
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused_from.get_or_insert(i);
+            }
+            other => panic!("attempt {i}: unexpected {other}"),
+        }
+    }
+    assert_eq!(refused_from, Some(5), "blocked after five accounts");
+    // Other passwords still work for their owners.
+    let owner = app.call(post("/v1/login", json!({ "email": "member3@example.com", "password": "private passphrase number 3" })).ip("10.9.9.9")).await;
+    assert_eq!(owner.status, StatusCode::OK);
+}
+
+async fn one_network_guessing_many_accounts_is_blocked<S: LedgerStore>(app: TestApp<S>) {
+    let user = app.user("neighbour@example.com").await;
+    // The owner signed in from this network before, so their browser holds a device cookie.
+    let earlier = app
+        .call(
+            post(
+                "/v1/login",
+                json!({ "email": user.email, "password": user.password }),
+            )
+            .ip("198.51.100.99"),
+        )
+        .await;
+    let device = earlier
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("koban_device="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .expect("a device cookie");
+    // Credential stuffing: a different address and password each time, one network.
+    for i in 0..100 {
+        let reply = app
+            .call(post("/v1/login", json!({ "email": format!("stuffed{i}@example.com"), "password": format!("leaked password {i}") })).ip("198.51.100.20"))
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let blocked = app
+        .call(
+            post(
+                "/v1/login",
+                json!({ "email": user.email, "password": user.password }),
+            )
+            .ip("198.51.100.99"),
+        )
+        .await;
+    assert_eq!(
+        blocked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the whole /24 waits"
+    );
+    let known_device = app
+        .call(
+            post(
+                "/v1/login",
+                json!({ "email": user.email, "password": user.password }),
+            )
+            .ip("198.51.100.99")
+            .header("cookie", &device),
+        )
+        .await;
+    assert_eq!(
+        known_device.status,
+        StatusCode::OK,
+        "a known device still gets in: {known_device:?}"
+    );
+    let forged = app
+        .call(
+            post(
+                "/v1/login",
+                json!({ "email": user.email, "password": user.password }),
+            )
+            .ip("198.51.100.99")
+            .header("cookie", "koban_device=made-up.signature"),
+        )
+        .await;
+    assert_eq!(
+        forged.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a forged device cookie does not"
+    );
+    let elsewhere = app
+        .call(
+            post(
+                "/v1/login",
+                json!({ "email": user.email, "password": user.password }),
+            )
+            .ip("203.0.113.5"),
+        )
+        .await;
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::OK,
+        "other networks are not affected"
+    );
+}
+
+async fn failure_spike_raises_an_alert_for_operators<S: LedgerStore>(app: TestApp<S>) {
+    let admin = crate::operators::operator(&app, "alarm-admin@example.com", "admin")
+        .await
+        .token;
+    assert!(
+        app.auth.check_alarm().await.unwrap().is_none(),
+        "quiet: no alert"
+    );
+    // Default floor 20 failures a minute, multiple 10: more than 200 in the last minute fire.
+    for i in 0..201 {
+        let reply = app
+            .call(post("/v1/login", json!({ "email": format!("spray{i}@example.com"), "password": format!("guess number {i}") })).ip(&format!("10.1.{}.1", i % 250)))
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    let alert = app.auth.check_alarm().await.unwrap().expect("an alert");
+    assert!(alert.observed > 200, "{alert:?}");
+    assert!(
+        app.auth.check_alarm().await.unwrap().is_none(),
+        "raised once per minute"
+    );
+    let alerts = app
+        .call(crate::helpers::get("/v1/ops/alerts").bearer(&admin))
+        .await;
+    assert_eq!(alerts.status, StatusCode::OK);
+    assert_eq!(alerts.body.as_array().unwrap().len(), 1);
+    assert_eq!(alerts.body[0]["kind"], "auth_failure_rate");
+}

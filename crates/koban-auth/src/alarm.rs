@@ -1,0 +1,137 @@
+//! The global alarm on authentication failures: every instance counts failures per minute in
+//! the database; a periodic check compares the last minute with the hour before it and raises
+//! a security alert (stored once per minute across instances, logged, counted on `/metrics`).
+
+use koban_store::params;
+use koban_store::sql::{SqlDb, SqlTx};
+
+use crate::audit::{AuditEvent, append};
+use crate::secret::new_id;
+use crate::{Auth, AuthError};
+
+/// Minutes of history that make the baseline.
+const BASELINE_MINUTES: i64 = 60;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecurityAlert {
+    pub id: String,
+    pub kind: String,
+    pub minute: i64,
+    pub observed: i64,
+    pub baseline: i64,
+    pub raised_at_ms: i64,
+}
+
+impl<D: SqlDb> Auth<D> {
+    /// Checks the failure rate once; returns the alert if this check raised one. Run it at
+    /// least every 30 seconds so an attack is flagged within a minute.
+    pub async fn check_alarm(&self) -> Result<Option<SecurityAlert>, AuthError> {
+        let now = self.now_ms();
+        let minute = now / 60_000;
+        let mut tx = self.db.begin().await?;
+        let rows = tx
+            .query(
+                "SELECT minute, failures FROM failure_minutes WHERE minute >= $1 AND minute <= $2",
+                params![minute - BASELINE_MINUTES - 1, minute],
+            )
+            .await?;
+        let mut current = 0;
+        let mut previous = 0;
+        let mut history = 0;
+        for row in rows {
+            let (m, failures) = (row.i64(0)?, row.i64(1)?);
+            if m == minute {
+                current = failures;
+            } else if m == minute - 1 {
+                previous = failures;
+            } else {
+                history += failures;
+            }
+        }
+        // The last sixty seconds: this minute so far plus the share of the previous one that
+        // still falls inside the window.
+        let into_minute = now % 60_000;
+        let observed = current + previous * (60_000 - into_minute) / 60_000;
+        let baseline = (history / BASELINE_MINUTES).max(self.config.alarm_floor_per_min);
+        metrics::gauge!(crate::metrics::FAILURES_LAST_MINUTE).set(observed as f64);
+        // Old per-secret attempts and minute counts are not needed any more.
+        tx.execute(
+            "DELETE FROM secret_attempts WHERE at < $1",
+            params![now - self.config.secret_retention_s * 1000],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM failure_minutes WHERE minute < $1",
+            params![minute - 2 * BASELINE_MINUTES],
+        )
+        .await?;
+        let firing = observed > baseline.saturating_mul(self.config.alarm_multiple);
+        metrics::gauge!(crate::metrics::ALARM_ACTIVE).set(if firing { 1.0 } else { 0.0 });
+        if !firing {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let alert = SecurityAlert {
+            id: new_id(),
+            kind: "auth_failure_rate".into(),
+            minute,
+            observed,
+            baseline,
+            raised_at_ms: now,
+        };
+        let raised = tx
+            .execute(
+                "INSERT INTO security_alerts (id, kind, minute, observed, baseline, raised_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (kind, minute) DO NOTHING",
+                params![alert.id.as_str(), alert.kind.as_str(), minute, observed, baseline, now],
+            )
+            .await?;
+        if raised == 0 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        append(&mut tx, now, AuditEvent {
+            actor: "system",
+            action: "alert.raised",
+            subject: &format!("alert:{}", alert.id),
+            details: serde_json::json!({ "kind": alert.kind, "observed": observed, "baseline": baseline }),
+        })
+        .await?;
+        tx.commit().await?;
+        metrics::counter!(crate::metrics::SECURITY_ALERTS, "kind" => "auth_failure_rate")
+            .increment(1);
+        tracing::warn!(
+            observed,
+            baseline,
+            multiple = self.config.alarm_multiple,
+            "security alert: authentication failure rate"
+        );
+        Ok(Some(alert))
+    }
+
+    /// The newest alerts (operators).
+    pub async fn alerts(
+        &self,
+        principal: &crate::Principal,
+    ) -> Result<Vec<SecurityAlert>, AuthError> {
+        principal.operator(&[crate::Role::Analyst, crate::Role::Support])?;
+        let mut tx = self.db.begin().await?;
+        tx.query(
+            "SELECT id, kind, minute, observed, baseline, raised_at FROM security_alerts ORDER BY raised_at DESC LIMIT 100",
+            vec![],
+        )
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(SecurityAlert {
+                id: r.text(0)?,
+                kind: r.text(1)?,
+                minute: r.i64(2)?,
+                observed: r.i64(3)?,
+                baseline: r.i64(4)?,
+                raised_at_ms: r.i64(5)?,
+            })
+        })
+        .collect()
+    }
+}

@@ -1,0 +1,1768 @@
+//! The identity flows: sign-up and e-mail verification, sign-in with a second factor, factor
+//! enrolment, contact and password changes, "this was not me", password reset, and recovery
+//! by operator review. Each flow writes its state, its audit entry and its notifications in
+//! one transaction.
+
+use koban_store::params;
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+
+use crate::audit::{AuditEvent, append};
+use crate::model::{BirthDate, DisplayName, Email, LegalName, Phone, Role, UserKind};
+use crate::outbox::enqueue;
+use crate::password::{Lane, NewPassword, Password};
+use crate::secret::{
+    HashPurpose, Secret, constant_time_eq, new_id, random_digits, random_recovery_code,
+    random_token,
+};
+use crate::sessions::{IssuedSession, Principal, SessionLevel};
+use crate::stepup::{SensitiveAction, StepUpProof};
+use crate::throttle::{self, AttemptKeys};
+use crate::{Auth, AuthError, Client, totp};
+
+/// Wrong tries against one e-mailed code before it is void.
+const CODE_ATTEMPTS_MAX: i64 = 5;
+pub const RECOVERY_CODES: usize = 10;
+/// An unconfirmed TOTP enrolment is good this long.
+const ENROLMENT_MS: i64 = 15 * 60 * 1000;
+/// "This was not me" and recovery-cancel links are good this long.
+const LINK_MS: i64 = 30 * 24 * 3600 * 1000;
+/// An operator's enrolment link is good this long.
+const OPERATOR_LINK_MS: i64 = 72 * 3600 * 1000;
+/// A new reset code is sent at most this often per account.
+const RESET_EVERY_MS: i64 = 60 * 1000;
+
+/// What a new account is made of.
+#[derive(Debug)]
+pub struct NewSignup {
+    pub kind: UserKind,
+    pub email: Email,
+    pub password: Secret<String>,
+    pub display_name: DisplayName,
+    pub legal_name: Option<LegalName>,
+    pub date_of_birth: Option<BirthDate>,
+    pub phone: Option<Phone>,
+}
+
+/// The result of a right password.
+#[derive(Debug)]
+pub struct LoginOutcome {
+    /// A session at the password level: it can only confirm a second factor, or enrol the
+    /// first one.
+    pub session: IssuedSession,
+    pub has_factor: bool,
+    /// A device cookie to set, when the client did not present a valid one.
+    pub device_cookie: Option<Secret<String>>,
+}
+
+#[derive(Debug)]
+pub struct TotpEnrollment {
+    pub factor_id: String,
+    pub otpauth_uri: Secret<String>,
+    pub qr_svg: Secret<String>,
+    /// Set when a step-up rotated the session.
+    pub session: Option<IssuedSession>,
+}
+
+#[derive(Debug)]
+pub struct EnrolledTotp {
+    /// The recovery codes, shown once, when this was the first factor.
+    pub recovery_codes: Option<Vec<Secret<String>>>,
+    /// The session, upgraded and rotated, when this was the first factor.
+    pub session: Option<IssuedSession>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FactorView {
+    pub id: String,
+    pub kind: String,
+    pub label: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserView {
+    pub id: String,
+    pub kind: UserKind,
+    pub role: Option<Role>,
+    pub email: String,
+    pub email_verified: bool,
+    pub phone: Option<String>,
+    pub display_name: String,
+    pub legal_name: Option<String>,
+    pub date_of_birth: Option<String>,
+    pub status: String,
+    pub cooling_off_until_ms: Option<i64>,
+    pub factors: Vec<FactorView>,
+    pub recovery_codes_left: i64,
+}
+
+#[derive(Debug)]
+pub struct OperatorInvite {
+    pub operator_id: String,
+    pub enrolment_link: Secret<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RecoveryRequestView {
+    pub id: String,
+    pub user_id: String,
+    pub status: String,
+    pub created_at_ms: i64,
+    pub not_before_ms: i64,
+}
+
+struct UserRow {
+    id: String,
+    kind: UserKind,
+    email: String,
+    password_hash: Option<String>,
+    status: String,
+    email_verified: bool,
+    display_name: String,
+    legal_name: Option<String>,
+}
+
+const USER_COLUMNS: &str =
+    "id, kind, email, password_hash, status, email_verified_at, display_name, legal_name";
+
+fn user_row(row: &koban_store::sql::Row) -> Result<UserRow, AuthError> {
+    Ok(UserRow {
+        id: row.text(0)?,
+        kind: UserKind::parse(&row.text(1)?)?,
+        email: row.text(2)?,
+        password_hash: row.opt_text(3)?,
+        status: row.text(4)?,
+        email_verified: row.opt_i64(5)?.is_some(),
+        display_name: row.text(6)?,
+        legal_name: row.opt_text(7)?,
+    })
+}
+
+async fn user_by_email<T: SqlTx>(tx: &mut T, email: &str) -> Result<Option<UserRow>, AuthError> {
+    const SQL: &str = "SELECT id, kind, email, password_hash, status, email_verified_at, display_name, legal_name \
+                       FROM users WHERE email = $1";
+    debug_assert!(SQL.contains(USER_COLUMNS));
+    tx.query_opt(SQL, params![email])
+        .await?
+        .as_ref()
+        .map(user_row)
+        .transpose()
+}
+
+async fn user_by_id<T: SqlTx>(tx: &mut T, id: &str) -> Result<UserRow, AuthError> {
+    const SQL: &str = "SELECT id, kind, email, password_hash, status, email_verified_at, display_name, legal_name \
+                       FROM users WHERE id = $1";
+    tx.query_opt(SQL, params![id])
+        .await?
+        .as_ref()
+        .map(user_row)
+        .transpose()?
+        .ok_or(AuthError::NotFound)
+}
+
+/// Masks an address for notices sent elsewhere: `h***@example.com`.
+fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
+fn normalise_code(code: &str) -> String {
+    code.trim().replace([' ', '\t'], "").to_lowercase()
+}
+
+impl<D: SqlDb> Auth<D> {
+    async fn audit<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        now: i64,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        details: serde_json::Value,
+    ) -> Result<(), AuthError> {
+        append(
+            tx,
+            now,
+            AuditEvent {
+                actor,
+                action,
+                subject,
+                details,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn create_code<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        purpose: &str,
+        target: Option<&str>,
+        now: i64,
+    ) -> Result<Secret<String>, AuthError> {
+        tx.execute(
+            "UPDATE one_time_codes SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL",
+            params![now, user_id, purpose],
+        )
+        .await?;
+        let code = random_digits(6);
+        let hash = self.keys.hash(
+            HashPurpose::Code,
+            &[
+                user_id.as_bytes(),
+                purpose.as_bytes(),
+                code.expose().as_bytes(),
+            ],
+        );
+        tx.execute(
+            "INSERT INTO one_time_codes (id, user_id, purpose, code_hash, target, attempts, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
+            params![new_id(), user_id, purpose, hash, target, now, now + self.config.code_s * 1000],
+        )
+        .await?;
+        Ok(code)
+    }
+
+    /// Checks an e-mailed code; a right one is used up and its target (if any) returned, a
+    /// wrong one counts against the code's attempts.
+    async fn use_code<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        purpose: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<Option<Option<String>>, AuthError> {
+        let Some(row) = tx
+            .query_opt(
+                "SELECT id, code_hash, target, attempts FROM one_time_codes WHERE user_id = $1 AND purpose = $2 \
+                 AND used_at IS NULL AND expires_at > $3 ORDER BY created_at DESC LIMIT 1",
+                params![user_id, purpose, now],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id = row.text(0)?;
+        let hash = self.keys.hash(
+            HashPurpose::Code,
+            &[
+                user_id.as_bytes(),
+                purpose.as_bytes(),
+                normalise_code(code).as_bytes(),
+            ],
+        );
+        if !constant_time_eq(&row.bytes(1)?, &hash) {
+            let attempts = row.i64(3)? + 1;
+            tx.execute(
+                "UPDATE one_time_codes SET attempts = $1, used_at = CASE WHEN $1 >= $2 THEN $3 ELSE NULL END WHERE id = $4",
+                params![attempts, CODE_ATTEMPTS_MAX, now, id.as_str()],
+            )
+            .await?;
+            return Ok(None);
+        }
+        let used = tx
+            .execute(
+                "UPDATE one_time_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
+                params![now, id.as_str()],
+            )
+            .await?;
+        Ok((used == 1).then(|| row.opt_text(2)).transpose()?)
+    }
+
+    /// Checks a TOTP code (each time step accepted once) or a recovery code (each used once).
+    pub(crate) async fn check_factor_code<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<bool, AuthError> {
+        let code = normalise_code(code);
+        let now_s = u64::try_from(now / 1000).unwrap_or(0);
+        if code.len() == totp::DIGITS {
+            let factors = tx
+                .query(
+                    "SELECT id, secret, totp_last_step FROM factors WHERE user_id = $1 AND kind = 'totp' AND confirmed_at IS NOT NULL",
+                    params![user_id],
+                )
+                .await?;
+            for factor in factors {
+                let seed = self.keys.open(&factor.bytes(1)?)?;
+                if let Some(step) = totp::matching_step(seed.expose(), &code, now_s)? {
+                    let fresh = tx
+                        .execute(
+                            "UPDATE factors SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1",
+                            params![step, factor.text(0)?],
+                        )
+                        .await?;
+                    return Ok(fresh == 1);
+                }
+            }
+            return Ok(false);
+        }
+        let hash = self.keys.hash(
+            HashPurpose::Code,
+            &[user_id.as_bytes(), b"recovery", code.as_bytes()],
+        );
+        let used = tx
+            .execute(
+                "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+                params![now, user_id, hash],
+            )
+            .await?;
+        if used == 1 {
+            let email = user_by_id(tx, user_id).await?.email;
+            let left = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+                    params![user_id],
+                )
+                .await?
+                .i64(0)?;
+            enqueue(tx, now, &email, "A recovery code was used",
+                &format!("A recovery code was used to confirm a sign-in or an action on your Koban account. You have {left} left.")).await?;
+        }
+        Ok(used == 1)
+    }
+
+    /// Records a failed attempt everywhere it counts, and tells the owner when it locked the
+    /// account.
+    pub(crate) async fn record_failure<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: Option<&str>,
+        email: &str,
+        attempt: &AttemptKeys,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let failure = throttle::record_failure(tx, &self.config, now, attempt).await?;
+        let subject = user_id.map_or("unknown".to_owned(), |id| format!("user:{id}"));
+        self.audit(
+            tx,
+            now,
+            "anonymous",
+            "auth.failed",
+            &subject,
+            serde_json::json!({ "consecutive": failure.account_failures }),
+        )
+        .await?;
+        if failure.locked_now
+            && let Some(user_id) = user_id
+        {
+            let minutes = self.config.account_lock_s / 60;
+            enqueue(tx, now, email, "Your Koban account is locked",
+                &format!("There were {} failed attempts to sign in to your account, so it is locked for {minutes} minutes. \
+                          If this was not you, your password may be known to someone else: change it after the lock ends.",
+                         failure.account_failures)).await?;
+            self.audit(
+                tx,
+                now,
+                "system",
+                "account.locked",
+                &format!("user:{user_id}"),
+                serde_json::json!({ "minutes": minutes }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn not_me_link<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        now: i64,
+    ) -> Result<String, AuthError> {
+        let token = random_token("knm_");
+        tx.execute(
+            "INSERT INTO link_tokens (token_hash, purpose, user_id, created_at, expires_at) VALUES ($1, 'not_me', $2, $3, $4)",
+            params![self.token_hash(token.expose()), user_id, now, now + LINK_MS],
+        )
+        .await?;
+        Ok(format!(
+            "{}/not-me?token={}",
+            self.config.public_url,
+            token.expose()
+        ))
+    }
+
+    async fn start_cooling_off<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        tx.execute(
+            "UPDATE users SET cooling_off_until = $1 WHERE id = $2",
+            params![now + self.config.cooling_off_s * 1000, user_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Tells the owner about a change on the channel they had before it, with a link that
+    /// freezes the account if it was not them.
+    async fn notify_change<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        email: &str,
+        what: &str,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let link = self.not_me_link(tx, user_id, now).await?;
+        enqueue(tx, now, email, &format!("Your Koban account: {what}"),
+            &format!("{what}.\n\nIf this was you, there is nothing to do. For the next {} hours, outgoing payments are limited.\n\n\
+                      If this was NOT you, open this link: it freezes the account and signs everyone out:\n{link}\n",
+                     self.config.cooling_off_s / 3600)).await
+    }
+
+    // ---- sign-up and verification ----
+
+    /// Creates an account and e-mails a verification code. The answer is the same whether or
+    /// not the address is taken (the owner of a taken address is told instead).
+    pub async fn signup(&self, signup: NewSignup, client: &Client) -> Result<(), AuthError> {
+        if signup.kind == UserKind::Operator {
+            return Err(AuthError::Invalid("kind must be customer or merchant"));
+        }
+        let legal = signup.legal_name.as_ref().map_or("", |n| n.as_str());
+        let personal = [signup.email.as_str(), signup.display_name.as_str(), legal];
+        let password = NewPassword::parse(signup.password.expose().clone(), &personal)?;
+        let lane = if client.device.is_some() {
+            Lane::KnownDevice
+        } else {
+            Lane::Unknown
+        };
+        let phc = self.hasher.hash(&password, lane).await?;
+        let now = self.now_ms();
+        let id = new_id();
+        let mut tx = self.db.begin().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO users (id, kind, email, phone, display_name, legal_name, date_of_birth, password_hash, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9) ON CONFLICT (email) DO NOTHING",
+                params![
+                    id.as_str(), signup.kind.as_str(), signup.email.as_str(),
+                    signup.phone.as_ref().map(|p| p.as_str()), signup.display_name.as_str(),
+                    signup.legal_name.as_ref().map(|n| n.as_str()),
+                    signup.date_of_birth.as_ref().map(|d| d.as_str()), phc, now
+                ],
+            )
+            .await?;
+        if inserted == 1 {
+            let code = self
+                .create_code(&mut tx, &id, "verify_email", None, now)
+                .await?;
+            enqueue(
+                &mut tx,
+                now,
+                signup.email.as_str(),
+                "Your Koban verification code",
+                &format!(
+                    "Your verification code is {}. It is good for {} minutes.",
+                    code.expose(),
+                    self.config.code_s / 60
+                ),
+            )
+            .await?;
+            self.audit(
+                &mut tx,
+                now,
+                &format!("user:{id}"),
+                "user.signed_up",
+                &format!("user:{id}"),
+                serde_json::json!({ "kind": signup.kind.as_str(), "network": client.network }),
+            )
+            .await?;
+        } else {
+            enqueue(&mut tx, now, signup.email.as_str(), "Someone tried to sign up with your address",
+                "Someone tried to open a Koban account with this e-mail address, which already has one. \
+                 If it was you, sign in, or reset your password. If not, you need not do anything.").await?;
+            self.audit(
+                &mut tx,
+                now,
+                "anonymous",
+                "signup.address_taken",
+                "unknown",
+                serde_json::json!({}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(())
+    }
+
+    /// Confirms the address with the e-mailed code. Unknown address and wrong code answer alike.
+    pub async fn verify_email(
+        &self,
+        email: &Email,
+        code: &Secret<String>,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let attempt = AttemptKeys::new(
+            &self.keys,
+            &format!("email:{}", email.as_str()),
+            client,
+            Some(code.expose()),
+        );
+        let mut tx = self.db.begin().await?;
+        throttle::check(&mut tx, &self.config, now, &attempt).await?;
+        let user = user_by_email(&mut tx, email.as_str()).await?;
+        let verified = match &user {
+            Some(user) => self
+                .use_code(&mut tx, &user.id, "verify_email", code.expose(), now)
+                .await?
+                .is_some(),
+            None => false,
+        };
+        let user_id = user.as_ref().map(|u| u.id.as_str());
+        if !verified {
+            self.record_failure(&mut tx, user_id, email.as_str(), &attempt, now)
+                .await?;
+            tx.commit().await?;
+            self.outbox_written();
+            return Err(AuthError::BadCredentials);
+        }
+        let user_id = user_id.unwrap_or_default();
+        tx.execute(
+            "UPDATE users SET email_verified_at = $1 WHERE id = $2",
+            params![now, user_id],
+        )
+        .await?;
+        throttle::record_success(&mut tx, &attempt).await?;
+        self.audit(
+            &mut tx,
+            now,
+            &format!("user:{user_id}"),
+            "user.email_verified",
+            &format!("user:{user_id}"),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- sign-in ----
+
+    /// Checks e-mail and password, after every throttle. A right password gives a session at
+    /// the password level; the second factor (or the first enrolment) comes next.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: Secret<String>,
+        client: &Client,
+    ) -> Result<LoginOutcome, AuthError> {
+        let email = Email::parse(email).map_err(|_| AuthError::BadCredentials)?;
+        let password = Password::parse(password.expose().clone())?;
+        let now = self.now_ms();
+        let attempt = AttemptKeys::new(
+            &self.keys,
+            &format!("email:{}", email.as_str()),
+            client,
+            Some(password.expose()),
+        );
+        let user = {
+            let mut tx = self.db.begin().await?;
+            if let Err(refused) = throttle::check(&mut tx, &self.config, now, &attempt).await {
+                // A refused attempt is still an attempt: the global alarm counts it.
+                throttle::count_for_alarm(&mut tx, now).await?;
+                tx.commit().await?;
+                return Err(refused);
+            }
+            user_by_email(&mut tx, email.as_str()).await?
+        };
+        let lane = if client.device.is_some() {
+            Lane::KnownDevice
+        } else {
+            Lane::Unknown
+        };
+        let phc = user.as_ref().and_then(|u| u.password_hash.as_deref());
+        let right = self.hasher.verify(&password, phc, lane).await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let user = match (right, user) {
+            (true, Some(user)) => user,
+            (_, user) => {
+                self.record_failure(
+                    &mut tx,
+                    user.as_ref().map(|u| u.id.as_str()),
+                    email.as_str(),
+                    &attempt,
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                self.outbox_written();
+                return Err(AuthError::BadCredentials);
+            }
+        };
+        if user.status != "active" {
+            return Err(AuthError::Frozen);
+        }
+        throttle::record_success(&mut tx, &attempt).await?;
+        let has_factor = tx
+            .query_one(
+                "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND confirmed_at IS NOT NULL",
+                params![user.id.as_str()],
+            )
+            .await?
+            .i64(0)?
+            > 0;
+        let session = self
+            .issue_session(&mut tx, &user.id, SessionLevel::Password, client, now)
+            .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &format!("user:{}", user.id),
+            "login.password_ok",
+            &format!("user:{}", user.id),
+            serde_json::json!({ "network": client.network }),
+        )
+        .await?;
+        tx.commit().await?;
+        metrics::counter!(crate::metrics::LOGIN_SUCCESSES).increment(1);
+        let device_cookie = client.device.is_none().then(|| self.issue_device().1);
+        Ok(LoginOutcome {
+            session,
+            has_factor,
+            device_cookie,
+        })
+    }
+
+    /// Completes sign-in with a TOTP or recovery code; returns a new, full session.
+    pub async fn second_factor(
+        &self,
+        principal: &Principal,
+        code: &Secret<String>,
+        client: &Client,
+    ) -> Result<IssuedSession, AuthError> {
+        if principal.level == SessionLevel::SecondFactor {
+            return Err(AuthError::Conflict(
+                "this session has already confirmed a second factor",
+            ));
+        }
+        if !principal.has_factor {
+            return Err(AuthError::EnrolmentRequired);
+        }
+        let now = self.now_ms();
+        let attempt = AttemptKeys::new(
+            &self.keys,
+            &format!("email:{}", principal.email),
+            client,
+            Some(code.expose()),
+        );
+        let mut tx = self.db.begin().await?;
+        throttle::check(&mut tx, &self.config, now, &attempt).await?;
+        if !self
+            .check_factor_code(&mut tx, &principal.user_id, code.expose(), now)
+            .await?
+        {
+            self.record_failure(
+                &mut tx,
+                Some(&principal.user_id),
+                &principal.email,
+                &attempt,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            self.outbox_written();
+            return Err(AuthError::BadCredentials);
+        }
+        throttle::record_success(&mut tx, &attempt).await?;
+        let session = self
+            .rotate_session(&mut tx, principal, SessionLevel::SecondFactor, client, now)
+            .await?;
+        self.note_device(&mut tx, principal, client, now).await?;
+        self.audit(
+            &mut tx,
+            now,
+            &principal.actor(),
+            "login.completed",
+            &format!("user:{}", principal.user_id),
+            serde_json::json!({ "network": client.network }),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(session)
+    }
+
+    /// Remembers the device; tells the owner when a sign-in came from one not seen before.
+    async fn note_device<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        principal: &Principal,
+        client: &Client,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let device = client.device.clone().unwrap_or_default();
+        let new = device.is_empty()
+            || tx
+                .execute(
+                    "INSERT INTO known_devices (user_id, device_id, first_seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    params![principal.user_id.as_str(), device.as_str(), now],
+                )
+                .await?
+                == 1;
+        if new {
+            enqueue(
+                tx,
+                now,
+                &principal.email,
+                "New sign-in to your Koban account",
+                &format!(
+                    "Your account was signed in to from a new device or browser ({}, network {}). \
+                          If this was not you, change your password and review your sessions now.",
+                    client.user_agent, client.network
+                ),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    // ---- factors ----
+
+    /// Starts TOTP enrolment. The first factor needs only the password-level session; adding
+    /// another needs step-up.
+    pub async fn totp_begin(
+        &self,
+        principal: &Principal,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<TotpEnrollment, AuthError> {
+        let session = if principal.has_factor {
+            let action = SensitiveAction::AddFactor {
+                kind: "totp".into(),
+            };
+            Some(
+                self.require_step_up(principal, &action, proof, client)
+                    .await?
+                    .session,
+            )
+        } else {
+            None
+        };
+        let seed = totp::new_seed();
+        let uri = totp::otpauth_uri(&seed, &principal.email)?;
+        let qr_svg = totp::qr_svg(&uri)?;
+        let now = self.now_ms();
+        let factor_id = new_id();
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "INSERT INTO factors (id, user_id, kind, label, secret, totp_last_step, created_at) VALUES ($1, $2, 'totp', 'Authenticator app', $3, 0, $4)",
+            params![factor_id.as_str(), principal.user_id.as_str(), self.keys.seal(seed.expose())?, now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(TotpEnrollment {
+            factor_id,
+            otpauth_uri: uri,
+            qr_svg,
+            session,
+        })
+    }
+
+    /// Confirms TOTP enrolment with a code from the app. The first factor also yields the
+    /// recovery codes and upgrades the session; any factor change ends every other session.
+    pub async fn totp_confirm(
+        &self,
+        principal: &Principal,
+        factor_id: &str,
+        code: &Secret<String>,
+        client: &Client,
+    ) -> Result<EnrolledTotp, AuthError> {
+        let now = self.now_ms();
+        let attempt = AttemptKeys::new(
+            &self.keys,
+            &format!("email:{}", principal.email),
+            client,
+            None,
+        );
+        let mut tx = self.db.begin().await?;
+        throttle::check(&mut tx, &self.config, now, &attempt).await?;
+        let row = tx
+            .query_opt(
+                "SELECT secret FROM factors WHERE id = $1 AND user_id = $2 AND confirmed_at IS NULL AND created_at > $3",
+                params![factor_id, principal.user_id.as_str(), now - ENROLMENT_MS],
+            )
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        let seed = self.keys.open(&row.bytes(0)?)?;
+        let now_s = u64::try_from(now / 1000).unwrap_or(0);
+        let Some(step) = totp::matching_step(seed.expose(), &normalise_code(code.expose()), now_s)?
+        else {
+            self.record_failure(
+                &mut tx,
+                Some(&principal.user_id),
+                &principal.email,
+                &attempt,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            self.outbox_written();
+            return Err(AuthError::BadCredentials);
+        };
+        let first = !principal.has_factor;
+        tx.execute(
+            "UPDATE factors SET confirmed_at = $1, totp_last_step = $2 WHERE id = $3",
+            params![now, step, factor_id],
+        )
+        .await?;
+        let mut enrolled = EnrolledTotp {
+            recovery_codes: None,
+            session: None,
+        };
+        if first {
+            enrolled.recovery_codes = Some(
+                self.replace_recovery_codes(&mut tx, &principal.user_id, now)
+                    .await?,
+            );
+            enrolled.session = Some(
+                self.rotate_session(&mut tx, principal, SessionLevel::SecondFactor, client, now)
+                    .await?,
+            );
+            self.note_device(&mut tx, principal, client, now).await?;
+            enqueue(&mut tx, now, &principal.email, "Two-step sign-in is on",
+                "An authenticator app now protects your Koban account. Keep your recovery codes somewhere safe.").await?;
+        } else {
+            self.notify_change(
+                &mut tx,
+                &principal.user_id,
+                &principal.email,
+                "A new authenticator app was added",
+                now,
+            )
+            .await?;
+            self.start_cooling_off(&mut tx, &principal.user_id, now)
+                .await?;
+        }
+        let keep = enrolled
+            .session
+            .as_ref()
+            .map_or(principal.session_id.as_str(), |s| s.session_id.as_str());
+        self.revoke_sessions(&mut tx, &principal.user_id, Some(keep), now)
+            .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &principal.actor(),
+            "factor.totp.enrolled",
+            &format!("user:{}", principal.user_id),
+            serde_json::json!({ "factor": factor_id, "first": first }),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(enrolled)
+    }
+
+    async fn replace_recovery_codes<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<Secret<String>>, AuthError> {
+        tx.execute(
+            "DELETE FROM recovery_codes WHERE user_id = $1",
+            params![user_id],
+        )
+        .await?;
+        let mut codes = Vec::with_capacity(RECOVERY_CODES);
+        while codes.len() < RECOVERY_CODES {
+            let code = random_recovery_code();
+            let hash = self.keys.hash(
+                HashPurpose::Code,
+                &[user_id.as_bytes(), b"recovery", code.expose().as_bytes()],
+            );
+            let inserted = tx
+                .execute(
+                    "INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    params![user_id, hash, now],
+                )
+                .await?;
+            if inserted == 1 {
+                codes.push(code);
+            }
+        }
+        Ok(codes)
+    }
+
+    /// Replaces the recovery codes (step-up).
+    pub async fn regenerate_recovery_codes(
+        &self,
+        principal: &Principal,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<(Vec<Secret<String>>, IssuedSession), AuthError> {
+        let grant = self
+            .require_step_up(
+                principal,
+                &SensitiveAction::RegenerateRecoveryCodes,
+                proof,
+                client,
+            )
+            .await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let codes = self
+            .replace_recovery_codes(&mut tx, &principal.user_id, now)
+            .await?;
+        self.notify_change(
+            &mut tx,
+            &principal.user_id,
+            &principal.email,
+            "Your recovery codes were replaced",
+            now,
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &principal.actor(),
+            "factor.recovery_codes.replaced",
+            &format!("user:{}", principal.user_id),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok((codes, grant.session))
+    }
+
+    /// Removes a factor (step-up); the last one cannot be removed.
+    pub async fn remove_factor(
+        &self,
+        principal: &Principal,
+        factor_id: &str,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<IssuedSession, AuthError> {
+        let action = SensitiveAction::RemoveFactor {
+            factor_id: factor_id.to_owned(),
+        };
+        let grant = self
+            .require_step_up(principal, &action, proof, client)
+            .await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let count = tx
+            .query_one(
+                "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND confirmed_at IS NOT NULL",
+                params![principal.user_id.as_str()],
+            )
+            .await?
+            .i64(0)?;
+        if count <= 1 {
+            return Err(AuthError::Conflict(
+                "keep at least one second factor: add another before removing this one",
+            ));
+        }
+        let removed = tx
+            .execute(
+                "DELETE FROM factors WHERE id = $1 AND user_id = $2",
+                params![factor_id, principal.user_id.as_str()],
+            )
+            .await?;
+        if removed == 0 {
+            return Err(AuthError::NotFound);
+        }
+        self.revoke_sessions(
+            &mut tx,
+            &principal.user_id,
+            Some(&grant.session.session_id),
+            now,
+        )
+        .await?;
+        self.start_cooling_off(&mut tx, &principal.user_id, now)
+            .await?;
+        self.notify_change(
+            &mut tx,
+            &principal.user_id,
+            &principal.email,
+            "An authenticator was removed",
+            now,
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &principal.actor(),
+            "factor.removed",
+            &format!("user:{}", principal.user_id),
+            serde_json::json!({ "factor": factor_id }),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(grant.session)
+    }
+
+    // ---- the account ----
+
+    pub async fn me(&self, principal: &Principal) -> Result<UserView, AuthError> {
+        let mut tx = self.db.begin().await?;
+        let row = tx
+            .query_one(
+                "SELECT id, kind, role, email, email_verified_at, phone, display_name, legal_name, date_of_birth, status, cooling_off_until, \
+                 (SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = users.id AND r.used_at IS NULL) FROM users WHERE id = $1",
+                params![principal.user_id.as_str()],
+            )
+            .await?;
+        let factors = tx
+            .query(
+                "SELECT id, kind, label, created_at FROM factors WHERE user_id = $1 AND confirmed_at IS NOT NULL ORDER BY created_at",
+                params![principal.user_id.as_str()],
+            )
+            .await?
+            .into_iter()
+            .map(|f| Ok(FactorView { id: f.text(0)?, kind: f.text(1)?, label: f.text(2)?, created_at_ms: f.i64(3)? }))
+            .collect::<Result<Vec<_>, AuthError>>()?;
+        let now = self.now_ms();
+        Ok(UserView {
+            id: row.text(0)?,
+            kind: UserKind::parse(&row.text(1)?)?,
+            role: row.opt_text(2)?.as_deref().map(Role::parse).transpose()?,
+            email: row.text(3)?,
+            email_verified: row.opt_i64(4)?.is_some(),
+            phone: row.opt_text(5)?,
+            display_name: row.text(6)?,
+            legal_name: row.opt_text(7)?,
+            date_of_birth: row.opt_text(8)?,
+            status: row.text(9)?,
+            cooling_off_until_ms: row.opt_i64(10)?.filter(|t| *t > now),
+            recovery_codes_left: row.i64(11)?,
+            factors,
+        })
+    }
+
+    /// The most that may leave the account now, in minor units, when a cooling-off period
+    /// after a contact, factor or password change or a recovery is running; `None` otherwise.
+    /// Payments must obey it.
+    pub fn outgoing_limit(&self, principal: &Principal) -> Option<i64> {
+        principal
+            .cooling_off_until_ms
+            .filter(|until| *until > self.now_ms())
+            .map(|_| self.config.cooling_off_limit_minor)
+    }
+
+    /// Starts an e-mail change (step-up): a code goes to the new address.
+    pub async fn change_email_begin(
+        &self,
+        principal: &Principal,
+        new_email: &Email,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<IssuedSession, AuthError> {
+        let action = SensitiveAction::ChangeEmail {
+            new_email: new_email.as_str().to_owned(),
+        };
+        let grant = self
+            .require_step_up(principal, &action, proof, client)
+            .await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let code = self
+            .create_code(
+                &mut tx,
+                &principal.user_id,
+                "change_email",
+                Some(new_email.as_str()),
+                now,
+            )
+            .await?;
+        enqueue(
+            &mut tx,
+            now,
+            new_email.as_str(),
+            "Confirm your new Koban e-mail address",
+            &format!(
+                "Your confirmation code is {}. It is good for {} minutes.",
+                code.expose(),
+                self.config.code_s / 60
+            ),
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &principal.actor(),
+            "email.change_started",
+            &format!("user:{}", principal.user_id),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(grant.session)
+    }
+
+    /// Finishes an e-mail change with the code sent to the new address. The old address is
+    /// told, with a "this was not me" link; cooling-off starts; other sessions end.
+    pub async fn change_email_confirm(
+        &self,
+        principal: &Principal,
+        code: &Secret<String>,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        principal.full()?;
+        let now = self.now_ms();
+        let attempt = AttemptKeys::new(
+            &self.keys,
+            &format!("email:{}", principal.email),
+            client,
+            Some(code.expose()),
+        );
+        let mut tx = self.db.begin().await?;
+        throttle::check(&mut tx, &self.config, now, &attempt).await?;
+        let Some(Some(new_email)) = self
+            .use_code(
+                &mut tx,
+                &principal.user_id,
+                "change_email",
+                code.expose(),
+                now,
+            )
+            .await?
+        else {
+            self.record_failure(
+                &mut tx,
+                Some(&principal.user_id),
+                &principal.email,
+                &attempt,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            self.outbox_written();
+            return Err(AuthError::BadCredentials);
+        };
+        if user_by_email(&mut tx, &new_email).await?.is_some() {
+            return Err(AuthError::Conflict(
+                "this address cannot be used; choose another",
+            ));
+        }
+        tx.execute(
+            "UPDATE users SET email = $1, email_verified_at = $2 WHERE id = $3",
+            params![new_email.as_str(), now, principal.user_id.as_str()],
+        )
+        .await?;
+        self.start_cooling_off(&mut tx, &principal.user_id, now)
+            .await?;
+        self.revoke_sessions(
+            &mut tx,
+            &principal.user_id,
+            Some(&principal.session_id),
+            now,
+        )
+        .await?;
+        self.notify_change(
+            &mut tx,
+            &principal.user_id,
+            &principal.email,
+            &format!(
+                "Your e-mail address was changed to {}",
+                mask_email(&new_email)
+            ),
+            now,
+        )
+        .await?;
+        enqueue(
+            &mut tx,
+            now,
+            &new_email,
+            "This is now your Koban e-mail address",
+            "Your Koban account now uses this address.",
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &principal.actor(),
+            "email.changed",
+            &format!("user:{}", principal.user_id),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(())
+    }
+
+    /// Changes the phone number (step-up).
+    pub async fn change_phone(
+        &self,
+        principal: &Principal,
+        phone: &Phone,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<IssuedSession, AuthError> {
+        let action = SensitiveAction::ChangePhone {
+            new_phone: phone.as_str().to_owned(),
+        };
+        let grant = self
+            .require_step_up(principal, &action, proof, client)
+            .await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "UPDATE users SET phone = $1 WHERE id = $2",
+            params![phone.as_str(), principal.user_id.as_str()],
+        )
+        .await?;
+        self.start_cooling_off(&mut tx, &principal.user_id, now)
+            .await?;
+        self.revoke_sessions(
+            &mut tx,
+            &principal.user_id,
+            Some(&grant.session.session_id),
+            now,
+        )
+        .await?;
+        self.notify_change(
+            &mut tx,
+            &principal.user_id,
+            &principal.email,
+            "Your phone number was changed",
+            now,
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &principal.actor(),
+            "phone.changed",
+            &format!("user:{}", principal.user_id),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(grant.session)
+    }
+
+    /// Changes the password (step-up bound to the new password).
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        new_password: Secret<String>,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<IssuedSession, AuthError> {
+        principal.full()?;
+        let me = self.me(principal).await?;
+        let personal = [
+            me.email.as_str(),
+            me.display_name.as_str(),
+            me.legal_name.as_deref().unwrap_or(""),
+        ];
+        let password = NewPassword::parse(new_password.expose().clone(), &personal)?;
+        let action = SensitiveAction::ChangePassword { new_password };
+        let grant = self
+            .require_step_up(principal, &action, proof, client)
+            .await?;
+        let phc = self.hasher.hash(&password, Lane::KnownDevice).await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "UPDATE users SET password_hash = $1 WHERE id = $2",
+            params![phc, principal.user_id.as_str()],
+        )
+        .await?;
+        self.start_cooling_off(&mut tx, &principal.user_id, now)
+            .await?;
+        self.revoke_sessions(
+            &mut tx,
+            &principal.user_id,
+            Some(&grant.session.session_id),
+            now,
+        )
+        .await?;
+        self.notify_change(
+            &mut tx,
+            &principal.user_id,
+            &principal.email,
+            "Your password was changed",
+            now,
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &principal.actor(),
+            "password.changed",
+            &format!("user:{}", principal.user_id),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(grant.session)
+    }
+
+    /// "This was not me": freezes the account and ends every session.
+    pub async fn not_me(&self, token: &Secret<String>) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let row = tx
+            .query_opt(
+                "UPDATE link_tokens SET used_at = $1 WHERE token_hash = $2 AND purpose = 'not_me' AND used_at IS NULL AND expires_at > $1 \
+                 RETURNING user_id",
+                params![now, self.token_hash(token.expose())],
+            )
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        let user_id = row.text(0)?;
+        tx.execute(
+            "UPDATE users SET status = 'frozen' WHERE id = $1",
+            params![user_id.as_str()],
+        )
+        .await?;
+        self.revoke_sessions(&mut tx, &user_id, None, now).await?;
+        let user = user_by_id(&mut tx, &user_id).await?;
+        enqueue(&mut tx, now, &user.email, "Your Koban account is frozen",
+            "You told us a change was not made by you. The account is frozen and every session has ended. \
+             Contact support, or file a recovery request, to get back in.").await?;
+        self.audit(
+            &mut tx,
+            now,
+            &format!("user:{user_id}"),
+            "account.frozen_by_owner",
+            &format!("user:{user_id}"),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(())
+    }
+
+    // ---- recovery ----
+
+    /// Sends a reset code to the address already on file, if there is an account for it.
+    /// The answer is the same either way.
+    pub async fn forgot_password(&self, email: &Email) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let Some(user) = user_by_email(&mut tx, email.as_str()).await? else {
+            return Ok(());
+        };
+        if user.status != "active" || !user.email_verified {
+            return Ok(());
+        }
+        let recent = tx
+            .query_one(
+                "SELECT COUNT(*) FROM one_time_codes WHERE user_id = $1 AND purpose = 'reset_password' AND created_at > $2",
+                params![user.id.as_str(), now - RESET_EVERY_MS],
+            )
+            .await?
+            .i64(0)?;
+        if recent > 0 {
+            return Ok(());
+        }
+        let code = self
+            .create_code(&mut tx, &user.id, "reset_password", None, now)
+            .await?;
+        // The message goes to the address stored for the account, never to one from the request.
+        enqueue(&mut tx, now, &user.email, "Reset your Koban password",
+            &format!("Your password reset code is {}. You will also need your authenticator app or a recovery code. \
+                      If you did not ask for this, ignore this message.", code.expose())).await?;
+        self.audit(
+            &mut tx,
+            now,
+            "anonymous",
+            "password.reset_requested",
+            &format!("user:{}", user.id),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(())
+    }
+
+    /// Resets the password with the e-mailed code and a second factor; ends every session.
+    pub async fn reset_password(
+        &self,
+        email: &Email,
+        code: &Secret<String>,
+        factor_code: &Secret<String>,
+        new_password: Secret<String>,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let attempt = AttemptKeys::new(
+            &self.keys,
+            &format!("email:{}", email.as_str()),
+            client,
+            Some(code.expose()),
+        );
+        let user = {
+            let mut tx = self.db.begin().await?;
+            throttle::check(&mut tx, &self.config, now, &attempt).await?;
+            user_by_email(&mut tx, email.as_str()).await?
+        };
+        let personal = [
+            email.as_str(),
+            user.as_ref().map_or("", |u| u.display_name.as_str()),
+            user.as_ref()
+                .and_then(|u| u.legal_name.as_deref())
+                .unwrap_or(""),
+        ];
+        let password = NewPassword::parse(new_password.expose().clone(), &personal)?;
+        let phc = self.hasher.hash(&password, Lane::Unknown).await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        // The factor is checked first, so that someone holding only the mailbox cannot wear
+        // out or use the e-mailed code.
+        let ok = match &user {
+            Some(user) if user.status == "active" => {
+                self.check_factor_code(&mut tx, &user.id, factor_code.expose(), now)
+                    .await?
+                    && self
+                        .use_code(&mut tx, &user.id, "reset_password", code.expose(), now)
+                        .await?
+                        .is_some()
+            }
+            _ => false,
+        };
+        let user = match user {
+            Some(user) if ok => user,
+            user => {
+                let user_id = user.as_ref().map(|u| u.id.as_str());
+                self.record_failure(&mut tx, user_id, email.as_str(), &attempt, now)
+                    .await?;
+                tx.commit().await?;
+                self.outbox_written();
+                return Err(AuthError::BadCredentials);
+            }
+        };
+        tx.execute(
+            "UPDATE users SET password_hash = $1 WHERE id = $2",
+            params![phc, user.id.as_str()],
+        )
+        .await?;
+        throttle::record_success(&mut tx, &attempt).await?;
+        self.revoke_sessions(&mut tx, &user.id, None, now).await?;
+        self.start_cooling_off(&mut tx, &user.id, now).await?;
+        self.notify_change(
+            &mut tx,
+            &user.id,
+            &user.email,
+            "Your password was reset",
+            now,
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &format!("user:{}", user.id),
+            "password.reset",
+            &format!("user:{}", user.id),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(())
+    }
+
+    /// Files a recovery request for someone who lost every factor. An operator may approve it
+    /// only after the waiting period; the owner is told at once and can cancel it.
+    pub async fn request_recovery(&self, email: &Email) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let Some(user) = user_by_email(&mut tx, email.as_str()).await? else {
+            return Ok(());
+        };
+        let pending = tx
+            .query_one(
+                "SELECT COUNT(*) FROM recovery_requests WHERE user_id = $1 AND status = 'pending'",
+                params![user.id.as_str()],
+            )
+            .await?
+            .i64(0)?;
+        if pending > 0 || user.kind == UserKind::Operator {
+            return Ok(());
+        }
+        let id = new_id();
+        let not_before = now + self.config.recovery_wait_s * 1000;
+        tx.execute(
+            "INSERT INTO recovery_requests (id, user_id, status, created_at, not_before) VALUES ($1, $2, 'pending', $3, $4)",
+            params![id.as_str(), user.id.as_str(), now, not_before],
+        )
+        .await?;
+        let token = random_token("krc_");
+        tx.execute(
+            "INSERT INTO link_tokens (token_hash, purpose, user_id, ref_id, created_at, expires_at) VALUES ($1, 'cancel_recovery', $2, $3, $4, $5)",
+            params![self.token_hash(token.expose()), user.id.as_str(), id.as_str(), now, not_before + LINK_MS],
+        )
+        .await?;
+        enqueue(&mut tx, now, &user.email, "A recovery request was filed for your Koban account",
+            &format!("Someone asked to recover your account without its second factor. Staff will review it after {} hours. \
+                      If this was not you, cancel it now: {}/recovery/cancel?token={}",
+                     self.config.recovery_wait_s / 3600, self.config.public_url, token.expose())).await?;
+        self.audit(
+            &mut tx,
+            now,
+            "anonymous",
+            "recovery.requested",
+            &format!("user:{}", user.id),
+            serde_json::json!({ "request": id }),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(())
+    }
+
+    /// The owner cancels a pending recovery request with the link sent to them.
+    pub async fn cancel_recovery(&self, token: &Secret<String>) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let row = tx
+            .query_opt(
+                "UPDATE link_tokens SET used_at = $1 WHERE token_hash = $2 AND purpose = 'cancel_recovery' AND used_at IS NULL AND expires_at > $1 \
+                 RETURNING user_id, ref_id",
+                params![now, self.token_hash(token.expose())],
+            )
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        let (user_id, request) = (row.text(0)?, row.text(1)?);
+        let cancelled = tx
+            .execute(
+                "UPDATE recovery_requests SET status = 'cancelled', decided_at = $1, decided_by = 'owner' WHERE id = $2 AND status = 'pending'",
+                params![now, request.as_str()],
+            )
+            .await?;
+        if cancelled == 0 {
+            return Err(AuthError::NotFound);
+        }
+        self.audit(
+            &mut tx,
+            now,
+            &format!("user:{user_id}"),
+            "recovery.cancelled",
+            &format!("user:{user_id}"),
+            serde_json::json!({ "request": request }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pending recovery requests, oldest first (operators).
+    pub async fn recovery_requests(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<RecoveryRequestView>, AuthError> {
+        principal.operator(&[Role::Approver, Role::Support])?;
+        let mut tx = self.db.begin().await?;
+        tx.query(
+            "SELECT id, user_id, status, created_at, not_before FROM recovery_requests WHERE status = 'pending' ORDER BY created_at LIMIT 200",
+            vec![],
+        )
+        .await?
+        .into_iter()
+        .map(|r| Ok(RecoveryRequestView { id: r.text(0)?, user_id: r.text(1)?, status: r.text(2)?, created_at_ms: r.i64(3)?, not_before_ms: r.i64(4)? }))
+        .collect()
+    }
+
+    /// Approves a recovery request after its waiting period: the factors are removed, every
+    /// session ends, the account is unfrozen, cooling-off starts, and the owner is told.
+    pub async fn approve_recovery(
+        &self,
+        principal: &Principal,
+        request_id: &str,
+    ) -> Result<(), AuthError> {
+        let operator = principal.operator(&[Role::Approver])?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let row = tx
+            .query_opt("SELECT user_id, not_before FROM recovery_requests WHERE id = $1 AND status = 'pending'", params![request_id])
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        let user_id = row.text(0)?;
+        if user_id == operator.operator_id {
+            return Err(AuthError::Forbidden(
+                "an operator cannot approve a request about their own account",
+            ));
+        }
+        if now < row.i64(1)? {
+            return Err(AuthError::Conflict(
+                "the waiting period of this request has not ended",
+            ));
+        }
+        tx.execute("UPDATE recovery_requests SET status = 'approved', decided_at = $1, decided_by = $2 WHERE id = $3",
+            params![now, operator.operator_id.as_str(), request_id]).await?;
+        tx.execute(
+            "DELETE FROM factors WHERE user_id = $1",
+            params![user_id.as_str()],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM recovery_codes WHERE user_id = $1",
+            params![user_id.as_str()],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE users SET status = 'active' WHERE id = $1",
+            params![user_id.as_str()],
+        )
+        .await?;
+        self.revoke_sessions(&mut tx, &user_id, None, now).await?;
+        self.start_cooling_off(&mut tx, &user_id, now).await?;
+        let user = user_by_id(&mut tx, &user_id).await?;
+        self.notify_change(&mut tx, &user_id, &user.email,
+            "Your recovery request was approved: sign in with your password and set up a new authenticator", now).await?;
+        self.audit(
+            &mut tx,
+            now,
+            &principal.actor(),
+            "recovery.approved",
+            &format!("user:{user_id}"),
+            serde_json::json!({ "request": request_id }),
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(())
+    }
+
+    // ---- operators ----
+
+    /// Invites an operator: the account has no password until the enrolment link is used.
+    /// `by` is the inviting admin, or `None` for the first admin made on the command line.
+    pub async fn create_operator(
+        &self,
+        email: &Email,
+        role: Role,
+        by: Option<(&Principal, Option<&StepUpProof>, &Client)>,
+    ) -> Result<(OperatorInvite, Option<IssuedSession>), AuthError> {
+        let (actor, session) = match by {
+            Some((principal, proof, client)) => {
+                principal.operator(&[])?;
+                let action = SensitiveAction::CreateOperator {
+                    email: email.as_str().to_owned(),
+                    role: role.as_str().to_owned(),
+                };
+                let grant = self
+                    .require_step_up(principal, &action, proof, client)
+                    .await?;
+                (principal.actor(), Some(grant.session))
+            }
+            None => ("cli".to_owned(), None),
+        };
+        let now = self.now_ms();
+        let id = new_id();
+        let mut tx = self.db.begin().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO users (id, kind, role, email, display_name, status, created_at) VALUES ($1, 'operator', $2, $3, $4, 'active', $5) \
+                 ON CONFLICT (email) DO NOTHING",
+                params![id.as_str(), role.as_str(), email.as_str(), email.local_part(), now],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(AuthError::Conflict(
+                "an account with this e-mail address already exists",
+            ));
+        }
+        let token = random_token("kop_");
+        tx.execute(
+            "INSERT INTO link_tokens (token_hash, purpose, user_id, created_at, expires_at) VALUES ($1, 'enrol_operator', $2, $3, $4)",
+            params![self.token_hash(token.expose()), id.as_str(), now, now + OPERATOR_LINK_MS],
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &actor,
+            "operator.invited",
+            &format!("user:{id}"),
+            serde_json::json!({ "role": role.as_str() }),
+        )
+        .await?;
+        tx.commit().await?;
+        let link = Secret::new(format!(
+            "{}/operators/enrol?token={}",
+            self.config.public_url,
+            token.expose()
+        ));
+        Ok((
+            OperatorInvite {
+                operator_id: id,
+                enrolment_link: link,
+            },
+            session,
+        ))
+    }
+
+    /// An invited operator sets a password with the enrolment link; the second factor comes
+    /// at first sign-in, before anything else is allowed.
+    pub async fn enrol_operator(
+        &self,
+        token: &Secret<String>,
+        password: Secret<String>,
+    ) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let token_hash = self.token_hash(token.expose());
+        let user = {
+            let mut tx = self.db.begin().await?;
+            let row = tx
+                .query_opt(
+                    "SELECT user_id FROM link_tokens WHERE token_hash = $1 AND purpose = 'enrol_operator' AND used_at IS NULL AND expires_at > $2",
+                    params![token_hash, now],
+                )
+                .await?
+                .ok_or(AuthError::NotFound)?;
+            user_by_id(&mut tx, &row.text(0)?).await?
+        };
+        let password = NewPassword::parse(
+            password.expose().clone(),
+            &[user.email.as_str(), user.display_name.as_str()],
+        )?;
+        let phc = self.hasher.hash(&password, Lane::Unknown).await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let used = tx
+            .execute(
+                "UPDATE link_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+                params![now, token_hash],
+            )
+            .await?;
+        if used == 0 {
+            return Err(AuthError::NotFound);
+        }
+        tx.execute(
+            "UPDATE users SET password_hash = $1, email_verified_at = $2 WHERE id = $3",
+            params![phc, now, user.id.as_str()],
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &format!("operator:{}", user.id),
+            "operator.enrolled",
+            &format!("user:{}", user.id),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! Koban's identity and account security (threat model D1-D3): sign-up, passwords, second
+//! factors, sessions, throttling, step-up with dynamic linking, contact changes, recovery,
+//! notifications through a transactional outbox, and the tamper-evident audit chain.
+//!
+//! [`Auth`] is the service; the HTTP layer calls its methods and maps [`AuthError`] to
+//! problems. Everything is stored through [`koban_store::sql::SqlDb`], so the same code runs on
+//! SQLite and PostgreSQL, and every counter that throttling needs lives in the database, so it
+//! holds across instances.
+//!
+//! Architecture invariant: no HTTP and no JSON on the wire here; no secret (password, code,
+//! token, seed) is ever logged, formatted into an error, or stored unhashed (TOTP seeds are
+//! sealed, since they must be read back).
+
+pub mod alarm;
+pub mod apikeys;
+pub mod audit;
+mod flows;
+pub mod metrics;
+pub mod model;
+pub mod outbox;
+pub mod password;
+pub mod secret;
+pub mod sessions;
+pub mod stepup;
+pub mod throttle;
+pub mod totp;
+
+use koban_store::sql::SqlDb;
+use koban_store::{Clock, StoreError};
+
+pub use flows::{
+    EnrolledTotp, FactorView, LoginOutcome, NewSignup, OperatorInvite, RecoveryRequestView,
+    TotpEnrollment, UserView,
+};
+pub use model::{BirthDate, Client, DisplayName, Email, LegalName, Phone, Role, UserKind};
+pub use password::{Hasher, HasherConfig, Lane, NewPassword, Password, PasswordRejection};
+pub use secret::{Secret, ServerKeys};
+pub use sessions::{IssuedSession, Principal, SessionLevel};
+pub use stepup::{SensitiveAction, StepUpChallenge, StepUpGrant, StepUpProof};
+
+/// Everything that can go wrong in an identity operation. Messages never say which of two
+/// credentials was wrong, whether an account exists, or any secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Password(#[from] PasswordRejection),
+    #[error("the sign-in details or the code are not right")]
+    BadCredentials,
+    #[error("too many attempts; try again in {retry_after_s} seconds")]
+    Throttled { retry_after_s: u64 },
+    #[error("the service is busy; try again shortly")]
+    Busy,
+    #[error("sign in first, or sign in again: the session is missing, expired or revoked")]
+    Unauthenticated,
+    #[error("confirm the sign-in with a second factor first")]
+    SecondFactorRequired,
+    #[error("enrol a second factor first")]
+    EnrolmentRequired,
+    #[error("verify your e-mail address first")]
+    EmailNotVerified,
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
+    #[error("this action must be confirmed with a second factor")]
+    StepUpRequired(StepUpChallenge),
+    #[error("the confirmation is expired, used, or was made for a different action")]
+    StepUpInvalid,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("the account is frozen; contact support")]
+    Frozen,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Settings of the identity service. Durations are seconds; amounts are minor units.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Base URL used in links sent by e-mail.
+    pub public_url: String,
+    pub session_idle_s: i64,
+    pub session_absolute_s: i64,
+    /// Consecutive failures on one account before each attempt is delayed.
+    pub account_delay_after: i64,
+    /// Consecutive failures on one account that lock it.
+    pub account_lock_after: i64,
+    pub account_lock_s: i64,
+    /// Failures from one network (IPv4 /24, IPv6 /64) per window before it is blocked.
+    pub network_failures_max: i64,
+    /// Failures from one device cookie per window before it is blocked.
+    pub device_failures_max: i64,
+    pub window_s: i64,
+    /// Distinct accounts one secret may fail against (per `secret_retention_s`) before that
+    /// secret is refused everywhere.
+    pub spray_accounts_max: i64,
+    pub secret_retention_s: i64,
+    /// The global alarm fires when failures in the last minute exceed this multiple of the
+    /// baseline (the mean of the hour before, but at least `alarm_floor_per_min`).
+    pub alarm_multiple: i64,
+    pub alarm_floor_per_min: i64,
+    pub step_up_s: i64,
+    pub code_s: i64,
+    /// After a contact or factor change or a recovery, outgoing money is limited for this long.
+    pub cooling_off_s: i64,
+    /// What may go out during cooling-off, in minor units.
+    pub cooling_off_limit_minor: i64,
+    pub recovery_wait_s: i64,
+    /// Development mode: no `Secure` cookies, the mailbox is readable over HTTP.
+    pub dev: bool,
+    pub hasher: HasherConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            session_idle_s: 15 * 60,
+            session_absolute_s: 12 * 3600,
+            account_delay_after: 5,
+            account_lock_after: 10,
+            account_lock_s: 30 * 60,
+            network_failures_max: 100,
+            device_failures_max: 20,
+            window_s: 15 * 60,
+            spray_accounts_max: 5,
+            secret_retention_s: 3600,
+            alarm_multiple: 10,
+            alarm_floor_per_min: 20,
+            step_up_s: 5 * 60,
+            code_s: 30 * 60,
+            cooling_off_s: 24 * 3600,
+            cooling_off_limit_minor: 10_000,
+            recovery_wait_s: 72 * 3600,
+            dev: false,
+            hasher: HasherConfig::default(),
+        }
+    }
+}
+
+/// The identity service over one database.
+#[derive(Clone)]
+pub struct Auth<D: SqlDb> {
+    pub(crate) db: D,
+    pub(crate) keys: ServerKeys,
+    pub(crate) hasher: Hasher,
+    pub(crate) clock: Clock,
+    pub(crate) config: std::sync::Arc<AuthConfig>,
+    /// Wakes the outbox worker when a message was just written.
+    pub(crate) outbox_wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl<D: SqlDb> Auth<D> {
+    pub fn new(
+        db: D,
+        keys: ServerKeys,
+        clock: Clock,
+        config: AuthConfig,
+    ) -> Result<Self, AuthError> {
+        Ok(Auth {
+            hasher: Hasher::new(config.hasher.clone())?,
+            db,
+            keys,
+            clock,
+            config: std::sync::Arc::new(config),
+            outbox_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &ServerKeys {
+        &self.keys
+    }
+
+    pub fn db(&self) -> &D {
+        &self.db
+    }
+
+    /// Now, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now().nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
+}

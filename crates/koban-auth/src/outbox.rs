@@ -1,0 +1,174 @@
+//! Notifications through a transactional outbox: a message is written in the same transaction
+//! as the event it reports, and a background worker delivers it with retries and backoff, so a
+//! process that dies after the commit loses no message.
+//!
+//! Delivery goes to the local mailbox (a table, readable over HTTP only in `--dev` mode) unless
+//! an SMTP relay is configured (not built yet: see the README).
+
+use koban_store::params;
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+
+use crate::secret::new_id;
+use crate::{Auth, AuthError};
+
+/// Longest time a claimed message stays claimed by a worker that died.
+const CLAIM_MS: i64 = 30_000;
+/// Longest wait between two attempts.
+const BACKOFF_MAX_MS: i64 = 3_600_000;
+/// Attempts before a message is given up (about three days at the longest backoff).
+pub const ATTEMPTS_MAX: i64 = 80;
+
+/// Writes a message into the outbox inside `tx`.
+pub async fn enqueue<T: SqlTx>(
+    tx: &mut T,
+    now_ms: i64,
+    recipient: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), AuthError> {
+    tx.execute(
+        "INSERT INTO outbox (id, recipient, subject, body, created_at, attempts, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, 0, $5)",
+        params![new_id(), recipient, subject, body, now_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A message in the local mailbox.
+#[derive(Clone, Debug)]
+pub struct MailboxMessage {
+    pub id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub delivered_at_ms: i64,
+}
+
+impl<D: SqlDb> Auth<D> {
+    /// Wakes the delivery worker after a commit that wrote messages.
+    pub(crate) fn outbox_written(&self) {
+        self.outbox_wake.notify_one();
+    }
+
+    /// Waits until a message may have been written, or `timeout` passed.
+    pub async fn outbox_wait(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.outbox_wake.notified()).await;
+    }
+
+    /// Delivers up to `limit` due messages; returns how many were delivered.
+    pub async fn deliver_outbox(&self, limit: i64) -> Result<usize, AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        // The conditions are repeated outside the subquery so that, on PostgreSQL, a second
+        // worker that waited for the row lock re-checks them and skips the claimed row.
+        let claimed = tx
+            .query(
+                "UPDATE outbox SET claimed_until = $1 \
+                 WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
+                              AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY next_attempt_at LIMIT $3) \
+                 AND delivered_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2) \
+                 RETURNING id, recipient, subject, body, attempts",
+                params![now + CLAIM_MS, now, limit],
+            )
+            .await?;
+        tx.commit().await?;
+        let mut delivered = 0;
+        for row in claimed {
+            let id = row.text(0)?;
+            let attempts = row.i64(4)?;
+            let message = (row.text(1)?, row.text(2)?, row.text(3)?);
+            match self.deliver_one(&id, &message, now).await {
+                Ok(()) => {
+                    delivered += 1;
+                    metrics::counter!(crate::metrics::OUTBOX_DELIVERED).increment(1);
+                }
+                Err(error) => {
+                    metrics::counter!(crate::metrics::OUTBOX_FAILED).increment(1);
+                    tracing::warn!(message_id = %id, %error, "notification delivery failed; will retry");
+                    self.reschedule(&id, attempts, now).await?;
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    async fn deliver_one(
+        &self,
+        id: &str,
+        (recipient, subject, body): &(String, String, String),
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "INSERT INTO mailbox (id, recipient, subject, body, delivered_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING",
+            params![id, recipient.as_str(), subject.as_str(), body.as_str(), now],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, claimed_until = NULL WHERE id = $2",
+            params![now, id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reschedule(&self, id: &str, attempts: i64, now: i64) -> Result<(), AuthError> {
+        let backoff = 1000i64
+            .checked_shl(u32::try_from(attempts.clamp(0, 22)).unwrap_or(22))
+            .unwrap_or(BACKOFF_MAX_MS)
+            .min(BACKOFF_MAX_MS);
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, claimed_until = NULL, \
+             last_error = 'delivery failed' WHERE id = $2",
+            params![now + backoff, id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Messages in the local mailbox for `recipient`, newest first (dev mode only; the HTTP
+    /// layer enforces that).
+    pub async fn mailbox(
+        &self,
+        recipient: &str,
+        limit: i64,
+    ) -> Result<Vec<MailboxMessage>, AuthError> {
+        let recipient = recipient.trim().to_lowercase();
+        let mut tx = self.db.begin().await?;
+        let rows = tx
+            .query(
+                "SELECT id, recipient, subject, body, delivered_at FROM mailbox WHERE recipient = $1 \
+                 ORDER BY delivered_at DESC, id DESC LIMIT $2",
+                params![recipient, limit.clamp(1, 200)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(MailboxMessage {
+                    id: row.text(0)?,
+                    recipient: row.text(1)?,
+                    subject: row.text(2)?,
+                    body: row.text(3)?,
+                    delivered_at_ms: row.i64(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many messages wait for delivery.
+    pub async fn outbox_pending(&self) -> Result<i64, AuthError> {
+        let mut tx = self.db.begin().await?;
+        let row = tx
+            .query_one(
+                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL",
+                vec![],
+            )
+            .await?;
+        Ok(row.i64(0)?)
+    }
+}

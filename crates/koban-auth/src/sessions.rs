@@ -1,0 +1,350 @@
+//! Sessions: random 256-bit opaque tokens, stored only as keyed hashes; an idle timeout and an
+//! absolute lifetime; two levels (password only, then second factor). Also the signed device
+//! cookie that marks a browser that has signed in before.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use koban_store::params;
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+
+use crate::model::{Role, UserKind};
+use crate::secret::{HashPurpose, Secret, constant_time_eq, new_id, random_token};
+use crate::{Auth, AuthError, Client};
+
+pub const SESSION_TOKEN_PREFIX: &str = "kbs_";
+/// `last_seen_at` is written at most this often per session.
+const TOUCH_EVERY_MS: i64 = 30_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SessionLevel {
+    /// The password was right; a second factor is still to be checked (or enrolled).
+    Password = 1,
+    /// The second factor was checked too.
+    SecondFactor = 2,
+}
+
+impl SessionLevel {
+    fn from_i64(value: i64) -> SessionLevel {
+        if value >= 2 {
+            SessionLevel::SecondFactor
+        } else {
+            SessionLevel::Password
+        }
+    }
+}
+
+/// Who is calling, established from a session token.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub user_id: String,
+    pub session_id: String,
+    pub kind: UserKind,
+    pub role: Option<Role>,
+    pub level: SessionLevel,
+    pub email: String,
+    pub email_verified: bool,
+    pub has_factor: bool,
+    pub cooling_off_until_ms: Option<i64>,
+}
+
+/// Proof that the caller completed sign-in with a second factor. Only [`Principal::full`]
+/// makes one.
+#[derive(Clone, Copy, Debug)]
+pub struct FullSession(());
+
+/// Proof that the caller is an operator with one of the required roles.
+#[derive(Clone, Debug)]
+pub struct OperatorCap {
+    pub operator_id: String,
+    pub role: Role,
+}
+
+impl Principal {
+    /// Every action beyond enrolling a first factor needs a session confirmed by a second factor.
+    pub fn full(&self) -> Result<FullSession, AuthError> {
+        if self.level == SessionLevel::SecondFactor {
+            Ok(FullSession(()))
+        } else if self.has_factor {
+            Err(AuthError::SecondFactorRequired)
+        } else {
+            Err(AuthError::EnrolmentRequired)
+        }
+    }
+
+    /// What moving money needs: a full session and a verified e-mail address.
+    pub fn can_move_money(&self) -> Result<FullSession, AuthError> {
+        let full = self.full()?;
+        if !self.email_verified {
+            return Err(AuthError::EmailNotVerified);
+        }
+        Ok(full)
+    }
+
+    /// An operator with one of `roles` (admins may do everything).
+    pub fn operator(&self, roles: &[Role]) -> Result<OperatorCap, AuthError> {
+        self.full()?;
+        match (self.kind, self.role) {
+            (UserKind::Operator, Some(role)) if role == Role::Admin || roles.contains(&role) => {
+                Ok(OperatorCap {
+                    operator_id: self.user_id.clone(),
+                    role,
+                })
+            }
+            _ => Err(AuthError::Forbidden(
+                "this needs an operator with another role",
+            )),
+        }
+    }
+
+    pub fn actor(&self) -> String {
+        match self.kind {
+            UserKind::Operator => format!("operator:{}", self.user_id),
+            _ => format!("user:{}", self.user_id),
+        }
+    }
+}
+
+/// A session just issued: the token is shown to the client once.
+#[derive(Clone, Debug)]
+pub struct IssuedSession {
+    pub session_id: String,
+    pub token: Secret<String>,
+    /// The anti-CSRF token a cookie-authenticated client sends in `X-CSRF-Token`.
+    pub csrf: Secret<String>,
+    pub level: SessionLevel,
+    pub expires_at_ms: i64,
+}
+
+/// One of the caller's sessions, for listing.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub id: String,
+    pub level: SessionLevel,
+    pub network: String,
+    pub user_agent: String,
+    pub created_at_ms: i64,
+    pub last_seen_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+impl<D: SqlDb> Auth<D> {
+    pub(crate) fn token_hash(&self, token: &str) -> [u8; 32] {
+        self.keys.hash(HashPurpose::Token, &[token.as_bytes()])
+    }
+
+    /// The anti-CSRF token that belongs to a session token.
+    pub fn csrf_for(&self, token: &str) -> Secret<String> {
+        Secret::new(
+            URL_SAFE_NO_PAD.encode(
+                self.keys
+                    .hash(HashPurpose::Token, &[b"csrf", token.as_bytes()]),
+            ),
+        )
+    }
+
+    pub fn csrf_matches(&self, token: &str, presented: &str) -> bool {
+        constant_time_eq(
+            self.csrf_for(token).expose().as_bytes(),
+            presented.as_bytes(),
+        )
+    }
+
+    /// A new device id and the signed cookie value that carries it.
+    pub fn issue_device(&self) -> (String, Secret<String>) {
+        let id = new_id();
+        let mac = URL_SAFE_NO_PAD.encode(self.keys.hash(HashPurpose::Device, &[id.as_bytes()]));
+        (id.clone(), Secret::new(format!("{id}.{mac}")))
+    }
+
+    /// The device id in a cookie value, if its signature holds.
+    pub fn verify_device(&self, cookie: &str) -> Option<String> {
+        let (id, mac) = cookie.split_once('.')?;
+        if id.len() > 64 {
+            return None;
+        }
+        let expected =
+            URL_SAFE_NO_PAD.encode(self.keys.hash(HashPurpose::Device, &[id.as_bytes()]));
+        constant_time_eq(expected.as_bytes(), mac.as_bytes()).then(|| id.to_owned())
+    }
+
+    pub(crate) async fn issue_session<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        level: SessionLevel,
+        client: &Client,
+        now: i64,
+    ) -> Result<IssuedSession, AuthError> {
+        let token = random_token(SESSION_TOKEN_PREFIX);
+        let id = new_id();
+        let expires_at_ms = now + self.config.session_absolute_s * 1000;
+        tx.execute(
+            "INSERT INTO sessions (id, token_hash, user_id, level, device_id, network, user_agent, \
+             created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+            params![
+                id.as_str(),
+                self.token_hash(token.expose()),
+                user_id,
+                level as i64,
+                client.device.clone(),
+                client.network.as_str(),
+                client.user_agent.as_str(),
+                now,
+                expires_at_ms
+            ],
+        )
+        .await?;
+        Ok(IssuedSession {
+            session_id: id,
+            csrf: self.csrf_for(token.expose()),
+            token,
+            level,
+            expires_at_ms,
+        })
+    }
+
+    /// Ends `principal`'s session and issues a new one at `level` (on every login step and
+    /// step-up, so a token seen before the step is worthless after it).
+    pub(crate) async fn rotate_session<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        principal: &Principal,
+        level: SessionLevel,
+        client: &Client,
+        now: i64,
+    ) -> Result<IssuedSession, AuthError> {
+        tx.execute(
+            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            params![now, principal.session_id.as_str()],
+        )
+        .await?;
+        self.issue_session(tx, &principal.user_id, level, client, now)
+            .await
+    }
+
+    pub(crate) async fn revoke_sessions<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        except: Option<&str>,
+        now: i64,
+    ) -> Result<u64, AuthError> {
+        Ok(tx
+            .execute(
+                "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3",
+                params![now, user_id, except.unwrap_or("")],
+            )
+            .await?)
+    }
+
+    /// The principal behind a session token, if the session is live.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        if !token.starts_with(SESSION_TOKEN_PREFIX) || token.len() > 128 {
+            return Err(AuthError::Unauthenticated);
+        }
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let row = tx
+            .query_opt(
+                "SELECT s.id, s.user_id, s.level, s.last_seen_at, s.expires_at, s.revoked_at, \
+                 u.kind, u.role, u.email, u.email_verified_at, u.status, u.cooling_off_until, \
+                 (SELECT COUNT(*) FROM factors f WHERE f.user_id = u.id AND f.confirmed_at IS NOT NULL) \
+                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
+                params![self.token_hash(token)],
+            )
+            .await?
+            .ok_or(AuthError::Unauthenticated)?;
+        let last_seen = row.i64(3)?;
+        let idle_limit = last_seen + self.config.session_idle_s * 1000;
+        if row.opt_i64(5)?.is_some()
+            || now >= row.i64(4)?
+            || now >= idle_limit
+            || row.text(10)? != "active"
+        {
+            return Err(AuthError::Unauthenticated);
+        }
+        let principal = Principal {
+            session_id: row.text(0)?,
+            user_id: row.text(1)?,
+            level: SessionLevel::from_i64(row.i64(2)?),
+            kind: UserKind::parse(&row.text(6)?)?,
+            role: row.opt_text(7)?.as_deref().map(Role::parse).transpose()?,
+            email: row.text(8)?,
+            email_verified: row.opt_i64(9)?.is_some(),
+            cooling_off_until_ms: row.opt_i64(11)?.filter(|until| *until > now),
+            has_factor: row.i64(12)? > 0,
+        };
+        if now - last_seen >= TOUCH_EVERY_MS {
+            tx.execute(
+                "UPDATE sessions SET last_seen_at = $1 WHERE id = $2",
+                params![now, principal.session_id.as_str()],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(principal)
+    }
+
+    /// The caller's live sessions, newest first.
+    pub async fn sessions(&self, principal: &Principal) -> Result<Vec<SessionRow>, AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let rows = tx
+            .query(
+                "SELECT id, level, network, user_agent, created_at, last_seen_at, expires_at FROM sessions \
+                 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3 \
+                 ORDER BY created_at DESC LIMIT 100",
+                params![
+                    principal.user_id.as_str(),
+                    now,
+                    now - self.config.session_idle_s * 1000
+                ],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(SessionRow {
+                    id: row.text(0)?,
+                    level: SessionLevel::from_i64(row.i64(1)?),
+                    network: row.text(2)?,
+                    user_agent: row.text(3)?,
+                    created_at_ms: row.i64(4)?,
+                    last_seen_at_ms: row.i64(5)?,
+                    expires_at_ms: row.i64(6)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends one of the caller's own sessions (any level may sign itself out).
+    pub async fn revoke_session(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+    ) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let changed = tx
+            .execute(
+                "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                params![now, session_id, principal.user_id.as_str()],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(AuthError::NotFound);
+        }
+        crate::audit::append(
+            &mut tx,
+            now,
+            crate::audit::AuditEvent {
+                actor: &principal.actor(),
+                action: "session.revoked",
+                subject: &format!("session:{session_id}"),
+                details: serde_json::json!({}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

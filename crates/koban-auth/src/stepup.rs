@@ -1,0 +1,380 @@
+//! Step-up with dynamic linking (PSD2 RTS art. 5): a sensitive action needs a fresh factor
+//! check bound to that exact action. The first request stores the pending action's digest and
+//! answers with a challenge; the confirmation repeats the action with the challenge id and a
+//! code, and is accepted only if the action's digest is unchanged, within five minutes, once.
+//!
+//! This is the reusable mechanism: payments call [`Auth::require_step_up`] with
+//! [`SensitiveAction::Payment`] and proceed only with the [`StepUpGrant`] it returns.
+
+use koban_store::params;
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+
+use crate::audit::{AuditEvent, append};
+use crate::secret::{HashPurpose, Secret, constant_time_eq, new_id};
+use crate::sessions::{IssuedSession, Principal, SessionLevel};
+use crate::throttle::{self, AttemptKeys};
+use crate::{Auth, AuthError, Client};
+
+/// Wrong codes against one challenge before it is void.
+pub const STEP_UP_ATTEMPTS_MAX: i64 = 5;
+
+/// An action that needs step-up, with everything that defines it.
+#[derive(Clone, Debug)]
+pub enum SensitiveAction {
+    Payment {
+        amount_minor: i64,
+        currency: String,
+        payee: String,
+    },
+    ChangeEmail {
+        new_email: String,
+    },
+    ChangePhone {
+        new_phone: String,
+    },
+    ChangePassword {
+        new_password: Secret<String>,
+    },
+    AddFactor {
+        kind: String,
+    },
+    RemoveFactor {
+        factor_id: String,
+    },
+    RegenerateRecoveryCodes,
+    LinkFundingSource {
+        source: String,
+    },
+    RevealCard {
+        card_id: String,
+    },
+    RaiseLimits {
+        limits: String,
+    },
+    CreateApiKey {
+        name: String,
+        environment: String,
+        scopes: String,
+    },
+    RotateApiKey {
+        key_id: String,
+    },
+    CreateOperator {
+        email: String,
+        role: String,
+    },
+}
+
+impl SensitiveAction {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SensitiveAction::Payment { .. } => "payment",
+            SensitiveAction::ChangeEmail { .. } => "change_email",
+            SensitiveAction::ChangePhone { .. } => "change_phone",
+            SensitiveAction::ChangePassword { .. } => "change_password",
+            SensitiveAction::AddFactor { .. } => "add_factor",
+            SensitiveAction::RemoveFactor { .. } => "remove_factor",
+            SensitiveAction::RegenerateRecoveryCodes => "regenerate_recovery_codes",
+            SensitiveAction::LinkFundingSource { .. } => "link_funding_source",
+            SensitiveAction::RevealCard { .. } => "reveal_card",
+            SensitiveAction::RaiseLimits { .. } => "raise_limits",
+            SensitiveAction::CreateApiKey { .. } => "create_api_key",
+            SensitiveAction::RotateApiKey { .. } => "rotate_api_key",
+            SensitiveAction::CreateOperator { .. } => "create_operator",
+        }
+    }
+
+    /// Every field that defines the action, in a fixed order.
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        match self {
+            SensitiveAction::Payment {
+                amount_minor,
+                currency,
+                payee,
+            } => vec![
+                ("amount_minor", amount_minor.to_string()),
+                ("currency", currency.clone()),
+                ("payee", payee.clone()),
+            ],
+            SensitiveAction::ChangeEmail { new_email } => vec![("new_email", new_email.clone())],
+            SensitiveAction::ChangePhone { new_phone } => vec![("new_phone", new_phone.clone())],
+            SensitiveAction::ChangePassword { new_password } => {
+                vec![("new_password", new_password.expose().clone())]
+            }
+            SensitiveAction::AddFactor { kind } => vec![("kind", kind.clone())],
+            SensitiveAction::RemoveFactor { factor_id } => vec![("factor_id", factor_id.clone())],
+            SensitiveAction::RegenerateRecoveryCodes => vec![],
+            SensitiveAction::LinkFundingSource { source } => vec![("source", source.clone())],
+            SensitiveAction::RevealCard { card_id } => vec![("card_id", card_id.clone())],
+            SensitiveAction::RaiseLimits { limits } => vec![("limits", limits.clone())],
+            SensitiveAction::CreateApiKey {
+                name,
+                environment,
+                scopes,
+            } => vec![
+                ("name", name.clone()),
+                ("environment", environment.clone()),
+                ("scopes", scopes.clone()),
+            ],
+            SensitiveAction::RotateApiKey { key_id } => vec![("key_id", key_id.clone())],
+            SensitiveAction::CreateOperator { email, role } => {
+                vec![("email", email.clone()), ("role", role.clone())]
+            }
+        }
+    }
+
+    /// What the person is asked to confirm, in words (never a secret).
+    pub fn summary(&self) -> String {
+        match self {
+            SensitiveAction::Payment {
+                amount_minor,
+                currency,
+                payee,
+            } => {
+                format!("pay {amount_minor} (minor units) {currency} to {payee}")
+            }
+            SensitiveAction::ChangeEmail { new_email } => format!("change e-mail to {new_email}"),
+            SensitiveAction::ChangePhone { new_phone } => format!("change phone to {new_phone}"),
+            SensitiveAction::ChangePassword { .. } => "change password".into(),
+            SensitiveAction::AddFactor { kind } => format!("add a {kind} factor"),
+            SensitiveAction::RemoveFactor { factor_id } => format!("remove factor {factor_id}"),
+            SensitiveAction::RegenerateRecoveryCodes => "replace recovery codes".into(),
+            SensitiveAction::LinkFundingSource { source } => {
+                format!("link funding source {source}")
+            }
+            SensitiveAction::RevealCard { card_id } => format!("reveal details of card {card_id}"),
+            SensitiveAction::RaiseLimits { limits } => format!("raise limits: {limits}"),
+            SensitiveAction::CreateApiKey {
+                name, environment, ..
+            } => {
+                format!("create {environment} API key \"{name}\"")
+            }
+            SensitiveAction::RotateApiKey { key_id } => format!("rotate API key {key_id}"),
+            SensitiveAction::CreateOperator { email, role } => {
+                format!("invite {role} operator {email}")
+            }
+        }
+    }
+
+    /// The keyed digest that binds a confirmation to this exact action.
+    pub fn digest(&self, keys: &crate::ServerKeys) -> [u8; 32] {
+        let fields = self.fields();
+        let mut parts: Vec<&[u8]> = vec![self.kind().as_bytes()];
+        for (name, value) in &fields {
+            parts.push(name.as_bytes());
+            parts.push(value.as_bytes());
+        }
+        keys.hash(HashPurpose::Action, &parts)
+    }
+}
+
+/// The answer to a sensitive request made without confirmation.
+#[derive(Clone, Debug)]
+pub struct StepUpChallenge {
+    pub id: String,
+    pub action: &'static str,
+    pub summary: String,
+    pub expires_at_ms: i64,
+    /// Ways to confirm: `totp`, `recovery_code`.
+    pub methods: Vec<&'static str>,
+}
+
+/// The confirmation a client sends with the repeated request.
+#[derive(Clone, Debug)]
+pub struct StepUpProof {
+    pub id: String,
+    pub code: Secret<String>,
+}
+
+/// Permission to perform the confirmed action, once. The session was rotated: the client must
+/// use the new token from now on.
+#[derive(Debug)]
+pub struct StepUpGrant {
+    pub session: IssuedSession,
+}
+
+impl<D: SqlDb> Auth<D> {
+    /// Checks that `action` was confirmed by `proof`, or starts a confirmation (answering
+    /// [`AuthError::StepUpRequired`]) when there is no proof.
+    pub async fn require_step_up(
+        &self,
+        principal: &Principal,
+        action: &SensitiveAction,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<StepUpGrant, AuthError> {
+        principal.full()?;
+        match proof {
+            None => Err(AuthError::StepUpRequired(
+                self.start_step_up(principal, action).await?,
+            )),
+            Some(proof) => self.confirm_step_up(principal, action, proof, client).await,
+        }
+    }
+
+    async fn start_step_up(
+        &self,
+        principal: &Principal,
+        action: &SensitiveAction,
+    ) -> Result<StepUpChallenge, AuthError> {
+        let now = self.now_ms();
+        let id = new_id();
+        let expires_at_ms = now + self.config.step_up_s * 1000;
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "INSERT INTO step_ups (id, user_id, session_id, action, digest, created_at, expires_at, attempts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0)",
+            params![
+                id.as_str(),
+                principal.user_id.as_str(),
+                principal.session_id.as_str(),
+                action.kind(),
+                action.digest(&self.keys),
+                now,
+                expires_at_ms
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(StepUpChallenge {
+            id,
+            action: action.kind(),
+            summary: action.summary(),
+            expires_at_ms,
+            methods: vec!["totp", "recovery_code"],
+        })
+    }
+
+    async fn confirm_step_up(
+        &self,
+        principal: &Principal,
+        action: &SensitiveAction,
+        proof: &StepUpProof,
+        client: &Client,
+    ) -> Result<StepUpGrant, AuthError> {
+        let now = self.now_ms();
+        let attempt = AttemptKeys::new(
+            &self.keys,
+            &format!("email:{}", principal.email),
+            client,
+            Some(proof.code.expose()),
+        );
+        let mut tx = self.db.begin().await?;
+        throttle::check(&mut tx, &self.config, now, &attempt).await?;
+        let pending = tx
+            .query_opt(
+                "SELECT digest, attempts FROM step_ups WHERE id = $1 AND user_id = $2 AND session_id = $3 \
+                 AND used_at IS NULL AND expires_at > $4",
+                params![
+                    proof.id.as_str(),
+                    principal.user_id.as_str(),
+                    principal.session_id.as_str(),
+                    now
+                ],
+            )
+            .await?
+            .ok_or(AuthError::StepUpInvalid)?;
+        if !constant_time_eq(&pending.bytes(0)?, &action.digest(&self.keys)) {
+            // Any change to the action voids the confirmation.
+            tx.execute(
+                "UPDATE step_ups SET used_at = $1 WHERE id = $2",
+                params![now, proof.id.as_str()],
+            )
+            .await?;
+            self.audit_step_up(&mut tx, principal, action, "step_up.mismatch", now)
+                .await?;
+            tx.commit().await?;
+            return Err(AuthError::StepUpInvalid);
+        }
+        if !self
+            .check_factor_code(&mut tx, &principal.user_id, proof.code.expose(), now)
+            .await?
+        {
+            let attempts = pending.i64(1)? + 1;
+            tx.execute(
+                "UPDATE step_ups SET attempts = $1, used_at = CASE WHEN $1 >= $2 THEN $3 ELSE NULL END WHERE id = $4",
+                params![attempts, STEP_UP_ATTEMPTS_MAX, now, proof.id.as_str()],
+            )
+            .await?;
+            self.record_failure(
+                &mut tx,
+                Some(&principal.user_id),
+                &principal.email,
+                &attempt,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            self.outbox_written();
+            return Err(AuthError::BadCredentials);
+        }
+        let used = tx
+            .execute(
+                "UPDATE step_ups SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
+                params![now, proof.id.as_str()],
+            )
+            .await?;
+        if used != 1 {
+            return Err(AuthError::StepUpInvalid);
+        }
+        throttle::record_success(&mut tx, &attempt).await?;
+        let session = self
+            .rotate_session(&mut tx, principal, SessionLevel::SecondFactor, client, now)
+            .await?;
+        self.audit_step_up(&mut tx, principal, action, "step_up.confirmed", now)
+            .await?;
+        tx.commit().await?;
+        Ok(StepUpGrant { session })
+    }
+
+    async fn audit_step_up<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        principal: &Principal,
+        action: &SensitiveAction,
+        what: &str,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        append(
+            tx,
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: what,
+                subject: &format!("user:{}", principal.user_id),
+                details: serde_json::json!({ "action": action.kind() }),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_bind_every_field() {
+        let keys = crate::ServerKeys::from_master([3; 32]);
+        let pay = |amount_minor, payee: &str| SensitiveAction::Payment {
+            amount_minor,
+            currency: "JPY".into(),
+            payee: payee.into(),
+        };
+        let base = pay(5000, "bob").digest(&keys);
+        assert_eq!(base, pay(5000, "bob").digest(&keys));
+        assert_ne!(base, pay(5001, "bob").digest(&keys));
+        assert_ne!(base, pay(5000, "bobby").digest(&keys));
+        let euro = SensitiveAction::Payment {
+            amount_minor: 5000,
+            currency: "EUR".into(),
+            payee: "bob".into(),
+        };
+        assert_ne!(base, euro.digest(&keys));
+        let pw = SensitiveAction::ChangePassword {
+            new_password: Secret::new("a long passphrase".into()),
+        };
+        assert!(!format!("{pw:?}").contains("passphrase"));
+    }
+}

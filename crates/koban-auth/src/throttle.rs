@@ -1,0 +1,244 @@
+//! Throttling of failed attempts, with every counter in the database so that it holds across
+//! instances: per account (consecutive failures: a growing delay, then a lock), per client
+//! network and per device cookie (failures per window), and per tried secret across accounts
+//! (one password or code failing against many accounts is refused everywhere).
+//!
+//! Accounts are keyed by a keyed hash of the normalised e-mail, whether or not the account
+//! exists, so an unknown address is throttled exactly like a known one (no enumeration).
+
+use koban_store::params;
+use koban_store::sql::{SqlTx, SqlTxExt};
+
+use crate::secret::{HashPurpose, ServerKeys};
+use crate::{AuthConfig, AuthError, Client};
+
+/// Consecutive failures on one account are forgotten after a day without one.
+const ACCOUNT_MEMORY_MS: i64 = 24 * 3600 * 1000;
+
+/// What an attempt is counted against.
+#[derive(Clone, Debug)]
+pub struct AttemptKeys {
+    pub account: [u8; 32],
+    pub network: [u8; 32],
+    pub device: Option<[u8; 32]>,
+    /// The keyed hash of the tried secret, for counting it across accounts.
+    pub secret: Option<[u8; 32]>,
+    /// The keyed hash of the account as the tried secret's subject.
+    pub subject: [u8; 32],
+}
+
+impl AttemptKeys {
+    /// `account` names the account (`"email:<normalised>"`, `"user:<id>"`); `secret` is the
+    /// tried password or code, if the attempt carried one.
+    pub fn new(
+        keys: &ServerKeys,
+        account: &str,
+        client: &Client,
+        secret: Option<&str>,
+    ) -> AttemptKeys {
+        let throttle = |scope: &str, subject: &str| {
+            keys.hash(
+                HashPurpose::Throttle,
+                &[scope.as_bytes(), subject.as_bytes()],
+            )
+        };
+        AttemptKeys {
+            account: throttle("account", account),
+            network: throttle("network", &client.network),
+            device: client.device.as_deref().map(|d| throttle("device", d)),
+            secret: secret.map(|s| keys.hash(HashPurpose::TriedSecret, &[s.as_bytes()])),
+            subject: throttle("subject", account),
+        }
+    }
+}
+
+/// The outcome of recording a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Consecutive failures on the account, this one included.
+    pub account_failures: i64,
+    /// This failure locked the account.
+    pub locked_now: bool,
+}
+
+fn throttled(blocked_until: i64, now: i64, scope: &'static str) -> AuthError {
+    metrics::counter!(crate::metrics::THROTTLED, "scope" => scope).increment(1);
+    let wait_ms = blocked_until.saturating_sub(now).max(1);
+    AuthError::Throttled {
+        retry_after_s: u64::try_from((wait_ms + 999) / 1000).unwrap_or(1),
+    }
+}
+
+async fn blocked_until<T: SqlTx>(tx: &mut T, key: &[u8; 32]) -> Result<i64, AuthError> {
+    let row = tx
+        .query_opt(
+            "SELECT blocked_until FROM throttle WHERE key = $1",
+            params![*key],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => row.i64(0)?,
+        None => 0,
+    })
+}
+
+/// Refuses the attempt, before any password is hashed, if any of its scopes is blocked.
+/// A valid device cookie bypasses the network scope (the device scope still applies).
+pub async fn check<T: SqlTx>(
+    tx: &mut T,
+    config: &AuthConfig,
+    now: i64,
+    keys: &AttemptKeys,
+) -> Result<(), AuthError> {
+    let account = blocked_until(tx, &keys.account).await?;
+    if account > now {
+        return Err(throttled(account, now, "account"));
+    }
+    match &keys.device {
+        Some(device) => {
+            let until = blocked_until(tx, device).await?;
+            if until > now {
+                return Err(throttled(until, now, "device"));
+            }
+        }
+        None => {
+            let until = blocked_until(tx, &keys.network).await?;
+            if until > now {
+                return Err(throttled(until, now, "network"));
+            }
+        }
+    }
+    if let Some(secret) = &keys.secret {
+        let row = tx
+            .query_one(
+                "SELECT COUNT(*) FROM secret_attempts WHERE secret_hash = $1 AND subject_hash <> $2 AND at >= $3",
+                params![*secret, keys.subject, now - config.secret_retention_s * 1000],
+            )
+            .await?;
+        if row.i64(0)? >= config.spray_accounts_max {
+            return Err(throttled(
+                now + config.secret_retention_s * 1000,
+                now,
+                "secret",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Counts one failure in `key`'s window; returns the failures in the window, this one included.
+async fn count<T: SqlTx>(
+    tx: &mut T,
+    key: &[u8; 32],
+    now: i64,
+    window_ms: i64,
+) -> Result<(i64, i64), AuthError> {
+    let row = tx
+        .query_one(
+            "INSERT INTO throttle (key, failures, window_start, blocked_until, updated_at) VALUES ($1, 1, $2, 0, $2) \
+             ON CONFLICT (key) DO UPDATE SET \
+               failures = CASE WHEN throttle.window_start < $3 THEN 1 ELSE throttle.failures + 1 END, \
+               window_start = CASE WHEN throttle.window_start < $3 THEN $2 ELSE throttle.window_start END, \
+               updated_at = $2 \
+             RETURNING failures, window_start",
+            params![*key, now, now - window_ms],
+        )
+        .await?;
+    Ok((row.i64(0)?, row.i64(1)?))
+}
+
+async fn block<T: SqlTx>(tx: &mut T, key: &[u8; 32], until: i64) -> Result<(), AuthError> {
+    tx.execute(
+        "UPDATE throttle SET blocked_until = $1 WHERE key = $2 AND blocked_until < $1",
+        params![until, *key],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The delay after the `failures`-th consecutive failure on an account, in milliseconds.
+pub fn account_delay_ms(config: &AuthConfig, failures: i64) -> i64 {
+    if failures >= config.account_lock_after {
+        config.account_lock_s * 1000
+    } else if failures >= config.account_delay_after {
+        let doublings = u32::try_from(failures - config.account_delay_after)
+            .unwrap_or(30)
+            .min(30);
+        1000i64 << doublings
+    } else {
+        0
+    }
+}
+
+/// Records a failed attempt in every scope, and in the per-minute totals of the alarm.
+pub async fn record_failure<T: SqlTx>(
+    tx: &mut T,
+    config: &AuthConfig,
+    now: i64,
+    keys: &AttemptKeys,
+) -> Result<Failure, AuthError> {
+    let (account_failures, _) = count(tx, &keys.account, now, ACCOUNT_MEMORY_MS).await?;
+    let delay = account_delay_ms(config, account_failures);
+    if delay > 0 {
+        block(tx, &keys.account, now + delay).await?;
+    }
+    let window_ms = config.window_s * 1000;
+    let (network_failures, start) = count(tx, &keys.network, now, window_ms).await?;
+    if network_failures >= config.network_failures_max {
+        block(tx, &keys.network, start + window_ms).await?;
+    }
+    if let Some(device) = &keys.device {
+        let (device_failures, start) = count(tx, device, now, window_ms).await?;
+        if device_failures >= config.device_failures_max {
+            block(tx, device, start + window_ms).await?;
+        }
+    }
+    if let Some(secret) = &keys.secret {
+        tx.execute(
+            "INSERT INTO secret_attempts (secret_hash, subject_hash, at) VALUES ($1, $2, $3) \
+             ON CONFLICT (secret_hash, subject_hash) DO UPDATE SET at = $3",
+            params![*secret, keys.subject, now],
+        )
+        .await?;
+    }
+    count_for_alarm(tx, now).await?;
+    Ok(Failure {
+        account_failures,
+        locked_now: account_failures >= config.account_lock_after,
+    })
+}
+
+/// Counts a failed or refused attempt in the per-minute totals that the global alarm watches.
+pub async fn count_for_alarm<T: SqlTx>(tx: &mut T, now: i64) -> Result<(), AuthError> {
+    tx.execute(
+        "INSERT INTO failure_minutes (minute, failures) VALUES ($1, 1) \
+         ON CONFLICT (minute) DO UPDATE SET failures = failure_minutes.failures + 1",
+        params![now / 60_000],
+    )
+    .await?;
+    metrics::counter!(crate::metrics::LOGIN_FAILURES).increment(1);
+    Ok(())
+}
+
+/// A success ends the account's run of consecutive failures (not the network's or device's).
+pub async fn record_success<T: SqlTx>(tx: &mut T, keys: &AttemptKeys) -> Result<(), AuthError> {
+    tx.execute("DELETE FROM throttle WHERE key = $1", params![keys.account])
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_then_lock() {
+        let config = AuthConfig::default();
+        assert_eq!(account_delay_ms(&config, 4), 0);
+        assert_eq!(account_delay_ms(&config, 5), 1000);
+        assert_eq!(account_delay_ms(&config, 6), 2000);
+        assert_eq!(account_delay_ms(&config, 9), 16_000);
+        assert_eq!(account_delay_ms(&config, 10), 30 * 60 * 1000);
+        assert_eq!(account_delay_ms(&config, 11), 30 * 60 * 1000);
+    }
+}

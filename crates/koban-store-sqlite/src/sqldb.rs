@@ -1,0 +1,145 @@
+//! [`SqlDb`] on SQLite: one connection, separate from the ledger's writer and readers, for the
+//! service's ordinary relational data. Transactions are `BEGIN IMMEDIATE`, so they are
+//! serialised with each other and with the ledger writer by SQLite's own write lock.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use koban_store::StoreError;
+use koban_store::sql::{Row, SqlDb, SqlTx, TxLock, Value, parameters_in_order};
+use rusqlite::Connection;
+use rusqlite::types::ValueRef;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::db::{self, db_error};
+
+#[derive(Clone)]
+pub struct SqliteSql {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteSql {
+    pub(crate) fn open(path: &Path) -> Result<SqliteSql, StoreError> {
+        Ok(SqliteSql {
+            conn: Arc::new(Mutex::new(db::connect(path)?)),
+        })
+    }
+}
+
+/// Runs blocking SQLite work without stalling other tasks on a multi-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+pub struct SqliteTx {
+    conn: OwnedMutexGuard<Connection>,
+    open: bool,
+}
+
+impl SqlDb for SqliteSql {
+    type Tx = SqliteTx;
+
+    async fn begin(&self) -> Result<SqliteTx, StoreError> {
+        let conn = self.conn.clone().lock_owned().await;
+        blocking(|| conn.execute_batch("BEGIN IMMEDIATE")).map_err(db_error)?;
+        Ok(SqliteTx { conn, open: true })
+    }
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: Vec<Value>) -> Result<(), StoreError> {
+    if stmt.parameter_count() != params.len() {
+        return Err(StoreError::Invalid(
+            "statement parameters do not match the values given",
+        ));
+    }
+    for (index, value) in params.into_iter().enumerate() {
+        let position = index + 1;
+        let result = match value {
+            Value::Int(v) => stmt.raw_bind_parameter(position, v),
+            Value::Text(v) => stmt.raw_bind_parameter(position, v),
+            Value::Bytes(v) => stmt.raw_bind_parameter(position, v),
+        };
+        result.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+fn read_row(row: &rusqlite::Row<'_>, columns: usize) -> Result<Row, StoreError> {
+    let mut values = Vec::with_capacity(columns);
+    for column in 0..columns {
+        values.push(match row.get_ref(column).map_err(db_error)? {
+            ValueRef::Null => Value::Int(None),
+            ValueRef::Integer(v) => Value::Int(Some(v)),
+            ValueRef::Text(v) => {
+                Value::Text(Some(String::from_utf8(v.to_vec()).map_err(|_| {
+                    StoreError::Corrupt("text column is not UTF-8".into())
+                })?))
+            }
+            ValueRef::Blob(v) => Value::Bytes(Some(v.to_vec())),
+            ValueRef::Real(_) => {
+                return Err(StoreError::Corrupt(
+                    "unexpected floating-point column".into(),
+                ));
+            }
+        });
+    }
+    Ok(Row(values))
+}
+
+impl SqlTx for SqliteTx {
+    async fn execute(&mut self, sql: &'static str, params: Vec<Value>) -> Result<u64, StoreError> {
+        debug_assert!(parameters_in_order(sql), "parameters out of order: {sql}");
+        let conn = &*self.conn;
+        blocking(|| {
+            let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+            bind(&mut stmt, params)?;
+            let changed = stmt.raw_execute().map_err(db_error)?;
+            Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+        })
+    }
+
+    async fn query(
+        &mut self,
+        sql: &'static str,
+        params: Vec<Value>,
+    ) -> Result<Vec<Row>, StoreError> {
+        debug_assert!(parameters_in_order(sql), "parameters out of order: {sql}");
+        let conn = &*self.conn;
+        blocking(|| {
+            let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+            bind(&mut stmt, params)?;
+            let columns = stmt.column_count();
+            let mut rows = stmt.raw_query();
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db_error)? {
+                out.push(read_row(row, columns)?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn lock(&mut self, _lock: TxLock) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE already holds the database's only write lock.
+        Ok(())
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        let conn = &*self.conn;
+        blocking(|| conn.execute_batch("COMMIT")).map_err(db_error)?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Identity settings on the command line, the server's master key, and the commands
+//! `koban admin create` and `koban audit verify`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use koban_auth::{Auth, AuthConfig, Email, Role, ServerKeys};
+use koban_store::{Clock, LedgerStore};
+
+use crate::backend::WithStore;
+use crate::cli::DatabaseArgs;
+
+/// Where the master key is kept when none is given: beside the embedded database.
+pub const DEFAULT_MASTER_KEY_FILE: &str = "./koban-data/master.key";
+
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// The 32-byte master key as 64 hex digits; every instance must share it. Prefer the
+    /// environment variable or the file over the command line.
+    #[arg(long, env = "KOBAN_MASTER_KEY", hide_env_values = true, hide = true)]
+    pub master_key: Option<String>,
+    /// A file holding the master key (64 hex digits); created with a fresh key if missing.
+    #[arg(long, env = "KOBAN_MASTER_KEY_FILE", default_value = DEFAULT_MASTER_KEY_FILE)]
+    pub master_key_file: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IdentityArgs {
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// The public base URL, used in links sent by e-mail.
+    #[arg(
+        long,
+        env = "KOBAN_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_url: String,
+    /// After this many times its usual per-minute rate of failed sign-ins, raise an alert.
+    #[arg(long, env = "KOBAN_ALARM_MULTIPLE", default_value_t = 10)]
+    pub alarm_multiple: i64,
+    /// The smallest per-minute baseline the alarm compares against.
+    #[arg(long, env = "KOBAN_ALARM_FLOOR_PER_MIN", default_value_t = 20)]
+    pub alarm_floor_per_min: i64,
+    /// Hours after a contact, factor or password change (or a recovery) in which outgoing
+    /// money is limited.
+    #[arg(long, env = "KOBAN_COOLING_OFF_H", default_value_t = 24)]
+    pub cooling_off_h: i64,
+    /// The most that may go out during cooling-off, in minor units.
+    #[arg(long, env = "KOBAN_COOLING_OFF_LIMIT_MINOR", default_value_t = 10_000)]
+    pub cooling_off_limit_minor: i64,
+    /// Hours a recovery request waits before an operator may approve it.
+    #[arg(long, env = "KOBAN_RECOVERY_WAIT_H", default_value_t = 72)]
+    pub recovery_wait_h: i64,
+}
+
+impl IdentityArgs {
+    pub fn config(&self, dev: bool) -> anyhow::Result<AuthConfig> {
+        if self.alarm_multiple < 2 || self.alarm_floor_per_min < 1 {
+            bail!("--alarm-multiple must be at least 2 and --alarm-floor-per-min at least 1");
+        }
+        if !(0..=24 * 30).contains(&self.cooling_off_h) || self.cooling_off_limit_minor < 0 {
+            bail!("--cooling-off-h must be 0 to 720 and --cooling-off-limit-minor not negative");
+        }
+        if !(1..=24 * 30).contains(&self.recovery_wait_h) {
+            bail!("--recovery-wait-h must be 1 to 720");
+        }
+        Ok(AuthConfig {
+            public_url: self.public_url.trim_end_matches('/').to_owned(),
+            alarm_multiple: self.alarm_multiple,
+            alarm_floor_per_min: self.alarm_floor_per_min,
+            cooling_off_s: self.cooling_off_h * 3600,
+            cooling_off_limit_minor: self.cooling_off_limit_minor,
+            recovery_wait_s: self.recovery_wait_h * 3600,
+            dev,
+            ..AuthConfig::default()
+        })
+    }
+}
+
+/// Reads the master key, creating the key file (readable by its owner only) on first use.
+pub fn master_key(args: &KeyArgs) -> anyhow::Result<ServerKeys> {
+    if let Some(hex) = &args.master_key {
+        return ServerKeys::from_hex(hex).map_err(|e| anyhow::anyhow!("KOBAN_MASTER_KEY: {e}"));
+    }
+    let path = &args.master_key_file;
+    if !path.exists() {
+        create_key_file(path)?;
+        tracing::info!(path = %path.display(), "created a new master key; every instance must share it");
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    ServerKeys::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn create_key_file(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{}", ServerKeys::generate_hex())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+pub fn auth_for<S: LedgerStore>(
+    store: &S,
+    keys: ServerKeys,
+    config: AuthConfig,
+) -> anyhow::Result<Auth<S::Sql>> {
+    Auth::new(store.sql(), keys, Clock::system(), config)
+        .map_err(|e| anyhow::anyhow!("starting the identity service: {e}"))
+}
+
+#[derive(Args, Debug)]
+pub struct AdminCreateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The operator's e-mail address.
+    #[arg(long)]
+    pub email: String,
+    /// admin, analyst, support or approver.
+    #[arg(long, default_value = "admin")]
+    pub role: String,
+}
+
+impl WithStore for AdminCreateArgs {
+    type Output = ExitCode;
+
+    async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<ExitCode> {
+        let email = Email::parse(&self.email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+        let role = Role::parse(&self.role).map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+        let auth = auth_for(
+            &store,
+            master_key(&self.identity.keys)?,
+            self.identity.config(false)?,
+        )?;
+        let (invite, _) = auth
+            .create_operator(&email, role, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        store.shutdown().await;
+        println!(
+            "Created {} operator {} ({}).",
+            role.as_str(),
+            email.as_str(),
+            invite.operator_id
+        );
+        println!(
+            "Send this one-time enrolment link to them (valid 72 hours); they choose a password there"
+        );
+        println!("and must set up an authenticator app at first sign-in:");
+        println!("{}", invite.enrolment_link.expose());
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl WithStore for AuditVerifyArgs {
+    type Output = ExitCode;
+
+    async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<ExitCode> {
+        let report = koban_auth::audit::verify(&store.sql())
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))?;
+        store.shutdown().await;
+        let ok = report.first_broken.is_none();
+        if self.json {
+            let broken = report
+                .first_broken
+                .map(|(seq, why)| serde_json::json!({ "seq": seq, "reason": why }));
+            println!(
+                "{}",
+                serde_json::json!({ "ok": ok, "entries": report.entries, "first_broken": broken })
+            );
+        } else if let Some((seq, why)) = report.first_broken {
+            println!(
+                "BROKEN at entry {seq}: {why} ({} entries before it verified)",
+                report.entries
+            );
+        } else {
+            println!("ok: {} entries, every link verified", report.entries);
+        }
+        Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}
