@@ -12,7 +12,7 @@ use koban_store::{Clock, LedgerStore};
 use crate::backend::WithStore;
 use crate::cli::DatabaseArgs;
 
-/// Where the master key is kept when none is given: beside the embedded database.
+/// Where the master key is kept when none is given and the database is not a local file.
 pub const DEFAULT_MASTER_KEY_FILE: &str = "./koban-data/master.key";
 
 #[derive(Args, Debug, Clone)]
@@ -22,8 +22,9 @@ pub struct KeyArgs {
     #[arg(long, env = "KOBAN_MASTER_KEY", hide_env_values = true, hide = true)]
     pub master_key: Option<String>,
     /// A file holding the master key (64 hex digits); created with a fresh key if missing.
-    #[arg(long, env = "KOBAN_MASTER_KEY_FILE", default_value = DEFAULT_MASTER_KEY_FILE)]
-    pub master_key_file: PathBuf,
+    /// Default: `master.key` beside the SQLite database, or ./koban-data/master.key.
+    #[arg(long, env = "KOBAN_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -80,11 +81,19 @@ impl IdentityArgs {
 }
 
 /// Reads the master key, creating the key file (readable by its owner only) on first use.
-pub fn master_key(args: &KeyArgs) -> anyhow::Result<ServerKeys> {
+pub fn master_key(args: &KeyArgs, database_url: &str) -> anyhow::Result<ServerKeys> {
     if let Some(hex) = &args.master_key {
         return ServerKeys::from_hex(hex).map_err(|e| anyhow::anyhow!("KOBAN_MASTER_KEY: {e}"));
     }
-    let path = &args.master_key_file;
+    let beside_database = match crate::backend::Backend::of(database_url) {
+        Ok(crate::backend::Backend::Sqlite(db)) => db.parent().map(|dir| dir.join("master.key")),
+        _ => None,
+    };
+    let path = &args
+        .master_key_file
+        .clone()
+        .or(beside_database)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MASTER_KEY_FILE));
     if !path.exists() {
         create_key_file(path)?;
         tracing::info!(path = %path.display(), "created a new master key; every instance must share it");
@@ -143,7 +152,7 @@ impl WithStore for AdminCreateArgs {
         let role = Role::parse(&self.role).map_err(|e| anyhow::anyhow!("--role: {e}"))?;
         let auth = auth_for(
             &store,
-            master_key(&self.identity.keys)?,
+            master_key(&self.identity.keys, self.database.database_url.expose())?,
             self.identity.config(false)?,
         )?;
         let (invite, _) = auth

@@ -98,7 +98,8 @@ impl WithStore for Serve {
 
     async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<()> {
         let Serve(args, metrics) = self;
-        let keys = crate::identity::master_key(&args.identity.keys)?;
+        let keys =
+            crate::identity::master_key(&args.identity.keys, args.database.database_url.expose())?;
         let auth = crate::identity::auth_for(&store, keys, args.identity.config(args.dev)?)?;
         let listener = TcpListener::bind(args.listen)
             .await

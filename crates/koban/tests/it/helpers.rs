@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn koban() -> Command {
@@ -69,6 +70,15 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
 /// Starts `koban serve` on a free port and returns it with its address, read from the
 /// "listening" log line.
 pub fn spawn_serve(database_url: &str) -> (ChildGuard, SocketAddr) {
+    let (guard, addr, _) = spawn_serve_with(database_url, &[]);
+    (guard, addr)
+}
+
+/// Like [`spawn_serve`], with extra arguments, also returning every log line it writes.
+pub fn spawn_serve_with(
+    database_url: &str,
+    extra: &[&str],
+) -> (ChildGuard, SocketAddr, Arc<Mutex<Vec<String>>>) {
     let mut child = koban()
         .args([
             "serve",
@@ -77,6 +87,7 @@ pub fn spawn_serve(database_url: &str) -> (ChildGuard, SocketAddr) {
             "--database-url",
             database_url,
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -84,11 +95,13 @@ pub fn spawn_serve(database_url: &str) -> (ChildGuard, SocketAddr) {
     let stdout = child.stdout.take().expect("stdout piped");
     let guard = ChildGuard(child);
     let mut lines = BufReader::new(stdout).lines();
+    let logs = Arc::new(Mutex::new(Vec::new()));
     let addr = loop {
         let line = lines
             .next()
             .expect("koban logged before exiting")
             .expect("readable log");
+        logs.lock().unwrap().push(line.clone());
         let entry: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
         if entry["fields"]["message"] == "listening" {
             break entry["fields"]["addr"]
@@ -99,8 +112,13 @@ pub fn spawn_serve(database_url: &str) -> (ChildGuard, SocketAddr) {
         }
     };
     // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (guard, addr)
+    let kept = logs.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    (guard, addr, logs)
 }
 
 pub struct HttpResponse {
@@ -111,15 +129,34 @@ pub struct HttpResponse {
 
 /// A minimal HTTP/1.1 GET, enough for health and metrics endpoints.
 pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http(addr, "GET", path, &[], None)
+}
+
+/// A minimal HTTP/1.1 request; a body is sent as JSON.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpResponse {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connects");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout set");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request sent");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(body.unwrap_or(""));
+    stream.write_all(head.as_bytes()).expect("request sent");
     let mut raw = String::new();
     stream.read_to_string(&mut raw).expect("response read");
     let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");

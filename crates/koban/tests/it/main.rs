@@ -3,4 +3,5 @@
 mod bench;
 mod crash;
 mod helpers;
+mod identity;
 mod serve;

@@ -49,6 +49,8 @@ fn help_is_available_for_every_command() {
         vec!["migrate", "--help"],
         vec!["bench", "ledger", "--help"],
         vec!["audit", "ledger", "--help"],
+        vec!["audit", "verify", "--help"],
+        vec!["admin", "create", "--help"],
     ] {
         let output = crate::helpers::koban().args(&args).output().unwrap();
         assert!(output.status.success(), "{args:?}");
@@ -70,7 +72,7 @@ fn migrate_applies_once_and_rejects_unknown_urls() {
     assert!(first.status.success());
     assert_eq!(
         String::from_utf8_lossy(&first.stdout).trim(),
-        "{\"migrations_applied\": 1}"
+        "{\"migrations_applied\": 2}"
     );
     let second = crate::helpers::koban()
         .args(["migrate", "--database-url", &url])
