@@ -1,8 +1,8 @@
-//! The Koban service: command line, HTTP server, background workers and benchmarks.
+//! The Koban service: command line, server start-up, background workers and benchmarks.
 //!
-//! Architecture invariant: this is the only crate that knows HTTP, JSON and the command line;
-//! the backend is chosen once, in [`backend::open`], and everything after is generic over
-//! [`koban_store::LedgerStore`].
+//! Architecture invariant: this is the only crate that knows the command line; the HTTP API
+//! lives in `koban-api`. The backend is chosen once, in [`backend::open`], and everything
+//! after is generic over [`koban_store::LedgerStore`].
 
 pub mod audit;
 pub mod backend;
