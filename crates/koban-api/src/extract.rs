@@ -137,13 +137,14 @@ fn set_cookie(response: &mut Response, cookie: Cookie<'_>) {
     }
 }
 
-/// Adds the cookies of a new session (and of a new device) to a response.
+/// Adds the cookies of a new session (and of a new device, when the session brings one) to a
+/// response.
 pub fn with_cookies(
     mut response: Response,
     session: Option<&IssuedSession>,
-    device: Option<&Secret<String>>,
     dev: bool,
 ) -> Response {
+    let device: Option<&Secret<String>> = session.and_then(|s| s.device_cookie.as_ref());
     if let Some(session) = session {
         let max_age = cookie::time::Duration::hours(12);
         let mut token = Cookie::new(SESSION_COOKIE, session.token.expose().clone());

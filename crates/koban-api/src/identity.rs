@@ -97,7 +97,6 @@ pub async fn login<S: LedgerStore>(
     Ok(with_cookies(
         json(StatusCode::OK, &out),
         Some(&outcome.session),
-        outcome.device_cookie.as_ref(),
         state.config.dev,
     ))
 }
@@ -124,7 +123,6 @@ pub async fn second_factor<S: LedgerStore>(
             },
         ),
         Some(&session),
-        None,
         state.config.dev,
     ))
 }
@@ -245,7 +243,6 @@ pub async fn totp_begin<S: LedgerStore>(
     Ok(with_cookies(
         json(StatusCode::CREATED, &out),
         enrolment.session.as_ref(),
-        None,
         state.config.dev,
     ))
 }
@@ -275,7 +272,6 @@ pub async fn totp_confirm<S: LedgerStore>(
     Ok(with_cookies(
         json(StatusCode::OK, &out),
         enrolled.session.as_ref(),
-        None,
         state.config.dev,
     ))
 }
@@ -302,7 +298,6 @@ pub async fn remove_factor<S: LedgerStore>(
             },
         ),
         Some(&session),
-        None,
         state.config.dev,
     ))
 }
@@ -327,7 +322,6 @@ pub async fn recovery_codes<S: LedgerStore>(
     Ok(with_cookies(
         json(StatusCode::OK, &out),
         Some(&session),
-        None,
         state.config.dev,
     ))
 }
@@ -354,7 +348,6 @@ pub async fn change_email<S: LedgerStore>(
             },
         ),
         Some(&session),
-        None,
         state.config.dev,
     ))
 }
@@ -397,7 +390,6 @@ pub async fn change_phone<S: LedgerStore>(
             },
         ),
         Some(&session),
-        None,
         state.config.dev,
     ))
 }
@@ -428,7 +420,6 @@ pub async fn change_password<S: LedgerStore>(
             },
         ),
         Some(&session),
-        None,
         state.config.dev,
     ))
 }
@@ -447,10 +438,11 @@ pub async fn not_me<S: LedgerStore>(
 #[utoipa::path(post, path = "/v1/password/forgot", tag = "recovery", request_body = EmailIn, responses((status = 202, body = Accepted)))]
 pub async fn forgot_password<S: LedgerStore>(
     State(state): State<ApiState<S>>,
+    ClientInfo(client): ClientInfo,
     Json(body): Json<EmailIn>,
 ) -> Result<Response, ApiError> {
     if let Ok(email) = Email::parse(&body.email) {
-        state.auth.forgot_password(&email).await?;
+        state.auth.forgot_password(&email, &client).await?;
     }
     Ok(json(
         StatusCode::ACCEPTED,
@@ -487,10 +479,11 @@ pub async fn reset_password<S: LedgerStore>(
 #[utoipa::path(post, path = "/v1/recovery-requests", tag = "recovery", request_body = EmailIn, responses((status = 202, body = Accepted)))]
 pub async fn request_recovery<S: LedgerStore>(
     State(state): State<ApiState<S>>,
+    ClientInfo(client): ClientInfo,
     Json(body): Json<EmailIn>,
 ) -> Result<Response, ApiError> {
     if let Ok(email) = Email::parse(&body.email) {
-        state.auth.request_recovery(&email).await?;
+        state.auth.request_recovery(&email, &client).await?;
     }
     Ok(json(
         StatusCode::ACCEPTED,

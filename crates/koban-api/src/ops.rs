@@ -95,7 +95,6 @@ pub async fn create_operator<S: LedgerStore>(
     Ok(with_cookies(
         json(StatusCode::CREATED, &out),
         session.as_ref(),
-        None,
         state.config.dev,
     ))
 }
@@ -163,7 +162,6 @@ pub async fn create_api_key<S: LedgerStore>(
     Ok(with_cookies(
         json(StatusCode::CREATED, &out),
         Some(&session),
-        None,
         state.config.dev,
     ))
 }
@@ -207,7 +205,6 @@ pub async fn rotate_api_key<S: LedgerStore>(
     Ok(with_cookies(
         json(StatusCode::CREATED, &out),
         Some(&session),
-        None,
         state.config.dev,
     ))
 }

@@ -11,6 +11,10 @@ use crate::{Auth, AuthError};
 
 /// Minutes of history that make the baseline.
 const BASELINE_MINUTES: i64 = 60;
+/// Expired step-ups and codes are deleted this long after they expire.
+const STALE_MS: i64 = 3600 * 1000;
+/// The local mailbox keeps messages this long (they may hold codes).
+const MAILBOX_KEEP_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecurityAlert {
@@ -29,6 +33,12 @@ impl<D: SqlDb> Auth<D> {
         let now = self.now_ms();
         let minute = now / 60_000;
         let mut tx = self.db.begin().await?;
+        // Refusals were counted in memory (a refusal must cost no write); they join the
+        // shared totals here.
+        let refused = self.refused.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if refused > 0 {
+            crate::throttle::count_for_alarm(&mut tx, now, refused).await?;
+        }
         let rows = tx
             .query(
                 "SELECT minute, failures FROM failure_minutes WHERE minute >= $1 AND minute <= $2",
@@ -63,6 +73,22 @@ impl<D: SqlDb> Auth<D> {
         tx.execute(
             "DELETE FROM failure_minutes WHERE minute < $1",
             params![minute - 2 * BASELINE_MINUTES],
+        )
+        .await?;
+        // Expired confirmations (their digests), codes, and old local mail are not kept.
+        tx.execute(
+            "DELETE FROM step_ups WHERE expires_at < $1",
+            params![now - STALE_MS],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM one_time_codes WHERE expires_at < $1",
+            params![now - STALE_MS],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM mailbox WHERE delivered_at < $1",
+            params![now - MAILBOX_KEEP_MS],
         )
         .await?;
         let firing = observed > baseline.saturating_mul(self.config.alarm_multiple);

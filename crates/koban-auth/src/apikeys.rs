@@ -147,7 +147,14 @@ impl<D: SqlDb> Auth<D> {
             .require_step_up(principal, &action, proof, client)
             .await?;
         let (view, key) = self
-            .insert_key(principal, name, environment, scopes, "api_key.created")
+            .insert_key(
+                principal,
+                name,
+                environment,
+                scopes,
+                "api_key.created",
+                None,
+            )
             .await?;
         Ok((view, key, grant.session))
     }
@@ -159,16 +166,32 @@ impl<D: SqlDb> Auth<D> {
         environment: Environment,
         scopes: &Scopes,
         what: &str,
+        replaces: Option<(&str, i64)>,
     ) -> Result<(ApiKeyView, Secret<String>), AuthError> {
         let now = self.now_ms();
         let key = random_token(&format!("kbn_sk_{}_", environment.as_str()));
         let prefix: String = key.expose().chars().take(20).collect();
         let id = new_id();
         let mut tx = self.db.begin().await?;
+        if let Some((old_id, overlap_s)) = replaces {
+            // The old key's end and the new key commit together, so a failure leaves the
+            // merchant with the key they had.
+            let ended = tx
+                .execute(
+                    "UPDATE api_keys SET expires_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL \
+                     AND (expires_at IS NULL OR expires_at > $4)",
+                    params![now + overlap_s * 1000, old_id, principal.user_id.as_str(), now],
+                )
+                .await?;
+            if ended != 1 {
+                return Err(AuthError::NotFound);
+            }
+        }
+        // Keys on their way out (rotated, in their overlap) do not count against the cap.
         let live = tx
             .query_one(
-                "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
-                params![principal.user_id.as_str(), now],
+                "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL AND expires_at IS NULL",
+                params![principal.user_id.as_str()],
             )
             .await?
             .i64(0)?;
@@ -289,21 +312,13 @@ impl<D: SqlDb> Auth<D> {
         let now = self.now_ms();
         let old = {
             let mut tx = self.db.begin().await?;
-            let old = tx
-                .query_opt(
-                    "SELECT name, environment, scopes FROM api_keys WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
-                     AND (expires_at IS NULL OR expires_at > $3)",
-                    params![key_id, principal.user_id.as_str(), now],
-                )
-                .await?
-                .ok_or(AuthError::NotFound)?;
-            tx.execute(
-                "UPDATE api_keys SET expires_at = $1 WHERE id = $2",
-                params![now + overlap_s * 1000, key_id],
+            tx.query_opt(
+                "SELECT name, environment, scopes FROM api_keys WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $3)",
+                params![key_id, principal.user_id.as_str(), now],
             )
-            .await?;
-            tx.commit().await?;
-            old
+            .await?
+            .ok_or(AuthError::NotFound)?
         };
         let scopes: Vec<String> = old.text(2)?.split(' ').map(str::to_owned).collect();
         let (view, key) = self
@@ -313,6 +328,7 @@ impl<D: SqlDb> Auth<D> {
                 Environment::parse(&old.text(1)?)?,
                 &Scopes::parse(&scopes)?,
                 "api_key.rotated",
+                Some((key_id, overlap_s)),
             )
             .await?;
         Ok((view, key, grant.session))

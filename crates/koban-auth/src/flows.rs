@@ -50,8 +50,6 @@ pub struct LoginOutcome {
     /// first one.
     pub session: IssuedSession,
     pub has_factor: bool,
-    /// A device cookie to set, when the client did not present a valid one.
-    pub device_cookie: Option<Secret<String>>,
 }
 
 #[derive(Debug)]
@@ -119,7 +117,6 @@ struct UserRow {
     status: String,
     email_verified: bool,
     display_name: String,
-    legal_name: Option<String>,
 }
 
 const USER_COLUMNS: &str =
@@ -134,7 +131,6 @@ fn user_row(row: &koban_store::sql::Row) -> Result<UserRow, AuthError> {
         status: row.text(4)?,
         email_verified: row.opt_i64(5)?.is_some(),
         display_name: row.text(6)?,
-        legal_name: row.opt_text(7)?,
     })
 }
 
@@ -158,6 +154,32 @@ async fn user_by_id<T: SqlTx>(tx: &mut T, id: &str) -> Result<UserRow, AuthError
         .map(user_row)
         .transpose()?
         .ok_or(AuthError::NotFound)
+}
+
+/// Takes the user's row lock (PostgreSQL) so that changes to one user's factors and
+/// recovery requests happen one at a time; SQLite's write lock already does this.
+async fn lock_user<T: SqlTx>(tx: &mut T, user_id: &str) -> Result<(), AuthError> {
+    let locked = tx
+        .execute(
+            "UPDATE users SET status = status WHERE id = $1",
+            params![user_id],
+        )
+        .await?;
+    if locked == 1 {
+        Ok(())
+    } else {
+        Err(AuthError::NotFound)
+    }
+}
+
+async fn confirmed_factors<T: SqlTx>(tx: &mut T, user_id: &str) -> Result<i64, AuthError> {
+    Ok(tx
+        .query_one(
+            "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND confirmed_at IS NOT NULL",
+            params![user_id],
+        )
+        .await?
+        .i64(0)?)
 }
 
 /// Masks an address for notices sent elsewhere: `h***@example.com`.
@@ -240,9 +262,31 @@ impl<D: SqlDb> Auth<D> {
         code: &str,
         now: i64,
     ) -> Result<Option<Option<String>>, AuthError> {
+        let Some((id, target)) = self.check_code(tx, user_id, purpose, code, now).await? else {
+            return Ok(None);
+        };
+        let used = tx
+            .execute(
+                "UPDATE one_time_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
+                params![now, id.as_str()],
+            )
+            .await?;
+        Ok((used == 1).then_some(target))
+    }
+
+    /// Compares an e-mailed code with the newest live one without using it up; a wrong one
+    /// counts against the code's attempts (atomically, so parallel guesses all count).
+    async fn check_code<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        purpose: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<Option<(String, Option<String>)>, AuthError> {
         let Some(row) = tx
             .query_opt(
-                "SELECT id, code_hash, target, attempts FROM one_time_codes WHERE user_id = $1 AND purpose = $2 \
+                "SELECT id, code_hash, target FROM one_time_codes WHERE user_id = $1 AND purpose = $2 \
                  AND used_at IS NULL AND expires_at > $3 ORDER BY created_at DESC LIMIT 1",
                 params![user_id, purpose, now],
             )
@@ -260,21 +304,16 @@ impl<D: SqlDb> Auth<D> {
             ],
         );
         if !constant_time_eq(&row.bytes(1)?, &hash) {
-            let attempts = row.i64(3)? + 1;
             tx.execute(
-                "UPDATE one_time_codes SET attempts = $1, used_at = CASE WHEN $1 >= $2 THEN $3 ELSE NULL END WHERE id = $4",
-                params![attempts, CODE_ATTEMPTS_MAX, now, id.as_str()],
+                "UPDATE one_time_codes SET attempts = attempts + 1, \
+                 used_at = CASE WHEN attempts + 1 >= $1 THEN $2 ELSE used_at END \
+                 WHERE id = $3 AND used_at IS NULL",
+                params![CODE_ATTEMPTS_MAX, now, id.as_str()],
             )
             .await?;
             return Ok(None);
         }
-        let used = tx
-            .execute(
-                "UPDATE one_time_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
-                params![now, id.as_str()],
-            )
-            .await?;
-        Ok((used == 1).then(|| row.opt_text(2)).transpose()?)
+        Ok(Some((id, row.opt_text(2)?)))
     }
 
     /// Checks a TOTP code (each time step accepted once) or a recovery code (each used once).
@@ -341,9 +380,10 @@ impl<D: SqlDb> Auth<D> {
         user_id: Option<&str>,
         email: &str,
         attempt: &AttemptKeys,
+        number: i64,
         now: i64,
     ) -> Result<(), AuthError> {
-        let failure = throttle::record_failure(tx, &self.config, now, attempt).await?;
+        let failure = throttle::record_failure(tx, &self.config, now, attempt, number).await?;
         let subject = user_id.map_or("unknown".to_owned(), |id| format!("user:{id}"));
         self.audit(
             tx,
@@ -359,8 +399,9 @@ impl<D: SqlDb> Auth<D> {
         {
             let minutes = self.config.account_lock_s / 60;
             enqueue(tx, now, email, "Your Koban account is locked",
-                &format!("There were {} failed attempts to sign in to your account, so it is locked for {minutes} minutes. \
-                          If this was not you, your password may be known to someone else: change it after the lock ends.",
+                &format!("There were {} failed attempts to sign in to your account or confirm it with a second factor, \
+                          so it is locked for {minutes} minutes. If this was not you, your password may be known to \
+                          someone else: change it after the lock ends.",
                          failure.account_failures)).await?;
             self.audit(
                 tx,
@@ -371,6 +412,87 @@ impl<D: SqlDb> Auth<D> {
                 serde_json::json!({ "minutes": minutes }),
             )
             .await?;
+        }
+        Ok(())
+    }
+
+    /// The throttling keys of a second-factor or confirmation-code attempt by a signed-in
+    /// user: counted per user, apart from password attempts, so a right password never clears
+    /// a run of wrong codes.
+    pub(crate) fn factor_attempt(&self, principal: &Principal, client: &Client) -> AttemptKeys {
+        AttemptKeys::new(
+            &self.keys,
+            &format!("factor:{}", principal.user_id),
+            client,
+            None,
+            client.trusted_for(&principal.user_id),
+        )
+    }
+
+    /// Records a failed code attempt in its own transaction; returns the error to answer.
+    pub(crate) async fn code_failed(
+        &self,
+        principal: &Principal,
+        attempt: &AttemptKeys,
+        number: i64,
+    ) -> AuthError {
+        let now = self.now_ms();
+        let recorded = async {
+            let mut tx = self.db.begin().await?;
+            self.record_failure(
+                &mut tx,
+                Some(&principal.user_id),
+                &principal.email,
+                attempt,
+                number,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok::<(), AuthError>(())
+        };
+        match recorded.await {
+            Ok(()) => {
+                self.outbox_written();
+                AuthError::BadCredentials
+            }
+            Err(error) => error,
+        }
+    }
+
+    /// Counts a request (not a failure) from the client's network in `scope`, refusing once
+    /// `max` were made within the window: sign-ups, reset and recovery requests.
+    async fn limit_requests(
+        &self,
+        scope: &str,
+        client: &Client,
+        max: i64,
+    ) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let key = self.keys.hash(
+            HashPurpose::Throttle,
+            &[scope.as_bytes(), client.network.as_bytes()],
+        );
+        let mut tx = self.db.begin().await?;
+        let window_ms = self.config.window_s * 1000;
+        let row = tx
+            .query_one(
+                "INSERT INTO throttle (key, failures, window_start, blocked_until, updated_at) VALUES ($1, 1, $2, 0, $2) \
+                 ON CONFLICT (key) DO UPDATE SET \
+                   failures = CASE WHEN throttle.window_start < $3 THEN 1 ELSE throttle.failures + 1 END, \
+                   window_start = CASE WHEN throttle.window_start < $3 THEN $2 ELSE throttle.window_start END, \
+                   updated_at = $2 \
+                 RETURNING failures, window_start",
+                params![key, now, now - window_ms],
+            )
+            .await?;
+        tx.commit().await?;
+        if row.i64(0)? > max {
+            metrics::counter!(crate::metrics::THROTTLED, "scope" => "requests").increment(1);
+            let wait_ms = (row.i64(1)? + window_ms - now).max(1000);
+            return Err(AuthError::Throttled {
+                retry_after_s: u64::try_from(wait_ms / 1000).unwrap_or(1),
+            });
         }
         Ok(())
     }
@@ -436,12 +558,9 @@ impl<D: SqlDb> Auth<D> {
         let legal = signup.legal_name.as_ref().map_or("", |n| n.as_str());
         let personal = [signup.email.as_str(), signup.display_name.as_str(), legal];
         let password = NewPassword::parse(signup.password.expose().clone(), &personal)?;
-        let lane = if client.device.is_some() {
-            Lane::KnownDevice
-        } else {
-            Lane::Unknown
-        };
-        let phc = self.hasher.hash(&password, lane).await?;
+        self.limit_requests("signup", client, self.config.requests_per_network_max)
+            .await?;
+        let phc = self.hasher.hash(&password, Lane::Unknown).await?;
         let now = self.now_ms();
         let id = new_id();
         let mut tx = self.db.begin().await?;
@@ -508,15 +627,16 @@ impl<D: SqlDb> Auth<D> {
         code: &Secret<String>,
         client: &Client,
     ) -> Result<(), AuthError> {
-        let now = self.now_ms();
         let attempt = AttemptKeys::new(
             &self.keys,
             &format!("email:{}", email.as_str()),
             client,
-            Some(code.expose()),
+            None,
+            false,
         );
+        let number = self.begin_attempt(&attempt).await?;
+        let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        throttle::check(&mut tx, &self.config, now, &attempt).await?;
         let user = user_by_email(&mut tx, email.as_str()).await?;
         let verified = match &user {
             Some(user) => self
@@ -527,7 +647,7 @@ impl<D: SqlDb> Auth<D> {
         };
         let user_id = user.as_ref().map(|u| u.id.as_str());
         if !verified {
-            self.record_failure(&mut tx, user_id, email.as_str(), &attempt, now)
+            self.record_failure(&mut tx, user_id, email.as_str(), &attempt, number, now)
                 .await?;
             tx.commit().await?;
             self.outbox_written();
@@ -565,24 +685,21 @@ impl<D: SqlDb> Auth<D> {
     ) -> Result<LoginOutcome, AuthError> {
         let email = Email::parse(email).map_err(|_| AuthError::BadCredentials)?;
         let password = Password::parse(password.expose().clone())?;
-        let now = self.now_ms();
+        let user = {
+            let mut tx = self.db.begin().await?;
+            user_by_email(&mut tx, email.as_str()).await?
+        };
+        // A device cookie counts only for the account it was issued to.
+        let trusted = user.as_ref().is_some_and(|u| client.trusted_for(&u.id));
         let attempt = AttemptKeys::new(
             &self.keys,
             &format!("email:{}", email.as_str()),
             client,
             Some(password.expose()),
+            trusted,
         );
-        let user = {
-            let mut tx = self.db.begin().await?;
-            if let Err(refused) = throttle::check(&mut tx, &self.config, now, &attempt).await {
-                // A refused attempt is still an attempt: the global alarm counts it.
-                throttle::count_for_alarm(&mut tx, now).await?;
-                tx.commit().await?;
-                return Err(refused);
-            }
-            user_by_email(&mut tx, email.as_str()).await?
-        };
-        let lane = if client.device.is_some() {
+        let number = self.begin_attempt(&attempt).await?;
+        let lane = if trusted {
             Lane::KnownDevice
         } else {
             Lane::Unknown
@@ -592,13 +709,25 @@ impl<D: SqlDb> Auth<D> {
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
         let user = match (right, user) {
-            (true, Some(user)) => user,
+            (true, Some(user)) if user.status == "active" => user,
+            (true, Some(user)) => {
+                // The right password for a frozen account: answered like a wrong one, so the
+                // answer does not confirm the password; the owner is told instead.
+                throttle::record_success(&mut tx, &attempt).await?;
+                enqueue(&mut tx, now, &user.email, "Sign-in to a frozen Koban account",
+                    "Someone signed in with your password, but the account is frozen, so nothing was allowed. \
+                     Contact support to unfreeze it; if it was not you, your password is known to someone else.").await?;
+                tx.commit().await?;
+                self.outbox_written();
+                return Err(AuthError::BadCredentials);
+            }
             (_, user) => {
                 self.record_failure(
                     &mut tx,
                     user.as_ref().map(|u| u.id.as_str()),
                     email.as_str(),
                     &attempt,
+                    number,
                     now,
                 )
                 .await?;
@@ -607,9 +736,6 @@ impl<D: SqlDb> Auth<D> {
                 return Err(AuthError::BadCredentials);
             }
         };
-        if user.status != "active" {
-            return Err(AuthError::Frozen);
-        }
         throttle::record_success(&mut tx, &attempt).await?;
         let has_factor = tx
             .query_one(
@@ -633,11 +759,9 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         tx.commit().await?;
         metrics::counter!(crate::metrics::LOGIN_SUCCESSES).increment(1);
-        let device_cookie = client.device.is_none().then(|| self.issue_device().1);
         Ok(LoginOutcome {
             session,
             has_factor,
-            device_cookie,
         })
     }
 
@@ -656,36 +780,23 @@ impl<D: SqlDb> Auth<D> {
         if !principal.has_factor {
             return Err(AuthError::EnrolmentRequired);
         }
+        let attempt = self.factor_attempt(principal, client);
+        let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
-        let attempt = AttemptKeys::new(
-            &self.keys,
-            &format!("email:{}", principal.email),
-            client,
-            Some(code.expose()),
-        );
         let mut tx = self.db.begin().await?;
-        throttle::check(&mut tx, &self.config, now, &attempt).await?;
         if !self
             .check_factor_code(&mut tx, &principal.user_id, code.expose(), now)
             .await?
         {
-            self.record_failure(
-                &mut tx,
-                Some(&principal.user_id),
-                &principal.email,
-                &attempt,
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            self.outbox_written();
-            return Err(AuthError::BadCredentials);
+            drop(tx);
+            return Err(self.code_failed(principal, &attempt, number).await);
         }
         throttle::record_success(&mut tx, &attempt).await?;
-        let session = self
+        let mut session = self
             .rotate_session(&mut tx, principal, SessionLevel::SecondFactor, client, now)
             .await?;
         self.note_device(&mut tx, principal, client, now).await?;
+        session.device_cookie = self.device_cookie_for(client, &principal.user_id);
         self.audit(
             &mut tx,
             now,
@@ -708,7 +819,12 @@ impl<D: SqlDb> Auth<D> {
         client: &Client,
         now: i64,
     ) -> Result<(), AuthError> {
-        let device = client.device.clone().unwrap_or_default();
+        let device = client
+            .device
+            .as_ref()
+            .filter(|d| d.user_id == principal.user_id)
+            .map(|d| d.id.clone())
+            .unwrap_or_default();
         let new = device.is_empty()
             || tx
                 .execute(
@@ -785,15 +901,19 @@ impl<D: SqlDb> Auth<D> {
         code: &Secret<String>,
         client: &Client,
     ) -> Result<EnrolledTotp, AuthError> {
+        let attempt = self.factor_attempt(principal, client);
+        let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
-        let attempt = AttemptKeys::new(
-            &self.keys,
-            &format!("email:{}", principal.email),
-            client,
-            None,
-        );
         let mut tx = self.db.begin().await?;
-        throttle::check(&mut tx, &self.config, now, &attempt).await?;
+        // Factor changes of one user are serialised on the user's row.
+        lock_user(&mut tx, &principal.user_id).await?;
+        let confirmed = confirmed_factors(&mut tx, &principal.user_id).await?;
+        let first = confirmed == 0;
+        if !first {
+            // Once a factor exists, adding one needs a session that passed it (and the
+            // enrolment itself was started under step-up).
+            principal.full()?;
+        }
         let row = tx
             .query_opt(
                 "SELECT secret FROM factors WHERE id = $1 AND user_id = $2 AND confirmed_at IS NULL AND created_at > $3",
@@ -805,22 +925,19 @@ impl<D: SqlDb> Auth<D> {
         let now_s = u64::try_from(now / 1000).unwrap_or(0);
         let Some(step) = totp::matching_step(seed.expose(), &normalise_code(code.expose()), now_s)?
         else {
-            self.record_failure(
-                &mut tx,
-                Some(&principal.user_id),
-                &principal.email,
-                &attempt,
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            self.outbox_written();
-            return Err(AuthError::BadCredentials);
+            drop(tx);
+            return Err(self.code_failed(principal, &attempt, number).await);
         };
-        let first = !principal.has_factor;
+        throttle::record_success(&mut tx, &attempt).await?;
         tx.execute(
             "UPDATE factors SET confirmed_at = $1, totp_last_step = $2 WHERE id = $3",
             params![now, step, factor_id],
+        )
+        .await?;
+        // Enrolments left unconfirmed (by anyone) are void once a factor is confirmed.
+        tx.execute(
+            "DELETE FROM factors WHERE user_id = $1 AND confirmed_at IS NULL",
+            params![principal.user_id.as_str()],
         )
         .await?;
         let mut enrolled = EnrolledTotp {
@@ -832,10 +949,11 @@ impl<D: SqlDb> Auth<D> {
                 self.replace_recovery_codes(&mut tx, &principal.user_id, now)
                     .await?,
             );
-            enrolled.session = Some(
-                self.rotate_session(&mut tx, principal, SessionLevel::SecondFactor, client, now)
-                    .await?,
-            );
+            let mut session = self
+                .rotate_session(&mut tx, principal, SessionLevel::SecondFactor, client, now)
+                .await?;
+            session.device_cookie = self.device_cookie_for(client, &principal.user_id);
+            enrolled.session = Some(session);
             self.note_device(&mut tx, principal, client, now).await?;
             enqueue(&mut tx, now, &principal.email, "Two-step sign-in is on",
                 "An authenticator app now protects your Koban account. Keep your recovery codes somewhere safe.").await?;
@@ -922,6 +1040,15 @@ impl<D: SqlDb> Auth<D> {
         let codes = self
             .replace_recovery_codes(&mut tx, &principal.user_id, now)
             .await?;
+        self.revoke_sessions(
+            &mut tx,
+            &principal.user_id,
+            Some(&grant.session.session_id),
+            now,
+        )
+        .await?;
+        self.start_cooling_off(&mut tx, &principal.user_id, now)
+            .await?;
         self.notify_change(
             &mut tx,
             &principal.user_id,
@@ -960,13 +1087,8 @@ impl<D: SqlDb> Auth<D> {
             .await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        let count = tx
-            .query_one(
-                "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND confirmed_at IS NOT NULL",
-                params![principal.user_id.as_str()],
-            )
-            .await?
-            .i64(0)?;
+        lock_user(&mut tx, &principal.user_id).await?;
+        let count = confirmed_factors(&mut tx, &principal.user_id).await?;
         if count <= 1 {
             return Err(AuthError::Conflict(
                 "keep at least one second factor: add another before removing this one",
@@ -1015,6 +1137,7 @@ impl<D: SqlDb> Auth<D> {
     // ---- the account ----
 
     pub async fn me(&self, principal: &Principal) -> Result<UserView, AuthError> {
+        principal.full()?;
         let mut tx = self.db.begin().await?;
         let row = tx
             .query_one(
@@ -1120,15 +1243,10 @@ impl<D: SqlDb> Auth<D> {
         client: &Client,
     ) -> Result<(), AuthError> {
         principal.full()?;
+        let attempt = self.factor_attempt(principal, client);
+        let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
-        let attempt = AttemptKeys::new(
-            &self.keys,
-            &format!("email:{}", principal.email),
-            client,
-            Some(code.expose()),
-        );
         let mut tx = self.db.begin().await?;
-        throttle::check(&mut tx, &self.config, now, &attempt).await?;
         let Some(Some(new_email)) = self
             .use_code(
                 &mut tx,
@@ -1139,18 +1257,11 @@ impl<D: SqlDb> Auth<D> {
             )
             .await?
         else {
-            self.record_failure(
-                &mut tx,
-                Some(&principal.user_id),
-                &principal.email,
-                &attempt,
-                now,
-            )
-            .await?;
+            // The code's attempt count must stand even though the rest fails.
             tx.commit().await?;
-            self.outbox_written();
-            return Err(AuthError::BadCredentials);
+            return Err(self.code_failed(principal, &attempt, number).await);
         };
+        throttle::record_success(&mut tx, &attempt).await?;
         if user_by_email(&mut tx, &new_email).await?.is_some() {
             return Err(AuthError::Conflict(
                 "this address cannot be used; choose another",
@@ -1355,41 +1466,57 @@ impl<D: SqlDb> Auth<D> {
 
     /// Sends a reset code to the address already on file, if there is an account for it.
     /// The answer is the same either way.
-    pub async fn forgot_password(&self, email: &Email) -> Result<(), AuthError> {
+    pub async fn forgot_password(&self, email: &Email, client: &Client) -> Result<(), AuthError> {
+        self.limit_requests("forgot", client, self.config.requests_per_network_max)
+            .await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        let Some(user) = user_by_email(&mut tx, email.as_str()).await? else {
-            return Ok(());
-        };
-        if user.status != "active" || !user.email_verified {
-            return Ok(());
-        }
-        let recent = tx
-            .query_one(
-                "SELECT COUNT(*) FROM one_time_codes WHERE user_id = $1 AND purpose = 'reset_password' AND created_at > $2",
-                params![user.id.as_str(), now - RESET_EVERY_MS],
-            )
+        let user = user_by_email(&mut tx, email.as_str())
             .await?
-            .i64(0)?;
-        if recent > 0 {
-            return Ok(());
+            .filter(|u| u.status == "active" && u.email_verified);
+        let recent = match &user {
+            Some(user) => tx
+                .query_one(
+                    "SELECT COUNT(*) FROM one_time_codes WHERE user_id = $1 AND purpose = 'reset_password' AND created_at > $2",
+                    params![user.id.as_str(), now - RESET_EVERY_MS],
+                )
+                .await?
+                .i64(0)?,
+            None => 0,
+        };
+        match user.filter(|_| recent == 0) {
+            Some(user) => {
+                let code = self
+                    .create_code(&mut tx, &user.id, "reset_password", None, now)
+                    .await?;
+                // The message goes to the address stored for the account, never to one from the request.
+                enqueue(&mut tx, now, &user.email, "Reset your Koban password",
+                    &format!("Your password reset code is {}. You will also need your authenticator app or a recovery code. \
+                              If you did not ask for this, ignore this message.", code.expose())).await?;
+                self.audit(
+                    &mut tx,
+                    now,
+                    "anonymous",
+                    "password.reset_requested",
+                    &format!("user:{}", user.id),
+                    serde_json::json!({}),
+                )
+                .await?;
+            }
+            // Unknown addresses write (and commit) an audit entry too, so both answers take
+            // about as long.
+            None => {
+                self.audit(
+                    &mut tx,
+                    now,
+                    "anonymous",
+                    "password.reset_requested",
+                    "unknown",
+                    serde_json::json!({}),
+                )
+                .await?;
+            }
         }
-        let code = self
-            .create_code(&mut tx, &user.id, "reset_password", None, now)
-            .await?;
-        // The message goes to the address stored for the account, never to one from the request.
-        enqueue(&mut tx, now, &user.email, "Reset your Koban password",
-            &format!("Your password reset code is {}. You will also need your authenticator app or a recovery code. \
-                      If you did not ask for this, ignore this message.", code.expose())).await?;
-        self.audit(
-            &mut tx,
-            now,
-            "anonymous",
-            "password.reset_requested",
-            &format!("user:{}", user.id),
-            serde_json::json!({}),
-        )
-        .await?;
         tx.commit().await?;
         self.outbox_written();
         Ok(())
@@ -1404,47 +1531,45 @@ impl<D: SqlDb> Auth<D> {
         new_password: Secret<String>,
         client: &Client,
     ) -> Result<(), AuthError> {
-        let now = self.now_ms();
+        // Only the submitted address is compared with the new password here: comparing with
+        // the account's names before the codes passed would tell a stranger the account exists.
+        let password = NewPassword::parse(new_password.expose().clone(), &[email.as_str()])?;
         let attempt = AttemptKeys::new(
             &self.keys,
             &format!("email:{}", email.as_str()),
             client,
-            Some(code.expose()),
+            None,
+            false,
         );
-        let user = {
-            let mut tx = self.db.begin().await?;
-            throttle::check(&mut tx, &self.config, now, &attempt).await?;
-            user_by_email(&mut tx, email.as_str()).await?
-        };
-        let personal = [
-            email.as_str(),
-            user.as_ref().map_or("", |u| u.display_name.as_str()),
-            user.as_ref()
-                .and_then(|u| u.legal_name.as_deref())
-                .unwrap_or(""),
-        ];
-        let password = NewPassword::parse(new_password.expose().clone(), &personal)?;
+        let number = self.begin_attempt(&attempt).await?;
         let phc = self.hasher.hash(&password, Lane::Unknown).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        // The factor is checked first, so that someone holding only the mailbox cannot wear
-        // out or use the e-mailed code.
+        let user = user_by_email(&mut tx, email.as_str())
+            .await?
+            .filter(|u| u.status == "active");
+        // The e-mailed code is compared first without using it up, then the factor (which a
+        // mistyped e-mail code therefore does not waste), then the code is used.
         let ok = match &user {
-            Some(user) if user.status == "active" => {
-                self.check_factor_code(&mut tx, &user.id, factor_code.expose(), now)
+            Some(user) => {
+                self.check_code(&mut tx, &user.id, "reset_password", code.expose(), now)
                     .await?
+                    .is_some()
+                    && self
+                        .check_factor_code(&mut tx, &user.id, factor_code.expose(), now)
+                        .await?
                     && self
                         .use_code(&mut tx, &user.id, "reset_password", code.expose(), now)
                         .await?
                         .is_some()
             }
-            _ => false,
+            None => false,
         };
         let user = match user {
             Some(user) if ok => user,
             user => {
                 let user_id = user.as_ref().map(|u| u.id.as_str());
-                self.record_failure(&mut tx, user_id, email.as_str(), &attempt, now)
+                self.record_failure(&mut tx, user_id, email.as_str(), &attempt, number, now)
                     .await?;
                 tx.commit().await?;
                 self.outbox_written();
@@ -1483,22 +1608,40 @@ impl<D: SqlDb> Auth<D> {
 
     /// Files a recovery request for someone who lost every factor. An operator may approve it
     /// only after the waiting period; the owner is told at once and can cancel it.
-    pub async fn request_recovery(&self, email: &Email) -> Result<(), AuthError> {
+    pub async fn request_recovery(&self, email: &Email, client: &Client) -> Result<(), AuthError> {
+        self.limit_requests("recovery", client, self.config.requests_per_network_max)
+            .await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        let Some(user) = user_by_email(&mut tx, email.as_str()).await? else {
+        let mut user = user_by_email(&mut tx, email.as_str()).await?;
+        if let Some(found) = &user {
+            lock_user(&mut tx, &found.id).await?;
+            let pending = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM recovery_requests WHERE user_id = $1 AND status = 'pending'",
+                    params![found.id.as_str()],
+                )
+                .await?
+                .i64(0)?;
+            if pending > 0 || found.kind == UserKind::Operator {
+                user = None;
+            }
+        }
+        let Some(user) = user else {
+            // Nothing to file; an audit entry is still written and committed, so that the
+            // answer takes about as long as for an account that exists.
+            self.audit(
+                &mut tx,
+                now,
+                "anonymous",
+                "recovery.requested",
+                "unknown",
+                serde_json::json!({}),
+            )
+            .await?;
+            tx.commit().await?;
             return Ok(());
         };
-        let pending = tx
-            .query_one(
-                "SELECT COUNT(*) FROM recovery_requests WHERE user_id = $1 AND status = 'pending'",
-                params![user.id.as_str()],
-            )
-            .await?
-            .i64(0)?;
-        if pending > 0 || user.kind == UserKind::Operator {
-            return Ok(());
-        }
         let id = new_id();
         let not_before = now + self.config.recovery_wait_s * 1000;
         tx.execute(
@@ -1607,8 +1750,17 @@ impl<D: SqlDb> Auth<D> {
                 "the waiting period of this request has not ended",
             ));
         }
-        tx.execute("UPDATE recovery_requests SET status = 'approved', decided_at = $1, decided_by = $2 WHERE id = $3",
-            params![now, operator.operator_id.as_str(), request_id]).await?;
+        // Only a request still pending is approved, so an owner's cancellation that committed
+        // first wins.
+        let approved = tx
+            .execute(
+                "UPDATE recovery_requests SET status = 'approved', decided_at = $1, decided_by = $2 WHERE id = $3 AND status = 'pending'",
+                params![now, operator.operator_id.as_str(), request_id],
+            )
+            .await?;
+        if approved != 1 {
+            return Err(AuthError::NotFound);
+        }
         tx.execute(
             "DELETE FROM factors WHERE user_id = $1",
             params![user_id.as_str()],

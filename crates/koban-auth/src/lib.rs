@@ -25,14 +25,16 @@ pub mod stepup;
 pub mod throttle;
 pub mod totp;
 
-use koban_store::sql::SqlDb;
+use koban_store::sql::{SqlDb, SqlTx};
 use koban_store::{Clock, StoreError};
 
 pub use flows::{
     EnrolledTotp, FactorView, LoginOutcome, NewSignup, OperatorInvite, RecoveryRequestView,
     TotpEnrollment, UserView,
 };
-pub use model::{BirthDate, Client, DisplayName, Email, LegalName, Phone, Role, UserKind};
+pub use model::{
+    BirthDate, Client, DeviceCookie, DisplayName, Email, LegalName, Phone, Role, UserKind,
+};
 pub use password::{Hasher, HasherConfig, Lane, NewPassword, Password, PasswordRejection};
 pub use secret::{Secret, ServerKeys};
 pub use sessions::{IssuedSession, Principal, SessionLevel};
@@ -110,9 +112,13 @@ pub struct AuthConfig {
     /// What may go out during cooling-off, in minor units.
     pub cooling_off_limit_minor: i64,
     pub recovery_wait_s: i64,
+    /// Sign-ups, reset requests and recovery requests from one network per window.
+    pub requests_per_network_max: i64,
     /// Development mode: no `Secure` cookies, the mailbox is readable over HTTP.
     pub dev: bool,
     pub hasher: HasherConfig,
+    /// An SMTP relay for notifications; without one they go to the local mailbox.
+    pub smtp: Option<outbox::SmtpConfig>,
 }
 
 impl Default for AuthConfig {
@@ -136,8 +142,10 @@ impl Default for AuthConfig {
             cooling_off_s: 24 * 3600,
             cooling_off_limit_minor: 10_000,
             recovery_wait_s: 72 * 3600,
+            requests_per_network_max: 30,
             dev: false,
             hasher: HasherConfig::default(),
+            smtp: None,
         }
     }
 }
@@ -152,6 +160,10 @@ pub struct Auth<D: SqlDb> {
     pub(crate) config: std::sync::Arc<AuthConfig>,
     /// Wakes the outbox worker when a message was just written.
     pub(crate) outbox_wake: std::sync::Arc<tokio::sync::Notify>,
+    pub(crate) mailer: std::sync::Arc<outbox::Mailer>,
+    /// Attempts refused by throttling since the alarm last flushed them to the database
+    /// (counted in memory so that a refusal costs no write).
+    pub(crate) refused: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl<D: SqlDb> Auth<D> {
@@ -162,13 +174,68 @@ impl<D: SqlDb> Auth<D> {
         config: AuthConfig,
     ) -> Result<Self, AuthError> {
         Ok(Auth {
+            mailer: std::sync::Arc::new(outbox::Mailer::new(config.smtp.as_ref())?),
             hasher: Hasher::new(config.hasher.clone())?,
             db,
             keys,
             clock,
             config: std::sync::Arc::new(config),
             outbox_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            refused: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)),
         })
+    }
+
+    /// Checks that this database was set up with the same master key (recording it on first
+    /// use). Instances with different keys would not recognise each other's sessions, codes
+    /// or throttling counters, so a mismatch must stop the process from serving.
+    pub async fn check_master_key(&self) -> Result<(), AuthError> {
+        let fingerprint = self
+            .keys
+            .hash(secret::HashPurpose::Token, &[b"master-key-fingerprint"]);
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "INSERT INTO server_key_check (id, fingerprint) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            koban_store::params![fingerprint],
+        )
+        .await?;
+        let stored = koban_store::sql::SqlTxExt::query_one(
+            &mut tx,
+            "SELECT fingerprint FROM server_key_check WHERE id = 1",
+            vec![],
+        )
+        .await?
+        .bytes(0)?;
+        tx.commit().await?;
+        if secret::constant_time_eq(&stored, &fingerprint) {
+            Ok(())
+        } else {
+            Err(AuthError::Conflict(
+                "this database was set up with another master key: give every instance the same key",
+            ))
+        }
+    }
+
+    /// Counts an attempt against its account before its secret is checked, in a transaction
+    /// of its own (so the count stands whatever happens next), or refuses it when a throttle
+    /// applies. Returns the attempt's number in the account's run of failures.
+    pub(crate) async fn begin_attempt(
+        &self,
+        attempt: &throttle::AttemptKeys,
+    ) -> Result<i64, AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        match throttle::begin(&mut tx, &self.config, now, attempt).await {
+            Ok(number) => {
+                tx.commit().await?;
+                Ok(number)
+            }
+            Err(refused @ AuthError::Throttled { .. }) => {
+                self.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(refused)
+            }
+            Err(other) => Err(other),
+        }
     }
 
     pub fn config(&self) -> &AuthConfig {

@@ -184,18 +184,25 @@ impl Role {
     }
 }
 
+/// A device cookie whose signature holds: the browser signed in to `user_id` before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceCookie {
+    pub id: String,
+    pub user_id: String,
+}
+
 /// Where a request comes from, as far as throttling and notifications care.
 #[derive(Clone, Debug)]
 pub struct Client {
     /// The client's network: the IPv4 /24 or IPv6 /64 it belongs to.
     pub network: String,
-    /// The device id from a valid signed device cookie, if one was presented.
-    pub device: Option<String>,
+    /// The device cookie presented, if its signature holds.
+    pub device: Option<DeviceCookie>,
     pub user_agent: String,
 }
 
 impl Client {
-    pub fn from_ip(ip: std::net::IpAddr, device: Option<String>, user_agent: &str) -> Client {
+    pub fn from_ip(ip: std::net::IpAddr, device: Option<DeviceCookie>, user_agent: &str) -> Client {
         let network = match ip {
             std::net::IpAddr::V4(v4) => {
                 let [a, b, c, _] = v4.octets();
@@ -218,6 +225,11 @@ impl Client {
             device,
             user_agent,
         }
+    }
+
+    /// Whether the client's device cookie was issued to `user_id`.
+    pub fn trusted_for(&self, user_id: &str) -> bool {
+        self.device.as_ref().is_some_and(|d| d.user_id == user_id)
     }
 }
 

@@ -2,8 +2,9 @@
 //! as the event it reports, and a background worker delivers it with retries and backoff, so a
 //! process that dies after the commit loses no message.
 //!
-//! Delivery goes to the local mailbox (a table, readable over HTTP only in `--dev` mode) unless
-//! an SMTP relay is configured (not built yet: see the README).
+//! Delivery goes to an SMTP relay when one is configured ([`SmtpConfig`]), otherwise to the
+//! local mailbox (a table, readable over HTTP only in `--dev` mode). Delivery is at least
+//! once: a process that dies between sending and recording the send sends again.
 
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
@@ -17,6 +18,71 @@ const CLAIM_MS: i64 = 30_000;
 const BACKOFF_MAX_MS: i64 = 3_600_000;
 /// Attempts before a message is given up (about three days at the longest backoff).
 pub const ATTEMPTS_MAX: i64 = 80;
+
+/// A plain SMTP relay (a local MTA or a sidecar that does TLS and authentication onwards).
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// The sender address, such as `Koban <no-reply@koban.example>`.
+    pub from: String,
+}
+
+impl SmtpConfig {
+    /// Parses `smtp://HOST[:PORT]` (port 25 by default).
+    pub fn parse(url: &str, from: &str) -> Result<SmtpConfig, AuthError> {
+        let rest = url.strip_prefix("smtp://").ok_or(AuthError::Invalid(
+            "the SMTP URL must look like smtp://HOST:PORT",
+        ))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse()
+                    .map_err(|_| AuthError::Invalid("the SMTP port must be a number"))?,
+            ),
+            None => (rest, 25),
+        };
+        if host.is_empty() {
+            return Err(AuthError::Invalid("the SMTP URL must name a host"));
+        }
+        from.parse::<lettre::message::Mailbox>().map_err(|_| {
+            AuthError::Invalid("the sender must be an address like Koban <no-reply@koban.example>")
+        })?;
+        Ok(SmtpConfig {
+            host: host.to_owned(),
+            port,
+            from: from.to_owned(),
+        })
+    }
+}
+
+/// Where delivered messages go.
+pub(crate) enum Mailer {
+    Mailbox,
+    Smtp {
+        transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+        from: lettre::message::Mailbox,
+    },
+}
+
+impl Mailer {
+    pub(crate) fn new(smtp: Option<&SmtpConfig>) -> Result<Mailer, AuthError> {
+        let Some(smtp) = smtp else {
+            return Ok(Mailer::Mailbox);
+        };
+        let transport =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&smtp.host)
+                .port(smtp.port)
+                .timeout(Some(std::time::Duration::from_secs(10)))
+                .build();
+        let from = smtp
+            .from
+            .parse()
+            .map_err(|_| AuthError::Invalid("the sender address is not valid"))?;
+        Ok(Mailer::Smtp { transport, from })
+    }
+}
 
 /// Writes a message into the outbox inside `tx`.
 pub async fn enqueue<T: SqlTx>(
@@ -66,10 +132,11 @@ impl<D: SqlDb> Auth<D> {
             .query(
                 "UPDATE outbox SET claimed_until = $1 \
                  WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
-                              AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY next_attempt_at LIMIT $3) \
+                              AND (claimed_until IS NULL OR claimed_until < $2) AND attempts < $3 \
+                              ORDER BY next_attempt_at LIMIT $4) \
                  AND delivered_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2) \
                  RETURNING id, recipient, subject, body, attempts",
-                params![now + CLAIM_MS, now, limit],
+                params![now + CLAIM_MS, now, ATTEMPTS_MAX, limit],
             )
             .await?;
         tx.commit().await?;
@@ -99,6 +166,29 @@ impl<D: SqlDb> Auth<D> {
         (recipient, subject, body): &(String, String, String),
         now: i64,
     ) -> Result<(), AuthError> {
+        if let Mailer::Smtp { transport, from } = &*self.mailer {
+            use lettre::AsyncTransport;
+            let to = recipient
+                .parse()
+                .map_err(|_| AuthError::Internal("a stored recipient is not an address"))?;
+            let message = lettre::Message::builder()
+                .from(from.clone())
+                .to(to)
+                .subject(subject.as_str())
+                .body(body.clone())
+                .map_err(|_| AuthError::Internal("the message could not be built"))?;
+            transport
+                .send(message)
+                .await
+                .map_err(|_| AuthError::Internal("the SMTP relay did not accept the message"))?;
+            let mut tx = self.db.begin().await?;
+            tx.execute(
+                "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, claimed_until = NULL, body = '' WHERE id = $2",
+                params![now, id],
+            )
+            .await?;
+            return Ok(tx.commit().await?);
+        }
         let mut tx = self.db.begin().await?;
         tx.execute(
             "INSERT INTO mailbox (id, recipient, subject, body, delivered_at) VALUES ($1, $2, $3, $4, $5) \
@@ -107,7 +197,7 @@ impl<D: SqlDb> Auth<D> {
         )
         .await?;
         tx.execute(
-            "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, claimed_until = NULL WHERE id = $2",
+            "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, claimed_until = NULL, body = '' WHERE id = $2",
             params![now, id],
         )
         .await?;

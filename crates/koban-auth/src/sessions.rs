@@ -113,6 +113,9 @@ pub struct IssuedSession {
     pub csrf: Secret<String>,
     pub level: SessionLevel,
     pub expires_at_ms: i64,
+    /// A device cookie to set, when this step completed a sign-in from a browser that had
+    /// none for this account.
+    pub device_cookie: Option<Secret<String>>,
 }
 
 /// One of the caller's sessions, for listing.
@@ -149,22 +152,40 @@ impl<D: SqlDb> Auth<D> {
         )
     }
 
-    /// A new device id and the signed cookie value that carries it.
-    pub fn issue_device(&self) -> (String, Secret<String>) {
+    /// A signed device cookie value for `user_id`'s browser (issued after a completed sign-in).
+    pub fn issue_device(&self, user_id: &str) -> Secret<String> {
         let id = new_id();
-        let mac = URL_SAFE_NO_PAD.encode(self.keys.hash(HashPurpose::Device, &[id.as_bytes()]));
-        (id.clone(), Secret::new(format!("{id}.{mac}")))
+        let mac = URL_SAFE_NO_PAD.encode(
+            self.keys
+                .hash(HashPurpose::Device, &[id.as_bytes(), user_id.as_bytes()]),
+        );
+        Secret::new(format!("{id}.{user_id}.{mac}"))
     }
 
-    /// The device id in a cookie value, if its signature holds.
-    pub fn verify_device(&self, cookie: &str) -> Option<String> {
-        let (id, mac) = cookie.split_once('.')?;
-        if id.len() > 64 {
+    /// The device a cookie value names, if its signature holds.
+    pub fn verify_device(&self, cookie: &str) -> Option<crate::model::DeviceCookie> {
+        let mut parts = cookie.splitn(3, '.');
+        let (id, user_id, mac) = (parts.next()?, parts.next()?, parts.next()?);
+        if id.len() > 64 || user_id.len() > 64 {
             return None;
         }
-        let expected =
-            URL_SAFE_NO_PAD.encode(self.keys.hash(HashPurpose::Device, &[id.as_bytes()]));
-        constant_time_eq(expected.as_bytes(), mac.as_bytes()).then(|| id.to_owned())
+        let expected = URL_SAFE_NO_PAD.encode(
+            self.keys
+                .hash(HashPurpose::Device, &[id.as_bytes(), user_id.as_bytes()]),
+        );
+        constant_time_eq(expected.as_bytes(), mac.as_bytes()).then(|| crate::model::DeviceCookie {
+            id: id.to_owned(),
+            user_id: user_id.to_owned(),
+        })
+    }
+
+    /// A new device cookie, unless the client already holds one for `user_id`.
+    pub(crate) fn device_cookie_for(
+        &self,
+        client: &Client,
+        user_id: &str,
+    ) -> Option<Secret<String>> {
+        (!client.trusted_for(user_id)).then(|| self.issue_device(user_id))
     }
 
     pub(crate) async fn issue_session<T: SqlTx>(
@@ -175,9 +196,22 @@ impl<D: SqlDb> Auth<D> {
         client: &Client,
         now: i64,
     ) -> Result<IssuedSession, AuthError> {
+        let expires_at_ms = now + self.config.session_absolute_s * 1000;
+        self.insert_session(tx, user_id, level, client, now, expires_at_ms)
+            .await
+    }
+
+    async fn insert_session<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        level: SessionLevel,
+        client: &Client,
+        now: i64,
+        expires_at_ms: i64,
+    ) -> Result<IssuedSession, AuthError> {
         let token = random_token(SESSION_TOKEN_PREFIX);
         let id = new_id();
-        let expires_at_ms = now + self.config.session_absolute_s * 1000;
         tx.execute(
             "INSERT INTO sessions (id, token_hash, user_id, level, device_id, network, user_agent, \
              created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
@@ -186,7 +220,7 @@ impl<D: SqlDb> Auth<D> {
                 self.token_hash(token.expose()),
                 user_id,
                 level as i64,
-                client.device.clone(),
+                client.device.as_ref().map(|d| d.id.clone()),
                 client.network.as_str(),
                 client.user_agent.as_str(),
                 now,
@@ -200,11 +234,13 @@ impl<D: SqlDb> Auth<D> {
             token,
             level,
             expires_at_ms,
+            device_cookie: None,
         })
     }
 
     /// Ends `principal`'s session and issues a new one at `level` (on every login step and
-    /// step-up, so a token seen before the step is worthless after it).
+    /// step-up, so a token seen before the step is worthless after it). The new session keeps
+    /// the old one's absolute end: rotation never extends a session's life.
     pub(crate) async fn rotate_session<T: SqlTx>(
         &self,
         tx: &mut T,
@@ -213,12 +249,15 @@ impl<D: SqlDb> Auth<D> {
         client: &Client,
         now: i64,
     ) -> Result<IssuedSession, AuthError> {
-        tx.execute(
-            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-            params![now, principal.session_id.as_str()],
-        )
-        .await?;
-        self.issue_session(tx, &principal.user_id, level, client, now)
+        let ended = tx
+            .query_opt(
+                "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING expires_at",
+                params![now, principal.session_id.as_str()],
+            )
+            .await?
+            .ok_or(AuthError::Unauthenticated)?;
+        let expires_at_ms = ended.i64(0)?;
+        self.insert_session(tx, &principal.user_id, level, client, now, expires_at_ms)
             .await
     }
 
@@ -287,6 +326,7 @@ impl<D: SqlDb> Auth<D> {
 
     /// The caller's live sessions, newest first.
     pub async fn sessions(&self, principal: &Principal) -> Result<Vec<SessionRow>, AuthError> {
+        principal.full()?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
         let rows = tx
@@ -322,6 +362,10 @@ impl<D: SqlDb> Auth<D> {
         principal: &Principal,
         session_id: &str,
     ) -> Result<(), AuthError> {
+        // Signing oneself out is always allowed; ending another session needs a full one.
+        if session_id != principal.session_id {
+            principal.full()?;
+        }
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
         let changed = tx

@@ -12,7 +12,7 @@ use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use crate::audit::{AuditEvent, append};
 use crate::secret::{HashPurpose, Secret, constant_time_eq, new_id};
 use crate::sessions::{IssuedSession, Principal, SessionLevel};
-use crate::throttle::{self, AttemptKeys};
+use crate::throttle;
 use crate::{Auth, AuthError, Client};
 
 /// Wrong codes against one challenge before it is void.
@@ -186,11 +186,20 @@ pub struct StepUpProof {
     pub code: Secret<String>,
 }
 
-/// Permission to perform the confirmed action, once. The session was rotated: the client must
-/// use the new token from now on.
+/// Permission to perform the confirmed action, once. Only [`Auth::require_step_up`] makes one.
+/// The session was rotated: the client must use the new token from now on.
 #[derive(Debug)]
 pub struct StepUpGrant {
     pub session: IssuedSession,
+    digest: [u8; 32],
+}
+
+impl StepUpGrant {
+    /// Whether this grant was made for exactly `action`; the code that performs an action
+    /// checks it against what it is about to do.
+    pub fn authorises(&self, action: &SensitiveAction, keys: &crate::ServerKeys) -> bool {
+        constant_time_eq(&self.digest, &action.digest(keys))
+    }
 }
 
 impl<D: SqlDb> Auth<D> {
@@ -252,18 +261,14 @@ impl<D: SqlDb> Auth<D> {
         proof: &StepUpProof,
         client: &Client,
     ) -> Result<StepUpGrant, AuthError> {
+        let attempt = self.factor_attempt(principal, client);
+        let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
-        let attempt = AttemptKeys::new(
-            &self.keys,
-            &format!("email:{}", principal.email),
-            client,
-            Some(proof.code.expose()),
-        );
+        let digest = action.digest(&self.keys);
         let mut tx = self.db.begin().await?;
-        throttle::check(&mut tx, &self.config, now, &attempt).await?;
         let pending = tx
             .query_opt(
-                "SELECT digest, attempts FROM step_ups WHERE id = $1 AND user_id = $2 AND session_id = $3 \
+                "SELECT digest FROM step_ups WHERE id = $1 AND user_id = $2 AND session_id = $3 \
                  AND used_at IS NULL AND expires_at > $4",
                 params![
                     proof.id.as_str(),
@@ -274,10 +279,10 @@ impl<D: SqlDb> Auth<D> {
             )
             .await?
             .ok_or(AuthError::StepUpInvalid)?;
-        if !constant_time_eq(&pending.bytes(0)?, &action.digest(&self.keys)) {
+        if !constant_time_eq(&pending.bytes(0)?, &digest) {
             // Any change to the action voids the confirmation.
             tx.execute(
-                "UPDATE step_ups SET used_at = $1 WHERE id = $2",
+                "UPDATE step_ups SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
                 params![now, proof.id.as_str()],
             )
             .await?;
@@ -290,23 +295,15 @@ impl<D: SqlDb> Auth<D> {
             .check_factor_code(&mut tx, &principal.user_id, proof.code.expose(), now)
             .await?
         {
-            let attempts = pending.i64(1)? + 1;
             tx.execute(
-                "UPDATE step_ups SET attempts = $1, used_at = CASE WHEN $1 >= $2 THEN $3 ELSE NULL END WHERE id = $4",
-                params![attempts, STEP_UP_ATTEMPTS_MAX, now, proof.id.as_str()],
-            )
-            .await?;
-            self.record_failure(
-                &mut tx,
-                Some(&principal.user_id),
-                &principal.email,
-                &attempt,
-                now,
+                "UPDATE step_ups SET attempts = attempts + 1, \
+                 used_at = CASE WHEN attempts + 1 >= $1 THEN $2 ELSE used_at END \
+                 WHERE id = $3 AND used_at IS NULL",
+                params![STEP_UP_ATTEMPTS_MAX, now, proof.id.as_str()],
             )
             .await?;
             tx.commit().await?;
-            self.outbox_written();
-            return Err(AuthError::BadCredentials);
+            return Err(self.code_failed(principal, &attempt, number).await);
         }
         let used = tx
             .execute(
@@ -324,7 +321,7 @@ impl<D: SqlDb> Auth<D> {
         self.audit_step_up(&mut tx, principal, action, "step_up.confirmed", now)
             .await?;
         tx.commit().await?;
-        Ok(StepUpGrant { session })
+        Ok(StepUpGrant { session, digest })
     }
 
     async fn audit_step_up<T: SqlTx>(

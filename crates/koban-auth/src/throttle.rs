@@ -1,10 +1,16 @@
 //! Throttling of failed attempts, with every counter in the database so that it holds across
 //! instances: per account (consecutive failures: a growing delay, then a lock), per client
-//! network and per device cookie (failures per window), and per tried secret across accounts
-//! (one password or code failing against many accounts is refused everywhere).
+//! network and per device cookie (failures per window), and per tried password across
+//! accounts (one password failing against many accounts is refused everywhere).
 //!
-//! Accounts are keyed by a keyed hash of the normalised e-mail, whether or not the account
-//! exists, so an unknown address is throttled exactly like a known one (no enumeration).
+//! An attempt is counted against its account *before* the secret is checked ([`begin`]), in
+//! one atomic statement that refuses when the account is blocked, so concurrent guesses cannot
+//! slip through together; a success clears the count ([`record_success`]). The other scopes
+//! are counted once the outcome is known ([`record_failure`]).
+//!
+//! Accounts are keyed by a keyed hash of what names them (the normalised e-mail for sign-in,
+//! the user id for second factors), whether or not an account exists, so an unknown address is
+//! throttled exactly like a known one (no enumeration).
 
 use koban_store::params;
 use koban_store::sql::{SqlTx, SqlTxExt};
@@ -19,22 +25,27 @@ const ACCOUNT_MEMORY_MS: i64 = 24 * 3600 * 1000;
 #[derive(Clone, Debug)]
 pub struct AttemptKeys {
     pub account: [u8; 32],
-    pub network: [u8; 32],
+    /// `None` when the client presented a device cookie issued to this very account: a
+    /// browser that signed in before is not held back by its network's other traffic.
+    pub network: Option<[u8; 32]>,
     pub device: Option<[u8; 32]>,
-    /// The keyed hash of the tried secret, for counting it across accounts.
+    /// The keyed hash of the tried password, for counting it across accounts.
     pub secret: Option<[u8; 32]>,
     /// The keyed hash of the account as the tried secret's subject.
     pub subject: [u8; 32],
 }
 
 impl AttemptKeys {
-    /// `account` names the account (`"email:<normalised>"`, `"user:<id>"`); `secret` is the
-    /// tried password or code, if the attempt carried one.
+    /// `account` names the account (`"email:<normalised>"`, `"factor:<user id>"`);
+    /// `password` is the tried password, if the attempt carried one (short codes are not
+    /// counted across accounts: each account's codes are its own and random);
+    /// `trusted_device` says the client's device cookie was issued to this account.
     pub fn new(
         keys: &ServerKeys,
         account: &str,
         client: &Client,
-        secret: Option<&str>,
+        password: Option<&str>,
+        trusted_device: bool,
     ) -> AttemptKeys {
         let throttle = |scope: &str, subject: &str| {
             keys.hash(
@@ -44,9 +55,10 @@ impl AttemptKeys {
         };
         AttemptKeys {
             account: throttle("account", account),
-            network: throttle("network", &client.network),
-            device: client.device.as_deref().map(|d| throttle("device", d)),
-            secret: secret.map(|s| keys.hash(HashPurpose::TriedSecret, &[s.as_bytes()])),
+            network: (!trusted_device).then(|| throttle("network", &client.network)),
+            device: client.device.as_ref().map(|d| throttle("device", &d.id)),
+            secret: password
+                .map(|s| keys.hash(HashPurpose::TriedSecret, &[b"password", s.as_bytes()])),
             subject: throttle("subject", account),
         }
     }
@@ -82,30 +94,25 @@ async fn blocked_until<T: SqlTx>(tx: &mut T, key: &[u8; 32]) -> Result<i64, Auth
     })
 }
 
-/// Refuses the attempt, before any password is hashed, if any of its scopes is blocked.
-/// A valid device cookie bypasses the network scope (the device scope still applies).
-pub async fn check<T: SqlTx>(
+/// Refuses the attempt if any scope is blocked; otherwise counts it against the account (and
+/// sets the delay that applies if it fails) and returns its number in the account's run of
+/// failures. Runs before any secret is checked; the caller commits before checking.
+pub async fn begin<T: SqlTx>(
     tx: &mut T,
     config: &AuthConfig,
     now: i64,
     keys: &AttemptKeys,
-) -> Result<(), AuthError> {
-    let account = blocked_until(tx, &keys.account).await?;
-    if account > now {
-        return Err(throttled(account, now, "account"));
-    }
-    match &keys.device {
-        Some(device) => {
-            let until = blocked_until(tx, device).await?;
-            if until > now {
-                return Err(throttled(until, now, "device"));
-            }
+) -> Result<i64, AuthError> {
+    if let Some(device) = &keys.device {
+        let until = blocked_until(tx, device).await?;
+        if until > now {
+            return Err(throttled(until, now, "device"));
         }
-        None => {
-            let until = blocked_until(tx, &keys.network).await?;
-            if until > now {
-                return Err(throttled(until, now, "network"));
-            }
+    }
+    if let Some(network) = &keys.network {
+        let until = blocked_until(tx, network).await?;
+        if until > now {
+            return Err(throttled(until, now, "network"));
         }
     }
     if let Some(secret) = &keys.secret {
@@ -123,7 +130,30 @@ pub async fn check<T: SqlTx>(
             ));
         }
     }
-    Ok(())
+    // One statement counts the attempt unless the account is blocked; on PostgreSQL the row
+    // lock it takes makes concurrent attempts on one account wait for each other.
+    let counted = tx
+        .query_opt(
+            "INSERT INTO throttle (key, failures, window_start, blocked_until, updated_at) VALUES ($1, 1, $2, 0, $2) \
+             ON CONFLICT (key) DO UPDATE SET \
+               failures = CASE WHEN throttle.window_start < $3 THEN 1 ELSE throttle.failures + 1 END, \
+               window_start = CASE WHEN throttle.window_start < $3 THEN $2 ELSE throttle.window_start END, \
+               updated_at = $2 \
+             WHERE throttle.blocked_until <= $2 \
+             RETURNING failures",
+            params![keys.account, now, now - ACCOUNT_MEMORY_MS],
+        )
+        .await?;
+    let Some(counted) = counted else {
+        let until = blocked_until(tx, &keys.account).await?;
+        return Err(throttled(until, now, "account"));
+    };
+    let attempt = counted.i64(0)?;
+    let delay = account_delay_ms(config, attempt);
+    if delay > 0 {
+        block(tx, &keys.account, now + delay).await?;
+    }
+    Ok(attempt)
 }
 
 /// Counts one failure in `key`'s window; returns the failures in the window, this one included.
@@ -170,22 +200,21 @@ pub fn account_delay_ms(config: &AuthConfig, failures: i64) -> i64 {
     }
 }
 
-/// Records a failed attempt in every scope, and in the per-minute totals of the alarm.
+/// Records a failed attempt (already counted against its account by [`begin`] as number
+/// `attempt`) in the network, device and password scopes, and in the alarm's totals.
 pub async fn record_failure<T: SqlTx>(
     tx: &mut T,
     config: &AuthConfig,
     now: i64,
     keys: &AttemptKeys,
+    attempt: i64,
 ) -> Result<Failure, AuthError> {
-    let (account_failures, _) = count(tx, &keys.account, now, ACCOUNT_MEMORY_MS).await?;
-    let delay = account_delay_ms(config, account_failures);
-    if delay > 0 {
-        block(tx, &keys.account, now + delay).await?;
-    }
     let window_ms = config.window_s * 1000;
-    let (network_failures, start) = count(tx, &keys.network, now, window_ms).await?;
-    if network_failures >= config.network_failures_max {
-        block(tx, &keys.network, start + window_ms).await?;
+    if let Some(network) = &keys.network {
+        let (network_failures, start) = count(tx, network, now, window_ms).await?;
+        if network_failures >= config.network_failures_max {
+            block(tx, network, start + window_ms).await?;
+        }
     }
     if let Some(device) = &keys.device {
         let (device_failures, start) = count(tx, device, now, window_ms).await?;
@@ -201,22 +230,27 @@ pub async fn record_failure<T: SqlTx>(
         )
         .await?;
     }
-    count_for_alarm(tx, now).await?;
+    count_for_alarm(tx, now, 1).await?;
     Ok(Failure {
-        account_failures,
-        locked_now: account_failures >= config.account_lock_after,
+        account_failures: attempt,
+        locked_now: attempt >= config.account_lock_after,
     })
 }
 
-/// Counts a failed or refused attempt in the per-minute totals that the global alarm watches.
-pub async fn count_for_alarm<T: SqlTx>(tx: &mut T, now: i64) -> Result<(), AuthError> {
+/// Adds failed or refused attempts to the per-minute totals that the global alarm watches.
+pub async fn count_for_alarm<T: SqlTx>(
+    tx: &mut T,
+    now: i64,
+    attempts: i64,
+) -> Result<(), AuthError> {
     tx.execute(
-        "INSERT INTO failure_minutes (minute, failures) VALUES ($1, 1) \
-         ON CONFLICT (minute) DO UPDATE SET failures = failure_minutes.failures + 1",
-        params![now / 60_000],
+        "INSERT INTO failure_minutes (minute, failures) VALUES ($1, $2) \
+         ON CONFLICT (minute) DO UPDATE SET failures = failure_minutes.failures + $2",
+        params![now / 60_000, attempts],
     )
     .await?;
-    metrics::counter!(crate::metrics::LOGIN_FAILURES).increment(1);
+    metrics::counter!(crate::metrics::LOGIN_FAILURES)
+        .increment(u64::try_from(attempts).unwrap_or(0));
     Ok(())
 }
 

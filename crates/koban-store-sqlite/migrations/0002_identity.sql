@@ -185,3 +185,10 @@ CREATE TABLE api_keys (
     last_used_at BIGINT
 );
 CREATE INDEX api_keys_user ON api_keys (user_id);
+
+-- A fingerprint of the master key this database was first used with, so an instance started
+-- with another key refuses to run instead of splitting sessions and throttling counters.
+CREATE TABLE server_key_check (
+    id BIGINT PRIMARY KEY,
+    fingerprint BLOB NOT NULL
+);

@@ -11,7 +11,18 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::db::{self, db_error};
+use crate::db;
+
+/// SQLite's errors as store errors; a database held too long by another writer is `Busy`
+/// (retry shortly), not a failure.
+fn db_error(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Busy
+        }
+        _ => db::db_error(error),
+    }
+}
 
 #[derive(Clone)]
 pub struct SqliteSql {

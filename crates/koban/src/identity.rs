@@ -15,12 +15,30 @@ use crate::cli::DatabaseArgs;
 /// Where the master key is kept when none is given and the database is not a local file.
 pub const DEFAULT_MASTER_KEY_FILE: &str = "./koban-data/master.key";
 
+/// A master key given as text; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct MasterKeyText(String);
+
+impl std::str::FromStr for MasterKeyText {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<MasterKeyText, Self::Err> {
+        Ok(MasterKeyText(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for MasterKeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct KeyArgs {
     /// The 32-byte master key as 64 hex digits; every instance must share it. Prefer the
     /// environment variable or the file over the command line.
     #[arg(long, env = "KOBAN_MASTER_KEY", hide_env_values = true, hide = true)]
-    pub master_key: Option<String>,
+    pub master_key: Option<MasterKeyText>,
     /// A file holding the master key (64 hex digits); created with a fresh key if missing.
     /// Default: `master.key` beside the SQLite database, or ./koban-data/master.key.
     #[arg(long, env = "KOBAN_MASTER_KEY_FILE")]
@@ -54,6 +72,17 @@ pub struct IdentityArgs {
     /// Hours a recovery request waits before an operator may approve it.
     #[arg(long, env = "KOBAN_RECOVERY_WAIT_H", default_value_t = 72)]
     pub recovery_wait_h: i64,
+    /// An SMTP relay for notifications, smtp://HOST:PORT (plain SMTP to a local MTA or
+    /// sidecar). Without one, messages go to the local mailbox.
+    #[arg(long, env = "KOBAN_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// The sender of notifications.
+    #[arg(
+        long,
+        env = "KOBAN_MAIL_FROM",
+        default_value = "Koban <no-reply@koban.example>"
+    )]
+    pub mail_from: String,
 }
 
 impl IdentityArgs {
@@ -74,6 +103,12 @@ impl IdentityArgs {
             cooling_off_s: self.cooling_off_h * 3600,
             cooling_off_limit_minor: self.cooling_off_limit_minor,
             recovery_wait_s: self.recovery_wait_h * 3600,
+            smtp: self
+                .smtp_url
+                .as_deref()
+                .map(|url| koban_auth::outbox::SmtpConfig::parse(url, &self.mail_from))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--smtp-url/--mail-from: {e}"))?,
             dev,
             ..AuthConfig::default()
         })
@@ -82,7 +117,7 @@ impl IdentityArgs {
 
 /// Reads the master key, creating the key file (readable by its owner only) on first use.
 pub fn master_key(args: &KeyArgs, database_url: &str) -> anyhow::Result<ServerKeys> {
-    if let Some(hex) = &args.master_key {
+    if let Some(MasterKeyText(hex)) = &args.master_key {
         return ServerKeys::from_hex(hex).map_err(|e| anyhow::anyhow!("KOBAN_MASTER_KEY: {e}"));
     }
     let beside_database = match crate::backend::Backend::of(database_url) {
@@ -121,13 +156,19 @@ fn create_key_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn auth_for<S: LedgerStore>(
+/// The identity service over `store`'s database, after checking that the database belongs
+/// to this master key.
+pub async fn auth_for<S: LedgerStore>(
     store: &S,
     keys: ServerKeys,
     config: AuthConfig,
 ) -> anyhow::Result<Auth<S::Sql>> {
-    Auth::new(store.sql(), keys, Clock::system(), config)
-        .map_err(|e| anyhow::anyhow!("starting the identity service: {e}"))
+    let auth = Auth::new(store.sql(), keys, Clock::system(), config)
+        .map_err(|e| anyhow::anyhow!("starting the identity service: {e}"))?;
+    auth.check_master_key()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(auth)
 }
 
 #[derive(Args, Debug)]
@@ -154,7 +195,8 @@ impl WithStore for AdminCreateArgs {
             &store,
             master_key(&self.identity.keys, self.database.database_url.expose())?,
             self.identity.config(false)?,
-        )?;
+        )
+        .await?;
         let (invite, _) = auth
             .create_operator(&email, role, None)
             .await

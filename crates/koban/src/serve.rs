@@ -100,7 +100,7 @@ impl WithStore for Serve {
         let Serve(args, metrics) = self;
         let keys =
             crate::identity::master_key(&args.identity.keys, args.database.database_url.expose())?;
-        let auth = crate::identity::auth_for(&store, keys, args.identity.config(args.dev)?)?;
+        let auth = crate::identity::auth_for(&store, keys, args.identity.config(args.dev)?).await?;
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;

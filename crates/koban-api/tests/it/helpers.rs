@@ -30,6 +30,8 @@ pub struct TestApp<S: LedgerStore> {
 pub fn test_config() -> AuthConfig {
     AuthConfig {
         dev: true,
+        // Stories sign many people up from one test address.
+        requests_per_network_max: 1_000,
         ..AuthConfig::default()
     }
 }
@@ -383,11 +385,20 @@ impl<S: LedgerStore> TestApp<S> {
 
     /// Signs in with password and TOTP; returns the full session token.
     pub async fn login(&self, user: &User) -> String {
+        self.login_from(user, "127.0.0.1").await.0
+    }
+
+    /// Signs in from `ip`; returns the full session token and the device cookie
+    /// (`koban_device=...`) the completed sign-in set.
+    pub async fn login_from(&self, user: &User, ip: &str) -> (String, String) {
         let login = self
-            .call(post(
-                "/v1/login",
-                json!({ "email": user.email, "password": user.password }),
-            ))
+            .call(
+                post(
+                    "/v1/login",
+                    json!({ "email": user.email, "password": user.password }),
+                )
+                .ip(ip),
+            )
             .await;
         assert_eq!(login.status, StatusCode::OK, "{login:?}");
         let done = self
@@ -396,12 +407,19 @@ impl<S: LedgerStore> TestApp<S> {
                     "/v1/login/second-factor",
                     json!({ "code": self.totp(&user.seed) }),
                 )
-                .bearer(&login.token()),
+                .bearer(&login.token())
+                .ip(ip),
             )
             .await;
         assert_eq!(done.status, StatusCode::OK, "{done:?}");
         self.next_step();
-        done.token()
+        let device = done
+            .cookies()
+            .into_iter()
+            .find(|c| c.starts_with("koban_device="))
+            .map(|c| c.split(';').next().unwrap().to_owned())
+            .expect("a completed sign-in sets a device cookie");
+        (done.token(), device)
     }
 
     /// Makes a request needing step-up twice: first to get the challenge, then confirmed with

@@ -9,6 +9,8 @@ use crate::stories;
 
 stories!(
     newcomer_signs_up_verifies_enrols_and_signs_in,
+    a_right_password_does_not_clear_a_run_of_wrong_codes,
+    an_enrolment_left_unconfirmed_cannot_be_confirmed_later,
     signup_does_not_reveal_taken_addresses,
     weak_passwords_are_refused,
     totp_code_replayed_is_refused,
@@ -71,16 +73,21 @@ async fn newcomer_signs_up_verifies_enrols_and_signs_in<S: LedgerStore>(app: Tes
         "{cookies}"
     );
     assert!(
-        cookies.contains("koban_device="),
-        "a device cookie is issued after a right password"
+        !cookies.contains("koban_device="),
+        "no device cookie before the second factor"
     );
     let partial = login.token();
-    // A password-only session can do nothing that needs the second factor.
-    let me = app.call(get("/v1/me").bearer(&partial)).await;
-    assert_eq!(me.body["can_move_money"], false);
+    // A password-only session can do nothing that needs the second factor, not even read the
+    // account's personal data.
     assert_eq!(
-        app.call(get("/v1/sessions").bearer(&partial)).await.status,
-        StatusCode::OK
+        app.call(get("/v1/me").bearer(&partial)).await.problem(),
+        "enrolment-required"
+    );
+    assert_eq!(
+        app.call(get("/v1/sessions").bearer(&partial))
+            .await
+            .problem(),
+        "enrolment-required"
     );
     let key = app
         .call(
@@ -142,6 +149,12 @@ async fn newcomer_signs_up_verifies_enrols_and_signs_in<S: LedgerStore>(app: Tes
         good.token(),
         again.token(),
         "a new token after the second factor"
+    );
+    assert!(
+        good.cookies()
+            .iter()
+            .any(|c| c.starts_with("koban_device=")),
+        "a device cookie after the second factor"
     );
     assert_eq!(
         app.call(get("/v1/me").bearer(&again.token())).await.status,
@@ -428,4 +441,62 @@ async fn money_needs_second_factor_and_verified_email<S: LedgerStore>(app: TestA
         principal.can_move_money(),
         Err(koban_auth::AuthError::SecondFactorRequired)
     ));
+}
+
+async fn a_right_password_does_not_clear_a_run_of_wrong_codes<S: LedgerStore>(app: TestApp<S>) {
+    let user = app.user("codes@example.com").await;
+    let login = json!({ "email": user.email, "password": user.password });
+    for round in 0..5 {
+        // Someone who knows the password signs in afresh before every wrong code.
+        let token = app.call(post("/v1/login", login.clone())).await.token();
+        let reply = app
+            .call(post("/v1/login/second-factor", json!({ "code": "000000" })).bearer(&token))
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "round {round}");
+    }
+    let token = app.call(post("/v1/login", login)).await.token();
+    let sixth = app
+        .call(
+            post(
+                "/v1/login/second-factor",
+                json!({ "code": app.totp(&user.seed) }),
+            )
+            .bearer(&token),
+        )
+        .await;
+    assert_eq!(
+        sixth.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "five wrong codes delay the next, whatever the password did"
+    );
+}
+
+async fn an_enrolment_left_unconfirmed_cannot_be_confirmed_later<S: LedgerStore>(app: TestApp<S>) {
+    let password = "lantern pebble orchard";
+    let login = json!({ "email": "leftover@example.com", "password": password });
+    app.signup("customer", "leftover@example.com", password)
+        .await;
+    // An attacker with the password starts an enrolment and leaves it.
+    let attacker = app.call(post("/v1/login", login.clone())).await;
+    let begun = app
+        .call(post("/v1/factors/totp", json!({})).bearer(&attacker.token()))
+        .await;
+    let attacker_seed =
+        koban_auth::totp::seed_from_uri(begun.body["otpauth_uri"].as_str().unwrap()).unwrap();
+    let attacker_factor = begun.body["factor_id"].as_str().unwrap().to_owned();
+    // The owner enrols their own factor.
+    let owner = app.call(post("/v1/login", login.clone())).await;
+    app.enrol_totp(&owner.token()).await;
+    // The leftover cannot be confirmed from a password-only session.
+    let again = app.call(post("/v1/login", login)).await;
+    let confirm = app
+        .call(
+            post(
+                &format!("/v1/factors/totp/{attacker_factor}/confirm"),
+                json!({ "code": app.totp(&attacker_seed) }),
+            )
+            .bearer(&again.token()),
+        )
+        .await;
+    assert_eq!(confirm.problem(), "second-factor-required", "{confirm:?}");
 }

@@ -224,7 +224,14 @@ async fn changed_email_notifies_the_old_address_and_not_me_freezes<S: LedgerStor
             json!({ "email": "new-address@example.com", "password": user.password }),
         ))
         .await;
-    assert_eq!(login.problem(), "account-frozen");
+    // The right password for a frozen account is answered like a wrong one; the owner is told.
+    assert_eq!(login.problem(), "invalid-credentials");
+    assert!(
+        app.mail("new-address@example.com")
+            .await
+            .iter()
+            .any(|(subject, _)| subject.contains("frozen"))
+    );
     assert_eq!(
         app.call(post("/v1/not-me", json!({ "token": not_me_token })))
             .await

@@ -14,7 +14,36 @@ stories!(
     password_sprayed_across_fifty_accounts_from_rotating_networks_is_blocked,
     one_network_guessing_many_accounts_is_blocked,
     failure_spike_raises_an_alert_for_operators,
+    requests_that_send_mail_are_limited_per_network,
 );
+
+async fn requests_that_send_mail_are_limited_per_network<S: LedgerStore>(app: TestApp<S>) {
+    // The test configuration allows 1,000 per window from one network.
+    for i in 0..1_000 {
+        let body = json!({ "email": format!("x{i}@example.com") });
+        let reply = app
+            .call(post("/v1/password/forgot", body).ip("192.0.2.50"))
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+    }
+    let body = json!({ "email": "victim@example.com" });
+    let over = app
+        .call(post("/v1/password/forgot", body.clone()).ip("192.0.2.51"))
+        .await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
+    let recovery = app
+        .call(post("/v1/recovery-requests", body.clone()).ip("192.0.2.52"))
+        .await;
+    assert_eq!(
+        recovery.status,
+        StatusCode::ACCEPTED,
+        "each kind of request has its own count"
+    );
+    let elsewhere = app
+        .call(post("/v1/password/forgot", body).ip("203.0.113.50"))
+        .await;
+    assert_eq!(elsewhere.status, StatusCode::ACCEPTED);
+}
 
 async fn wrong(app: &TestApp<impl LedgerStore>, email: &str) -> crate::helpers::Reply {
     app.call(post(
@@ -186,21 +215,9 @@ async fn password_sprayed_across_fifty_accounts_from_rotating_networks_is_blocke
 async fn one_network_guessing_many_accounts_is_blocked<S: LedgerStore>(app: TestApp<S>) {
     let user = app.user("neighbour@example.com").await;
     // The owner signed in from this network before, so their browser holds a device cookie.
-    let earlier = app
-        .call(
-            post(
-                "/v1/login",
-                json!({ "email": user.email, "password": user.password }),
-            )
-            .ip("198.51.100.99"),
-        )
-        .await;
-    let device = earlier
-        .cookies()
-        .into_iter()
-        .find(|c| c.starts_with("koban_device="))
-        .map(|c| c.split(';').next().unwrap().to_owned())
-        .expect("a device cookie");
+    let (_, device) = app.login_from(&user, "198.51.100.99").await;
+    let other = app.user("other-neighbour@example.com").await;
+    let (_, other_device) = app.login_from(&other, "198.51.100.98").await;
     // Credential stuffing: a different address and password each time, one network.
     for i in 0..100 {
         let reply = app
@@ -251,6 +268,21 @@ async fn one_network_guessing_many_accounts_is_blocked<S: LedgerStore>(app: Test
         forged.status,
         StatusCode::TOO_MANY_REQUESTS,
         "a forged device cookie does not"
+    );
+    let borrowed = app
+        .call(
+            post(
+                "/v1/login",
+                json!({ "email": user.email, "password": user.password }),
+            )
+            .ip("198.51.100.99")
+            .header("cookie", &other_device),
+        )
+        .await;
+    assert_eq!(
+        borrowed.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "nor one issued to another account"
     );
     let elsewhere = app
         .call(
