@@ -232,7 +232,7 @@ pub async fn totp_begin<S: LedgerStore>(
     };
     let enrolment = state
         .auth
-        .totp_begin(&me, proof(&body.step_up).as_ref(), &client)
+        .totp_begin(&me, proof(&body.step_up)?.as_ref(), &client)
         .await?;
     let out = TotpEnrollmentOut {
         factor_id: enrolment.factor_id,
@@ -288,7 +288,7 @@ pub async fn remove_factor<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let session = state
         .auth
-        .remove_factor(&me, &id, proof(&body.step_up).as_ref(), &client)
+        .remove_factor(&me, &id, proof(&body.step_up)?.as_ref(), &client)
         .await?;
     Ok(with_cookies(
         json(
@@ -313,7 +313,7 @@ pub async fn recovery_codes<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let (codes, session) = state
         .auth
-        .regenerate_recovery_codes(&me, proof(&body.step_up).as_ref(), &client)
+        .regenerate_recovery_codes(&me, proof(&body.step_up)?.as_ref(), &client)
         .await?;
     let out = RecoveryCodesOut {
         recovery_codes: codes.iter().map(|c| c.expose().clone()).collect(),
@@ -338,7 +338,7 @@ pub async fn change_email<S: LedgerStore>(
     let email = Email::parse(&body.email)?;
     let session = state
         .auth
-        .change_email_begin(&me, &email, proof(&body.step_up).as_ref(), &client)
+        .change_email_begin(&me, &email, proof(&body.step_up)?.as_ref(), &client)
         .await?;
     Ok(with_cookies(
         json(
@@ -380,7 +380,7 @@ pub async fn change_phone<S: LedgerStore>(
     let phone = Phone::parse(&body.phone)?;
     let session = state
         .auth
-        .change_phone(&me, &phone, proof(&body.step_up).as_ref(), &client)
+        .change_phone(&me, &phone, proof(&body.step_up)?.as_ref(), &client)
         .await?;
     Ok(with_cookies(
         json(
@@ -408,7 +408,7 @@ pub async fn change_password<S: LedgerStore>(
         .change_password(
             &me,
             Secret::new(body.new_password),
-            proof(&body.step_up).as_ref(),
+            proof(&body.step_up)?.as_ref(),
             &client,
         )
         .await?;
@@ -516,4 +516,122 @@ pub async fn enrol_operator<S: LedgerStore>(
         .enrol_operator(&Secret::new(body.token), Secret::new(body.password))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn options_json<T: serde::Serialize>(options: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(options)
+        .map_err(|_| ApiError::Auth(koban_auth::AuthError::Internal("options do not serialise")))
+}
+
+fn credential<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|_| {
+        ApiError::Auth(koban_auth::AuthError::Invalid(
+            "credential is not what the browser's WebAuthn call returns",
+        ))
+    })
+}
+
+/// Starts registering a passkey. The first factor needs only the password step; another
+/// needs step-up.
+#[utoipa::path(post, path = "/v1/factors/passkeys/register/start", tag = "factors", request_body = StepUpOnlyIn,
+    responses((status = 201, body = PasskeyStartOut), (status = 403, body = Problem), (status = 409, body = Problem)), security(("session" = [])))]
+pub async fn passkey_register_start<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    ClientInfo(client): ClientInfo,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: StepUpOnlyIn = if body.is_empty() {
+        StepUpOnlyIn::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(crate::problem::without_values(
+                e.to_string(),
+                "the body is not valid",
+            ))
+        })?
+    };
+    let started = state
+        .auth
+        .passkey_register_start(&me, proof(&body.step_up)?.as_ref(), &client)
+        .await?;
+    let out = PasskeyStartOut {
+        ceremony_id: started.ceremony_id,
+        options: options_json(&started.options)?,
+        session: started.session.as_ref().map(session_out),
+    };
+    Ok(with_cookies(
+        json(StatusCode::CREATED, &out),
+        started.session.as_ref(),
+        state.config.dev,
+    ))
+}
+
+/// Finishes registering a passkey. The first factor returns the recovery codes (once) and a
+/// full session.
+#[utoipa::path(post, path = "/v1/factors/passkeys/register/finish", tag = "factors", request_body = PasskeyFinishIn,
+    responses((status = 200, body = TotpConfirmedOut), (status = 401, body = Problem), (status = 404, body = Problem)), security(("session" = [])))]
+pub async fn passkey_register_finish<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    ClientInfo(client): ClientInfo,
+    Json(body): Json<PasskeyFinishIn>,
+) -> Result<Response, ApiError> {
+    let registration = credential(body.credential)?;
+    let enrolled = state
+        .auth
+        .passkey_register_finish(&me, &body.ceremony_id, &registration, &client)
+        .await?;
+    let out = TotpConfirmedOut {
+        recovery_codes: enrolled
+            .recovery_codes
+            .as_ref()
+            .map(|codes| codes.iter().map(|c| c.expose().clone()).collect()),
+        session: enrolled.session.as_ref().map(session_out),
+    };
+    Ok(with_cookies(
+        json(StatusCode::OK, &out),
+        enrolled.session.as_ref(),
+        state.config.dev,
+    ))
+}
+
+/// Starts signing in with a passkey as the second factor.
+#[utoipa::path(post, path = "/v1/login/passkey/start", tag = "identity",
+    responses((status = 200, body = PasskeyStartOut), (status = 409, body = Problem)), security(("session" = [])))]
+pub async fn passkey_login_start<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+) -> Result<Response, ApiError> {
+    let started = state.auth.passkey_login_start(&me).await?;
+    let out = PasskeyStartOut {
+        ceremony_id: started.ceremony_id,
+        options: options_json(&started.options)?,
+        session: None,
+    };
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// Completes sign-in with a passkey assertion; returns a new session.
+#[utoipa::path(post, path = "/v1/login/passkey/finish", tag = "identity", request_body = PasskeyFinishIn,
+    responses((status = 200, body = SessionOnlyOut), (status = 401, body = Problem), (status = 429, body = Problem)), security(("session" = [])))]
+pub async fn passkey_login_finish<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    ClientInfo(client): ClientInfo,
+    Json(body): Json<PasskeyFinishIn>,
+) -> Result<Response, ApiError> {
+    let assertion = credential(body.credential)?;
+    let session = state
+        .auth
+        .passkey_login_finish(&me, &body.ceremony_id, &assertion, &client)
+        .await?;
+    let out = SessionOnlyOut {
+        session: session_out(&session),
+    };
+    Ok(with_cookies(
+        json(StatusCode::OK, &out),
+        Some(&session),
+        state.config.dev,
+    ))
 }

@@ -82,7 +82,7 @@ pub async fn create_operator<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let email = Email::parse(&body.email)?;
     let role = Role::parse(&body.role)?;
-    let step_up = proof(&body.step_up);
+    let step_up = proof(&body.step_up)?;
     let (invite, session) = state
         .auth
         .create_operator(&email, role, Some((&me, step_up.as_ref(), &client)))
@@ -150,7 +150,7 @@ pub async fn create_api_key<S: LedgerStore>(
             &body.name,
             environment,
             &scopes,
-            proof(&body.step_up).as_ref(),
+            proof(&body.step_up)?.as_ref(),
             &client,
         )
         .await?;
@@ -195,7 +195,7 @@ pub async fn rotate_api_key<S: LedgerStore>(
     let overlap_s = body.overlap_s.unwrap_or(86_400);
     let (view, key, session) = state
         .auth
-        .rotate_api_key(&me, &id, overlap_s, proof(&body.step_up).as_ref(), &client)
+        .rotate_api_key(&me, &id, overlap_s, proof(&body.step_up)?.as_ref(), &client)
         .await?;
     let out = CreatedApiKeyOut {
         key: key.expose().clone(),

@@ -36,6 +36,11 @@ pub struct StepUpChallengeOut {
     pub summary: String,
     pub expires_at: i64,
     pub methods: Vec<&'static str>,
+    /// When the user has a passkey: options for `navigator.credentials.get()`, bound to this
+    /// action; answer with `step_up.passkey`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<serde_json::Value>,
 }
 
 /// Every error an endpoint can answer with.
@@ -206,9 +211,10 @@ impl ApiError {
                     summary: challenge.summary.clone(),
                     expires_at: challenge.expires_at_ms,
                     methods: challenge.methods.clone(),
+                    passkey: challenge.passkey.as_ref().and_then(|p| serde_json::to_value(p).ok()),
                 }),
                 ..problem(S::FORBIDDEN, "step-up-required", "Confirmation required",
-                    "repeat the same request with step_up: {id, code} using a TOTP or recovery code".into())
+                    "repeat the same request with step_up: {id, code} (a TOTP or recovery code) or {id, passkey}".into())
             },
             AuthError::StepUpInvalid => problem(S::FORBIDDEN, "step-up-invalid", "Confirmation not valid", detail),
             AuthError::NotFound => problem(S::NOT_FOUND, "not-found", "Not found", "not found, or the link is used or expired".into()),

@@ -6,26 +6,65 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// A second-factor confirmation of a pending sensitive action: the `id` from the
-/// `step-up-required` problem and a TOTP or recovery code.
+/// `step-up-required` problem and either a TOTP or recovery `code`, or a `passkey` assertion
+/// (the result of `navigator.credentials.get()` with the problem's `step_up.passkey` options).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpIn {
     pub id: String,
     #[schema(example = "123456")]
-    pub code: String,
+    pub code: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<serde_json::Value>,
 }
 
 impl StepUpIn {
-    pub fn proof(&self) -> koban_auth::StepUpProof {
-        koban_auth::StepUpProof {
+    pub fn proof(&self) -> Result<koban_auth::StepUpProof, koban_auth::AuthError> {
+        let answer = match (&self.code, &self.passkey) {
+            (Some(code), None) => {
+                koban_auth::StepUpAnswer::Code(koban_auth::Secret::new(code.clone()))
+            }
+            (None, Some(passkey)) => koban_auth::StepUpAnswer::Passkey(Box::new(
+                serde_json::from_value(passkey.clone()).map_err(|_| {
+                    koban_auth::AuthError::Invalid("step_up.passkey is not a WebAuthn assertion")
+                })?,
+            )),
+            _ => {
+                return Err(koban_auth::AuthError::Invalid(
+                    "step_up needs either code or passkey",
+                ));
+            }
+        };
+        Ok(koban_auth::StepUpProof {
             id: self.id.clone(),
-            code: koban_auth::Secret::new(self.code.clone()),
-        }
+            answer,
+        })
     }
 }
 
-pub fn proof(step_up: &Option<StepUpIn>) -> Option<koban_auth::StepUpProof> {
-    step_up.as_ref().map(StepUpIn::proof)
+pub fn proof(
+    step_up: &Option<StepUpIn>,
+) -> Result<Option<koban_auth::StepUpProof>, koban_auth::AuthError> {
+    step_up.as_ref().map(StepUpIn::proof).transpose()
+}
+
+/// The start of a WebAuthn ceremony: pass `options` to `navigator.credentials.create()`
+/// (registration) or `.get()` (authentication), then send the result with `ceremony_id`.
+#[derive(Serialize, ToSchema)]
+pub struct PasskeyStartOut {
+    pub ceremony_id: String,
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+    pub session: Option<SessionOut>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyFinishIn {
+    pub ceremony_id: String,
+    /// What the browser's WebAuthn call returned.
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -158,7 +158,7 @@ async fn user_by_id<T: SqlTx>(tx: &mut T, id: &str) -> Result<UserRow, AuthError
 
 /// Takes the user's row lock (PostgreSQL) so that changes to one user's factors and
 /// recovery requests happen one at a time; SQLite's write lock already does this.
-async fn lock_user<T: SqlTx>(tx: &mut T, user_id: &str) -> Result<(), AuthError> {
+pub(crate) async fn lock_user<T: SqlTx>(tx: &mut T, user_id: &str) -> Result<(), AuthError> {
     let locked = tx
         .execute(
             "UPDATE users SET status = status WHERE id = $1",
@@ -172,7 +172,10 @@ async fn lock_user<T: SqlTx>(tx: &mut T, user_id: &str) -> Result<(), AuthError>
     }
 }
 
-async fn confirmed_factors<T: SqlTx>(tx: &mut T, user_id: &str) -> Result<i64, AuthError> {
+pub(crate) async fn confirmed_factors<T: SqlTx>(
+    tx: &mut T,
+    user_id: &str,
+) -> Result<i64, AuthError> {
     Ok(tx
         .query_one(
             "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND confirmed_at IS NOT NULL",
@@ -792,13 +795,30 @@ impl<D: SqlDb> Auth<D> {
             return Err(self.code_failed(principal, &attempt, number).await);
         }
         throttle::record_success(&mut tx, &attempt).await?;
-        let mut session = self
-            .rotate_session(&mut tx, principal, SessionLevel::SecondFactor, client, now)
+        let session = self
+            .complete_sign_in(&mut tx, principal, client, now)
             .await?;
-        self.note_device(&mut tx, principal, client, now).await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(session)
+    }
+
+    /// A second factor passed at sign-in: the session is rotated to the full level, the device
+    /// remembered (and a device cookie issued if the browser has none for this account).
+    pub(crate) async fn complete_sign_in<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        principal: &Principal,
+        client: &Client,
+        now: i64,
+    ) -> Result<IssuedSession, AuthError> {
+        let mut session = self
+            .rotate_session(tx, principal, SessionLevel::SecondFactor, client, now)
+            .await?;
+        self.note_device(tx, principal, client, now).await?;
         session.device_cookie = self.device_cookie_for(client, &principal.user_id);
         self.audit(
-            &mut tx,
+            tx,
             now,
             &principal.actor(),
             "login.completed",
@@ -806,8 +826,6 @@ impl<D: SqlDb> Auth<D> {
             serde_json::json!({ "network": client.network }),
         )
         .await?;
-        tx.commit().await?;
-        self.outbox_written();
         Ok(session)
     }
 
@@ -934,7 +952,29 @@ impl<D: SqlDb> Auth<D> {
             params![now, step, factor_id],
         )
         .await?;
-        // Enrolments left unconfirmed (by anyone) are void once a factor is confirmed.
+        let enrolled = self
+            .factor_enrolled(&mut tx, principal, client, factor_id, "totp", first, now)
+            .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(enrolled)
+    }
+
+    /// What follows the confirmation of a new factor, in its transaction: unconfirmed
+    /// enrolments are void; the first factor brings recovery codes, a full session (rotated)
+    /// and a device cookie; a further factor is a change (notice with "not me", cooling-off);
+    /// either way every other session ends.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn factor_enrolled<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        principal: &Principal,
+        client: &Client,
+        factor_id: &str,
+        kind: &str,
+        first: bool,
+        now: i64,
+    ) -> Result<EnrolledTotp, AuthError> {
         tx.execute(
             "DELETE FROM factors WHERE user_id = $1 AND confirmed_at IS NULL",
             params![principal.user_id.as_str()],
@@ -946,46 +986,42 @@ impl<D: SqlDb> Auth<D> {
         };
         if first {
             enrolled.recovery_codes = Some(
-                self.replace_recovery_codes(&mut tx, &principal.user_id, now)
+                self.replace_recovery_codes(tx, &principal.user_id, now)
                     .await?,
             );
             let mut session = self
-                .rotate_session(&mut tx, principal, SessionLevel::SecondFactor, client, now)
+                .rotate_session(tx, principal, SessionLevel::SecondFactor, client, now)
                 .await?;
             session.device_cookie = self.device_cookie_for(client, &principal.user_id);
             enrolled.session = Some(session);
-            self.note_device(&mut tx, principal, client, now).await?;
-            enqueue(&mut tx, now, &principal.email, "Two-step sign-in is on",
-                "An authenticator app now protects your Koban account. Keep your recovery codes somewhere safe.").await?;
+            self.note_device(tx, principal, client, now).await?;
+            enqueue(tx, now, &principal.email, "Two-step sign-in is on",
+                "A second factor now protects your Koban account. Keep your recovery codes somewhere safe.").await?;
         } else {
-            self.notify_change(
-                &mut tx,
-                &principal.user_id,
-                &principal.email,
-                "A new authenticator app was added",
-                now,
-            )
-            .await?;
-            self.start_cooling_off(&mut tx, &principal.user_id, now)
+            let what = if kind == "passkey" {
+                "A new passkey was added"
+            } else {
+                "A new authenticator app was added"
+            };
+            self.notify_change(tx, &principal.user_id, &principal.email, what, now)
                 .await?;
+            self.start_cooling_off(tx, &principal.user_id, now).await?;
         }
         let keep = enrolled
             .session
             .as_ref()
             .map_or(principal.session_id.as_str(), |s| s.session_id.as_str());
-        self.revoke_sessions(&mut tx, &principal.user_id, Some(keep), now)
+        self.revoke_sessions(tx, &principal.user_id, Some(keep), now)
             .await?;
         self.audit(
-            &mut tx,
+            tx,
             now,
             &principal.actor(),
-            "factor.totp.enrolled",
+            &format!("factor.{kind}.enrolled"),
             &format!("user:{}", principal.user_id),
             serde_json::json!({ "factor": factor_id, "first": first }),
         )
         .await?;
-        tx.commit().await?;
-        self.outbox_written();
         Ok(enrolled)
     }
 

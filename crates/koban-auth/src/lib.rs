@@ -18,6 +18,7 @@ mod flows;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
+pub mod passkeys;
 pub mod password;
 pub mod secret;
 pub mod sessions;
@@ -38,7 +39,7 @@ pub use model::{
 pub use password::{Hasher, HasherConfig, Lane, NewPassword, Password, PasswordRejection};
 pub use secret::{Secret, ServerKeys};
 pub use sessions::{IssuedSession, Principal, SessionLevel};
-pub use stepup::{SensitiveAction, StepUpChallenge, StepUpGrant, StepUpProof};
+pub use stepup::{SensitiveAction, StepUpAnswer, StepUpChallenge, StepUpGrant, StepUpProof};
 
 /// Everything that can go wrong in an identity operation. Messages never say which of two
 /// credentials was wrong, whether an account exists, or any secret.
@@ -65,7 +66,7 @@ pub enum AuthError {
     #[error("not allowed: {0}")]
     Forbidden(&'static str),
     #[error("this action must be confirmed with a second factor")]
-    StepUpRequired(StepUpChallenge),
+    StepUpRequired(Box<StepUpChallenge>),
     #[error("the confirmation is expired, used, or was made for a different action")]
     StepUpInvalid,
     #[error("not found")]
@@ -124,7 +125,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> AuthConfig {
         AuthConfig {
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: "http://localhost:8080".into(),
             session_idle_s: 15 * 60,
             session_absolute_s: 12 * 3600,
             account_delay_after: 5,
@@ -161,6 +162,8 @@ pub struct Auth<D: SqlDb> {
     /// Wakes the outbox worker when a message was just written.
     pub(crate) outbox_wake: std::sync::Arc<tokio::sync::Notify>,
     pub(crate) mailer: std::sync::Arc<outbox::Mailer>,
+    /// The WebAuthn relying party; `None` when the public URL has no domain name.
+    pub(crate) webauthn: Option<std::sync::Arc<webauthn_rs::Webauthn>>,
     /// Attempts refused by throttling since the alarm last flushed them to the database
     /// (counted in memory so that a refusal costs no write).
     pub(crate) refused: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -175,6 +178,7 @@ impl<D: SqlDb> Auth<D> {
     ) -> Result<Self, AuthError> {
         Ok(Auth {
             mailer: std::sync::Arc::new(outbox::Mailer::new(config.smtp.as_ref())?),
+            webauthn: passkeys::relying_party(&config.public_url).map(std::sync::Arc::new),
             hasher: Hasher::new(config.hasher.clone())?,
             db,
             keys,

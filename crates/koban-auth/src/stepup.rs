@@ -175,15 +175,36 @@ pub struct StepUpChallenge {
     pub action: &'static str,
     pub summary: String,
     pub expires_at_ms: i64,
-    /// Ways to confirm: `totp`, `recovery_code`.
+    /// Ways to confirm: `totp`, `recovery_code`, and `passkey` when the user has one.
     pub methods: Vec<&'static str>,
+    /// The options for `navigator.credentials.get()`, bound to this action, when the user
+    /// has a passkey.
+    pub passkey: Option<webauthn_rs::prelude::RequestChallengeResponse>,
+}
+
+/// How a pending action is confirmed.
+#[derive(Clone, Debug)]
+pub enum StepUpAnswer {
+    /// A TOTP code or a recovery code.
+    Code(Secret<String>),
+    /// A passkey assertion answering the challenge that came with the action.
+    Passkey(Box<webauthn_rs::prelude::PublicKeyCredential>),
 }
 
 /// The confirmation a client sends with the repeated request.
 #[derive(Clone, Debug)]
 pub struct StepUpProof {
     pub id: String,
-    pub code: Secret<String>,
+    pub answer: StepUpAnswer,
+}
+
+impl StepUpProof {
+    pub fn code(id: &str, code: &str) -> StepUpProof {
+        StepUpProof {
+            id: id.to_owned(),
+            answer: StepUpAnswer::Code(Secret::new(code.to_owned())),
+        }
+    }
 }
 
 /// Permission to perform the confirmed action, once. Only [`Auth::require_step_up`] makes one.
@@ -214,9 +235,9 @@ impl<D: SqlDb> Auth<D> {
     ) -> Result<StepUpGrant, AuthError> {
         principal.full()?;
         match proof {
-            None => Err(AuthError::StepUpRequired(
+            None => Err(AuthError::StepUpRequired(Box::new(
                 self.start_step_up(principal, action).await?,
-            )),
+            ))),
             Some(proof) => self.confirm_step_up(principal, action, proof, client).await,
         }
     }
@@ -244,13 +265,21 @@ impl<D: SqlDb> Auth<D> {
             ],
         )
         .await?;
+        let passkey = self
+            .passkey_challenge(&mut tx, principal, &id, "step_up", now)
+            .await?;
         tx.commit().await?;
+        let mut methods = vec!["totp", "recovery_code"];
+        if passkey.is_some() {
+            methods.push("passkey");
+        }
         Ok(StepUpChallenge {
             id,
             action: action.kind(),
             summary: action.summary(),
             expires_at_ms,
-            methods: vec!["totp", "recovery_code"],
+            methods,
+            passkey,
         })
     }
 
@@ -291,10 +320,17 @@ impl<D: SqlDb> Auth<D> {
             tx.commit().await?;
             return Err(AuthError::StepUpInvalid);
         }
-        if !self
-            .check_factor_code(&mut tx, &principal.user_id, proof.code.expose(), now)
-            .await?
-        {
+        let right = match &proof.answer {
+            StepUpAnswer::Code(code) => {
+                self.check_factor_code(&mut tx, &principal.user_id, code.expose(), now)
+                    .await?
+            }
+            StepUpAnswer::Passkey(assertion) => {
+                self.check_passkey(&mut tx, principal, &proof.id, "step_up", assertion, now)
+                    .await?
+            }
+        };
+        if !right {
             tx.execute(
                 "UPDATE step_ups SET attempts = attempts + 1, \
                  used_at = CASE WHEN attempts + 1 >= $1 THEN $2 ELSE used_at END \

@@ -21,14 +21,28 @@ CREATE TABLE users (
 CREATE TABLE factors (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users (id),
-    kind TEXT NOT NULL,                -- totp
+    kind TEXT NOT NULL,                -- totp | passkey
     label TEXT NOT NULL,
-    secret BLOB NOT NULL,             -- sealed with the server key
+    secret BLOB NOT NULL,             -- sealed with the server key (TOTP seed, or passkey)
     totp_last_step BIGINT NOT NULL,
+    credential_id TEXT,                -- passkeys: the credential id, unique across accounts
     confirmed_at BIGINT,
     created_at BIGINT NOT NULL
 );
 CREATE INDEX factors_user ON factors (user_id);
+CREATE UNIQUE INDEX factors_credential ON factors (credential_id) WHERE credential_id IS NOT NULL;
+
+-- WebAuthn ceremonies between their start and finish (state as JSON), each used once.
+CREATE TABLE webauthn_ceremonies (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    session_id TEXT NOT NULL,
+    purpose TEXT NOT NULL,             -- register | login | step_up
+    state TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
 
 CREATE TABLE recovery_codes (
     user_id TEXT NOT NULL REFERENCES users (id),

@@ -49,11 +49,12 @@ pub struct KeyArgs {
 pub struct IdentityArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// The public base URL, used in links sent by e-mail.
+    /// The public base URL: links sent by e-mail start with it, and its host name is the
+    /// WebAuthn relying party (passkeys need a name, not an IP address).
     #[arg(
         long,
         env = "KOBAN_PUBLIC_URL",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://localhost:8080"
     )]
     pub public_url: String,
     /// After this many times its usual per-minute rate of failed sign-ins, raise an alert.

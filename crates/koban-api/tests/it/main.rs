@@ -3,6 +3,7 @@
 
 mod helpers;
 mod operators;
+mod passkeys;
 mod recovery;
 mod signin;
 mod stepup;

@@ -1,7 +1,7 @@
 //! Step-up with dynamic linking: a confirmation is bound to one action, once, for five minutes.
 
 use axum::http::StatusCode;
-use koban_auth::{AuthError, Client, Secret, SensitiveAction, StepUpProof};
+use koban_auth::{AuthError, Client, SensitiveAction, StepUpProof};
 use koban_store::LedgerStore;
 use serde_json::json;
 
@@ -33,7 +33,7 @@ async fn confirmation_for_amount_x_cannot_authorise_amount_y_or_another_payee<S:
     let user = app.user("payer@example.com").await;
     let auth = &app.auth;
     let challenge = |result: Result<koban_auth::StepUpGrant, AuthError>| match result {
-        Err(AuthError::StepUpRequired(challenge)) => challenge,
+        Err(AuthError::StepUpRequired(challenge)) => *challenge,
         other => panic!("expected a challenge, got {other:?}"),
     };
     let mut token = user.token.clone();
@@ -44,10 +44,7 @@ async fn confirmation_for_amount_x_cannot_authorise_amount_y_or_another_payee<S:
     );
     assert_eq!(started.action, "payment");
     assert!(started.summary.contains("5000") && started.summary.contains("bob"));
-    let proof = |id: &str, code: String| StepUpProof {
-        id: id.to_owned(),
-        code: Secret::new(code),
-    };
+    let proof = |id: &str, code: String| StepUpProof::code(id, &code);
 
     // The confirmation of 5,000 to bob does not authorise 6,000 to bob, and is void after the try.
     let other_amount = auth
