@@ -1118,6 +1118,15 @@ impl<D: SqlDb> Auth<D> {
         let action = SensitiveAction::RemoveFactor {
             factor_id: factor_id.to_owned(),
         };
+        // Checked before the step-up is spent, and again under the lock below.
+        {
+            let mut tx = self.db.begin().await?;
+            if confirmed_factors(&mut tx, &principal.user_id).await? <= 1 {
+                return Err(AuthError::Conflict(
+                    "keep at least one second factor: add another before removing this one",
+                ));
+            }
+        }
         let grant = self
             .require_step_up(principal, &action, proof, client)
             .await?;
@@ -1299,6 +1308,8 @@ impl<D: SqlDb> Auth<D> {
         };
         throttle::record_success(&mut tx, &attempt).await?;
         if user_by_email(&mut tx, &new_email).await?.is_some() {
+            // The code stays used.
+            tx.commit().await?;
             return Err(AuthError::Conflict(
                 "this address cannot be used; choose another",
             ));
@@ -1579,45 +1590,89 @@ impl<D: SqlDb> Auth<D> {
         );
         let number = self.begin_attempt(&attempt).await?;
         let phc = self.hasher.hash(&password, Lane::Unknown).await?;
+        // First the e-mailed code, compared without using it up (a wrong one counts against it).
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
         let user = user_by_email(&mut tx, email.as_str())
             .await?
             .filter(|u| u.status == "active");
-        // The e-mailed code is compared first without using it up, then the factor (which a
-        // mistyped e-mail code therefore does not waste), then the code is used.
-        let ok = match &user {
-            Some(user) => {
-                self.check_code(&mut tx, &user.id, "reset_password", code.expose(), now)
-                    .await?
-                    .is_some()
-                    && self
-                        .check_factor_code(&mut tx, &user.id, factor_code.expose(), now)
-                        .await?
-                    && self
-                        .use_code(&mut tx, &user.id, "reset_password", code.expose(), now)
-                        .await?
-                        .is_some()
-            }
-            None => false,
+        let code_id = match &user {
+            Some(user) => self
+                .check_code(&mut tx, &user.id, "reset_password", code.expose(), now)
+                .await?
+                .map(|(id, _)| id),
+            None => None,
         };
-        let user = match user {
-            Some(user) if ok => user,
-            user => {
-                let user_id = user.as_ref().map(|u| u.id.as_str());
-                self.record_failure(&mut tx, user_id, email.as_str(), &attempt, number, now)
-                    .await?;
-                tx.commit().await?;
-                self.outbox_written();
-                return Err(AuthError::BadCredentials);
-            }
+        let (Some(user), Some(code_id)) = (user, code_id) else {
+            let user_id = user_by_email(&mut tx, email.as_str()).await?.map(|u| u.id);
+            self.record_failure(
+                &mut tx,
+                user_id.as_deref(),
+                email.as_str(),
+                &attempt,
+                number,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            self.outbox_written();
+            return Err(AuthError::BadCredentials);
         };
+        tx.commit().await?;
+        // Then the second factor, counted in the user's second-factor run (which a right
+        // password never clears); a wrong one also counts against the e-mailed code.
+        let factor = AttemptKeys::new(
+            &self.keys,
+            &format!("factor:{}", user.id),
+            client,
+            None,
+            client.trusted_for(&user.id),
+        );
+        let factor_number = self.begin_attempt(&factor).await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        if !self
+            .check_factor_code(&mut tx, &user.id, factor_code.expose(), now)
+            .await?
+        {
+            tx.execute(
+                "UPDATE one_time_codes SET attempts = attempts + 1, \
+                 used_at = CASE WHEN attempts + 1 >= $1 THEN $2 ELSE used_at END \
+                 WHERE id = $3 AND used_at IS NULL",
+                params![CODE_ATTEMPTS_MAX, now, code_id.as_str()],
+            )
+            .await?;
+            self.record_failure(
+                &mut tx,
+                Some(&user.id),
+                &user.email,
+                &factor,
+                factor_number,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            self.outbox_written();
+            return Err(AuthError::BadCredentials);
+        }
+        let used = tx
+            .execute(
+                "UPDATE one_time_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
+                params![now, code_id.as_str()],
+            )
+            .await?;
+        if used != 1 {
+            // Another request used the code first: this one changes nothing (the factor check
+            // is rolled back with it).
+            return Err(AuthError::BadCredentials);
+        }
         tx.execute(
             "UPDATE users SET password_hash = $1 WHERE id = $2",
             params![phc, user.id.as_str()],
         )
         .await?;
         throttle::record_success(&mut tx, &attempt).await?;
+        throttle::record_success(&mut tx, &factor).await?;
         self.revoke_sessions(&mut tx, &user.id, None, now).await?;
         self.start_cooling_off(&mut tx, &user.id, now).await?;
         self.notify_change(

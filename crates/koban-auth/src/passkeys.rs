@@ -119,6 +119,26 @@ impl<D: SqlDb> Auth<D> {
             .collect()
     }
 
+    async fn check_passkey_room<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+    ) -> Result<(), AuthError> {
+        let count = tx
+            .query_one(
+                "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND kind = 'passkey' AND confirmed_at IS NOT NULL",
+                params![user_id],
+            )
+            .await?
+            .i64(0)?;
+        if count >= PASSKEYS_PER_ACCOUNT_MAX {
+            return Err(AuthError::Conflict(
+                "this account has the most passkeys allowed: remove one first",
+            ));
+        }
+        Ok(())
+    }
+
     fn seal_passkey(&self, passkey: &Passkey) -> Result<Vec<u8>, AuthError> {
         let json = serde_json::to_vec(passkey)
             .map_err(|_| AuthError::Internal("a passkey does not serialise"))?;
@@ -134,6 +154,11 @@ impl<D: SqlDb> Auth<D> {
         client: &Client,
     ) -> Result<PasskeyRegistrationStart, AuthError> {
         let webauthn = self.webauthn()?;
+        // The limit is checked before any step-up is spent on a request that would fail.
+        {
+            let mut tx = self.db.begin().await?;
+            self.check_passkey_room(&mut tx, &principal.user_id).await?;
+        }
         let (principal, session) = if principal.has_factor {
             let action = SensitiveAction::AddFactor {
                 kind: "passkey".into(),
@@ -153,11 +178,6 @@ impl<D: SqlDb> Auth<D> {
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
         let existing = self.passkeys(&mut tx, &principal.user_id).await?;
-        if i64::try_from(existing.len()).unwrap_or(i64::MAX) >= PASSKEYS_PER_ACCOUNT_MAX {
-            return Err(AuthError::Conflict(
-                "this account has the most passkeys allowed: remove one first",
-            ));
-        }
         let exclude = existing.iter().map(|(_, p)| p.cred_id().clone()).collect();
         let user = Uuid::parse_str(&principal.user_id)
             .map_err(|_| AuthError::Internal("user ids are UUIDs"))?;
@@ -194,6 +214,7 @@ impl<D: SqlDb> Auth<D> {
         if !first {
             principal.full()?;
         }
+        self.check_passkey_room(&mut tx, &principal.user_id).await?;
         let state = Self::take_ceremony(&mut tx, ceremony_id, principal, "register", now)
             .await?
             .ok_or(AuthError::NotFound)?;
@@ -214,6 +235,8 @@ impl<D: SqlDb> Auth<D> {
             )
             .await?;
         if taken.is_some() {
+            // The ceremony stays used.
+            tx.commit().await?;
             return Err(AuthError::Conflict("this passkey is already registered"));
         }
         throttle::record_success(&mut tx, &attempt).await?;
@@ -286,16 +309,23 @@ impl<D: SqlDb> Auth<D> {
         let Ok(result) = webauthn.finish_passkey_authentication(assertion, &state) else {
             return Ok(false);
         };
+        // Only a passkey still registered counts (one removed after the ceremony started does
+        // not), and its counter is written under the user's row lock.
+        lock_user(tx, &principal.user_id).await?;
+        let mut matched = false;
         for (factor_id, mut passkey) in self.passkeys(tx, &principal.user_id).await? {
-            if passkey.update_credential(&result) == Some(true) {
-                tx.execute(
-                    "UPDATE factors SET secret = $1 WHERE id = $2",
-                    params![self.seal_passkey(&passkey)?, factor_id],
-                )
-                .await?;
+            if let Some(changed) = passkey.update_credential(&result) {
+                matched = true;
+                if changed {
+                    tx.execute(
+                        "UPDATE factors SET secret = $1 WHERE id = $2",
+                        params![self.seal_passkey(&passkey)?, factor_id],
+                    )
+                    .await?;
+                }
             }
         }
-        Ok(true)
+        Ok(matched)
     }
 
     /// Starts signing in with a passkey as the second factor.

@@ -290,11 +290,11 @@ impl<D: SqlDb> Auth<D> {
         proof: &StepUpProof,
         client: &Client,
     ) -> Result<StepUpGrant, AuthError> {
-        let attempt = self.factor_attempt(principal, client);
-        let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let digest = action.digest(&self.keys);
         let mut tx = self.db.begin().await?;
+        // The pending action is looked up and compared before anything is counted: an unknown,
+        // expired or changed confirmation is refused without touching the user's code run.
         let pending = tx
             .query_opt(
                 "SELECT digest FROM step_ups WHERE id = $1 AND user_id = $2 AND session_id = $3 \
@@ -320,6 +320,11 @@ impl<D: SqlDb> Auth<D> {
             tx.commit().await?;
             return Err(AuthError::StepUpInvalid);
         }
+        drop(tx);
+        let attempt = self.factor_attempt(principal, client);
+        let number = self.begin_attempt(&attempt).await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
         let right = match &proof.answer {
             StepUpAnswer::Code(code) => {
                 self.check_factor_code(&mut tx, &principal.user_id, code.expose(), now)

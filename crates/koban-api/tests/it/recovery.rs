@@ -9,6 +9,7 @@ use crate::stories;
 
 stories!(
     reset_never_reaches_an_address_not_on_file,
+    second_factor_guesses_through_reset_count_in_the_second_factor_run,
     reset_needs_the_emailed_code_and_a_second_factor,
     lost_factors_recovery_waits_for_an_operator_and_can_be_cancelled,
 );
@@ -177,5 +178,55 @@ async fn lost_factors_recovery_waits_for_an_operator_and_can_be_cancelled<S: Led
             .await
             .iter()
             .any(|(s, _)| s.contains("recovery request was approved"))
+    );
+}
+
+async fn second_factor_guesses_through_reset_count_in_the_second_factor_run<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let user = app.user("mailbox-stolen@example.com").await;
+    app.call(post("/v1/password/forgot", json!({ "email": user.email })))
+        .await;
+    let code = app.latest_code(&user.email).await;
+    for round in 0..5 {
+        // Someone with the password and the mailbox signs in (clearing the password run) and
+        // guesses the second factor through reset.
+        let login = app
+            .call(post(
+                "/v1/login",
+                json!({ "email": user.email, "password": user.password }),
+            ))
+            .await;
+        assert_eq!(login.status, StatusCode::OK, "round {round}");
+        let reset = json!({ "email": user.email, "code": code, "second_factor_code": format!("00000{round}"), "new_password": "attacker chosen passphrase" });
+        let reply = app.call(post("/v1/password/reset", reset)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "round {round}");
+    }
+    let login = app
+        .call(post(
+            "/v1/login",
+            json!({ "email": user.email, "password": user.password }),
+        ))
+        .await;
+    let factor = app
+        .call(
+            post(
+                "/v1/login/second-factor",
+                json!({ "code": app.totp(&user.seed) }),
+            )
+            .bearer(&login.token()),
+        )
+        .await;
+    assert_eq!(
+        factor.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guesses counted in the second-factor run"
+    );
+    // And the e-mailed code is spent after five wrong tries.
+    app.clock.advance_secs(60);
+    let reset = json!({ "email": user.email, "code": code, "second_factor_code": app.totp(&user.seed), "new_password": "attacker chosen passphrase" });
+    assert_eq!(
+        app.call(post("/v1/password/reset", reset)).await.status,
+        StatusCode::UNAUTHORIZED
     );
 }
