@@ -688,27 +688,42 @@ impl<D: SqlDb> Auth<D> {
     ) -> Result<LoginOutcome, AuthError> {
         let email = Email::parse(email).map_err(|_| AuthError::BadCredentials)?;
         let password = Password::parse(password.expose().clone())?;
-        let user = {
-            let mut tx = self.db.begin().await?;
-            user_by_email(&mut tx, email.as_str()).await?
+        // One read: the account (for the device cookie, which counts only for the account it
+        // was issued to), then the throttles. Blocked attempts are refused before they queue
+        // for hashing.
+        let (user, attempt) = {
+            let mut tx = self.db.begin_read().await?;
+            let user = user_by_email(&mut tx, email.as_str()).await?;
+            let trusted = user.as_ref().is_some_and(|u| client.trusted_for(&u.id));
+            let attempt = AttemptKeys::new(
+                &self.keys,
+                &format!("email:{}", email.as_str()),
+                client,
+                Some(password.expose()),
+                trusted,
+            );
+            if let Err(refused) =
+                throttle::refuse_if_blocked(&mut tx, &self.config, self.now_ms(), &attempt).await
+            {
+                if matches!(refused, AuthError::Throttled { .. }) {
+                    self.refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(refused);
+            }
+            (user, attempt)
         };
-        // A device cookie counts only for the account it was issued to.
-        let trusted = user.as_ref().is_some_and(|u| client.trusted_for(&u.id));
-        let attempt = AttemptKeys::new(
-            &self.keys,
-            &format!("email:{}", email.as_str()),
-            client,
-            Some(password.expose()),
-            trusted,
-        );
-        let number = self.begin_attempt(&attempt).await?;
+        let trusted = attempt.network.is_none();
+        // The hashing slot comes first: an attempt refused for lack of capacity costs no write.
         let lane = if trusted {
             Lane::KnownDevice
         } else {
             Lane::Unknown
         };
+        let slot = self.hasher.reserve(lane).await?;
+        let number = self.begin_attempt(&attempt).await?;
         let phc = user.as_ref().and_then(|u| u.password_hash.as_deref());
-        let right = self.hasher.verify(&password, phc, lane).await?;
+        let right = slot.verify(&password, phc).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
         let user = match (right, user) {
@@ -1183,7 +1198,7 @@ impl<D: SqlDb> Auth<D> {
 
     pub async fn me(&self, principal: &Principal) -> Result<UserView, AuthError> {
         principal.full()?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_read().await?;
         let row = tx
             .query_one(
                 "SELECT id, kind, role, email, email_verified_at, phone, display_name, legal_name, date_of_birth, status, cooling_off_until, \

@@ -229,7 +229,7 @@ impl<D: SqlDb> Auth<D> {
         limit: i64,
     ) -> Result<Vec<MailboxMessage>, AuthError> {
         let recipient = recipient.trim().to_lowercase();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_read().await?;
         let rows = tx
             .query(
                 "SELECT id, recipient, subject, body, delivered_at FROM mailbox WHERE recipient = $1 \

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::AuthError;
 use crate::secret::Secret;
@@ -117,7 +117,8 @@ pub enum Lane {
 pub struct HasherConfig {
     /// Hashes running at once for unknown devices.
     pub general_max: usize,
-    /// Hashes running at once reserved for known devices.
+    /// Hashes running at once reserved for known devices (besides the general ones, which
+    /// they may also use when one is free).
     pub reserved_max: usize,
     /// Requests waiting for a hashing slot before new ones are refused.
     pub waiting_max: usize,
@@ -130,7 +131,7 @@ impl Default for HasherConfig {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         HasherConfig {
             general_max: cores.max(1),
-            reserved_max: 1,
+            reserved_max: cores.max(1),
             waiting_max: 64,
             wait_ms: 2_000,
         }
@@ -143,6 +144,7 @@ pub struct Hasher {
     general: Arc<Semaphore>,
     reserved: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
+    reserved_waiting: Arc<AtomicUsize>,
     config: HasherConfig,
     /// A hash of a random password, verified when the account does not exist so that an
     /// unknown account costs the same time as a wrong password.
@@ -187,25 +189,27 @@ impl Hasher {
             general: Arc::new(Semaphore::new(config.general_max.max(1))),
             reserved: Arc::new(Semaphore::new(config.reserved_max)),
             waiting: Arc::new(AtomicUsize::new(0)),
+            reserved_waiting: Arc::new(AtomicUsize::new(0)),
             config,
             dummy: Arc::new(dummy),
         })
     }
 
-    async fn permit(&self, lane: Lane) -> Result<tokio::sync::OwnedSemaphorePermit, AuthError> {
-        if lane == Lane::KnownDevice
-            && let Ok(permit) = self.reserved.clone().try_acquire_owned()
-        {
-            return Ok(permit);
-        }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.waiting_max {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+    /// Waits (bounded) for a slot in `pool`; refuses with `Busy` when too many already wait
+    /// or the wait runs out.
+    async fn wait_for(
+        &self,
+        pool: &Arc<Semaphore>,
+        waiting: &Arc<AtomicUsize>,
+    ) -> Result<OwnedSemaphorePermit, AuthError> {
+        if waiting.fetch_add(1, Ordering::SeqCst) >= self.config.waiting_max {
+            waiting.fetch_sub(1, Ordering::SeqCst);
             metrics::counter!(crate::metrics::HASH_REFUSED).increment(1);
             return Err(AuthError::Busy);
         }
-        let _waiting = Waiting(self.waiting.clone());
+        let _waiting = Waiting(waiting.clone());
         let wait = Duration::from_millis(self.config.wait_ms);
-        match tokio::time::timeout(wait, self.general.clone().acquire_owned()).await {
+        match tokio::time::timeout(wait, pool.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
                 metrics::counter!(crate::metrics::HASH_REFUSED).increment(1);
@@ -214,9 +218,32 @@ impl Hasher {
         }
     }
 
+    /// A slot to hash in. Known devices take a reserved slot, or a general one if it is free at
+    /// once, or wait in their own queue; everyone else waits in the general queue. Taking the
+    /// slot first (before any database write) keeps refusals cheap under a flood.
+    pub async fn reserve(&self, lane: Lane) -> Result<HashPermit, AuthError> {
+        let permit = match lane {
+            Lane::KnownDevice => match self.reserved.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => match self.general.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        self.wait_for(&self.reserved, &self.reserved_waiting)
+                            .await?
+                    }
+                },
+            },
+            Lane::Unknown => self.wait_for(&self.general, &self.waiting).await?,
+        };
+        Ok(HashPermit {
+            _permit: permit,
+            dummy: self.dummy.clone(),
+        })
+    }
+
     /// Hashes a new password.
     pub async fn hash(&self, password: &NewPassword, lane: Lane) -> Result<String, AuthError> {
-        let permit = self.permit(lane).await?;
+        let permit = self.reserve(lane).await?;
         let text = password.0.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -234,14 +261,27 @@ impl Hasher {
         phc: Option<&str>,
         lane: Lane,
     ) -> Result<bool, AuthError> {
-        let permit = self.permit(lane).await?;
+        self.reserve(lane).await?.verify(password, phc).await
+    }
+}
+
+/// A slot to hash in, held until the hash is done.
+pub struct HashPermit {
+    _permit: OwnedSemaphorePermit,
+    dummy: Arc<String>,
+}
+
+impl HashPermit {
+    /// Verifies `password` against `phc`, or against a dummy hash when there is none, so both
+    /// cases cost the same; the slot is freed when the hash is done.
+    pub async fn verify(self, password: &Password, phc: Option<&str>) -> Result<bool, AuthError> {
         let text = password.0.clone();
         let (target, real) = match phc {
             Some(phc) => (phc.to_owned(), true),
             None => (self.dummy.as_str().to_owned(), false),
         };
         let matched = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _slot = self;
             verify_now(text.expose(), &target)
         })
         .await

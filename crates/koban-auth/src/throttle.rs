@@ -103,6 +103,22 @@ pub async fn begin<T: SqlTx>(
     now: i64,
     keys: &AttemptKeys,
 ) -> Result<i64, AuthError> {
+    refuse_if_blocked(tx, config, now, keys).await?;
+    count_attempt(tx, config, now, keys).await
+}
+
+/// Refuses the attempt if its device, network or password is blocked, or its account is
+/// waiting out a delay; reads only, so it is cheap enough to run before anything else.
+pub async fn refuse_if_blocked<T: SqlTx>(
+    tx: &mut T,
+    config: &AuthConfig,
+    now: i64,
+    keys: &AttemptKeys,
+) -> Result<(), AuthError> {
+    let account = blocked_until(tx, &keys.account).await?;
+    if account > now {
+        return Err(throttled(account, now, "account"));
+    }
     if let Some(device) = &keys.device {
         let until = blocked_until(tx, device).await?;
         if until > now {
@@ -130,6 +146,17 @@ pub async fn begin<T: SqlTx>(
             ));
         }
     }
+    Ok(())
+}
+
+/// Counts the attempt against its account unless the account is blocked (checked again in
+/// the same statement), and sets the delay that applies if it fails.
+async fn count_attempt<T: SqlTx>(
+    tx: &mut T,
+    config: &AuthConfig,
+    now: i64,
+    keys: &AttemptKeys,
+) -> Result<i64, AuthError> {
     // One statement counts the attempt unless the account is blocked; on PostgreSQL the row
     // lock it takes makes concurrent attempts on one account wait for each other.
     let counted = tx

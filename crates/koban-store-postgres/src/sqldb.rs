@@ -32,6 +32,10 @@ impl SqlDb for PgSql {
             tx: self.pool.begin().await.map_err(db_error)?,
         })
     }
+
+    async fn begin_read(&self) -> Result<PgTx, StoreError> {
+        self.begin().await
+    }
 }
 
 fn bound(sql: &'static str, params: Vec<Value>) -> Query<'static, Postgres, PgArguments> {

@@ -60,6 +60,12 @@ impl SqlDb for SqliteSql {
         blocking(|| conn.execute_batch("BEGIN IMMEDIATE")).map_err(db_error)?;
         Ok(SqliteTx { conn, open: true })
     }
+
+    async fn begin_read(&self) -> Result<SqliteTx, StoreError> {
+        let conn = self.conn.clone().lock_owned().await;
+        blocking(|| conn.execute_batch("BEGIN DEFERRED")).map_err(db_error)?;
+        Ok(SqliteTx { conn, open: true })
+    }
 }
 
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: Vec<Value>) -> Result<(), StoreError> {

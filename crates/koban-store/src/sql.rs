@@ -176,6 +176,10 @@ pub trait SqlDb: Clone + Send + Sync + 'static {
 
     /// Starts a read-write transaction. Dropping it without `commit` rolls it back.
     fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+
+    /// Starts a transaction that only reads (it must not write: on SQLite it does not take the
+    /// write lock, so readers do not queue behind writers).
+    fn begin_read(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
 }
 
 /// One open transaction.

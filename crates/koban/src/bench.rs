@@ -309,7 +309,7 @@ async fn submit_with_retries<S: LedgerStore>(
 }
 
 /// The nearest-rank percentile of sorted microsecond latencies, in milliseconds.
-fn percentile_ms(sorted_us: &[u32], percentile: usize) -> f64 {
+pub(crate) fn percentile_ms(sorted_us: &[u32], percentile: usize) -> f64 {
     let Some(last) = sorted_us.len().checked_sub(1) else {
         return 0.0;
     };

@@ -74,6 +74,9 @@ pub enum AdminCommand {
 pub enum BenchCommand {
     /// Drive the ledger through the real storage backend with concurrent submitters.
     Ledger(crate::bench::LedgerBenchArgs),
+    /// Customers signing in during a credential-stuffing flood, with and without their device
+    /// cookie (embedded SQLite in a temporary directory).
+    Login(crate::bench_login::LoginBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bench(BenchCommand::Ledger(args)) => crate::bench::ledger(args).await,
+            Command::Bench(BenchCommand::Login(args)) => crate::bench_login::login(args).await,
             Command::Audit(AuditCommand::Ledger(args)) => {
                 let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await

@@ -89,3 +89,58 @@ fn bench_refuses_an_existing_file_and_bad_flags() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+#[test]
+fn bench_login_reports_customer_sign_ins_during_a_flood() {
+    let output = crate::helpers::koban()
+        .args([
+            "bench",
+            "login",
+            "--attackers",
+            "4",
+            "--customers",
+            "2",
+            "--duration-s",
+            "1",
+            "--customer-pause-ms",
+            "200",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let phases = report["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "no_flood",
+            "flood_with_device_cookie",
+            "flood_without_device_cookie"
+        ]
+    );
+    // Without a flood every customer sign-in succeeds; with one, the attackers were answered.
+    assert_eq!(phases[0]["customer_success_rate"], 1.0);
+    assert!(phases[0]["customer_sign_ins"].as_u64().unwrap() > 0);
+    assert_eq!(phases[0]["attacker_attempts"], 0);
+    for phase in &phases[1..] {
+        let attempts = phase["attacker_attempts"].as_u64().unwrap();
+        let answered: u64 = [
+            "attacker_answered_401",
+            "attacker_answered_429",
+            "attacker_answered_503",
+        ]
+        .iter()
+        .map(|k| phase[*k].as_u64().unwrap())
+        .sum();
+        assert!(attempts > 0 && answered == attempts, "{phase}");
+    }
+}

@@ -48,6 +48,7 @@ fn help_is_available_for_every_command() {
         vec!["serve", "--help"],
         vec!["migrate", "--help"],
         vec!["bench", "ledger", "--help"],
+        vec!["bench", "login", "--help"],
         vec!["audit", "ledger", "--help"],
         vec!["audit", "verify", "--help"],
         vec!["admin", "create", "--help"],
