@@ -13,6 +13,27 @@ use crate::extract::{
 use crate::problem::{ApiError, Problem};
 use crate::wire::*;
 
+/// The answer to a request that rotated the session: the new session, and its cookies.
+fn rotated(status: StatusCode, session: &koban_auth::IssuedSession, dev: bool) -> Response {
+    let out = SessionOnlyOut {
+        session: session_out(session),
+    };
+    with_cookies(json(status, &out), Some(session), dev)
+}
+
+/// A body that may be empty (enrolling a first factor needs no step-up) or carry `step_up`.
+fn optional_step_up(body: &[u8]) -> Result<StepUpOnlyIn, ApiError> {
+    if body.is_empty() {
+        return Ok(StepUpOnlyIn::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(crate::problem::without_values(
+            e.to_string(),
+            "the body is not valid",
+        ))
+    })
+}
+
 const ACCEPTED_SIGNUP: Accepted = Accepted {
     status: "accepted",
     detail: "if the address can be used, a verification code is on its way to it",
@@ -115,16 +136,7 @@ pub async fn second_factor<S: LedgerStore>(
         .auth
         .second_factor(&me, &Secret::new(body.code), &client)
         .await?;
-    Ok(with_cookies(
-        json(
-            StatusCode::OK,
-            &SessionOnlyOut {
-                session: session_out(&session),
-            },
-        ),
-        Some(&session),
-        state.config.dev,
-    ))
+    Ok(rotated(StatusCode::OK, &session, state.config.dev))
 }
 
 /// Ends the current session.
@@ -219,17 +231,7 @@ pub async fn totp_begin<S: LedgerStore>(
     ClientInfo(client): ClientInfo,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    // The body is optional here: the first factor needs no step-up.
-    let body: StepUpOnlyIn = if body.is_empty() {
-        StepUpOnlyIn::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadRequest(crate::problem::without_values(
-                e.to_string(),
-                "the body is not valid",
-            ))
-        })?
-    };
+    let body = optional_step_up(&body)?;
     let enrolment = state
         .auth
         .totp_begin(&me, proof(&body.step_up)?.as_ref(), &client)
@@ -290,16 +292,7 @@ pub async fn remove_factor<S: LedgerStore>(
         .auth
         .remove_factor(&me, &id, proof(&body.step_up)?.as_ref(), &client)
         .await?;
-    Ok(with_cookies(
-        json(
-            StatusCode::OK,
-            &SessionOnlyOut {
-                session: session_out(&session),
-            },
-        ),
-        Some(&session),
-        state.config.dev,
-    ))
+    Ok(rotated(StatusCode::OK, &session, state.config.dev))
 }
 
 /// Replaces the recovery codes (step-up).
@@ -340,16 +333,7 @@ pub async fn change_email<S: LedgerStore>(
         .auth
         .change_email_begin(&me, &email, proof(&body.step_up)?.as_ref(), &client)
         .await?;
-    Ok(with_cookies(
-        json(
-            StatusCode::ACCEPTED,
-            &SessionOnlyOut {
-                session: session_out(&session),
-            },
-        ),
-        Some(&session),
-        state.config.dev,
-    ))
+    Ok(rotated(StatusCode::ACCEPTED, &session, state.config.dev))
 }
 
 /// Finishes an e-mail change with the code sent to the new address.
@@ -382,16 +366,7 @@ pub async fn change_phone<S: LedgerStore>(
         .auth
         .change_phone(&me, &phone, proof(&body.step_up)?.as_ref(), &client)
         .await?;
-    Ok(with_cookies(
-        json(
-            StatusCode::OK,
-            &SessionOnlyOut {
-                session: session_out(&session),
-            },
-        ),
-        Some(&session),
-        state.config.dev,
-    ))
+    Ok(rotated(StatusCode::OK, &session, state.config.dev))
 }
 
 /// Changes the password (step-up bound to the new password).
@@ -412,16 +387,7 @@ pub async fn change_password<S: LedgerStore>(
             &client,
         )
         .await?;
-    Ok(with_cookies(
-        json(
-            StatusCode::OK,
-            &SessionOnlyOut {
-                session: session_out(&session),
-            },
-        ),
-        Some(&session),
-        state.config.dev,
-    ))
+    Ok(rotated(StatusCode::OK, &session, state.config.dev))
 }
 
 /// "This was not me": freezes the account and ends every session.
@@ -541,16 +507,7 @@ pub async fn passkey_register_start<S: LedgerStore>(
     ClientInfo(client): ClientInfo,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body: StepUpOnlyIn = if body.is_empty() {
-        StepUpOnlyIn::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadRequest(crate::problem::without_values(
-                e.to_string(),
-                "the body is not valid",
-            ))
-        })?
-    };
+    let body = optional_step_up(&body)?;
     let started = state
         .auth
         .passkey_register_start(&me, proof(&body.step_up)?.as_ref(), &client)

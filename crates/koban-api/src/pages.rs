@@ -72,9 +72,27 @@ pub async fn not_me_submit<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    match state.auth.not_me(&Secret::new(form.token)).await {
-        Ok(()) => page("Account frozen", "<p>Your account is frozen and every session has ended. Contact support to get back in.</p>").into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, page("Link not valid", "<p>This link is used, expired, or not valid.</p>")).into_response(),
+    let done = state.auth.not_me(&Secret::new(form.token)).await;
+    link_result(
+        done.is_ok(),
+        "Account frozen",
+        "Your account is frozen and every session has ended. Contact support to get back in.",
+    )
+}
+
+/// The page after a link's form was sent: what happened, or that the link was not valid.
+fn link_result(done: bool, title: &str, text: &str) -> Response {
+    if done {
+        page(title, &format!("<p>{text}</p>")).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            page(
+                "Link not valid",
+                "<p>This link is used, expired, or not valid.</p>",
+            ),
+        )
+            .into_response()
     }
 }
 
@@ -92,21 +110,12 @@ pub async fn cancel_recovery_submit<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    match state.auth.cancel_recovery(&Secret::new(form.token)).await {
-        Ok(()) => page(
-            "Request cancelled",
-            "<p>The recovery request is cancelled.</p>",
-        )
-        .into_response(),
-        Err(_) => (
-            StatusCode::NOT_FOUND,
-            page(
-                "Link not valid",
-                "<p>This link is used, expired, or not valid.</p>",
-            ),
-        )
-            .into_response(),
-    }
+    let done = state.auth.cancel_recovery(&Secret::new(form.token)).await;
+    link_result(
+        done.is_ok(),
+        "Request cancelled",
+        "The recovery request is cancelled.",
+    )
 }
 
 pub async fn enrol_operator_page(Query(query): Query<TokenQuery>) -> Html<String> {
@@ -129,11 +138,6 @@ pub async fn enrol_operator_submit<S: LedgerStore>(
         .enrol_operator(&Secret::new(form.token), password)
         .await
     {
-        Ok(()) => page(
-            "Password set",
-            "<p>Sign in with your e-mail and this password, then set up an authenticator app.</p>",
-        )
-        .into_response(),
         Err(koban_auth::AuthError::Password(rejection)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             page(
@@ -142,13 +146,10 @@ pub async fn enrol_operator_submit<S: LedgerStore>(
             ),
         )
             .into_response(),
-        Err(_) => (
-            StatusCode::NOT_FOUND,
-            page(
-                "Link not valid",
-                "<p>This link is used, expired, or not valid.</p>",
-            ),
-        )
-            .into_response(),
+        done => link_result(
+            done.is_ok(),
+            "Password set",
+            "Sign in with your e-mail and this password, then set up an authenticator app.",
+        ),
     }
 }

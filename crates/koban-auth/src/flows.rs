@@ -119,8 +119,15 @@ struct UserRow {
     display_name: String,
 }
 
-const USER_COLUMNS: &str =
-    "id, kind, email, password_hash, status, email_verified_at, display_name, legal_name";
+/// `SELECT` of the columns [`user_row`] reads, followed by `$where`.
+macro_rules! select_user {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, kind, email, password_hash, status, email_verified_at, display_name FROM users ",
+            $where
+        )
+    };
+}
 
 fn user_row(row: &koban_store::sql::Row) -> Result<UserRow, AuthError> {
     Ok(UserRow {
@@ -135,10 +142,7 @@ fn user_row(row: &koban_store::sql::Row) -> Result<UserRow, AuthError> {
 }
 
 async fn user_by_email<T: SqlTx>(tx: &mut T, email: &str) -> Result<Option<UserRow>, AuthError> {
-    const SQL: &str = "SELECT id, kind, email, password_hash, status, email_verified_at, display_name, legal_name \
-                       FROM users WHERE email = $1";
-    debug_assert!(SQL.contains(USER_COLUMNS));
-    tx.query_opt(SQL, params![email])
+    tx.query_opt(select_user!("WHERE email = $1"), params![email])
         .await?
         .as_ref()
         .map(user_row)
@@ -146,14 +150,25 @@ async fn user_by_email<T: SqlTx>(tx: &mut T, email: &str) -> Result<Option<UserR
 }
 
 async fn user_by_id<T: SqlTx>(tx: &mut T, id: &str) -> Result<UserRow, AuthError> {
-    const SQL: &str = "SELECT id, kind, email, password_hash, status, email_verified_at, display_name, legal_name \
-                       FROM users WHERE id = $1";
-    tx.query_opt(SQL, params![id])
+    tx.query_opt(select_user!("WHERE id = $1"), params![id])
         .await?
         .as_ref()
         .map(user_row)
         .transpose()?
         .ok_or(AuthError::NotFound)
+}
+
+/// Counts a wrong try against an e-mailed code (atomically, so parallel guesses all count);
+/// the fifth uses it up.
+async fn count_wrong_code<T: SqlTx>(tx: &mut T, code_id: &str, now: i64) -> Result<(), AuthError> {
+    tx.execute(
+        "UPDATE one_time_codes SET attempts = attempts + 1, \
+         used_at = CASE WHEN attempts + 1 >= $1 THEN $2 ELSE used_at END \
+         WHERE id = $3 AND used_at IS NULL",
+        params![CODE_ATTEMPTS_MAX, now, code_id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Takes the user's row lock (PostgreSQL) so that changes to one user's factors and
@@ -222,6 +237,20 @@ impl<D: SqlDb> Auth<D> {
         )
         .await?;
         Ok(())
+    }
+
+    /// Appends an audit entry of the caller acting on their own account.
+    pub(crate) async fn audit_own<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        principal: &Principal,
+        action: &str,
+        details: serde_json::Value,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let subject = format!("user:{}", principal.user_id);
+        self.audit(tx, now, &principal.actor(), action, &subject, details)
+            .await
     }
 
     async fn create_code<T: SqlTx>(
@@ -307,13 +336,7 @@ impl<D: SqlDb> Auth<D> {
             ],
         );
         if !constant_time_eq(&row.bytes(1)?, &hash) {
-            tx.execute(
-                "UPDATE one_time_codes SET attempts = attempts + 1, \
-                 used_at = CASE WHEN attempts + 1 >= $1 THEN $2 ELSE used_at END \
-                 WHERE id = $3 AND used_at IS NULL",
-                params![CODE_ATTEMPTS_MAX, now, id.as_str()],
-            )
-            .await?;
+            count_wrong_code(tx, id.as_str(), now).await?;
             return Ok(None);
         }
         Ok(Some((id, row.opt_text(2)?)))
@@ -476,23 +499,13 @@ impl<D: SqlDb> Auth<D> {
             HashPurpose::Throttle,
             &[scope.as_bytes(), client.network.as_bytes()],
         );
-        let mut tx = self.db.begin().await?;
         let window_ms = self.config.window_s * 1000;
-        let row = tx
-            .query_one(
-                "INSERT INTO throttle (key, failures, window_start, blocked_until, updated_at) VALUES ($1, 1, $2, 0, $2) \
-                 ON CONFLICT (key) DO UPDATE SET \
-                   failures = CASE WHEN throttle.window_start < $3 THEN 1 ELSE throttle.failures + 1 END, \
-                   window_start = CASE WHEN throttle.window_start < $3 THEN $2 ELSE throttle.window_start END, \
-                   updated_at = $2 \
-                 RETURNING failures, window_start",
-                params![key, now, now - window_ms],
-            )
-            .await?;
+        let mut tx = self.db.begin().await?;
+        let (requests, window_start) = throttle::count(&mut tx, &key, now, window_ms).await?;
         tx.commit().await?;
-        if row.i64(0)? > max {
+        if requests > max {
             metrics::counter!(crate::metrics::THROTTLED, "scope" => "requests").increment(1);
-            let wait_ms = (row.i64(1)? + window_ms - now).max(1000);
+            let wait_ms = (window_start + window_ms - now).max(1000);
             return Err(AuthError::Throttled {
                 retry_after_s: u64::try_from(wait_ms / 1000).unwrap_or(1),
             });
@@ -531,6 +544,23 @@ impl<D: SqlDb> Auth<D> {
         )
         .await?;
         Ok(())
+    }
+
+    /// After a change of the caller's password, contact or factors: every other session
+    /// ends, cooling-off starts, and the address on file is told, with a "this was not me" link.
+    async fn credential_changed<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        principal: &Principal,
+        keep_session: &str,
+        what: &str,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        self.revoke_sessions(tx, &principal.user_id, Some(keep_session), now)
+            .await?;
+        self.start_cooling_off(tx, &principal.user_id, now).await?;
+        self.notify_change(tx, &principal.user_id, &principal.email, what, now)
+            .await
     }
 
     /// Tells the owner about a change on the channel they had before it, with a link that
@@ -832,13 +862,12 @@ impl<D: SqlDb> Auth<D> {
             .await?;
         self.note_device(tx, principal, client, now).await?;
         session.device_cookie = self.device_cookie_for(client, &principal.user_id);
-        self.audit(
+        self.audit_own(
             tx,
-            now,
-            &principal.actor(),
+            principal,
             "login.completed",
-            &format!("user:{}", principal.user_id),
             serde_json::json!({ "network": client.network }),
+            now,
         )
         .await?;
         Ok(session)
@@ -1028,13 +1057,12 @@ impl<D: SqlDb> Auth<D> {
             .map_or(principal.session_id.as_str(), |s| s.session_id.as_str());
         self.revoke_sessions(tx, &principal.user_id, Some(keep), now)
             .await?;
-        self.audit(
+        self.audit_own(
             tx,
-            now,
-            &principal.actor(),
+            principal,
             &format!("factor.{kind}.enrolled"),
-            &format!("user:{}", principal.user_id),
             serde_json::json!({ "factor": factor_id, "first": first }),
+            now,
         )
         .await?;
         Ok(enrolled)
@@ -1091,30 +1119,20 @@ impl<D: SqlDb> Auth<D> {
         let codes = self
             .replace_recovery_codes(&mut tx, &principal.user_id, now)
             .await?;
-        self.revoke_sessions(
+        self.credential_changed(
             &mut tx,
-            &principal.user_id,
-            Some(&grant.session.session_id),
-            now,
-        )
-        .await?;
-        self.start_cooling_off(&mut tx, &principal.user_id, now)
-            .await?;
-        self.notify_change(
-            &mut tx,
-            &principal.user_id,
-            &principal.email,
+            principal,
+            &grant.session.session_id,
             "Your recovery codes were replaced",
             now,
         )
         .await?;
-        self.audit(
+        self.audit_own(
             &mut tx,
-            now,
-            &principal.actor(),
+            principal,
             "factor.recovery_codes.replaced",
-            &format!("user:{}", principal.user_id),
             serde_json::json!({}),
+            now,
         )
         .await?;
         tx.commit().await?;
@@ -1163,30 +1181,20 @@ impl<D: SqlDb> Auth<D> {
         if removed == 0 {
             return Err(AuthError::NotFound);
         }
-        self.revoke_sessions(
+        self.credential_changed(
             &mut tx,
-            &principal.user_id,
-            Some(&grant.session.session_id),
-            now,
-        )
-        .await?;
-        self.start_cooling_off(&mut tx, &principal.user_id, now)
-            .await?;
-        self.notify_change(
-            &mut tx,
-            &principal.user_id,
-            &principal.email,
+            principal,
+            &grant.session.session_id,
             "An authenticator was removed",
             now,
         )
         .await?;
-        self.audit(
+        self.audit_own(
             &mut tx,
-            now,
-            &principal.actor(),
+            principal,
             "factor.removed",
-            &format!("user:{}", principal.user_id),
             serde_json::json!({ "factor": factor_id }),
+            now,
         )
         .await?;
         tx.commit().await?;
@@ -1280,13 +1288,12 @@ impl<D: SqlDb> Auth<D> {
             ),
         )
         .await?;
-        self.audit(
+        self.audit_own(
             &mut tx,
-            now,
-            &principal.actor(),
+            principal,
             "email.change_started",
-            &format!("user:{}", principal.user_id),
             serde_json::json!({}),
+            now,
         )
         .await?;
         tx.commit().await?;
@@ -1334,19 +1341,10 @@ impl<D: SqlDb> Auth<D> {
             params![new_email.as_str(), now, principal.user_id.as_str()],
         )
         .await?;
-        self.start_cooling_off(&mut tx, &principal.user_id, now)
-            .await?;
-        self.revoke_sessions(
+        self.credential_changed(
             &mut tx,
-            &principal.user_id,
-            Some(&principal.session_id),
-            now,
-        )
-        .await?;
-        self.notify_change(
-            &mut tx,
-            &principal.user_id,
-            &principal.email,
+            principal,
+            &principal.session_id,
             &format!(
                 "Your e-mail address was changed to {}",
                 mask_email(&new_email)
@@ -1362,13 +1360,12 @@ impl<D: SqlDb> Auth<D> {
             "Your Koban account now uses this address.",
         )
         .await?;
-        self.audit(
+        self.audit_own(
             &mut tx,
-            now,
-            &principal.actor(),
+            principal,
             "email.changed",
-            &format!("user:{}", principal.user_id),
             serde_json::json!({}),
+            now,
         )
         .await?;
         tx.commit().await?;
@@ -1397,30 +1394,20 @@ impl<D: SqlDb> Auth<D> {
             params![phone.as_str(), principal.user_id.as_str()],
         )
         .await?;
-        self.start_cooling_off(&mut tx, &principal.user_id, now)
-            .await?;
-        self.revoke_sessions(
+        self.credential_changed(
             &mut tx,
-            &principal.user_id,
-            Some(&grant.session.session_id),
-            now,
-        )
-        .await?;
-        self.notify_change(
-            &mut tx,
-            &principal.user_id,
-            &principal.email,
+            principal,
+            &grant.session.session_id,
             "Your phone number was changed",
             now,
         )
         .await?;
-        self.audit(
+        self.audit_own(
             &mut tx,
-            now,
-            &principal.actor(),
+            principal,
             "phone.changed",
-            &format!("user:{}", principal.user_id),
             serde_json::json!({}),
+            now,
         )
         .await?;
         tx.commit().await?;
@@ -1456,30 +1443,20 @@ impl<D: SqlDb> Auth<D> {
             params![phc, principal.user_id.as_str()],
         )
         .await?;
-        self.start_cooling_off(&mut tx, &principal.user_id, now)
-            .await?;
-        self.revoke_sessions(
+        self.credential_changed(
             &mut tx,
-            &principal.user_id,
-            Some(&grant.session.session_id),
-            now,
-        )
-        .await?;
-        self.notify_change(
-            &mut tx,
-            &principal.user_id,
-            &principal.email,
+            principal,
+            &grant.session.session_id,
             "Your password was changed",
             now,
         )
         .await?;
-        self.audit(
+        self.audit_own(
             &mut tx,
-            now,
-            &principal.actor(),
+            principal,
             "password.changed",
-            &format!("user:{}", principal.user_id),
             serde_json::json!({}),
+            now,
         )
         .await?;
         tx.commit().await?;
@@ -1650,13 +1627,7 @@ impl<D: SqlDb> Auth<D> {
             .check_factor_code(&mut tx, &user.id, factor_code.expose(), now)
             .await?
         {
-            tx.execute(
-                "UPDATE one_time_codes SET attempts = attempts + 1, \
-                 used_at = CASE WHEN attempts + 1 >= $1 THEN $2 ELSE used_at END \
-                 WHERE id = $3 AND used_at IS NULL",
-                params![CODE_ATTEMPTS_MAX, now, code_id.as_str()],
-            )
-            .await?;
+            count_wrong_code(&mut tx, code_id.as_str(), now).await?;
             self.record_failure(
                 &mut tx,
                 Some(&user.id),

@@ -282,7 +282,8 @@ impl<D: SqlDb> Auth<D> {
             return Err(AuthError::Unauthenticated);
         }
         let now = self.now_ms();
-        let mut tx = self.db.begin().await?;
+        // A read: most requests write nothing (the idle clock is touched at most every 30 s).
+        let mut tx = self.db.begin_read().await?;
         let row = tx
             .query_opt(
                 "SELECT s.id, s.user_id, s.level, s.last_seen_at, s.expires_at, s.revoked_at, \
@@ -313,9 +314,11 @@ impl<D: SqlDb> Auth<D> {
             cooling_off_until_ms: row.opt_i64(11)?.filter(|until| *until > now),
             has_factor: row.i64(12)? > 0,
         };
+        drop(tx);
         if now - last_seen >= TOUCH_EVERY_MS {
+            let mut tx = self.db.begin().await?;
             tx.execute(
-                "UPDATE sessions SET last_seen_at = $1 WHERE id = $2",
+                "UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND revoked_at IS NULL",
                 params![now, principal.session_id.as_str()],
             )
             .await?;

@@ -9,7 +9,6 @@
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
-use crate::audit::{AuditEvent, append};
 use crate::secret::{HashPurpose, Secret, constant_time_eq, new_id};
 use crate::sessions::{IssuedSession, Principal, SessionLevel};
 use crate::throttle;
@@ -315,8 +314,14 @@ impl<D: SqlDb> Auth<D> {
                 params![now, proof.id.as_str()],
             )
             .await?;
-            self.audit_step_up(&mut tx, principal, action, "step_up.mismatch", now)
-                .await?;
+            self.audit_own(
+                &mut tx,
+                principal,
+                "step_up.mismatch",
+                serde_json::json!({ "action": action.kind() }),
+                now,
+            )
+            .await?;
             tx.commit().await?;
             return Err(AuthError::StepUpInvalid);
         }
@@ -359,32 +364,16 @@ impl<D: SqlDb> Auth<D> {
         let session = self
             .rotate_session(&mut tx, principal, SessionLevel::SecondFactor, client, now)
             .await?;
-        self.audit_step_up(&mut tx, principal, action, "step_up.confirmed", now)
-            .await?;
-        tx.commit().await?;
-        Ok(StepUpGrant { session, digest })
-    }
-
-    async fn audit_step_up<T: SqlTx>(
-        &self,
-        tx: &mut T,
-        principal: &Principal,
-        action: &SensitiveAction,
-        what: &str,
-        now: i64,
-    ) -> Result<(), AuthError> {
-        append(
-            tx,
+        self.audit_own(
+            &mut tx,
+            principal,
+            "step_up.confirmed",
+            serde_json::json!({ "action": action.kind() }),
             now,
-            AuditEvent {
-                actor: &principal.actor(),
-                action: what,
-                subject: &format!("user:{}", principal.user_id),
-                details: serde_json::json!({ "action": action.kind() }),
-            },
         )
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(StepUpGrant { session, digest })
     }
 }
 

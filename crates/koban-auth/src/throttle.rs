@@ -183,8 +183,9 @@ async fn count_attempt<T: SqlTx>(
     Ok(attempt)
 }
 
-/// Counts one failure in `key`'s window; returns the failures in the window, this one included.
-async fn count<T: SqlTx>(
+/// Counts one failure (or request) in `key`'s window; returns the count in the window, this
+/// one included, and when the window started.
+pub(crate) async fn count<T: SqlTx>(
     tx: &mut T,
     key: &[u8; 32],
     now: i64,
