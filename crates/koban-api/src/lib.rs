@@ -10,6 +10,7 @@ mod identity;
 mod openapi;
 mod ops;
 mod pages;
+pub mod payments;
 pub mod problem;
 pub mod wire;
 
@@ -47,6 +48,7 @@ pub struct ApiConfig {
 pub struct ApiState<S: LedgerStore> {
     pub store: S,
     pub auth: Auth<S::Sql>,
+    pub pay: koban_pay::Payments<S>,
     pub metrics: Option<PrometheusHandle>,
     pub config: ApiConfig,
 }
@@ -119,7 +121,70 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         )
         .route("/merchant/api-keys/{id}", delete(ops::revoke_api_key::<S>))
         .route("/merchant/whoami", get(ops::whoami))
-        .route("/dev/mailbox", get(ops::mailbox::<S>));
+        .route("/dev/mailbox", get(ops::mailbox::<S>))
+        .route("/wallet", get(payments::wallet::<S>))
+        .route("/wallet/transactions", get(payments::history::<S>))
+        .route("/wallet/statement.csv", get(payments::statement::<S>))
+        .route("/kyc", post(payments::submit_kyc::<S>))
+        .route("/payees/lookup", get(payments::lookup_payee::<S>))
+        .route("/transfers", post(payments::transfer::<S>))
+        .route("/funding-sources", get(payments::funding_sources::<S>))
+        .route("/funding-sources/bank", post(payments::link_bank::<S>))
+        .route(
+            "/funding-sources/{id}/confirm",
+            post(payments::confirm_bank::<S>),
+        )
+        .route("/topups", post(payments::topup::<S>))
+        .route("/payouts", post(payments::payout::<S>))
+        .route("/bank-operations", get(payments::bank_operations::<S>))
+        .route("/qr/inspect", post(payments::inspect_qr::<S>))
+        .route("/qr/pay", post(payments::pay_qr::<S>))
+        .route(
+            "/payment-codes",
+            post(payments::create_code::<S>).get(payments::live_codes::<S>),
+        )
+        .route("/payment-codes/{id}", delete(payments::revoke_code::<S>))
+        .route(
+            "/merchant/payment-requests",
+            post(payments::create_request::<S>),
+        )
+        .route(
+            "/merchant/payment-requests/{id}",
+            get(payments::get_request::<S>),
+        )
+        .route("/merchant/charges", post(payments::charge::<S>))
+        .route(
+            "/merchant/payments/{id}/refunds",
+            post(payments::refund::<S>),
+        )
+        .route("/merchant/balance", get(payments::merchant_balance::<S>))
+        .route("/merchant/payouts", post(payments::merchant_payout::<S>))
+        .route("/ops/issuer-accounts", get(payments::issuer_accounts::<S>))
+        .route("/ops/kyc", get(payments::pending_kyc::<S>))
+        .route(
+            "/ops/kyc/{user_id}/approve",
+            post(payments::approve_kyc::<S>),
+        )
+        .route("/ops/kyc/{user_id}/reject", post(payments::reject_kyc::<S>))
+        .route("/ops/held-transfers", get(payments::held_transfers::<S>))
+        .route(
+            "/ops/held-transfers/{id}/release",
+            post(payments::release_held::<S>),
+        )
+        .route(
+            "/ops/held-transfers/{id}/void",
+            post(payments::void_held::<S>),
+        )
+        .route("/ops/merchants/{id}/fees", post(payments::set_fee::<S>))
+        .route(
+            "/sandbox/bank/accounts",
+            post(payments::sandbox_account::<S>),
+        )
+        .route(
+            "/sandbox/bank/accounts/{number}/statement",
+            get(payments::sandbox_statement::<S>),
+        )
+        .route("/sandbox/faucet", post(payments::faucet::<S>));
     Router::new()
         .nest("/v1", v1)
         .route(
@@ -236,14 +301,30 @@ async fn metrics_text<S: LedgerStore>(State(state): State<ApiState<S>>) -> Respo
 /// Runs the identity service's background work until told to stop: delivering the outbox
 /// (woken at once by new messages, and every second for retries) and checking the global
 /// failure alarm.
-pub async fn run_workers<S: LedgerStore>(auth: Auth<S::Sql>, mut stop: watch::Receiver<bool>) {
+pub async fn run_workers<S: LedgerStore>(
+    auth: Auth<S::Sql>,
+    pay: koban_pay::Payments<S>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut alarm = tokio::time::interval(Duration::from_secs(ALARM_EVERY_S));
+    let mut payments = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // Queued payment notifications are written before the process exits.
+                if let Err(error) = pay.flush_notifications().await {
+                    tracing::warn!(%error, "could not write the last payment notifications");
+                }
+                return;
+            }
             _ = alarm.tick() => {
                 if let Err(error) = auth.check_alarm().await {
                     tracing::warn!(%error, "alarm check failed; will retry");
+                }
+            }
+            _ = payments.tick() => {
+                if let Err(error) = pay.tick().await {
+                    tracing::warn!(%error, "payments work (settlement, notifications) failed; will retry");
                 }
             }
             _ = auth.outbox_wait(Duration::from_secs(1)) => {}

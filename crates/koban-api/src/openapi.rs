@@ -3,6 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::payments::{self, *};
 use crate::problem::{Problem, StepUpChallengeOut};
 use crate::wire::*;
 use crate::{identity, ops};
@@ -51,8 +52,16 @@ impl Modify for Security {
         identity::passkey_register_start, identity::passkey_register_finish, identity::passkey_login_start, identity::passkey_login_finish,
         ops::alerts, ops::recovery_requests, ops::approve_recovery, ops::create_operator, ops::audit_log,
         ops::create_api_key, ops::api_keys, ops::rotate_api_key, ops::revoke_api_key, ops::whoami, ops::mailbox,
+        payments::wallet, payments::history, payments::statement, payments::submit_kyc, payments::lookup_payee,
+        payments::transfer, payments::link_bank, payments::confirm_bank, payments::funding_sources, payments::topup,
+        payments::payout, payments::bank_operations, payments::inspect_qr, payments::pay_qr, payments::create_code,
+        payments::live_codes, payments::revoke_code, payments::create_request, payments::get_request, payments::charge,
+        payments::refund, payments::merchant_balance, payments::merchant_payout, payments::issuer_accounts,
+        payments::pending_kyc, payments::approve_kyc, payments::reject_kyc, payments::held_transfers,
+        payments::release_held, payments::void_held, payments::set_fee, payments::sandbox_account,
+        payments::sandbox_statement, payments::faucet,
     ),
-    components(schemas(Problem, StepUpChallengeOut, StepUpIn))
+    components(schemas(Problem, StepUpChallengeOut, StepUpIn, MoneyOut))
 )]
 struct ApiDoc;
 

@@ -23,6 +23,10 @@ pub struct Problem {
     /// Seconds to wait before retrying (429 and 503).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
+    /// For refused payments: a stable reason code (`daily_limit`, `code_limit`,
+    /// `insufficient_funds`, `risk_declined`, ...). Risk refusals never name the rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
     /// For `step-up-required`: the pending confirmation to repeat the request with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_up: Option<StepUpChallengeOut>,
@@ -56,6 +60,18 @@ pub enum ApiError {
     Csrf,
     /// The API key lacks a scope.
     Scope(&'static str),
+    Pay(koban_pay::PayError),
+    /// A money-moving POST came without an `Idempotency-Key` header.
+    IdempotencyKeyMissing,
+}
+
+impl From<koban_pay::PayError> for ApiError {
+    fn from(error: koban_pay::PayError) -> ApiError {
+        match error {
+            koban_pay::PayError::Auth(auth) => ApiError::Auth(auth),
+            other => ApiError::Pay(other),
+        }
+    }
 }
 
 impl From<AuthError> for ApiError {
@@ -141,51 +157,113 @@ fn problem(status: StatusCode, kind: &str, title: &'static str, detail: String) 
         status: status.as_u16(),
         detail,
         retry_after_s: None,
+        code: None,
         step_up: None,
+    }
+}
+
+fn refused(kind: &str, title: &'static str, code: &'static str, detail: String) -> Problem {
+    Problem {
+        code: Some(code),
+        ..problem(StatusCode::UNPROCESSABLE_ENTITY, kind, title, detail)
+    }
+}
+
+fn pay_problem(error: &koban_pay::PayError) -> Problem {
+    use StatusCode as S;
+    use koban_pay::PayError as P;
+    let detail = error.to_string();
+    match error {
+        P::Invalid(_) => problem(
+            S::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "Invalid request",
+            detail,
+        ),
+        P::NotFound => problem(S::NOT_FOUND, "not-found", "Not found", detail),
+        P::InsufficientFunds => refused(
+            "insufficient-funds",
+            "Insufficient funds",
+            "insufficient_funds",
+            detail,
+        ),
+        P::Limit { code, .. } => refused("limit-exceeded", "Limit exceeded", code, detail),
+        P::Declined { code } => refused("payment-declined", "Payment declined", code, detail),
+        P::Conflict(_) => problem(S::CONFLICT, "conflict", "Conflict", detail),
+        P::IdempotencyMismatch => problem(
+            S::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            detail,
+        ),
+        P::InFlight => problem(
+            S::CONFLICT,
+            "idempotency-in-progress",
+            "Request in progress",
+            detail,
+        ),
+        P::Gone(_) => problem(S::GONE, "gone", "No longer valid", detail),
+        P::Frozen => problem(S::FORBIDDEN, "account-frozen", "Account frozen", detail),
+        P::Auth(_) => problem(
+            S::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "something went wrong on our side; try again".into(),
+        ),
     }
 }
 
 impl ApiError {
     fn problem(&self) -> Problem {
         use StatusCode as S;
-        let auth =
-            match self {
-                ApiError::BadRequest(detail) => {
-                    return problem(S::BAD_REQUEST, "bad-request", "Bad request", detail.clone());
-                }
-                ApiError::TooLarge => {
-                    return problem(
-                        S::PAYLOAD_TOO_LARGE,
-                        "too-large",
-                        "Body too large",
-                        "the request body is larger than 64 KiB".into(),
-                    );
-                }
-                ApiError::NotFound => {
-                    return problem(
-                        S::NOT_FOUND,
-                        "not-found",
-                        "Not found",
-                        "there is nothing here".into(),
-                    );
-                }
-                ApiError::Csrf => return problem(
+        let auth = match self {
+            ApiError::BadRequest(detail) => {
+                return problem(S::BAD_REQUEST, "bad-request", "Bad request", detail.clone());
+            }
+            ApiError::TooLarge => {
+                return problem(
+                    S::PAYLOAD_TOO_LARGE,
+                    "too-large",
+                    "Body too large",
+                    "the request body is larger than 64 KiB".into(),
+                );
+            }
+            ApiError::NotFound => {
+                return problem(
+                    S::NOT_FOUND,
+                    "not-found",
+                    "Not found",
+                    "there is nothing here".into(),
+                );
+            }
+            ApiError::Csrf => {
+                return problem(
                     S::FORBIDDEN,
                     "csrf",
                     "Missing CSRF token",
                     "requests authenticated by cookie must send the session's X-CSRF-Token header"
                         .into(),
-                ),
-                ApiError::Scope(scope) => {
-                    return problem(
-                        S::FORBIDDEN,
-                        "scope",
-                        "Missing scope",
-                        format!("this API key lacks the {scope} scope"),
+                );
+            }
+            ApiError::Scope(scope) => {
+                return problem(
+                    S::FORBIDDEN,
+                    "scope",
+                    "Missing scope",
+                    format!("this API key lacks the {scope} scope"),
+                );
+            }
+            ApiError::Pay(pay) => return pay_problem(pay),
+            ApiError::IdempotencyKeyMissing => {
+                return problem(
+                        S::BAD_REQUEST,
+                        "idempotency-key-missing",
+                        "Idempotency-Key missing",
+                        "send an Idempotency-Key header (1 to 255 printable characters) with every request that moves money".into(),
                     );
-                }
-                ApiError::Auth(auth) => auth,
-            };
+            }
+            ApiError::Auth(auth) => auth,
+        };
         let detail = auth.to_string();
         match auth {
             AuthError::Invalid(_) => problem(S::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request", detail),

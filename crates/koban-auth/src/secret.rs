@@ -55,6 +55,9 @@ pub enum HashPurpose {
     Action,
     /// Device cookies.
     Device,
+    /// Payments: ledger ids derived from idempotency keys, QR signatures, payment codes and
+    /// micro-deposit amounts at rest.
+    Payment,
 }
 
 impl HashPurpose {
@@ -66,6 +69,7 @@ impl HashPurpose {
             HashPurpose::Token => b"koban/token/v1",
             HashPurpose::Action => b"koban/action/v1",
             HashPurpose::Device => b"koban/device/v1",
+            HashPurpose::Payment => b"koban/payment/v1",
         }
     }
 }

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_ledger.sql")),
     (2, include_str!("../migrations/0002_identity.sql")),
+    (3, include_str!("../migrations/0003_payments.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

@@ -1,9 +1,11 @@
-//! [`SqlDb`] on SQLite: one connection, separate from the ledger's writer and readers, for the
-//! service's ordinary relational data. Transactions are `BEGIN IMMEDIATE`, so they are
-//! serialised with each other and with the ledger writer by SQLite's own write lock.
+//! [`SqlDb`] on SQLite for the service's ordinary relational data, on connections separate
+//! from the ledger's writer and readers: one connection for read-write transactions (`BEGIN
+//! IMMEDIATE`, so they are serialised with each other and with the ledger writer by SQLite's
+//! own write lock), and a few for read-only ones, which WAL lets run beside the writers.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use koban_store::StoreError;
 use koban_store::sql::{Row, SqlDb, SqlTx, TxLock, Value, parameters_in_order};
@@ -24,15 +26,26 @@ fn db_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Connections for read-only transactions.
+const READERS: usize = 4;
+
 #[derive(Clone)]
 pub struct SqliteSql {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Arc<Mutex<Connection>>>>,
+    next_reader: Arc<AtomicUsize>,
 }
 
 impl SqliteSql {
     pub(crate) fn open(path: &Path) -> Result<SqliteSql, StoreError> {
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(Arc::new(Mutex::new(db::connect(path)?)));
+        }
         Ok(SqliteSql {
             conn: Arc::new(Mutex::new(db::connect(path)?)),
+            readers: Arc::new(readers),
+            next_reader: Arc::new(AtomicUsize::new(0)),
         })
     }
 }
@@ -50,6 +63,15 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 pub struct SqliteTx {
     conn: OwnedMutexGuard<Connection>,
     open: bool,
+    /// Read-only transactions on a reader connection run their statements on the calling
+    /// thread: point reads from the page cache cost less than handing the thread over.
+    read_only: bool,
+}
+
+impl SqliteTx {
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        if self.read_only { f() } else { blocking(f) }
+    }
 }
 
 impl SqlDb for SqliteSql {
@@ -58,13 +80,33 @@ impl SqlDb for SqliteSql {
     async fn begin(&self) -> Result<SqliteTx, StoreError> {
         let conn = self.conn.clone().lock_owned().await;
         blocking(|| conn.execute_batch("BEGIN IMMEDIATE")).map_err(db_error)?;
-        Ok(SqliteTx { conn, open: true })
+        Ok(SqliteTx {
+            conn,
+            open: true,
+            read_only: false,
+        })
     }
 
     async fn begin_read(&self) -> Result<SqliteTx, StoreError> {
-        let conn = self.conn.clone().lock_owned().await;
-        blocking(|| conn.execute_batch("BEGIN DEFERRED")).map_err(db_error)?;
-        Ok(SqliteTx { conn, open: true })
+        // An idle reader if there is one, else the next in turn.
+        let conn = match self
+            .readers
+            .iter()
+            .find_map(|r| r.clone().try_lock_owned().ok())
+        {
+            Some(conn) => conn,
+            None => {
+                let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+                self.readers[turn].clone().lock_owned().await
+            }
+        };
+        // A deferred transaction touches the file only at its first read.
+        conn.execute_batch("BEGIN DEFERRED").map_err(db_error)?;
+        Ok(SqliteTx {
+            conn,
+            open: true,
+            read_only: true,
+        })
     }
 }
 
@@ -112,7 +154,7 @@ impl SqlTx for SqliteTx {
     async fn execute(&mut self, sql: &'static str, params: Vec<Value>) -> Result<u64, StoreError> {
         debug_assert!(parameters_in_order(sql), "parameters out of order: {sql}");
         let conn = &*self.conn;
-        blocking(|| {
+        self.run(|| {
             let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
             bind(&mut stmt, params)?;
             let changed = stmt.raw_execute().map_err(db_error)?;
@@ -127,7 +169,7 @@ impl SqlTx for SqliteTx {
     ) -> Result<Vec<Row>, StoreError> {
         debug_assert!(parameters_in_order(sql), "parameters out of order: {sql}");
         let conn = &*self.conn;
-        blocking(|| {
+        self.run(|| {
             let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
             bind(&mut stmt, params)?;
             let columns = stmt.column_count();
@@ -147,7 +189,8 @@ impl SqlTx for SqliteTx {
 
     async fn commit(mut self) -> Result<(), StoreError> {
         let conn = &*self.conn;
-        blocking(|| conn.execute_batch("COMMIT")).map_err(db_error)?;
+        self.run(|| conn.execute_batch("COMMIT"))
+            .map_err(db_error)?;
         self.open = false;
         Ok(())
     }

@@ -286,9 +286,13 @@ pub async fn login(args: LoginBenchArgs) -> anyhow::Result<ExitCode> {
         customers.push(enrol(&auth, index).await?);
     }
     let customers = Arc::new(customers);
+    let pay =
+        koban_pay::Payments::new(store.clone(), auth.clone(), koban_pay::PayConfig::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let router = koban_api::router(ApiState {
         store: store.clone(),
         auth,
+        pay,
         metrics: None,
         config: ApiConfig {
             dev: true,

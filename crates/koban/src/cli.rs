@@ -62,6 +62,68 @@ pub struct ServeArgs {
     pub trust_forwarded_for: bool,
     #[command(flatten)]
     pub identity: crate::identity::IdentityArgs,
+    #[command(flatten)]
+    pub payments: PaymentArgs,
+}
+
+/// Payments settings. Amounts are minor units of each wallet currency.
+#[derive(Args, Debug, Clone)]
+pub struct PaymentArgs {
+    /// Turn on the sandbox bank and the test-money faucet (always on with --dev).
+    #[arg(long, env = "KOBAN_SANDBOX")]
+    pub sandbox: bool,
+    /// Currencies wallets may be held in, comma-separated; the first is the default.
+    #[arg(
+        long,
+        env = "KOBAN_CURRENCIES",
+        default_value = "JPY",
+        value_delimiter = ','
+    )]
+    pub currencies: Vec<String>,
+    /// Seconds the sandbox bank takes to settle a top-up or payout.
+    #[arg(long, env = "KOBAN_SANDBOX_SETTLE_AFTER_S", default_value_t = 5)]
+    pub sandbox_settle_after_s: i64,
+    /// Largest balance of an unverified wallet.
+    #[arg(long, env = "KOBAN_UNVERIFIED_BALANCE_MAX", default_value_t = 100_000)]
+    pub unverified_balance_max: u64,
+    /// Most that may leave an unverified wallet per day.
+    #[arg(long, env = "KOBAN_UNVERIFIED_DAILY_OUT_MAX", default_value_t = 50_000)]
+    pub unverified_daily_out_max: u64,
+    /// Largest balance of a verified wallet.
+    #[arg(long, env = "KOBAN_VERIFIED_BALANCE_MAX", default_value_t = 1_000_000)]
+    pub verified_balance_max: u64,
+    /// Most that may leave a verified wallet per day.
+    #[arg(long, env = "KOBAN_VERIFIED_DAILY_OUT_MAX", default_value_t = 500_000)]
+    pub verified_daily_out_max: u64,
+    /// Payments of at least this much need step-up, even to a known payee.
+    #[arg(long, env = "KOBAN_STEP_UP_FROM", default_value_t = 10_000)]
+    pub step_up_from: u64,
+}
+
+impl PaymentArgs {
+    pub fn config(&self, dev: bool) -> anyhow::Result<koban_pay::PayConfig> {
+        let mut currencies = Vec::new();
+        for code in &self.currencies {
+            currencies.push(koban_ledger::Currency::parse(code.trim()).map_err(|_| {
+                anyhow::anyhow!("--currencies: {code} is not a supported currency")
+            })?);
+        }
+        Ok(koban_pay::PayConfig {
+            currencies,
+            sandbox: self.sandbox || dev,
+            settle_after_s: self.sandbox_settle_after_s.max(0),
+            unverified: koban_pay::TierLimits {
+                balance_max: self.unverified_balance_max,
+                daily_out_max: self.unverified_daily_out_max,
+            },
+            verified: koban_pay::TierLimits {
+                balance_max: self.verified_balance_max,
+                daily_out_max: self.verified_daily_out_max,
+            },
+            step_up_from_minor: self.step_up_from,
+            ..koban_pay::PayConfig::default()
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +139,9 @@ pub enum BenchCommand {
     /// Customers signing in during a credential-stuffing flood, with and without their device
     /// cookie (embedded SQLite in a temporary directory).
     Login(crate::bench_login::LoginBenchArgs),
+    /// Authenticated P2P transfers over HTTP on loopback with concurrent clients (starts a
+    /// server on a fresh temporary SQLite database unless --url is given).
+    Api(crate::bench_api::ApiBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -103,6 +168,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Bench(BenchCommand::Ledger(args)) => crate::bench::ledger(args).await,
             Command::Bench(BenchCommand::Login(args)) => crate::bench_login::login(args).await,
+            Command::Bench(BenchCommand::Api(args)) => crate::bench_api::api(args).await,
             Command::Audit(AuditCommand::Ledger(args)) => {
                 let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod backend;
 pub mod bench;
+pub mod bench_api;
 pub mod bench_login;
 pub mod cli;
 pub mod identity;

@@ -111,7 +111,20 @@ impl WithStore for Serve {
             Duration::from_secs(args.hold_sweep_interval_s.max(1)),
             stopped.clone(),
         ));
-        let workers = tokio::spawn(koban_api::run_workers::<S>(auth.clone(), stopped));
+        let pay =
+            koban_pay::Payments::new(store.clone(), auth.clone(), args.payments.config(args.dev)?)
+                .map_err(|e| anyhow::anyhow!("payments: {e}"))?;
+        pay.open_issuer_accounts()
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the issuer's accounts: {e}"))?;
+        if pay.config().sandbox {
+            tracing::warn!("the sandbox bank and the test-money faucet are on: not for real money");
+        }
+        let workers = tokio::spawn(koban_api::run_workers::<S>(
+            auth.clone(),
+            pay.clone(),
+            stopped,
+        ));
         if args.dev {
             tracing::warn!(
                 "development mode: cookies are not Secure and /v1/dev/mailbox shows every message"
@@ -121,6 +134,7 @@ impl WithStore for Serve {
         let state = ApiState {
             store: store.clone(),
             auth,
+            pay,
             metrics: Some(metrics),
             config: ApiConfig {
                 dev: args.dev,

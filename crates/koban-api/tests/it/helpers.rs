@@ -22,8 +22,9 @@ const START_NS: u64 = 1_795_564_800_000_000_000;
 pub struct TestApp<S: LedgerStore> {
     pub router: Router,
     pub auth: Auth<S::Sql>,
+    pub pay: koban_pay::Payments<S>,
     pub clock: ManualClock,
-    _store: S,
+    pub store: S,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -36,12 +37,17 @@ pub fn test_config() -> AuthConfig {
     }
 }
 
-fn build<S: LedgerStore>(
+/// The one manual clock of a test app: identity, payments and the ledger all read it.
+fn manual_clock() -> (Clock, ManualClock) {
+    Clock::manual(Timestamp::from_nanos(START_NS))
+}
+
+async fn build<S: LedgerStore>(
     store: S,
+    (clock, handle): (Clock, ManualClock),
     config: AuthConfig,
     dir: Option<tempfile::TempDir>,
 ) -> TestApp<S> {
-    let (clock, handle) = Clock::manual(Timestamp::from_nanos(START_NS));
     let auth = Auth::new(
         store.sql(),
         ServerKeys::from_master([42; 32]),
@@ -49,9 +55,25 @@ fn build<S: LedgerStore>(
         config,
     )
     .expect("auth starts");
+    let pay = koban_pay::Payments::new(
+        store.clone(),
+        auth.clone(),
+        koban_pay::PayConfig {
+            sandbox: true,
+            settle_after_s: 5,
+            // Small enough for stories to reach with an unverified wallet.
+            review_new_payee_from_minor: 20_000,
+            ..koban_pay::PayConfig::default()
+        },
+    )
+    .expect("payments start");
+    pay.open_issuer_accounts()
+        .await
+        .expect("issuer accounts open");
     let router = koban_api::router(ApiState {
         store: store.clone(),
         auth: auth.clone(),
+        pay: pay.clone(),
         metrics: None,
         config: ApiConfig {
             dev: true,
@@ -61,17 +83,22 @@ fn build<S: LedgerStore>(
     TestApp {
         router,
         auth,
+        pay,
         clock: handle,
-        _store: store,
+        store,
         _dir: dir,
     }
 }
 
 pub async fn sqlite_app(config: AuthConfig) -> TestApp<SqliteStore> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("koban.db"), SqliteConfig::default())
-        .expect("sqlite opens");
-    build(store, config, Some(dir))
+    let clocks = manual_clock();
+    let sqlite = SqliteConfig {
+        clock: clocks.0.clone(),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open(&dir.path().join("koban.db"), sqlite).expect("sqlite opens");
+    build(store, clocks, config, Some(dir)).await
 }
 
 fn schema_for(name: &str) -> String {
@@ -91,13 +118,15 @@ fn schema_for(name: &str) -> String {
 pub async fn pg_app(name: &str, config: AuthConfig) -> Option<TestApp<PgStore>> {
     let url = std::env::var("KOBAN_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let clocks = manual_clock();
     let pg = PgConfig {
         schema: Some(schema_for(name)),
         connections_max: 4,
+        clock: clocks.0.clone(),
         ..PgConfig::default()
     };
     match PgStore::connect(&url, pg).await {
-        Ok(store) => Some(build(store, config, None)),
+        Ok(store) => Some(build(store, clocks, config, None).await),
         Err(error) if std::env::var("CI").is_err() => {
             eprintln!(
                 "SKIPPED: PostgreSQL at {url} is not reachable ({error}); set KOBAN_TEST_DATABASE_URL"
@@ -275,6 +304,38 @@ impl<S: LedgerStore> TestApp<S> {
             status,
             headers,
             body,
+        }
+    }
+
+    /// Posts raw bytes as a JSON body (for bodies `serde_json` cannot make, like bad UTF-8).
+    pub async fn call_bytes(&self, path: &str, token: &str, bytes: &'static [u8]) -> Reply {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .header("idempotency-key", "raw-bytes")
+            .body(Body::from(bytes))
+            .expect("a request");
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::new(
+            IpAddr::from([127, 0, 0, 1]),
+            40_000,
+        )));
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         }
     }
 

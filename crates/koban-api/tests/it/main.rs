@@ -4,6 +4,7 @@
 mod helpers;
 mod operators;
 mod passkeys;
+mod payments;
 mod recovery;
 mod signin;
 mod stepup;

@@ -144,3 +144,39 @@ fn bench_login_reports_customer_sign_ins_during_a_flood() {
         assert!(attempts > 0 && answered == attempts, "{phase}");
     }
 }
+
+#[test]
+fn bench_api_drives_transfers_over_http_and_checks_invariants() {
+    let output = crate::helpers::koban()
+        .args([
+            "bench",
+            "api",
+            "--customers",
+            "4",
+            "--concurrency",
+            "2",
+            "--duration-s",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for key in [
+        "requests_per_second",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "errors",
+        "invariants_ok",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing: {report}");
+    }
+    assert_eq!(report["invariants_ok"], true);
+    assert_eq!(report["errors"], 0);
+    assert!(report["transfers"].as_u64().unwrap() > 0);
+}

@@ -1,0 +1,1013 @@
+//! Payment stories: bank linking and top-ups, payouts, P2P with confirmation of payee and
+//! step-up, review holds, both QR directions with fees, refunds, idempotency, limits, and a
+//! table of malformed requests. After every story the ledger's invariants hold and e-money
+//! outstanding equals the sum of customer wallets.
+
+use axum::http::StatusCode;
+use koban_store::LedgerStore;
+use serde_json::{Value, json};
+
+use crate::helpers::{Call, Reply, TestApp, User, get, post};
+use crate::operators::operator;
+use crate::stories;
+
+stories!(
+    bank_linked_by_micro_deposits_tops_up_and_pays_out_with_success_and_failure,
+    p2p_confirms_the_payee_steps_up_for_new_payees_and_keeps_limits_and_idempotency,
+    held_transfers_are_released_or_voided_by_an_analyst,
+    merchant_qr_both_directions_with_fees_and_partial_refunds,
+    malformed_payment_requests_get_problems_and_change_nothing,
+);
+
+fn idem(call: Call, key: &str) -> Call {
+    call.header("idempotency-key", key)
+}
+
+impl<S: LedgerStore> TestApp<S> {
+    /// A money-moving POST that first answers step-up-required, repeated with a fresh TOTP
+    /// code; returns the confirmed reply and the token to use from now on.
+    async fn stepped(
+        &self,
+        user: &User,
+        token: &str,
+        path: &str,
+        key: &str,
+        body: Value,
+    ) -> (Reply, String) {
+        let first = self
+            .call(idem(post(path, body.clone()).bearer(token), key))
+            .await;
+        assert_eq!(first.problem(), "step-up-required", "{first:?}");
+        let mut confirmed = body;
+        confirmed["step_up"] =
+            json!({ "id": first.body["step_up"]["id"], "code": self.totp(&user.seed) });
+        let reply = self
+            .call(idem(post(path, confirmed).bearer(token), key))
+            .await;
+        self.next_step();
+        let token = reply.body["session"]["token"]
+            .as_str()
+            .map_or(token.to_owned(), str::to_owned);
+        (reply, token)
+    }
+
+    async fn wallet(&self, token: &str) -> Value {
+        let reply = self.call(get("/v1/wallet").bearer(token)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        reply.body
+    }
+
+    async fn fund(&self, token: &str, amount: i64, key: &str) {
+        let reply = self
+            .call(idem(
+                post("/v1/sandbox/faucet", json!({ "amount": amount })).bearer(token),
+                key,
+            ))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    }
+
+    /// The ledger's own audit and the e-money reconciliation both hold.
+    async fn assert_money_invariants(&self) {
+        let report = self.store.audit().await.expect("audit runs");
+        assert!(report.ok(), "ledger invariants: {report:?}");
+        for (currency, outstanding, wallets) in self.pay.reconcile().await.unwrap() {
+            assert_eq!(
+                outstanding, wallets,
+                "e-money outstanding equals the wallets in {currency:?}"
+            );
+        }
+    }
+
+    /// Settles everything due with the sandbox bank and writes queued notifications.
+    async fn settle(&self) {
+        self.clock.advance_secs(10);
+        self.pay.tick().await.expect("payments tick");
+    }
+
+    async fn verified(&self, user: &User, admin: &User, legal_name: &str) {
+        let submitted = self
+            .call(post("/v1/kyc", json!({ "legal_name": legal_name })).bearer(&user.token))
+            .await;
+        assert_eq!(submitted.status, StatusCode::ACCEPTED, "{submitted:?}");
+        let me = self.auth.authenticate(&user.token).await.unwrap();
+        let approved = self
+            .call(
+                post(&format!("/v1/ops/kyc/{}/approve", me.user_id), json!({}))
+                    .bearer(&admin.token),
+            )
+            .await;
+        assert_eq!(approved.status, StatusCode::NO_CONTENT, "{approved:?}");
+    }
+
+    /// Links a sandbox bank account held by `holder`; returns (source id, token now valid).
+    async fn link(
+        &self,
+        user: &User,
+        token: &str,
+        holder: &str,
+        behaviour: &str,
+    ) -> (String, String) {
+        let account = self
+            .call(
+                post(
+                    "/v1/sandbox/bank/accounts",
+                    json!({ "holder_name": holder, "behaviour": behaviour }),
+                )
+                .bearer(token),
+            )
+            .await;
+        assert_eq!(account.status, StatusCode::CREATED, "{account:?}");
+        assert_eq!(account.body["sandbox"], true);
+        let number = account.body["account_number"].as_str().unwrap().to_owned();
+        let (started, token) = self
+            .stepped(
+                user,
+                token,
+                "/v1/funding-sources/bank",
+                "unused",
+                json!({ "bank": "sandbox", "account_number": number }),
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::CREATED, "{started:?}");
+        assert_eq!(started.body["status"], "pending");
+        let id = started.body["id"].as_str().unwrap().to_owned();
+        let statement = self
+            .call(get(&format!("/v1/sandbox/bank/accounts/{number}/statement")).bearer(&token))
+            .await;
+        let amounts: Vec<i64> = statement
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["amount"].as_i64().unwrap())
+            .collect();
+        assert_eq!(amounts.len(), 2, "two micro-deposits: {statement:?}");
+        assert!(amounts.iter().all(|a| (1..100).contains(a)));
+        let confirmed = self
+            .call(
+                post(
+                    &format!("/v1/funding-sources/{id}/confirm"),
+                    json!({ "amounts": [amounts[1], amounts[0]] }),
+                )
+                .bearer(&token),
+            )
+            .await;
+        assert_eq!(confirmed.status, StatusCode::OK, "{confirmed:?}");
+        assert_eq!(confirmed.body["status"], "verified");
+        (id, token)
+    }
+}
+
+async fn bank_linked_by_micro_deposits_tops_up_and_pays_out_with_success_and_failure<
+    S: LedgerStore,
+>(
+    app: TestApp<S>,
+) {
+    let admin = operator(&app, "admin@example.com", "admin").await;
+    let alice = app.user("alice@example.com").await;
+    let token = alice.token.clone();
+
+    // Linking needs a verified identity first, and the holder's name must match it.
+    let early = app
+        .call(
+            post(
+                "/v1/funding-sources/bank",
+                json!({ "bank": "sandbox", "account_number": "1234567" }),
+            )
+            .bearer(&token),
+        )
+        .await;
+    assert_eq!(early.status, StatusCode::UNPROCESSABLE_ENTITY, "{early:?}");
+    app.verified(&alice, &admin, "Alice Example").await;
+    let someone_else = app
+        .call(
+            post(
+                "/v1/sandbox/bank/accounts",
+                json!({ "holder_name": "Mallory Other" }),
+            )
+            .bearer(&token),
+        )
+        .await;
+    let number = someone_else.body["account_number"].as_str().unwrap();
+    let mismatch = app
+        .call(
+            post(
+                "/v1/funding-sources/bank",
+                json!({ "bank": "sandbox", "account_number": number }),
+            )
+            .bearer(&token),
+        )
+        .await;
+    assert_eq!(
+        mismatch.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{mismatch:?}"
+    );
+    assert!(
+        mismatch.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("name does not match")
+    );
+
+    // Wrong micro-deposit amounts count down the tries.
+    let account = app
+        .call(
+            post(
+                "/v1/sandbox/bank/accounts",
+                json!({ "holder_name": "alice  EXAMPLE" }),
+            )
+            .bearer(&token),
+        )
+        .await;
+    let number = account.body["account_number"].as_str().unwrap().to_owned();
+    let (started, token) = app
+        .stepped(
+            &alice,
+            &token,
+            "/v1/funding-sources/bank",
+            "x",
+            json!({ "bank": "sandbox", "account_number": number }),
+        )
+        .await;
+    let pending_id = started.body["id"].as_str().unwrap().to_owned();
+    let wrong = app
+        .call(
+            post(
+                &format!("/v1/funding-sources/{pending_id}/confirm"),
+                json!({ "amounts": [0, 100] }),
+            )
+            .bearer(&token),
+        )
+        .await;
+    assert_eq!(
+        wrong.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "out of range: {wrong:?}"
+    );
+    let statement = app
+        .call(get(&format!("/v1/sandbox/bank/accounts/{number}/statement")).bearer(&token))
+        .await;
+    let right: Vec<i64> = statement
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["amount"].as_i64().unwrap())
+        .collect();
+    let guess = [(right[0] % 99) + 1, (right[1] % 99) + 1];
+    let wrong = app
+        .call(
+            post(
+                &format!("/v1/funding-sources/{pending_id}/confirm"),
+                json!({ "amounts": guess }),
+            )
+            .bearer(&token),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY, "{wrong:?}");
+    let sources = app.call(get("/v1/funding-sources").bearer(&token)).await;
+    assert_eq!(sources.body[0]["attempts_left"], 2);
+    assert_eq!(
+        sources.body[0]["masked_number"],
+        format!("****{}", &number[4..])
+    );
+    let confirmed = app
+        .call(
+            post(
+                &format!("/v1/funding-sources/{pending_id}/confirm"),
+                json!({ "amounts": right }),
+            )
+            .bearer(&token),
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{confirmed:?}");
+    let source = pending_id;
+
+    // A top-up is pending until the bank settles.
+    let topup = app
+        .call(idem(
+            post(
+                "/v1/topups",
+                json!({ "source_id": source, "amount": 5_000 }),
+            )
+            .bearer(&token),
+            "t1",
+        ))
+        .await;
+    assert_eq!(topup.status, StatusCode::ACCEPTED, "{topup:?}");
+    assert_eq!(topup.body["status"], "pending");
+    let wallet = app.wallet(&token).await;
+    assert_eq!(
+        (wallet["balance"].as_i64(), wallet["pending_in"].as_i64()),
+        (Some(0), Some(5_000))
+    );
+    let replay = app
+        .call(idem(
+            post(
+                "/v1/topups",
+                json!({ "source_id": source, "amount": 5_000 }),
+            )
+            .bearer(&token),
+            "t1",
+        ))
+        .await;
+    assert_eq!(replay.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        (replay.body["replayed"].as_bool(), &replay.body["id"]),
+        (Some(true), &topup.body["id"])
+    );
+    let other_body = app
+        .call(idem(
+            post(
+                "/v1/topups",
+                json!({ "source_id": source, "amount": 4_000 }),
+            )
+            .bearer(&token),
+            "t1",
+        ))
+        .await;
+    assert_eq!(
+        other_body.problem(),
+        "idempotency-key-reused",
+        "{other_body:?}"
+    );
+    app.settle().await;
+    let wallet = app.wallet(&token).await;
+    assert_eq!(
+        (wallet["balance"].as_i64(), wallet["pending_in"].as_i64()),
+        (Some(5_000), Some(0))
+    );
+    assert!(
+        app.mail("alice@example.com")
+            .await
+            .iter()
+            .any(|(s, _)| s == "Top-up received")
+    );
+
+    // A new source tops up at most 10,000 a day for 72 hours.
+    let capped = app
+        .call(idem(
+            post(
+                "/v1/topups",
+                json!({ "source_id": source, "amount": 6_000 }),
+            )
+            .bearer(&token),
+            "t2",
+        ))
+        .await;
+    assert_eq!(
+        (capped.problem(), capped.body["code"].as_str()),
+        ("limit-exceeded", Some("new_source_limit")),
+        "{capped:?}"
+    );
+
+    // A payout needs step-up and settles.
+    let (payout, token) = app
+        .stepped(
+            &alice,
+            &token,
+            "/v1/payouts",
+            "p1",
+            json!({ "source_id": source, "amount": 1_000 }),
+        )
+        .await;
+    assert_eq!(payout.status, StatusCode::ACCEPTED, "{payout:?}");
+    assert_eq!(app.wallet(&token).await["available"], 4_000);
+    app.settle().await;
+    assert_eq!(app.wallet(&token).await["balance"], 4_000);
+
+    // A payout to an account whose bank refuses it comes back.
+    let (failing, token) = app
+        .link(&alice, &token, "Alice Example", "fails_settlement")
+        .await;
+    let (payout, token) = app
+        .stepped(
+            &alice,
+            &token,
+            "/v1/payouts",
+            "p2",
+            json!({ "source_id": failing, "amount": 500 }),
+        )
+        .await;
+    assert_eq!(payout.status, StatusCode::ACCEPTED, "{payout:?}");
+    let wallet = app.wallet(&token).await;
+    assert_eq!(
+        (wallet["balance"].as_i64(), wallet["available"].as_i64()),
+        (Some(4_000), Some(3_500))
+    );
+    app.settle().await;
+    let wallet = app.wallet(&token).await;
+    assert_eq!(
+        (wallet["balance"].as_i64(), wallet["available"].as_i64()),
+        (Some(4_000), Some(4_000))
+    );
+    let operations = app.call(get("/v1/bank-operations").bearer(&token)).await;
+    let statuses: Vec<&str> = operations
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["failed", "settled", "settled"]);
+
+    let issuer = app
+        .call(get("/v1/ops/issuer-accounts").bearer(&admin.token))
+        .await;
+    assert_eq!(issuer.status, StatusCode::OK, "{issuer:?}");
+    assert_eq!(issuer.body["reconciliation"][0]["balanced"], true);
+    assert_eq!(
+        issuer.body["reconciliation"][0]["emoney_outstanding"],
+        4_000
+    );
+    app.assert_money_invariants().await;
+}
+
+async fn p2p_confirms_the_payee_steps_up_for_new_payees_and_keeps_limits_and_idempotency<
+    S: LedgerStore,
+>(
+    app: TestApp<S>,
+) {
+    let alice = app.user("alice@example.com").await;
+    let bob = app.user("bob@example.com").await;
+    let token = alice.token.clone();
+    app.fund(&token, 50_000, "f1").await;
+    app.fund(&token, 10_000, "f2").await;
+
+    let lookup = app
+        .call(get("/v1/payees/lookup?to=bob@example.com").bearer(&token))
+        .await;
+    assert_eq!(lookup.status, StatusCode::OK, "{lookup:?}");
+    assert_eq!(
+        (
+            lookup.body["masked_name"].as_str(),
+            lookup.body["known"].as_bool()
+        ),
+        (Some("T*** P*****"), Some(false))
+    );
+    let nobody = app
+        .call(get("/v1/payees/lookup?to=nobody@example.com").bearer(&token))
+        .await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
+
+    // A new payee needs step-up bound to the amount and payee.
+    let body = json!({ "to": "bob@example.com", "amount": 1_000, "message": "lunch" });
+    let (sent, token) = app
+        .stepped(&alice, &token, "/v1/transfers", "k1", body.clone())
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    assert_eq!(sent.body["status"], "completed");
+    let replay = app
+        .call(idem(post("/v1/transfers", body).bearer(&token), "k1"))
+        .await;
+    assert_eq!(replay.status, StatusCode::OK, "{replay:?}");
+    assert_eq!(
+        (replay.body["replayed"].as_bool(), &replay.body["id"]),
+        (Some(true), &sent.body["id"])
+    );
+    let changed = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "bob@example.com", "amount": 2_000 }),
+            )
+            .bearer(&token),
+            "k1",
+        ))
+        .await;
+    assert_eq!(
+        (changed.status, changed.problem()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused")
+    );
+
+    // A known payee and a small amount: no step-up.
+    let small = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "bob@example.com", "amount": 500 }),
+            )
+            .bearer(&token),
+            "k2",
+        ))
+        .await;
+    assert_eq!(small.status, StatusCode::CREATED, "{small:?}");
+    // A large amount to a known payee: step-up again.
+    let large = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "bob@example.com", "amount": 10_000 }),
+            )
+            .bearer(&token),
+            "k3",
+        ))
+        .await;
+    assert_eq!(large.problem(), "step-up-required", "{large:?}");
+
+    // The daily limit of an unverified wallet (50,000) is refused before any step-up.
+    let over = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "bob@example.com", "amount": 48_501 }),
+            )
+            .bearer(&token),
+            "k4",
+        ))
+        .await;
+    assert_eq!(
+        (over.problem(), over.body["code"].as_str()),
+        ("limit-exceeded", Some("daily_limit")),
+        "{over:?}"
+    );
+    let broke = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "alice@example.com", "amount": 5_000 }),
+            )
+            .bearer(&bob.token),
+            "b1",
+        ))
+        .await;
+    assert_eq!(
+        (broke.problem(), broke.body["code"].as_str()),
+        ("insufficient-funds", Some("insufficient_funds"))
+    );
+    let to_self = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "alice@example.com", "amount": 5 }),
+            )
+            .bearer(&token),
+            "k5",
+        ))
+        .await;
+    assert_eq!(to_self.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Two concurrent requests with one key move money once.
+    let same = || {
+        idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "bob@example.com", "amount": 100 }),
+            )
+            .bearer(&token),
+            "k6",
+        )
+    };
+    let (first, second) = tokio::join!(app.call(same()), app.call(same()));
+    let mut statuses = [first.status.as_u16(), second.status.as_u16()];
+    statuses.sort();
+    assert!(
+        statuses == [200, 201] || statuses == [201, 409],
+        "{statuses:?}"
+    );
+    let wallet = app.wallet(&token).await;
+    assert_eq!(wallet["balance"], 60_000 - 1_000 - 500 - 100);
+    assert_eq!(app.wallet(&bob.token).await["balance"], 1_600);
+
+    // Both sides are told, and the history shows the message.
+    app.pay.flush_notifications().await.unwrap();
+    assert!(
+        app.mail("bob@example.com")
+            .await
+            .iter()
+            .any(|(s, b)| s == "You received money" && b.contains("JPY 1,000"))
+    );
+    assert!(
+        app.mail("alice@example.com")
+            .await
+            .iter()
+            .any(|(s, _)| s == "You sent money")
+    );
+    let page = app
+        .call(get("/v1/wallet/transactions?limit=2&type=p2p").bearer(&bob.token))
+        .await;
+    assert_eq!(page.body["data"].as_array().unwrap().len(), 2, "{page:?}");
+    assert_eq!(page.body["has_more"], true);
+    let last = page.body["data"][1]["id"].as_str().unwrap();
+    let next = app
+        .call(
+            get(&format!(
+                "/v1/wallet/transactions?limit=2&type=p2p&starting_after={last}"
+            ))
+            .bearer(&bob.token),
+        )
+        .await;
+    assert_eq!(next.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            next.body["data"][0]["message"].as_str(),
+            next.body["has_more"].as_bool()
+        ),
+        (Some("lunch"), Some(false))
+    );
+    let csv = app
+        .call(get("/v1/wallet/statement.csv").bearer(&bob.token))
+        .await;
+    assert_eq!(csv.headers["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        csv.body.as_str().unwrap().lines().count(),
+        4,
+        "a header and three transfers"
+    );
+    app.assert_money_invariants().await;
+}
+
+async fn held_transfers_are_released_or_voided_by_an_analyst<S: LedgerStore>(app: TestApp<S>) {
+    let analyst = operator(&app, "analyst@example.com", "analyst").await;
+    let alice = app.user("alice@example.com").await;
+    let bob = app.user("bob@example.com").await;
+    app.user("carol@example.com").await;
+    app.fund(&alice.token, 60_000, "f1").await;
+
+    // A large first payment to a new payee is held: reserved in the payer's wallet.
+    let (held, token) = app
+        .stepped(
+            &alice,
+            &alice.token,
+            "/v1/transfers",
+            "h1",
+            json!({ "to": "bob@example.com", "amount": 20_000 }),
+        )
+        .await;
+    assert_eq!(
+        (held.status, held.body["status"].as_str()),
+        (StatusCode::CREATED, Some("held")),
+        "{held:?}"
+    );
+    let wallet = app.wallet(&token).await;
+    assert_eq!(
+        (wallet["balance"].as_i64(), wallet["available"].as_i64()),
+        (Some(60_000), Some(40_000))
+    );
+    assert_eq!(app.wallet(&bob.token).await["balance"], 0);
+    let (voided_one, token) = app
+        .stepped(
+            &alice,
+            &token,
+            "/v1/transfers",
+            "h2",
+            json!({ "to": "carol@example.com", "amount": 20_000 }),
+        )
+        .await;
+    assert_eq!(voided_one.body["status"], "held");
+
+    let queue = app
+        .call(get("/v1/ops/held-transfers").bearer(&analyst.token))
+        .await;
+    assert_eq!(queue.body.as_array().unwrap().len(), 2, "{queue:?}");
+    let customer_cannot = app.call(get("/v1/ops/held-transfers").bearer(&token)).await;
+    assert_eq!(customer_cannot.status, StatusCode::FORBIDDEN);
+    let id = held.body["id"].as_str().unwrap();
+    let released = app
+        .call(
+            post(&format!("/v1/ops/held-transfers/{id}/release"), json!({})).bearer(&analyst.token),
+        )
+        .await;
+    assert_eq!(
+        (released.status, released.body["status"].as_str()),
+        (StatusCode::OK, Some("released")),
+        "{released:?}"
+    );
+    let again = app
+        .call(post(&format!("/v1/ops/held-transfers/{id}/void"), json!({})).bearer(&analyst.token))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let other = voided_one.body["id"].as_str().unwrap();
+    let voided = app
+        .call(
+            post(&format!("/v1/ops/held-transfers/{other}/void"), json!({})).bearer(&analyst.token),
+        )
+        .await;
+    assert_eq!(voided.body["status"], "voided", "{voided:?}");
+
+    let wallet = app.wallet(&token).await;
+    assert_eq!(
+        (wallet["balance"].as_i64(), wallet["available"].as_i64()),
+        (Some(40_000), Some(40_000))
+    );
+    assert_eq!(app.wallet(&bob.token).await["balance"], 20_000);
+    let audit = app.call(get("/v1/ops/audit").bearer(&analyst.token)).await;
+    let text = audit.body.to_string();
+    assert!(
+        text.contains("payment.review_released") && text.contains("payment.review_voided"),
+        "{text}"
+    );
+    app.assert_money_invariants().await;
+}
+
+async fn merchant_qr_both_directions_with_fees_and_partial_refunds<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let shop = app.user_of("merchant", "shop@example.com").await;
+    let key = app
+        .with_step_up(&shop, &shop.token, "/v1/merchant/api-keys", json!({ "name": "POS", "environment": "test", "scopes": ["payments:write", "payments:read", "refunds:write"] }))
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED, "{key:?}");
+    let api_key = key.body["key"].as_str().unwrap().to_owned();
+    let alice = app.user("alice@example.com").await;
+    app.fund(&alice.token, 20_000, "f1").await;
+
+    // Merchant-presented: a signed request the customer inspects and pays.
+    let request = app
+        .call(idem(
+            post(
+                "/v1/merchant/payment-requests",
+                json!({ "amount": 1_200, "reference": "order-42", "expires_in_s": 300 }),
+            )
+            .bearer(&api_key),
+            "r1",
+        ))
+        .await;
+    assert_eq!(request.status, StatusCode::CREATED, "{request:?}");
+    let payload = request.body["qr_payload"].as_str().unwrap().to_owned();
+    assert!(
+        payload.starts_with("KB1.") && payload.len() < 100,
+        "{payload}"
+    );
+    let seen = app
+        .call(post("/v1/qr/inspect", json!({ "payload": payload })).bearer(&alice.token))
+        .await;
+    assert_eq!(
+        (
+            seen.body["merchant_name"].as_str(),
+            seen.body["amount"]["amount"].as_i64()
+        ),
+        (Some("Test Person"), Some(1_200))
+    );
+    let tampered = payload.replacen(".1200.", ".12.", 1);
+    let refused = app
+        .call(idem(
+            post("/v1/qr/pay", json!({ "payload": tampered })).bearer(&alice.token),
+            "q0",
+        ))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{refused:?}"
+    );
+    let paid = app
+        .call(idem(
+            post("/v1/qr/pay", json!({ "payload": payload })).bearer(&alice.token),
+            "q1",
+        ))
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    assert_eq!(paid.body["fee"]["amount"], 30, "2.5% of 1,200");
+    let twice = app
+        .call(idem(
+            post("/v1/qr/pay", json!({ "payload": payload })).bearer(&alice.token),
+            "q2",
+        ))
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT, "{twice:?}");
+    let status = app
+        .call(
+            get(&format!(
+                "/v1/merchant/payment-requests/{}",
+                request.body["id"].as_str().unwrap()
+            ))
+            .bearer(&api_key),
+        )
+        .await;
+    assert_eq!(status.body["status"], "paid");
+
+    // Customer-presented: a one-time code the till charges once.
+    let code = app
+        .call(post("/v1/payment-codes", json!({})).bearer(&alice.token))
+        .await;
+    assert_eq!(code.status, StatusCode::CREATED, "{code:?}");
+    let digits = code.body["code"].as_str().unwrap().to_owned();
+    assert_eq!(digits.len(), 18);
+    let charge = |code: &str, amount: i64, key: &str| {
+        idem(
+            post(
+                "/v1/merchant/charges",
+                json!({ "code": code, "amount": amount, "reference": "till-3" }),
+            )
+            .bearer(&api_key),
+            key,
+        )
+    };
+    let charged = app.call(charge(&digits, 800, "c1")).await;
+    assert_eq!(charged.status, StatusCode::CREATED, "{charged:?}");
+    assert_eq!(charged.body["fee"]["amount"], 20);
+    let reused = app.call(charge(&digits, 800, "c2")).await;
+    assert_eq!(reused.status, StatusCode::GONE, "{reused:?}");
+    let replayed = app.call(charge(&digits, 800, "c1")).await;
+    assert_eq!(
+        (replayed.status, replayed.body["replayed"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let big = app
+        .call(post("/v1/payment-codes", json!({})).bearer(&alice.token))
+        .await;
+    let too_much = app
+        .call(charge(big.body["code"].as_str().unwrap(), 50_001, "c3"))
+        .await;
+    assert_eq!(
+        (too_much.problem(), too_much.body["code"].as_str()),
+        ("limit-exceeded", Some("code_limit")),
+        "{too_much:?}"
+    );
+    let live = app
+        .call(get("/v1/payment-codes").bearer(&alice.token))
+        .await;
+    assert_eq!(
+        live.body.as_array().unwrap().len(),
+        1,
+        "the refused charge left the code usable"
+    );
+    app.clock.advance_secs(61);
+    let expired = app
+        .call(charge(big.body["code"].as_str().unwrap(), 100, "c4"))
+        .await;
+    assert_eq!(expired.status, StatusCode::GONE);
+    let revocable = app
+        .call(post("/v1/payment-codes", json!({})).bearer(&alice.token))
+        .await;
+    let id = revocable.body["id"].as_str().unwrap();
+    let revoked = app
+        .call(crate::helpers::delete(&format!("/v1/payment-codes/{id}")).bearer(&alice.token))
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.call(charge(revocable.body["code"].as_str().unwrap(), 100, "c5"))
+            .await
+            .status,
+        StatusCode::GONE
+    );
+
+    // Partial refunds up to what was captured, idempotent.
+    let payment = paid.body["id"].as_str().unwrap();
+    let refund = |amount: i64, key: &str| {
+        idem(
+            post(
+                &format!("/v1/merchant/payments/{payment}/refunds"),
+                json!({ "amount": amount }),
+            )
+            .bearer(&api_key),
+            key,
+        )
+    };
+    let first = app.call(refund(500, "rf1")).await;
+    assert_eq!(
+        (first.status, first.body["refunded_total"].as_i64()),
+        (StatusCode::CREATED, Some(500)),
+        "{first:?}"
+    );
+    let over = app.call(refund(800, "rf2")).await;
+    assert_eq!(over.status, StatusCode::UNPROCESSABLE_ENTITY, "{over:?}");
+    let rest = app.call(refund(700, "rf3")).await;
+    assert_eq!(rest.body["refunded_total"], 1_200);
+    let again = app.call(refund(700, "rf3")).await;
+    assert_eq!(
+        (again.status, again.body["replayed"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+
+    assert_eq!(app.wallet(&alice.token).await["balance"], 20_000 - 800);
+    let balance = app.call(get("/v1/merchant/balance").bearer(&api_key)).await;
+    assert_eq!(balance.body["net_credit"], 1_200 - 30 + 800 - 20 - 1_200);
+    app.assert_money_invariants().await;
+}
+
+async fn malformed_payment_requests_get_problems_and_change_nothing<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let alice = app.user("alice@example.com").await;
+    app.user("bob@example.com").await;
+    app.fund(&alice.token, 10_000, "f1").await;
+    let cases: Vec<(Value, &str, u16)> = vec![
+        (
+            json!({ "to": "bob@example.com", "amount": "100" }),
+            "amount as a string",
+            400,
+        ),
+        (
+            json!({ "to": "bob@example.com", "amount": 1e30 }),
+            "amount too large for an integer",
+            400,
+        ),
+        (
+            json!({ "to": "bob@example.com", "amount": 18_446_744_073_709_551_615u64 }),
+            "amount above i64",
+            400,
+        ),
+        (
+            json!({ "to": "bob@example.com", "amount": -5 }),
+            "negative amount",
+            422,
+        ),
+        (
+            json!({ "to": "bob@example.com", "amount": 0 }),
+            "zero amount",
+            422,
+        ),
+        (
+            json!({ "to": "bob@example.com", "amount": 100, "currency": "XXX" }),
+            "unknown currency",
+            422,
+        ),
+        (
+            json!({ "to": "bob@example.com", "amount": 100, "currency": "USD" }),
+            "currency not offered",
+            422,
+        ),
+        (
+            json!({ "to": "bob@example.com", "amount": 100, "extra": 1 }),
+            "unknown field",
+            400,
+        ),
+        (json!({ "to": "bob@example.com" }), "missing amount", 400),
+        (
+            json!({ "to": "bob@example.com", "amount": 100, "message": "x".repeat(141) }),
+            "message too long",
+            422,
+        ),
+        (
+            json!({ "to": "not an address", "amount": 100 }),
+            "bad payee",
+            422,
+        ),
+        (
+            json!({ "to": "nobody@example.com", "amount": 100 }),
+            "unknown payee",
+            404,
+        ),
+        (json!([1, 2, 3]), "not an object", 400),
+    ];
+    for (body, what, status) in cases {
+        let reply = app
+            .call(idem(post("/v1/transfers", body).bearer(&alice.token), what))
+            .await;
+        assert_eq!(reply.status.as_u16(), status, "{what}: {reply:?}");
+        assert_eq!(
+            reply.headers["content-type"], "application/problem+json",
+            "{what}"
+        );
+    }
+    let no_key = app
+        .call(
+            post(
+                "/v1/transfers",
+                json!({ "to": "bob@example.com", "amount": 100 }),
+            )
+            .bearer(&alice.token),
+        )
+        .await;
+    assert_eq!(
+        (no_key.status, no_key.problem()),
+        (StatusCode::BAD_REQUEST, "idempotency-key-missing")
+    );
+    let long_key = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "bob@example.com", "amount": 100 }),
+            )
+            .bearer(&alice.token),
+            &"k".repeat(300),
+        ))
+        .await;
+    assert_eq!(long_key.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let huge = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "bob@example.com", "amount": 100, "message": "x".repeat(70_000) }),
+            )
+            .bearer(&alice.token),
+            "huge",
+        ))
+        .await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let bad_utf8 = app
+        .call_bytes(
+            "/v1/transfers",
+            &alice.token,
+            b"{\"to\": \"bob@example.com\", \"amount\": 100, \"message\": \"\xff\xfe\"}",
+        )
+        .await;
+    assert_eq!(bad_utf8.status, StatusCode::BAD_REQUEST, "{bad_utf8:?}");
+    let forged_payload = app
+        .call(idem(post("/v1/qr/pay", json!({ "payload": "KB1.AAAAAAAAAAAAAAAAAAAAAA.100.JPY.9999999999.AAAAAAAAAAAAAAAAAAAAAA" })).bearer(&alice.token), "q"))
+        .await;
+    assert_eq!(forged_payload.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Nothing moved: only the faucet's credit is in the history.
+    let wallet = app.wallet(&alice.token).await;
+    assert_eq!(wallet["balance"], 10_000);
+    let history = app
+        .call(get("/v1/wallet/transactions").bearer(&alice.token))
+        .await;
+    assert_eq!(history.body["data"].as_array().unwrap().len(), 1);
+    app.assert_money_invariants().await;
+}

@@ -1,0 +1,980 @@
+//! Bank accounts as funding sources, through the built-in **sandbox bank** (a simulation with
+//! its own accounts and statements, on only when `PayConfig::sandbox` is set).
+//!
+//! Linking needs step-up, a holder name that matches the customer's verified legal name, and
+//! proof of control: two random micro-deposits the customer reads on their bank statement and
+//! states back (3 tries, 3 days). Wrong answers are throttled per customer, per network and
+//! per device, and one guessed pair tried across many customers is refused everywhere
+//! (threat model D4). A new source tops up at most a small amount per day for 72 hours.
+//!
+//! Top-ups and payouts are ledger holds until the bank settles: posted on success, voided
+//! (released) on failure. A real bank connector would replace the `sandbox_*` methods and
+//! `settle_due`'s call to the sandbox; the ledger side stays as it is.
+
+use koban_auth::apikeys::MerchantKey;
+use koban_auth::audit::{self, AuditEvent};
+use koban_auth::secret::{HashPurpose, constant_time_eq};
+use koban_auth::throttle::{self, AttemptKeys};
+use koban_auth::{
+    AuthError, Client, IssuedSession, Principal, SensitiveAction, StepUpProof, UserKind,
+};
+use koban_ledger::{
+    AccountId, Amount, Currency, Metadata, Move, PendingOptions, Transfer, TransferId,
+    TransferRequest,
+};
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+use koban_store::{LedgerStore, params};
+use rand::Rng;
+
+use crate::accounts::{IssuerAccount, kind};
+use crate::risk::{self, Decision, EventKind};
+use crate::wallets::emoney_leg;
+use crate::{IdempotencyKey, PayError, Payments, format_money};
+
+pub const SANDBOX_BANK: &str = "sandbox";
+
+/// A top-up or payout waits this long at most for its bank before the hold releases itself.
+pub const BANK_HOLD_S: u32 = 7 * 24 * 3600;
+
+/// How a sandbox bank account behaves when Koban settles with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    Normal,
+    /// Every debit and credit is refused at settlement (a closed account, no funds).
+    FailsSettlement,
+}
+
+impl Behaviour {
+    pub fn parse(text: &str) -> Result<Behaviour, PayError> {
+        match text {
+            "normal" => Ok(Behaviour::Normal),
+            "fails_settlement" => Ok(Behaviour::FailsSettlement),
+            _ => Err(PayError::Invalid(
+                "behaviour must be normal or fails_settlement",
+            )),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Behaviour::Normal => "normal",
+            Behaviour::FailsSettlement => "fails_settlement",
+        }
+    }
+}
+
+/// A linked (or linking) bank account.
+#[derive(Clone, Debug)]
+pub struct FundingSource {
+    pub id: String,
+    pub bank: String,
+    /// The account number with all but the last three digits hidden.
+    pub masked_number: String,
+    pub status: String,
+    pub attempts_left: i64,
+    pub expires_at_ms: i64,
+    pub verified_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// What a top-up or payout asks for.
+#[derive(Clone, Debug)]
+pub struct BankMove {
+    pub source_id: String,
+    pub amount: Amount,
+    pub currency: Currency,
+}
+
+/// A top-up or payout as recorded.
+#[derive(Debug)]
+pub struct BankOperation {
+    pub transfer: Transfer,
+    pub kind: &'static str,
+    /// `pending` until the bank settles, then `settled` or `failed`.
+    pub status: String,
+    pub replayed: bool,
+    pub session: Option<IssuedSession>,
+}
+
+fn mask_number(number: &str) -> String {
+    let keep = number.len().saturating_sub(3);
+    format!("{}{}", "*".repeat(keep), &number[keep..])
+}
+
+/// Names compared the way banks do: case and spacing do not matter.
+fn same_name(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    norm(a) == norm(b)
+}
+
+fn source_from(row: &koban_store::sql::Row, attempts_max: i64) -> Result<FundingSource, PayError> {
+    Ok(FundingSource {
+        id: row.text(0)?,
+        bank: row.text(1)?,
+        masked_number: mask_number(&row.text(2)?),
+        status: row.text(3)?,
+        attempts_left: (attempts_max - row.i64(4)?).max(0),
+        expires_at_ms: row.i64(5)?,
+        verified_at_ms: row.opt_i64(6)?,
+        created_at_ms: row.i64(7)?,
+    })
+}
+
+impl<S: LedgerStore> Payments<S> {
+    fn sandbox_on(&self) -> Result<(), PayError> {
+        if self.config.sandbox {
+            Ok(())
+        } else {
+            Err(PayError::NotFound)
+        }
+    }
+
+    /// Sandbox: opens an account at the sandbox bank; returns its number.
+    pub async fn sandbox_open_account(
+        &self,
+        holder_name: &koban_auth::LegalName,
+        behaviour: Behaviour,
+    ) -> Result<String, PayError> {
+        self.sandbox_on()?;
+        for _ in 0..5 {
+            let number = format!("{:07}", rand::rng().random_range(1_000_000..10_000_000u32));
+            let mut tx = self.db().begin().await?;
+            let added = tx
+                .execute(
+                    "INSERT INTO sandbox_bank_accounts (number, holder_name, behaviour, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (number) DO NOTHING",
+                    params![number.as_str(), holder_name.as_str(), behaviour.as_str(), self.now_ms()],
+                )
+                .await?;
+            tx.commit().await?;
+            if added == 1 {
+                return Ok(number);
+            }
+        }
+        Err(PayError::Conflict(
+            "no free sandbox account number; try again",
+        ))
+    }
+
+    /// Sandbox: an account's statement, newest first: (amount, description, at).
+    pub async fn sandbox_statement(
+        &self,
+        number: &str,
+    ) -> Result<Vec<(i64, String, i64)>, PayError> {
+        self.sandbox_on()?;
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT amount, description, created_at FROM sandbox_bank_entries WHERE number = $1 \
+                 ORDER BY created_at DESC, id DESC LIMIT 100",
+                params![number],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| Ok((r.i64(0)?, r.text(1)?, r.i64(2)?)))
+            .collect()
+    }
+
+    async fn sandbox_account(&self, number: &str) -> Result<Option<(String, Behaviour)>, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT holder_name, behaviour FROM sandbox_bank_accounts WHERE number = $1",
+                params![number],
+            )
+            .await?;
+        tx.commit().await?;
+        row.map(|r| Ok((r.text(0)?, Behaviour::parse(&r.text(1)?)?)))
+            .transpose()
+    }
+
+    fn amounts_hash(&self, source_id: &str, first: i64, second: i64) -> [u8; 32] {
+        // The order the customer states them in does not matter.
+        let (low, high) = if first <= second {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        self.auth.keys().hash(
+            HashPurpose::Payment,
+            &[
+                b"micro-deposits",
+                source_id.as_bytes(),
+                &low.to_be_bytes(),
+                &high.to_be_bytes(),
+            ],
+        )
+    }
+
+    /// Starts linking a bank account (step-up): checks the holder name and sends two
+    /// micro-deposits to the account.
+    pub async fn link_bank_start(
+        &self,
+        principal: &Principal,
+        bank: &str,
+        number: &str,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<(FundingSource, IssuedSession), PayError> {
+        principal.can_move_money()?;
+        if bank != SANDBOX_BANK {
+            return Err(PayError::Invalid(
+                "the only bank connected is the sandbox bank",
+            ));
+        }
+        self.sandbox_on()?;
+        if number.len() != 7 || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(PayError::Invalid("a sandbox account number has 7 digits"));
+        }
+        let holder = self.holder(&principal.user_id).await?;
+        let verified_name = holder.verified_name.clone().ok_or(PayError::Invalid(
+            "verify your identity first: a bank account must be in your verified legal name",
+        ))?;
+        let (bank_holder, _) = self
+            .sandbox_account(number)
+            .await?
+            .ok_or(PayError::Invalid("the bank does not know this account"))?;
+        if !same_name(&bank_holder, &verified_name) {
+            return Err(PayError::Invalid(
+                "the bank account holder's name does not match your verified legal name",
+            ));
+        }
+        // Step-up last, once nothing else can refuse: a confirmed step-up rotates the session.
+        let grant = self
+            .auth
+            .require_step_up(
+                principal,
+                &SensitiveAction::LinkFundingSource {
+                    source: format!("{bank}:{number}"),
+                },
+                proof,
+                client,
+            )
+            .await?;
+        let now = self.now_ms();
+        let id = koban_auth::secret::new_id();
+        let (first, second) = {
+            let mut rng = rand::rng();
+            (rng.random_range(1..100i64), rng.random_range(1..100i64))
+        };
+        let mut tx = self.db().begin().await?;
+        let linked = tx
+            .query_opt(
+                "SELECT 1 FROM funding_sources WHERE user_id = $1 AND number = $2 AND status IN ('pending', 'verified')",
+                params![principal.user_id.as_str(), number],
+            )
+            .await?;
+        if linked.is_some() {
+            return Err(PayError::Conflict(
+                "this account is already linked or being linked",
+            ));
+        }
+        tx.execute(
+            "INSERT INTO funding_sources (id, user_id, bank, number, holder_name, status, amounts_hash, \
+             attempts, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, 0, $7, $8)",
+            params![
+                id.as_str(),
+                principal.user_id.as_str(),
+                bank,
+                number,
+                bank_holder.as_str(),
+                self.amounts_hash(&id, first, second),
+                now + self.config.micro_deposit_s * 1000,
+                now
+            ],
+        )
+        .await?;
+        for (i, amount) in [first, second].into_iter().enumerate() {
+            tx.execute(
+                "INSERT INTO sandbox_bank_entries (id, number, amount, description, created_at) \
+                 VALUES ($1, $2, $3, 'KOBAN VERIFY', $4)",
+                params![format!("{id}-{i}"), number, amount, now],
+            )
+            .await?;
+        }
+        audit::append(
+            &mut tx,
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: "funding_source.link_started",
+                subject: &principal.user_id,
+                details: serde_json::json!({ "source": id, "bank": bank, "number": mask_number(number) }),
+            },
+        )
+        .await?;
+        koban_auth::outbox::enqueue(
+            &mut tx,
+            now,
+            &principal.email,
+            "A bank account is being linked",
+            &format!("Someone signed in to your Koban account started linking bank account {} to it. Two small deposits were sent to that account; enter them in the app to finish. If this was not you, use 'This was not me' now.", mask_number(number)),
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at \
+                 FROM funding_sources WHERE id = $1",
+                params![id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok((
+            source_from(&row, self.config.micro_deposit_attempts_max)?,
+            grant.session,
+        ))
+    }
+
+    /// Finishes linking with the two micro-deposit amounts.
+    pub async fn link_bank_confirm(
+        &self,
+        principal: &Principal,
+        source_id: &str,
+        first: i64,
+        second: i64,
+        client: &Client,
+    ) -> Result<FundingSource, PayError> {
+        principal.can_move_money()?;
+        if !(1..100).contains(&first) || !(1..100).contains(&second) {
+            return Err(PayError::Invalid("each amount is between 1 and 99"));
+        }
+        let now = self.now_ms();
+        let keys = AttemptKeys::new(
+            self.auth.keys(),
+            &format!("micro-deposits:{}", principal.user_id),
+            client,
+            Some(&format!(
+                "micro-deposits:{}:{}",
+                first.min(second),
+                first.max(second)
+            )),
+            false,
+        );
+        let config = self.auth.config();
+        let mut tx = self.db().begin().await?;
+        let attempt = throttle::begin(&mut tx, config, now, &keys).await?;
+        let row = tx
+            .query_opt(
+                "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at, amounts_hash \
+                 FROM funding_sources WHERE id = $1 AND user_id = $2",
+                params![source_id, principal.user_id.as_str()],
+            )
+            .await?
+            .ok_or(PayError::NotFound)?;
+        let source = source_from(&row, self.config.micro_deposit_attempts_max)?;
+        if source.status != "pending" {
+            return Err(PayError::Conflict(
+                "this bank account is not waiting for confirmation",
+            ));
+        }
+        if source.expires_at_ms <= now || source.attempts_left == 0 {
+            tx.execute(
+                "UPDATE funding_sources SET status = 'expired' WHERE id = $1",
+                params![source_id],
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(PayError::Gone(
+                "the confirmation expired; link the account again",
+            ));
+        }
+        let right = constant_time_eq(&row.bytes(8)?, &self.amounts_hash(source_id, first, second));
+        if !right {
+            throttle::record_failure(&mut tx, config, now, &keys, attempt).await?;
+            let attempts = tx
+                .query_one(
+                    "UPDATE funding_sources SET attempts = attempts + 1, \
+                     status = CASE WHEN attempts + 1 >= $1 THEN 'failed' ELSE status END \
+                     WHERE id = $2 RETURNING attempts",
+                    params![self.config.micro_deposit_attempts_max, source_id],
+                )
+                .await?
+                .i64(0)?;
+            tx.commit().await?;
+            return Err(if attempts >= self.config.micro_deposit_attempts_max {
+                PayError::Gone("the amounts were wrong three times; link the account again")
+            } else {
+                PayError::Invalid("the amounts do not match the deposits")
+            });
+        }
+        throttle::record_success(&mut tx, &keys).await?;
+        tx.execute(
+            "UPDATE funding_sources SET status = 'verified', verified_at = $1 WHERE id = $2",
+            params![now, source_id],
+        )
+        .await?;
+        audit::append(
+            &mut tx,
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: "funding_source.linked",
+                subject: &principal.user_id,
+                details: serde_json::json!({ "source": source_id }),
+            },
+        )
+        .await?;
+        koban_auth::outbox::enqueue(
+            &mut tx,
+            now,
+            &principal.email,
+            "A bank account was linked",
+            &format!("Bank account {} is now linked to your Koban wallet. For the first 72 hours, top-ups from it are limited. If this was not you, use 'This was not me' now.", source.masked_number),
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at \
+                 FROM funding_sources WHERE id = $1",
+                params![source_id],
+            )
+            .await?;
+        tx.commit().await?;
+        source_from(&row, self.config.micro_deposit_attempts_max)
+    }
+
+    /// The caller's funding sources, newest first.
+    pub async fn funding_sources(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<FundingSource>, PayError> {
+        principal.full()?;
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at \
+                 FROM funding_sources WHERE user_id = $1 AND status <> 'removed' ORDER BY created_at DESC LIMIT 50",
+                params![principal.user_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| source_from(r, self.config.micro_deposit_attempts_max))
+            .collect()
+    }
+
+    /// A verified source of `user_id`: (number, verified at).
+    async fn verified_source(
+        &self,
+        user_id: &str,
+        source_id: &str,
+    ) -> Result<(String, i64), PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT number, verified_at FROM funding_sources WHERE id = $1 AND user_id = $2 AND status = 'verified'",
+                params![source_id, user_id],
+            )
+            .await?
+            .ok_or(PayError::Invalid("name a verified bank account of yours"))?;
+        tx.commit().await?;
+        Ok((row.text(0)?, row.opt_i64(1)?.unwrap_or(0)))
+    }
+
+    async fn existing_operation(
+        &self,
+        id: TransferId,
+        account: AccountId,
+        amount: Amount,
+        source_id: &str,
+    ) -> Result<Option<BankOperation>, PayError> {
+        let Some(done) = self.store.transfer(id).await? else {
+            return Ok(None);
+        };
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT kind, status, source_id FROM bank_operations WHERE id = $1",
+                params![id.to_bytes()],
+            )
+            .await?
+            .ok_or(PayError::IdempotencyMismatch)?;
+        tx.commit().await?;
+        let same_account = done.debit == account || done.credit == account;
+        if !same_account || done.amount != amount || row.text(2)? != source_id {
+            return Err(PayError::IdempotencyMismatch);
+        }
+        Ok(Some(BankOperation {
+            transfer: done,
+            kind: if row.text(0)? == "topup" {
+                "topup"
+            } else {
+                "payout"
+            },
+            status: row.text(1)?,
+            replayed: true,
+            session: None,
+        }))
+    }
+
+    async fn record_operation(
+        &self,
+        id: TransferId,
+        user_id: &str,
+        kind: &str,
+        account: AccountId,
+        request: &BankMove,
+    ) -> Result<(), PayError> {
+        let BankMove {
+            source_id,
+            amount,
+            currency,
+        } = request;
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "INSERT INTO bank_operations (id, user_id, source_id, kind, account_id, amount, currency, status, due_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) ON CONFLICT (id) DO NOTHING",
+            params![
+                id.to_bytes(),
+                user_id,
+                source_id.as_str(),
+                kind,
+                account.to_bytes(),
+                i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                currency.code(),
+                now + self.config.settle_after_s * 1000,
+                now
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Tops up the caller's wallet from a verified bank account: pending until the bank settles.
+    pub async fn topup(
+        &self,
+        principal: &Principal,
+        request: &BankMove,
+        key: &IdempotencyKey,
+    ) -> Result<BankOperation, PayError> {
+        let (source_id, amount, currency) =
+            (request.source_id.as_str(), request.amount, request.currency);
+        principal.can_move_money()?;
+        if principal.kind != UserKind::Customer {
+            return Err(PayError::Invalid("only customers top up"));
+        }
+        let id = self.derive_id(&[
+            b"topup",
+            principal.user_id.as_bytes(),
+            key.as_str().as_bytes(),
+        ]);
+        let _claim = self.claim(id)?;
+        let wallet = self.wallet(&principal.user_id, currency).await?;
+        if let Some(done) = self
+            .existing_operation(id, wallet.account, amount, source_id)
+            .await?
+        {
+            return Ok(done);
+        }
+        let (_, verified_at) = self.verified_source(&principal.user_id, source_id).await?;
+        let now = self.now_ms();
+        let _lock = self.lock_wallet(wallet.account).await;
+        if verified_at > now - self.config.new_source_cooling_s * 1000 {
+            let mut tx = self.db().begin_read().await?;
+            let recent = tx
+                .query_one(
+                    "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM bank_operations WHERE source_id = $1 \
+                     AND kind = 'topup' AND status <> 'failed' AND created_at > $2",
+                    params![source_id, now - 24 * 3600 * 1000],
+                )
+                .await?
+                .i64(0)?;
+            tx.commit().await?;
+            let after = u64::try_from(recent)
+                .unwrap_or(0)
+                .saturating_add(amount.minor_units());
+            if after > self.config.new_source_daily_max {
+                return Err(PayError::Limit {
+                    code: "new_source_limit",
+                    detail: format!(
+                        "a bank account linked in the last 72 hours tops up at most {} a day",
+                        format_money(self.config.new_source_daily_max, currency)
+                    ),
+                });
+            }
+        }
+        let holder = self.holder(&principal.user_id).await?;
+        let account = self.ledger_account(wallet.account).await?;
+        self.check_balance_cap(&holder, &account, amount.minor_units())?;
+        // The record first, so the settlement worker finds every hold it must finish.
+        self.record_operation(id, &principal.user_id, "topup", wallet.account, request)
+            .await?;
+        let pending = Some(PendingOptions {
+            timeout_s: Some(BANK_HOLD_S),
+        });
+        let batch = vec![
+            TransferRequest::Move(Move {
+                id,
+                debit: IssuerAccount::BankSettlement.id(currency),
+                credit: wallet.account,
+                amount,
+                currency,
+                code: kind::TOPUP,
+                reference: None,
+                metadata: Metadata::empty(),
+                pending,
+            }),
+            emoney_leg(
+                self.derive_id(&[b"memo", &id.to_bytes()]),
+                currency,
+                amount,
+                true,
+                Some(id),
+                pending,
+            ),
+        ];
+        let applied = self
+            .store
+            .submit(batch)
+            .await?
+            .map_err(|r| crate::ledger_refusal(r.reason))?;
+        Ok(BankOperation {
+            transfer: applied.transfers[0].clone(),
+            kind: "topup",
+            status: "pending".into(),
+            replayed: false,
+            session: None,
+        })
+    }
+
+    /// Withdraws from the caller's wallet to a verified bank account (step-up).
+    pub async fn payout(
+        &self,
+        principal: &Principal,
+        request: &BankMove,
+        key: &IdempotencyKey,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<BankOperation, PayError> {
+        let (source_id, amount, currency) =
+            (request.source_id.as_str(), request.amount, request.currency);
+        principal.can_move_money()?;
+        if principal.kind != UserKind::Customer {
+            return Err(PayError::Invalid(
+                "merchants are paid out with their API key",
+            ));
+        }
+        let id = self.derive_id(&[
+            b"payout",
+            principal.user_id.as_bytes(),
+            key.as_str().as_bytes(),
+        ]);
+        let _claim = self.claim(id)?;
+        let wallet = self.wallet(&principal.user_id, currency).await?;
+        if let Some(done) = self
+            .existing_operation(id, wallet.account, amount, source_id)
+            .await?
+        {
+            return Ok(done);
+        }
+        let (number, _) = self.verified_source(&principal.user_id, source_id).await?;
+        let _lock = self.lock_wallet(wallet.account).await;
+        let account = self.ledger_account(wallet.account).await?;
+        if account.balance.available_credit() < i128::from(amount.minor_units()) {
+            return Err(PayError::InsufficientFunds);
+        }
+        let event = self
+            .outgoing_context(principal, EventKind::Payout, &account, amount.minor_units())
+            .await?;
+        if let Decision::Deny { code, .. } = risk::decide(&event) {
+            return Err(PayError::Limit {
+                code,
+                detail: "this would exceed a limit on what may leave your wallet today".into(),
+            });
+        }
+        let action = SensitiveAction::Payment {
+            amount_minor: i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+            currency: currency.code().to_owned(),
+            payee: format!("bank account {}", mask_number(&number)),
+        };
+        let grant = self
+            .auth
+            .require_step_up(principal, &action, proof, client)
+            .await?;
+        if !grant.authorises(&action, self.auth.keys()) {
+            return Err(PayError::Auth(AuthError::StepUpInvalid));
+        }
+        self.record_operation(id, &principal.user_id, "payout", wallet.account, request)
+            .await?;
+        let pending = Some(PendingOptions {
+            timeout_s: Some(BANK_HOLD_S),
+        });
+        let batch = vec![
+            TransferRequest::Move(Move {
+                id,
+                debit: wallet.account,
+                credit: IssuerAccount::BankSettlement.id(currency),
+                amount,
+                currency,
+                code: kind::PAYOUT,
+                reference: None,
+                metadata: Metadata::empty(),
+                pending,
+            }),
+            emoney_leg(
+                self.derive_id(&[b"memo", &id.to_bytes()]),
+                currency,
+                amount,
+                false,
+                Some(id),
+                pending,
+            ),
+        ];
+        let applied = self
+            .store
+            .submit(batch)
+            .await?
+            .map_err(|r| crate::ledger_refusal(r.reason))?;
+        Ok(BankOperation {
+            transfer: applied.transfers[0].clone(),
+            kind: "payout",
+            status: "pending".into(),
+            replayed: false,
+            session: Some(grant.session),
+        })
+    }
+
+    /// Pays a merchant's balance out to the merchant's verified bank account (API key).
+    pub async fn merchant_payout(
+        &self,
+        merchant: &MerchantKey,
+        request: &BankMove,
+        key: &IdempotencyKey,
+    ) -> Result<BankOperation, PayError> {
+        let (source_id, amount, currency) =
+            (request.source_id.as_str(), request.amount, request.currency);
+        let id = self.derive_id(&[
+            b"merchant-payout",
+            merchant.merchant_id.as_bytes(),
+            key.as_str().as_bytes(),
+        ]);
+        let _claim = self.claim(id)?;
+        let wallet = self.wallet(&merchant.merchant_id, currency).await?;
+        if let Some(done) = self
+            .existing_operation(id, wallet.account, amount, source_id)
+            .await?
+        {
+            return Ok(done);
+        }
+        self.verified_source(&merchant.merchant_id, source_id)
+            .await?;
+        let _lock = self.lock_wallet(wallet.account).await;
+        self.record_operation(id, &merchant.merchant_id, "payout", wallet.account, request)
+            .await?;
+        let batch = vec![TransferRequest::Move(Move {
+            id,
+            debit: wallet.account,
+            credit: IssuerAccount::BankSettlement.id(currency),
+            amount,
+            currency,
+            code: kind::PAYOUT,
+            reference: None,
+            metadata: Metadata::empty(),
+            pending: Some(PendingOptions {
+                timeout_s: Some(BANK_HOLD_S),
+            }),
+        })];
+        match self.store.submit(batch).await? {
+            Ok(applied) => Ok(BankOperation {
+                transfer: applied.transfers[0].clone(),
+                kind: "payout",
+                status: "pending".into(),
+                replayed: false,
+                session: None,
+            }),
+            Err(rejection) => {
+                self.finish_operation(id, "failed").await?;
+                Err(crate::ledger_refusal(rejection.reason))
+            }
+        }
+    }
+
+    async fn finish_operation(&self, id: TransferId, status: &str) -> Result<(), PayError> {
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE bank_operations SET status = $1, settled_at = $2 WHERE id = $3 AND status = 'pending'",
+            params![status, self.now_ms(), id.to_bytes()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Settles bank operations whose time has come with the sandbox bank: posts the holds of
+    /// those the bank accepts, voids the others. Returns how many it finished.
+    pub async fn settle_due(&self, limit: i64) -> Result<usize, PayError> {
+        let now = self.now_ms();
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT o.id, o.user_id, o.kind, o.amount, o.currency, o.created_at, f.number \
+                 FROM bank_operations o JOIN funding_sources f ON f.id = o.source_id \
+                 WHERE o.status = 'pending' AND o.due_at <= $1 ORDER BY o.due_at LIMIT $2",
+                params![now, limit],
+            )
+            .await?;
+        tx.commit().await?;
+        let mut finished = 0;
+        for row in rows {
+            let id = TransferId::from_bytes(&row.bytes(0)?)
+                .map_err(|_| PayError::Invalid("a stored id is not valid"))?;
+            let user_id = row.text(1)?;
+            let topup = row.text(2)? == "topup";
+            let amount = row.i64(3)?;
+            let currency = Currency::parse(&row.text(4)?)
+                .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
+            let number = row.text(6)?;
+            let Some(hold) = self.store.transfer(id).await? else {
+                // The process died between the record and the hold: after a minute, nothing
+                // will come; the operation failed without moving money.
+                if row.i64(5)? < now - 60_000 {
+                    self.finish_operation(id, "failed").await?;
+                    finished += 1;
+                }
+                continue;
+            };
+            let accepted = match self.sandbox_account(&number).await? {
+                Some((_, Behaviour::Normal)) => true,
+                Some((_, Behaviour::FailsSettlement)) | None => false,
+            };
+            let memo = self.derive_id(&[b"memo", &id.to_bytes()]);
+            let memo_exists = self.store.transfer(memo).await?.is_some();
+            let mut batch = Vec::new();
+            for (pending_id, present) in [(id, true), (memo, memo_exists)] {
+                if !present {
+                    continue;
+                }
+                batch.push(if accepted {
+                    TransferRequest::Post {
+                        id: self.derive_id(&[b"settle", &pending_id.to_bytes()]),
+                        pending_id,
+                        amount: None,
+                        metadata: Metadata::empty(),
+                    }
+                } else {
+                    TransferRequest::Void {
+                        id: self.derive_id(&[b"settle", &pending_id.to_bytes()]),
+                        pending_id,
+                        metadata: Metadata::empty(),
+                    }
+                });
+            }
+            let status = match self.store.submit(batch).await? {
+                Ok(_) => {
+                    if accepted {
+                        "settled"
+                    } else {
+                        "failed"
+                    }
+                }
+                // The hold ran out before the bank answered: it released itself.
+                Err(r) if r.reason == koban_ledger::RejectReason::PendingExpired => "failed",
+                Err(r) => return Err(crate::ledger_refusal(r.reason)),
+            };
+            let mut tx = self.db().begin().await?;
+            tx.execute(
+                "UPDATE bank_operations SET status = $1, settled_at = $2 WHERE id = $3 AND status = 'pending'",
+                params![status, now, id.to_bytes()],
+            )
+            .await?;
+            if status == "settled" {
+                let signed = if topup { -amount } else { amount };
+                tx.execute(
+                    "INSERT INTO sandbox_bank_entries (id, number, amount, description, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                    params![
+                        uuid::Uuid::from_u128(id.get()).to_string(),
+                        number.as_str(),
+                        signed,
+                        if topup { "KOBAN TOPUP" } else { "KOBAN PAYOUT" },
+                        now
+                    ],
+                )
+                .await?;
+            }
+            let email = tx
+                .query_one(
+                    "SELECT email FROM users WHERE id = $1",
+                    params![user_id.as_str()],
+                )
+                .await?
+                .text(0)?;
+            let money = format_money(hold.amount.minor_units(), currency);
+            let (subject, body) = match (topup, status) {
+                (true, "settled") => (
+                    "Top-up received",
+                    format!("Your top-up of {money} has arrived in your wallet."),
+                ),
+                (true, _) => (
+                    "Top-up failed",
+                    format!("Your top-up of {money} failed at the bank; nothing was taken."),
+                ),
+                (false, "settled") => (
+                    "Payout sent",
+                    format!(
+                        "{money} was paid out to bank account {}.",
+                        mask_number(&number)
+                    ),
+                ),
+                (false, _) => (
+                    "Payout failed",
+                    format!(
+                        "The payout of {money} failed at the bank; the money is back in your balance."
+                    ),
+                ),
+            };
+            koban_auth::outbox::enqueue(&mut tx, now, &email, subject, &body).await?;
+            tx.commit().await?;
+            finished += 1;
+        }
+        Ok(finished)
+    }
+
+    /// The caller's top-ups and payouts, newest first: (id, kind, amount, currency, status, created at).
+    pub async fn bank_operations(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(TransferId, String, i64, String, String, i64)>, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT id, kind, amount, currency, status, created_at FROM bank_operations \
+                 WHERE user_id = $1 ORDER BY created_at DESC LIMIT 100",
+                params![user_id],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    TransferId::from_bytes(&r.bytes(0)?)
+                        .map_err(|_| PayError::Invalid("a stored id is not valid"))?,
+                    r.text(1)?,
+                    r.i64(2)?,
+                    r.text(3)?,
+                    r.text(4)?,
+                    r.i64(5)?,
+                ))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_numbers_are_masked_and_names_compared_loosely() {
+        assert_eq!(mask_number("1234567"), "****567");
+        assert!(same_name("Hanako  SUZUKI", "hanako suzuki"));
+        assert!(!same_name("Hanako Suzuki", "Hanako Sato"));
+    }
+}

@@ -1,0 +1,422 @@
+//! Koban's payments (threat model D4, D5, D7): wallets and their tiers, the issuer's own
+//! accounts, bank accounts linked by micro-deposits through the sandbox bank, top-ups and
+//! payouts that stay pending until the bank settles, P2P transfers with confirmation of payee
+//! and step-up, merchant payments in both QR directions with fees, refunds, transfers held for
+//! review, and the one risk hook every movement passes through.
+//!
+//! [`Payments`] is the service. Money lives only in the ledger: every operation here decides,
+//! then submits one atomic batch; the SQL tables hold what the ledger does not (who owns an
+//! account, what a bank said, what a merchant asked for).
+//!
+//! Architecture invariants: every money-moving call takes an idempotency key and derives the
+//! ledger ids of its batch from it, so a retry is a ledger replay and never moves money twice;
+//! every movement is decided by [`risk::decide`] first; wallets can never go negative (a
+//! ledger flag); each batch that changes the customers' e-money carries a memo leg on the
+//! issuer's e-money outstanding account, so outstanding always equals the sum of wallets.
+
+pub mod accounts;
+pub mod bank;
+pub mod merchant;
+pub mod p2p;
+pub mod review;
+pub mod risk;
+pub mod wallets;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use koban_auth::secret::HashPurpose;
+use koban_auth::{Auth, AuthError};
+use koban_ledger::{Amount, Currency, RejectReason, TransferId};
+use koban_store::sql::SqlDb;
+use koban_store::{LedgerStore, StoreError};
+
+pub use accounts::IssuerAccount;
+pub use risk::{Decision, RiskEvent};
+
+/// Limits of one verification tier, in minor units of the wallet's currency.
+#[derive(Clone, Copy, Debug)]
+pub struct TierLimits {
+    /// The most a wallet may hold.
+    pub balance_max: u64,
+    /// The most that may leave the wallet per UTC day (transfers, payments, payouts).
+    pub daily_out_max: u64,
+}
+
+/// Settings of the payments service. Amounts are minor units; durations seconds.
+#[derive(Clone, Debug)]
+pub struct PayConfig {
+    /// Currencies wallets may be held in; the first is the default.
+    pub currencies: Vec<Currency>,
+    pub unverified: TierLimits,
+    pub verified: TierLimits,
+    /// The most one payer may send to one payee per day.
+    pub per_payee_daily_max: u64,
+    /// Transfers and payments of at least this much need step-up even to a known payee.
+    pub step_up_from_minor: u64,
+    /// A transfer of at least this much to a new payee is held for review.
+    pub review_new_payee_from_minor: u64,
+    /// Distinct senders to one young account within an hour that hold further transfers to it.
+    pub fan_in_senders_max: usize,
+    /// A newly linked funding source may top up at most this much per day ...
+    pub new_source_daily_max: u64,
+    /// ... for this long after it was verified.
+    pub new_source_cooling_s: i64,
+    /// How long micro-deposits can be confirmed, and how many tries a link gets.
+    pub micro_deposit_s: i64,
+    pub micro_deposit_attempts_max: i64,
+    /// Customer-presented codes: lifetime and the most one code can be charged.
+    pub code_s: i64,
+    pub code_limit_minor: u64,
+    /// The longest a merchant's payment request may stay payable.
+    pub request_s_max: i64,
+    /// Merchant fee unless set per merchant: basis points of the amount plus a fixed part.
+    pub fee_bps: u64,
+    pub fee_fixed_minor: u64,
+    /// The sandbox bank settles this many seconds after a top-up or payout is made.
+    pub settle_after_s: i64,
+    /// The sandbox bank and the test-money faucet are on (development and tests only).
+    pub sandbox: bool,
+}
+
+impl Default for PayConfig {
+    fn default() -> PayConfig {
+        PayConfig {
+            currencies: vec![Currency::Jpy],
+            // In the spirit of Japan's prepaid instruments: an unverified wallet holds and moves
+            // little; a verified (KYC) wallet more.
+            unverified: TierLimits {
+                balance_max: 100_000,
+                daily_out_max: 50_000,
+            },
+            verified: TierLimits {
+                balance_max: 1_000_000,
+                daily_out_max: 500_000,
+            },
+            per_payee_daily_max: 100_000,
+            step_up_from_minor: 10_000,
+            review_new_payee_from_minor: 100_000,
+            fan_in_senders_max: 5,
+            new_source_daily_max: 10_000,
+            new_source_cooling_s: 72 * 3600,
+            micro_deposit_s: 3 * 24 * 3600,
+            micro_deposit_attempts_max: 3,
+            code_s: 60,
+            code_limit_minor: 50_000,
+            request_s_max: 24 * 3600,
+            fee_bps: 250,
+            fee_fixed_minor: 0,
+            settle_after_s: 5,
+            sandbox: false,
+        }
+    }
+}
+
+/// Everything that can go wrong in a payment. Messages never carry a secret and never reveal
+/// which risk rule refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PayError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    /// A limit the customer can know about: `code` names it.
+    #[error("{detail}")]
+    Limit { code: &'static str, detail: String },
+    /// Refused by the risk checks; the code does not reveal the rule.
+    #[error("the payment was declined")]
+    Declined { code: &'static str },
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyMismatch,
+    #[error("a request with this Idempotency-Key is still in progress")]
+    InFlight,
+    #[error("{0}")]
+    Gone(&'static str),
+    #[error("the account is frozen; contact support")]
+    Frozen,
+}
+
+impl From<StoreError> for PayError {
+    fn from(error: StoreError) -> PayError {
+        PayError::Auth(AuthError::Store(error))
+    }
+}
+
+/// A ledger refusal of a batch this service built. Business refusals (funds, frozen) are
+/// expected; anything else means this code built a bad batch.
+pub(crate) fn ledger_refusal(reason: RejectReason) -> PayError {
+    match reason {
+        RejectReason::ExceedsCredits => PayError::InsufficientFunds,
+        RejectReason::DebitAccountFrozen
+        | RejectReason::CreditAccountFrozen
+        | RejectReason::DebitAccountClosed
+        | RejectReason::CreditAccountClosed => PayError::Frozen,
+        RejectReason::IdempotencyConflict => PayError::IdempotencyMismatch,
+        RejectReason::PendingAlreadyPosted
+        | RejectReason::PendingAlreadyVoided
+        | RejectReason::PendingExpired => PayError::Conflict("this was already settled"),
+        other => {
+            tracing::error!(reason = other.code(), "the ledger refused a payments batch");
+            PayError::Auth(AuthError::Internal("the ledger refused the operation"))
+        }
+    }
+}
+
+/// An idempotency key as sent by the client: 1 to 255 printable ASCII characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(text: &str) -> Result<IdempotencyKey, PayError> {
+        let ok = !text.is_empty()
+            && text.len() <= 255
+            && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+        if ok {
+            Ok(IdempotencyKey(text.to_owned()))
+        } else {
+            Err(PayError::Invalid(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An amount as a client gives it: a positive integer count of minor units.
+pub fn parse_amount(minor_units: i64) -> Result<Amount, PayError> {
+    if minor_units <= 0 {
+        return Err(PayError::Invalid(
+            "amount must be a positive integer of minor units",
+        ));
+    }
+    Amount::from_i64(minor_units).map_err(|_| PayError::Invalid("amount is too large"))
+}
+
+/// The payments service over one ledger store and the identity service on the same database.
+#[derive(Clone)]
+pub struct Payments<S: LedgerStore> {
+    pub(crate) store: S,
+    pub(crate) auth: Auth<S::Sql>,
+    pub(crate) config: Arc<PayConfig>,
+    /// Idempotency keys being processed by this instance (a concurrent duplicate gets 409).
+    inflight: Arc<Mutex<HashSet<[u8; 16]>>>,
+    /// Striped locks that serialise one wallet's outgoing movements within this instance, so
+    /// the daily limits are checked and spent in one step.
+    wallet_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// Notifications waiting to be written to the outbox in one transaction.
+    pending_mail: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+/// Removes an idempotency key from the in-flight set when the request ends, however it ends.
+pub(crate) struct InFlight {
+    set: Arc<Mutex<HashSet<[u8; 16]>>>,
+    key: [u8; 16],
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
+}
+
+const WALLET_LOCK_STRIPES: usize = 256;
+
+impl<S: LedgerStore> Payments<S> {
+    pub fn new(store: S, auth: Auth<S::Sql>, config: PayConfig) -> Result<Self, PayError> {
+        if config.currencies.is_empty() {
+            return Err(PayError::Invalid("at least one wallet currency is needed"));
+        }
+        Ok(Payments {
+            store,
+            auth,
+            config: Arc::new(config),
+            inflight: Arc::new(Mutex::new(HashSet::new())),
+            wallet_locks: Arc::new(
+                (0..WALLET_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+            ),
+            pending_mail: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    pub fn config(&self) -> &PayConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub(crate) fn db(&self) -> &S::Sql {
+        self.auth.db()
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.auth.now_ms()
+    }
+
+    /// A ledger id derived from `parts` under the server key: the same request parts always
+    /// give the same id, and nobody without the key can predict one.
+    pub(crate) fn derive_id(&self, parts: &[&[u8]]) -> TransferId {
+        let hash = self.auth.keys().hash(HashPurpose::Payment, parts);
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&hash[..16]);
+        let value = u128::from_be_bytes(bytes).max(1);
+        TransferId::new(value).unwrap_or_else(|_| unreachable!("never zero"))
+    }
+
+    /// Claims `id` (a key-derived id) for this request; a second claim while the first runs is
+    /// refused with [`PayError::InFlight`].
+    pub(crate) fn claim(&self, id: TransferId) -> Result<InFlight, PayError> {
+        let key = id.to_bytes();
+        let mut set = self
+            .inflight
+            .lock()
+            .map_err(|_| PayError::Auth(AuthError::Internal("a lock was poisoned")))?;
+        if !set.insert(key) {
+            return Err(PayError::InFlight);
+        }
+        Ok(InFlight {
+            set: self.inflight.clone(),
+            key,
+        })
+    }
+
+    pub(crate) async fn lock_wallet(
+        &self,
+        account: koban_ledger::AccountId,
+    ) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = (account.get() % WALLET_LOCK_STRIPES as u128) as usize;
+        self.wallet_locks[stripe].lock().await
+    }
+
+    pub fn currency_enabled(&self, code: &str) -> Result<Currency, PayError> {
+        let currency = Currency::parse(code)
+            .map_err(|_| PayError::Invalid("currency must be an ISO 4217 code Koban supports"))?;
+        if self.config.currencies.contains(&currency) {
+            Ok(currency)
+        } else {
+            Err(PayError::Invalid(
+                "wallets are not offered in this currency",
+            ))
+        }
+    }
+
+    /// Queues a notification; [`Payments::flush_notifications`] writes the queue to the outbox
+    /// in one transaction (the worker does so every 100 ms), so a payment's hot path costs no
+    /// extra commit.
+    pub(crate) fn notify(&self, recipient: &str, subject: &str, body: String) {
+        if let Ok(mut queue) = self.pending_mail.lock() {
+            queue.push((recipient.to_owned(), subject.to_owned(), body));
+        }
+    }
+
+    /// Writes queued notifications to the outbox; returns how many.
+    pub async fn flush_notifications(&self) -> Result<usize, PayError> {
+        let batch: Vec<_> = match self.pending_mail.lock() {
+            Ok(mut queue) => std::mem::take(&mut *queue),
+            Err(_) => return Err(PayError::Auth(AuthError::Internal("a lock was poisoned"))),
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        for (recipient, subject, body) in &batch {
+            koban_auth::outbox::enqueue(&mut tx, now, recipient, subject, body).await?;
+        }
+        koban_store::sql::SqlTx::commit(tx).await?;
+        Ok(batch.len())
+    }
+
+    /// Background work: settles due sandbox bank operations and flushes notifications.
+    pub async fn tick(&self) -> Result<(), PayError> {
+        self.settle_due(100).await?;
+        self.flush_notifications().await?;
+        Ok(())
+    }
+}
+
+/// Formats minor units with the currency code, for messages ("JPY 1,200").
+pub fn format_money(minor: u64, currency: Currency) -> String {
+    let exponent = currency.exponent();
+    let divisor = 10u64.pow(exponent);
+    let whole = minor / divisor;
+    let digits = whole.to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if exponent == 0 {
+        format!("{} {grouped}", currency.code())
+    } else {
+        format!(
+            "{} {grouped}.{:0width$}",
+            currency.code(),
+            minor % divisor,
+            width = exponent as usize
+        )
+    }
+}
+
+/// A display name as a payer may see it before confirming: first letter of each word.
+pub fn mask_name(name: &str) -> String {
+    name.split_whitespace()
+        .map(|word| {
+            let mut chars = word.chars();
+            match chars.next() {
+                Some(first) => {
+                    let rest = chars.count().clamp(2, 6);
+                    format!("{first}{}", "*".repeat(rest))
+                }
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_masked_to_initials() {
+        assert_eq!(mask_name("Hanako Suzuki"), "H***** S*****");
+        assert_eq!(mask_name("Al"), "A**");
+        assert_eq!(mask_name("  "), "");
+    }
+
+    #[test]
+    fn money_is_formatted_per_exponent() {
+        assert_eq!(format_money(1_234_567, Currency::Jpy), "JPY 1,234,567");
+        assert_eq!(format_money(1_050, Currency::Usd), "USD 10.50");
+        assert_eq!(format_money(5, Currency::Eur), "EUR 0.05");
+    }
+
+    #[test]
+    fn idempotency_keys_and_amounts_are_parsed_once() {
+        assert!(IdempotencyKey::parse("order-1").is_ok());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
+        assert!(IdempotencyKey::parse("bad\nkey").is_err());
+        assert!(parse_amount(0).is_err());
+        assert!(parse_amount(-5).is_err());
+        assert_eq!(parse_amount(7).unwrap().minor_units(), 7);
+    }
+}

@@ -1,0 +1,1038 @@
+//! Merchant payments in both directions used by QR payment services, with fees and refunds.
+//!
+//! - **Merchant-presented**: the merchant (API key) creates a payment request; Koban returns a
+//!   signed QR payload the customer's app submits, inspects (merchant name and amount) and pays.
+//!   Payload format, one line of ASCII (about 80 characters):
+//!   `KB1.<request id, base64url>.<amount in minor units>.<currency>.<expiry, unix s>.<signature>`
+//!   where the signature is the first 16 bytes, base64url, of a keyed hash (HMAC-SHA256 under
+//!   the server key) of everything before it. Any change to any field breaks the signature.
+//! - **Customer-presented**: the customer's app shows a one-time 18-digit code (also as QR
+//!   `KBC1.<code>`), valid 60 seconds, bound to the wallet and session; the merchant's POS
+//!   charges it once, up to the per-code limit.
+//!
+//! A payment and its fee are one atomic batch: the whole amount from the wallet to the
+//! merchant, the fee from the merchant to fee revenue, and the e-money memo leg.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use koban_auth::apikeys::MerchantKey;
+use koban_auth::secret::{HashPurpose, constant_time_eq};
+use koban_auth::{
+    AuthError, Client, IssuedSession, Principal, SensitiveAction, StepUpProof, UserKind,
+};
+use koban_ledger::{
+    AccountId, Amount, Currency, Metadata, Move, RejectReason, Transfer, TransferId,
+    TransferRequest,
+};
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+use koban_store::{LedgerStore, params};
+
+use crate::accounts::{IssuerAccount, kind};
+use crate::risk::{self, Decision, EventKind};
+use crate::wallets::emoney_leg;
+use crate::{IdempotencyKey, PayError, Payments, format_money};
+
+const QR_PREFIX: &str = "KB1";
+const CODE_QR_PREFIX: &str = "KBC1.";
+/// Customer-presented codes start with these digits (a range reserved for Koban on barcodes).
+const CODE_PREFIX: &str = "89";
+pub const REFERENCE_BYTES_MAX: usize = 64;
+
+/// A merchant's payment request.
+#[derive(Clone, Debug)]
+pub struct PaymentRequest {
+    pub id: String,
+    pub merchant_id: String,
+    pub merchant_name: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub reference: String,
+    pub expires_at_ms: i64,
+    pub created_at_ms: i64,
+    /// `open`, `paid` or `expired`.
+    pub status: &'static str,
+    pub qr_payload: String,
+    /// The payment, once paid.
+    pub payment: Option<TransferId>,
+}
+
+/// A completed merchant payment (or its replay).
+#[derive(Debug)]
+pub struct MerchantPayment {
+    pub transfer: Transfer,
+    pub fee: u64,
+    pub merchant_name: String,
+    pub replayed: bool,
+    pub session: Option<IssuedSession>,
+}
+
+/// A customer-presented code as shown to its owner (the code itself only when created).
+#[derive(Clone, Debug)]
+pub struct PaymentCode {
+    pub id: String,
+    pub code: Option<String>,
+    pub currency: Currency,
+    pub limit_minor: u64,
+    pub expires_at_ms: i64,
+}
+
+/// A refund.
+#[derive(Debug)]
+pub struct Refund {
+    pub transfer: Transfer,
+    pub payment: TransferId,
+    pub refunded_total: u64,
+    pub replayed: bool,
+}
+
+fn stored_currency(text: &str) -> Result<Currency, PayError> {
+    Currency::parse(text).map_err(|_| PayError::Invalid("a stored currency is not valid"))
+}
+
+pub fn transfer_id_text(id: TransferId) -> String {
+    uuid::Uuid::from_u128(id.get()).to_string()
+}
+
+pub fn parse_transfer_id(text: &str) -> Result<TransferId, PayError> {
+    uuid::Uuid::parse_str(text)
+        .ok()
+        .and_then(|u| TransferId::new(u.as_u128()).ok())
+        .ok_or(PayError::Invalid("not a valid id"))
+}
+
+impl<S: LedgerStore> Payments<S> {
+    fn sign(&self, text: &str) -> String {
+        let hash = self
+            .auth
+            .keys()
+            .hash(HashPurpose::Payment, &[b"qr", text.as_bytes()]);
+        URL_SAFE_NO_PAD.encode(&hash[..16])
+    }
+
+    fn qr_payload(
+        &self,
+        id: &str,
+        amount: Amount,
+        currency: Currency,
+        expires_at_ms: i64,
+    ) -> String {
+        let id_bytes = uuid::Uuid::parse_str(id)
+            .map(|u| *u.as_bytes())
+            .unwrap_or([0; 16]);
+        let body = format!(
+            "{QR_PREFIX}.{}.{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(id_bytes),
+            amount.minor_units(),
+            currency.code(),
+            expires_at_ms / 1000
+        );
+        let signature = self.sign(&body);
+        format!("{body}.{signature}")
+    }
+
+    /// Checks a payload's signature; returns the request id it names.
+    fn verify_payload(&self, payload: &str) -> Result<String, PayError> {
+        let tampered = PayError::Invalid("this is not a valid Koban payment code");
+        let (body, signature) = payload.trim().rsplit_once('.').ok_or(tampered)?;
+        if !constant_time_eq(self.sign(body).as_bytes(), signature.as_bytes()) {
+            return Err(PayError::Invalid("this is not a valid Koban payment code"));
+        }
+        let mut fields = body.split('.');
+        let (Some(QR_PREFIX), Some(id)) = (fields.next(), fields.next()) else {
+            return Err(PayError::Invalid("this is not a valid Koban payment code"));
+        };
+        let bytes: [u8; 16] = URL_SAFE_NO_PAD
+            .decode(id)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(PayError::Invalid("this is not a valid Koban payment code"))?;
+        Ok(uuid::Uuid::from_bytes(bytes).to_string())
+    }
+
+    fn fee(&self, amount: u64, bps: u64, fixed: u64) -> u64 {
+        let percentage = u128::from(amount) * u128::from(bps) / 10_000;
+        let fee = u64::try_from(percentage)
+            .unwrap_or(u64::MAX)
+            .saturating_add(fixed);
+        // The merchant never pays more in fees than it received.
+        fee.min(amount)
+    }
+
+    async fn merchant_terms(&self, merchant_id: &str) -> Result<(String, u64, u64), PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT u.display_name, m.fee_bps, m.fee_fixed_minor FROM users u \
+                 LEFT JOIN merchants m ON m.user_id = u.id WHERE u.id = $1 AND u.kind = 'merchant'",
+                params![merchant_id],
+            )
+            .await?
+            .ok_or(PayError::NotFound)?;
+        tx.commit().await?;
+        Ok((
+            row.text(0)?,
+            row.opt_i64(1)?
+                .map_or(self.config.fee_bps, |v| u64::try_from(v).unwrap_or(0)),
+            row.opt_i64(2)?.map_or(self.config.fee_fixed_minor, |v| {
+                u64::try_from(v).unwrap_or(0)
+            }),
+        ))
+    }
+
+    /// Sets a merchant's fee (admin).
+    pub async fn set_merchant_fee(
+        &self,
+        principal: &Principal,
+        merchant_id: &str,
+        bps: u64,
+        fixed_minor: u64,
+    ) -> Result<(), PayError> {
+        principal.operator(&[])?;
+        if bps > 10_000 || fixed_minor > 1_000_000_000 {
+            return Err(PayError::Invalid(
+                "fee_bps is at most 10000 and the fixed fee at most 1e9",
+            ));
+        }
+        self.merchant_terms(merchant_id).await?;
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "INSERT INTO merchants (user_id, fee_bps, fee_fixed_minor, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id) DO UPDATE SET fee_bps = $2, fee_fixed_minor = $3, updated_at = $4",
+            params![merchant_id, bps as i64, fixed_minor as i64, now],
+        )
+        .await?;
+        koban_auth::audit::append(
+            &mut tx,
+            now,
+            koban_auth::audit::AuditEvent {
+                actor: &principal.actor(),
+                action: "merchant.fee_set",
+                subject: merchant_id,
+                details: serde_json::json!({ "fee_bps": bps, "fee_fixed_minor": fixed_minor }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn require_scope(merchant: &MerchantKey, scope: &'static str) -> Result<(), PayError> {
+        if merchant.scopes.contains(scope) {
+            Ok(())
+        } else {
+            Err(PayError::Auth(AuthError::Forbidden(
+                "this API key lacks the scope this needs",
+            )))
+        }
+    }
+
+    async fn request_by_id(&self, id: &str) -> Result<PaymentRequest, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT merchant_id, amount, currency, reference, expires_at, created_at \
+                 FROM payment_requests WHERE id = $1",
+                params![id],
+            )
+            .await?
+            .ok_or(PayError::NotFound)?;
+        tx.commit().await?;
+        let merchant_id = row.text(0)?;
+        let (merchant_name, _, _) = self.merchant_terms(&merchant_id).await?;
+        let amount =
+            Amount::from_i64(row.i64(1)?).map_err(|_| PayError::Invalid("stored amount"))?;
+        let currency = stored_currency(&row.text(2)?)?;
+        let expires_at_ms = row.i64(4)?;
+        let payment_id = self.derive_id(&[b"qr-pay", id.as_bytes()]);
+        let paid = self.store.transfer(payment_id).await?.is_some();
+        Ok(PaymentRequest {
+            id: id.to_owned(),
+            merchant_id,
+            merchant_name,
+            amount,
+            currency,
+            reference: row.text(3)?,
+            expires_at_ms,
+            created_at_ms: row.i64(5)?,
+            status: if paid {
+                "paid"
+            } else if expires_at_ms <= self.now_ms() {
+                "expired"
+            } else {
+                "open"
+            },
+            qr_payload: self.qr_payload(id, amount, currency, expires_at_ms),
+            payment: paid.then_some(payment_id),
+        })
+    }
+
+    /// A merchant asks to be paid: returns the request and its signed QR payload.
+    pub async fn create_payment_request(
+        &self,
+        merchant: &MerchantKey,
+        amount: Amount,
+        currency: Currency,
+        reference: &str,
+        expires_in_s: i64,
+        key: &IdempotencyKey,
+    ) -> Result<PaymentRequest, PayError> {
+        Self::require_scope(merchant, "payments:write")?;
+        if reference.len() > REFERENCE_BYTES_MAX || reference.chars().any(char::is_control) {
+            return Err(PayError::Invalid(
+                "reference is at most 64 bytes without control characters",
+            ));
+        }
+        if expires_in_s < 30 || expires_in_s > self.config.request_s_max {
+            return Err(PayError::Invalid(
+                "expires_in_s must be between 30 and 86400",
+            ));
+        }
+        let derived = self.derive_id(&[
+            b"request",
+            merchant.merchant_id.as_bytes(),
+            key.as_str().as_bytes(),
+        ]);
+        let id = uuid::Uuid::from_u128(derived.get()).to_string();
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "INSERT INTO payment_requests (id, merchant_id, amount, currency, reference, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            params![
+                id.as_str(),
+                merchant.merchant_id.as_str(),
+                i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                currency.code(),
+                reference,
+                now + expires_in_s * 1000,
+                now
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        let request = self.request_by_id(&id).await?;
+        if request.merchant_id != merchant.merchant_id
+            || request.amount != amount
+            || request.currency != currency
+            || request.reference != reference
+        {
+            return Err(PayError::IdempotencyMismatch);
+        }
+        Ok(request)
+    }
+
+    /// A merchant reads one of its requests.
+    pub async fn merchant_request(
+        &self,
+        merchant: &MerchantKey,
+        id: &str,
+    ) -> Result<PaymentRequest, PayError> {
+        Self::require_scope(merchant, "payments:read")?;
+        let request = self.request_by_id(id).await?;
+        if request.merchant_id != merchant.merchant_id {
+            return Err(PayError::NotFound);
+        }
+        Ok(request)
+    }
+
+    /// The customer's app reads a scanned payload: who is asking for how much.
+    pub async fn inspect_qr(
+        &self,
+        principal: &Principal,
+        payload: &str,
+    ) -> Result<PaymentRequest, PayError> {
+        principal.can_move_money()?;
+        let id = self.verify_payload(payload)?;
+        self.request_by_id(&id).await
+    }
+
+    /// The customer pays a scanned payment request.
+    pub async fn pay_qr(
+        &self,
+        principal: &Principal,
+        payload: &str,
+        key: &IdempotencyKey,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<MerchantPayment, PayError> {
+        principal.can_move_money()?;
+        if principal.kind != UserKind::Customer {
+            return Err(PayError::Invalid("only customers pay merchants"));
+        }
+        let request_id = self.verify_payload(payload)?;
+        let request = self.request_by_id(&request_id).await?;
+        let payment_id = self.derive_id(&[b"qr-pay", request_id.as_bytes()]);
+        let memo_id = self.derive_id(&[
+            b"qr-memo",
+            principal.user_id.as_bytes(),
+            key.as_str().as_bytes(),
+        ]);
+        let _claim = self.claim(memo_id)?;
+        if let Some(memo) = self.store.transfer(memo_id).await? {
+            if memo.reference != Some(payment_id) {
+                return Err(PayError::IdempotencyMismatch);
+            }
+            let transfer = self
+                .store
+                .transfer(payment_id)
+                .await?
+                .ok_or(PayError::NotFound)?;
+            let (_, bps, fixed) = self.merchant_terms(&request.merchant_id).await?;
+            return Ok(MerchantPayment {
+                fee: self.fee(transfer.amount.minor_units(), bps, fixed),
+                transfer,
+                merchant_name: request.merchant_name,
+                replayed: true,
+                session: None,
+            });
+        }
+        match request.status {
+            "paid" => return Err(PayError::Conflict("this payment request is already paid")),
+            "expired" => return Err(PayError::Gone("this payment request has expired")),
+            _ => {}
+        }
+        let wallet = self.wallet(&principal.user_id, request.currency).await?;
+        let merchant_wallet = self.wallet(&request.merchant_id, request.currency).await?;
+        let _lock = self.lock_wallet(wallet.account).await;
+        let account = self.ledger_account(wallet.account).await?;
+        let amount = request.amount.minor_units();
+        if account.balance.available_credit() < i128::from(amount) {
+            return Err(PayError::InsufficientFunds);
+        }
+        let event = self
+            .outgoing_context(principal, EventKind::MerchantPayment, &account, amount)
+            .await?;
+        let session = match risk::decide(&event) {
+            Decision::Deny { code, .. } => {
+                return Err(PayError::Limit {
+                    code,
+                    detail: "this would exceed a limit on what may leave your wallet today".into(),
+                });
+            }
+            Decision::Hold { .. } => {
+                return Err(PayError::Declined {
+                    code: "risk_declined",
+                });
+            }
+            Decision::Challenge => {
+                let action = SensitiveAction::Payment {
+                    amount_minor: i64::try_from(amount).unwrap_or(i64::MAX),
+                    currency: request.currency.code().to_owned(),
+                    payee: format!("merchant {}", request.merchant_name),
+                };
+                let grant = self
+                    .auth
+                    .require_step_up(principal, &action, proof, client)
+                    .await?;
+                if !grant.authorises(&action, self.auth.keys()) {
+                    return Err(PayError::Auth(AuthError::StepUpInvalid));
+                }
+                Some(grant.session)
+            }
+            Decision::Allow => None,
+        };
+        let (transfer, fee) = self
+            .capture(
+                payment_id,
+                memo_id,
+                wallet.account,
+                merchant_wallet.account,
+                &request.merchant_id,
+                request.amount,
+                request.currency,
+                Metadata::parse([
+                    ("request", request.id.as_str()),
+                    ("reference", request.reference.as_str()),
+                ])
+                .unwrap_or_default(),
+            )
+            .await
+            .map_err(|e| match e {
+                PayError::IdempotencyMismatch => {
+                    PayError::Conflict("this payment request is already paid")
+                }
+                other => other,
+            })?;
+        self.notify(
+            &principal.email,
+            "You paid a merchant",
+            format!(
+                "You paid {} to {}.",
+                format_money(amount, request.currency),
+                request.merchant_name
+            ),
+        );
+        Ok(MerchantPayment {
+            transfer,
+            fee,
+            merchant_name: request.merchant_name,
+            replayed: false,
+            session,
+        })
+    }
+
+    /// Moves a payment and its fee in one batch and records it for refunds.
+    #[allow(clippy::too_many_arguments)]
+    async fn capture(
+        &self,
+        payment_id: TransferId,
+        memo_id: TransferId,
+        payer: AccountId,
+        merchant_account: AccountId,
+        merchant_id: &str,
+        amount: Amount,
+        currency: Currency,
+        metadata: Metadata,
+    ) -> Result<(Transfer, u64), PayError> {
+        let (_, bps, fixed) = self.merchant_terms(merchant_id).await?;
+        let fee = self.fee(amount.minor_units(), bps, fixed);
+        let mut batch = vec![TransferRequest::Move(Move {
+            id: payment_id,
+            debit: payer,
+            credit: merchant_account,
+            amount,
+            currency,
+            code: kind::MERCHANT_PAYMENT,
+            reference: None,
+            metadata,
+            pending: None,
+        })];
+        if let Ok(fee_amount) = Amount::new(fee) {
+            batch.push(TransferRequest::Move(Move {
+                id: self.derive_id(&[b"fee", &payment_id.to_bytes()]),
+                debit: merchant_account,
+                credit: IssuerAccount::FeeRevenue.id(currency),
+                amount: fee_amount,
+                currency,
+                code: kind::FEE,
+                reference: Some(payment_id),
+                metadata: Metadata::empty(),
+                pending: None,
+            }));
+        }
+        batch.push(emoney_leg(
+            memo_id,
+            currency,
+            amount,
+            false,
+            Some(payment_id),
+            None,
+        ));
+        let applied = self
+            .store
+            .submit(batch)
+            .await?
+            .map_err(|r| crate::ledger_refusal(r.reason))?;
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "INSERT INTO merchant_payments (transfer_id, merchant_id, payer_account, amount, currency, refunded, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (transfer_id) DO NOTHING",
+            params![
+                payment_id.to_bytes(),
+                merchant_id,
+                payer.to_bytes(),
+                i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                currency.code(),
+                self.now_ms()
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((applied.transfers[0].clone(), fee))
+    }
+
+    fn code_hash(&self, code: &str) -> [u8; 32] {
+        self.auth
+            .keys()
+            .hash(HashPurpose::Payment, &[b"payment-code", code.as_bytes()])
+    }
+
+    /// A one-time code for the customer to show at a till.
+    pub async fn create_payment_code(
+        &self,
+        principal: &Principal,
+        currency: Currency,
+    ) -> Result<PaymentCode, PayError> {
+        principal.can_move_money()?;
+        if principal.kind != UserKind::Customer {
+            return Err(PayError::Invalid("only customers show payment codes"));
+        }
+        self.wallet(&principal.user_id, currency).await?;
+        let code = format!(
+            "{CODE_PREFIX}{}",
+            koban_auth::secret::random_digits(16).expose()
+        );
+        let id = koban_auth::secret::new_id();
+        let now = self.now_ms();
+        let expires_at_ms = now + self.config.code_s * 1000;
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "INSERT INTO payment_codes (id, code_hash, user_id, session_id, currency, limit_minor, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            params![
+                id.as_str(),
+                self.code_hash(&code),
+                principal.user_id.as_str(),
+                principal.session_id.as_str(),
+                currency.code(),
+                i64::try_from(self.config.code_limit_minor).unwrap_or(i64::MAX),
+                expires_at_ms,
+                now
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(PaymentCode {
+            id,
+            code: Some(code),
+            currency,
+            limit_minor: self.config.code_limit_minor,
+            expires_at_ms,
+        })
+    }
+
+    /// The QR form of a customer-presented code.
+    pub fn code_qr(code: &str) -> String {
+        format!("{CODE_QR_PREFIX}{code}")
+    }
+
+    /// The caller's codes that can still be charged.
+    pub async fn live_payment_codes(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<PaymentCode>, PayError> {
+        principal.full()?;
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT id, currency, limit_minor, expires_at FROM payment_codes WHERE user_id = $1 \
+                 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at DESC",
+                params![principal.user_id.as_str(), self.now_ms()],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PaymentCode {
+                    id: r.text(0)?,
+                    code: None,
+                    currency: stored_currency(&r.text(1)?)?,
+                    limit_minor: u64::try_from(r.i64(2)?).unwrap_or(0),
+                    expires_at_ms: r.i64(3)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn revoke_payment_code(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<(), PayError> {
+        principal.full()?;
+        let mut tx = self.db().begin().await?;
+        let changed = tx
+            .execute(
+                "UPDATE payment_codes SET revoked_at = $1 WHERE id = $2 AND user_id = $3 \
+                 AND used_at IS NULL AND revoked_at IS NULL",
+                params![self.now_ms(), id, principal.user_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        if changed == 0 {
+            return Err(PayError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The merchant's POS charges a customer-presented code (or its QR form).
+    pub async fn charge_code(
+        &self,
+        merchant: &MerchantKey,
+        code: &str,
+        amount: Amount,
+        currency: Currency,
+        reference: &str,
+        key: &IdempotencyKey,
+    ) -> Result<MerchantPayment, PayError> {
+        Self::require_scope(merchant, "payments:write")?;
+        if reference.len() > REFERENCE_BYTES_MAX || reference.chars().any(char::is_control) {
+            return Err(PayError::Invalid(
+                "reference is at most 64 bytes without control characters",
+            ));
+        }
+        let code = code.trim();
+        let code = code.strip_prefix(CODE_QR_PREFIX).unwrap_or(code);
+        let unusable = || {
+            PayError::Gone(
+                "this payment code is unknown, expired or already used; ask for a new one",
+            )
+        };
+        if code.len() != 18 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(unusable());
+        }
+        let memo_id = self.derive_id(&[
+            b"charge-memo",
+            merchant.merchant_id.as_bytes(),
+            key.as_str().as_bytes(),
+        ]);
+        let _claim = self.claim(memo_id)?;
+        let now = self.now_ms();
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT c.id, c.user_id, c.currency, c.limit_minor, c.expires_at, c.used_at, c.revoked_at, \
+                 (SELECT COUNT(*) FROM sessions s WHERE s.id = c.session_id AND s.revoked_at IS NULL AND s.expires_at > $1), \
+                 u.email, u.status, u.cooling_off_until \
+                 FROM payment_codes c JOIN users u ON u.id = c.user_id WHERE c.code_hash = $2",
+                params![now, self.code_hash(code)],
+            )
+            .await?
+            .ok_or_else(unusable)?;
+        tx.commit().await?;
+        let code_id = row.text(0)?;
+        let payment_id = self.derive_id(&[b"code-pay", code_id.as_bytes()]);
+        let (merchant_name, bps, fixed) = self.merchant_terms(&merchant.merchant_id).await?;
+        if let Some(memo) = self.store.transfer(memo_id).await? {
+            if memo.reference != Some(payment_id) || memo.amount != amount {
+                return Err(PayError::IdempotencyMismatch);
+            }
+            let transfer = self
+                .store
+                .transfer(payment_id)
+                .await?
+                .ok_or(PayError::NotFound)?;
+            return Ok(MerchantPayment {
+                fee: self.fee(amount.minor_units(), bps, fixed),
+                transfer,
+                merchant_name,
+                replayed: true,
+                session: None,
+            });
+        }
+        let user_id = row.text(1)?;
+        let live = row.opt_i64(5)?.is_none()
+            && row.opt_i64(6)?.is_none()
+            && row.i64(4)? > now
+            && row.i64(7)? == 1
+            && row.text(9)? == "active";
+        if !live {
+            return Err(unusable());
+        }
+        if stored_currency(&row.text(2)?)? != currency {
+            return Err(PayError::Invalid("this code is for another currency"));
+        }
+        let limit = u64::try_from(row.i64(3)?).unwrap_or(0);
+        if amount.minor_units() > limit {
+            return Err(PayError::Limit {
+                code: "code_limit",
+                detail: format!(
+                    "this payment code allows at most {}; the customer must pay by scanning the merchant's QR code instead",
+                    format_money(limit, currency)
+                ),
+            });
+        }
+        // Claim the code: one charge only, even with two tills racing.
+        let mut tx = self.db().begin().await?;
+        let claimed = tx
+            .execute(
+                "UPDATE payment_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
+                params![now, code_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        if claimed == 0 {
+            return Err(unusable());
+        }
+        let result = self
+            .charge_claimed(
+                &user_id,
+                row.opt_i64(10)?,
+                merchant,
+                payment_id,
+                memo_id,
+                amount,
+                currency,
+                reference,
+            )
+            .await;
+        if result.is_err() {
+            // A refusal (funds, limits) leaves the code usable for a smaller amount.
+            let mut tx = self.db().begin().await?;
+            tx.execute(
+                "UPDATE payment_codes SET used_at = NULL WHERE id = $1",
+                params![code_id.as_str()],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        let (transfer, fee) = result?;
+        self.notify(
+            &row.text(8)?,
+            "You paid a merchant",
+            format!(
+                "You paid {} to {merchant_name} with a payment code.",
+                format_money(amount.minor_units(), currency)
+            ),
+        );
+        Ok(MerchantPayment {
+            transfer,
+            fee,
+            merchant_name,
+            replayed: false,
+            session: None,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn charge_claimed(
+        &self,
+        user_id: &str,
+        cooling_off_until: Option<i64>,
+        merchant: &MerchantKey,
+        payment_id: TransferId,
+        memo_id: TransferId,
+        amount: Amount,
+        currency: Currency,
+        reference: &str,
+    ) -> Result<(Transfer, u64), PayError> {
+        let wallet = self.wallet(user_id, currency).await?;
+        let merchant_wallet = self.wallet(&merchant.merchant_id, currency).await?;
+        let _lock = self.lock_wallet(wallet.account).await;
+        let account = self.ledger_account(wallet.account).await?;
+        if account.balance.available_credit() < i128::from(amount.minor_units()) {
+            return Err(PayError::InsufficientFunds);
+        }
+        let mut event = self
+            .context_for(
+                user_id,
+                cooling_off_until,
+                EventKind::CodeCharge,
+                &account,
+                amount.minor_units(),
+            )
+            .await?;
+        // The customer confirmed with a full session when the code was made, and the per-code
+        // limit bounds it: a code charge is never challenged at the till.
+        event.step_up_from = u64::MAX;
+        if let Decision::Deny { code, .. } | Decision::Hold { rule: code } = risk::decide(&event) {
+            return Err(match code {
+                "daily_limit" | "cooling_off_limit" => PayError::Limit {
+                    code,
+                    detail:
+                        "this would exceed a limit on what may leave the customer's wallet today"
+                            .into(),
+                },
+                _ => PayError::Declined {
+                    code: "risk_declined",
+                },
+            });
+        }
+        self.capture(
+            payment_id,
+            memo_id,
+            wallet.account,
+            merchant_wallet.account,
+            &merchant.merchant_id,
+            amount,
+            currency,
+            Metadata::parse([("reference", reference)]).unwrap_or_default(),
+        )
+        .await
+    }
+
+    /// Refunds all or part of a captured payment to the payer (API key with `refunds:write`).
+    pub async fn refund(
+        &self,
+        merchant: &MerchantKey,
+        payment: TransferId,
+        amount: Amount,
+        key: &IdempotencyKey,
+    ) -> Result<Refund, PayError> {
+        Self::require_scope(merchant, "refunds:write")?;
+        let refund_id = self.derive_id(&[
+            b"refund",
+            merchant.merchant_id.as_bytes(),
+            key.as_str().as_bytes(),
+        ]);
+        let _claim = self.claim(refund_id)?;
+        let original = self
+            .store
+            .transfer(payment)
+            .await?
+            .ok_or(PayError::NotFound)?;
+        let merchant_wallet = self
+            .wallet(&merchant.merchant_id, original.currency)
+            .await?;
+        if original.code != kind::MERCHANT_PAYMENT || original.credit != merchant_wallet.account {
+            return Err(PayError::NotFound);
+        }
+        let refunded_total = |this: &Self| {
+            let db = this.db().clone();
+            async move {
+                let mut tx = db.begin_read().await?;
+                let row = tx
+                    .query_opt(
+                        "SELECT refunded FROM merchant_payments WHERE transfer_id = $1",
+                        params![payment.to_bytes()],
+                    )
+                    .await?;
+                tx.commit().await?;
+                Ok::<u64, PayError>(row.map_or(Ok(0), |r| r.i64(0))?.max(0) as u64)
+            }
+        };
+        if let Some(done) = self.store.transfer(refund_id).await? {
+            if done.reference != Some(payment) || done.amount != amount {
+                return Err(PayError::IdempotencyMismatch);
+            }
+            return Ok(Refund {
+                transfer: done,
+                payment,
+                refunded_total: refunded_total(self).await?,
+                replayed: true,
+            });
+        }
+        let now = self.now_ms();
+        let signed = i64::try_from(amount.minor_units()).unwrap_or(i64::MAX);
+        let mut tx = self.db().begin().await?;
+        // The payment's row may be missing if the process died right after capturing it.
+        tx.execute(
+            "INSERT INTO merchant_payments (transfer_id, merchant_id, payer_account, amount, currency, refunded, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (transfer_id) DO NOTHING",
+            params![
+                payment.to_bytes(),
+                merchant.merchant_id.as_str(),
+                original.debit.to_bytes(),
+                i64::try_from(original.amount.minor_units()).unwrap_or(i64::MAX),
+                original.currency.code(),
+                now
+            ],
+        )
+        .await?;
+        // Reserve the amount against what remains refundable, atomically.
+        let reserved = tx
+            .query_opt(
+                "UPDATE merchant_payments SET refunded = refunded + $1 \
+                 WHERE transfer_id = $2 AND refunded + $1 <= amount RETURNING refunded",
+                params![signed, payment.to_bytes()],
+            )
+            .await?;
+        let Some(reserved) = reserved else {
+            return Err(PayError::Invalid(
+                "the refund is more than what remains refundable of this payment",
+            ));
+        };
+        tx.commit().await?;
+        let batch = vec![
+            TransferRequest::Move(Move {
+                id: refund_id,
+                debit: merchant_wallet.account,
+                credit: original.debit,
+                amount,
+                currency: original.currency,
+                code: kind::REFUND,
+                reference: Some(payment),
+                metadata: Metadata::empty(),
+                pending: None,
+            }),
+            emoney_leg(
+                self.derive_id(&[b"refund-memo", &refund_id.to_bytes()]),
+                original.currency,
+                amount,
+                true,
+                Some(refund_id),
+                None,
+            ),
+        ];
+        match self.store.submit(batch).await? {
+            Ok(applied) => {
+                if let Some(payer) = self.wallet_of_account(original.debit).await? {
+                    let holder = self.holder(&payer.user_id).await?;
+                    self.notify(
+                        &holder.email,
+                        "You received a refund",
+                        format!(
+                            "A merchant refunded {} to your wallet.",
+                            format_money(amount.minor_units(), original.currency)
+                        ),
+                    );
+                }
+                Ok(Refund {
+                    transfer: applied.transfers[0].clone(),
+                    payment,
+                    refunded_total: u64::try_from(reserved.i64(0)?).unwrap_or(0),
+                    replayed: false,
+                })
+            }
+            Err(rejection) => {
+                let mut tx = self.db().begin().await?;
+                tx.execute(
+                    "UPDATE merchant_payments SET refunded = refunded - $1 WHERE transfer_id = $2",
+                    params![signed, payment.to_bytes()],
+                )
+                .await?;
+                tx.commit().await?;
+                Err(match rejection.reason {
+                    RejectReason::ExceedsCredits => {
+                        PayError::Invalid("the merchant balance is too low for this refund")
+                    }
+                    other => crate::ledger_refusal(other),
+                })
+            }
+        }
+    }
+
+    /// A merchant's balance account (API key with `payments:read`).
+    pub async fn merchant_balance(
+        &self,
+        merchant: &MerchantKey,
+        currency: Currency,
+    ) -> Result<koban_ledger::Account, PayError> {
+        Self::require_scope(merchant, "payments:read")?;
+        let wallet = self.wallet(&merchant.merchant_id, currency).await?;
+        self.ledger_account(wallet.account).await
+    }
+
+    pub(crate) async fn context_for(
+        &self,
+        user_id: &str,
+        cooling_off_until: Option<i64>,
+        kind: EventKind,
+        payer: &koban_ledger::Account,
+        amount: u64,
+    ) -> Result<risk::RiskEvent, PayError> {
+        let holder = self.holder(user_id).await?;
+        let spent_today = self.spent_today(payer).await?;
+        Ok(self.risk_event(&holder, cooling_off_until, kind, amount, spent_today))
+    }
+
+    /// The risk context of an outgoing movement, from what the caller already read.
+    pub(crate) fn risk_event(
+        &self,
+        holder: &crate::wallets::Holder,
+        cooling_off_until: Option<i64>,
+        kind: EventKind,
+        amount: u64,
+        spent_today: u64,
+    ) -> risk::RiskEvent {
+        let cooling = cooling_off_until
+            .filter(|until| *until > self.now_ms())
+            .map(|_| u64::try_from(self.auth.config().cooling_off_limit_minor).unwrap_or(0));
+        risk::RiskEvent {
+            kind,
+            amount,
+            spent_today,
+            daily_out_max: self.limits(holder.tier).daily_out_max,
+            cooling_off_max: cooling,
+            payee_new: false,
+            paid_to_payee_today: 0,
+            per_payee_daily_max: self.config.per_payee_daily_max,
+            payee_account_age_s: None,
+            payee_senders_last_hour: 0,
+            step_up_from: self.config.step_up_from_minor,
+            review_new_payee_from: self.config.review_new_payee_from_minor,
+            fan_in_senders_max: self.config.fan_in_senders_max,
+        }
+    }
+}

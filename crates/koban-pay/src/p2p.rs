@@ -1,0 +1,505 @@
+//! Transfers between customers by e-mail address or phone number: confirmation of payee
+//! (the payer sees the payee's masked name first), step-up bound to amount and payee for a
+//! new payee or a large amount, daily and per-payee limits, and holds for review.
+
+use koban_auth::{
+    Client, Email, IssuedSession, Phone, Principal, SensitiveAction, StepUpProof, UserKind,
+};
+use koban_ledger::{
+    Account, AccountId, Amount, Currency, Metadata, Move, PendingOptions, Transfer, TransferId,
+    TransferRequest,
+};
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+use koban_store::{LedgerStore, PageRequest, params};
+
+use crate::accounts::{IssuerAccount, kind};
+use crate::risk::{self, Decision, EventKind, RiskEvent};
+use crate::wallets::{DAY_MS, Holder, PartyKey, Wallet};
+use crate::{IdempotencyKey, PayError, Payments, format_money, mask_name};
+
+/// How long a transfer held for review waits for an analyst before it releases itself back
+/// to the payer.
+pub const REVIEW_HOLD_S: u32 = 7 * 24 * 3600;
+
+/// The longest message a payer may attach, in bytes.
+pub const MESSAGE_BYTES_MAX: usize = 140;
+
+/// A payee as the payer may see them before confirming.
+#[derive(Clone, Debug)]
+pub struct Payee {
+    pub holder: Holder,
+    pub masked_name: String,
+    /// The address or number as given, normalised.
+    pub handle: String,
+    /// The payee's wallet account in the currency asked for, if opened.
+    account: Option<AccountId>,
+}
+
+/// What a transfer request asks for, parsed.
+#[derive(Clone, Debug)]
+pub struct P2pRequest {
+    pub to: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub message: Option<String>,
+    pub key: IdempotencyKey,
+}
+
+/// The result of a transfer (or of its replay).
+#[derive(Debug)]
+pub struct P2pOutcome {
+    pub transfer: Transfer,
+    /// `completed`, or `held` for review.
+    pub status: &'static str,
+    pub payee_masked_name: String,
+    pub replayed: bool,
+    /// Set when step-up rotated the session: the client must use this token from now on.
+    pub session: Option<IssuedSession>,
+}
+
+pub(crate) fn message_metadata(message: Option<&str>) -> Result<Metadata, PayError> {
+    match message {
+        None => Ok(Metadata::empty()),
+        Some(text) if text.len() > MESSAGE_BYTES_MAX => {
+            Err(PayError::Invalid("the message is longer than 140 bytes"))
+        }
+        Some(text) => Metadata::parse([("message", text)])
+            .map_err(|_| PayError::Invalid("the message may not hold control characters")),
+    }
+}
+
+impl<S: LedgerStore> Payments<S> {
+    /// Finds a customer by e-mail address or phone number.
+    pub async fn resolve_payee(&self, to: &str, currency: Currency) -> Result<Payee, PayError> {
+        let (handle, by_email) = if to.contains('@') {
+            (Email::parse(to)?.as_str().to_owned(), true)
+        } else {
+            (Phone::parse(to)?.as_str().to_owned(), false)
+        };
+        let key = if by_email {
+            PartyKey::Email(&handle)
+        } else {
+            PartyKey::Phone(&handle)
+        };
+        let (holder, account) = self.party(key, currency).await?.ok_or(PayError::NotFound)?;
+        if holder.kind != UserKind::Customer || !holder.active {
+            return Err(PayError::NotFound);
+        }
+        Ok(Payee {
+            masked_name: mask_name(&holder.display_name),
+            holder,
+            handle,
+            account,
+        })
+    }
+
+    /// Confirmation of payee: the masked name behind an address, and whether the caller has
+    /// paid them before.
+    pub async fn lookup_payee(
+        &self,
+        principal: &Principal,
+        to: &str,
+        currency: Currency,
+    ) -> Result<(Payee, bool), PayError> {
+        principal.can_move_money()?;
+        let payee = self.resolve_payee(to, currency).await?;
+        if payee.holder.user_id == principal.user_id {
+            return Err(PayError::Invalid("you cannot pay yourself"));
+        }
+        let wallet = self
+            .wallet_from(&payee.holder, payee.account, currency)
+            .await?;
+        let known = self.known_payee(&principal.user_id, wallet.account).await?;
+        Ok((payee, known))
+    }
+
+    pub(crate) async fn known_payee(
+        &self,
+        user_id: &str,
+        payee: AccountId,
+    ) -> Result<bool, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT 1 FROM payees WHERE user_id = $1 AND payee_account = $2",
+                params![user_id, payee.to_bytes()],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
+    /// What `payer` sent to `payee` today, walking the payer's history back to midnight.
+    async fn paid_today_to(
+        &self,
+        payer: AccountId,
+        payee: AccountId,
+        midnight_ns: u64,
+    ) -> Result<u64, PayError> {
+        let mut total: u64 = 0;
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .account_transfers(
+                    payer,
+                    PageRequest::new(cursor, 200).map_err(|_| PayError::Invalid("page"))?,
+                )
+                .await?
+                .ok_or(PayError::NotFound)?;
+            for t in page.transfers {
+                if t.timestamp.nanos() < midnight_ns {
+                    return Ok(total);
+                }
+                if t.debit == payer && t.credit == payee {
+                    total = total.saturating_add(t.amount.minor_units());
+                }
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(total),
+            }
+        }
+    }
+
+    /// Distinct payers of `payee` by transfer within the last hour (at most 500 entries read).
+    async fn senders_last_hour(&self, payee: AccountId) -> Result<usize, PayError> {
+        let since = self.auth.now_ms().saturating_sub(3_600_000).max(0) as u64 * 1_000_000;
+        let page = self
+            .store
+            .account_transfers(
+                payee,
+                PageRequest::new(None, 200).map_err(|_| PayError::Invalid("page"))?,
+            )
+            .await?
+            .ok_or(PayError::NotFound)?;
+        let mut senders = std::collections::BTreeSet::new();
+        for t in page.transfers {
+            if t.timestamp.nanos() < since {
+                break;
+            }
+            if t.credit == payee && t.code == kind::P2P {
+                senders.insert(t.debit);
+            }
+        }
+        Ok(senders.len())
+    }
+
+    /// Builds the context the risk hook needs for an outgoing movement from `payer`.
+    pub(crate) async fn outgoing_context(
+        &self,
+        principal: &Principal,
+        kind: EventKind,
+        payer: &Account,
+        amount: u64,
+    ) -> Result<RiskEvent, PayError> {
+        self.context_for(
+            &principal.user_id,
+            principal.cooling_off_until_ms,
+            kind,
+            payer,
+            amount,
+        )
+        .await
+    }
+
+    /// Sends money to another customer.
+    pub async fn transfer(
+        &self,
+        principal: &Principal,
+        request: &P2pRequest,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<P2pOutcome, PayError> {
+        principal.can_move_money()?;
+        if principal.kind != UserKind::Customer {
+            return Err(PayError::Invalid("only customers send transfers"));
+        }
+        let metadata = message_metadata(request.message.as_deref())?;
+        let id = self.derive_id(&[
+            b"p2p",
+            principal.user_id.as_bytes(),
+            request.key.as_str().as_bytes(),
+        ]);
+        let _claim = self.claim(id)?;
+        let payee = self.resolve_payee(&request.to, request.currency).await?;
+        if payee.holder.user_id == principal.user_id {
+            return Err(PayError::Invalid("you cannot pay yourself"));
+        }
+        let (payer_holder, payer_account) = self
+            .party(PartyKey::Id(&principal.user_id), request.currency)
+            .await?
+            .ok_or(PayError::NotFound)?;
+        let payer_wallet = self
+            .wallet_from(&payer_holder, payer_account, request.currency)
+            .await?;
+        let payee_wallet = self
+            .wallet_from(&payee.holder, payee.account, request.currency)
+            .await?;
+        if let Some(done) = self.store.transfer(id).await? {
+            return self
+                .replayed_transfer(done, &payer_wallet, &payee_wallet, request, &payee)
+                .await;
+        }
+        let _wallet_lock = self.lock_wallet(payer_wallet.account).await;
+        let payer = self.ledger_account(payer_wallet.account).await?;
+        let payee_account = self.ledger_account(payee_wallet.account).await?;
+        let amount = request.amount.minor_units();
+        if payer.balance.available_credit() < i128::from(amount) {
+            return Err(PayError::InsufficientFunds);
+        }
+        self.check_balance_cap(&payee.holder, &payee_account, amount)?;
+        let (spent_today, known) = self
+            .spent_today_and_known(&payer, Some((&principal.user_id, payee_wallet.account)))
+            .await?;
+        let mut event = self.risk_event(
+            &payer_holder,
+            principal.cooling_off_until_ms,
+            EventKind::P2p,
+            amount,
+            spent_today,
+        );
+        event.payee_new = !known;
+        let now_ns = u64::try_from(self.now_ms()).unwrap_or(0) * 1_000_000;
+        event.payee_account_age_s = Some(
+            i64::try_from(now_ns.saturating_sub(payee_account.created_at.nanos()) / 1_000_000_000)
+                .unwrap_or(i64::MAX),
+        );
+        // Only a payer who sent more than the per-payee cap today could be over it.
+        if event.spent_today.saturating_add(amount) > event.per_payee_daily_max {
+            let midnight_ns = (u64::try_from(self.now_ms()).unwrap_or(0) / DAY_MS as u64)
+                * DAY_MS as u64
+                * 1_000_000;
+            event.paid_to_payee_today = self
+                .paid_today_to(payer.id, payee_account.id, midnight_ns)
+                .await?;
+        }
+        if event.payee_new && event.payee_account_age_s.is_some_and(|a| a < 7 * 24 * 3600) {
+            event.payee_senders_last_hour = self.senders_last_hour(payee_account.id).await?;
+        }
+        let decision = risk::decide(&event);
+        let needs_step_up = match decision {
+            Decision::Deny { code, rule } => {
+                tracing::info!(rule, "transfer denied by the risk hook");
+                return Err(match code {
+                    "daily_limit" | "cooling_off_limit" | "payee_limit" => PayError::Limit {
+                        code,
+                        detail: limit_detail(code, &event, request.currency),
+                    },
+                    _ => PayError::Declined { code },
+                });
+            }
+            Decision::Challenge => true,
+            Decision::Hold { .. } => event.payee_new || amount >= event.step_up_from,
+            Decision::Allow => false,
+        };
+        let session = if needs_step_up {
+            let action = SensitiveAction::Payment {
+                amount_minor: i64::try_from(amount).unwrap_or(i64::MAX),
+                currency: request.currency.code().to_owned(),
+                payee: format!("{} <{}>", payee.masked_name, payee.handle),
+            };
+            let grant = self
+                .auth
+                .require_step_up(principal, &action, proof, client)
+                .await?;
+            if !grant.authorises(&action, self.auth.keys()) {
+                return Err(PayError::Auth(koban_auth::AuthError::StepUpInvalid));
+            }
+            Some(grant.session)
+        } else {
+            None
+        };
+        let (transfer, status) = match decision {
+            Decision::Hold { rule } => {
+                tracing::info!(rule, "transfer held for review");
+                let transfer = self
+                    .hold_for_review(
+                        principal,
+                        id,
+                        &payer_wallet,
+                        &payee_wallet,
+                        request,
+                        metadata,
+                    )
+                    .await?;
+                (transfer, "held")
+            }
+            _ => {
+                let batch = vec![TransferRequest::Move(Move {
+                    id,
+                    debit: payer_wallet.account,
+                    credit: payee_wallet.account,
+                    amount: request.amount,
+                    currency: request.currency,
+                    code: kind::P2P,
+                    reference: None,
+                    metadata,
+                    pending: None,
+                })];
+                let applied = self
+                    .store
+                    .submit(batch)
+                    .await?
+                    .map_err(|r| crate::ledger_refusal(r.reason))?;
+                (applied.transfers[0].clone(), "completed")
+            }
+        };
+        if event.payee_new {
+            let mut tx = self.db().begin().await?;
+            tx.execute(
+                "INSERT INTO payees (user_id, payee_account, first_paid_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id, payee_account) DO NOTHING",
+                params![
+                    principal.user_id.as_str(),
+                    payee_wallet.account.to_bytes(),
+                    self.now_ms()
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        let money = format_money(amount, request.currency);
+        if status == "held" {
+            self.notify(
+                &principal.email,
+                "Your transfer is being reviewed",
+                format!("Your transfer of {money} to {} is held for a short review. The money stays reserved in your wallet; we will tell you when it goes through. If you did not make it, use 'This was not me' in the app.", payee.masked_name),
+            );
+        } else {
+            self.notify(
+                &principal.email,
+                "You sent money",
+                format!("You sent {money} to {}. If you did not make this transfer, use 'This was not me' in the app.", payee.masked_name),
+            );
+            self.notify(
+                &payee.holder.email,
+                "You received money",
+                format!(
+                    "You received {money} from {}.",
+                    mask_name(&payer_holder.display_name)
+                ),
+            );
+        }
+        Ok(P2pOutcome {
+            transfer,
+            status,
+            payee_masked_name: payee.masked_name,
+            replayed: false,
+            session,
+        })
+    }
+
+    async fn replayed_transfer(
+        &self,
+        done: Transfer,
+        payer: &Wallet,
+        payee: &Wallet,
+        request: &P2pRequest,
+        shown: &Payee,
+    ) -> Result<P2pOutcome, PayError> {
+        let held = done.credit == IssuerAccount::Suspense.id(request.currency);
+        let to_payee = if held {
+            let mut tx = self.db().begin_read().await?;
+            let row = tx
+                .query_opt(
+                    "SELECT payee_account FROM held_transfers WHERE pending_id = $1",
+                    params![done.id.to_bytes()],
+                )
+                .await?;
+            tx.commit().await?;
+            match row {
+                Some(row) => row.bytes(0)? == payee.account.to_bytes(),
+                None => false,
+            }
+        } else {
+            done.credit == payee.account
+        };
+        if done.debit != payer.account || done.amount != request.amount || !to_payee {
+            return Err(PayError::IdempotencyMismatch);
+        }
+        Ok(P2pOutcome {
+            status: if held { "held" } else { "completed" },
+            transfer: done,
+            payee_masked_name: shown.masked_name.clone(),
+            replayed: true,
+            session: None,
+        })
+    }
+
+    /// Reserves the amount from the payer into suspense and queues it for an analyst.
+    async fn hold_for_review(
+        &self,
+        principal: &Principal,
+        id: TransferId,
+        payer: &Wallet,
+        payee: &Wallet,
+        request: &P2pRequest,
+        metadata: Metadata,
+    ) -> Result<Transfer, PayError> {
+        let now = self.now_ms();
+        // The review row first: if the process dies before the hold is made, an analyst sees
+        // a row whose hold does not exist and can only void it.
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "INSERT INTO held_transfers (pending_id, payer_user, payer_account, payee_account, amount, \
+             currency, reason, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'review', 'held', $7) \
+             ON CONFLICT (pending_id) DO NOTHING",
+            params![
+                id.to_bytes(),
+                principal.user_id.as_str(),
+                payer.account.to_bytes(),
+                payee.account.to_bytes(),
+                i64::try_from(request.amount.minor_units()).unwrap_or(i64::MAX),
+                request.currency.code(),
+                now
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        let batch = vec![TransferRequest::Move(Move {
+            id,
+            debit: payer.account,
+            credit: IssuerAccount::Suspense.id(request.currency),
+            amount: request.amount,
+            currency: request.currency,
+            code: kind::REVIEW_HOLD,
+            reference: None,
+            metadata,
+            pending: Some(PendingOptions {
+                timeout_s: Some(REVIEW_HOLD_S),
+            }),
+        })];
+        match self.store.submit(batch).await? {
+            Ok(applied) => Ok(applied.transfers[0].clone()),
+            Err(rejection) => {
+                let mut tx = self.db().begin().await?;
+                tx.execute(
+                    "DELETE FROM held_transfers WHERE pending_id = $1 AND status = 'held'",
+                    params![id.to_bytes()],
+                )
+                .await?;
+                tx.commit().await?;
+                Err(crate::ledger_refusal(rejection.reason))
+            }
+        }
+    }
+}
+
+fn limit_detail(code: &str, event: &RiskEvent, currency: Currency) -> String {
+    match code {
+        "daily_limit" => format!(
+            "this would exceed your daily limit of {} (sent today: {})",
+            format_money(event.daily_out_max, currency),
+            format_money(event.spent_today, currency)
+        ),
+        "cooling_off_limit" => format!(
+            "after a recent change to your sign-in details, at most {} may leave your wallet for now",
+            format_money(event.cooling_off_max.unwrap_or(0), currency)
+        ),
+        _ => format!(
+            "this would exceed the daily limit of {} to one payee",
+            format_money(event.per_payee_daily_max, currency)
+        ),
+    }
+}

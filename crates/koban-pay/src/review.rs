@@ -1,0 +1,180 @@
+//! Transfers the risk hook held for review: analysts list them, then release (the money goes
+//! on to the payee) or void (it returns to the payer). Every decision is in the audit chain.
+
+use koban_auth::audit::{self, AuditEvent};
+use koban_auth::{Principal, Role};
+use koban_ledger::{AccountId, Amount, Currency, Metadata, Move, TransferId, TransferRequest};
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+use koban_store::{LedgerStore, params};
+
+use crate::accounts::{IssuerAccount, kind};
+use crate::{PayError, Payments, format_money};
+
+/// A held transfer as an analyst sees it.
+#[derive(Clone, Debug)]
+pub struct HeldTransfer {
+    pub id: TransferId,
+    pub payer_user: String,
+    pub payer_account: AccountId,
+    pub payee_account: AccountId,
+    pub amount: u64,
+    pub currency: Currency,
+    pub status: String,
+    pub created_at_ms: i64,
+}
+
+fn held_from(row: &koban_store::sql::Row) -> Result<HeldTransfer, PayError> {
+    let bad = |_| PayError::Invalid("a stored id is not valid");
+    Ok(HeldTransfer {
+        id: TransferId::from_bytes(&row.bytes(0)?).map_err(bad)?,
+        payer_user: row.text(1)?,
+        payer_account: AccountId::from_bytes(&row.bytes(2)?).map_err(bad)?,
+        payee_account: AccountId::from_bytes(&row.bytes(3)?).map_err(bad)?,
+        amount: u64::try_from(row.i64(4)?).unwrap_or(0),
+        currency: Currency::parse(&row.text(5)?)
+            .map_err(|_| PayError::Invalid("a stored currency is not valid"))?,
+        status: row.text(6)?,
+        created_at_ms: row.i64(7)?,
+    })
+}
+
+impl<S: LedgerStore> Payments<S> {
+    /// Transfers waiting for review, oldest first (analyst, approver).
+    pub async fn held_transfers(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<HeldTransfer>, PayError> {
+        principal.operator(&[Role::Analyst, Role::Approver])?;
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT pending_id, payer_user, payer_account, payee_account, amount, currency, status, created_at \
+                 FROM held_transfers WHERE status = 'held' ORDER BY created_at LIMIT 200",
+                vec![],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(held_from).collect()
+    }
+
+    /// Releases (`release = true`) or voids a held transfer.
+    pub async fn decide_held(
+        &self,
+        principal: &Principal,
+        id: TransferId,
+        release: bool,
+    ) -> Result<HeldTransfer, PayError> {
+        let operator = principal.operator(&[Role::Analyst, Role::Approver])?;
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT pending_id, payer_user, payer_account, payee_account, amount, currency, status, created_at \
+                 FROM held_transfers WHERE pending_id = $1",
+                params![id.to_bytes()],
+            )
+            .await?
+            .ok_or(PayError::NotFound)?;
+        tx.commit().await?;
+        let held = held_from(&row)?;
+        if held.status != "held" {
+            return Err(PayError::Conflict("this transfer was already decided"));
+        }
+        let amount = Amount::new(held.amount).map_err(|_| PayError::Invalid("stored amount"))?;
+        let batch = if release {
+            vec![
+                TransferRequest::Post {
+                    id: self.derive_id(&[b"review-post", &id.to_bytes()]),
+                    pending_id: id,
+                    amount: None,
+                    metadata: Metadata::empty(),
+                },
+                TransferRequest::Move(Move {
+                    id: self.derive_id(&[b"review-release", &id.to_bytes()]),
+                    debit: IssuerAccount::Suspense.id(held.currency),
+                    credit: held.payee_account,
+                    amount,
+                    currency: held.currency,
+                    code: kind::REVIEW_RELEASE,
+                    reference: Some(id),
+                    metadata: Metadata::empty(),
+                    pending: None,
+                }),
+            ]
+        } else {
+            vec![TransferRequest::Void {
+                id: self.derive_id(&[b"review-void", &id.to_bytes()]),
+                pending_id: id,
+                metadata: Metadata::empty(),
+            }]
+        };
+        let outcome = self.store.submit(batch).await?;
+        let status = match outcome {
+            Ok(_) => {
+                if release {
+                    "released"
+                } else {
+                    "voided"
+                }
+            }
+            // The hold never reached the ledger (the process died in between) or ran out:
+            // nothing is reserved any more, so the review ends as voided.
+            Err(r)
+                if matches!(
+                    r.reason,
+                    koban_ledger::RejectReason::PendingNotFound
+                        | koban_ledger::RejectReason::PendingExpired
+                ) =>
+            {
+                "voided"
+            }
+            Err(r) => return Err(crate::ledger_refusal(r.reason)),
+        };
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE held_transfers SET status = $1, decided_at = $2, decided_by = $3 WHERE pending_id = $4",
+            params![status, now, operator.operator_id.as_str(), id.to_bytes()],
+        )
+        .await?;
+        audit::append(
+            &mut tx,
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: if status == "released" {
+                    "payment.review_released"
+                } else {
+                    "payment.review_voided"
+                },
+                subject: &held.payer_user,
+                details: serde_json::json!({
+                    "transfer": uuid::Uuid::from_u128(id.get()).to_string(),
+                    "amount": held.amount,
+                    "currency": held.currency.code(),
+                }),
+            },
+        )
+        .await?;
+        let email = tx
+            .query_one(
+                "SELECT email FROM users WHERE id = $1",
+                params![held.payer_user.as_str()],
+            )
+            .await?
+            .text(0)?;
+        let money = format_money(held.amount, held.currency);
+        let body = if status == "released" {
+            format!("Your transfer of {money} was reviewed and has gone through.")
+        } else {
+            format!(
+                "Your transfer of {money} was stopped after review; the money is back in your wallet. If you did not make it, change your password now."
+            )
+        };
+        koban_auth::outbox::enqueue(&mut tx, now, &email, "Your held transfer", &body).await?;
+        tx.commit().await?;
+        Ok(HeldTransfer {
+            status: status.to_owned(),
+            ..held
+        })
+    }
+}

@@ -1,0 +1,478 @@
+//! Merchant webhooks, signed per Standard Webhooks: each delivery carries `webhook-id`,
+//! `webhook-timestamp` and `webhook-signature` (`v1,` + base64 of HMAC-SHA256 under the
+//! endpoint's secret over `id.timestamp.body`). A secret (`whsec_` + base64 of 32 random
+//! bytes) is shown once, stored sealed under the server key, and rotated with an overlap in
+//! which deliveries carry both signatures.
+//!
+//! Events are written as delivery rows (the webhook outbox); a worker posts due ones, retries
+//! with backoff for 3 days, and records every attempt's status. Merchants read the log and ask
+//! for a redelivery. Only `http://` endpoints on loopback are accepted in `--dev`/sandbox;
+//! `https://` needs a TLS client this build does not include yet (see the README).
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use koban_auth::apikeys::MerchantKey;
+use koban_auth::secret::new_id;
+use koban_auth::{AuthError, Secret};
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+use koban_store::{LedgerStore, params};
+use rand::RngCore;
+
+use crate::{PayError, Payments};
+
+/// The events a merchant can subscribe to.
+pub const EVENT_TYPES: &[&str] = &[
+    "payment.succeeded",
+    "refund.succeeded",
+    "payout.settled",
+    "payout.failed",
+];
+
+/// Deliveries are retried for this long, then given up.
+pub const RETRY_FOR_MS: i64 = 3 * 24 * 3600 * 1000;
+/// After a rotation, the old secret still signs for this long.
+pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
+pub const ENDPOINTS_PER_MERCHANT_MAX: i64 = 10;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits between attempts: 5 s, 5 min, 30 min, 2 h, 5 h, then every 10 h until 3 days passed.
+fn backoff_ms(attempts: i64) -> i64 {
+    const STEPS: [i64; 5] = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000];
+    usize::try_from(attempts - 1)
+        .ok()
+        .and_then(|i| STEPS.get(i).copied())
+        .unwrap_or(36_000_000)
+}
+
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub id: String,
+    pub endpoint_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_status_code: Option<i64>,
+    pub next_attempt_at_ms: i64,
+    pub created_at_ms: i64,
+}
+
+/// Signs `body` as Standard Webhooks does, with each secret (raw key bytes).
+pub fn signatures(secrets: &[Vec<u8>], id: &str, timestamp_s: i64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    secrets
+        .iter()
+        .filter_map(|key| {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).ok()?;
+            mac.update(format!("{id}.{timestamp_s}.{body}").as_bytes());
+            Some(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The raw key of a `whsec_` secret.
+pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(secret.strip_prefix("whsec_")?).ok()
+}
+
+fn parse_url(url: &str) -> Result<(String, u16, String), PayError> {
+    let invalid = PayError::Invalid("url must be http://HOST:PORT/PATH on this machine (https is not supported yet)");
+    let rest = url.strip_prefix("http://").ok_or(PayError::Invalid(
+        "url must be http://HOST:PORT/PATH on this machine (https is not supported yet)",
+    ))?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| PayError::Invalid("the port is not valid"))?),
+        None => (authority, 80),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback || url.len() > 500 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid);
+    }
+    Ok((host.to_owned(), port, path.to_owned()))
+}
+
+fn event_types(types: &[String]) -> Result<String, PayError> {
+    if types.is_empty() || types.iter().any(|t| !EVENT_TYPES.contains(&t.as_str())) {
+        return Err(PayError::Invalid(
+            "event_types must name at least one of payment.succeeded, refund.succeeded, payout.settled, payout.failed",
+        ));
+    }
+    let mut sorted = types.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    Ok(sorted.join(" "))
+}
+
+fn new_secret() -> Secret<String> {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    Secret::new(format!("whsec_{}", STANDARD.encode(key)))
+}
+
+impl<S: LedgerStore> Payments<S> {
+    fn require_webhooks(merchant: &MerchantKey) -> Result<(), PayError> {
+        if merchant.scopes.contains("webhooks:manage") {
+            Ok(())
+        } else {
+            Err(PayError::Auth(AuthError::Forbidden("this API key lacks the scope this needs")))
+        }
+    }
+
+    /// Subscribes an endpoint; returns it and its secret (shown this once).
+    pub async fn create_webhook(
+        &self,
+        merchant: &MerchantKey,
+        url: &str,
+        types: &[String],
+    ) -> Result<(Endpoint, Secret<String>), PayError> {
+        Self::require_webhooks(merchant)?;
+        if !self.config.sandbox {
+            // Production endpoints are https, which this build cannot call yet.
+            return Err(PayError::Invalid("webhooks need the sandbox until https delivery is supported"));
+        }
+        parse_url(url)?;
+        let types = event_types(types)?;
+        let secret = new_secret();
+        let sealed = self.auth.keys().seal(secret.expose().as_bytes())?;
+        let id = new_id();
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        let count = tx
+            .query_one(
+                "SELECT COUNT(*) FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL",
+                params![merchant.merchant_id.as_str()],
+            )
+            .await?
+            .i64(0)?;
+        if count >= ENDPOINTS_PER_MERCHANT_MAX {
+            return Err(PayError::Conflict("a merchant may have at most 10 webhook endpoints"));
+        }
+        tx.execute(
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, secret, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            params![id.as_str(), merchant.merchant_id.as_str(), url, types.as_str(), sealed, now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((
+            Endpoint {
+                id,
+                url: url.to_owned(),
+                event_types: types.split(' ').map(str::to_owned).collect(),
+                created_at_ms: now,
+            },
+            secret,
+        ))
+    }
+
+    pub async fn webhooks(&self, merchant: &MerchantKey) -> Result<Vec<Endpoint>, PayError> {
+        Self::require_webhooks(merchant)?;
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT id, url, event_types, created_at FROM webhook_endpoints \
+                 WHERE merchant_id = $1 AND deleted_at IS NULL ORDER BY created_at",
+                params![merchant.merchant_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Endpoint {
+                    id: r.text(0)?,
+                    url: r.text(1)?,
+                    event_types: r.text(2)?.split(' ').map(str::to_owned).collect(),
+                    created_at_ms: r.i64(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A new secret; the old one keeps signing (beside the new) for 24 hours.
+    pub async fn rotate_webhook_secret(
+        &self,
+        merchant: &MerchantKey,
+        id: &str,
+    ) -> Result<Secret<String>, PayError> {
+        Self::require_webhooks(merchant)?;
+        let secret = new_secret();
+        let sealed = self.auth.keys().seal(secret.expose().as_bytes())?;
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        let changed = tx
+            .execute(
+                "UPDATE webhook_endpoints SET old_secret = secret, old_secret_until = $1, secret = $2 \
+                 WHERE id = $3 AND merchant_id = $4 AND deleted_at IS NULL",
+                params![now + ROTATION_OVERLAP_MS, sealed, id, merchant.merchant_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        if changed == 0 {
+            return Err(PayError::NotFound);
+        }
+        Ok(secret)
+    }
+
+    pub async fn delete_webhook(&self, merchant: &MerchantKey, id: &str) -> Result<(), PayError> {
+        Self::require_webhooks(merchant)?;
+        let mut tx = self.db().begin().await?;
+        let changed = tx
+            .execute(
+                "UPDATE webhook_endpoints SET deleted_at = $1 WHERE id = $2 AND merchant_id = $3 AND deleted_at IS NULL",
+                params![self.now_ms(), id, merchant.merchant_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        if changed == 0 {
+            return Err(PayError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Writes one delivery per subscribed endpoint of `merchant_id`, inside `tx`.
+    pub(crate) async fn enqueue_event<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        merchant_id: &str,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> Result<(), PayError> {
+        let now = self.now_ms();
+        let endpoints = tx
+            .query(
+                "SELECT id, event_types FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL",
+                params![merchant_id],
+            )
+            .await?;
+        for endpoint in endpoints {
+            if !endpoint.text(1)?.split(' ').any(|t| t == event_type) {
+                continue;
+            }
+            let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+            let payload = serde_json::json!({
+                "type": event_type,
+                "timestamp": now,
+                "data": data,
+            })
+            .to_string();
+            tx.execute(
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, status, attempts, \
+                 next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+                params![id, endpoint.text(0)?, event_type, payload, now],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The delivery log of one endpoint, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        merchant: &MerchantKey,
+        endpoint_id: &str,
+    ) -> Result<Vec<Delivery>, PayError> {
+        Self::require_webhooks(merchant)?;
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT d.id, d.endpoint_id, d.event_type, d.status, d.attempts, d.last_status_code, \
+                 d.next_attempt_at, d.created_at FROM webhook_deliveries d \
+                 JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+                 WHERE d.endpoint_id = $1 AND e.merchant_id = $2 ORDER BY d.created_at DESC, d.id DESC LIMIT 100",
+                params![endpoint_id, merchant.merchant_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.text(0)?,
+                    endpoint_id: r.text(1)?,
+                    event_type: r.text(2)?,
+                    status: r.text(3)?,
+                    attempts: r.i64(4)?,
+                    last_status_code: r.opt_i64(5)?,
+                    next_attempt_at_ms: r.i64(6)?,
+                    created_at_ms: r.i64(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sends a delivery again as soon as the worker runs (whatever its state).
+    pub async fn redeliver(&self, merchant: &MerchantKey, delivery_id: &str) -> Result<(), PayError> {
+        Self::require_webhooks(merchant)?;
+        let mut tx = self.db().begin().await?;
+        let changed = tx
+            .execute(
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1, created_at = created_at \
+                 WHERE id = $2 AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE merchant_id = $3)",
+                params![self.now_ms(), delivery_id, merchant.merchant_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        if changed == 0 {
+            return Err(PayError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Posts due deliveries; returns how many were attempted.
+    pub async fn deliver_webhooks(&self, limit: i64) -> Result<usize, PayError> {
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        // Claim by pushing the next attempt a minute ahead, so another instance skips them.
+        let due = tx
+            .query(
+                "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id IN \
+                 (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
+                  ORDER BY next_attempt_at LIMIT $3) AND status = 'pending' AND next_attempt_at <= $2 \
+                 RETURNING id, endpoint_id, payload, attempts, created_at",
+                params![now + 60_000, now, limit],
+            )
+            .await?;
+        tx.commit().await?;
+        let mut attempted = 0;
+        for row in due {
+            let id = row.text(0)?;
+            let endpoint_id = row.text(1)?;
+            let payload = row.text(2)?;
+            let attempts = row.i64(3)? + 1;
+            let created_at = row.i64(4)?;
+            let mut tx = self.db().begin_read().await?;
+            let endpoint = tx
+                .query_opt(
+                    "SELECT url, secret, old_secret, old_secret_until FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL",
+                    params![endpoint_id.as_str()],
+                )
+                .await?;
+            tx.commit().await?;
+            let outcome = match endpoint {
+                None => Err("the endpoint was deleted".to_owned()),
+                Some(endpoint) => {
+                    let mut keys = Vec::new();
+                    for (column, until) in [(1, None), (2, endpoint.opt_i64(3)?)] {
+                        let Some(sealed) = endpoint.opt_bytes(column)? else { continue };
+                        if until.is_some_and(|until| until <= now) {
+                            continue;
+                        }
+                        let opened = self.auth.keys().open(&sealed)?;
+                        if let Some(key) = std::str::from_utf8(opened.expose()).ok().and_then(secret_key) {
+                            keys.push(key);
+                        }
+                    }
+                    let timestamp_s = now / 1000;
+                    let signature = signatures(&keys, &id, timestamp_s, &payload);
+                    post(&endpoint.text(0)?, &id, timestamp_s, &signature, payload).await
+                }
+            };
+            attempted += 1;
+            let (status, code, next) = match &outcome {
+                Ok(code) if (200..300).contains(code) => ("delivered", Some(i64::from(*code)), now),
+                Ok(code) if now + backoff_ms(attempts) - created_at > RETRY_FOR_MS => {
+                    ("failed", Some(i64::from(*code)), now)
+                }
+                Ok(code) => ("pending", Some(i64::from(*code)), now + backoff_ms(attempts)),
+                Err(_) if now + backoff_ms(attempts) - created_at > RETRY_FOR_MS => ("failed", None, now),
+                Err(_) => ("pending", None, now + backoff_ms(attempts)),
+            };
+            if let Err(error) = &outcome {
+                tracing::info!(delivery = %id, %error, "webhook delivery failed; will retry");
+            }
+            let mut tx = self.db().begin().await?;
+            tx.execute(
+                "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_status_code = $3, next_attempt_at = $4 WHERE id = $5",
+                params![status, attempts, code, next, id.as_str()],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(attempted)
+    }
+}
+
+/// One POST; the status code, or why there was none.
+async fn post(url: &str, id: &str, timestamp_s: i64, signature: &str, body: String) -> Result<u16, String> {
+    let (host, port, path) = parse_url(url).map_err(|e| e.to_string())?;
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|_| "could not connect".to_owned())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| "no HTTP handshake".to_owned())?;
+        tokio::spawn(connection);
+        let request = hyper::Request::post(path)
+            .header("host", format!("{host}:{port}"))
+            .header("content-type", "application/json")
+            .header("user-agent", "Koban-Webhooks/1")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp_s.to_string())
+            .header("webhook-signature", signature)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| "the request could not be built".to_owned())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|_| "no HTTP response".to_owned())?;
+        let status = response.status().as_u16();
+        let _ = response.into_body().collect().await;
+        Ok(status)
+    };
+    tokio::time::timeout(TIMEOUT, attempt)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_follow_standard_webhooks() {
+        // The example from the Standard Webhooks specification.
+        let key = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = r#"{"test": 2432232314}"#;
+        assert_eq!(
+            signatures(&[key], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn only_loopback_http_urls_are_accepted() {
+        assert!(parse_url("http://127.0.0.1:9000/hooks").is_ok());
+        assert!(parse_url("http://localhost/hooks").is_ok());
+        assert!(parse_url("https://example.com/hooks").is_err());
+        assert!(parse_url("http://10.0.0.1/hooks").is_err());
+        assert!(parse_url("http://169.254.169.254/latest").is_err());
+    }
+
+    #[test]
+    fn retries_back_off_and_stop_after_three_days() {
+        assert_eq!(backoff_ms(1), 5_000);
+        assert_eq!(backoff_ms(5), 18_000_000);
+        assert_eq!(backoff_ms(9), 36_000_000);
+        let total: i64 = (1..=12).map(backoff_ms).sum();
+        assert!(total > RETRY_FOR_MS, "the schedule reaches three days");
+    }
+}

@@ -1,0 +1,148 @@
+-- Payments: wallets, verification (KYC), funding sources, the sandbox bank, bank operations in
+-- flight, merchants, payment requests and codes, refunds and transfers held for review. Money
+-- itself lives only in the ledger; these tables hold what the ledger does not (who owns which
+-- account, what was asked for, what a bank said). Ledger ids are 16-byte blobs.
+
+-- Payees are found by phone number as well as by e-mail address.
+CREATE INDEX users_phone ON users (phone);
+
+CREATE TABLE wallets (
+    user_id TEXT NOT NULL REFERENCES users (id),
+    currency TEXT NOT NULL,
+    account_id BLOB NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, currency)
+);
+
+-- The wallet's posted debits at the start of a day (UTC), so the day's out-flow is a
+-- subtraction instead of a walk through the day's history.
+CREATE TABLE wallet_days (
+    account_id BLOB NOT NULL,
+    day BIGINT NOT NULL,
+    debits_at_start BIGINT NOT NULL,
+    PRIMARY KEY (account_id, day)
+);
+
+CREATE TABLE kyc (
+    user_id TEXT PRIMARY KEY REFERENCES users (id),
+    legal_name TEXT NOT NULL,
+    status TEXT NOT NULL,              -- pending | approved | rejected
+    submitted_at BIGINT NOT NULL,
+    decided_at BIGINT,
+    decided_by TEXT
+);
+
+-- Payees a customer has paid before (a new payee needs step-up).
+CREATE TABLE payees (
+    user_id TEXT NOT NULL,
+    payee_account BLOB NOT NULL,
+    first_paid_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, payee_account)
+);
+
+-- The sandbox bank's own accounts and statements (a simulation, marked as such in the API).
+CREATE TABLE sandbox_bank_accounts (
+    number TEXT PRIMARY KEY,
+    holder_name TEXT NOT NULL,
+    behaviour TEXT NOT NULL,           -- normal | fails_settlement
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE sandbox_bank_entries (
+    id TEXT PRIMARY KEY,
+    number TEXT NOT NULL,
+    amount BIGINT NOT NULL,            -- positive: credited to the bank account
+    description TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX sandbox_bank_entries_number ON sandbox_bank_entries (number, created_at);
+
+CREATE TABLE funding_sources (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    bank TEXT NOT NULL,
+    number TEXT NOT NULL,
+    holder_name TEXT NOT NULL,
+    status TEXT NOT NULL,              -- pending | verified | failed | expired | removed
+    amounts_hash BLOB NOT NULL,        -- keyed hash of the two micro-deposit amounts
+    attempts BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    verified_at BIGINT,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX funding_sources_user ON funding_sources (user_id);
+
+-- Top-ups and payouts while the bank settles them.
+CREATE TABLE bank_operations (
+    id BLOB PRIMARY KEY,               -- the ledger id of the hold
+    user_id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    kind TEXT NOT NULL,                -- topup | payout
+    account_id BLOB NOT NULL,          -- the wallet or merchant account
+    amount BIGINT NOT NULL,
+    currency TEXT NOT NULL,
+    status TEXT NOT NULL,              -- pending | settled | failed
+    due_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    settled_at BIGINT
+);
+CREATE INDEX bank_operations_due ON bank_operations (status, due_at);
+CREATE INDEX bank_operations_source ON bank_operations (source_id, created_at);
+
+CREATE TABLE merchants (
+    user_id TEXT PRIMARY KEY REFERENCES users (id),
+    fee_bps BIGINT NOT NULL,
+    fee_fixed_minor BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE payment_requests (
+    id TEXT PRIMARY KEY,
+    merchant_id TEXT NOT NULL REFERENCES users (id),
+    amount BIGINT NOT NULL,
+    currency TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+-- Customer-presented codes; the code itself is stored only as a keyed hash.
+CREATE TABLE payment_codes (
+    id TEXT PRIMARY KEY,
+    code_hash BLOB NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    limit_minor BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT,
+    revoked_at BIGINT,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX payment_codes_user ON payment_codes (user_id, expires_at);
+
+-- Captured merchant payments and what has been refunded of each.
+CREATE TABLE merchant_payments (
+    transfer_id BLOB PRIMARY KEY,
+    merchant_id TEXT NOT NULL,
+    payer_account BLOB NOT NULL,
+    amount BIGINT NOT NULL,
+    currency TEXT NOT NULL,
+    refunded BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+-- Money movements the risk hook held for review: a hold from the payer into suspense.
+CREATE TABLE held_transfers (
+    pending_id BLOB PRIMARY KEY,
+    payer_user TEXT NOT NULL,
+    payer_account BLOB NOT NULL,
+    payee_account BLOB NOT NULL,
+    amount BIGINT NOT NULL,
+    currency TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,              -- held | released | voided
+    created_at BIGINT NOT NULL,
+    decided_at BIGINT,
+    decided_by TEXT
+);
+CREATE INDEX held_transfers_status ON held_transfers (status, created_at);

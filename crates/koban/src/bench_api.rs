@@ -1,0 +1,570 @@
+//! `koban bench api`: authenticated P2P transfers over HTTP on loopback. Starts a server on a
+//! fresh temporary embedded database (or targets `--url`), signs customers up through the API
+//! (sign-up, e-mail code from the development mailbox, TOTP enrolment), funds each from the
+//! sandbox faucet, confirms each one's first transfer to its payee with step-up, then drives
+//! transfers of 1 minor unit from C concurrent keep-alive connections for a fixed time.
+//! Argon2 is paid at sign-in only: each transfer is authenticated by its session token.
+//!
+//! `invariants_ok` checks that the customers' balances still add up to what the faucet gave
+//! them (money moved between them, none created or lost), that every acknowledged transfer
+//! moved exactly its amount, and, with the built-in server, the ledger's own audit and the
+//! e-money reconciliation.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use koban_api::{ApiConfig, ApiState};
+use koban_auth::{Auth, AuthConfig, ServerKeys};
+use koban_store::{Clock, LedgerStore};
+use koban_store_sqlite::{SqliteConfig, SqliteStore};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+const PASSWORD: &str = "kettle harbour meadow lantern";
+const FUNDING: i64 = 50_000;
+
+#[derive(Args, Debug, Clone)]
+pub struct ApiBenchArgs {
+    /// Target a running server (started with `--dev --trust-forwarded-for`) instead of
+    /// starting one on a fresh temporary SQLite database.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Customers to create; each sends to the next one.
+    #[arg(long, default_value_t = 100)]
+    pub customers: u32,
+    /// Concurrent clients, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: u32,
+    /// Seconds of measured transfers.
+    #[arg(long, default_value_t = 15)]
+    pub duration_s: u64,
+    /// Print one JSON object only.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Conn {
+            sender,
+            host: addr.to_string(),
+        })
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = request.body(Full::new(Bytes::from(bytes)))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+}
+
+struct Customer {
+    email: String,
+    token: String,
+    forwarded: String,
+    recovery: String,
+}
+
+fn client_ip(index: u32) -> String {
+    // One /24 per customer, so per-network limits on sign-up do not apply across customers.
+    IpAddr::V4(Ipv4Addr::new(
+        10,
+        (index / 250) as u8,
+        (index % 250) as u8,
+        7,
+    ))
+    .to_string()
+}
+
+async fn expect(
+    conn: &mut Conn,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+    want: u16,
+) -> anyhow::Result<Value> {
+    let (status, reply) = conn.send(method, path, token, headers, body).await?;
+    if status != want {
+        bail!("{path} answered {status} (wanted {want}): {reply}");
+    }
+    Ok(reply)
+}
+
+/// Signs a customer up through the API and returns their full session.
+async fn enrol(addr: SocketAddr, index: u32, run: &str) -> anyhow::Result<Customer> {
+    let mut conn = Conn::open(addr).await?;
+    let email = format!("bench{index}-{run}@bench.example");
+    let forwarded = client_ip(index);
+    let xff = [("x-forwarded-for", forwarded.as_str())];
+    let signup = json!({ "kind": "customer", "email": email, "password": PASSWORD, "display_name": format!("Bench Customer {index}") });
+    expect(
+        &mut conn,
+        Method::POST,
+        "/v1/signup",
+        None,
+        &xff,
+        Some(signup),
+        202,
+    )
+    .await?;
+    let mut code = None;
+    for _ in 0..100 {
+        let (_, mail) = conn
+            .send(
+                Method::GET,
+                &format!("/v1/dev/mailbox?to={email}"),
+                None,
+                &xff,
+                None,
+            )
+            .await?;
+        code = mail
+            .as_array()
+            .and_then(|m| m.first())
+            .and_then(|m| m["body"].as_str())
+            .map(|b| {
+                b.chars()
+                    .filter(char::is_ascii_digit)
+                    .take(6)
+                    .collect::<String>()
+            });
+        if code.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = code
+        .ok_or_else(|| anyhow!("no verification mail for {email}; is the server in --dev mode?"))?;
+    expect(
+        &mut conn,
+        Method::POST,
+        "/v1/signup/verify",
+        None,
+        &xff,
+        Some(json!({ "email": email, "code": code })),
+        204,
+    )
+    .await?;
+    let login = expect(
+        &mut conn,
+        Method::POST,
+        "/v1/login",
+        None,
+        &xff,
+        Some(json!({ "email": email, "password": PASSWORD })),
+        200,
+    )
+    .await?;
+    let token = login["session"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let begun = expect(
+        &mut conn,
+        Method::POST,
+        "/v1/factors/totp",
+        Some(&token),
+        &xff,
+        Some(json!({})),
+        201,
+    )
+    .await?;
+    let seed = koban_auth::totp::seed_from_uri(begun["otpauth_uri"].as_str().unwrap_or_default())
+        .ok_or_else(|| anyhow!("no TOTP seed"))?;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let totp = koban_auth::totp::code_at(&seed, now_s).map_err(|e| anyhow!("{e}"))?;
+    let factor = begun["factor_id"].as_str().unwrap_or_default();
+    let confirmed = expect(
+        &mut conn,
+        Method::POST,
+        &format!("/v1/factors/totp/{factor}/confirm"),
+        Some(&token),
+        &xff,
+        Some(json!({ "code": totp })),
+        200,
+    )
+    .await?;
+    let token = confirmed["session"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let recovery = confirmed["recovery_codes"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    expect(
+        &mut conn,
+        Method::POST,
+        "/v1/sandbox/faucet",
+        Some(&token),
+        &[
+            ("x-forwarded-for", forwarded.as_str()),
+            ("idempotency-key", "bench-funding"),
+        ],
+        Some(json!({ "amount": FUNDING })),
+        201,
+    )
+    .await?;
+    Ok(Customer {
+        email,
+        token,
+        forwarded,
+        recovery,
+    })
+}
+
+/// The first transfer to the payee needs step-up; a recovery code answers it (a TOTP code of
+/// this 30-second step was just used to enrol). Returns the session token to use afterwards.
+async fn first_transfer(
+    addr: SocketAddr,
+    customer: &Customer,
+    payee: &str,
+) -> anyhow::Result<String> {
+    let mut conn = Conn::open(addr).await?;
+    let first = json!({ "to": payee, "amount": 1 });
+    let headers = [
+        ("x-forwarded-for", customer.forwarded.as_str()),
+        ("idempotency-key", "bench-first"),
+    ];
+    let (status, challenge) = conn
+        .send(
+            Method::POST,
+            "/v1/transfers",
+            Some(&customer.token),
+            &headers,
+            Some(first.clone()),
+        )
+        .await?;
+    if status != 403 {
+        bail!("the first transfer answered {status}, not a step-up challenge: {challenge}");
+    }
+    let mut confirmed = first;
+    confirmed["step_up"] = json!({ "id": challenge["step_up"]["id"], "code": customer.recovery });
+    let sent = expect(
+        &mut conn,
+        Method::POST,
+        "/v1/transfers",
+        Some(&customer.token),
+        &headers,
+        Some(confirmed),
+        201,
+    )
+    .await?;
+    Ok(sent["session"]["token"]
+        .as_str()
+        .unwrap_or(&customer.token)
+        .to_owned())
+}
+
+struct Started {
+    addr: SocketAddr,
+    store: Option<SqliteStore>,
+    pay: Option<koban_pay::Payments<SqliteStore>>,
+    stop: Option<watch::Sender<bool>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn start_server() -> anyhow::Result<Started> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("bench.db"), SqliteConfig::default())?;
+    let auth = Auth::new(
+        store.sql(),
+        ServerKeys::from_hex(&ServerKeys::generate_hex())?,
+        Clock::system(),
+        AuthConfig {
+            dev: true,
+            ..AuthConfig::default()
+        },
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let pay = koban_pay::Payments::new(
+        store.clone(),
+        auth.clone(),
+        koban_pay::PayConfig {
+            sandbox: true,
+            ..koban_pay::PayConfig::default()
+        },
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    pay.open_issuer_accounts()
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(koban_api::run_workers::<SqliteStore>(
+        auth.clone(),
+        pay.clone(),
+        stopped,
+    ));
+    let router = koban_api::router(ApiState {
+        store: store.clone(),
+        auth,
+        pay: pay.clone(),
+        metrics: None,
+        config: ApiConfig {
+            dev: true,
+            trust_forwarded_for: true,
+        },
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    Ok(Started {
+        addr,
+        store: Some(store),
+        pay: Some(pay),
+        stop: Some(stop),
+        _dir: Some(dir),
+    })
+}
+
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted_us.len() - 1) as f64).round() as usize;
+    f64::from(sorted_us[rank.min(sorted_us.len() - 1)]) / 1000.0
+}
+
+pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
+    if args.customers < 2 || args.concurrency == 0 || args.duration_s == 0 {
+        bail!("--customers must be at least 2, --concurrency and --duration-s at least 1");
+    }
+    let started = match &args.url {
+        Some(url) => {
+            let authority = url.trim_start_matches("http://").trim_end_matches('/');
+            let addr = tokio::net::lookup_host(authority)
+                .await
+                .with_context(|| format!("resolving {url}"))?
+                .next()
+                .ok_or_else(|| anyhow!("{url} has no address"))?;
+            if !addr.ip().is_loopback() {
+                bail!("the benchmark only sends traffic to loopback addresses");
+            }
+            Started {
+                addr,
+                store: None,
+                pay: None,
+                stop: None,
+                _dir: None,
+            }
+        }
+        None => start_server().await?,
+    };
+    let addr = started.addr;
+    let run = uuid::Uuid::now_v7().simple().to_string()[..8].to_owned();
+    let setup = Instant::now();
+    // Sign-up and sign-in hash passwords: a few customers at a time, as two cores allow.
+    let mut customers: Vec<Option<Customer>> = (0..args.customers).map(|_| None).collect();
+    let mut pending = tokio::task::JoinSet::new();
+    for index in 0..args.customers {
+        let run = run.clone();
+        pending.spawn(async move { (index, enrol(addr, index, &run).await) });
+        while pending.len() >= 4 {
+            if let Some(done) = pending.join_next().await {
+                let (index, customer) = done?;
+                customers[index as usize] = Some(customer?);
+            }
+        }
+    }
+    while let Some(done) = pending.join_next().await {
+        let (index, customer) = done?;
+        customers[index as usize] = Some(customer?);
+    }
+    let mut customers: Vec<Customer> = customers.into_iter().flatten().collect();
+    // Each customer pays the next (the last pays the first): one step-up each, up front.
+    let emails: Vec<String> = customers.iter().map(|c| c.email.clone()).collect();
+    for (index, customer) in customers.iter_mut().enumerate() {
+        let payee = &emails[(index + 1) % emails.len()];
+        customer.token = first_transfer(addr, customer, payee).await?;
+    }
+    let setup_s = setup.elapsed().as_secs_f64();
+
+    let customers = Arc::new(customers);
+    let emails = Arc::new(emails);
+    let next_key = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.duration_s);
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..args.concurrency {
+        let customers = customers.clone();
+        let emails = emails.clone();
+        let next_key = next_key.clone();
+        workers.spawn(async move {
+            let mut latencies: Vec<u32> = Vec::new();
+            let mut errors = 0u64;
+            let mut sent_by: Vec<(usize, u64)> = Vec::new();
+            let Ok(mut conn) = Conn::open(addr).await else {
+                return (latencies, 1, sent_by);
+            };
+            let mut index = worker as usize % customers.len();
+            while Instant::now() < deadline {
+                let customer = &customers[index];
+                let payee = &emails[(index + 1) % emails.len()];
+                let key = format!("bench-{}", next_key.fetch_add(1, Ordering::Relaxed));
+                let headers = [
+                    ("x-forwarded-for", customer.forwarded.as_str()),
+                    ("idempotency-key", key.as_str()),
+                ];
+                let began = Instant::now();
+                let result = conn
+                    .send(
+                        Method::POST,
+                        "/v1/transfers",
+                        Some(&customer.token),
+                        &headers,
+                        Some(json!({ "to": payee, "amount": 1 })),
+                    )
+                    .await;
+                let took = u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX);
+                match result {
+                    Ok((201, _)) => {
+                        latencies.push(took);
+                        sent_by.push((index, 1));
+                    }
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        match Conn::open(addr).await {
+                            Ok(fresh) => conn = fresh,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                index = (index + args_stride(customers.len())) % customers.len();
+            }
+            (latencies, errors, sent_by)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut sent = vec![0u64; customers.len()];
+    while let Some(done) = workers.join_next().await {
+        let (mut l, e, by) = done?;
+        latencies.append(&mut l);
+        errors += e;
+        for (index, amount) in by {
+            sent[index] += amount;
+        }
+    }
+    let seconds = args.duration_s as f64;
+    latencies.sort_unstable();
+
+    // Every customer started with FUNDING, sent 1 to the next at setup, and then `sent[i]`
+    // more; each received as much from the one before. Balances must say exactly that.
+    let mut invariants_ok = true;
+    let mut conn = Conn::open(addr).await?;
+    let n = customers.len();
+    for (index, customer) in customers.iter().enumerate() {
+        let (_, wallet) = conn
+            .send(
+                Method::GET,
+                "/v1/wallet",
+                Some(&customer.token),
+                &[("x-forwarded-for", customer.forwarded.as_str())],
+                None,
+            )
+            .await?;
+        let previous = (index + n - 1) % n;
+        let expected = FUNDING - 1 - sent[index] as i64 + 1 + sent[previous] as i64;
+        if wallet["balance"].as_i64() != Some(expected) {
+            invariants_ok = false;
+        }
+    }
+    if let (Some(store), Some(pay)) = (&started.store, &started.pay) {
+        let report = store.audit().await?;
+        invariants_ok &= report.ok();
+        for (_, outstanding, wallets) in pay.reconcile().await.map_err(|e| anyhow!("{e}"))? {
+            invariants_ok &= outstanding == wallets;
+        }
+    }
+    if let Some(stop) = &started.stop {
+        let _ = stop.send(true);
+    }
+    if let Some(store) = &started.store {
+        store.shutdown().await;
+    }
+    let out = json!({
+        "requests_per_second": (latencies.len() as f64 / seconds * 10.0).round() / 10.0,
+        "latency_ms_p50": percentile_ms(&latencies, 50.0),
+        "latency_ms_p99": percentile_ms(&latencies, 99.0),
+        "errors": errors,
+        "invariants_ok": invariants_ok,
+        "transfers": latencies.len(),
+        "customers": args.customers,
+        "concurrency": args.concurrency,
+        "duration_s": args.duration_s,
+        "setup_s": (setup_s * 10.0).round() / 10.0,
+        "server": if args.url.is_some() { "url" } else { "built-in, embedded SQLite" },
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if invariants_ok && errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Workers step through customers by a stride coprime to their count, so they spread out.
+fn args_stride(customers: usize) -> usize {
+    (1..customers)
+        .rev()
+        .find(|s| gcd(*s, customers) == 1 && *s <= 7)
+        .unwrap_or(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
