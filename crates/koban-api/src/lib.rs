@@ -184,7 +184,27 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/sandbox/bank/accounts/{number}/statement",
             get(payments::sandbox_statement::<S>),
         )
-        .route("/sandbox/faucet", post(payments::faucet::<S>));
+        .route("/sandbox/faucet", post(payments::faucet::<S>))
+        .route(
+            "/merchant/webhooks",
+            post(payments::create_webhook::<S>).get(payments::webhooks::<S>),
+        )
+        .route(
+            "/merchant/webhooks/{id}",
+            delete(payments::delete_webhook::<S>),
+        )
+        .route(
+            "/merchant/webhooks/{id}/rotate",
+            post(payments::rotate_webhook::<S>),
+        )
+        .route(
+            "/merchant/webhooks/{id}/deliveries",
+            get(payments::webhook_deliveries::<S>),
+        )
+        .route(
+            "/merchant/webhook-deliveries/{id}/redeliver",
+            post(payments::redeliver::<S>),
+        );
     Router::new()
         .nest("/v1", v1)
         .route(

@@ -59,7 +59,8 @@ impl Modify for Security {
         payments::refund, payments::merchant_balance, payments::merchant_payout, payments::issuer_accounts,
         payments::pending_kyc, payments::approve_kyc, payments::reject_kyc, payments::held_transfers,
         payments::release_held, payments::void_held, payments::set_fee, payments::sandbox_account,
-        payments::sandbox_statement, payments::faucet,
+        payments::sandbox_statement, payments::faucet, payments::create_webhook, payments::webhooks,
+        payments::rotate_webhook, payments::delete_webhook, payments::webhook_deliveries, payments::redeliver,
     ),
     components(schemas(Problem, StepUpChallengeOut, StepUpIn, MoneyOut))
 )]

@@ -1372,3 +1372,157 @@ pub async fn faucet<S: LedgerStore>(
     };
     Ok(json(StatusCode::CREATED, &entry_out(&entry, account)))
 }
+
+// ---------------------------------------------------------------- webhooks
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookIn {
+    /// Where deliveries are POSTed.
+    #[schema(example = "http://127.0.0.1:9000/koban")]
+    pub url: String,
+    /// Any of `payment.succeeded`, `refund.succeeded`, `payout.settled`, `payout.failed`.
+    pub event_types: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookOut {
+    pub id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub created_at: i64,
+    /// `whsec_...`: shown only when created or rotated. Verify `webhook-signature` with it.
+    pub secret: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookSecretOut {
+    /// The new secret; the old one keeps signing beside it for 24 hours.
+    pub secret: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryOut {
+    /// The `webhook-id` header of the delivery.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed` (retried with backoff for 3 days).
+    pub status: String,
+    pub attempts: i64,
+    pub last_status_code: Option<i64>,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+}
+
+fn endpoint_out(e: koban_pay::webhooks::Endpoint, secret: Option<String>) -> WebhookOut {
+    WebhookOut {
+        id: e.id,
+        url: e.url,
+        event_types: e.event_types,
+        created_at: e.created_at_ms,
+        secret,
+    }
+}
+
+/// Subscribes a webhook endpoint (API key, `webhooks:manage`); the secret is shown once.
+#[utoipa::path(post, path = "/v1/merchant/webhooks", tag = "webhooks", request_body = WebhookIn,
+    responses((status = 201, body = WebhookOut), (status = 422, body = Problem)), security(("api_key" = [])))]
+pub async fn create_webhook<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    MerchantCaller(merchant): MerchantCaller,
+    Json(body): Json<WebhookIn>,
+) -> Result<Response, ApiError> {
+    let (endpoint, secret) = state
+        .pay
+        .create_webhook(&merchant, &body.url, &body.event_types)
+        .await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &endpoint_out(endpoint, Some(secret.expose().clone())),
+    ))
+}
+
+/// The merchant's webhook endpoints (API key, `webhooks:manage`).
+#[utoipa::path(get, path = "/v1/merchant/webhooks", tag = "webhooks",
+    responses((status = 200, body = [WebhookOut])), security(("api_key" = [])))]
+pub async fn webhooks<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    MerchantCaller(merchant): MerchantCaller,
+) -> Result<Response, ApiError> {
+    let out: Vec<_> = state
+        .pay
+        .webhooks(&merchant)
+        .await?
+        .into_iter()
+        .map(|e| endpoint_out(e, None))
+        .collect();
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// Rotates an endpoint's secret; the old one still signs for 24 hours.
+#[utoipa::path(post, path = "/v1/merchant/webhooks/{id}/rotate", tag = "webhooks", params(("id" = String, Path)),
+    responses((status = 200, body = WebhookSecretOut), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn rotate_webhook<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    MerchantCaller(merchant): MerchantCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let secret = state.pay.rotate_webhook_secret(&merchant, &id).await?;
+    Ok(json(
+        StatusCode::OK,
+        &WebhookSecretOut {
+            secret: secret.expose().clone(),
+        },
+    ))
+}
+
+/// Removes an endpoint; nothing more is delivered to it.
+#[utoipa::path(delete, path = "/v1/merchant/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn delete_webhook<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    MerchantCaller(merchant): MerchantCaller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.pay.delete_webhook(&merchant, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An endpoint's delivery log, newest first.
+#[utoipa::path(get, path = "/v1/merchant/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = String, Path)),
+    responses((status = 200, body = [DeliveryOut])), security(("api_key" = [])))]
+pub async fn webhook_deliveries<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    MerchantCaller(merchant): MerchantCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let out: Vec<_> = state
+        .pay
+        .webhook_deliveries(&merchant, &id)
+        .await?
+        .into_iter()
+        .map(|d| DeliveryOut {
+            id: d.id,
+            event_type: d.event_type,
+            status: d.status,
+            attempts: d.attempts,
+            last_status_code: d.last_status_code,
+            next_attempt_at: d.next_attempt_at_ms,
+            created_at: d.created_at_ms,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// Sends a delivery again.
+#[utoipa::path(post, path = "/v1/merchant/webhook-deliveries/{id}/redeliver", tag = "webhooks", params(("id" = String, Path)),
+    responses((status = 202), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn redeliver<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    MerchantCaller(merchant): MerchantCaller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.pay.redeliver(&merchant, &id).await?;
+    Ok(StatusCode::ACCEPTED)
+}

@@ -899,6 +899,24 @@ impl<S: LedgerStore> Payments<S> {
                 )
                 .await?;
             }
+            if !topup {
+                // Merchants hear of their payouts by webhook (customers have no endpoints).
+                self.enqueue_event(
+                    &mut tx,
+                    &user_id,
+                    if status == "settled" {
+                        "payout.settled"
+                    } else {
+                        "payout.failed"
+                    },
+                    serde_json::json!({
+                        "payout_id": uuid::Uuid::from_u128(id.get()).to_string(),
+                        "amount": amount,
+                        "currency": currency.code(),
+                    }),
+                )
+                .await?;
+            }
             let email = tx
                 .query_one(
                     "SELECT email FROM users WHERE id = $1",

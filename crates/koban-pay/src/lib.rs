@@ -21,6 +21,7 @@ pub mod p2p;
 pub mod review;
 pub mod risk;
 pub mod wallets;
+pub mod webhooks;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -341,10 +342,12 @@ impl<S: LedgerStore> Payments<S> {
         Ok(batch.len())
     }
 
-    /// Background work: settles due sandbox bank operations and flushes notifications.
+    /// Background work: settles due sandbox bank operations, flushes notifications, delivers
+    /// due webhooks.
     pub async fn tick(&self) -> Result<(), PayError> {
         self.settle_due(100).await?;
         self.flush_notifications().await?;
+        self.deliver_webhooks(50).await?;
         Ok(())
     }
 }

@@ -538,6 +538,19 @@ impl<S: LedgerStore> Payments<S> {
             ],
         )
         .await?;
+        self.enqueue_event(
+            &mut tx,
+            merchant_id,
+            "payment.succeeded",
+            serde_json::json!({
+                "payment_id": transfer_id_text(payment_id),
+                "amount": amount.minor_units(),
+                "currency": currency.code(),
+                "fee": fee,
+                "reference": applied.transfers[0].metadata.iter().find(|(k, _)| *k == "reference").map(|(_, v)| v),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         Ok((applied.transfers[0].clone(), fee))
     }
@@ -947,6 +960,20 @@ impl<S: LedgerStore> Payments<S> {
         ];
         match self.store.submit(batch).await? {
             Ok(applied) => {
+                let mut tx = self.db().begin().await?;
+                self.enqueue_event(
+                    &mut tx,
+                    &merchant.merchant_id,
+                    "refund.succeeded",
+                    serde_json::json!({
+                        "refund_id": transfer_id_text(refund_id),
+                        "payment_id": transfer_id_text(payment),
+                        "amount": amount.minor_units(),
+                        "currency": original.currency.code(),
+                    }),
+                )
+                .await?;
+                tx.commit().await?;
                 if let Some(payer) = self.wallet_of_account(original.debit).await? {
                     let holder = self.holder(&payer.user_id).await?;
                     self.notify(

@@ -77,7 +77,10 @@ pub fn signatures(secrets: &[Vec<u8>], id: &str, timestamp_s: i64, body: &str) -
         .filter_map(|key| {
             let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).ok()?;
             mac.update(format!("{id}.{timestamp_s}.{body}").as_bytes());
-            Some(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+            Some(format!(
+                "v1,{}",
+                STANDARD.encode(mac.finalize().into_bytes())
+            ))
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -89,7 +92,9 @@ pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
 }
 
 fn parse_url(url: &str) -> Result<(String, u16, String), PayError> {
-    let invalid = PayError::Invalid("url must be http://HOST:PORT/PATH on this machine (https is not supported yet)");
+    let invalid = PayError::Invalid(
+        "url must be http://HOST:PORT/PATH on this machine (https is not supported yet)",
+    );
     let rest = url.strip_prefix("http://").ok_or(PayError::Invalid(
         "url must be http://HOST:PORT/PATH on this machine (https is not supported yet)",
     ))?;
@@ -98,12 +103,18 @@ fn parse_url(url: &str) -> Result<(String, u16, String), PayError> {
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| PayError::Invalid("the port is not valid"))?),
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| PayError::Invalid("the port is not valid"))?,
+        ),
         None => (authority, 80),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host == "localhost"
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     if !loopback || url.len() > 500 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid);
     }
@@ -133,7 +144,9 @@ impl<S: LedgerStore> Payments<S> {
         if merchant.scopes.contains("webhooks:manage") {
             Ok(())
         } else {
-            Err(PayError::Auth(AuthError::Forbidden("this API key lacks the scope this needs")))
+            Err(PayError::Auth(AuthError::Forbidden(
+                "this API key lacks the scope this needs",
+            )))
         }
     }
 
@@ -147,7 +160,9 @@ impl<S: LedgerStore> Payments<S> {
         Self::require_webhooks(merchant)?;
         if !self.config.sandbox {
             // Production endpoints are https, which this build cannot call yet.
-            return Err(PayError::Invalid("webhooks need the sandbox until https delivery is supported"));
+            return Err(PayError::Invalid(
+                "webhooks need the sandbox until https delivery is supported",
+            ));
         }
         parse_url(url)?;
         let types = event_types(types)?;
@@ -164,12 +179,21 @@ impl<S: LedgerStore> Payments<S> {
             .await?
             .i64(0)?;
         if count >= ENDPOINTS_PER_MERCHANT_MAX {
-            return Err(PayError::Conflict("a merchant may have at most 10 webhook endpoints"));
+            return Err(PayError::Conflict(
+                "a merchant may have at most 10 webhook endpoints",
+            ));
         }
         tx.execute(
             "INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, secret, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
-            params![id.as_str(), merchant.merchant_id.as_str(), url, types.as_str(), sealed, now],
+            params![
+                id.as_str(),
+                merchant.merchant_id.as_str(),
+                url,
+                types.as_str(),
+                sealed,
+                now
+            ],
         )
         .await?;
         tx.commit().await?;
@@ -319,12 +343,16 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// Sends a delivery again as soon as the worker runs (whatever its state).
-    pub async fn redeliver(&self, merchant: &MerchantKey, delivery_id: &str) -> Result<(), PayError> {
+    pub async fn redeliver(
+        &self,
+        merchant: &MerchantKey,
+        delivery_id: &str,
+    ) -> Result<(), PayError> {
         Self::require_webhooks(merchant)?;
         let mut tx = self.db().begin().await?;
         let changed = tx
             .execute(
-                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1, created_at = created_at \
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1 \
                  WHERE id = $2 AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE merchant_id = $3)",
                 params![self.now_ms(), delivery_id, merchant.merchant_id.as_str()],
             )
@@ -371,12 +399,17 @@ impl<S: LedgerStore> Payments<S> {
                 Some(endpoint) => {
                     let mut keys = Vec::new();
                     for (column, until) in [(1, None), (2, endpoint.opt_i64(3)?)] {
-                        let Some(sealed) = endpoint.opt_bytes(column)? else { continue };
+                        let Some(sealed) = endpoint.opt_bytes(column)? else {
+                            continue;
+                        };
                         if until.is_some_and(|until| until <= now) {
                             continue;
                         }
                         let opened = self.auth.keys().open(&sealed)?;
-                        if let Some(key) = std::str::from_utf8(opened.expose()).ok().and_then(secret_key) {
+                        if let Some(key) = std::str::from_utf8(opened.expose())
+                            .ok()
+                            .and_then(secret_key)
+                        {
                             keys.push(key);
                         }
                     }
@@ -391,8 +424,14 @@ impl<S: LedgerStore> Payments<S> {
                 Ok(code) if now + backoff_ms(attempts) - created_at > RETRY_FOR_MS => {
                     ("failed", Some(i64::from(*code)), now)
                 }
-                Ok(code) => ("pending", Some(i64::from(*code)), now + backoff_ms(attempts)),
-                Err(_) if now + backoff_ms(attempts) - created_at > RETRY_FOR_MS => ("failed", None, now),
+                Ok(code) => (
+                    "pending",
+                    Some(i64::from(*code)),
+                    now + backoff_ms(attempts),
+                ),
+                Err(_) if now + backoff_ms(attempts) - created_at > RETRY_FOR_MS => {
+                    ("failed", None, now)
+                }
                 Err(_) => ("pending", None, now + backoff_ms(attempts)),
             };
             if let Err(error) = &outcome {
@@ -411,7 +450,13 @@ impl<S: LedgerStore> Payments<S> {
 }
 
 /// One POST; the status code, or why there was none.
-async fn post(url: &str, id: &str, timestamp_s: i64, signature: &str, body: String) -> Result<u16, String> {
+async fn post(
+    url: &str,
+    id: &str,
+    timestamp_s: i64,
+    signature: &str,
+    body: String,
+) -> Result<u16, String> {
     let (host, port, path) = parse_url(url).map_err(|e| e.to_string())?;
     let attempt = async {
         let stream = tokio::net::TcpStream::connect((host.as_str(), port))

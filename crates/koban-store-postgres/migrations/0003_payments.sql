@@ -146,3 +146,32 @@ CREATE TABLE held_transfers (
     decided_by TEXT
 );
 CREATE INDEX held_transfers_status ON held_transfers (status, created_at);
+
+-- Merchant webhook endpoints (secrets sealed with the server key) and their deliveries: the
+-- webhook outbox, written in the transaction that records the event.
+CREATE TABLE webhook_endpoints (
+    id TEXT PRIMARY KEY,
+    merchant_id TEXT NOT NULL REFERENCES users (id),
+    url TEXT NOT NULL,
+    event_types TEXT NOT NULL,         -- space-separated
+    secret BYTEA NOT NULL,
+    old_secret BYTEA,                   -- still signs until old_secret_until after a rotation
+    old_secret_until BIGINT,
+    created_at BIGINT NOT NULL,
+    deleted_at BIGINT
+);
+CREATE INDEX webhook_endpoints_merchant ON webhook_endpoints (merchant_id);
+
+CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY,               -- msg_..., the webhook-id header
+    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints (id),
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,              -- pending | delivered | failed
+    attempts BIGINT NOT NULL,
+    last_status_code BIGINT,
+    next_attempt_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at);

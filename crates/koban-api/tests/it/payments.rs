@@ -17,6 +17,7 @@ stories!(
     held_transfers_are_released_or_voided_by_an_analyst,
     merchant_qr_both_directions_with_fees_and_partial_refunds,
     malformed_payment_requests_get_problems_and_change_nothing,
+    merchant_webhooks_are_signed_retried_rotated_and_redelivered,
 );
 
 fn idem(call: Call, key: &str) -> Call {
@@ -1010,4 +1011,234 @@ async fn malformed_payment_requests_get_problems_and_change_nothing<S: LedgerSto
         .await;
     assert_eq!(history.body["data"].as_array().unwrap().len(), 1);
     app.assert_money_invariants().await;
+}
+
+/// A merchant's webhook receiver on loopback: records each request and answers with `status`.
+struct Receiver {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+async fn receiver() -> Receiver {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+    let status = Arc::new(AtomicU16::new(200));
+    let (s, c) = (seen.clone(), status.clone());
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (s, c) = (s.clone(), c.clone());
+            async move {
+                s.lock().unwrap().push((headers, body));
+                StatusCode::from_u16(c.load(Ordering::SeqCst)).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver { url, seen, status }
+}
+
+fn verifies(secret: &str, headers: &axum::http::HeaderMap, body: &str) -> usize {
+    let id = headers["webhook-id"].to_str().unwrap();
+    let timestamp: i64 = headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = koban_pay::webhooks::signatures(
+        &[koban_pay::webhooks::secret_key(secret).unwrap()],
+        id,
+        timestamp,
+        body,
+    );
+    headers["webhook-signature"]
+        .to_str()
+        .unwrap()
+        .split(' ')
+        .filter(|s| *s == expected)
+        .count()
+}
+
+async fn merchant_webhooks_are_signed_retried_rotated_and_redelivered<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    use std::sync::atomic::Ordering;
+    let shop = app.user_of("merchant", "shop@example.com").await;
+    let key = app
+        .with_step_up(&shop, &shop.token, "/v1/merchant/api-keys", json!({ "name": "hooks", "environment": "test", "scopes": ["payments:write", "payments:read", "webhooks:manage"] }))
+        .await;
+    let api_key = key.body["key"].as_str().unwrap().to_owned();
+    let alice = app.user("alice@example.com").await;
+    app.fund(&alice.token, 20_000, "f1").await;
+    let hooks = receiver().await;
+
+    let refused = app
+        .call(
+            post(
+                "/v1/merchant/webhooks",
+                json!({ "url": "http://10.1.2.3/x", "event_types": ["payment.succeeded"] }),
+            )
+            .bearer(&api_key),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{refused:?}"
+    );
+    let created = app
+        .call(
+            post(
+                "/v1/merchant/webhooks",
+                json!({ "url": hooks.url, "event_types": ["payment.succeeded"] }),
+            )
+            .bearer(&api_key),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    let endpoint = created.body["id"].as_str().unwrap().to_owned();
+    let listed = app
+        .call(get("/v1/merchant/webhooks").bearer(&api_key))
+        .await;
+    assert!(
+        !listed.body.to_string().contains(&secret),
+        "the secret is shown once"
+    );
+
+    // A payment is delivered, signed with the endpoint's secret.
+    let first = qr_pay(&app, &api_key, &alice.token, 1).await;
+    app.pay.tick().await.unwrap();
+    {
+        let seen = hooks.seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        let (headers, body) = &seen[0];
+        assert_eq!(verifies(&secret, headers, body), 1, "{headers:?}");
+        let event: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (event["type"].as_str(), event["data"]["payment_id"].as_str()),
+            (Some("payment.succeeded"), Some(first.as_str()))
+        );
+    }
+
+    // A failing receiver is retried with backoff, and the log shows each attempt.
+    hooks.status.store(500, Ordering::SeqCst);
+    qr_pay(&app, &api_key, &alice.token, 2).await;
+    app.pay.tick().await.unwrap();
+    let log = app
+        .call(get(&format!("/v1/merchant/webhooks/{endpoint}/deliveries")).bearer(&api_key))
+        .await;
+    assert_eq!(
+        (
+            log.body[0]["status"].as_str(),
+            log.body[0]["attempts"].as_i64(),
+            log.body[0]["last_status_code"].as_i64()
+        ),
+        (Some("pending"), Some(1), Some(500)),
+        "{log:?}"
+    );
+    app.pay.tick().await.unwrap();
+    assert_eq!(
+        hooks.seen.lock().unwrap().len(),
+        2,
+        "not retried before its time"
+    );
+    hooks.status.store(200, Ordering::SeqCst);
+    app.clock.advance_secs(6);
+    app.pay.tick().await.unwrap();
+    assert_eq!(hooks.seen.lock().unwrap().len(), 3);
+    let log = app
+        .call(get(&format!("/v1/merchant/webhooks/{endpoint}/deliveries")).bearer(&api_key))
+        .await;
+    assert_eq!(
+        (
+            log.body[0]["status"].as_str(),
+            log.body[0]["attempts"].as_i64()
+        ),
+        (Some("delivered"), Some(2))
+    );
+
+    // After a rotation both secrets sign, so receivers can switch without losing events.
+    let rotated = app
+        .call(
+            post(
+                &format!("/v1/merchant/webhooks/{endpoint}/rotate"),
+                json!({}),
+            )
+            .bearer(&api_key),
+        )
+        .await;
+    let new_secret = rotated.body["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, secret);
+    qr_pay(&app, &api_key, &alice.token, 3).await;
+    app.pay.tick().await.unwrap();
+    {
+        let seen = hooks.seen.lock().unwrap();
+        let (headers, body) = seen.last().unwrap();
+        assert_eq!(
+            (
+                verifies(&secret, headers, body),
+                verifies(&new_secret, headers, body)
+            ),
+            (1, 1)
+        );
+    }
+
+    // A manual redelivery sends the same message (same webhook-id) again.
+    let id = log.body[0]["id"].as_str().unwrap().to_owned();
+    let again = app
+        .call(
+            post(
+                &format!("/v1/merchant/webhook-deliveries/{id}/redeliver"),
+                json!({}),
+            )
+            .bearer(&api_key),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    app.pay.tick().await.unwrap();
+    let last_id = hooks.seen.lock().unwrap().last().unwrap().0["webhook-id"].clone();
+    assert_eq!(last_id.to_str().unwrap(), id);
+    let other = app
+        .call(
+            post(
+                &format!("/v1/merchant/webhook-deliveries/{id}/redeliver"),
+                json!({}),
+            )
+            .bearer(&alice.token),
+        )
+        .await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNAUTHORIZED,
+        "a session token is not an API key"
+    );
+    app.assert_money_invariants().await;
+}
+
+/// The merchant asks for a small amount and the customer pays it; returns the payment id.
+async fn qr_pay<S: LedgerStore>(app: &TestApp<S>, api_key: &str, token: &str, n: u32) -> String {
+    let request = app
+        .call(idem(
+            post(
+                "/v1/merchant/payment-requests",
+                json!({ "amount": 100 + n, "reference": format!("o{n}") }),
+            )
+            .bearer(api_key),
+            &format!("r{n}"),
+        ))
+        .await;
+    let payload = request.body["qr_payload"].as_str().unwrap().to_owned();
+    let paid = app
+        .call(idem(
+            post("/v1/qr/pay", json!({ "payload": payload })).bearer(token),
+            &format!("q{n}"),
+        ))
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    paid.body["id"].as_str().unwrap().to_owned()
 }
