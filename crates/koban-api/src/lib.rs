@@ -128,6 +128,13 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         .route("/kyc", post(payments::submit_kyc::<S>))
         .route("/payees/lookup", get(payments::lookup_payee::<S>))
         .route("/transfers", post(payments::transfer::<S>))
+        .route("/me/handle", post(payments::set_handle::<S>))
+        .route("/pay-links", post(payments::create_pay_link::<S>))
+        .route(
+            "/pay-links/{id}",
+            get(payments::pay_link::<S>).delete(payments::cancel_pay_link::<S>),
+        )
+        .route("/pay-links/{id}/pay", post(payments::pay_pay_link::<S>))
         .route("/funding-sources", get(payments::funding_sources::<S>))
         .route("/funding-sources/bank", post(payments::link_bank::<S>))
         .route(

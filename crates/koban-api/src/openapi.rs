@@ -41,7 +41,7 @@ impl Modify for Security {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Koban API", description = "Stored-value wallets and payments. Errors are RFC 9457 problem documents (application/problem+json)."),
+    info(title = "Koban API", description = "Stored-value wallets and payments. Errors are RFC 9457 problem documents (application/problem+json); refused payments carry a stable `code`. Amounts are integer minor units with a `currency`. Every money-moving POST requires an `Idempotency-Key` header: a retry with the same key and body returns the first answer (`replayed: true`), the same key with another body answers 422 `idempotency-key-reused`, a concurrent duplicate 409. Lists use `limit`, `starting_after` and `has_more`.\n\nMerchant QR payload (one line of ASCII): `KB1.<request id: 16 bytes, base64url>.<amount in minor units>.<currency>.<expiry, Unix seconds>.<signature>`; the signature is the first 16 bytes, base64url, of HMAC-SHA256 under a server key over everything before it, so no field can be altered. Customer-presented codes are 18 digits starting with 89 (QR form `KBC1.<digits>`), valid 60 seconds, single use.\n\nWebhooks follow Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature` = `v1,` + base64(HMAC-SHA256(key, id.timestamp.body))."),
     modifiers(&Security),
     paths(
         identity::signup, identity::verify_email, identity::login, identity::second_factor, identity::logout,
@@ -61,6 +61,7 @@ impl Modify for Security {
         payments::release_held, payments::void_held, payments::set_fee, payments::sandbox_account,
         payments::sandbox_statement, payments::faucet, payments::create_webhook, payments::webhooks,
         payments::rotate_webhook, payments::delete_webhook, payments::webhook_deliveries, payments::redeliver,
+        payments::set_handle, payments::create_pay_link, payments::pay_link, payments::cancel_pay_link, payments::pay_pay_link,
     ),
     components(schemas(Problem, StepUpChallengeOut, StepUpIn, MoneyOut))
 )]

@@ -1526,3 +1526,161 @@ pub async fn redeliver<S: LedgerStore>(
     state.pay.redeliver(&merchant, &id).await?;
     Ok(StatusCode::ACCEPTED)
 }
+
+// ---------------------------------------------------------------- handles and pay links
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandleIn {
+    /// 3 to 20 letters, digits or underscores; others pay you at `@handle`.
+    #[schema(example = "hanako")]
+    pub handle: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HandleOut {
+    #[schema(example = "@hanako")]
+    pub handle: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayLinkIn {
+    pub amount: i64,
+    pub currency: Option<String>,
+    pub message: Option<String>,
+    /// 60 s to 30 days (default 7 days).
+    pub expires_in_s: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PayLinkOut {
+    /// The link's id (`kpl_...`): share it; whoever holds it can see and pay the request.
+    pub id: String,
+    pub requester_masked_name: String,
+    pub amount: MoneyOut,
+    pub message: Option<String>,
+    /// `open`, `paid`, `expired` or `cancelled`.
+    pub status: &'static str,
+    pub expires_at: i64,
+    pub created_at: i64,
+}
+
+fn link_out(l: koban_pay::links::PayLink) -> PayLinkOut {
+    PayLinkOut {
+        amount: money(l.amount.minor_units(), l.currency),
+        id: l.id,
+        requester_masked_name: l.requester_masked_name,
+        message: l.message,
+        status: l.status,
+        expires_at: l.expires_at_ms,
+        created_at: l.created_at_ms,
+    }
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpBody {
+    pub step_up: Option<StepUpIn>,
+}
+
+/// Sets the caller's handle, by which others can pay them (`"to": "@handle"`).
+#[utoipa::path(post, path = "/v1/me/handle", tag = "transfers", request_body = HandleIn,
+    responses((status = 200, body = HandleOut), (status = 409, body = Problem), (status = 422, body = Problem)), security(("session" = [])))]
+pub async fn set_handle<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    Json(body): Json<HandleIn>,
+) -> Result<Response, ApiError> {
+    let handle = state.pay.set_handle(&me, &body.handle).await?;
+    Ok(json(StatusCode::OK, &HandleOut { handle }))
+}
+
+/// Requests money: a link whoever holds it may pay once.
+#[utoipa::path(post, path = "/v1/pay-links", tag = "transfers", request_body = PayLinkIn,
+    responses((status = 201, body = PayLinkOut), (status = 422, body = Problem)), security(("session" = [])))]
+pub async fn create_pay_link<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    Json(body): Json<PayLinkIn>,
+) -> Result<Response, ApiError> {
+    let amount = parse_amount(body.amount)?;
+    let currency = currency(&state.pay, body.currency.as_deref())?;
+    let link = state
+        .pay
+        .create_pay_link(
+            &me,
+            amount,
+            currency,
+            body.message.as_deref(),
+            body.expires_in_s,
+        )
+        .await?;
+    Ok(json(StatusCode::CREATED, &link_out(link)))
+}
+
+/// A pay link: who asks, for how much, and whether it is still open.
+#[utoipa::path(get, path = "/v1/pay-links/{id}", tag = "transfers", params(("id" = String, Path)),
+    responses((status = 200, body = PayLinkOut), (status = 404, body = Problem)), security(("session" = [])))]
+pub async fn pay_link<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let link = state.pay.pay_link(&me, &id).await?;
+    Ok(json(StatusCode::OK, &link_out(link)))
+}
+
+/// Withdraws one of the caller's pay links.
+#[utoipa::path(delete, path = "/v1/pay-links/{id}", tag = "transfers", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)), security(("session" = [])))]
+pub async fn cancel_pay_link<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.pay.cancel_pay_link(&me, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Pays a pay link: a transfer to its requester, with the same limits and step-up as any.
+#[utoipa::path(post, path = "/v1/pay-links/{id}/pay", tag = "transfers", request_body = StepUpBody,
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = TransferOut), (status = 403, body = Problem), (status = 409, body = Problem), (status = 410, body = Problem)),
+    security(("session" = [])))]
+pub async fn pay_pay_link<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    ClientInfo(client): ClientInfo,
+    IdemKey(key): IdemKey,
+    Path(id): Path<String>,
+    Json(body): Json<StepUpBody>,
+) -> Result<Response, ApiError> {
+    let outcome = state
+        .pay
+        .pay_pay_link(&me, &id, &key, proof(&body.step_up)?.as_ref(), &client)
+        .await?;
+    let out = TransferOut {
+        id: id_text(outcome.transfer.id),
+        status: outcome.status,
+        amount: money(
+            outcome.transfer.amount.minor_units(),
+            outcome.transfer.currency,
+        ),
+        payee_masked_name: outcome.payee_masked_name.clone(),
+        created_at: ms(outcome.transfer.timestamp),
+        replayed: outcome.replayed,
+        session: outcome.session.as_ref().map(session_out),
+    };
+    let status = if outcome.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(answer(
+        status,
+        &out,
+        outcome.session.as_ref(),
+        state.config.dev,
+    ))
+}

@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod bank;
+pub mod links;
 pub mod merchant;
 pub mod p2p;
 pub mod review;

@@ -57,6 +57,22 @@ pub struct P2pOutcome {
     pub session: Option<IssuedSession>,
 }
 
+/// A handle as chosen: 3 to 20 of `a-z`, `0-9`, `_`, stored in lower case.
+pub fn parse_handle(text: &str) -> Result<String, PayError> {
+    let lower = text.trim().trim_start_matches('@').to_ascii_lowercase();
+    if (3..=20).contains(&lower.len())
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        Ok(lower)
+    } else {
+        Err(PayError::Invalid(
+            "a handle is 3 to 20 letters, digits or underscores",
+        ))
+    }
+}
+
 pub(crate) fn message_metadata(message: Option<&str>) -> Result<Metadata, PayError> {
     match message {
         None => Ok(Metadata::empty()),
@@ -69,18 +85,33 @@ pub(crate) fn message_metadata(message: Option<&str>) -> Result<Metadata, PayErr
 }
 
 impl<S: LedgerStore> Payments<S> {
-    /// Finds a customer by e-mail address or phone number.
+    /// Finds a customer by `@handle`, e-mail address or phone number.
     pub async fn resolve_payee(&self, to: &str, currency: Currency) -> Result<Payee, PayError> {
-        let (handle, by_email) = if to.contains('@') {
-            (Email::parse(to)?.as_str().to_owned(), true)
+        let to = to.trim();
+        let handle = if let Some(name) = to.strip_prefix('@') {
+            format!("@{}", parse_handle(name)?)
+        } else if to.contains('@') {
+            Email::parse(to)?.as_str().to_owned()
         } else {
-            (Phone::parse(to)?.as_str().to_owned(), false)
+            Phone::parse(to)?.as_str().to_owned()
         };
-        let key = if by_email {
+        let key = if let Some(name) = handle.strip_prefix('@') {
+            PartyKey::Handle(name)
+        } else if handle.contains('@') {
             PartyKey::Email(&handle)
         } else {
             PartyKey::Phone(&handle)
         };
+        self.payee_of(key, currency, handle.clone()).await
+    }
+
+    /// A customer as a payee, shown to the payer as `shown_as` in step-up summaries.
+    pub(crate) async fn payee_of(
+        &self,
+        key: PartyKey<'_>,
+        currency: Currency,
+        handle: String,
+    ) -> Result<Payee, PayError> {
         let (holder, account) = self.party(key, currency).await?.ok_or(PayError::NotFound)?;
         if holder.kind != UserKind::Customer || !holder.active {
             return Err(PayError::NotFound);
@@ -215,7 +246,6 @@ impl<S: LedgerStore> Payments<S> {
         if principal.kind != UserKind::Customer {
             return Err(PayError::Invalid("only customers send transfers"));
         }
-        let metadata = message_metadata(request.message.as_deref())?;
         let id = self.derive_id(&[
             b"p2p",
             principal.user_id.as_bytes(),
@@ -223,6 +253,21 @@ impl<S: LedgerStore> Payments<S> {
         ]);
         let _claim = self.claim(id)?;
         let payee = self.resolve_payee(&request.to, request.currency).await?;
+        self.send(principal, request, id, payee, proof, client)
+            .await
+    }
+
+    /// Sends `request` to an already resolved payee under ledger id `id`.
+    pub(crate) async fn send(
+        &self,
+        principal: &Principal,
+        request: &P2pRequest,
+        id: TransferId,
+        payee: Payee,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<P2pOutcome, PayError> {
+        let metadata = message_metadata(request.message.as_deref())?;
         if payee.holder.user_id == principal.user_id {
             return Err(PayError::Invalid("you cannot pay yourself"));
         }

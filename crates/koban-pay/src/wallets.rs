@@ -56,6 +56,7 @@ pub(crate) enum PartyKey<'a> {
     Id(&'a str),
     Email(&'a str),
     Phone(&'a str),
+    Handle(&'a str),
 }
 
 /// A wallet with its balance and the limits that apply to it.
@@ -141,6 +142,13 @@ impl<S: LedgerStore> Payments<S> {
                  LEFT JOIN wallets w ON w.user_id = u.id AND w.currency = $1 \
                  WHERE u.email = $2 AND u.email_verified_at IS NOT NULL",
                 email,
+            ),
+            PartyKey::Handle(handle) => (
+                "SELECT u.id, u.kind, u.email, u.display_name, u.status, k.status, k.legal_name, w.account_id \
+                 FROM handles h JOIN users u ON u.id = h.user_id LEFT JOIN kyc k ON k.user_id = u.id \
+                 LEFT JOIN wallets w ON w.user_id = u.id AND w.currency = $1 \
+                 WHERE h.handle = $2 AND u.email_verified_at IS NOT NULL",
+                handle,
             ),
             PartyKey::Phone(phone) => (
                 "SELECT u.id, u.kind, u.email, u.display_name, u.status, k.status, k.legal_name, w.account_id \

@@ -14,6 +14,26 @@ CREATE TABLE wallets (
     PRIMARY KEY (user_id, currency)
 );
 
+-- Public handles (@name) customers can be paid by.
+CREATE TABLE handles (
+    user_id TEXT PRIMARY KEY REFERENCES users (id),
+    handle TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+);
+
+-- Request-to-pay links: whoever opens one may pay the requester that amount, once.
+CREATE TABLE pay_links (
+    id TEXT PRIMARY KEY,
+    requester_id TEXT NOT NULL REFERENCES users (id),
+    amount BIGINT NOT NULL,
+    currency TEXT NOT NULL,
+    message TEXT,
+    expires_at BIGINT NOT NULL,
+    cancelled_at BIGINT,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX pay_links_requester ON pay_links (requester_id, created_at);
+
 -- The wallet's posted debits at the start of a day (UTC), so the day's out-flow is a
 -- subtraction instead of a walk through the day's history.
 CREATE TABLE wallet_days (

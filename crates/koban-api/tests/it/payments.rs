@@ -18,6 +18,7 @@ stories!(
     merchant_qr_both_directions_with_fees_and_partial_refunds,
     malformed_payment_requests_get_problems_and_change_nothing,
     merchant_webhooks_are_signed_retried_rotated_and_redelivered,
+    handles_and_pay_links_are_paid_once_like_any_transfer,
 );
 
 fn idem(call: Call, key: &str) -> Call {
@@ -1241,4 +1242,116 @@ async fn qr_pay<S: LedgerStore>(app: &TestApp<S>, api_key: &str, token: &str, n:
         .await;
     assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
     paid.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn handles_and_pay_links_are_paid_once_like_any_transfer<S: LedgerStore>(app: TestApp<S>) {
+    let alice = app.user("alice@example.com").await;
+    let bob = app.user("bob@example.com").await;
+    let carol = app.user("carol@example.com").await;
+    app.fund(&alice.token, 5_000, "f1").await;
+    app.fund(&carol.token, 5_000, "f1").await;
+
+    let handle = app
+        .call(post("/v1/me/handle", json!({ "handle": "Bob_K" })).bearer(&bob.token))
+        .await;
+    assert_eq!(
+        (handle.status, handle.body["handle"].as_str()),
+        (StatusCode::OK, Some("@bob_k")),
+        "{handle:?}"
+    );
+    let taken = app
+        .call(post("/v1/me/handle", json!({ "handle": "bob_k" })).bearer(&carol.token))
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT);
+    let bad = app
+        .call(post("/v1/me/handle", json!({ "handle": "no spaces!" })).bearer(&carol.token))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let lookup = app
+        .call(get("/v1/payees/lookup?to=@bob_k").bearer(&alice.token))
+        .await;
+    assert_eq!(lookup.body["masked_name"], "T*** P*****", "{lookup:?}");
+    let (sent, alice_token) = app
+        .stepped(
+            &alice,
+            &alice.token,
+            "/v1/transfers",
+            "h1",
+            json!({ "to": "@bob_k", "amount": 300 }),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+
+    // A pay link: seen and paid once by whoever holds it, with step-up for a new payee.
+    let link = app
+        .call(
+            post(
+                "/v1/pay-links",
+                json!({ "amount": 700, "message": "dinner" }),
+            )
+            .bearer(&bob.token),
+        )
+        .await;
+    assert_eq!(link.status, StatusCode::CREATED, "{link:?}");
+    let id = link.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("kpl_") && id.len() > 40, "unguessable: {id}");
+    let seen = app
+        .call(get(&format!("/v1/pay-links/{id}")).bearer(&carol.token))
+        .await;
+    assert_eq!(
+        (
+            seen.body["status"].as_str(),
+            seen.body["amount"]["amount"].as_i64()
+        ),
+        (Some("open"), Some(700))
+    );
+    let path = format!("/v1/pay-links/{id}/pay");
+    let (paid, carol_token) = app
+        .stepped(&carol, &carol.token, &path, "l1", json!({}))
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    let replay = app
+        .call(idem(post(&path, json!({})).bearer(&carol_token), "l1"))
+        .await;
+    assert_eq!(
+        (replay.status, replay.body["replayed"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{replay:?}"
+    );
+    let twice = app
+        .call(idem(post(&path, json!({})).bearer(&alice_token), "l2"))
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT, "{twice:?}");
+    assert_eq!(
+        app.call(get(&format!("/v1/pay-links/{id}")).bearer(&bob.token))
+            .await
+            .body["status"],
+        "paid"
+    );
+    assert_eq!(app.wallet(&bob.token).await["balance"], 1_000);
+
+    let withdrawn = app
+        .call(post("/v1/pay-links", json!({ "amount": 50 })).bearer(&bob.token))
+        .await;
+    let other = withdrawn.body["id"].as_str().unwrap();
+    let not_yours = app
+        .call(crate::helpers::delete(&format!("/v1/pay-links/{other}")).bearer(&carol_token))
+        .await;
+    assert_eq!(not_yours.status, StatusCode::NOT_FOUND);
+    let cancelled = app
+        .call(crate::helpers::delete(&format!("/v1/pay-links/{other}")).bearer(&bob.token))
+        .await;
+    assert_eq!(cancelled.status, StatusCode::NO_CONTENT);
+    let late = app
+        .call(idem(
+            post(&format!("/v1/pay-links/{other}/pay"), json!({})).bearer(&carol_token),
+            "l3",
+        ))
+        .await;
+    assert_eq!(late.status, StatusCode::GONE, "{late:?}");
+    let guessed = app
+        .call(get("/v1/pay-links/kpl_guess").bearer(&carol_token))
+        .await;
+    assert_eq!(guessed.status, StatusCode::NOT_FOUND);
+    app.assert_money_invariants().await;
 }
