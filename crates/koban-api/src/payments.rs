@@ -400,6 +400,10 @@ fn merchant_payment_out(p: &MerchantPayment) -> MerchantPaymentOut {
 #[serde(deny_unknown_fields)]
 pub struct PaymentCodeIn {
     pub currency: Option<String>,
+    /// The most this code may be charged. Default: just under the step-up threshold (9,999
+    /// yen), without step-up; up to 50,000 with step-up.
+    pub limit: Option<i64>,
+    pub step_up: Option<StepUpIn>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -413,6 +417,8 @@ pub struct PaymentCodeOut {
     /// The most one charge of this code may take.
     pub limit: i64,
     pub expires_at: i64,
+    /// Present when step-up rotated the session.
+    pub session: Option<SessionOut>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -930,6 +936,7 @@ pub async fn pay_qr<S: LedgerStore>(
 pub async fn create_code<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
+    ClientInfo(client): ClientInfo,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let body: PaymentCodeIn = if body.is_empty() {
@@ -943,8 +950,21 @@ pub async fn create_code<S: LedgerStore>(
         })?
     };
     let currency = currency(&state.pay, body.currency.as_deref())?;
-    let code = state.pay.create_payment_code(&me, currency).await?;
-    Ok(json(
+    let limit = body
+        .limit
+        .map(|l| u64::try_from(l).map_err(|_| PayError::Invalid("limit must be positive")))
+        .transpose()?;
+    let (code, session) = state
+        .pay
+        .create_payment_code(
+            &me,
+            currency,
+            limit,
+            proof(&body.step_up)?.as_ref(),
+            &client,
+        )
+        .await?;
+    Ok(answer(
         StatusCode::CREATED,
         &PaymentCodeOut {
             id: code.id,
@@ -953,7 +973,10 @@ pub async fn create_code<S: LedgerStore>(
             currency: code.currency.code(),
             limit: clamp(i128::from(code.limit_minor)),
             expires_at: code.expires_at_ms,
+            session: session.as_ref().map(session_out),
         },
+        session.as_ref(),
+        state.config.dev,
     ))
 }
 
@@ -976,6 +999,7 @@ pub async fn live_codes<S: LedgerStore>(
             currency: c.currency.code(),
             limit: clamp(i128::from(c.limit_minor)),
             expires_at: c.expires_at_ms,
+            session: None,
         })
         .collect();
     Ok(json(StatusCode::OK, &out))
@@ -1203,27 +1227,36 @@ pub async fn pending_kyc<S: LedgerStore>(
     Ok(json(StatusCode::OK, &out))
 }
 
-/// Approves a verification request (support, approver).
-#[utoipa::path(post, path = "/v1/ops/kyc/{user_id}/approve", tag = "operators", params(("user_id" = String, Path)),
+/// Approves a verification request (support, approver), naming the legal name that was
+/// checked: a request resubmitted since with another name is not approved.
+#[utoipa::path(post, path = "/v1/ops/kyc/{user_id}/approve", tag = "operators", params(("user_id" = String, Path)), request_body = KycIn,
     responses((status = 204), (status = 404, body = Problem)), security(("session" = [])))]
 pub async fn approve_kyc<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
     Path(user_id): Path<String>,
+    Json(body): Json<KycIn>,
 ) -> Result<StatusCode, ApiError> {
-    state.pay.decide_kyc(&me, &user_id, true).await?;
+    state
+        .pay
+        .decide_kyc(&me, &user_id, &body.legal_name, true)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Rejects a verification request (support, approver).
-#[utoipa::path(post, path = "/v1/ops/kyc/{user_id}/reject", tag = "operators", params(("user_id" = String, Path)),
+#[utoipa::path(post, path = "/v1/ops/kyc/{user_id}/reject", tag = "operators", params(("user_id" = String, Path)), request_body = KycIn,
     responses((status = 204), (status = 404, body = Problem)), security(("session" = [])))]
 pub async fn reject_kyc<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
     Path(user_id): Path<String>,
+    Json(body): Json<KycIn>,
 ) -> Result<StatusCode, ApiError> {
-    state.pay.decide_kyc(&me, &user_id, false).await?;
+    state
+        .pay
+        .decide_kyc(&me, &user_id, &body.legal_name, false)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1316,7 +1349,10 @@ pub async fn sandbox_account<S: LedgerStore>(
     me.full()?;
     let name = LegalName::parse(&body.holder_name)?;
     let behaviour = Behaviour::parse(body.behaviour.as_deref().unwrap_or("normal"))?;
-    let number = state.pay.sandbox_open_account(&name, behaviour).await?;
+    let number = state
+        .pay
+        .sandbox_open_account(&me, &name, behaviour)
+        .await?;
     Ok(json(
         StatusCode::CREATED,
         &SandboxAccountOut {
@@ -1338,7 +1374,7 @@ pub async fn sandbox_statement<S: LedgerStore>(
     me.full()?;
     let out: Vec<_> = state
         .pay
-        .sandbox_statement(&number)
+        .sandbox_statement(&me, &number)
         .await?
         .into_iter()
         .map(|(amount, description, created_at)| SandboxEntryOut {

@@ -136,18 +136,26 @@ impl<S: LedgerStore> Payments<S> {
     /// Sandbox: opens an account at the sandbox bank; returns its number.
     pub async fn sandbox_open_account(
         &self,
+        principal: &Principal,
         holder_name: &koban_auth::LegalName,
         behaviour: Behaviour,
     ) -> Result<String, PayError> {
+        principal.full()?;
         self.sandbox_on()?;
         for _ in 0..5 {
             let number = format!("{:07}", rand::rng().random_range(1_000_000..10_000_000u32));
             let mut tx = self.db().begin().await?;
             let added = tx
                 .execute(
-                    "INSERT INTO sandbox_bank_accounts (number, holder_name, behaviour, created_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (number) DO NOTHING",
-                    params![number.as_str(), holder_name.as_str(), behaviour.as_str(), self.now_ms()],
+                    "INSERT INTO sandbox_bank_accounts (number, owner_id, holder_name, behaviour, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (number) DO NOTHING",
+                    params![
+                        number.as_str(),
+                        principal.user_id.as_str(),
+                        holder_name.as_str(),
+                        behaviour.as_str(),
+                        self.now_ms()
+                    ],
                 )
                 .await?;
             tx.commit().await?;
@@ -163,15 +171,19 @@ impl<S: LedgerStore> Payments<S> {
     /// Sandbox: an account's statement, newest first: (amount, description, at).
     pub async fn sandbox_statement(
         &self,
+        principal: &Principal,
         number: &str,
     ) -> Result<Vec<(i64, String, i64)>, PayError> {
         self.sandbox_on()?;
+        principal.full()?;
         let mut tx = self.db().begin_read().await?;
+        // Only the account's own holder reads it, as at a real bank.
         let rows = tx
             .query(
-                "SELECT amount, description, created_at FROM sandbox_bank_entries WHERE number = $1 \
-                 ORDER BY created_at DESC, id DESC LIMIT 100",
-                params![number],
+                "SELECT e.amount, e.description, e.created_at FROM sandbox_bank_entries e \
+                 JOIN sandbox_bank_accounts a ON a.number = e.number \
+                 WHERE e.number = $1 AND a.owner_id = $2 ORDER BY e.created_at DESC, e.id DESC LIMIT 100",
+                params![number, principal.user_id.as_str()],
             )
             .await?;
         tx.commit().await?;
@@ -526,6 +538,7 @@ impl<S: LedgerStore> Payments<S> {
             currency,
         } = request;
         let now = self.now_ms();
+        let amount = i64::try_from(amount.minor_units()).unwrap_or(i64::MAX);
         let mut tx = self.db().begin().await?;
         tx.execute(
             "INSERT INTO bank_operations (id, user_id, source_id, kind, account_id, amount, currency, status, due_at, created_at) \
@@ -536,14 +549,36 @@ impl<S: LedgerStore> Payments<S> {
                 source_id.as_str(),
                 kind,
                 account.to_bytes(),
-                i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                amount,
                 currency.code(),
                 now + self.config.settle_after_s * 1000,
                 now
             ],
         )
         .await?;
+        // A row left by an earlier try with this key (whose hold never reached the ledger)
+        // must be the same request, and still waiting.
+        let row = tx
+            .query_one(
+                "SELECT user_id, source_id, kind, account_id, amount, currency, status FROM bank_operations WHERE id = $1",
+                params![id.to_bytes()],
+            )
+            .await?;
         tx.commit().await?;
+        let same = row.text(0)? == user_id
+            && row.text(1)? == *source_id
+            && row.text(2)? == kind
+            && row.bytes(3)? == account.to_bytes()
+            && row.i64(4)? == amount
+            && row.text(5)? == currency.code();
+        if !same {
+            return Err(PayError::IdempotencyMismatch);
+        }
+        if row.text(6)? != "pending" {
+            return Err(PayError::Conflict(
+                "an earlier try with this Idempotency-Key was abandoned; use a new key",
+            ));
+        }
         Ok(())
     }
 
@@ -827,11 +862,11 @@ impl<S: LedgerStore> Payments<S> {
                 .map_err(|_| PayError::Invalid("a stored id is not valid"))?;
             let user_id = row.text(1)?;
             let topup = row.text(2)? == "topup";
-            let amount = row.i64(3)?;
             let currency = Currency::parse(&row.text(4)?)
                 .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
             let number = row.text(6)?;
             let Some(hold) = self.store.transfer(id).await? else {
+                // (the ledger's hold, not the row, says how much is at stake)
                 // The process died between the record and the hold: after a minute, nothing
                 // will come; the operation failed without moving money.
                 if row.i64(5)? < now - 60_000 {
@@ -840,6 +875,7 @@ impl<S: LedgerStore> Payments<S> {
                 }
                 continue;
             };
+            let amount = i64::try_from(hold.amount.minor_units()).unwrap_or(i64::MAX);
             let accepted = match self.sandbox_account(&number).await? {
                 Some((_, Behaviour::Normal)) => true,
                 Some((_, Behaviour::FailsSettlement)) | None => false,

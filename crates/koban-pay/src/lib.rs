@@ -234,6 +234,10 @@ impl Drop for InFlight {
 
 const WALLET_LOCK_STRIPES: usize = 256;
 
+fn stripe(account: koban_ledger::AccountId) -> usize {
+    (account.get() % WALLET_LOCK_STRIPES as u128) as usize
+}
+
 impl<S: LedgerStore> Payments<S> {
     pub fn new(store: S, auth: Auth<S::Sql>, config: PayConfig) -> Result<Self, PayError> {
         if config.currencies.is_empty() {
@@ -300,8 +304,22 @@ impl<S: LedgerStore> Payments<S> {
         &self,
         account: koban_ledger::AccountId,
     ) -> tokio::sync::MutexGuard<'_, ()> {
-        let stripe = (account.get() % WALLET_LOCK_STRIPES as u128) as usize;
-        self.wallet_locks[stripe].lock().await
+        self.wallet_locks[stripe(account)].lock().await
+    }
+
+    /// Locks a payer's and a payee's wallet, always in stripe order (so two transfers in
+    /// opposite directions cannot wait for each other).
+    pub(crate) async fn lock_wallets(
+        &self,
+        a: koban_ledger::AccountId,
+        b: koban_ledger::AccountId,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let (first, second) = (stripe(a).min(stripe(b)), stripe(a).max(stripe(b)));
+        let mut guards = vec![self.wallet_locks[first].lock().await];
+        if second != first {
+            guards.push(self.wallet_locks[second].lock().await);
+        }
+        guards
     }
 
     pub fn currency_enabled(&self, code: &str) -> Result<Currency, PayError> {

@@ -562,16 +562,50 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// A one-time code for the customer to show at a till.
+    /// Without `limit`, a code allows just under the step-up threshold and needs no step-up;
+    /// a larger limit (up to `code_limit_minor`) is confirmed with step-up first, since the
+    /// till cannot ask for one.
     pub async fn create_payment_code(
         &self,
         principal: &Principal,
         currency: Currency,
-    ) -> Result<PaymentCode, PayError> {
+        limit: Option<u64>,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<(PaymentCode, Option<IssuedSession>), PayError> {
         principal.can_move_money()?;
         if principal.kind != UserKind::Customer {
             return Err(PayError::Invalid("only customers show payment codes"));
         }
+        let below_step_up = self.config.step_up_from_minor.saturating_sub(1);
+        let limit = limit.unwrap_or(below_step_up.min(self.config.code_limit_minor));
+        if limit == 0 || limit > self.config.code_limit_minor {
+            return Err(PayError::Limit {
+                code: "code_limit",
+                detail: format!(
+                    "a payment code allows between 1 and {}",
+                    format_money(self.config.code_limit_minor, currency)
+                ),
+            });
+        }
         self.wallet(&principal.user_id, currency).await?;
+        let session = if limit > below_step_up {
+            let action = SensitiveAction::Payment {
+                amount_minor: i64::try_from(limit).unwrap_or(i64::MAX),
+                currency: currency.code().to_owned(),
+                payee: "any merchant, by one payment code".into(),
+            };
+            let grant = self
+                .auth
+                .require_step_up(principal, &action, proof, client)
+                .await?;
+            if !grant.authorises(&action, self.auth.keys()) {
+                return Err(PayError::Auth(AuthError::StepUpInvalid));
+            }
+            Some(grant.session)
+        } else {
+            None
+        };
         let code = format!(
             "{CODE_PREFIX}{}",
             koban_auth::secret::random_digits(16).expose()
@@ -589,20 +623,23 @@ impl<S: LedgerStore> Payments<S> {
                 principal.user_id.as_str(),
                 principal.session_id.as_str(),
                 currency.code(),
-                i64::try_from(self.config.code_limit_minor).unwrap_or(i64::MAX),
+                i64::try_from(limit).unwrap_or(i64::MAX),
                 expires_at_ms,
                 now
             ],
         )
         .await?;
         tx.commit().await?;
-        Ok(PaymentCode {
-            id,
-            code: Some(code),
-            currency,
-            limit_minor: self.config.code_limit_minor,
-            expires_at_ms,
-        })
+        Ok((
+            PaymentCode {
+                id,
+                code: Some(code),
+                currency,
+                limit_minor: limit,
+                expires_at_ms,
+            },
+            session,
+        ))
     }
 
     /// The QR form of a customer-presented code.
@@ -770,8 +807,9 @@ impl<S: LedgerStore> Payments<S> {
                 reference,
             )
             .await;
-        if result.is_err() {
-            // A refusal (funds, limits) leaves the code usable for a smaller amount.
+        if result.is_err() && self.store.transfer(payment_id).await?.is_none() {
+            // A refusal (funds, limits) leaves the code usable for a smaller amount; a payment
+            // that went through (and failed only afterwards) leaves it used.
             let mut tx = self.db().begin().await?;
             tx.execute(
                 "UPDATE payment_codes SET used_at = NULL WHERE id = $1",

@@ -286,7 +286,10 @@ impl<S: LedgerStore> Payments<S> {
                 .replayed_transfer(done, &payer_wallet, &payee_wallet, request, &payee)
                 .await;
         }
-        let _wallet_lock = self.lock_wallet(payer_wallet.account).await;
+        // The payee's too: its balance cap is checked and filled in one step as well.
+        let _wallet_locks = self
+            .lock_wallets(payer_wallet.account, payee_wallet.account)
+            .await;
         let payer = self.ledger_account(payer_wallet.account).await?;
         let payee_account = self.ledger_account(payee_wallet.account).await?;
         let amount = request.amount.minor_units();
@@ -486,7 +489,7 @@ impl<S: LedgerStore> Payments<S> {
         // The review row first: if the process dies before the hold is made, an analyst sees
         // a row whose hold does not exist and can only void it.
         let mut tx = self.db().begin().await?;
-        tx.execute(
+        let inserted = tx.execute(
             "INSERT INTO held_transfers (pending_id, payer_user, payer_account, payee_account, amount, \
              currency, reason, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'review', 'held', $7) \
              ON CONFLICT (pending_id) DO NOTHING",
@@ -517,7 +520,9 @@ impl<S: LedgerStore> Payments<S> {
         })];
         match self.store.submit(batch).await? {
             Ok(applied) => Ok(applied.transfers[0].clone()),
-            Err(rejection) => {
+            Err(rejection) if inserted == 1 => {
+                // Only the row this request wrote: another try's row may stand for a hold
+                // that did go through.
                 let mut tx = self.db().begin().await?;
                 tx.execute(
                     "DELETE FROM held_transfers WHERE pending_id = $1 AND status = 'held'",
@@ -527,6 +532,7 @@ impl<S: LedgerStore> Payments<S> {
                 tx.commit().await?;
                 Err(crate::ledger_refusal(rejection.reason))
             }
+            Err(rejection) => Err(crate::ledger_refusal(rejection.reason)),
         }
     }
 }

@@ -154,13 +154,21 @@ impl<S: LedgerStore> Payments<S> {
                 "SELECT u.id, u.kind, u.email, u.display_name, u.status, k.status, k.legal_name, w.account_id \
                  FROM users u LEFT JOIN kyc k ON k.user_id = u.id \
                  LEFT JOIN wallets w ON w.user_id = u.id AND w.currency = $1 \
-                 WHERE u.phone = $2 AND u.email_verified_at IS NOT NULL",
+                 WHERE u.phone = $2 AND u.email_verified_at IS NOT NULL \
+                 AND u.kind = 'customer' AND u.status = 'active' LIMIT 2",
                 phone,
             ),
         };
-        let row = tx.query_opt(sql, params![currency.code(), value]).await?;
+        let mut rows = tx.query(sql, params![currency.code(), value]).await?;
         tx.commit().await?;
-        let Some(row) = row else {
+        // Phone numbers are not unique: two customers giving the same one could be mistaken
+        // for each other, so a number that names more than one is refused.
+        if rows.len() > 1 {
+            return Err(PayError::Invalid(
+                "this phone number does not name one customer; pay by e-mail address or handle",
+            ));
+        }
+        let Some(row) = rows.pop() else {
             return Ok(None);
         };
         let approved = row.opt_text(5)?.as_deref() == Some("approved");
@@ -308,6 +316,9 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<(u64, bool), PayError> {
         let now = self.now_ms();
         let day = now.div_euclid(DAY_MS);
+        // Posted since midnight plus everything pending now: a hold from an earlier day counts
+        // again while it is pending (never less than what really left today), and a hold
+        // released today cannot give back allowance it never took today.
         let total = account
             .balance
             .debits_posted
@@ -337,7 +348,7 @@ impl<S: LedgerStore> Payments<S> {
                     u64::try_from(day * DAY_MS).unwrap_or(0) * 1_000_000,
                 );
                 let start = match self.store.balance_at(account.id, midnight).await? {
-                    Some(b) => b.debits_posted.saturating_add(b.debits_pending),
+                    Some(b) => b.debits_posted,
                     None => 0,
                 };
                 let mut tx = self.db().begin().await?;
@@ -489,7 +500,15 @@ impl<S: LedgerStore> Payments<S> {
                     .metadata
                     .iter()
                     .find(|(k, _)| *k == "message")
-                    .map(|(_, v)| v.replace('"', "\"\""))
+                    .map(|(_, v)| {
+                        // A spreadsheet must not read a payer's message as a formula.
+                        let quoted = v.replace('"', "\"\"");
+                        if quoted.starts_with(['=', '+', '-', '@']) {
+                            format!("'{quoted}")
+                        } else {
+                            quoted
+                        }
+                    })
                     .unwrap_or_default();
                 let e = entry(transfer, wallet.account);
                 csv.push_str(&format!(
@@ -580,6 +599,7 @@ impl<S: LedgerStore> Payments<S> {
         &self,
         principal: &Principal,
         user_id: &str,
+        seen_name: &str,
         approve: bool,
     ) -> Result<(), PayError> {
         let operator = principal.operator(&[Role::Support, Role::Approver])?;
@@ -588,9 +608,10 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin().await?;
         let row = tx
             .query_opt(
+                // Only the name the operator saw: a resubmission in between needs a new look.
                 "UPDATE kyc SET status = $1, decided_at = $2, decided_by = $3 \
-                 WHERE user_id = $4 AND status = 'pending' RETURNING legal_name",
-                params![status, now, operator.operator_id.as_str(), user_id],
+                 WHERE user_id = $4 AND status = 'pending' AND legal_name = $5 RETURNING legal_name",
+                params![status, now, operator.operator_id.as_str(), user_id, seen_name],
             )
             .await?
             .ok_or(PayError::NotFound)?;
@@ -671,6 +692,9 @@ impl<S: LedgerStore> Payments<S> {
             return Err(PayError::NotFound);
         }
         principal.can_move_money()?;
+        if principal.kind != UserKind::Customer {
+            return Err(PayError::Invalid("the faucet fills customer wallets only"));
+        }
         if amount.minor_units() > FAUCET_MAX {
             return Err(PayError::Invalid(
                 "the faucet gives at most 100,000 minor units at once",

@@ -63,6 +63,7 @@ CREATE TABLE payees (
 -- The sandbox bank's own accounts and statements (a simulation, marked as such in the API).
 CREATE TABLE sandbox_bank_accounts (
     number TEXT PRIMARY KEY,
+    owner_id TEXT NOT NULL,            -- who opened it: only they read its statement
     holder_name TEXT NOT NULL,
     behaviour TEXT NOT NULL,           -- normal | fails_settlement
     created_at BIGINT NOT NULL

@@ -93,10 +93,24 @@ impl<S: LedgerStore> TestApp<S> {
             .await;
         assert_eq!(submitted.status, StatusCode::ACCEPTED, "{submitted:?}");
         let me = self.auth.authenticate(&user.token).await.unwrap();
+        // The operator names what they checked; another name is not approved.
+        let other = self
+            .call(
+                post(
+                    &format!("/v1/ops/kyc/{}/approve", me.user_id),
+                    json!({ "legal_name": "Someone Else" }),
+                )
+                .bearer(&admin.token),
+            )
+            .await;
+        assert_eq!(other.status, StatusCode::NOT_FOUND, "{other:?}");
         let approved = self
             .call(
-                post(&format!("/v1/ops/kyc/{}/approve", me.user_id), json!({}))
-                    .bearer(&admin.token),
+                post(
+                    &format!("/v1/ops/kyc/{}/approve", me.user_id),
+                    json!({ "legal_name": legal_name }),
+                )
+                .bearer(&admin.token),
             )
             .await;
         assert_eq!(approved.status, StatusCode::NO_CONTENT, "{approved:?}");
@@ -819,6 +833,39 @@ async fn merchant_qr_both_directions_with_fees_and_partial_refunds<S: LedgerStor
         ("limit-exceeded", Some("code_limit")),
         "{too_much:?}"
     );
+    // A code for more than the step-up threshold is confirmed when it is made.
+    let (large, alice_token) = app
+        .stepped(
+            &alice,
+            &alice.token,
+            "/v1/payment-codes",
+            "-",
+            json!({ "limit": 30_000 }),
+        )
+        .await;
+    assert_eq!(
+        (large.status, large.body["limit"].as_i64()),
+        (StatusCode::CREATED, Some(30_000)),
+        "{large:?}"
+    );
+    let too_large = app
+        .call(post("/v1/payment-codes", json!({ "limit": 50_001 })).bearer(&alice_token))
+        .await;
+    assert_eq!(too_large.body["code"], "code_limit", "{too_large:?}");
+    let alice = User {
+        token: alice_token,
+        ..alice
+    };
+    let revoked_large = app
+        .call(
+            crate::helpers::delete(&format!(
+                "/v1/payment-codes/{}",
+                large.body["id"].as_str().unwrap()
+            ))
+            .bearer(&alice.token),
+        )
+        .await;
+    assert_eq!(revoked_large.status, StatusCode::NO_CONTENT);
     let live = app
         .call(get("/v1/payment-codes").bearer(&alice.token))
         .await;
