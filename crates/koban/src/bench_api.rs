@@ -309,6 +309,7 @@ struct Started {
     store: Option<SqliteStore>,
     pay: Option<koban_pay::Payments<SqliteStore>>,
     stop: Option<watch::Sender<bool>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -338,7 +339,7 @@ async fn start_server() -> anyhow::Result<Started> {
         .await
         .map_err(|e| anyhow!("{e}"))?;
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(koban_api::run_workers::<SqliteStore>(
+    let workers = tokio::spawn(koban_api::run_workers::<SqliteStore>(
         auth.clone(),
         pay.clone(),
         stopped,
@@ -355,7 +356,7 @@ async fn start_server() -> anyhow::Result<Started> {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let _ = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -367,6 +368,7 @@ async fn start_server() -> anyhow::Result<Started> {
         store: Some(store),
         pay: Some(pay),
         stop: Some(stop),
+        tasks: vec![workers, server],
         _dir: Some(dir),
     })
 }
@@ -399,6 +401,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
                 store: None,
                 pay: None,
                 stop: None,
+                tasks: Vec::new(),
                 _dir: None,
             }
         }
@@ -532,6 +535,15 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(stop) = &started.stop {
         let _ = stop.send(true);
+    }
+    // The workers finish on the stop signal; the server is stopped outright.
+    let mut tasks = started.tasks.into_iter();
+    if let Some(workers) = tasks.next() {
+        let _ = workers.await;
+    }
+    for task in tasks {
+        task.abort();
+        let _ = task.await;
     }
     if let Some(store) = &started.store {
         store.shutdown().await;
