@@ -238,6 +238,28 @@ pub struct TransferOut {
     pub session: Option<SessionOut>,
 }
 
+/// 201 with the transfer, or 200 for a replay; with the cookies of a rotated session.
+fn transfer_answer(outcome: &koban_pay::p2p::P2pOutcome, dev: bool) -> Response {
+    let out = TransferOut {
+        id: id_text(outcome.transfer.id),
+        status: outcome.status,
+        amount: money(
+            outcome.transfer.amount.minor_units(),
+            outcome.transfer.currency,
+        ),
+        payee_masked_name: outcome.payee_masked_name.clone(),
+        created_at: ms(outcome.transfer.timestamp),
+        replayed: outcome.replayed,
+        session: outcome.session.as_ref().map(session_out),
+    };
+    let status = if outcome.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    answer(status, &out, outcome.session.as_ref(), dev)
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkBankIn {
@@ -712,26 +734,7 @@ pub async fn transfer<S: LedgerStore>(
         .pay
         .transfer(&me, &request, proof(&body.step_up)?.as_ref(), &client)
         .await?;
-    let out = TransferOut {
-        id: id_text(outcome.transfer.id),
-        status: outcome.status,
-        amount: money(request.amount.minor_units(), request.currency),
-        payee_masked_name: outcome.payee_masked_name.clone(),
-        created_at: ms(outcome.transfer.timestamp),
-        replayed: outcome.replayed,
-        session: outcome.session.as_ref().map(session_out),
-    };
-    let status = if outcome.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(answer(
-        status,
-        &out,
-        outcome.session.as_ref(),
-        state.config.dev,
-    ))
+    Ok(transfer_answer(&outcome, state.config.dev))
 }
 
 /// Starts linking a bank account (step-up; your verified legal name must match the holder's).
@@ -1696,27 +1699,5 @@ pub async fn pay_pay_link<S: LedgerStore>(
         .pay
         .pay_pay_link(&me, &id, &key, proof(&body.step_up)?.as_ref(), &client)
         .await?;
-    let out = TransferOut {
-        id: id_text(outcome.transfer.id),
-        status: outcome.status,
-        amount: money(
-            outcome.transfer.amount.minor_units(),
-            outcome.transfer.currency,
-        ),
-        payee_masked_name: outcome.payee_masked_name.clone(),
-        created_at: ms(outcome.transfer.timestamp),
-        replayed: outcome.replayed,
-        session: outcome.session.as_ref().map(session_out),
-    };
-    let status = if outcome.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(answer(
-        status,
-        &out,
-        outcome.session.as_ref(),
-        state.config.dev,
-    ))
+    Ok(transfer_answer(&outcome, state.config.dev))
 }

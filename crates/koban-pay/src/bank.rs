@@ -84,6 +84,16 @@ pub struct BankMove {
     pub currency: Currency,
 }
 
+/// The start of a top-up or payout: new, or the answer to a retry.
+enum Begun {
+    New {
+        id: TransferId,
+        claim: crate::InFlight,
+        wallet: crate::wallets::Wallet,
+    },
+    Done(Box<BankOperation>),
+}
+
 /// A top-up or payout as recorded.
 #[derive(Debug)]
 pub struct BankOperation {
@@ -488,6 +498,27 @@ impl<S: LedgerStore> Payments<S> {
         Ok((row.text(0)?, row.opt_i64(1)?.unwrap_or(0)))
     }
 
+    /// What every top-up and payout starts with: its ledger id from the idempotency key,
+    /// the claim on that key, the wallet, and the earlier outcome if this is a retry.
+    async fn begin_operation(
+        &self,
+        kind: &[u8],
+        user_id: &str,
+        key: &IdempotencyKey,
+        request: &BankMove,
+    ) -> Result<Begun, PayError> {
+        let id = self.derive_id(&[kind, user_id.as_bytes(), key.as_str().as_bytes()]);
+        let claim = self.claim(id)?;
+        let wallet = self.wallet(user_id, request.currency).await?;
+        match self
+            .existing_operation(id, wallet.account, request.amount, &request.source_id)
+            .await?
+        {
+            Some(done) => Ok(Begun::Done(Box::new(done))),
+            None => Ok(Begun::New { id, claim, wallet }),
+        }
+    }
+
     async fn existing_operation(
         &self,
         id: TransferId,
@@ -595,19 +626,13 @@ impl<S: LedgerStore> Payments<S> {
         if principal.kind != UserKind::Customer {
             return Err(PayError::Invalid("only customers top up"));
         }
-        let id = self.derive_id(&[
-            b"topup",
-            principal.user_id.as_bytes(),
-            key.as_str().as_bytes(),
-        ]);
-        let _claim = self.claim(id)?;
-        let wallet = self.wallet(&principal.user_id, currency).await?;
-        if let Some(done) = self
-            .existing_operation(id, wallet.account, amount, source_id)
+        let (id, _claim, wallet) = match self
+            .begin_operation(b"topup", &principal.user_id, key, request)
             .await?
         {
-            return Ok(done);
-        }
+            Begun::New { id, claim, wallet } => (id, claim, wallet),
+            Begun::Done(done) => return Ok(*done),
+        };
         let (_, verified_at) = self.verified_source(&principal.user_id, source_id).await?;
         let now = self.now_ms();
         let _lock = self.lock_wallet(wallet.account).await;
@@ -696,19 +721,13 @@ impl<S: LedgerStore> Payments<S> {
                 "merchants are paid out with their API key",
             ));
         }
-        let id = self.derive_id(&[
-            b"payout",
-            principal.user_id.as_bytes(),
-            key.as_str().as_bytes(),
-        ]);
-        let _claim = self.claim(id)?;
-        let wallet = self.wallet(&principal.user_id, currency).await?;
-        if let Some(done) = self
-            .existing_operation(id, wallet.account, amount, source_id)
+        let (id, _claim, wallet) = match self
+            .begin_operation(b"payout", &principal.user_id, key, request)
             .await?
         {
-            return Ok(done);
-        }
+            Begun::New { id, claim, wallet } => (id, claim, wallet),
+            Begun::Done(done) => return Ok(*done),
+        };
         let (number, _) = self.verified_source(&principal.user_id, source_id).await?;
         let _lock = self.lock_wallet(wallet.account).await;
         let account = self.ledger_account(wallet.account).await?;
@@ -785,19 +804,13 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<BankOperation, PayError> {
         let (source_id, amount, currency) =
             (request.source_id.as_str(), request.amount, request.currency);
-        let id = self.derive_id(&[
-            b"merchant-payout",
-            merchant.merchant_id.as_bytes(),
-            key.as_str().as_bytes(),
-        ]);
-        let _claim = self.claim(id)?;
-        let wallet = self.wallet(&merchant.merchant_id, currency).await?;
-        if let Some(done) = self
-            .existing_operation(id, wallet.account, amount, source_id)
+        let (id, _claim, wallet) = match self
+            .begin_operation(b"merchant-payout", &merchant.merchant_id, key, request)
             .await?
         {
-            return Ok(done);
-        }
+            Begun::New { id, claim, wallet } => (id, claim, wallet),
+            Begun::Done(done) => return Ok(*done),
+        };
         self.verified_source(&merchant.merchant_id, source_id)
             .await?;
         let _lock = self.lock_wallet(wallet.account).await;

@@ -133,14 +133,33 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         let currency = Currency::parse(&row.text(2)?)
             .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
-        let paid = self
+        let payment = self
             .store
             .transfer(self.derive_id(&[b"pay-link", id.as_bytes()]))
-            .await?
-            .is_some();
+            .await?;
+        // A payment held for review is not paid until an analyst releases it.
+        let paid = match payment {
+            None => None,
+            Some(t) if t.code == crate::accounts::kind::REVIEW_HOLD => {
+                let mut tx = self.db().begin_read().await?;
+                let review = tx
+                    .query_opt(
+                        "SELECT status FROM held_transfers WHERE pending_id = $1",
+                        params![t.id.to_bytes()],
+                    )
+                    .await?;
+                tx.commit().await?;
+                Some(match review.map(|r| r.text(0)).transpose()?.as_deref() {
+                    Some("released") => "paid",
+                    Some("held") => "held",
+                    _ => "stopped",
+                })
+            }
+            Some(_) => Some("paid"),
+        };
         let expires_at_ms = row.i64(4)?;
-        let status = if paid {
-            "paid"
+        let status = if let Some(paid) = paid {
+            paid
         } else if row.opt_i64(5)?.is_some() {
             "cancelled"
         } else if expires_at_ms <= self.now_ms() {
@@ -206,9 +225,29 @@ impl<S: LedgerStore> Payments<S> {
         match link.status {
             "open" => {}
             // A retry by the payer who paid it is answered as a replay by `send`.
-            "paid" => {}
+            "paid" | "held" => {}
             "cancelled" => return Err(PayError::Gone("the requester withdrew this link")),
+            "stopped" => {
+                return Err(PayError::Gone(
+                    "the payment of this link was stopped; ask for a new link",
+                ));
+            }
             _ => return Err(PayError::Gone("this link has expired")),
+        }
+        // One payer per link, across instances: claimed in the database before money moves.
+        let mut tx = self.db().begin().await?;
+        let claimed = tx
+            .execute(
+                "UPDATE pay_links SET paid_by = $1 WHERE id = $2 AND (paid_by IS NULL OR paid_by = $1) \
+                 AND cancelled_at IS NULL AND expires_at > $3",
+                params![principal.user_id.as_str(), id, self.now_ms()],
+            )
+            .await?;
+        tx.commit().await?;
+        if claimed == 0 && link.status == "open" {
+            return Err(PayError::Conflict(
+                "this link is already being paid by someone else",
+            ));
         }
         let payee = self
             .payee_of(
@@ -224,10 +263,20 @@ impl<S: LedgerStore> Payments<S> {
             message: link.message.clone(),
             key: key.clone(),
         };
-        match self
+        let result = self
             .send(principal, &request, transfer_id, payee, proof, client)
-            .await
-        {
+            .await;
+        if result.is_err() && self.store.transfer(transfer_id).await?.is_none() {
+            // Nothing moved (a limit, step-up, funds): the link is open again for anyone.
+            let mut tx = self.db().begin().await?;
+            tx.execute(
+                "UPDATE pay_links SET paid_by = NULL WHERE id = $1 AND paid_by = $2",
+                params![id, principal.user_id.as_str()],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        match result {
             Err(PayError::IdempotencyMismatch) => {
                 Err(PayError::Conflict("this link is already paid"))
             }

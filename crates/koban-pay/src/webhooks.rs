@@ -6,14 +6,14 @@
 //!
 //! Events are written as delivery rows (the webhook outbox); a worker posts due ones, retries
 //! with backoff for 3 days, and records every attempt's status. Merchants read the log and ask
-//! for a redelivery. Only `http://` endpoints on loopback are accepted in `--dev`/sandbox;
+//! for a redelivery. Only `http://` endpoints on loopback are accepted, and only in `--dev`;
 //! `https://` needs a TLS client this build does not include yet (see the README).
 
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use koban_auth::apikeys::MerchantKey;
@@ -39,6 +39,8 @@ pub const RETRY_FOR_MS: i64 = 3 * 24 * 3600 * 1000;
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 pub const ENDPOINTS_PER_MERCHANT_MAX: i64 = 10;
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker holds the deliveries it took (more than one batch can take).
+const CLAIM_MS: i64 = 120_000;
 
 /// Waits between attempts: 5 s, 5 min, 30 min, 2 h, 5 h, then every 10 h until 3 days passed.
 fn backoff_ms(attempts: i64) -> i64 {
@@ -103,12 +105,12 @@ fn parse_url(url: &str) -> Result<(String, u16, String), PayError> {
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (
+        Some((h, p)) if !authority.ends_with(']') => (
             h,
             p.parse::<u16>()
                 .map_err(|_| PayError::Invalid("the port is not valid"))?,
         ),
-        None => (authority, 80),
+        _ => (authority, 80),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host == "localhost"
@@ -158,13 +160,17 @@ impl<S: LedgerStore> Payments<S> {
         types: &[String],
     ) -> Result<(Endpoint, Secret<String>), PayError> {
         Self::require_webhooks(merchant)?;
-        if !self.config.sandbox {
-            // Production endpoints are https, which this build cannot call yet.
+        if !self.auth.config().dev {
+            // Production endpoints are https, which this build cannot call yet; and posting
+            // to loopback ports is only safe on a developer's own machine.
             return Err(PayError::Invalid(
-                "webhooks need the sandbox until https delivery is supported",
+                "webhooks need --dev until https delivery is supported",
             ));
         }
-        parse_url(url)?;
+        let (_, _, path) = parse_url(url)?;
+        if path.parse::<hyper::Uri>().is_err() {
+            return Err(PayError::Invalid("the URL's path is not valid"));
+        }
         let types = event_types(types)?;
         let secret = new_secret();
         let sealed = self.auth.keys().seal(secret.expose().as_bytes())?;
@@ -353,7 +359,8 @@ impl<S: LedgerStore> Payments<S> {
         let changed = tx
             .execute(
                 "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1 \
-                 WHERE id = $2 AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE merchant_id = $3)",
+                 WHERE id = $2 AND status <> 'pending' \
+                 AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE merchant_id = $3 AND deleted_at IS NULL)",
                 params![self.now_ms(), delivery_id, merchant.merchant_id.as_str()],
             )
             .await?;
@@ -364,88 +371,112 @@ impl<S: LedgerStore> Payments<S> {
         Ok(())
     }
 
-    /// Posts due deliveries; returns how many were attempted.
+    /// Posts due deliveries, concurrently; returns how many were attempted.
     pub async fn deliver_webhooks(&self, limit: i64) -> Result<usize, PayError> {
         let now = self.now_ms();
+        // Claimed for longer than the whole batch can take, so no other instance sends them
+        // meanwhile; the result is written only while the claim still holds.
+        let claimed_until = now + CLAIM_MS;
         let mut tx = self.db().begin().await?;
-        // Claim by pushing the next attempt a minute ahead, so another instance skips them.
         let due = tx
             .query(
                 "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id IN \
                  (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
                   ORDER BY next_attempt_at LIMIT $3) AND status = 'pending' AND next_attempt_at <= $2 \
                  RETURNING id, endpoint_id, payload, attempts, created_at",
-                params![now + 60_000, now, limit],
+                params![claimed_until, now, limit],
             )
             .await?;
         tx.commit().await?;
-        let mut attempted = 0;
-        for row in due {
-            let id = row.text(0)?;
-            let endpoint_id = row.text(1)?;
-            let payload = row.text(2)?;
-            let attempts = row.i64(3)? + 1;
-            let created_at = row.i64(4)?;
-            let mut tx = self.db().begin_read().await?;
-            let endpoint = tx
-                .query_opt(
-                    "SELECT url, secret, old_secret, old_secret_until FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL",
-                    params![endpoint_id.as_str()],
-                )
-                .await?;
-            tx.commit().await?;
-            let outcome = match endpoint {
-                None => Err("the endpoint was deleted".to_owned()),
-                Some(endpoint) => {
-                    let mut keys = Vec::new();
-                    for (column, until) in [(1, None), (2, endpoint.opt_i64(3)?)] {
-                        let Some(sealed) = endpoint.opt_bytes(column)? else {
-                            continue;
-                        };
-                        if until.is_some_and(|until| until <= now) {
-                            continue;
-                        }
-                        let opened = self.auth.keys().open(&sealed)?;
-                        if let Some(key) = std::str::from_utf8(opened.expose())
-                            .ok()
-                            .and_then(secret_key)
-                        {
-                            keys.push(key);
-                        }
-                    }
+        let attempts = due.iter().map(|row| self.deliver_one(row, claimed_until));
+        let results = futures_util::future::join_all(attempts).await;
+        let attempted = results.len();
+        for result in results {
+            result?;
+        }
+        Ok(attempted)
+    }
+
+    async fn deliver_one(
+        &self,
+        row: &koban_store::sql::Row,
+        claimed_until: i64,
+    ) -> Result<(), PayError> {
+        let id = row.text(0)?;
+        let endpoint_id = row.text(1)?;
+        let payload = row.text(2)?;
+        let attempts = row.i64(3)? + 1;
+        let created_at = row.i64(4)?;
+        let mut tx = self.db().begin_read().await?;
+        let endpoint = tx
+            .query_opt(
+                "SELECT url, secret, old_secret, old_secret_until FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL",
+                params![endpoint_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        let now = self.now_ms();
+        let outcome = match &endpoint {
+            None => Err("the endpoint was deleted".to_owned()),
+            Some(endpoint) => match self.signing_keys(endpoint, now) {
+                Ok(keys) => {
                     let timestamp_s = now / 1000;
                     let signature = signatures(&keys, &id, timestamp_s, &payload);
                     post(&endpoint.text(0)?, &id, timestamp_s, &signature, payload).await
                 }
-            };
-            attempted += 1;
-            let (status, code, next) = match &outcome {
-                Ok(code) if (200..300).contains(code) => ("delivered", Some(i64::from(*code)), now),
-                Ok(code) if now + backoff_ms(attempts) - created_at > RETRY_FOR_MS => {
-                    ("failed", Some(i64::from(*code)), now)
-                }
-                Ok(code) => (
-                    "pending",
-                    Some(i64::from(*code)),
-                    now + backoff_ms(attempts),
-                ),
-                Err(_) if now + backoff_ms(attempts) - created_at > RETRY_FOR_MS => {
-                    ("failed", None, now)
-                }
-                Err(_) => ("pending", None, now + backoff_ms(attempts)),
-            };
-            if let Err(error) = &outcome {
-                tracing::info!(delivery = %id, %error, "webhook delivery failed; will retry");
-            }
-            let mut tx = self.db().begin().await?;
-            tx.execute(
-                "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_status_code = $3, next_attempt_at = $4 WHERE id = $5",
-                params![status, attempts, code, next, id.as_str()],
-            )
-            .await?;
-            tx.commit().await?;
+                Err(_) => Err("the endpoint's secret could not be opened".to_owned()),
+            },
+        };
+        let now = self.now_ms();
+        let give_up = endpoint.is_none() || now + backoff_ms(attempts) - created_at > RETRY_FOR_MS;
+        let (status, code, next) = match &outcome {
+            Ok(code) if (200..300).contains(code) => ("delivered", Some(i64::from(*code)), now),
+            Ok(code) if give_up => ("failed", Some(i64::from(*code)), now),
+            Ok(code) => (
+                "pending",
+                Some(i64::from(*code)),
+                now + backoff_ms(attempts),
+            ),
+            Err(_) if give_up => ("failed", None, now),
+            Err(_) => ("pending", None, now + backoff_ms(attempts)),
+        };
+        if let Err(error) = &outcome {
+            tracing::info!(delivery = %id, %error, "webhook delivery failed");
         }
-        Ok(attempted)
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_status_code = $3, next_attempt_at = $4 \
+             WHERE id = $5 AND next_attempt_at = $6",
+            params![status, attempts, code, next, id.as_str(), claimed_until],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The raw keys that sign now: the current secret, and the old one during its overlap.
+    fn signing_keys(
+        &self,
+        endpoint: &koban_store::sql::Row,
+        now: i64,
+    ) -> Result<Vec<Vec<u8>>, PayError> {
+        let mut keys = Vec::new();
+        for (column, until) in [(1, None), (2, endpoint.opt_i64(3)?)] {
+            let Some(sealed) = endpoint.opt_bytes(column)? else {
+                continue;
+            };
+            if until.is_some_and(|until| until <= now) {
+                continue;
+            }
+            let opened = self.auth.keys().open(&sealed)?;
+            if let Some(key) = std::str::from_utf8(opened.expose())
+                .ok()
+                .and_then(secret_key)
+            {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
     }
 }
 
@@ -467,7 +498,14 @@ async fn post(
             .map_err(|_| "no HTTP handshake".to_owned())?;
         tokio::spawn(connection);
         let request = hyper::Request::post(path)
-            .header("host", format!("{host}:{port}"))
+            .header(
+                "host",
+                if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                },
+            )
             .header("content-type", "application/json")
             .header("user-agent", "Koban-Webhooks/1")
             .header("webhook-id", id)
@@ -479,9 +517,8 @@ async fn post(
             .send_request(request)
             .await
             .map_err(|_| "no HTTP response".to_owned())?;
-        let status = response.status().as_u16();
-        let _ = response.into_body().collect().await;
-        Ok(status)
+        // The body is not read: a receiver could send any amount of it.
+        Ok(response.status().as_u16())
     };
     tokio::time::timeout(TIMEOUT, attempt)
         .await
@@ -510,6 +547,15 @@ mod tests {
         assert!(parse_url("https://example.com/hooks").is_err());
         assert!(parse_url("http://10.0.0.1/hooks").is_err());
         assert!(parse_url("http://169.254.169.254/latest").is_err());
+        assert!(parse_url("http://localhost.evil.example/x").is_err());
+        assert_eq!(
+            parse_url("http://[::1]/x").unwrap(),
+            ("::1".into(), 80, "/x".into())
+        );
+        assert_eq!(
+            parse_url("http://[::1]:81/x").unwrap(),
+            ("::1".into(), 81, "/x".into())
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ CREATE TABLE pay_links (
     message TEXT,
     expires_at BIGINT NOT NULL,
     cancelled_at BIGINT,
+    paid_by TEXT,                      -- the one payer who may pay it (claimed before paying)
     created_at BIGINT NOT NULL
 );
 CREATE INDEX pay_links_requester ON pay_links (requester_id, created_at);

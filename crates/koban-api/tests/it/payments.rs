@@ -1400,5 +1400,44 @@ async fn handles_and_pay_links_are_paid_once_like_any_transfer<S: LedgerStore>(a
         .call(get("/v1/pay-links/kpl_guess").bearer(&carol_token))
         .await;
     assert_eq!(guessed.status, StatusCode::NOT_FOUND);
+
+    // A link paid into review is "held"; once an analyst stops the payment it is "stopped"
+    // and cannot be paid again (the requester asks anew).
+    let analyst = operator(&app, "analyst@example.com", "analyst").await;
+    app.fund(&alice_token, 30_000, "f2").await;
+    let big = app
+        .call(post("/v1/pay-links", json!({ "amount": 20_000 })).bearer(&carol_token))
+        .await;
+    let big_id = big.body["id"].as_str().unwrap().to_owned();
+    let big_path = format!("/v1/pay-links/{big_id}/pay");
+    let (held, alice_token) = app
+        .stepped(&alice, &alice_token, &big_path, "l4", json!({}))
+        .await;
+    assert_eq!(held.body["status"], "held", "{held:?}");
+    let view = app
+        .call(get(&format!("/v1/pay-links/{big_id}")).bearer(&carol_token))
+        .await;
+    assert_eq!(view.body["status"], "held");
+    let voided = app
+        .call(
+            post(
+                &format!(
+                    "/v1/ops/held-transfers/{}/void",
+                    held.body["id"].as_str().unwrap()
+                ),
+                json!({}),
+            )
+            .bearer(&analyst.token),
+        )
+        .await;
+    assert_eq!(voided.status, StatusCode::OK, "{voided:?}");
+    let view = app
+        .call(get(&format!("/v1/pay-links/{big_id}")).bearer(&carol_token))
+        .await;
+    assert_eq!(view.body["status"], "stopped");
+    let again = app
+        .call(idem(post(&big_path, json!({})).bearer(&alice_token), "l5"))
+        .await;
+    assert_eq!(again.status, StatusCode::GONE, "{again:?}");
     app.assert_money_invariants().await;
 }
