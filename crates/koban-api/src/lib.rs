@@ -142,6 +142,11 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             post(payments::confirm_bank::<S>),
         )
         .route("/topups", post(payments::topup::<S>))
+        .route("/topups/card", post(payments::card_topup::<S>))
+        .route(
+            "/funding-sources/cards",
+            post(payments::add_card::<S>).get(payments::cards::<S>),
+        )
         .route("/payouts", post(payments::payout::<S>))
         .route("/bank-operations", get(payments::bank_operations::<S>))
         .route("/qr/inspect", post(payments::inspect_qr::<S>))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::payments::{self, *};
-use crate::problem::{Problem, StepUpChallengeOut};
+use crate::problem::{CardChallengeOut, Problem, StepUpChallengeOut};
 use crate::wire::*;
 use crate::{identity, ops};
 
@@ -61,9 +61,10 @@ impl Modify for Security {
         payments::release_held, payments::void_held, payments::set_fee, payments::sandbox_account,
         payments::sandbox_statement, payments::faucet, payments::create_webhook, payments::webhooks,
         payments::rotate_webhook, payments::delete_webhook, payments::webhook_deliveries, payments::redeliver,
+        payments::add_card, payments::cards, payments::card_topup,
         payments::set_handle, payments::create_pay_link, payments::pay_link, payments::cancel_pay_link, payments::pay_pay_link,
     ),
-    components(schemas(Problem, StepUpChallengeOut, StepUpIn, MoneyOut))
+    components(schemas(Problem, StepUpChallengeOut, CardChallengeOut, StepUpIn, MoneyOut))
 )]
 struct ApiDoc;
 

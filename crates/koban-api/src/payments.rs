@@ -1701,3 +1701,127 @@ pub async fn pay_pay_link<S: LedgerStore>(
         .await?;
     Ok(transfer_answer(&outcome, state.config.dev))
 }
+
+// ---------------------------------------------------------------- card top-ups
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CardIn {
+    /// SANDBOX test cards: 4242424242424242 works, 4000000000000002 is declined,
+    /// 4000000000003220 is always challenged. Never stored; never logged.
+    #[schema(example = "4242424242424242")]
+    pub number: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+    /// Checked once and forgotten.
+    pub cvc: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CardOut {
+    pub id: String,
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+    /// True once a top-up's challenge was passed with this card.
+    pub verified: bool,
+    pub created_at: i64,
+}
+
+fn card_out(c: koban_pay::card_topups::CardSource) -> CardOut {
+    CardOut {
+        id: c.id,
+        brand: c.brand,
+        last4: c.last4,
+        exp_month: c.exp_month,
+        exp_year: c.exp_year,
+        verified: c.verified,
+        created_at: c.created_at_ms,
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeIn {
+    pub id: String,
+    pub code: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CardTopupIn {
+    /// A card id from `/v1/funding-sources/cards`.
+    pub source_id: String,
+    pub amount: i64,
+    pub currency: Option<String>,
+    /// The answer to a `card-challenge-required` problem.
+    pub challenge: Option<ChallengeIn>,
+}
+
+/// Adds a card for top-ups (sandbox acquirer). The number is kept only as a fingerprint and
+/// its last four digits; the security code is never stored.
+#[utoipa::path(post, path = "/v1/funding-sources/cards", tag = "funding", request_body = CardIn,
+    responses((status = 201, body = CardOut), (status = 409, body = Problem), (status = 422, body = Problem)), security(("session" = [])))]
+pub async fn add_card<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    Json(body): Json<CardIn>,
+) -> Result<Response, ApiError> {
+    let card = koban_pay::card_topups::CardDetails {
+        number: body.number,
+        exp_month: body.exp_month,
+        exp_year: body.exp_year,
+        cvc: koban_auth::Secret::new(body.cvc),
+    };
+    let added = state.pay.add_card(&me, &card).await?;
+    Ok(json(StatusCode::CREATED, &card_out(added)))
+}
+
+/// The caller's cards.
+#[utoipa::path(get, path = "/v1/funding-sources/cards", tag = "funding",
+    responses((status = 200, body = [CardOut])), security(("session" = [])))]
+pub async fn cards<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+) -> Result<Response, ApiError> {
+    let out: Vec<_> = state
+        .pay
+        .cards(&me)
+        .await?
+        .into_iter()
+        .map(card_out)
+        .collect();
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// Tops up from a card. A new card or a new device first answers 403
+/// `card-challenge-required` (the issuer's code goes to the mailbox in the sandbox); repeat
+/// the same request with `challenge: {id, code}`. Pending until the acquirer captures.
+#[utoipa::path(post, path = "/v1/topups/card", tag = "funding", request_body = CardTopupIn,
+    params(("Idempotency-Key" = String, Header)),
+    responses((status = 202, body = BankOperationOut), (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("session" = [])))]
+pub async fn card_topup<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    ClientInfo(client): ClientInfo,
+    IdemKey(key): IdemKey,
+    Json(body): Json<CardTopupIn>,
+) -> Result<Response, ApiError> {
+    use koban_pay::card_topups::ChallengeAnswer;
+    let request = BankMove {
+        source_id: body.source_id,
+        amount: parse_amount(body.amount)?,
+        currency: currency(&state.pay, body.currency.as_deref())?,
+    };
+    let answer = body.challenge.map(|c| ChallengeAnswer {
+        id: c.id,
+        code: koban_auth::Secret::new(c.code),
+    });
+    let op = state
+        .pay
+        .card_topup(&me, &request, &key, answer.as_ref(), &client)
+        .await?;
+    Ok(json(StatusCode::ACCEPTED, &bank_op_out(&op)))
+}

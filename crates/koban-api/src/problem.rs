@@ -27,9 +27,18 @@ pub struct Problem {
     /// `insufficient_funds`, `risk_declined`, ...). Risk refusals never name the rule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'static str>,
+    /// For `card-challenge-required`: repeat the request with `challenge: {id, code}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<CardChallengeOut>,
     /// For `step-up-required`: the pending confirmation to repeat the request with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_up: Option<StepUpChallengeOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CardChallengeOut {
+    pub id: String,
+    pub expires_at: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -158,6 +167,7 @@ fn problem(status: StatusCode, kind: &str, title: &'static str, detail: String) 
         detail,
         retry_after_s: None,
         code: None,
+        challenge: None,
         step_up: None,
     }
 }
@@ -204,6 +214,18 @@ fn pay_problem(error: &koban_pay::PayError) -> Problem {
         ),
         P::Gone(_) => problem(S::GONE, "gone", "No longer valid", detail),
         P::Frozen => problem(S::FORBIDDEN, "account-frozen", "Account frozen", detail),
+        P::ChallengeRequired { id, expires_at_ms } => Problem {
+            challenge: Some(CardChallengeOut {
+                id: id.clone(),
+                expires_at: *expires_at_ms,
+            }),
+            ..problem(
+                S::FORBIDDEN,
+                "card-challenge-required",
+                "Card confirmation required",
+                detail,
+            )
+        },
         P::Auth(_) => problem(
             S::INTERNAL_SERVER_ERROR,
             "internal",

@@ -85,7 +85,7 @@ pub struct BankMove {
 }
 
 /// The start of a top-up or payout: new, or the answer to a retry.
-enum Begun {
+pub(crate) enum Begun {
     New {
         id: TransferId,
         claim: crate::InFlight,
@@ -500,7 +500,7 @@ impl<S: LedgerStore> Payments<S> {
 
     /// What every top-up and payout starts with: its ledger id from the idempotency key,
     /// the claim on that key, the wallet, and the earlier outcome if this is a retry.
-    async fn begin_operation(
+    pub(crate) async fn begin_operation(
         &self,
         kind: &[u8],
         user_id: &str,
@@ -544,10 +544,10 @@ impl<S: LedgerStore> Payments<S> {
         }
         Ok(Some(BankOperation {
             transfer: done,
-            kind: if row.text(0)? == "topup" {
-                "topup"
-            } else {
-                "payout"
+            kind: match row.text(0)?.as_str() {
+                "topup" => "topup",
+                "card_topup" => "card_topup",
+                _ => "payout",
             },
             status: row.text(1)?,
             replayed: true,
@@ -555,7 +555,7 @@ impl<S: LedgerStore> Payments<S> {
         }))
     }
 
-    async fn record_operation(
+    pub(crate) async fn record_operation(
         &self,
         id: TransferId,
         user_id: &str,
@@ -863,7 +863,7 @@ impl<S: LedgerStore> Payments<S> {
         let rows = tx
             .query(
                 "SELECT o.id, o.user_id, o.kind, o.amount, o.currency, o.created_at, f.number \
-                 FROM bank_operations o JOIN funding_sources f ON f.id = o.source_id \
+                 FROM bank_operations o LEFT JOIN funding_sources f ON f.id = o.source_id \
                  WHERE o.status = 'pending' AND o.due_at <= $1 ORDER BY o.due_at LIMIT $2",
                 params![now, limit],
             )
@@ -874,10 +874,13 @@ impl<S: LedgerStore> Payments<S> {
             let id = TransferId::from_bytes(&row.bytes(0)?)
                 .map_err(|_| PayError::Invalid("a stored id is not valid"))?;
             let user_id = row.text(1)?;
-            let topup = row.text(2)? == "topup";
+            let kind = row.text(2)?;
+            let topup = kind != "payout";
+            // Card top-ups were authorised by the acquirer already; this is their capture.
+            let by_card = kind == "card_topup";
             let currency = Currency::parse(&row.text(4)?)
                 .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
-            let number = row.text(6)?;
+            let number = row.opt_text(6)?.unwrap_or_default();
             let Some(hold) = self.store.transfer(id).await? else {
                 // (the ledger's hold, not the row, says how much is at stake)
                 // The process died between the record and the hold: after a minute, nothing
@@ -889,10 +892,11 @@ impl<S: LedgerStore> Payments<S> {
                 continue;
             };
             let amount = i64::try_from(hold.amount.minor_units()).unwrap_or(i64::MAX);
-            let accepted = match self.sandbox_account(&number).await? {
-                Some((_, Behaviour::Normal)) => true,
-                Some((_, Behaviour::FailsSettlement)) | None => false,
-            };
+            let accepted = by_card
+                || match self.sandbox_account(&number).await? {
+                    Some((_, Behaviour::Normal)) => true,
+                    Some((_, Behaviour::FailsSettlement)) | None => false,
+                };
             let memo = self.derive_id(&[b"memo", &id.to_bytes()]);
             let memo_exists = self.store.transfer(memo).await?.is_some();
             let mut batch = Vec::new();
@@ -933,7 +937,7 @@ impl<S: LedgerStore> Payments<S> {
                 params![status, now, id.to_bytes()],
             )
             .await?;
-            if status == "settled" {
+            if status == "settled" && !by_card {
                 let signed = if topup { -amount } else { amount };
                 tx.execute(
                     "INSERT INTO sandbox_bank_entries (id, number, amount, description, created_at) \

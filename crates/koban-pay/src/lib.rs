@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod bank;
+pub mod card_topups;
 pub mod links;
 pub mod merchant;
 pub mod p2p;
@@ -142,6 +143,9 @@ pub enum PayError {
     Gone(&'static str),
     #[error("the account is frozen; contact support")]
     Frozen,
+    /// A card top-up needs the card issuer's confirmation code (sent to the mailbox).
+    #[error("confirm this top-up with the code your card issuer sent")]
+    ChallengeRequired { id: String, expires_at_ms: i64 },
 }
 
 impl From<StoreError> for PayError {

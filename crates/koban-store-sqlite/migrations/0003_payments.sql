@@ -93,12 +93,45 @@ CREATE TABLE funding_sources (
 );
 CREATE INDEX funding_sources_user ON funding_sources (user_id);
 
--- Top-ups and payouts while the bank settles them.
+-- Cards a customer tops up from, through the sandbox acquirer. The card number is never
+-- stored: a keyed fingerprint (to recognise the card) and the last four digits; the security
+-- code is used once and forgotten.
+CREATE TABLE card_sources (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    fingerprint BLOB NOT NULL,
+    brand TEXT NOT NULL,
+    last4 TEXT NOT NULL,
+    exp_month BIGINT NOT NULL,
+    exp_year BIGINT NOT NULL,
+    behaviour TEXT NOT NULL,           -- sandbox: normal | declines | always_challenge
+    verified_at BIGINT,                -- first challenge passed
+    created_at BIGINT NOT NULL,
+    removed_at BIGINT
+);
+CREATE INDEX card_sources_user ON card_sources (user_id);
+
+-- 3-D Secure-like challenges of card top-ups: bound to the card, amount and idempotency key.
+CREATE TABLE card_challenges (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    operation BLOB NOT NULL,           -- the top-up's ledger id
+    amount BIGINT NOT NULL,
+    currency TEXT NOT NULL,
+    code_hash BLOB NOT NULL,
+    attempts BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    passed_at BIGINT,
+    created_at BIGINT NOT NULL
+);
+
+-- Top-ups and payouts while the bank (or card acquirer) settles them.
 CREATE TABLE bank_operations (
     id BLOB PRIMARY KEY,               -- the ledger id of the hold
     user_id TEXT NOT NULL,
     source_id TEXT NOT NULL,
-    kind TEXT NOT NULL,                -- topup | payout
+    kind TEXT NOT NULL,                -- topup | card_topup | payout
     account_id BLOB NOT NULL,          -- the wallet or merchant account
     amount BIGINT NOT NULL,
     currency TEXT NOT NULL,

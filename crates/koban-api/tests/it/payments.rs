@@ -19,6 +19,7 @@ stories!(
     malformed_payment_requests_get_problems_and_change_nothing,
     merchant_webhooks_are_signed_retried_rotated_and_redelivered,
     handles_and_pay_links_are_paid_once_like_any_transfer,
+    card_topups_are_challenged_for_new_cards_and_devices,
 );
 
 fn idem(call: Call, key: &str) -> Call {
@@ -1439,5 +1440,153 @@ async fn handles_and_pay_links_are_paid_once_like_any_transfer<S: LedgerStore>(a
         .call(idem(post(&big_path, json!({})).bearer(&alice_token), "l5"))
         .await;
     assert_eq!(again.status, StatusCode::GONE, "{again:?}");
+    app.assert_money_invariants().await;
+}
+
+async fn card_topups_are_challenged_for_new_cards_and_devices<S: LedgerStore>(app: TestApp<S>) {
+    let alice = app.user("alice@example.com").await;
+    // A completed sign-in makes this browser a known device (its cookie).
+    app.next_step();
+    let (token, device) = app.login_from(&alice, "127.0.0.1").await;
+    let device = device.split(';').next().unwrap().to_owned();
+    let card = |number: &str, month: i64, year: i64| {
+        post(
+            "/v1/funding-sources/cards",
+            json!({ "number": number, "exp_month": month, "exp_year": year, "cvc": "123" }),
+        )
+        .bearer(&token)
+    };
+    for (number, month, year, why) in [
+        ("4242424242424241", 12, 2030, "Luhn"),
+        ("4242424242424242", 10, 2026, "expired last month"),
+        ("4242424242424242", 13, 2030, "no such month"),
+        ("42424242", 12, 2030, "too short"),
+    ] {
+        let refused = app.call(card(number, month, year)).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{why}: {refused:?}"
+        );
+        assert!(
+            !refused.body.to_string().contains(number),
+            "{why}: the number is never echoed"
+        );
+    }
+    let added = app.call(card("4242 4242 4242 4242", 11, 2026)).await;
+    assert_eq!(
+        added.status,
+        StatusCode::CREATED,
+        "this month still works: {added:?}"
+    );
+    assert_eq!(
+        (
+            added.body["last4"].as_str(),
+            added.body["verified"].as_bool()
+        ),
+        (Some("4242"), Some(false))
+    );
+    assert!(!added.body.to_string().contains("4242424242424242"));
+    assert_eq!(
+        app.call(card("4242424242424242", 12, 2030)).await.status,
+        StatusCode::CONFLICT
+    );
+    let source = added.body["id"].as_str().unwrap().to_owned();
+
+    // A new card is challenged even on a known device; the code is bound to this top-up.
+    let topup = |amount: i64, key: &str, challenge: Option<Value>| {
+        let mut body = json!({ "source_id": source, "amount": amount });
+        if let Some(challenge) = challenge {
+            body["challenge"] = challenge;
+        }
+        idem(
+            post("/v1/topups/card", body)
+                .bearer(&token)
+                .header("cookie", &device),
+            key,
+        )
+    };
+    let first = app.call(topup(3_000, "c1", None)).await;
+    assert_eq!(first.problem(), "card-challenge-required", "{first:?}");
+    let challenge = first.body["challenge"]["id"].as_str().unwrap().to_owned();
+    let code = app.latest_code("alice@example.com").await;
+    let other_amount = app
+        .call(topup(
+            3_001,
+            "c1",
+            Some(json!({ "id": challenge, "code": code })),
+        ))
+        .await;
+    assert_eq!(
+        other_amount.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{other_amount:?}"
+    );
+    let confirmed = app
+        .call(topup(
+            3_000,
+            "c1",
+            Some(json!({ "id": challenge, "code": code })),
+        ))
+        .await;
+    assert_eq!(
+        (confirmed.status, confirmed.body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("pending")),
+        "{confirmed:?}"
+    );
+    assert_eq!(app.wallet(&token).await["pending_in"], 3_000);
+    app.settle().await;
+    assert_eq!(app.wallet(&token).await["balance"], 3_000);
+
+    // The card is known now; from a known device no challenge, from an unknown one again.
+    let known = app.call(topup(2_000, "c2", None)).await;
+    assert_eq!(known.status, StatusCode::ACCEPTED, "{known:?}");
+    let elsewhere = app
+        .call(idem(
+            post(
+                "/v1/topups/card",
+                json!({ "source_id": source, "amount": 1_000 }),
+            )
+            .bearer(&token),
+            "c3",
+        ))
+        .await;
+    assert_eq!(
+        elsewhere.problem(),
+        "card-challenge-required",
+        "no device cookie: {elsewhere:?}"
+    );
+    let capped = app.call(topup(6_000, "c4", None)).await;
+    assert_eq!(capped.body["code"], "new_source_limit", "{capped:?}");
+
+    // The acquirer's decline moves nothing.
+    let declining = app.call(card("4000000000000002", 12, 2030)).await;
+    let declining = declining.body["id"].as_str().unwrap().to_owned();
+    let body = json!({ "source_id": declining, "amount": 500 });
+    let asked = app
+        .call(idem(
+            post("/v1/topups/card", body.clone())
+                .bearer(&token)
+                .header("cookie", &device),
+            "d1",
+        ))
+        .await;
+    let mut answered = body;
+    answered["challenge"] = json!({ "id": asked.body["challenge"]["id"], "code": app.latest_code("alice@example.com").await });
+    let declined = app
+        .call(idem(
+            post("/v1/topups/card", answered)
+                .bearer(&token)
+                .header("cookie", &device),
+            "d1",
+        ))
+        .await;
+    assert_eq!(
+        (declined.problem(), declined.body["code"].as_str()),
+        ("payment-declined", Some("card_declined")),
+        "{declined:?}"
+    );
+    app.settle().await;
+    assert_eq!(app.wallet(&token).await["balance"], 5_000);
     app.assert_money_invariants().await;
 }
