@@ -881,8 +881,8 @@ impl<S: LedgerStore> Payments<S> {
             let currency = Currency::parse(&row.text(4)?)
                 .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
             let number = row.opt_text(6)?.unwrap_or_default();
+            // The ledger's hold, not the row, says how much is at stake.
             let Some(hold) = self.store.transfer(id).await? else {
-                // (the ledger's hold, not the row, says how much is at stake)
                 // The process died between the record and the hold: after a minute, nothing
                 // will come; the operation failed without moving money.
                 if row.i64(5)? < now - 60_000 {
