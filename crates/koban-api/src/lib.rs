@@ -340,6 +340,24 @@ pub async fn run_workers<S: LedgerStore>(
 ) {
     let mut alarm = tokio::time::interval(Duration::from_secs(ALARM_EVERY_S));
     let mut payments = tokio::time::interval(Duration::from_millis(100));
+    // Webhooks in a task of their own: a slow merchant endpoint never delays settlement,
+    // notifications or the outbox.
+    let webhooks = {
+        let (pay, mut stop) = (pay.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = every.tick() => {
+                        if let Err(error) = pay.deliver_webhooks(50).await {
+                            tracing::warn!(%error, "webhook delivery failed; will retry");
+                        }
+                    }
+                }
+            }
+        })
+    };
     loop {
         tokio::select! {
             _ = stop.changed() => {
@@ -347,6 +365,7 @@ pub async fn run_workers<S: LedgerStore>(
                 if let Err(error) = pay.flush_notifications().await {
                     tracing::warn!(%error, "could not write the last payment notifications");
                 }
+                let _ = webhooks.await;
                 return;
             }
             _ = alarm.tick() => {
@@ -355,7 +374,7 @@ pub async fn run_workers<S: LedgerStore>(
                 }
             }
             _ = payments.tick() => {
-                if let Err(error) = pay.tick().await {
+                if let Err(error) = pay.settle_and_flush().await {
                     tracing::warn!(%error, "payments work (settlement, notifications) failed; will retry");
                 }
             }

@@ -368,9 +368,16 @@ impl<S: LedgerStore> Payments<S> {
     /// Background work: settles due sandbox bank operations, flushes notifications, delivers
     /// due webhooks.
     pub async fn tick(&self) -> Result<(), PayError> {
+        self.settle_and_flush().await?;
+        self.deliver_webhooks(50).await?;
+        Ok(())
+    }
+
+    /// The part of [`Payments::tick`] that must not wait for merchants' endpoints (the
+    /// server runs webhook delivery in a task of its own).
+    pub async fn settle_and_flush(&self) -> Result<(), PayError> {
         self.settle_due(100).await?;
         self.flush_notifications().await?;
-        self.deliver_webhooks(50).await?;
         Ok(())
     }
 }

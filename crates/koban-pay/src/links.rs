@@ -54,12 +54,19 @@ impl<S: LedgerStore> Payments<S> {
         {
             return Err(PayError::Conflict("this handle is taken"));
         }
-        tx.execute(
-            "INSERT INTO handles (user_id, handle, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id) DO UPDATE SET handle = $2, created_at = $3",
-            params![principal.user_id.as_str(), handle.as_str(), now],
-        )
-        .await?;
+        // Two customers taking one handle at the same moment: the unique index refuses the
+        // second, which is told the handle is taken.
+        if tx
+            .execute(
+                "INSERT INTO handles (user_id, handle, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id) DO UPDATE SET handle = $2, created_at = $3",
+                params![principal.user_id.as_str(), handle.as_str(), now],
+            )
+            .await
+            .is_err()
+        {
+            return Err(PayError::Conflict("this handle is taken"));
+        }
         audit::append(
             &mut tx,
             now,
