@@ -666,19 +666,42 @@ impl<S: LedgerStore> Payments<S> {
         // The record first, so the settlement worker finds every hold it must finish.
         self.record_operation(id, &principal.user_id, "topup", wallet.account, request)
             .await?;
+        self.hold_topup(
+            id,
+            IssuerAccount::BankSettlement,
+            wallet.account,
+            request,
+            Metadata::empty(),
+            "topup",
+        )
+        .await
+    }
+
+    /// The ledger side of a top-up: a hold from the bank's (or acquirer's) settlement account
+    /// to the wallet, with its e-money memo leg, until settlement posts or voids both.
+    pub(crate) async fn hold_topup(
+        &self,
+        id: TransferId,
+        settlement: IssuerAccount,
+        wallet: AccountId,
+        request: &BankMove,
+        metadata: Metadata,
+        kind: &'static str,
+    ) -> Result<BankOperation, PayError> {
+        let (amount, currency) = (request.amount, request.currency);
         let pending = Some(PendingOptions {
             timeout_s: Some(BANK_HOLD_S),
         });
         let batch = vec![
             TransferRequest::Move(Move {
                 id,
-                debit: IssuerAccount::BankSettlement.id(currency),
-                credit: wallet.account,
+                debit: settlement.id(currency),
+                credit: wallet,
                 amount,
                 currency,
                 code: kind::TOPUP,
                 reference: None,
-                metadata: Metadata::empty(),
+                metadata,
                 pending,
             }),
             emoney_leg(
@@ -697,7 +720,7 @@ impl<S: LedgerStore> Payments<S> {
             .map_err(|r| crate::ledger_refusal(r.reason))?;
         Ok(BankOperation {
             transfer: applied.transfers[0].clone(),
-            kind: "topup",
+            kind,
             status: "pending".into(),
             replayed: false,
             session: None,

@@ -12,13 +12,12 @@
 
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::{Client, Principal, UserKind};
-use koban_ledger::{Metadata, Move, PendingOptions, TransferRequest};
+use koban_ledger::Metadata;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
-use crate::accounts::{IssuerAccount, kind};
-use crate::bank::{BANK_HOLD_S, BankMove, BankOperation, Begun};
-use crate::wallets::emoney_leg;
+use crate::accounts::IssuerAccount;
+use crate::bank::{BankMove, BankOperation, Begun};
 use crate::{IdempotencyKey, PayError, Payments, format_money};
 
 /// Wrong challenge codes before a challenge is void.
@@ -240,7 +239,7 @@ impl<S: LedgerStore> Payments<S> {
             Begun::New { id, claim, wallet } => (id, claim, wallet),
             Begun::Done(done) => return Ok(*done),
         };
-        let (amount, currency) = (request.amount, request.currency);
+        let amount = request.amount;
         let mut tx = self.db().begin_read().await?;
         let card = tx
             .query_opt(
@@ -292,42 +291,15 @@ impl<S: LedgerStore> Payments<S> {
             request,
         )
         .await?;
-        let pending = Some(PendingOptions {
-            timeout_s: Some(BANK_HOLD_S),
-        });
-        let batch = vec![
-            TransferRequest::Move(Move {
-                id,
-                debit: IssuerAccount::AcquirerSettlement.id(currency),
-                credit: wallet.account,
-                amount,
-                currency,
-                code: kind::TOPUP,
-                reference: None,
-                metadata: Metadata::parse([("source", "card")]).unwrap_or_default(),
-                pending,
-            }),
-            emoney_leg(
-                self.derive_id(&[b"memo", &id.to_bytes()]),
-                currency,
-                amount,
-                true,
-                Some(id),
-                pending,
-            ),
-        ];
-        let applied = self
-            .store
-            .submit(batch)
-            .await?
-            .map_err(|r| crate::ledger_refusal(r.reason))?;
-        Ok(BankOperation {
-            transfer: applied.transfers[0].clone(),
-            kind: "card_topup",
-            status: "pending".into(),
-            replayed: false,
-            session: None,
-        })
+        self.hold_topup(
+            id,
+            IssuerAccount::AcquirerSettlement,
+            wallet.account,
+            request,
+            Metadata::parse([("source", "card")]).unwrap_or_default(),
+            "card_topup",
+        )
+        .await
     }
 
     /// A card that has not been used for 72 hours since its first challenge tops up at most
