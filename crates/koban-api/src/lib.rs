@@ -5,6 +5,7 @@
 //! Architecture invariant: handlers hold no state between requests; everything shared lives in
 //! the database, so any number of instances can serve the same clients.
 
+pub mod cards;
 pub mod extract;
 mod identity;
 mod openapi;
@@ -188,6 +189,39 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             post(payments::void_held::<S>),
         )
         .route("/ops/merchants/{id}/fees", post(payments::set_fee::<S>))
+        .route(
+            "/cards",
+            post(cards::create_card::<S>).get(cards::cards::<S>),
+        )
+        .route("/cards/{id}", get(cards::card::<S>))
+        .route("/cards/{id}/activate", post(cards::activate_card::<S>))
+        .route("/cards/{id}/reveal", post(cards::reveal_card::<S>))
+        .route("/cards/{id}/freeze", post(cards::freeze_card::<S>))
+        .route("/cards/{id}/unfreeze", post(cards::unfreeze_card::<S>))
+        .route("/cards/{id}/controls", post(cards::set_card_controls::<S>))
+        .route("/cards/{id}/close", post(cards::close_card::<S>))
+        .route("/cards/{id}/activity", get(cards::card_activity::<S>))
+        .route(
+            "/ops/cards/{id}/freeze",
+            post(cards::operator_freeze_card::<S>),
+        )
+        .route("/network/authorizations", post(cards::authorize::<S>))
+        .route(
+            "/network/authorizations/{id}/increments",
+            post(cards::increment::<S>),
+        )
+        .route(
+            "/network/authorizations/{id}/reversals",
+            post(cards::reverse::<S>),
+        )
+        .route(
+            "/network/authorizations/{id}/clearings",
+            post(cards::clear::<S>),
+        )
+        .route(
+            "/network/authorizations/{id}/refunds",
+            post(cards::refund::<S>),
+        )
         .route(
             "/sandbox/bank/accounts",
             post(payments::sandbox_account::<S>),

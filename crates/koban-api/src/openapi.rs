@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 use crate::payments::{self, *};
 use crate::problem::{CardChallengeOut, Problem, StepUpChallengeOut};
 use crate::wire::*;
-use crate::{identity, ops};
+use crate::{cards, identity, ops};
 
 struct Security;
 
@@ -24,6 +24,19 @@ impl Modify for Security {
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "network_signature",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "Koban-Signature",
+                    "The card network's requests carry Koban-Network-Id, Koban-Timestamp (Unix \
+                     seconds, within 5 minutes of the server's clock) and Koban-Signature: \
+                     lowercase hex of HMAC-SHA256 under the network secret over the \
+                     length-prefixed parts \"koban-network-v1\", timestamp, method, path and \
+                     body (see card_keys::network_signature). A request seen before is refused.",
+                ),
+            )),
         );
         components.add_security_scheme(
             "api_key",
@@ -62,6 +75,10 @@ impl Modify for Security {
         payments::sandbox_statement, payments::faucet, payments::create_webhook, payments::webhooks,
         payments::rotate_webhook, payments::delete_webhook, payments::webhook_deliveries, payments::redeliver,
         payments::add_card, payments::cards, payments::card_topup,
+        cards::create_card, cards::cards, cards::card, cards::activate_card, cards::reveal_card,
+        cards::freeze_card, cards::unfreeze_card, cards::set_card_controls, cards::close_card,
+        cards::card_activity, cards::operator_freeze_card, cards::authorize, cards::increment,
+        cards::reverse, cards::clear, cards::refund,
         payments::set_handle, payments::create_pay_link, payments::pay_link, payments::cancel_pay_link, payments::pay_pay_link,
     ),
     components(schemas(Problem, StepUpChallengeOut, CardChallengeOut, StepUpIn, MoneyOut))

@@ -214,6 +214,12 @@ fn pay_problem(error: &koban_pay::PayError) -> Problem {
         ),
         P::Gone(_) => problem(S::GONE, "gone", "No longer valid", detail),
         P::Frozen => problem(S::FORBIDDEN, "account-frozen", "Account frozen", detail),
+        P::Unavailable(_) => problem(
+            S::SERVICE_UNAVAILABLE,
+            "not-configured",
+            "Not available on this server",
+            detail,
+        ),
         P::ChallengeRequired { id, expires_at_ms } => Problem {
             challenge: Some(CardChallengeOut {
                 id: id.clone(),

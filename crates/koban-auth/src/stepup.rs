@@ -47,6 +47,14 @@ pub enum SensitiveAction {
     RevealCard {
         card_id: String,
     },
+    ActivateCard {
+        card_id: String,
+    },
+    /// Unfreezing a card or changing its controls (channels, limits, categories, countries).
+    ChangeCardControls {
+        card_id: String,
+        controls: String,
+    },
     RaiseLimits {
         limits: String,
     },
@@ -76,6 +84,8 @@ impl SensitiveAction {
             SensitiveAction::RegenerateRecoveryCodes => "regenerate_recovery_codes",
             SensitiveAction::LinkFundingSource { .. } => "link_funding_source",
             SensitiveAction::RevealCard { .. } => "reveal_card",
+            SensitiveAction::ActivateCard { .. } => "activate_card",
+            SensitiveAction::ChangeCardControls { .. } => "change_card_controls",
             SensitiveAction::RaiseLimits { .. } => "raise_limits",
             SensitiveAction::CreateApiKey { .. } => "create_api_key",
             SensitiveAction::RotateApiKey { .. } => "rotate_api_key",
@@ -105,6 +115,10 @@ impl SensitiveAction {
             SensitiveAction::RegenerateRecoveryCodes => vec![],
             SensitiveAction::LinkFundingSource { source } => vec![("source", source.clone())],
             SensitiveAction::RevealCard { card_id } => vec![("card_id", card_id.clone())],
+            SensitiveAction::ActivateCard { card_id } => vec![("card_id", card_id.clone())],
+            SensitiveAction::ChangeCardControls { card_id, controls } => {
+                vec![("card_id", card_id.clone()), ("controls", controls.clone())]
+            }
             SensitiveAction::RaiseLimits { limits } => vec![("limits", limits.clone())],
             SensitiveAction::CreateApiKey {
                 name,
@@ -142,6 +156,10 @@ impl SensitiveAction {
                 format!("link funding source {source}")
             }
             SensitiveAction::RevealCard { card_id } => format!("reveal details of card {card_id}"),
+            SensitiveAction::ActivateCard { card_id } => format!("activate card {card_id}"),
+            SensitiveAction::ChangeCardControls { card_id, controls } => {
+                format!("change controls of card {card_id}: {controls}")
+            }
             SensitiveAction::RaiseLimits { limits } => format!("raise limits: {limits}"),
             SensitiveAction::CreateApiKey {
                 name, environment, ..

@@ -24,6 +24,9 @@ pub mod kind {
     pub const REVIEW_HOLD: Code = Code(107);
     pub const REVIEW_RELEASE: Code = Code(108);
     pub const SANDBOX_FAUCET: Code = Code(109);
+    /// A purchase with an issued card (held at authorization, posted at clearing).
+    pub const CARD_PAYMENT: Code = Code(110);
+    pub const CARD_REFUND: Code = Code(111);
 
     pub fn name(code: Code) -> &'static str {
         match code {
@@ -37,6 +40,8 @@ pub mod kind {
             REVIEW_HOLD => "review_hold",
             REVIEW_RELEASE => "review_release",
             SANDBOX_FAUCET => "sandbox_faucet",
+            CARD_PAYMENT => "card_payment",
+            CARD_REFUND => "card_refund",
             _ => "other",
         }
     }
@@ -59,10 +64,13 @@ pub enum IssuerAccount {
     Suspense,
     /// Compensation paid to fraud victims.
     FraudLosses,
+    /// What the issuer owes the card network for its cards' purchases (card authorizations
+    /// are held towards it, clearings posted to it, refunds come from it).
+    CardNetworkSettlement,
 }
 
 impl IssuerAccount {
-    pub const ALL: [IssuerAccount; 7] = [
+    pub const ALL: [IssuerAccount; 8] = [
         IssuerAccount::EmoneyOutstanding,
         IssuerAccount::EmoneyControl,
         IssuerAccount::BankSettlement,
@@ -70,6 +78,7 @@ impl IssuerAccount {
         IssuerAccount::FeeRevenue,
         IssuerAccount::Suspense,
         IssuerAccount::FraudLosses,
+        IssuerAccount::CardNetworkSettlement,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +90,7 @@ impl IssuerAccount {
             IssuerAccount::FeeRevenue => "fee_revenue",
             IssuerAccount::Suspense => "suspense",
             IssuerAccount::FraudLosses => "fraud_losses",
+            IssuerAccount::CardNetworkSettlement => "card_network_settlement",
         }
     }
 

@@ -67,7 +67,7 @@ fn luhn_ok(digits: &str) -> bool {
 }
 
 /// The UTC calendar year and month of a Unix time in milliseconds (civil-from-days).
-fn year_month(ms: i64) -> (i64, i64) {
+pub(crate) fn year_month(ms: i64) -> (i64, i64) {
     let days = ms.div_euclid(86_400_000) + 719_468;
     let era = days.div_euclid(146_097);
     let day_of_era = days - era * 146_097;

@@ -16,7 +16,10 @@
 
 pub mod accounts;
 pub mod bank;
+pub mod card_keys;
+pub mod card_network;
 pub mod card_topups;
+pub mod issuing;
 pub mod links;
 pub mod merchant;
 pub mod p2p;
@@ -25,7 +28,7 @@ pub mod risk;
 pub mod wallets;
 pub mod webhooks;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use koban_auth::secret::HashPurpose;
@@ -80,6 +83,17 @@ pub struct PayConfig {
     pub settle_after_s: i64,
     /// The sandbox bank and the test-money faucet are on (development and tests only).
     pub sandbox: bool,
+    /// Issued cards: the issuer BIN (6 or 8 digits) new card numbers start with.
+    pub card_bin: String,
+    /// Seconds an approved card authorization stays valid before its hold is released.
+    pub card_auth_expiry_s: i64,
+    /// How far a clearing may exceed the authorized amount, in basis points of it.
+    pub card_capture_tolerance_bps: u64,
+    /// Wrong security codes or expiry dates in a row that lock a card.
+    pub card_bad_codes_max: i64,
+    /// Different cards failing checks at one merchant or from one network within 10 minutes
+    /// that raise a card-testing alert and decline further attempts from there.
+    pub card_testing_cards_max: usize,
 }
 
 impl Default for PayConfig {
@@ -111,6 +125,11 @@ impl Default for PayConfig {
             fee_fixed_minor: 0,
             settle_after_s: 5,
             sandbox: false,
+            card_bin: "499910".to_owned(),
+            card_auth_expiry_s: 7 * 24 * 3600,
+            card_capture_tolerance_bps: 0,
+            card_bad_codes_max: 3,
+            card_testing_cards_max: 5,
         }
     }
 }
@@ -143,6 +162,9 @@ pub enum PayError {
     Gone(&'static str),
     #[error("the account is frozen; contact support")]
     Frozen,
+    /// A feature this server is not configured for.
+    #[error("{0}")]
+    Unavailable(&'static str),
     /// A card top-up needs the card issuer's confirmation code (sent to the mailbox).
     #[error("confirm this top-up with the code your card issuer sent")]
     ChallengeRequired { id: String, expires_at_ms: i64 },
@@ -220,7 +242,23 @@ pub struct Payments<S: LedgerStore> {
     wallet_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// Notifications waiting to be written to the outbox in one transaction.
     pending_mail: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// Keys of issued cards' data; `None`: card issuing is off.
+    pub(crate) card_keys: Option<Arc<card_keys::CardKeys>>,
+    /// Card-testing counters across cards (this instance).
+    pub(crate) card_guard: Arc<card_network::CardTestingGuard>,
+    /// Digests of network request signatures seen lately (replay refusal), with when.
+    pub(crate) network_seen: Arc<Mutex<HashMap<[u8; 32], i64>>>,
+    /// Rows waiting to be written together by [`Payments::write_batched`], and the lock the
+    /// writer of a group holds.
+    row_queue: Arc<Mutex<Vec<QueuedRow>>>,
+    row_commit: Arc<tokio::sync::Mutex<()>>,
 }
+
+type QueuedRow = (
+    &'static str,
+    Vec<koban_store::sql::Value>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
 
 /// Removes an idempotency key from the in-flight set when the request ends, however it ends.
 pub(crate) struct InFlight {
@@ -258,7 +296,76 @@ impl<S: LedgerStore> Payments<S> {
                     .collect(),
             ),
             pending_mail: Arc::new(Mutex::new(Vec::new())),
+            card_keys: None,
+            card_guard: Arc::default(),
+            network_seen: Arc::default(),
+            row_queue: Arc::default(),
+            row_commit: Arc::default(),
         })
+    }
+
+    /// Turns card issuing on with these keys.
+    pub fn with_card_keys(mut self, keys: card_keys::CardKeys) -> Self {
+        self.card_keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// The card keys, when card issuing is on (the network's client needs its secret).
+    pub fn card_keys_configured(&self) -> Option<&card_keys::CardKeys> {
+        self.card_keys.as_deref()
+    }
+
+    /// Writes one row-changing statement together with others queued at the same moment,
+    /// in one transaction (group commit): a hot path's record costs a share of one commit.
+    /// Returns once the statement is durable.
+    pub(crate) async fn write_batched(
+        &self,
+        sql: &'static str,
+        params: Vec<koban_store::sql::Value>,
+    ) -> Result<(), PayError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.row_queue
+            .lock()
+            .map_err(|_| PayError::Auth(AuthError::Internal("a lock was poisoned")))?
+            .push((sql, params, done));
+        {
+            // Whoever holds the commit lock writes everything queued so far; a statement
+            // written by an earlier holder finds an empty queue here and just reads its answer.
+            let _writer = self.row_commit.lock().await;
+            let group: Vec<QueuedRow> = match self.row_queue.lock() {
+                Ok(mut queue) => std::mem::take(&mut *queue),
+                Err(_) => Vec::new(),
+            };
+            if !group.is_empty() {
+                let result = self.write_group(&group).await;
+                for (_, _, done) in group {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => {
+                tracing::error!(error = %message, "a batched write failed");
+                Err(PayError::Auth(AuthError::Internal(
+                    "a database write failed",
+                )))
+            }
+            Err(_) => Err(PayError::Auth(AuthError::Internal(
+                "a batched write was lost",
+            ))),
+        }
+    }
+
+    async fn write_group(&self, group: &[QueuedRow]) -> Result<(), String> {
+        use koban_store::sql::SqlTx;
+        let mut tx = self.db().begin().await.map_err(|e| e.to_string())?;
+        for (sql, params, _) in group {
+            tx.execute(sql, params.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        tx.commit().await.map_err(|e| e.to_string())
     }
 
     pub fn config(&self) -> &PayConfig {
@@ -377,6 +484,7 @@ impl<S: LedgerStore> Payments<S> {
     /// server runs webhook delivery in a task of its own).
     pub async fn settle_and_flush(&self) -> Result<(), PayError> {
         self.settle_due(100).await?;
+        self.expire_card_authorizations().await?;
         self.flush_notifications().await?;
         Ok(())
     }

@@ -12,6 +12,8 @@ pub enum EventKind {
     CodeCharge,
     Topup,
     Payout,
+    /// An authorization (or increment) on an issued card.
+    CardAuthorization,
 }
 
 /// Everything the decision may look at. Amounts are minor units; ages seconds.
@@ -63,7 +65,11 @@ pub fn decide(event: &RiskEvent) -> Decision {
     let after = event.spent_today.saturating_add(event.amount);
     let outgoing = matches!(
         event.kind,
-        EventKind::P2p | EventKind::MerchantPayment | EventKind::CodeCharge | EventKind::Payout
+        EventKind::P2p
+            | EventKind::MerchantPayment
+            | EventKind::CodeCharge
+            | EventKind::Payout
+            | EventKind::CardAuthorization
     );
     if outgoing && after > event.daily_out_max {
         return Decision::Deny {

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_ledger.sql")),
     (2, include_str!("../migrations/0002_identity.sql")),
     (3, include_str!("../migrations/0003_payments.sql")),
+    (4, include_str!("../migrations/0004_cards.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

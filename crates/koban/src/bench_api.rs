@@ -55,13 +55,13 @@ pub struct ApiBenchArgs {
 }
 
 /// One keep-alive HTTP/1.1 connection.
-struct Conn {
+pub(crate) struct Conn {
     sender: SendRequest<Full<Bytes>>,
     host: String,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) =
@@ -73,13 +73,26 @@ impl Conn {
         })
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: Method,
         path: &str,
         token: Option<&str>,
         headers: &[(&str, &str)],
         body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let text = body.map(|b| b.to_string()).unwrap_or_default();
+        self.send_text(method, path, token, headers, text).await
+    }
+
+    /// Sends `text` as the body exactly (signed requests sign these bytes).
+    pub(crate) async fn send_text(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        text: String,
     ) -> anyhow::Result<(u16, Value)> {
         let mut request = Request::builder()
             .method(method)
@@ -92,8 +105,7 @@ impl Conn {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = request.body(Full::new(Bytes::from(bytes)))?;
+        let request = request.body(Full::new(Bytes::from(text)))?;
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
@@ -102,11 +114,13 @@ impl Conn {
     }
 }
 
-struct Customer {
-    email: String,
-    token: String,
-    forwarded: String,
-    recovery: String,
+pub(crate) struct Customer {
+    pub(crate) email: String,
+    pub(crate) token: String,
+    pub(crate) forwarded: String,
+    pub(crate) recovery: String,
+    /// The other nine recovery codes, each good for one more step-up.
+    pub(crate) spare_recovery: Vec<String>,
 }
 
 fn client_ip(index: u32) -> String {
@@ -120,7 +134,7 @@ fn client_ip(index: u32) -> String {
     .to_string()
 }
 
-async fn expect(
+pub(crate) async fn expect(
     conn: &mut Conn,
     method: Method,
     path: &str,
@@ -137,7 +151,7 @@ async fn expect(
 }
 
 /// Signs a customer up through the API and returns their full session.
-async fn enrol(addr: SocketAddr, index: u32, run: &str) -> anyhow::Result<Customer> {
+pub(crate) async fn enrol(addr: SocketAddr, index: u32, run: &str) -> anyhow::Result<Customer> {
     let mut conn = Conn::open(addr).await?;
     let email = format!("bench{index}-{run}@bench.example");
     let forwarded = client_ip(index);
@@ -236,10 +250,19 @@ async fn enrol(addr: SocketAddr, index: u32, run: &str) -> anyhow::Result<Custom
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let recovery = confirmed["recovery_codes"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let mut codes: Vec<String> = confirmed["recovery_codes"]
+        .as_array()
+        .map(|codes| {
+            codes
+                .iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if codes.is_empty() {
+        bail!("no recovery codes at enrolment");
+    }
+    let recovery = codes.remove(0);
     expect(
         &mut conn,
         Method::POST,
@@ -258,6 +281,7 @@ async fn enrol(addr: SocketAddr, index: u32, run: &str) -> anyhow::Result<Custom
         token,
         forwarded,
         recovery,
+        spare_recovery: codes,
     })
 }
 
@@ -304,16 +328,38 @@ async fn first_transfer(
         .to_owned())
 }
 
-struct Started {
-    addr: SocketAddr,
-    store: Option<SqliteStore>,
-    pay: Option<koban_pay::Payments<SqliteStore>>,
-    stop: Option<watch::Sender<bool>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    _dir: Option<tempfile::TempDir>,
+pub(crate) struct Started {
+    pub(crate) addr: SocketAddr,
+    pub(crate) store: Option<SqliteStore>,
+    pub(crate) pay: Option<koban_pay::Payments<SqliteStore>>,
+    pub(crate) stop: Option<watch::Sender<bool>>,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) _dir: Option<tempfile::TempDir>,
 }
 
-async fn start_server() -> anyhow::Result<Started> {
+impl Started {
+    /// Stops the workers (they finish on the signal), the server outright, then the store.
+    pub(crate) async fn stop(self) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(true);
+        }
+        let mut tasks = self.tasks.into_iter();
+        if let Some(workers) = tasks.next() {
+            let _ = workers.await;
+        }
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(store) = &self.store {
+            store.shutdown().await;
+        }
+    }
+}
+
+pub(crate) async fn start_server(
+    card_keys: Option<koban_pay::card_keys::CardKeys>,
+) -> anyhow::Result<Started> {
     let dir = tempfile::tempdir()?;
     let store = SqliteStore::open(&dir.path().join("bench.db"), SqliteConfig::default())?;
     let auth = Auth::new(
@@ -335,6 +381,10 @@ async fn start_server() -> anyhow::Result<Started> {
         },
     )
     .map_err(|e| anyhow!("{e}"))?;
+    let pay = match card_keys {
+        Some(keys) => pay.with_card_keys(keys),
+        None => pay,
+    };
     pay.open_issuer_accounts()
         .await
         .map_err(|e| anyhow!("{e}"))?;
@@ -373,7 +423,7 @@ async fn start_server() -> anyhow::Result<Started> {
     })
 }
 
-fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }
@@ -405,7 +455,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
                 _dir: None,
             }
         }
-        None => start_server().await?,
+        None => start_server(None).await?,
     };
     let addr = started.addr;
     let run = uuid::Uuid::now_v7().simple().to_string()[..8].to_owned();
@@ -533,21 +583,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
             invariants_ok &= outstanding == wallets;
         }
     }
-    if let Some(stop) = &started.stop {
-        let _ = stop.send(true);
-    }
-    // The workers finish on the stop signal; the server is stopped outright.
-    let mut tasks = started.tasks.into_iter();
-    if let Some(workers) = tasks.next() {
-        let _ = workers.await;
-    }
-    for task in tasks {
-        task.abort();
-        let _ = task.await;
-    }
-    if let Some(store) = &started.store {
-        store.shutdown().await;
-    }
+    started.stop().await;
     let out = json!({
         "requests_per_second": (latencies.len() as f64 / seconds * 10.0).round() / 10.0,
         "latency_ms_p50": percentile_ms(&latencies, 50.0),

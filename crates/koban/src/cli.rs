@@ -33,6 +33,21 @@ pub enum Command {
     /// Read-only checks of stored data.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Card data keys: create a key file, rotate the data key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// A card-network simulator: drives a card through realistic message sequences against
+    /// a running server (auth, incremental, partial captures, reversal, refund, expiry).
+    CardNetwork(crate::card_network::CardNetworkArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Write a new card key file with fresh random keys (refuses to overwrite one).
+    Generate(crate::keys::GenerateArgs),
+    /// Add a new data key to the card key file, make it the active one, and re-seal every
+    /// stored card number under it (old keys stay in the file so nothing becomes unreadable).
+    Rotate(crate::keys::RotateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +113,20 @@ pub struct PaymentArgs {
     /// Payments of at least this much need step-up, even to a known payee.
     #[arg(long, env = "KOBAN_STEP_UP_FROM", default_value_t = 10_000)]
     pub step_up_from: u64,
+    /// The card key file (data keys with ids, card-verification key, network credential;
+    /// see `koban keys generate`). Card issuing is on only with it, or with throwaway keys
+    /// in --dev; without it, a database that already holds cards refuses to start.
+    #[arg(long, env = "KOBAN_CARD_KEYS_FILE")]
+    pub card_keys_file: Option<std::path::PathBuf>,
+    /// The issuer BIN (6 or 8 digits) new card numbers start with.
+    #[arg(long, env = "KOBAN_CARD_BIN", default_value = "499910")]
+    pub card_bin: String,
+    /// Days an approved card authorization stays valid before its hold is released.
+    #[arg(long, env = "KOBAN_CARD_AUTH_EXPIRY_DAYS", default_value_t = 7)]
+    pub card_auth_expiry_days: i64,
+    /// How far a clearing may exceed its authorization, in basis points (1500 = 15%).
+    #[arg(long, env = "KOBAN_CARD_CAPTURE_TOLERANCE_BPS", default_value_t = 0)]
+    pub card_capture_tolerance_bps: u64,
 }
 
 impl PaymentArgs {
@@ -121,6 +150,25 @@ impl PaymentArgs {
                 daily_out_max: self.verified_daily_out_max,
             },
             step_up_from_minor: self.step_up_from,
+            card_bin: {
+                let bin = self.card_bin.trim();
+                if !matches!(bin.len(), 6 | 8) || !bin.bytes().all(|b| b.is_ascii_digit()) {
+                    anyhow::bail!("--card-bin must be 6 or 8 digits");
+                }
+                bin.to_owned()
+            },
+            card_auth_expiry_s: {
+                if !(1..=30).contains(&self.card_auth_expiry_days) {
+                    anyhow::bail!("--card-auth-expiry-days must be 1 to 30");
+                }
+                self.card_auth_expiry_days * 24 * 3600
+            },
+            card_capture_tolerance_bps: {
+                if self.card_capture_tolerance_bps > 5_000 {
+                    anyhow::bail!("--card-capture-tolerance-bps must be at most 5000 (50%)");
+                }
+                self.card_capture_tolerance_bps
+            },
             ..koban_pay::PayConfig::default()
         })
     }
@@ -142,6 +190,9 @@ pub enum BenchCommand {
     /// Authenticated P2P transfers over HTTP on loopback with concurrent clients (starts a
     /// server on a fresh temporary SQLite database unless --url is given).
     Api(crate::bench_api::ApiBenchArgs),
+    /// Card authorizations over the signed card-network API on loopback with concurrent
+    /// clients (starts a server on a fresh temporary SQLite database).
+    Cards(crate::bench_cards::CardsBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,6 +220,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(BenchCommand::Ledger(args)) => crate::bench::ledger(args).await,
             Command::Bench(BenchCommand::Login(args)) => crate::bench_login::login(args).await,
             Command::Bench(BenchCommand::Api(args)) => crate::bench_api::api(args).await,
+            Command::Bench(BenchCommand::Cards(args)) => crate::bench_cards::cards(args).await,
+            Command::Keys(KeysCommand::Generate(args)) => crate::keys::generate(args),
+            Command::Keys(KeysCommand::Rotate(args)) => {
+                let url = args.database.database_url.expose().to_owned();
+                backend::open(&url, BackendOptions::default(), args).await
+            }
+            Command::CardNetwork(args) => crate::card_network::run(args).await,
             Command::Audit(AuditCommand::Ledger(args)) => {
                 let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await

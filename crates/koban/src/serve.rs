@@ -111,9 +111,40 @@ impl WithStore for Serve {
             Duration::from_secs(args.hold_sweep_interval_s.max(1)),
             stopped.clone(),
         ));
-        let pay =
+        let mut pay =
             koban_pay::Payments::new(store.clone(), auth.clone(), args.payments.config(args.dev)?)
                 .map_err(|e| anyhow::anyhow!("payments: {e}"))?;
+        match (&args.payments.card_keys_file, args.dev) {
+            (Some(path), _) => pay = pay.with_card_keys(crate::keys::load(path)?),
+            (None, true) => {
+                let path = crate::keys::dev_key_file(args.database.database_url.expose());
+                tracing::warn!(path = %path.display(), "development mode: development card keys (created if missing); never for real cards");
+                pay = pay.with_card_keys(crate::keys::load_or_create_dev(&path)?);
+            }
+            (None, false) => {
+                tracing::info!("card issuing is off: start with --card-keys-file to turn it on")
+            }
+        }
+        let missing = pay
+            .missing_card_keys()
+            .await
+            .map_err(|e| anyhow::anyhow!("checking card keys: {e}"))?;
+        if !missing.is_empty() {
+            if args.dev {
+                tracing::warn!(
+                    ?missing,
+                    "cards from an earlier run are sealed under keys this run lacks"
+                );
+            } else if args.payments.card_keys_file.is_none() {
+                anyhow::bail!(
+                    "the database holds issued cards: start with --card-keys-file (refusing to run without card keys)"
+                );
+            } else {
+                anyhow::bail!(
+                    "cards are sealed under card key ids {missing:?} that the card key file lacks; restore them"
+                );
+            }
+        }
         pay.open_issuer_accounts()
             .await
             .map_err(|e| anyhow::anyhow!("opening the issuer's accounts: {e}"))?;

@@ -52,6 +52,10 @@ fn help_is_available_for_every_command() {
         vec!["audit", "ledger", "--help"],
         vec!["audit", "verify", "--help"],
         vec!["admin", "create", "--help"],
+        vec!["bench", "cards", "--help"],
+        vec!["keys", "generate", "--help"],
+        vec!["keys", "rotate", "--help"],
+        vec!["card-network", "--help"],
     ] {
         let output = crate::helpers::koban().args(&args).output().unwrap();
         assert!(output.status.success(), "{args:?}");
@@ -73,7 +77,7 @@ fn migrate_applies_once_and_rejects_unknown_urls() {
     assert!(first.status.success());
     assert_eq!(
         String::from_utf8_lossy(&first.stdout).trim(),
-        "{\"migrations_applied\": 3}"
+        "{\"migrations_applied\": 4}"
     );
     let second = crate::helpers::koban()
         .args(["migrate", "--database-url", &url])
