@@ -645,7 +645,7 @@ impl<S: LedgerStore> Payments<S> {
             let mut tx = self.db().begin_read().await?;
             let today = tx
                 .query_one(
-                    "SELECT COALESCE(SUM(held + captured), 0) FROM card_authorizations \
+                    "SELECT CAST(COALESCE(SUM(held + captured), 0) AS BIGINT) FROM card_authorizations \
                      WHERE card_id = $1 AND created_at >= $2 AND status IN ('approved', 'closed')",
                     params![card_id, midnight],
                 )
@@ -769,6 +769,18 @@ impl<S: LedgerStore> Payments<S> {
         for key in &crossed {
             metrics::counter!("koban_card_testing_alerts_total").increment(1);
             tracing::warn!(source = %key, "card testing suspected: many different cards failed checks; declining from this source");
+            // Shown to operators with the other security alerts (one per minute at most).
+            tx.execute(
+                "INSERT INTO security_alerts (id, kind, minute, observed, baseline, raised_at) \
+                 VALUES ($1, 'card_testing', $2, $3, $3, $4) ON CONFLICT (kind, minute) DO NOTHING",
+                params![
+                    format!("alert_{}", uuid::Uuid::now_v7().simple()),
+                    now.div_euclid(60_000),
+                    i64::try_from(self.config.card_testing_cards_max).unwrap_or(i64::MAX),
+                    now
+                ],
+            )
+            .await?;
             audit::append(
                 &mut tx,
                 now,

@@ -66,11 +66,28 @@ async fn build<S: LedgerStore>(
             ..koban_pay::PayConfig::default()
         },
     )
-    .expect("payments start");
+    .expect("payments start")
+    .with_card_keys(koban_pay::card_keys::CardKeys::generate());
     pay.open_issuer_accounts()
         .await
         .expect("issuer accounts open");
-    let router = koban_api::router(ApiState {
+    let router = test_router(&store, &auth, &pay);
+    TestApp {
+        router,
+        auth,
+        pay,
+        clock: handle,
+        store,
+        _dir: dir,
+    }
+}
+
+fn test_router<S: LedgerStore>(
+    store: &S,
+    auth: &Auth<S::Sql>,
+    pay: &koban_pay::Payments<S>,
+) -> Router {
+    koban_api::router(ApiState {
         store: store.clone(),
         auth: auth.clone(),
         pay: pay.clone(),
@@ -79,14 +96,16 @@ async fn build<S: LedgerStore>(
             dev: true,
             trust_forwarded_for: false,
         },
-    });
-    TestApp {
-        router,
-        auth,
-        pay,
-        clock: handle,
-        store,
-        _dir: dir,
+    })
+}
+
+impl<S: LedgerStore> TestApp<S> {
+    /// The same app (database, clock, identity) serving through other payments, for
+    /// example with rotated card keys.
+    pub fn with_pay(mut self, pay: koban_pay::Payments<S>) -> TestApp<S> {
+        self.router = test_router(&self.store, &self.auth, &pay);
+        self.pay = pay;
+        self
     }
 }
 

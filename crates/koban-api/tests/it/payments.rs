@@ -22,14 +22,14 @@ stories!(
     card_topups_are_challenged_for_new_cards_and_devices,
 );
 
-fn idem(call: Call, key: &str) -> Call {
+pub(crate) fn idem(call: Call, key: &str) -> Call {
     call.header("idempotency-key", key)
 }
 
 impl<S: LedgerStore> TestApp<S> {
     /// A money-moving POST that first answers step-up-required, repeated with a fresh TOTP
     /// code; returns the confirmed reply and the token to use from now on.
-    async fn stepped(
+    pub(crate) async fn stepped(
         &self,
         user: &User,
         token: &str,
@@ -54,13 +54,13 @@ impl<S: LedgerStore> TestApp<S> {
         (reply, token)
     }
 
-    async fn wallet(&self, token: &str) -> Value {
+    pub(crate) async fn wallet(&self, token: &str) -> Value {
         let reply = self.call(get("/v1/wallet").bearer(token)).await;
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
         reply.body
     }
 
-    async fn fund(&self, token: &str, amount: i64, key: &str) {
+    pub(crate) async fn fund(&self, token: &str, amount: i64, key: &str) {
         let reply = self
             .call(idem(
                 post("/v1/sandbox/faucet", json!({ "amount": amount })).bearer(token),
@@ -71,7 +71,7 @@ impl<S: LedgerStore> TestApp<S> {
     }
 
     /// The ledger's own audit and the e-money reconciliation both hold.
-    async fn assert_money_invariants(&self) {
+    pub(crate) async fn assert_money_invariants(&self) {
         let report = self.store.audit().await.expect("audit runs");
         assert!(report.ok(), "ledger invariants: {report:?}");
         for (currency, outstanding, wallets) in self.pay.reconcile().await.unwrap() {
@@ -83,12 +83,12 @@ impl<S: LedgerStore> TestApp<S> {
     }
 
     /// Settles everything due with the sandbox bank and writes queued notifications.
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         self.clock.advance_secs(10);
         self.pay.tick().await.expect("payments tick");
     }
 
-    async fn verified(&self, user: &User, admin: &User, legal_name: &str) {
+    pub(crate) async fn verified(&self, user: &User, admin: &User, legal_name: &str) {
         let submitted = self
             .call(post("/v1/kyc", json!({ "legal_name": legal_name })).bearer(&user.token))
             .await;
