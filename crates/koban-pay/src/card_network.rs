@@ -27,7 +27,7 @@ use koban_store::{LedgerStore, params};
 use crate::accounts::{IssuerAccount, kind};
 use crate::issuing::{CardControls, luhn_valid};
 use crate::risk::{self, Decision, EventKind};
-use crate::wallets::{DAY_MS, emoney_leg};
+use crate::wallets::{DAY_MS, Tier, emoney_leg};
 use crate::{PayError, Payments, format_money};
 
 /// ISO 8583 response codes Koban answers with.
@@ -101,6 +101,32 @@ impl ResponseCode {
         .into_iter()
         .find(|c| c.code() == code)
         .unwrap_or(ResponseCode::DoNotHonour)
+    }
+}
+
+/// Signatures of network requests seen within the accepted clock skew, to refuse a replay.
+/// Oldest first, so forgetting is amortised O(1) per request however fast requests come.
+#[derive(Default)]
+pub(crate) struct ReplayCache {
+    order: std::collections::VecDeque<(i64, [u8; 32])>,
+    seen: std::collections::HashSet<[u8; 32]>,
+}
+
+impl ReplayCache {
+    /// Records `digest` at `now_s`; false when it was seen in the last `keep_s` seconds.
+    fn first_time(&mut self, digest: [u8; 32], now_s: i64, keep_s: i64) -> bool {
+        while let Some((at, old)) = self.order.front() {
+            if *at > now_s - keep_s {
+                break;
+            }
+            self.seen.remove(old);
+            self.order.pop_front();
+        }
+        if !self.seen.insert(digest) {
+            return false;
+        }
+        self.order.push_back((now_s, digest));
+        true
     }
 }
 
@@ -355,12 +381,12 @@ impl<S: LedgerStore> Payments<S> {
             koban_auth::secret::HashPurpose::Payment,
             &[b"network-request", signature.trim().as_bytes()],
         );
-        let mut seen = self
+        let fresh = self
             .network_seen
             .lock()
-            .map_err(|_| PayError::Auth(AuthError::Internal("a lock was poisoned")))?;
-        seen.retain(|_, at| *at > now_s - 2 * NETWORK_CLOCK_SKEW_S);
-        if seen.insert(digest, now_s).is_some() {
+            .map_err(|_| PayError::Auth(AuthError::Internal("a lock was poisoned")))?
+            .first_time(digest, now_s, 2 * NETWORK_CLOCK_SKEW_S + 1);
+        if !fresh {
             return Err(PayError::Conflict(
                 "this request was already received (replay)",
             ));
@@ -422,9 +448,12 @@ impl<S: LedgerStore> Payments<S> {
             .query_opt(
                 "SELECT c.id, c.user_id, c.wallet_account, c.currency, c.exp_month, c.exp_year, c.status, \
                  c.frozen_by_holder, c.frozen_by_operator, c.bad_codes, c.controls, u.email, u.status, \
-                 u.cooling_off_until, c.last4 \
-                 FROM issued_cards c JOIN users u ON u.id = c.user_id WHERE c.fingerprint = $1",
-                params![fingerprint],
+                 u.cooling_off_until, c.last4, k.status, d.debits_at_start \
+                 FROM issued_cards c JOIN users u ON u.id = c.user_id \
+                 LEFT JOIN kyc k ON k.user_id = c.user_id \
+                 LEFT JOIN wallet_days d ON d.account_id = c.wallet_account AND d.day = $1 \
+                 WHERE c.fingerprint = $2",
+                params![now.div_euclid(DAY_MS), fingerprint],
             )
             .await?;
         tx.commit().await?;
@@ -442,7 +471,6 @@ impl<S: LedgerStore> Payments<S> {
             return Ok(NetworkAnswer::declined(ResponseCode::InvalidCard, None));
         };
         let card_id = card.text(0)?;
-        let user_id = card.text(1)?;
         let wallet = AccountId::from_bytes(&card.bytes(2)?)
             .map_err(|_| PayError::Auth(AuthError::Internal("a stored id is malformed")))?;
         let card_currency = Currency::parse(&card.text(3)?)
@@ -529,13 +557,18 @@ impl<S: LedgerStore> Payments<S> {
         }
         let hold_id = self.derive_id(&[b"card-hold", auth_id.as_bytes()]);
         let memo_id = self.derive_id(&[b"card-hold-memo", auth_id.as_bytes()]);
+        let tier = if card.opt_text(15)?.as_deref() == Some("approved") {
+            Tier::Verified
+        } else {
+            Tier::Unverified
+        };
+        let day_start = card.opt_i64(16)?.map(minor);
         let _claim = self.claim(hold_id)?;
-        let _lock = self.lock_wallet(wallet).await;
+        let lock = self.lock_wallet(wallet).await;
         let decided = self
             .decide_card_spend(
                 &card_id,
-                &user_id,
-                card.opt_i64(13)?,
+                (tier, card.opt_i64(13)?, day_start),
                 wallet,
                 &controls,
                 amount.minor_units(),
@@ -574,6 +607,12 @@ impl<S: LedgerStore> Payments<S> {
                     .await?;
                 return decline(code);
             }
+        }
+        // The hold is durable and counted in the wallet's balance: the next spend from this
+        // wallet may be decided now. Only a card daily limit, summed from authorization
+        // rows, needs the lock until this one's row is written.
+        if controls.daily_max.is_none() {
+            drop(lock);
         }
         let expires_at = now + timeout * 1000;
         self.write_batched(
@@ -625,12 +664,10 @@ impl<S: LedgerStore> Payments<S> {
 
     /// The money checks of a card spend (caller holds the wallet lock): funds, the card's
     /// daily limit, and the risk decision with the wallet's own limits.
-    #[allow(clippy::too_many_arguments)]
     async fn decide_card_spend(
         &self,
         card_id: &str,
-        user_id: &str,
-        cooling_off_until: Option<i64>,
+        (tier, cooling_off_until, day_start): (Tier, Option<i64>, Option<u64>),
         wallet: AccountId,
         controls: &CardControls,
         amount: u64,
@@ -656,15 +693,14 @@ impl<S: LedgerStore> Payments<S> {
                 return Ok(Err(ResponseCode::OverLimit));
             }
         }
-        let mut event = self
-            .context_for(
-                user_id,
-                cooling_off_until,
-                EventKind::CardAuthorization,
-                &account,
-                amount,
-            )
-            .await?;
+        let spent_today = self.spent_today_from(&account, day_start).await?;
+        let mut event = self.risk_event(
+            tier,
+            cooling_off_until,
+            EventKind::CardAuthorization,
+            amount,
+            spent_today,
+        );
         // The network cannot ask the holder for step-up; the card's own controls and the
         // reveal behind step-up stand in for it.
         event.step_up_from = u64::MAX;
@@ -1011,9 +1047,13 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin_read().await?;
         let card = tx
             .query_one(
-                "SELECT c.status, c.frozen_by_holder, c.frozen_by_operator, c.bad_codes, c.controls, u.status, u.cooling_off_until \
-                 FROM issued_cards c JOIN users u ON u.id = c.user_id WHERE c.id = $1",
-                params![auth.card_id.as_str()],
+                "SELECT c.status, c.frozen_by_holder, c.frozen_by_operator, c.bad_codes, c.controls, u.status, u.cooling_off_until, \
+                 k.status, d.debits_at_start \
+                 FROM issued_cards c JOIN users u ON u.id = c.user_id \
+                 LEFT JOIN kyc k ON k.user_id = c.user_id \
+                 LEFT JOIN wallet_days d ON d.account_id = c.wallet_account AND d.day = $1 \
+                 WHERE c.id = $2",
+                params![now.div_euclid(DAY_MS), auth.card_id.as_str()],
             )
             .await?;
         tx.commit().await?;
@@ -1029,10 +1069,14 @@ impl<S: LedgerStore> Payments<S> {
         } else if controls.per_transaction_max.is_some_and(|max| total > max) {
             Some(ResponseCode::OverLimit)
         } else {
+            let tier = if card.opt_text(7)?.as_deref() == Some("approved") {
+                Tier::Verified
+            } else {
+                Tier::Unverified
+            };
             self.decide_card_spend(
                 &auth.card_id,
-                &auth.user_id,
-                card.opt_i64(6)?,
+                (tier, card.opt_i64(6)?, card.opt_i64(8)?.map(minor)),
                 auth.wallet,
                 &controls,
                 amount.minor_units(),
@@ -1419,6 +1463,19 @@ fn auth_from_row(row: &Row) -> Result<AuthRow, PayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replays_are_refused_within_the_window_and_forgotten_after() {
+        let mut cache = ReplayCache::default();
+        assert!(cache.first_time([1; 32], 1_000, 601));
+        assert!(cache.first_time([2; 32], 1_010, 601));
+        assert!(!cache.first_time([1; 32], 1_300, 601));
+        assert!(!cache.first_time([2; 32], 1_600, 601));
+        // 601 s after it was seen, the first is forgotten; the second not yet.
+        assert!(cache.first_time([1; 32], 1_601, 601));
+        assert!(!cache.first_time([2; 32], 1_601, 601));
+        assert_eq!(cache.order.len(), cache.seen.len());
+    }
 
     #[test]
     fn card_testing_counts_distinct_cards_per_source() {

@@ -28,7 +28,7 @@ pub mod risk;
 pub mod wallets;
 pub mod webhooks;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use koban_auth::secret::HashPurpose;
@@ -247,7 +247,7 @@ pub struct Payments<S: LedgerStore> {
     /// Card-testing counters across cards (this instance).
     pub(crate) card_guard: Arc<card_network::CardTestingGuard>,
     /// Digests of network request signatures seen lately (replay refusal), with when.
-    pub(crate) network_seen: Arc<Mutex<HashMap<[u8; 32], i64>>>,
+    pub(crate) network_seen: Arc<Mutex<card_network::ReplayCache>>,
     /// Rows waiting to be written together by [`Payments::write_batched`], and the lock the
     /// writer of a group holds.
     row_queue: Arc<Mutex<Vec<QueuedRow>>>,

@@ -1069,13 +1069,13 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<risk::RiskEvent, PayError> {
         let holder = self.holder(user_id).await?;
         let spent_today = self.spent_today(payer).await?;
-        Ok(self.risk_event(&holder, cooling_off_until, kind, amount, spent_today))
+        Ok(self.risk_event(holder.tier, cooling_off_until, kind, amount, spent_today))
     }
 
     /// The risk context of an outgoing movement, from what the caller already read.
     pub(crate) fn risk_event(
         &self,
-        holder: &crate::wallets::Holder,
+        tier: crate::wallets::Tier,
         cooling_off_until: Option<i64>,
         kind: EventKind,
         amount: u64,
@@ -1088,7 +1088,7 @@ impl<S: LedgerStore> Payments<S> {
             kind,
             amount,
             spent_today,
-            daily_out_max: self.limits(holder.tier).daily_out_max,
+            daily_out_max: self.limits(tier).daily_out_max,
             cooling_off_max: cooling,
             payee_new: false,
             paid_to_payee_today: 0,

@@ -301,7 +301,7 @@ impl<S: LedgerStore> Payments<S> {
             .spent_today_and_known(&payer, Some((&principal.user_id, payee_wallet.account)))
             .await?;
         let mut event = self.risk_event(
-            &payer_holder,
+            payer_holder.tier,
             principal.cooling_off_until_ms,
             EventKind::P2p,
             amount,

@@ -314,15 +314,7 @@ impl<S: LedgerStore> Payments<S> {
         account: &Account,
         payee_of: Option<(&str, AccountId)>,
     ) -> Result<(u64, bool), PayError> {
-        let now = self.now_ms();
-        let day = now.div_euclid(DAY_MS);
-        // Posted since midnight plus everything pending now: a hold from an earlier day counts
-        // again while it is pending (never less than what really left today), and a hold
-        // released today cannot give back allowance it never took today.
-        let total = account
-            .balance
-            .debits_posted
-            .saturating_add(account.balance.debits_pending);
+        let day = self.now_ms().div_euclid(DAY_MS);
         let mut tx = self.db().begin_read().await?;
         let stored = tx
             .query_opt(
@@ -341,8 +333,30 @@ impl<S: LedgerStore> Payments<S> {
             None => false,
         };
         tx.commit().await?;
+        let stored = match stored {
+            Some(row) => Some(u64::try_from(row.i64(0)?).unwrap_or(0)),
+            None => None,
+        };
+        Ok((self.spent_today_from(account, stored).await?, known))
+    }
+
+    /// [`Payments::spent_today`] when the caller already read today's `wallet_days` row
+    /// (`stored`); records the day's start when there is none yet.
+    pub(crate) async fn spent_today_from(
+        &self,
+        account: &Account,
+        stored: Option<u64>,
+    ) -> Result<u64, PayError> {
+        let day = self.now_ms().div_euclid(DAY_MS);
+        // Posted since midnight plus everything pending now: a hold from an earlier day counts
+        // again while it is pending (never less than what really left today), and a hold
+        // released today cannot give back allowance it never took today.
+        let total = account
+            .balance
+            .debits_posted
+            .saturating_add(account.balance.debits_pending);
         let start = match stored {
-            Some(row) => u64::try_from(row.i64(0)?).unwrap_or(0),
+            Some(start) => start,
             None => {
                 let midnight = koban_ledger::Timestamp::from_nanos(
                     u64::try_from(day * DAY_MS).unwrap_or(0) * 1_000_000,
@@ -366,7 +380,7 @@ impl<S: LedgerStore> Payments<S> {
                 start
             }
         };
-        Ok((total.saturating_sub(start), known))
+        Ok(total.saturating_sub(start))
     }
 
     /// The caller's wallet in `currency`, with balance and limits.
