@@ -142,9 +142,22 @@ async fn the_openapi_document_describes_the_api<S: LedgerStore>(app: TestApp<S>)
         "/v1/me/email",
         "/v1/ops/alerts",
         "/v1/merchant/api-keys",
+        "/v1/cards",
+        "/v1/cards/{id}/reveal",
+        "/v1/cards/{id}/controls",
+        "/v1/network/authorizations",
+        "/v1/network/authorizations/{id}/clearings",
     ] {
         assert!(doc.body["paths"][path].is_object(), "{path} is documented");
     }
+    assert_eq!(
+        doc.body["paths"]["/v1/network/authorizations"]["post"]["security"][0]
+            .as_object()
+            .map(|o| o.contains_key("network_signature")),
+        Some(true),
+        "the network's endpoints name their signature scheme"
+    );
+    assert!(doc.body["components"]["securitySchemes"]["network_signature"].is_object());
     assert!(doc.body["components"]["schemas"]["Problem"].is_object());
 }
 
