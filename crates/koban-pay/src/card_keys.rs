@@ -107,8 +107,15 @@ const NONCE: usize = 24;
 impl CardKeys {
     /// Parses a key file; errors name the problem, never a key.
     pub fn from_json(text: &str) -> Result<CardKeys, String> {
-        let file: KeyFile =
-            serde_json::from_str(text).map_err(|e| format!("not a card key file: {e}"))?;
+        let file: KeyFile = serde_json::from_str(text).map_err(|e: serde_json::Error| {
+            // Category and place only: serde's text can quote a value, here a key.
+            format!(
+                "not a card key file ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })?;
         let mut data_keys = Vec::new();
         for entry in &file.data_keys {
             let id_ok = !entry.id.is_empty()

@@ -442,6 +442,8 @@ impl<S: LedgerStore> Payments<S> {
         }
         let fingerprint = self.pan_fingerprint(pan);
         let card_key = u64::from_be_bytes(fingerprint[..8].try_into().unwrap_or([0; 8]));
+        // Held until a wrong code is counted, or a right one has reset the count.
+        let card_lock = self.lock_card(card_key).await;
         let mut tx = self.db().begin_read().await?;
         let existing = self.auth_row(&mut tx, &auth_id).await?;
         let card = tx
@@ -499,11 +501,18 @@ impl<S: LedgerStore> Payments<S> {
         } else if !expiry_ok || !code_ok {
             self.card_check_failed(&guard_keys, card_key, Some(&card_id), now)
                 .await?;
-            Err(if expiry_ok {
-                ResponseCode::WrongSecurityCode
-            } else {
-                ResponseCode::ExpiredCard
-            })
+            // One answer for a wrong code and a wrong expiry whenever a code is expected, so
+            // neither can be guessed apart from the other.
+            Err(
+                if expiry_ok
+                    || request.security_code.is_some()
+                    || request.channel == Channel::Online
+                {
+                    ResponseCode::WrongSecurityCode
+                } else {
+                    ResponseCode::ExpiredCard
+                },
+            )
         } else {
             let (year, month) = crate::card_topups::year_month(now);
             let status = card.text(6)?;
@@ -555,6 +564,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
             tx.commit().await?;
         }
+        drop(card_lock);
         let hold_id = self.derive_id(&[b"card-hold", auth_id.as_bytes()]);
         let memo_id = self.derive_id(&[b"card-hold-memo", auth_id.as_bytes()]);
         let tier = if card.opt_text(15)?.as_deref() == Some("approved") {
@@ -1030,14 +1040,14 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<NetworkAnswer, PayError> {
         network_id(increment_id, "increment_id is 1 to 64 printable characters")?;
         let amount = crate::parse_amount(amount)?;
-        let op = format!("increment:{increment_id}");
+        let op = format!("increment:{authorization_id}:{increment_id}");
         let auth = match self.operation_start(&op, authorization_id).await? {
             Ok(auth) => auth,
             Err(done) => return Ok(done),
         };
         let _lock = self.lock_wallet(auth.wallet).await;
         let auth = self.reload(authorization_id).await?;
-        if auth.status != "approved" {
+        if auth.status != "approved" || self.now_ms() >= auth.expires_at {
             return Ok(NetworkAnswer::declined(
                 ResponseCode::InvalidTransaction,
                 Some(auth.id),
@@ -1090,8 +1100,15 @@ impl<S: LedgerStore> Payments<S> {
         }
         let expires_at = now + self.config.card_auth_expiry_s * 1000;
         let mut batch = Vec::new();
-        let (hold_id, memo_id) =
-            self.replace_hold(&op, &auth, 0, total, expires_at, now, &mut batch)?;
+        let (hold_id, memo_id) = self.replace_hold(
+            &format!("{op}:{}", amount.minor_units()),
+            &auth,
+            0,
+            total,
+            expires_at,
+            now,
+            &mut batch,
+        )?;
         let marker = Self::marker(&batch);
         if let Err(code) = self.submit_operation(batch, marker).await? {
             return Ok(NetworkAnswer::declined(code, Some(auth.id)));
@@ -1115,14 +1132,14 @@ impl<S: LedgerStore> Payments<S> {
         amount: Option<i64>,
     ) -> Result<NetworkAnswer, PayError> {
         network_id(reversal_id, "reversal_id is 1 to 64 printable characters")?;
-        let op = format!("reversal:{reversal_id}");
+        let op = format!("reversal:{authorization_id}:{reversal_id}");
         let auth = match self.operation_start(&op, authorization_id).await? {
             Ok(auth) => auth,
             Err(done) => return Ok(done),
         };
         let _lock = self.lock_wallet(auth.wallet).await;
         let auth = self.reload(authorization_id).await?;
-        if auth.status != "approved" {
+        if auth.status != "approved" || self.now_ms() >= auth.expires_at {
             return Ok(NetworkAnswer::declined(
                 ResponseCode::InvalidTransaction,
                 Some(auth.id),
@@ -1141,7 +1158,7 @@ impl<S: LedgerStore> Payments<S> {
         let now = self.now_ms();
         let mut batch = Vec::new();
         let (hold_id, memo_id) = self.replace_hold(
-            &op,
+            &format!("{op}:{release}"),
             &auth,
             0,
             auth.held - release,
@@ -1184,14 +1201,14 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<NetworkAnswer, PayError> {
         network_id(clearing_id, "clearing_id is 1 to 64 printable characters")?;
         let amount = crate::parse_amount(amount)?.minor_units();
-        let op = format!("clearing:{clearing_id}");
+        let op = format!("clearing:{authorization_id}:{clearing_id}");
         let auth = match self.operation_start(&op, authorization_id).await? {
             Ok(auth) => auth,
             Err(done) => return Ok(done),
         };
         let _lock = self.lock_wallet(auth.wallet).await;
         let auth = self.reload(authorization_id).await?;
-        if auth.status != "approved" {
+        if auth.status != "approved" || self.now_ms() >= auth.expires_at {
             return Ok(NetworkAnswer::declined(
                 ResponseCode::InvalidTransaction,
                 Some(auth.id),
@@ -1216,10 +1233,18 @@ impl<S: LedgerStore> Payments<S> {
             auth.held - taken
         };
         let mut batch = Vec::new();
-        let (hold_id, memo_id) =
-            self.replace_hold(&op, &auth, taken, rest, auth.expires_at, now, &mut batch)?;
+        let ledger_op = format!("{op}:{amount}:{final_capture}");
+        let (hold_id, memo_id) = self.replace_hold(
+            &ledger_op,
+            &auth,
+            taken,
+            rest,
+            auth.expires_at,
+            now,
+            &mut batch,
+        )?;
         if let Ok(extra) = Amount::new(amount - taken) {
-            let id = self.derive_id(&[b"card-extra", op.as_bytes()]);
+            let id = self.derive_id(&[b"card-extra", ledger_op.as_bytes()]);
             batch.push(TransferRequest::Move(Move {
                 id,
                 debit: auth.wallet,
@@ -1258,7 +1283,10 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// A merchant's refund: credits the wallet with up to what was captured and not yet
-    /// refunded.
+    /// refunded. The amount is reserved on the authorization row first, together with the
+    /// operation (`pending`), so refunds racing on several instances cannot exceed what was
+    /// captured; then the ledger credits; then the operation is marked done. A retry of a
+    /// pending refund (a crash in between) completes it with the amount first reserved.
     pub async fn refund_authorization(
         &self,
         authorization_id: &str,
@@ -1267,20 +1295,54 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<NetworkAnswer, PayError> {
         network_id(refund_id, "refund_id is 1 to 64 printable characters")?;
         let amount = crate::parse_amount(amount)?;
-        let op = format!("refund:{refund_id}");
-        let auth = match self.operation_start(&op, authorization_id).await? {
-            Ok(auth) => auth,
-            Err(done) => return Ok(done),
-        };
-        let _lock = self.lock_wallet(auth.wallet).await;
-        let auth = self.reload(authorization_id).await?;
-        if auth.refunded.saturating_add(amount.minor_units()) > auth.captured {
-            return Ok(NetworkAnswer::declined(
-                ResponseCode::InvalidAmount,
-                Some(auth.id),
-            ));
-        }
+        let op = format!("refund:{authorization_id}:{refund_id}");
+        let mut tx = self.db().begin_read().await?;
+        let existing = tx
+            .query_opt(
+                "SELECT response_code, amount FROM card_operations WHERE id = $1",
+                params![op.as_str()],
+            )
+            .await?;
+        let auth = self.auth_row(&mut tx, authorization_id).await?;
+        tx.commit().await?;
+        let auth = auth.ok_or(PayError::NotFound)?;
         let now = self.now_ms();
+        let amount = match existing {
+            Some(row) if row.text(0)? != "pending" => return Ok(auth.answer(true)),
+            // Resumed: the amount reserved by the first attempt.
+            Some(row) => Amount::new(minor(row.i64(1)?))
+                .map_err(|_| PayError::Auth(AuthError::Internal("a stored amount is malformed")))?,
+            None => {
+                let mut tx = self.db().begin().await?;
+                let reserved = tx
+                    .execute(
+                        "UPDATE card_authorizations SET refunded = refunded + $1, updated_at = $2 \
+                         WHERE id = $3 AND refunded + $1 <= captured",
+                        params![stored(amount.minor_units()), now, auth.id.as_str()],
+                    )
+                    .await?;
+                if reserved == 0 {
+                    return Ok(NetworkAnswer::declined(
+                        ResponseCode::InvalidAmount,
+                        Some(auth.id),
+                    ));
+                }
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO card_operations (id, authorization_id, kind, amount, response_code, created_at) \
+                         VALUES ($1, $2, 'refund', $3, 'pending', $4) ON CONFLICT (id) DO NOTHING",
+                        params![op.as_str(), auth.id.as_str(), stored(amount.minor_units()), now],
+                    )
+                    .await?;
+                if inserted == 0 {
+                    return Err(PayError::Conflict(
+                        "this refund is being processed; retry the message",
+                    ));
+                }
+                tx.commit().await?;
+                amount
+            }
+        };
         let id = self.derive_id(&[b"card-refund", op.as_bytes()]);
         let batch = vec![
             TransferRequest::Move(Move {
@@ -1307,16 +1369,55 @@ impl<S: LedgerStore> Payments<S> {
                 None,
             ),
         ];
-        if let Err(code) = self.submit_operation(batch, id).await? {
+        // A refusal is final and gives the reservation back; a store error leaves it
+        // pending for the retry.
+        let outcome: Result<Result<(), ResponseCode>, PayError> =
+            match self.store.submit(batch).await {
+                Ok(Ok(_)) => Ok(Ok(())),
+                Ok(Err(r))
+                    if r.reason == RejectReason::IdempotencyConflict
+                        && self.store.transfer(id).await?.is_some() =>
+                {
+                    Ok(Ok(()))
+                }
+                Ok(Err(r)) => Ok(Err(match r.reason {
+                    RejectReason::CreditAccountFrozen | RejectReason::CreditAccountClosed => {
+                        ResponseCode::RestrictedCard
+                    }
+                    _ => ResponseCode::DoNotHonour,
+                })),
+                Err(error) => Err(error.into()),
+            };
+        let mut tx = self.db().begin().await?;
+        match &outcome {
+            Ok(Ok(())) => {
+                tx.execute(
+                    "UPDATE card_operations SET response_code = '00' WHERE id = $1",
+                    params![op.as_str()],
+                )
+                .await?;
+            }
+            // Refused by the ledger: nothing moved, so the reservation is given back.
+            Ok(Err(_)) => {
+                tx.execute(
+                    "UPDATE card_authorizations SET refunded = refunded - $1, updated_at = $2 WHERE id = $3",
+                    params![stored(amount.minor_units()), now, auth.id.as_str()],
+                )
+                .await?;
+                tx.execute(
+                    "DELETE FROM card_operations WHERE id = $1",
+                    params![op.as_str()],
+                )
+                .await?;
+            }
+            // Unknown (the store failed): stays pending, and a retry completes it.
+            Err(_) => {}
+        }
+        tx.commit().await?;
+        if let Err(code) = outcome? {
             return Ok(NetworkAnswer::declined(code, Some(auth.id)));
         }
-        let next = AuthRow {
-            refunded: auth.refunded + amount.minor_units(),
-            ..auth.clone_state()
-        };
-        let answer = self
-            .operation_finish(&op, "refund", &auth, amount.minor_units(), &next, now)
-            .await?;
+        metrics::counter!("koban_card_operations_total", "kind" => "refund").increment(1);
         self.notify(
             &auth.email,
             "Card refund",
@@ -1326,7 +1427,8 @@ impl<S: LedgerStore> Payments<S> {
                 format_money(amount.minor_units(), auth.currency)
             ),
         );
-        Ok(answer)
+        let auth = self.reload(authorization_id).await?;
+        Ok(auth.answer(false))
     }
 
     async fn reload(&self, authorization_id: &str) -> Result<AuthRow, PayError> {

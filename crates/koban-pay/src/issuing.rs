@@ -285,6 +285,11 @@ impl<S: LedgerStore> Payments<S> {
                 "a card's name is 1 to 40 characters without control characters",
             ));
         }
+        if physical && !self.config.sandbox {
+            return Err(PayError::Invalid(
+                "physical cards need a postal channel for their activation codes, which this build has only in the sandbox",
+            ));
+        }
         let holder = self.holder(&principal.user_id).await?;
         if holder.tier != Tier::Verified {
             return Err(PayError::Limit {
@@ -334,7 +339,10 @@ impl<S: LedgerStore> Payments<S> {
             .map_err(|_| PayError::Auth(AuthError::Internal("sealing a card number failed")))?;
         let digits = pan.expose();
         let last4 = digits[digits.len() - 4..].to_owned();
-        let controls = CardControls::default();
+        // No chip or cryptogram is checked here, so a virtual card starts online only; the
+        // holder may turn other channels on.
+        let mut controls = CardControls::default();
+        controls.channels.in_store = physical;
         tx.execute(
             "INSERT INTO issued_cards (id, user_id, wallet_account, currency, fingerprint, pan_sealed, key_id, bin, last4, \
              exp_month, exp_year, name, physical, status, controls, activation_hash, created_at) \

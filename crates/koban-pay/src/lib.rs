@@ -240,6 +240,9 @@ pub struct Payments<S: LedgerStore> {
     /// Striped locks that serialise one wallet's outgoing movements within this instance, so
     /// the daily limits are checked and spent in one step.
     wallet_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// Card-data checks per card (by fingerprint), so concurrent guesses of a security code
+    /// each see the wrong ones before them.
+    card_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// Notifications waiting to be written to the outbox in one transaction.
     pending_mail: Arc<Mutex<Vec<(String, String, String)>>>,
     /// Keys of issued cards' data; `None`: card issuing is off.
@@ -291,6 +294,11 @@ impl<S: LedgerStore> Payments<S> {
             config: Arc::new(config),
             inflight: Arc::new(Mutex::new(HashSet::new())),
             wallet_locks: Arc::new(
+                (0..WALLET_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+            ),
+            card_locks: Arc::new(
                 (0..WALLET_LOCK_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
@@ -409,6 +417,12 @@ impl<S: LedgerStore> Payments<S> {
             set: self.inflight.clone(),
             key,
         })
+    }
+
+    pub(crate) async fn lock_card(&self, card_key: u64) -> tokio::sync::MutexGuard<'_, ()> {
+        self.card_locks[(card_key % WALLET_LOCK_STRIPES as u64) as usize]
+            .lock()
+            .await
     }
 
     pub(crate) async fn lock_wallet(

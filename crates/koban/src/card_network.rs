@@ -33,12 +33,31 @@ impl NetworkClient {
         })
     }
 
-    /// Sends one signed message; reconnects once if the connection was closed.
+    /// Sends one signed message; reconnects once if the connection was closed. The retry is
+    /// signed anew in a later second: the server refuses an identical signed message twice.
     pub(crate) async fn send(&mut self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let text = body.to_string();
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs() as i64;
+        let first = unix_s()?;
+        match self.send_signed(path, &text, first).await {
+            Ok(answer) => Ok(answer),
+            Err(_) => {
+                self.conn = Conn::open(self.addr).await?;
+                let mut now = unix_s()?;
+                while now == first {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    now = unix_s()?;
+                }
+                self.send_signed(path, &text, now).await
+            }
+        }
+    }
+
+    async fn send_signed(
+        &mut self,
+        path: &str,
+        text: &str,
+        timestamp: i64,
+    ) -> anyhow::Result<(u16, Value)> {
         let signature = network_signature(&self.secret, timestamp, "POST", path, text.as_bytes());
         let timestamp = timestamp.to_string();
         let headers = [
@@ -46,20 +65,18 @@ impl NetworkClient {
             ("koban-timestamp", timestamp.as_str()),
             ("koban-signature", signature.as_str()),
         ];
-        match self
-            .conn
-            .send_text(Method::POST, path, None, &headers, text.clone())
+        self.conn
+            .send_text(Method::POST, path, None, &headers, text.to_owned())
             .await
-        {
-            Ok(answer) => Ok(answer),
-            Err(_) => {
-                self.conn = Conn::open(self.addr).await?;
-                self.conn
-                    .send_text(Method::POST, path, None, &headers, text)
-                    .await
-            }
-        }
     }
+}
+
+fn unix_s() -> anyhow::Result<i64> {
+    Ok(i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?)
 }
 
 #[derive(Args, Debug)]

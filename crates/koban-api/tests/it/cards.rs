@@ -492,10 +492,11 @@ async fn declines_carry_the_right_response_codes<S: LedgerStore>(app: TestApp<S>
     let mut alice = app.holder("alice@example.com", &admin, 10_000).await;
     let card = app.ready_card(&mut alice, "Everyday").await;
 
-    // Wrong expiry: 54; unknown number: 14; wrong currency: 57; insufficient funds: 51.
+    // A wrong expiry online answers like a wrong code (N7), so neither can be guessed apart;
+    // unknown number: 14; wrong currency: 57; insufficient funds: 51.
     let mut wrong_expiry = purchase(&card, "d-expiry", 100);
     wrong_expiry["exp_year"] = json!(card.exp_year + 1);
-    assert_eq!(code(&app.authorize(wrong_expiry).await), "54");
+    assert_eq!(code(&app.authorize(wrong_expiry).await), "N7");
     let mut unknown = purchase(&card, "d-unknown", 100);
     unknown["pan"] = json!(unissued_pan(42));
     assert_eq!(code(&app.authorize(unknown).await), "14");
@@ -510,6 +511,11 @@ async fn declines_carry_the_right_response_codes<S: LedgerStore>(app: TestApp<S>
     let mut no_code = purchase(&card, "d-nocode", 100);
     no_code.as_object_mut().unwrap().remove("security_code");
     assert_eq!(code(&app.authorize(no_code).await), "N7");
+    // A virtual card starts online only: in store (no chip checked here) is not permitted.
+    let mut in_store = purchase(&card, "d-instore", 100);
+    in_store["channel"] = json!("in_store");
+    in_store.as_object_mut().unwrap().remove("security_code");
+    assert_eq!(code(&app.authorize(in_store).await), "57");
 
     // The holder's controls: per-transaction limit 61, blocked MCC 57, channel 57, country
     // 62, daily limit 61.
@@ -775,6 +781,22 @@ async fn authorize_capture_refund_and_reverse_keep_the_ledger_whole<S: LedgerSto
     assert_eq!(app.wallet(&alice.token).await["balance"], 8_500);
     app.assert_money_invariants().await;
 
+    // Operation ids are the network's per authorization: another authorization may use
+    // "c-1" again and is captured for real.
+    let second = app.authorize(purchase(&card, "flow-2", 400)).await;
+    let second_id = second["authorization_id"].as_str().unwrap().to_owned();
+    let reused = app
+        .follow_up(
+            &second_id,
+            "clearings",
+            json!({ "clearing_id": "c-1", "amount": 400, "final": true }),
+        )
+        .await;
+    assert_eq!(reused.body["replayed"], false, "{reused:?}");
+    assert_eq!(reused.body["captured"], 400);
+    assert_eq!(app.wallet(&alice.token).await["balance"], 8_100);
+    app.assert_money_invariants().await;
+
     // A hotel: authorize 2,000, increment 1,000, then the stay is cancelled (reversal).
     let hotel = app.authorize(purchase(&card, "flow-hotel", 2_000)).await;
     let hotel_id = hotel["authorization_id"].as_str().unwrap().to_owned();
@@ -787,7 +809,7 @@ async fn authorize_capture_refund_and_reverse_keep_the_ledger_whole<S: LedgerSto
         .await;
     assert_eq!(code(&inc.body), "00", "{inc:?}");
     assert_eq!(inc.body["held"], 3_000);
-    assert_eq!(app.wallet(&alice.token).await["available"], 5_500);
+    assert_eq!(app.wallet(&alice.token).await["available"], 5_100);
     let huge = app
         .follow_up(
             &hotel_id,
@@ -823,7 +845,7 @@ async fn authorize_capture_refund_and_reverse_keep_the_ledger_whole<S: LedgerSto
     let wallet = app.wallet(&alice.token).await;
     assert_eq!(
         (wallet["balance"].as_i64(), wallet["available"].as_i64()),
-        (Some(8_500), Some(8_500))
+        (Some(8_100), Some(8_100))
     );
     // Unknown authorizations are not found.
     let unknown = app
@@ -926,6 +948,50 @@ async fn card_testing_is_throttled_per_card_and_across_cards<S: LedgerStore>(app
     assert_eq!(unlocked.body["locked"], false, "{unlocked:?}");
     right["network_ref"] = json!("guess-right-2");
     assert_eq!(code(&app.authorize(right).await), "00");
+
+    // Guesses sent all at once are counted one after the other: three are checked (N7),
+    // the rest find the card locked (62).
+    let wrong: Vec<String> = (100..120)
+        .map(|n| n.to_string())
+        .filter(|c| *c != card.cvc)
+        .take(6)
+        .collect();
+    let guess = |i: usize| {
+        let mut attempt = purchase(&card, &format!("burst-{i}"), 100);
+        attempt["security_code"] = json!(wrong[i]);
+        attempt["merchant_id"] = json!(format!("mer-burst-{i}"));
+        attempt["client_ip"] = json!(format!("198.51.100.{}", 100 + i));
+        attempt
+    };
+    let burst = tokio::join!(
+        app.authorize(guess(0)),
+        app.authorize(guess(1)),
+        app.authorize(guess(2)),
+        app.authorize(guess(3)),
+        app.authorize(guess(4)),
+        app.authorize(guess(5)),
+    );
+    let mut codes = vec![
+        code(&burst.0).to_owned(),
+        code(&burst.1).to_owned(),
+        code(&burst.2).to_owned(),
+        code(&burst.3).to_owned(),
+        code(&burst.4).to_owned(),
+        code(&burst.5).to_owned(),
+    ];
+    codes.sort();
+    assert_eq!(codes, ["62", "62", "62", "N7", "N7", "N7"], "{codes:?}");
+    let (unlocked, token) = app
+        .stepped(
+            &alice.user,
+            &alice.token,
+            &format!("/v1/cards/{}/unfreeze", card.id),
+            "unused",
+            json!({}),
+        )
+        .await;
+    alice.token = token;
+    assert_eq!(unlocked.body["locked"], false, "{unlocked:?}");
 
     // Across cards: numbers tried at one merchant, each failing once. From the fifth
     // distinct card the merchant is declined (05), even for a genuine card; an alert is
