@@ -1392,23 +1392,27 @@ impl<S: LedgerStore> Payments<S> {
         match &outcome {
             Ok(Ok(())) => {
                 tx.execute(
-                    "UPDATE card_operations SET response_code = '00' WHERE id = $1",
+                    "UPDATE card_operations SET response_code = '00' WHERE id = $1 AND response_code = 'pending'",
                     params![op.as_str()],
                 )
                 .await?;
             }
-            // Refused by the ledger: nothing moved, so the reservation is given back.
+            // Refused by the ledger: nothing moved, so the reservation is given back, once
+            // (by whoever removes the pending operation).
             Ok(Err(_)) => {
-                tx.execute(
-                    "UPDATE card_authorizations SET refunded = refunded - $1, updated_at = $2 WHERE id = $3",
-                    params![stored(amount.minor_units()), now, auth.id.as_str()],
-                )
-                .await?;
-                tx.execute(
-                    "DELETE FROM card_operations WHERE id = $1",
-                    params![op.as_str()],
-                )
-                .await?;
+                let removed = tx
+                    .execute(
+                        "DELETE FROM card_operations WHERE id = $1 AND response_code = 'pending'",
+                        params![op.as_str()],
+                    )
+                    .await?;
+                if removed == 1 {
+                    tx.execute(
+                        "UPDATE card_authorizations SET refunded = refunded - $1, updated_at = $2 WHERE id = $3",
+                        params![stored(amount.minor_units()), now, auth.id.as_str()],
+                    )
+                    .await?;
+                }
             }
             // Unknown (the store failed): stays pending, and a retry completes it.
             Err(_) => {}
