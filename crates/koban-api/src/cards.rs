@@ -8,8 +8,8 @@
 //! malformed body cannot come back in an error.
 
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{FromRequest, OriginalUri, Path, Query, Request, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use koban_auth::Secret;
 use koban_pay::card_network::{AuthorizationRequest, Channel, NetworkAnswer};
@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
-use crate::extract::{Caller, ClientInfo, Json, json, session_out};
+use crate::extract::{Caller, ClientInfo, Json, json, json_with_session, session_out};
 use crate::problem::ApiError;
-use crate::wire::{SessionOut, StepUpIn, proof};
+use crate::wire::{SessionOut, StepUpIn, StepUpOnlyIn, proof};
 
 // ---------------------------------------------------------------- wire types
 
@@ -161,12 +161,6 @@ pub struct CreateCardIn {
 pub struct ActivateCardIn {
     /// For a physical card: the code from its letter.
     pub activation_code: Option<String>,
-    pub step_up: Option<StepUpIn>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StepUpOnlyIn {
     pub step_up: Option<StepUpIn>,
 }
 
@@ -321,15 +315,6 @@ fn answer_out(a: NetworkAnswer) -> NetworkAnswerOut {
     }
 }
 
-fn with_session(
-    status: StatusCode,
-    body: &impl Serialize,
-    session: Option<&koban_auth::IssuedSession>,
-    dev: bool,
-) -> Response {
-    crate::extract::with_cookies(json(status, body), session, dev)
-}
-
 // ---------------------------------------------------------------- holder
 
 /// Issues a virtual card (verified customers); it starts inactive.
@@ -405,7 +390,7 @@ pub async fn activate_card<S: LedgerStore>(
             &client,
         )
         .await?;
-    Ok(with_session(
+    Ok(json_with_session(
         StatusCode::OK,
         &changed_out(&change),
         change.session.as_ref(),
@@ -437,7 +422,7 @@ pub async fn reveal_card<S: LedgerStore>(
         security_code: revealed.security_code.expose().clone(),
         session: session_out(&revealed.session),
     };
-    Ok(with_session(
+    Ok(json_with_session(
         StatusCode::OK,
         &out,
         Some(&revealed.session),
@@ -480,7 +465,7 @@ pub async fn unfreeze_card<S: LedgerStore>(
             &client,
         )
         .await?;
-    Ok(with_session(
+    Ok(json_with_session(
         StatusCode::OK,
         &changed_out(&change),
         change.session.as_ref(),
@@ -510,7 +495,7 @@ pub async fn set_card_controls<S: LedgerStore>(
             &client,
         )
         .await?;
-    Ok(with_session(
+    Ok(json_with_session(
         StatusCode::OK,
         &changed_out(&change),
         change.session.as_ref(),
@@ -583,42 +568,58 @@ pub async fn operator_freeze_card<S: LedgerStore>(
 
 // ---------------------------------------------------------------- card network
 
-/// Verifies a network request's signature, then parses its body. Parse errors give the
-/// place, never the value.
-fn network_body<S: LedgerStore, T: DeserializeOwned>(
-    state: &ApiState<S>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<T, ApiError> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Auth(koban_auth::AuthError::Unauthenticated))
-    };
-    let network = header("koban-network-id")?;
-    let timestamp: i64 = header("koban-timestamp")?
-        .parse()
-        .map_err(|_| ApiError::BadRequest("Koban-Timestamp is Unix seconds".into()))?;
-    let signature = header("koban-signature")?;
-    state.pay.verify_network_request(
-        network,
-        timestamp,
-        signature,
-        method.as_str(),
-        uri.path(),
-        body,
-    )?;
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body does not match this message's schema ({:?} error at line {}, column {})",
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-    })
+/// A card-network message: the signature checked (network id, timestamp, HMAC over method,
+/// path and body, not seen before), then the body parsed, with errors that give the place,
+/// never the value.
+pub struct Signed<T>(pub T);
+
+impl<S: LedgerStore, T: DeserializeOwned> FromRequest<ApiState<S>> for Signed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &ApiState<S>) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or_else(|| parts.uri.path().to_owned(), |o| o.0.path().to_owned());
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .ok_or(ApiError::Auth(koban_auth::AuthError::Unauthenticated))
+        };
+        let network = header("koban-network-id")?;
+        let timestamp: i64 = header("koban-timestamp")?
+            .parse()
+            .map_err(|_| ApiError::BadRequest("Koban-Timestamp is Unix seconds".into()))?;
+        let signature = header("koban-signature")?;
+        let method = parts.method.clone();
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|_| ApiError::BadRequest("the body could not be read".into()))?;
+        state.pay.verify_network_request(
+            &network,
+            timestamp,
+            &signature,
+            method.as_str(),
+            &path,
+            &body,
+        )?;
+        serde_json::from_slice(&body).map(Signed).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body does not match this message's schema ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+}
+
+fn network_answer(answer: NetworkAnswer) -> Response {
+    json(StatusCode::OK, &answer_out(answer))
 }
 
 /// Authorizes a card payment. Approved: a hold on the wallet until clearing, reversal or
@@ -628,12 +629,8 @@ fn network_body<S: LedgerStore, T: DeserializeOwned>(
     security(("network_signature" = [])))]
 pub async fn authorize<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(input): Signed<AuthorizationIn>,
 ) -> Result<Response, ApiError> {
-    let input: AuthorizationIn = network_body(&state, &method, &uri, &headers, &body)?;
     let request = AuthorizationRequest {
         network_ref: input.network_ref,
         pan: Secret::new(input.pan),
@@ -650,7 +647,7 @@ pub async fn authorize<S: LedgerStore>(
         client_ip: input.client_ip,
     };
     let answer = state.pay.authorize_card(&request).await?;
-    Ok(json(StatusCode::OK, &answer_out(answer)))
+    Ok(network_answer(answer))
 }
 
 /// Raises an open authorization (incremental authorization).
@@ -659,17 +656,13 @@ pub async fn authorize<S: LedgerStore>(
 pub async fn increment<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(input): Signed<IncrementIn>,
 ) -> Result<Response, ApiError> {
-    let input: IncrementIn = network_body(&state, &method, &uri, &headers, &body)?;
     let answer = state
         .pay
         .increment_authorization(&id, &input.increment_id, input.amount)
         .await?;
-    Ok(json(StatusCode::OK, &answer_out(answer)))
+    Ok(network_answer(answer))
 }
 
 /// Releases all or part of an open authorization.
@@ -678,17 +671,13 @@ pub async fn increment<S: LedgerStore>(
 pub async fn reverse<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(input): Signed<ReversalIn>,
 ) -> Result<Response, ApiError> {
-    let input: ReversalIn = network_body(&state, &method, &uri, &headers, &body)?;
     let answer = state
         .pay
         .reverse_authorization(&id, &input.reversal_id, input.amount)
         .await?;
-    Ok(json(StatusCode::OK, &answer_out(answer)))
+    Ok(network_answer(answer))
 }
 
 /// Clearing: captures all or part of an open authorization (several for split shipments;
@@ -698,17 +687,13 @@ pub async fn reverse<S: LedgerStore>(
 pub async fn clear<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(input): Signed<ClearingIn>,
 ) -> Result<Response, ApiError> {
-    let input: ClearingIn = network_body(&state, &method, &uri, &headers, &body)?;
     let answer = state
         .pay
         .capture_authorization(&id, &input.clearing_id, input.amount, input.r#final)
         .await?;
-    Ok(json(StatusCode::OK, &answer_out(answer)))
+    Ok(network_answer(answer))
 }
 
 /// A merchant's refund of a captured card payment (credit to the wallet).
@@ -717,15 +702,11 @@ pub async fn clear<S: LedgerStore>(
 pub async fn refund<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(input): Signed<CardRefundIn>,
 ) -> Result<Response, ApiError> {
-    let input: CardRefundIn = network_body(&state, &method, &uri, &headers, &body)?;
     let answer = state
         .pay
         .refund_authorization(&id, &input.refund_id, input.amount)
         .await?;
-    Ok(json(StatusCode::OK, &answer_out(answer)))
+    Ok(network_answer(answer))
 }

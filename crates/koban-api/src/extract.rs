@@ -137,6 +137,16 @@ fn set_cookie(response: &mut Response, cookie: Cookie<'_>) {
     }
 }
 
+/// A JSON response with the cookies of the session that step-up rotated, if any.
+pub fn json_with_session<T: serde::Serialize>(
+    status: axum::http::StatusCode,
+    body: &T,
+    session: Option<&IssuedSession>,
+    dev: bool,
+) -> Response {
+    with_cookies(json(status, body), session, dev)
+}
+
 /// Adds the cookies of a new session (and of a new device, when the session brings one) to a
 /// response.
 pub fn with_cookies(

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
-use crate::extract::{Caller, ClientInfo, Json, MerchantCaller, json, session_out, with_cookies};
+use crate::extract::{
+    Caller, ClientInfo, Json, MerchantCaller, json, json_with_session, session_out,
+};
 use crate::problem::{ApiError, Problem};
 use crate::wire::{SessionOut, StepUpIn, proof};
 
@@ -54,16 +56,6 @@ fn ms(t: koban_ledger::Timestamp) -> i64 {
 
 fn id_text(id: TransferId) -> String {
     transfer_id_text(id)
-}
-
-/// A response, with the cookies of a session that step-up rotated.
-fn answer<T: Serialize>(
-    status: StatusCode,
-    body: &T,
-    session: Option<&koban_auth::IssuedSession>,
-    dev: bool,
-) -> Response {
-    with_cookies(json(status, body), session, dev)
 }
 
 // ---------------------------------------------------------------- wire types
@@ -257,7 +249,7 @@ fn transfer_answer(outcome: &koban_pay::p2p::P2pOutcome, dev: bool) -> Response 
     } else {
         StatusCode::CREATED
     };
-    answer(status, &out, outcome.session.as_ref(), dev)
+    json_with_session(status, &out, outcome.session.as_ref(), dev)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -758,7 +750,7 @@ pub async fn link_bank<S: LedgerStore>(
         )
         .await?;
     let out = source_out(source, Some(&session));
-    Ok(answer(
+    Ok(json_with_session(
         StatusCode::CREATED,
         &out,
         Some(&session),
@@ -851,7 +843,7 @@ pub async fn payout<S: LedgerStore>(
             &client,
         )
         .await?;
-    Ok(answer(
+    Ok(json_with_session(
         StatusCode::ACCEPTED,
         &bank_op_out(&op),
         op.session.as_ref(),
@@ -925,7 +917,7 @@ pub async fn pay_qr<S: LedgerStore>(
     } else {
         StatusCode::CREATED
     };
-    Ok(answer(
+    Ok(json_with_session(
         status,
         &merchant_payment_out(&payment),
         payment.session.as_ref(),
@@ -967,7 +959,7 @@ pub async fn create_code<S: LedgerStore>(
             &client,
         )
         .await?;
-    Ok(answer(
+    Ok(json_with_session(
         StatusCode::CREATED,
         &PaymentCodeOut {
             id: code.id,

@@ -860,13 +860,14 @@ impl<S: LedgerStore> Payments<S> {
         row.map(|row| auth_from_row(&row)).transpose()
     }
 
-    /// The open authorization an operation applies to, or the stored answer of an operation
-    /// already done (a retry).
+    /// The open authorization an operation applies to, read afresh under its wallet's lock
+    /// (returned with it); or the stored answer of an operation already done (a retry); or
+    /// 12 when the authorization is no longer open (closed, reversed, past its expiry).
     async fn operation_start(
         &self,
         op_key: &str,
         authorization_id: &str,
-    ) -> Result<Result<AuthRow, NetworkAnswer>, PayError> {
+    ) -> Result<Result<(AuthRow, tokio::sync::MutexGuard<'_, ()>), NetworkAnswer>, PayError> {
         let mut tx = self.db().begin_read().await?;
         let done = tx
             .query_opt(
@@ -883,7 +884,15 @@ impl<S: LedgerStore> Payments<S> {
             }
             return Ok(Err(auth.answer(true)));
         }
-        Ok(Ok(auth))
+        let lock = self.lock_wallet(auth.wallet).await;
+        let auth = self.reload(authorization_id).await?;
+        if auth.status != "approved" || self.now_ms() >= auth.expires_at {
+            return Ok(Err(NetworkAnswer::declined(
+                ResponseCode::InvalidTransaction,
+                Some(auth.id),
+            )));
+        }
+        Ok(Ok((auth, lock)))
     }
 
     /// Records an operation and the authorization's new state in one transaction; a row
@@ -1041,18 +1050,10 @@ impl<S: LedgerStore> Payments<S> {
         network_id(increment_id, "increment_id is 1 to 64 printable characters")?;
         let amount = crate::parse_amount(amount)?;
         let op = format!("increment:{authorization_id}:{increment_id}");
-        let auth = match self.operation_start(&op, authorization_id).await? {
-            Ok(auth) => auth,
-            Err(done) => return Ok(done),
+        let (auth, _lock) = match self.operation_start(&op, authorization_id).await? {
+            Ok(open) => open,
+            Err(answer) => return Ok(answer),
         };
-        let _lock = self.lock_wallet(auth.wallet).await;
-        let auth = self.reload(authorization_id).await?;
-        if auth.status != "approved" || self.now_ms() >= auth.expires_at {
-            return Ok(NetworkAnswer::declined(
-                ResponseCode::InvalidTransaction,
-                Some(auth.id),
-            ));
-        }
         let now = self.now_ms();
         let mut tx = self.db().begin_read().await?;
         let card = tx
@@ -1133,18 +1134,10 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<NetworkAnswer, PayError> {
         network_id(reversal_id, "reversal_id is 1 to 64 printable characters")?;
         let op = format!("reversal:{authorization_id}:{reversal_id}");
-        let auth = match self.operation_start(&op, authorization_id).await? {
-            Ok(auth) => auth,
-            Err(done) => return Ok(done),
+        let (auth, _lock) = match self.operation_start(&op, authorization_id).await? {
+            Ok(open) => open,
+            Err(answer) => return Ok(answer),
         };
-        let _lock = self.lock_wallet(auth.wallet).await;
-        let auth = self.reload(authorization_id).await?;
-        if auth.status != "approved" || self.now_ms() >= auth.expires_at {
-            return Ok(NetworkAnswer::declined(
-                ResponseCode::InvalidTransaction,
-                Some(auth.id),
-            ));
-        }
         let release = match amount {
             None => auth.held,
             Some(amount) => crate::parse_amount(amount)?.minor_units(),
@@ -1202,18 +1195,10 @@ impl<S: LedgerStore> Payments<S> {
         network_id(clearing_id, "clearing_id is 1 to 64 printable characters")?;
         let amount = crate::parse_amount(amount)?.minor_units();
         let op = format!("clearing:{authorization_id}:{clearing_id}");
-        let auth = match self.operation_start(&op, authorization_id).await? {
-            Ok(auth) => auth,
-            Err(done) => return Ok(done),
+        let (auth, _lock) = match self.operation_start(&op, authorization_id).await? {
+            Ok(open) => open,
+            Err(answer) => return Ok(answer),
         };
-        let _lock = self.lock_wallet(auth.wallet).await;
-        let auth = self.reload(authorization_id).await?;
-        if auth.status != "approved" || self.now_ms() >= auth.expires_at {
-            return Ok(NetworkAnswer::declined(
-                ResponseCode::InvalidTransaction,
-                Some(auth.id),
-            ));
-        }
         let authorized = auth.held.saturating_add(auth.captured);
         let tolerance = u64::try_from(
             u128::from(authorized) * u128::from(self.config.card_capture_tolerance_bps) / 10_000,

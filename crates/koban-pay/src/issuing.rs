@@ -512,17 +512,13 @@ impl<S: LedgerStore> Payments<S> {
             "card.activated",
             &card,
             serde_json::json!({}),
-        )
-        .await?;
-        koban_auth::outbox::enqueue(
-            &mut tx,
-            now,
-            &principal.email,
-            "Your card was activated",
-            &format!(
-                "Your card {} was activated. If this was not you, freeze it in the app and use 'This was not me'.",
-                card.masked()
-            ),
+            Some((
+                "Your card was activated",
+                format!(
+                    "Your card {} was activated. If this was not you, freeze it in the app and use 'This was not me'.",
+                    card.masked()
+                ),
+            )),
         )
         .await?;
         tx.commit().await?;
@@ -592,17 +588,13 @@ impl<S: LedgerStore> Payments<S> {
             "card.revealed",
             &card,
             serde_json::json!({}),
-        )
-        .await?;
-        koban_auth::outbox::enqueue(
-            &mut tx,
-            now,
-            &principal.email,
-            "Your card details were shown",
-            &format!(
-                "The full details of your card {} were shown in the app. If this was not you, freeze the card and use 'This was not me'.",
-                card.masked()
-            ),
+            Some((
+                "Your card details were shown",
+                format!(
+                    "The full details of your card {} were shown in the app. If this was not you, freeze the card and use 'This was not me'.",
+                    card.masked()
+                ),
+            )),
         )
         .await?;
         tx.commit().await?;
@@ -637,6 +629,7 @@ impl<S: LedgerStore> Payments<S> {
             "card.frozen",
             &card,
             serde_json::json!({}),
+            None,
         )
         .await?;
         tx.commit().await?;
@@ -700,6 +693,7 @@ impl<S: LedgerStore> Payments<S> {
             "card.controls_changed",
             &card,
             serde_json::json!({ "unfreeze": unfreeze, "controls": controls }),
+            None,
         )
         .await?;
         tx.commit().await?;
@@ -734,6 +728,7 @@ impl<S: LedgerStore> Payments<S> {
             "card.closed",
             &card,
             serde_json::json!({}),
+            None,
         )
         .await?;
         tx.commit().await?;
@@ -769,6 +764,7 @@ impl<S: LedgerStore> Payments<S> {
             },
             &card,
             serde_json::json!({ "reason": reason.trim() }),
+            None,
         )
         .await?;
         tx.commit().await?;
@@ -782,7 +778,12 @@ impl<S: LedgerStore> Payments<S> {
         action: &str,
         card: &IssuedCard,
         mut details: serde_json::Value,
+        notice: Option<(&str, String)>,
     ) -> Result<(), PayError> {
+        if let Some((subject, body)) = notice {
+            koban_auth::outbox::enqueue(tx, self.now_ms(), &principal.email, subject, &body)
+                .await?;
+        }
         details["card"] = serde_json::json!(card.id);
         details["masked"] = serde_json::json!(card.masked());
         audit::append(

@@ -151,6 +151,21 @@ impl<S: LedgerStore> TestApp<S> {
         self.reveal(holder, &id).await
     }
 
+    /// Unfreezes a card and clears its wrong-code lock (step-up).
+    async fn unfreeze(&self, holder: &mut Holder, card: &Card) -> Reply {
+        let (reply, token) = self
+            .stepped(
+                &holder.user,
+                &holder.token,
+                &format!("/v1/cards/{}/unfreeze", card.id),
+                "unused",
+                json!({}),
+            )
+            .await;
+        holder.token = token;
+        reply
+    }
+
     async fn set_controls(&self, holder: &mut Holder, card: &Card, controls: Value) -> Reply {
         let (reply, token) = self
             .stepped(
@@ -588,16 +603,7 @@ async fn declines_carry_the_right_response_codes<S: LedgerStore>(app: TestApp<S>
         .call(post(&format!("/v1/cards/{}/unfreeze", card.id), json!({})).bearer(&alice.token))
         .await;
     assert_eq!(unfreeze.problem(), "step-up-required");
-    let (unfrozen, token) = app
-        .stepped(
-            &alice.user,
-            &alice.token,
-            &format!("/v1/cards/{}/unfreeze", card.id),
-            "unused",
-            json!({}),
-        )
-        .await;
-    alice.token = token;
+    let unfrozen = app.unfreeze(&mut alice, &card).await;
     assert_eq!(unfrozen.body["frozen"], false, "{unfrozen:?}");
 
     // Frozen by an operator: 62, and the holder cannot unfreeze it.
@@ -935,16 +941,7 @@ async fn card_testing_is_throttled_per_card_and_across_cards<S: LedgerStore>(app
         .await;
     assert_eq!(shown.body["locked"], true);
     // The holder clears the lock with step-up.
-    let (unlocked, token) = app
-        .stepped(
-            &alice.user,
-            &alice.token,
-            &format!("/v1/cards/{}/unfreeze", card.id),
-            "unused",
-            json!({}),
-        )
-        .await;
-    alice.token = token;
+    let unlocked = app.unfreeze(&mut alice, &card).await;
     assert_eq!(unlocked.body["locked"], false, "{unlocked:?}");
     right["network_ref"] = json!("guess-right-2");
     assert_eq!(code(&app.authorize(right).await), "00");
@@ -981,16 +978,7 @@ async fn card_testing_is_throttled_per_card_and_across_cards<S: LedgerStore>(app
     ];
     codes.sort();
     assert_eq!(codes, ["62", "62", "62", "N7", "N7", "N7"], "{codes:?}");
-    let (unlocked, token) = app
-        .stepped(
-            &alice.user,
-            &alice.token,
-            &format!("/v1/cards/{}/unfreeze", card.id),
-            "unused",
-            json!({}),
-        )
-        .await;
-    alice.token = token;
+    let unlocked = app.unfreeze(&mut alice, &card).await;
     assert_eq!(unlocked.body["locked"], false, "{unlocked:?}");
 
     // Across cards: numbers tried at one merchant, each failing once. From the fifth
