@@ -13,6 +13,7 @@ mod ops;
 mod pages;
 pub mod payments;
 pub mod problem;
+mod risk;
 pub mod wire;
 
 use std::time::{Duration, Instant};
@@ -180,6 +181,37 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         )
         .route("/ops/kyc/{user_id}/reject", post(payments::reject_kyc::<S>))
         .route("/ops/held-transfers", get(payments::held_transfers::<S>))
+        .route("/ops/risk/alerts", get(risk::risk_alerts::<S>))
+        .route("/ops/risk/stats", get(risk::risk_stats::<S>))
+        .route("/ops/risk/rules", get(risk::rules::<S>))
+        .route("/ops/risk/rules/reload", post(risk::reload_rules::<S>))
+        .route("/ops/cases", get(risk::cases::<S>))
+        .route("/ops/cases/{id}", get(risk::case::<S>))
+        .route("/ops/cases/{id}/assign", post(risk::assign_case::<S>))
+        .route("/ops/cases/{id}/comments", post(risk::comment_case::<S>))
+        .route("/ops/cases/{id}/close", post(risk::close_case::<S>))
+        .route(
+            "/ops/customers/{id}/freeze",
+            post(risk::freeze_customer::<S>),
+        )
+        .route(
+            "/ops/customers/{id}/unfreeze",
+            post(risk::unfreeze_customer::<S>),
+        )
+        .route(
+            "/ops/transfers/{id}/reverse",
+            post(risk::reverse_transfer::<S>),
+        )
+        .route("/ops/compensations", post(risk::compensate::<S>))
+        .route("/ops/risk-actions", get(risk::risk_actions::<S>))
+        .route(
+            "/ops/risk-actions/{id}/approve",
+            post(risk::approve_action::<S>),
+        )
+        .route(
+            "/ops/risk-actions/{id}/reject",
+            post(risk::reject_action::<S>),
+        )
         .route(
             "/ops/held-transfers/{id}/release",
             post(payments::release_held::<S>),
@@ -399,12 +431,23 @@ pub async fn run_workers<S: LedgerStore>(
                 if let Err(error) = pay.flush_notifications().await {
                     tracing::warn!(%error, "could not write the last payment notifications");
                 }
+                if let Err(error) = pay.flush_risk().await {
+                    tracing::warn!(%error, "could not write the last risk decisions");
+                }
                 let _ = webhooks.await;
                 return;
             }
             _ = alarm.tick() => {
                 if let Err(error) = auth.check_alarm().await {
                     tracing::warn!(%error, "alarm check failed; will retry");
+                }
+                // The login-failure alarm becomes a fraud alert and case; the fraud gauges
+                // on /metrics are refreshed.
+                if let Err(error) = pay.import_login_alarms().await {
+                    tracing::warn!(%error, "login alarms could not become alerts; will retry");
+                }
+                if let Err(error) = pay.publish_risk_gauges().await {
+                    tracing::warn!(%error, "fraud gauges could not be read; will retry");
                 }
             }
             _ = payments.tick() => {

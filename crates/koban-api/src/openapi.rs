@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 use crate::payments::{self, *};
 use crate::problem::{CardChallengeOut, Problem, StepUpChallengeOut};
 use crate::wire::*;
-use crate::{cards, identity, ops};
+use crate::{cards, identity, ops, risk};
 
 struct Security;
 
@@ -80,6 +80,9 @@ impl Modify for Security {
         cards::card_activity, cards::operator_freeze_card, cards::authorize, cards::increment,
         cards::reverse, cards::clear, cards::refund,
         payments::set_handle, payments::create_pay_link, payments::pay_link, payments::cancel_pay_link, payments::pay_pay_link,
+        risk::risk_alerts, risk::cases, risk::case, risk::assign_case, risk::comment_case, risk::close_case,
+        risk::freeze_customer, risk::unfreeze_customer, risk::reverse_transfer, risk::compensate,
+        risk::risk_actions, risk::approve_action, risk::reject_action, risk::risk_stats, risk::rules, risk::reload_rules,
     ),
     components(schemas(Problem, StepUpChallengeOut, CardChallengeOut, StepUpIn, MoneyOut))
 )]

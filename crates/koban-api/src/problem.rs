@@ -190,6 +190,12 @@ fn pay_problem(error: &koban_pay::PayError) -> Problem {
             "Invalid request",
             detail,
         ),
+        P::RulesInvalid(_) => problem(
+            S::UNPROCESSABLE_ENTITY,
+            "rules-invalid",
+            "Risk rules not valid",
+            detail,
+        ),
         P::NotFound => problem(S::NOT_FOUND, "not-found", "Not found", detail),
         P::InsufficientFunds => refused(
             "insufficient-funds",

@@ -27,6 +27,10 @@ pub mod kind {
     /// A purchase with an issued card (held at authorization, posted at clearing).
     pub const CARD_PAYMENT: Code = Code(110);
     pub const CARD_REFUND: Code = Code(111);
+    /// An analyst's reversal of a fraudulent transfer (receiver back to payer).
+    pub const REVERSAL: Code = Code(112);
+    /// A victim made whole from the fraud-losses account.
+    pub const COMPENSATION: Code = Code(113);
 
     pub fn name(code: Code) -> &'static str {
         match code {
@@ -42,6 +46,8 @@ pub mod kind {
             SANDBOX_FAUCET => "sandbox_faucet",
             CARD_PAYMENT => "card_payment",
             CARD_REFUND => "card_refund",
+            REVERSAL => "reversal",
+            COMPENSATION => "compensation",
             _ => "other",
         }
     }

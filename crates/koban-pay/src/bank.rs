@@ -27,7 +27,7 @@ use koban_store::{LedgerStore, params};
 use rand::Rng;
 
 use crate::accounts::{IssuerAccount, kind};
-use crate::risk::{self, Decision, EventKind};
+use crate::risk::{Decision, EventKind, Parties, RiskEvent};
 use crate::wallets::emoney_leg;
 use crate::{IdempotencyKey, PayError, Payments, format_money};
 
@@ -377,6 +377,7 @@ impl<S: LedgerStore> Payments<S> {
             )),
             false,
         );
+        let link_event = self.link_risk_event(principal, source_id, client).await?;
         let config = self.auth.config();
         let mut tx = self.db().begin().await?;
         let attempt = throttle::begin(&mut tx, config, now, &keys).await?;
@@ -407,6 +408,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         let right = constant_time_eq(&row.bytes(8)?, &self.amounts_hash(source_id, first, second));
         if !right {
+            self.mark_risk_failed(&link_event).await?;
             throttle::record_failure(&mut tx, config, now, &keys, attempt).await?;
             let attempts = tx
                 .query_one(
@@ -458,6 +460,36 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         tx.commit().await?;
         source_from(&row, self.config.micro_deposit_attempts_max)
+    }
+
+    /// Decides (and records) a bank-link confirmation attempt before its amounts are checked:
+    /// the rules may refuse a network or device that failed across many accounts. Returns the
+    /// recorded event's id, marked failed if the amounts turn out wrong.
+    async fn link_risk_event(
+        &self,
+        principal: &Principal,
+        source_id: &str,
+        client: &Client,
+    ) -> Result<String, PayError> {
+        let mut event: RiskEvent = self.risk_event(
+            crate::wallets::Tier::Unverified,
+            principal.cooling_off_until_ms,
+            EventKind::FundingLink,
+            0,
+            0,
+        );
+        event.daily_out_max = u64::MAX;
+        let parties = Parties {
+            source: Some(source_id.to_owned()),
+            ..Parties::of(&principal.user_id, Some(client))
+        };
+        let (decision, id) = self.assess_recorded(&event, &parties).await?;
+        match decision {
+            Decision::Hold | Decision::Deny { .. } => Err(PayError::Declined {
+                code: "risk_declined",
+            }),
+            Decision::Allow | Decision::Challenge => Ok(id),
+        }
     }
 
     /// The caller's funding sources, newest first.
@@ -663,6 +695,8 @@ impl<S: LedgerStore> Payments<S> {
         let holder = self.holder(&principal.user_id).await?;
         let account = self.ledger_account(wallet.account).await?;
         self.check_balance_cap(&holder, &account, amount.minor_units())?;
+        self.assess_topup(principal, id, source_id, Some(verified_at), request, None)
+            .await?;
         // The record first, so the settlement worker finds every hold it must finish.
         self.record_operation(id, &principal.user_id, "topup", wallet.account, request)
             .await?;
@@ -675,6 +709,41 @@ impl<S: LedgerStore> Payments<S> {
             "topup",
         )
         .await
+    }
+
+    /// The risk decision of a top-up from `source_id` (verified at `verified_at`): a hold or a
+    /// deny of the rules declines it.
+    pub(crate) async fn assess_topup(
+        &self,
+        principal: &Principal,
+        id: TransferId,
+        source_id: &str,
+        verified_at: Option<i64>,
+        request: &BankMove,
+        client: Option<&Client>,
+    ) -> Result<(), PayError> {
+        let mut event = self.risk_event(
+            crate::wallets::Tier::Unverified,
+            principal.cooling_off_until_ms,
+            EventKind::Topup,
+            request.amount.minor_units(),
+            0,
+        );
+        event.daily_out_max = u64::MAX;
+        event.cooling_off_max = event.cooling_off_max.map(|_| u64::MAX);
+        let parties = Parties {
+            attempt: Some(id),
+            source: Some(source_id.to_owned()),
+            source_age_s: Some(verified_at.map_or(0, |at| (self.now_ms() - at).max(0) / 1000)),
+            currency: request.currency.code().to_owned(),
+            ..Parties::of(&principal.user_id, client)
+        };
+        match self.assess(&event, &parties).await? {
+            Decision::Allow | Decision::Challenge => Ok(()),
+            Decision::Hold | Decision::Deny { .. } => Err(PayError::Declined {
+                code: "risk_declined",
+            }),
+        }
     }
 
     /// The ledger side of a top-up: a hold from the bank's (or acquirer's) settlement account
@@ -760,11 +829,28 @@ impl<S: LedgerStore> Payments<S> {
         let event = self
             .outgoing_context(principal, EventKind::Payout, &account, amount.minor_units())
             .await?;
-        if let Decision::Deny { code, .. } = risk::decide(&event) {
-            return Err(PayError::Limit {
-                code,
-                detail: "this would exceed a limit on what may leave your wallet today".into(),
-            });
+        let parties = Parties {
+            attempt: Some(id),
+            source: Some(source_id.to_owned()),
+            currency: currency.code().to_owned(),
+            ..Parties::of(&principal.user_id, Some(client))
+        };
+        match self.assess(&event, &parties).await? {
+            Decision::Deny {
+                code: code @ ("daily_limit" | "cooling_off_limit"),
+            } => {
+                return Err(PayError::Limit {
+                    code,
+                    detail: "this would exceed a limit on what may leave your wallet today".into(),
+                });
+            }
+            // A payout cannot wait in suspense for review here: the rules' hold declines it.
+            Decision::Deny { .. } | Decision::Hold => {
+                return Err(PayError::Declined {
+                    code: "risk_declined",
+                });
+            }
+            Decision::Allow | Decision::Challenge => {}
         }
         let action = SensitiveAction::Payment {
             amount_minor: i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),

@@ -10,7 +10,7 @@
 //! in the same atomic batch. Ledger ids derive from the network's ids for each message, so a
 //! retried message is a ledger replay; the message's row then answers it.
 //!
-//! The risk hook ([`crate::risk::decide`]) decides every authorization and increment.
+//! The risk hook ([`Payments::assess`]) decides every authorization and increment.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -26,7 +26,7 @@ use koban_store::{LedgerStore, params};
 
 use crate::accounts::{IssuerAccount, kind};
 use crate::issuing::{CardControls, luhn_valid};
-use crate::risk::{self, Decision, EventKind};
+use crate::risk::{Decision, EventKind, Parties};
 use crate::wallets::{DAY_MS, Tier, emoney_leg};
 use crate::{PayError, Payments, format_money};
 
@@ -714,13 +714,29 @@ impl<S: LedgerStore> Payments<S> {
         // The network cannot ask the holder for step-up; the card's own controls and the
         // reveal behind step-up stand in for it.
         event.step_up_from = u64::MAX;
-        Ok(match risk::decide(&event) {
+        let mut tx = self.db().begin_read().await?;
+        let holder = tx
+            .query_opt(
+                "SELECT user_id, currency FROM issued_cards WHERE id = $1",
+                params![card_id],
+            )
+            .await?;
+        tx.commit().await?;
+        let (customer, currency) = match holder {
+            Some(row) => (row.text(0)?, row.text(1)?),
+            None => (String::new(), String::new()),
+        };
+        let parties = Parties {
+            source: Some(format!("card:{card_id}")),
+            currency,
+            ..Parties::of(&customer, None)
+        };
+        Ok(match self.assess(&event, &parties).await? {
             Decision::Allow | Decision::Challenge => Ok(()),
             Decision::Deny {
                 code: "daily_limit" | "cooling_off_limit",
-                ..
             } => Err(ResponseCode::OverLimit),
-            Decision::Deny { .. } | Decision::Hold { .. } => Err(ResponseCode::DoNotHonour),
+            Decision::Deny { .. } | Decision::Hold => Err(ResponseCode::DoNotHonour),
         })
     }
 

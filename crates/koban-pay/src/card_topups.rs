@@ -283,6 +283,15 @@ impl<S: LedgerStore> Payments<S> {
                 code: "card_declined",
             });
         }
+        self.assess_topup(
+            principal,
+            id,
+            &request.source_id,
+            verified_at,
+            request,
+            Some(client),
+        )
+        .await?;
         self.record_operation(
             id,
             &principal.user_id,

@@ -10,7 +10,7 @@
 //!
 //! Architecture invariants: every money-moving call takes an idempotency key and derives the
 //! ledger ids of its batch from it, so a retry is a ledger replay and never moves money twice;
-//! every movement is decided by [`risk::decide`] first; wallets can never go negative (a
+//! every movement is decided by [`Payments::assess`] first; wallets can never go negative (a
 //! ledger flag); each batch that changes the customers' e-money carries a memo leg on the
 //! issuer's e-money outstanding account, so outstanding always equals the sum of wallets.
 
@@ -19,6 +19,8 @@ pub mod bank;
 pub mod card_keys;
 pub mod card_network;
 pub mod card_topups;
+pub mod cases;
+pub mod fraud;
 pub mod issuing;
 pub mod links;
 pub mod merchant;
@@ -38,7 +40,8 @@ use koban_store::sql::SqlDb;
 use koban_store::{LedgerStore, StoreError};
 
 pub use accounts::IssuerAccount;
-pub use risk::{Decision, RiskEvent};
+pub use koban_risk;
+pub use risk::{Decision, Parties, RiskEvent, RiskRules};
 
 /// Limits of one verification tier, in minor units of the wallet's currency.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +97,9 @@ pub struct PayConfig {
     /// Different cards failing checks at one merchant or from one network within 10 minutes
     /// that raise a card-testing alert and decline further attempts from there.
     pub card_testing_cards_max: usize,
+    /// Reversals and compensations of at least this much wait for a second operator with the
+    /// approver role.
+    pub approval_from_minor: u64,
 }
 
 impl Default for PayConfig {
@@ -130,6 +136,7 @@ impl Default for PayConfig {
             card_capture_tolerance_bps: 0,
             card_bad_codes_max: 3,
             card_testing_cards_max: 5,
+            approval_from_minor: 50_000,
         }
     }
 }
@@ -144,6 +151,10 @@ pub enum PayError {
     Invalid(&'static str),
     #[error("not found")]
     NotFound,
+    /// A risk rules file was refused: the message names the file, the rule and the problem
+    /// (rules hold no secrets).
+    #[error("{0}")]
+    RulesInvalid(String),
     #[error("insufficient funds")]
     InsufficientFunds,
     /// A limit the customer can know about: `code` names it.
@@ -255,6 +266,9 @@ pub struct Payments<S: LedgerStore> {
     /// writer of a group holds.
     row_queue: Arc<Mutex<Vec<QueuedRow>>>,
     row_commit: Arc<tokio::sync::Mutex<()>>,
+    /// The live risk rules (reloadable) and the decisions waiting to be written.
+    pub(crate) risk_rules: Arc<risk::RiskRules>,
+    pub(crate) risk_queue: risk::RiskQueue,
 }
 
 type QueuedRow = (
@@ -309,7 +323,18 @@ impl<S: LedgerStore> Payments<S> {
             network_seen: Arc::default(),
             row_queue: Arc::default(),
             row_commit: Arc::default(),
+            risk_rules: Arc::new(
+                risk::RiskRules::load(None)
+                    .map_err(|_| PayError::Invalid("the default risk rules are invalid"))?,
+            ),
+            risk_queue: Arc::default(),
         })
+    }
+
+    /// Uses these risk rules (loaded from a file, reloadable) instead of the default set.
+    pub fn with_risk_rules(mut self, rules: risk::RiskRules) -> Self {
+        self.risk_rules = Arc::new(rules);
+        self
     }
 
     /// Turns card issuing on with these keys.
@@ -500,6 +525,7 @@ impl<S: LedgerStore> Payments<S> {
         self.settle_due(100).await?;
         self.expire_card_authorizations().await?;
         self.flush_notifications().await?;
+        self.flush_risk().await?;
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
 use crate::accounts::{IssuerAccount, kind};
-use crate::risk::{self, Decision, EventKind};
+use crate::risk::{self, Decision, EventKind, Parties};
 use crate::wallets::emoney_leg;
 use crate::{IdempotencyKey, PayError, Payments, format_money};
 
@@ -403,14 +403,22 @@ impl<S: LedgerStore> Payments<S> {
         let event = self
             .outgoing_context(principal, EventKind::MerchantPayment, &account, amount)
             .await?;
-        let session = match risk::decide(&event) {
-            Decision::Deny { code, .. } => {
+        let parties = Parties {
+            attempt: Some(payment_id),
+            payee: Some(request.merchant_id.clone()),
+            currency: request.currency.code().to_owned(),
+            ..Parties::of(&principal.user_id, Some(client))
+        };
+        let session = match self.assess(&event, &parties).await? {
+            Decision::Deny {
+                code: code @ ("daily_limit" | "cooling_off_limit"),
+            } => {
                 return Err(PayError::Limit {
                     code,
                     detail: "this would exceed a limit on what may leave your wallet today".into(),
                 });
             }
-            Decision::Hold { .. } => {
+            Decision::Hold | Decision::Deny { .. } => {
                 return Err(PayError::Declined {
                     code: "risk_declined",
                 });
@@ -867,7 +875,14 @@ impl<S: LedgerStore> Payments<S> {
         // The customer confirmed with a full session when the code was made, and the per-code
         // limit bounds it: a code charge is never challenged at the till.
         event.step_up_from = u64::MAX;
-        if let Decision::Deny { code, .. } | Decision::Hold { rule: code } = risk::decide(&event) {
+        let parties = Parties {
+            attempt: Some(payment_id),
+            payee: Some(merchant.merchant_id.clone()),
+            currency: currency.code().to_owned(),
+            ..Parties::of(user_id, None)
+        };
+        let decision = self.assess(&event, &parties).await?;
+        if let Decision::Deny { code } = decision {
             return Err(match code {
                 "daily_limit" | "cooling_off_limit" => PayError::Limit {
                     code,
@@ -878,6 +893,11 @@ impl<S: LedgerStore> Payments<S> {
                 _ => PayError::Declined {
                     code: "risk_declined",
                 },
+            });
+        }
+        if decision == Decision::Hold {
+            return Err(PayError::Declined {
+                code: "risk_declined",
             });
         }
         self.capture(
@@ -1094,7 +1114,6 @@ impl<S: LedgerStore> Payments<S> {
             paid_to_payee_today: 0,
             per_payee_daily_max: self.config.per_payee_daily_max,
             payee_account_age_s: None,
-            payee_senders_last_hour: 0,
             step_up_from: self.config.step_up_from_minor,
             review_new_payee_from: self.config.review_new_payee_from_minor,
             fan_in_senders_max: self.config.fan_in_senders_max,

@@ -13,7 +13,7 @@ use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, PageRequest, params};
 
 use crate::accounts::{IssuerAccount, kind};
-use crate::risk::{self, Decision, EventKind, RiskEvent};
+use crate::risk::{Decision, EventKind, Parties, RiskEvent};
 use crate::wallets::{DAY_MS, Holder, PartyKey, Wallet};
 use crate::{IdempotencyKey, PayError, Payments, format_money, mask_name};
 
@@ -193,29 +193,6 @@ impl<S: LedgerStore> Payments<S> {
         }
     }
 
-    /// Distinct payers of `payee` by transfer within the last hour (at most 500 entries read).
-    async fn senders_last_hour(&self, payee: AccountId) -> Result<usize, PayError> {
-        let since = self.auth.now_ms().saturating_sub(3_600_000).max(0) as u64 * 1_000_000;
-        let page = self
-            .store
-            .account_transfers(
-                payee,
-                PageRequest::new(None, 200).map_err(|_| PayError::Invalid("page"))?,
-            )
-            .await?
-            .ok_or(PayError::NotFound)?;
-        let mut senders = std::collections::BTreeSet::new();
-        for t in page.transfers {
-            if t.timestamp.nanos() < since {
-                break;
-            }
-            if t.credit == payee && t.code == kind::P2P {
-                senders.insert(t.debit);
-            }
-        }
-        Ok(senders.len())
-    }
-
     /// Builds the context the risk hook needs for an outgoing movement from `payer`.
     pub(crate) async fn outgoing_context(
         &self,
@@ -322,13 +299,15 @@ impl<S: LedgerStore> Payments<S> {
                 .paid_today_to(payer.id, payee_account.id, midnight_ns)
                 .await?;
         }
-        if event.payee_new && event.payee_account_age_s.is_some_and(|a| a < 7 * 24 * 3600) {
-            event.payee_senders_last_hour = self.senders_last_hour(payee_account.id).await?;
-        }
-        let decision = risk::decide(&event);
+        let parties = Parties {
+            attempt: Some(id),
+            payee: Some(payee.holder.user_id.clone()),
+            currency: request.currency.code().to_owned(),
+            ..Parties::of(&principal.user_id, Some(client))
+        };
+        let decision = self.assess(&event, &parties).await?;
         let needs_step_up = match decision {
-            Decision::Deny { code, rule } => {
-                tracing::info!(rule, "transfer denied by the risk hook");
+            Decision::Deny { code } => {
                 return Err(match code {
                     "daily_limit" | "cooling_off_limit" | "payee_limit" => PayError::Limit {
                         code,
@@ -338,7 +317,7 @@ impl<S: LedgerStore> Payments<S> {
                 });
             }
             Decision::Challenge => true,
-            Decision::Hold { .. } => event.payee_new || amount >= event.step_up_from,
+            Decision::Hold => event.payee_new || amount >= event.step_up_from,
             Decision::Allow => false,
         };
         let session = if needs_step_up {
@@ -359,8 +338,7 @@ impl<S: LedgerStore> Payments<S> {
             None
         };
         let (transfer, status) = match decision {
-            Decision::Hold { rule } => {
-                tracing::info!(rule, "transfer held for review");
+            Decision::Hold => {
                 let transfer = self
                     .hold_for_review(
                         principal,

@@ -1,22 +1,26 @@
-//! The risk hook: one pure decision function that every money movement calls with the event
-//! and its context, and obeys. It ships with the limits and a few obvious rules; the risk
-//! engine will replace its internals (rules as data) without changing its callers.
+//! The risk hook every movement, login and bank-link attempt passes through. The caller
+//! gathers what it already knows into a [`RiskEvent`] and names the parties ([`Parties`]);
+//! [`Payments::assess`] checks the hard limits, reads the feature windows (indexed ranges of
+//! `risk_events`, so several instances agree), runs the live rule set of `koban-risk`, records
+//! the decision with every feature value and fired rule, and answers.
 //!
-//! Architecture invariant: no IO here; the caller gathers the context.
+//! Decisions are written to `risk_events` by [`Payments::flush_risk`] (the worker runs it every
+//! 100 ms), so a payment's hot path costs no extra commit; the events of this instance not yet
+//! written are counted in the windows from memory. Alerts and cases are made in that flush.
 
-/// What kind of movement is being decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    P2p,
-    MerchantPayment,
-    CodeCharge,
-    Topup,
-    Payout,
-    /// An authorization (or increment) on an issued card.
-    CardAuthorization,
-}
+use std::sync::{Arc, Mutex, RwLock};
 
-/// Everything the decision may look at. Amounts are minor units; ages seconds.
+use koban_risk::{Action, Features, Fired, RuleSet, Verdict};
+use koban_store::LedgerStore;
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+use koban_store::{params, sql::Value};
+
+use crate::{PayError, Payments};
+
+pub use koban_risk::EventKind;
+
+/// Everything the payment code knows about a movement before the rules run. Amounts are
+/// minor units; ages seconds.
 #[derive(Clone, Debug)]
 pub struct RiskEvent {
     pub kind: EventKind,
@@ -33,205 +37,701 @@ pub struct RiskEvent {
     pub per_payee_daily_max: u64,
     /// How long the payee's account has existed.
     pub payee_account_age_s: Option<i64>,
-    /// Distinct senders to the payee within the last hour (only gathered for young payees).
-    pub payee_senders_last_hour: usize,
     pub step_up_from: u64,
     pub review_new_payee_from: u64,
     pub fan_in_senders_max: usize,
 }
 
-/// The answer. Reason codes name a limit the customer can know, or say only that risk checks
-/// declined (`risk_declined`, `held_for_review`): they never reveal which rule fired.
+/// Who and where an event involves: the keys of the feature windows and of the record.
+#[derive(Clone, Debug, Default)]
+pub struct Parties {
+    /// The acting customer's user id (`""` when unknown, for example a failed login for an
+    /// address with no account).
+    pub customer: String,
+    /// The client's device cookie id, when it presented one bound to this customer.
+    pub device: Option<String>,
+    /// The client network (IPv4 /24 or IPv6 /64), when the event came from a client.
+    pub network: Option<String>,
+    /// The receiving customer's user id.
+    pub payee: Option<String>,
+    /// The funding source (bank link or card id).
+    pub source: Option<String>,
+    /// Seconds since the source was verified.
+    pub source_age_s: Option<i64>,
+    pub currency: String,
+    /// The attempt failed (wrong password, wrong code).
+    pub failed: bool,
+    /// The attempt's ledger id, for movements a client may retry (after step-up): the record
+    /// of the retry replaces the first one, so one movement counts once in the windows.
+    pub attempt: Option<koban_ledger::TransferId>,
+    /// Card authorizations: merchant category and country.
+    pub mcc: Option<String>,
+    pub merchant_country: Option<String>,
+}
+
+impl Parties {
+    /// The parties of a request made by `customer` from `client`.
+    pub fn of(customer: &str, client: Option<&koban_auth::Client>) -> Parties {
+        Parties {
+            customer: customer.to_owned(),
+            device: client
+                .and_then(|c| c.device.as_ref())
+                .filter(|d| d.user_id == customer)
+                .map(|d| d.id.clone()),
+            network: client.map(|c| c.network.clone()),
+            ..Parties::default()
+        }
+    }
+}
+
+/// The answer the caller obeys. Reason codes name a limit the customer can know, or say only
+/// that risk checks declined: they never reveal which rule fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow,
     /// Go ahead once the customer confirms with step-up bound to amount and payee.
     Challenge,
     /// Move the money into suspense, pending review by an analyst.
-    Hold {
-        rule: &'static str,
-    },
+    Hold,
     Deny {
         code: &'static str,
-        rule: &'static str,
     },
 }
 
-const YOUNG_ACCOUNT_S: i64 = 7 * 24 * 3600;
-
-/// Decides one movement. The strictest applicable answer wins: deny, then hold, then
-/// challenge, then allow.
-pub fn decide(event: &RiskEvent) -> Decision {
+/// The hard limits, checked before any rule: a daily out-flow cap per tier, the cooling-off
+/// cap after a credential change, the per-payee cap. Pure.
+pub fn limits(event: &RiskEvent) -> Option<(&'static str, &'static str)> {
     let after = event.spent_today.saturating_add(event.amount);
-    let outgoing = matches!(
-        event.kind,
-        EventKind::P2p
-            | EventKind::MerchantPayment
-            | EventKind::CodeCharge
-            | EventKind::Payout
-            | EventKind::CardAuthorization
-    );
+    let outgoing = event.kind.outgoing();
     if outgoing && after > event.daily_out_max {
-        return Decision::Deny {
-            code: "daily_limit",
-            rule: "limit.daily_out",
-        };
+        return Some(("daily_limit", "limit.daily_out"));
     }
     if outgoing && event.cooling_off_max.is_some_and(|max| after > max) {
-        return Decision::Deny {
-            code: "cooling_off_limit",
-            rule: "limit.cooling_off",
-        };
+        return Some(("cooling_off_limit", "limit.cooling_off"));
     }
-    if event.kind == EventKind::P2p {
-        if event.paid_to_payee_today.saturating_add(event.amount) > event.per_payee_daily_max {
-            return Decision::Deny {
-                code: "payee_limit",
-                rule: "limit.per_payee",
-            };
-        }
-        let young_payee = event
-            .payee_account_age_s
-            .is_some_and(|age| age < YOUNG_ACCOUNT_S);
-        // Many senders to one fresh account: the shape of a mule collecting victims' money.
-        if young_payee && event.payee_senders_last_hour >= event.fan_in_senders_max {
-            return Decision::Hold {
-                rule: "fan_in.young_payee",
-            };
-        }
-        if event.payee_new && event.amount >= event.review_new_payee_from {
-            return Decision::Hold {
-                rule: "new_payee.large_amount",
-            };
-        }
-        // Right after a credential change, a first payment to someone new is what a takeover
-        // looks like.
-        if event.payee_new && event.cooling_off_max.is_some() {
-            return Decision::Hold {
-                rule: "new_payee.after_credential_change",
-            };
-        }
-        if event.payee_new {
-            return Decision::Challenge;
-        }
+    if event.kind == EventKind::P2p
+        && event.paid_to_payee_today.saturating_add(event.amount) > event.per_payee_daily_max
+    {
+        return Some(("payee_limit", "limit.per_payee"));
     }
-    if outgoing && event.amount >= event.step_up_from {
-        return Decision::Challenge;
-    }
-    Decision::Allow
+    None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The features the caller's event gives directly (the windows come from storage).
+pub fn base_features(event: &RiskEvent, parties: &Parties) -> Features {
+    let mut f = Features::new(event.kind);
+    f.set_int("amount", clamp(event.amount));
+    f.set_text("currency", &parties.currency);
+    f.set_bool("failed", parties.failed);
+    f.set_bool("in_cooling_off", event.cooling_off_max.is_some());
+    f.set_bool("payee_new", event.payee_new);
+    if let Some(age) = event.payee_account_age_s {
+        f.set_int("payee_age_s", age);
+    }
+    if let Some(age) = parties.source_age_s {
+        f.set_int("source_age_s", age);
+    }
+    f.set_bool("device_known", parties.device.is_some());
+    f.set_text("mcc", parties.mcc.as_deref().unwrap_or(""));
+    f.set_text(
+        "merchant_country",
+        parties.merchant_country.as_deref().unwrap_or(""),
+    );
+    f.set_int("step_up_from", clamp(event.step_up_from));
+    f.set_int("review_new_payee_from", clamp(event.review_new_payee_from));
+    f.set_int(
+        "fan_in_senders_max",
+        i64::try_from(event.fan_in_senders_max).unwrap_or(i64::MAX),
+    );
+    f
+}
 
-    fn p2p(amount: u64) -> RiskEvent {
-        RiskEvent {
-            kind: EventKind::P2p,
-            amount,
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// What the verdict of the rules means for the caller.
+pub fn decision_of(verdict: &Verdict) -> Decision {
+    match verdict.action {
+        Action::Allow | Action::Alert => Decision::Allow,
+        Action::Challenge => Decision::Challenge,
+        Action::Hold => Decision::Hold,
+        Action::Deny => Decision::Deny {
+            code: "risk_declined",
+        },
+    }
+}
+
+/// A decided event waiting to be written to `risk_events`.
+#[derive(Clone, Debug)]
+pub(crate) struct Recorded {
+    pub id: String,
+    pub at_ms: i64,
+    pub kind: EventKind,
+    pub parties: Parties,
+    pub amount: i64,
+    pub verdict: Verdict,
+    pub features: Features,
+    pub digest: String,
+}
+
+/// The live rule set and where it came from; shared by every clone of [`Payments`].
+pub struct RiskRules {
+    live: RwLock<Arc<RuleSet>>,
+    path: Option<std::path::PathBuf>,
+}
+
+impl RiskRules {
+    /// The default rule set, or the file at `path` (refused with the file's problem).
+    pub fn load(path: Option<&std::path::Path>) -> Result<RiskRules, String> {
+        let set = match path {
+            Some(path) => read_rules(path)?,
+            None => RuleSet::default_rules(),
+        };
+        Ok(RiskRules {
+            live: RwLock::new(Arc::new(set)),
+            path: path.map(|p| p.to_path_buf()),
+        })
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        match self.live.read() {
+            Ok(live) => live.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the file again; an invalid file leaves the live set as it was.
+    pub fn reload(&self) -> Result<Arc<RuleSet>, String> {
+        let set = match &self.path {
+            Some(path) => Arc::new(read_rules(path)?),
+            None => Arc::new(RuleSet::default_rules()),
+        };
+        match self.live.write() {
+            Ok(mut live) => *live = set.clone(),
+            Err(poisoned) => *poisoned.into_inner() = set.clone(),
+        }
+        Ok(set)
+    }
+
+    /// Replaces the live set (tests, and operators uploading a set).
+    pub fn replace(&self, set: RuleSet) {
+        match self.live.write() {
+            Ok(mut live) => *live = Arc::new(set),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
+        }
+    }
+
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+}
+
+/// Reads and validates a rules file; the error names the file and the problem.
+pub fn read_rules(path: &std::path::Path) -> Result<RuleSet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the rules file {}: {e}", path.display()))?;
+    RuleSet::parse(&text).map_err(|e| format!("the rules file {} is invalid: {e}", path.display()))
+}
+
+pub(crate) type RiskQueue = Arc<Mutex<Vec<Recorded>>>;
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// One dimension's window totals.
+#[derive(Clone, Copy, Debug, Default)]
+struct Window {
+    count_24h: i64,
+    sum_24h: i64,
+    count_1h: i64,
+    sum_1h: i64,
+    count_1m: i64,
+    sum_1m: i64,
+    failures_1h: i64,
+    distinct_1h: i64,
+}
+
+// One arm per dimension, each an index range (dimension, kind, at). An empty key matches
+// nothing; the event's own earlier record (the same attempt before its step-up) is left out.
+// Parameters: $1 hour start, $2 minute start, $3 this event's id, $4 customer, $5 kind,
+// $6 day start, $7 device, $8 network, $9 payee, $10 source.
+const WINDOWS_SQL: &str = "\
+SELECT 0, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
+ FROM risk_events WHERE id <> $3 AND $4 <> '' AND customer = $4 AND kind = $5 AND at > $6 \
+UNION ALL SELECT 1, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
+ FROM risk_events WHERE id <> $3 AND $7 <> '' AND device = $7 AND kind = $5 AND at > $6 \
+UNION ALL SELECT 2, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
+ FROM risk_events WHERE id <> $3 AND $8 <> '' AND network = $8 AND kind = $5 AND at > $6 \
+UNION ALL SELECT 3, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
+ FROM risk_events WHERE id <> $3 AND $9 <> '' AND payee = $9 AND kind = $5 AND at > $6 \
+UNION ALL SELECT 4, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
+ FROM risk_events WHERE id <> $3 AND $10 <> '' AND source = $10 AND kind = $5 AND at > $6 \
+UNION ALL SELECT 5, COUNT(*), CAST(COALESCE(MAX(at), 0) AS BIGINT), 0, 0, 0, 0, 0, 0 \
+ FROM risk_events WHERE $4 <> '' AND customer = $4 AND kind = 'topup' AND at > $6";
+
+const DIMS: [&str; 5] = ["customer", "device", "network", "payee", "source"];
+
+impl<S: LedgerStore> Payments<S> {
+    /// The live rule set.
+    pub fn risk_rules(&self) -> &RiskRules {
+        &self.risk_rules
+    }
+
+    /// Decides one event: hard limits first, then the rules over the features; records the
+    /// decision. The caller obeys the answer.
+    pub async fn assess(&self, event: &RiskEvent, parties: &Parties) -> Result<Decision, PayError> {
+        Ok(self.assess_recorded(event, parties).await?.0)
+    }
+
+    /// [`Payments::assess`], also returning the id of the recorded event.
+    pub async fn assess_recorded(
+        &self,
+        event: &RiskEvent,
+        parties: &Parties,
+    ) -> Result<(Decision, String), PayError> {
+        let started = std::time::Instant::now();
+        let now = self.now_ms();
+        // One record per attempt: a retry after step-up replaces the first decision.
+        let id = match parties.attempt {
+            Some(attempt) => uuid::Uuid::from_u128(attempt.get()).to_string(),
+            None => koban_auth::secret::new_id(),
+        };
+        let mut features = base_features(event, parties);
+        let rules = self.risk_rules.current();
+        let (decision, verdict) = match limits(event) {
+            Some((code, rule)) => (
+                Decision::Deny { code },
+                Verdict {
+                    action: Action::Deny,
+                    score: 0,
+                    fired: vec![Fired {
+                        rule: rule.to_owned(),
+                        action: Action::Deny,
+                        score: 0,
+                        reason: code.to_owned(),
+                        case_by: koban_risk::CaseBy::Customer,
+                    }],
+                    errors: Vec::new(),
+                },
+            ),
+            None => {
+                self.window_features(&id, now, event.kind, parties, &mut features)
+                    .await?;
+                let verdict = rules.decide(&features);
+                for rule in &verdict.errors {
+                    tracing::warn!(rule = %rule, "a risk rule failed to evaluate");
+                }
+                (decision_of(&verdict), verdict)
+            }
+        };
+        metrics::counter!("koban_risk_decisions_total", "action" => verdict.action.as_str())
+            .increment(1);
+        metrics::histogram!("koban_risk_decision_seconds").record(started.elapsed().as_secs_f64());
+        if let Some(top) = verdict.strictest() {
+            tracing::info!(event = event.kind.as_str(), rule = %top.rule, action = top.action.as_str(), "risk rule fired");
+        }
+        self.queue_risk(Recorded {
+            id: id.clone(),
+            at_ms: now,
+            kind: event.kind,
+            parties: parties.clone(),
+            amount: clamp(event.amount),
+            verdict,
+            features,
+            digest: rules.digest(),
+        });
+        Ok((decision, id))
+    }
+
+    /// Marks a recorded event as a failed attempt (the secret it carried was wrong).
+    pub async fn mark_risk_failed(&self, id: &str) -> Result<(), PayError> {
+        if let Ok(mut queue) = self.risk_queue.lock()
+            && let Some(r) = queue.iter_mut().find(|r| r.id == id)
+        {
+            r.parties.failed = true;
+            r.features.set_bool("failed", true);
+            return Ok(());
+        }
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE risk_events SET failed = 1 WHERE id = $1",
+            params![id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Reloads the live rule set from its file (`actor` did it: an operator, or `system` on
+    /// SIGHUP); an invalid file is refused and the live set stays. Audited either way.
+    pub async fn reload_risk_rules(&self, actor: &str) -> Result<Arc<RuleSet>, PayError> {
+        let result = self.risk_rules.reload();
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        koban_auth::audit::append(
+            &mut tx,
+            now,
+            koban_auth::audit::AuditEvent {
+                actor,
+                action: if result.is_ok() {
+                    "risk.rules_reloaded"
+                } else {
+                    "risk.rules_refused"
+                },
+                subject: "risk_rules",
+                details: match &result {
+                    Ok(set) => {
+                        serde_json::json!({ "digest": set.digest(), "rules": set.rules().len() })
+                    }
+                    Err(problem) => serde_json::json!({ "problem": problem }),
+                },
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        result.map_err(PayError::RulesInvalid)
+    }
+
+    fn queue_risk(&self, recorded: Recorded) {
+        if let Ok(mut queue) = self.risk_queue.lock() {
+            match queue.iter_mut().find(|r| r.id == recorded.id) {
+                Some(earlier) => *earlier = recorded,
+                None => queue.push(recorded),
+            }
+        }
+    }
+
+    /// Records a login attempt (success or wrong password) for the windows, the timeline and
+    /// the rules; alerts only (a login's refusal is the identity service's).
+    pub async fn record_login(
+        &self,
+        email: &str,
+        client: &koban_auth::Client,
+        failed: bool,
+    ) -> Result<(), PayError> {
+        let normalized = email.trim().to_lowercase();
+        let mut tx = self.db().begin_read().await?;
+        let user = tx
+            .query_opt(
+                "SELECT id FROM users WHERE email = $1",
+                params![normalized.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        let customer = match user {
+            Some(row) => row.text(0)?,
+            None => String::new(),
+        };
+        let event = RiskEvent {
+            kind: EventKind::Login,
+            amount: 0,
             spent_today: 0,
-            daily_out_max: 50_000,
+            daily_out_max: u64::MAX,
             cooling_off_max: None,
             payee_new: false,
             paid_to_payee_today: 0,
-            per_payee_daily_max: 30_000,
-            payee_account_age_s: Some(365 * 24 * 3600),
-            payee_senders_last_hour: 0,
-            step_up_from: 10_000,
-            review_new_payee_from: 20_000,
-            fan_in_senders_max: 5,
+            per_payee_daily_max: u64::MAX,
+            payee_account_age_s: None,
+            step_up_from: self.config.step_up_from_minor,
+            review_new_payee_from: self.config.review_new_payee_from_minor,
+            fan_in_senders_max: self.config.fan_in_senders_max,
+        };
+        let parties = Parties {
+            failed,
+            ..Parties::of(&customer, Some(client))
+        };
+        self.assess(&event, &parties).await.map(|_| ())
+    }
+
+    /// Fills the window features of `parties` from `risk_events` and this instance's
+    /// unwritten events, and the customer's own facts (age, tier, device, credential change).
+    async fn window_features(
+        &self,
+        id: &str,
+        now: i64,
+        kind: EventKind,
+        parties: &Parties,
+        f: &mut Features,
+    ) -> Result<(), PayError> {
+        let key = |v: &Option<String>| v.clone().unwrap_or_default();
+        let keys = [
+            parties.customer.clone(),
+            key(&parties.device),
+            key(&parties.network),
+            key(&parties.payee),
+            key(&parties.source),
+        ];
+        let (hour, minute, day) = (now - HOUR_MS, now - MINUTE_MS, now - DAY_MS);
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                WINDOWS_SQL,
+                params![
+                    hour,
+                    minute,
+                    id,
+                    keys[0].as_str(),
+                    kind.as_str(),
+                    day,
+                    keys[1].as_str(),
+                    keys[2].as_str(),
+                    keys[3].as_str(),
+                    keys[4].as_str()
+                ],
+            )
+            .await?;
+        let mut windows = [Window::default(); 5];
+        let mut last_topup_at = 0i64;
+        for row in &rows {
+            let dim = usize::try_from(row.i64(0)?).unwrap_or(0);
+            if dim == 5 {
+                last_topup_at = row.i64(2)?;
+                continue;
+            }
+            if let Some(w) = windows.get_mut(dim) {
+                *w = Window {
+                    count_24h: row.i64(1)?,
+                    sum_24h: row.i64(2)?,
+                    count_1h: row.i64(3)?,
+                    sum_1h: row.i64(4)?,
+                    count_1m: row.i64(5)?,
+                    sum_1m: row.i64(6)?,
+                    failures_1h: row.i64(7)?,
+                    distinct_1h: row.i64(8)?,
+                };
+            }
         }
-    }
-
-    #[test]
-    fn a_small_payment_to_a_known_payee_is_allowed() {
-        assert_eq!(decide(&p2p(500)), Decision::Allow);
-    }
-
-    #[test]
-    fn limits_deny_with_a_code_the_customer_can_act_on() {
-        let over_day = RiskEvent {
-            spent_today: 45_000,
-            ..p2p(6_000)
-        };
-        assert!(matches!(
-            decide(&over_day),
-            Decision::Deny {
-                code: "daily_limit",
-                ..
+        let mut last_topup_amount = 0i64;
+        if last_topup_at > 0 {
+            last_topup_amount = tx
+                .query_opt(
+                    "SELECT amount FROM risk_events WHERE customer = $1 AND kind = 'topup' AND at = $2",
+                    params![keys[0].as_str(), last_topup_at],
+                )
+                .await?
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(0);
+        }
+        if !parties.customer.is_empty() {
+            let facts = tx
+                .query_opt(
+                    "SELECT u.created_at, \
+                     (SELECT first_seen_at FROM known_devices d WHERE d.user_id = u.id AND d.device_id = $1), \
+                     (SELECT MAX(at) FROM audit_log a WHERE a.subject IN (u.id, $2) AND a.action IN ('password.changed', 'password.reset', 'email.changed', 'phone.changed', 'factor.removed', 'factor.recovery_codes.replaced')), \
+                     (SELECT status FROM kyc k WHERE k.user_id = u.id) \
+                     FROM users u WHERE u.id = $3",
+                    params![
+                        keys[1].as_str(),
+                        format!("user:{}", parties.customer),
+                        parties.customer.as_str()
+                    ],
+                )
+                .await?;
+            if let Some(row) = facts {
+                f.set_int("customer_age_s", (now - row.i64(0)?).max(0) / 1000);
+                if let Some(first_seen) = row.opt_i64(1)? {
+                    f.set_int("device_age_s", (now - first_seen).max(0) / 1000);
+                } else {
+                    f.set_bool("device_known", false);
+                }
+                if let Some(changed) = row.opt_i64(2)? {
+                    f.set_int("since_credential_change_s", (now - changed).max(0) / 1000);
+                }
+                f.set_bool(
+                    "customer_verified",
+                    row.opt_text(3)?.as_deref() == Some("approved"),
+                );
             }
-        ));
-        let over_payee = RiskEvent {
-            paid_to_payee_today: 29_000,
-            ..p2p(2_000)
+        }
+        let (global_now, global_baseline) = if kind == EventKind::Login {
+            let minute_no = now / MINUTE_MS;
+            let row = tx
+                .query_one(
+                    "SELECT CAST(COALESCE(SUM(CASE WHEN minute = $1 THEN failures ELSE 0 END), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(CASE WHEN minute < $1 THEN failures ELSE 0 END), 0) AS BIGINT) \
+                     FROM failure_minutes WHERE minute >= $2 AND minute <= $1",
+                    params![minute_no, minute_no - 60],
+                )
+                .await?;
+            (row.i64(0)?, row.i64(1)? / 60)
+        } else {
+            (0, 0)
         };
-        assert!(matches!(
-            decide(&over_payee),
-            Decision::Deny {
-                code: "payee_limit",
-                ..
+        tx.commit().await?;
+
+        // This instance's events not yet written count too.
+        let mut senders_pending = std::collections::BTreeSet::new();
+        let mut network_customers_pending = std::collections::BTreeSet::new();
+        if let Ok(queue) = self.risk_queue.lock() {
+            for r in queue.iter() {
+                if r.at_ms <= day || r.id == id {
+                    continue;
+                }
+                if r.kind == EventKind::Topup
+                    && r.parties.customer == parties.customer
+                    && r.at_ms >= last_topup_at
+                {
+                    last_topup_at = r.at_ms;
+                    last_topup_amount = r.amount;
+                }
+                if r.kind != kind {
+                    continue;
+                }
+                let theirs = [
+                    Some(r.parties.customer.clone()).filter(|c| !c.is_empty()),
+                    r.parties.device.clone(),
+                    r.parties.network.clone(),
+                    r.parties.payee.clone(),
+                    r.parties.source.clone(),
+                ];
+                for (i, w) in windows.iter_mut().enumerate() {
+                    if keys[i].is_empty() || theirs[i].as_deref() != Some(keys[i].as_str()) {
+                        continue;
+                    }
+                    w.count_24h += 1;
+                    w.sum_24h = w.sum_24h.saturating_add(r.amount);
+                    if r.at_ms > hour {
+                        w.count_1h += 1;
+                        w.sum_1h = w.sum_1h.saturating_add(r.amount);
+                        if r.parties.failed {
+                            w.failures_1h += 1;
+                        }
+                        if i == 3 {
+                            senders_pending.insert(r.parties.customer.clone());
+                        }
+                        if i == 2 {
+                            network_customers_pending.insert(r.parties.customer.clone());
+                        }
+                    }
+                    if r.at_ms > minute {
+                        w.count_1m += 1;
+                        w.sum_1m = w.sum_1m.saturating_add(r.amount);
+                    }
+                }
             }
-        ));
-        let cooling = RiskEvent {
-            cooling_off_max: Some(10_000),
-            ..p2p(10_001)
-        };
-        assert!(matches!(
-            decide(&cooling),
-            Decision::Deny {
-                code: "cooling_off_limit",
-                ..
-            }
-        ));
-        // Exactly at the cap is allowed.
-        let at_cap = RiskEvent {
-            spent_today: 40_000,
-            ..p2p(9_999)
-        };
-        assert_eq!(decide(&at_cap), Decision::Allow);
+        }
+        // Distinct counts add this instance's unwritten senders (one written a moment ago and
+        // sending again within the flush interval may count twice: a slight overestimate).
+        windows[3].distinct_1h += i64::try_from(senders_pending.len()).unwrap_or(0);
+        windows[2].distinct_1h += i64::try_from(network_customers_pending.len()).unwrap_or(0);
+        for (i, w) in windows.iter().enumerate() {
+            let d = DIMS[i];
+            f.set_int(&format!("{d}_count_24h"), w.count_24h);
+            f.set_int(&format!("{d}_sum_24h"), w.sum_24h);
+            f.set_int(&format!("{d}_count_1h"), w.count_1h);
+            f.set_int(&format!("{d}_sum_1h"), w.sum_1h);
+            f.set_int(&format!("{d}_count_1m"), w.count_1m);
+            f.set_int(&format!("{d}_sum_1m"), w.sum_1m);
+        }
+        f.set_int("customer_failures_1h", windows[0].failures_1h);
+        f.set_int("device_failures_1h", windows[1].failures_1h);
+        f.set_int("network_failures_1h", windows[2].failures_1h);
+        f.set_int("network_customers_1h", windows[2].distinct_1h);
+        if kind == EventKind::P2p {
+            f.set_int("payee_senders_1h", windows[3].distinct_1h);
+        }
+        if last_topup_at > 0 {
+            f.set_int("since_topup_s", (now - last_topup_at).max(0) / 1000);
+            f.set_int("last_topup_amount", last_topup_amount);
+        }
+        f.set_int("global_login_failures_1m", global_now);
+        f.set_int("global_login_failures_baseline", global_baseline);
+        Ok(())
     }
 
-    #[test]
-    fn new_payees_and_large_amounts_need_step_up() {
-        let new = RiskEvent {
-            payee_new: true,
-            ..p2p(100)
+    /// Writes the decisions queued since the last flush, and makes alerts and cases from the
+    /// ones that raise one. Returns how many events were written.
+    pub async fn flush_risk(&self) -> Result<usize, PayError> {
+        let batch: Vec<Recorded> = match self.risk_queue.lock() {
+            Ok(mut queue) => std::mem::take(&mut *queue),
+            Err(_) => return Ok(0),
         };
-        assert_eq!(decide(&new), Decision::Challenge);
-        assert_eq!(decide(&p2p(10_000)), Decision::Challenge);
-        assert_eq!(decide(&p2p(9_999)), Decision::Allow);
-    }
-
-    #[test]
-    fn suspicious_shapes_are_held_and_their_look_alikes_are_not() {
-        let large_new = RiskEvent {
-            payee_new: true,
-            ..p2p(20_000)
-        };
-        assert!(matches!(decide(&large_new), Decision::Hold { .. }));
-        let after_change = RiskEvent {
-            payee_new: true,
-            cooling_off_max: Some(40_000),
-            ..p2p(1_000)
-        };
-        assert!(matches!(decide(&after_change), Decision::Hold { .. }));
-        // The same payee known from before the change is only limited, not held.
-        let known_after_change = RiskEvent {
-            cooling_off_max: Some(40_000),
-            ..p2p(1_000)
-        };
-        assert_eq!(decide(&known_after_change), Decision::Allow);
-        let fan_in = RiskEvent {
-            payee_account_age_s: Some(3600),
-            payee_senders_last_hour: 5,
-            ..p2p(1_000)
-        };
-        assert!(matches!(decide(&fan_in), Decision::Hold { .. }));
-        // Many senders to an old account (a shop, a club treasurer) is normal.
-        let old_popular = RiskEvent {
-            payee_senders_last_hour: 50,
-            ..p2p(1_000)
-        };
-        assert_eq!(decide(&old_popular), Decision::Allow);
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db().begin().await?;
+        for r in &batch {
+            let fired = serde_json::to_string(&r.verdict.fired).unwrap_or_else(|_| "[]".into());
+            tx.execute(
+                "INSERT INTO risk_events (id, at, kind, customer, device, network, payee, source, amount, currency, failed, action, score, fired, features, rules_digest) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at, failed = excluded.failed, action = excluded.action, \
+                 score = excluded.score, fired = excluded.fired, features = excluded.features, rules_digest = excluded.rules_digest",
+                vec![
+                    Value::from(r.id.as_str()),
+                    Value::from(r.at_ms),
+                    Value::from(r.kind.as_str()),
+                    Value::from(r.parties.customer.as_str()),
+                    Value::from(r.parties.device.as_deref().unwrap_or("")),
+                    Value::from(r.parties.network.as_deref().unwrap_or("")),
+                    Value::from(r.parties.payee.as_deref().unwrap_or("")),
+                    Value::from(r.parties.source.as_deref().unwrap_or("")),
+                    Value::from(r.amount),
+                    Value::from(r.parties.currency.as_str()),
+                    Value::from(i64::from(r.parties.failed)),
+                    Value::from(r.verdict.action.as_str()),
+                    Value::from(r.verdict.score),
+                    Value::from(fired.as_str()),
+                    Value::from(r.features.to_json().to_string().as_str()),
+                    Value::from(r.digest.as_str()),
+                ],
+            )
+            .await?;
+        }
+        for r in &batch {
+            for fired in r.verdict.fired.iter().filter(|f| f.action.raises_alert()) {
+                let subject = match fired.case_by {
+                    koban_risk::CaseBy::Payee => r.parties.payee.clone(),
+                    koban_risk::CaseBy::Customer => Some(r.parties.customer.clone()),
+                }
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| {
+                    // An attempt on no known account (stuffing unknown addresses): grouped
+                    // under the network it came from.
+                    format!(
+                        "network:{}",
+                        r.parties.network.as_deref().unwrap_or("unknown")
+                    )
+                });
+                let role = match fired.case_by {
+                    koban_risk::CaseBy::Payee => "payee",
+                    koban_risk::CaseBy::Customer => "customer",
+                };
+                crate::cases::raise_alert(
+                    &mut tx,
+                    r.at_ms,
+                    &crate::cases::NewAlert {
+                        rule: &fired.rule,
+                        reason: &fired.reason,
+                        action: fired.action.as_str(),
+                        score: fired.score,
+                        event_id: Some(&r.id),
+                        subject: &subject,
+                        subject_role: role,
+                    },
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(batch.len())
     }
 }

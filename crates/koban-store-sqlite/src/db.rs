@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_identity.sql")),
     (3, include_str!("../migrations/0003_payments.sql")),
     (4, include_str!("../migrations/0004_cards.sql")),
+    (5, include_str!("../migrations/0005_risk.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

@@ -359,6 +359,7 @@ impl Started {
 
 pub(crate) async fn start_server(
     card_keys: Option<koban_pay::card_keys::CardKeys>,
+    rules: koban_pay::koban_risk::RuleSet,
 ) -> anyhow::Result<Started> {
     let dir = tempfile::tempdir()?;
     let store = SqliteStore::open(&dir.path().join("bench.db"), SqliteConfig::default())?;
@@ -385,6 +386,9 @@ pub(crate) async fn start_server(
         Some(keys) => pay.with_card_keys(keys),
         None => pay,
     };
+    let risk = koban_pay::RiskRules::load(None).map_err(|e| anyhow!("{e}"))?;
+    risk.replace(rules);
+    let pay = pay.with_risk_rules(risk);
     pay.open_issuer_accounts()
         .await
         .map_err(|e| anyhow!("{e}"))?;
@@ -455,7 +459,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
                 _dir: None,
             }
         }
-        None => start_server(None).await?,
+        None => start_server(None, koban_pay::koban_risk::RuleSet::default_rules()).await?,
     };
     let addr = started.addr;
     let run = uuid::Uuid::now_v7().simple().to_string()[..8].to_owned();

@@ -36,9 +36,19 @@ pub enum Command {
     /// Card data keys: create a key file, rotate the data key.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The risk engine: replay recorded events through candidate rules.
+    #[command(subcommand)]
+    Risk(RiskCommand),
     /// A card-network simulator: drives a card through realistic message sequences against
     /// a running server (auth, incremental, partial captures, reversal, refund, expiry).
     CardNetwork(crate::card_network::CardNetworkArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RiskCommand {
+    /// Replay recorded events through a candidate rules file and report, per rule, how many
+    /// events it would have alerted, challenged, held or denied, against the live set.
+    Backtest(crate::risk::BacktestArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,6 +137,15 @@ pub struct PaymentArgs {
     /// How far a clearing may exceed its authorization, in basis points (1500 = 15%).
     #[arg(long, env = "KOBAN_CARD_CAPTURE_TOLERANCE_BPS", default_value_t = 0)]
     pub card_capture_tolerance_bps: u64,
+    /// The risk rules file (TOML; see crates/koban-risk/RULES.md). Without it the built-in
+    /// default set runs. Reloaded on SIGHUP or POST /v1/ops/risk/rules/reload; an invalid
+    /// file is refused at start and, on reload, leaves the live set in place.
+    #[arg(long, env = "KOBAN_RISK_RULES")]
+    pub risk_rules: Option<std::path::PathBuf>,
+    /// Reversals and compensations of at least this much need a second operator with the
+    /// approver role.
+    #[arg(long, env = "KOBAN_APPROVAL_FROM", default_value_t = 50_000)]
+    pub approval_from: u64,
 }
 
 impl PaymentArgs {
@@ -169,6 +188,7 @@ impl PaymentArgs {
                 }
                 self.card_capture_tolerance_bps
             },
+            approval_from_minor: self.approval_from,
             ..koban_pay::PayConfig::default()
         })
     }
@@ -193,6 +213,9 @@ pub enum BenchCommand {
     /// Card authorizations over the signed card-network API on loopback with concurrent
     /// clients (starts a server on a fresh temporary SQLite database).
     Cards(crate::bench_cards::CardsBenchArgs),
+    /// A seeded synthetic population (normal customers plus injected attacks D1, D4, D5, D7)
+    /// through the risk decision engine: throughput, latency, attacks caught, false positives.
+    Risk(crate::risk::RiskBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -221,6 +244,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(BenchCommand::Login(args)) => crate::bench_login::login(args).await,
             Command::Bench(BenchCommand::Api(args)) => crate::bench_api::api(args).await,
             Command::Bench(BenchCommand::Cards(args)) => crate::bench_cards::cards(args).await,
+            Command::Bench(BenchCommand::Risk(args)) => crate::risk::bench(args),
+            Command::Risk(RiskCommand::Backtest(args)) => {
+                let url = args.database.database_url.expose().to_owned();
+                backend::open(&url, BackendOptions::default(), args).await
+            }
             Command::Keys(KeysCommand::Generate(args)) => crate::keys::generate(args),
             Command::Keys(KeysCommand::Rotate(args)) => {
                 let url = args.database.database_url.expose().to_owned();

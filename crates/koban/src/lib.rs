@@ -14,4 +14,5 @@ pub mod card_network;
 pub mod cli;
 pub mod identity;
 pub mod keys;
+pub mod risk;
 pub mod serve;

@@ -114,6 +114,10 @@ impl WithStore for Serve {
         let mut pay =
             koban_pay::Payments::new(store.clone(), auth.clone(), args.payments.config(args.dev)?)
                 .map_err(|e| anyhow::anyhow!("payments: {e}"))?;
+        let rules = koban_pay::RiskRules::load(args.payments.risk_rules.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(rules = rules.current().rules().len(), digest = %rules.current().digest(), "risk rules loaded");
+        pay = pay.with_risk_rules(rules);
         match (&args.payments.card_keys_file, args.dev) {
             (Some(path), _) => pay = pay.with_card_keys(crate::keys::load(path)?),
             (None, true) => {
@@ -151,6 +155,7 @@ impl WithStore for Serve {
         if pay.config().sandbox {
             tracing::warn!("the sandbox bank and the test-money faucet are on: not for real money");
         }
+        tokio::spawn(reload_on_sighup(pay.clone()));
         let workers = tokio::spawn(koban_api::run_workers::<S>(
             auth.clone(),
             pay.clone(),
@@ -185,6 +190,31 @@ impl WithStore for Serve {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Reloads the risk rules on every SIGHUP (an invalid file is logged and the live set stays).
+async fn reload_on_sighup<S: LedgerStore>(pay: koban_pay::Payments<S>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("SIGHUP cannot be watched: reload the risk rules through the API");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match pay.reload_risk_rules("system:sighup").await {
+                Ok(set) => {
+                    tracing::info!(rules = set.rules().len(), digest = %set.digest(), "risk rules reloaded")
+                }
+                Err(error) => {
+                    tracing::error!(%error, "risk rules not reloaded; the previous set stays")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = pay;
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {

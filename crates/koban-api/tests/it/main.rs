@@ -7,6 +7,7 @@ mod operators;
 mod passkeys;
 mod payments;
 mod recovery;
+mod risk;
 mod signin;
 mod stepup;
 mod throttling;

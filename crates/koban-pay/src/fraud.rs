@@ -1,0 +1,752 @@
+//! Analysts' actions on fraud, each in the audit chain: freezing a customer's wallets,
+//! reversing a completed transfer while the receiver still holds the funds (and freezing the
+//! receiver), and compensating a victim from the fraud-losses account with the case attached.
+//! A reversal or compensation of at least `approval_from_minor` waits for a second operator
+//! with the approver role (maker-checker: the requester cannot approve). Also the measures of
+//! the fraud operation.
+
+use koban_auth::audit::{self, AuditEvent};
+use koban_auth::{Principal, Role};
+use koban_ledger::{
+    AccountId, Amount, Currency, Metadata, Move, RejectReason, StateChange, TransferId,
+    TransferKind, TransferRequest,
+};
+use koban_store::LedgerStore;
+use koban_store::params;
+use koban_store::sql::{Row, SqlDb, SqlTx, SqlTxExt};
+
+use crate::accounts::{IssuerAccount, kind};
+use crate::cases::OPERATORS;
+use crate::wallets::emoney_leg;
+use crate::{PayError, Payments, format_money};
+
+/// A reversal or compensation, as requested and as decided.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RiskAction {
+    pub id: String,
+    pub kind: String,
+    pub case_id: Option<String>,
+    pub transfer_id: Option<String>,
+    pub customer: String,
+    pub amount: i64,
+    pub currency: String,
+    pub note: String,
+    /// pending (waits for an approver) | done | rejected | refused (the ledger said no)
+    pub status: String,
+    pub requested_by: String,
+    pub approved_by: Option<String>,
+    pub ledger_id: Option<String>,
+}
+
+/// The columns [`action_from`] reads, as a literal for `concat!` (statements are `'static`).
+macro_rules! action_columns {
+    () => {
+        "id, kind, case_id, transfer_id, customer, amount, currency, note, status, requested_by, approved_by, ledger_id"
+    };
+}
+
+fn uuid_text(bytes: Option<Vec<u8>>) -> Option<String> {
+    bytes
+        .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+        .map(|b| uuid::Uuid::from_bytes(b).to_string())
+}
+
+fn action_from(row: &Row) -> Result<RiskAction, PayError> {
+    Ok(RiskAction {
+        id: row.text(0)?,
+        kind: row.text(1)?,
+        case_id: row.opt_text(2)?,
+        transfer_id: uuid_text(row.opt_bytes(3)?),
+        customer: row.text(4)?,
+        amount: row.i64(5)?,
+        currency: row.text(6)?,
+        note: row.text(7)?,
+        status: row.text(8)?,
+        requested_by: row.text(9)?,
+        approved_by: row.opt_text(10)?,
+        ledger_id: uuid_text(row.opt_bytes(11)?),
+    })
+}
+
+/// The measures of the fraud operation.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RiskStats {
+    pub alerts_by_rule: Vec<(String, i64)>,
+    pub decisions_by_action: Vec<(String, i64)>,
+    pub cases_open: i64,
+    pub holds_pending: i64,
+    pub amount_held: i64,
+    /// What compensations cost the issuer (the fraud-losses account), per currency.
+    pub amount_lost: Vec<(String, i64)>,
+    pub amount_compensated: i64,
+    pub amount_reversed: i64,
+    /// Time to detect (first event of a case to its first alert), in seconds, over cases.
+    pub time_to_detect_s: Distribution,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Distribution {
+    pub count: usize,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub max: Option<f64>,
+}
+
+fn nearest_rank(sorted: &[i64], per_cent: usize) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (sorted.len() * per_cent).div_ceil(100).max(1);
+    sorted.get(rank - 1).map(|ms| *ms as f64 / 1000.0)
+}
+
+/// What to do with a pending action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+impl<S: LedgerStore> Payments<S> {
+    async fn wallets_of(&self, user_id: &str) -> Result<Vec<(Currency, AccountId)>, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT currency, account_id FROM wallets WHERE user_id = $1 ORDER BY currency",
+                params![user_id],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                let currency = Currency::parse(&r.text(0)?)
+                    .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
+                let account = AccountId::from_bytes(&r.bytes(1)?)
+                    .map_err(|_| PayError::Invalid("a stored id is not valid"))?;
+                Ok((currency, account))
+            })
+            .collect()
+    }
+
+    async fn set_frozen(&self, account: AccountId, frozen: bool) -> Result<(), PayError> {
+        let change = if frozen {
+            StateChange::Freeze
+        } else {
+            StateChange::Unfreeze
+        };
+        self.store
+            .change_account_state(account, change)
+            .await?
+            .map_err(|_| PayError::Conflict("the wallet cannot change state (closed)"))?;
+        Ok(())
+    }
+
+    /// Freezes (or unfreezes) every wallet of a customer: a frozen wallet can neither send nor
+    /// receive; its pending holds stay as they are. Audited.
+    pub async fn freeze_customer(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+        freeze: bool,
+        reason: &str,
+    ) -> Result<usize, PayError> {
+        principal.operator(OPERATORS)?;
+        let reason = bounded_note(reason)?;
+        let wallets = self.wallets_of(user_id).await?;
+        if wallets.is_empty() {
+            return Err(PayError::NotFound);
+        }
+        for (_, account) in &wallets {
+            let _lock = self.lock_wallet(*account).await;
+            self.set_frozen(*account, freeze).await?;
+        }
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        audit::append(
+            &mut tx,
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: if freeze {
+                    "risk.account_frozen"
+                } else {
+                    "risk.account_unfrozen"
+                },
+                subject: &format!("user:{user_id}"),
+                details: serde_json::json!({ "wallets": wallets.len(), "reason": reason }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(wallets.len())
+    }
+
+    /// Submits `batch` touching `accounts`; accounts frozen by an analyst are thawed for the
+    /// batch and frozen again after it (under this instance's wallet locks), so a frozen mule's
+    /// funds can still be taken back and a frozen victim still made whole.
+    async fn submit_through_freeze(
+        &self,
+        accounts: &[AccountId],
+        batch: Vec<TransferRequest>,
+    ) -> Result<Result<(), RejectReason>, PayError> {
+        let mut thawed = Vec::new();
+        for account in accounts {
+            let state = self.ledger_account(*account).await?;
+            if state.flags.frozen {
+                self.set_frozen(*account, false).await?;
+                thawed.push(*account);
+            }
+        }
+        let outcome = self.store.submit(batch).await;
+        for account in &thawed {
+            self.set_frozen(*account, true).await?;
+        }
+        Ok(outcome?.map(|_| ()).map_err(|r| r.reason))
+    }
+
+    /// Asks to reverse a completed P2P transfer (or a released review hold): the receiver's
+    /// wallet pays the amount back to the payer's and is frozen. Done at once below the
+    /// approval threshold, otherwise it waits for an approver.
+    pub async fn request_reversal(
+        &self,
+        principal: &Principal,
+        transfer: TransferId,
+        case_id: Option<&str>,
+        note: &str,
+    ) -> Result<RiskAction, PayError> {
+        let me = principal.operator(OPERATORS)?;
+        let note = bounded_note(note)?;
+        let (payer, receiver, amount, currency) = self.reversible(transfer).await?;
+        let payer_user = self.owner_of(payer).await?;
+        let id = koban_auth::secret::new_id();
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        self.check_case(&mut tx, case_id).await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO risk_actions (id, kind, case_id, transfer_id, customer, amount, currency, note, status, requested_by, requested_at) \
+                 VALUES ($1, 'reverse', $2, $3, $4, $5, $6, $7, 'pending', $8, $9) ON CONFLICT DO NOTHING",
+                params![
+                    id.as_str(),
+                    case_id,
+                    transfer.to_bytes().to_vec(),
+                    payer_user.as_str(),
+                    i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                    currency.code(),
+                    note,
+                    me.operator_id.as_str(),
+                    now
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(PayError::Conflict(
+                "a reversal of this transfer is already pending or done",
+            ));
+        }
+        audit::append(
+            &mut tx,
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: "risk.reversal_requested",
+                subject: &format!("user:{payer_user}"),
+                details: serde_json::json!({
+                    "action": id, "case": case_id, "transfer": uuid::Uuid::from_u128(transfer.get()).to_string(),
+                    "amount": amount.minor_units(), "currency": currency.code(), "receiver": uuid::Uuid::from_u128(receiver.get()).to_string(),
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        if amount.minor_units() < self.config.approval_from_minor {
+            return self.execute_action(principal, &id, None).await;
+        }
+        self.risk_action(&id).await
+    }
+
+    /// Asks to compensate a victim: a transfer from the fraud-losses account into their wallet,
+    /// with the case attached. Done at once below the approval threshold, otherwise it waits
+    /// for an approver.
+    pub async fn request_compensation(
+        &self,
+        principal: &Principal,
+        customer: &str,
+        amount: Amount,
+        currency: Currency,
+        case_id: &str,
+        note: &str,
+    ) -> Result<RiskAction, PayError> {
+        let me = principal.operator(OPERATORS)?;
+        let note = bounded_note(note)?;
+        self.currency_enabled(currency.code())?;
+        let wallets = self.wallets_of(customer).await?;
+        if !wallets.iter().any(|(c, _)| *c == currency) {
+            return Err(PayError::Invalid(
+                "this customer has no wallet in that currency",
+            ));
+        }
+        let id = koban_auth::secret::new_id();
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        self.check_case(&mut tx, Some(case_id)).await?;
+        tx.execute(
+            "INSERT INTO risk_actions (id, kind, case_id, customer, amount, currency, note, status, requested_by, requested_at) \
+             VALUES ($1, 'compensate', $2, $3, $4, $5, $6, 'pending', $7, $8)",
+            params![
+                id.as_str(),
+                case_id,
+                customer,
+                i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                currency.code(),
+                note,
+                me.operator_id.as_str(),
+                now
+            ],
+        )
+        .await?;
+        audit::append(
+            &mut tx,
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: "risk.compensation_requested",
+                subject: &format!("user:{customer}"),
+                details: serde_json::json!({
+                    "action": id, "case": case_id, "amount": amount.minor_units(), "currency": currency.code(),
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        if amount.minor_units() < self.config.approval_from_minor {
+            return self.execute_action(principal, &id, None).await;
+        }
+        self.risk_action(&id).await
+    }
+
+    /// Approves or rejects a pending action (approver; never the operator who asked).
+    pub async fn decide_action(
+        &self,
+        principal: &Principal,
+        id: &str,
+        verdict: Verdict,
+    ) -> Result<RiskAction, PayError> {
+        let me = principal.operator(&[Role::Approver])?;
+        let action = self.risk_action(id).await?;
+        if action.status != "pending" {
+            return Err(PayError::Conflict("this action was already decided"));
+        }
+        if action.requested_by == me.operator_id {
+            return Err(PayError::Auth(koban_auth::AuthError::Forbidden(
+                "a second operator must approve what you requested",
+            )));
+        }
+        match verdict {
+            Verdict::Approve => {
+                self.execute_action(principal, id, Some(&me.operator_id))
+                    .await
+            }
+            Verdict::Reject => {
+                let now = self.now_ms();
+                let mut tx = self.db().begin().await?;
+                let changed = tx
+                    .execute(
+                        "UPDATE risk_actions SET status = 'rejected', approved_by = $1, decided_at = $2 WHERE id = $3 AND status = 'pending'",
+                        params![me.operator_id.as_str(), now, id],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Err(PayError::Conflict("this action was already decided"));
+                }
+                audit::append(
+                    &mut tx,
+                    now,
+                    AuditEvent {
+                        actor: &principal.actor(),
+                        action: "risk.action_rejected",
+                        subject: &format!("user:{}", action.customer),
+                        details: serde_json::json!({ "action": id, "kind": action.kind }),
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                self.risk_action(id).await
+            }
+        }
+    }
+
+    /// Carries out a pending action: the ledger batch, then its row and audit entry.
+    async fn execute_action(
+        &self,
+        principal: &Principal,
+        id: &str,
+        approver: Option<&str>,
+    ) -> Result<RiskAction, PayError> {
+        let action = self.risk_action(id).await?;
+        let amount = Amount::from_i64(action.amount)
+            .map_err(|_| PayError::Invalid("a stored amount is not valid"))?;
+        let currency = Currency::parse(&action.currency)
+            .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
+        let ledger_id = self.derive_id(&[b"risk-action", id.as_bytes()]);
+        let (outcome, receiver) = match action.kind.as_str() {
+            "reverse" => {
+                let transfer = action
+                    .transfer_id
+                    .as_deref()
+                    .and_then(|t| uuid::Uuid::parse_str(t).ok())
+                    .and_then(|u| TransferId::new(u.as_u128()).ok())
+                    .ok_or(PayError::Invalid("a stored transfer id is not valid"))?;
+                let (payer, receiver, _, _) = self.reversible(transfer).await?;
+                let _locks = self.lock_wallets(payer, receiver).await;
+                let batch = vec![TransferRequest::Move(Move {
+                    id: ledger_id,
+                    debit: receiver,
+                    credit: payer,
+                    amount,
+                    currency,
+                    code: kind::REVERSAL,
+                    reference: Some(transfer),
+                    metadata: Metadata::empty(),
+                    pending: None,
+                })];
+                let outcome = self
+                    .submit_through_freeze(&[receiver, payer], batch)
+                    .await?;
+                if outcome.is_ok() {
+                    // The receiver stays frozen for the investigation.
+                    self.set_frozen(receiver, true).await?;
+                }
+                (outcome, Some(receiver))
+            }
+            "compensate" => {
+                let wallet = self.wallet(&action.customer, currency).await?;
+                let _lock = self.lock_wallet(wallet.account).await;
+                let memo = self.derive_id(&[b"risk-action-memo", id.as_bytes()]);
+                let batch = vec![
+                    TransferRequest::Move(Move {
+                        id: ledger_id,
+                        debit: IssuerAccount::FraudLosses.id(currency),
+                        credit: wallet.account,
+                        amount,
+                        currency,
+                        code: kind::COMPENSATION,
+                        reference: None,
+                        metadata: Metadata::empty(),
+                        pending: None,
+                    }),
+                    emoney_leg(memo, currency, amount, true, Some(ledger_id), None),
+                ];
+                (
+                    self.submit_through_freeze(&[wallet.account], batch).await?,
+                    None,
+                )
+            }
+            _ => return Err(PayError::Invalid("unknown action kind")),
+        };
+        let status = match outcome {
+            Ok(()) => "done",
+            // An approved retry after a crash finds its transfer already recorded.
+            Err(RejectReason::IdempotencyConflict) => {
+                return Err(PayError::IdempotencyMismatch);
+            }
+            Err(_) => "refused",
+        };
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        let changed = tx
+            .execute(
+                "UPDATE risk_actions SET status = $1, approved_by = $2, decided_at = $3, ledger_id = $4 WHERE id = $5 AND status = 'pending'",
+                params![
+                    status,
+                    approver,
+                    now,
+                    (status == "done").then(|| ledger_id.to_bytes().to_vec()),
+                    id
+                ],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(PayError::Conflict("this action was already decided"));
+        }
+        let money = format_money(action.amount.unsigned_abs(), currency);
+        audit::append(
+            &mut tx,
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: match (action.kind.as_str(), status) {
+                    ("reverse", "done") => "risk.reversal_done",
+                    ("reverse", _) => "risk.reversal_refused",
+                    (_, "done") => "risk.compensation_done",
+                    _ => "risk.compensation_refused",
+                },
+                subject: &format!("user:{}", action.customer),
+                details: serde_json::json!({
+                    "action": id, "case": action.case_id, "amount": action.amount, "currency": action.currency,
+                    "approved_by": approver, "ledger_id": uuid::Uuid::from_u128(ledger_id.get()).to_string(),
+                    "receiver_frozen": receiver.map(|r| uuid::Uuid::from_u128(r.get()).to_string()),
+                }),
+            },
+        )
+        .await?;
+        if status == "done" {
+            let email = tx
+                .query_opt(
+                    "SELECT email FROM users WHERE id = $1",
+                    params![action.customer.as_str()],
+                )
+                .await?;
+            if let Some(email) = email {
+                let body = if action.kind == "reverse" {
+                    format!(
+                        "A transfer of {money} that we found to be fraudulent was returned to your wallet."
+                    )
+                } else {
+                    format!("We credited {money} to your wallet to make good a loss from fraud.")
+                };
+                koban_auth::outbox::enqueue(
+                    &mut tx,
+                    now,
+                    &email.text(0)?,
+                    "Money returned to your wallet",
+                    &body,
+                )
+                .await?;
+            }
+            metrics::counter!(
+                if action.kind == "reverse" { "koban_risk_reversed_minor_total" } else { "koban_risk_compensated_minor_total" },
+                "currency" => action.currency.clone()
+            )
+            .increment(action.amount.unsigned_abs());
+        }
+        tx.commit().await?;
+        let done = self.risk_action(id).await?;
+        if status == "refused" {
+            return Err(PayError::Conflict(if action.kind == "reverse" {
+                "the receiving wallet no longer holds the funds; nothing was moved"
+            } else {
+                "the ledger refused the compensation; nothing was moved"
+            }));
+        }
+        Ok(done)
+    }
+
+    /// The payer, receiver, amount and currency of a transfer that can be reversed.
+    async fn reversible(
+        &self,
+        transfer: TransferId,
+    ) -> Result<(AccountId, AccountId, Amount, Currency), PayError> {
+        let t = self
+            .store
+            .transfer(transfer)
+            .await?
+            .ok_or(PayError::NotFound)?;
+        if t.kind != TransferKind::Posted {
+            return Err(PayError::Invalid(
+                "only a completed transfer can be reversed",
+            ));
+        }
+        let payer = match t.code {
+            kind::P2P => t.debit,
+            kind::REVIEW_RELEASE => {
+                let held = t
+                    .reference
+                    .ok_or(PayError::Invalid("this release names no held transfer"))?;
+                let mut tx = self.db().begin_read().await?;
+                let row = tx
+                    .query_one(
+                        "SELECT payer_account FROM held_transfers WHERE pending_id = $1",
+                        params![held.to_bytes()],
+                    )
+                    .await?;
+                tx.commit().await?;
+                AccountId::from_bytes(&row.bytes(0)?)
+                    .map_err(|_| PayError::Invalid("a stored id is not valid"))?
+            }
+            _ => {
+                return Err(PayError::Invalid(
+                    "only transfers between customers can be reversed",
+                ));
+            }
+        };
+        Ok((payer, t.credit, t.amount, t.currency))
+    }
+
+    async fn owner_of(&self, account: AccountId) -> Result<String, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT user_id FROM wallets WHERE account_id = $1",
+                params![account.to_bytes()],
+            )
+            .await?
+            .ok_or(PayError::NotFound)?;
+        tx.commit().await?;
+        Ok(row.text(0)?)
+    }
+
+    async fn check_case<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        case_id: Option<&str>,
+    ) -> Result<(), PayError> {
+        if let Some(case_id) = case_id {
+            tx.query_opt("SELECT 1 FROM risk_cases WHERE id = $1", params![case_id])
+                .await?
+                .ok_or(PayError::Invalid("case_id names no case"))?;
+        }
+        Ok(())
+    }
+
+    async fn risk_action(&self, id: &str) -> Result<RiskAction, PayError> {
+        let sql = concat!(
+            "SELECT ",
+            action_columns!(),
+            " FROM risk_actions WHERE id = $1"
+        );
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(sql, params![id])
+            .await?
+            .ok_or(PayError::NotFound)?;
+        tx.commit().await?;
+        action_from(&row)
+    }
+
+    /// Reversals and compensations, newest first; `status` pending, done, rejected, refused
+    /// or all.
+    pub async fn risk_actions(
+        &self,
+        principal: &Principal,
+        status: Option<&str>,
+    ) -> Result<Vec<RiskAction>, PayError> {
+        principal.operator(OPERATORS)?;
+        let status = match status.unwrap_or("pending") {
+            s @ ("pending" | "done" | "rejected" | "refused") => s,
+            "all" => "",
+            _ => {
+                return Err(PayError::Invalid(
+                    "status must be pending, done, rejected, refused or all",
+                ));
+            }
+        };
+        let sql = concat!(
+            "SELECT ",
+            action_columns!(),
+            " FROM risk_actions WHERE ($1 = '' OR status = $1) ORDER BY requested_at DESC, id DESC LIMIT 200"
+        );
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx.query(sql, params![status]).await?;
+        tx.commit().await?;
+        rows.iter().map(action_from).collect()
+    }
+
+    /// The measures of the fraud operation (operators).
+    pub async fn risk_stats(&self, principal: &Principal) -> Result<RiskStats, PayError> {
+        principal.operator(OPERATORS)?;
+        self.risk_measures().await
+    }
+
+    /// [`Payments::risk_stats`] without the role check, for the metrics gauges.
+    pub async fn risk_measures(&self) -> Result<RiskStats, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let pairs = |rows: Vec<Row>| -> Result<Vec<(String, i64)>, PayError> {
+            rows.iter().map(|r| Ok((r.text(0)?, r.i64(1)?))).collect()
+        };
+        let alerts_by_rule = pairs(
+            tx.query(
+                "SELECT rule, COUNT(*) FROM risk_alerts GROUP BY rule ORDER BY rule",
+                vec![],
+            )
+            .await?,
+        )?;
+        let decisions_by_action = pairs(
+            tx.query(
+                "SELECT action, COUNT(*) FROM risk_events GROUP BY action ORDER BY action",
+                vec![],
+            )
+            .await?,
+        )?;
+        let cases_open = tx
+            .query_one(
+                "SELECT COUNT(*) FROM risk_cases WHERE status = 'open'",
+                vec![],
+            )
+            .await?
+            .i64(0)?;
+        let held = tx
+            .query_one(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM held_transfers WHERE status = 'held'",
+                vec![],
+            )
+            .await?;
+        let sums = tx
+            .query_one(
+                "SELECT CAST(COALESCE(SUM(CASE WHEN kind = 'compensate' THEN amount ELSE 0 END), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN kind = 'reverse' THEN amount ELSE 0 END), 0) AS BIGINT) FROM risk_actions WHERE status = 'done'",
+                vec![],
+            )
+            .await?;
+        let detect = tx
+            .query(
+                "SELECT first_alert_at - first_event_at FROM risk_cases ORDER BY opened_at DESC LIMIT 10000",
+                vec![],
+            )
+            .await?;
+        tx.commit().await?;
+        let mut ms: Vec<i64> = detect.iter().map(|r| r.i64(0)).collect::<Result<_, _>>()?;
+        ms.sort_unstable();
+        let mut amount_lost = Vec::new();
+        for currency in &self.config.currencies {
+            let account = self
+                .ledger_account(IssuerAccount::FraudLosses.id(*currency))
+                .await?;
+            let net = account.balance.debits_posted - account.balance.credits_posted;
+            amount_lost.push((
+                currency.code().to_owned(),
+                i64::try_from(net).unwrap_or(i64::MAX),
+            ));
+        }
+        Ok(RiskStats {
+            alerts_by_rule,
+            decisions_by_action,
+            cases_open,
+            holds_pending: held.i64(0)?,
+            amount_held: held.i64(1)?,
+            amount_lost,
+            amount_compensated: sums.i64(0)?,
+            amount_reversed: sums.i64(1)?,
+            time_to_detect_s: Distribution {
+                count: ms.len(),
+                p50: nearest_rank(&ms, 50),
+                p90: nearest_rank(&ms, 90),
+                max: ms.last().map(|v| *v as f64 / 1000.0),
+            },
+        })
+    }
+
+    /// Sets the fraud gauges on `/metrics` from [`Payments::risk_measures`].
+    pub async fn publish_risk_gauges(&self) -> Result<(), PayError> {
+        let stats = self.risk_measures().await?;
+        metrics::gauge!("koban_risk_holds_pending").set(stats.holds_pending as f64);
+        metrics::gauge!("koban_risk_amount_held_minor").set(stats.amount_held as f64);
+        metrics::gauge!("koban_risk_cases_open").set(stats.cases_open as f64);
+        metrics::gauge!("koban_risk_amount_compensated_minor").set(stats.amount_compensated as f64);
+        metrics::gauge!("koban_risk_amount_reversed_minor").set(stats.amount_reversed as f64);
+        for (currency, lost) in stats.amount_lost {
+            metrics::gauge!("koban_risk_amount_lost_minor", "currency" => currency)
+                .set(lost as f64);
+        }
+        Ok(())
+    }
+}
+
+/// An operator's note or reason: 1 to 500 characters.
+fn bounded_note(note: &str) -> Result<&str, PayError> {
+    let note = note.trim();
+    if note.is_empty() || note.chars().count() > 500 {
+        return Err(PayError::Invalid("a note is 1 to 500 characters"));
+    }
+    Ok(note)
+}
