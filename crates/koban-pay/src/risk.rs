@@ -173,6 +173,7 @@ pub(crate) struct Recorded {
     pub verdict: Verdict,
     pub features: Features,
     pub digest: String,
+    pub needs: Needs,
 }
 
 /// The live rule set and where it came from; shared by every clone of [`Payments`].
@@ -253,10 +254,15 @@ struct Window {
     distinct_1h: i64,
 }
 
-// One arm per dimension, each an index range (dimension, kind, at). An empty key matches
-// nothing; the event's own earlier record (the same attempt before its step-up) is left out.
-// Parameters: $1 hour start, $2 minute start, $3 this event's id, $4 customer, $5 kind,
-// $6 day start, $7 device, $8 network, $9 payee, $10 source.
+// One arm per dimension, each an index range (dimension, kind, at) from that dimension's own
+// start: the longest window the live rules read of it, so a busy key (a merchant, a carrier
+// NAT) costs only the rows those rules need. An empty key matches nothing; the event's own
+// earlier record (the same attempt before its step-up) is left out. Parameters: $1 hour
+// start, $2 minute start, $3 this event's id, $4 customer, $5 kind, $6 its start, $7 device,
+// $8 its start, $9 network, $10 its start, $11 payee, $12 its start, $13 source, $14 its
+// start, $15 the customer for the last top-up (or ''), $16 its start; then the customer's
+// facts (arm 6): $17 device, $18 `user:<id>`, $19 the customer (or ''); and the global login
+// failures (arm 7): $20 this minute, $21 1 to read them, $22 an hour of minutes ago.
 const WINDOWS_SQL: &str = "\
 SELECT 0, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
@@ -267,26 +273,140 @@ UNION ALL SELECT 1, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
- FROM risk_events WHERE id <> $3 AND $7 <> '' AND device = $7 AND kind = $5 AND at > $6 \
+ FROM risk_events WHERE id <> $3 AND $7 <> '' AND device = $7 AND kind = $5 AND at > $8 \
 UNION ALL SELECT 2, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
- FROM risk_events WHERE id <> $3 AND $8 <> '' AND network = $8 AND kind = $5 AND at > $6 \
+ FROM risk_events WHERE id <> $3 AND $9 <> '' AND network = $9 AND kind = $5 AND at > $10 \
 UNION ALL SELECT 3, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
- FROM risk_events WHERE id <> $3 AND $9 <> '' AND payee = $9 AND kind = $5 AND at > $6 \
+ FROM risk_events WHERE id <> $3 AND $11 <> '' AND payee = $11 AND kind = $5 AND at > $12 \
 UNION ALL SELECT 4, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
- FROM risk_events WHERE id <> $3 AND $10 <> '' AND source = $10 AND kind = $5 AND at > $6 \
-UNION ALL SELECT 5, COUNT(*), CAST(COALESCE(MAX(at), 0) AS BIGINT), 0, 0, 0, 0, 0, 0 \
- FROM risk_events WHERE $4 <> '' AND customer = $4 AND kind = 'topup' AND at > $6";
+ FROM risk_events WHERE id <> $3 AND $13 <> '' AND source = $13 AND kind = $5 AND at > $14 \
+UNION ALL SELECT 5, COUNT(*), CAST(COALESCE(MAX(at), 0) AS BIGINT), \
+ CAST(COALESCE((SELECT t.amount FROM risk_events t WHERE t.customer = $15 AND t.kind = 'topup' AND t.at > $16 ORDER BY t.at DESC LIMIT 1), 0) AS BIGINT), \
+ 0, 0, 0, 0, 0 \
+ FROM risk_events WHERE $15 <> '' AND customer = $15 AND kind = 'topup' AND at > $16 \
+UNION ALL SELECT 6, u.created_at, \
+ CAST(COALESCE((SELECT d.first_seen_at FROM known_devices d WHERE d.user_id = u.id AND d.device_id = $17), -1) AS BIGINT), \
+ CAST(COALESCE((SELECT MAX(a.at) FROM audit_log a WHERE a.subject IN (u.id, $18) AND a.action IN \
+  ('password.changed', 'password.reset', 'email.changed', 'phone.changed', 'factor.removed', 'factor.recovery_codes.replaced')), -1) AS BIGINT), \
+ CAST(CASE WHEN EXISTS (SELECT 1 FROM kyc k WHERE k.user_id = u.id AND k.status = 'approved') THEN 1 ELSE 0 END AS BIGINT), \
+ 0, 0, 0, 0 \
+ FROM users u WHERE $19 <> '' AND u.id = $19 \
+UNION ALL SELECT 7, CAST(COALESCE(SUM(CASE WHEN minute = $20 THEN failures ELSE 0 END), 0) AS BIGINT), \
+ CAST(COALESCE(SUM(CASE WHEN minute < $20 THEN failures ELSE 0 END), 0) AS BIGINT), 0, 0, 0, 0, 0, 0 \
+ FROM failure_minutes WHERE $21 = 1 AND minute >= $22 AND minute <= $20";
 
 const DIMS: [&str; 5] = ["customer", "device", "network", "payee", "source"];
+
+/// What the live rules read of one kind of event: how far back each dimension's windows go
+/// (none: not read), and whether the last top-up, the customer's facts and the global login
+/// failures are needed. Features outside it are not computed and not recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub since: [Option<i64>; 5],
+    pub topup: bool,
+    pub facts: bool,
+    pub global: bool,
+}
+
+impl Needs {
+    /// From the feature names the rules use (`RuleSet::needs`).
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a String>) -> Needs {
+        let mut needs = Needs::default();
+        for name in names {
+            let name = name.as_str();
+            for (i, d) in DIMS.iter().enumerate() {
+                let window = name
+                    .strip_prefix(d)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .is_some_and(|rest| {
+                        rest.starts_with("count_")
+                            || rest.starts_with("sum_")
+                            || rest.starts_with("failures_")
+                            || (i == 2 && rest.starts_with("customers_"))
+                            || (i == 3 && rest.starts_with("senders_"))
+                    });
+                if window {
+                    let back = if name.ends_with("_24h") {
+                        DAY_MS
+                    } else if name.ends_with("_1h") {
+                        HOUR_MS
+                    } else {
+                        MINUTE_MS
+                    };
+                    needs.since[i] = Some(needs.since[i].map_or(back, |b| b.max(back)));
+                }
+            }
+            match name {
+                "since_topup_s" | "last_topup_amount" => needs.topup = true,
+                "customer_age_s"
+                | "device_age_s"
+                | "device_known"
+                | "since_credential_change_s"
+                | "customer_verified" => needs.facts = true,
+                "global_login_failures_1m" | "global_login_failures_baseline" => {
+                    needs.global = true
+                }
+                _ => {}
+            }
+        }
+        needs
+    }
+
+    /// The features this leaves uncomputed (left out of the record, so a backtest can tell
+    /// a feature that was 0 from one that was not read).
+    pub fn unread(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, d) in DIMS.iter().enumerate() {
+            let back = self.since[i].unwrap_or(0);
+            for (span, length) in [("1m", MINUTE_MS), ("1h", HOUR_MS), ("24h", DAY_MS)] {
+                if back < length {
+                    out.push(format!("{d}_count_{span}"));
+                    out.push(format!("{d}_sum_{span}"));
+                }
+            }
+            if back < HOUR_MS {
+                if i <= 2 {
+                    out.push(format!("{d}_failures_1h"));
+                }
+                if i == 2 {
+                    out.push("network_customers_1h".to_owned());
+                }
+                if i == 3 {
+                    out.push("payee_senders_1h".to_owned());
+                }
+            }
+        }
+        if !self.topup {
+            out.extend(["since_topup_s".to_owned(), "last_topup_amount".to_owned()]);
+        }
+        if !self.facts {
+            out.extend(
+                [
+                    "customer_age_s",
+                    "device_age_s",
+                    "since_credential_change_s",
+                    "customer_verified",
+                ]
+                .map(str::to_owned),
+            );
+        }
+        if !self.global {
+            out.extend(
+                ["global_login_failures_1m", "global_login_failures_baseline"].map(str::to_owned),
+            );
+        }
+        out
+    }
+}
 
 impl<S: LedgerStore> Payments<S> {
     /// The live rule set.
@@ -315,9 +435,14 @@ impl<S: LedgerStore> Payments<S> {
         };
         let mut features = base_features(event, parties);
         let rules = self.risk_rules.current();
+        let mut needs = Needs::of(rules.needs(event.kind));
         let (decision, verdict) = match limits(event) {
+            // A hard limit decides before any window is read.
             Some((code, rule)) => (
-                Decision::Deny { code },
+                {
+                    needs = Needs::default();
+                    Decision::Deny { code }
+                },
                 Verdict {
                     action: Action::Deny,
                     score: 0,
@@ -332,7 +457,7 @@ impl<S: LedgerStore> Payments<S> {
                 },
             ),
             None => {
-                self.window_features(&id, now, event.kind, parties, &mut features)
+                self.window_features(&id, now, event.kind, parties, &needs, &mut features)
                     .await?;
                 let verdict = rules.decide(&features);
                 for rule in &verdict.errors {
@@ -356,6 +481,7 @@ impl<S: LedgerStore> Payments<S> {
             verdict,
             features,
             digest: rules.digest(),
+            needs,
         });
         Ok((decision, id))
     }
@@ -462,120 +588,123 @@ impl<S: LedgerStore> Payments<S> {
 
     /// Fills the window features of `parties` from `risk_events` and this instance's
     /// unwritten events, and the customer's own facts (age, tier, device, credential change).
+    #[allow(clippy::too_many_arguments)]
     async fn window_features(
         &self,
         id: &str,
         now: i64,
         kind: EventKind,
         parties: &Parties,
+        needs: &Needs,
         f: &mut Features,
     ) -> Result<(), PayError> {
         let key = |v: &Option<String>| v.clone().unwrap_or_default();
-        let keys = [
+        let all = [
             parties.customer.clone(),
             key(&parties.device),
             key(&parties.network),
             key(&parties.payee),
             key(&parties.source),
         ];
+        // A dimension no live rule reads on this kind is not read at all (its key blank).
+        let keys: Vec<String> = all
+            .iter()
+            .zip(needs.since)
+            .map(|(k, since)| {
+                if since.is_some() {
+                    k.clone()
+                } else {
+                    String::new()
+                }
+            })
+            .collect();
+        let start = |i: usize| needs.since[i].map_or(now, |back| now - back);
+        let topup_key = if needs.topup { all[0].as_str() } else { "" };
         let (hour, minute, day) = (now - HOUR_MS, now - MINUTE_MS, now - DAY_MS);
-        let mut tx = self.db().begin_read().await?;
-        let rows = tx
-            .query(
-                WINDOWS_SQL,
-                params![
-                    hour,
-                    minute,
-                    id,
-                    keys[0].as_str(),
-                    kind.as_str(),
-                    day,
-                    keys[1].as_str(),
-                    keys[2].as_str(),
-                    keys[3].as_str(),
-                    keys[4].as_str()
-                ],
-            )
-            .await?;
-        let mut windows = [Window::default(); 5];
-        let mut last_topup_at = 0i64;
-        for row in &rows {
-            let dim = usize::try_from(row.i64(0)?).unwrap_or(0);
-            if dim == 5 {
-                last_topup_at = row.i64(2)?;
-                continue;
-            }
-            if let Some(w) = windows.get_mut(dim) {
-                *w = Window {
-                    count_24h: row.i64(1)?,
-                    sum_24h: row.i64(2)?,
-                    count_1h: row.i64(3)?,
-                    sum_1h: row.i64(4)?,
-                    count_1m: row.i64(5)?,
-                    sum_1m: row.i64(6)?,
-                    failures_1h: row.i64(7)?,
-                    distinct_1h: row.i64(8)?,
-                };
-            }
-        }
-        let mut last_topup_amount = 0i64;
-        if last_topup_at > 0 {
-            last_topup_amount = tx
-                .query_opt(
-                    "SELECT amount FROM risk_events WHERE customer = $1 AND kind = 'topup' AND at = $2",
-                    params![keys[0].as_str(), last_topup_at],
-                )
-                .await?
-                .map(|r| r.i64(0))
-                .transpose()?
-                .unwrap_or(0);
-        }
-        if !parties.customer.is_empty() {
-            let facts = tx
-                .query_opt(
-                    "SELECT u.created_at, \
-                     (SELECT first_seen_at FROM known_devices d WHERE d.user_id = u.id AND d.device_id = $1), \
-                     (SELECT MAX(at) FROM audit_log a WHERE a.subject IN (u.id, $2) AND a.action IN ('password.changed', 'password.reset', 'email.changed', 'phone.changed', 'factor.removed', 'factor.recovery_codes.replaced')), \
-                     (SELECT status FROM kyc k WHERE k.user_id = u.id) \
-                     FROM users u WHERE u.id = $3",
+        let facts_key = if needs.facts { all[0].as_str() } else { "" };
+        let minute_no = now / MINUTE_MS;
+        let nothing = keys.iter().all(String::is_empty)
+            && topup_key.is_empty()
+            && facts_key.is_empty()
+            && !needs.global;
+        // One statement, one round trip: every window, the last top-up, the customer's facts
+        // and the global failure rate.
+        let rows = if nothing {
+            Vec::new()
+        } else {
+            self.db()
+                .read(
+                    WINDOWS_SQL,
                     params![
+                        hour,
+                        minute,
+                        id,
+                        keys[0].as_str(),
+                        kind.as_str(),
+                        start(0),
                         keys[1].as_str(),
+                        start(1),
+                        keys[2].as_str(),
+                        start(2),
+                        keys[3].as_str(),
+                        start(3),
+                        keys[4].as_str(),
+                        start(4),
+                        topup_key,
+                        day,
+                        all[1].as_str(),
                         format!("user:{}", parties.customer),
-                        parties.customer.as_str()
+                        facts_key,
+                        minute_no,
+                        i64::from(needs.global),
+                        minute_no - 60
                     ],
                 )
-                .await?;
-            if let Some(row) = facts {
-                f.set_int("customer_age_s", (now - row.i64(0)?).max(0) / 1000);
-                if let Some(first_seen) = row.opt_i64(1)? {
-                    f.set_int("device_age_s", (now - first_seen).max(0) / 1000);
-                } else {
-                    f.set_bool("device_known", false);
+                .await?
+        };
+        let mut windows = [Window::default(); 5];
+        let (mut last_topup_at, mut last_topup_amount) = (0i64, 0i64);
+        let (mut global_now, mut global_baseline) = (0i64, 0i64);
+        for row in &rows {
+            match row.i64(0)? {
+                5 => {
+                    last_topup_at = row.i64(2)?;
+                    last_topup_amount = row.i64(3)?;
                 }
-                if let Some(changed) = row.opt_i64(2)? {
-                    f.set_int("since_credential_change_s", (now - changed).max(0) / 1000);
+                6 => {
+                    f.set_int("customer_age_s", (now - row.i64(1)?).max(0) / 1000);
+                    match row.i64(2)? {
+                        first_seen if first_seen >= 0 => {
+                            f.set_int("device_age_s", (now - first_seen).max(0) / 1000)
+                        }
+                        _ => f.set_bool("device_known", false),
+                    }
+                    let changed = row.i64(3)?;
+                    if changed >= 0 {
+                        f.set_int("since_credential_change_s", (now - changed).max(0) / 1000);
+                    }
+                    f.set_bool("customer_verified", row.i64(4)? == 1);
                 }
-                f.set_bool(
-                    "customer_verified",
-                    row.opt_text(3)?.as_deref() == Some("approved"),
-                );
+                7 => {
+                    global_now = row.i64(1)?;
+                    global_baseline = row.i64(2)? / 60;
+                }
+                dim => {
+                    if let Some(w) = usize::try_from(dim).ok().and_then(|d| windows.get_mut(d)) {
+                        *w = Window {
+                            count_24h: row.i64(1)?,
+                            sum_24h: row.i64(2)?,
+                            count_1h: row.i64(3)?,
+                            sum_1h: row.i64(4)?,
+                            count_1m: row.i64(5)?,
+                            sum_1m: row.i64(6)?,
+                            failures_1h: row.i64(7)?,
+                            distinct_1h: row.i64(8)?,
+                        };
+                    }
+                }
             }
         }
-        let (global_now, global_baseline) = if kind == EventKind::Login {
-            let minute_no = now / MINUTE_MS;
-            let row = tx
-                .query_one(
-                    "SELECT CAST(COALESCE(SUM(CASE WHEN minute = $1 THEN failures ELSE 0 END), 0) AS BIGINT), \
-                     CAST(COALESCE(SUM(CASE WHEN minute < $1 THEN failures ELSE 0 END), 0) AS BIGINT) \
-                     FROM failure_minutes WHERE minute >= $2 AND minute <= $1",
-                    params![minute_no, minute_no - 60],
-                )
-                .await?;
-            (row.i64(0)?, row.i64(1)? / 60)
-        } else {
-            (0, 0)
-        };
-        tx.commit().await?;
 
         // This instance's events not yet written count too.
         let mut senders_pending = std::collections::BTreeSet::new();
@@ -585,7 +714,8 @@ impl<S: LedgerStore> Payments<S> {
                 if r.at_ms <= day || r.id == id {
                     continue;
                 }
-                if r.kind == EventKind::Topup
+                if needs.topup
+                    && r.kind == EventKind::Topup
                     && r.parties.customer == parties.customer
                     && r.at_ms >= last_topup_at
                 {
@@ -603,7 +733,10 @@ impl<S: LedgerStore> Payments<S> {
                     r.parties.source.clone(),
                 ];
                 for (i, w) in windows.iter_mut().enumerate() {
-                    if keys[i].is_empty() || theirs[i].as_deref() != Some(keys[i].as_str()) {
+                    if keys[i].is_empty()
+                        || theirs[i].as_deref() != Some(keys[i].as_str())
+                        || r.at_ms <= start(i)
+                    {
                         continue;
                     }
                     w.count_24h += 1;
@@ -633,6 +766,9 @@ impl<S: LedgerStore> Payments<S> {
         windows[3].distinct_1h += i64::try_from(senders_pending.len()).unwrap_or(0);
         windows[2].distinct_1h += i64::try_from(network_customers_pending.len()).unwrap_or(0);
         for (i, w) in windows.iter().enumerate() {
+            if keys[i].is_empty() {
+                continue;
+            }
             let d = DIMS[i];
             f.set_int(&format!("{d}_count_24h"), w.count_24h);
             f.set_int(&format!("{d}_sum_24h"), w.sum_24h);
@@ -670,6 +806,12 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin().await?;
         for r in &batch {
             let fired = serde_json::to_string(&r.verdict.fired).unwrap_or_else(|_| "[]".into());
+            let mut features = r.features.to_json();
+            if let Some(object) = features.as_object_mut() {
+                for name in r.needs.unread() {
+                    object.remove(&name);
+                }
+            }
             tx.execute(
                 "INSERT INTO risk_events (id, at, kind, customer, device, network, payee, source, amount, currency, failed, action, score, fired, features, rules_digest) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
@@ -690,7 +832,7 @@ impl<S: LedgerStore> Payments<S> {
                     Value::from(r.verdict.action.as_str()),
                     Value::from(r.verdict.score),
                     Value::from(fired.as_str()),
-                    Value::from(r.features.to_json().to_string().as_str()),
+                    Value::from(features.to_string().as_str()),
                     Value::from(r.digest.as_str()),
                 ],
             )
@@ -733,5 +875,134 @@ impl<S: LedgerStore> Payments<S> {
         }
         tx.commit().await?;
         Ok(batch.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p2p(amount: u64) -> RiskEvent {
+        RiskEvent {
+            kind: EventKind::P2p,
+            amount,
+            spent_today: 0,
+            daily_out_max: 50_000,
+            cooling_off_max: None,
+            payee_new: false,
+            paid_to_payee_today: 0,
+            per_payee_daily_max: 30_000,
+            payee_account_age_s: Some(365 * 24 * 3600),
+            step_up_from: 10_000,
+            review_new_payee_from: 20_000,
+            fan_in_senders_max: 5,
+        }
+    }
+
+    #[test]
+    fn hard_limits_deny_with_a_code_the_customer_can_act_on() {
+        assert_eq!(limits(&p2p(500)), None);
+        let over_day = RiskEvent {
+            spent_today: 45_000,
+            ..p2p(6_000)
+        };
+        assert_eq!(limits(&over_day).map(|l| l.0), Some("daily_limit"));
+        let at_cap = RiskEvent {
+            spent_today: 40_000,
+            ..p2p(10_000)
+        };
+        assert_eq!(limits(&at_cap), None, "exactly at the cap is allowed");
+        let over_payee = RiskEvent {
+            paid_to_payee_today: 29_000,
+            ..p2p(2_000)
+        };
+        assert_eq!(limits(&over_payee).map(|l| l.0), Some("payee_limit"));
+        let cooling = RiskEvent {
+            cooling_off_max: Some(10_000),
+            ..p2p(10_001)
+        };
+        assert_eq!(limits(&cooling).map(|l| l.0), Some("cooling_off_limit"));
+        // Money coming in is never capped by the out-flow limits.
+        let topup = RiskEvent {
+            kind: EventKind::Topup,
+            spent_today: 45_000,
+            ..p2p(60_000)
+        };
+        assert_eq!(limits(&topup), None);
+    }
+
+    #[test]
+    fn the_default_rules_decide_as_the_payment_code_expects() {
+        let rules = koban_risk::RuleSet::default_rules();
+        let decide = |event: &RiskEvent, senders: i64| {
+            let mut f = base_features(event, &Parties::default());
+            f.set_bool("device_known", true);
+            f.set_int("device_age_s", 400 * 86_400);
+            f.set_int("payee_senders_1h", senders);
+            decision_of(&rules.decide(&f))
+        };
+        assert_eq!(decide(&p2p(500), 0), Decision::Allow);
+        assert_eq!(decide(&p2p(10_000), 0), Decision::Challenge);
+        let new = RiskEvent {
+            payee_new: true,
+            ..p2p(100)
+        };
+        assert_eq!(decide(&new, 0), Decision::Challenge);
+        let large_new = RiskEvent {
+            payee_new: true,
+            ..p2p(20_000)
+        };
+        assert_eq!(decide(&large_new, 0), Decision::Hold);
+        let young = RiskEvent {
+            payee_account_age_s: Some(3_600),
+            ..p2p(1_000)
+        };
+        assert_eq!(decide(&young, 5), Decision::Hold);
+        assert_eq!(decide(&young, 4), Decision::Allow);
+        assert_eq!(
+            decide(&p2p(1_000), 50),
+            Decision::Allow,
+            "an old, popular payee"
+        );
+    }
+
+    #[test]
+    fn needs_read_only_the_windows_the_rules_name_and_as_far_back_as_they_look() {
+        let names: Vec<String> = [
+            "payee_senders_1h",
+            "customer_count_1m",
+            "customer_sum_24h",
+            "since_topup_s",
+            "payee_age_s",
+            "device_known",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let needs = Needs::of(&names);
+        assert_eq!(
+            needs.since[0],
+            Some(DAY_MS),
+            "customer: the longest window named"
+        );
+        assert_eq!(needs.since[1], None, "device_known is not a window");
+        assert_eq!(needs.since[2], None);
+        assert_eq!(
+            needs.since[3],
+            Some(HOUR_MS),
+            "payee: the senders of the last hour"
+        );
+        assert!(needs.topup && needs.facts && !needs.global);
+        let unread = needs.unread();
+        assert!(unread.contains(&"payee_count_24h".to_owned()));
+        assert!(unread.contains(&"network_customers_1h".to_owned()));
+        assert!(unread.contains(&"global_login_failures_1m".to_owned()));
+        assert!(!unread.contains(&"payee_senders_1h".to_owned()));
+        assert!(!unread.contains(&"customer_sum_1h".to_owned()));
+        // The default rules read no payee or network window for a merchant payment.
+        let rules = koban_risk::RuleSet::default_rules();
+        let merchant = Needs::of(rules.needs(EventKind::MerchantPayment));
+        assert_eq!((merchant.since[2], merchant.since[3]), (None, None));
+        let login = Needs::of(rules.needs(EventKind::Login));
+        assert_eq!(login.since[2], Some(HOUR_MS));
     }
 }

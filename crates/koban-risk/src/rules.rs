@@ -77,6 +77,11 @@ pub struct Rule {
     pub reason: String,
     pub case_by: CaseBy,
     pub enabled: bool,
+    /// The features the expression names.
+    pub references: Vec<String>,
+    /// The event kinds the rule can fire on: those for which the expression is not already
+    /// false from `event` alone.
+    pub kinds: Vec<EventKind>,
     program: cel::Program,
 }
 
@@ -146,6 +151,9 @@ pub struct RuleSet {
     version: String,
     digest: String,
     env: Arc<cel::Env>,
+    /// Per event kind (in `EventKind::ALL` order): the features any rule that can fire on
+    /// it names, so callers compute only those.
+    needs: Vec<std::collections::BTreeSet<String>>,
 }
 
 impl fmt::Debug for RuleSet {
@@ -202,12 +210,20 @@ impl RuleSet {
             }
             rules.push(rule);
         }
+        let needs = needs_of(&rules);
         Ok(RuleSet {
             rules,
             version: raw.version.unwrap_or_default(),
             digest: hex_sha256(toml_text),
             env,
+            needs,
         })
+    }
+
+    /// The features the rules that can fire on `kind` name (enabled rules only).
+    pub fn needs(&self, kind: EventKind) -> &std::collections::BTreeSet<String> {
+        let at = EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        &self.needs[at]
     }
 
     /// The rules Koban ships with (`DEFAULT_RULES`).
@@ -248,6 +264,7 @@ impl RuleSet {
                 }
             }
         }
+        self.needs = needs_of(&self.rules);
         self.digest = hex_sha256(&format!("{} without {}", self.digest, names.join(",")));
         Ok(self)
     }
@@ -263,7 +280,12 @@ impl RuleSet {
             fired: Vec::new(),
             errors: Vec::new(),
         };
-        for rule in self.rules.iter().filter(|r| r.enabled) {
+        let kind = features.event();
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.enabled && r.kinds.contains(&kind))
+        {
             match rule.program.execute(&context) {
                 Ok(cel::Value::Bool(true)) => {
                     verdict.action = verdict.action.max(rule.action);
@@ -331,6 +353,17 @@ fn check_rule(env: &Arc<cel::Env>, at: usize, table: toml::Table) -> Result<Rule
         )));
     }
     let program = compile_when(env, &raw.when).map_err(fail)?;
+    let mut references: Vec<String> = program
+        .references()
+        .variables()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    references.sort_unstable();
+    let kinds = EventKind::ALL
+        .into_iter()
+        .filter(|kind| can_fire_on(env, &program, *kind))
+        .collect();
     Ok(Rule {
         name: raw.name,
         description: raw.description,
@@ -340,8 +373,43 @@ fn check_rule(env: &Arc<cel::Env>, at: usize, table: toml::Table) -> Result<Rule
         reason: raw.reason,
         case_by,
         enabled: raw.enabled.unwrap_or(true),
+        references,
+        kinds,
         program,
     })
+}
+
+/// False when the expression is already false knowing only that the event is of `kind`
+/// (for example `event == "p2p" && ...` on a login): evaluated with every other feature
+/// unknown, which `&&` never needs after a false left side. Anything else, including an
+/// error, counts as "can fire".
+fn can_fire_on(env: &Arc<cel::Env>, program: &cel::Program, kind: EventKind) -> bool {
+    let only = EventOnly(kind);
+    let mut context = cel::Context::with_env(Arc::clone(env));
+    context.set_variable_resolver(&only);
+    !matches!(program.execute(&context), Ok(cel::Value::Bool(false)))
+}
+
+/// Knows the event kind and nothing else.
+struct EventOnly(EventKind);
+
+impl VariableResolver for EventOnly {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        (variable == "event").then(|| CowVal::owned(CelString::from(self.0.as_str())))
+    }
+}
+
+fn needs_of(rules: &[Rule]) -> Vec<std::collections::BTreeSet<String>> {
+    EventKind::ALL
+        .into_iter()
+        .map(|kind| {
+            rules
+                .iter()
+                .filter(|r| r.enabled && r.kinds.contains(&kind))
+                .flat_map(|r| r.references.iter().cloned())
+                .collect()
+        })
+        .collect()
 }
 
 /// Compiles a `when` expression and checks that it names only catalogued features and yields

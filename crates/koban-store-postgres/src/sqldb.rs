@@ -36,6 +36,14 @@ impl SqlDb for PgSql {
     async fn begin_read(&self) -> Result<PgTx, StoreError> {
         self.begin().await
     }
+
+    async fn read(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+        let rows = bound(sql, params)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(read_row).collect()
+    }
 }
 
 fn bound(sql: &'static str, params: Vec<Value>) -> Query<'static, Postgres, PgArguments> {

@@ -50,6 +50,11 @@ impl std::fmt::Debug for Clock {
 pub struct ManualClock(Arc<AtomicU64>);
 
 impl ManualClock {
+    /// Moves the clock to `at` (replays of recorded time; it may go back).
+    pub fn set(&self, at: koban_ledger::Timestamp) {
+        self.0.store(at.nanos(), Ordering::SeqCst);
+    }
+
     pub fn advance_secs(&self, seconds: u64) {
         self.0
             .fetch_add(seconds.saturating_mul(1_000_000_000), Ordering::SeqCst);

@@ -180,6 +180,22 @@ pub trait SqlDb: Clone + Send + Sync + 'static {
     /// Starts a transaction that only reads (it must not write: on SQLite it does not take the
     /// write lock, so readers do not queue behind writers).
     fn begin_read(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+
+    /// Runs one query that only reads, outside an explicit transaction where the backend
+    /// allows it (one round trip on PostgreSQL instead of three): one statement sees one
+    /// consistent snapshot anyway.
+    fn read(
+        &self,
+        sql: &'static str,
+        params: Vec<Value>,
+    ) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send {
+        async move {
+            let mut tx = self.begin_read().await?;
+            let rows = tx.query(sql, params).await?;
+            tx.commit().await?;
+            Ok(rows)
+        }
+    }
 }
 
 /// One open transaction.

@@ -244,7 +244,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(BenchCommand::Login(args)) => crate::bench_login::login(args).await,
             Command::Bench(BenchCommand::Api(args)) => crate::bench_api::api(args).await,
             Command::Bench(BenchCommand::Cards(args)) => crate::bench_cards::cards(args).await,
-            Command::Bench(BenchCommand::Risk(args)) => crate::risk::bench(args),
+            Command::Bench(BenchCommand::Risk(args)) => crate::risk::bench(args).await,
             Command::Risk(RiskCommand::Backtest(args)) => {
                 let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await

@@ -99,10 +99,26 @@ impl WithStore for BacktestArgs {
             .await?;
         tx.commit().await?;
         let mut events = Vec::with_capacity(rows.len());
+        // Features the live rules did not need were not computed, so not recorded: a candidate
+        // rule naming one sees its default there, and the report says how often.
+        let mut unrecorded: std::collections::BTreeMap<(String, String), u64> = Default::default();
         for row in &rows {
             let id = row.text(0)?;
             let json: serde_json::Value = serde_json::from_str(&row.text(2)?)
                 .with_context(|| format!("event {id}: stored features are not JSON"))?;
+            let kind = json.get("event").and_then(|e| e.as_str()).unwrap_or("");
+            for rule in candidate.rules().iter().filter(|r| r.enabled) {
+                if !rule.kinds.iter().any(|k| k.as_str() == kind) {
+                    continue;
+                }
+                for feature in &rule.references {
+                    if feature != "event" && json.get(feature).is_none() {
+                        *unrecorded
+                            .entry((rule.name.clone(), feature.clone()))
+                            .or_default() += 1;
+                    }
+                }
+            }
             let features =
                 Features::from_json(&json).map_err(|e| anyhow::anyhow!("event {id}: {e}"))?;
             events.push(RecordedEvent {
@@ -112,7 +128,12 @@ impl WithStore for BacktestArgs {
             });
         }
         let report = backtest(&live, &candidate, &events);
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut out = serde_json::to_value(&report)?;
+        out["unrecorded_features"] = unrecorded
+            .into_iter()
+            .map(|((rule, feature), events)| serde_json::json!({ "rule": rule, "feature": feature, "events": events }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -131,10 +152,20 @@ pub struct RiskBenchArgs {
     /// A rules file instead of the built-in default set.
     #[arg(long)]
     pub rules: Option<std::path::PathBuf>,
+    /// Then replay this many of the events (0: none) through the live decision path
+    /// (`Payments::assess`: limits, feature windows read from the database, rules, record),
+    /// flushing records as the server's worker does, and time each decision.
+    #[arg(long, default_value_t = 20_000)]
+    pub live_events: usize,
+    /// Database for the live replay: a temporary SQLite file unless a PostgreSQL URL is given
+    /// (a fresh schema, dropped afterwards).
+    #[arg(long)]
+    pub database_url: Option<crate::backend::DatabaseUrl>,
 }
 
-/// Runs the simulation's events through the rules, timing each decision.
-pub fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
+/// Runs the simulation's events through the rules, timing each decision; then replays some
+/// through the live path.
+pub async fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
     let rules = match &args.rules {
         Some(path) => read_rules(path)?,
         None => RuleSet::default_rules(),
@@ -166,6 +197,11 @@ pub fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
         let rank = (nanos.len() * p).div_ceil(100).max(1);
         nanos[rank - 1] as f64 / 1000.0
     };
+    let live = if args.live_events > 0 {
+        Some(live_replay(&args, &sim, args.live_events).await?)
+    } else {
+        None
+    };
     let out = serde_json::json!({
         "decisions_per_second": if elapsed > 0.0 { (events.len() as f64 / elapsed).round() } else { 0.0 },
         "decision_us_p50": pct(50),
@@ -185,10 +221,182 @@ pub fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
         "rules_digest": rules.digest(),
         "seed": args.seed,
         "generate_s": generate_s,
-        "note": "decision = the rule set over precomputed features (in-memory windows); the database reads of the live path are not included",
+        "note": "decision_us_*: the rule set over features from in-memory windows; live.*: Payments::assess end to end (limits, window reads from the database, rules, queueing the record)",
+        "live": live,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replays the first `n` simulated events through `Payments::assess` on a real store, with
+/// the clock at each event's time, as fast as they are answered, flushing the records every
+/// 100 ms as the server's worker does.
+async fn live_replay(
+    args: &RiskBenchArgs,
+    sim: &Simulation,
+    n: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let temp = tempfile::tempdir().context("creating a temporary directory")?;
+    let (url, schema) = match args.database_url.as_ref().map(|u| u.expose()) {
+        None => (
+            format!("sqlite://{}", temp.path().join("risk.db").display()),
+            None,
+        ),
+        Some(url) => match crate::backend::Backend::of(url)? {
+            crate::backend::Backend::Sqlite(_) => {
+                anyhow::bail!(
+                    "--database-url: give a PostgreSQL URL, or none for a temporary SQLite file"
+                )
+            }
+            crate::backend::Backend::Postgres(url) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_nanos();
+                (
+                    url.to_owned(),
+                    Some(format!(
+                        "koban_bench_risk_{}_{}",
+                        std::process::id(),
+                        nanos % 1_000_000_000_000
+                    )),
+                )
+            }
+        },
+    };
+    let options = crate::backend::BackendOptions {
+        schema: schema.clone(),
+        ..crate::backend::BackendOptions::default()
+    };
+    let events: Vec<_> = sim.events().iter().take(n).cloned().collect();
+    let outcome = crate::backend::open(&url, options, Live(events)).await;
+    if let Some(schema) = schema {
+        let pool =
+            koban_store_postgres::connect_pool(&url, &koban_store_postgres::PgConfig::default())
+                .await?;
+        koban_store_postgres::drop_schema(&pool, &schema).await?;
+    }
+    outcome
+}
+
+struct Live(Vec<koban_pay::koban_risk::sim::SimEvent>);
+
+impl WithStore for Live {
+    type Output = serde_json::Value;
+
+    async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<serde_json::Value> {
+        use koban_pay::risk::{Parties, RiskEvent};
+        let events = self.0;
+        let first = events.first().map_or(0, |e| e.at_ms);
+        let (clock, hand) = koban_store::Clock::manual(koban_ledger::Timestamp::from_nanos(
+            u64::try_from(first).unwrap_or(0) * 1_000_000,
+        ));
+        let auth = koban_auth::Auth::new(
+            store.sql(),
+            koban_auth::ServerKeys::from_hex(&koban_auth::ServerKeys::generate_hex())?,
+            clock,
+            koban_auth::AuthConfig::default(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = koban_pay::PayConfig::default();
+        let pay = koban_pay::Payments::new(store.clone(), auth, config.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = |prefix: &str, v: Option<u64>| v.map(|v| format!("{prefix}{v}"));
+        let mut nanos = Vec::with_capacity(events.len());
+        let mut flush_ms = Vec::new();
+        let mut last_flush = Instant::now();
+        let mut by_kind: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+        let started = Instant::now();
+        for event in &events {
+            hand.set(koban_ledger::Timestamp::from_nanos(
+                u64::try_from(event.at_ms).unwrap_or(0) * 1_000_000,
+            ));
+            let f = &event.features;
+            let int = |name: &str| match f.get(name) {
+                Some(koban_pay::koban_risk::Value::Int(v)) => *v,
+                _ => 0,
+            };
+            let flag =
+                |name: &str| matches!(f.get(name), Some(koban_pay::koban_risk::Value::Bool(true)));
+            let p = &event.parties;
+            let risk_event = RiskEvent {
+                kind: f.event(),
+                amount: u64::try_from(int("amount")).unwrap_or(0),
+                spent_today: 0,
+                daily_out_max: u64::MAX,
+                cooling_off_max: flag("in_cooling_off").then_some(u64::MAX),
+                payee_new: flag("payee_new"),
+                paid_to_payee_today: 0,
+                per_payee_daily_max: u64::MAX,
+                payee_account_age_s: p.payee.map(|_| int("payee_age_s")),
+                step_up_from: u64::try_from(int("step_up_from")).unwrap_or(u64::MAX),
+                review_new_payee_from: config.review_new_payee_from_minor,
+                fan_in_senders_max: config.fan_in_senders_max,
+            };
+            let parties = Parties {
+                customer: format!("c{}", p.customer),
+                device: key("d", p.device),
+                network: key("n", p.network),
+                payee: key("c", p.payee),
+                source: key("s", p.source),
+                source_age_s: p.source.map(|_| int("source_age_s")),
+                currency: "JPY".to_owned(),
+                failed: p.failed,
+                ..Parties::default()
+            };
+            let t = Instant::now();
+            pay.assess(&risk_event, &parties)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let took = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            nanos.push(took);
+            if std::env::var("KOBAN_DEBUG_TAIL").is_ok() && took > 800_000 {
+                eprintln!(
+                    "slow {} us kind {} since_flush_ms {}",
+                    took / 1000,
+                    f.event().as_str(),
+                    last_flush.elapsed().as_millis()
+                );
+            }
+            by_kind.entry(f.event().as_str()).or_default().push(took);
+            if last_flush.elapsed() >= std::time::Duration::from_millis(100) {
+                let t = Instant::now();
+                pay.flush_risk().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                flush_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                last_flush = Instant::now();
+            }
+        }
+        pay.flush_risk().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let elapsed = started.elapsed().as_secs_f64();
+        nanos.sort_unstable();
+        flush_ms.sort_by(f64::total_cmp);
+        let pct = |v: &[u64], p: usize| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            v[(v.len() * p).div_ceil(100).max(1) - 1] as f64 / 1000.0
+        };
+        let flush_p50 = flush_ms.get(flush_ms.len() / 2).copied().unwrap_or(0.0);
+        let kinds: serde_json::Map<String, serde_json::Value> = by_kind
+            .into_iter()
+            .map(|(kind, mut v)| {
+                v.sort_unstable();
+                let summary = serde_json::json!({ "events": v.len(), "p50": pct(&v, 50), "p99": pct(&v, 99) });
+                (kind.to_owned(), summary)
+            })
+            .collect();
+        store.shutdown().await;
+        Ok(serde_json::json!({
+            "backend": store.backend(),
+            "events": events.len(),
+            "assess_us_p50": pct(&nanos, 50),
+            "assess_us_p99": pct(&nanos, 99),
+            "assess_us_max": nanos.last().map_or(0.0, |n| *n as f64 / 1000.0),
+            "assess_us_by_kind": kinds,
+            "flushes": flush_ms.len(),
+            "flush_ms_p50": (flush_p50 * 1000.0).round() / 1000.0,
+            "wall_s": (elapsed * 100.0).round() / 100.0,
+        }))
+    }
 }
 
 #[cfg(test)]

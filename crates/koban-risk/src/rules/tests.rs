@@ -828,3 +828,44 @@ fn a_rule_can_be_turned_off_by_name_and_the_digest_says_so() {
         .unwrap_err();
     assert_eq!(unknown.rule.as_deref(), Some("no.such_rule"));
 }
+
+#[test]
+fn a_rule_applies_to_the_kinds_its_event_condition_allows_and_needs_follow() {
+    let set = RuleSet::default_rules();
+    let rule = |name: &str| set.rules().iter().find(|r| r.name == name).unwrap();
+    assert_eq!(rule("p2p.new_payee").kinds, vec![EventKind::P2p]);
+    assert_eq!(
+        rule("payment.large_amount").kinds,
+        vec![
+            EventKind::P2p,
+            EventKind::MerchantPayment,
+            EventKind::CodeCharge,
+            EventKind::Payout,
+            EventKind::CardAuthorization
+        ]
+    );
+    assert!(
+        rule("p2p.fan_in_young_payee")
+            .references
+            .contains(&"payee_senders_1h".to_owned())
+    );
+    // A merchant payment needs no payee or network window; a login needs the network's.
+    let merchant = set.needs(EventKind::MerchantPayment);
+    assert!(
+        !merchant
+            .iter()
+            .any(|f| f.starts_with("payee_") || f.starts_with("network_"))
+    );
+    assert!(merchant.contains("since_topup_s"));
+    let login = set.needs(EventKind::Login);
+    assert!(login.contains("network_failures_1h") && login.contains("network_customers_1h"));
+    // A rule whose event condition comes second is kept for every kind (conservative).
+    let late = RuleSet::parse(
+        "[[rule]]\nname = \"late\"\ndescription = \"d\"\nwhen = 'amount > 5 && event == \"p2p\"'\naction = \"alert\"\nreason = \"r\"\n",
+    )
+    .unwrap();
+    assert!(late.rules()[0].kinds.contains(&EventKind::P2p));
+    let mut f = base(EventKind::P2p);
+    f.set_int("amount", 6);
+    assert_eq!(late.decide(&f).fired.len(), 1);
+}

@@ -16,7 +16,8 @@ mod windows;
 use std::collections::{BTreeMap, BTreeSet};
 
 use population::{DAY_MS, Plan, Raw, START_MS, Step, World};
-use windows::{Observation, Windows};
+pub use windows::Observation;
+use windows::Windows;
 
 use crate::{Action, EventKind, Features, NEVER_S, Verdict};
 
@@ -74,6 +75,8 @@ pub struct SimEvent {
     pub at_ms: i64,
     pub features: Features,
     pub actor: Actor,
+    /// Who and where (for replaying the events through a real store).
+    pub parties: Observation,
 }
 
 /// How one attack fared.
@@ -249,6 +252,7 @@ fn replay(steps: Vec<Step>, mut world: World) -> Vec<SimEvent> {
                     at_ms: raw.at_ms,
                     features,
                     actor: raw.actor,
+                    parties: obs,
                 });
             }
         }

@@ -64,9 +64,10 @@ const WINDOWS: [(i64, [(&str, &str); 5]); 3] = [
     ),
 ];
 
-/// What the windows need to know of one event.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Observation {
+/// What the windows need to know of one event: its kind and time, the keys of its parties
+/// (synthetic numbers), amount and outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
     pub kind: EventKind,
     pub at_ms: i64,
     pub customer: u64,
