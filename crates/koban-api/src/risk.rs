@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
 use crate::extract::{Caller, Json, json};
+use crate::payments::IdemKey;
 use crate::problem::{ApiError, Problem};
 
 #[derive(Serialize, ToSchema)]
@@ -101,7 +102,9 @@ pub struct DistributionOut {
 
 #[derive(Serialize, ToSchema)]
 pub struct RiskStatsOut {
+    /// In the last 24 hours.
     pub alerts_by_rule: Vec<CountOut>,
+    /// In the last 24 hours.
     pub decisions_by_action: Vec<CountOut>,
     pub cases_open: i64,
     pub holds_pending: i64,
@@ -392,7 +395,9 @@ pub async fn unfreeze_customer<S: LedgerStore>(
 }
 
 /// Reverses a completed transfer between customers while the receiver still holds the funds,
-/// and freezes the receiver. From the approval threshold on it waits for an approver (202).
+/// and freezes the receiver. At most one reversal per transfer is pending or done. When it,
+/// with the reversals of the last 24 hours for the same payer or by the same operator, reaches
+/// the approval threshold, it waits for an approver (202).
 #[utoipa::path(post, path = "/v1/ops/transfers/{id}/reverse", tag = "fraud", params(("id" = String, Path)), request_body = ReverseIn,
     responses((status = 200, body = RiskActionOut), (status = 202, body = RiskActionOut), (status = 409, body = Problem)), security(("session" = [])))]
 pub async fn reverse_transfer<S: LedgerStore>(
@@ -418,13 +423,17 @@ fn action_reply(action: koban_pay::fraud::RiskAction) -> Response {
     json(status, &action_out(action))
 }
 
-/// Compensates a victim from the fraud-losses account, with the case attached. From the
-/// approval threshold on it waits for an approver (202).
+/// Compensates a victim (the case's subject, or a customer who paid it) from the fraud-losses
+/// account, with the case attached. Needs an `Idempotency-Key`: a retry answers the first
+/// request. When it, with the compensations of the last 24 hours for the same customer or by
+/// the same operator, reaches the approval threshold, it waits for an approver (202).
 #[utoipa::path(post, path = "/v1/ops/compensations", tag = "fraud", request_body = CompensateIn,
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters")),
     responses((status = 200, body = RiskActionOut), (status = 202, body = RiskActionOut), (status = 422, body = Problem)), security(("session" = [])))]
 pub async fn compensate<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
+    IdemKey(key): IdemKey,
     Json(body): Json<CompensateIn>,
 ) -> Result<Response, ApiError> {
     let amount = koban_pay::parse_amount(body.amount)?;
@@ -441,6 +450,7 @@ pub async fn compensate<S: LedgerStore>(
             currency,
             &body.case_id,
             &body.note,
+            &key,
         )
         .await?;
     Ok(action_reply(action))

@@ -408,7 +408,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         let right = constant_time_eq(&row.bytes(8)?, &self.amounts_hash(source_id, first, second));
         if !right {
-            self.mark_risk_failed(&link_event).await?;
+            self.mark_risk_failed(&link_event);
             throttle::record_failure(&mut tx, config, now, &keys, attempt).await?;
             let attempts = tx
                 .query_one(

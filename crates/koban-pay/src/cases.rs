@@ -15,6 +15,15 @@ use crate::{PayError, Payments};
 /// How far back a new case looks for the subject's first event (time to detect starts there).
 const CASE_LOOKBACK_MS: i64 = 24 * 3_600_000;
 
+/// The `risk_events` keys of a case subject: a customer (as actor or payee), or the client
+/// network of `network:<prefix>` (attempts on no known account).
+fn subject_keys(subject: &str) -> (&str, &str) {
+    match subject.strip_prefix("network:") {
+        Some(network) => ("", network),
+        None => (subject, ""),
+    }
+}
+
 pub(crate) struct NewAlert<'a> {
     pub rule: &'a str,
     pub reason: &'a str,
@@ -40,31 +49,49 @@ pub(crate) async fn raise_alert<T: SqlTx>(
     let case_id = match open {
         Some(row) => row.text(0)?,
         None => {
+            let (party, network) = subject_keys(alert.subject);
             let first = tx
                 .query_one(
-                    "SELECT MIN(at) FROM risk_events WHERE (customer = $1 OR payee = $1) AND at >= $2",
-                    params![alert.subject, now - CASE_LOOKBACK_MS],
+                    "SELECT MIN(at) FROM risk_events WHERE (($1 <> '' AND (customer = $1 OR payee = $1)) \
+                     OR ($2 <> '' AND network = $2)) AND at >= $3",
+                    params![party, network, now - CASE_LOOKBACK_MS],
                 )
                 .await?
                 .opt_i64(0)?
                 .unwrap_or(now)
                 .min(now);
-            let id = koban_auth::secret::new_id();
-            tx.execute(
-                "INSERT INTO risk_cases (id, subject, subject_role, status, first_event_at, first_alert_at, opened_at) \
-                 VALUES ($1, $2, $3, 'open', $4, $5, $5)",
-                params![id.as_str(), alert.subject, alert.subject_role, first, now],
+            // One open case per subject, also across instances (a partial unique index).
+            let opened = tx
+                .execute(
+                    "INSERT INTO risk_cases (id, subject, subject_role, status, first_event_at, first_alert_at, opened_at) \
+                     VALUES ($1, $2, $3, 'open', $4, $5, $5) ON CONFLICT DO NOTHING",
+                    params![
+                        koban_auth::secret::new_id(),
+                        alert.subject,
+                        alert.subject_role,
+                        first,
+                        now
+                    ],
+                )
+                .await?;
+            if opened == 1 {
+                let detect_s = (now - first).max(0) as f64 / 1000.0;
+                metrics::histogram!("koban_risk_time_to_detect_seconds").record(detect_s);
+                metrics::counter!("koban_risk_cases_opened_total").increment(1);
+            }
+            tx.query_one(
+                "SELECT id FROM risk_cases WHERE subject = $1 AND status = 'open'",
+                params![alert.subject],
             )
-            .await?;
-            let detect_s = (now - first).max(0) as f64 / 1000.0;
-            metrics::histogram!("koban_risk_time_to_detect_seconds").record(detect_s);
-            metrics::counter!("koban_risk_cases_opened_total").increment(1);
-            id
+            .await?
+            .text(0)?
         }
     };
-    tx.execute(
+    // An event raises each rule's alert once, however often it is decided again (a step-up
+    // retry) or imported (the login alarm on several instances).
+    let raised = tx.execute(
         "INSERT INTO risk_alerts (id, at, rule, reason, action, score, event_id, subject, case_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         params![
             koban_auth::secret::new_id(),
             now,
@@ -78,7 +105,9 @@ pub(crate) async fn raise_alert<T: SqlTx>(
         ],
     )
     .await?;
-    metrics::counter!("koban_risk_alerts_total", "rule" => alert.rule.to_owned()).increment(1);
+    if raised == 1 {
+        metrics::counter!("koban_risk_alerts_total", "rule" => alert.rule.to_owned()).increment(1);
+    }
     Ok(case_id)
 }
 
@@ -258,11 +287,13 @@ impl<S: LedgerStore> Payments<S> {
         let case = Self::case_row(&mut tx, id).await?;
         let since = case.first_event_at - 7 * CASE_LOOKBACK_MS;
         let mut timeline = Vec::new();
+        let (party, network) = subject_keys(&case.subject);
         let events = tx
             .query(
                 "SELECT at, kind, customer, device, network, payee, source, amount, currency, failed, action, score, fired \
-                 FROM risk_events WHERE (customer = $1 OR payee = $1) AND at >= $2 ORDER BY at DESC LIMIT 500",
-                params![case.subject.as_str(), since],
+                 FROM risk_events WHERE (($1 <> '' AND (customer = $1 OR payee = $1)) OR ($2 <> '' AND network = $2)) \
+                 AND at >= $3 ORDER BY at DESC LIMIT 500",
+                params![party, network, since],
             )
             .await?;
         for e in &events {

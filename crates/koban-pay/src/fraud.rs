@@ -190,18 +190,37 @@ impl<S: LedgerStore> Payments<S> {
         batch: Vec<TransferRequest>,
     ) -> Result<Result<(), RejectReason>, PayError> {
         let mut thawed = Vec::new();
+        let mut outcome = Ok(Ok(()));
         for account in accounts {
-            let state = self.ledger_account(*account).await?;
-            if state.flags.frozen {
-                self.set_frozen(*account, false).await?;
-                thawed.push(*account);
+            match self.ledger_account(*account).await {
+                Ok(state) if state.flags.frozen => match self.set_frozen(*account, false).await {
+                    Ok(()) => thawed.push(*account),
+                    Err(error) => {
+                        outcome = Err(error);
+                        break;
+                    }
+                },
+                Ok(_) => {}
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
             }
         }
-        let outcome = self.store.submit(batch).await;
-        for account in &thawed {
-            self.set_frozen(*account, true).await?;
+        if matches!(outcome, Ok(Ok(()))) {
+            outcome = match self.store.submit(batch).await {
+                Ok(result) => Ok(result.map(|_| ()).map_err(|r| r.reason)),
+                Err(error) => Err(error.into()),
+            };
         }
-        Ok(outcome?.map(|_| ()).map_err(|r| r.reason))
+        // Frozen again whatever happened above.
+        for account in &thawed {
+            if let Err(error) = self.set_frozen(*account, true).await {
+                tracing::error!(%error, "a wallet thawed for a reversal could not be frozen again");
+                outcome = Err(error);
+            }
+        }
+        outcome
     }
 
     /// Asks to reverse a completed P2P transfer (or a released review hold): the receiver's
@@ -259,15 +278,34 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         tx.commit().await?;
-        if amount.minor_units() < self.config.approval_from_minor {
+        if !self.needs_approval("reverse", &id).await? {
             return self.execute_action(principal, &id, None).await;
         }
         self.risk_action(&id).await
     }
 
+    /// Whether action `id` needs a second operator: its amount together with the same kind of
+    /// actions of the last 24 hours for the same customer, or by the same requester, reaches
+    /// the approval threshold (so splitting one large amount does not avoid approval).
+    async fn needs_approval(&self, kind: &str, id: &str) -> Result<bool, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_one(
+                "SELECT CAST(COALESCE(SUM(o.amount), 0) AS BIGINT) FROM risk_actions a JOIN risk_actions o \
+                 ON o.kind = a.kind AND (o.customer = a.customer OR o.requested_by = a.requested_by) \
+                 WHERE a.id = $1 AND a.kind = $2 AND o.status IN ('pending', 'executing', 'done') AND o.requested_at >= $3",
+                params![id, kind, self.now_ms() - 24 * 3_600_000],
+            )
+            .await?;
+        tx.commit().await?;
+        let total = u64::try_from(row.i64(0)?).unwrap_or(u64::MAX);
+        Ok(total >= self.config.approval_from_minor)
+    }
+
     /// Asks to compensate a victim: a transfer from the fraud-losses account into their wallet,
     /// with the case attached. Done at once below the approval threshold, otherwise it waits
     /// for an approver.
+    #[allow(clippy::too_many_arguments)]
     pub async fn request_compensation(
         &self,
         principal: &Principal,
@@ -276,10 +314,32 @@ impl<S: LedgerStore> Payments<S> {
         currency: Currency,
         case_id: &str,
         note: &str,
+        key: &crate::IdempotencyKey,
     ) -> Result<RiskAction, PayError> {
         let me = principal.operator(OPERATORS)?;
         let note = bounded_note(note)?;
         self.currency_enabled(currency.code())?;
+        // A retry of the same request answers what the first one did.
+        let request_key = uuid::Uuid::from_u128(
+            self.derive_id(&[
+                b"risk-compensation",
+                me.operator_id.as_bytes(),
+                key.as_str().as_bytes(),
+            ])
+            .get(),
+        )
+        .to_string();
+        if let Some(done) = self.action_by_key(&request_key).await? {
+            let same = done.customer == customer
+                && done.amount == i64::try_from(amount.minor_units()).unwrap_or(i64::MAX)
+                && done.currency == currency.code()
+                && done.case_id.as_deref() == Some(case_id);
+            return if same {
+                Ok(done)
+            } else {
+                Err(PayError::IdempotencyMismatch)
+            };
+        }
         let wallets = self.wallets_of(customer).await?;
         if !wallets.iter().any(|(c, _)| *c == currency) {
             return Err(PayError::Invalid(
@@ -290,21 +350,40 @@ impl<S: LedgerStore> Payments<S> {
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
         self.check_case(&mut tx, Some(case_id)).await?;
-        tx.execute(
-            "INSERT INTO risk_actions (id, kind, case_id, customer, amount, currency, note, status, requested_by, requested_at) \
-             VALUES ($1, 'compensate', $2, $3, $4, $5, $6, 'pending', $7, $8)",
-            params![
-                id.as_str(),
-                case_id,
-                customer,
-                i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
-                currency.code(),
-                note,
-                me.operator_id.as_str(),
-                now
-            ],
-        )
-        .await?;
+        // Only a customer the case is about: its subject, or someone who paid its subject.
+        let in_case = tx
+            .query_opt(
+                "SELECT 1 FROM risk_cases c JOIN users u ON u.id = $1 AND u.kind = 'customer' \
+                 WHERE c.id = $2 AND (c.subject = u.id OR EXISTS \
+                 (SELECT 1 FROM risk_events e WHERE e.payee = c.subject AND e.customer = u.id))",
+                params![customer, case_id],
+            )
+            .await?;
+        if in_case.is_none() {
+            return Err(PayError::Invalid(
+                "the customer must be the case's subject or have paid its subject",
+            ));
+        }
+        let inserted = tx
+            .execute(
+                "INSERT INTO risk_actions (id, kind, case_id, customer, amount, currency, note, status, requested_by, requested_at, request_key) \
+                 VALUES ($1, 'compensate', $2, $3, $4, $5, $6, 'pending', $7, $8, $9) ON CONFLICT DO NOTHING",
+                params![
+                    id.as_str(),
+                    case_id,
+                    customer,
+                    i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                    currency.code(),
+                    note,
+                    me.operator_id.as_str(),
+                    now,
+                    request_key.as_str()
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(PayError::InFlight);
+        }
         audit::append(
             &mut tx,
             now,
@@ -319,10 +398,22 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         tx.commit().await?;
-        if amount.minor_units() < self.config.approval_from_minor {
+        if !self.needs_approval("compensate", &id).await? {
             return self.execute_action(principal, &id, None).await;
         }
         self.risk_action(&id).await
+    }
+
+    async fn action_by_key(&self, request_key: &str) -> Result<Option<RiskAction>, PayError> {
+        let sql = concat!(
+            "SELECT ",
+            action_columns!(),
+            " FROM risk_actions WHERE request_key = $1"
+        );
+        let mut tx = self.db().begin_read().await?;
+        let row = tx.query_opt(sql, params![request_key]).await?;
+        tx.commit().await?;
+        row.as_ref().map(action_from).transpose()
     }
 
     /// Approves or rejects a pending action (approver; never the operator who asked).
@@ -334,7 +425,13 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<RiskAction, PayError> {
         let me = principal.operator(&[Role::Approver])?;
         let action = self.risk_action(id).await?;
-        if action.status != "pending" {
+        // `executing`: an approval that stopped halfway (a crash) may be approved again; the
+        // ledger id derives from the action, so the money still moves once.
+        let open = match verdict {
+            Verdict::Approve => matches!(action.status.as_str(), "pending" | "executing"),
+            Verdict::Reject => action.status == "pending",
+        };
+        if !open {
             return Err(PayError::Conflict("this action was already decided"));
         }
         if action.requested_by == me.operator_id {
@@ -383,6 +480,18 @@ impl<S: LedgerStore> Payments<S> {
         id: &str,
         approver: Option<&str>,
     ) -> Result<RiskAction, PayError> {
+        // Claimed before any money moves: a rejection racing this approval finds it taken.
+        let mut tx = self.db().begin().await?;
+        let claimed = tx
+            .execute(
+                "UPDATE risk_actions SET status = 'executing', approved_by = $1 WHERE id = $2 AND status IN ('pending', 'executing')",
+                params![approver, id],
+            )
+            .await?;
+        tx.commit().await?;
+        if claimed == 0 {
+            return Err(PayError::Conflict("this action was already decided"));
+        }
         let action = self.risk_action(id).await?;
         let amount = Amount::from_i64(action.amount)
             .map_err(|_| PayError::Invalid("a stored amount is not valid"))?;
@@ -456,10 +565,9 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin().await?;
         let changed = tx
             .execute(
-                "UPDATE risk_actions SET status = $1, approved_by = $2, decided_at = $3, ledger_id = $4 WHERE id = $5 AND status = 'pending'",
+                "UPDATE risk_actions SET status = $1, decided_at = $2, ledger_id = $3 WHERE id = $4 AND status = 'executing'",
                 params![
                     status,
-                    approver,
                     now,
                     (status == "done").then(|| ledger_id.to_bytes().to_vec()),
                     id
@@ -467,7 +575,10 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?;
         if changed == 0 {
-            return Err(PayError::Conflict("this action was already decided"));
+            // A concurrent approval of the same action finished it (the ledger made this one
+            // a replay): its answer stands.
+            drop(tx);
+            return self.risk_action(id).await;
         }
         let money = format_money(action.amount.unsigned_abs(), currency);
         audit::append(
@@ -654,17 +765,19 @@ impl<S: LedgerStore> Payments<S> {
         let pairs = |rows: Vec<Row>| -> Result<Vec<(String, i64)>, PayError> {
             rows.iter().map(|r| Ok((r.text(0)?, r.i64(1)?))).collect()
         };
+        // The last day's, through the time indexes: never a scan of all history.
+        let day = self.now_ms() - 24 * 3_600_000;
         let alerts_by_rule = pairs(
             tx.query(
-                "SELECT rule, COUNT(*) FROM risk_alerts GROUP BY rule ORDER BY rule",
-                vec![],
+                "SELECT rule, COUNT(*) FROM risk_alerts WHERE at >= $1 GROUP BY rule ORDER BY rule",
+                params![day],
             )
             .await?,
         )?;
         let decisions_by_action = pairs(
             tx.query(
-                "SELECT action, COUNT(*) FROM risk_events GROUP BY action ORDER BY action",
-                vec![],
+                "SELECT action, COUNT(*) FROM risk_events WHERE at >= $1 GROUP BY action ORDER BY action",
+                params![day],
             )
             .await?,
         )?;

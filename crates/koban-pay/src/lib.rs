@@ -268,7 +268,9 @@ pub struct Payments<S: LedgerStore> {
     row_commit: Arc<tokio::sync::Mutex<()>>,
     /// The live risk rules (reloadable) and the decisions waiting to be written.
     pub(crate) risk_rules: Arc<risk::RiskRules>,
-    pub(crate) risk_queue: risk::RiskQueue,
+    pub(crate) risk_queue: risk::SharedRiskQueue,
+    /// One flush of risk records at a time per instance.
+    pub(crate) risk_flush: Arc<tokio::sync::Mutex<()>>,
 }
 
 type QueuedRow = (
@@ -328,6 +330,7 @@ impl<S: LedgerStore> Payments<S> {
                     .map_err(|_| PayError::Invalid("the default risk rules are invalid"))?,
             ),
             risk_queue: Arc::default(),
+            risk_flush: Arc::default(),
         })
     }
 
@@ -522,11 +525,12 @@ impl<S: LedgerStore> Payments<S> {
     /// The part of [`Payments::tick`] that must not wait for merchants' endpoints (the
     /// server runs webhook delivery in a task of its own).
     pub async fn settle_and_flush(&self) -> Result<(), PayError> {
+        // Risk records are written whatever else fails this tick.
+        let risk = self.flush_risk().await;
         self.settle_due(100).await?;
         self.expire_card_authorizations().await?;
         self.flush_notifications().await?;
-        self.flush_risk().await?;
-        Ok(())
+        risk.map(|_| ())
     }
 }
 

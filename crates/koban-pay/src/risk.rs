@@ -48,8 +48,11 @@ pub struct Parties {
     /// The acting customer's user id (`""` when unknown, for example a failed login for an
     /// address with no account).
     pub customer: String,
-    /// The client's device cookie id, when it presented one bound to this customer.
+    /// The client's device cookie id (whichever account it was issued to: the device
+    /// windows count across accounts).
     pub device: Option<String>,
+    /// The cookie was issued to this customer at a past sign-in.
+    pub device_bound: bool,
     /// The client network (IPv4 /24 or IPv6 /64), when the event came from a client.
     pub network: Option<String>,
     /// The receiving customer's user id.
@@ -72,12 +75,11 @@ pub struct Parties {
 impl Parties {
     /// The parties of a request made by `customer` from `client`.
     pub fn of(customer: &str, client: Option<&koban_auth::Client>) -> Parties {
+        let cookie = client.and_then(|c| c.device.as_ref());
         Parties {
             customer: customer.to_owned(),
-            device: client
-                .and_then(|c| c.device.as_ref())
-                .filter(|d| d.user_id == customer)
-                .map(|d| d.id.clone()),
+            device: cookie.map(|d| d.id.clone()),
+            device_bound: cookie.is_some_and(|d| d.user_id == customer),
             network: client.map(|c| c.network.clone()),
             ..Parties::default()
         }
@@ -131,7 +133,7 @@ pub fn base_features(event: &RiskEvent, parties: &Parties) -> Features {
     if let Some(age) = parties.source_age_s {
         f.set_int("source_age_s", age);
     }
-    f.set_bool("device_known", parties.device.is_some());
+    f.set_bool("device_known", parties.device_bound);
     f.set_text("mcc", parties.mcc.as_deref().unwrap_or(""));
     f.set_text(
         "merchant_country",
@@ -235,7 +237,50 @@ pub fn read_rules(path: &std::path::Path) -> Result<RuleSet, String> {
     RuleSet::parse(&text).map_err(|e| format!("the rules file {} is invalid: {e}", path.display()))
 }
 
-pub(crate) type RiskQueue = Arc<Mutex<Vec<Recorded>>>;
+/// Decisions of this instance not yet durable in `risk_events`: still counted in the windows.
+#[derive(Default)]
+pub(crate) struct RiskQueue {
+    /// Decided, waiting for the next flush.
+    pending: Vec<Recorded>,
+    /// Taken by the flush that is writing them.
+    flushing: Arc<Vec<Recorded>>,
+    /// Events found to be failed attempts after they left `pending`.
+    failed_late: Vec<String>,
+}
+
+pub(crate) type SharedRiskQueue = Arc<Mutex<RiskQueue>>;
+
+/// The most decisions kept waiting for the database (a long outage): beyond, the oldest are
+/// dropped, with a warning and a counter.
+const QUEUED_MAX: usize = 100_000;
+
+/// Keys and texts of a record are cut to this many characters, control characters dropped, so
+/// no client-chosen value can make a row unwritable.
+const KEY_CHARS_MAX: usize = 128;
+
+fn bounded(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(KEY_CHARS_MAX)
+        .collect()
+}
+
+impl Parties {
+    fn bounded(&self) -> Parties {
+        let opt = |v: &Option<String>| v.as_deref().map(bounded);
+        Parties {
+            customer: bounded(&self.customer),
+            device: opt(&self.device),
+            network: opt(&self.network),
+            payee: opt(&self.payee),
+            source: opt(&self.source),
+            currency: bounded(&self.currency),
+            mcc: opt(&self.mcc),
+            merchant_country: opt(&self.merchant_country),
+            ..self.clone()
+        }
+    }
+}
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -296,7 +341,7 @@ UNION ALL SELECT 5, COUNT(*), CAST(COALESCE(MAX(at), 0) AS BIGINT), \
 UNION ALL SELECT 6, u.created_at, \
  CAST(COALESCE((SELECT d.first_seen_at FROM known_devices d WHERE d.user_id = u.id AND d.device_id = $17), -1) AS BIGINT), \
  CAST(COALESCE((SELECT MAX(a.at) FROM audit_log a WHERE a.subject IN (u.id, $18) AND a.action IN \
-  ('password.changed', 'password.reset', 'email.changed', 'phone.changed', 'factor.removed', 'factor.recovery_codes.replaced')), -1) AS BIGINT), \
+  ('password.changed', 'password.reset', 'email.changed', 'phone.changed', 'factor.removed', 'factor.recovery_codes.replaced', 'recovery.approved')), -1) AS BIGINT), \
  CAST(CASE WHEN EXISTS (SELECT 1 FROM kyc k WHERE k.user_id = u.id AND k.status = 'approved') THEN 1 ELSE 0 END AS BIGINT), \
  0, 0, 0, 0 \
  FROM users u WHERE $19 <> '' AND u.id = $19 \
@@ -429,8 +474,18 @@ impl<S: LedgerStore> Payments<S> {
         let started = std::time::Instant::now();
         let now = self.now_ms();
         // One record per attempt: a retry after step-up replaces the first decision.
+        let parties = &parties.bounded();
+        // Several customers may try one payment request: the attempt is theirs each.
         let id = match parties.attempt {
-            Some(attempt) => uuid::Uuid::from_u128(attempt.get()).to_string(),
+            Some(attempt) => uuid::Uuid::from_u128(
+                self.derive_id(&[
+                    b"risk-attempt",
+                    parties.customer.as_bytes(),
+                    &attempt.to_bytes(),
+                ])
+                .get(),
+            )
+            .to_string(),
             None => koban_auth::secret::new_id(),
         };
         let mut features = base_features(event, parties);
@@ -487,22 +542,18 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// Marks a recorded event as a failed attempt (the secret it carried was wrong).
-    pub async fn mark_risk_failed(&self, id: &str) -> Result<(), PayError> {
-        if let Ok(mut queue) = self.risk_queue.lock()
-            && let Some(r) = queue.iter_mut().find(|r| r.id == id)
-        {
-            r.parties.failed = true;
-            r.features.set_bool("failed", true);
-            return Ok(());
+    /// Never touches the database itself (its caller may hold the write transaction): a
+    /// record already taken by a flush is corrected by the next one.
+    pub fn mark_risk_failed(&self, id: &str) {
+        if let Ok(mut queue) = self.risk_queue.lock() {
+            match queue.pending.iter_mut().find(|r| r.id == id) {
+                Some(r) => {
+                    r.parties.failed = true;
+                    r.features.set_bool("failed", true);
+                }
+                None => queue.failed_late.push(id.to_owned()),
+            }
         }
-        let mut tx = self.db().begin().await?;
-        tx.execute(
-            "UPDATE risk_events SET failed = 1 WHERE id = $1",
-            params![id],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Reloads the live rule set from its file (`actor` did it: an operator, or `system` on
@@ -537,9 +588,19 @@ impl<S: LedgerStore> Payments<S> {
 
     fn queue_risk(&self, recorded: Recorded) {
         if let Ok(mut queue) = self.risk_queue.lock() {
-            match queue.iter_mut().find(|r| r.id == recorded.id) {
+            match queue.pending.iter_mut().find(|r| r.id == recorded.id) {
                 Some(earlier) => *earlier = recorded,
-                None => queue.push(recorded),
+                None => queue.pending.push(recorded),
+            }
+            if queue.pending.len() > QUEUED_MAX {
+                let over = queue.pending.len() - QUEUED_MAX;
+                queue.pending.drain(..over);
+                metrics::counter!("koban_risk_records_dropped_total")
+                    .increment(u64::try_from(over).unwrap_or(u64::MAX));
+                tracing::warn!(
+                    dropped = over,
+                    "risk records could not be written in time; the oldest were dropped"
+                );
             }
         }
     }
@@ -710,8 +771,11 @@ impl<S: LedgerStore> Payments<S> {
         let mut senders_pending = std::collections::BTreeSet::new();
         let mut network_customers_pending = std::collections::BTreeSet::new();
         if let Ok(queue) = self.risk_queue.lock() {
-            for r in queue.iter() {
-                if r.at_ms <= day || r.id == id {
+            let flushing = queue.flushing.clone();
+            let mut seen = std::collections::HashSet::new();
+            for r in queue.pending.iter().chain(flushing.iter()) {
+                // The same attempt may wait again while its first decision is being written.
+                if r.at_ms <= day || r.id == id || !seen.insert(r.id.as_str()) {
                     continue;
                 }
                 if needs.topup
@@ -796,15 +860,37 @@ impl<S: LedgerStore> Payments<S> {
     /// Writes the decisions queued since the last flush, and makes alerts and cases from the
     /// ones that raise one. Returns how many events were written.
     pub async fn flush_risk(&self) -> Result<usize, PayError> {
-        let batch: Vec<Recorded> = match self.risk_queue.lock() {
-            Ok(mut queue) => std::mem::take(&mut *queue),
+        let _one_flush = self.risk_flush.lock().await;
+        let (batch, failed_late) = match self.risk_queue.lock() {
+            Ok(mut queue) => {
+                let batch = Arc::new(std::mem::take(&mut queue.pending));
+                queue.flushing = batch.clone();
+                (batch, std::mem::take(&mut queue.failed_late))
+            }
             Err(_) => return Ok(0),
         };
-        if batch.is_empty() {
+        if batch.is_empty() && failed_late.is_empty() {
             return Ok(0);
         }
+        let written = self.write_risk(&batch, &failed_late).await;
+        if let Ok(mut queue) = self.risk_queue.lock() {
+            queue.flushing = Arc::default();
+            if written.is_err() {
+                // Kept for the next flush, oldest first.
+                let mut again: Vec<Recorded> = batch.iter().cloned().collect();
+                again.append(&mut queue.pending);
+                queue.pending = again;
+                let mut late = failed_late;
+                late.append(&mut queue.failed_late);
+                queue.failed_late = late;
+            }
+        }
+        written.map(|()| batch.len())
+    }
+
+    async fn write_risk(&self, batch: &[Recorded], failed_late: &[String]) -> Result<(), PayError> {
         let mut tx = self.db().begin().await?;
-        for r in &batch {
+        for r in batch {
             let fired = serde_json::to_string(&r.verdict.fired).unwrap_or_else(|_| "[]".into());
             let mut features = r.features.to_json();
             if let Some(object) = features.as_object_mut() {
@@ -838,8 +924,21 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?;
         }
-        for r in &batch {
-            for fired in r.verdict.fired.iter().filter(|f| f.action.raises_alert()) {
+        for id in failed_late {
+            tx.execute(
+                "UPDATE risk_events SET failed = 1, features = REPLACE(features, '\"failed\":false', '\"failed\":true') WHERE id = $1",
+                params![id.as_str()],
+            )
+            .await?;
+        }
+        for r in batch {
+            // Hard limits are the customer's own business, not fraud: no alert.
+            for fired in r
+                .verdict
+                .fired
+                .iter()
+                .filter(|f| f.action.raises_alert() && !f.rule.starts_with("limit."))
+            {
                 let subject = match fired.case_by {
                     koban_risk::CaseBy::Payee => r.parties.payee.clone(),
                     koban_risk::CaseBy::Customer => Some(r.parties.customer.clone()),
@@ -874,7 +973,7 @@ impl<S: LedgerStore> Payments<S> {
             }
         }
         tx.commit().await?;
-        Ok(batch.len())
+        Ok(())
     }
 }
 

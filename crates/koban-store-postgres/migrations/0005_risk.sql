@@ -22,12 +22,13 @@ CREATE TABLE risk_events (
     rules_digest TEXT NOT NULL         -- which rule set decided
 );
 CREATE INDEX risk_events_at ON risk_events (at);
--- The feature windows: each dimension's recent events of one kind are an index range.
-CREATE INDEX risk_events_customer ON risk_events (customer, kind, at);
-CREATE INDEX risk_events_device ON risk_events (device, kind, at);
-CREATE INDEX risk_events_network ON risk_events (network, kind, at);
-CREATE INDEX risk_events_payee ON risk_events (payee, kind, at);
-CREATE INDEX risk_events_source ON risk_events (source, kind, at);
+-- The feature windows: each dimension's recent events of one kind are an index range, and
+-- the index carries every column a window adds up, so reading one touches no table row.
+CREATE INDEX risk_events_customer ON risk_events (customer, kind, at, amount, failed, id);
+CREATE INDEX risk_events_device ON risk_events (device, kind, at, amount, failed, customer, id);
+CREATE INDEX risk_events_network ON risk_events (network, kind, at, amount, failed, customer, id);
+CREATE INDEX risk_events_payee ON risk_events (payee, kind, at, amount, failed, customer, id);
+CREATE INDEX risk_events_source ON risk_events (source, kind, at, amount, failed, customer, id);
 
 CREATE TABLE risk_cases (
     id TEXT PRIMARY KEY,
@@ -43,6 +44,8 @@ CREATE TABLE risk_cases (
     closed_by TEXT
 );
 CREATE INDEX risk_cases_subject ON risk_cases (subject, status);
+-- At most one open case per subject, whichever instance raises the alert.
+CREATE UNIQUE INDEX risk_cases_open ON risk_cases (subject) WHERE status = 'open';
 CREATE INDEX risk_cases_status ON risk_cases (status, opened_at);
 
 CREATE TABLE risk_alerts (
@@ -57,6 +60,8 @@ CREATE TABLE risk_alerts (
     case_id TEXT NOT NULL REFERENCES risk_cases (id)
 );
 CREATE INDEX risk_alerts_case ON risk_alerts (case_id, at);
+-- One alert per event and rule.
+CREATE UNIQUE INDEX risk_alerts_event_rule ON risk_alerts (event_id, rule);
 CREATE INDEX risk_alerts_at ON risk_alerts (at);
 
 CREATE TABLE risk_case_comments (
@@ -79,15 +84,16 @@ CREATE TABLE risk_actions (
     amount BIGINT NOT NULL,
     currency TEXT NOT NULL,
     note TEXT NOT NULL,
-    status TEXT NOT NULL,              -- pending | done | rejected | refused (the ledger said no)
+    status TEXT NOT NULL,              -- pending | executing | done | rejected | refused (the ledger said no)
     requested_by TEXT NOT NULL,
     requested_at BIGINT NOT NULL,
     approved_by TEXT,
     decided_at BIGINT,
+    request_key TEXT UNIQUE,           -- compensations: derived from the requester and their Idempotency-Key
     ledger_id BYTEA
 );
 CREATE INDEX risk_actions_status ON risk_actions (status, requested_at);
 -- One reversal per transfer.
-CREATE UNIQUE INDEX risk_actions_reverse ON risk_actions (transfer_id) WHERE kind = 'reverse' AND status IN ('pending', 'done');
+CREATE UNIQUE INDEX risk_actions_reverse ON risk_actions (transfer_id) WHERE kind = 'reverse' AND status IN ('pending', 'executing', 'done');
 -- A case's timeline reads the subject's audit entries.
 CREATE INDEX audit_log_subject ON audit_log (subject, seq);

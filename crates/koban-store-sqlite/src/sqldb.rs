@@ -88,8 +88,36 @@ impl SqlDb for SqliteSql {
     }
 
     async fn begin_read(&self) -> Result<SqliteTx, StoreError> {
-        // An idle reader if there is one, else the next in turn.
-        let conn = match self
+        let conn = self.reader().await;
+        // A deferred transaction touches the file only at its first read.
+        conn.execute_batch("BEGIN DEFERRED").map_err(db_error)?;
+        Ok(SqliteTx {
+            conn,
+            open: true,
+            read_only: true,
+        })
+    }
+
+    async fn read(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+        debug_assert!(parameters_in_order(sql), "parameters out of order: {sql}");
+        // One statement in autocommit mode reads one snapshot: no BEGIN and COMMIT needed.
+        let conn = self.reader().await;
+        let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+        bind(&mut stmt, params)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db_error)? {
+            out.push(read_row(row, columns)?);
+        }
+        Ok(out)
+    }
+}
+
+impl SqliteSql {
+    /// An idle reader connection if there is one, else the next in turn.
+    async fn reader(&self) -> OwnedMutexGuard<Connection> {
+        match self
             .readers
             .iter()
             .find_map(|r| r.clone().try_lock_owned().ok())
@@ -99,14 +127,7 @@ impl SqlDb for SqliteSql {
                 let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
                 self.readers[turn].clone().lock_owned().await
             }
-        };
-        // A deferred transaction touches the file only at its first read.
-        conn.execute_batch("BEGIN DEFERRED").map_err(db_error)?;
-        Ok(SqliteTx {
-            conn,
-            open: true,
-            read_only: true,
-        })
+        }
     }
 }
 

@@ -269,14 +269,16 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
 
     // Compensation of 50,000 needs a second approver.
     let victim_1 = app.user_id(&victims[1]).await;
+    let compensation = json!({ "customer": victim_1, "amount": 50_000, "case_id": case_id, "note": "lost to the mule" });
+    let no_key = app
+        .call(post("/v1/ops/compensations", compensation.clone()).bearer(&approver_a.token))
+        .await;
+    assert_eq!(no_key.status, StatusCode::BAD_REQUEST, "{no_key:?}");
     let requested = app
-        .call(
-            post(
-                "/v1/ops/compensations",
-                json!({ "customer": victim_1, "amount": 50_000, "case_id": case_id, "note": "lost to the mule" }),
-            )
-            .bearer(&approver_a.token),
-        )
+        .call(idem(
+            post("/v1/ops/compensations", compensation.clone()).bearer(&approver_a.token),
+            "comp-1",
+        ))
         .await;
     assert_eq!(
         (requested.status, requested.body["status"].as_str()),
@@ -285,6 +287,30 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
     );
     assert_eq!(app.balance(&victims[1].token).await, 5_000);
     let action = requested.body["id"].as_str().unwrap().to_owned();
+    // A retry with the same key answers the same request; the same key for another one is
+    // refused.
+    let retry = app
+        .call(idem(
+            post("/v1/ops/compensations", compensation.clone()).bearer(&approver_a.token),
+            "comp-1",
+        ))
+        .await;
+    assert_eq!(retry.body["id"], action.as_str(), "{retry:?}");
+    let reused = app
+        .call(idem(
+            post(
+                "/v1/ops/compensations",
+                json!({ "customer": victim_1, "amount": 40_000, "case_id": case_id, "note": "x" }),
+            )
+            .bearer(&approver_a.token),
+            "comp-1",
+        ))
+        .await;
+    assert_eq!(
+        reused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{reused:?}"
+    );
     let own = app
         .call(
             post(&format!("/v1/ops/risk-actions/{action}/approve"), json!({}))
@@ -330,14 +356,24 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         .unwrap();
     assert_eq!(losses.balance.debits_posted, 50_000);
     // A bad compensation changes nothing.
-    for bad in [
+    let bystander = app.user("bystander@example.com").await;
+    let bystander_id = app.user_id(&bystander).await;
+    for (n, bad) in [
         json!({ "customer": victim_1, "amount": 0, "case_id": case_id, "note": "x" }),
         json!({ "customer": victim_1, "amount": 10, "case_id": "no-such-case", "note": "x" }),
         json!({ "customer": "nobody", "amount": 10, "case_id": case_id, "note": "x" }),
         json!({ "customer": victim_1, "amount": 10, "case_id": case_id, "note": "" }),
-    ] {
+        // Someone the case is not about.
+        json!({ "customer": bystander_id, "amount": 10, "case_id": case_id, "note": "x" }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let refused = app
-            .call(post("/v1/ops/compensations", bad.clone()).bearer(&analyst.token))
+            .call(idem(
+                post("/v1/ops/compensations", bad.clone()).bearer(&analyst.token),
+                &format!("bad-{n}"),
+            ))
             .await;
         assert_eq!(
             refused.status,
@@ -345,6 +381,45 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
             "{bad} {refused:?}"
         );
     }
+    assert_eq!(app.balance(&victims[1].token).await, 55_000);
+    // Splitting does not avoid the second operator: with 50,000 paid to this victim today,
+    // even 5,000 more waits; a rejected request moves nothing and cannot be approved later.
+    let small = app
+        .call(idem(
+            post(
+                "/v1/ops/compensations",
+                json!({ "customer": victim_1, "amount": 5_000, "case_id": case_id, "note": "more" }),
+            )
+            .bearer(&analyst.token),
+            "comp-small",
+        ))
+        .await;
+    assert_eq!(
+        (small.status, small.body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("pending")),
+        "{small:?}"
+    );
+    let small_id = small.body["id"].as_str().unwrap().to_owned();
+    let rejected = app
+        .call(
+            post(
+                &format!("/v1/ops/risk-actions/{small_id}/reject"),
+                json!({}),
+            )
+            .bearer(&approver_b.token),
+        )
+        .await;
+    assert_eq!(rejected.body["status"], "rejected", "{rejected:?}");
+    let late = app
+        .call(
+            post(
+                &format!("/v1/ops/risk-actions/{small_id}/approve"),
+                json!({}),
+            )
+            .bearer(&approver_a.token),
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{late:?}");
     assert_eq!(app.balance(&victims[1].token).await, 55_000);
 
     // The held sixth transfer is voided: the victim has the money back.
@@ -396,6 +471,7 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         "risk.reversal_refused",
         "risk.compensation_requested",
         "risk.compensation_done",
+        "risk.action_rejected",
         "risk.case_closed",
     ] {
         assert!(audit.contains(action), "{action} in {audit}");

@@ -327,4 +327,30 @@ async fn failure_spike_raises_an_alert_for_operators<S: LedgerStore>(app: TestAp
     assert_eq!(alerts.status, StatusCode::OK);
     assert_eq!(alerts.body.as_array().unwrap().len(), 1);
     assert_eq!(alerts.body[0]["kind"], "auth_failure_rate");
+    // The fraud operation sees it as an alert in a case of its own, once.
+    assert_eq!(app.pay.import_login_alarms().await.unwrap(), 1);
+    assert_eq!(app.pay.import_login_alarms().await.unwrap(), 0);
+    let cases = app
+        .call(crate::helpers::get("/v1/ops/cases").bearer(&admin))
+        .await;
+    let global: Vec<&serde_json::Value> = cases
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["subject"] == "global")
+        .collect();
+    assert_eq!(global.len(), 1, "{}", cases.body);
+    assert_eq!(global[0]["subject_role"], "global");
+    let risk_alerts = app
+        .call(crate::helpers::get("/v1/ops/risk/alerts").bearer(&admin))
+        .await;
+    assert!(
+        risk_alerts
+            .body
+            .to_string()
+            .contains("alarm.login_failures"),
+        "{}",
+        risk_alerts.body
+    );
 }

@@ -4,4 +4,5 @@ mod bench;
 mod crash;
 mod helpers;
 mod identity;
+mod risk;
 mod serve;
