@@ -308,32 +308,35 @@ struct Window {
 // start, $15 the customer for the last top-up (or ''), $16 its start; then the customer's
 // facts (arm 6): $17 device, $18 `user:<id>`, $19 the customer (or ''); and the global login
 // failures (arm 7): $20 this minute, $21 1 to read them, $22 an hour of minutes ago.
-const WINDOWS_SQL: &str = "\
-SELECT 0, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
- FROM risk_events WHERE id <> $3 AND $4 <> '' AND customer = $4 AND kind = $5 AND at > $6 \
-UNION ALL SELECT 1, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
- FROM risk_events WHERE id <> $3 AND $7 <> '' AND device = $7 AND kind = $5 AND at > $8 \
-UNION ALL SELECT 2, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
- FROM risk_events WHERE id <> $3 AND $9 <> '' AND network = $9 AND kind = $5 AND at > $10 \
-UNION ALL SELECT 3, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
- FROM risk_events WHERE id <> $3 AND $11 <> '' AND payee = $11 AND kind = $5 AND at > $12 \
-UNION ALL SELECT 4, COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) \
- FROM risk_events WHERE id <> $3 AND $13 <> '' AND source = $13 AND kind = $5 AND at > $14 \
+/// One dimension's arm of [`WINDOWS_SQL`]: its number, key parameter, column and start
+/// parameter (a macro, so the statement stays one `'static` string).
+macro_rules! window_arm {
+    ($dim:literal, $key:literal, $column:literal, $from:literal) => {
+        concat!(
+            "SELECT ", $dim, ", COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT), ",
+            "CAST(COALESCE(SUM(CASE WHEN at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), ",
+            "CAST(COALESCE(SUM(CASE WHEN at > $1 THEN amount ELSE 0 END), 0) AS BIGINT), ",
+            "CAST(COALESCE(SUM(CASE WHEN at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), ",
+            "CAST(COALESCE(SUM(CASE WHEN at > $2 THEN amount ELSE 0 END), 0) AS BIGINT), ",
+            "CAST(COALESCE(SUM(CASE WHEN at > $1 AND failed = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), ",
+            "COUNT(DISTINCT CASE WHEN at > $1 THEN customer END) ",
+            "FROM risk_events WHERE id <> $3 AND ", $key, " <> '' AND ", $column, " = ", $key,
+            " AND kind = $5 AND at > ", $from, " "
+        )
+    };
+}
+
+const WINDOWS_SQL: &str = concat!(
+    window_arm!("0", "$4", "customer", "$6"),
+    "UNION ALL ",
+    window_arm!("1", "$7", "device", "$8"),
+    "UNION ALL ",
+    window_arm!("2", "$9", "network", "$10"),
+    "UNION ALL ",
+    window_arm!("3", "$11", "payee", "$12"),
+    "UNION ALL ",
+    window_arm!("4", "$13", "source", "$14"),
+    "\
 UNION ALL SELECT 5, COUNT(*), CAST(COALESCE(MAX(at), 0) AS BIGINT), \
  CAST(COALESCE((SELECT t.amount FROM risk_events t WHERE t.customer = $15 AND t.kind = 'topup' AND t.at > $16 ORDER BY t.at DESC LIMIT 1), 0) AS BIGINT), \
  0, 0, 0, 0, 0 \
@@ -347,7 +350,8 @@ UNION ALL SELECT 6, u.created_at, \
  FROM users u WHERE $19 <> '' AND u.id = $19 \
 UNION ALL SELECT 7, CAST(COALESCE(SUM(CASE WHEN minute = $20 THEN failures ELSE 0 END), 0) AS BIGINT), \
  CAST(COALESCE(SUM(CASE WHEN minute < $20 THEN failures ELSE 0 END), 0) AS BIGINT), 0, 0, 0, 0, 0, 0 \
- FROM failure_minutes WHERE $21 = 1 AND minute >= $22 AND minute <= $20";
+ FROM failure_minutes WHERE $21 = 1 AND minute >= $22 AND minute <= $20"
+);
 
 const DIMS: [&str; 5] = ["customer", "device", "network", "payee", "source"];
 

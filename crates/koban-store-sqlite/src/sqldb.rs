@@ -102,16 +102,21 @@ impl SqlDb for SqliteSql {
         debug_assert!(parameters_in_order(sql), "parameters out of order: {sql}");
         // One statement in autocommit mode reads one snapshot: no BEGIN and COMMIT needed.
         let conn = self.reader().await;
-        let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
-        bind(&mut stmt, params)?;
-        let columns = stmt.column_count();
-        let mut rows = stmt.raw_query();
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(db_error)? {
-            out.push(read_row(row, columns)?);
-        }
-        Ok(out)
+        rows_of(&conn, sql, params)
     }
+}
+
+/// Runs `sql` on `conn` and reads every row.
+fn rows_of(conn: &Connection, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+    bind(&mut stmt, params)?;
+    let columns = stmt.column_count();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_error)? {
+        out.push(read_row(row, columns)?);
+    }
+    Ok(out)
 }
 
 impl SqliteSql {
@@ -190,17 +195,7 @@ impl SqlTx for SqliteTx {
     ) -> Result<Vec<Row>, StoreError> {
         debug_assert!(parameters_in_order(sql), "parameters out of order: {sql}");
         let conn = &*self.conn;
-        self.run(|| {
-            let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
-            bind(&mut stmt, params)?;
-            let columns = stmt.column_count();
-            let mut rows = stmt.raw_query();
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(db_error)? {
-                out.push(read_row(row, columns)?);
-            }
-            Ok(out)
-        })
+        self.run(|| rows_of(conn, sql, params))
     }
 
     async fn lock(&mut self, _lock: TxLock) -> Result<(), StoreError> {
