@@ -349,14 +349,6 @@ impl WithStore for Live {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let took = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
             nanos.push(took);
-            if std::env::var("KOBAN_DEBUG_TAIL").is_ok() && took > 800_000 {
-                eprintln!(
-                    "slow {} us kind {} since_flush_ms {}",
-                    took / 1000,
-                    f.event().as_str(),
-                    last_flush.elapsed().as_millis()
-                );
-            }
             by_kind.entry(f.event().as_str()).or_default().push(took);
             if last_flush.elapsed() >= std::time::Duration::from_millis(100) {
                 let t = Instant::now();
