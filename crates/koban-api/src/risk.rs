@@ -34,7 +34,7 @@ pub struct RiskAlertOut {
 pub struct CaseOut {
     pub id: String,
     pub subject: String,
-    /// customer | payee (a suspected mule) | global
+    /// customer | payee (a suspected mule) | network (attempts on no known account) | global
     pub subject_role: String,
     /// open | closed
     pub status: String,

@@ -17,7 +17,7 @@ use koban_store::sql::{Row, SqlDb, SqlTx, SqlTxExt};
 
 use crate::accounts::{IssuerAccount, kind};
 use crate::cases::OPERATORS;
-use crate::wallets::emoney_leg;
+use crate::wallets::{account_id, currency_of, emoney_leg};
 use crate::{PayError, Payments, format_money};
 
 /// A reversal or compensation, as requested and as decided.
@@ -118,13 +118,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         tx.commit().await?;
         rows.iter()
-            .map(|r| {
-                let currency = Currency::parse(&r.text(0)?)
-                    .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
-                let account = AccountId::from_bytes(&r.bytes(1)?)
-                    .map_err(|_| PayError::Invalid("a stored id is not valid"))?;
-                Ok((currency, account))
-            })
+            .map(|r| Ok((currency_of(&r.text(0)?)?, account_id(&r.bytes(1)?)?)))
             .collect()
     }
 
@@ -236,7 +230,11 @@ impl<S: LedgerStore> Payments<S> {
         let me = principal.operator(OPERATORS)?;
         let note = bounded_note(note)?;
         let (payer, receiver, amount, currency) = self.reversible(transfer).await?;
-        let payer_user = self.owner_of(payer).await?;
+        let payer_user = self
+            .wallet_of_account(payer)
+            .await?
+            .ok_or(PayError::NotFound)?
+            .user_id;
         let id = koban_auth::secret::new_id();
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
@@ -495,8 +493,7 @@ impl<S: LedgerStore> Payments<S> {
         let action = self.risk_action(id).await?;
         let amount = Amount::from_i64(action.amount)
             .map_err(|_| PayError::Invalid("a stored amount is not valid"))?;
-        let currency = Currency::parse(&action.currency)
-            .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
+        let currency = currency_of(&action.currency)?;
         let ledger_id = self.derive_id(&[b"risk-action", id.as_bytes()]);
         let (outcome, receiver) = match action.kind.as_str() {
             "reverse" => {
@@ -682,19 +679,6 @@ impl<S: LedgerStore> Payments<S> {
             }
         };
         Ok((payer, t.credit, t.amount, t.currency))
-    }
-
-    async fn owner_of(&self, account: AccountId) -> Result<String, PayError> {
-        let mut tx = self.db().begin_read().await?;
-        let row = tx
-            .query_opt(
-                "SELECT user_id FROM wallets WHERE account_id = $1",
-                params![account.to_bytes()],
-            )
-            .await?
-            .ok_or(PayError::NotFound)?;
-        tx.commit().await?;
-        Ok(row.text(0)?)
     }
 
     async fn check_case<T: SqlTx>(

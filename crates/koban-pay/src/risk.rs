@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use koban_risk::{Action, Features, Fired, RuleSet, Verdict};
 use koban_store::LedgerStore;
-use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+use koban_store::sql::{SqlDb, SqlTx};
 use koban_store::{params, sql::Value};
 
 use crate::{PayError, Payments};
@@ -210,18 +210,19 @@ impl RiskRules {
             Some(path) => Arc::new(read_rules(path)?),
             None => Arc::new(RuleSet::default_rules()),
         };
-        match self.live.write() {
-            Ok(mut live) => *live = set.clone(),
-            Err(poisoned) => *poisoned.into_inner() = set.clone(),
-        }
+        self.set(set.clone());
         Ok(set)
     }
 
     /// Replaces the live set (tests, and operators uploading a set).
     pub fn replace(&self, set: RuleSet) {
+        self.set(Arc::new(set));
+    }
+
+    fn set(&self, set: Arc<RuleSet>) {
         match self.live.write() {
-            Ok(mut live) => *live = Arc::new(set),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
+            Ok(mut live) => *live = set,
+            Err(poisoned) => *poisoned.into_inner() = set,
         }
     }
 
@@ -299,15 +300,6 @@ struct Window {
     distinct_1h: i64,
 }
 
-// One arm per dimension, each an index range (dimension, kind, at) from that dimension's own
-// start: the longest window the live rules read of it, so a busy key (a merchant, a carrier
-// NAT) costs only the rows those rules need. An empty key matches nothing; the event's own
-// earlier record (the same attempt before its step-up) is left out. Parameters: $1 hour
-// start, $2 minute start, $3 this event's id, $4 customer, $5 kind, $6 its start, $7 device,
-// $8 its start, $9 network, $10 its start, $11 payee, $12 its start, $13 source, $14 its
-// start, $15 the customer for the last top-up (or ''), $16 its start; then the customer's
-// facts (arm 6): $17 device, $18 `user:<id>`, $19 the customer (or ''); and the global login
-// failures (arm 7): $20 this minute, $21 1 to read them, $22 an hour of minutes ago.
 /// One dimension's arm of [`WINDOWS_SQL`]: its number, key parameter, column and start
 /// parameter (a macro, so the statement stays one `'static` string).
 macro_rules! window_arm {
@@ -326,6 +318,15 @@ macro_rules! window_arm {
     };
 }
 
+/// The features of one event in one statement. Each dimension's arm is an index range
+/// (dimension, kind, at) from that dimension's own start: the longest window the live rules read of it, so a busy key (a merchant, a carrier
+/// NAT) costs only the rows those rules need. An empty key matches nothing; the event's own
+/// earlier record (the same attempt before its step-up) is left out. Parameters: $1 hour
+/// start, $2 minute start, $3 this event's id, $4 customer, $5 kind, $6 its start, $7 device,
+/// $8 its start, $9 network, $10 its start, $11 payee, $12 its start, $13 source, $14 its
+/// start, $15 the customer for the last top-up (or ''), $16 its start; then the customer's
+/// facts (arm 6): $17 device, $18 `user:<id>`, $19 the customer (or ''); and the global login
+/// failures (arm 7): $20 this minute, $21 1 to read them, $22 an hour of minutes ago.
 const WINDOWS_SQL: &str = concat!(
     window_arm!("0", "$4", "customer", "$6"),
     "UNION ALL ",
@@ -477,9 +478,9 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<(Decision, String), PayError> {
         let started = std::time::Instant::now();
         let now = self.now_ms();
-        // One record per attempt: a retry after step-up replaces the first decision.
         let parties = &parties.bounded();
-        // Several customers may try one payment request: the attempt is theirs each.
+        // One record per attempt, so a retry after step-up replaces the first decision; and
+        // per customer, since several may try one payment request.
         let id = match parties.attempt {
             Some(attempt) => uuid::Uuid::from_u128(
                 self.derive_id(&[
@@ -494,14 +495,15 @@ impl<S: LedgerStore> Payments<S> {
         };
         let mut features = base_features(event, parties);
         let rules = self.risk_rules.current();
-        let mut needs = Needs::of(rules.needs(event.kind));
-        let (decision, verdict) = match limits(event) {
-            // A hard limit decides before any window is read.
+        let limit = limits(event);
+        // A hard limit decides before any feature is read.
+        let needs = match limit {
+            Some(_) => Needs::default(),
+            None => Needs::of(rules.needs(event.kind)),
+        };
+        let (decision, verdict) = match limit {
             Some((code, rule)) => (
-                {
-                    needs = Needs::default();
-                    Decision::Deny { code }
-                },
+                Decision::Deny { code },
                 Verdict {
                     action: Action::Deny,
                     score: 0,
@@ -617,18 +619,21 @@ impl<S: LedgerStore> Payments<S> {
         client: &koban_auth::Client,
         failed: bool,
     ) -> Result<(), PayError> {
-        let normalized = email.trim().to_lowercase();
-        let mut tx = self.db().begin_read().await?;
-        let user = tx
-            .query_opt(
-                "SELECT id FROM users WHERE email = $1",
-                params![normalized.as_str()],
-            )
-            .await?;
-        tx.commit().await?;
-        let customer = match user {
-            Some(row) => row.text(0)?,
-            None => String::new(),
+        // An address that does not parse names no account.
+        let customer = match koban_auth::Email::parse(email) {
+            Ok(email) => match self
+                .db()
+                .read(
+                    "SELECT id FROM users WHERE email = $1",
+                    params![email.as_str()],
+                )
+                .await?
+                .first()
+            {
+                Some(row) => row.text(0)?,
+                None => String::new(),
+            },
+            Err(_) => String::new(),
         };
         let event = RiskEvent {
             kind: EventKind::Login,
@@ -943,22 +948,21 @@ impl<S: LedgerStore> Payments<S> {
                 .iter()
                 .filter(|f| f.action.raises_alert() && !f.rule.starts_with("limit."))
             {
-                let subject = match fired.case_by {
-                    koban_risk::CaseBy::Payee => r.parties.payee.clone(),
-                    koban_risk::CaseBy::Customer => Some(r.parties.customer.clone()),
-                }
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| {
+                let party = match fired.case_by {
+                    koban_risk::CaseBy::Payee => (r.parties.payee.clone(), "payee"),
+                    koban_risk::CaseBy::Customer => (Some(r.parties.customer.clone()), "customer"),
+                };
+                let (subject, role) = match party {
+                    (Some(who), role) if !who.is_empty() => (who, role),
                     // An attempt on no known account (stuffing unknown addresses): grouped
                     // under the network it came from.
-                    format!(
-                        "network:{}",
-                        r.parties.network.as_deref().unwrap_or("unknown")
-                    )
-                });
-                let role = match fired.case_by {
-                    koban_risk::CaseBy::Payee => "payee",
-                    koban_risk::CaseBy::Customer => "customer",
+                    _ => (
+                        format!(
+                            "network:{}",
+                            r.parties.network.as_deref().unwrap_or("unknown")
+                        ),
+                        "network",
+                    ),
                 };
                 crate::cases::raise_alert(
                     &mut tx,

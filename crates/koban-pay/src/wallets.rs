@@ -87,11 +87,11 @@ pub const STATEMENT_ROWS_MAX: usize = 10_000;
 /// The largest amount the sandbox faucet credits at once.
 pub const FAUCET_MAX: u64 = 100_000;
 
-fn currency_of(code: &str) -> Result<Currency, PayError> {
+pub(crate) fn currency_of(code: &str) -> Result<Currency, PayError> {
     Currency::parse(code).map_err(|_| PayError::Invalid("unknown currency in a stored row"))
 }
 
-fn account_id(bytes: &[u8]) -> Result<AccountId, PayError> {
+pub(crate) fn account_id(bytes: &[u8]) -> Result<AccountId, PayError> {
     AccountId::from_bytes(bytes).map_err(|_| PayError::Invalid("a stored account id is not valid"))
 }
 

@@ -33,7 +33,7 @@ CREATE INDEX risk_events_source ON risk_events (source, kind, at, amount, failed
 CREATE TABLE risk_cases (
     id TEXT PRIMARY KEY,
     subject TEXT NOT NULL,             -- the customer (victim or suspected mule), or 'global'
-    subject_role TEXT NOT NULL,        -- customer | payee | global
+    subject_role TEXT NOT NULL,        -- customer | payee | network | global
     status TEXT NOT NULL,              -- open | closed
     outcome TEXT,                      -- fraud_confirmed | false_positive (when closed)
     assignee TEXT,

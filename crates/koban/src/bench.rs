@@ -95,17 +95,7 @@ pub async fn ledger(args: LedgerBenchArgs) -> anyhow::Result<ExitCode> {
                 }
                 (url.to_owned(), None)
             }
-            Backend::Postgres(url) => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_nanos();
-                let schema = format!(
-                    "koban_bench_{}_{}",
-                    std::process::id(),
-                    nanos % 1_000_000_000_000
-                );
-                (url.to_owned(), Some(schema))
-            }
+            Backend::Postgres(url) => (url.to_owned(), Some(fresh_schema("koban_bench")?)),
         },
     };
     let options = BackendOptions {
@@ -119,7 +109,19 @@ pub async fn ledger(args: LedgerBenchArgs) -> anyhow::Result<ExitCode> {
     outcome
 }
 
-async fn drop_schema(url: &str, schema: &str) -> anyhow::Result<()> {
+/// A schema name no other run uses (`.ci/run` drops leftovers named `koban_bench_*`).
+pub(crate) fn fresh_schema(prefix: &str) -> anyhow::Result<String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    Ok(format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    ))
+}
+
+pub(crate) async fn drop_schema(url: &str, schema: &str) -> anyhow::Result<()> {
     let pool =
         koban_store_postgres::connect_pool(url, &koban_store_postgres::PgConfig::default()).await?;
     koban_store_postgres::drop_schema(&pool, schema).await?;

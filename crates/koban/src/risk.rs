@@ -248,19 +248,10 @@ async fn live_replay(
                     "--database-url: give a PostgreSQL URL, or none for a temporary SQLite file"
                 )
             }
-            crate::backend::Backend::Postgres(url) => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_nanos();
-                (
-                    url.to_owned(),
-                    Some(format!(
-                        "koban_bench_risk_{}_{}",
-                        std::process::id(),
-                        nanos % 1_000_000_000_000
-                    )),
-                )
-            }
+            crate::backend::Backend::Postgres(url) => (
+                url.to_owned(),
+                Some(crate::bench::fresh_schema("koban_bench_risk")?),
+            ),
         },
     };
     let options = crate::backend::BackendOptions {
@@ -270,10 +261,7 @@ async fn live_replay(
     let events: Vec<_> = sim.events().iter().take(n).cloned().collect();
     let outcome = crate::backend::open(&url, options, Live(events)).await;
     if let Some(schema) = schema {
-        let pool =
-            koban_store_postgres::connect_pool(&url, &koban_store_postgres::PgConfig::default())
-                .await?;
-        koban_store_postgres::drop_schema(&pool, &schema).await?;
+        crate::bench::drop_schema(&url, &schema).await?;
     }
     outcome
 }
