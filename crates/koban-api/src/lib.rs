@@ -346,7 +346,7 @@ async fn security_headers(State(dev): State<bool>, request: Request, next: Next)
 
 /// One JSON log line per request: method, route template (never the raw path or query, which
 /// may carry tokens), status and time taken.
-async fn log_request(request: Request, next: Next) -> Response {
+pub async fn log_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request
         .extensions()

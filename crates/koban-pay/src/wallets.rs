@@ -292,6 +292,45 @@ impl<S: LedgerStore> Payments<S> {
         .transpose()
     }
 
+    /// The other party of each of `entries` of wallet account `account`, as its owner may see
+    /// it: a customer's masked display name, a merchant's name, or `None` for the issuer's own
+    /// accounts (bank settlement, suspense, ...).
+    pub async fn counterparties(
+        &self,
+        account: AccountId,
+        entries: &[Entry],
+    ) -> Result<Vec<Option<String>>, PayError> {
+        let mut names: std::collections::HashMap<AccountId, Option<String>> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let other = if entry.transfer.debit == account {
+                entry.transfer.credit
+            } else {
+                entry.transfer.debit
+            };
+            let name = match names.get(&other) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = match self.wallet_of_account(other).await? {
+                        Some(wallet) => {
+                            let holder = self.holder(&wallet.user_id).await?;
+                            Some(match holder.kind {
+                                UserKind::Merchant => holder.display_name,
+                                _ => crate::mask_name(&holder.display_name),
+                            })
+                        }
+                        None => None,
+                    };
+                    names.insert(other, name.clone());
+                    name
+                }
+            };
+            out.push(name);
+        }
+        Ok(out)
+    }
+
     pub(crate) fn limits(&self, tier: Tier) -> TierLimits {
         match tier {
             Tier::Unverified => self.config.unverified,

@@ -177,7 +177,7 @@ impl WithStore for Serve {
                 trust_forwarded_for: args.trust_forwarded_for,
             },
         };
-        let app = koban_api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = koban_web::app(state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await

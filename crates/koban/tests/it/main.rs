@@ -1,6 +1,7 @@
 //! Integration tests of the `koban` binary: each starts the real binary as a child process.
 
 mod bench;
+mod browser;
 mod crash;
 mod helpers;
 mod identity;

@@ -1,0 +1,482 @@
+//! Funding pages: identity verification (KYC), linking a bank account by micro-deposits (with
+//! step-up), top-ups from it, and in `--dev` the sandbox bank's own pages.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use koban_api::ApiState;
+use koban_api::extract::with_cookies;
+use koban_auth::{AuthError, LegalName};
+use koban_ledger::Currency;
+use koban_pay::bank::{BankMove, Behaviour, FundingSource};
+use koban_pay::{IdempotencyKey, PayError, Payments};
+use koban_store::LedgerStore;
+use serde::Deserialize;
+
+use crate::page::{Chrome, Page, Posted, explain, explain_auth, see_other, with_retry_after};
+use crate::wallet::{StepUpPage, parse_amount, proof_of};
+
+fn currency<S: LedgerStore>(pay: &Payments<S>) -> Currency {
+    pay.config().currencies[0]
+}
+
+pub struct Source {
+    pub id: String,
+    pub masked_number: String,
+    pub verified: bool,
+    pub pending: bool,
+}
+
+fn source(s: FundingSource) -> Source {
+    Source {
+        verified: s.status == "verified",
+        pending: s.status == "pending",
+        id: s.id,
+        masked_number: s.masked_number,
+    }
+}
+
+// ------------------------------------------------------------------ top-up
+
+#[derive(Template)]
+#[template(path = "topup.html")]
+pub struct TopupPage {
+    pub c: Chrome,
+    pub sources: Vec<Source>,
+    pub amount: String,
+    pub key: String,
+}
+
+impl TopupPage {
+    pub fn has_verified(&self) -> bool {
+        self.sources.iter().any(|s| s.verified)
+    }
+}
+
+async fn topup_view<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    c: Chrome,
+    amount: String,
+) -> Result<TopupPage, PayError> {
+    let me = page
+        .me
+        .as_ref()
+        .ok_or(PayError::Auth(AuthError::Unauthenticated))?;
+    let sources = state.pay.funding_sources(me).await?;
+    Ok(TopupPage {
+        c,
+        sources: sources.into_iter().map(source).collect(),
+        amount,
+        key: koban_auth::secret::new_id(),
+    })
+}
+
+pub async fn topup_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
+    if let Err(redirect) = page.full() {
+        return redirect.into_response();
+    }
+    match topup_view(&state, &page, page.chrome("title-topup"), String::new()).await {
+        Ok(view) => page.render(&view),
+        Err(error) => message(&page, &error),
+    }
+}
+
+fn message(page: &Page, error: &PayError) -> Response {
+    let (status, text) = explain(&page.tr, error);
+    page.render_status(
+        status,
+        &crate::page::MessagePage {
+            c: page.chrome("title-problem"),
+            text,
+            link: "/home",
+            link_text: page.tr.t("link-home"),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct TopupForm {
+    #[serde(default)]
+    source_id: String,
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    key: String,
+}
+
+#[derive(Template)]
+#[template(path = "topup_done.html")]
+pub struct TopupDonePage {
+    pub c: Chrome,
+    pub amount: String,
+}
+
+pub async fn topup<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, form }: Posted<TopupForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let currency = currency(&state.pay);
+    let result = match (
+        parse_amount(&form.amount, currency),
+        IdempotencyKey::parse(&form.key),
+    ) {
+        (Some(amount), Ok(key)) => {
+            let request = BankMove {
+                source_id: form.source_id.clone(),
+                amount,
+                currency,
+            };
+            state
+                .pay
+                .topup(&me, &request, &key)
+                .await
+                .map(|op| op.transfer.amount)
+        }
+        (None, _) => Err(PayError::Invalid("amount")),
+        (_, Err(_)) => Err(PayError::Invalid("key")),
+    };
+    match result {
+        Ok(amount) => page.render(&TopupDonePage {
+            c: page.chrome("title-topup-done"),
+            amount: page.tr.money(i128::from(amount.minor_units()), currency),
+        }),
+        Err(error) => {
+            let text = match error {
+                PayError::Invalid("amount") => page.tr.t("error-amount"),
+                _ => explain(&page.tr, &error).1,
+            };
+            let c = page.chrome("title-topup").with_error(Some("amount"), text);
+            match topup_view(&state, &page, c, form.amount).await {
+                Ok(view) => page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view),
+                Err(error) => message(&page, &error),
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ bank linking
+
+#[derive(Template)]
+#[template(path = "bank.html")]
+pub struct BankPage {
+    pub c: Chrome,
+    pub verified_name: Option<String>,
+    pub legal_name: String,
+    pub account_number: String,
+}
+
+async fn bank_view<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    c: Chrome,
+    account_number: String,
+) -> Result<BankPage, PayError> {
+    let me = page
+        .me
+        .as_ref()
+        .ok_or(PayError::Auth(AuthError::Unauthenticated))?;
+    let holder = state.pay.holder(&me.user_id).await?;
+    Ok(BankPage {
+        c,
+        verified_name: holder.verified_name,
+        legal_name: String::new(),
+        account_number,
+    })
+}
+
+/// Linking a bank account: verify your identity first, then the account number.
+pub async fn bank_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
+    if let Err(redirect) = page.full() {
+        return redirect.into_response();
+    }
+    match bank_view(&state, &page, page.chrome("title-bank"), String::new()).await {
+        Ok(view) => page.render(&view),
+        Err(error) => message(&page, &error),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct KycForm {
+    #[serde(default)]
+    legal_name: String,
+}
+
+pub async fn kyc<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, form }: Posted<KycForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let result = match LegalName::parse(&form.legal_name) {
+        Ok(name) => state.pay.submit_kyc(&me, &name).await,
+        Err(error) => Err(PayError::Auth(error)),
+    };
+    let c = match result {
+        Ok(()) => page.chrome("title-bank").with_notice(page.tr.t("kyc-sent")),
+        Err(error) => page
+            .chrome("title-bank")
+            .with_error(Some("legal_name"), explain(&page.tr, &error).1),
+    };
+    match bank_view(&state, &page, c, String::new()).await {
+        Ok(mut view) => {
+            view.legal_name = form.legal_name;
+            page.render(&view)
+        }
+        Err(error) => message(&page, &error),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    #[serde(default)]
+    account_number: String,
+    #[serde(default)]
+    step_up_id: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// Starts linking (step-up); the bank then receives two small deposits to confirm with.
+pub async fn link<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, form }: Posted<LinkForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let number = form.account_number.trim().to_owned();
+    let proof = proof_of(&form.step_up_id, &form.code);
+    let result = state
+        .pay
+        .link_bank_start(&me, "sandbox", &number, proof.as_ref(), &page.client)
+        .await;
+    let step_up = |page: &Page, id: String, error: Option<String>| {
+        let mut c = page.chrome("title-step-up");
+        if let Some(text) = error {
+            c = c.with_error(Some("code"), text);
+        }
+        StepUpPage {
+            c,
+            action: "/bank/link",
+            summary: page.tr.with("step-up-link", &[("number", &number)]),
+            step_up_id: id,
+            fields: vec![("account_number", number.clone())],
+        }
+    };
+    match result {
+        Ok((source, session)) => {
+            let next = if page.dev {
+                format!("/bank/{}/confirm?sandbox={number}", source.id)
+            } else {
+                format!("/bank/{}/confirm", source.id)
+            };
+            with_cookies(see_other(&next), Some(&session), page.dev)
+        }
+        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
+            let error = proof.is_some().then(|| page.tr.t("error-code"));
+            page.render_status(
+                StatusCode::FORBIDDEN,
+                &step_up(&page, challenge.id.clone(), error),
+            )
+        }
+        Err(PayError::Auth(error @ (AuthError::StepUpInvalid | AuthError::BadCredentials))) => {
+            let view = step_up(
+                &page,
+                form.step_up_id.clone(),
+                Some(page.tr.t("error-code")),
+            );
+            with_retry_after(page.render_status(StatusCode::FORBIDDEN, &view), &error)
+        }
+        Err(error) => {
+            let c = page
+                .chrome("title-bank")
+                .with_error(Some("account_number"), explain(&page.tr, &error).1);
+            match bank_view(&state, &page, c, number.clone()).await {
+                Ok(view) => page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view),
+                Err(error) => message(&page, &error),
+            }
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "bank_confirm.html")]
+pub struct ConfirmPage {
+    pub c: Chrome,
+    pub id: String,
+    /// In `--dev`, the sandbox account whose statement shows the deposits.
+    pub sandbox: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct SandboxQuery {
+    sandbox: Option<String>,
+}
+
+pub async fn confirm_page<S: LedgerStore>(
+    page: Page,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<SandboxQuery>,
+) -> Response {
+    if let Err(redirect) = page.full() {
+        return redirect.into_response();
+    }
+    let sandbox = query
+        .sandbox
+        .filter(|n| page.dev && n.len() == 7 && n.bytes().all(|b| b.is_ascii_digit()));
+    page.render(&ConfirmPage {
+        c: page.chrome("title-bank-confirm"),
+        id,
+        sandbox,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ConfirmForm {
+    #[serde(default)]
+    first: String,
+    #[serde(default)]
+    second: String,
+}
+
+pub async fn confirm<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path(id): Path<String>,
+    Posted { page, form }: Posted<ConfirmForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let (Ok(first), Ok(second)) = (
+        form.first.trim().parse::<i64>(),
+        form.second.trim().parse::<i64>(),
+    ) else {
+        let view = ConfirmPage {
+            c: page
+                .chrome("title-bank-confirm")
+                .with_error(Some("first"), page.tr.t("error-deposits")),
+            id,
+            sandbox: None,
+        };
+        return page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view);
+    };
+    match state
+        .pay
+        .link_bank_confirm(&me, &id, first, second, &page.client)
+        .await
+    {
+        Ok(source) if source.status == "verified" => {
+            let c = page
+                .chrome("title-topup")
+                .with_notice(page.tr.t("bank-linked"));
+            match topup_view(&state, &page, c, String::new()).await {
+                Ok(view) => page.render(&view),
+                Err(error) => message(&page, &error),
+            }
+        }
+        Ok(_) => {
+            let view = ConfirmPage {
+                c: page
+                    .chrome("title-bank-confirm")
+                    .with_error(Some("first"), page.tr.t("error-deposits-wrong")),
+                id,
+                sandbox: None,
+            };
+            page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view)
+        }
+        Err(error) => {
+            let (status, text) = match &error {
+                PayError::Auth(auth) => explain_auth(&page.tr, auth),
+                other => explain(&page.tr, other),
+            };
+            let view = ConfirmPage {
+                c: page
+                    .chrome("title-bank-confirm")
+                    .with_error(Some("first"), text),
+                id,
+                sandbox: None,
+            };
+            page.render_status(status, &view)
+        }
+    }
+}
+
+// ------------------------------------------------------------------ sandbox bank (--dev)
+
+#[derive(Deserialize)]
+pub struct SandboxForm {
+    #[serde(default)]
+    holder_name: String,
+}
+
+/// `--dev`: opens an account at the sandbox bank in the name given, and shows it.
+pub async fn sandbox_open<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, form }: Posted<SandboxForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let result = match LegalName::parse(&form.holder_name) {
+        Ok(name) => {
+            state
+                .pay
+                .sandbox_open_account(&me, &name, Behaviour::Normal)
+                .await
+        }
+        Err(error) => Err(PayError::Auth(error)),
+    };
+    match result {
+        Ok(number) => see_other(&format!("/sandbox/bank/{number}")),
+        Err(error) => message(&page, &error),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "sandbox_bank.html")]
+pub struct SandboxBankPage {
+    pub c: Chrome,
+    pub number: String,
+    pub lines: Vec<(String, String, String)>,
+}
+
+/// `--dev`: the sandbox bank's statement of one of the caller's accounts.
+pub async fn sandbox_statement<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    page: Page,
+    Path(number): Path<String>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let currency = currency(&state.pay);
+    match state.pay.sandbox_statement(&me, &number).await {
+        Ok(lines) => page.render(&SandboxBankPage {
+            c: page.chrome("title-sandbox-bank"),
+            number,
+            lines: lines
+                .into_iter()
+                .map(|(amount, text, at)| {
+                    (
+                        page.tr.datetime(at),
+                        text,
+                        page.tr.money(i128::from(amount), currency),
+                    )
+                })
+                .collect(),
+        }),
+        Err(error) => message(&page, &error),
+    }
+}

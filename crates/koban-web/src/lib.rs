@@ -1,0 +1,157 @@
+//! Koban's web pages: the customer wallet. Server-rendered HTML from templates checked at
+//! compile time (askama), in Japanese and English (Fluent catalogues in `locales/`), working as
+//! plain forms without JavaScript.
+//!
+//! Architecture invariant: a page parses its form at the edge and calls the same domain
+//! operations as the JSON API (`koban_auth::Auth`, `koban_pay::Payments`), so no rule lives
+//! only in a page. Pages hold no state between requests. Every form carries a CSRF token; every
+//! answer has a strict Content-Security-Policy (no inline script) and `Cache-Control: no-store`.
+
+pub mod account;
+pub mod chart;
+pub mod funding;
+pub mod i18n;
+pub mod page;
+pub mod security;
+pub mod wallet;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use koban_api::ApiState;
+use koban_store::LedgerStore;
+
+/// The whole service: the JSON API and the pages beside it, on one origin.
+pub fn app<S: LedgerStore>(state: ApiState<S>) -> Router {
+    koban_api::router(state.clone()).merge(router(state))
+}
+
+/// The pages alone.
+pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
+    let dev = state.config.dev;
+    let mut pages = Router::new()
+        .route("/", get(account::start::<S>))
+        .route("/lang", post(account::set_lang::<S>))
+        .route(
+            "/signup",
+            get(account::signup_page::<S>).post(account::signup::<S>),
+        )
+        .route(
+            "/signup/verify",
+            get(account::verify_page::<S>).post(account::verify::<S>),
+        )
+        .route(
+            "/signin",
+            get(account::signin_page::<S>).post(account::signin::<S>),
+        )
+        .route(
+            "/signin/code",
+            get(account::code_page::<S>).post(account::code::<S>),
+        )
+        .route("/signout", post(account::signout::<S>))
+        .route("/enrol", get(account::enrol_page::<S>))
+        .route("/enrol/totp", post(account::totp_begin::<S>))
+        .route("/enrol/totp/confirm", post(account::totp_confirm::<S>))
+        .route("/home", get(wallet::home::<S>))
+        .route("/send", get(wallet::send_page::<S>))
+        .route("/send/check", post(wallet::send_check::<S>))
+        .route("/send/confirm", post(wallet::send_confirm::<S>))
+        .route("/statement", get(wallet::statement_page::<S>))
+        .route("/statement.csv", get(wallet::statement_csv::<S>))
+        .route(
+            "/topup",
+            get(funding::topup_page::<S>).post(funding::topup::<S>),
+        )
+        .route("/bank", get(funding::bank_page::<S>))
+        .route("/kyc", post(funding::kyc::<S>))
+        .route("/bank/link", post(funding::link::<S>))
+        .route(
+            "/bank/{id}/confirm",
+            get(funding::confirm_page::<S>).post(funding::confirm::<S>),
+        )
+        .route("/security", get(security::centre::<S>))
+        .route(
+            "/security/sessions/{id}/end",
+            post(security::end_session::<S>),
+        )
+        .route("/assets/{file}", get(asset));
+    if dev {
+        pages = pages
+            .route("/dev/mailbox", get(account::mailbox::<S>))
+            .route("/bank/sandbox", post(funding::sandbox_open::<S>))
+            .route(
+                "/sandbox/bank/{number}",
+                get(funding::sandbox_statement::<S>),
+            );
+    }
+    pages
+        .layer(DefaultBodyLimit::max(page::FORM_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(dev, page_headers))
+        .layer(middleware::from_fn(koban_api::log_request))
+        .with_state(state)
+}
+
+/// The Content-Security-Policy of every page: scripts, styles and images only from Koban
+/// itself (QR codes as `data:` images), no inline script, no framing.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+async fn page_headers(
+    axum::extract::State(dev): axum::extract::State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let asset = request.uri().path().starts_with("/assets/");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    // Pages carry personal data and form tokens: never stored. Assets are the same for
+    // everyone and change only with the binary.
+    if !asset {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if !dev {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    response
+}
+
+/// The files served under `/assets/`, built into the binary.
+const ASSETS: &[(&str, &str, &[u8])] = &[(
+    "app.css",
+    "text/css; charset=utf-8",
+    include_bytes!("../assets/app.css"),
+)];
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, kind, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *kind),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

@@ -1,0 +1,3 @@
+//! Page tests through the real router in-process (see pages.rs).
+
+mod pages;

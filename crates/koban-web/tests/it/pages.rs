@@ -1,0 +1,488 @@
+//! The pages through the real router (API and pages together), in-process over a fresh SQLite
+//! file and a manual clock, with a small cookie-keeping browser. The browser stories in
+//! `web-tests/` cover the same ground in chromium; these check what a browser hides: headers,
+//! refusals of forged forms, and that a page moves money only through the domain's checks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode, header};
+use koban_api::{ApiConfig, ApiState};
+use koban_auth::{Auth, AuthConfig, ServerKeys};
+use koban_ledger::{Amount, Currency, Timestamp};
+use koban_store::{Clock, LedgerStore, ManualClock};
+use koban_store_sqlite::{SqliteConfig, SqliteStore};
+use tower::ServiceExt;
+
+/// 2026-11-25T00:00:00Z.
+const START_NS: u64 = 1_795_564_800_000_000_000;
+
+struct App {
+    router: Router,
+    auth: Auth<<SqliteStore as LedgerStore>::Sql>,
+    pay: koban_pay::Payments<SqliteStore>,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+async fn app() -> App {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (clock, handle) = Clock::manual(Timestamp::from_nanos(START_NS));
+    let store = SqliteStore::open(
+        &dir.path().join("koban.db"),
+        SqliteConfig {
+            clock: clock.clone(),
+            ..SqliteConfig::default()
+        },
+    )
+    .expect("sqlite opens");
+    let config = AuthConfig {
+        dev: true,
+        requests_per_network_max: 1_000,
+        ..AuthConfig::default()
+    };
+    let auth =
+        Auth::new(store.sql(), ServerKeys::from_master([7; 32]), clock, config).expect("auth");
+    let pay = koban_pay::Payments::new(
+        store.clone(),
+        auth.clone(),
+        koban_pay::PayConfig {
+            sandbox: true,
+            ..koban_pay::PayConfig::default()
+        },
+    )
+    .expect("payments");
+    pay.open_issuer_accounts().await.expect("issuer accounts");
+    let router = koban_web::app(ApiState {
+        store,
+        auth: auth.clone(),
+        pay: pay.clone(),
+        metrics: None,
+        config: ApiConfig {
+            dev: true,
+            trust_forwarded_for: false,
+        },
+    });
+    App {
+        router,
+        auth,
+        pay,
+        clock: handle,
+        _dir: dir,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+/// A browser: keeps cookies, sends forms.
+struct Browser<'a> {
+    app: &'a App,
+    cookies: BTreeMap<String, String>,
+    accept_language: &'static str,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a App) -> Browser<'a> {
+        Browser {
+            app,
+            cookies: BTreeMap::new(),
+            accept_language: "en-GB,en;q=0.9",
+        }
+    }
+
+    async fn send(&mut self, request: axum::http::request::Builder, body: Body) -> Reply {
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut request = request
+            .header(header::ACCEPT_LANGUAGE, self.accept_language)
+            .header(header::COOKIE, cookie.join("; "))
+            .body(body)
+            .expect("request");
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let response = self
+            .app
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("answer");
+        for value in response.headers().get_all(header::SET_COOKIE) {
+            let text = value.to_str().expect("ascii cookie");
+            let pair = text.split(';').next().unwrap_or("");
+            if let Some((name, value)) = pair.split_once('=') {
+                if value.is_empty() {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Reply {
+        self.send(Request::get(path), Body::empty()).await
+    }
+
+    /// Posts a form with the CSRF token of the page last seen at `from`.
+    async fn submit(&mut self, from: &str, action: &str, fields: &[(&str, &str)]) -> Reply {
+        let page = self.get(from).await;
+        let csrf = hidden(&page.body, "csrf").expect("the page has a form token");
+        self.post(action, &csrf, fields).await
+    }
+
+    async fn post(&mut self, action: &str, csrf: &str, fields: &[(&str, &str)]) -> Reply {
+        let mut all = vec![("csrf", csrf)];
+        all.extend_from_slice(fields);
+        let body = serde_urlencoded::to_string(&all).expect("form");
+        self.send(
+            Request::post(action).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
+            Body::from(body),
+        )
+        .await
+    }
+}
+
+/// The value of the first hidden input named `name`.
+fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(
+        html[start..end]
+            .replace("&#x2f;", "/")
+            .replace("&#43;", "+"),
+    )
+}
+
+fn attribute(html: &str, name: &str) -> Option<String> {
+    let marker = format!("{name}=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+#[tokio::test]
+async fn pages_are_html_with_a_strict_policy_in_the_visitors_language() {
+    let app = app().await;
+    let mut en = Browser::new(&app);
+    let start = en.get("/").await;
+    assert_eq!(start.status, StatusCode::OK);
+    assert!(
+        start.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = start.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(start.headers[header::CACHE_CONTROL], "no-store");
+    assert!(start.body.contains("<html lang=\"en\">"));
+    assert!(start.body.contains("Create an account"));
+
+    let mut ja = Browser::new(&app);
+    ja.accept_language = "ja-JP,ja;q=0.9,en;q=0.5";
+    let start = ja.get("/").await;
+    assert!(start.body.contains("<html lang=\"ja\">"));
+    assert!(start.body.contains("アカウントを作成"));
+    // The switch is remembered, whatever the browser asks for.
+    let switched = ja
+        .submit("/", "/lang", &[("lang", "en"), ("back", "/signin")])
+        .await;
+    assert_eq!(switched.status, StatusCode::SEE_OTHER);
+    assert_eq!(switched.headers[header::LOCATION], "/signin");
+    assert!(ja.get("/signin").await.body.contains("<html lang=\"en\">"));
+    // Only paths of this site are gone back to.
+    let away = ja
+        .submit("/", "/lang", &[("lang", "ja"), ("back", "//evil.example/")])
+        .await;
+    assert_eq!(away.headers[header::LOCATION], "/");
+
+    let css = en.get("/assets/app.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(
+        css.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    // The API keeps its JSON answers beside the pages.
+    let missing = en.get("/no/such/page").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.headers[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    // Pages that need a session send a visitor to sign in.
+    let home = en.get("/home").await;
+    assert_eq!(home.status, StatusCode::SEE_OTHER);
+    assert_eq!(home.headers[header::LOCATION], "/signin");
+}
+
+#[tokio::test]
+async fn a_form_without_its_token_or_from_another_site_changes_nothing() {
+    let app = app().await;
+    let mut browser = Browser::new(&app);
+    browser.get("/signup").await;
+    let fields = [
+        ("display_name", "Mallory"),
+        ("email", "forged@example.com"),
+        ("password", "lantern pebble orchard"),
+    ];
+    let forged = browser.post("/signup", "kbf_not-the-token", &fields).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let csrf = hidden(&browser.get("/signup").await.body, "csrf").unwrap();
+    let cross_site = browser
+        .send(
+            Request::post("/signup")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("sec-fetch-site", "cross-site"),
+            Body::from(
+                serde_urlencoded::to_string([
+                    ("csrf", csrf.as_str()),
+                    ("display_name", "M"),
+                    ("email", "forged@example.com"),
+                    ("password", "lantern pebble orchard"),
+                ])
+                .unwrap(),
+            ),
+        )
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    assert!(
+        app.auth
+            .mailbox("forged@example.com", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        app.auth.deliver_outbox(50).await.unwrap() == 0,
+        "nothing was queued either"
+    );
+
+    // The same form with its token works.
+    let real = browser.post("/signup", &csrf, &fields).await;
+    assert_eq!(real.status, StatusCode::OK, "{}", real.body);
+    assert_eq!(app.auth.deliver_outbox(50).await.unwrap(), 1);
+}
+
+async fn signed_up<'a>(app: &'a App, name: &str, email: &str) -> (Browser<'a>, Vec<u8>) {
+    let mut browser = Browser::new(app);
+    let password = "lantern pebble orchard";
+    let signed = browser
+        .submit(
+            "/signup",
+            "/signup",
+            &[
+                ("display_name", name),
+                ("email", email),
+                ("password", password),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, StatusCode::OK);
+    app.auth.deliver_outbox(50).await.unwrap();
+    let mail = app.auth.mailbox(email, 10).await.unwrap();
+    let code: String = mail[0]
+        .body
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a code in the mail")
+        .to_owned();
+    let verified = browser
+        .submit(
+            "/signup/verify",
+            "/signup/verify",
+            &[("email", email), ("code", &code)],
+        )
+        .await;
+    assert!(
+        verified.body.contains("Your address is confirmed"),
+        "{}",
+        verified.body
+    );
+    let signin = browser
+        .submit(
+            "/signin",
+            "/signin",
+            &[("email", email), ("password", password)],
+        )
+        .await;
+    assert_eq!(signin.headers[header::LOCATION], "/enrol");
+    let started = browser.submit("/enrol", "/enrol/totp", &[]).await;
+    let key = attribute(&started.body, "data-setup-key").expect("a setup key");
+    let seed = koban_auth::totp::seed_from_uri(&format!("otpauth://totp/k?secret={key}")).unwrap();
+    let factor = hidden(&started.body, "factor_id").unwrap();
+    let csrf = hidden(&started.body, "csrf").unwrap();
+    let code = koban_auth::totp::code_at(&seed, now_s(app)).unwrap();
+    let confirmed = browser
+        .post(
+            "/enrol/totp/confirm",
+            &csrf,
+            &[("factor_id", &factor), ("code", &code)],
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK);
+    assert_eq!(
+        confirmed.body.matches("<li><code>").count(),
+        10,
+        "ten recovery codes"
+    );
+    app.clock.advance_secs(30);
+    (browser, seed)
+}
+
+/// The posted balance of the session's customer.
+async fn balance(app: &App, token: &str) -> i128 {
+    let me = app.auth.authenticate(token).await.unwrap();
+    app.pay
+        .wallet_view(&me, Currency::Jpy)
+        .await
+        .unwrap()
+        .account
+        .balance
+        .net_credit_posted()
+}
+
+fn now_s(app: &App) -> u64 {
+    u64::try_from(app.auth.now_ms() / 1000).unwrap()
+}
+
+#[tokio::test]
+async fn money_moves_from_a_page_only_through_the_same_step_up_as_the_api() {
+    let app = app().await;
+    let (mut hanako, seed) = signed_up(&app, "Hanako Suzuki", "hanako@example.com").await;
+    let (mut taro, _) = signed_up(&app, "Taro Yamada", "taro@example.com").await;
+    let home = hanako.get("/home").await;
+    assert!(
+        home.body.contains("data-testid=\"balance\">¥0<"),
+        "{}",
+        home.body
+    );
+
+    let me = app
+        .auth
+        .authenticate(&hanako.cookies["koban_session"])
+        .await
+        .unwrap();
+    let key = koban_pay::IdempotencyKey::parse("faucet-1").unwrap();
+    app.pay
+        .faucet(&me, Currency::Jpy, Amount::new(10_000).unwrap(), &key)
+        .await
+        .unwrap();
+
+    // Confirmation of payee shows the masked name before anything moves.
+    let check = hanako
+        .submit(
+            "/send",
+            "/send/check",
+            &[
+                ("to", "taro@example.com"),
+                ("amount", "１，５００円"),
+                ("message", "Lunch"),
+            ],
+        )
+        .await;
+    assert_eq!(check.status, StatusCode::OK, "{}", check.body);
+    assert!(check.body.contains("T*** Y*****"));
+    let csrf = hidden(&check.body, "csrf").unwrap();
+    let idem = hidden(&check.body, "key").unwrap();
+    let fields = [
+        ("to", "taro@example.com"),
+        ("amount", "1500"),
+        ("message", "Lunch"),
+        ("key", idem.as_str()),
+    ];
+    let asked = hanako.post("/send/confirm", &csrf, &fields).await;
+    assert_eq!(
+        asked.status,
+        StatusCode::FORBIDDEN,
+        "a new payee needs step-up"
+    );
+    let step_up = hidden(&asked.body, "step_up_id").unwrap();
+    assert_eq!(
+        balance(&app, &taro.cookies["koban_session"]).await,
+        0,
+        "nothing moved before step-up"
+    );
+
+    let wrong = [
+        fields.as_slice(),
+        &[("step_up_id", step_up.as_str()), ("code", "000000")],
+    ]
+    .concat();
+    let refused = hanako.post("/send/confirm", &csrf, &wrong).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body.contains("The code is not right"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(balance(&app, &taro.cookies["koban_session"]).await, 0);
+
+    let code = koban_auth::totp::code_at(&seed, now_s(&app)).unwrap();
+    let right = [
+        fields.as_slice(),
+        &[("step_up_id", step_up.as_str()), ("code", code.as_str())],
+    ]
+    .concat();
+    let sent = hanako.post("/send/confirm", &csrf, &right).await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.body);
+    assert!(sent.body.contains("¥1,500"));
+    // Step-up rotated the session; the page's cookies follow it, and a repeat is a replay.
+    let csrf = hidden(&hanako.get("/send").await.body, "csrf").unwrap();
+    let again = hanako.post("/send/confirm", &csrf, &fields).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert_eq!(
+        balance(&app, &hanako.cookies["koban_session"]).await,
+        8_500,
+        "the payer is debited once"
+    );
+    assert_eq!(balance(&app, &taro.cookies["koban_session"]).await, 1_500);
+
+    taro.accept_language = "ja";
+    let home = taro.get("/home").await;
+    assert!(home.body.contains("¥1,500"));
+    assert!(
+        home.body.contains("H***** S*****"),
+        "the payer's name is masked"
+    );
+    assert!(
+        home.body.contains("2026年11月25日"),
+        "dates in Japanese: {}",
+        home.body
+    );
+    let csv = taro
+        .get("/statement.csv?from=2026-11-01&to=2026-11-30")
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.body.lines().count() >= 2, "{}", csv.body);
+}

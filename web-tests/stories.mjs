@@ -1,0 +1,395 @@
+// Browser stories of Koban's web wallet: Playwright (playwright-core) driving Debian's
+// chromium, headless, against a fresh `koban serve --dev` on a random loopback port.
+//
+//   node stories.mjs --bin PATH/TO/koban [--screenshots DIR]
+//
+// Each story reads like what the customer does, finds controls by role and label, asserts the
+// outcome (balances, names, messages), runs axe-core on every page it visits in both languages,
+// and saves screenshots at phone and desktop widths. Exits non-zero on the first failure.
+
+import { spawn, execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+import { chromium, request as apiRequest } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const args = process.argv.slice(2);
+const arg = (name, fallback) => {
+  const at = args.indexOf(name);
+  return at >= 0 ? args[at + 1] : fallback;
+};
+const BIN = arg('--bin');
+const SHOTS = path.resolve(arg('--screenshots', path.join(here, 'screenshots')));
+const CHROMIUM = process.env.KOBAN_CHROMIUM || '/usr/bin/chromium';
+// The whole run is bounded: a story that hangs fails instead of holding CI.
+const RUN_MS_MAX = 6 * 60 * 1000;
+const PHONE = { width: 390, height: 844 };
+const DESKTOP = { width: 1280, height: 900 };
+
+if (!BIN) {
+  console.error('usage: node stories.mjs --bin PATH/TO/koban [--screenshots DIR]');
+  process.exit(2);
+}
+const watchdog = setTimeout(() => {
+  console.error(`stories did not finish within ${RUN_MS_MAX / 1000} s`);
+  process.exit(1);
+}, RUN_MS_MAX);
+
+// ------------------------------------------------------------------ the server
+
+async function startServer(dir) {
+  const child = spawn(BIN, ['serve', '--dev', '--listen', '127.0.0.1:0'], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, KOBAN_LOG: 'warn,koban=info' },
+  });
+  const lines = createInterface({ input: child.stdout });
+  const addr = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('koban did not start within 60 s')), 60_000);
+    child.on('exit', (code) => reject(new Error(`koban exited with ${code}`)));
+    lines.on('line', (line) => {
+      try {
+        const entry = JSON.parse(line);
+        if (entry.fields?.message === 'listening') {
+          clearTimeout(timer);
+          resolve(entry.fields.addr);
+        }
+      } catch {
+        // Not a log line of ours; ignore.
+      }
+    });
+  });
+  return { child, base: `http://${addr}` };
+}
+
+// ------------------------------------------------------------------ TOTP (RFC 6238)
+
+function base32(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of text.replace(/=+$/, '').toUpperCase()) {
+    const v = alphabet.indexOf(c);
+    assert.ok(v >= 0, 'setup key is base32');
+    bits += v.toString(2).padStart(5, '0');
+  }
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(bytes);
+}
+
+function totpAt(secret, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac('sha1', base32(secret)).update(counter).digest();
+  const offset = mac[mac.length - 1] & 15;
+  const value = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
+  return String(value).padStart(6, '0');
+}
+
+// Each time step is accepted once per factor: wait for a step later than the last one used.
+async function freshCode(person) {
+  for (;;) {
+    const step = Math.floor(Date.now() / 30_000);
+    if (step > (person.lastStep ?? 0)) {
+      person.lastStep = step;
+      return totpAt(person.secret, step);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+// ------------------------------------------------------------------ checks on every page
+
+let axeSource;
+const checked = new Set();
+
+async function checkPage(page, name) {
+  // axe-core on the page as it is: zero serious or critical violations.
+  axeSource ??= (await import('node:fs')).readFileSync(
+    path.join(here, 'node_modules/axe-core/axe.min.js'),
+    'utf8',
+  );
+  await page.addScriptTag({ content: axeSource });
+  const result = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help }));
+  });
+  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(bad, [], `axe on ${name}: ${JSON.stringify(bad)}`);
+  checked.add(name);
+}
+
+async function shot(page, name) {
+  const size = page.viewportSize();
+  for (const [label, viewport] of [['phone', PHONE], ['desktop', DESKTOP]]) {
+    await page.setViewportSize(viewport);
+    await page.screenshot({ path: path.join(SHOTS, `${name}-${label}.png`), fullPage: true });
+  }
+  await page.setViewportSize(size);
+}
+
+// Visits the page in the other language too, checks both, and comes back.
+async function bothLanguages(page, name) {
+  const lang = await page.getAttribute('html', 'lang');
+  await checkPage(page, `${name}-${lang}`);
+  await shot(page, `${name}-${lang}`);
+  const other = lang === 'ja' ? 'English' : '日本語';
+  await page.getByRole('button', { name: other }).click();
+  const otherLang = await page.getAttribute('html', 'lang');
+  assert.notEqual(otherLang, lang, `the language switch changes ${name}`);
+  await checkPage(page, `${name}-${otherLang}`);
+  await shot(page, `${name}-${otherLang}`);
+  await page.getByRole('button', { name: lang === 'ja' ? '日本語' : 'English' }).click();
+}
+
+// ------------------------------------------------------------------ steps of the stories
+
+async function signUpAndEnrol(browser, base, person) {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'en-GB', bypassCSP: true });
+  const page = await context.newPage();
+  await page.goto(base + '/');
+  await bothLanguages(page, 'start');
+  await page.getByRole('link', { name: 'Create an account' }).click();
+  await page.getByLabel('Your name').fill(person.name);
+  await page.getByLabel('E-mail address').fill(person.email);
+  await page.getByLabel('Password').fill(person.password);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByRole('heading', { name: 'Confirm your e-mail address' }).waitFor();
+
+  // The code arrives in the development mailbox (delivered by the outbox within a second).
+  let code;
+  for (let i = 0; i < 40 && !code; i++) {
+    const mail = await context.request.get(`${base}/v1/dev/mailbox?to=${encodeURIComponent(person.email)}`);
+    const messages = await mail.json();
+    code = messages.map((m) => m.body.match(/\b(\d{6})\b/)?.[1]).find(Boolean);
+    if (!code) await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.ok(code, 'a verification code was mailed');
+  await page.getByLabel('Code from the e-mail').fill(code);
+  await page.getByRole('button', { name: 'Confirm address' }).click();
+  await page.getByText('Your address is confirmed').waitFor();
+
+  await page.getByLabel('Password').fill(person.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Protect your account' }).waitFor();
+  await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+  await page.getByRole('img', { name: /QR code/ }).waitFor();
+  // Pages that answer a form (this one holds a new secret) are checked as they are: the
+  // language switch goes back only to pages a GET can show again.
+  if (!checked.has('totp-en')) {
+    await checkPage(page, 'totp-en');
+    await shot(page, 'totp-en');
+  }
+  person.secret = await page.locator('[data-setup-key]').getAttribute('data-setup-key');
+  await page.getByLabel('6-digit code').fill(await freshCode(person));
+  await page.getByRole('button', { name: 'Confirm' }).click();
+  await page.getByRole('heading', { name: 'Save your recovery codes' }).waitFor();
+  person.recovery = await page.locator('ol.codes code').allTextContents();
+  assert.equal(person.recovery.length, 10, 'ten recovery codes are shown once');
+  if (!checked.has('recovery-en')) {
+    await checkPage(page, 'recovery-en');
+    await shot(page, 'recovery-en');
+  }
+  await page.getByRole('link', { name: 'I have saved them' }).click();
+  await page.getByRole('heading', { name: 'Your wallet' }).waitFor();
+  assert.equal(await page.getByTestId('balance').textContent(), '¥0');
+  return { context, page };
+}
+
+async function operatorToken(base, dir, request) {
+  const out = execFileSync(BIN, ['admin', 'create', '--email', 'ops@example.com'], { cwd: dir }).toString();
+  const token = out.match(/token=(kop_[A-Za-z0-9_-]+)/)?.[1];
+  assert.ok(token, `admin create prints an enrolment link: ${out}`);
+  const password = 'quiet harbour lantern seven';
+  const enrolled = await request.post(`${base}/operators/enrol`, { form: { token, password } });
+  assert.equal(enrolled.status(), 200, 'the operator sets a password');
+  const login = await request.post(`${base}/v1/login`, { data: { email: 'ops@example.com', password } });
+  const first = (await login.json()).session.token;
+  const auth = { authorization: `Bearer ${first}` };
+  const totp = await (await request.post(`${base}/v1/factors/totp`, { headers: auth })).json();
+  const operator = { secret: totp.otpauth_uri.split('secret=')[1].split('&')[0] };
+  const confirmed = await request.post(`${base}/v1/factors/totp/${totp.factor_id}/confirm`, {
+    headers: auth,
+    data: { code: await freshCode(operator) },
+  });
+  assert.equal(confirmed.status(), 200, 'the operator enrols TOTP');
+  return (await confirmed.json()).session.token;
+}
+
+// ------------------------------------------------------------------ story 1
+
+async function newcomerTopsUpAndPaysAFriend(browser, base, dir) {
+  const hanako = { name: 'Hanako Suzuki', email: 'hanako@example.com', password: 'lantern pebble orchard' };
+  const taro = { name: 'Taro Yamada', email: 'taro@example.com', password: 'copper meadow violin' };
+  const a = await signUpAndEnrol(browser, base, hanako);
+  await bothLanguages(a.page, 'home-empty');
+  const b = await signUpAndEnrol(browser, base, taro);
+
+  // Hanako asks to be verified; an operator approves the legal name she gave.
+  await a.page.getByRole('link', { name: 'Top up' }).first().click();
+  await a.page.getByRole('link', { name: 'Link a bank account' }).click();
+  await a.page.getByLabel('Your full legal name').fill(hanako.name);
+  await a.page.getByRole('button', { name: 'Send for verification' }).click();
+  await a.page.getByText('We will tell you when your identity is verified').waitFor();
+  // The operator works from a client of their own (no cookies shared with Hanako's browser).
+  const api = await apiRequest.newContext();
+  const ops = await operatorToken(base, dir, api);
+  const users = await (await api.get(`${base}/v1/ops/kyc`, { headers: { authorization: `Bearer ${ops}` } })).json();
+  const pending = users.find((u) => u.legal_name === hanako.name);
+  assert.ok(pending, 'the KYC request waits for an operator');
+  const approved = await api.post(`${base}/v1/ops/kyc/${pending.user_id}/approve`, {
+    headers: { authorization: `Bearer ${ops}` },
+    data: { legal_name: hanako.name },
+  });
+  assert.equal(approved.status(), 204, 'KYC approved');
+  await api.dispose();
+
+  // The sandbox bank: open an account in her name, link it (step-up with a recovery code),
+  // read the two micro-deposits from the bank's statement and confirm them.
+  await a.page.goto(base + '/bank');
+  await bothLanguages(a.page, 'bank');
+  await a.page.getByRole('button', { name: 'Open a sandbox account' }).click();
+  const number = await a.page.getByTestId('sandbox-number').textContent();
+  await a.page.getByRole('button', { name: 'Link this account to Koban' }).click();
+  await a.page.getByRole('heading', { name: 'Confirm with your code' }).waitFor();
+  await a.page.getByLabel('6-digit code').fill(hanako.recovery[0]);
+  await a.page.getByRole('button', { name: 'Confirm' }).click();
+  await a.page.getByRole('heading', { name: 'Confirm your bank account' }).waitFor();
+  await a.page.getByRole('link', { name: 'Open the sandbox bank statement' }).click();
+  const cells = await a.page.locator('td.num').allTextContents();
+  const deposits = cells.map((t) => Number(t.replace(/[^0-9]/g, ''))).filter((n) => n > 0 && n < 100);
+  assert.equal(deposits.length, 2, `two micro-deposits on ${number}: ${cells}`);
+  await a.page.goBack();
+  await a.page.getByLabel('First deposit (yen)').fill(String(deposits[1]));
+  await a.page.getByLabel('Second deposit (yen)').fill(String(deposits[0]));
+  await a.page.getByRole('button', { name: 'Confirm account' }).click();
+  await a.page.getByText('Your bank account is linked.').waitFor();
+
+  // A top-up of ¥5,000, pending until the sandbox bank settles (5 s in --dev).
+  await a.page.getByLabel('Amount').fill('5,000');
+  await a.page.getByRole('button', { name: 'Top up', exact: true }).click();
+  await a.page.getByText('¥5,000 is on its way from your bank.').waitFor();
+  let balance;
+  for (let i = 0; i < 60 && balance !== '¥5,000'; i++) {
+    await a.page.goto(base + '/home');
+    balance = await a.page.getByTestId('balance').textContent();
+    if (balance !== '¥5,000') await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.equal(balance, '¥5,000', 'the top-up settles into the balance');
+
+  // Sending ¥1,500 to a new payee: confirmation of payee, then step-up with the app's code.
+  await a.page.getByRole('link', { name: 'Send money' }).first().click();
+  await a.page.getByLabel('Who to pay').fill(taro.email);
+  await a.page.getByLabel('Amount').fill('1500');
+  await a.page.getByLabel('Message (optional)').fill('Lunch');
+  await a.page.getByRole('button', { name: 'Continue' }).click();
+  await a.page.getByRole('heading', { name: 'Check before you send' }).waitFor();
+  assert.equal(await a.page.getByTestId('payee').textContent(), 'T*** Y*****', 'the payee is shown masked');
+  await a.page.getByText('You have not paid this person before').waitFor();
+  await checkPage(a.page, 'send-confirm-en');
+  await shot(a.page, 'send-confirm-en');
+  await a.page.getByRole('button', { name: 'Send ¥1,500' }).click();
+  await a.page.getByRole('heading', { name: 'Confirm with your code' }).waitFor();
+  await a.page.getByLabel('6-digit code').fill('000000');
+  await a.page.getByRole('button', { name: 'Confirm' }).click();
+  await a.page.getByText('The code is not right').first().waitFor();
+  await checkPage(a.page, 'step-up-error-en');
+  await shot(a.page, 'step-up-error-en');
+  await a.page.getByLabel('6-digit code').fill(await freshCode(hanako));
+  await a.page.getByRole('button', { name: 'Confirm' }).click();
+  await a.page.getByRole('heading', { name: 'Money sent' }).waitFor();
+  assert.equal(await a.page.getByTestId('amount').textContent(), '¥1,500');
+  await checkPage(a.page, 'receipt-en');
+  await shot(a.page, 'receipt-en');
+  await a.page.goto(base + '/home');
+  assert.equal(await a.page.getByTestId('balance').textContent(), '¥3,500', 'the payer is debited once');
+
+  // Taro sees the money, who sent it (masked) and the chart.
+  await b.page.goto(base + '/home');
+  assert.equal(await b.page.getByTestId('balance').textContent(), '¥1,500');
+  await b.page.getByText('H***** S*****').first().waitFor();
+  await b.page.getByText('Lunch').waitFor();
+  const line = await b.page.locator('svg polyline').getAttribute('points');
+  const ys = line.split(' ').map((p) => Number(p.split(',')[1]));
+  assert.ok(ys.at(-1) < ys[0], `the chart rises to today's balance: ${line}`);
+  await bothLanguages(b.page, 'home');
+
+  // Story 7's language part: in Japanese, the same wallet in Japanese amounts and dates.
+  await b.page.getByRole('button', { name: '日本語' }).click();
+  await b.page.getByRole('heading', { name: 'ウォレット' }).waitFor();
+  assert.equal(await b.page.getByTestId('balance').textContent(), '¥1,500');
+  const dated = await b.page.locator('.movements .when').first().textContent();
+  assert.match(dated, /^\d{4}年\d{1,2}月\d{1,2}日 \d{2}:\d{2}$/, 'dates in Japanese');
+  await b.page.getByRole('button', { name: 'English' }).click();
+
+  await a.page.goto(base + '/security');
+  await bothLanguages(a.page, 'security');
+  await a.page.goto(base + '/statement');
+  await bothLanguages(a.page, 'statement');
+  await a.context.close();
+  await b.context.close();
+}
+
+// ------------------------------------------------------------------ refusals are explained
+
+async function refusalsAreExplained(browser, base) {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'ja-JP', bypassCSP: true });
+  const page = await context.newPage();
+  await page.goto(base + '/signin');
+  assert.equal(await page.getAttribute('html', 'lang'), 'ja', 'Accept-Language chooses Japanese');
+  await page.getByLabel('メールアドレス').fill('nobody@example.com');
+  await page.getByLabel('パスワード').fill('not the right one at all');
+  await page.getByRole('button', { name: 'ログイン' }).click();
+  await page.getByRole('alert').getByText('メールアドレス、パスワード、またはコードが正しくありません。').waitFor();
+  await checkPage(page, 'signin-error-ja');
+  await shot(page, 'signin-error-ja');
+  // A form posted without its token changes nothing.
+  const forged = await context.request.post(`${base}/signup`, {
+    form: { display_name: 'X', email: 'forged@example.com', password: 'lantern pebble orchard' },
+  });
+  assert.equal(forged.status(), 403, 'a form without its CSRF token is refused');
+  const mail = await (await context.request.get(`${base}/v1/dev/mailbox?to=forged%40example.com`)).json();
+  assert.equal(mail.length, 0, 'nothing was signed up');
+  await context.close();
+}
+
+// ------------------------------------------------------------------ main
+
+const dir = mkdtempSync(path.join(tmpdir(), 'koban-web-'));
+rmSync(SHOTS, { recursive: true, force: true });
+mkdirSync(SHOTS, { recursive: true });
+const { child, base } = await startServer(dir);
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
+    '--no-first-run', '--disable-component-update', '--disable-sync'],
+});
+let failed = false;
+try {
+  for (const [name, story] of [
+    ['refusals are explained in the visitor\'s language', refusalsAreExplained],
+    ['a newcomer tops up and pays a friend', newcomerTopsUpAndPaysAFriend],
+  ]) {
+    const started = Date.now();
+    await story(browser, base, dir);
+    console.log(`ok: ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  }
+  console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);
+  console.log(`screenshots: ${SHOTS}`);
+} catch (error) {
+  failed = true;
+  console.error(`FAILED: ${error.stack ?? error}`);
+} finally {
+  await browser.close();
+  child.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+  clearTimeout(watchdog);
+}
+process.exit(failed ? 1 : 0);
