@@ -303,6 +303,7 @@ impl ApiError {
             AuthError::Invalid(_) => problem(S::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request", detail),
             AuthError::Password(_) => problem(S::UNPROCESSABLE_ENTITY, "weak-password", "Password refused", detail),
             AuthError::BadCredentials => problem(S::UNAUTHORIZED, "invalid-credentials", "Not signed in", detail),
+            AuthError::CodeReused => problem(S::UNAUTHORIZED, "code-already-used", "Code already used", detail),
             AuthError::Throttled { retry_after_s } => Problem {
                 retry_after_s: Some(*retry_after_s),
                 ..problem(S::TOO_MANY_REQUESTS, "throttled", "Too many attempts", detail)

@@ -43,6 +43,26 @@ pub struct NewSignup {
     pub phone: Option<Phone>,
 }
 
+/// What a second-factor code turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CodeCheck {
+    Right,
+    Wrong,
+    /// A TOTP code of a time step already accepted: right once, not again.
+    Reused,
+}
+
+impl CodeCheck {
+    /// The refusal to answer with, given the one recording the failure produced: a reused
+    /// code says so (and to wait for the next one); anything else stays as it is.
+    pub(crate) fn refusal(self, recorded: AuthError) -> AuthError {
+        match (self, recorded) {
+            (CodeCheck::Reused, AuthError::BadCredentials) => AuthError::CodeReused,
+            (_, error) => error,
+        }
+    }
+}
+
 /// The result of a right password.
 #[derive(Debug)]
 pub struct LoginOutcome {
@@ -349,7 +369,7 @@ impl<D: SqlDb> Auth<D> {
         user_id: &str,
         code: &str,
         now: i64,
-    ) -> Result<bool, AuthError> {
+    ) -> Result<CodeCheck, AuthError> {
         let code = normalise_code(code);
         let now_s = u64::try_from(now / 1000).unwrap_or(0);
         if code.len() == totp::DIGITS {
@@ -368,10 +388,14 @@ impl<D: SqlDb> Auth<D> {
                             params![step, factor.text(0)?],
                         )
                         .await?;
-                    return Ok(fresh == 1);
+                    return Ok(if fresh == 1 {
+                        CodeCheck::Right
+                    } else {
+                        CodeCheck::Reused
+                    });
                 }
             }
-            return Ok(false);
+            return Ok(CodeCheck::Wrong);
         }
         let hash = self.keys.hash(
             HashPurpose::Code,
@@ -395,7 +419,11 @@ impl<D: SqlDb> Auth<D> {
             enqueue(tx, now, &email, "A recovery code was used",
                 &format!("A recovery code was used to confirm a sign-in or an action on your Koban account. You have {left} left.")).await?;
         }
-        Ok(used == 1)
+        Ok(if used == 1 {
+            CodeCheck::Right
+        } else {
+            CodeCheck::Wrong
+        })
     }
 
     /// Records a failed attempt everywhere it counts, and tells the owner when it locked the
@@ -832,12 +860,12 @@ impl<D: SqlDb> Auth<D> {
         let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        if !self
+        let check = self
             .check_factor_code(&mut tx, &principal.user_id, code.expose(), now)
-            .await?
-        {
+            .await?;
+        if check != CodeCheck::Right {
             drop(tx);
-            return Err(self.code_failed(principal, &attempt, number).await);
+            return Err(check.refusal(self.code_failed(principal, &attempt, number).await));
         }
         throttle::record_success(&mut tx, &attempt).await?;
         let session = self
@@ -1623,9 +1651,10 @@ impl<D: SqlDb> Auth<D> {
         let factor_number = self.begin_attempt(&factor).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        if !self
+        if self
             .check_factor_code(&mut tx, &user.id, factor_code.expose(), now)
             .await?
+            != CodeCheck::Right
         {
             count_wrong_code(&mut tx, code_id.as_str(), now).await?;
             self.record_failure(

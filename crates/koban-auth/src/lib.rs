@@ -51,6 +51,11 @@ pub enum AuthError {
     Password(#[from] PasswordRejection),
     #[error("the sign-in details or the code are not right")]
     BadCredentials,
+    /// A right TOTP code of a time step this factor has already accepted.
+    #[error(
+        "this code was already used; wait for the next code from your app (a new one every 30 seconds)"
+    )]
+    CodeReused,
     #[error("too many attempts; try again in {retry_after_s} seconds")]
     Throttled { retry_after_s: u64 },
     #[error("the service is busy; try again shortly")]

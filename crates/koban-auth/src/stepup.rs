@@ -9,6 +9,7 @@
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
+use crate::flows::CodeCheck;
 use crate::secret::{HashPurpose, Secret, constant_time_eq, new_id};
 use crate::sessions::{IssuedSession, Principal, SessionLevel};
 use crate::throttle;
@@ -348,17 +349,23 @@ impl<D: SqlDb> Auth<D> {
         let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        let right = match &proof.answer {
+        let check = match &proof.answer {
             StepUpAnswer::Code(code) => {
                 self.check_factor_code(&mut tx, &principal.user_id, code.expose(), now)
                     .await?
             }
             StepUpAnswer::Passkey(assertion) => {
-                self.check_passkey(&mut tx, principal, &proof.id, "step_up", assertion, now)
+                if self
+                    .check_passkey(&mut tx, principal, &proof.id, "step_up", assertion, now)
                     .await?
+                {
+                    CodeCheck::Right
+                } else {
+                    CodeCheck::Wrong
+                }
             }
         };
-        if !right {
+        if check != CodeCheck::Right {
             tx.execute(
                 "UPDATE step_ups SET attempts = attempts + 1, \
                  used_at = CASE WHEN attempts + 1 >= $1 THEN $2 ELSE used_at END \
@@ -367,7 +374,7 @@ impl<D: SqlDb> Auth<D> {
             )
             .await?;
             tx.commit().await?;
-            return Err(self.code_failed(principal, &attempt, number).await);
+            return Err(check.refusal(self.code_failed(principal, &attempt, number).await));
         }
         let used = tx
             .execute(

@@ -73,12 +73,22 @@ pub fn parse_handle(text: &str) -> Result<String, PayError> {
     }
 }
 
+/// Unicode's explicit text-direction marks, embeddings, overrides and isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 pub(crate) fn message_metadata(message: Option<&str>) -> Result<Metadata, PayError> {
     match message {
         None => Ok(Metadata::empty()),
         Some(text) if text.len() > MESSAGE_BYTES_MAX => {
             Err(PayError::Invalid("the message is longer than 140 bytes"))
         }
+        // Direction overrides could make the payee's screen show a message, a name or an amount
+        // reversed or out of place.
+        Some(text) if text.chars().any(is_bidi_control) => Err(PayError::Invalid(
+            "the message may not hold text-direction control characters",
+        )),
         Some(text) => Metadata::parse([("message", text)])
             .map_err(|_| PayError::Invalid("the message may not hold control characters")),
     }
@@ -530,5 +540,23 @@ fn limit_detail(code: &str, event: &RiskEvent, currency: Currency) -> String {
             "this would exceed the daily limit of {} to one payee",
             format_money(event.per_payee_daily_max, currency)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_refuse_controls_and_direction_overrides() {
+        assert!(message_metadata(Some("ランチ代 ありがとう")).is_ok());
+        assert!(message_metadata(None).is_ok());
+        assert!(message_metadata(Some("pay \u{202E}0001\u{202C} back")).is_err());
+        assert!(message_metadata(Some("a\u{2066}b")).is_err());
+        assert!(message_metadata(Some("line\nbreak")).is_err());
+        assert!(
+            message_metadata(Some(&"あ".repeat(47))).is_err(),
+            "141 bytes"
+        );
     }
 }

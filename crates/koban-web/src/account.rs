@@ -45,11 +45,7 @@ pub async fn set_lang<S: LedgerStore>(Posted { page, form }: Posted<LangForm>) -
     let Some(lang) = crate::i18n::Lang::parse(&form.lang) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
-    // Only a path of this site: never `//host` or a full URL.
-    let back = if form.back.starts_with('/')
-        && !form.back.starts_with("//")
-        && !form.back.contains('\\')
-    {
+    let back = if local_path(&form.back) {
         form.back.as_str()
     } else {
         "/"
@@ -63,6 +59,17 @@ pub async fn set_lang<S: LedgerStore>(Posted { page, form }: Posted<LangForm>) -
     cookie.set_max_age(cookie::time::Duration::days(365));
     set_cookie(&mut response, cookie);
     response
+}
+
+/// A path of this site and nothing else: `/` then letters, digits, `/`, `_`, `.` and `-`, never
+/// `//host` (browsers also drop tabs and newlines, so nothing outside the set is allowed).
+pub fn local_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && path.len() <= 200
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'.' | b'-'))
 }
 
 // ------------------------------------------------------------------ sign-up
@@ -269,6 +276,12 @@ pub async fn signin<S: LedgerStore>(
     }
     match result {
         Ok(outcome) => {
+            // A session this browser already had ends: one browser, one session.
+            if let Some(old) = &page.me
+                && let Err(error) = state.auth.revoke_session(old, &old.session_id).await
+            {
+                tracing::warn!(%error, "an earlier session could not be ended");
+            }
             let next = if outcome.has_factor {
                 "/signin/code"
             } else {
@@ -381,13 +394,16 @@ pub struct TotpPage {
 
 pub async fn totp_begin<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, .. }: Posted<Empty>,
+    Posted { mut page, .. }: Posted<Empty>,
 ) -> Response {
-    let Some(me) = &page.me else {
+    let Some(me) = page.me.clone() else {
         return see_other("/signin");
     };
-    match state.auth.totp_begin(me, None, &page.client).await {
+    match state.auth.totp_begin(&me, None, &page.client).await {
         Ok(enrolment) => {
+            if let Some(session) = &enrolment.session {
+                page.rotated(session);
+            }
             let qr = format!(
                 "data:image/svg+xml;base64,{}",
                 base64_encode(enrolment.qr_svg.expose().as_bytes())
@@ -443,18 +459,21 @@ pub struct TotpConfirmForm {
 
 pub async fn totp_confirm<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<TotpConfirmForm>,
+    Posted { mut page, form }: Posted<TotpConfirmForm>,
 ) -> Response {
-    let Some(me) = &page.me else {
+    let Some(me) = page.me.clone() else {
         return see_other("/signin");
     };
     let code = Secret::new(form.code.trim().replace(' ', ""));
     match state
         .auth
-        .totp_confirm(me, &form.factor_id, &code, &page.client)
+        .totp_confirm(&me, &form.factor_id, &code, &page.client)
         .await
     {
         Ok(enrolled) => {
+            if let Some(session) = &enrolled.session {
+                page.rotated(session);
+            }
             let codes: Vec<String> = enrolled
                 .recovery_codes
                 .as_ref()

@@ -59,6 +59,7 @@ async fn topup_view<S: LedgerStore>(
     page: &Page,
     c: Chrome,
     amount: String,
+    key: Option<String>,
 ) -> Result<TopupPage, PayError> {
     let me = page
         .me
@@ -69,7 +70,8 @@ async fn topup_view<S: LedgerStore>(
         c,
         sources: sources.into_iter().map(source).collect(),
         amount,
-        key: koban_auth::secret::new_id(),
+        // A form shown again after an error keeps its key: trying again can never top up twice.
+        key: key.unwrap_or_else(koban_auth::secret::new_id),
     })
 }
 
@@ -77,7 +79,15 @@ pub async fn topup_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: 
     if let Err(redirect) = page.full() {
         return redirect.into_response();
     }
-    match topup_view(&state, &page, page.chrome("title-topup"), String::new()).await {
+    match topup_view(
+        &state,
+        &page,
+        page.chrome("title-topup"),
+        String::new(),
+        None,
+    )
+    .await
+    {
         Ok(view) => page.render(&view),
         Err(error) => message(&page, &error),
     }
@@ -152,7 +162,7 @@ pub async fn topup<S: LedgerStore>(
                 _ => explain(&page.tr, &error).1,
             };
             let c = page.chrome("title-topup").with_error(Some("amount"), text);
-            match topup_view(&state, &page, c, form.amount).await {
+            match topup_view(&state, &page, c, form.amount, Some(form.key)).await {
                 Ok(view) => page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view),
                 Err(error) => message(&page, &error),
             }
@@ -255,10 +265,19 @@ pub async fn link<S: LedgerStore>(
     };
     let number = form.account_number.trim().to_owned();
     let proof = proof_of(&form.step_up_id, &form.code);
-    let result = state
+    let mut result = state
         .pay
         .link_bank_start(&me, "sandbox", &number, proof.as_ref(), &page.client)
         .await;
+    let mut error_text = None;
+    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
+        // The confirmation expired or ran out of tries: a fresh one is asked for at once.
+        error_text = Some(page.tr.t("error-step-up-invalid"));
+        result = state
+            .pay
+            .link_bank_start(&me, "sandbox", &number, None, &page.client)
+            .await;
+    }
     let step_up = |page: &Page, id: String, error: Option<String>| {
         let mut c = page.chrome("title-step-up");
         if let Some(text) = error {
@@ -282,19 +301,23 @@ pub async fn link<S: LedgerStore>(
             with_cookies(see_other(&next), Some(&session), page.dev)
         }
         Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
-            let error = proof.is_some().then(|| page.tr.t("error-code"));
+            let error = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
             page.render_status(
                 StatusCode::FORBIDDEN,
                 &step_up(&page, challenge.id.clone(), error),
             )
         }
-        Err(PayError::Auth(error @ (AuthError::StepUpInvalid | AuthError::BadCredentials))) => {
-            let view = step_up(
-                &page,
-                form.step_up_id.clone(),
-                Some(page.tr.t("error-code")),
-            );
-            with_retry_after(page.render_status(StatusCode::FORBIDDEN, &view), &error)
+        Err(PayError::Auth(
+            error @ (AuthError::BadCredentials
+            | AuthError::CodeReused
+            | AuthError::Throttled { .. }),
+        )) => {
+            let (status, text) = match error {
+                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
+                _ => explain_auth(&page.tr, &error),
+            };
+            let view = step_up(&page, form.step_up_id.clone(), Some(text));
+            with_retry_after(page.render_status(status, &view), &error)
         }
         Err(error) => {
             let c = page
@@ -322,6 +345,12 @@ pub struct SandboxQuery {
     sandbox: Option<String>,
 }
 
+/// A funding source id as Koban makes them (a UUID's text): anything else is not put into a
+/// page, where it would become part of a form's address.
+fn source_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 pub async fn confirm_page<S: LedgerStore>(
     page: Page,
     Path(id): Path<String>,
@@ -329,6 +358,9 @@ pub async fn confirm_page<S: LedgerStore>(
 ) -> Response {
     if let Err(redirect) = page.full() {
         return redirect.into_response();
+    }
+    if !source_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
     let sandbox = query
         .sandbox
@@ -357,6 +389,9 @@ pub async fn confirm<S: LedgerStore>(
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
+    if !source_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
+    }
     let (Ok(first), Ok(second)) = (
         form.first.trim().parse::<i64>(),
         form.second.trim().parse::<i64>(),
@@ -379,7 +414,7 @@ pub async fn confirm<S: LedgerStore>(
             let c = page
                 .chrome("title-topup")
                 .with_notice(page.tr.t("bank-linked"));
-            match topup_view(&state, &page, c, String::new()).await {
+            match topup_view(&state, &page, c, String::new(), None).await {
                 Ok(view) => page.render(&view),
                 Err(error) => message(&page, &error),
             }

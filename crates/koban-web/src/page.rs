@@ -102,6 +102,13 @@ impl Page {
         }
     }
 
+    /// After a step that replaced the session (step-up, enrolment): forms on the answer carry
+    /// the new session's token.
+    pub fn rotated(&mut self, session: &koban_auth::IssuedSession) {
+        self.csrf = session.csrf.expose().clone();
+        self.token = Some(session.token.expose().clone());
+    }
+
     /// The layout's context for a page titled by the message `title`.
     pub fn chrome(&self, title: &str) -> Chrome {
         Chrome {
@@ -355,6 +362,7 @@ pub fn explain_auth(tr: &Tr, error: &AuthError) -> (StatusCode, String) {
             }),
         ),
         AuthError::BadCredentials => (S::UNAUTHORIZED, tr.t("error-bad-credentials")),
+        AuthError::CodeReused => (S::UNAUTHORIZED, tr.t("error-code-reused")),
         AuthError::Throttled { retry_after_s } => (
             S::TOO_MANY_REQUESTS,
             tr.with(

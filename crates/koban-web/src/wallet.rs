@@ -19,6 +19,9 @@ use crate::chart::{CHART_DAYS, Point, daily_balances, polyline};
 use crate::i18n::Tr;
 use crate::page::{Chrome, Page, Posted, explain, with_retry_after};
 
+/// The longest message a transfer carries, in bytes (the domain's limit; Japanese text takes
+/// three bytes a character).
+const MESSAGE_BYTES_MAX: usize = 140;
 /// Movements listed on the home page.
 const HOME_MOVEMENTS: usize = 10;
 /// History pages of 100 read for the chart at most; a busier wallet's chart starts later.
@@ -40,6 +43,15 @@ pub fn parse_amount(text: &str, currency: Currency) -> Option<Amount> {
             c => Some(c),
         })
         .collect();
+    // Where a currency has a decimal separator, "12,50" is a European decimal, not 1,250:
+    // refused rather than guessed.
+    if currency.exponent() > 0
+        && let Some((_, tail)) = text.trim().rsplit_once([',', '，'])
+        && (1..=2).contains(&tail.chars().filter(char::is_ascii_digit).count())
+        && !tail.contains(['.', '．'])
+    {
+        return None;
+    }
     Money::parse(&normal, currency).ok().map(Money::amount)
 }
 
@@ -299,6 +311,13 @@ pub async fn send_check<S: LedgerStore>(
             page.tr.t("error-amount"),
         );
     };
+    if form.message.trim().len() > MESSAGE_BYTES_MAX {
+        return again(
+            "message",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page.tr.t("error-message-long"),
+        );
+    }
     match state.pay.lookup_payee(&me, &form.to, currency).await {
         Ok((payee, known)) => page.render(&ConfirmPage {
             c: page.chrome("title-send-confirm"),
@@ -362,7 +381,7 @@ pub fn proof_of(step_up_id: &str, code: &str) -> Option<StepUpProof> {
 /// Sends the money, asking for step-up when the domain does; answers with a receipt.
 pub async fn send_confirm<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<SendConfirmForm>,
+    Posted { mut page, form }: Posted<SendConfirmForm>,
 ) -> Response {
     let me = match page.full() {
         Ok(me) => me.clone(),
@@ -386,17 +405,26 @@ pub async fn send_confirm<S: LedgerStore>(
         key,
     };
     let proof = proof_of(&form.step_up_id, &form.code);
-    let shown = page.tr.money(i128::from(amount.minor_units()), currency);
-    match state
+    let mut result = state
         .pay
         .transfer(&me, &request, proof.as_ref(), &page.client)
-        .await
-    {
+        .await;
+    let mut error_text = None;
+    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
+        // The confirmation expired or ran out of tries: a fresh one is asked for at once.
+        error_text = Some(page.tr.t("error-step-up-invalid"));
+        result = state.pay.transfer(&me, &request, None, &page.client).await;
+    }
+    match result {
         Ok(outcome) => {
+            // Step-up rotated the session: this page's forms use the new one's token.
+            if let Some(session) = &outcome.session {
+                page.rotated(session);
+            }
             let view = ReceiptPage {
                 c: page.chrome("title-receipt"),
                 held: outcome.status == "held",
-                amount: shown,
+                amount: page.tr.money(i128::from(amount.minor_units()), currency),
                 payee: outcome.payee_masked_name.clone(),
                 reference: koban_pay::merchant::transfer_id_text(outcome.transfer.id),
                 when: page.tr.datetime(ms(outcome.transfer.timestamp)),
@@ -409,64 +437,97 @@ pub async fn send_confirm<S: LedgerStore>(
             )
         }
         Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
-            let mut c = page.chrome("title-step-up");
-            if proof.is_some() {
-                c = c.with_error(Some("code"), page.tr.t("error-code"));
-            }
-            let view = StepUpPage {
-                c,
-                action: "/send/confirm",
-                summary: page
-                    .tr
-                    .with("step-up-send", &[("amount", &shown), ("to", &form.to)]),
-                step_up_id: challenge.id.clone(),
-                fields: vec![
-                    ("to", form.to.clone()),
-                    ("amount", form.amount.clone()),
-                    ("message", form.message.clone()),
-                    ("key", form.key.clone()),
-                ],
-            };
+            let text = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
+            let view = step_up_page(&state, &page, &me, &form, challenge.id.clone(), text).await;
             page.render_status(StatusCode::FORBIDDEN, &view)
         }
         Err(PayError::Auth(
-            error @ (AuthError::StepUpInvalid
-            | AuthError::BadCredentials
+            error @ (AuthError::BadCredentials
+            | AuthError::CodeReused
             | AuthError::Throttled { .. }),
         )) => {
             let (status, text) = crate::page::explain_auth(&page.tr, &error);
             let (status, text) = match error {
-                AuthError::Throttled { .. } => (status, text),
-                _ => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
+                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
+                _ => (status, text),
             };
-            let view = StepUpPage {
-                c: page.chrome("title-step-up").with_error(Some("code"), text),
-                action: "/send/confirm",
-                summary: page
-                    .tr
-                    .with("step-up-send", &[("amount", &shown), ("to", &form.to)]),
-                step_up_id: form.step_up_id.clone(),
-                fields: vec![
-                    ("to", form.to.clone()),
-                    ("amount", form.amount.clone()),
-                    ("message", form.message.clone()),
-                    ("key", form.key.clone()),
-                ],
-            };
+            let view = step_up_page(
+                &state,
+                &page,
+                &me,
+                &form,
+                form.step_up_id.clone(),
+                Some(text),
+            )
+            .await;
             with_retry_after(page.render_status(status, &view), &error)
         }
         Err(error) => {
+            // The confirmation is shown again with the same key, so trying again after an
+            // error (or a double click answered "in progress") can never send twice.
             let (status, text) = explain(&page.tr, &error);
-            page.render_status(
-                status,
-                &SendPage {
-                    c: page.chrome("title-send").with_error(Some("amount"), text),
-                    to: form.to,
-                    amount: shown,
-                    message: form.message,
-                },
-            )
+            match state.pay.lookup_payee(&me, &form.to, currency).await {
+                Ok((payee, known)) => page.render_status(
+                    status,
+                    &ConfirmPage {
+                        c: page.chrome("title-send-confirm").with_error(None, text),
+                        to: form.to.clone(),
+                        payee: payee.masked_name,
+                        known,
+                        amount_minor: form.amount.clone(),
+                        amount: page.tr.money(i128::from(amount.minor_units()), currency),
+                        message: form.message.clone(),
+                        key: form.key.clone(),
+                    },
+                ),
+                Err(_) => page.render_status(
+                    status,
+                    &SendPage {
+                        c: page.chrome("title-send").with_error(Some("to"), text),
+                        to: form.to.clone(),
+                        amount: page.tr.money(i128::from(amount.minor_units()), currency),
+                        message: form.message.clone(),
+                    },
+                ),
+            }
         }
+    }
+}
+
+/// The step-up page of a transfer: the amount and the payee's masked name, and the fields to
+/// repeat the same request with a code.
+async fn step_up_page<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    me: &Principal,
+    form: &SendConfirmForm,
+    step_up_id: String,
+    error: Option<String>,
+) -> StepUpPage {
+    let currency = currency(&state.pay);
+    let amount = form.amount.parse::<i128>().unwrap_or(0);
+    let payee = match state.pay.lookup_payee(me, &form.to, currency).await {
+        Ok((payee, _)) => format!("{} ({})", payee.masked_name, form.to),
+        Err(_) => form.to.clone(),
+    };
+    let mut c = page.chrome("title-step-up");
+    if let Some(text) = error {
+        c = c.with_error(Some("code"), text);
+    }
+    StepUpPage {
+        c,
+        action: "/send/confirm",
+        summary: page.tr.with(
+            "step-up-send",
+            &[("amount", &page.tr.money(amount, currency)), ("to", &payee)],
+        ),
+        step_up_id,
+        fields: vec![
+            ("to", form.to.clone()),
+            ("amount", form.amount.clone()),
+            ("message", form.message.clone()),
+            ("key", form.key.clone()),
+        ],
     }
 }
 
@@ -619,6 +680,20 @@ mod tests {
         assert_eq!(
             parse_amount("12.50", Currency::Usd).map(Amount::minor_units),
             Some(1250)
+        );
+        assert_eq!(
+            parse_amount("1,234.50", Currency::Usd).map(Amount::minor_units),
+            Some(123_450)
+        );
+        assert_eq!(
+            parse_amount("12,50", Currency::Usd),
+            None,
+            "a decimal comma is not guessed"
+        );
+        assert_eq!(
+            yen("12,50"),
+            Some(1250),
+            "yen have no decimals: the comma groups"
         );
     }
 

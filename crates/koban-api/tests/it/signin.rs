@@ -237,6 +237,11 @@ async fn totp_code_replayed_is_refused<S: LedgerStore>(app: TestApp<S>) {
         .call(post("/v1/login/second-factor", json!({ "code": code })).bearer(&second.token()))
         .await;
     assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{replay:?}");
+    assert_eq!(
+        replay.problem(),
+        "code-already-used",
+        "a right code of a used step says to wait for the next one: {replay:?}"
+    );
     // The previous step's code is refused too once a later one was used.
     app.next_step();
     let fresh = app

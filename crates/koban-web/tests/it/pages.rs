@@ -224,6 +224,15 @@ async fn pages_are_html_with_a_strict_policy_in_the_visitors_language() {
         .submit("/", "/lang", &[("lang", "ja"), ("back", "//evil.example/")])
         .await;
     assert_eq!(away.headers[header::LOCATION], "/");
+    // Browsers drop tabs in URLs: "/\t/evil" would become "//evil".
+    let tab = ja
+        .submit(
+            "/",
+            "/lang",
+            &[("lang", "ja"), ("back", "/\t/evil.example/")],
+        )
+        .await;
+    assert_eq!(tab.headers[header::LOCATION], "/");
 
     let css = en.get("/assets/app.css").await;
     assert_eq!(css.status, StatusCode::OK);
@@ -485,4 +494,49 @@ async fn money_moves_from_a_page_only_through_the_same_step_up_as_the_api() {
         .await;
     assert_eq!(csv.status, StatusCode::OK);
     assert!(csv.body.lines().count() >= 2, "{}", csv.body);
+}
+
+#[tokio::test]
+async fn a_used_code_says_to_wait_for_the_next_one() {
+    let app = app().await;
+    let (mut hanako, seed) = signed_up(&app, "Hanako Suzuki", "hanako@example.com").await;
+    let code = koban_auth::totp::code_at(&seed, now_s(&app)).unwrap();
+    for attempt in 0..2 {
+        let out = hanako.submit("/home", "/signout", &[]).await;
+        assert_eq!(out.headers[header::LOCATION], "/");
+        let signin = hanako
+            .submit(
+                "/signin",
+                "/signin",
+                &[
+                    ("email", "hanako@example.com"),
+                    ("password", "lantern pebble orchard"),
+                ],
+            )
+            .await;
+        assert_eq!(signin.headers[header::LOCATION], "/signin/code");
+        let answer = hanako
+            .submit("/signin/code", "/signin/code", &[("code", &code)])
+            .await;
+        if attempt == 0 {
+            assert_eq!(answer.headers[header::LOCATION], "/home", "{}", answer.body);
+        } else {
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+            assert!(
+                answer
+                    .body
+                    .contains("This code was already used. Wait for the next code"),
+                "{}",
+                answer.body
+            );
+        }
+    }
+    // A funding source id that is not one is not put into a page.
+    app.clock.advance_secs(30);
+    let code = koban_auth::totp::code_at(&seed, now_s(&app)).unwrap();
+    hanako
+        .submit("/signin/code", "/signin/code", &[("code", &code)])
+        .await;
+    let odd = hanako.get("/bank/..%2F..%2Fsignout/confirm").await;
+    assert_eq!(odd.status, StatusCode::NOT_FOUND);
 }
