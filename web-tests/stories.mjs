@@ -153,6 +153,10 @@ async function bothLanguages(page, name) {
 async function signUpAndEnrol(browser, base, person) {
   const context = await browser.newContext({ viewport: PHONE, locale: 'en-GB', bypassCSP: true });
   const page = await context.newPage();
+  page.on('pageerror', (error) => console.error(`page error (${person.email}): ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) console.error(`console (${person.email}): ${message.text()}`);
+  });
   await page.goto(base + '/');
   await bothLanguages(page, 'start');
   await page.getByRole('link', { name: 'Create an account' }).click();
@@ -332,8 +336,128 @@ async function newcomerTopsUpAndPaysAFriend(browser, base, dir) {
   await bothLanguages(a.page, 'security');
   await a.page.goto(base + '/statement');
   await bothLanguages(a.page, 'statement');
-  await a.context.close();
-  await b.context.close();
+  return { a, b, hanako, taro };
+}
+
+
+// ------------------------------------------------------------------ a merchant, through the API
+
+async function merchant(base) {
+  const api = await apiRequest.newContext();
+  const shop = { email: 'cafe@example.com', password: 'orchard copper lantern', lastStep: 0 };
+  const signed = await api.post(`${base}/v1/signup`, {
+    data: { kind: 'merchant', email: shop.email, password: shop.password, display_name: 'Koban Cafe' },
+  });
+  assert.equal(signed.status(), 202);
+  let code;
+  for (let i = 0; i < 40 && !code; i++) {
+    const mail = await (await api.get(`${base}/v1/dev/mailbox?to=${encodeURIComponent(shop.email)}`)).json();
+    code = mail.map((m) => m.body.match(/\b(\d{6})\b/)?.[1]).find(Boolean);
+    if (!code) await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.equal((await api.post(`${base}/v1/signup/verify`, { data: { email: shop.email, code } })).status(), 204);
+  const login = await (await api.post(`${base}/v1/login`, { data: { email: shop.email, password: shop.password } })).json();
+  let auth = { authorization: `Bearer ${login.session.token}` };
+  const totp = await (await api.post(`${base}/v1/factors/totp`, { headers: auth })).json();
+  shop.secret = totp.otpauth_uri.split('secret=')[1].split('&')[0];
+  const confirmed = await api.post(`${base}/v1/factors/totp/${totp.factor_id}/confirm`, {
+    headers: auth,
+    data: { code: await freshCode(shop) },
+  });
+  auth = { authorization: `Bearer ${(await confirmed.json()).session.token}` };
+  const body = { name: 'till', environment: 'test', scopes: ['payments:read', 'payments:write', 'refunds:write'] };
+  const asked = await (await api.post(`${base}/v1/merchant/api-keys`, { headers: auth, data: body })).json();
+  const made = await api.post(`${base}/v1/merchant/api-keys`, {
+    headers: auth,
+    data: { ...body, step_up: { id: asked.step_up.id, code: await freshCode(shop) } },
+  });
+  assert.equal(made.status(), 201, 'the shop has an API key');
+  shop.key = { authorization: `Bearer ${(await made.json()).key}` };
+  shop.api = api;
+  return shop;
+}
+
+let idempotency = 0;
+const newKey = () => `story-${Date.now()}-${idempotency++}`;
+
+// ------------------------------------------------------------------ stories 3 and 4
+
+async function customerPaysAStoreBothWays(base, a) {
+  const shop = await merchant(base);
+  // Story 3: the store's payment request, pasted; merchant and amount shown before paying.
+  const request = await shop.api.post(`${base}/v1/merchant/payment-requests`, {
+    headers: { ...shop.key, 'idempotency-key': newKey() },
+    data: { amount: 1200, reference: 'order-42', expires_in_s: 300 },
+  });
+  assert.equal(request.status(), 201);
+  const payload = (await request.json()).qr_payload;
+  await a.page.getByRole('link', { name: 'Pay', exact: true }).click();
+  await a.page.getByRole('heading', { name: 'Pay a store' }).waitFor();
+  await bothLanguages(a.page, 'pay');
+  await a.page.getByLabel("The code's text").fill(payload.slice(0, -3) + 'xyz');
+  await a.page.getByRole('button', { name: 'Continue' }).click();
+  await a.page.getByRole('alert').getByText('This is not a Koban payment code').waitFor();
+  await a.page.getByLabel("The code's text").fill(payload);
+  await a.page.getByRole('button', { name: 'Continue' }).click();
+  await a.page.getByRole('heading', { name: 'Check before you pay' }).waitFor();
+  assert.equal(await a.page.getByTestId('merchant').textContent(), 'Koban Cafe');
+  assert.equal(await a.page.getByTestId('amount').textContent(), '¥1,200');
+  await checkPage(a.page, 'pay-confirm-en');
+  await shot(a.page, 'pay-confirm-en');
+  await a.page.getByRole('button', { name: 'Pay ¥1,200' }).click();
+  await a.page.getByRole('heading', { name: 'Paid' }).waitFor();
+  await a.page.goto(base + '/home');
+  assert.equal(await a.page.getByTestId('balance').textContent(), '¥2,300');
+  await a.page.getByText('Koban Cafe').first().waitFor();
+
+  // Story 4: her own code, counting down; the till charges it once, the page shows it.
+  await a.page.getByRole('link', { name: 'Pay', exact: true }).click();
+  await a.page.getByRole('button', { name: 'Show a payment code' }).click();
+  await a.page.getByRole('heading', { name: 'Your payment code' }).waitFor();
+  const digits = (await a.page.getByTestId('code-digits').textContent()).trim();
+  assert.match(digits, /^\d{18}$/);
+  await a.page.getByRole('img', { name: 'Your payment code as a barcode' }).waitFor();
+  await a.page.waitForFunction(() => [...document.images].every((image) => image.complete && image.naturalWidth > 0));
+  const first = Number(await a.page.locator('#seconds-left').textContent());
+  await a.page.waitForFunction((start) => Number(document.getElementById('seconds-left').textContent) < start, first);
+  await checkPage(a.page, 'pay-code-en');
+  await shot(a.page, 'pay-code-en');
+  const charge = () => shop.api.post(`${base}/v1/merchant/charges`, {
+    headers: { ...shop.key, 'idempotency-key': newKey() },
+    data: { code: digits, amount: 800, reference: 'till-7' },
+  });
+  assert.equal((await charge()).status(), 201, 'the till charges the code');
+  await a.page.getByText('The store has charged your code.').waitFor({ timeout: 10_000 });
+  assert.equal(await a.page.getByTestId('amount').textContent(), '-¥800');
+  await checkPage(a.page, 'pay-code-used-en');
+  await shot(a.page, 'pay-code-used-en');
+  assert.equal((await charge()).status(), 410, 'a code is charged once');
+  await a.page.goto(base + '/home');
+  assert.equal(await a.page.getByTestId('balance').textContent(), '¥1,500');
+  await shop.api.dispose();
+}
+
+// ------------------------------------------------------------------ story 6
+
+async function notMeFreezesTheAccount(base, b, taro) {
+  await b.page.goto(base + '/security');
+  await b.page.getByRole('link', { name: 'Freeze my account' }).click();
+  await b.page.getByRole('heading', { name: 'This was not me' }).waitFor();
+  await bothLanguages(b.page, 'not-me');
+  await b.page.getByRole('button', { name: 'Freeze my account' }).click();
+  await b.page.getByRole('heading', { name: 'Your account is frozen' }).waitFor();
+  await b.page.getByRole('heading', { name: 'What happens next' }).waitFor();
+  await checkPage(b.page, 'frozen-en');
+  await shot(b.page, 'frozen-en');
+  // Every session ended, this one too; signing in is refused while frozen.
+  await b.page.goto(base + '/home');
+  await b.page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await b.page.getByLabel('E-mail address').fill(taro.email);
+  await b.page.getByLabel('Password').fill(taro.password);
+  await b.page.getByRole('button', { name: 'Sign in' }).click();
+  await b.page.getByRole('alert').waitFor();
+  const text = await b.page.getByRole('alert').textContent();
+  assert.match(text, /frozen|not right/, `a frozen account does not sign in: ${text}`);
 }
 
 // ------------------------------------------------------------------ refusals are explained
@@ -373,14 +497,19 @@ const browser = await chromium.launch({
 });
 let failed = false;
 try {
-  for (const [name, story] of [
-    ['refusals are explained in the visitor\'s language', refusalsAreExplained],
-    ['a newcomer tops up and pays a friend', newcomerTopsUpAndPaysAFriend],
-  ]) {
+  const timed = async (name, story) => {
     const started = Date.now();
-    await story(browser, base, dir);
+    const result = await story();
     console.log(`ok: ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
-  }
+    return result;
+  };
+  await timed("refusals are explained in the visitor's language", () => refusalsAreExplained(browser, base));
+  const people = await timed('a newcomer tops up and pays a friend', () =>
+    newcomerTopsUpAndPaysAFriend(browser, base, dir));
+  await timed('a customer pays a store by its code and by her own', () =>
+    customerPaysAStoreBothWays(base, people.a));
+  await timed('"this was not me" freezes the account', () =>
+    notMeFreezesTheAccount(base, people.b, people.taro));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);
   console.log(`screenshots: ${SHOTS}`);
 } catch (error) {

@@ -1505,27 +1505,54 @@ impl<D: SqlDb> Auth<D> {
             .await?
             .ok_or(AuthError::NotFound)?;
         let user_id = row.text(0)?;
+        self.freeze_by_owner(&mut tx, &user_id, "link", now).await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(())
+    }
+
+    /// "This was not me" from a signed-in session (the security centre): the same freeze as
+    /// the e-mailed link, for a customer who sees something they did not do.
+    pub async fn freeze_own_account(&self, principal: &Principal) -> Result<(), AuthError> {
+        principal.full()?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        lock_user(&mut tx, &principal.user_id).await?;
+        self.freeze_by_owner(&mut tx, &principal.user_id, "session", now)
+            .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(())
+    }
+
+    /// Freezes an account at its owner's word: every session ends, the owner is told, and the
+    /// audit chain records how (`link` or `session`).
+    async fn freeze_by_owner<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        user_id: &str,
+        via: &str,
+        now: i64,
+    ) -> Result<(), AuthError> {
         tx.execute(
             "UPDATE users SET status = 'frozen' WHERE id = $1",
-            params![user_id.as_str()],
+            params![user_id],
         )
         .await?;
-        self.revoke_sessions(&mut tx, &user_id, None, now).await?;
-        let user = user_by_id(&mut tx, &user_id).await?;
-        enqueue(&mut tx, now, &user.email, "Your Koban account is frozen",
-            "You told us a change was not made by you. The account is frozen and every session has ended. \
+        self.revoke_sessions(tx, user_id, None, now).await?;
+        let user = user_by_id(tx, user_id).await?;
+        enqueue(tx, now, &user.email, "Your Koban account is frozen",
+            "You told us something on your account was not done by you. The account is frozen and every session has ended. \
              Contact support, or file a recovery request, to get back in.").await?;
         self.audit(
-            &mut tx,
+            tx,
             now,
             &format!("user:{user_id}"),
             "account.frozen_by_owner",
             &format!("user:{user_id}"),
-            serde_json::json!({}),
+            serde_json::json!({ "via": via }),
         )
         .await?;
-        tx.commit().await?;
-        self.outbox_written();
         Ok(())
     }
 

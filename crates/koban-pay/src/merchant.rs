@@ -655,6 +655,36 @@ impl<S: LedgerStore> Payments<S> {
         format!("{CODE_QR_PREFIX}{code}")
     }
 
+    /// One of the caller's payment codes: `live`, `used`, `revoked` or `expired`, and when
+    /// it was used.
+    pub async fn payment_code_state(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<(&'static str, Option<i64>), PayError> {
+        principal.full()?;
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT used_at, revoked_at, expires_at FROM payment_codes WHERE id = $1 AND user_id = $2",
+                params![id, principal.user_id.as_str()],
+            )
+            .await?
+            .ok_or(PayError::NotFound)?;
+        tx.commit().await?;
+        let used = row.opt_i64(0)?;
+        let state = if used.is_some() {
+            "used"
+        } else if row.opt_i64(1)?.is_some() {
+            "revoked"
+        } else if row.i64(2)? <= self.now_ms() {
+            "expired"
+        } else {
+            "live"
+        };
+        Ok((state, used))
+    }
+
     /// The caller's codes that can still be charged.
     pub async fn live_payment_codes(
         &self,

@@ -345,12 +345,6 @@ pub struct SandboxQuery {
     sandbox: Option<String>,
 }
 
-/// A funding source id as Koban makes them (a UUID's text): anything else is not put into a
-/// page, where it would become part of a form's address.
-fn source_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
 pub async fn confirm_page<S: LedgerStore>(
     page: Page,
     Path(id): Path<String>,
@@ -359,7 +353,7 @@ pub async fn confirm_page<S: LedgerStore>(
     if let Err(redirect) = page.full() {
         return redirect.into_response();
     }
-    if !source_id(&id) {
+    if !crate::page::plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
     let sandbox = query
@@ -389,7 +383,7 @@ pub async fn confirm<S: LedgerStore>(
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
-    if !source_id(&id) {
+    if !crate::page::plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
     let (Ok(first), Ok(second)) = (

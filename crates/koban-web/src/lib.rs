@@ -12,6 +12,7 @@ pub mod chart;
 pub mod funding;
 pub mod i18n;
 pub mod page;
+pub mod pay;
 pub mod security;
 pub mod wallet;
 
@@ -72,7 +73,17 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/bank/{id}/confirm",
             get(funding::confirm_page::<S>).post(funding::confirm::<S>),
         )
+        .route("/pay", get(pay::pay_page::<S>))
+        .route("/pay/check", post(pay::pay_check::<S>))
+        .route("/pay/confirm", post(pay::pay_confirm::<S>))
+        .route("/pay/code/new", post(pay::code_new::<S>))
+        .route("/pay/code/{id}", get(pay::code_state::<S>))
+        .route("/pay/code/{id}/revoke", post(pay::code_revoke::<S>))
         .route("/security", get(security::centre::<S>))
+        .route(
+            "/security/not-me",
+            get(security::not_me_page::<S>).post(security::not_me::<S>),
+        )
         .route(
             "/security/sessions/{id}/end",
             post(security::end_session::<S>),
@@ -136,11 +147,14 @@ async fn page_headers(
 }
 
 /// The files served under `/assets/`, built into the binary.
-const ASSETS: &[(&str, &str, &[u8])] = &[(
-    "app.css",
-    "text/css; charset=utf-8",
-    include_bytes!("../assets/app.css"),
-)];
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    ("app.css", CSS, include_bytes!("../assets/app.css")),
+    ("scan.js", JS, include_bytes!("../assets/scan.js")),
+    ("jsqr.js", JS, include_bytes!("../assets/jsqr.js")),
+    ("countdown.js", JS, include_bytes!("../assets/countdown.js")),
+];
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
 
 async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {

@@ -117,3 +117,54 @@ pub async fn end_session<S: LedgerStore>(
         }
     }
 }
+
+#[derive(Template)]
+#[template(path = "not_me.html")]
+pub struct NotMePage {
+    pub c: Chrome,
+    pub frozen: bool,
+}
+
+/// "This was not me": what freezing does, and the one button that does it.
+pub async fn not_me_page<S: LedgerStore>(page: Page) -> Response {
+    if let Err(redirect) = page.full() {
+        return redirect.into_response();
+    }
+    page.render(&NotMePage {
+        c: page.chrome("title-not-me"),
+        frozen: false,
+    })
+}
+
+/// Freezes the account at once: every session ends, including this one, and the page says
+/// what happens next.
+pub async fn not_me<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, .. }: Posted<Empty>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    match state.auth.freeze_own_account(&me).await {
+        Ok(()) => {
+            let view = NotMePage {
+                c: page.chrome("title-frozen"),
+                frozen: true,
+            };
+            koban_api::extract::clear_session_cookies(page.render(&view))
+        }
+        Err(error) => {
+            let (status, text) = explain_auth(&page.tr, &error);
+            page.render_status(
+                status,
+                &crate::page::MessagePage {
+                    c: page.chrome("title-problem"),
+                    text,
+                    link: "/security",
+                    link_text: page.tr.t("link-security"),
+                },
+            )
+        }
+    }
+}

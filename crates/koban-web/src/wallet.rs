@@ -81,7 +81,7 @@ fn kind_label(tr: &Tr, entry: &Entry) -> String {
     tr.t(key)
 }
 
-fn movement(tr: &Tr, entry: &Entry, party: Option<String>) -> Movement {
+pub fn movement(tr: &Tr, entry: &Entry, party: Option<String>) -> Movement {
     let minor = i128::from(entry.transfer.amount.minor_units());
     let signed = if entry.incoming { minor } else { -minor };
     let status = match entry.status {
