@@ -437,6 +437,65 @@ async function customerPaysAStoreBothWays(base, a) {
   await shop.api.dispose();
 }
 
+
+// ------------------------------------------------------------------ story 5
+
+async function cardIsMadeShownAndFrozen(base, dir, a, hanako) {
+  await a.page.getByRole('link', { name: 'Cards', exact: true }).click();
+  await a.page.getByRole('heading', { name: 'Your cards' }).waitFor();
+  await bothLanguages(a.page, 'cards');
+  await a.page.getByLabel('Name of the card').fill('Online shopping');
+  await a.page.getByRole('button', { name: 'Create card' }).click();
+  await a.page.getByRole('heading', { name: 'Card', exact: true }).waitFor();
+  assert.equal(await a.page.getByTestId('card-status').textContent(), 'not activated');
+  const masked = await a.page.getByTestId('masked').textContent();
+  assert.match(masked, /^\d{6}••••••\d{4}$/, 'only BIN and last four are shown');
+  await a.page.getByRole('button', { name: 'Activate card' }).click();
+  await a.page.getByRole('heading', { name: 'Confirm with your code' }).waitFor();
+  await a.page.getByLabel('6-digit code').fill(await freshCode(hanako));
+  await a.page.getByRole('button', { name: 'Confirm' }).click();
+  await a.page.getByTestId('card-status').getByText('active').waitFor();
+  await bothLanguages(a.page, 'card');
+
+  // The number and security code only after step-up, only in a POST's answer, 30 seconds.
+  await a.page.getByRole('button', { name: 'Show number and security code' }).click();
+  await a.page.getByLabel('6-digit code').fill(hanako.recovery[1]);
+  await a.page.getByRole('button', { name: 'Confirm' }).click();
+  await a.page.getByRole('heading', { name: 'Card details' }).waitFor();
+  const number = (await a.page.getByTestId('card-number').textContent()).replace(/ /g, '');
+  const expiry = await a.page.getByTestId('card-expiry').textContent();
+  const securityCode = await a.page.getByTestId('card-security-code').textContent();
+  assert.match(number, /^\d{16}$/);
+  assert.ok(number.endsWith(masked.slice(-4)), 'the number is the card shown masked');
+  assert.match(securityCode, /^\d{3}$/);
+  assert.ok(!a.page.url().includes(number) && !a.page.url().includes(securityCode), 'never in an address');
+  await checkPage(a.page, 'card-reveal-en');
+  await shot(a.page, 'card-reveal-en');
+  await a.page.getByTestId('card-number').waitFor({ state: 'detached', timeout: 40_000 });
+  assert.equal(await a.page.getByText(number.slice(0, 4) + ' ' + number.slice(4, 8)).count(), 0, 'hidden again');
+
+  // Frozen, the card network's authorization is declined (62, restricted card).
+  await a.page.goto(a.page.url().replace(/\/reveal$/, ''));
+  await a.page.getByRole('button', { name: 'Freeze card' }).click();
+  await a.page.getByTestId('card-status').getByText('frozen').waitFor();
+  const [month, year] = expiry.split('/');
+  let out;
+  try {
+    out = execFileSync(BIN, ['card-network', '--url', base,
+      '--card-keys-file', path.join(dir, 'koban-data', 'card-keys.dev.json'),
+      '--number', number, '--expiry', `${month}/20${year}`, '--security-code', securityCode],
+    { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+    assert.fail('the simulator exits non-zero when a step is declined');
+  } catch (error) {
+    if (error instanceof assert.AssertionError) throw error;
+    out = error.stdout.toString();
+  }
+  const answers = out.split('\n').filter(Boolean).map((line) => JSON.parse(line)).filter((l) => l.answer);
+  assert.ok(answers.length > 0, `the simulator answered: ${out}`);
+  assert.equal(answers[0].answer.approved, false, JSON.stringify(answers[0]));
+  assert.equal(answers[0].answer.response_code, '62', 'a frozen card is restricted');
+}
+
 // ------------------------------------------------------------------ story 6
 
 async function notMeFreezesTheAccount(base, b, taro) {
@@ -508,6 +567,8 @@ try {
     newcomerTopsUpAndPaysAFriend(browser, base, dir));
   await timed('a customer pays a store by its code and by her own', () =>
     customerPaysAStoreBothWays(base, people.a));
+  await timed('a card is made, activated, shown, hidden and frozen', () =>
+    cardIsMadeShownAndFrozen(base, dir, people.a, people.hanako));
   await timed('"this was not me" freezes the account', () =>
     notMeFreezesTheAccount(base, people.b, people.taro));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);
@@ -515,6 +576,17 @@ try {
 } catch (error) {
   failed = true;
   console.error(`FAILED: ${error.stack ?? error}`);
+  // What each open page showed, for whoever reads the CI log.
+  let n = 0;
+  for (const context of browser.contexts()) {
+    for (const page of context.pages()) {
+      n += 1;
+      const heading = await page.locator('h1').first().textContent().catch(() => '?');
+      const alert = await page.getByRole('alert').first().textContent({ timeout: 500 }).catch(() => '');
+      console.error(`page ${n}: ${page.url()} "${heading}" ${alert.replace(/\s+/g, ' ').trim()}`);
+      await page.screenshot({ path: path.join(SHOTS, `FAILED-${n}.png`), fullPage: true }).catch(() => {});
+    }
+  }
 } finally {
   await browser.close();
   child.kill('SIGTERM');

@@ -285,7 +285,7 @@ pub async fn link<S: LedgerStore>(
         }
         StepUpPage {
             c,
-            action: "/bank/link",
+            action: "/bank/link".into(),
             summary: page.tr.with("step-up-link", &[("number", &number)]),
             step_up_id: id,
             fields: vec![("account_number", number.clone())],

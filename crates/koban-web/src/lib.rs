@@ -8,6 +8,7 @@
 //! answer has a strict Content-Security-Policy (no inline script) and `Cache-Control: no-store`.
 
 pub mod account;
+pub mod cards;
 pub mod chart;
 pub mod funding;
 pub mod i18n;
@@ -73,6 +74,16 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/bank/{id}/confirm",
             get(funding::confirm_page::<S>).post(funding::confirm::<S>),
         )
+        .route(
+            "/cards",
+            get(cards::cards_page::<S>).post(cards::create::<S>),
+        )
+        .route("/cards/{id}", get(cards::card_page::<S>))
+        .route("/cards/{id}/activate", post(cards::activate::<S>))
+        .route("/cards/{id}/reveal", post(cards::reveal::<S>))
+        .route("/cards/{id}/freeze", post(cards::freeze::<S>))
+        .route("/cards/{id}/unfreeze", post(cards::unfreeze::<S>))
+        .route("/cards/{id}/controls", post(cards::controls::<S>))
         .route("/pay", get(pay::pay_page::<S>))
         .route("/pay/check", post(pay::pay_check::<S>))
         .route("/pay/confirm", post(pay::pay_confirm::<S>))
@@ -152,6 +163,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("scan.js", JS, include_bytes!("../assets/scan.js")),
     ("jsqr.js", JS, include_bytes!("../assets/jsqr.js")),
     ("countdown.js", JS, include_bytes!("../assets/countdown.js")),
+    ("reveal.js", JS, include_bytes!("../assets/reveal.js")),
 ];
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";

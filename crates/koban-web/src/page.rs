@@ -407,8 +407,11 @@ pub fn see_other(path: &str) -> Response {
     Redirect::to(path).into_response()
 }
 
-/// An id as Koban makes them (a UUID's text): anything else is not put into a page or an
+/// An id as Koban makes them (a UUID's text, or a prefix and hex like `card_01a2...`): anything else is not put into a page or an
 /// address, where it could become part of a form's target or a redirect.
 pub fn plain_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

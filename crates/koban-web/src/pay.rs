@@ -185,7 +185,7 @@ pub async fn pay_confirm<S: LedgerStore>(
         }
         StepUpPage {
             c,
-            action: "/pay/confirm",
+            action: "/pay/confirm".into(),
             summary: page.tr.t("step-up-pay"),
             step_up_id: id,
             fields: vec![("payload", form.payload.clone()), ("key", form.key.clone())],

@@ -364,7 +364,7 @@ pub struct SendConfirmForm {
 #[template(path = "step_up.html")]
 pub struct StepUpPage {
     pub c: Chrome,
-    pub action: &'static str,
+    pub action: String,
     pub summary: String,
     pub step_up_id: String,
     pub fields: Vec<(&'static str, String)>,
@@ -516,7 +516,7 @@ async fn step_up_page<S: LedgerStore>(
     }
     StepUpPage {
         c,
-        action: "/send/confirm",
+        action: "/send/confirm".into(),
         summary: page.tr.with(
             "step-up-send",
             &[("amount", &page.tr.money(amount, currency)), ("to", &payee)],

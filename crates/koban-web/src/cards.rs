@@ -1,0 +1,490 @@
+//! Card pages: the customer's virtual cards, creating one, activating it and showing its
+//! number with step-up (hidden again after 30 seconds, never in an address), freezing and
+//! unfreezing, and the card's controls.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use koban_api::ApiState;
+use koban_api::extract::with_cookies;
+use koban_auth::{AuthError, IssuedSession, Principal};
+use koban_pay::PayError;
+use koban_pay::issuing::{CardControls, IssuedCard};
+use koban_store::LedgerStore;
+use serde::Deserialize;
+
+use crate::account::Empty;
+use crate::page::{
+    Chrome, Page, Posted, explain, explain_auth, plain_id, see_other, with_retry_after,
+};
+use crate::wallet::{StepUpPage, parse_amount, proof_of};
+
+/// Seconds a revealed card number stays on screen.
+pub const REVEAL_S: u32 = 30;
+
+/// A card as its pages show it.
+pub struct CardView {
+    pub id: String,
+    pub name: String,
+    pub masked: String,
+    pub expiry: String,
+    pub status: String,
+    pub active: bool,
+    pub inactive: bool,
+    pub frozen: bool,
+    pub per_transaction_max: String,
+    pub daily_max: String,
+    pub online: bool,
+    pub in_store: bool,
+    pub atm: bool,
+}
+
+fn view(page: &Page, card: &IssuedCard) -> CardView {
+    let tr = &page.tr;
+    let frozen = card.frozen_by_holder || card.frozen_by_operator || card.locked;
+    let status = match (card.status.as_str(), frozen) {
+        ("closed", _) => "card-status-closed",
+        (_, true) => "card-status-frozen",
+        ("inactive", _) => "card-status-inactive",
+        _ => "card-status-active",
+    };
+    let amount = |minor: Option<u64>| {
+        minor.map_or(String::new(), |m| {
+            tr.money(i128::from(m), card.currency)
+                .trim_start_matches(['¥', '$', '€', '£'])
+                .to_owned()
+        })
+    };
+    CardView {
+        id: card.id.clone(),
+        name: card.name.clone(),
+        masked: card.masked(),
+        expiry: format!("{:02}/{:02}", card.exp_month, card.exp_year % 100),
+        status: tr.t(status),
+        active: card.status == "active",
+        inactive: card.status == "inactive",
+        frozen: card.frozen_by_holder,
+        per_transaction_max: amount(card.controls.per_transaction_max),
+        daily_max: amount(card.controls.daily_max),
+        online: card.controls.channels.online,
+        in_store: card.controls.channels.in_store,
+        atm: card.controls.channels.atm,
+    }
+}
+
+fn problem(page: &Page, error: &PayError, link: &'static str) -> Response {
+    let (status, text) = explain(&page.tr, error);
+    page.render_status(
+        status,
+        &crate::page::MessagePage {
+            c: page.chrome("title-problem"),
+            text,
+            link,
+            link_text: page.tr.t("link-cards"),
+        },
+    )
+}
+
+fn full(page: &Page) -> Result<Principal, axum::response::Redirect> {
+    page.full().cloned()
+}
+
+#[derive(Template)]
+#[template(path = "cards.html")]
+pub struct CardsPage {
+    pub c: Chrome,
+    pub cards: Vec<CardView>,
+    pub name: String,
+}
+
+pub async fn cards_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
+    let me = match full(&page) {
+        Ok(me) => me,
+        Err(redirect) => return redirect.into_response(),
+    };
+    match state.pay.cards_of(&me).await {
+        Ok(cards) => page.render(&CardsPage {
+            c: page.chrome("title-cards"),
+            cards: cards.iter().map(|c| view(&page, c)).collect(),
+            name: String::new(),
+        }),
+        Err(error) => problem(&page, &error, "/home"),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewCardForm {
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn create<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, form }: Posted<NewCardForm>,
+) -> Response {
+    let me = match full(&page) {
+        Ok(me) => me,
+        Err(redirect) => return redirect.into_response(),
+    };
+    match state.pay.create_card(&me, &form.name, false, None).await {
+        Ok(card) => see_other(&format!("/cards/{}", card.id)),
+        Err(error) => {
+            let (status, text) = explain(&page.tr, &error);
+            let cards = state.pay.cards_of(&me).await.unwrap_or_default();
+            page.render_status(
+                status,
+                &CardsPage {
+                    c: page.chrome("title-cards").with_error(Some("name"), text),
+                    cards: cards.iter().map(|c| view(&page, c)).collect(),
+                    name: form.name,
+                },
+            )
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "card.html")]
+pub struct CardPage {
+    pub c: Chrome,
+    pub card: CardView,
+}
+
+pub async fn card_page<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    page: Page,
+    Path(id): Path<String>,
+) -> Response {
+    let me = match full(&page) {
+        Ok(me) => me,
+        Err(redirect) => return redirect.into_response(),
+    };
+    if !plain_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
+    }
+    match state.pay.card(&me, &id).await {
+        Ok(card) => page.render(&CardPage {
+            c: page.chrome("title-card"),
+            card: view(&page, &card),
+        }),
+        Err(error) => problem(&page, &error, "/cards"),
+    }
+}
+
+/// The fields every step-up-guarded card form sends.
+#[derive(Deserialize, Default)]
+pub struct CardStepForm {
+    #[serde(default)]
+    step_up_id: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    per_transaction_max: String,
+    #[serde(default)]
+    daily_max: String,
+    #[serde(default)]
+    online: Option<String>,
+    #[serde(default)]
+    in_store: Option<String>,
+    #[serde(default)]
+    atm: Option<String>,
+}
+
+impl CardStepForm {
+    /// The form's own fields, to carry through a step-up page.
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("per_transaction_max", self.per_transaction_max.clone()),
+            ("daily_max", self.daily_max.clone()),
+        ];
+        for (name, value) in [
+            ("online", &self.online),
+            ("in_store", &self.in_store),
+            ("atm", &self.atm),
+        ] {
+            if let Some(value) = value {
+                fields.push((name, value.clone()));
+            }
+        }
+        fields
+    }
+}
+
+/// What a step-up-guarded card action came to.
+enum Stepped<T> {
+    Done(T),
+    Page(Response),
+}
+
+/// Runs `act` with the form's step-up answer; a first call without one, an expired one, or a
+/// wrong code gives the step-up page to repeat the action from.
+async fn with_step_up<T, F, Fut>(
+    page: &Page,
+    form: &CardStepForm,
+    action: String,
+    summary: String,
+    act: F,
+) -> Result<Stepped<T>, PayError>
+where
+    F: Fn(Option<koban_auth::StepUpProof>) -> Fut,
+    Fut: Future<Output = Result<T, PayError>>,
+{
+    let proof = proof_of(&form.step_up_id, &form.code);
+    let had_proof = proof.is_some();
+    let mut result = act(proof).await;
+    let mut error_text = None;
+    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
+        error_text = Some(page.tr.t("error-step-up-invalid"));
+        result = act(None).await;
+    }
+    let step_up = |id: String, text: Option<String>| {
+        let mut c = page.chrome("title-step-up");
+        if let Some(text) = text {
+            c = c.with_error(Some("code"), text);
+        }
+        StepUpPage {
+            c,
+            action: action.clone(),
+            summary: summary.clone(),
+            step_up_id: id,
+            fields: form.fields(),
+        }
+    };
+    match result {
+        Ok(value) => Ok(Stepped::Done(value)),
+        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
+            let text = error_text.or_else(|| had_proof.then(|| page.tr.t("error-code")));
+            let view = step_up(challenge.id.clone(), text);
+            Ok(Stepped::Page(
+                page.render_status(StatusCode::FORBIDDEN, &view),
+            ))
+        }
+        Err(PayError::Auth(
+            error @ (AuthError::BadCredentials
+            | AuthError::CodeReused
+            | AuthError::Throttled { .. }),
+        )) => {
+            let (status, text) = match error {
+                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
+                _ => explain_auth(&page.tr, &error),
+            };
+            let view = step_up(form.step_up_id.clone(), Some(text));
+            Ok(Stepped::Page(with_retry_after(
+                page.render_status(status, &view),
+                &error,
+            )))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn after_change(page: &Page, id: &str, session: Option<&IssuedSession>) -> Response {
+    with_cookies(see_other(&format!("/cards/{id}")), session, page.dev)
+}
+
+pub async fn activate<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path(id): Path<String>,
+    Posted { page, form }: Posted<CardStepForm>,
+) -> Response {
+    let me = match full(&page) {
+        Ok(me) => me,
+        Err(redirect) => return redirect.into_response(),
+    };
+    if !plain_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
+    }
+    let summary = page.tr.t("step-up-card-activate");
+    let action = format!("/cards/{id}/activate");
+    let done = with_step_up(&page, &form, action, summary, |proof| {
+        let (pay, me, id, client) = (&state.pay, &me, &id, &page.client);
+        async move {
+            pay.activate_card(me, id, None, proof.as_ref(), client)
+                .await
+        }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(change)) => after_change(&page, &id, change.session.as_ref()),
+        Ok(Stepped::Page(response)) => response,
+        Err(error) => problem(&page, &error, "/cards"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "card_reveal.html")]
+pub struct RevealPage {
+    pub c: Chrome,
+    pub card: CardView,
+    pub number: String,
+    pub expiry: String,
+    pub security_code: String,
+    pub seconds: u32,
+}
+
+/// The full number and security code, in the answer to a POST only, for 30 seconds.
+pub async fn reveal<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path(id): Path<String>,
+    Posted { mut page, form }: Posted<CardStepForm>,
+) -> Response {
+    let me = match full(&page) {
+        Ok(me) => me,
+        Err(redirect) => return redirect.into_response(),
+    };
+    if !plain_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
+    }
+    let summary = page.tr.t("step-up-card-reveal");
+    let action = format!("/cards/{id}/reveal");
+    let done = with_step_up(&page, &form, action, summary, |proof| {
+        let (pay, me, id, client) = (&state.pay, &me, &id, &page.client);
+        async move { pay.reveal_card(me, id, proof.as_ref(), client).await }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(revealed)) => {
+            page.rotated(&revealed.session);
+            let number: Vec<String> = revealed
+                .pan
+                .expose()
+                .as_bytes()
+                .chunks(4)
+                .map(|group| String::from_utf8_lossy(group).into_owned())
+                .collect();
+            let view = RevealPage {
+                c: page.chrome("title-card-reveal"),
+                card: view(&page, &revealed.card),
+                number: number.join(" "),
+                expiry: format!(
+                    "{:02}/{:02}",
+                    revealed.card.exp_month,
+                    revealed.card.exp_year % 100
+                ),
+                security_code: revealed.security_code.expose().clone(),
+                seconds: REVEAL_S,
+            };
+            with_cookies(page.render(&view), Some(&revealed.session), page.dev)
+        }
+        Ok(Stepped::Page(response)) => response,
+        Err(error) => problem(&page, &error, "/cards"),
+    }
+}
+
+pub async fn freeze<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path(id): Path<String>,
+    Posted { page, .. }: Posted<Empty>,
+) -> Response {
+    let me = match full(&page) {
+        Ok(me) => me,
+        Err(redirect) => return redirect.into_response(),
+    };
+    if !plain_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
+    }
+    match state.pay.freeze_card(&me, &id).await {
+        Ok(_) => see_other(&format!("/cards/{id}")),
+        Err(error) => problem(&page, &error, "/cards"),
+    }
+}
+
+/// Unfreezing loosens the card: step-up bound to the card.
+pub async fn unfreeze<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path(id): Path<String>,
+    Posted { page, form }: Posted<CardStepForm>,
+) -> Response {
+    let me = match full(&page) {
+        Ok(me) => me,
+        Err(redirect) => return redirect.into_response(),
+    };
+    if !plain_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
+    }
+    let summary = page.tr.t("step-up-card-unfreeze");
+    let action = format!("/cards/{id}/unfreeze");
+    let done = with_step_up(&page, &form, action, summary, |proof| {
+        let (pay, me, id, client) = (&state.pay, &me, &id, &page.client);
+        async move {
+            pay.change_card(me, id, None, true, proof.as_ref(), client)
+                .await
+        }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(change)) => after_change(&page, &id, change.session.as_ref()),
+        Ok(Stepped::Page(response)) => response,
+        Err(error) => problem(&page, &error, "/cards"),
+    }
+}
+
+/// New limits and channels for the card (step-up bound to exactly what they allow).
+pub async fn controls<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path(id): Path<String>,
+    Posted { page, form }: Posted<CardStepForm>,
+) -> Response {
+    let me = match full(&page) {
+        Ok(me) => me,
+        Err(redirect) => return redirect.into_response(),
+    };
+    if !plain_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
+    }
+    let card = match state.pay.card(&me, &id).await {
+        Ok(card) => card,
+        Err(error) => return problem(&page, &error, "/cards"),
+    };
+    let limit = |text: &str| -> Result<Option<u64>, ()> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        parse_amount(text, card.currency)
+            .map(|a| Some(a.minor_units()))
+            .ok_or(())
+    };
+    let (Ok(per_transaction_max), Ok(daily_max)) =
+        (limit(&form.per_transaction_max), limit(&form.daily_max))
+    else {
+        let view = CardPage {
+            c: page
+                .chrome("title-card")
+                .with_error(Some("per_transaction_max"), page.tr.t("error-amount")),
+            card: view(&page, &card),
+        };
+        return page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view);
+    };
+    let mut controls: CardControls = card.controls.clone();
+    controls.per_transaction_max = per_transaction_max;
+    controls.daily_max = daily_max;
+    controls.channels.online = form.online.is_some();
+    controls.channels.in_store = form.in_store.is_some();
+    controls.channels.atm = form.atm.is_some();
+    let summary = page.tr.t("step-up-card-controls");
+    let action = format!("/cards/{id}/controls");
+    let done = with_step_up(&page, &form, action, summary, |proof| {
+        let (pay, me, id, client, controls) =
+            (&state.pay, &me, &id, &page.client, controls.clone());
+        async move {
+            pay.change_card(me, id, Some(controls), false, proof.as_ref(), client)
+                .await
+        }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(change)) => after_change(&page, &id, change.session.as_ref()),
+        Ok(Stepped::Page(response)) => response,
+        Err(error) => {
+            let (status, text) = explain(&page.tr, &error);
+            let view = CardPage {
+                c: page
+                    .chrome("title-card")
+                    .with_error(Some("per_transaction_max"), text),
+                card: view(&page, &card),
+            };
+            page.render_status(status, &view)
+        }
+    }
+}
