@@ -10,6 +10,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -42,14 +43,25 @@ const watchdog = setTimeout(() => {
 
 // ------------------------------------------------------------------ the server
 
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+// The server listens on 127.0.0.1; its public URL (and so the passkeys' relying party) is
+// http://localhost:PORT, since WebAuthn needs a domain, not an address.
 async function startServer(dir) {
-  const child = spawn(BIN, ['serve', '--dev', '--listen', '127.0.0.1:0'], {
+  const port = await freePort();
+  const child = spawn(BIN, ['serve', '--dev', '--listen', `127.0.0.1:${port}`, '--public-url', `http://localhost:${port}`], {
     cwd: dir,
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, KOBAN_LOG: 'warn,koban=info' },
   });
   const lines = createInterface({ input: child.stdout });
-  const addr = await new Promise((resolve, reject) => {
+  await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('koban did not start within 60 s')), 60_000);
     child.on('exit', (code) => reject(new Error(`koban exited with ${code}`)));
     lines.on('line', (line) => {
@@ -57,14 +69,14 @@ async function startServer(dir) {
         const entry = JSON.parse(line);
         if (entry.fields?.message === 'listening') {
           clearTimeout(timer);
-          resolve(entry.fields.addr);
+          resolve();
         }
       } catch {
         // Not a log line of ours; ignore.
       }
     });
   });
-  return { child, base: `http://${addr}` };
+  return { child, base: `http://127.0.0.1:${port}`, localBase: `http://localhost:${port}` };
 }
 
 // ------------------------------------------------------------------ TOTP (RFC 6238)
@@ -150,7 +162,9 @@ async function bothLanguages(page, name) {
 
 // ------------------------------------------------------------------ steps of the stories
 
-async function signUpAndEnrol(browser, base, person) {
+// Signs a new customer up in a browser of their own and confirms the address; ends signed in
+// with the password, on the page that asks for a second factor.
+async function signUpAndVerify(browser, base, person, mailBase = base) {
   const context = await browser.newContext({ viewport: PHONE, locale: 'en-GB', bypassCSP: true });
   const page = await context.newPage();
   page.on('pageerror', (error) => console.error(`page error (${person.email}): ${error.message}`));
@@ -169,7 +183,7 @@ async function signUpAndEnrol(browser, base, person) {
   // The code arrives in the development mailbox (delivered by the outbox within a second).
   let code;
   for (let i = 0; i < 40 && !code; i++) {
-    const mail = await context.request.get(`${base}/v1/dev/mailbox?to=${encodeURIComponent(person.email)}`);
+    const mail = await context.request.get(`${mailBase}/v1/dev/mailbox?to=${encodeURIComponent(person.email)}`);
     const messages = await mail.json();
     code = messages.map((m) => m.body.match(/\b(\d{6})\b/)?.[1]).find(Boolean);
     if (!code) await new Promise((r) => setTimeout(r, 250));
@@ -182,6 +196,11 @@ async function signUpAndEnrol(browser, base, person) {
   await page.getByLabel('Password').fill(person.password);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('heading', { name: 'Protect your account' }).waitFor();
+  return { context, page };
+}
+
+async function signUpAndEnrol(browser, base, person) {
+  const { context, page } = await signUpAndVerify(browser, base, person);
   await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
   await page.getByRole('img', { name: /QR code/ }).waitFor();
   // Pages that answer a form (this one holds a new secret) are checked as they are: the
@@ -438,6 +457,64 @@ async function customerPaysAStoreBothWays(base, a) {
 }
 
 
+
+// ------------------------------------------------------------------ story 2
+
+async function passkeyEnrolsSignsInAndConfirms(browser, base, localBase) {
+  const kenji = { name: 'Kenji Sato', email: 'kenji@example.com', password: 'maple harbour seventeen' };
+  const { context, page } = await signUpAndVerify(browser, localBase, kenji, base);
+  // Chromium's virtual authenticator (DevTools protocol, WebAuthn domain) stands in for the
+  // phone's screen lock.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true,
+      isUserVerified: true, automaticPresenceSimulation: true },
+  });
+  await page.getByRole('button', { name: 'Use a passkey' }).click();
+  await page.getByRole('heading', { name: 'Save your recovery codes' }).waitFor();
+  assert.equal(await page.locator('#passkey-codes code').count(), 10, 'ten recovery codes after a passkey too');
+  await checkPage(page, 'passkey-enrolled-en');
+  await shot(page, 'passkey-enrolled-en');
+  await page.getByRole('link', { name: 'I have saved them' }).click();
+  await page.getByRole('heading', { name: 'Your wallet' }).waitFor();
+
+  // Signing in again: the password, then the passkey.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.goto(localBase + '/signin');
+  await page.getByLabel('E-mail address').fill(kenji.email);
+  await page.getByLabel('Password').fill(kenji.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Enter your code' }).waitFor();
+  await page.getByRole('button', { name: 'Use your passkey' }).click();
+  await page.getByRole('heading', { name: 'Your wallet' }).waitFor();
+
+  // Step-up with the passkey: test money from the sandbox faucet, then a new payee.
+  const funded = await page.evaluate(async () => {
+    const csrf = decodeURIComponent(document.cookie.match(/(?:^|; )koban_csrf=([^;]+)/)[1]);
+    const answer = await fetch('/v1/sandbox/faucet', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf, 'idempotency-key': 'kenji-faucet-1' },
+      body: JSON.stringify({ amount: 5000 }),
+    });
+    return answer.status;
+  });
+  assert.ok(funded === 200 || funded === 201, `the faucet pays: ${funded}`);
+  await page.getByRole('link', { name: 'Send money' }).first().click();
+  await page.getByLabel('Who to pay').fill('hanako@example.com');
+  await page.getByLabel('Amount').fill('1000');
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.getByRole('button', { name: 'Send ¥1,000' }).click();
+  await page.getByRole('heading', { name: 'Confirm with your code' }).waitFor();
+  await checkPage(page, 'step-up-passkey-en');
+  await shot(page, 'step-up-passkey-en');
+  await page.getByRole('button', { name: 'Confirm with your passkey' }).click();
+  await page.getByRole('heading', { name: 'Money sent' }).waitFor();
+  await page.goto(localBase + '/home');
+  assert.equal(await page.getByTestId('balance').textContent(), '¥4,000');
+  await context.close();
+}
+
 // ------------------------------------------------------------------ story 5
 
 async function cardIsMadeShownAndFrozen(base, dir, a, hanako) {
@@ -547,7 +624,7 @@ async function refusalsAreExplained(browser, base) {
 const dir = mkdtempSync(path.join(tmpdir(), 'koban-web-'));
 rmSync(SHOTS, { recursive: true, force: true });
 mkdirSync(SHOTS, { recursive: true });
-const { child, base } = await startServer(dir);
+const { child, base, localBase } = await startServer(dir);
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
@@ -567,6 +644,8 @@ try {
     newcomerTopsUpAndPaysAFriend(browser, base, dir));
   await timed('a customer pays a store by its code and by her own', () =>
     customerPaysAStoreBothWays(base, people.a));
+  await timed('a passkey is enrolled, signs in and confirms a payment', () =>
+    passkeyEnrolsSignsInAndConfirms(browser, base, localBase));
   await timed('a card is made, activated, shown, hidden and frozen', () =>
     cardIsMadeShownAndFrozen(base, dir, people.a, people.hanako));
   await timed('"this was not me" freezes the account', () =>

@@ -271,6 +271,14 @@ step-up-card-reveal = Show this card's number and security code
 step-up-card-unfreeze = Unfreeze this card
 step-up-card-controls = Change this card's limits and channels
 
+enrol-passkey-lead = Or use a passkey: your phone's or computer's screen lock confirms it is you.
+enrol-passkey = Use a passkey
+passkey-failed = The passkey did not work. Try again, or use an authenticator app.
+code-passkey-lead = Or confirm with your passkey.
+code-passkey = Use your passkey
+step-up-passkey = Confirm with your passkey
+step-up-or-code = Or enter a code:
+
 error-internal = Something went wrong on our side. Try again in a moment.
 error-form = The form could not be read. Go back and try again.
 error-csrf = This form has expired or did not come from Koban. Go back, reload the page and try again.

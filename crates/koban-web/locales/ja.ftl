@@ -271,6 +271,14 @@ step-up-card-reveal = このカードの番号とセキュリティコードを�
 step-up-card-unfreeze = このカードの凍結を解除する
 step-up-card-controls = このカードの上限と利用場所を変更する
 
+enrol-passkey-lead = またはパスキーを使います。スマートフォンやパソコンの画面ロックでご本人を確認します。
+enrol-passkey = パスキーを使う
+passkey-failed = パスキーを使えませんでした。もう一度試すか、認証アプリを使ってください。
+code-passkey-lead = またはパスキーで確認します。
+code-passkey = パスキーを使う
+step-up-passkey = パスキーで承認
+step-up-or-code = またはコードを入力:
+
 error-internal = システムで問題が発生しました。しばらくしてからもう一度お試しください。
 error-form = フォームを読み取れませんでした。戻ってもう一度お試しください。
 error-csrf = このフォームは期限切れか、Koban 以外から送信されました。ページを再読み込みしてもう一度お試しください。

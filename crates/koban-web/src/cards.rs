@@ -18,7 +18,7 @@ use crate::account::Empty;
 use crate::page::{
     Chrome, Page, Posted, explain, explain_auth, plain_id, see_other, with_retry_after,
 };
-use crate::wallet::{StepUpPage, parse_amount, proof_of};
+use crate::wallet::{StepUpPage, parse_amount, passkey_options, proof_of};
 
 /// Seconds a revealed card number stays on screen.
 pub const REVEAL_S: u32 = 30;
@@ -180,6 +180,8 @@ pub struct CardStepForm {
     #[serde(default)]
     code: String,
     #[serde(default)]
+    passkey: String,
+    #[serde(default)]
     per_transaction_max: String,
     #[serde(default)]
     daily_max: String,
@@ -230,7 +232,7 @@ where
     F: Fn(Option<koban_auth::StepUpProof>) -> Fut,
     Fut: Future<Output = Result<T, PayError>>,
 {
-    let proof = proof_of(&form.step_up_id, &form.code);
+    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
     let had_proof = proof.is_some();
     let mut result = act(proof).await;
     let mut error_text = None;
@@ -238,7 +240,7 @@ where
         error_text = Some(page.tr.t("error-step-up-invalid"));
         result = act(None).await;
     }
-    let step_up = |id: String, text: Option<String>| {
+    let step_up = |id: String, text: Option<String>, passkey: Option<String>| {
         let mut c = page.chrome("title-step-up");
         if let Some(text) = text {
             c = c.with_error(Some("code"), text);
@@ -249,13 +251,14 @@ where
             summary: summary.clone(),
             step_up_id: id,
             fields: form.fields(),
+            passkey,
         }
     };
     match result {
         Ok(value) => Ok(Stepped::Done(value)),
         Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
             let text = error_text.or_else(|| had_proof.then(|| page.tr.t("error-code")));
-            let view = step_up(challenge.id.clone(), text);
+            let view = step_up(challenge.id.clone(), text, passkey_options(&challenge));
             Ok(Stepped::Page(
                 page.render_status(StatusCode::FORBIDDEN, &view),
             ))
@@ -269,7 +272,7 @@ where
                 AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
                 _ => explain_auth(&page.tr, &error),
             };
-            let view = step_up(form.step_up_id.clone(), Some(text));
+            let view = step_up(form.step_up_id.clone(), Some(text), None);
             Ok(Stepped::Page(with_retry_after(
                 page.render_status(status, &view),
                 &error,

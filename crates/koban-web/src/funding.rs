@@ -15,7 +15,7 @@ use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::page::{Chrome, Page, Posted, explain, explain_auth, see_other, with_retry_after};
-use crate::wallet::{StepUpPage, parse_amount, proof_of};
+use crate::wallet::{StepUpPage, parse_amount, passkey_options, proof_of};
 
 fn currency<S: LedgerStore>(pay: &Payments<S>) -> Currency {
     pay.config().currencies[0]
@@ -252,6 +252,8 @@ pub struct LinkForm {
     step_up_id: String,
     #[serde(default)]
     code: String,
+    #[serde(default)]
+    passkey: String,
 }
 
 /// Starts linking (step-up); the bank then receives two small deposits to confirm with.
@@ -264,7 +266,7 @@ pub async fn link<S: LedgerStore>(
         Err(redirect) => return redirect.into_response(),
     };
     let number = form.account_number.trim().to_owned();
-    let proof = proof_of(&form.step_up_id, &form.code);
+    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
     let mut result = state
         .pay
         .link_bank_start(&me, "sandbox", &number, proof.as_ref(), &page.client)
@@ -278,7 +280,7 @@ pub async fn link<S: LedgerStore>(
             .link_bank_start(&me, "sandbox", &number, None, &page.client)
             .await;
     }
-    let step_up = |page: &Page, id: String, error: Option<String>| {
+    let step_up = |page: &Page, id: String, error: Option<String>, passkey: Option<String>| {
         let mut c = page.chrome("title-step-up");
         if let Some(text) = error {
             c = c.with_error(Some("code"), text);
@@ -289,6 +291,7 @@ pub async fn link<S: LedgerStore>(
             summary: page.tr.with("step-up-link", &[("number", &number)]),
             step_up_id: id,
             fields: vec![("account_number", number.clone())],
+            passkey,
         }
     };
     match result {
@@ -304,7 +307,12 @@ pub async fn link<S: LedgerStore>(
             let error = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
             page.render_status(
                 StatusCode::FORBIDDEN,
-                &step_up(&page, challenge.id.clone(), error),
+                &step_up(
+                    &page,
+                    challenge.id.clone(),
+                    error,
+                    passkey_options(&challenge),
+                ),
             )
         }
         Err(PayError::Auth(
@@ -316,7 +324,7 @@ pub async fn link<S: LedgerStore>(
                 AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
                 _ => explain_auth(&page.tr, &error),
             };
-            let view = step_up(&page, form.step_up_id.clone(), Some(text));
+            let view = step_up(&page, form.step_up_id.clone(), Some(text), None);
             with_retry_after(page.render_status(status, &view), &error)
         }
         Err(error) => {

@@ -164,6 +164,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("jsqr.js", JS, include_bytes!("../assets/jsqr.js")),
     ("countdown.js", JS, include_bytes!("../assets/countdown.js")),
     ("reveal.js", JS, include_bytes!("../assets/reveal.js")),
+    ("passkey.js", JS, include_bytes!("../assets/passkey.js")),
 ];
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::account::Empty;
 use crate::page::{Chrome, Page, Posted, explain, explain_auth, see_other, with_retry_after};
-use crate::wallet::{ReceiptPage, StepUpPage, proof_of};
+use crate::wallet::{ReceiptPage, StepUpPage, passkey_options, proof_of};
 
 fn currency<S: LedgerStore>(pay: &Payments<S>) -> Currency {
     pay.config().currencies[0]
@@ -151,6 +151,8 @@ pub struct PayConfirmForm {
     step_up_id: String,
     #[serde(default)]
     code: String,
+    #[serde(default)]
+    passkey: String,
 }
 
 /// Pays the request, with step-up when the domain asks for it.
@@ -165,7 +167,7 @@ pub async fn pay_confirm<S: LedgerStore>(
     let Ok(key) = IdempotencyKey::parse(&form.key) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
-    let proof = proof_of(&form.step_up_id, &form.code);
+    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
     let mut result = state
         .pay
         .pay_qr(&me, &form.payload, &key, proof.as_ref(), &page.client)
@@ -178,7 +180,7 @@ pub async fn pay_confirm<S: LedgerStore>(
             .pay_qr(&me, &form.payload, &key, None, &page.client)
             .await;
     }
-    let step_up = |page: &Page, id: String, error: Option<String>| {
+    let step_up = |page: &Page, id: String, error: Option<String>, passkey: Option<String>| {
         let mut c = page.chrome("title-step-up");
         if let Some(text) = error {
             c = c.with_error(Some("code"), text);
@@ -189,6 +191,7 @@ pub async fn pay_confirm<S: LedgerStore>(
             summary: page.tr.t("step-up-pay"),
             step_up_id: id,
             fields: vec![("payload", form.payload.clone()), ("key", form.key.clone())],
+            passkey,
         }
     };
     match result {
@@ -218,7 +221,12 @@ pub async fn pay_confirm<S: LedgerStore>(
             let text = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
             page.render_status(
                 StatusCode::FORBIDDEN,
-                &step_up(&page, challenge.id.clone(), text),
+                &step_up(
+                    &page,
+                    challenge.id.clone(),
+                    text,
+                    passkey_options(&challenge),
+                ),
             )
         }
         Err(PayError::Auth(
@@ -230,7 +238,7 @@ pub async fn pay_confirm<S: LedgerStore>(
                 AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
                 _ => explain_auth(&page.tr, &error),
             };
-            let view = step_up(&page, form.step_up_id.clone(), Some(text));
+            let view = step_up(&page, form.step_up_id.clone(), Some(text), None);
             with_retry_after(page.render_status(status, &view), &error)
         }
         Err(error) => {

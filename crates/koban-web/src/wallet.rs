@@ -356,6 +356,8 @@ pub struct SendConfirmForm {
     step_up_id: String,
     #[serde(default)]
     code: String,
+    #[serde(default)]
+    passkey: String,
 }
 
 /// The page asking for a code from the authenticator app to confirm one action, carrying the
@@ -368,14 +370,37 @@ pub struct StepUpPage {
     pub summary: String,
     pub step_up_id: String,
     pub fields: Vec<(&'static str, String)>,
+    /// Passkey options for this action, when the customer has a passkey.
+    pub passkey: Option<String>,
 }
 
 /// A step-up answer from a form, when one came.
-pub fn proof_of(step_up_id: &str, code: &str) -> Option<StepUpProof> {
-    (!step_up_id.is_empty()).then(|| StepUpProof {
+pub fn proof_of(step_up_id: &str, code: &str, passkey: &str) -> Option<StepUpProof> {
+    if step_up_id.is_empty() {
+        return None;
+    }
+    // A passkey's answer, when the page's script put one in; one that does not parse is
+    // answered like a wrong code (an empty one).
+    let answer = match passkey.trim() {
+        "" => StepUpAnswer::Code(Secret::new(code.trim().replace(' ', ""))),
+        json => match serde_json::from_str(json) {
+            Ok(assertion) => StepUpAnswer::Passkey(Box::new(assertion)),
+            Err(_) => StepUpAnswer::Code(Secret::new(String::new())),
+        },
+    };
+    Some(StepUpProof {
         id: step_up_id.to_owned(),
-        answer: StepUpAnswer::Code(Secret::new(code.trim().replace(' ', ""))),
+        answer,
     })
+}
+
+/// The options a step-up page's script passes to `navigator.credentials.get()`, when the
+/// customer has a passkey: bound to this very action by the domain.
+pub fn passkey_options(challenge: &koban_auth::StepUpChallenge) -> Option<String> {
+    challenge
+        .passkey
+        .as_ref()
+        .and_then(|options| serde_json::to_string(options).ok())
 }
 
 /// Sends the money, asking for step-up when the domain does; answers with a receipt.
@@ -404,7 +429,7 @@ pub async fn send_confirm<S: LedgerStore>(
         message: (!message.is_empty()).then(|| message.to_owned()),
         key,
     };
-    let proof = proof_of(&form.step_up_id, &form.code);
+    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
     let mut result = state
         .pay
         .transfer(&me, &request, proof.as_ref(), &page.client)
@@ -438,7 +463,16 @@ pub async fn send_confirm<S: LedgerStore>(
         }
         Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
             let text = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
-            let view = step_up_page(&state, &page, &me, &form, challenge.id.clone(), text).await;
+            let view = step_up_page(
+                &state,
+                &page,
+                &me,
+                &form,
+                challenge.id.clone(),
+                text,
+                passkey_options(&challenge),
+            )
+            .await;
             page.render_status(StatusCode::FORBIDDEN, &view)
         }
         Err(PayError::Auth(
@@ -458,6 +492,7 @@ pub async fn send_confirm<S: LedgerStore>(
                 &form,
                 form.step_up_id.clone(),
                 Some(text),
+                None,
             )
             .await;
             with_retry_after(page.render_status(status, &view), &error)
@@ -503,6 +538,7 @@ async fn step_up_page<S: LedgerStore>(
     form: &SendConfirmForm,
     step_up_id: String,
     error: Option<String>,
+    passkey: Option<String>,
 ) -> StepUpPage {
     let currency = currency(&state.pay);
     let amount = form.amount.parse::<i128>().unwrap_or(0);
@@ -528,6 +564,7 @@ async fn step_up_page<S: LedgerStore>(
             ("message", form.message.clone()),
             ("key", form.key.clone()),
         ],
+        passkey,
     }
 }
 
