@@ -44,10 +44,12 @@ pub struct LoginBenchArgs {
     pub json: bool,
 }
 
-struct Customer {
-    email: String,
-    device_cookie: String,
-    ip: IpAddr,
+pub(crate) struct Customer {
+    pub(crate) email: String,
+    pub(crate) device_cookie: String,
+    /// The `koban_session` cookie of the completed sign-in.
+    pub(crate) session_cookie: String,
+    pub(crate) ip: IpAddr,
 }
 
 #[derive(Default)]
@@ -84,7 +86,10 @@ async fn post_login(
 
 /// Signs a customer up, verifies the address, enrols TOTP and completes a sign-in, keeping
 /// the device cookie that sign-in set.
-async fn enrol<D: koban_store::sql::SqlDb>(auth: &Auth<D>, index: u32) -> anyhow::Result<Customer> {
+pub(crate) async fn enrol<D: koban_store::sql::SqlDb>(
+    auth: &Auth<D>,
+    index: u32,
+) -> anyhow::Result<Customer> {
     let failed = |step: &'static str| {
         move |e: koban_auth::AuthError| anyhow::anyhow!("setting up customer: {step}: {e}")
     };
@@ -146,13 +151,17 @@ async fn enrol<D: koban_store::sql::SqlDb>(auth: &Auth<D>, index: u32) -> anyhow
         .totp_confirm(&me, &enrolment.factor_id, &Secret::new(code), &client)
         .await
         .map_err(failed("confirm"))?;
-    let cookie = enrolled
+    let session = enrolled
         .session
-        .and_then(|s| s.device_cookie)
+        .context("the completed sign-in issued no session")?;
+    let cookie = session
+        .device_cookie
+        .as_ref()
         .context("the completed sign-in set no device cookie")?;
     Ok(Customer {
         email,
         device_cookie: format!("koban_device={}", cookie.expose()),
+        session_cookie: format!("koban_session={}", session.token.expose()),
         ip,
     })
 }

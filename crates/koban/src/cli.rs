@@ -216,6 +216,9 @@ pub enum BenchCommand {
     /// A seeded synthetic population (normal customers plus injected attacks D1, D4, D5, D7)
     /// through the risk decision engine: throughput, latency, attacks caught, false positives.
     Risk(crate::risk::RiskBenchArgs),
+    /// Server time of the web wallet's main pages under light load, signed-in customers with a
+    /// history, through the real router in-process (embedded SQLite in a temporary directory).
+    Pages(crate::bench_pages::PagesBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -245,6 +248,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(BenchCommand::Api(args)) => crate::bench_api::api(args).await,
             Command::Bench(BenchCommand::Cards(args)) => crate::bench_cards::cards(args).await,
             Command::Bench(BenchCommand::Risk(args)) => crate::risk::bench(args).await,
+            Command::Bench(BenchCommand::Pages(args)) => crate::bench_pages::pages(args).await,
             Command::Risk(RiskCommand::Backtest(args)) => {
                 let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_api;
 pub mod bench_cards;
 pub mod bench_login;
+pub mod bench_pages;
 pub mod card_network;
 pub mod cli;
 pub mod identity;

@@ -91,6 +91,55 @@ fn bench_refuses_an_existing_file_and_bad_flags() {
 }
 
 #[test]
+fn bench_pages_reports_the_server_time_of_every_main_page() {
+    let output = crate::helpers::koban()
+        .args([
+            "bench",
+            "pages",
+            "--customers",
+            "2",
+            "--history",
+            "5",
+            "--requests",
+            "20",
+            "--concurrency",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let pages = report["pages"].as_array().unwrap();
+    let paths: Vec<&str> = pages.iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/home",
+            "/send",
+            "/pay",
+            "/topup",
+            "/security",
+            "/",
+            "/signin"
+        ]
+    );
+    for page in pages {
+        // Every request was answered 200 (the bench fails otherwise) and timed.
+        assert_eq!(page["requests"], 20, "{page}");
+        let (p50, p99) = (
+            page["p50_ms"].as_f64().unwrap(),
+            page["p99_ms"].as_f64().unwrap(),
+        );
+        assert!(p50 > 0.0 && p99 >= p50, "{page}");
+    }
+}
+
+#[test]
 fn bench_login_reports_customer_sign_ins_during_a_flood() {
     let output = crate::helpers::koban()
         .args([
