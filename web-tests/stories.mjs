@@ -573,6 +573,69 @@ async function cardIsMadeShownAndFrozen(base, dir, a, hanako) {
   assert.equal(answers[0].answer.response_code, '62', 'a frozen card is restricted');
 }
 
+
+// ------------------------------------------------------------------ card top-up and payout
+
+const yen = (text) => Number(text.replace(/[^0-9-]/g, ''));
+
+async function mailedCode(request, base, email, subject) {
+  for (let i = 0; i < 40; i++) {
+    const mail = await (await request.get(`${base}/v1/dev/mailbox?to=${encodeURIComponent(email)}`)).json();
+    const code = mail.filter((m) => m.subject.includes(subject)).map((m) => m.body.match(/\b(\d{6})\b/)?.[1]).find(Boolean);
+    if (code) return code;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`no mail "${subject}" for ${email}`);
+}
+
+async function balanceBecomes(page, base, expected) {
+  let balance;
+  for (let i = 0; i < 60; i++) {
+    await page.goto(base + '/home');
+    balance = yen(await page.getByTestId('balance').textContent());
+    if (balance === expected) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.equal(balance, expected, 'the balance settles');
+}
+
+async function cardTopUpAndPayout(base, a, hanako) {
+  await a.page.goto(base + '/home');
+  const before = yen(await a.page.getByTestId('balance').textContent());
+  await a.page.goto(base + '/topup');
+  await a.page.getByText('Add a card to top up from').click();
+  await a.page.getByLabel('Card number').fill('4000 0000 0000 3220');
+  await a.page.getByLabel('Month').fill('12');
+  await a.page.getByLabel('Year').fill('2031');
+  await a.page.getByLabel('Security code').fill('123');
+  await a.page.getByRole('button', { name: 'Add card' }).click();
+  await a.page.getByText('The card is added.').waitFor();
+  await a.page.getByLabel(/^Card Visa •••• 3220/).check();
+  await a.page.getByLabel('Amount').fill('2000');
+  await a.page.getByRole('button', { name: 'Top up', exact: true }).click();
+  // The card's issuer asks for its code (the sandbox mails it).
+  await a.page.getByRole('heading', { name: 'Confirm with your card issuer' }).waitFor();
+  await checkPage(a.page, 'card-challenge-en');
+  const api = await apiRequest.newContext();
+  const code = await mailedCode(api, base, hanako.email, "card issuer's confirmation code");
+  await a.page.getByLabel('Code from your card issuer').fill(code);
+  await a.page.getByRole('button', { name: 'Confirm' }).click();
+  await a.page.getByText('¥2,000 is on its way').waitFor();
+  await balanceBecomes(a.page, base, before + 2000);
+
+  // A payout to the linked bank: step-up bound to the amount, pending until the bank settles.
+  await a.page.goto(base + '/payout');
+  await bothLanguages(a.page, 'payout');
+  await a.page.getByLabel('Amount').fill('500');
+  await a.page.getByRole('button', { name: 'Withdraw' }).click();
+  await a.page.getByRole('heading', { name: 'Confirm with your code' }).waitFor();
+  await a.page.getByLabel('6-digit code').fill(hanako.recovery[2]);
+  await a.page.getByRole('button', { name: 'Confirm' }).click();
+  await a.page.getByRole('heading', { name: 'Withdrawal on its way' }).waitFor();
+  await balanceBecomes(a.page, base, before + 1500);
+  await api.dispose();
+}
+
 // ------------------------------------------------------------------ story 6
 
 async function notMeFreezesTheAccount(base, b, taro) {
@@ -648,6 +711,8 @@ try {
     passkeyEnrolsSignsInAndConfirms(browser, base, localBase));
   await timed('a card is made, activated, shown, hidden and frozen', () =>
     cardIsMadeShownAndFrozen(base, dir, people.a, people.hanako));
+  await timed('a card top-up with its issuer\'s challenge, and a payout', () =>
+    cardTopUpAndPayout(base, people.a, people.hanako));
   await timed('"this was not me" freezes the account', () =>
     notMeFreezesTheAccount(base, people.b, people.taro));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);

@@ -279,6 +279,26 @@ code-passkey = Use your passkey
 step-up-passkey = Confirm with your passkey
 step-up-or-code = Or enter a code:
 
+title-card-challenge = Confirm with your card issuer
+title-payout = Withdraw to your bank
+title-payout-done = Withdrawal on its way
+topup-card = Card
+topup-add-card = Add a card to top up from
+topup-card-lead = The card's number is not kept: only a fingerprint and its last four digits. A new card, or a new device, is confirmed with a code from the card's issuer. In the sandbox, 4242 4242 4242 4242 works with any future expiry and any three digits.
+topup-card-submit = Add card
+topup-payout-link = Withdraw to your bank
+card-source-added = The card is added. Choose it to top up.
+field-month = Month
+field-year = Year
+field-card-challenge = Code from your card issuer
+card-challenge-lead = Your card's issuer has sent a confirmation code (in the sandbox, to your e-mail). Enter it to confirm this top-up.
+payout-available = Available to withdraw: { $amount }
+payout-to = To
+payout-submit = Withdraw
+step-up-payout = Withdraw { $amount } to your bank account
+error-source = Choose where the money comes from.
+error-card-expiry = Enter the expiry month and year as numbers, like 12 and 2029.
+
 error-internal = Something went wrong on our side. Try again in a moment.
 error-form = The form could not be read. Go back and try again.
 error-csrf = This form has expired or did not come from Koban. Go back, reload the page and try again.

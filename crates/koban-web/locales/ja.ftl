@@ -279,6 +279,26 @@ code-passkey = パスキーを使う
 step-up-passkey = パスキーで承認
 step-up-or-code = またはコードを入力:
 
+title-card-challenge = カード発行会社で確認
+title-payout = 銀行へ出金
+title-payout-done = 出金を受け付けました
+topup-card = カード
+topup-add-card = チャージに使うカードを追加
+topup-card-lead = カード番号は保存しません(指紋値と下4桁のみ)。新しいカードや新しい端末では、カード発行会社のコードで確認します。サンドボックスでは 4242 4242 4242 4242 と未来の有効期限、任意の3桁が使えます。
+topup-card-submit = カードを追加
+topup-payout-link = 銀行へ出金
+card-source-added = カードを追加しました。チャージ元として選んでください。
+field-month = 月
+field-year = 年
+field-card-challenge = カード発行会社からのコード
+card-challenge-lead = カード発行会社が確認コードを送りました(サンドボックスではメールで届きます)。入力してチャージを確定してください。
+payout-available = 出金可能額:{ $amount }
+payout-to = 出金先
+payout-submit = 出金
+step-up-payout = 銀行口座へ { $amount } を出金
+error-source = チャージ元を選んでください。
+error-card-expiry = 有効期限の月と年を数字で入力してください(例:12 と 2029)。
+
 error-internal = システムで問題が発生しました。しばらくしてからもう一度お試しください。
 error-form = フォームを読み取れませんでした。戻ってもう一度お試しください。
 error-csrf = このフォームは期限切れか、Koban 以外から送信されました。ページを再読み込みしてもう一度お試しください。

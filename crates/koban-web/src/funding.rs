@@ -37,20 +37,58 @@ fn source(s: FundingSource) -> Source {
     }
 }
 
-// ------------------------------------------------------------------ top-up
+// ------------------------------------------------------------------ top-up and payout
+
+/// A card kept for top-ups, as the page shows it.
+pub struct CardSourceView {
+    pub id: String,
+    pub label: String,
+}
 
 #[derive(Template)]
 #[template(path = "topup.html")]
 pub struct TopupPage {
     pub c: Chrome,
     pub sources: Vec<Source>,
+    pub cards: Vec<CardSourceView>,
     pub amount: String,
     pub key: String,
+    /// The source chosen before an error, so it stays chosen.
+    pub chosen: String,
 }
 
 impl TopupPage {
     pub fn has_verified(&self) -> bool {
         self.sources.iter().any(|s| s.verified)
+    }
+
+    pub fn has_any(&self) -> bool {
+        self.has_verified() || !self.cards.is_empty()
+    }
+
+    /// Whether the radio button with `value` is the one to check.
+    pub fn checked(&self, value: &str, first: impl std::borrow::Borrow<bool>) -> bool {
+        if self.chosen.is_empty() {
+            *first.borrow()
+        } else {
+            self.chosen == value
+        }
+    }
+}
+
+/// A card brand as people write it.
+fn brand_name(brand: &str) -> String {
+    match brand {
+        "visa" => "Visa".into(),
+        "mastercard" => "Mastercard".into(),
+        "jcb_or_amex" => "JCB / American Express".into(),
+        other => {
+            let mut chars = other.chars();
+            chars
+                .next()
+                .map(|first| first.to_uppercase().chain(chars).collect())
+                .unwrap_or_default()
+        }
     }
 }
 
@@ -66,12 +104,27 @@ async fn topup_view<S: LedgerStore>(
         .as_ref()
         .ok_or(PayError::Auth(AuthError::Unauthenticated))?;
     let sources = state.pay.funding_sources(me).await?;
+    let cards = state.pay.cards(me).await?;
     Ok(TopupPage {
         c,
         sources: sources.into_iter().map(source).collect(),
+        cards: cards
+            .into_iter()
+            .map(|card| CardSourceView {
+                label: format!(
+                    "{} •••• {} ({:02}/{:02})",
+                    brand_name(&card.brand),
+                    card.last4,
+                    card.exp_month,
+                    card.exp_year % 100
+                ),
+                id: card.id,
+            })
+            .collect(),
         amount,
         // A form shown again after an error keeps its key: trying again can never top up twice.
         key: key.unwrap_or_else(koban_auth::secret::new_id),
+        chosen: String::new(),
     })
 }
 
@@ -108,12 +161,17 @@ fn message(page: &Page, error: &PayError) -> Response {
 
 #[derive(Deserialize)]
 pub struct TopupForm {
+    /// `bank:ID` or `card:ID`.
     #[serde(default)]
-    source_id: String,
+    source: String,
     #[serde(default)]
     amount: String,
     #[serde(default)]
     key: String,
+    #[serde(default)]
+    challenge_id: String,
+    #[serde(default)]
+    challenge_code: String,
 }
 
 #[derive(Template)]
@@ -123,30 +181,52 @@ pub struct TopupDonePage {
     pub amount: String,
 }
 
+#[derive(Template)]
+#[template(path = "card_challenge.html")]
+pub struct ChallengePage {
+    pub c: Chrome,
+    pub source: String,
+    pub amount: String,
+    pub key: String,
+    pub challenge_id: String,
+}
+
 pub async fn topup<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Posted { page, form }: Posted<TopupForm>,
 ) -> Response {
+    use koban_pay::card_topups::ChallengeAnswer;
     let me = match page.full() {
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
     let currency = currency(&state.pay);
+    let (kind, source_id) = form.source.split_once(':').unwrap_or(("", ""));
     let result = match (
         parse_amount(&form.amount, currency),
         IdempotencyKey::parse(&form.key),
     ) {
         (Some(amount), Ok(key)) => {
             let request = BankMove {
-                source_id: form.source_id.clone(),
+                source_id: source_id.to_owned(),
                 amount,
                 currency,
             };
-            state
-                .pay
-                .topup(&me, &request, &key)
-                .await
-                .map(|op| op.transfer.amount)
+            match kind {
+                "bank" => state.pay.topup(&me, &request, &key).await,
+                "card" => {
+                    let answer = (!form.challenge_id.is_empty()).then(|| ChallengeAnswer {
+                        id: form.challenge_id.clone(),
+                        code: koban_auth::Secret::new(form.challenge_code.trim().to_owned()),
+                    });
+                    state
+                        .pay
+                        .card_topup(&me, &request, &key, answer.as_ref(), &page.client)
+                        .await
+                }
+                _ => Err(PayError::Invalid("source")),
+            }
+            .map(|op| op.transfer.amount)
         }
         (None, _) => Err(PayError::Invalid("amount")),
         (_, Err(_)) => Err(PayError::Invalid("key")),
@@ -156,13 +236,293 @@ pub async fn topup<S: LedgerStore>(
             c: page.chrome("title-topup-done"),
             amount: page.tr.money(i128::from(amount.minor_units()), currency),
         }),
+        Err(PayError::ChallengeRequired { id, .. }) => {
+            let mut c = page.chrome("title-card-challenge");
+            if !form.challenge_id.is_empty() {
+                c = c.with_error(Some("challenge_code"), page.tr.t("error-code"));
+            }
+            page.render_status(
+                StatusCode::FORBIDDEN,
+                &ChallengePage {
+                    c,
+                    source: form.source.clone(),
+                    amount: form.amount.clone(),
+                    key: form.key.clone(),
+                    challenge_id: id,
+                },
+            )
+        }
         Err(error) => {
             let text = match error {
                 PayError::Invalid("amount") => page.tr.t("error-amount"),
+                PayError::Invalid("source") => page.tr.t("error-source"),
                 _ => explain(&page.tr, &error).1,
             };
             let c = page.chrome("title-topup").with_error(Some("amount"), text);
             match topup_view(&state, &page, c, form.amount, Some(form.key)).await {
+                Ok(mut view) => {
+                    view.chosen = form.source;
+                    page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view)
+                }
+                Err(error) => message(&page, &error),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CardForm {
+    #[serde(default)]
+    number: String,
+    #[serde(default)]
+    exp_month: String,
+    #[serde(default)]
+    exp_year: String,
+    #[serde(default)]
+    cvc: String,
+}
+
+/// Adds a card for top-ups (through the sandbox acquirer): kept as a fingerprint and its last
+/// four digits; the security code is checked once and forgotten.
+pub async fn add_card<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, form }: Posted<CardForm>,
+) -> Response {
+    use koban_pay::card_topups::CardDetails;
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let month = form.exp_month.trim().parse::<i64>();
+    let year = form
+        .exp_year
+        .trim()
+        .parse::<i64>()
+        .map(|y| if y < 100 { y + 2000 } else { y });
+    let result = match (month, year) {
+        (Ok(exp_month), Ok(exp_year)) => {
+            let card = CardDetails {
+                number: form.number.chars().filter(char::is_ascii_digit).collect(),
+                exp_month,
+                exp_year,
+                cvc: koban_auth::Secret::new(form.cvc.trim().to_owned()),
+            };
+            state.pay.add_card(&me, &card).await.map(|_| ())
+        }
+        _ => Err(PayError::Invalid("expiry")),
+    };
+    let c = match result {
+        Ok(()) => page
+            .chrome("title-topup")
+            .with_notice(page.tr.t("card-source-added")),
+        Err(PayError::Invalid("expiry")) => page
+            .chrome("title-topup")
+            .with_error(Some("exp_month"), page.tr.t("error-card-expiry")),
+        Err(error) => page
+            .chrome("title-topup")
+            .with_error(Some("number"), explain(&page.tr, &error).1),
+    };
+    let status = if c.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    match topup_view(&state, &page, c, String::new(), None).await {
+        Ok(view) => page.render_status(status, &view),
+        Err(error) => message(&page, &error),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "payout.html")]
+pub struct PayoutPage {
+    pub c: Chrome,
+    pub sources: Vec<Source>,
+    pub available: String,
+    pub amount: String,
+    pub key: String,
+}
+
+async fn payout_view<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    c: Chrome,
+    amount: String,
+    key: Option<String>,
+) -> Result<PayoutPage, PayError> {
+    let me = page
+        .me
+        .as_ref()
+        .ok_or(PayError::Auth(AuthError::Unauthenticated))?;
+    let currency = currency(&state.pay);
+    let sources = state.pay.funding_sources(me).await?;
+    let wallet = state.pay.wallet_view(me, currency).await?;
+    Ok(PayoutPage {
+        c,
+        sources: sources
+            .into_iter()
+            .map(source)
+            .filter(|s| s.verified)
+            .collect(),
+        available: page
+            .tr
+            .money(wallet.account.balance.available_credit(), currency),
+        amount,
+        key: key.unwrap_or_else(koban_auth::secret::new_id),
+    })
+}
+
+pub async fn payout_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
+    if let Err(redirect) = page.full() {
+        return redirect.into_response();
+    }
+    match payout_view(
+        &state,
+        &page,
+        page.chrome("title-payout"),
+        String::new(),
+        None,
+    )
+    .await
+    {
+        Ok(view) => page.render(&view),
+        Err(error) => message(&page, &error),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PayoutForm {
+    #[serde(default)]
+    source_id: String,
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    step_up_id: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    passkey: String,
+}
+
+/// Withdraws to a linked bank account (step-up bound to amount and account).
+pub async fn payout<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { mut page, form }: Posted<PayoutForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let currency = currency(&state.pay);
+    let (Some(amount), Ok(key)) = (
+        parse_amount(&form.amount, currency),
+        IdempotencyKey::parse(&form.key),
+    ) else {
+        let c = page
+            .chrome("title-payout")
+            .with_error(Some("amount"), page.tr.t("error-amount"));
+        return match payout_view(
+            &state,
+            &page,
+            c,
+            form.amount.clone(),
+            Some(form.key.clone()),
+        )
+        .await
+        {
+            Ok(view) => page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view),
+            Err(error) => message(&page, &error),
+        };
+    };
+    let request = BankMove {
+        source_id: form.source_id.clone(),
+        amount,
+        currency,
+    };
+    let shown = page.tr.money(i128::from(amount.minor_units()), currency);
+    let summary = page.tr.with("step-up-payout", &[("amount", &shown)]);
+    let form_fields = || {
+        vec![
+            ("source_id", form.source_id.clone()),
+            ("amount", form.amount.clone()),
+            ("key", form.key.clone()),
+        ]
+    };
+    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
+    let mut result = state
+        .pay
+        .payout(&me, &request, &key, proof.as_ref(), &page.client)
+        .await;
+    let mut error_text = None;
+    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
+        error_text = Some(page.tr.t("error-step-up-invalid"));
+        result = state
+            .pay
+            .payout(&me, &request, &key, None, &page.client)
+            .await;
+    }
+    match result {
+        Ok(op) => {
+            if let Some(session) = &op.session {
+                page.rotated(session);
+            }
+            let view = TopupDonePage {
+                c: page.chrome("title-payout-done"),
+                amount: shown,
+            };
+            with_cookies(page.render(&view), op.session.as_ref(), page.dev)
+        }
+        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
+            let mut c = page.chrome("title-step-up");
+            if let Some(text) =
+                error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")))
+            {
+                c = c.with_error(Some("code"), text);
+            }
+            let view = StepUpPage {
+                c,
+                action: "/payout".into(),
+                summary,
+                step_up_id: challenge.id.clone(),
+                fields: form_fields(),
+                passkey: passkey_options(&challenge),
+            };
+            page.render_status(StatusCode::FORBIDDEN, &view)
+        }
+        Err(PayError::Auth(
+            error @ (AuthError::BadCredentials
+            | AuthError::CodeReused
+            | AuthError::Throttled { .. }),
+        )) => {
+            let (status, text) = match error {
+                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
+                _ => explain_auth(&page.tr, &error),
+            };
+            let view = StepUpPage {
+                c: page.chrome("title-step-up").with_error(Some("code"), text),
+                action: "/payout".into(),
+                summary,
+                step_up_id: form.step_up_id.clone(),
+                fields: form_fields(),
+                passkey: None,
+            };
+            with_retry_after(page.render_status(status, &view), &error)
+        }
+        Err(error) => {
+            let c = page
+                .chrome("title-payout")
+                .with_error(Some("amount"), explain(&page.tr, &error).1);
+            match payout_view(
+                &state,
+                &page,
+                c,
+                form.amount.clone(),
+                Some(form.key.clone()),
+            )
+            .await
+            {
                 Ok(view) => page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view),
                 Err(error) => message(&page, &error),
             }

@@ -67,6 +67,11 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/topup",
             get(funding::topup_page::<S>).post(funding::topup::<S>),
         )
+        .route("/topup/cards", post(funding::add_card::<S>))
+        .route(
+            "/payout",
+            get(funding::payout_page::<S>).post(funding::payout::<S>),
+        )
         .route("/bank", get(funding::bank_page::<S>))
         .route("/kyc", post(funding::kyc::<S>))
         .route("/bank/link", post(funding::link::<S>))
