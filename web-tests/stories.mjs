@@ -636,6 +636,41 @@ async function cardTopUpAndPayout(base, a, hanako) {
   await api.dispose();
 }
 
+
+// ------------------------------------------------------------------ request-to-pay links
+
+async function requestToPayLink(base, a, b) {
+  await a.page.goto(base + '/home');
+  const before = yen(await a.page.getByTestId('balance').textContent());
+  await b.page.goto(base + '/home');
+  await b.page.getByRole('link', { name: 'Ask for money' }).click();
+  await bothLanguages(b.page, 'request');
+  await b.page.getByLabel('Handle').fill('taro_y');
+  await b.page.getByRole('button', { name: 'Save handle' }).click();
+  await b.page.getByText('Your handle is @taro_y.').waitFor();
+  await b.page.getByLabel('Amount').fill('300');
+  await b.page.getByLabel('Message (optional)').fill('Coffee');
+  await b.page.getByRole('button', { name: 'Make a link' }).click();
+  await b.page.getByText('A request for ¥300 is ready.').waitFor();
+  await checkPage(b.page, 'request-made-en');
+  await shot(b.page, 'request-made-en');
+  const url = await b.page.getByTestId('link-url').inputValue();
+  const id = url.split('/l/')[1];
+  assert.ok(id, `a link to share: ${url}`);
+  // Hanako opens it: who asks, for how much; she pays once.
+  await a.page.goto(`${base}/l/${id}`);
+  assert.equal(await a.page.getByTestId('requester').textContent(), 'T*** Y*****');
+  assert.equal(await a.page.getByTestId('amount').textContent(), '¥300');
+  await a.page.getByText('Coffee').waitFor();
+  await bothLanguages(a.page, 'link');
+  await a.page.getByRole('button', { name: 'Send ¥300' }).click();
+  await a.page.getByRole('heading', { name: 'Money sent' }).waitFor();
+  await a.page.goto(`${base}/l/${id}`);
+  await a.page.getByText('paid', { exact: true }).waitFor();
+  assert.equal(await a.page.getByRole('button', { name: 'Send ¥300' }).count(), 0, 'a link is paid once');
+  await balanceBecomes(a.page, base, before - 300);
+}
+
 // ------------------------------------------------------------------ story 6
 
 async function notMeFreezesTheAccount(base, b, taro) {
@@ -713,6 +748,8 @@ try {
     cardIsMadeShownAndFrozen(base, dir, people.a, people.hanako));
   await timed('a card top-up with its issuer\'s challenge, and a payout', () =>
     cardTopUpAndPayout(base, people.a, people.hanako));
+  await timed('a request-to-pay link is made, shared and paid once', () =>
+    requestToPayLink(base, people.a, people.b));
   await timed('"this was not me" freezes the account', () =>
     notMeFreezesTheAccount(base, people.b, people.taro));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);

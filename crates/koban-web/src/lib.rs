@@ -12,6 +12,7 @@ pub mod cards;
 pub mod chart;
 pub mod funding;
 pub mod i18n;
+pub mod links;
 pub mod page;
 pub mod pay;
 pub mod security;
@@ -89,6 +90,14 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         .route("/cards/{id}/freeze", post(cards::freeze::<S>))
         .route("/cards/{id}/unfreeze", post(cards::unfreeze::<S>))
         .route("/cards/{id}/controls", post(cards::controls::<S>))
+        .route(
+            "/request",
+            get(links::request_page::<S>).post(links::create::<S>),
+        )
+        .route("/me/handle", post(links::set_handle::<S>))
+        .route("/l/{id}", get(links::link_page::<S>))
+        .route("/l/{id}/pay", post(links::pay::<S>))
+        .route("/l/{id}/cancel", post(links::cancel::<S>))
         .route("/pay", get(pay::pay_page::<S>))
         .route("/pay/check", post(pay::pay_check::<S>))
         .route("/pay/confirm", post(pay::pay_confirm::<S>))

@@ -27,7 +27,7 @@ fn ms(t: koban_ledger::Timestamp) -> i64 {
 }
 
 /// A `data:` image of `payload` as a QR code, or `None` when it cannot be drawn.
-fn qr_image(payload: &str) -> Option<String> {
+pub fn qr_image(payload: &str) -> Option<String> {
     use base64::Engine;
     let code = qrcode::QrCode::new(payload.as_bytes()).ok()?;
     let svg = code

@@ -1,0 +1,346 @@
+//! Request-to-pay links: a customer asks for an amount and shares the link (as text or a QR
+//! code); whoever opens it sees who asks for how much and pays once, with the same checks and
+//! step-up as any transfer. Also the customer's @handle, by which others can pay them.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use koban_api::ApiState;
+use koban_api::extract::with_cookies;
+use koban_auth::AuthError;
+use koban_ledger::Currency;
+use koban_pay::{IdempotencyKey, PayError, Payments};
+use koban_store::LedgerStore;
+use serde::Deserialize;
+
+use crate::account::Empty;
+use crate::page::{
+    Chrome, Page, Posted, explain, explain_auth, plain_id, see_other, with_retry_after,
+};
+use crate::wallet::{ReceiptPage, StepUpPage, parse_amount, passkey_options, proof_of};
+
+fn currency<S: LedgerStore>(pay: &Payments<S>) -> Currency {
+    pay.config().currencies[0]
+}
+
+fn ms(t: koban_ledger::Timestamp) -> i64 {
+    i64::try_from(t.nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[derive(Template)]
+#[template(path = "request.html")]
+pub struct RequestPage {
+    pub c: Chrome,
+    pub amount: String,
+    pub message: String,
+    pub handle: String,
+}
+
+pub async fn request_page<S: LedgerStore>(page: Page) -> Response {
+    if let Err(redirect) = page.full() {
+        return redirect.into_response();
+    }
+    page.render(&RequestPage {
+        c: page.chrome("title-request"),
+        amount: String::new(),
+        message: String::new(),
+        handle: String::new(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct RequestForm {
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "request_link.html")]
+pub struct LinkMadePage {
+    pub c: Chrome,
+    pub url: String,
+    pub qr: Option<String>,
+    pub amount: String,
+    pub id: String,
+}
+
+/// Makes a link for the amount asked; shows it to share.
+pub async fn create<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, form }: Posted<RequestForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let currency = currency(&state.pay);
+    let again = |field: &'static str, status: StatusCode, text: String| {
+        page.render_status(
+            status,
+            &RequestPage {
+                c: page.chrome("title-request").with_error(Some(field), text),
+                amount: form.amount.clone(),
+                message: form.message.clone(),
+                handle: String::new(),
+            },
+        )
+    };
+    let Some(amount) = parse_amount(&form.amount, currency) else {
+        return again(
+            "amount",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page.tr.t("error-amount"),
+        );
+    };
+    let message = form.message.trim();
+    let message = (!message.is_empty()).then_some(message);
+    match state
+        .pay
+        .create_pay_link(&me, amount, currency, message, None)
+        .await
+    {
+        Ok(link) => {
+            let url = format!("{}/l/{}", state.auth.config().public_url, link.id);
+            page.render(&LinkMadePage {
+                c: page.chrome("title-request-made"),
+                qr: crate::pay::qr_image(&url),
+                url,
+                amount: page
+                    .tr
+                    .money(i128::from(link.amount.minor_units()), link.currency),
+                id: link.id,
+            })
+        }
+        Err(error) => {
+            let (status, text) = explain(&page.tr, &error);
+            again("amount", status, text)
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "link.html")]
+pub struct LinkPage {
+    pub c: Chrome,
+    pub id: String,
+    pub requester: String,
+    pub amount: String,
+    pub message: Option<String>,
+    pub open: bool,
+    pub status: String,
+    pub key: String,
+}
+
+/// A link as its payer sees it: who asks, for how much, and the button that pays.
+pub async fn link_page<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    page: Page,
+    Path(id): Path<String>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    if !plain_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
+    }
+    match state.pay.pay_link(&me, &id).await {
+        Ok(link) => page.render(&LinkPage {
+            c: page.chrome("title-link"),
+            id: link.id,
+            requester: link.requester_masked_name,
+            amount: page
+                .tr
+                .money(i128::from(link.amount.minor_units()), link.currency),
+            message: link.message,
+            open: link.status == "open",
+            status: page.tr.t(match link.status {
+                "paid" | "held" => "link-status-paid",
+                "cancelled" => "link-status-cancelled",
+                "expired" => "link-status-expired",
+                _ => "link-status-open",
+            }),
+            key: koban_auth::secret::new_id(),
+        }),
+        Err(error) => problem(&page, &error),
+    }
+}
+
+fn problem(page: &Page, error: &PayError) -> Response {
+    let (status, text) = explain(&page.tr, error);
+    page.render_status(
+        status,
+        &crate::page::MessagePage {
+            c: page.chrome("title-problem"),
+            text,
+            link: "/home",
+            link_text: page.tr.t("link-home"),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct PayLinkForm {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    step_up_id: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    passkey: String,
+}
+
+/// Pays a link once (step-up for a new payee or a large amount), answering with a receipt.
+pub async fn pay<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path(id): Path<String>,
+    Posted { mut page, form }: Posted<PayLinkForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let (true, Ok(key)) = (plain_id(&id), IdempotencyKey::parse(&form.key)) else {
+        return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
+    };
+    let action = format!("/l/{id}/pay");
+    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
+    let mut result = state
+        .pay
+        .pay_pay_link(&me, &id, &key, proof.as_ref(), &page.client)
+        .await;
+    let mut error_text = None;
+    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
+        error_text = Some(page.tr.t("error-step-up-invalid"));
+        result = state
+            .pay
+            .pay_pay_link(&me, &id, &key, None, &page.client)
+            .await;
+    }
+    let step_up = |page: &Page, step_up_id: String, text: Option<String>, passkey| {
+        let mut c = page.chrome("title-step-up");
+        if let Some(text) = text {
+            c = c.with_error(Some("code"), text);
+        }
+        StepUpPage {
+            c,
+            action: action.clone(),
+            summary: page.tr.t("step-up-link-pay"),
+            step_up_id,
+            fields: vec![("key", form.key.clone())],
+            passkey,
+        }
+    };
+    match result {
+        Ok(outcome) => {
+            if let Some(session) = &outcome.session {
+                page.rotated(session);
+            }
+            let view = ReceiptPage {
+                c: page.chrome("title-receipt"),
+                held: outcome.status == "held",
+                amount: page.tr.money(
+                    i128::from(outcome.transfer.amount.minor_units()),
+                    outcome.transfer.currency,
+                ),
+                payee: outcome.payee_masked_name.clone(),
+                reference: koban_pay::merchant::transfer_id_text(outcome.transfer.id),
+                when: page.tr.datetime(ms(outcome.transfer.timestamp)),
+                message: None,
+            };
+            with_cookies(
+                page.render_status(StatusCode::CREATED, &view),
+                outcome.session.as_ref(),
+                page.dev,
+            )
+        }
+        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
+            let text = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
+            let view = step_up(
+                &page,
+                challenge.id.clone(),
+                text,
+                passkey_options(&challenge),
+            );
+            page.render_status(StatusCode::FORBIDDEN, &view)
+        }
+        Err(PayError::Auth(
+            error @ (AuthError::BadCredentials
+            | AuthError::CodeReused
+            | AuthError::Throttled { .. }),
+        )) => {
+            let (status, text) = match error {
+                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
+                _ => explain_auth(&page.tr, &error),
+            };
+            let view = step_up(&page, form.step_up_id.clone(), Some(text), None);
+            with_retry_after(page.render_status(status, &view), &error)
+        }
+        Err(error) => problem(&page, &error),
+    }
+}
+
+/// The requester withdraws an open link.
+pub async fn cancel<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path(id): Path<String>,
+    Posted { page, .. }: Posted<Empty>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    if !plain_id(&id) {
+        return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
+    }
+    match state.pay.cancel_pay_link(&me, &id).await {
+        Ok(()) => see_other(&format!("/l/{id}")),
+        Err(error) => problem(&page, &error),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct HandleForm {
+    #[serde(default)]
+    handle: String,
+}
+
+/// Sets or changes the customer's @handle.
+pub async fn set_handle<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, form }: Posted<HandleForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let c = match state.pay.set_handle(&me, &form.handle).await {
+        Ok(handle) => page
+            .chrome("title-request")
+            .with_notice(page.tr.with("handle-set", &[("handle", &handle)])),
+        Err(PayError::Invalid(_)) => page
+            .chrome("title-request")
+            .with_error(Some("handle"), page.tr.t("error-handle")),
+        Err(error) => page
+            .chrome("title-request")
+            .with_error(Some("handle"), explain(&page.tr, &error).1),
+    };
+    let status = if c.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    page.render_status(
+        status,
+        &RequestPage {
+            c,
+            amount: String::new(),
+            message: String::new(),
+            handle: form.handle,
+        },
+    )
+}
