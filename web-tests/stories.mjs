@@ -671,6 +671,48 @@ async function requestToPayLink(base, a, b) {
   await balanceBecomes(a.page, base, before - 300);
 }
 
+
+// ------------------------------------------------------------------ security centre
+
+async function contactChangesAreConfirmedAndListed(base, a, hanako) {
+  await a.page.goto(base + '/security');
+  await a.page.getByLabel('New phone number').fill('090-1234-5678');
+  await a.page.getByRole('button', { name: 'Change phone number' }).click();
+  await a.page.getByRole('heading', { name: 'Confirm with your code' }).waitFor();
+  await a.page.getByLabel('6-digit code').fill(hanako.recovery[3]);
+  await a.page.getByRole('button', { name: 'Confirm' }).click();
+  await a.page.getByText('Your phone number is changed.').waitFor();
+  await a.page.getByText('+819012345678').waitFor();
+
+  const newEmail = 'hanako.suzuki@example.com';
+  await a.page.getByLabel('New e-mail address').fill(newEmail);
+  await a.page.getByRole('button', { name: 'Change e-mail address' }).click();
+  await a.page.getByLabel('6-digit code').fill(hanako.recovery[4]);
+  await a.page.getByRole('button', { name: 'Confirm' }).click();
+  await a.page.getByRole('heading', { name: 'Confirm your new address' }).waitFor();
+  await checkPage(a.page, 'email-confirm-en');
+  const api = await apiRequest.newContext();
+  let code;
+  for (let i = 0; i < 40 && !code; i++) {
+    const mail = await (await api.get(`${base}/v1/dev/mailbox?to=${encodeURIComponent(newEmail)}`)).json();
+    code = mail.map((m) => m.body.match(/\b(\d{6})\b/)?.[1]).find(Boolean);
+    if (!code) await new Promise((r) => setTimeout(r, 250));
+  }
+  await api.dispose();
+  assert.ok(code, 'a code went to the new address');
+  await a.page.getByLabel('Code from the e-mail').fill(code);
+  await a.page.getByRole('button', { name: 'Confirm new address' }).click();
+  await a.page.getByText('Your e-mail address is changed.').waitFor();
+  assert.equal(await a.page.getByTestId('email').textContent(), newEmail);
+  // The cooling-off period is shown, and the notices sent are listed (subjects only).
+  await a.page.getByText('outgoing money is limited until').waitFor();
+  const notices = await a.page.locator('#notices-title + ul li').count();
+  assert.ok(notices >= 2, `notices are listed: ${notices}`);
+  await a.page.goto(base + '/security');
+  await bothLanguages(a.page, 'security-after-change');
+  hanako.email = newEmail;
+}
+
 // ------------------------------------------------------------------ story 6
 
 async function notMeFreezesTheAccount(base, b, taro) {
@@ -750,6 +792,8 @@ try {
     cardTopUpAndPayout(base, people.a, people.hanako));
   await timed('a request-to-pay link is made, shared and paid once', () =>
     requestToPayLink(base, people.a, people.b));
+  await timed('contact changes are confirmed, cooled off and listed', () =>
+    contactChangesAreConfirmedAndListed(base, people.a, people.hanako));
   await timed('"this was not me" freezes the account', () =>
     notMeFreezesTheAccount(base, people.b, people.taro));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);

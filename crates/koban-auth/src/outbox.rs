@@ -19,6 +19,14 @@ const BACKOFF_MAX_MS: i64 = 3_600_000;
 /// Attempts before a message is given up (about three days at the longest backoff).
 pub const ATTEMPTS_MAX: i64 = 80;
 
+/// A notice as its recipient's history lists it.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    pub subject: String,
+    pub created_at_ms: i64,
+    pub delivered: bool,
+}
+
 /// A plain SMTP relay (a local MTA or a sidecar that does TLS and authentication onwards).
 #[derive(Clone, Debug)]
 pub struct SmtpConfig {
@@ -282,6 +290,34 @@ impl<D: SqlDb> Auth<D> {
                     subject: row.text(2)?,
                     body: row.text(3)?,
                     delivered_at_ms: row.i64(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The notices sent to the caller's address, newest first: subject, when, and whether it
+    /// was delivered. Bodies are left out: some carry one-time codes or links.
+    pub async fn notices(
+        &self,
+        principal: &crate::Principal,
+        limit: i64,
+    ) -> Result<Vec<Notice>, AuthError> {
+        principal.full()?;
+        let mut tx = self.db.begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT subject, created_at, delivered_at FROM outbox WHERE recipient = $1 \
+                 ORDER BY created_at DESC, id DESC LIMIT $2",
+                params![principal.email.as_str(), limit.clamp(1, 200)],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Notice {
+                    subject: row.text(0)?,
+                    created_at_ms: row.i64(1)?,
+                    delivered: row.opt_i64(2)?.is_some(),
                 })
             })
             .collect()

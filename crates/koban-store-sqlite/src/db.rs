@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_payments.sql")),
     (4, include_str!("../migrations/0004_cards.sql")),
     (5, include_str!("../migrations/0005_risk.sql")),
+    (6, include_str!("../migrations/0006_notices.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

@@ -105,6 +105,12 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         .route("/pay/code/{id}", get(pay::code_state::<S>))
         .route("/pay/code/{id}/revoke", post(pay::code_revoke::<S>))
         .route("/security", get(security::centre::<S>))
+        .route("/security/email", post(security::change_email::<S>))
+        .route(
+            "/security/email/confirm",
+            post(security::confirm_email::<S>),
+        )
+        .route("/security/phone", post(security::change_phone::<S>))
         .route(
             "/security/not-me",
             get(security::not_me_page::<S>).post(security::not_me::<S>),

@@ -415,3 +415,60 @@ pub fn plain_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// A phone number as people type it, in E.164: spaces, hyphens, dots and brackets dropped,
+/// full-width digits read as digits, and a domestic number (leading 0) read as Japanese
+/// (`090-1234-5678` is `+819012345678`). Anything else is passed on for the domain to judge.
+pub fn normalize_phone(text: &str) -> String {
+    let kept: String = text
+        .trim()
+        .chars()
+        .filter_map(|c| match c {
+            '０'..='９' => char::from_u32(u32::from(c) - u32::from('０') + u32::from('0')),
+            '＋' => Some('+'),
+            ' ' | '-' | '.' | '(' | ')' | '\u{3000}' | 'ー' | '－' => None,
+            c => Some(c),
+        })
+        .collect();
+    match kept.strip_prefix('0') {
+        Some(rest) if !rest.starts_with('0') && rest.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("+81{rest}")
+        }
+        _ => kept,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_read_as_people_type_them() {
+        assert_eq!(normalize_phone("090-1234-5678"), "+819012345678");
+        assert_eq!(normalize_phone("+81 90 1234 5678"), "+819012345678");
+        assert_eq!(
+            normalize_phone("０９０ー１２３４ー５６７８"),
+            "+819012345678"
+        );
+        assert_eq!(normalize_phone("+1 (415) 555-0100"), "+14155550100");
+        assert_eq!(
+            normalize_phone("0012345"),
+            "0012345",
+            "an international prefix is not guessed"
+        );
+        assert_eq!(
+            normalize_phone("not a number"),
+            "notanumber",
+            "left for the domain to refuse"
+        );
+    }
+
+    #[test]
+    fn only_plain_ids_reach_addresses() {
+        assert!(plain_id("card_01a2494a75f6721e94d0b1fcdc826f6e"));
+        assert!(plain_id("0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"));
+        assert!(!plain_id("../../signout"));
+        assert!(!plain_id(""));
+        assert!(!plain_id("a\r\nb"));
+    }
+}

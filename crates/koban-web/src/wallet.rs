@@ -318,10 +318,16 @@ pub async fn send_check<S: LedgerStore>(
             page.tr.t("error-message-long"),
         );
     }
-    match state.pay.lookup_payee(&me, &form.to, currency).await {
+    // A phone number typed the way people write it is looked up in E.164.
+    let to = if form.to.contains('@') {
+        form.to.trim().to_owned()
+    } else {
+        crate::page::normalize_phone(&form.to)
+    };
+    match state.pay.lookup_payee(&me, &to, currency).await {
         Ok((payee, known)) => page.render(&ConfirmPage {
             c: page.chrome("title-send-confirm"),
-            to: form.to.trim().to_owned(),
+            to,
             payee: payee.masked_name,
             known,
             amount_minor: amount.minor_units().to_string(),
