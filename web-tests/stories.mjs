@@ -713,6 +713,74 @@ async function contactChangesAreConfirmedAndListed(base, a, hanako) {
   hanako.email = newEmail;
 }
 
+
+// ------------------------------------------------------------------ story 7: Japanese throughout
+
+async function aJapaneseCustomerSeesEveryStepInJapanese(browser, base, hanako) {
+  const yui = { name: '佐藤 由衣', email: 'yui@example.com', password: '桜並木を走る夕焼けの小道と川', lastStep: 0 };
+  const context = await browser.newContext({ viewport: PHONE, locale: 'ja-JP', bypassCSP: true });
+  const page = await context.newPage();
+  const step = async (name) => {
+    assert.equal(await page.getAttribute('html', 'lang'), 'ja', `${name} is in Japanese`);
+    await checkPage(page, `${name}-ja`);
+    await shot(page, `${name}-ja`);
+  };
+  await page.goto(base + '/signup');
+  await page.getByLabel('お名前').fill(yui.name);
+  await page.getByLabel('メールアドレス').fill(yui.email);
+  await page.getByLabel('パスワード').fill(yui.password);
+  await page.getByRole('button', { name: 'アカウントを作成' }).click();
+  await page.getByRole('heading', { name: 'メールアドレスの確認' }).waitFor();
+  await step('verify');
+  const api = await apiRequest.newContext();
+  const code = await mailedCode(api, base, yui.email, '');
+  await api.dispose();
+  await page.getByLabel('メールに記載のコード').fill(code);
+  await page.getByRole('button', { name: 'アドレスを確認' }).click();
+  await page.getByText('メールアドレスを確認しました').waitFor();
+  await step('signin-verified');
+  await page.getByLabel('パスワード').fill(yui.password);
+  await page.getByRole('button', { name: 'ログイン' }).click();
+  await page.getByRole('heading', { name: 'アカウントを保護する' }).waitFor();
+  await step('enrol');
+  await page.getByRole('button', { name: '認証アプリを設定' }).click();
+  await step('totp');
+  yui.secret = await page.locator('[data-setup-key]').getAttribute('data-setup-key');
+  await page.getByLabel('6桁のコード').fill(await freshCode(yui));
+  await page.getByRole('button', { name: '確認' }).click();
+  await page.getByRole('heading', { name: 'リカバリーコードを保存' }).waitFor();
+  await step('recovery');
+  await page.getByRole('link', { name: '保存しました' }).click();
+  await page.getByRole('heading', { name: 'ウォレット' }).waitFor();
+  // Test money from the sandbox faucet, then Hanako's wallet by her phone number as typed in
+  // Japan: confirmation of payee in Japanese.
+  const funded = await page.evaluate(async () => {
+    const csrf = decodeURIComponent(document.cookie.match(/(?:^|; )koban_csrf=([^;]+)/)[1]);
+    const answer = await fetch('/v1/sandbox/faucet', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf, 'idempotency-key': 'yui-faucet-1' },
+      body: JSON.stringify({ amount: 3000 }),
+    });
+    return answer.status;
+  });
+  assert.ok(funded === 200 || funded === 201, `the faucet pays: ${funded}`);
+  await page.getByRole('link', { name: '送金' }).first().click();
+  await page.getByLabel('送金先').fill('０９０ー１２３４ー５６７８');
+  await page.getByLabel('金額').fill('１，０００円');
+  await page.getByRole('button', { name: '次へ' }).click();
+  await page.getByRole('heading', { name: '送金内容の確認' }).waitFor();
+  assert.equal(await page.getByTestId('payee').textContent(), 'H***** S*****');
+  assert.equal(await page.getByTestId('amount').textContent(), '¥1,000');
+  await step('send-confirm');
+  await page.getByRole('button', { name: '¥1,000 を送金' }).click();
+  await page.getByRole('heading', { name: '確認コードで承認' }).waitFor();
+  await page.getByLabel('6桁のコード').fill('000000');
+  await page.getByRole('button', { name: '承認' }).click();
+  await page.getByText('コードが正しくありません').first().waitFor();
+  await step('step-up-error');
+  await context.close();
+}
+
 // ------------------------------------------------------------------ story 6
 
 async function notMeFreezesTheAccount(base, b, taro) {
@@ -794,6 +862,8 @@ try {
     requestToPayLink(base, people.a, people.b));
   await timed('contact changes are confirmed, cooled off and listed', () =>
     contactChangesAreConfirmedAndListed(base, people.a, people.hanako));
+  await timed('a Japanese customer sees every step in Japanese', () =>
+    aJapaneseCustomerSeesEveryStepInJapanese(browser, base, people.hanako));
   await timed('"this was not me" freezes the account', () =>
     notMeFreezesTheAccount(base, people.b, people.taro));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);
