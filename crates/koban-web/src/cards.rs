@@ -8,17 +8,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
-use koban_auth::{AuthError, IssuedSession, Principal};
+use koban_auth::{IssuedSession, Principal};
 use koban_pay::PayError;
 use koban_pay::issuing::{CardControls, IssuedCard};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
-use crate::page::{
-    Chrome, Page, Posted, explain, explain_auth, plain_id, see_other, with_retry_after,
-};
-use crate::wallet::{StepUpPage, parse_amount, passkey_options, proof_of};
+use crate::page::{Chrome, Page, Posted, explain, plain_id, see_other};
+use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
+use crate::wallet::parse_amount;
 
 /// Seconds a revealed card number stays on screen.
 pub const REVEAL_S: u32 = 30;
@@ -75,15 +74,7 @@ fn view(page: &Page, card: &IssuedCard) -> CardView {
 
 fn problem(page: &Page, error: &PayError, link: &'static str) -> Response {
     let (status, text) = explain(&page.tr, error);
-    page.render_status(
-        status,
-        &crate::page::MessagePage {
-            c: page.chrome("title-problem"),
-            text,
-            link,
-            link_text: page.tr.t("link-cards"),
-        },
-    )
+    crate::page::message(page, status, text, link, "link-cards")
 }
 
 fn full(page: &Page) -> Result<Principal, axum::response::Redirect> {
@@ -175,12 +166,8 @@ pub async fn card_page<S: LedgerStore>(
 /// The fields every step-up-guarded card form sends.
 #[derive(Deserialize, Default)]
 pub struct CardStepForm {
-    #[serde(default)]
-    step_up_id: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    passkey: String,
+    #[serde(flatten)]
+    answer: Answer,
     #[serde(default)]
     per_transaction_max: String,
     #[serde(default)]
@@ -213,75 +200,6 @@ impl CardStepForm {
     }
 }
 
-/// What a step-up-guarded card action came to.
-enum Stepped<T> {
-    Done(T),
-    Page(Response),
-}
-
-/// Runs `act` with the form's step-up answer; a first call without one, an expired one, or a
-/// wrong code gives the step-up page to repeat the action from.
-async fn with_step_up<T, F, Fut>(
-    page: &Page,
-    form: &CardStepForm,
-    action: String,
-    summary: String,
-    act: F,
-) -> Result<Stepped<T>, PayError>
-where
-    F: Fn(Option<koban_auth::StepUpProof>) -> Fut,
-    Fut: Future<Output = Result<T, PayError>>,
-{
-    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
-    let had_proof = proof.is_some();
-    let mut result = act(proof).await;
-    let mut error_text = None;
-    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
-        error_text = Some(page.tr.t("error-step-up-invalid"));
-        result = act(None).await;
-    }
-    let step_up = |id: String, text: Option<String>, passkey: Option<String>| {
-        let mut c = page.chrome("title-step-up");
-        if let Some(text) = text {
-            c = c.with_error(Some("code"), text);
-        }
-        StepUpPage {
-            c,
-            action: action.clone(),
-            summary: summary.clone(),
-            step_up_id: id,
-            fields: form.fields(),
-            passkey,
-        }
-    };
-    match result {
-        Ok(value) => Ok(Stepped::Done(value)),
-        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
-            let text = error_text.or_else(|| had_proof.then(|| page.tr.t("error-code")));
-            let view = step_up(challenge.id.clone(), text, passkey_options(&challenge));
-            Ok(Stepped::Page(
-                page.render_status(StatusCode::FORBIDDEN, &view),
-            ))
-        }
-        Err(PayError::Auth(
-            error @ (AuthError::BadCredentials
-            | AuthError::CodeReused
-            | AuthError::Throttled { .. }),
-        )) => {
-            let (status, text) = match error {
-                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
-                _ => explain_auth(&page.tr, &error),
-            };
-            let view = step_up(form.step_up_id.clone(), Some(text), None);
-            Ok(Stepped::Page(with_retry_after(
-                page.render_status(status, &view),
-                &error,
-            )))
-        }
-        Err(error) => Err(error),
-    }
-}
-
 fn after_change(page: &Page, id: &str, session: Option<&IssuedSession>) -> Response {
     with_cookies(see_other(&format!("/cards/{id}")), session, page.dev)
 }
@@ -300,7 +218,12 @@ pub async fn activate<S: LedgerStore>(
     }
     let summary = page.tr.t("step-up-card-activate");
     let action = format!("/cards/{id}/activate");
-    let done = with_step_up(&page, &form, action, summary, |proof| {
+    let guarded = Guarded {
+        action,
+        summary,
+        fields: form.fields(),
+    };
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
         let (pay, me, id, client) = (&state.pay, &me, &id, &page.client);
         async move {
             pay.activate_card(me, id, None, proof.as_ref(), client)
@@ -341,7 +264,12 @@ pub async fn reveal<S: LedgerStore>(
     }
     let summary = page.tr.t("step-up-card-reveal");
     let action = format!("/cards/{id}/reveal");
-    let done = with_step_up(&page, &form, action, summary, |proof| {
+    let guarded = Guarded {
+        action,
+        summary,
+        fields: form.fields(),
+    };
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
         let (pay, me, id, client) = (&state.pay, &me, &id, &page.client);
         async move { pay.reveal_card(me, id, proof.as_ref(), client).await }
     })
@@ -408,7 +336,12 @@ pub async fn unfreeze<S: LedgerStore>(
     }
     let summary = page.tr.t("step-up-card-unfreeze");
     let action = format!("/cards/{id}/unfreeze");
-    let done = with_step_up(&page, &form, action, summary, |proof| {
+    let guarded = Guarded {
+        action,
+        summary,
+        fields: form.fields(),
+    };
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
         let (pay, me, id, client) = (&state.pay, &me, &id, &page.client);
         async move {
             pay.change_card(me, id, None, true, proof.as_ref(), client)
@@ -467,7 +400,12 @@ pub async fn controls<S: LedgerStore>(
     controls.channels.atm = form.atm.is_some();
     let summary = page.tr.t("step-up-card-controls");
     let action = format!("/cards/{id}/controls");
-    let done = with_step_up(&page, &form, action, summary, |proof| {
+    let guarded = Guarded {
+        action,
+        summary,
+        fields: form.fields(),
+    };
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
         let (pay, me, id, client, controls) =
             (&state.pay, &me, &id, &page.client, controls.clone());
         async move {

@@ -8,18 +8,14 @@ use axum::response::{IntoResponse, Response};
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
 use koban_auth::{AuthError, LegalName};
-use koban_ledger::Currency;
 use koban_pay::bank::{BankMove, Behaviour, FundingSource};
-use koban_pay::{IdempotencyKey, PayError, Payments};
+use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
-use crate::page::{Chrome, Page, Posted, explain, explain_auth, see_other, with_retry_after};
-use crate::wallet::{StepUpPage, parse_amount, passkey_options, proof_of};
-
-fn currency<S: LedgerStore>(pay: &Payments<S>) -> Currency {
-    pay.config().currencies[0]
-}
+use crate::page::{Chrome, Page, Posted, explain, explain_auth, see_other, wallet_currency};
+use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
+use crate::wallet::parse_amount;
 
 pub struct Source {
     pub id: String,
@@ -148,15 +144,7 @@ pub async fn topup_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: 
 
 fn message(page: &Page, error: &PayError) -> Response {
     let (status, text) = explain(&page.tr, error);
-    page.render_status(
-        status,
-        &crate::page::MessagePage {
-            c: page.chrome("title-problem"),
-            text,
-            link: "/home",
-            link_text: page.tr.t("link-home"),
-        },
-    )
+    crate::page::message(page, status, text, "/home", "link-home")
 }
 
 #[derive(Deserialize)]
@@ -200,7 +188,7 @@ pub async fn topup<S: LedgerStore>(
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
-    let currency = currency(&state.pay);
+    let currency = wallet_currency(&state.pay);
     let (kind, source_id) = form.source.split_once(':').unwrap_or(("", ""));
     let result = match (
         parse_amount(&form.amount, currency),
@@ -354,7 +342,7 @@ async fn payout_view<S: LedgerStore>(
         .me
         .as_ref()
         .ok_or(PayError::Auth(AuthError::Unauthenticated))?;
-    let currency = currency(&state.pay);
+    let currency = wallet_currency(&state.pay);
     let sources = state.pay.funding_sources(me).await?;
     let wallet = state.pay.wallet_view(me, currency).await?;
     Ok(PayoutPage {
@@ -398,12 +386,22 @@ pub struct PayoutForm {
     amount: String,
     #[serde(default)]
     key: String,
-    #[serde(default)]
-    step_up_id: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    passkey: String,
+    #[serde(flatten)]
+    answer: Answer,
+}
+
+/// The payout form again, with what was wrong and the same idempotency key.
+async fn payout_again<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    text: String,
+    form: &PayoutForm,
+) -> Response {
+    let c = page.chrome("title-payout").with_error(Some("amount"), text);
+    match payout_view(state, page, c, form.amount.clone(), Some(form.key.clone())).await {
+        Ok(view) => page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view),
+        Err(error) => message(page, &error),
+    }
 }
 
 /// Withdraws to a linked bank account (step-up bound to amount and account).
@@ -415,26 +413,13 @@ pub async fn payout<S: LedgerStore>(
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
-    let currency = currency(&state.pay);
+    let currency = wallet_currency(&state.pay);
     let (Some(amount), Ok(key)) = (
         parse_amount(&form.amount, currency),
         IdempotencyKey::parse(&form.key),
     ) else {
-        let c = page
-            .chrome("title-payout")
-            .with_error(Some("amount"), page.tr.t("error-amount"));
-        return match payout_view(
-            &state,
-            &page,
-            c,
-            form.amount.clone(),
-            Some(form.key.clone()),
-        )
-        .await
-        {
-            Ok(view) => page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view),
-            Err(error) => message(&page, &error),
-        };
+        let text = page.tr.t("error-amount");
+        return payout_again(&state, &page, text, &form).await;
     };
     let request = BankMove {
         source_id: form.source_id.clone(),
@@ -442,29 +427,22 @@ pub async fn payout<S: LedgerStore>(
         currency,
     };
     let shown = page.tr.money(i128::from(amount.minor_units()), currency);
-    let summary = page.tr.with("step-up-payout", &[("amount", &shown)]);
-    let form_fields = || {
-        vec![
+    let guarded = Guarded {
+        action: "/payout".into(),
+        summary: page.tr.with("step-up-payout", &[("amount", &shown)]),
+        fields: vec![
             ("source_id", form.source_id.clone()),
             ("amount", form.amount.clone()),
             ("key", form.key.clone()),
-        ]
+        ],
     };
-    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
-    let mut result = state
-        .pay
-        .payout(&me, &request, &key, proof.as_ref(), &page.client)
-        .await;
-    let mut error_text = None;
-    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
-        error_text = Some(page.tr.t("error-step-up-invalid"));
-        result = state
-            .pay
-            .payout(&me, &request, &key, None, &page.client)
-            .await;
-    }
-    match result {
-        Ok(op) => {
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
+        let (pay, me, request, key, client) = (&state.pay, &me, &request, &key, &page.client);
+        async move { pay.payout(me, request, key, proof.as_ref(), client).await }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(op)) => {
             if let Some(session) = &op.session {
                 page.rotated(session);
             }
@@ -474,58 +452,10 @@ pub async fn payout<S: LedgerStore>(
             };
             with_cookies(page.render(&view), op.session.as_ref(), page.dev)
         }
-        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
-            let mut c = page.chrome("title-step-up");
-            if let Some(text) =
-                error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")))
-            {
-                c = c.with_error(Some("code"), text);
-            }
-            let view = StepUpPage {
-                c,
-                action: "/payout".into(),
-                summary,
-                step_up_id: challenge.id.clone(),
-                fields: form_fields(),
-                passkey: passkey_options(&challenge),
-            };
-            page.render_status(StatusCode::FORBIDDEN, &view)
-        }
-        Err(PayError::Auth(
-            error @ (AuthError::BadCredentials
-            | AuthError::CodeReused
-            | AuthError::Throttled { .. }),
-        )) => {
-            let (status, text) = match error {
-                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
-                _ => explain_auth(&page.tr, &error),
-            };
-            let view = StepUpPage {
-                c: page.chrome("title-step-up").with_error(Some("code"), text),
-                action: "/payout".into(),
-                summary,
-                step_up_id: form.step_up_id.clone(),
-                fields: form_fields(),
-                passkey: None,
-            };
-            with_retry_after(page.render_status(status, &view), &error)
-        }
+        Ok(Stepped::Page(response)) => response,
         Err(error) => {
-            let c = page
-                .chrome("title-payout")
-                .with_error(Some("amount"), explain(&page.tr, &error).1);
-            match payout_view(
-                &state,
-                &page,
-                c,
-                form.amount.clone(),
-                Some(form.key.clone()),
-            )
-            .await
-            {
-                Ok(view) => page.render_status(StatusCode::UNPROCESSABLE_ENTITY, &view),
-                Err(error) => message(&page, &error),
-            }
+            let text = explain(&page.tr, &error).1;
+            payout_again(&state, &page, text, &form).await
         }
     }
 }
@@ -608,12 +538,8 @@ pub async fn kyc<S: LedgerStore>(
 pub struct LinkForm {
     #[serde(default)]
     account_number: String,
-    #[serde(default)]
-    step_up_id: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    passkey: String,
+    #[serde(flatten)]
+    answer: Answer,
 }
 
 /// Starts linking (step-up); the bank then receives two small deposits to confirm with.
@@ -626,36 +552,21 @@ pub async fn link<S: LedgerStore>(
         Err(redirect) => return redirect.into_response(),
     };
     let number = form.account_number.trim().to_owned();
-    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
-    let mut result = state
-        .pay
-        .link_bank_start(&me, "sandbox", &number, proof.as_ref(), &page.client)
-        .await;
-    let mut error_text = None;
-    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
-        // The confirmation expired or ran out of tries: a fresh one is asked for at once.
-        error_text = Some(page.tr.t("error-step-up-invalid"));
-        result = state
-            .pay
-            .link_bank_start(&me, "sandbox", &number, None, &page.client)
-            .await;
-    }
-    let step_up = |page: &Page, id: String, error: Option<String>, passkey: Option<String>| {
-        let mut c = page.chrome("title-step-up");
-        if let Some(text) = error {
-            c = c.with_error(Some("code"), text);
-        }
-        StepUpPage {
-            c,
-            action: "/bank/link".into(),
-            summary: page.tr.with("step-up-link", &[("number", &number)]),
-            step_up_id: id,
-            fields: vec![("account_number", number.clone())],
-            passkey,
-        }
+    let guarded = Guarded {
+        action: "/bank/link".into(),
+        summary: page.tr.with("step-up-link", &[("number", &number)]),
+        fields: vec![("account_number", number.clone())],
     };
-    match result {
-        Ok((source, session)) => {
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
+        let (pay, me, number, client) = (&state.pay, &me, &number, &page.client);
+        async move {
+            pay.link_bank_start(me, "sandbox", number, proof.as_ref(), client)
+                .await
+        }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done((source, session))) => {
             let next = if page.dev {
                 format!("/bank/{}/confirm?sandbox={number}", source.id)
             } else {
@@ -663,30 +574,7 @@ pub async fn link<S: LedgerStore>(
             };
             with_cookies(see_other(&next), Some(&session), page.dev)
         }
-        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
-            let error = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
-            page.render_status(
-                StatusCode::FORBIDDEN,
-                &step_up(
-                    &page,
-                    challenge.id.clone(),
-                    error,
-                    passkey_options(&challenge),
-                ),
-            )
-        }
-        Err(PayError::Auth(
-            error @ (AuthError::BadCredentials
-            | AuthError::CodeReused
-            | AuthError::Throttled { .. }),
-        )) => {
-            let (status, text) = match error {
-                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
-                _ => explain_auth(&page.tr, &error),
-            };
-            let view = step_up(&page, form.step_up_id.clone(), Some(text), None);
-            with_retry_after(page.render_status(status, &view), &error)
-        }
+        Ok(Stepped::Page(response)) => response,
         Err(error) => {
             let c = page
                 .chrome("title-bank")
@@ -858,7 +746,7 @@ pub async fn sandbox_statement<S: LedgerStore>(
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
-    let currency = currency(&state.pay);
+    let currency = wallet_currency(&state.pay);
     match state.pay.sandbox_statement(&me, &number).await {
         Ok(lines) => page.render(&SandboxBankPage {
             c: page.chrome("title-sandbox-bank"),

@@ -16,6 +16,7 @@ pub mod links;
 pub mod page;
 pub mod pay;
 pub mod security;
+pub mod stepup;
 pub mod wallet;
 
 use axum::Router;

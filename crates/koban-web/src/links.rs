@@ -8,25 +8,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
-use koban_auth::AuthError;
-use koban_ledger::Currency;
-use koban_pay::{IdempotencyKey, PayError, Payments};
+use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
-use crate::page::{
-    Chrome, Page, Posted, explain, explain_auth, plain_id, see_other, with_retry_after,
-};
-use crate::wallet::{ReceiptPage, StepUpPage, parse_amount, passkey_options, proof_of};
-
-fn currency<S: LedgerStore>(pay: &Payments<S>) -> Currency {
-    pay.config().currencies[0]
-}
-
-fn ms(t: koban_ledger::Timestamp) -> i64 {
-    i64::try_from(t.nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
+use crate::page::{Chrome, Page, Posted, explain, millis, plain_id, see_other, wallet_currency};
+use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
+use crate::wallet::{ReceiptPage, parse_amount};
 
 #[derive(Template)]
 #[template(path = "request.html")]
@@ -76,7 +65,7 @@ pub async fn create<S: LedgerStore>(
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
-    let currency = currency(&state.pay);
+    let currency = wallet_currency(&state.pay);
     let again = |field: &'static str, status: StatusCode, text: String| {
         page.render_status(
             status,
@@ -171,27 +160,15 @@ pub async fn link_page<S: LedgerStore>(
 
 fn problem(page: &Page, error: &PayError) -> Response {
     let (status, text) = explain(&page.tr, error);
-    page.render_status(
-        status,
-        &crate::page::MessagePage {
-            c: page.chrome("title-problem"),
-            text,
-            link: "/home",
-            link_text: page.tr.t("link-home"),
-        },
-    )
+    crate::page::message(page, status, text, "/home", "link-home")
 }
 
 #[derive(Deserialize)]
 pub struct PayLinkForm {
     #[serde(default)]
     key: String,
-    #[serde(default)]
-    step_up_id: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    passkey: String,
+    #[serde(flatten)]
+    answer: Answer,
 }
 
 /// Pays a link once (step-up for a new payee or a large amount), answering with a receipt.
@@ -207,36 +184,18 @@ pub async fn pay<S: LedgerStore>(
     let (true, Ok(key)) = (plain_id(&id), IdempotencyKey::parse(&form.key)) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
-    let action = format!("/l/{id}/pay");
-    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
-    let mut result = state
-        .pay
-        .pay_pay_link(&me, &id, &key, proof.as_ref(), &page.client)
-        .await;
-    let mut error_text = None;
-    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
-        error_text = Some(page.tr.t("error-step-up-invalid"));
-        result = state
-            .pay
-            .pay_pay_link(&me, &id, &key, None, &page.client)
-            .await;
-    }
-    let step_up = |page: &Page, step_up_id: String, text: Option<String>, passkey| {
-        let mut c = page.chrome("title-step-up");
-        if let Some(text) = text {
-            c = c.with_error(Some("code"), text);
-        }
-        StepUpPage {
-            c,
-            action: action.clone(),
-            summary: page.tr.t("step-up-link-pay"),
-            step_up_id,
-            fields: vec![("key", form.key.clone())],
-            passkey,
-        }
+    let guarded = Guarded {
+        action: format!("/l/{id}/pay"),
+        summary: page.tr.t("step-up-link-pay"),
+        fields: vec![("key", form.key.clone())],
     };
-    match result {
-        Ok(outcome) => {
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
+        let (pay, me, id, key, client) = (&state.pay, &me, &id, &key, &page.client);
+        async move { pay.pay_pay_link(me, id, key, proof.as_ref(), client).await }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(outcome)) => {
             if let Some(session) = &outcome.session {
                 page.rotated(session);
             }
@@ -249,7 +208,7 @@ pub async fn pay<S: LedgerStore>(
                 ),
                 payee: outcome.payee_masked_name.clone(),
                 reference: koban_pay::merchant::transfer_id_text(outcome.transfer.id),
-                when: page.tr.datetime(ms(outcome.transfer.timestamp)),
+                when: page.tr.datetime(millis(outcome.transfer.timestamp)),
                 message: None,
             };
             with_cookies(
@@ -258,28 +217,7 @@ pub async fn pay<S: LedgerStore>(
                 page.dev,
             )
         }
-        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
-            let text = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
-            let view = step_up(
-                &page,
-                challenge.id.clone(),
-                text,
-                passkey_options(&challenge),
-            );
-            page.render_status(StatusCode::FORBIDDEN, &view)
-        }
-        Err(PayError::Auth(
-            error @ (AuthError::BadCredentials
-            | AuthError::CodeReused
-            | AuthError::Throttled { .. }),
-        )) => {
-            let (status, text) = match error {
-                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
-                _ => explain_auth(&page.tr, &error),
-            };
-            let view = step_up(&page, form.step_up_id.clone(), Some(text), None);
-            with_retry_after(page.render_status(status, &view), &error)
-        }
+        Ok(Stepped::Page(response)) => response,
         Err(error) => problem(&page, &error),
     }
 }

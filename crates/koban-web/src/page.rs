@@ -402,6 +402,36 @@ pub fn with_retry_after(mut response: Response, error: &AuthError) -> Response {
     response
 }
 
+/// The currency of the wallets the pages show (the first one configured).
+pub fn wallet_currency<S: koban_store::LedgerStore>(
+    pay: &koban_pay::Payments<S>,
+) -> koban_ledger::Currency {
+    pay.config().currencies[0]
+}
+
+/// A ledger timestamp in milliseconds since the epoch.
+pub fn millis(at: koban_ledger::Timestamp) -> i64 {
+    i64::try_from(at.nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// A page that only says what went wrong, with a link back to `link` labelled by the message
+/// `link_text`.
+pub fn message(
+    page: &Page,
+    status: StatusCode,
+    text: String,
+    link: &'static str,
+    link_text: &str,
+) -> Response {
+    let view = MessagePage {
+        c: page.chrome("title-problem"),
+        text,
+        link,
+        link_text: page.tr.t(link_text),
+    };
+    page.render_status(status, &view)
+}
+
 /// A redirect after a form was handled (303: the browser follows with a GET).
 pub fn see_other(path: &str) -> Response {
     Redirect::to(path).into_response()

@@ -8,23 +8,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
-use koban_auth::AuthError;
-use koban_ledger::Currency;
 use koban_pay::{IdempotencyKey, PayError, Payments};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
-use crate::page::{Chrome, Page, Posted, explain, explain_auth, see_other, with_retry_after};
-use crate::wallet::{ReceiptPage, StepUpPage, passkey_options, proof_of};
-
-fn currency<S: LedgerStore>(pay: &Payments<S>) -> Currency {
-    pay.config().currencies[0]
-}
-
-fn ms(t: koban_ledger::Timestamp) -> i64 {
-    i64::try_from(t.nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
+use crate::page::{Chrome, Page, Posted, explain, millis, see_other, wallet_currency};
+use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
+use crate::wallet::ReceiptPage;
 
 /// A `data:` image of `payload` as a QR code, or `None` when it cannot be drawn.
 pub fn qr_image(payload: &str) -> Option<String> {
@@ -147,12 +138,8 @@ pub struct PayConfirmForm {
     payload: String,
     #[serde(default)]
     key: String,
-    #[serde(default)]
-    step_up_id: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    passkey: String,
+    #[serde(flatten)]
+    answer: Answer,
 }
 
 /// Pays the request, with step-up when the domain asks for it.
@@ -167,35 +154,18 @@ pub async fn pay_confirm<S: LedgerStore>(
     let Ok(key) = IdempotencyKey::parse(&form.key) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
-    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
-    let mut result = state
-        .pay
-        .pay_qr(&me, &form.payload, &key, proof.as_ref(), &page.client)
-        .await;
-    let mut error_text = None;
-    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
-        error_text = Some(page.tr.t("error-step-up-invalid"));
-        result = state
-            .pay
-            .pay_qr(&me, &form.payload, &key, None, &page.client)
-            .await;
-    }
-    let step_up = |page: &Page, id: String, error: Option<String>, passkey: Option<String>| {
-        let mut c = page.chrome("title-step-up");
-        if let Some(text) = error {
-            c = c.with_error(Some("code"), text);
-        }
-        StepUpPage {
-            c,
-            action: "/pay/confirm".into(),
-            summary: page.tr.t("step-up-pay"),
-            step_up_id: id,
-            fields: vec![("payload", form.payload.clone()), ("key", form.key.clone())],
-            passkey,
-        }
+    let guarded = Guarded {
+        action: "/pay/confirm".into(),
+        summary: page.tr.t("step-up-pay"),
+        fields: vec![("payload", form.payload.clone()), ("key", form.key.clone())],
     };
-    match result {
-        Ok(payment) => {
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
+        let (pay, me, payload, key, client) = (&state.pay, &me, &form.payload, &key, &page.client);
+        async move { pay.pay_qr(me, payload, key, proof.as_ref(), client).await }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(payment)) => {
             if let Some(session) = &payment.session {
                 page.rotated(session);
             }
@@ -208,7 +178,7 @@ pub async fn pay_confirm<S: LedgerStore>(
                 ),
                 payee: payment.merchant_name.clone(),
                 reference: koban_pay::merchant::transfer_id_text(payment.transfer.id),
-                when: page.tr.datetime(ms(payment.transfer.timestamp)),
+                when: page.tr.datetime(millis(payment.transfer.timestamp)),
                 message: None,
             };
             with_cookies(
@@ -217,30 +187,7 @@ pub async fn pay_confirm<S: LedgerStore>(
                 page.dev,
             )
         }
-        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
-            let text = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
-            page.render_status(
-                StatusCode::FORBIDDEN,
-                &step_up(
-                    &page,
-                    challenge.id.clone(),
-                    text,
-                    passkey_options(&challenge),
-                ),
-            )
-        }
-        Err(PayError::Auth(
-            error @ (AuthError::BadCredentials
-            | AuthError::CodeReused
-            | AuthError::Throttled { .. }),
-        )) => {
-            let (status, text) = match error {
-                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
-                _ => explain_auth(&page.tr, &error),
-            };
-            let view = step_up(&page, form.step_up_id.clone(), Some(text), None);
-            with_retry_after(page.render_status(status, &view), &error)
-        }
+        Ok(Stepped::Page(response)) => response,
         Err(error) => {
             let (status, text) = explain(&page.tr, &error);
             again(&page, form.payload.clone(), status, text)
@@ -281,7 +228,7 @@ pub async fn code_new<S: LedgerStore>(
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
-    let currency = currency(&state.pay);
+    let currency = wallet_currency(&state.pay);
     match state
         .pay
         .create_payment_code(&me, currency, None, None, &page.client)
@@ -339,14 +286,14 @@ pub async fn code_state<S: LedgerStore>(
         let (code_state, used_at) = state.pay.payment_code_state(&me, &id).await?;
         let payment = match used_at {
             Some(used_at) => {
-                let currency = currency(&state.pay);
+                let currency = wallet_currency(&state.pay);
                 let kinds = ["merchant_payment".to_owned()];
                 let (entries, _) = state.pay.history(&me, currency, None, 5, &kinds).await?;
                 // The payment the code paid: the first one since it was claimed.
                 entries
                     .into_iter()
                     .rev()
-                    .find(|e| ms(e.transfer.timestamp) >= used_at)
+                    .find(|e| millis(e.transfer.timestamp) >= used_at)
             }
             None => None,
         };
@@ -355,7 +302,10 @@ pub async fn code_state<S: LedgerStore>(
     .await;
     match result {
         Ok((code_state, payment)) => {
-            let wallet = state.pay.wallet(&me.user_id, currency(&state.pay)).await;
+            let wallet = state
+                .pay
+                .wallet(&me.user_id, wallet_currency(&state.pay))
+                .await;
             let movement = match (payment, wallet) {
                 (Some(entry), Ok(wallet)) => {
                     let party = state
@@ -380,15 +330,7 @@ pub async fn code_state<S: LedgerStore>(
         }
         Err(error) => {
             let (status, text) = explain(&page.tr, &error);
-            page.render_status(
-                status,
-                &crate::page::MessagePage {
-                    c: page.chrome("title-problem"),
-                    text,
-                    link: "/pay",
-                    link_text: page.tr.t("link-pay"),
-                },
-            )
+            crate::page::message(&page, status, text, "/pay", "link-pay")
         }
     }
 }

@@ -7,12 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
+use koban_pay::PayError;
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
 use crate::page::{Chrome, Page, Posted, explain_auth, see_other, with_retry_after};
-use crate::wallet::{StepUpPage, passkey_options, proof_of};
+use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
 
 pub struct SessionLine {
     pub id: String,
@@ -122,15 +123,7 @@ pub async fn centre<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page
 
 fn failure(page: &Page, error: &koban_auth::AuthError) -> Response {
     let (status, text) = explain_auth(&page.tr, error);
-    page.render_status(
-        status,
-        &crate::page::MessagePage {
-            c: page.chrome("title-problem"),
-            text,
-            link: "/security",
-            link_text: page.tr.t("link-security"),
-        },
-    )
+    crate::page::message(page, status, text, "/security", "link-security")
 }
 
 #[derive(Deserialize)]
@@ -139,12 +132,8 @@ pub struct ContactForm {
     email: String,
     #[serde(default)]
     phone: String,
-    #[serde(default)]
-    step_up_id: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    passkey: String,
+    #[serde(flatten)]
+    answer: Answer,
 }
 
 #[derive(Template)]
@@ -164,25 +153,25 @@ pub async fn change_email<S: LedgerStore>(
         Err(redirect) => return redirect.into_response(),
     };
     let Ok(email) = koban_auth::Email::parse(&form.email) else {
-        return contact_error(
-            &state,
-            &page,
-            &me,
-            "new_email",
-            page.tr.t("error-email"),
-            &form,
-        )
-        .await;
+        let text = page.tr.t("error-email");
+        return contact_error(&state, &page, &me, "new_email", text, &form).await;
     };
-    let summary = page.tr.with("step-up-email", &[("email", email.as_str())]);
-    let fields = vec![("email", form.email.clone())];
-    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
-    let result = state
-        .auth
-        .change_email_begin(&me, &email, proof.as_ref(), &page.client)
-        .await;
-    match result {
-        Ok(session) => {
+    let guarded = Guarded {
+        action: "/security/email".into(),
+        summary: page.tr.with("step-up-email", &[("email", email.as_str())]),
+        fields: vec![("email", form.email.clone())],
+    };
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
+        let (auth, me, email, client) = (&state.auth, &me, &email, &page.client);
+        async move {
+            auth.change_email_begin(me, email, proof.as_ref(), client)
+                .await
+                .map_err(PayError::Auth)
+        }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(session)) => {
             page.rotated(&session);
             let view = EmailConfirmPage {
                 c: page.chrome("title-email-confirm"),
@@ -190,23 +179,10 @@ pub async fn change_email<S: LedgerStore>(
             };
             with_cookies(page.render(&view), Some(&session), page.dev)
         }
+        Ok(Stepped::Page(response)) => response,
         Err(error) => {
-            let answered = proof.is_some();
-            match step_up_answer(
-                &page,
-                error,
-                "/security/email",
-                summary,
-                fields,
-                &form.step_up_id,
-                answered,
-            ) {
-                Ok(response) => response,
-                Err(error) => {
-                    let (_, text) = explain_auth(&page.tr, &error);
-                    contact_error(&state, &page, &me, "new_email", text, &form).await
-                }
-            }
+            let text = crate::page::explain(&page.tr, &error).1;
+            contact_error(&state, &page, &me, "new_email", text, &form).await
         }
     }
 }
@@ -264,25 +240,25 @@ pub async fn change_phone<S: LedgerStore>(
         Err(redirect) => return redirect.into_response(),
     };
     let Ok(phone) = koban_auth::Phone::parse(&crate::page::normalize_phone(&form.phone)) else {
-        return contact_error(
-            &state,
-            &page,
-            &me,
-            "new_phone",
-            page.tr.t("error-phone"),
-            &form,
-        )
-        .await;
+        let text = page.tr.t("error-phone");
+        return contact_error(&state, &page, &me, "new_phone", text, &form).await;
     };
-    let summary = page.tr.with("step-up-phone", &[("phone", phone.as_str())]);
-    let fields = vec![("phone", form.phone.clone())];
-    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
-    match state
-        .auth
-        .change_phone(&me, &phone, proof.as_ref(), &page.client)
-        .await
-    {
-        Ok(session) => {
+    let guarded = Guarded {
+        action: "/security/phone".into(),
+        summary: page.tr.with("step-up-phone", &[("phone", phone.as_str())]),
+        fields: vec![("phone", form.phone.clone())],
+    };
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
+        let (auth, me, phone, client) = (&state.auth, &me, &phone, &page.client);
+        async move {
+            auth.change_phone(me, phone, proof.as_ref(), client)
+                .await
+                .map_err(PayError::Auth)
+        }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(session)) => {
             page.rotated(&session);
             let c = page
                 .chrome("title-security")
@@ -297,77 +273,12 @@ pub async fn change_phone<S: LedgerStore>(
                 Err(error) => failure(&page, &error),
             }
         }
+        Ok(Stepped::Page(response)) => response,
         Err(error) => {
-            let answered = proof.is_some();
-            match step_up_answer(
-                &page,
-                error,
-                "/security/phone",
-                summary,
-                fields,
-                &form.step_up_id,
-                answered,
-            ) {
-                Ok(response) => response,
-                Err(error) => {
-                    let (_, text) = explain_auth(&page.tr, &error);
-                    contact_error(&state, &page, &me, "new_phone", text, &form).await
-                }
-            }
+            let text = crate::page::explain(&page.tr, &error).1;
+            contact_error(&state, &page, &me, "new_phone", text, &form).await
         }
     }
-}
-
-/// The step-up page for a refusal that asks for one (or a wrong code); other refusals are
-/// handed back.
-fn step_up_answer(
-    page: &Page,
-    error: koban_auth::AuthError,
-    action: &str,
-    summary: String,
-    fields: Vec<(&'static str, String)>,
-    step_up_id: &str,
-    answered: bool,
-) -> Result<Response, koban_auth::AuthError> {
-    use koban_auth::AuthError as A;
-    let (id, status, text, passkey) = match &error {
-        A::StepUpRequired(challenge) => (
-            challenge.id.clone(),
-            StatusCode::FORBIDDEN,
-            answered.then(|| page.tr.t("error-code")),
-            passkey_options(challenge),
-        ),
-        A::StepUpInvalid => (
-            String::new(),
-            StatusCode::FORBIDDEN,
-            Some(page.tr.t("error-step-up-invalid")),
-            None,
-        ),
-        A::BadCredentials => (
-            step_up_id.to_owned(),
-            StatusCode::FORBIDDEN,
-            Some(page.tr.t("error-code")),
-            None,
-        ),
-        A::CodeReused | A::Throttled { .. } => {
-            let (status, text) = explain_auth(&page.tr, &error);
-            (step_up_id.to_owned(), status, Some(text), None)
-        }
-        _ => return Err(error),
-    };
-    let mut c = page.chrome("title-step-up");
-    if let Some(text) = text {
-        c = c.with_error(Some("code"), text);
-    }
-    let view = StepUpPage {
-        c,
-        action: action.to_owned(),
-        summary,
-        step_up_id: id,
-        fields,
-        passkey,
-    };
-    Ok(with_retry_after(page.render_status(status, &view), &error))
 }
 
 async fn contact_error<S: LedgerStore>(
@@ -406,15 +317,7 @@ pub async fn end_session<S: LedgerStore>(
         Ok(()) => see_other("/security"),
         Err(error) => {
             let (status, text) = explain_auth(&page.tr, &error);
-            page.render_status(
-                status,
-                &crate::page::MessagePage {
-                    c: page.chrome("title-problem"),
-                    text,
-                    link: "/security",
-                    link_text: page.tr.t("link-security"),
-                },
-            )
+            crate::page::message(&page, status, text, "/security", "link-security")
         }
     }
 }
@@ -457,15 +360,7 @@ pub async fn not_me<S: LedgerStore>(
         }
         Err(error) => {
             let (status, text) = explain_auth(&page.tr, &error);
-            page.render_status(
-                status,
-                &crate::page::MessagePage {
-                    c: page.chrome("title-problem"),
-                    text,
-                    link: "/security",
-                    link_text: page.tr.t("link-security"),
-                },
-            )
+            crate::page::message(&page, status, text, "/security", "link-security")
         }
     }
 }

@@ -7,17 +7,18 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
-use koban_auth::{AuthError, Principal, Secret, StepUpAnswer, StepUpProof};
+use koban_auth::Principal;
 use koban_ledger::{Amount, Currency, Money};
 use koban_pay::p2p::P2pRequest;
 use koban_pay::wallets::Entry;
-use koban_pay::{IdempotencyKey, PayError, Payments};
+use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::chart::{CHART_DAYS, Point, daily_balances, polyline};
 use crate::i18n::Tr;
-use crate::page::{Chrome, Page, Posted, explain, with_retry_after};
+use crate::page::{Chrome, Page, Posted, explain, millis, wallet_currency};
+use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
 
 /// The longest message a transfer carries, in bytes (the domain's limit; Japanese text takes
 /// three bytes a character).
@@ -26,10 +27,6 @@ const MESSAGE_BYTES_MAX: usize = 140;
 const HOME_MOVEMENTS: usize = 10;
 /// History pages of 100 read for the chart at most; a busier wallet's chart starts later.
 const CHART_PAGES_MAX: usize = 5;
-
-fn currency<S: LedgerStore>(pay: &Payments<S>) -> Currency {
-    pay.config().currencies[0]
-}
 
 /// An amount typed by a person: `1500`, `1,500`, `¥1,500`, `１５００円`, `12.50`.
 pub fn parse_amount(text: &str, currency: Currency) -> Option<Amount> {
@@ -91,7 +88,7 @@ pub fn movement(tr: &Tr, entry: &Entry, party: Option<String>) -> Movement {
         _ => None,
     };
     Movement {
-        when: tr.datetime(ms(entry.transfer.timestamp)),
+        when: tr.datetime(millis(entry.transfer.timestamp)),
         what: kind_label(tr, entry),
         party,
         amount: tr.money(signed, entry.transfer.currency),
@@ -104,10 +101,6 @@ pub fn movement(tr: &Tr, entry: &Entry, party: Option<String>) -> Movement {
             .find(|(k, _)| *k == "message")
             .map(|(_, v)| v.to_owned()),
     }
-}
-
-fn ms(t: koban_ledger::Timestamp) -> i64 {
-    i64::try_from(t.nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 #[derive(Template)]
@@ -147,7 +140,7 @@ async fn home_view<S: LedgerStore>(
     me: &Principal,
 ) -> Result<HomePage, PayError> {
     let tr = &page.tr;
-    let currency = currency(&state.pay);
+    let currency = wallet_currency(&state.pay);
     let user = state.auth.me(me).await?;
     let view = state.pay.wallet_view(me, currency).await?;
     let account = view.wallet.account;
@@ -167,7 +160,7 @@ async fn home_view<S: LedgerStore>(
         }
         if entries
             .last()
-            .is_some_and(|e| ms(e.transfer.timestamp) < since)
+            .is_some_and(|e| millis(e.transfer.timestamp) < since)
         {
             break;
         }
@@ -176,7 +169,7 @@ async fn home_view<S: LedgerStore>(
         .iter()
         .filter_map(|e| {
             e.transfer.side(account).map(|(_, after)| Point {
-                at_ms: ms(e.transfer.timestamp),
+                at_ms: millis(e.transfer.timestamp),
                 balance: after.net_credit_posted(),
             })
         })
@@ -227,13 +220,7 @@ async fn home_view<S: LedgerStore>(
 /// A page that could not be built: what went wrong, in words.
 fn failure(page: &Page, error: &PayError) -> Response {
     let (status, text) = explain(&page.tr, error);
-    let view = crate::page::MessagePage {
-        c: page.chrome("title-problem"),
-        text,
-        link: "/home",
-        link_text: page.tr.t("link-home"),
-    };
-    page.render_status(status, &view)
+    crate::page::message(page, status, text, "/home", "link-home")
 }
 
 // ------------------------------------------------------------------ send money
@@ -292,7 +279,7 @@ pub async fn send_check<S: LedgerStore>(
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
-    let currency = currency(&state.pay);
+    let currency = wallet_currency(&state.pay);
     let again = |field: &'static str, status: StatusCode, text: String| {
         page.render_status(
             status,
@@ -358,55 +345,8 @@ pub struct SendConfirmForm {
     message: String,
     #[serde(default)]
     key: String,
-    #[serde(default)]
-    step_up_id: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    passkey: String,
-}
-
-/// The page asking for a code from the authenticator app to confirm one action, carrying the
-/// action's fields so the same request can be repeated with the code.
-#[derive(Template)]
-#[template(path = "step_up.html")]
-pub struct StepUpPage {
-    pub c: Chrome,
-    pub action: String,
-    pub summary: String,
-    pub step_up_id: String,
-    pub fields: Vec<(&'static str, String)>,
-    /// Passkey options for this action, when the customer has a passkey.
-    pub passkey: Option<String>,
-}
-
-/// A step-up answer from a form, when one came.
-pub fn proof_of(step_up_id: &str, code: &str, passkey: &str) -> Option<StepUpProof> {
-    if step_up_id.is_empty() {
-        return None;
-    }
-    // A passkey's answer, when the page's script put one in; one that does not parse is
-    // answered like a wrong code (an empty one).
-    let answer = match passkey.trim() {
-        "" => StepUpAnswer::Code(Secret::new(code.trim().replace(' ', ""))),
-        json => match serde_json::from_str(json) {
-            Ok(assertion) => StepUpAnswer::Passkey(Box::new(assertion)),
-            Err(_) => StepUpAnswer::Code(Secret::new(String::new())),
-        },
-    };
-    Some(StepUpProof {
-        id: step_up_id.to_owned(),
-        answer,
-    })
-}
-
-/// The options a step-up page's script passes to `navigator.credentials.get()`, when the
-/// customer has a passkey: bound to this very action by the domain.
-pub fn passkey_options(challenge: &koban_auth::StepUpChallenge) -> Option<String> {
-    challenge
-        .passkey
-        .as_ref()
-        .and_then(|options| serde_json::to_string(options).ok())
+    #[serde(flatten)]
+    answer: Answer,
 }
 
 /// Sends the money, asking for step-up when the domain does; answers with a receipt.
@@ -418,7 +358,7 @@ pub async fn send_confirm<S: LedgerStore>(
         Ok(me) => me.clone(),
         Err(redirect) => return redirect.into_response(),
     };
-    let currency = currency(&state.pay);
+    let currency = wallet_currency(&state.pay);
     let amount = form
         .amount
         .parse::<i64>()
@@ -435,19 +375,31 @@ pub async fn send_confirm<S: LedgerStore>(
         message: (!message.is_empty()).then(|| message.to_owned()),
         key,
     };
-    let proof = proof_of(&form.step_up_id, &form.code, &form.passkey);
-    let mut result = state
-        .pay
-        .transfer(&me, &request, proof.as_ref(), &page.client)
-        .await;
-    let mut error_text = None;
-    if let Err(PayError::Auth(AuthError::StepUpInvalid)) = &result {
-        // The confirmation expired or ran out of tries: a fresh one is asked for at once.
-        error_text = Some(page.tr.t("error-step-up-invalid"));
-        result = state.pay.transfer(&me, &request, None, &page.client).await;
-    }
-    match result {
-        Ok(outcome) => {
+    let shown = page.tr.money(i128::from(amount.minor_units()), currency);
+    // The step-up page names the payee as confirmation of payee showed them.
+    let payee = match state.pay.lookup_payee(&me, &form.to, currency).await {
+        Ok((payee, _)) => format!("{} ({})", payee.masked_name, form.to),
+        Err(_) => form.to.clone(),
+    };
+    let guarded = Guarded {
+        action: "/send/confirm".into(),
+        summary: page
+            .tr
+            .with("step-up-send", &[("amount", &shown), ("to", &payee)]),
+        fields: vec![
+            ("to", form.to.clone()),
+            ("amount", form.amount.clone()),
+            ("message", form.message.clone()),
+            ("key", form.key.clone()),
+        ],
+    };
+    let done = with_step_up(&page, &form.answer, guarded, |proof| {
+        let (pay, me, request, client) = (&state.pay, &me, &request, &page.client);
+        async move { pay.transfer(me, request, proof.as_ref(), client).await }
+    })
+    .await;
+    match done {
+        Ok(Stepped::Done(outcome)) => {
             // Step-up rotated the session: this page's forms use the new one's token.
             if let Some(session) = &outcome.session {
                 page.rotated(session);
@@ -455,10 +407,10 @@ pub async fn send_confirm<S: LedgerStore>(
             let view = ReceiptPage {
                 c: page.chrome("title-receipt"),
                 held: outcome.status == "held",
-                amount: page.tr.money(i128::from(amount.minor_units()), currency),
+                amount: shown,
                 payee: outcome.payee_masked_name.clone(),
                 reference: koban_pay::merchant::transfer_id_text(outcome.transfer.id),
-                when: page.tr.datetime(ms(outcome.transfer.timestamp)),
+                when: page.tr.datetime(millis(outcome.transfer.timestamp)),
                 message: request.message.clone(),
             };
             with_cookies(
@@ -467,42 +419,7 @@ pub async fn send_confirm<S: LedgerStore>(
                 page.dev,
             )
         }
-        Err(PayError::Auth(AuthError::StepUpRequired(challenge))) => {
-            let text = error_text.or_else(|| proof.is_some().then(|| page.tr.t("error-code")));
-            let view = step_up_page(
-                &state,
-                &page,
-                &me,
-                &form,
-                challenge.id.clone(),
-                text,
-                passkey_options(&challenge),
-            )
-            .await;
-            page.render_status(StatusCode::FORBIDDEN, &view)
-        }
-        Err(PayError::Auth(
-            error @ (AuthError::BadCredentials
-            | AuthError::CodeReused
-            | AuthError::Throttled { .. }),
-        )) => {
-            let (status, text) = crate::page::explain_auth(&page.tr, &error);
-            let (status, text) = match error {
-                AuthError::BadCredentials => (StatusCode::FORBIDDEN, page.tr.t("error-code")),
-                _ => (status, text),
-            };
-            let view = step_up_page(
-                &state,
-                &page,
-                &me,
-                &form,
-                form.step_up_id.clone(),
-                Some(text),
-                None,
-            )
-            .await;
-            with_retry_after(page.render_status(status, &view), &error)
-        }
+        Ok(Stepped::Page(response)) => response,
         Err(error) => {
             // The confirmation is shown again with the same key, so trying again after an
             // error (or a double click answered "in progress") can never send twice.
@@ -516,7 +433,7 @@ pub async fn send_confirm<S: LedgerStore>(
                         payee: payee.masked_name,
                         known,
                         amount_minor: form.amount.clone(),
-                        amount: page.tr.money(i128::from(amount.minor_units()), currency),
+                        amount: shown,
                         message: form.message.clone(),
                         key: form.key.clone(),
                     },
@@ -526,51 +443,12 @@ pub async fn send_confirm<S: LedgerStore>(
                     &SendPage {
                         c: page.chrome("title-send").with_error(Some("to"), text),
                         to: form.to.clone(),
-                        amount: page.tr.money(i128::from(amount.minor_units()), currency),
+                        amount: shown,
                         message: form.message.clone(),
                     },
                 ),
             }
         }
-    }
-}
-
-/// The step-up page of a transfer: the amount and the payee's masked name, and the fields to
-/// repeat the same request with a code.
-async fn step_up_page<S: LedgerStore>(
-    state: &ApiState<S>,
-    page: &Page,
-    me: &Principal,
-    form: &SendConfirmForm,
-    step_up_id: String,
-    error: Option<String>,
-    passkey: Option<String>,
-) -> StepUpPage {
-    let currency = currency(&state.pay);
-    let amount = form.amount.parse::<i128>().unwrap_or(0);
-    let payee = match state.pay.lookup_payee(me, &form.to, currency).await {
-        Ok((payee, _)) => format!("{} ({})", payee.masked_name, form.to),
-        Err(_) => form.to.clone(),
-    };
-    let mut c = page.chrome("title-step-up");
-    if let Some(text) = error {
-        c = c.with_error(Some("code"), text);
-    }
-    StepUpPage {
-        c,
-        action: "/send/confirm".into(),
-        summary: page.tr.with(
-            "step-up-send",
-            &[("amount", &page.tr.money(amount, currency)), ("to", &payee)],
-        ),
-        step_up_id,
-        fields: vec![
-            ("to", form.to.clone()),
-            ("amount", form.amount.clone()),
-            ("message", form.message.clone()),
-            ("key", form.key.clone()),
-        ],
-        passkey,
     }
 }
 
@@ -672,7 +550,7 @@ pub async fn statement_csv<S: LedgerStore>(
     let to = to_day.saturating_add(86_400_000);
     match state
         .pay
-        .statement_csv(&me, currency(&state.pay), from, to)
+        .statement_csv(&me, wallet_currency(&state.pay), from, to)
         .await
     {
         Ok(csv) => {
