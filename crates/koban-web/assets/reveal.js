@@ -7,14 +7,19 @@
   if (!box) return;
   var left = Number(box.getAttribute('data-hide-after'));
   var out = document.getElementById('reveal-left');
+  function hide() {
+    box.remove();
+    var gone = document.getElementById('reveal-hidden');
+    if (gone) gone.hidden = false;
+  }
+  // Leaving the page takes the details off it too, so Back or a restored tab never shows them.
+  window.addEventListener('pagehide', hide);
   var timer = window.setInterval(function () {
     left -= 1;
     if (out) out.textContent = String(Math.max(0, left));
     if (left <= 0) {
       window.clearInterval(timer);
-      box.remove();
-      var gone = document.getElementById('reveal-hidden');
-      if (gone) gone.hidden = false;
+      hide();
     }
   }, 1000);
 })();

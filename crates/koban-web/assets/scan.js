@@ -33,7 +33,11 @@
       if (detector) {
         detector.detect(video).then(function (codes) {
           if (codes.length) found(codes[0].rawValue); else window.requestAnimationFrame(tick);
-        }, function () { window.requestAnimationFrame(tick); });
+        }, function () {
+          // A detector that cannot read this stream: jsQR from now on.
+          detector = null;
+          window.requestAnimationFrame(tick);
+        });
         return;
       }
       if (window.jsQR && video.videoWidth) {

@@ -166,7 +166,10 @@ pub struct TopupForm {
 #[template(path = "topup_done.html")]
 pub struct TopupDonePage {
     pub c: Chrome,
-    pub amount: String,
+    /// What is on its way, in words.
+    pub text: String,
+    /// What happens next, in words.
+    pub next: String,
 }
 
 #[derive(Template)]
@@ -220,10 +223,19 @@ pub async fn topup<S: LedgerStore>(
         (_, Err(_)) => Err(PayError::Invalid("key")),
     };
     match result {
-        Ok(amount) => page.render(&TopupDonePage {
-            c: page.chrome("title-topup-done"),
-            amount: page.tr.money(i128::from(amount.minor_units()), currency),
-        }),
+        Ok(amount) => {
+            let shown = page.tr.money(i128::from(amount.minor_units()), currency);
+            let (text, next) = if kind == "card" {
+                ("topup-card-done", "topup-card-done-lead")
+            } else {
+                ("topup-done", "topup-done-lead")
+            };
+            page.render(&TopupDonePage {
+                c: page.chrome("title-topup-done"),
+                text: page.tr.with(text, &[("amount", &shown)]),
+                next: page.tr.t(next),
+            })
+        }
         Err(PayError::ChallengeRequired { id, .. }) => {
             let mut c = page.chrome("title-card-challenge");
             if !form.challenge_id.is_empty() {
@@ -237,6 +249,24 @@ pub async fn topup<S: LedgerStore>(
                     amount: form.amount.clone(),
                     key: form.key.clone(),
                     challenge_id: id,
+                },
+            )
+        }
+        // A wrong or expired answer to the issuer's challenge: the challenge page again,
+        // with the domain's reason (a new code is sent when the answer is left empty).
+        Err(error) if !form.challenge_id.is_empty() && kind == "card" => {
+            let (status, text) = explain(&page.tr, &error);
+            let c = page
+                .chrome("title-card-challenge")
+                .with_error(Some("challenge_code"), text);
+            page.render_status(
+                status,
+                &ChallengePage {
+                    c,
+                    source: form.source.clone(),
+                    amount: form.amount.clone(),
+                    key: form.key.clone(),
+                    challenge_id: form.challenge_id.clone(),
                 },
             )
         }
@@ -448,7 +478,8 @@ pub async fn payout<S: LedgerStore>(
             }
             let view = TopupDonePage {
                 c: page.chrome("title-payout-done"),
-                amount: shown,
+                text: page.tr.with("payout-done", &[("amount", &shown)]),
+                next: page.tr.t("payout-done-lead"),
             };
             with_cookies(page.render(&view), op.session.as_ref(), page.dev)
         }

@@ -147,7 +147,9 @@ pub async fn link_page<S: LedgerStore>(
             message: link.message,
             open: link.status == "open",
             status: page.tr.t(match link.status {
-                "paid" | "held" => "link-status-paid",
+                "paid" => "link-status-paid",
+                "held" => "link-status-held",
+                "stopped" => "link-status-stopped",
                 "cancelled" => "link-status-cancelled",
                 "expired" => "link-status-expired",
                 _ => "link-status-open",
@@ -184,9 +186,24 @@ pub async fn pay<S: LedgerStore>(
     let (true, Ok(key)) = (plain_id(&id), IdempotencyKey::parse(&form.key)) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
+    let summary = match state.pay.pay_link(&me, &id).await {
+        Ok(link) => page.tr.with(
+            "step-up-link-pay",
+            &[
+                (
+                    "amount",
+                    &page
+                        .tr
+                        .money(i128::from(link.amount.minor_units()), link.currency),
+                ),
+                ("to", &link.requester_masked_name),
+            ],
+        ),
+        Err(_) => String::new(),
+    };
     let guarded = Guarded {
         action: format!("/l/{id}/pay"),
-        summary: page.tr.t("step-up-link-pay"),
+        summary,
         fields: vec![("key", form.key.clone())],
     };
     let done = with_step_up(&page, &form.answer, guarded, |proof| {

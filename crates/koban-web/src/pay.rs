@@ -154,9 +154,25 @@ pub async fn pay_confirm<S: LedgerStore>(
     let Ok(key) = IdempotencyKey::parse(&form.key) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
+    // The step-up page says whom and how much, as the confirmation did.
+    let summary = match state.pay.inspect_qr(&me, &form.payload).await {
+        Ok(request) => page.tr.with(
+            "step-up-pay",
+            &[
+                (
+                    "amount",
+                    &page
+                        .tr
+                        .money(i128::from(request.amount.minor_units()), request.currency),
+                ),
+                ("merchant", &request.merchant_name),
+            ],
+        ),
+        Err(_) => String::new(),
+    };
     let guarded = Guarded {
         action: "/pay/confirm".into(),
-        summary: page.tr.t("step-up-pay"),
+        summary,
         fields: vec![("payload", form.payload.clone()), ("key", form.key.clone())],
     };
     let done = with_step_up(&page, &form.answer, guarded, |proof| {
@@ -189,8 +205,25 @@ pub async fn pay_confirm<S: LedgerStore>(
         }
         Ok(Stepped::Page(response)) => response,
         Err(error) => {
+            // While the request is still open, the confirmation is shown again with the same
+            // key (a double click answered "in progress" can then never pay twice).
             let (status, text) = explain(&page.tr, &error);
-            again(&page, form.payload.clone(), status, text)
+            match state.pay.inspect_qr(&me, &form.payload).await {
+                Ok(request) if request.status == "open" => page.render_status(
+                    status,
+                    &PayConfirmPage {
+                        c: page.chrome("title-pay-confirm").with_error(None, text),
+                        merchant: request.merchant_name,
+                        amount: page
+                            .tr
+                            .money(i128::from(request.amount.minor_units()), request.currency),
+                        reference: request.reference,
+                        payload: form.payload.clone(),
+                        key: form.key.clone(),
+                    },
+                ),
+                _ => again(&page, form.payload.clone(), status, text),
+            }
         }
     }
 }
