@@ -711,6 +711,20 @@ async function contactChangesAreConfirmedAndListed(base, a, hanako) {
   await a.page.goto(base + '/security');
   await bothLanguages(a.page, 'security-after-change');
   hanako.email = newEmail;
+
+  // A new password and new recovery codes, each with a code given on the same form.
+  await a.page.getByLabel('Password', { exact: true }).fill('harbour lantern winter seven');
+  await a.page.locator('#password_code').fill(await freshCode(hanako));
+  await a.page.getByRole('button', { name: 'Change password' }).click();
+  await a.page.getByText('Your password is changed.').waitFor();
+  hanako.password = 'harbour lantern winter seven';
+  await a.page.locator('#recovery_code').fill(hanako.recovery[5]);
+  await a.page.getByRole('button', { name: 'Make new recovery codes' }).click();
+  await a.page.getByRole('heading', { name: 'Save your recovery codes' }).waitFor();
+  const fresh = await a.page.locator('ol.codes code').allTextContents();
+  assert.equal(fresh.length, 10);
+  assert.ok(!fresh.includes(hanako.recovery[6]), 'the old codes are replaced');
+  hanako.recovery = fresh;
 }
 
 

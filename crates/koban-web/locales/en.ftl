@@ -354,6 +354,12 @@ payout-done-lead = It stays reserved in your wallet until the bank settles it, u
 link-status-held = paid, held for a short review
 link-status-stopped = stopped after review
 
+security-password = Password and recovery codes
+security-change-password = Change password
+security-recovery-lead = New recovery codes replace the ones you have; the old ones stop working.
+security-new-recovery = Make new recovery codes
+password-changed = Your password is changed. Every other device is signed out.
+
 error-internal = Something went wrong on our side. Try again in a moment.
 error-form = The form could not be read. Go back and try again.
 error-csrf = This form has expired or did not come from Koban. Go back, reload the page and try again.

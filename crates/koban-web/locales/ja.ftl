@@ -354,6 +354,12 @@ payout-done-lead = 銀行で処理されるまでウォレット内で確保さ�
 link-status-held = 支払い済み(確認のため一時保留中)
 link-status-stopped = 確認の結果、停止されました
 
+security-password = パスワードとリカバリーコード
+security-change-password = パスワードを変更
+security-recovery-lead = 新しいリカバリーコードを作ると、今のコードは使えなくなります。
+security-new-recovery = リカバリーコードを作り直す
+password-changed = パスワードを変更しました。ほかの端末はすべてログアウトしました。
+
 error-internal = システムで問題が発生しました。しばらくしてからもう一度お試しください。
 error-form = フォームを読み取れませんでした。戻ってもう一度お試しください。
 error-csrf = このフォームは期限切れか、Koban 以外から送信されました。ページを再読み込みしてもう一度お試しください。

@@ -112,6 +112,11 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             post(security::confirm_email::<S>),
         )
         .route("/security/phone", post(security::change_phone::<S>))
+        .route("/security/password", post(security::change_password::<S>))
+        .route(
+            "/security/recovery-codes",
+            post(security::recovery_codes::<S>),
+        )
         .route(
             "/security/not-me",
             get(security::not_me_page::<S>).post(security::not_me::<S>),

@@ -281,6 +281,147 @@ pub async fn change_phone<S: LedgerStore>(
     }
 }
 
+#[derive(Deserialize)]
+pub struct CodeGuardedForm {
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// Runs a step-up-guarded change whose form asks for the code up front (so a new password is
+/// never carried through a second page): the first call asks the domain for its challenge,
+/// the second answers it with the code given.
+async fn with_code_given<T, F, Fut>(code: &str, act: F) -> Result<T, koban_auth::AuthError>
+where
+    F: Fn(Option<koban_auth::StepUpProof>) -> Fut,
+    Fut: Future<Output = Result<T, koban_auth::AuthError>>,
+{
+    match act(None).await {
+        Err(koban_auth::AuthError::StepUpRequired(challenge)) => {
+            if code.trim().is_empty() {
+                return Err(koban_auth::AuthError::BadCredentials);
+            }
+            let answer = Answer {
+                step_up_id: challenge.id.clone(),
+                code: code.to_owned(),
+                passkey: String::new(),
+            };
+            act(answer.proof()).await
+        }
+        other => other,
+    }
+}
+
+/// A new password (with a code from the app); every other session ends.
+pub async fn change_password<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { mut page, form }: Posted<CodeGuardedForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let result = with_code_given(&form.code, |proof| {
+        let (auth, me, client) = (&state.auth, &me, &page.client);
+        let password = koban_auth::Secret::new(form.new_password.clone());
+        async move {
+            auth.change_password(me, password, proof.as_ref(), client)
+                .await
+        }
+    })
+    .await;
+    match result {
+        Ok(session) => {
+            page.rotated(&session);
+            let c = page
+                .chrome("title-security")
+                .with_notice(page.tr.t("password-changed"));
+            let me = state
+                .auth
+                .authenticate(session.token.expose())
+                .await
+                .unwrap_or(me);
+            match centre_view(&state, &page, &me, c).await {
+                Ok(view) => with_cookies(page.render(&view), Some(&session), page.dev),
+                Err(error) => failure(&page, &error),
+            }
+        }
+        Err(error) => {
+            let (status, text) = explain_auth(&page.tr, &error);
+            let field = match error {
+                koban_auth::AuthError::Password(_) => "new_password",
+                koban_auth::AuthError::BadCredentials => {
+                    return code_refused(&state, &page, &me, "password_code").await;
+                }
+                _ => "password_code",
+            };
+            let c = page.chrome("title-security").with_error(Some(field), text);
+            match centre_view(&state, &page, &me, c).await {
+                Ok(view) => with_retry_after(page.render_status(status, &view), &error),
+                Err(error) => failure(&page, &error),
+            }
+        }
+    }
+}
+
+/// New recovery codes (with a code from the app): the old ones stop working.
+pub async fn recovery_codes<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { mut page, form }: Posted<CodeGuardedForm>,
+) -> Response {
+    let me = match page.full() {
+        Ok(me) => me.clone(),
+        Err(redirect) => return redirect.into_response(),
+    };
+    let result = with_code_given(&form.code, |proof| {
+        let (auth, me, client) = (&state.auth, &me, &page.client);
+        async move {
+            auth.regenerate_recovery_codes(me, proof.as_ref(), client)
+                .await
+        }
+    })
+    .await;
+    match result {
+        Ok((codes, session)) => {
+            page.rotated(&session);
+            let view = crate::account::RecoveryPage {
+                c: page.chrome("title-recovery"),
+                codes: codes.iter().map(|c| c.expose().clone()).collect(),
+            };
+            with_cookies(page.render(&view), Some(&session), page.dev)
+        }
+        Err(koban_auth::AuthError::BadCredentials) => {
+            code_refused(&state, &page, &me, "recovery_code").await
+        }
+        Err(error) => {
+            let (status, text) = explain_auth(&page.tr, &error);
+            let c = page
+                .chrome("title-security")
+                .with_error(Some("recovery_code"), text);
+            match centre_view(&state, &page, &me, c).await {
+                Ok(view) => with_retry_after(page.render_status(status, &view), &error),
+                Err(error) => failure(&page, &error),
+            }
+        }
+    }
+}
+
+async fn code_refused<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    me: &koban_auth::Principal,
+    field: &'static str,
+) -> Response {
+    let c = page
+        .chrome("title-security")
+        .with_error(Some(field), page.tr.t("error-code"));
+    match centre_view(state, page, me, c).await {
+        Ok(view) => page.render_status(StatusCode::FORBIDDEN, &view),
+        Err(error) => failure(page, &error),
+    }
+}
+
 async fn contact_error<S: LedgerStore>(
     state: &ApiState<S>,
     page: &Page,
