@@ -315,15 +315,16 @@ async fn openapi_response() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }
 
-/// Security headers on every response.
-async fn security_headers(State(dev): State<bool>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+/// The Content-Security-Policy of the API's answers: nothing may load or run.
+pub const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+/// The headers every answer of Koban's carries, with its own Content-Security-Policy: no
+/// sniffing, no framing, no referrer, and HSTS outside development.
+pub fn set_security_headers(headers: &mut axum::http::HeaderMap, csp: &'static str, dev: bool) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        ),
+        HeaderValue::from_static(csp),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -334,13 +335,20 @@ async fn security_headers(State(dev): State<bool>, request: Request, next: Next)
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if !dev {
         headers.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         );
     }
+}
+
+/// Security headers on every response.
+async fn security_headers(State(dev): State<bool>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    set_security_headers(headers, API_CSP, dev);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

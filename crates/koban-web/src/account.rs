@@ -404,10 +404,7 @@ pub async fn totp_begin<S: LedgerStore>(
             if let Some(session) = &enrolment.session {
                 page.rotated(session);
             }
-            let qr = format!(
-                "data:image/svg+xml;base64,{}",
-                base64_encode(enrolment.qr_svg.expose().as_bytes())
-            );
+            let qr = crate::page::data_url("image/svg+xml", enrolment.qr_svg.expose().as_bytes());
             let key = enrolment
                 .otpauth_uri
                 .expose()
@@ -442,10 +439,7 @@ impl RecoveryPage {
     /// The codes as a text file to download, without script.
     pub fn download(&self) -> String {
         let text = format!("Koban recovery codes\n\n{}\n", self.codes.join("\n"));
-        format!(
-            "data:text/plain;charset=utf-8;base64,{}",
-            base64_encode(text.as_bytes())
-        )
+        crate::page::data_url("text/plain;charset=utf-8", text.as_bytes())
     }
 }
 
@@ -500,11 +494,6 @@ pub async fn totp_confirm<S: LedgerStore>(
             with_retry_after(page.render_status(status, &view), &error)
         }
     }
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 // ------------------------------------------------------------------ development mailbox

@@ -5,17 +5,16 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
-use koban_auth::{IssuedSession, Principal};
 use koban_pay::PayError;
 use koban_pay::issuing::{CardControls, IssuedCard};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
-use crate::page::{Chrome, Page, Posted, explain, plain_id, see_other};
+use crate::page::{Chrome, Page, SignedForm, SignedIn, explain, plain_id, see_other};
 use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
 use crate::wallet::parse_amount;
 
@@ -77,10 +76,6 @@ fn problem(page: &Page, error: &PayError, link: &'static str) -> Response {
     crate::page::message(page, status, text, link, "link-cards")
 }
 
-fn full(page: &Page) -> Result<Principal, axum::response::Redirect> {
-    page.full().cloned()
-}
-
 #[derive(Template)]
 #[template(path = "cards.html")]
 pub struct CardsPage {
@@ -89,11 +84,10 @@ pub struct CardsPage {
     pub name: String,
 }
 
-pub async fn cards_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
-    let me = match full(&page) {
-        Ok(me) => me,
-        Err(redirect) => return redirect.into_response(),
-    };
+pub async fn cards_page<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    SignedIn { page, me }: SignedIn,
+) -> Response {
     match state.pay.cards_of(&me).await {
         Ok(cards) => page.render(&CardsPage {
             c: page.chrome("title-cards"),
@@ -112,12 +106,8 @@ pub struct NewCardForm {
 
 pub async fn create<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<NewCardForm>,
+    SignedForm { page, me, form }: SignedForm<NewCardForm>,
 ) -> Response {
-    let me = match full(&page) {
-        Ok(me) => me,
-        Err(redirect) => return redirect.into_response(),
-    };
     match state.pay.create_card(&me, &form.name, false, None).await {
         Ok(card) => see_other(&format!("/cards/{}", card.id)),
         Err(error) => {
@@ -144,13 +134,9 @@ pub struct CardPage {
 
 pub async fn card_page<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    page: Page,
+    SignedIn { page, me }: SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let me = match full(&page) {
-        Ok(me) => me,
-        Err(redirect) => return redirect.into_response(),
-    };
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -200,19 +186,29 @@ impl CardStepForm {
     }
 }
 
-fn after_change(page: &Page, id: &str, session: Option<&IssuedSession>) -> Response {
-    with_cookies(see_other(&format!("/cards/{id}")), session, page.dev)
+/// Back to the card after a change, with the cookies of the session step-up rotated; the
+/// step-up page when one is needed; or what was refused.
+fn changed(
+    page: &Page,
+    id: &str,
+    done: Result<Stepped<koban_pay::issuing::CardChange>, PayError>,
+) -> Response {
+    match done {
+        Ok(Stepped::Done(change)) => with_cookies(
+            see_other(&format!("/cards/{id}")),
+            change.session.as_ref(),
+            page.dev,
+        ),
+        Ok(Stepped::Page(response)) => response,
+        Err(error) => problem(page, &error, "/cards"),
+    }
 }
 
 pub async fn activate<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { page, form }: Posted<CardStepForm>,
+    SignedForm { page, me, form }: SignedForm<CardStepForm>,
 ) -> Response {
-    let me = match full(&page) {
-        Ok(me) => me,
-        Err(redirect) => return redirect.into_response(),
-    };
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -231,11 +227,7 @@ pub async fn activate<S: LedgerStore>(
         }
     })
     .await;
-    match done {
-        Ok(Stepped::Done(change)) => after_change(&page, &id, change.session.as_ref()),
-        Ok(Stepped::Page(response)) => response,
-        Err(error) => problem(&page, &error, "/cards"),
-    }
+    changed(&page, &id, done)
 }
 
 #[derive(Template)]
@@ -253,12 +245,8 @@ pub struct RevealPage {
 pub async fn reveal<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { mut page, form }: Posted<CardStepForm>,
+    SignedForm { mut page, me, form }: SignedForm<CardStepForm>,
 ) -> Response {
-    let me = match full(&page) {
-        Ok(me) => me,
-        Err(redirect) => return redirect.into_response(),
-    };
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -306,12 +294,8 @@ pub async fn reveal<S: LedgerStore>(
 pub async fn freeze<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { page, .. }: Posted<Empty>,
+    SignedForm { page, me, .. }: SignedForm<Empty>,
 ) -> Response {
-    let me = match full(&page) {
-        Ok(me) => me,
-        Err(redirect) => return redirect.into_response(),
-    };
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -325,12 +309,8 @@ pub async fn freeze<S: LedgerStore>(
 pub async fn unfreeze<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { page, form }: Posted<CardStepForm>,
+    SignedForm { page, me, form }: SignedForm<CardStepForm>,
 ) -> Response {
-    let me = match full(&page) {
-        Ok(me) => me,
-        Err(redirect) => return redirect.into_response(),
-    };
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -349,23 +329,15 @@ pub async fn unfreeze<S: LedgerStore>(
         }
     })
     .await;
-    match done {
-        Ok(Stepped::Done(change)) => after_change(&page, &id, change.session.as_ref()),
-        Ok(Stepped::Page(response)) => response,
-        Err(error) => problem(&page, &error, "/cards"),
-    }
+    changed(&page, &id, done)
 }
 
 /// New limits and channels for the card (step-up bound to exactly what they allow).
 pub async fn controls<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { page, form }: Posted<CardStepForm>,
+    SignedForm { page, me, form }: SignedForm<CardStepForm>,
 ) -> Response {
-    let me = match full(&page) {
-        Ok(me) => me,
-        Err(redirect) => return redirect.into_response(),
-    };
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -415,8 +387,7 @@ pub async fn controls<S: LedgerStore>(
     })
     .await;
     match done {
-        Ok(Stepped::Done(change)) => after_change(&page, &id, change.session.as_ref()),
-        Ok(Stepped::Page(response)) => response,
+        ok @ Ok(_) => changed(&page, &id, ok),
         Err(error) => {
             let (status, text) = explain(&page.tr, &error);
             let view = CardPage {

@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
 use koban_auth::{AuthError, LegalName};
@@ -13,7 +13,9 @@ use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
-use crate::page::{Chrome, Page, Posted, explain, explain_auth, see_other, wallet_currency};
+use crate::page::{
+    Chrome, Page, SignedForm, SignedIn, explain, explain_auth, see_other, wallet_currency,
+};
 use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
 use crate::wallet::parse_amount;
 
@@ -124,10 +126,10 @@ async fn topup_view<S: LedgerStore>(
     })
 }
 
-pub async fn topup_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
-    if let Err(redirect) = page.full() {
-        return redirect.into_response();
-    }
+pub async fn topup_page<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    SignedIn { page, .. }: SignedIn,
+) -> Response {
     match topup_view(
         &state,
         &page,
@@ -184,13 +186,9 @@ pub struct ChallengePage {
 
 pub async fn topup<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<TopupForm>,
+    SignedForm { page, me, form }: SignedForm<TopupForm>,
 ) -> Response {
     use koban_pay::card_topups::ChallengeAnswer;
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let currency = wallet_currency(&state.pay);
     let (kind, source_id) = form.source.split_once(':').unwrap_or(("", ""));
     let result = match (
@@ -304,13 +302,9 @@ pub struct CardForm {
 /// four digits; the security code is checked once and forgotten.
 pub async fn add_card<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<CardForm>,
+    SignedForm { page, me, form }: SignedForm<CardForm>,
 ) -> Response {
     use koban_pay::card_topups::CardDetails;
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let month = form.exp_month.trim().parse::<i64>();
     let year = form
         .exp_year
@@ -390,10 +384,10 @@ async fn payout_view<S: LedgerStore>(
     })
 }
 
-pub async fn payout_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
-    if let Err(redirect) = page.full() {
-        return redirect.into_response();
-    }
+pub async fn payout_page<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    SignedIn { page, .. }: SignedIn,
+) -> Response {
     match payout_view(
         &state,
         &page,
@@ -437,12 +431,8 @@ async fn payout_again<S: LedgerStore>(
 /// Withdraws to a linked bank account (step-up bound to amount and account).
 pub async fn payout<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { mut page, form }: Posted<PayoutForm>,
+    SignedForm { mut page, me, form }: SignedForm<PayoutForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let currency = wallet_currency(&state.pay);
     let (Some(amount), Ok(key)) = (
         parse_amount(&form.amount, currency),
@@ -522,10 +512,10 @@ async fn bank_view<S: LedgerStore>(
 }
 
 /// Linking a bank account: verify your identity first, then the account number.
-pub async fn bank_page<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
-    if let Err(redirect) = page.full() {
-        return redirect.into_response();
-    }
+pub async fn bank_page<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    SignedIn { page, .. }: SignedIn,
+) -> Response {
     match bank_view(&state, &page, page.chrome("title-bank"), String::new()).await {
         Ok(view) => page.render(&view),
         Err(error) => message(&page, &error),
@@ -540,12 +530,8 @@ pub struct KycForm {
 
 pub async fn kyc<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<KycForm>,
+    SignedForm { page, me, form }: SignedForm<KycForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let result = match LegalName::parse(&form.legal_name) {
         Ok(name) => state.pay.submit_kyc(&me, &name).await,
         Err(error) => Err(PayError::Auth(error)),
@@ -576,12 +562,8 @@ pub struct LinkForm {
 /// Starts linking (step-up); the bank then receives two small deposits to confirm with.
 pub async fn link<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<LinkForm>,
+    SignedForm { page, me, form }: SignedForm<LinkForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let number = form.account_number.trim().to_owned();
     let guarded = Guarded {
         action: "/bank/link".into(),
@@ -633,13 +615,10 @@ pub struct SandboxQuery {
 }
 
 pub async fn confirm_page<S: LedgerStore>(
-    page: Page,
+    SignedIn { page, .. }: SignedIn,
     Path(id): Path<String>,
     axum::extract::Query(query): axum::extract::Query<SandboxQuery>,
 ) -> Response {
-    if let Err(redirect) = page.full() {
-        return redirect.into_response();
-    }
     if !crate::page::plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -664,12 +643,8 @@ pub struct ConfirmForm {
 pub async fn confirm<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { page, form }: Posted<ConfirmForm>,
+    SignedForm { page, me, form }: SignedForm<ConfirmForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     if !crate::page::plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -738,12 +713,8 @@ pub struct SandboxForm {
 /// `--dev`: opens an account at the sandbox bank in the name given, and shows it.
 pub async fn sandbox_open<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<SandboxForm>,
+    SignedForm { page, me, form }: SignedForm<SandboxForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let result = match LegalName::parse(&form.holder_name) {
         Ok(name) => {
             state
@@ -770,13 +741,9 @@ pub struct SandboxBankPage {
 /// `--dev`: the sandbox bank's statement of one of the caller's accounts.
 pub async fn sandbox_statement<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    page: Page,
+    SignedIn { page, me }: SignedIn,
     Path(number): Path<String>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let currency = wallet_currency(&state.pay);
     match state.pay.sandbox_statement(&me, &number).await {
         Ok(lines) => page.render(&SandboxBankPage {

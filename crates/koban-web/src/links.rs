@@ -5,17 +5,18 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use koban_api::ApiState;
-use koban_api::extract::with_cookies;
 use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
-use crate::page::{Chrome, Page, Posted, explain, millis, plain_id, see_other, wallet_currency};
+use crate::page::{
+    Chrome, Page, SignedForm, SignedIn, explain, plain_id, see_other, wallet_currency,
+};
 use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
-use crate::wallet::{ReceiptPage, parse_amount};
+use crate::wallet::parse_amount;
 
 #[derive(Template)]
 #[template(path = "request.html")]
@@ -26,10 +27,7 @@ pub struct RequestPage {
     pub handle: String,
 }
 
-pub async fn request_page<S: LedgerStore>(page: Page) -> Response {
-    if let Err(redirect) = page.full() {
-        return redirect.into_response();
-    }
+pub async fn request_page<S: LedgerStore>(SignedIn { page, .. }: SignedIn) -> Response {
     page.render(&RequestPage {
         c: page.chrome("title-request"),
         amount: String::new(),
@@ -59,12 +57,8 @@ pub struct LinkMadePage {
 /// Makes a link for the amount asked; shows it to share.
 pub async fn create<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<RequestForm>,
+    SignedForm { page, me, form }: SignedForm<RequestForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let currency = wallet_currency(&state.pay);
     let again = |field: &'static str, status: StatusCode, text: String| {
         page.render_status(
@@ -126,13 +120,9 @@ pub struct LinkPage {
 /// A link as its payer sees it: who asks, for how much, and the button that pays.
 pub async fn link_page<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    page: Page,
+    SignedIn { page, me }: SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -177,12 +167,8 @@ pub struct PayLinkForm {
 pub async fn pay<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { mut page, form }: Posted<PayLinkForm>,
+    SignedForm { mut page, me, form }: SignedForm<PayLinkForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let (true, Ok(key)) = (plain_id(&id), IdempotencyKey::parse(&form.key)) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
@@ -212,28 +198,7 @@ pub async fn pay<S: LedgerStore>(
     })
     .await;
     match done {
-        Ok(Stepped::Done(outcome)) => {
-            if let Some(session) = &outcome.session {
-                page.rotated(session);
-            }
-            let view = ReceiptPage {
-                c: page.chrome("title-receipt"),
-                held: outcome.status == "held",
-                amount: page.tr.money(
-                    i128::from(outcome.transfer.amount.minor_units()),
-                    outcome.transfer.currency,
-                ),
-                payee: outcome.payee_masked_name.clone(),
-                reference: koban_pay::merchant::transfer_id_text(outcome.transfer.id),
-                when: page.tr.datetime(millis(outcome.transfer.timestamp)),
-                message: None,
-            };
-            with_cookies(
-                page.render_status(StatusCode::CREATED, &view),
-                outcome.session.as_ref(),
-                page.dev,
-            )
-        }
+        Ok(Stepped::Done(outcome)) => crate::wallet::receipt(&mut page, &outcome, None),
         Ok(Stepped::Page(response)) => response,
         Err(error) => problem(&page, &error),
     }
@@ -243,12 +208,8 @@ pub async fn pay<S: LedgerStore>(
 pub async fn cancel<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { page, .. }: Posted<Empty>,
+    SignedForm { page, me, .. }: SignedForm<Empty>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
@@ -267,12 +228,8 @@ pub struct HandleForm {
 /// Sets or changes the customer's @handle.
 pub async fn set_handle<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<HandleForm>,
+    SignedForm { page, me, form }: SignedForm<HandleForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let c = match state.pay.set_handle(&me, &form.handle).await {
         Ok(handle) => page
             .chrome("title-request")

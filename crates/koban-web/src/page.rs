@@ -219,6 +219,43 @@ impl<S: LedgerStore, T: serde::de::DeserializeOwned> FromRequest<ApiState<S>> fo
     }
 }
 
+/// A visitor whose session passed its second factor. Anyone else is sent where they belong
+/// (to sign in, to the second step, or to enrol a factor) before the handler runs.
+pub struct SignedIn {
+    pub page: Page,
+    pub me: Principal,
+}
+
+impl<S: LedgerStore> FromRequestParts<ApiState<S>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState<S>,
+    ) -> Result<SignedIn, Response> {
+        let page = Page::from_request_parts(parts, state).await?;
+        let me = page.full().map_err(IntoResponse::into_response)?.clone();
+        Ok(SignedIn { page, me })
+    }
+}
+
+/// A form from a signed-in customer: [`Posted`] and [`SignedIn`] together.
+pub struct SignedForm<T> {
+    pub page: Page,
+    pub me: Principal,
+    pub form: T,
+}
+
+impl<S: LedgerStore, T: serde::de::DeserializeOwned> FromRequest<ApiState<S>> for SignedForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &ApiState<S>) -> Result<Self, Response> {
+        let Posted { page, form } = Posted::from_request(request, state).await?;
+        let me = page.full().map_err(IntoResponse::into_response)?.clone();
+        Ok(SignedForm { page, me, form })
+    }
+}
+
 /// A page that only says what went wrong, with a way back.
 #[derive(Template)]
 #[template(path = "message.html")]
@@ -430,6 +467,16 @@ pub fn message(
         link_text: page.tr.t(link_text),
     };
     page.render_status(status, &view)
+}
+
+/// A `data:` URL holding `bytes` of media type `kind` (QR codes, barcodes, a text file to
+/// download), so a page shows or offers them without a second request.
+pub fn data_url(kind: &str, bytes: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "data:{kind};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 /// A redirect after a form was handled (303: the browser follows with a GET).

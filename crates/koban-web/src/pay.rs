@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
 use koban_pay::{IdempotencyKey, PayError, Payments};
@@ -13,38 +13,32 @@ use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
-use crate::page::{Chrome, Page, Posted, explain, millis, see_other, wallet_currency};
+use crate::page::{
+    Chrome, Page, SignedForm, SignedIn, explain, millis, see_other, wallet_currency,
+};
 use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
 use crate::wallet::ReceiptPage;
 
 /// A `data:` image of `payload` as a QR code, or `None` when it cannot be drawn.
 pub fn qr_image(payload: &str) -> Option<String> {
-    use base64::Engine;
     let code = qrcode::QrCode::new(payload.as_bytes()).ok()?;
     let svg = code
         .render::<qrcode::render::svg::Color>()
         .min_dimensions(220, 220)
         .quiet_zone(true)
         .build();
-    Some(format!(
-        "data:image/svg+xml;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(svg)
-    ))
+    Some(crate::page::data_url("image/svg+xml", svg.as_bytes()))
 }
 
 /// A `data:` image of a digit string as a Code 128 barcode (set C), as tills read them.
 fn barcode_image(digits: &str) -> Option<String> {
     use barcoders::generators::svg::SVG;
     use barcoders::sym::code128::Code128;
-    use base64::Engine;
     let encoded = Code128::new(format!("Ć{digits}")).ok()?.encode();
     let svg = SVG::new(80).xdim(2).generate(&encoded).ok()?;
     // As an image of its own, an SVG must name its namespace.
     let svg = svg.replacen("<svg ", "<svg xmlns=\"http://www.w3.org/2000/svg\" ", 1);
-    Some(format!(
-        "data:image/svg+xml;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(svg)
-    ))
+    Some(crate::page::data_url("image/svg+xml", svg.as_bytes()))
 }
 
 #[derive(Template)]
@@ -55,10 +49,7 @@ pub struct PayPage {
 }
 
 /// Paying a store: scan its code, or show yours.
-pub async fn pay_page<S: LedgerStore>(page: Page) -> Response {
-    if let Err(redirect) = page.full() {
-        return redirect.into_response();
-    }
+pub async fn pay_page<S: LedgerStore>(SignedIn { page, .. }: SignedIn) -> Response {
     page.render(&PayPage {
         c: page.chrome("title-pay"),
         payload: String::new(),
@@ -85,12 +76,8 @@ pub struct PayConfirmPage {
 /// What the scanned code asks for: merchant and amount, before anything is paid.
 pub async fn pay_check<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<PayloadForm>,
+    SignedForm { page, me, form }: SignedForm<PayloadForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let payload = form.payload.trim().to_owned();
     match state.pay.inspect_qr(&me, &payload).await {
         Ok(request) if request.status == "open" => page.render(&PayConfirmPage {
@@ -145,12 +132,8 @@ pub struct PayConfirmForm {
 /// Pays the request, with step-up when the domain asks for it.
 pub async fn pay_confirm<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { mut page, form }: Posted<PayConfirmForm>,
+    SignedForm { mut page, me, form }: SignedForm<PayConfirmForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let Ok(key) = IdempotencyKey::parse(&form.key) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
@@ -255,12 +238,8 @@ pub struct RenewForm {
 /// Shows a new payment code (up to the amount that needs no step-up).
 pub async fn code_new<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<RenewForm>,
+    SignedForm { page, me, form }: SignedForm<RenewForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let currency = wallet_currency(&state.pay);
     match state
         .pay
@@ -308,13 +287,9 @@ pub struct CodeStatePage {
 /// The code page's script comes here when the code stops being live.
 pub async fn code_state<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    page: Page,
+    SignedIn { page, me }: SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let result = async {
         let (code_state, used_at) = state.pay.payment_code_state(&me, &id).await?;
         let payment = match used_at {
@@ -372,12 +347,8 @@ pub async fn code_state<S: LedgerStore>(
 pub async fn code_revoke<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { page, .. }: Posted<Empty>,
+    SignedForm { page, me, .. }: SignedForm<Empty>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     if !crate::page::plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }

@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
 use koban_pay::PayError;
@@ -12,7 +12,7 @@ use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
-use crate::page::{Chrome, Page, Posted, explain_auth, see_other, with_retry_after};
+use crate::page::{Chrome, Page, SignedForm, SignedIn, explain_auth, see_other, with_retry_after};
 use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
 
 pub struct SessionLine {
@@ -86,7 +86,13 @@ async fn centre_view<S: LedgerStore>(
                     "passkey" => "factor-passkey",
                     _ => "factor-other",
                 }),
-                label: f.label,
+                // An authenticator app's stored label is the kind again, in English: the
+                // translated kind says it.
+                label: if f.kind == "totp" {
+                    String::new()
+                } else {
+                    f.label
+                },
                 added: tr.date(f.created_at_ms),
             })
             .collect(),
@@ -110,11 +116,10 @@ async fn centre_view<S: LedgerStore>(
     })
 }
 
-pub async fn centre<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
+pub async fn centre<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    SignedIn { page, me }: SignedIn,
+) -> Response {
     match centre_view(&state, &page, &me, page.chrome("title-security")).await {
         Ok(view) => page.render(&view),
         Err(error) => failure(&page, &error),
@@ -146,12 +151,8 @@ pub struct EmailConfirmPage {
 /// Starts changing the e-mail address (step-up); a code goes to the new address.
 pub async fn change_email<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { mut page, form }: Posted<ContactForm>,
+    SignedForm { mut page, me, form }: SignedForm<ContactForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let Ok(email) = koban_auth::Email::parse(&form.email) else {
         let text = page.tr.t("error-email");
         return contact_error(&state, &page, &me, "new_email", text, &form).await;
@@ -196,12 +197,8 @@ pub struct EmailCodeForm {
 /// Finishes the e-mail change with the code the new address received.
 pub async fn confirm_email<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<EmailCodeForm>,
+    SignedForm { page, me, form }: SignedForm<EmailCodeForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let code = koban_auth::Secret::new(form.code.trim().to_owned());
     match state
         .auth
@@ -233,12 +230,8 @@ pub async fn confirm_email<S: LedgerStore>(
 /// Changes the phone number (step-up; the e-mail address on file is told).
 pub async fn change_phone<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { mut page, form }: Posted<ContactForm>,
+    SignedForm { mut page, me, form }: SignedForm<ContactForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let Ok(phone) = koban_auth::Phone::parse(&crate::page::normalize_phone(&form.phone)) else {
         let text = page.tr.t("error-phone");
         return contact_error(&state, &page, &me, "new_phone", text, &form).await;
@@ -316,12 +309,8 @@ where
 /// A new password (with a code from the app); every other session ends.
 pub async fn change_password<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { mut page, form }: Posted<CodeGuardedForm>,
+    SignedForm { mut page, me, form }: SignedForm<CodeGuardedForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let result = with_code_given(&form.code, |proof| {
         let (auth, me, client) = (&state.auth, &me, &page.client);
         let password = koban_auth::Secret::new(form.new_password.clone());
@@ -368,12 +357,8 @@ pub async fn change_password<S: LedgerStore>(
 /// New recovery codes (with a code from the app): the old ones stop working.
 pub async fn recovery_codes<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { mut page, form }: Posted<CodeGuardedForm>,
+    SignedForm { mut page, me, form }: SignedForm<CodeGuardedForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let result = with_code_given(&form.code, |proof| {
         let (auth, me, client) = (&state.auth, &me, &page.client);
         async move {
@@ -445,12 +430,8 @@ async fn contact_error<S: LedgerStore>(
 pub async fn end_session<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
-    Posted { page, .. }: Posted<Empty>,
+    SignedForm { page, me, .. }: SignedForm<Empty>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     match state.auth.revoke_session(&me, &id).await {
         Ok(()) if id == me.session_id => {
             koban_api::extract::clear_session_cookies(see_other("/signin"))
@@ -471,10 +452,7 @@ pub struct NotMePage {
 }
 
 /// "This was not me": what freezing does, and the one button that does it.
-pub async fn not_me_page<S: LedgerStore>(page: Page) -> Response {
-    if let Err(redirect) = page.full() {
-        return redirect.into_response();
-    }
+pub async fn not_me_page<S: LedgerStore>(SignedIn { page, .. }: SignedIn) -> Response {
     page.render(&NotMePage {
         c: page.chrome("title-not-me"),
         frozen: false,
@@ -485,12 +463,8 @@ pub async fn not_me_page<S: LedgerStore>(page: Page) -> Response {
 /// what happens next.
 pub async fn not_me<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, .. }: Posted<Empty>,
+    SignedForm { page, me, .. }: SignedForm<Empty>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     match state.auth.freeze_own_account(&me).await {
         Ok(()) => {
             let view = NotMePage {

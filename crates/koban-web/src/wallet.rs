@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::chart::{CHART_DAYS, Point, daily_balances, polyline};
 use crate::i18n::Tr;
-use crate::page::{Chrome, Page, Posted, explain, millis, wallet_currency};
+use crate::page::{Chrome, Page, SignedForm, SignedIn, explain, millis, wallet_currency};
 use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
 
 /// The longest message a transfer carries, in bytes (the domain's limit; Japanese text takes
@@ -123,11 +123,10 @@ pub struct HomePage {
     pub chart_high: String,
 }
 
-pub async fn home<S: LedgerStore>(State(state): State<ApiState<S>>, page: Page) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
+pub async fn home<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    SignedIn { page, me }: SignedIn,
+) -> Response {
     match home_view(&state, &page, &me).await {
         Ok(view) => page.render(&view),
         Err(error) => failure(&page, &error),
@@ -234,10 +233,7 @@ pub struct SendPage {
     pub message: String,
 }
 
-pub async fn send_page<S: LedgerStore>(page: Page) -> Response {
-    if let Err(redirect) = page.full() {
-        return redirect.into_response();
-    }
+pub async fn send_page<S: LedgerStore>(SignedIn { page, .. }: SignedIn) -> Response {
     page.render(&SendPage {
         c: page.chrome("title-send"),
         to: String::new(),
@@ -273,12 +269,8 @@ pub struct ConfirmPage {
 /// is sent.
 pub async fn send_check<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { page, form }: Posted<SendForm>,
+    SignedForm { page, me, form }: SignedForm<SendForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let currency = wallet_currency(&state.pay);
     let again = |field: &'static str, status: StatusCode, text: String| {
         page.render_status(
@@ -352,12 +344,8 @@ pub struct SendConfirmForm {
 /// Sends the money, asking for step-up when the domain does; answers with a receipt.
 pub async fn send_confirm<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Posted { mut page, form }: Posted<SendConfirmForm>,
+    SignedForm { mut page, me, form }: SignedForm<SendConfirmForm>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let currency = wallet_currency(&state.pay);
     let amount = form
         .amount
@@ -377,7 +365,8 @@ pub async fn send_confirm<S: LedgerStore>(
     };
     let shown = page.tr.money(i128::from(amount.minor_units()), currency);
     // The step-up page names the payee as confirmation of payee showed them.
-    let payee = match state.pay.lookup_payee(&me, &form.to, currency).await {
+    let looked_up = state.pay.lookup_payee(&me, &form.to, currency).await;
+    let payee = match &looked_up {
         Ok((payee, _)) => format!("{} ({})", payee.masked_name, form.to),
         Err(_) => form.to.clone(),
     };
@@ -399,32 +388,13 @@ pub async fn send_confirm<S: LedgerStore>(
     })
     .await;
     match done {
-        Ok(Stepped::Done(outcome)) => {
-            // Step-up rotated the session: this page's forms use the new one's token.
-            if let Some(session) = &outcome.session {
-                page.rotated(session);
-            }
-            let view = ReceiptPage {
-                c: page.chrome("title-receipt"),
-                held: outcome.status == "held",
-                amount: shown,
-                payee: outcome.payee_masked_name.clone(),
-                reference: koban_pay::merchant::transfer_id_text(outcome.transfer.id),
-                when: page.tr.datetime(millis(outcome.transfer.timestamp)),
-                message: request.message.clone(),
-            };
-            with_cookies(
-                page.render_status(StatusCode::CREATED, &view),
-                outcome.session.as_ref(),
-                page.dev,
-            )
-        }
+        Ok(Stepped::Done(outcome)) => receipt(&mut page, &outcome, request.message.clone()),
         Ok(Stepped::Page(response)) => response,
         Err(error) => {
             // The confirmation is shown again with the same key, so trying again after an
             // error (or a double click answered "in progress") can never send twice.
             let (status, text) = explain(&page.tr, &error);
-            match state.pay.lookup_payee(&me, &form.to, currency).await {
+            match looked_up {
                 Ok((payee, known)) => page.render_status(
                     status,
                     &ConfirmPage {
@@ -462,6 +432,35 @@ pub struct ReceiptPage {
     pub reference: String,
     pub when: String,
     pub message: Option<String>,
+}
+
+/// The receipt of a transfer (sent, or a link paid), with the cookies of the session that
+/// step-up rotated: this page's forms then carry the new session's token.
+pub fn receipt(
+    page: &mut Page,
+    outcome: &koban_pay::p2p::P2pOutcome,
+    message: Option<String>,
+) -> Response {
+    if let Some(session) = &outcome.session {
+        page.rotated(session);
+    }
+    let view = ReceiptPage {
+        c: page.chrome("title-receipt"),
+        held: outcome.status == "held",
+        amount: page.tr.money(
+            i128::from(outcome.transfer.amount.minor_units()),
+            outcome.transfer.currency,
+        ),
+        payee: outcome.payee_masked_name.clone(),
+        reference: koban_pay::merchant::transfer_id_text(outcome.transfer.id),
+        when: page.tr.datetime(millis(outcome.transfer.timestamp)),
+        message,
+    };
+    with_cookies(
+        page.render_status(StatusCode::CREATED, &view),
+        outcome.session.as_ref(),
+        page.dev,
+    )
 }
 
 // ------------------------------------------------------------------ statement
@@ -505,11 +504,8 @@ fn parse_date(text: &str) -> Option<i64> {
 
 pub async fn statement_page<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    page: Page,
+    SignedIn { page, .. }: SignedIn,
 ) -> Response {
-    if let Err(redirect) = page.full() {
-        return redirect.into_response();
-    }
     let now = state.auth.now_ms();
     page.render(&StatementPage {
         c: page.chrome("title-statement"),
@@ -529,13 +525,9 @@ pub struct StatementQuery {
 /// The statement of a period as CSV (the same file as the API's).
 pub async fn statement_csv<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    page: Page,
+    SignedIn { page, me }: SignedIn,
     Query(query): Query<StatementQuery>,
 ) -> Response {
-    let me = match page.full() {
-        Ok(me) => me.clone(),
-        Err(redirect) => return redirect.into_response(),
-    };
     let (Some(from), Some(to_day)) = (parse_date(&query.from), parse_date(&query.to)) else {
         let view = StatementPage {
             c: page
