@@ -473,7 +473,8 @@ async function passkeyEnrolsSignsInAndConfirms(browser, base, localBase) {
   });
   await page.getByRole('button', { name: 'Use a passkey' }).click();
   await page.getByRole('heading', { name: 'Save your recovery codes' }).waitFor();
-  assert.equal(await page.locator('#passkey-codes code').count(), 10, 'ten recovery codes after a passkey too');
+  const recovery = await page.locator('#passkey-codes code').allTextContents();
+  assert.equal(recovery.length, 10, 'ten recovery codes after a passkey too');
   await checkPage(page, 'passkey-enrolled-en');
   await shot(page, 'passkey-enrolled-en');
   await page.getByRole('link', { name: 'I have saved them' }).click();
@@ -512,6 +513,41 @@ async function passkeyEnrolsSignsInAndConfirms(browser, base, localBase) {
   await page.getByRole('heading', { name: 'Money sent' }).waitFor();
   await page.goto(localBase + '/home');
   assert.equal(await page.getByTestId('balance').textContent(), '¥4,000');
+
+  // A second factor added in the security centre, confirmed with the passkey.
+  await page.goto(localBase + '/security');
+  await page.getByRole('button', { name: 'Add an authenticator app' }).click();
+  await page.getByRole('heading', { name: 'Confirm with your code' }).waitFor();
+  await page.getByText('Add an authenticator app to your account').waitFor();
+  await page.getByRole('button', { name: 'Confirm with your passkey' }).click();
+  await page.getByRole('heading', { name: 'Add an authenticator app' }).waitFor();
+  kenji.secret = await page.locator('[data-setup-key]').getAttribute('data-setup-key');
+  await page.getByLabel('6-digit code').fill(await freshCode(kenji));
+  await page.getByRole('button', { name: 'Confirm', exact: true }).click();
+  await page.getByText('The authenticator app is added.').waitFor();
+  await checkPage(page, 'security-two-factors-en');
+  await shot(page, 'security-two-factors-en');
+  const factors = page.locator('ul.factors > li');
+  assert.equal(await factors.count(), 2, 'the passkey and the app are listed');
+
+  // The passkey removed, confirmed with itself; the app is then the only factor and cannot go.
+  await page.getByRole('button', { name: 'Remove: Passkey' }).click();
+  await page.getByText('Remove a second factor from your account').waitFor();
+  await page.getByRole('button', { name: 'Confirm with your passkey' }).click();
+  await page.getByText('The factor is removed').waitFor();
+  assert.equal(await factors.count(), 1, 'one factor left');
+  assert.equal(await page.getByRole('button', { name: /^Remove/ }).count(), 0, 'the last factor has no remove button');
+
+  // A passkey added again, confirmed with a recovery code (the app's code of this step is spent).
+  await page.getByRole('button', { name: 'Add a passkey' }).click();
+  await page.getByLabel('6-digit code').fill(recovery[0]);
+  await page.getByRole('button', { name: 'Confirm', exact: true }).click();
+  await page.getByRole('heading', { name: 'Add a passkey' }).waitFor();
+  await checkPage(page, 'passkey-add-en');
+  await page.getByRole('button', { name: 'Make the passkey' }).click();
+  await page.getByText('The passkey is added.').waitFor();
+  await page.goto(localBase + '/security');
+  assert.equal(await factors.count(), 2, 'the app and the new passkey are listed');
   await context.close();
 }
 

@@ -117,6 +117,29 @@
     });
   }
 
+  // A further passkey, from the security centre: the step-up was answered on the page
+  // before, which carries the options of this very ceremony.
+  var add = document.getElementById('passkey-add');
+  if (add) {
+    add.hidden = false;
+    add.querySelector('button').addEventListener('click', function () {
+      var options = JSON.parse(add.getAttribute('data-options'));
+      navigator.credentials.create(creationOptions(options))
+        .then(function (credential) {
+          return post('/v1/factors/passkeys/register/finish', {
+            ceremony_id: add.getAttribute('data-ceremony'), credential: registration(credential),
+          });
+        })
+        .then(function () {
+          add.hidden = true;
+          var done = document.getElementById('passkey-added');
+          done.hidden = false;
+          done.focus();
+        })
+        .catch(failed(add));
+    });
+  }
+
   // Sign-in: the second step with a passkey instead of a code.
   var signin = document.getElementById('passkey-signin');
   if (signin) {

@@ -390,6 +390,28 @@ pub struct TotpPage {
     pub qr: Option<String>,
     /// The key to type in by hand when the camera cannot be used.
     pub setup_key: Option<String>,
+    /// Added from the security centre to an account that has a factor (rather than the
+    /// first factor right after sign-up): starting again goes through the centre.
+    pub further: bool,
+}
+
+impl TotpPage {
+    /// The page right after enrolment starts: the QR code and the key to type in.
+    pub fn started(c: Chrome, enrolment: &koban_auth::TotpEnrollment, further: bool) -> TotpPage {
+        let qr = crate::page::data_url("image/svg+xml", enrolment.qr_svg.expose().as_bytes());
+        let key = enrolment
+            .otpauth_uri
+            .expose()
+            .split_once("secret=")
+            .map(|(_, rest)| rest.split('&').next().unwrap_or("").to_owned());
+        TotpPage {
+            c,
+            factor_id: enrolment.factor_id.clone(),
+            qr: Some(qr),
+            setup_key: key,
+            further,
+        }
+    }
 }
 
 pub async fn totp_begin<S: LedgerStore>(
@@ -404,18 +426,7 @@ pub async fn totp_begin<S: LedgerStore>(
             if let Some(session) = &enrolment.session {
                 page.rotated(session);
             }
-            let qr = crate::page::data_url("image/svg+xml", enrolment.qr_svg.expose().as_bytes());
-            let key = enrolment
-                .otpauth_uri
-                .expose()
-                .split_once("secret=")
-                .map(|(_, rest)| rest.split('&').next().unwrap_or("").to_owned());
-            let view = TotpPage {
-                c: page.chrome("title-totp"),
-                factor_id: enrolment.factor_id,
-                qr: Some(qr),
-                setup_key: key,
-            };
+            let view = TotpPage::started(page.chrome("title-totp"), &enrolment, false);
             with_cookies(page.render(&view), enrolment.session.as_ref(), page.dev)
         }
         Err(error) => {
@@ -468,14 +479,19 @@ pub async fn totp_confirm<S: LedgerStore>(
             if let Some(session) = &enrolled.session {
                 page.rotated(session);
             }
-            let codes: Vec<String> = enrolled
-                .recovery_codes
-                .as_ref()
-                .map(|codes| codes.iter().map(|c| c.expose().clone()).collect())
-                .unwrap_or_default();
+            let Some(codes) = enrolled.recovery_codes.as_ref() else {
+                // A further factor: the recovery codes stay as they were.
+                return crate::security::centre_with_notice(
+                    &state,
+                    &page,
+                    &me,
+                    "factor-totp-added",
+                )
+                .await;
+            };
             let view = RecoveryPage {
                 c: page.chrome("title-recovery"),
-                codes,
+                codes: codes.iter().map(|c| c.expose().clone()).collect(),
             };
             with_cookies(page.render(&view), enrolled.session.as_ref(), page.dev)
         }
@@ -490,6 +506,7 @@ pub async fn totp_confirm<S: LedgerStore>(
                 factor_id: form.factor_id,
                 qr: None,
                 setup_key: None,
+                further: me.has_factor,
             };
             with_retry_after(page.render_status(status, &view), &error)
         }

@@ -10,6 +10,7 @@
 pub mod account;
 pub mod cards;
 pub mod chart;
+pub mod factors;
 pub mod funding;
 pub mod i18n;
 pub mod links;
@@ -117,6 +118,9 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/security/recovery-codes",
             post(security::recovery_codes::<S>),
         )
+        .route("/security/factors/totp", post(factors::add_totp::<S>))
+        .route("/security/factors/passkey", post(factors::add_passkey::<S>))
+        .route("/security/factors/{id}/remove", post(factors::remove::<S>))
         .route(
             "/security/not-me",
             get(security::not_me_page::<S>).post(security::not_me::<S>),

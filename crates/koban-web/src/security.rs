@@ -24,6 +24,7 @@ pub struct SessionLine {
 }
 
 pub struct FactorLine {
+    pub id: String,
     pub kind: String,
     pub label: String,
     pub added: String,
@@ -54,7 +55,7 @@ pub struct SecurityPage {
 /// Notices listed in the security centre.
 const NOTICES_SHOWN: i64 = 20;
 
-async fn centre_view<S: LedgerStore>(
+pub(crate) async fn centre_view<S: LedgerStore>(
     state: &ApiState<S>,
     page: &Page,
     me: &koban_auth::Principal,
@@ -81,6 +82,7 @@ async fn centre_view<S: LedgerStore>(
             .factors
             .into_iter()
             .map(|f| FactorLine {
+                id: f.id,
                 kind: tr.t(match f.kind.as_str() {
                     "totp" => "factor-totp",
                     "passkey" => "factor-passkey",
@@ -123,6 +125,20 @@ pub async fn centre<S: LedgerStore>(
     match centre_view(&state, &page, &me, page.chrome("title-security")).await {
         Ok(view) => page.render(&view),
         Err(error) => failure(&page, &error),
+    }
+}
+
+/// The security centre with a line saying what was just done.
+pub(crate) async fn centre_with_notice<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    me: &koban_auth::Principal,
+    notice: &str,
+) -> Response {
+    let c = page.chrome("title-security").with_notice(page.tr.t(notice));
+    match centre_view(state, page, me, c).await {
+        Ok(view) => page.render(&view),
+        Err(error) => failure(page, &error),
     }
 }
 
