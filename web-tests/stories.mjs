@@ -711,7 +711,22 @@ async function requestToPayLink(base, a, b) {
 // ------------------------------------------------------------------ security centre
 
 async function contactChangesAreConfirmedAndListed(base, a, hanako) {
+  // A sign-in elsewhere (the password step, through the API) is listed, and one button signs
+  // out every device but this one.
+  const elsewhere = await apiRequest.newContext();
+  const login = await elsewhere.post(`${base}/v1/login`, { data: { email: hanako.email, password: hanako.password } });
+  const token = (await login.json()).session.token;
+  const asElsewhere = { headers: { authorization: `Bearer ${token}` } };
+  assert.notEqual((await elsewhere.get(`${base}/v1/me`, asElsewhere)).status(), 401, 'the other session is live');
   await a.page.goto(base + '/security');
+  const sessions = a.page.locator('ul.sessions:not(.factors) > li');
+  assert.ok(await sessions.count() >= 2, 'both sessions are listed');
+  await a.page.getByRole('button', { name: 'Sign out every other device' }).click();
+  await a.page.getByText('Every other device is signed out.').waitFor();
+  assert.equal(await sessions.count(), 1, 'only this device is left');
+  assert.equal((await elsewhere.get(`${base}/v1/me`, asElsewhere)).status(), 401, 'the other session has ended');
+  await elsewhere.dispose();
+
   await a.page.getByLabel('New phone number').fill('090-1234-5678');
   await a.page.getByRole('button', { name: 'Change phone number' }).click();
   await a.page.getByRole('heading', { name: 'Confirm with your code' }).waitFor();
@@ -784,6 +799,9 @@ async function aJapaneseCustomerSeesEveryStepInJapanese(browser, base, hanako) {
   await step('verify');
   const api = await apiRequest.newContext();
   const code = await mailedCode(api, base, yui.email, '');
+  const mail = await (await api.get(`${base}/v1/dev/mailbox?to=${encodeURIComponent(yui.email)}`)).json();
+  assert.ok(mail.some((m) => m.subject === 'Koban 確認コード' && m.body.includes(`確認コードは ${code} です`)),
+    `the verification e-mail is in Japanese: ${JSON.stringify(mail.map((m) => m.subject))}`);
   await api.dispose();
   await page.getByLabel('メールに記載のコード').fill(code);
   await page.getByRole('button', { name: 'アドレスを確認' }).click();
@@ -802,6 +820,10 @@ async function aJapaneseCustomerSeesEveryStepInJapanese(browser, base, hanako) {
   await step('recovery');
   await page.getByRole('link', { name: '保存しました' }).click();
   await page.getByRole('heading', { name: 'ウォレット' }).waitFor();
+  // Her notices are written in Japanese too, as the security centre lists them.
+  await page.goto(base + '/security');
+  await page.getByText('2段階認証を有効にしました').waitFor();
+  await page.goto(base + '/home');
   // Test money from the sandbox faucet, then Hanako's wallet by her phone number as typed in
   // Japan: confirmation of payee in Japanese.
   const funded = await page.evaluate(async () => {

@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use koban_auth::lang::Lang;
 use koban_auth::{BirthDate, DisplayName, Email, LegalName, NewSignup, Phone, Secret, UserKind};
 use koban_store::LedgerStore;
 
@@ -52,8 +53,20 @@ fn optional<T>(
 pub async fn signup<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     ClientInfo(client): ClientInfo,
+    headers: axum::http::HeaderMap,
     Json(body): Json<SignupIn>,
 ) -> Result<Response, ApiError> {
+    let lang = match body.lang.as_deref() {
+        Some(code) => {
+            Lang::parse(code).ok_or(koban_auth::AuthError::Invalid("lang must be en or ja"))?
+        }
+        None => Lang::negotiate(
+            None,
+            headers
+                .get(axum::http::header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok()),
+        ),
+    };
     let kind = match body.kind.as_deref() {
         None => UserKind::Customer,
         Some(kind) => match UserKind::parse(kind)? {
@@ -73,6 +86,7 @@ pub async fn signup<S: LedgerStore>(
         legal_name: optional(&body.legal_name, LegalName::parse)?,
         date_of_birth: optional(&body.date_of_birth, BirthDate::parse)?,
         phone: optional(&body.phone, Phone::parse)?,
+        lang,
     };
     state.auth.signup(signup, &client).await?;
     Ok(json(StatusCode::ACCEPTED, &ACCEPTED_SIGNUP))

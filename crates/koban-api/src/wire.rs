@@ -82,6 +82,10 @@ pub struct SignupIn {
     pub date_of_birth: Option<String>,
     #[schema(example = "+819012345678")]
     pub phone: Option<String>,
+    /// The language of notice e-mails: `en` or `ja`. Without it, the best of the request's
+    /// `Accept-Language`, else English.
+    #[schema(example = "ja")]
+    pub lang: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -215,17 +215,10 @@ impl<D: SqlDb> Auth<D> {
             details: serde_json::json!({ "environment": environment.as_str(), "scopes": scopes.as_slice() }),
         })
         .await?;
-        crate::outbox::enqueue(
-            &mut tx,
-            now,
-            &principal.email,
-            "A Koban API key was created",
-            &format!(
-                "An API key \"{name}\" ({}) was created for your merchant account.",
-                environment.as_str()
-            ),
-        )
-        .await?;
+        let mail = crate::mail::Mail::new("api-key-created")
+            .arg("name", name)
+            .arg("environment", environment.as_str());
+        crate::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         tx.commit().await?;
         self.outbox_written();
         let view = ApiKeyView {

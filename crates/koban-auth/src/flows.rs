@@ -7,6 +7,7 @@ use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
 use crate::audit::{AuditEvent, append};
+use crate::mail::Mail;
 use crate::model::{BirthDate, DisplayName, Email, LegalName, Phone, Role, UserKind};
 use crate::outbox::enqueue;
 use crate::password::{Lane, NewPassword, Password};
@@ -41,6 +42,13 @@ pub struct NewSignup {
     pub legal_name: Option<LegalName>,
     pub date_of_birth: Option<BirthDate>,
     pub phone: Option<Phone>,
+    /// The language notices are written in (the page's or the request's).
+    pub lang: crate::lang::Lang,
+}
+
+/// The notice of a change to an account: `key` names what changed (a `change-...` message).
+fn change(key: &'static str) -> Mail {
+    Mail::new("account-changed").arg_message("what", key)
 }
 
 /// What a second-factor code turned out to be.
@@ -416,8 +424,13 @@ impl<D: SqlDb> Auth<D> {
                 )
                 .await?
                 .i64(0)?;
-            enqueue(tx, now, &email, "A recovery code was used",
-                &format!("A recovery code was used to confirm a sign-in or an action on your Koban account. You have {left} left.")).await?;
+            enqueue(
+                tx,
+                now,
+                &email,
+                &Mail::new("recovery-code-used").arg("left", left),
+            )
+            .await?;
         }
         Ok(if used == 1 {
             CodeCheck::Right
@@ -452,11 +465,10 @@ impl<D: SqlDb> Auth<D> {
             && let Some(user_id) = user_id
         {
             let minutes = self.config.account_lock_s / 60;
-            enqueue(tx, now, email, "Your Koban account is locked",
-                &format!("There were {} failed attempts to sign in to your account or confirm it with a second factor, \
-                          so it is locked for {minutes} minutes. If this was not you, your password may be known to \
-                          someone else: change it after the lock ends.",
-                         failure.account_failures)).await?;
+            let mail = Mail::new("account-locked")
+                .arg("failures", failure.account_failures)
+                .arg("minutes", minutes);
+            enqueue(tx, now, email, &mail).await?;
             self.audit(
                 tx,
                 now,
@@ -581,7 +593,7 @@ impl<D: SqlDb> Auth<D> {
         tx: &mut T,
         principal: &Principal,
         keep_session: &str,
-        what: &str,
+        what: Mail,
         now: i64,
     ) -> Result<(), AuthError> {
         self.revoke_sessions(tx, &principal.user_id, Some(keep_session), now)
@@ -598,14 +610,14 @@ impl<D: SqlDb> Auth<D> {
         tx: &mut T,
         user_id: &str,
         email: &str,
-        what: &str,
+        what: Mail,
         now: i64,
     ) -> Result<(), AuthError> {
         let link = self.not_me_link(tx, user_id, now).await?;
-        enqueue(tx, now, email, &format!("Your Koban account: {what}"),
-            &format!("{what}.\n\nIf this was you, there is nothing to do. For the next {} hours, outgoing payments are limited.\n\n\
-                      If this was NOT you, open this link: it freezes the account and signs everyone out:\n{link}\n",
-                     self.config.cooling_off_s / 3600)).await
+        let mail = what
+            .arg("hours", self.config.cooling_off_s / 3600)
+            .arg("link", link);
+        enqueue(tx, now, email, &mail).await
     }
 
     // ---- sign-up and verification ----
@@ -627,13 +639,14 @@ impl<D: SqlDb> Auth<D> {
         let mut tx = self.db.begin().await?;
         let inserted = tx
             .execute(
-                "INSERT INTO users (id, kind, email, phone, display_name, legal_name, date_of_birth, password_hash, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9) ON CONFLICT (email) DO NOTHING",
+                "INSERT INTO users (id, kind, email, phone, display_name, legal_name, date_of_birth, password_hash, status, created_at, lang) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10) ON CONFLICT (email) DO NOTHING",
                 params![
                     id.as_str(), signup.kind.as_str(), signup.email.as_str(),
                     signup.phone.as_ref().map(|p| p.as_str()), signup.display_name.as_str(),
                     signup.legal_name.as_ref().map(|n| n.as_str()),
-                    signup.date_of_birth.as_ref().map(|d| d.as_str()), phc, now
+                    signup.date_of_birth.as_ref().map(|d| d.as_str()), phc, now,
+                    signup.lang.code()
                 ],
             )
             .await?;
@@ -641,18 +654,10 @@ impl<D: SqlDb> Auth<D> {
             let code = self
                 .create_code(&mut tx, &id, "verify_email", None, now)
                 .await?;
-            enqueue(
-                &mut tx,
-                now,
-                signup.email.as_str(),
-                "Your Koban verification code",
-                &format!(
-                    "Your verification code is {}. It is good for {} minutes.",
-                    code.expose(),
-                    self.config.code_s / 60
-                ),
-            )
-            .await?;
+            let mail = Mail::new("verify-code")
+                .arg("code", code.expose())
+                .arg("minutes", self.config.code_s / 60);
+            enqueue(&mut tx, now, signup.email.as_str(), &mail).await?;
             self.audit(
                 &mut tx,
                 now,
@@ -663,9 +668,8 @@ impl<D: SqlDb> Auth<D> {
             )
             .await?;
         } else {
-            enqueue(&mut tx, now, signup.email.as_str(), "Someone tried to sign up with your address",
-                "Someone tried to open a Koban account with this e-mail address, which already has one. \
-                 If it was you, sign in, or reset your password. If not, you need not do anything.").await?;
+            let mail = Mail::new("signup-address-taken");
+            enqueue(&mut tx, now, signup.email.as_str(), &mail).await?;
             self.audit(
                 &mut tx,
                 now,
@@ -790,9 +794,7 @@ impl<D: SqlDb> Auth<D> {
                 // The right password for a frozen account: answered like a wrong one, so the
                 // answer does not confirm the password; the owner is told instead.
                 throttle::record_success(&mut tx, &attempt).await?;
-                enqueue(&mut tx, now, &user.email, "Sign-in to a frozen Koban account",
-                    "Someone signed in with your password, but the account is frozen, so nothing was allowed. \
-                     Contact support to unfreeze it; if it was not you, your password is known to someone else.").await?;
+                enqueue(&mut tx, now, &user.email, &Mail::new("frozen-sign-in")).await?;
                 tx.commit().await?;
                 self.outbox_written();
                 return Err(AuthError::BadCredentials);
@@ -924,18 +926,10 @@ impl<D: SqlDb> Auth<D> {
                 .await?
                 == 1;
         if new {
-            enqueue(
-                tx,
-                now,
-                &principal.email,
-                "New sign-in to your Koban account",
-                &format!(
-                    "Your account was signed in to from a new device or browser ({}, network {}). \
-                          If this was not you, change your password and review your sessions now.",
-                    client.user_agent, client.network
-                ),
-            )
-            .await?;
+            let mail = Mail::new("new-sign-in")
+                .arg("device", &client.user_agent)
+                .arg("network", &client.network);
+            enqueue(tx, now, &principal.email, &mail).await?;
         }
         Ok(())
     }
@@ -1067,14 +1061,14 @@ impl<D: SqlDb> Auth<D> {
             session.device_cookie = self.device_cookie_for(client, &principal.user_id);
             enrolled.session = Some(session);
             self.note_device(tx, principal, client, now).await?;
-            enqueue(tx, now, &principal.email, "Two-step sign-in is on",
-                "A second factor now protects your Koban account. Keep your recovery codes somewhere safe.").await?;
+            enqueue(tx, now, &principal.email, &Mail::new("factor-on")).await?;
         } else {
             let what = if kind == "passkey" {
-                "A new passkey was added"
+                "change-passkey-added"
             } else {
-                "A new authenticator app was added"
+                "change-totp-added"
             };
+            let what = change(what);
             self.notify_change(tx, &principal.user_id, &principal.email, what, now)
                 .await?;
             self.start_cooling_off(tx, &principal.user_id, now).await?;
@@ -1151,7 +1145,7 @@ impl<D: SqlDb> Auth<D> {
             &mut tx,
             principal,
             &grant.session.session_id,
-            "Your recovery codes were replaced",
+            change("change-recovery-codes"),
             now,
         )
         .await?;
@@ -1213,7 +1207,7 @@ impl<D: SqlDb> Auth<D> {
             &mut tx,
             principal,
             &grant.session.session_id,
-            "An authenticator was removed",
+            change("change-factor-removed"),
             now,
         )
         .await?;
@@ -1304,18 +1298,13 @@ impl<D: SqlDb> Auth<D> {
                 now,
             )
             .await?;
-        enqueue(
-            &mut tx,
-            now,
-            new_email.as_str(),
-            "Confirm your new Koban e-mail address",
-            &format!(
-                "Your confirmation code is {}. It is good for {} minutes.",
-                code.expose(),
-                self.config.code_s / 60
-            ),
-        )
-        .await?;
+        // The new address belongs to no account yet: the notice is in the account's language.
+        let lang = crate::outbox::user_lang(&mut tx, &principal.user_id).await?;
+        let mail = Mail::new("email-confirm-code")
+            .arg("code", code.expose())
+            .arg("minutes", self.config.code_s / 60)
+            .in_lang(lang);
+        enqueue(&mut tx, now, new_email.as_str(), &mail).await?;
         self.audit_own(
             &mut tx,
             principal,
@@ -1373,21 +1362,11 @@ impl<D: SqlDb> Auth<D> {
             &mut tx,
             principal,
             &principal.session_id,
-            &format!(
-                "Your e-mail address was changed to {}",
-                mask_email(&new_email)
-            ),
+            change("change-email").arg("address", mask_email(&new_email)),
             now,
         )
         .await?;
-        enqueue(
-            &mut tx,
-            now,
-            &new_email,
-            "This is now your Koban e-mail address",
-            "Your Koban account now uses this address.",
-        )
-        .await?;
+        enqueue(&mut tx, now, &new_email, &Mail::new("email-now-yours")).await?;
         self.audit_own(
             &mut tx,
             principal,
@@ -1426,7 +1405,7 @@ impl<D: SqlDb> Auth<D> {
             &mut tx,
             principal,
             &grant.session.session_id,
-            "Your phone number was changed",
+            change("change-phone"),
             now,
         )
         .await?;
@@ -1475,7 +1454,7 @@ impl<D: SqlDb> Auth<D> {
             &mut tx,
             principal,
             &grant.session.session_id,
-            "Your password was changed",
+            change("change-password"),
             now,
         )
         .await?;
@@ -1541,9 +1520,7 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         self.revoke_sessions(tx, user_id, None, now).await?;
         let user = user_by_id(tx, user_id).await?;
-        enqueue(tx, now, &user.email, "Your Koban account is frozen",
-            "You told us something on your account was not done by you. The account is frozen and every session has ended. \
-             Contact support, or file a recovery request, to get back in.").await?;
+        enqueue(tx, now, &user.email, &Mail::new("frozen-by-owner")).await?;
         self.audit(
             tx,
             now,
@@ -1584,9 +1561,8 @@ impl<D: SqlDb> Auth<D> {
                     .create_code(&mut tx, &user.id, "reset_password", None, now)
                     .await?;
                 // The message goes to the address stored for the account, never to one from the request.
-                enqueue(&mut tx, now, &user.email, "Reset your Koban password",
-                    &format!("Your password reset code is {}. You will also need your authenticator app or a recovery code. \
-                              If you did not ask for this, ignore this message.", code.expose())).await?;
+                let mail = Mail::new("password-reset-code").arg("code", code.expose());
+                enqueue(&mut tx, now, &user.email, &mail).await?;
                 self.audit(
                     &mut tx,
                     now,
@@ -1721,7 +1697,7 @@ impl<D: SqlDb> Auth<D> {
             &mut tx,
             &user.id,
             &user.email,
-            "Your password was reset",
+            change("change-password-reset"),
             now,
         )
         .await?;
@@ -1788,10 +1764,15 @@ impl<D: SqlDb> Auth<D> {
             params![self.token_hash(token.expose()), user.id.as_str(), id.as_str(), now, not_before + LINK_MS],
         )
         .await?;
-        enqueue(&mut tx, now, &user.email, "A recovery request was filed for your Koban account",
-            &format!("Someone asked to recover your account without its second factor. Staff will review it after {} hours. \
-                      If this was not you, cancel it now: {}/recovery/cancel?token={}",
-                     self.config.recovery_wait_s / 3600, self.config.public_url, token.expose())).await?;
+        let link = format!(
+            "{}/recovery/cancel?token={}",
+            self.config.public_url,
+            token.expose()
+        );
+        let mail = Mail::new("recovery-requested")
+            .arg("hours", self.config.recovery_wait_s / 3600)
+            .arg("link", link);
+        enqueue(&mut tx, now, &user.email, &mail).await?;
         self.audit(
             &mut tx,
             now,
@@ -1912,8 +1893,9 @@ impl<D: SqlDb> Auth<D> {
         self.revoke_sessions(&mut tx, &user_id, None, now).await?;
         self.start_cooling_off(&mut tx, &user_id, now).await?;
         let user = user_by_id(&mut tx, &user_id).await?;
-        self.notify_change(&mut tx, &user_id, &user.email,
-            "Your recovery request was approved: sign in with your password and set up a new authenticator", now).await?;
+        let what = change("change-recovery-approved");
+        self.notify_change(&mut tx, &user_id, &user.email, what, now)
+            .await?;
         self.audit(
             &mut tx,
             now,

@@ -15,6 +15,8 @@ pub mod alarm;
 pub mod apikeys;
 pub mod audit;
 mod flows;
+pub mod lang;
+pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod outbox;

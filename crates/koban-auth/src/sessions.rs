@@ -394,4 +394,49 @@ impl<D: SqlDb> Auth<D> {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Sets the language the caller's notices are written in.
+    pub async fn set_lang(
+        &self,
+        principal: &Principal,
+        lang: crate::lang::Lang,
+    ) -> Result<(), AuthError> {
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "UPDATE users SET lang = $1 WHERE id = $2",
+            params![lang.code(), principal.user_id.as_str()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every session of the caller but the current one (a full session only: a thief
+    /// halfway through signing in cannot sign the owner out). Returns how many ended.
+    pub async fn revoke_other_sessions(&self, principal: &Principal) -> Result<u64, AuthError> {
+        principal.full()?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let ended = self
+            .revoke_sessions(
+                &mut tx,
+                &principal.user_id,
+                Some(&principal.session_id),
+                now,
+            )
+            .await?;
+        crate::audit::append(
+            &mut tx,
+            now,
+            crate::audit::AuditEvent {
+                actor: &principal.actor(),
+                action: "session.revoked_others",
+                subject: &format!("user:{}", principal.user_id),
+                details: serde_json::json!({ "ended": ended }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
 }

@@ -13,6 +13,7 @@
 
 use koban_auth::apikeys::MerchantKey;
 use koban_auth::audit::{self, AuditEvent};
+use koban_auth::mail::Mail;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::throttle::{self, AttemptKeys};
 use koban_auth::{
@@ -330,14 +331,8 @@ impl<S: LedgerStore> Payments<S> {
             },
         )
         .await?;
-        koban_auth::outbox::enqueue(
-            &mut tx,
-            now,
-            &principal.email,
-            "A bank account is being linked",
-            &format!("Someone signed in to your Koban account started linking bank account {} to it. Two small deposits were sent to that account; enter them in the app to finish. If this was not you, use 'This was not me' now.", mask_number(number)),
-        )
-        .await?;
+        let mail = Mail::new("bank-linking").arg("account", mask_number(number));
+        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         let row = tx
             .query_one(
                 "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at \
@@ -443,14 +438,8 @@ impl<S: LedgerStore> Payments<S> {
             },
         )
         .await?;
-        koban_auth::outbox::enqueue(
-            &mut tx,
-            now,
-            &principal.email,
-            "A bank account was linked",
-            &format!("Bank account {} is now linked to your Koban wallet. For the first 72 hours, top-ups from it are limited. If this was not you, use 'This was not me' now.", source.masked_number),
-        )
-        .await?;
+        let mail = Mail::new("bank-linked").arg("account", &source.masked_number);
+        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         let row = tx
             .query_one(
                 "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at \
@@ -1087,30 +1076,14 @@ impl<S: LedgerStore> Payments<S> {
                 .await?
                 .text(0)?;
             let money = format_money(hold.amount.minor_units(), currency);
-            let (subject, body) = match (topup, status) {
-                (true, "settled") => (
-                    "Top-up received",
-                    format!("Your top-up of {money} has arrived in your wallet."),
-                ),
-                (true, _) => (
-                    "Top-up failed",
-                    format!("Your top-up of {money} failed at the bank; nothing was taken."),
-                ),
-                (false, "settled") => (
-                    "Payout sent",
-                    format!(
-                        "{money} was paid out to bank account {}.",
-                        mask_number(&number)
-                    ),
-                ),
-                (false, _) => (
-                    "Payout failed",
-                    format!(
-                        "The payout of {money} failed at the bank; the money is back in your balance."
-                    ),
-                ),
-            };
-            koban_auth::outbox::enqueue(&mut tx, now, &email, subject, &body).await?;
+            let mail = match (topup, status) {
+                (true, "settled") => Mail::new("topup-received"),
+                (true, _) => Mail::new("topup-failed"),
+                (false, "settled") => Mail::new("payout-sent").arg("account", mask_number(&number)),
+                (false, _) => Mail::new("payout-failed"),
+            }
+            .arg("amount", money);
+            koban_auth::outbox::enqueue(&mut tx, now, &email, &mail).await?;
             tx.commit().await?;
             finished += 1;
         }

@@ -12,6 +12,7 @@
 //!
 //! The risk hook ([`Payments::assess`]) decides every authorization and increment.
 
+use koban_auth::mail::Mail;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
@@ -651,13 +652,10 @@ impl<S: LedgerStore> Payments<S> {
         metrics::counter!("koban_card_authorizations_total", "result" => "00").increment(1);
         self.notify(
             &email,
-            "Card payment",
-            format!(
-                "Your card ending in {} was used for {} at {}.",
-                card.text(14)?,
-                format_money(amount.minor_units(), currency),
-                request.merchant_name
-            ),
+            Mail::new("card-payment")
+                .arg("last4", card.text(14)?)
+                .arg("amount", format_money(amount.minor_units(), currency))
+                .arg("merchant", &request.merchant_name),
         );
         Ok(NetworkAnswer {
             approved: true,
@@ -1425,12 +1423,9 @@ impl<S: LedgerStore> Payments<S> {
         metrics::counter!("koban_card_operations_total", "kind" => "refund").increment(1);
         self.notify(
             &auth.email,
-            "Card refund",
-            format!(
-                "{} refunded {} to your wallet.",
-                auth.merchant_name,
-                format_money(amount.minor_units(), auth.currency)
-            ),
+            Mail::new("card-refund")
+                .arg("merchant", &auth.merchant_name)
+                .arg("amount", format_money(amount.minor_units(), auth.currency)),
         );
         let auth = self.reload(authorization_id).await?;
         Ok(auth.answer(false))

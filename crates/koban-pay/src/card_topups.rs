@@ -10,6 +10,7 @@
 //! Sandbox test cards: `4242 4242 4242 4242` works; `4000 0000 0000 0002` is declined;
 //! `4000 0000 0000 3220` asks for a challenge every time. Any future expiry, any 3 digits.
 
+use koban_auth::mail::Mail;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::{Client, Principal, UserKind};
 use koban_ledger::Metadata;
@@ -167,17 +168,8 @@ impl<S: LedgerStore> Payments<S> {
             ],
         )
         .await?;
-        koban_auth::outbox::enqueue(
-            &mut tx,
-            now,
-            &principal.email,
-            "A card was added",
-            &format!(
-                "A card ending in {} was added to your Koban wallet. If this was not you, use 'This was not me' now.",
-                &digits[digits.len() - 4..]
-            ),
-        )
-        .await?;
+        let mail = Mail::new("card-added").arg("last4", &digits[digits.len() - 4..]);
+        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         tx.commit().await?;
         Ok(CardSource {
             id,
@@ -384,18 +376,14 @@ impl<S: LedgerStore> Payments<S> {
             ],
         )
         .await?;
-        koban_auth::outbox::enqueue(
-            &mut tx,
-            now,
-            &principal.email,
-            "Your card issuer's confirmation code (sandbox)",
-            &format!(
-                "To confirm a top-up of {} from your card ending in {last4}, enter {} . It is valid for 10 minutes. If you did not ask for this, do not enter it and use 'This was not me'.",
+        let mail = Mail::new("card-issuer-code")
+            .arg(
+                "amount",
                 format_money(request.amount.minor_units(), request.currency),
-                code.expose()
-            ),
-        )
-        .await?;
+            )
+            .arg("last4", last4)
+            .arg("code", code.expose());
+        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         tx.commit().await?;
         Ok((id, expires_at_ms))
     }

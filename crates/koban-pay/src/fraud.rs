@@ -6,6 +6,7 @@
 //! the fraud operation.
 
 use koban_auth::audit::{self, AuditEvent};
+use koban_auth::mail::Mail;
 use koban_auth::{Principal, Role};
 use koban_ledger::{
     AccountId, Amount, Currency, Metadata, Move, RejectReason, StateChange, TransferId,
@@ -606,21 +607,13 @@ impl<S: LedgerStore> Payments<S> {
                 )
                 .await?;
             if let Some(email) = email {
-                let body = if action.kind == "reverse" {
-                    format!(
-                        "A transfer of {money} that we found to be fraudulent was returned to your wallet."
-                    )
+                let mail = if action.kind == "reverse" {
+                    Mail::new("money-returned")
                 } else {
-                    format!("We credited {money} to your wallet to make good a loss from fraud.")
+                    Mail::new("money-compensated")
                 };
-                koban_auth::outbox::enqueue(
-                    &mut tx,
-                    now,
-                    &email.text(0)?,
-                    "Money returned to your wallet",
-                    &body,
-                )
-                .await?;
+                let mail = mail.arg("amount", &money);
+                koban_auth::outbox::enqueue(&mut tx, now, &email.text(0)?, &mail).await?;
             }
             metrics::counter!(
                 if action.kind == "reverse" { "koban_risk_reversed_minor_total" } else { "koban_risk_compensated_minor_total" },

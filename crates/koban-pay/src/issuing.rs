@@ -9,6 +9,7 @@
 //! holder activates it with step-up (and, for a physical card, the code from the letter).
 
 use koban_auth::audit::{self, AuditEvent};
+use koban_auth::mail::Mail;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::{
     AuthError, Client, IssuedSession, Principal, Role, Secret, SensitiveAction, StepUpProof,
@@ -370,29 +371,16 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         let masked = format!("{}••••••{last4}", self.config.card_bin);
-        koban_auth::outbox::enqueue(
-            &mut tx,
-            now,
-            &principal.email,
-            "A new card was issued",
-            &format!(
-                "Your card \"{name}\" ({masked}) was issued. It stays inactive until you activate it in the app. If this was not you, use 'This was not me' now."
-            ),
-        )
-        .await?;
+        let mail = Mail::new("card-issued")
+            .arg("name", name)
+            .arg("masked", &masked);
+        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         if let Some(code) = &activation {
             // The sandbox's postal letter: the code travels separately from the card details.
-            koban_auth::outbox::enqueue(
-                &mut tx,
-                now,
-                &principal.email,
-                "Your card activation letter (sandbox post)",
-                &format!(
-                    "The activation code for your card {masked} is {}. Enter it in the app to activate the card.",
-                    code.expose()
-                ),
-            )
-            .await?;
+            let mail = Mail::new("card-activation-letter")
+                .arg("masked", &masked)
+                .arg("code", code.expose());
+            koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         }
         tx.commit().await?;
         let mut tx = self.db().begin_read().await?;
@@ -512,13 +500,7 @@ impl<S: LedgerStore> Payments<S> {
             "card.activated",
             &card,
             serde_json::json!({}),
-            Some((
-                "Your card was activated",
-                format!(
-                    "Your card {} was activated. If this was not you, freeze it in the app and use 'This was not me'.",
-                    card.masked()
-                ),
-            )),
+            Some(Mail::new("card-activated").arg("masked", card.masked())),
         )
         .await?;
         tx.commit().await?;
@@ -588,13 +570,7 @@ impl<S: LedgerStore> Payments<S> {
             "card.revealed",
             &card,
             serde_json::json!({}),
-            Some((
-                "Your card details were shown",
-                format!(
-                    "The full details of your card {} were shown in the app. If this was not you, freeze the card and use 'This was not me'.",
-                    card.masked()
-                ),
-            )),
+            Some(Mail::new("card-shown").arg("masked", card.masked())),
         )
         .await?;
         tx.commit().await?;
@@ -778,11 +754,10 @@ impl<S: LedgerStore> Payments<S> {
         action: &str,
         card: &IssuedCard,
         mut details: serde_json::Value,
-        notice: Option<(&str, String)>,
+        notice: Option<Mail>,
     ) -> Result<(), PayError> {
-        if let Some((subject, body)) = notice {
-            koban_auth::outbox::enqueue(tx, self.now_ms(), &principal.email, subject, &body)
-                .await?;
+        if let Some(mail) = notice {
+            koban_auth::outbox::enqueue(tx, self.now_ms(), &principal.email, &mail).await?;
         }
         details["card"] = serde_json::json!(card.id);
         details["masked"] = serde_json::json!(card.masked());

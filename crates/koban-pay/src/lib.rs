@@ -30,6 +30,7 @@ pub mod risk;
 pub mod wallets;
 pub mod webhooks;
 
+use koban_auth::mail::Mail;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -255,7 +256,7 @@ pub struct Payments<S: LedgerStore> {
     /// each see the wrong ones before them.
     card_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// Notifications waiting to be written to the outbox in one transaction.
-    pending_mail: Arc<Mutex<Vec<(String, String, String)>>>,
+    pending_mail: Arc<Mutex<Vec<(String, Mail)>>>,
     /// Keys of issued cards' data; `None`: card issuing is off.
     pub(crate) card_keys: Option<Arc<card_keys::CardKeys>>,
     /// Card-testing counters across cards (this instance).
@@ -490,9 +491,9 @@ impl<S: LedgerStore> Payments<S> {
     /// Queues a notification; [`Payments::flush_notifications`] writes the queue to the outbox
     /// in one transaction (the worker does so every 100 ms), so a payment's hot path costs no
     /// extra commit.
-    pub(crate) fn notify(&self, recipient: &str, subject: &str, body: String) {
+    pub(crate) fn notify(&self, recipient: &str, mail: Mail) {
         if let Ok(mut queue) = self.pending_mail.lock() {
-            queue.push((recipient.to_owned(), subject.to_owned(), body));
+            queue.push((recipient.to_owned(), mail));
         }
     }
 
@@ -507,8 +508,8 @@ impl<S: LedgerStore> Payments<S> {
         }
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
-        for (recipient, subject, body) in &batch {
-            koban_auth::outbox::enqueue(&mut tx, now, recipient, subject, body).await?;
+        for (recipient, mail) in &batch {
+            koban_auth::outbox::enqueue(&mut tx, now, recipient, mail).await?;
         }
         koban_store::sql::SqlTx::commit(tx).await?;
         Ok(batch.len())

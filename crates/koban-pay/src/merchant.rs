@@ -16,6 +16,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use koban_auth::apikeys::MerchantKey;
+use koban_auth::mail::Mail;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::{
     AuthError, Client, IssuedSession, Principal, SensitiveAction, StepUpProof, UserKind,
@@ -464,12 +465,9 @@ impl<S: LedgerStore> Payments<S> {
             })?;
         self.notify(
             &principal.email,
-            "You paid a merchant",
-            format!(
-                "You paid {} to {}.",
-                format_money(amount, request.currency),
-                request.merchant_name
-            ),
+            Mail::new("merchant-paid")
+                .arg("amount", format_money(amount, request.currency))
+                .arg("merchant", &request.merchant_name),
         );
         Ok(MerchantPayment {
             transfer,
@@ -859,11 +857,9 @@ impl<S: LedgerStore> Payments<S> {
         let (transfer, fee) = result?;
         self.notify(
             &row.text(8)?,
-            "You paid a merchant",
-            format!(
-                "You paid {} to {merchant_name} with a payment code.",
-                format_money(amount.minor_units(), currency)
-            ),
+            Mail::new("merchant-paid-code")
+                .arg("amount", format_money(amount.minor_units(), currency))
+                .arg("merchant", &merchant_name),
         );
         Ok(MerchantPayment {
             transfer,
@@ -1066,10 +1062,9 @@ impl<S: LedgerStore> Payments<S> {
                     let holder = self.holder(&payer.user_id).await?;
                     self.notify(
                         &holder.email,
-                        "You received a refund",
-                        format!(
-                            "A merchant refunded {} to your wallet.",
-                            format_money(amount.minor_units(), original.currency)
+                        Mail::new("merchant-refund").arg(
+                            "amount",
+                            format_money(amount.minor_units(), original.currency),
                         ),
                     );
                 }

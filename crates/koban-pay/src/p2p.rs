@@ -2,6 +2,7 @@
 //! (the payer sees the payee's masked name first), step-up bound to amount and payee for a
 //! new payee or a large amount, daily and per-payee limits, and holds for review.
 
+use koban_auth::mail::Mail;
 use koban_auth::{
     Client, Email, IssuedSession, Phone, Principal, SensitiveAction, StepUpProof, UserKind,
 };
@@ -399,22 +400,22 @@ impl<S: LedgerStore> Payments<S> {
         if status == "held" {
             self.notify(
                 &principal.email,
-                "Your transfer is being reviewed",
-                format!("Your transfer of {money} to {} is held for a short review. The money stays reserved in your wallet; we will tell you when it goes through. If you did not make it, use 'This was not me' in the app.", payee.masked_name),
+                Mail::new("transfer-held")
+                    .arg("amount", &money)
+                    .arg("payee", &payee.masked_name),
             );
         } else {
             self.notify(
                 &principal.email,
-                "You sent money",
-                format!("You sent {money} to {}. If you did not make this transfer, use 'This was not me' in the app.", payee.masked_name),
+                Mail::new("money-sent")
+                    .arg("amount", &money)
+                    .arg("payee", &payee.masked_name),
             );
             self.notify(
                 &payee.holder.email,
-                "You received money",
-                format!(
-                    "You received {money} from {}.",
-                    mask_name(&payer_holder.display_name)
-                ),
+                Mail::new("money-received")
+                    .arg("amount", &money)
+                    .arg("payer", mask_name(&payer_holder.display_name)),
             );
         }
         Ok(P2pOutcome {

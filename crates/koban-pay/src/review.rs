@@ -2,6 +2,7 @@
 //! on to the payee) or void (it returns to the payer). Every decision is in the audit chain.
 
 use koban_auth::audit::{self, AuditEvent};
+use koban_auth::mail::Mail;
 use koban_auth::{Principal, Role};
 use koban_ledger::{AccountId, Amount, Currency, Metadata, Move, TransferId, TransferRequest};
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
@@ -163,14 +164,13 @@ impl<S: LedgerStore> Payments<S> {
             .await?
             .text(0)?;
         let money = format_money(held.amount, held.currency);
-        let body = if status == "released" {
-            format!("Your transfer of {money} was reviewed and has gone through.")
+        let mail = if status == "released" {
+            Mail::new("held-released")
         } else {
-            format!(
-                "Your transfer of {money} was stopped after review; the money is back in your wallet. If you did not make it, change your password now."
-            )
+            Mail::new("held-stopped")
         };
-        koban_auth::outbox::enqueue(&mut tx, now, &email, "Your held transfer", &body).await?;
+        let mail = mail.arg("amount", money);
+        koban_auth::outbox::enqueue(&mut tx, now, &email, &mail).await?;
         tx.commit().await?;
         Ok(HeldTransfer {
             status: status.to_owned(),

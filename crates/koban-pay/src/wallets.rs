@@ -3,6 +3,7 @@
 //! operator, history pages and CSV statements, and the e-money reconciliation.
 
 use koban_auth::audit::{self, AuditEvent};
+use koban_auth::mail::Mail;
 use koban_auth::{LegalName, Principal, Role, UserKind};
 use koban_ledger::{
     Account, AccountId, Currency, Metadata, Move, NewAccount, Transfer, TransferId, TransferKind,
@@ -694,12 +695,12 @@ impl<S: LedgerStore> Payments<S> {
             .query_one("SELECT email FROM users WHERE id = $1", params![user_id])
             .await?
             .text(0)?;
-        let body = if approve {
-            "Your identity is verified: higher wallet limits apply now, and you can link a bank account in your own name."
+        let mail = if approve {
+            Mail::new("kyc-approved")
         } else {
-            "We could not verify your identity with the details given. You can submit them again."
+            Mail::new("kyc-rejected")
         };
-        koban_auth::outbox::enqueue(&mut tx, now, &email, "Your identity check", body).await?;
+        koban_auth::outbox::enqueue(&mut tx, now, &email, &mail).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_cards.sql")),
     (5, include_str!("../migrations/0005_risk.sql")),
     (6, include_str!("../migrations/0006_notices.sql")),
+    (7, include_str!("../migrations/0007_languages.sql")),
 ];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;

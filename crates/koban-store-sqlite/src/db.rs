@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_cards.sql")),
     (5, include_str!("../migrations/0005_risk.sql")),
     (6, include_str!("../migrations/0006_notices.sql")),
+    (7, include_str!("../migrations/0007_languages.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

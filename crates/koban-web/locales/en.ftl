@@ -417,3 +417,5 @@ step-up-remove-factor = Remove a second factor from your account
 passkey-add-lead = Your device will ask for your screen lock or fingerprint to make the passkey.
 passkey-add-submit = Make the passkey
 passkey-needs-script = A passkey needs JavaScript in this browser. You can add an authenticator app without it.
+security-end-others = Sign out every other device
+security-others-ended = Every other device is signed out.

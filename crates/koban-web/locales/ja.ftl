@@ -417,3 +417,5 @@ step-up-remove-factor = アカウントから2段階認証の方法を削除
 passkey-add-lead = パスキーを作成するため、端末の画面ロックまたは指紋認証が求められます。
 passkey-add-submit = パスキーを作成
 passkey-needs-script = パスキーの追加には、このブラウザでJavaScriptが必要です。認証アプリはJavaScriptなしで追加できます。
+security-end-others = ほかのすべての端末からログアウト
+security-others-ended = ほかのすべての端末からログアウトしました。

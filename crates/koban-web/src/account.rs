@@ -41,10 +41,20 @@ pub struct LangForm {
 }
 
 /// Remembers the language chosen, then goes back to the page it was chosen on.
-pub async fn set_lang<S: LedgerStore>(Posted { page, form }: Posted<LangForm>) -> Response {
+pub async fn set_lang<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Posted { page, form }: Posted<LangForm>,
+) -> Response {
     let Some(lang) = crate::i18n::Lang::parse(&form.lang) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
+    // A signed-in customer's notices follow the language of the pages.
+    if let Some(me) = &page.me
+        && let Err(error) = state.auth.set_lang(me, lang).await
+    {
+        let (status, text) = explain_auth(&page.tr, &error);
+        return crate::page::message(&page, status, text, "/", "link-start");
+    }
     let back = if local_path(&form.back) {
         form.back.as_str()
     } else {
@@ -138,6 +148,7 @@ pub async fn signup<S: LedgerStore>(
         legal_name: None,
         date_of_birth: None,
         phone: None,
+        lang: page.tr.lang(),
     };
     if let Err(error) = state.auth.signup(signup, &page.client).await {
         let (status, text) = explain_auth(&page.tr, &error);

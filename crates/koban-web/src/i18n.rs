@@ -3,107 +3,17 @@
 
 use std::sync::OnceLock;
 
-use fluent_bundle::concurrent::FluentBundle;
-use fluent_bundle::{FluentArgs, FluentResource, FluentValue};
+use koban_auth::lang::Catalogue;
+pub use koban_auth::lang::Lang;
 use koban_ledger::Currency;
 use time::{OffsetDateTime, UtcOffset};
-
-/// The languages every page and notice is written in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lang {
-    En,
-    Ja,
-}
-
-impl Lang {
-    pub const ALL: [Lang; 2] = [Lang::Ja, Lang::En];
-
-    pub fn code(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::Ja => "ja",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Lang> {
-        match text {
-            "en" => Some(Lang::En),
-            "ja" => Some(Lang::Ja),
-            _ => None,
-        }
-    }
-
-    /// The language a remembered choice names, else the best of `Accept-Language`, else English.
-    pub fn negotiate(chosen: Option<&str>, accept_language: Option<&str>) -> Lang {
-        if let Some(lang) = chosen.and_then(Lang::parse) {
-            return lang;
-        }
-        let mut best: Option<(u16, Lang)> = None;
-        for item in accept_language.unwrap_or("").split(',').take(20) {
-            let mut pieces = item.split(';');
-            let tag = pieces.next().unwrap_or("").trim().to_ascii_lowercase();
-            let primary = tag.split('-').next().unwrap_or("");
-            let Some(lang) = Lang::parse(primary) else {
-                continue;
-            };
-            let milli = pieces
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(quality_milli)
-                .unwrap_or(1000);
-            if milli > 0 && best.is_none_or(|(q, _)| milli > q) {
-                best = Some((milli, lang));
-            }
-        }
-        best.map_or(Lang::En, |(_, lang)| lang)
-    }
-}
-
-/// A quality value (`1`, `0.8`, `0.125`) in thousandths, as RFC 9110 writes them.
-fn quality_milli(text: &str) -> Option<u16> {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let fraction: u16 = format!("{fraction:0<3}").parse().ok()?;
-    match whole {
-        "0" => Some(fraction),
-        "1" if fraction == 0 => Some(1000),
-        _ => None,
-    }
-}
-
-type Bundle = FluentBundle<FluentResource>;
-
-fn bundle(lang: Lang, source: &str) -> Bundle {
-    let id: unic_langid::LanguageIdentifier = lang.code().parse().unwrap_or_default();
-    let mut bundle = FluentBundle::new_concurrent(vec![id]);
-    // No Unicode isolation marks around arguments: they would end up in form values and tests.
-    bundle.set_use_isolating(false);
-    let resource =
-        FluentResource::try_new(source.to_owned()).unwrap_or_else(|(partial, errors)| {
-            tracing::error!(
-                lang = lang.code(),
-                errors = errors.len(),
-                "translation catalogue has syntax errors"
-            );
-            partial
-        });
-    if let Err(errors) = bundle.add_resource(resource) {
-        tracing::error!(
-            lang = lang.code(),
-            errors = errors.len(),
-            "translation catalogue has duplicate messages"
-        );
-    }
-    bundle
-}
 
 pub(crate) const EN_FTL: &str = include_str!("../locales/en.ftl");
 pub(crate) const JA_FTL: &str = include_str!("../locales/ja.ftl");
 
-fn bundles() -> &'static [Bundle; 2] {
-    static BUNDLES: OnceLock<[Bundle; 2]> = OnceLock::new();
-    BUNDLES.get_or_init(|| [bundle(Lang::En, EN_FTL), bundle(Lang::Ja, JA_FTL)])
+fn catalogue() -> &'static Catalogue {
+    static CATALOGUE: OnceLock<Catalogue> = OnceLock::new();
+    CATALOGUE.get_or_init(|| Catalogue::new(EN_FTL, JA_FTL))
 }
 
 /// Japan has one time zone and no daylight saving: every date is shown in JST.
@@ -124,39 +34,14 @@ impl Tr {
         self.lang
     }
 
-    fn format(&self, key: &str, args: Option<&FluentArgs>) -> String {
-        let bundle = match self.lang {
-            Lang::En => &bundles()[0],
-            Lang::Ja => &bundles()[1],
-        };
-        let Some(pattern) = bundle.get_message(key).and_then(|m| m.value()) else {
-            tracing::error!(key, lang = self.lang.code(), "missing translation");
-            return key.to_owned();
-        };
-        let mut errors = Vec::new();
-        let text = bundle.format_pattern(pattern, args, &mut errors);
-        if !errors.is_empty() {
-            tracing::error!(
-                key,
-                lang = self.lang.code(),
-                "translation could not be formatted"
-            );
-        }
-        text.into_owned()
-    }
-
     /// The message `key`.
     pub fn t(&self, key: &str) -> String {
-        self.format(key, None)
+        catalogue().format(self.lang, key, None, &[])
     }
 
     /// The message `key` with named arguments (already formatted text).
     pub fn with(&self, key: &str, args: &[(&str, &str)]) -> String {
-        let mut fluent = FluentArgs::new();
-        for (name, value) in args {
-            fluent.set(*name, FluentValue::from(*value));
-        }
-        self.format(key, Some(&fluent))
+        catalogue().format(self.lang, key, None, args)
     }
 
     /// An amount of minor units in its currency: `¥1,234`, `$12.50`, `-¥300`.
@@ -249,30 +134,10 @@ pub fn day_start_ms(ms: i64) -> i64 {
 mod tests {
     use super::*;
 
-    fn keys(source: &str) -> Vec<String> {
-        let mut keys: Vec<String> = source
-            .lines()
-            .filter(|line| !line.starts_with([' ', '#', '\t']) && line.contains(" ="))
-            .filter_map(|line| line.split(" =").next())
-            .map(str::to_owned)
-            .collect();
-        keys.sort();
-        keys
-    }
-
     #[test]
     fn both_catalogues_parse_and_hold_the_same_messages() {
-        for source in [EN_FTL, JA_FTL] {
-            assert!(FluentResource::try_new(source.to_owned()).is_ok());
-        }
-        let (en, ja) = (keys(EN_FTL), keys(JA_FTL));
-        assert!(en.len() > 50, "the catalogue is read: {}", en.len());
-        let only_en: Vec<_> = en.iter().filter(|k| !ja.contains(k)).collect();
-        let only_ja: Vec<_> = ja.iter().filter(|k| !en.contains(k)).collect();
-        assert!(
-            only_en.is_empty() && only_ja.is_empty(),
-            "en only {only_en:?}, ja only {only_ja:?}"
-        );
+        let count = koban_auth::lang::parity(EN_FTL, JA_FTL).unwrap();
+        assert!(count > 50, "the catalogue is read: {count}");
     }
 
     #[test]
@@ -295,22 +160,6 @@ mod tests {
         assert_eq!(Tr::new(Lang::En).date(ms), "6 Dec 2026");
         assert_eq!(Tr::new(Lang::Ja).datetime(ms), "2026年12月6日 00:30");
         assert_eq!(day_start_ms(ms), 1_796_482_800_000);
-    }
-
-    #[test]
-    fn the_language_is_the_choice_then_the_browser_then_english() {
-        assert_eq!(Lang::negotiate(Some("ja"), Some("en")), Lang::Ja);
-        assert_eq!(
-            Lang::negotiate(None, Some("ja-JP,ja;q=0.9,en;q=0.8")),
-            Lang::Ja
-        );
-        assert_eq!(
-            Lang::negotiate(None, Some("fr, en-GB;q=0.5, ja;q=0.4")),
-            Lang::En
-        );
-        assert_eq!(Lang::negotiate(Some("xx"), Some("de")), Lang::En);
-        assert_eq!(Lang::negotiate(None, Some("ja;q=0")), Lang::En);
-        assert_eq!(Lang::negotiate(None, None), Lang::En);
     }
 
     #[test]

@@ -126,6 +126,10 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             get(security::not_me_page::<S>).post(security::not_me::<S>),
         )
         .route(
+            "/security/sessions/end-others",
+            post(security::end_other_sessions::<S>),
+        )
+        .route(
             "/security/sessions/{id}/end",
             post(security::end_session::<S>),
         )

@@ -460,6 +460,17 @@ pub async fn end_session<S: LedgerStore>(
     }
 }
 
+/// Signs out every device but this one.
+pub async fn end_other_sessions<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    SignedForm { page, me, .. }: SignedForm<Empty>,
+) -> Response {
+    match state.auth.revoke_other_sessions(&me).await {
+        Ok(_) => centre_with_notice(&state, &page, &me, "security-others-ended").await,
+        Err(error) => failure(&page, &error),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "not_me.html")]
 pub struct NotMePage {

@@ -109,6 +109,7 @@ pub(crate) async fn enrol<D: koban_store::sql::SqlDb>(
         legal_name: None,
         date_of_birth: None,
         phone: None,
+        lang: koban_auth::lang::Lang::En,
     };
     auth.signup(signup, &client)
         .await
