@@ -98,3 +98,9 @@ money-sent = You sent money
     .body = You sent { $amount } to { $payee }. { -not-me }
 money-received = You received money
     .body = You received { $amount } from { $payer }.
+sessions-ended = Your other devices were signed out of Koban
+    .body =
+        Every device but one was signed out of your Koban account, from the security centre.
+
+        If this was NOT you, open this link: it freezes the account and signs everyone out:
+        { $link }

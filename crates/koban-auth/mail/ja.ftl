@@ -98,3 +98,9 @@ money-sent = 送金しました
     .body = { $payee } に { $amount } を送金しました。{ -not-me }
 money-received = お金を受け取りました
     .body = { $payer } から { $amount } を受け取りました。
+sessions-ended = Kobanのほかの端末をログアウトしました
+    .body =
+        セキュリティセンターから、1台を除くすべての端末をKobanアカウントからログアウトしました。
+
+        お心当たりがない場合は、次のリンクを開いてください。アカウントが凍結され、すべての端末がログアウトされます:
+        { $link }

@@ -553,7 +553,7 @@ impl<D: SqlDb> Auth<D> {
         Ok(())
     }
 
-    async fn not_me_link<T: SqlTx>(
+    pub(crate) async fn not_me_link<T: SqlTx>(
         &self,
         tx: &mut T,
         user_id: &str,
@@ -614,9 +614,13 @@ impl<D: SqlDb> Auth<D> {
         now: i64,
     ) -> Result<(), AuthError> {
         let link = self.not_me_link(tx, user_id, now).await?;
+        // In the account's language, found by its id: after an address change, no account has
+        // the old address any more.
+        let lang = crate::outbox::user_lang(tx, user_id).await?;
         let mail = what
             .arg("hours", self.config.cooling_off_s / 3600)
-            .arg("link", link);
+            .arg("link", link)
+            .in_lang(lang);
         enqueue(tx, now, email, &mail).await
     }
 
@@ -926,8 +930,15 @@ impl<D: SqlDb> Auth<D> {
                 .await?
                 == 1;
         if new {
+            // The browser names itself: printable characters only, and not too many.
+            let device: String = client
+                .user_agent
+                .chars()
+                .filter(|c| !c.is_control() && !crate::model::is_bidi_control(*c))
+                .take(120)
+                .collect();
             let mail = Mail::new("new-sign-in")
-                .arg("device", &client.user_agent)
+                .arg("device", device)
                 .arg("network", &client.network);
             enqueue(tx, now, &principal.email, &mail).await?;
         }

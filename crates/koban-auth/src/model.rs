@@ -233,6 +233,12 @@ impl Client {
     }
 }
 
+/// Unicode's explicit text-direction marks, embeddings, overrides and isolates: text that
+/// carries them can show a name, a message or an amount reversed or out of place.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -395,18 +395,36 @@ impl<D: SqlDb> Auth<D> {
         Ok(())
     }
 
-    /// Sets the language the caller's notices are written in.
+    /// Sets the language the caller's notices are written in. A full session only: someone
+    /// who knows the password alone must not be able to turn the owner's alerts into a
+    /// language the owner does not read.
     pub async fn set_lang(
         &self,
         principal: &Principal,
         lang: crate::lang::Lang,
     ) -> Result<(), AuthError> {
+        principal.full()?;
+        let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        tx.execute(
-            "UPDATE users SET lang = $1 WHERE id = $2",
-            params![lang.code(), principal.user_id.as_str()],
-        )
-        .await?;
+        let changed = tx
+            .execute(
+                "UPDATE users SET lang = $1 WHERE id = $2 AND lang <> $1",
+                params![lang.code(), principal.user_id.as_str()],
+            )
+            .await?;
+        if changed > 0 {
+            crate::audit::append(
+                &mut tx,
+                now,
+                crate::audit::AuditEvent {
+                    actor: &principal.actor(),
+                    action: "account.lang_changed",
+                    subject: &format!("user:{}", principal.user_id),
+                    details: serde_json::json!({ "lang": lang.code() }),
+                },
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -425,6 +443,11 @@ impl<D: SqlDb> Auth<D> {
                 now,
             )
             .await?;
+        // Told by e-mail, with the link that freezes the account: the one signing everyone
+        // else out may not be the owner.
+        let link = self.not_me_link(&mut tx, &principal.user_id, now).await?;
+        let mail = crate::mail::Mail::new("sessions-ended").arg("link", link);
+        crate::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         crate::audit::append(
             &mut tx,
             now,
@@ -437,6 +460,7 @@ impl<D: SqlDb> Auth<D> {
         )
         .await?;
         tx.commit().await?;
+        self.outbox_written();
         Ok(ended)
     }
 }

@@ -74,10 +74,7 @@ pub fn parse_handle(text: &str) -> Result<String, PayError> {
     }
 }
 
-/// Unicode's explicit text-direction marks, embeddings, overrides and isolates.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
+use koban_auth::model::is_bidi_control;
 
 pub(crate) fn message_metadata(message: Option<&str>) -> Result<Metadata, PayError> {
     match message {

@@ -49,7 +49,10 @@ pub async fn set_lang<S: LedgerStore>(
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
     // A signed-in customer's notices follow the language of the pages.
-    if let Some(me) = &page.me
+    if let Some(me) = page
+        .me
+        .as_ref()
+        .filter(|me| me.level == SessionLevel::SecondFactor)
         && let Err(error) = state.auth.set_lang(me, lang).await
     {
         let (status, text) = explain_auth(&page.tr, &error);
