@@ -1293,7 +1293,11 @@ async fn no_card_number_or_security_code_in_logs_or_errors<S: LedgerStore>(app: 
 
     assert!(replies.len() >= 14);
     for reply in &replies {
-        let text = format!("{:?} {}", reply.headers, reply.body);
+        // Every header but the body's length, which is a number of three digits as often as
+        // not and would match a security code by chance.
+        let mut headers = reply.headers.clone();
+        headers.remove(axum::http::header::CONTENT_LENGTH);
+        let text = format!("{headers:?} {}", reply.body);
         assert!(
             !text.contains(&card.pan),
             "a card number in a reply: {text}"
