@@ -361,11 +361,11 @@ async function newcomerTopsUpAndPaysAFriend(browser, base, dir) {
 
 // ------------------------------------------------------------------ a merchant, through the API
 
-async function merchant(base) {
+async function merchant(base, email = 'cafe@example.com', name = 'Koban Cafe') {
   const api = await apiRequest.newContext();
-  const shop = { email: 'cafe@example.com', password: 'orchard copper lantern', lastStep: 0 };
+  const shop = { email, password: 'orchard copper lantern', lastStep: 0 };
   const signed = await api.post(`${base}/v1/signup`, {
-    data: { kind: 'merchant', email: shop.email, password: shop.password, display_name: 'Koban Cafe' },
+    data: { kind: 'merchant', email: shop.email, password: shop.password, display_name: name },
   });
   assert.equal(signed.status(), 202);
   let code;
@@ -383,7 +383,9 @@ async function merchant(base) {
     headers: auth,
     data: { code: await freshCode(shop) },
   });
-  auth = { authorization: `Bearer ${(await confirmed.json()).session.token}` };
+  const enrolled = await confirmed.json();
+  shop.recovery = enrolled.recovery_codes;
+  auth = { authorization: `Bearer ${enrolled.session.token}` };
   const body = { name: 'till', environment: 'test', scopes: ['payments:read', 'payments:write', 'refunds:write'] };
   const asked = await (await api.post(`${base}/v1/merchant/api-keys`, { headers: auth, data: body })).json();
   const made = await api.post(`${base}/v1/merchant/api-keys`, {
@@ -779,6 +781,102 @@ async function contactChangesAreConfirmedAndListed(base, a, hanako) {
 }
 
 
+// ------------------------------------------------------------------ the merchant dashboard
+
+// Reads a wallet's balance off its home page, in yen.
+async function balanceOf(page, base) {
+  await page.goto(base + '/home');
+  return yen(await page.getByTestId('balance').textContent());
+}
+
+async function merchantDashboard(browser, base, a) {
+  const shop = await merchant(base, 'bakery@example.com', 'Koban Bakery');
+  const context = await browser.newContext({ viewport: DESKTOP, locale: 'en-GB', bypassCSP: true });
+  const till = await context.newPage();
+  await till.goto(base + '/signin');
+  await till.getByLabel('E-mail address').fill(shop.email);
+  await till.getByLabel('Password').fill(shop.password);
+  await till.getByRole('button', { name: 'Sign in' }).click();
+  await till.getByRole('heading', { name: 'Enter your code' }).waitFor();
+  await till.getByLabel('6-digit code').fill(shop.recovery[0]);
+  await till.getByRole('button', { name: 'Continue' }).click();
+  await till.getByRole('heading', { name: 'Your shop' }).waitFor();
+  await till.getByText('No payments yet.').waitFor();
+  await bothLanguages(till, 'merchant-dashboard-empty');
+
+  // Story 1: a payment request at the till, paid by pasting its payload in the wallet; a part
+  // of it refunded; the customer sees the refund.
+  const before = await balanceOf(a.page, base);
+  await till.getByRole('link', { name: 'Payment request' }).first().click();
+  await bothLanguages(till, 'merchant-request');
+  await till.getByLabel('Amount').fill('1,000');
+  await till.getByLabel('Your reference').fill('table 3');
+  await till.getByRole('button', { name: 'Make the QR code' }).click();
+  await till.getByRole('img', { name: 'QR code to pay with the Koban wallet' }).waitFor();
+  assert.equal(await till.getByTestId('request-amount').textContent(), '¥1,000');
+  await checkPage(till, 'merchant-request-qr-en');
+  await shot(till, 'merchant-request-qr-en');
+  const payload = (await till.getByTestId('request-payload').textContent()).trim();
+  await a.page.goto(base + '/pay');
+  await a.page.getByLabel("The code's text").fill(payload);
+  await a.page.getByRole('button', { name: 'Continue' }).click();
+  assert.equal(await a.page.getByTestId('merchant').textContent(), 'Koban Bakery');
+  await a.page.getByRole('button', { name: 'Pay ¥1,000' }).click();
+  await a.page.getByRole('heading', { name: 'Paid' }).waitFor();
+  // The request's page looks again by itself and says it is paid.
+  await till.getByTestId('request-status').getByText('Paid.').waitFor({ timeout: 15_000 });
+  await till.getByRole('link', { name: 'See the payment' }).click();
+  assert.equal(await till.getByTestId('payment-amount').textContent(), '¥1,000');
+  assert.equal(await till.getByLabel('Amount to refund').inputValue(), '1000', 'the form offers what remains');
+  await till.getByLabel('Amount to refund').fill('300');
+  await till.getByRole('button', { name: 'Refund' }).click();
+  await till.getByText('¥300 refunded to the customer.').waitFor();
+  assert.equal(await till.getByTestId('payment-refunded').textContent(), '¥300');
+  assert.equal(await till.getByLabel('Amount to refund').inputValue(), '700');
+  await checkPage(till, 'merchant-payment-en');
+  await shot(till, 'merchant-payment-en');
+  // More than what remains is refused, and nothing moves.
+  await till.getByLabel('Amount to refund').fill('800');
+  await till.getByRole('button', { name: 'Refund' }).click();
+  await till.getByRole('alert').getByText('more than what remains refundable').waitFor();
+  assert.equal(await till.getByTestId('payment-refunded').textContent(), '¥300');
+  assert.equal(await balanceOf(a.page, base), before - 1000 + 300, 'the customer paid 1,000 and got 300 back');
+  await a.page.getByText('Refund').first().waitFor();
+
+  // Story 2: the customer shows her code; the terminal charges it once, and says so plainly.
+  await a.page.goto(base + '/pay');
+  await a.page.getByRole('button', { name: 'Show a payment code' }).click();
+  const digits = (await a.page.getByTestId('code-digits').textContent()).trim();
+  await till.getByRole('link', { name: 'Take a payment' }).first().click();
+  await bothLanguages(till, 'merchant-terminal');
+  const chargeAtTill = async () => {
+    await till.getByLabel('Amount').fill('500');
+    await till.getByLabel("Customer's payment code").fill(digits.replace(/(\d{6})(?=\d)/g, '$1 '));
+    await till.getByRole('button', { name: 'Charge' }).click();
+  };
+  await chargeAtTill();
+  await till.getByTestId('terminal-result').getByText('Approved').waitFor();
+  await till.getByText('¥500 paid. Hand over the goods.').waitFor();
+  await checkPage(till, 'merchant-terminal-paid-en');
+  await shot(till, 'merchant-terminal-paid-en');
+  await a.page.getByText('The store has charged your code.').waitFor({ timeout: 10_000 });
+  await chargeAtTill();
+  await till.getByTestId('terminal-result').getByText('Not paid').waitFor();
+  await till.getByTestId('terminal-result').getByText('already used').waitFor();
+  await checkPage(till, 'merchant-terminal-declined-en');
+  await shot(till, 'merchant-terminal-declined-en');
+  assert.equal(await balanceOf(a.page, base), before - 1000 + 300 - 500, 'the code was charged once');
+
+  // The dashboard lists both payments, the refund beside the first, and the balance.
+  await till.getByRole('link', { name: 'Dashboard' }).click();
+  const payments = till.getByTestId('payments').locator('li');
+  assert.equal(await payments.count(), 2);
+  await till.getByText('¥300 refunded').waitFor();
+  await bothLanguages(till, 'merchant-dashboard');
+  await context.close();
+  await shop.api.dispose();
+}
+
 // ------------------------------------------------------------------ story 7: Japanese throughout
 
 async function aJapaneseCustomerSeesEveryStepInJapanese(browser, base, hanako) {
@@ -938,6 +1036,8 @@ try {
     aJapaneseCustomerSeesEveryStepInJapanese(browser, base, people.hanako));
   await timed('"this was not me" freezes the account', () =>
     notMeFreezesTheAccount(base, people.b, people.taro));
+  await timed('a merchant asks for a payment, refunds part of it, and charges a code once', () =>
+    merchantDashboard(browser, base, people.a));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);
   console.log(`screenshots: ${SHOTS}`);
 } catch (error) {

@@ -98,6 +98,23 @@ pub struct MerchantKey {
     pub scopes: Scopes,
 }
 
+impl MerchantKey {
+    /// A merchant's own session, acting on its dashboard: the owner of the account, with every
+    /// scope. Needs a session that passed its second factor, of a merchant account.
+    pub fn for_session(principal: &Principal) -> Result<MerchantKey, AuthError> {
+        principal.full()?;
+        if principal.kind != UserKind::Merchant {
+            return Err(AuthError::Forbidden("this needs a merchant account"));
+        }
+        Ok(MerchantKey {
+            merchant_id: principal.user_id.clone(),
+            key_id: format!("session:{}", principal.session_id),
+            environment: Environment::Live,
+            scopes: Scopes(SCOPES.iter().map(|s| (*s).to_owned()).collect()),
+        })
+    }
+}
+
 fn view(row: &koban_store::sql::Row) -> Result<ApiKeyView, AuthError> {
     Ok(ApiKeyView {
         id: row.text(0)?,

@@ -86,6 +86,17 @@ pub struct Refund {
     pub replayed: bool,
 }
 
+/// A payment the merchant received, as its dashboard lists it.
+#[derive(Clone, Debug)]
+pub struct ReceivedPayment {
+    pub id: TransferId,
+    pub amount: Amount,
+    pub currency: Currency,
+    /// How much of it has been refunded (or is being refunded) so far, in minor units.
+    pub refunded_minor: u64,
+    pub created_at_ms: i64,
+}
+
 fn stored_currency(text: &str) -> Result<Currency, PayError> {
     Currency::parse(text).map_err(|_| PayError::Invalid("a stored currency is not valid"))
 }
@@ -1104,6 +1115,45 @@ impl<S: LedgerStore> Payments<S> {
         self.ledger_account(wallet.account).await
     }
 
+    /// The merchant's payments, newest first (`limit` at most), with what was refunded of each.
+    pub async fn received_payments(
+        &self,
+        merchant: &MerchantKey,
+        limit: i64,
+    ) -> Result<Vec<ReceivedPayment>, PayError> {
+        Self::require_scope(merchant, "payments:read")?;
+        let mut tx = self.db().begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT transfer_id, amount, currency, refunded, created_at FROM merchant_payments \
+                 WHERE merchant_id = $1 ORDER BY created_at DESC LIMIT $2",
+                params![merchant.merchant_id.as_str(), limit.clamp(1, 500)],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(received_payment).collect()
+    }
+
+    /// One of the merchant's payments.
+    pub async fn received_payment(
+        &self,
+        merchant: &MerchantKey,
+        id: TransferId,
+    ) -> Result<ReceivedPayment, PayError> {
+        Self::require_scope(merchant, "payments:read")?;
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT transfer_id, amount, currency, refunded, created_at FROM merchant_payments \
+                 WHERE merchant_id = $1 AND transfer_id = $2",
+                params![merchant.merchant_id.as_str(), id.to_bytes()],
+            )
+            .await?
+            .ok_or(PayError::NotFound)?;
+        tx.commit().await?;
+        received_payment(&row)
+    }
+
     pub(crate) async fn context_for(
         &self,
         user_id: &str,
@@ -1144,4 +1194,16 @@ impl<S: LedgerStore> Payments<S> {
             fan_in_senders_max: self.config.fan_in_senders_max,
         }
     }
+}
+
+fn received_payment(row: &koban_store::sql::Row) -> Result<ReceivedPayment, PayError> {
+    let invalid = || PayError::Invalid("a stored amount is not valid");
+    Ok(ReceivedPayment {
+        id: TransferId::from_bytes(&row.bytes(0)?)
+            .map_err(|_| PayError::Invalid("a stored id is not valid"))?,
+        amount: Amount::from_i64(row.i64(1)?).map_err(|_| invalid())?,
+        currency: stored_currency(&row.text(2)?)?,
+        refunded_minor: u64::try_from(row.i64(3)?).map_err(|_| invalid())?,
+        created_at_ms: row.i64(4)?,
+    })
 }

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_risk.sql")),
     (6, include_str!("../migrations/0006_notices.sql")),
     (7, include_str!("../migrations/0007_languages.sql")),
+    (8, include_str!("../migrations/0008_merchant_payments.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

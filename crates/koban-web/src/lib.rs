@@ -14,6 +14,7 @@ pub mod factors;
 pub mod funding;
 pub mod i18n;
 pub mod links;
+pub mod merchant;
 pub mod page;
 pub mod pay;
 pub mod security;
@@ -133,6 +134,21 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/security/sessions/{id}/end",
             post(security::end_session::<S>),
         )
+        .route("/merchant", get(merchant::dashboard::<S>))
+        .route(
+            "/merchant/request",
+            get(merchant::request_page::<S>).post(merchant::create_request::<S>),
+        )
+        .route("/merchant/requests/{id}", get(merchant::request::<S>))
+        .route(
+            "/merchant/terminal",
+            get(merchant::terminal_page::<S>).post(merchant::charge::<S>),
+        )
+        .route("/merchant/payments/{id}", get(merchant::payment::<S>))
+        .route(
+            "/merchant/payments/{id}/refund",
+            post(merchant::refund::<S>),
+        )
         .route("/assets/{file}", get(asset));
     if dev {
         pages = pages
@@ -181,6 +197,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("countdown.js", JS, include_bytes!("../assets/countdown.js")),
     ("reveal.js", JS, include_bytes!("../assets/reveal.js")),
     ("passkey.js", JS, include_bytes!("../assets/passkey.js")),
+    ("request.js", JS, include_bytes!("../assets/request.js")),
 ];
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";

@@ -10,7 +10,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use cookie::{Cookie, SameSite};
 use koban_api::ApiState;
 use koban_api::extract::{ClientInfo, SESSION_COOKIE, cookie_value};
-use koban_auth::{AuthError, Principal, SessionLevel};
+use koban_auth::apikeys::MerchantKey;
+use koban_auth::{AuthError, Principal, SessionLevel, UserKind};
 use koban_pay::PayError;
 use koban_store::LedgerStore;
 use serde::Deserialize;
@@ -119,6 +120,10 @@ impl Page {
                 .me
                 .as_ref()
                 .is_some_and(|me| me.level == SessionLevel::SecondFactor),
+            merchant: self
+                .me
+                .as_ref()
+                .is_some_and(|me| me.kind == UserKind::Merchant),
             dev: self.dev,
             back: self.back.clone(),
             errors: Vec::new(),
@@ -256,6 +261,46 @@ impl<S: LedgerStore, T: serde::de::DeserializeOwned> FromRequest<ApiState<S>> fo
     }
 }
 
+/// A merchant signed in to its dashboard: [`SignedIn`] for a merchant account, with the key the
+/// merchant operations take. Anyone else is sent to their own home.
+pub struct MerchantIn {
+    pub page: Page,
+    pub me: Principal,
+    pub merchant: MerchantKey,
+}
+
+impl<S: LedgerStore> FromRequestParts<ApiState<S>> for MerchantIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState<S>) -> Result<Self, Response> {
+        let SignedIn { page, me } = SignedIn::from_request_parts(parts, state).await?;
+        let merchant = MerchantKey::for_session(&me).map_err(|_| see_other("/home"))?;
+        Ok(MerchantIn { page, me, merchant })
+    }
+}
+
+/// A form from a merchant's dashboard: [`Posted`] and [`MerchantIn`] together.
+pub struct MerchantForm<T> {
+    pub page: Page,
+    pub merchant: MerchantKey,
+    pub form: T,
+}
+
+impl<S: LedgerStore, T: serde::de::DeserializeOwned> FromRequest<ApiState<S>> for MerchantForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &ApiState<S>) -> Result<Self, Response> {
+        let Posted { page, form } = Posted::from_request(request, state).await?;
+        let me = page.full().map_err(IntoResponse::into_response)?;
+        let merchant = MerchantKey::for_session(me).map_err(|_| see_other("/home"))?;
+        Ok(MerchantForm {
+            page,
+            merchant,
+            form,
+        })
+    }
+}
+
 /// A page that only says what went wrong, with a way back.
 #[derive(Template)]
 #[template(path = "message.html")]
@@ -290,6 +335,8 @@ pub struct Chrome {
     pub title: String,
     pub csrf: String,
     pub signed_in: bool,
+    /// A merchant's session: the dashboard's navigation rather than the wallet's.
+    pub merchant: bool,
     pub dev: bool,
     /// Where the language switch returns to: this page, when a GET can show it again.
     pub back: String,

@@ -117,16 +117,17 @@ pub struct HomePage {
     pub spent_today: String,
     pub daily_max: String,
     pub movements: Vec<Movement>,
-    pub chart: String,
-    pub chart_summary: String,
-    pub chart_low: String,
-    pub chart_high: String,
+    pub chart: ChartView,
 }
 
 pub async fn home<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     SignedIn { page, me }: SignedIn,
 ) -> Response {
+    // A merchant's home is its dashboard.
+    if me.kind == koban_auth::UserKind::Merchant {
+        return crate::page::see_other("/merchant");
+    }
     match home_view(&state, &page, &me).await {
         Ok(view) => page.render(&view),
         Err(error) => failure(&page, &error),
@@ -144,7 +145,77 @@ async fn home_view<S: LedgerStore>(
     let view = state.pay.wallet_view(me, currency).await?;
     let account = view.wallet.account;
     let b = view.account.balance;
-    // The chart's days and the list's lines come from the same newest-first pages.
+    let balance = b.net_credit_posted();
+    let recent = recent(state, me, account, currency, balance, HOME_MOVEMENTS).await?;
+    let parties = state.pay.counterparties(account, &recent.entries).await?;
+    let movements = recent
+        .entries
+        .iter()
+        .zip(parties)
+        .map(|(entry, party)| movement(tr, entry, party))
+        .collect();
+    let pending = |minor: u64| (minor > 0).then(|| tr.money(i128::from(minor), currency));
+    Ok(HomePage {
+        c: page.chrome("title-home"),
+        name: user.display_name,
+        email_verified: user.email_verified,
+        balance: tr.money(balance, currency),
+        available: tr.money(b.available_credit(), currency),
+        pending_in: pending(b.credits_pending),
+        pending_out: pending(b.debits_pending),
+        tier: tr.t(match view.tier.as_str() {
+            "verified" => "tier-verified",
+            _ => "tier-unverified",
+        }),
+        spent_today: tr.money(i128::from(view.spent_today), currency),
+        daily_max: tr.money(i128::from(view.limits.daily_out_max), currency),
+        movements,
+        chart: ChartView::new(tr, &recent.days, balance, currency),
+    })
+}
+
+/// The balance chart as a page draws it: the line's points and the sentence that says it.
+pub struct ChartView {
+    pub points: String,
+    pub summary: String,
+}
+
+impl ChartView {
+    pub fn new(tr: &Tr, days: &[i128], balance: i128, currency: Currency) -> ChartView {
+        let low = days.iter().min().copied().unwrap_or(0);
+        let high = days.iter().max().copied().unwrap_or(0);
+        let first = days.first().copied().unwrap_or(0);
+        ChartView {
+            points: polyline(days, 600, 160),
+            summary: tr.with(
+                "home-chart-summary",
+                &[
+                    ("from", &tr.money(first, currency)),
+                    ("to", &tr.money(balance, currency)),
+                    ("low", &tr.money(low, currency)),
+                    ("high", &tr.money(high, currency)),
+                ],
+            ),
+        }
+    }
+}
+
+/// A wallet's closing balance on each of the chart's days, and its newest movements.
+pub struct Recent {
+    pub days: Vec<i128>,
+    pub entries: Vec<Entry>,
+}
+
+/// Reads the wallet's history back over the chart's days (at most [`CHART_PAGES_MAX`] pages):
+/// the chart's days and the list's lines come from the same newest-first pages.
+pub async fn recent<S: LedgerStore>(
+    state: &ApiState<S>,
+    me: &Principal,
+    account: koban_ledger::AccountId,
+    currency: Currency,
+    balance: i128,
+    lines: usize,
+) -> Result<Recent, PayError> {
     let now = state.auth.now_ms();
     let since = now.saturating_sub(i64::try_from(CHART_DAYS).unwrap_or(30) * 86_400_000);
     let mut entries: Vec<Entry> = Vec::new();
@@ -173,47 +244,9 @@ async fn home_view<S: LedgerStore>(
             })
         })
         .collect();
-    let balance = b.net_credit_posted();
     let days = daily_balances(now, balance, &points, complete, CHART_DAYS);
-    let low = days.iter().min().copied().unwrap_or(0);
-    let high = days.iter().max().copied().unwrap_or(0);
-    let first = days.first().copied().unwrap_or(0);
-    let recent: Vec<Entry> = entries.into_iter().take(HOME_MOVEMENTS).collect();
-    let parties = state.pay.counterparties(account, &recent).await?;
-    let movements = recent
-        .iter()
-        .zip(parties)
-        .map(|(entry, party)| movement(tr, entry, party))
-        .collect();
-    let pending = |minor: u64| (minor > 0).then(|| tr.money(i128::from(minor), currency));
-    Ok(HomePage {
-        c: page.chrome("title-home"),
-        name: user.display_name,
-        email_verified: user.email_verified,
-        balance: tr.money(balance, currency),
-        available: tr.money(b.available_credit(), currency),
-        pending_in: pending(b.credits_pending),
-        pending_out: pending(b.debits_pending),
-        tier: tr.t(match view.tier.as_str() {
-            "verified" => "tier-verified",
-            _ => "tier-unverified",
-        }),
-        spent_today: tr.money(i128::from(view.spent_today), currency),
-        daily_max: tr.money(i128::from(view.limits.daily_out_max), currency),
-        movements,
-        chart: polyline(&days, 600, 160),
-        chart_summary: tr.with(
-            "home-chart-summary",
-            &[
-                ("from", &tr.money(first, currency)),
-                ("to", &tr.money(balance, currency)),
-                ("low", &tr.money(low, currency)),
-                ("high", &tr.money(high, currency)),
-            ],
-        ),
-        chart_low: tr.money(low.min(0), currency),
-        chart_high: tr.money(high, currency),
-    })
+    entries.truncate(lines);
+    Ok(Recent { days, entries })
 }
 
 /// A page that could not be built: what went wrong, in words.
