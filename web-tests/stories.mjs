@@ -10,6 +10,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -804,6 +805,44 @@ async function merchantDashboard(browser, base, a) {
   await till.getByText('No payments yet.').waitFor();
   await bothLanguages(till, 'merchant-dashboard-empty');
 
+  // Story 3, first half: an API key, shown once; a webhook endpoint on a local receiver.
+  const received = [];
+  const receiver = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      received.push({ type: JSON.parse(body || '{}').type, signature: req.headers['webhook-signature'] });
+      res.writeHead(200);
+      res.end('ok');
+    });
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  await till.getByRole('link', { name: 'API keys' }).click();
+  await till.getByLabel('Name of the key').fill('till server');
+  await till.getByLabel('Take payments and ask for them').check();
+  await till.getByRole('button', { name: 'Make the key' }).click();
+  await till.getByText('Make the API key "till server"').waitFor();
+  await till.getByLabel('6-digit code').fill(shop.recovery[1]);
+  await till.getByRole('button', { name: 'Confirm', exact: true }).click();
+  const secret = (await till.getByTestId('new-key').textContent()).trim();
+  assert.match(secret, /^kbn_sk_test_/, 'a test key is shown');
+  await checkPage(till, 'merchant-key-made-en');
+  await shot(till, 'merchant-key-made-en');
+  const whoami = await shop.api.get(`${base}/v1/merchant/whoami`, { headers: { authorization: `Bearer ${secret}` } });
+  assert.equal(whoami.status(), 200, 'the key shown works');
+  await till.goto(base + '/merchant/keys');
+  assert.equal(await till.getByTestId('new-key').count(), 0, 'the key is not shown again');
+  assert.ok(!(await till.content()).includes(secret), 'nor anywhere on the page');
+  await till.getByText('till server').waitFor();
+  await bothLanguages(till, 'merchant-keys');
+  await till.goto(base + '/merchant/webhooks');
+  await till.getByLabel('Endpoint URL').fill(`http://127.0.0.1:${receiver.address().port}/hooks`);
+  await till.getByRole('button', { name: 'Add the endpoint' }).click();
+  assert.match((await till.getByTestId('new-secret').textContent()).trim(), /^whsec_/);
+  await checkPage(till, 'merchant-webhooks-en');
+  await shot(till, 'merchant-webhooks-en');
+  await till.goto(base + '/merchant');
+
   // Story 1: a payment request at the till, paid by pasting its payload in the wallet; a part
   // of it refunded; the customer sees the refund.
   const before = await balanceOf(a.page, base);
@@ -873,6 +912,28 @@ async function merchantDashboard(browser, base, a) {
   assert.equal(await payments.count(), 2);
   await till.getByText('¥300 refunded').waitFor();
   await bothLanguages(till, 'merchant-dashboard');
+
+  // Story 3, second half: the deliveries in the log, and one sent again.
+  await till.goto(base + '/merchant/webhooks');
+  await till.getByRole('link', { name: /127\.0\.0\.1/ }).click();
+  for (let i = 0; i < 40 && (await till.getByText('delivered').count()) === 0; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    await till.reload();
+  }
+  await till.getByRole('cell', { name: 'payment.succeeded' }).first().waitFor();
+  await till.getByRole('cell', { name: 'delivered (HTTP 200)' }).first().waitFor();
+  assert.ok(received.some((r) => r.type === 'payment.succeeded' && r.signature), 'the receiver got a signed payment event');
+  const heard = received.length;
+  const log = till.url();
+  await till.getByRole('button', { name: /^Send again/ }).first().click();
+  await till.getByText('The delivery will be sent again within seconds.').waitFor();
+  for (let i = 0; i < 40 && received.length === heard; i++) await new Promise((r) => setTimeout(r, 250));
+  assert.ok(received.length > heard, 'the delivery was sent again');
+  await checkPage(till, 'merchant-deliveries-en');
+  await shot(till, 'merchant-deliveries-en');
+  await till.goto(log);
+  await bothLanguages(till, 'merchant-deliveries');
+  receiver.close();
   await context.close();
   await shop.api.dispose();
 }
@@ -1036,7 +1097,7 @@ try {
     aJapaneseCustomerSeesEveryStepInJapanese(browser, base, people.hanako));
   await timed('"this was not me" freezes the account', () =>
     notMeFreezesTheAccount(base, people.b, people.taro));
-  await timed('a merchant asks for a payment, refunds part of it, and charges a code once', () =>
+  await timed('a merchant makes an API key and a webhook, asks for a payment, refunds part of it, charges a code once', () =>
     merchantDashboard(browser, base, people.a));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);
   console.log(`screenshots: ${SHOTS}`);

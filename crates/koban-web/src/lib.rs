@@ -10,6 +10,7 @@
 pub mod account;
 pub mod cards;
 pub mod chart;
+pub mod developers;
 pub mod factors;
 pub mod funding;
 pub mod i18n;
@@ -148,6 +149,23 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         .route(
             "/merchant/payments/{id}/refund",
             post(merchant::refund::<S>),
+        )
+        .route(
+            "/merchant/keys",
+            get(developers::keys::<S>).post(developers::create_key::<S>),
+        )
+        .route(
+            "/merchant/keys/{id}/revoke",
+            post(developers::revoke_key::<S>),
+        )
+        .route(
+            "/merchant/webhooks",
+            get(developers::webhooks::<S>).post(developers::create_webhook::<S>),
+        )
+        .route("/merchant/webhooks/{id}", get(developers::deliveries::<S>))
+        .route(
+            "/merchant/webhooks/{id}/deliveries/{delivery}/redeliver",
+            post(developers::redeliver::<S>),
         )
         .route("/assets/{file}", get(asset));
     if dev {
