@@ -900,6 +900,7 @@ impl<S: LedgerStore> Payments<S> {
         request: &BankMove,
         key: &IdempotencyKey,
     ) -> Result<BankOperation, PayError> {
+        Self::require_scope(merchant, "payments:write")?;
         let (source_id, amount, currency) =
             (request.source_id.as_str(), request.amount, request.currency);
         let (id, _claim, wallet) = match self

@@ -229,7 +229,10 @@ impl<S: LedgerStore> Payments<S> {
         Ok(())
     }
 
-    fn require_scope(merchant: &MerchantKey, scope: &'static str) -> Result<(), PayError> {
+    pub(crate) fn require_scope(
+        merchant: &MerchantKey,
+        scope: &'static str,
+    ) -> Result<(), PayError> {
         if merchant.scopes.contains(scope) {
             Ok(())
         } else {

@@ -540,3 +540,45 @@ async fn a_used_code_says_to_wait_for_the_next_one() {
     let odd = hanako.get("/bank/..%2F..%2Fsignout/confirm").await;
     assert_eq!(odd.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_customer_is_kept_out_of_the_merchant_pages() {
+    let app = app().await;
+    let (mut browser, _) = signed_up(&app, "Aiko Tanaka", "aiko@example.com").await;
+    for path in [
+        "/merchant",
+        "/merchant/terminal",
+        "/merchant/keys",
+        "/merchant/webhooks",
+    ] {
+        let reply = browser.get(path).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(reply.headers[header::LOCATION], "/home", "{path}");
+    }
+    // A form to the terminal with her own valid token is sent home too, and charges nothing.
+    let charged = browser
+        .submit(
+            "/home",
+            "/merchant/terminal",
+            &[
+                ("amount", "500"),
+                ("code", "123456789012345678"),
+                ("key", "aiko-terminal-1"),
+            ],
+        )
+        .await;
+    assert_eq!(charged.status, StatusCode::SEE_OTHER);
+    assert_eq!(charged.headers[header::LOCATION], "/home");
+    let refund = browser
+        .submit(
+            "/home",
+            "/merchant/payments/01a249ee-5777-745e-8ef7-6323c56dc8bc/refund",
+            &[("amount", "1"), ("key", "aiko-refund-1")],
+        )
+        .await;
+    assert_eq!(refund.status, StatusCode::SEE_OTHER);
+    // Signed out, the dashboard asks for a sign-in.
+    let mut stranger = Browser::new(&app);
+    let reply = stranger.get("/merchant").await;
+    assert_eq!(reply.headers[header::LOCATION], "/signin");
+}
