@@ -262,16 +262,17 @@ fn a_failure_spike_shows_on_metrics_within_a_minute() {
     }
     loop {
         let metrics = http(addr, "GET", "/metrics", &[], None).body;
-        if metrics
+        // The gauge turns on before the alert's row commits and its counter counts it: a
+        // scrape in between sees one without the other, so both are waited for.
+        let active = metrics
             .lines()
-            .any(|l| l.starts_with("koban_security_alarm_active") && l.ends_with(" 1"))
-        {
-            assert!(metrics.contains("koban_security_alerts_total"), "{metrics}");
+            .any(|l| l.starts_with("koban_security_alarm_active") && l.ends_with(" 1"));
+        if active && metrics.contains("koban_security_alerts_total") {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "no alarm on /metrics within 60 s"
+            "no alarm and alert count on /metrics within 60 s: {metrics}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
