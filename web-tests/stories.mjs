@@ -226,14 +226,14 @@ async function signUpAndEnrol(browser, base, person) {
   return { context, page };
 }
 
-async function operatorToken(base, dir, request) {
-  const out = execFileSync(BIN, ['admin', 'create', '--email', 'ops@example.com'], { cwd: dir }).toString();
+async function operatorToken(base, dir, request, email = 'ops@example.com', role = 'admin') {
+  const out = execFileSync(BIN, ['admin', 'create', '--email', email, '--role', role], { cwd: dir }).toString();
   const token = out.match(/token=(kop_[A-Za-z0-9_-]+)/)?.[1];
   assert.ok(token, `admin create prints an enrolment link: ${out}`);
   const password = 'quiet harbour lantern seven';
   const enrolled = await request.post(`${base}/operators/enrol`, { form: { token, password } });
   assert.equal(enrolled.status(), 200, 'the operator sets a password');
-  const login = await request.post(`${base}/v1/login`, { data: { email: 'ops@example.com', password } });
+  const login = await request.post(`${base}/v1/login`, { data: { email, password } });
   const first = (await login.json()).session.token;
   const auth = { authorization: `Bearer ${first}` };
   const totp = await (await request.post(`${base}/v1/factors/totp`, { headers: auth })).json();
@@ -243,7 +243,84 @@ async function operatorToken(base, dir, request) {
     data: { code: await freshCode(operator) },
   });
   assert.equal(confirmed.status(), 200, 'the operator enrols TOTP');
-  return (await confirmed.json()).session.token;
+  const answer = await confirmed.json();
+  OPERATORS[email] = { email, password, recovery: answer.recovery_codes };
+  return answer.session.token;
+}
+
+// The operators made so far, with what signs them in on the pages.
+const OPERATORS = {};
+
+// Signs an operator in on the pages, in a browser of their own, with one of their recovery
+// codes (no wait for a fresh 30-second step); ends on the console.
+async function operatorSignsIn(browser, base, operator, code) {
+  const context = await browser.newContext({ viewport: DESKTOP, locale: 'en-GB', bypassCSP: true });
+  const page = await context.newPage();
+  await page.goto(base + '/signin');
+  await page.getByLabel('E-mail address').fill(operator.email);
+  await page.getByLabel('Password').fill(operator.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByLabel('6-digit code').fill(operator.recovery[code]);
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.getByRole('heading', { name: 'Operator console' }).waitFor();
+  return { context, page };
+}
+
+// ------------------------------------------------------------------ the operator console
+
+async function operatorsReleaseAndCompensate(browser, base, dir, a, hanako) {
+  // Hanako, still cooling off after her contact changes, pays someone new: held for review.
+  const me = await a.page.evaluate(async () => (await (await fetch('/v1/me')).json()).id);
+  await a.page.goto(base + '/send');
+  await a.page.getByLabel('Who to pay').fill('yui@example.com');
+  await a.page.getByLabel('Amount').fill('100');
+  await a.page.getByRole('button', { name: 'Continue' }).click();
+  await a.page.getByRole('button', { name: 'Send ¥100' }).click();
+  await a.page.getByLabel('6-digit code').fill(hanako.recovery[0]);
+  await a.page.getByRole('button', { name: 'Confirm', exact: true }).click();
+  await a.page.getByText('held for a short review').waitFor();
+  const before = await balanceOf(a.page, base);
+
+  // The first operator (admin) releases it from the console.
+  const ops = await operatorSignsIn(browser, base, OPERATORS['ops@example.com'], 0);
+  await ops.page.getByTestId('held').getByText('¥100').waitFor();
+  await bothLanguages(ops.page, 'console');
+  await ops.page.getByRole('button', { name: /^Release: ¥100/ }).click();
+  await ops.page.getByText('The transfer is released.').waitFor();
+  assert.equal(await ops.page.getByTestId('held').getByText('¥100').count(), 0, 'the queue is empty');
+
+  // The hold opened a case about Hanako; the operator asks to compensate her, above the
+  // amount one operator may pay alone, and cannot approve it themself.
+  let row = ops.page.getByTestId('cases').locator('li', { hasText: me });
+  for (let i = 0; i < 40 && (await row.count()) === 0; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    await ops.page.goto(base + '/ops');
+    row = ops.page.getByTestId('cases').locator('li', { hasText: me });
+  }
+  await row.getByText('Compensate this customer').click();
+  await row.getByLabel('Amount').fill('60000');
+  await row.getByLabel('Why (kept in the audit log)').fill('story: lost to a takeover');
+  await row.getByRole('button', { name: 'Ask to compensate' }).click();
+  await ops.page.getByText('The compensation waits for a second operator').waitFor();
+  await ops.page.getByText('you asked').waitFor();
+  await ops.page.getByRole('button', { name: /^Approve: Compensation ¥60,000/ }).click();
+  await ops.page.getByRole('alert').getByText('second operator must approve').waitFor();
+  await checkPage(ops.page, 'console-own-approval-refused-en');
+  await shot(ops.page, 'console-own-approval-refused-en');
+
+  // A second operator, an approver, approves it; Hanako sees the credit.
+  const api = await apiRequest.newContext();
+  await operatorToken(base, dir, api, 'approver@example.com', 'approver');
+  await api.dispose();
+  const approver = await operatorSignsIn(browser, base, OPERATORS['approver@example.com'], 0);
+  await approver.page.getByRole('button', { name: /^Approve: Compensation ¥60,000/ }).click();
+  await approver.page.getByText('Approved: the money has moved.').waitFor();
+  await checkPage(approver.page, 'console-approved-en');
+  await shot(approver.page, 'console-approved-en');
+  // The balance read while the ¥100 was held still counted it; the release took it out.
+  assert.equal(await balanceOf(a.page, base), before - 100 + 60000, 'the victim is credited');
+  await ops.context.close();
+  await approver.context.close();
 }
 
 // ------------------------------------------------------------------ story 1
@@ -1103,6 +1180,8 @@ try {
     notMeFreezesTheAccount(base, people.b, people.taro));
   await timed('a merchant makes an API key and a webhook, asks for a payment, refunds part of it, charges a code once', () =>
     merchantDashboard(browser, base, people.a));
+  await timed('an operator releases a held transfer; a compensation needs a second operator', () =>
+    operatorsReleaseAndCompensate(browser, base, dir, people.a, people.hanako));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);
   console.log(`screenshots: ${SHOTS}`);
 } catch (error) {

@@ -10,6 +10,7 @@
 pub mod account;
 pub mod cards;
 pub mod chart;
+pub mod console;
 pub mod developers;
 pub mod factors;
 pub mod funding;
@@ -167,6 +168,13 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/merchant/webhooks/{id}/deliveries/{delivery}/redeliver",
             post(developers::redeliver::<S>),
         )
+        .route("/ops", get(console::console::<S>))
+        .route("/ops/held/{id}/{decision}", post(console::decide_held::<S>))
+        .route(
+            "/ops/actions/{id}/{decision}",
+            post(console::decide_action::<S>),
+        )
+        .route("/ops/cases/{id}/compensate", post(console::compensate::<S>))
         .route("/assets/{file}", get(asset));
     if dev {
         pages = pages

@@ -124,6 +124,10 @@ impl Page {
                 .me
                 .as_ref()
                 .is_some_and(|me| me.kind == UserKind::Merchant),
+            operator: self
+                .me
+                .as_ref()
+                .is_some_and(|me| me.kind == UserKind::Operator),
             dev: self.dev,
             back: self.back.clone(),
             errors: Vec::new(),
@@ -301,6 +305,45 @@ impl<S: LedgerStore, T: serde::de::DeserializeOwned> FromRequest<ApiState<S>> fo
     }
 }
 
+/// An operator signed in to the console: [`SignedIn`] for an operator account (which role may
+/// do what is the domain's to check). Anyone else is sent to their own home.
+pub struct OperatorIn {
+    pub page: Page,
+    pub me: Principal,
+}
+
+impl<S: LedgerStore> FromRequestParts<ApiState<S>> for OperatorIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState<S>) -> Result<Self, Response> {
+        let SignedIn { page, me } = SignedIn::from_request_parts(parts, state).await?;
+        if me.kind != UserKind::Operator {
+            return Err(see_other("/home"));
+        }
+        Ok(OperatorIn { page, me })
+    }
+}
+
+/// A form from the console: [`Posted`] and [`OperatorIn`] together.
+pub struct OperatorForm<T> {
+    pub page: Page,
+    pub me: Principal,
+    pub form: T,
+}
+
+impl<S: LedgerStore, T: serde::de::DeserializeOwned> FromRequest<ApiState<S>> for OperatorForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &ApiState<S>) -> Result<Self, Response> {
+        let Posted { page, form } = Posted::from_request(request, state).await?;
+        let me = page.full().map_err(IntoResponse::into_response)?.clone();
+        if me.kind != UserKind::Operator {
+            return Err(see_other("/home"));
+        }
+        Ok(OperatorForm { page, me, form })
+    }
+}
+
 /// A page that only says what went wrong, with a way back.
 #[derive(Template)]
 #[template(path = "message.html")]
@@ -337,6 +380,8 @@ pub struct Chrome {
     pub signed_in: bool,
     /// A merchant's session: the dashboard's navigation rather than the wallet's.
     pub merchant: bool,
+    /// An operator's session: the console's navigation.
+    pub operator: bool,
     pub dev: bool,
     /// Where the language switch returns to: this page, when a GET can show it again.
     pub back: String,
@@ -462,7 +507,15 @@ pub fn explain_auth(tr: &Tr, error: &AuthError) -> (StatusCode, String) {
             (S::FORBIDDEN, tr.t("error-second-factor"))
         }
         AuthError::EmailNotVerified => (S::FORBIDDEN, tr.t("error-email-not-verified")),
-        AuthError::Forbidden(_) => (S::FORBIDDEN, tr.t("error-forbidden")),
+        // The domain says why, for people (another role, not one's own request): in English
+        // as written; in Japanese after a general sentence.
+        AuthError::Forbidden(detail) => (
+            S::FORBIDDEN,
+            match tr.lang() {
+                Lang::En => capitalised(detail),
+                Lang::Ja => format!("{} ({detail})", tr.t("error-forbidden")),
+            },
+        ),
         AuthError::StepUpRequired(_) | AuthError::StepUpInvalid => {
             (S::FORBIDDEN, tr.t("error-step-up-invalid"))
         }

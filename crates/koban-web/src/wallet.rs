@@ -125,8 +125,10 @@ pub async fn home<S: LedgerStore>(
     SignedIn { page, me }: SignedIn,
 ) -> Response {
     // A merchant's home is its dashboard.
-    if me.kind == koban_auth::UserKind::Merchant {
-        return crate::page::see_other("/merchant");
+    match me.kind {
+        koban_auth::UserKind::Merchant => return crate::page::see_other("/merchant"),
+        koban_auth::UserKind::Operator => return crate::page::see_other("/ops"),
+        koban_auth::UserKind::Customer => {}
     }
     match home_view(&state, &page, &me).await {
         Ok(view) => page.render(&view),

@@ -542,7 +542,7 @@ async fn a_used_code_says_to_wait_for_the_next_one() {
 }
 
 #[tokio::test]
-async fn a_customer_is_kept_out_of_the_merchant_pages() {
+async fn a_customer_is_kept_out_of_the_merchant_and_operator_pages() {
     let app = app().await;
     let (mut browser, _) = signed_up(&app, "Aiko Tanaka", "aiko@example.com").await;
     for path in [
@@ -577,6 +577,15 @@ async fn a_customer_is_kept_out_of_the_merchant_pages() {
         )
         .await;
     assert_eq!(refund.status, StatusCode::SEE_OTHER);
+    let released = browser
+        .submit(
+            "/home",
+            "/ops/held/01a249ee-5777-745e-8ef7-6323c56dc8bc/release",
+            &[],
+        )
+        .await;
+    assert_eq!(released.status, StatusCode::SEE_OTHER);
+    assert_eq!(released.headers[header::LOCATION], "/home");
     // Signed out, the dashboard asks for a sign-in.
     let mut stranger = Browser::new(&app);
     let reply = stranger.get("/merchant").await;
