@@ -989,10 +989,6 @@ async function merchantDashboard(browser, base, a) {
   assert.equal(await payments.count(), 2);
   await till.getByText('¥300 refunded').waitFor();
   await bothLanguages(till, 'merchant-dashboard');
-  // Payouts: the wallet's own page, under the merchant's session (it needs a linked bank).
-  await till.getByRole('link', { name: 'Withdraw to your bank' }).click();
-  await till.getByRole('heading', { name: 'Withdraw to your bank' }).waitFor();
-  await checkPage(till, 'merchant-payout-en');
 
   // Story 3, second half: the deliveries in the log, and one sent again.
   await till.goto(base + '/merchant/webhooks');

@@ -349,18 +349,20 @@ impl<S: LedgerStore> Payments<S> {
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
         self.check_case(&mut tx, Some(case_id)).await?;
-        // Only a customer the case is about: its subject, or someone who paid its subject.
+        // Only a customer the case is about: its subject when the case is about a customer
+        // (never the payee a fan-in case is about: that is the suspected mule), or someone
+        // who paid its subject.
         let in_case = tx
             .query_opt(
                 "SELECT 1 FROM risk_cases c JOIN users u ON u.id = $1 AND u.kind = 'customer' \
-                 WHERE c.id = $2 AND (c.subject = u.id OR EXISTS \
+                 WHERE c.id = $2 AND ((c.subject = u.id AND c.subject_role = 'customer') OR EXISTS \
                  (SELECT 1 FROM risk_events e WHERE e.payee = c.subject AND e.customer = u.id))",
                 params![customer, case_id],
             )
             .await?;
         if in_case.is_none() {
             return Err(PayError::Invalid(
-                "the customer must be the case's subject or have paid its subject",
+                "the customer must be the subject of a case about a customer, or have paid its subject",
             ));
         }
         let inserted = tx

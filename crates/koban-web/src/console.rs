@@ -42,8 +42,27 @@ pub struct AlertLine {
 pub struct CaseLine {
     pub id: String,
     pub subject: String,
+    /// Whom the case is about (a customer, a payee, a network), in words.
+    pub role: String,
+    /// Only a case about a customer offers to compensate its subject: a payee case is about
+    /// the suspected mule, whose victims are compensated through the API by naming them.
+    pub compensable: bool,
     pub alerts: i64,
     pub opened: String,
+    /// The compensation form's key and fields: fresh, or as sent when it was refused (so
+    /// sending it again can never pay twice).
+    pub key: String,
+    pub amount: String,
+    pub note: String,
+    pub open: bool,
+}
+
+/// A compensation form that was refused, shown again as it was sent.
+pub struct Retry {
+    pub case_id: String,
+    pub key: String,
+    pub amount: String,
+    pub note: String,
 }
 
 pub struct HeldLine {
@@ -72,8 +91,6 @@ pub struct ConsolePage {
     pub cases: Option<Vec<CaseLine>>,
     pub held: Option<Vec<HeldLine>>,
     pub actions: Option<Vec<ActionLine>>,
-    /// A fresh idempotency key for each compensation form.
-    pub key: String,
 }
 
 /// A list the role may not see is left out; any other failure fails the page.
@@ -97,6 +114,7 @@ async fn console_view<S: LedgerStore>(
     page: &Page,
     me: &Principal,
     c: Chrome,
+    retry: Option<&Retry>,
 ) -> Result<ConsolePage, PayError> {
     let tr = &page.tr;
     let alarms = seen(state.auth.alerts(me).await.map_err(PayError::Auth))?;
@@ -129,11 +147,24 @@ async fn console_view<S: LedgerStore>(
         }),
         cases: cases.map(|list| {
             list.into_iter()
-                .map(|c| CaseLine {
-                    id: c.id,
-                    subject: c.subject,
-                    alerts: c.alerts,
-                    opened: tr.datetime(c.first_alert_at),
+                .map(|c| {
+                    let again = retry.filter(|r| r.case_id == c.id);
+                    CaseLine {
+                        role: tr.t(match c.subject_role.as_str() {
+                            "customer" => "console-role-customer",
+                            "payee" => "console-role-payee",
+                            _ => "console-role-network",
+                        }),
+                        compensable: c.subject_role == "customer",
+                        alerts: c.alerts,
+                        opened: tr.datetime(c.first_alert_at),
+                        key: again.map_or_else(koban_auth::secret::new_id, |r| r.key.clone()),
+                        amount: again.map(|r| r.amount.clone()).unwrap_or_default(),
+                        note: again.map(|r| r.note.clone()).unwrap_or_default(),
+                        open: again.is_some(),
+                        id: c.id,
+                        subject: c.subject,
+                    }
                 })
                 .collect()
         }),
@@ -163,7 +194,6 @@ async fn console_view<S: LedgerStore>(
                 })
                 .collect()
         }),
-        key: koban_auth::secret::new_id(),
     })
 }
 
@@ -173,6 +203,7 @@ async fn answer<S: LedgerStore>(
     page: &Page,
     me: &Principal,
     done: Result<&'static str, PayError>,
+    retry: Option<Retry>,
 ) -> Response {
     let (status, c) = match done {
         Ok(notice) => (
@@ -184,7 +215,8 @@ async fn answer<S: LedgerStore>(
             (status, page.chrome("title-console").with_error(None, text))
         }
     };
-    match console_view(state, page, me, c).await {
+    let retry = retry.filter(|_| status != StatusCode::OK);
+    match console_view(state, page, me, c, retry.as_ref()).await {
         Ok(view) => page.render_status(status, &view),
         Err(error) => failure(page, &error),
     }
@@ -194,7 +226,7 @@ pub async fn console<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     OperatorIn { page, me }: OperatorIn,
 ) -> Response {
-    match console_view(&state, &page, &me, page.chrome("title-console")).await {
+    match console_view(&state, &page, &me, page.chrome("title-console"), None).await {
         Ok(view) => page.render(&view),
         Err(error) => failure(&page, &error),
     }
@@ -224,7 +256,7 @@ pub async fn decide_held<S: LedgerStore>(
         }),
         Err(error) => Err(error),
     };
-    answer(&state, &page, &me, done).await
+    answer(&state, &page, &me, done, None).await
 }
 
 /// Approves or rejects a waiting reversal or compensation.
@@ -250,7 +282,7 @@ pub async fn decide_action<S: LedgerStore>(
     } else {
         Err(PayError::NotFound)
     };
-    answer(&state, &page, &me, done).await
+    answer(&state, &page, &me, done, None).await
 }
 
 #[derive(Deserialize, Default)]
@@ -298,7 +330,13 @@ pub async fn compensate<S: LedgerStore>(
         })
     };
     let done = done.await;
-    answer(&state, &page, &me, done).await
+    let retry = Retry {
+        case_id: case_id.clone(),
+        key: form.key.clone(),
+        amount: form.amount.clone(),
+        note: form.note.clone(),
+    };
+    answer(&state, &page, &me, done, Some(retry)).await
 }
 
 fn failure(page: &Page, error: &PayError) -> Response {

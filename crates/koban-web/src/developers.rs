@@ -69,9 +69,24 @@ async fn keys_view<S: LedgerStore>(
                 live: k.revoked_at_ms.is_none() && k.expires_at_ms.is_none_or(|at| at > now),
                 id: k.id,
                 name: k.name,
-                environment: k.environment,
+                environment: tr.t(if k.environment == "live" {
+                    "keys-live"
+                } else {
+                    "keys-test"
+                }),
                 prefix: k.prefix,
-                scopes: k.scopes.join(", "),
+                scopes: k
+                    .scopes
+                    .iter()
+                    .map(|s| match s.as_str() {
+                        "payments:read" => tr.t("scope-payments-read"),
+                        "payments:write" => tr.t("scope-payments-write"),
+                        "refunds:write" => tr.t("scope-refunds-write"),
+                        "webhooks:manage" => tr.t("scope-webhooks-manage"),
+                        other => other.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 created: tr.date(k.created_at_ms),
                 last_used: k.last_used_at_ms.map(|at| tr.datetime(at)),
             })

@@ -316,12 +316,7 @@ pub async fn charge<S: LedgerStore>(
     let Ok(key) = IdempotencyKey::parse(&form.key) else {
         return crate::page::refusal(&page, StatusCode::BAD_REQUEST, "error-form");
     };
-    // The code as typed or read by a scanner: digits, spaces and hyphens tolerated.
-    let code: String = form
-        .code
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .collect();
+    let code = typed_code(&form.code);
     let reference = form.reference.trim();
     match state
         .pay
@@ -363,6 +358,20 @@ pub async fn charge<S: LedgerStore>(
             refused("code", status, text)
         }
     }
+}
+
+/// The code as typed or read by a scanner: full-width digits (a Japanese input method) read
+/// as digits; spaces and hyphens of either width, and the long-vowel mark typed for one,
+/// dropped. Anything else is left for the domain to refuse.
+fn typed_code(text: &str) -> String {
+    text.chars()
+        .filter_map(|c| match c {
+            '０'..='９' => char::from_u32(u32::from(c) - u32::from('０') + u32::from('0')),
+            '-' | '－' | 'ー' | '‐' | '−' => None,
+            c if c.is_whitespace() => None,
+            c => Some(c),
+        })
+        .collect()
 }
 
 // ------------------------------------------------------------------ a payment and its refunds
@@ -485,6 +494,16 @@ fn failure(page: &Page, error: &PayError) -> Response {
 mod tests {
     use super::*;
     use koban_ledger::Amount;
+
+    #[test]
+    fn a_code_is_read_as_a_cashier_types_it() {
+        assert_eq!(typed_code("892222 423420 497899"), "892222423420497899");
+        assert_eq!(
+            typed_code("８９２２２２－４２３４２０ー４９７８９９"),
+            "892222423420497899"
+        );
+        assert_eq!(typed_code("KBC1.8922"), "KBC1.8922");
+    }
 
     #[test]
     fn amounts_are_written_as_typed() {

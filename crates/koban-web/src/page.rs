@@ -507,14 +507,18 @@ pub fn explain_auth(tr: &Tr, error: &AuthError) -> (StatusCode, String) {
             (S::FORBIDDEN, tr.t("error-second-factor"))
         }
         AuthError::EmailNotVerified => (S::FORBIDDEN, tr.t("error-email-not-verified")),
-        // The domain says why, for people (another role, not one's own request): in English
-        // as written; in Japanese after a general sentence.
+        // Why, in the visitor's language, where the domain's reason is one people meet on
+        // the pages; otherwise a general sentence.
         AuthError::Forbidden(detail) => (
             S::FORBIDDEN,
-            match tr.lang() {
-                Lang::En => capitalised(detail),
-                Lang::Ja => format!("{} ({detail})", tr.t("error-forbidden")),
-            },
+            tr.t(match *detail {
+                "a second operator must approve what you requested" => "error-forbidden-own",
+                "an operator cannot approve a request about their own account" => {
+                    "error-forbidden-own-account"
+                }
+                "this needs an operator with another role" => "error-forbidden-role",
+                _ => "error-forbidden",
+            }),
         ),
         AuthError::StepUpRequired(_) | AuthError::StepUpInvalid => {
             (S::FORBIDDEN, tr.t("error-step-up-invalid"))

@@ -365,6 +365,8 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         json!({ "customer": victim_1, "amount": 10, "case_id": case_id, "note": "" }),
         // Someone the case is not about.
         json!({ "customer": bystander_id, "amount": 10, "case_id": case_id, "note": "x" }),
+        // The suspected mule the case is about: a payee, never compensated from it.
+        json!({ "customer": mule_id, "amount": 10, "case_id": case_id, "note": "x" }),
     ]
     .into_iter()
     .enumerate()
