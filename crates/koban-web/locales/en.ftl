@@ -543,3 +543,4 @@ console-role-network = Network
 error-forbidden-own = A second operator must approve what you asked for.
 error-forbidden-own-account = You cannot approve a request about your own account.
 error-forbidden-role = Your role cannot do this; ask an operator who has the role.
+console-refused = The ledger refused it, so nothing moved (for a reversal, the money has usually left the account already).

@@ -543,3 +543,4 @@ console-role-network = ネットワーク
 error-forbidden-own = 自分が依頼したものは、ほかのオペレーターが承認する必要があります。
 error-forbidden-own-account = 自分のアカウントに関する依頼は承認できません。
 error-forbidden-role = あなたの権限ではこの操作はできません。権限を持つオペレーターに依頼してください。
+console-refused = 台帳が受け付けなかったため、お金は移動していません(送金の取り消しの場合、多くはお金がすでに口座から出ています)。

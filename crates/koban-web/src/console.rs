@@ -275,9 +275,10 @@ pub async fn decide_action<S: LedgerStore>(
             .pay
             .decide_action(&me, &id, verdict)
             .await
-            .map(|_| match verdict {
-                Verdict::Approve => "console-approved",
-                Verdict::Reject => "console-rejected",
+            .map(|action| match action.status.as_str() {
+                "done" => "console-approved",
+                "refused" => "console-refused",
+                _ => "console-rejected",
             })
     } else {
         Err(PayError::NotFound)
@@ -323,10 +324,10 @@ pub async fn compensate<S: LedgerStore>(
                 &key,
             )
             .await?;
-        Ok(if action.status == "pending" {
-            "console-compensation-waits"
-        } else {
-            "console-compensation-done"
+        Ok(match action.status.as_str() {
+            "pending" => "console-compensation-waits",
+            "done" => "console-compensation-done",
+            _ => "console-refused",
         })
     };
     let done = done.await;
