@@ -18,6 +18,7 @@ use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
+use crate::account::Empty;
 use crate::i18n::Tr;
 use crate::page::{Chrome, OperatorForm, OperatorIn, Page, explain, plain_id, wallet_currency};
 use crate::wallet::parse_amount;
@@ -231,9 +232,6 @@ pub async fn console<S: LedgerStore>(
         Err(error) => failure(&page, &error),
     }
 }
-
-#[derive(Deserialize, Default)]
-pub struct Empty {}
 
 /// Releases or voids a held transfer.
 pub async fn decide_held<S: LedgerStore>(

@@ -13,6 +13,7 @@ use koban_pay::PayError;
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
+use crate::account::Empty;
 use crate::page::{Chrome, MerchantForm, MerchantIn, Page, SignedForm, explain, plain_id};
 use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
 
@@ -185,11 +186,6 @@ pub async fn create_key<S: LedgerStore>(
             let c = page
                 .chrome("title-keys")
                 .with_notice(page.tr.t("keys-made"));
-            let me = state
-                .auth
-                .authenticate(session.token.expose())
-                .await
-                .unwrap_or(me);
             match keys_view(&state, &page, &me, c).await {
                 Ok(mut view) => {
                     view.new_key = Some(key.expose().clone());
@@ -220,9 +216,6 @@ async fn keys_refused<S: LedgerStore>(
         Err(error) => failure(page, &PayError::Auth(error)),
     }
 }
-
-#[derive(Deserialize, Default)]
-pub struct Empty {}
 
 /// Revokes a key at once.
 pub async fn revoke_key<S: LedgerStore>(

@@ -135,11 +135,7 @@ pub async fn remove<S: LedgerStore>(
     match done {
         Ok(Stepped::Done(session)) => {
             page.rotated(&session);
-            let me = state
-                .auth
-                .authenticate(session.token.expose())
-                .await
-                .unwrap_or(me);
+            let me = crate::page::on_session(me, &session);
             let view = crate::security::centre_with_notice(&state, &page, &me, "factor-removed");
             with_cookies(view.await, Some(&session), page.dev)
         }

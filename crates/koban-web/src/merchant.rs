@@ -366,7 +366,7 @@ pub async fn charge<S: LedgerStore>(
 fn typed_code(text: &str) -> String {
     text.chars()
         .filter_map(|c| match c {
-            '０'..='９' => char::from_u32(u32::from(c) - u32::from('０') + u32::from('0')),
+            '０'..='９' => crate::page::half_width_digit(c),
             '-' | '－' | 'ー' | '‐' | '−' => None,
             c if c.is_whitespace() => None,
             c => Some(c),

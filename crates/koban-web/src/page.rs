@@ -597,6 +597,22 @@ pub fn plain_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A full-width digit (as a Japanese input method types it) as its ASCII twin.
+pub fn half_width_digit(c: char) -> Option<char> {
+    char::from_u32(u32::from(c).checked_sub(u32::from('０'))? + u32::from('0'))
+        .filter(char::is_ascii_digit)
+}
+
+/// The principal of the session a step-up replaced: the same person, on the new session
+/// (no need to read it back from the database).
+pub fn on_session(me: Principal, session: &koban_auth::IssuedSession) -> Principal {
+    Principal {
+        session_id: session.session_id.clone(),
+        level: session.level,
+        ..me
+    }
+}
+
 /// A phone number as people type it, in E.164: spaces, hyphens, dots and brackets dropped,
 /// full-width digits read as digits, and a domestic number (leading 0) read as Japanese
 /// (`090-1234-5678` is `+819012345678`). Anything else is passed on for the domain to judge.
@@ -605,7 +621,7 @@ pub fn normalize_phone(text: &str) -> String {
         .trim()
         .chars()
         .filter_map(|c| match c {
-            '０'..='９' => char::from_u32(u32::from(c) - u32::from('０') + u32::from('0')),
+            '０'..='９' => crate::page::half_width_digit(c),
             '＋' => Some('+'),
             ' ' | '-' | '.' | '(' | ')' | '\u{3000}' | 'ー' | '－' => None,
             c => Some(c),

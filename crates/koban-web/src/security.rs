@@ -272,11 +272,7 @@ pub async fn change_phone<S: LedgerStore>(
             let c = page
                 .chrome("title-security")
                 .with_notice(page.tr.t("phone-changed"));
-            let me = state
-                .auth
-                .authenticate(session.token.expose())
-                .await
-                .unwrap_or(me);
+            let me = crate::page::on_session(me, &session);
             match centre_view(&state, &page, &me, c).await {
                 Ok(view) => with_cookies(page.render(&view), Some(&session), page.dev),
                 Err(error) => failure(&page, &error),
@@ -342,11 +338,7 @@ pub async fn change_password<S: LedgerStore>(
             let c = page
                 .chrome("title-security")
                 .with_notice(page.tr.t("password-changed"));
-            let me = state
-                .auth
-                .authenticate(session.token.expose())
-                .await
-                .unwrap_or(me);
+            let me = crate::page::on_session(me, &session);
             match centre_view(&state, &page, &me, c).await {
                 Ok(view) => with_cookies(page.render(&view), Some(&session), page.dev),
                 Err(error) => failure(&page, &error),

@@ -34,7 +34,7 @@ pub fn parse_amount(text: &str, currency: Currency) -> Option<Amount> {
         .trim()
         .chars()
         .filter_map(|c| match c {
-            '０'..='９' => char::from_u32(u32::from(c) - u32::from('０') + u32::from('0')),
+            '０'..='９' => crate::page::half_width_digit(c),
             '．' => Some('.'),
             ',' | '，' | '¥' | '￥' | '円' | '$' | '€' | '£' | ' ' | '\u{3000}' => None,
             c => Some(c),
