@@ -16,6 +16,19 @@ const STALE_MS: i64 = 3600 * 1000;
 /// The local mailbox keeps messages this long (they may hold codes).
 const MAILBOX_KEEP_MS: i64 = 24 * 3600 * 1000;
 
+/// Minutes the console's chart of failures covers.
+pub const CHART_MINUTES: i64 = 30;
+
+/// Failed sign-ins per minute, oldest first, from `first_minute` (minutes since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureChart {
+    pub first_minute: i64,
+    pub per_minute: Vec<i64>,
+    pub baseline: i64,
+    /// More failures than this in a minute raise the alarm.
+    pub alarm_above: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecurityAlert {
     pub id: String,
@@ -62,7 +75,7 @@ impl<D: SqlDb> Auth<D> {
         // still falls inside the window.
         let into_minute = now % 60_000;
         let observed = current + previous * (60_000 - into_minute) / 60_000;
-        let baseline = (history / BASELINE_MINUTES).max(self.config.alarm_floor_per_min);
+        let baseline = self.baseline(history);
         metrics::gauge!(crate::metrics::FAILURES_LAST_MINUTE).set(observed as f64);
         // Old per-secret attempts and minute counts are not needed any more.
         tx.execute(
@@ -133,6 +146,52 @@ impl<D: SqlDb> Auth<D> {
             "security alert: authentication failure rate"
         );
         Ok(Some(alert))
+    }
+
+    /// The expected failures per minute: the mean of the hour before, but at least the floor.
+    fn baseline(&self, history: i64) -> i64 {
+        (history / BASELINE_MINUTES).max(self.config.alarm_floor_per_min)
+    }
+
+    /// Failed sign-ins per minute over the last half hour, with the baseline and the level
+    /// that raises the alarm, for the console's chart (analysts and support). Failures
+    /// refused without a write join the counts at the next alarm check (every few seconds).
+    pub async fn failure_chart(
+        &self,
+        principal: &crate::Principal,
+    ) -> Result<FailureChart, AuthError> {
+        principal.operator(&[crate::Role::Analyst, crate::Role::Support])?;
+        let minute = self.now_ms() / 60_000;
+        let mut tx = self.db.begin_read().await?;
+        let rows = tx
+            .query(
+                "SELECT minute, failures FROM failure_minutes WHERE minute >= $1 AND minute <= $2",
+                params![minute - BASELINE_MINUTES - 1, minute],
+            )
+            .await?;
+        tx.commit().await?;
+        let first = minute - CHART_MINUTES + 1;
+        let mut per_minute = vec![0; usize::try_from(CHART_MINUTES).unwrap_or(0)];
+        let mut history = 0;
+        for row in rows {
+            let (m, failures) = (row.i64(0)?, row.i64(1)?);
+            if m < minute - 1 {
+                history += failures;
+            }
+            if let Some(slot) = usize::try_from(m - first)
+                .ok()
+                .and_then(|i| per_minute.get_mut(i))
+            {
+                *slot = failures;
+            }
+        }
+        let baseline = self.baseline(history);
+        Ok(FailureChart {
+            first_minute: first,
+            per_minute,
+            baseline,
+            alarm_above: baseline.saturating_mul(self.config.alarm_multiple),
+        })
     }
 
     /// The newest alerts (operators).

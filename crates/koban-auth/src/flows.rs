@@ -7,6 +7,7 @@ use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
 use crate::audit::{AuditEvent, append};
+use crate::customers::mask_email;
 use crate::mail::Mail;
 use crate::model::{BirthDate, DisplayName, Email, LegalName, Phone, Role, UserKind};
 use crate::outbox::enqueue;
@@ -226,17 +227,6 @@ pub(crate) async fn confirmed_factors<T: SqlTx>(
         )
         .await?
         .i64(0)?)
-}
-
-/// Masks an address for notices sent elsewhere: `h***@example.com`.
-fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
-        }
-        None => "***".into(),
-    }
 }
 
 fn normalise_code(code: &str) -> String {

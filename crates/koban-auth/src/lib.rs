@@ -14,6 +14,7 @@
 pub mod alarm;
 pub mod apikeys;
 pub mod audit;
+pub mod customers;
 mod flows;
 pub mod lang;
 pub mod mail;

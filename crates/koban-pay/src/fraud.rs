@@ -101,6 +101,19 @@ fn nearest_rank(sorted: &[i64], per_cent: usize) -> Option<f64> {
     sorted.get(rank - 1).map(|ms| *ms as f64 / 1000.0)
 }
 
+/// A customer's wallet as a case page shows it: the balance, whether it is frozen, and the
+/// newest transfers between customers (those a reversal can name).
+#[derive(Clone, Debug)]
+pub struct CustomerWallet {
+    pub currency: Currency,
+    pub balance: i128,
+    pub frozen: bool,
+    pub transfers: Vec<crate::wallets::Entry>,
+}
+
+/// Transfers a case page lists per wallet.
+const CASE_TRANSFERS_MAX: usize = 20;
+
 /// What to do with a pending action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -121,6 +134,31 @@ impl<S: LedgerStore> Payments<S> {
         rows.iter()
             .map(|r| Ok((currency_of(&r.text(0)?)?, account_id(&r.bytes(1)?)?)))
             .collect()
+    }
+
+    /// The wallets of a customer with their newest P2P transfers and released holds, for an
+    /// operator working a case.
+    pub async fn customer_wallets(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+    ) -> Result<Vec<CustomerWallet>, PayError> {
+        principal.operator(OPERATORS)?;
+        let kinds = ["p2p".to_owned(), "review_release".to_owned()];
+        let mut out = Vec::new();
+        for (currency, account) in self.wallets_of(user_id).await? {
+            let ledger = self.ledger_account(account).await?;
+            let (transfers, _) = self
+                .account_history(account, None, CASE_TRANSFERS_MAX, &kinds)
+                .await?;
+            out.push(CustomerWallet {
+                currency,
+                balance: ledger.balance.net_credit_posted(),
+                frozen: ledger.flags.frozen,
+                transfers,
+            });
+        }
+        Ok(out)
     }
 
     async fn set_frozen(&self, account: AccountId, frozen: bool) -> Result<(), PayError> {

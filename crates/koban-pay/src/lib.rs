@@ -15,6 +15,7 @@
 //! issuer's e-money outstanding account, so outstanding always equals the sum of wallets.
 
 pub mod accounts;
+pub mod backtest;
 pub mod bank;
 pub mod card_keys;
 pub mod card_network;

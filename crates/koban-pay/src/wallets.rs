@@ -648,6 +648,41 @@ impl<S: LedgerStore> Payments<S> {
             .collect()
     }
 
+    /// The legal name of a pending verification request in full, for the operator who decides
+    /// it: the reason and the operator are recorded in the audit chain as the name is read.
+    pub async fn reveal_kyc_name(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<String, PayError> {
+        principal.operator(&[Role::Support, Role::Approver])?;
+        let reason = koban_auth::customers::check_reason(reason)?;
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        let name = tx
+            .query_opt(
+                "SELECT legal_name FROM kyc WHERE user_id = $1 AND status = 'pending'",
+                params![user_id],
+            )
+            .await?
+            .ok_or(PayError::NotFound)?
+            .text(0)?;
+        audit::append(
+            &mut tx,
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: "kyc.name_revealed",
+                subject: user_id,
+                details: serde_json::json!({ "reason": reason }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(name)
+    }
+
     /// An operator approves or rejects a verification request; the holder is told.
     pub async fn decide_kyc(
         &self,

@@ -69,6 +69,62 @@ pub fn polyline(values: &[i128], width: u32, height: u32) -> String {
         .join(" ")
 }
 
+/// One column of a column chart, in the box's coordinates (y grows downwards).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    pub x: i128,
+    pub y: i128,
+    pub width: i128,
+    pub height: i128,
+    /// Above the alarm level.
+    pub over: bool,
+}
+
+/// Columns for `values` in a `width` x `height` box, and the y of each level in `levels`;
+/// the scale reaches the highest value or level. `alarm` marks the columns above it.
+pub fn columns(
+    values: &[i64],
+    levels: &[i64],
+    alarm: i64,
+    width: u32,
+    height: u32,
+) -> (Vec<Column>, Vec<i128>) {
+    let top = values
+        .iter()
+        .chain(levels)
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (top, h) = (i128::from(top), i128::from(height));
+    let slot = i128::from(width) / i128::try_from(values.len().max(1)).unwrap_or(1);
+    let y_of = |v: i64| h - i128::from(v.max(0)) * h / top;
+    let bars = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let y = y_of(*v);
+            Column {
+                x: i128::try_from(i).unwrap_or(0) * slot + slot / 8,
+                y,
+                width: (slot * 3 / 4).max(1),
+                height: h - y,
+                over: *v > alarm,
+            }
+        })
+        .collect();
+    (bars, levels.iter().map(|l| y_of(*l)).collect())
+}
+
+/// A bar's length out of 100 for `value` against the largest `top` (a small non-zero value
+/// still shows).
+pub fn share(value: i128, top: i128) -> i128 {
+    if value <= 0 || top <= 0 {
+        return 0;
+    }
+    (value * 100 / top).clamp(1, 100)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +167,28 @@ mod tests {
             vec![0, 500, 500]
         );
         assert_eq!(daily_balances(NOW, 0, &[], true, 2), vec![0, 0]);
+    }
+
+    #[test]
+    fn columns_share_the_scale_with_the_levels() {
+        let (bars, levels) = columns(&[0, 5, 20], &[2, 10], 10, 300, 100);
+        assert_eq!(bars.len(), 3);
+        assert_eq!((bars[0].x, bars[0].width, bars[0].height), (12, 75, 0));
+        assert_eq!((bars[2].y, bars[2].height, bars[2].over), (0, 100, true));
+        assert_eq!((bars[1].height, bars[1].over), (25, false));
+        assert_eq!(levels, vec![90, 50]);
+        // A quiet half hour still has a scale: the levels set it.
+        let (bars, levels) = columns(&[0, 0], &[4], 8, 100, 40);
+        assert_eq!(bars[0].height, 0);
+        assert_eq!(levels, vec![0]);
+    }
+
+    #[test]
+    fn shares_show_small_values() {
+        assert_eq!(share(1, 1_000), 1);
+        assert_eq!(share(500, 1_000), 50);
+        assert_eq!(share(0, 1_000), 0);
+        assert_eq!(share(5, 0), 0);
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct ConsolePage {
     pub c: Chrome,
     /// Each list, or `None` when the operator's role does not see it.
     pub alarms: Option<Vec<AlarmLine>>,
+    /// Failed sign-ins per minute, for those who see the alarms.
+    pub failures: Option<crate::dashboard::FailuresView>,
     pub alerts: Option<Vec<AlertLine>>,
     pub cases: Option<Vec<CaseLine>>,
     pub held: Option<Vec<HeldLine>>,
@@ -95,7 +97,7 @@ pub struct ConsolePage {
 }
 
 /// A list the role may not see is left out; any other failure fails the page.
-fn seen<T>(result: Result<T, PayError>) -> Result<Option<T>, PayError> {
+pub(crate) fn seen<T>(result: Result<T, PayError>) -> Result<Option<T>, PayError> {
     match result {
         Ok(value) => Ok(Some(value)),
         Err(PayError::Auth(koban_auth::AuthError::Forbidden(_))) => Ok(None),
@@ -119,12 +121,15 @@ async fn console_view<S: LedgerStore>(
 ) -> Result<ConsolePage, PayError> {
     let tr = &page.tr;
     let alarms = seen(state.auth.alerts(me).await.map_err(PayError::Auth))?;
+    let failures = seen(state.auth.failure_chart(me).await.map_err(PayError::Auth))?
+        .map(|chart| crate::dashboard::FailuresView::new(tr, &chart));
     let alerts = seen(state.pay.risk_alerts(me, LIST_MAX).await)?;
     let cases = seen(state.pay.cases(me, Some("open"), LIST_MAX).await)?;
     let held = seen(state.pay.held_transfers(me).await)?;
     let actions = seen(state.pay.risk_actions(me, Some("pending")).await)?;
     Ok(ConsolePage {
         c,
+        failures,
         alarms: alarms.map(|list| {
             list.into_iter()
                 .take(10)

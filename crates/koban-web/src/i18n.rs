@@ -110,6 +110,13 @@ impl Tr {
         }
     }
 
+    /// A time of day (JST): `14:05`.
+    pub fn clock(&self, ms: i64) -> String {
+        Tr::local(ms)
+            .map(|at| format!("{:02}:{:02}", at.hour(), at.minute()))
+            .unwrap_or_default()
+    }
+
     /// A date and time of day (JST): `2026年12月6日 14:05` or `6 Dec 2026, 14:05`.
     pub fn datetime(&self, ms: i64) -> String {
         let Some(at) = Tr::local(ms) else {

@@ -9,14 +9,17 @@
 
 pub mod account;
 pub mod cards;
+pub mod case;
 pub mod chart;
 pub mod console;
+pub mod dashboard;
 pub mod developers;
 pub mod factors;
 pub mod funding;
 pub mod i18n;
 pub mod links;
 pub mod merchant;
+pub mod oversight;
 pub mod page;
 pub mod pay;
 pub mod security;
@@ -169,12 +172,35 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             post(developers::redeliver::<S>),
         )
         .route("/ops", get(console::console::<S>))
+        .route("/ops/dashboard", get(dashboard::dashboard::<S>))
+        .route(
+            "/ops/rules",
+            get(oversight::rules::<S>).post(oversight::backtest::<S>),
+        )
+        .route("/ops/audit", get(oversight::audit::<S>))
+        .route("/ops/audit/verify", post(oversight::verify_audit::<S>))
+        .route("/ops/queues", get(oversight::queues::<S>))
+        .route("/ops/kyc/{user}/reveal", post(oversight::reveal_kyc::<S>))
+        .route(
+            "/ops/kyc/{user}/{decision}",
+            post(oversight::decide_kyc::<S>),
+        )
+        .route(
+            "/ops/recovery/{id}/approve",
+            post(oversight::approve_recovery::<S>),
+        )
+        .route("/ops/cases/{id}", get(case::case::<S>))
+        .route("/ops/cases/{id}/compensate", post(console::compensate::<S>))
+        .route("/ops/cases/{id}/{act}", post(case::act::<S>))
+        .route(
+            "/ops/cases/{id}/reverse/{transfer}",
+            post(case::reverse::<S>),
+        )
         .route("/ops/held/{id}/{decision}", post(console::decide_held::<S>))
         .route(
             "/ops/actions/{id}/{decision}",
             post(console::decide_action::<S>),
         )
-        .route("/ops/cases/{id}/compensate", post(console::compensate::<S>))
         .route("/assets/{file}", get(asset));
     if dev {
         pages = pages

@@ -6,12 +6,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use koban_pay::koban_risk::backtest::{RecordedEvent, backtest};
+use koban_pay::koban_risk::RuleSet;
 use koban_pay::koban_risk::sim::{SimConfig, Simulation};
-use koban_pay::koban_risk::{Features, RuleSet};
 use koban_store::LedgerStore;
-use koban_store::params;
-use koban_store::sql::{SqlDb, SqlTx};
 
 use crate::backend::WithStore;
 use crate::cli::DatabaseArgs;
@@ -89,50 +86,15 @@ impl WithStore for BacktestArgs {
             Some(day) => day_start_ms(day)?,
             None => 0,
         };
-        let db = store.sql();
-        let mut tx = db.begin_read().await?;
-        let rows = tx
-            .query(
-                "SELECT id, at, features FROM risk_events WHERE at >= $1 ORDER BY at, id LIMIT $2",
-                params![since, self.limit.clamp(1, 10_000_000)],
-            )
-            .await?;
-        tx.commit().await?;
-        let mut events = Vec::with_capacity(rows.len());
-        // Features the live rules did not need were not computed, so not recorded: a candidate
-        // rule naming one sees its default there, and the report says how often.
-        let mut unrecorded: std::collections::BTreeMap<(String, String), u64> = Default::default();
-        for row in &rows {
-            let id = row.text(0)?;
-            let json: serde_json::Value = serde_json::from_str(&row.text(2)?)
-                .with_context(|| format!("event {id}: stored features are not JSON"))?;
-            let kind = json.get("event").and_then(|e| e.as_str()).unwrap_or("");
-            for rule in candidate.rules().iter().filter(|r| r.enabled) {
-                if !rule.kinds.iter().any(|k| k.as_str() == kind) {
-                    continue;
-                }
-                for feature in &rule.references {
-                    if feature != "event" && json.get(feature).is_none() {
-                        *unrecorded
-                            .entry((rule.name.clone(), feature.clone()))
-                            .or_default() += 1;
-                    }
-                }
-            }
-            let features =
-                Features::from_json(&json).map_err(|e| anyhow::anyhow!("event {id}: {e}"))?;
-            events.push(RecordedEvent {
-                id,
-                at_ms: row.i64(1)?,
-                features,
-            });
-        }
-        let report = backtest(&live, &candidate, &events);
-        let mut out = serde_json::to_value(&report)?;
-        out["unrecorded_features"] = unrecorded
-            .into_iter()
-            .map(|((rule, feature), events)| serde_json::json!({ "rule": rule, "feature": feature, "events": events }))
-            .collect();
+        let report = koban_pay::backtest::replay_recorded(
+            &store.sql(),
+            &live,
+            &candidate,
+            since,
+            self.limit,
+        )
+        .await?;
+        let out = serde_json::to_value(&report)?;
         println!("{}", serde_json::to_string_pretty(&out)?);
         Ok(ExitCode::SUCCESS)
     }

@@ -369,6 +369,55 @@ async fn signed_up<'a>(app: &'a App, name: &str, email: &str) -> (Browser<'a>, V
     (browser, seed)
 }
 
+/// An operator invited as `koban admin create` does, enrolled with TOTP through the pages.
+async fn operator<'a>(app: &'a App, email: &str, role: koban_auth::Role) -> Browser<'a> {
+    let (invite, _) = app
+        .auth
+        .create_operator(&koban_auth::Email::parse(email).unwrap(), role, None)
+        .await
+        .unwrap();
+    let link = invite.enrolment_link.expose().clone();
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    let password = "operator passphrase, long enough";
+    app.auth
+        .enrol_operator(
+            &koban_auth::Secret::new(token),
+            koban_auth::Secret::new(password.to_owned()),
+        )
+        .await
+        .unwrap();
+    let mut browser = Browser::new(app);
+    let signin = browser
+        .submit(
+            "/signin",
+            "/signin",
+            &[("email", email), ("password", password)],
+        )
+        .await;
+    assert_eq!(
+        signin.headers[header::LOCATION],
+        "/enrol",
+        "{}",
+        signin.body
+    );
+    let started = browser.submit("/enrol", "/enrol/totp", &[]).await;
+    let key = attribute(&started.body, "data-setup-key").expect("a setup key");
+    let seed = koban_auth::totp::seed_from_uri(&format!("otpauth://totp/k?secret={key}")).unwrap();
+    let factor = hidden(&started.body, "factor_id").unwrap();
+    let csrf = hidden(&started.body, "csrf").unwrap();
+    let code = koban_auth::totp::code_at(&seed, now_s(app)).unwrap();
+    let confirmed = browser
+        .post(
+            "/enrol/totp/confirm",
+            &csrf,
+            &[("factor_id", &factor), ("code", &code)],
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
+    app.clock.advance_secs(30);
+    browser
+}
+
 /// The posted balance of the session's customer.
 async fn balance(app: &App, token: &str) -> i128 {
     let me = app.auth.authenticate(token).await.unwrap();
@@ -590,4 +639,112 @@ async fn a_customer_is_kept_out_of_the_merchant_and_operator_pages() {
     let mut stranger = Browser::new(&app);
     let reply = stranger.get("/merchant").await;
     assert_eq!(reply.headers[header::LOCATION], "/signin");
+}
+
+#[tokio::test]
+async fn operators_see_names_masked_until_a_reason_is_audited_and_try_rules_without_loading_them() {
+    let app = app().await;
+    let (aiko, _) = signed_up(&app, "Aiko Tanaka", "aiko@example.com").await;
+    let me = app
+        .auth
+        .authenticate(&aiko.cookies["koban_session"])
+        .await
+        .unwrap();
+    app.pay
+        .submit_kyc(&me, &koban_auth::LegalName::parse("Tanaka Aiko").unwrap())
+        .await
+        .unwrap();
+    let mut approver = operator(&app, "approver@koban.test", koban_auth::Role::Approver).await;
+
+    // The queue shows the name masked; approving without having seen it decides nothing.
+    let queue = approver.get("/ops/queues").await;
+    assert_eq!(queue.status, StatusCode::OK, "{}", queue.body);
+    assert!(!queue.body.contains("Tanaka Aiko"), "{}", queue.body);
+    assert!(queue.body.contains("T*****"), "{}", queue.body);
+    let user = me.user_id.clone();
+    let blind = approver
+        .submit(
+            "/ops/queues",
+            &format!("/ops/kyc/{user}/approve"),
+            &[("name", "Someone Else")],
+        )
+        .await;
+    assert_eq!(blind.status, StatusCode::NOT_FOUND, "{}", blind.body);
+    // No reason, no name.
+    let silent = approver
+        .submit(
+            "/ops/queues",
+            &format!("/ops/kyc/{user}/reveal"),
+            &[("reason", "  ")],
+        )
+        .await;
+    assert_eq!(silent.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!silent.body.contains("Tanaka Aiko"));
+    let shown = approver
+        .submit(
+            "/ops/queues",
+            &format!("/ops/kyc/{user}/reveal"),
+            &[("reason", "comparing with the licence photo")],
+        )
+        .await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert!(shown.body.contains("Tanaka Aiko"), "{}", shown.body);
+    let approved = approver
+        .submit(
+            "/ops/queues",
+            &format!("/ops/kyc/{user}/approve"),
+            &[("name", "Tanaka Aiko")],
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert!(approved.body.contains("Verified"), "{}", approved.body);
+    assert_eq!(
+        app.pay.holder(&user).await.unwrap().tier,
+        koban_pay::wallets::Tier::Verified
+    );
+
+    // The analyst's audit log holds the reveal with its reason, and the chain holds.
+    let mut analyst = operator(&app, "analyst@koban.test", koban_auth::Role::Analyst).await;
+    let log = analyst.get("/ops/audit").await;
+    assert_eq!(log.status, StatusCode::OK);
+    assert!(log.body.contains("kyc.name_revealed"), "{}", log.body);
+    assert!(log.body.contains("comparing with the licence photo"));
+    let checked = analyst.submit("/ops/audit", "/ops/audit/verify", &[]).await;
+    assert!(
+        checked.body.contains("data-testid=\"chain-intact\""),
+        "{}",
+        checked.body
+    );
+    // The approver's role does not read the audit log; the analyst's does not work the queue.
+    let refused = approver.get("/ops/audit").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let queues = analyst.get("/ops/queues").await;
+    assert!(queues.body.contains("Your role does not work these queues"));
+
+    // A broken rules file is refused with the rule and the problem named; a valid one is
+    // backtested and nothing goes live.
+    let live = app.pay.risk_rules().current().digest();
+    let broken = "version = \"t\"\n[[rule]]\nname = \"too_fast\"\ndescription = \"d\"\nwhen = \"amount >\"\naction = \"hold\"\nscore = 10\nreason = \"r\"\n";
+    let refused = analyst
+        .submit("/ops/rules", "/ops/rules", &[("rules", broken)])
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("too_fast"), "{}", refused.body);
+    assert!(refused.body.contains("aria-invalid=\"true\""));
+    let valid = koban_pay::koban_risk::DEFAULT_RULES;
+    let tried = analyst
+        .submit("/ops/rules", "/ops/rules", &[("rules", valid)])
+        .await;
+    assert_eq!(tried.status, StatusCode::OK, "{}", tried.body);
+    assert!(
+        tried.body.contains("data-testid=\"backtest\""),
+        "{}",
+        tried.body
+    );
+    assert_eq!(app.pay.risk_rules().current().digest(), live);
 }

@@ -1,0 +1,120 @@
+//! A candidate rule set tried on the decisions already recorded in `risk_events`, before it
+//! goes live: for the operator console and for `koban risk backtest`.
+
+use std::collections::BTreeMap;
+
+use koban_auth::Principal;
+use koban_risk::backtest::{BacktestReport, RecordedEvent, backtest};
+use koban_risk::{Features, RuleSet};
+use koban_store::LedgerStore;
+use koban_store::params;
+use koban_store::sql::{SqlDb, SqlTx};
+
+use crate::wallets::DAY_MS;
+use crate::{PayError, Payments};
+
+/// Days of recorded decisions a console backtest replays.
+pub const CONSOLE_BACKTEST_DAYS: i64 = 7;
+/// Recorded decisions a console backtest replays at most (oldest first).
+pub const CONSOLE_BACKTEST_EVENTS_MAX: i64 = 50_000;
+/// The longest candidate file the console takes.
+pub const CANDIDATE_BYTES_MAX: usize = 256 * 1024;
+
+/// A feature a candidate rule names that the recorded events do not hold: the live rules did
+/// not need it, so it was not computed, and the candidate saw its default there.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Unrecorded {
+    pub rule: String,
+    pub feature: String,
+    pub events: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CandidateReport {
+    #[serde(flatten)]
+    pub report: BacktestReport,
+    pub unrecorded_features: Vec<Unrecorded>,
+}
+
+/// Replays at most `limit` recorded decisions from `since` (ms), oldest first, under `live`
+/// and `candidate`.
+pub async fn replay_recorded<D: SqlDb>(
+    db: &D,
+    live: &RuleSet,
+    candidate: &RuleSet,
+    since: i64,
+    limit: i64,
+) -> Result<CandidateReport, PayError> {
+    let mut tx = db.begin_read().await?;
+    let rows = tx
+        .query(
+            "SELECT id, at, features FROM risk_events WHERE at >= $1 ORDER BY at, id LIMIT $2",
+            params![since, limit.clamp(1, 10_000_000)],
+        )
+        .await?;
+    tx.commit().await?;
+    let mut events = Vec::with_capacity(rows.len());
+    let mut unrecorded: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for row in &rows {
+        let json: serde_json::Value = serde_json::from_str(&row.text(2)?)
+            .map_err(|_| PayError::Invalid("a recorded event's features are not JSON"))?;
+        let kind = json.get("event").and_then(|e| e.as_str()).unwrap_or("");
+        for rule in candidate.rules().iter().filter(|r| r.enabled) {
+            if !rule.kinds.iter().any(|k| k.as_str() == kind) {
+                continue;
+            }
+            for feature in &rule.references {
+                if feature != "event" && json.get(feature).is_none() {
+                    *unrecorded
+                        .entry((rule.name.clone(), feature.clone()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        let features = Features::from_json(&json)
+            .map_err(|_| PayError::Invalid("a recorded event's features cannot be read"))?;
+        events.push(RecordedEvent {
+            id: row.text(0)?,
+            at_ms: row.i64(1)?,
+            features,
+        });
+    }
+    Ok(CandidateReport {
+        report: backtest(live, candidate, &events),
+        unrecorded_features: unrecorded
+            .into_iter()
+            .map(|((rule, feature), events)| Unrecorded {
+                rule,
+                feature,
+                events,
+            })
+            .collect(),
+    })
+}
+
+impl<S: LedgerStore> Payments<S> {
+    /// Checks a candidate rules file and, when it is valid, replays the last week's recorded
+    /// decisions under it and under the live set. An invalid file is refused with the rule and
+    /// the problem named. Nothing goes live: loading a file stays an admin's reload.
+    pub async fn backtest_candidate(
+        &self,
+        principal: &Principal,
+        text: &str,
+    ) -> Result<CandidateReport, PayError> {
+        principal.operator(crate::cases::OPERATORS)?;
+        if text.len() > CANDIDATE_BYTES_MAX {
+            return Err(PayError::Invalid("a rules file is at most 256 KiB"));
+        }
+        let candidate = RuleSet::parse(text).map_err(|e| PayError::RulesInvalid(e.to_string()))?;
+        let live = self.risk_rules().current();
+        let since = self.now_ms() - CONSOLE_BACKTEST_DAYS * DAY_MS;
+        replay_recorded(
+            self.db(),
+            &live,
+            &candidate,
+            since,
+            CONSOLE_BACKTEST_EVENTS_MAX,
+        )
+        .await
+    }
+}

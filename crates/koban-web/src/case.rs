@@ -1,0 +1,413 @@
+//! One fraud case for an analyst: whom it is about (contact masked, shown in full only after a
+//! reason is given and audited), their wallets with freeze and unfreeze, the newest transfers
+//! between customers with a reversal request for each, the timeline (scored events, alerts,
+//! audited changes, comments), and the case's own work: take it, comment, close it. Every
+//! action is the same `Payments` or `Auth` operation, with the same role checks, as the API.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use koban_api::ApiState;
+use koban_auth::Principal;
+use koban_pay::PayError;
+use koban_pay::cases::{CaseDetail, Outcome, TimelineEntry};
+use koban_pay::merchant::{parse_transfer_id, transfer_id_text};
+use koban_store::LedgerStore;
+use serde::Deserialize;
+
+use crate::i18n::Tr;
+use crate::page::{Chrome, OperatorForm, OperatorIn, Page, explain, plain_id};
+use crate::wallet::{Movement, movement};
+
+/// What the page shows of the person a case is about.
+pub struct PersonView {
+    pub kind: String,
+    pub email: String,
+    pub phone: Option<String>,
+    /// The contact is shown in full (a reason was just recorded).
+    pub revealed: bool,
+    pub since: String,
+}
+
+pub struct TransferLine {
+    pub id: String,
+    pub line: Movement,
+}
+
+pub struct WalletLine {
+    pub currency: String,
+    pub balance: String,
+    pub frozen: bool,
+    pub transfers: Vec<TransferLine>,
+}
+
+pub struct TimelineLine {
+    pub when: String,
+    pub source: String,
+    pub text: String,
+}
+
+#[derive(Template)]
+#[template(path = "case.html")]
+pub struct CasePage {
+    pub c: Chrome,
+    pub id: String,
+    pub subject: String,
+    pub role: String,
+    pub open: bool,
+    pub status: String,
+    pub assignee: Option<String>,
+    pub mine: bool,
+    pub opened: String,
+    pub person: Option<PersonView>,
+    pub wallets: Vec<WalletLine>,
+    pub timeline: Vec<TimelineLine>,
+}
+
+fn text_of(detail: &serde_json::Value, key: &str) -> String {
+    match detail.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// One timeline entry in words. Events and alerts name rules and decisions in the rules'
+/// own words (the rules file is written in English).
+fn timeline_line(tr: &Tr, entry: &TimelineEntry) -> TimelineLine {
+    let d = &entry.detail;
+    let (source, text) = match entry.source {
+        "event" => {
+            let mut text = format!(
+                "{} · {} {} · {} {}",
+                entry.what,
+                tr.t("case-decision"),
+                text_of(d, "decision"),
+                tr.t("case-score"),
+                text_of(d, "score"),
+            );
+            if d.get("amount")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0)
+                > 0
+            {
+                text.push_str(&format!(
+                    " · {} {}",
+                    text_of(d, "amount"),
+                    text_of(d, "currency")
+                ));
+            }
+            if d.get("failed").and_then(serde_json::Value::as_bool) == Some(true) {
+                text.push_str(&format!(" · {}", tr.t("case-failed")));
+            }
+            ("case-source-event", text)
+        }
+        "alert" => (
+            "case-source-alert",
+            format!(
+                "{}: {} → {}",
+                entry.what,
+                text_of(d, "reason"),
+                text_of(d, "action")
+            ),
+        ),
+        "audit" => (
+            "case-source-audit",
+            format!("{} · {}", entry.what, text_of(d, "actor")),
+        ),
+        _ => (
+            "case-source-comment",
+            format!("{}: {}", entry.what, text_of(d, "body")),
+        ),
+    };
+    TimelineLine {
+        when: tr.datetime(entry.at),
+        source: tr.t(source),
+        text,
+    }
+}
+
+async fn person<S: LedgerStore>(
+    state: &ApiState<S>,
+    tr: &Tr,
+    me: &Principal,
+    user_id: &str,
+    contact: Option<koban_auth::customers::Contact>,
+) -> Result<Option<PersonView>, PayError> {
+    let card = match state.auth.customer_card(me, user_id).await {
+        Ok(card) => card,
+        Err(koban_auth::AuthError::NotFound) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let kind = tr.t(match card.kind {
+        koban_auth::model::UserKind::Merchant => "case-kind-merchant",
+        _ => "case-kind-customer",
+    });
+    let since = tr.date(card.created_at_ms);
+    Ok(Some(match contact {
+        Some(full) => PersonView {
+            kind,
+            email: full.email,
+            phone: full.phone,
+            revealed: true,
+            since,
+        },
+        None => PersonView {
+            kind,
+            email: card.email_masked,
+            phone: card.phone_masked,
+            revealed: false,
+            since,
+        },
+    }))
+}
+
+async fn case_view<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    me: &Principal,
+    c: Chrome,
+    id: &str,
+    contact: Option<koban_auth::customers::Contact>,
+) -> Result<CasePage, PayError> {
+    let tr = &page.tr;
+    if !plain_id(id) {
+        return Err(PayError::NotFound);
+    }
+    let CaseDetail { case, timeline } = state.pay.case(me, id).await?;
+    let is_person = case.subject_role != "network";
+    let person = if is_person {
+        person(state, tr, me, &case.subject, contact).await?
+    } else {
+        None
+    };
+    let wallets = if person.is_some() {
+        state.pay.customer_wallets(me, &case.subject).await?
+    } else {
+        Vec::new()
+    };
+    Ok(CasePage {
+        c,
+        role: tr.t(match case.subject_role.as_str() {
+            "customer" => "console-role-customer",
+            "payee" => "console-role-payee",
+            _ => "console-role-network",
+        }),
+        open: case.status == "open",
+        status: match &case.outcome {
+            Some(outcome) => tr.t(&format!("case-outcome-{outcome}")),
+            None => tr.t("case-status-open"),
+        },
+        mine: case.assignee.as_deref() == Some(me.user_id.as_str()),
+        assignee: case.assignee,
+        opened: tr.datetime(case.first_alert_at),
+        person,
+        wallets: wallets
+            .into_iter()
+            .map(|w| WalletLine {
+                currency: w.currency.code().to_owned(),
+                balance: tr.money(w.balance, w.currency),
+                frozen: w.frozen,
+                transfers: w
+                    .transfers
+                    .iter()
+                    .map(|entry| TransferLine {
+                        id: transfer_id_text(entry.transfer.id),
+                        line: movement(tr, entry, None),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        timeline: timeline
+            .iter()
+            .rev()
+            .map(|entry| timeline_line(tr, entry))
+            .collect(),
+        id: case.id,
+        subject: case.subject,
+    })
+}
+
+pub async fn case<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path(id): Path<String>,
+    OperatorIn { page, me }: OperatorIn,
+) -> Response {
+    let c = page.chrome("title-case");
+    match case_view(&state, &page, &me, c, &id, None).await {
+        Ok(view) => page.render(&view),
+        Err(error) => failure(&page, &error),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct CaseForm {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    outcome: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// What a case action did: a sentence for the page, and the contact when it was revealed.
+type Done = (&'static str, Option<koban_auth::customers::Contact>);
+
+async fn perform<S: LedgerStore>(
+    state: &ApiState<S>,
+    me: &Principal,
+    id: &str,
+    act: &str,
+    form: &CaseForm,
+) -> Result<Done, PayError> {
+    if !plain_id(id) {
+        return Err(PayError::NotFound);
+    }
+    let subject = || async { Ok::<_, PayError>(state.pay.case(me, id).await?.case.subject) };
+    match act {
+        "reveal" => {
+            let contact = state
+                .auth
+                .reveal_contact(me, &subject().await?, &form.reason)
+                .await?;
+            Ok(("case-revealed", Some(contact)))
+        }
+        "freeze" | "unfreeze" => {
+            let freeze = act == "freeze";
+            state
+                .pay
+                .freeze_customer(me, &subject().await?, freeze, &form.reason)
+                .await?;
+            Ok((
+                if freeze {
+                    "case-frozen"
+                } else {
+                    "case-unfrozen"
+                },
+                None,
+            ))
+        }
+        "comment" => {
+            state.pay.comment_case(me, id, &form.body).await?;
+            Ok(("case-commented", None))
+        }
+        "assign" => {
+            state.pay.assign_case(me, id, None).await?;
+            Ok(("case-assigned", None))
+        }
+        "close" => {
+            state
+                .pay
+                .close_case(me, id, Outcome::parse(&form.outcome)?)
+                .await?;
+            Ok(("case-closed", None))
+        }
+        _ => Err(PayError::NotFound),
+    }
+}
+
+/// The case again, headed by what was just done or refused.
+async fn answer<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    me: &Principal,
+    id: &str,
+    done: Result<Done, PayError>,
+) -> Response {
+    let (status, c, contact) = match done {
+        Ok((notice, contact)) => (
+            StatusCode::OK,
+            page.chrome("title-case").with_notice(page.tr.t(notice)),
+            contact,
+        ),
+        Err(error) => {
+            let (status, text) = explain(&page.tr, &error);
+            (
+                status,
+                page.chrome("title-case").with_error(None, text),
+                None,
+            )
+        }
+    };
+    match case_view(state, page, me, c, id, contact).await {
+        Ok(view) => page.render_status(status, &view),
+        Err(error) => failure(page, &error),
+    }
+}
+
+/// Reveal, freeze, unfreeze, comment, take (assign to oneself) or close.
+pub async fn act<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path((id, act)): Path<(String, String)>,
+    OperatorForm { page, me, form }: OperatorForm<CaseForm>,
+) -> Response {
+    let done = perform(&state, &me, &id, &act, &form).await;
+    answer(&state, &page, &me, &id, done).await
+}
+
+/// Asks to reverse one of the subject's transfers (done at once below the approval threshold,
+/// otherwise it waits for a second operator on the console).
+pub async fn reverse<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path((id, transfer)): Path<(String, String)>,
+    OperatorForm { page, me, form }: OperatorForm<CaseForm>,
+) -> Response {
+    let done = async {
+        if !plain_id(&id) {
+            return Err(PayError::NotFound);
+        }
+        let transfer = parse_transfer_id(&transfer)?;
+        let action = state
+            .pay
+            .request_reversal(&me, transfer, Some(&id), &form.note)
+            .await?;
+        Ok((
+            match action.status.as_str() {
+                "pending" => "case-reversal-waits",
+                "done" => "case-reversed",
+                _ => "console-refused",
+            },
+            None,
+        ))
+    };
+    let done = done.await;
+    answer(&state, &page, &me, &id, done).await
+}
+
+fn failure(page: &Page, error: &PayError) -> Response {
+    let (status, text) = explain(&page.tr, error);
+    crate::page::message(page, status, text, "/ops", "link-console")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use koban_auth::lang::Lang;
+
+    #[test]
+    fn timeline_lines_say_what_happened() {
+        let tr = Tr::new(Lang::En);
+        let event = TimelineEntry {
+            at: 0,
+            source: "event",
+            what: "p2p".into(),
+            detail: serde_json::json!({ "decision": "hold", "score": 70, "amount": 5000, "currency": "JPY", "failed": false }),
+        };
+        let line = timeline_line(&tr, &event);
+        assert!(line.text.contains("hold"), "{}", line.text);
+        assert!(line.text.contains("5000 JPY"), "{}", line.text);
+        let comment = TimelineEntry {
+            at: 0,
+            source: "comment",
+            what: "op-1".into(),
+            detail: serde_json::json!({ "body": "called the customer" }),
+        };
+        assert_eq!(
+            timeline_line(&tr, &comment).text,
+            "op-1: called the customer"
+        );
+    }
+}
