@@ -9,7 +9,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -59,7 +59,8 @@ async function startServer(dir) {
   const child = spawn(BIN, ['serve', '--dev', '--listen', `127.0.0.1:${port}`, '--public-url', `http://localhost:${port}`], {
     cwd: dir,
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, KOBAN_LOG: 'warn,koban=info' },
+    // A low alarm level, so that a burst of a dozen failed sign-ins raises it.
+    env: { ...process.env, KOBAN_LOG: 'warn,koban=info', KOBAN_ALARM_FLOOR_PER_MIN: '2', KOBAN_ALARM_MULTIPLE: '3' },
   });
   const lines = createInterface({ input: child.stdout });
   await new Promise((resolve, reject) => {
@@ -319,8 +320,128 @@ async function operatorsReleaseAndCompensate(browser, base, dir, a, hanako) {
   await shot(approver.page, 'console-approved-en');
   // The balance read while the ¥100 was held still counted it; the release took it out.
   assert.equal(await balanceOf(a.page, base), before - 100 + 60000, 'the victim is credited');
+
+  await caseIsWorked(ops.page, base, me, hanako);
+  await verificationIsDecided(approver.page, base);
+  await rulesAreTriedNotLoaded(ops.page, base);
+  await auditChainHolds(ops.page, base);
+  await failedSignInsRaiseTheAlarm(ops.page, base);
   await ops.context.close();
   await approver.context.close();
+}
+
+// The case about Hanako: her contact masked until a reason is given, the timeline, a comment.
+async function caseIsWorked(page, base, me, hanako) {
+  await page.goto(base + '/ops');
+  await page.getByTestId('cases').locator('li', { hasText: me }).getByRole('link').click();
+  await page.getByRole('heading', { name: 'Case', exact: true }).waitFor();
+  const person = page.getByTestId('person');
+  assert.equal(await person.getByText(hanako.email).count(), 0, 'the address is masked');
+  await person.getByText('h***@example.com').waitFor();
+  await page.getByTestId('timeline').getByText('alert', { exact: true }).first().waitFor();
+  await bothLanguages(page, 'console-case');
+  await page.getByText('Show the contact in full').click();
+  await page.getByLabel('Why you need to see it').fill('story: calling her about the takeover');
+  await page.getByRole('button', { name: 'Show', exact: true }).click();
+  await page.getByText('your reason is in the audit log').waitFor();
+  await person.getByText(hanako.email).waitFor();
+  await page.getByLabel('Comment').fill('Called the customer; the takeover is confirmed.');
+  await page.getByRole('button', { name: 'Add the comment' }).click();
+  await page.getByTestId('timeline').getByText('the takeover is confirmed').waitFor();
+  // A reload shows the contact masked again: each look is a new, audited reason.
+  await page.reload();
+  assert.equal(await page.getByTestId('person').getByText(hanako.email).count(), 0);
+}
+
+// Hanako asks to be verified; the approver sees her name masked, looks with a reason, approves.
+async function verificationIsDecided(page, base) {
+  const api = await apiRequest.newContext();
+  const token = await apiCustomer(api, base, 'mika@example.com', 'Mika');
+  const asked = await api.post(`${base}/v1/kyc`, {
+    headers: { authorization: `Bearer ${token}` },
+    data: { legal_name: 'Suzuki Hanako' },
+  });
+  assert.equal(asked.status(), 202, `the customer asks to be verified: ${await asked.text()}`);
+  await api.dispose();
+  await page.goto(base + '/ops/queues');
+  const row = page.getByTestId('kyc').locator('li').first();
+  assert.equal(await row.getByText('Suzuki Hanako').count(), 0, 'the name is masked');
+  await bothLanguages(page, 'console-queues');
+  await row.getByText('Review').click();
+  await row.getByLabel('Why you need to see it').fill('story: comparing with her licence');
+  await row.getByRole('button', { name: 'Show', exact: true }).click();
+  await page.getByTestId('kyc').getByText('Suzuki Hanako').waitFor();
+  await page.getByTestId('kyc').getByRole('button', { name: 'Approve' }).click();
+  await page.getByText('Verified; the customer is told.').waitFor();
+}
+
+// Story 5: a rules file with an error is refused with the rule and the problem named; the
+// shipped file, tried as a candidate, is backtested, and nothing goes live.
+async function rulesAreTriedNotLoaded(page, base) {
+  const opened = await page.goto(base + '/ops/rules');
+  assert.equal(new URL(page.url()).pathname, '/ops/rules', `the rules page opens: ${opened.status()} ${page.url()}`);
+  const version = await page.locator('p.when code').textContent();
+  const shipped = readFileSync(path.join(here, '../crates/koban-risk/rules/default.toml'), 'utf8');
+  const broken = shipped.replace(
+    "when = 'event == \"p2p\" && payee_age_s < 604800",
+    "when = 'event == \"p2p\" && payee_age_days < 7",
+  );
+  assert.notEqual(broken, shipped, 'the story breaks one rule');
+  await page.getByLabel('Rules file (TOML)').fill(broken);
+  await page.getByRole('button', { name: 'Check and backtest' }).click();
+  const refusal = page.getByRole('alert');
+  await refusal.getByText('p2p.fan_in_young_payee').waitFor();
+  await refusal.getByText('payee_age_days').waitFor();
+  await checkPage(page, 'console-rules-refused-en');
+  await shot(page, 'console-rules-refused-en');
+  await page.getByLabel('Rules file (TOML)').fill(shipped);
+  await page.getByRole('button', { name: 'Check and backtest' }).click();
+  const result = page.getByTestId('backtest');
+  await result.getByText('recorded decisions replayed').waitFor();
+  const replayed = Number((await result.locator('p').first().textContent()).match(/(\d+) recorded/)[1]);
+  assert.ok(replayed > 0, 'the week of this run is replayed');
+  await result.getByText('0 would be stricter').waitFor();
+  await checkPage(page, 'console-rules-backtest-en');
+  await shot(page, 'console-rules-backtest-en');
+  // The language switch goes back to pages a GET shows again: the rules in force.
+  await page.goto(base + '/ops/rules');
+  await bothLanguages(page, 'console-rules');
+  assert.equal(await page.locator('p.when code').textContent(), version, 'nothing went live');
+}
+
+async function auditChainHolds(page, base) {
+  await page.goto(base + '/ops/audit');
+  await page.getByTestId('audit').getByText('customer.contact_revealed').waitFor();
+  await page.getByRole('button', { name: 'Check the whole chain' }).click();
+  await page.getByTestId('chain-intact').waitFor();
+  await bothLanguages(page, 'console-audit');
+}
+
+// Story 4's burst: a dozen failed sign-ins in a few seconds show as an alarm and as a column
+// above the alarm line on the chart. Last, since the failures count against this network.
+async function failedSignInsRaiseTheAlarm(page, base) {
+  await page.goto(base + '/ops');
+  const alarmsBefore = await page.getByTestId('alarms').locator('li').count();
+  const api = await apiRequest.newContext();
+  for (let i = 0; i < 12; i++) {
+    const login = await api.post(`${base}/v1/login`, {
+      data: { email: `nobody-${i}@example.com`, password: `wrong guess number ${i}` },
+    });
+    assert.ok([401, 429].includes(login.status()), `a failed sign-in: ${login.status()}`);
+  }
+  await api.dispose();
+  // The alarm is checked every 10 seconds.
+  for (let i = 0; i < 30; i++) {
+    await page.goto(base + '/ops');
+    if ((await page.getByTestId('alarms').locator('li').count()) > alarmsBefore) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  assert.ok((await page.getByTestId('alarms').locator('li').count()) > alarmsBefore, 'an alarm is raised');
+  assert.equal(await page.getByTestId('failures-chart').getAttribute('data-spike'), 'true', 'the chart shows the spike');
+  assert.ok((await page.locator('[data-testid=failures-chart] rect.over').count()) >= 1);
+  await page.goto(base + '/ops/dashboard');
+  await page.getByTestId('failures-chart').waitFor();
+  await bothLanguages(page, 'console-dashboard');
 }
 
 // ------------------------------------------------------------------ story 1
@@ -437,7 +558,33 @@ async function newcomerTopsUpAndPaysAFriend(browser, base, dir) {
 }
 
 
-// ------------------------------------------------------------------ a merchant, through the API
+// ------------------------------------------------------------------ through the API
+
+// A customer signed up, verified and enrolled through the API; returns a full session token.
+async function apiCustomer(api, base, email, name) {
+  const person = { email, password: 'meadow copper harbour', lastStep: 0 };
+  const signed = await api.post(`${base}/v1/signup`, {
+    data: { kind: 'customer', email, password: person.password, display_name: name },
+  });
+  assert.equal(signed.status(), 202);
+  let code;
+  for (let i = 0; i < 40 && !code; i++) {
+    const mail = await (await api.get(`${base}/v1/dev/mailbox?to=${encodeURIComponent(email)}`)).json();
+    code = mail.map((m) => m.body.match(/\b(\d{6})\b/)?.[1]).find(Boolean);
+    if (!code) await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.equal((await api.post(`${base}/v1/signup/verify`, { data: { email, code } })).status(), 204);
+  const login = await (await api.post(`${base}/v1/login`, { data: { email, password: person.password } })).json();
+  const auth = { authorization: `Bearer ${login.session.token}` };
+  const totp = await (await api.post(`${base}/v1/factors/totp`, { headers: auth })).json();
+  person.secret = totp.otpauth_uri.split('secret=')[1].split('&')[0];
+  const confirmed = await api.post(`${base}/v1/factors/totp/${totp.factor_id}/confirm`, {
+    headers: auth,
+    data: { code: await freshCode(person) },
+  });
+  assert.equal(confirmed.status(), 200);
+  return (await confirmed.json()).session.token;
+}
 
 async function merchant(base, email = 'cafe@example.com', name = 'Koban Cafe') {
   const api = await apiRequest.newContext();

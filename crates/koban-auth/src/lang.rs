@@ -173,7 +173,8 @@ pub fn message_ids(source: &str) -> Vec<String> {
     keys
 }
 
-/// Checks that two sources parse and hold the same message ids; the ids that differ otherwise.
+/// Checks that two sources parse and hold the same message ids, each once; the ids that differ
+/// (or repeat) otherwise.
 pub fn parity(en: &str, ja: &str) -> Result<usize, String> {
     for source in [en, ja] {
         if let Err((_, errors)) = FluentResource::try_new(source.to_owned()) {
@@ -181,6 +182,12 @@ pub fn parity(en: &str, ja: &str) -> Result<usize, String> {
         }
     }
     let (en, ja) = (message_ids(en), message_ids(ja));
+    for ids in [&en, &ja] {
+        // A second definition would silently replace the first one's text.
+        if let Some(twice) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(format!("{} is defined twice", twice[0]));
+        }
+    }
     let only_en: Vec<_> = en.iter().filter(|k| !ja.contains(k)).collect();
     let only_ja: Vec<_> = ja.iter().filter(|k| !en.contains(k)).collect();
     if only_en.is_empty() && only_ja.is_empty() {
@@ -228,5 +235,6 @@ mod tests {
         assert!(catalogue.has("hello") && !catalogue.has("missing"));
         assert!(parity("a = 1\nb = 2\n", "a = 一\n").is_err());
         assert_eq!(parity("a = 1\n", "a = 一\n"), Ok(1));
+        assert!(parity("a = 1\na = 2\n", "a = 一\n").is_err());
     }
 }

@@ -20,6 +20,9 @@ use crate::i18n::Tr;
 use crate::page::{Chrome, OperatorForm, OperatorIn, Page, explain, plain_id};
 use crate::wallet::{Movement, movement};
 
+/// Timeline entries a case page shows, newest first; older ones stay in the API's answer.
+const TIMELINE_SHOWN: usize = 60;
+
 /// What the page shows of the person a case is about.
 pub struct PersonView {
     pub kind: String,
@@ -63,6 +66,8 @@ pub struct CasePage {
     pub person: Option<PersonView>,
     pub wallets: Vec<WalletLine>,
     pub timeline: Vec<TimelineLine>,
+    /// Entries older than those shown.
+    pub older: usize,
 }
 
 fn text_of(detail: &serde_json::Value, key: &str) -> String {
@@ -219,9 +224,11 @@ async fn case_view<S: LedgerStore>(
                     .collect(),
             })
             .collect(),
+        older: timeline.len().saturating_sub(TIMELINE_SHOWN),
         timeline: timeline
             .iter()
             .rev()
+            .take(TIMELINE_SHOWN)
             .map(|entry| timeline_line(tr, entry))
             .collect(),
         id: case.id,

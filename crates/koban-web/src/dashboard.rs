@@ -120,7 +120,15 @@ async fn dashboard_view<S: LedgerStore>(
         stats
             .decisions_by_action
             .iter()
-            .map(|(action, n)| (action.clone(), i128::from(*n), n.to_string()))
+            .map(|(action, n)| {
+                let label = match action.as_str() {
+                    "allow" | "alert" | "challenge" | "hold" | "deny" => {
+                        tr.t(&format!("decision-{action}"))
+                    }
+                    other => other.to_owned(),
+                };
+                (label, i128::from(*n), n.to_string())
+            })
             .collect(),
     );
     let lost: i64 = stats
@@ -175,7 +183,7 @@ async fn dashboard_view<S: LedgerStore>(
         _ => tr.t("console-none"),
     };
     Ok(DashboardPage {
-        c: page.chrome("title-dashboard"),
+        c: page.chrome("title-fraud-dashboard"),
         failures: failures.map(|chart| FailuresView::new(tr, &chart)),
         decisions,
         money,
