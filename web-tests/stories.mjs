@@ -1014,7 +1014,7 @@ async function balanceOf(page, base) {
   return yen(await page.getByTestId('balance').textContent());
 }
 
-async function merchantDashboard(browser, base, a) {
+async function merchantDashboard(browser, base, dir, a) {
   const shop = await merchant(base, 'bakery@example.com', 'Koban Bakery');
   const context = await browser.newContext({ viewport: DESKTOP, locale: 'en-GB', bypassCSP: true });
   const till = await context.newPage();
@@ -1157,9 +1157,69 @@ async function merchantDashboard(browser, base, a) {
   await shot(till, 'merchant-deliveries-en');
   await till.goto(log);
   await bothLanguages(till, 'merchant-deliveries');
+  await shopPaysOut(till, base, dir, shop);
   receiver.close();
   await context.close();
   await shop.api.dispose();
+}
+
+// The shop is verified, links its bank from the dashboard, and pays its takings out under
+// the same step-up as a customer's payout.
+async function shopPaysOut(till, base, dir, shop) {
+  await till.goto(base + '/merchant');
+  await till.getByText('No payouts yet.').waitFor();
+  await till.getByRole('link', { name: 'Bank account' }).click();
+  await till.getByLabel('Your full legal name').fill('Koban Bakery KK');
+  await till.getByRole('button', { name: 'Send for verification' }).click();
+  await till.getByText('We will tell you when your identity is verified').waitFor();
+  const api = await apiRequest.newContext();
+  const ops = await operatorToken(base, dir, api, 'kyc@example.com', 'support');
+  const auth = { authorization: `Bearer ${ops}` };
+  const users = await (await api.get(`${base}/v1/ops/kyc`, { headers: auth })).json();
+  const pending = users.find((u) => u.legal_name === 'Koban Bakery KK');
+  assert.ok(pending, 'the shop waits for verification');
+  const approved = await api.post(`${base}/v1/ops/kyc/${pending.user_id}/approve`, {
+    headers: auth,
+    data: { legal_name: 'Koban Bakery KK' },
+  });
+  assert.equal(approved.status(), 204, 'the shop is verified');
+  await api.dispose();
+  await till.goto(base + '/bank');
+  await till.getByRole('button', { name: 'Open a sandbox account' }).click();
+  await till.getByRole('button', { name: 'Link this account to Koban' }).click();
+  await till.getByLabel('6-digit code').fill(shop.recovery[2]);
+  await till.getByRole('button', { name: 'Confirm' }).click();
+  await till.getByRole('heading', { name: 'Confirm your bank account' }).waitFor();
+  await till.getByRole('link', { name: 'Open the sandbox bank statement' }).click();
+  const cells = await till.locator('td.num').allTextContents();
+  const deposits = cells.map((t) => Number(t.replace(/[^0-9]/g, ''))).filter((n) => n > 0 && n < 100);
+  assert.equal(deposits.length, 2, `two micro-deposits: ${cells}`);
+  await till.goBack();
+  await till.getByLabel('First deposit (yen)').fill(String(deposits[1]));
+  await till.getByLabel('Second deposit (yen)').fill(String(deposits[0]));
+  await till.getByRole('button', { name: 'Confirm account' }).click();
+  await till.getByText('Your bank account is linked.').waitFor();
+
+  await till.goto(base + '/merchant');
+  const before = yen(await till.getByTestId('balance').textContent());
+  await till.getByRole('link', { name: 'Pay out to your bank' }).click();
+  await bothLanguages(till, 'merchant-payout');
+  await till.getByLabel('Amount').fill('500');
+  await till.getByRole('button', { name: 'Withdraw' }).click();
+  await till.getByRole('heading', { name: 'Confirm with your code' }).waitFor();
+  await till.getByText('¥500').first().waitFor();
+  await till.getByLabel('6-digit code').fill(shop.recovery[3]);
+  await till.getByRole('button', { name: 'Confirm' }).click();
+  await till.getByRole('heading', { name: 'Withdrawal on its way' }).waitFor();
+  await till.goto(base + '/merchant');
+  await till.getByTestId('payouts').getByText('-¥500').waitFor();
+  // Settled by the sandbox bank within seconds: the balance is ¥500 less.
+  for (let i = 0; i < 60 && yen(await till.getByTestId('balance').textContent()) !== before - 500; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    await till.reload();
+  }
+  assert.equal(yen(await till.getByTestId('balance').textContent()), before - 500, 'the payout left the balance');
+  await bothLanguages(till, 'merchant-dashboard-paid-out');
 }
 
 // ------------------------------------------------------------------ story 7: Japanese throughout
@@ -1322,7 +1382,7 @@ try {
   await timed('"this was not me" freezes the account', () =>
     notMeFreezesTheAccount(base, people.b, people.taro));
   await timed('a merchant makes an API key and a webhook, asks for a payment, refunds part of it, charges a code once', () =>
-    merchantDashboard(browser, base, people.a));
+    merchantDashboard(browser, base, dir, people.a));
   await timed('an operator releases a held transfer; a compensation needs a second operator', () =>
     operatorsReleaseAndCompensate(browser, base, dir, people.a, people.hanako));
   console.log(`axe-core: no serious or critical violations on ${checked.size} page views`);

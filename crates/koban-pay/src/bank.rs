@@ -893,6 +893,40 @@ impl<S: LedgerStore> Payments<S> {
         })
     }
 
+    /// A merchant's payout from its dashboard: the signed-in merchant, confirmed by a step-up
+    /// bound to the amount and the bank account, as a customer's payout is; then the same
+    /// payout as with an API key. A retry with the same key pays nothing twice.
+    pub async fn dashboard_payout(
+        &self,
+        principal: &Principal,
+        request: &BankMove,
+        key: &IdempotencyKey,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<BankOperation, PayError> {
+        principal.can_move_money()?;
+        let merchant = MerchantKey::for_session(principal)?;
+        let (number, _) = self
+            .verified_source(&merchant.merchant_id, &request.source_id)
+            .await?;
+        let action = SensitiveAction::Payment {
+            amount_minor: i64::try_from(request.amount.minor_units())
+                .map_err(|_| PayError::Invalid("the amount is too large"))?,
+            currency: request.currency.code().to_owned(),
+            payee: format!("bank account {}", mask_number(&number)),
+        };
+        let grant = self
+            .auth
+            .require_step_up(principal, &action, proof, client)
+            .await?;
+        if !grant.authorises(&action, self.auth.keys()) {
+            return Err(PayError::Auth(AuthError::StepUpInvalid));
+        }
+        let mut done = self.merchant_payout(&merchant, request, key).await?;
+        done.session = Some(grant.session);
+        Ok(done)
+    }
+
     /// Pays a merchant's balance out to the merchant's verified bank account (API key).
     pub async fn merchant_payout(
         &self,

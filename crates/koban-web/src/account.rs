@@ -93,6 +93,8 @@ pub struct SignupPage {
     pub c: Chrome,
     pub display_name: String,
     pub email: String,
+    /// The account is for a shop (a merchant's dashboard) rather than a wallet.
+    pub merchant: bool,
 }
 
 pub async fn signup_page<S: LedgerStore>(page: Page) -> Response {
@@ -100,6 +102,7 @@ pub async fn signup_page<S: LedgerStore>(page: Page) -> Response {
         c: page.chrome("title-signup"),
         display_name: String::new(),
         email: String::new(),
+        merchant: false,
     })
 }
 
@@ -111,6 +114,9 @@ pub struct SignupForm {
     email: String,
     #[serde(default)]
     password: String,
+    /// `merchant` for a shop's account; anything else is a customer's wallet.
+    #[serde(default)]
+    kind: String,
 }
 
 pub async fn signup<S: LedgerStore>(
@@ -124,6 +130,7 @@ pub async fn signup<S: LedgerStore>(
                 c: page.chrome("title-signup").with_error(Some(field), text),
                 display_name: form.display_name.clone(),
                 email: form.email.clone(),
+                merchant: form.kind == "merchant",
             },
         )
     };
@@ -144,7 +151,11 @@ pub async fn signup<S: LedgerStore>(
         );
     };
     let signup = NewSignup {
-        kind: UserKind::Customer,
+        kind: if form.kind == "merchant" {
+            UserKind::Merchant
+        } else {
+            UserKind::Customer
+        },
         email: email.clone(),
         password: Secret::new(form.password.clone()),
         display_name,

@@ -428,7 +428,8 @@ async fn payout_again<S: LedgerStore>(
     }
 }
 
-/// Withdraws to a linked bank account (step-up bound to amount and account).
+/// Withdraws to a linked bank account (step-up bound to amount and account); a customer's
+/// wallet or a merchant's takings alike.
 pub async fn payout<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     SignedForm { mut page, me, form }: SignedForm<PayoutForm>,
@@ -458,7 +459,15 @@ pub async fn payout<S: LedgerStore>(
     };
     let done = with_step_up(&page, &form.answer, guarded, |proof| {
         let (pay, me, request, key, client) = (&state.pay, &me, &request, &key, &page.client);
-        async move { pay.payout(me, request, key, proof.as_ref(), client).await }
+        async move {
+            // A merchant's balance is paid out as with its API key, after the same step-up.
+            if me.kind == koban_auth::UserKind::Merchant {
+                pay.dashboard_payout(me, request, key, proof.as_ref(), client)
+                    .await
+            } else {
+                pay.payout(me, request, key, proof.as_ref(), client).await
+            }
+        }
     })
     .await;
     match done {

@@ -79,9 +79,27 @@ pub struct DashboardPage {
     pub available: String,
     pub chart: ChartView,
     pub payments: Vec<PaymentLine>,
+    pub payouts: Vec<crate::wallet::Movement>,
 }
 
-/// The dashboard: balance, its 30 days, the latest payments.
+/// One line per payout: a payout the bank settled (or returned) shows as its outcome, not
+/// also as the reservation it replaced.
+fn payout_lines(tr: &Tr, entries: &[koban_pay::wallets::Entry]) -> Vec<crate::wallet::Movement> {
+    let settled: Vec<_> = entries
+        .iter()
+        .filter_map(|e| e.transfer.kind.pending_id())
+        .collect();
+    entries
+        .iter()
+        .filter(|e| !settled.contains(&e.transfer.id))
+        .map(|entry| crate::wallet::movement(tr, entry, None))
+        .collect()
+}
+
+/// Payouts the dashboard lists.
+const DASHBOARD_PAYOUTS: usize = 5;
+
+/// The dashboard: balance, its 30 days, the latest payments and payouts.
 pub async fn dashboard<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     MerchantIn { page, me, merchant }: MerchantIn,
@@ -97,6 +115,11 @@ pub async fn dashboard<S: LedgerStore>(
             .pay
             .received_payments(&merchant, DASHBOARD_PAYMENTS)
             .await?;
+        let kinds = ["payout".to_owned()];
+        let (payouts, _) = state
+            .pay
+            .history(&me, currency, None, DASHBOARD_PAYOUTS, &kinds)
+            .await?;
         Ok::<_, PayError>(DashboardPage {
             c: page.chrome("title-dashboard"),
             name: user.display_name,
@@ -104,6 +127,7 @@ pub async fn dashboard<S: LedgerStore>(
             available: tr.money(account.balance.available_credit(), currency),
             chart: ChartView::new(tr, &recent.days, balance, currency),
             payments: payments.iter().map(|p| line(tr, p)).collect(),
+            payouts: payout_lines(tr, &payouts),
         })
     };
     match view.await {

@@ -304,6 +304,16 @@ async fn a_form_without_its_token_or_from_another_site_changes_nothing() {
 }
 
 async fn signed_up<'a>(app: &'a App, name: &str, email: &str) -> (Browser<'a>, Vec<u8>) {
+    signed_up_as(app, name, email, "customer").await
+}
+
+/// Signs up on the pages as a customer or (`kind` = `merchant`) a shop, with TOTP.
+async fn signed_up_as<'a>(
+    app: &'a App,
+    name: &str,
+    email: &str,
+    kind: &str,
+) -> (Browser<'a>, Vec<u8>) {
     let mut browser = Browser::new(app);
     let password = "lantern pebble orchard";
     let signed = browser
@@ -311,6 +321,7 @@ async fn signed_up<'a>(app: &'a App, name: &str, email: &str) -> (Browser<'a>, V
             "/signup",
             "/signup",
             &[
+                ("kind", kind),
                 ("display_name", name),
                 ("email", email),
                 ("password", password),
@@ -747,4 +758,54 @@ async fn operators_see_names_masked_until_a_reason_is_audited_and_try_rules_with
         tried.body
     );
     assert_eq!(app.pay.risk_rules().current().digest(), live);
+}
+
+#[tokio::test]
+async fn a_shop_signs_up_on_the_same_page_and_lands_on_its_dashboard() {
+    let app = app().await;
+    let (mut shop, _) = signed_up_as(&app, "Koban Bakery", "bakery@example.com", "merchant").await;
+    let home = shop.get("/home").await;
+    assert_eq!(home.status, StatusCode::SEE_OTHER);
+    assert_eq!(home.headers[header::LOCATION], "/merchant");
+    let dashboard = shop.get("/merchant").await;
+    assert_eq!(dashboard.status, StatusCode::OK, "{}", dashboard.body);
+    assert!(
+        dashboard.body.contains("No payouts yet"),
+        "{}",
+        dashboard.body
+    );
+    let me = app
+        .auth
+        .authenticate(&shop.cookies["koban_session"])
+        .await
+        .unwrap();
+    assert_eq!(me.kind, koban_auth::UserKind::Merchant);
+    // A shop has no faucet and no wallet pages of a customer's: the domain says so.
+    let key = koban_pay::IdempotencyKey::parse("shop-faucet-1").unwrap();
+    assert!(
+        app.pay
+            .faucet(&me, Currency::Jpy, Amount::new(100).unwrap(), &key)
+            .await
+            .is_err()
+    );
+    // Without a linked bank account, a payout from the dashboard is refused before any
+    // confirmation is asked, and nothing moves.
+    let refused = shop
+        .submit(
+            "/payout",
+            "/payout",
+            &[
+                ("source_id", "nothing"),
+                ("amount", "100"),
+                ("key", "shop-payout-1"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("Confirm with your code"));
 }
