@@ -32,18 +32,19 @@ pub struct Contact {
     pub phone: Option<String>,
 }
 
-/// `h***@example.com`.
+/// `h***@example.com` (a one-letter local part is not shown at all).
 pub fn mask_email(email: &str) -> String {
     match email.split_once('@') {
-        Some((local, domain)) => {
+        Some((local, domain)) if local.chars().count() > 1 => {
             let first: String = local.chars().take(1).collect();
             format!("{first}***@{domain}")
         }
+        Some((_, domain)) => format!("***@{domain}"),
         None => "***".into(),
     }
 }
 
-/// `+81 ** **** **78`: the country part and the last two digits.
+/// `+81 ****78`: the first two digits after the `+` and the last two.
 pub fn mask_phone(phone: &str) -> String {
     let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
     let last: String = digits[digits.len().saturating_sub(2)..].iter().collect();
@@ -144,6 +145,7 @@ mod tests {
     fn masks_keep_only_what_identifies_nobody() {
         assert_eq!(mask_email("hanako@example.jp"), "h***@example.jp");
         assert_eq!(mask_email("broken"), "***");
+        assert_eq!(mask_email("a@example.jp"), "***@example.jp");
         assert_eq!(mask_phone("+819012345678"), "+81 ****78");
         assert!(!mask_phone("+819012345678").contains("1234"));
     }

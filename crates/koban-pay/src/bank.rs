@@ -106,6 +106,23 @@ pub struct BankOperation {
     pub session: Option<IssuedSession>,
 }
 
+/// What the risk decision on a payout means: a payout cannot wait in suspense for review, so
+/// the rules' hold declines it.
+fn payout_decision(decision: Decision) -> Result<(), PayError> {
+    match decision {
+        Decision::Deny {
+            code: code @ ("daily_limit" | "cooling_off_limit"),
+        } => Err(PayError::Limit {
+            code,
+            detail: "this would exceed a limit on what may leave your wallet today".into(),
+        }),
+        Decision::Deny { .. } | Decision::Hold => Err(PayError::Declined {
+            code: "risk_declined",
+        }),
+        Decision::Allow | Decision::Challenge => Ok(()),
+    }
+}
+
 fn mask_number(number: &str) -> String {
     let keep = number.len().saturating_sub(3);
     format!("{}{}", "*".repeat(keep), &number[keep..])
@@ -824,23 +841,7 @@ impl<S: LedgerStore> Payments<S> {
             currency: currency.code().to_owned(),
             ..Parties::of(&principal.user_id, Some(client))
         };
-        match self.assess(&event, &parties).await? {
-            Decision::Deny {
-                code: code @ ("daily_limit" | "cooling_off_limit"),
-            } => {
-                return Err(PayError::Limit {
-                    code,
-                    detail: "this would exceed a limit on what may leave your wallet today".into(),
-                });
-            }
-            // A payout cannot wait in suspense for review here: the rules' hold declines it.
-            Decision::Deny { .. } | Decision::Hold => {
-                return Err(PayError::Declined {
-                    code: "risk_declined",
-                });
-            }
-            Decision::Allow | Decision::Challenge => {}
-        }
+        payout_decision(self.assess(&event, &parties).await?)?;
         let action = SensitiveAction::Payment {
             amount_minor: i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
             currency: currency.code().to_owned(),
@@ -906,9 +907,43 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<BankOperation, PayError> {
         principal.can_move_money()?;
         let merchant = MerchantKey::for_session(principal)?;
+        // The id `merchant_payout` gives this key: a payout already made is answered as it
+        // was, before any new confirmation is asked for.
+        let id = self.derive_id(&[
+            b"merchant-payout",
+            merchant.merchant_id.as_bytes(),
+            key.as_str().as_bytes(),
+        ]);
+        let wallet = self.wallet(&merchant.merchant_id, request.currency).await?;
+        if let Some(done) = self
+            .existing_operation(id, wallet.account, request.amount, &request.source_id)
+            .await?
+        {
+            return Ok(done);
+        }
         let (number, _) = self
             .verified_source(&merchant.merchant_id, &request.source_id)
             .await?;
+        // The same limits and rules as a customer's payout, recorded as a payout event.
+        let account = self.ledger_account(wallet.account).await?;
+        if account.balance.available_credit() < i128::from(request.amount.minor_units()) {
+            return Err(PayError::InsufficientFunds);
+        }
+        let event = self
+            .outgoing_context(
+                principal,
+                EventKind::Payout,
+                &account,
+                request.amount.minor_units(),
+            )
+            .await?;
+        let parties = Parties {
+            attempt: Some(id),
+            source: Some(request.source_id.clone()),
+            currency: request.currency.code().to_owned(),
+            ..Parties::of(&principal.user_id, Some(client))
+        };
+        payout_decision(self.assess(&event, &parties).await?)?;
         let action = SensitiveAction::Payment {
             amount_minor: i64::try_from(request.amount.minor_units())
                 .map_err(|_| PayError::Invalid("the amount is too large"))?,

@@ -38,6 +38,7 @@ pub struct AlertLine {
     pub reason: String,
     pub action: String,
     pub subject: String,
+    pub case_id: String,
 }
 
 pub struct CaseLine {
@@ -79,6 +80,8 @@ pub struct ActionLine {
     pub customer: String,
     pub amount: String,
     pub note: String,
+    /// The operator who asked: the approver must be someone else (maker-checker).
+    pub requested_by: String,
     pub mine: bool,
 }
 
@@ -148,6 +151,7 @@ async fn console_view<S: LedgerStore>(
                     reason: a.reason,
                     action: a.action,
                     subject: a.subject,
+                    case_id: a.case_id,
                 })
                 .collect()
         }),
@@ -197,6 +201,7 @@ async fn console_view<S: LedgerStore>(
                     id: a.id,
                     customer: a.customer,
                     note: a.note,
+                    requested_by: a.requested_by,
                 })
                 .collect()
         }),

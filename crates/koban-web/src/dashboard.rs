@@ -94,6 +94,11 @@ fn rows(items: Vec<(String, i128, String)>) -> Vec<ShareRow> {
 pub struct DashboardPage {
     pub c: Chrome,
     pub failures: Option<FailuresView>,
+    /// The fraud measures, for the roles that work cases.
+    pub fraud: Option<FraudView>,
+}
+
+pub struct FraudView {
     pub decisions: Vec<ShareRow>,
     pub money: Vec<ShareRow>,
     pub detect: Vec<ShareRow>,
@@ -112,8 +117,15 @@ async fn dashboard_view<S: LedgerStore>(
     me: &Principal,
 ) -> Result<DashboardPage, PayError> {
     let tr = &page.tr;
-    let stats = state.pay.risk_stats(me).await?;
     let failures = seen(state.auth.failure_chart(me).await.map_err(PayError::Auth))?;
+    let Some(stats) = seen(state.pay.risk_stats(me).await)? else {
+        // Support sees the sign-in failures, not the fraud measures.
+        return Ok(DashboardPage {
+            c: page.chrome("title-fraud-dashboard"),
+            failures: failures.map(|chart| FailuresView::new(tr, &chart)),
+            fraud: None,
+        });
+    };
     let cases = state.pay.cases(me, None, CASES_DRAWN).await?;
     let currency = wallet_currency(&state.pay);
     let decisions = rows(
@@ -185,12 +197,14 @@ async fn dashboard_view<S: LedgerStore>(
     Ok(DashboardPage {
         c: page.chrome("title-fraud-dashboard"),
         failures: failures.map(|chart| FailuresView::new(tr, &chart)),
-        decisions,
-        money,
-        detect,
-        detect_summary,
-        cases_open: stats.cases_open,
-        holds_pending: stats.holds_pending,
+        fraud: Some(FraudView {
+            decisions,
+            money,
+            detect,
+            detect_summary,
+            cases_open: stats.cases_open,
+            holds_pending: stats.holds_pending,
+        }),
     })
 }
 

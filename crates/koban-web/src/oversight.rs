@@ -225,6 +225,8 @@ pub struct QueuesPage {
     pub c: Chrome,
     pub kyc: Option<Vec<KycLine>>,
     pub recovery: Option<Vec<RecoveryLine>>,
+    /// Support lists recovery requests; only an approver (or admin) approves them.
+    pub approves_recovery: bool,
 }
 
 async fn queues_view<S: LedgerStore>(
@@ -246,6 +248,7 @@ async fn queues_view<S: LedgerStore>(
     )?;
     Ok(QueuesPage {
         c,
+        approves_recovery: me.operator(&[Role::Approver]).is_ok(),
         kyc: kyc.map(|list| {
             list.into_iter()
                 .map(|(user, name, at)| {
@@ -473,10 +476,7 @@ pub async fn verify_audit<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     OperatorForm { page, me, .. }: OperatorForm<Empty>,
 ) -> Response {
-    let walked = match me.operator(&[Role::Analyst]) {
-        Ok(_) => koban_auth::audit::verify(state.auth.db()).await,
-        Err(error) => Err(error),
-    };
+    let walked = state.auth.verify_audit(&me).await;
     let (c, check) = match walked {
         Ok(report) => {
             let problem = report

@@ -196,8 +196,8 @@ pub struct Posted<T> {
     pub form: T,
 }
 
-/// The most a page's form may send, in bytes.
-pub const FORM_BYTES_MAX: usize = 16 * 1024;
+/// The most a page's form may send, in bytes (a candidate rules file is the largest form).
+pub const FORM_BYTES_MAX: usize = 64 * 1024;
 
 impl<S: LedgerStore, T: serde::de::DeserializeOwned> FromRequest<ApiState<S>> for Posted<T> {
     type Rejection = Response;

@@ -88,10 +88,11 @@ impl WithStore for BacktestArgs {
         };
         let report = koban_pay::backtest::replay_recorded(
             &store.sql(),
-            &live,
-            &candidate,
+            std::sync::Arc::new(live),
+            std::sync::Arc::new(candidate),
             since,
             self.limit,
+            koban_pay::backtest::Keep::Oldest,
         )
         .await?;
         let out = serde_json::to_value(&report)?;
