@@ -950,9 +950,8 @@ impl<D: SqlDb> Auth<D> {
                 kind: "totp".into(),
             };
             Some(
-                self.require_step_up(principal, &action, proof, client)
-                    .await?
-                    .session,
+                self.confirm_action(principal, &action, proof, client)
+                    .await?,
             )
         } else {
             None
@@ -1129,8 +1128,8 @@ impl<D: SqlDb> Auth<D> {
         proof: Option<&StepUpProof>,
         client: &Client,
     ) -> Result<(Vec<Secret<String>>, IssuedSession), AuthError> {
-        let grant = self
-            .require_step_up(
+        let session = self
+            .confirm_action(
                 principal,
                 &SensitiveAction::RegenerateRecoveryCodes,
                 proof,
@@ -1145,7 +1144,7 @@ impl<D: SqlDb> Auth<D> {
         self.credential_changed(
             &mut tx,
             principal,
-            &grant.session.session_id,
+            &session.session_id,
             change("change-recovery-codes"),
             now,
         )
@@ -1160,7 +1159,7 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         tx.commit().await?;
         self.outbox_written();
-        Ok((codes, grant.session))
+        Ok((codes, session))
     }
 
     /// Removes a factor (step-up); the last one cannot be removed.
@@ -1183,8 +1182,8 @@ impl<D: SqlDb> Auth<D> {
                 ));
             }
         }
-        let grant = self
-            .require_step_up(principal, &action, proof, client)
+        let session = self
+            .confirm_action(principal, &action, proof, client)
             .await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
@@ -1207,7 +1206,7 @@ impl<D: SqlDb> Auth<D> {
         self.credential_changed(
             &mut tx,
             principal,
-            &grant.session.session_id,
+            &session.session_id,
             change("change-factor-removed"),
             now,
         )
@@ -1222,7 +1221,7 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         tx.commit().await?;
         self.outbox_written();
-        Ok(grant.session)
+        Ok(session)
     }
 
     // ---- the account ----
@@ -1285,8 +1284,8 @@ impl<D: SqlDb> Auth<D> {
         let action = SensitiveAction::ChangeEmail {
             new_email: new_email.as_str().to_owned(),
         };
-        let grant = self
-            .require_step_up(principal, &action, proof, client)
+        let session = self
+            .confirm_action(principal, &action, proof, client)
             .await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
@@ -1316,7 +1315,7 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         tx.commit().await?;
         self.outbox_written();
-        Ok(grant.session)
+        Ok(session)
     }
 
     /// Finishes an e-mail change with the code sent to the new address. The old address is
@@ -1392,8 +1391,8 @@ impl<D: SqlDb> Auth<D> {
         let action = SensitiveAction::ChangePhone {
             new_phone: phone.as_str().to_owned(),
         };
-        let grant = self
-            .require_step_up(principal, &action, proof, client)
+        let session = self
+            .confirm_action(principal, &action, proof, client)
             .await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
@@ -1405,7 +1404,7 @@ impl<D: SqlDb> Auth<D> {
         self.credential_changed(
             &mut tx,
             principal,
-            &grant.session.session_id,
+            &session.session_id,
             change("change-phone"),
             now,
         )
@@ -1420,7 +1419,7 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         tx.commit().await?;
         self.outbox_written();
-        Ok(grant.session)
+        Ok(session)
     }
 
     /// Changes the password (step-up bound to the new password).
@@ -1440,8 +1439,8 @@ impl<D: SqlDb> Auth<D> {
         ];
         let password = NewPassword::parse(new_password.expose().clone(), &personal)?;
         let action = SensitiveAction::ChangePassword { new_password };
-        let grant = self
-            .require_step_up(principal, &action, proof, client)
+        let session = self
+            .confirm_action(principal, &action, proof, client)
             .await?;
         let phc = self.hasher.hash(&password, Lane::KnownDevice).await?;
         let now = self.now_ms();
@@ -1454,7 +1453,7 @@ impl<D: SqlDb> Auth<D> {
         self.credential_changed(
             &mut tx,
             principal,
-            &grant.session.session_id,
+            &session.session_id,
             change("change-password"),
             now,
         )
@@ -1469,7 +1468,7 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         tx.commit().await?;
         self.outbox_written();
-        Ok(grant.session)
+        Ok(session)
     }
 
     /// "This was not me": freezes the account and ends every session.
@@ -1928,10 +1927,10 @@ impl<D: SqlDb> Auth<D> {
                     email: email.as_str().to_owned(),
                     role: role.as_str().to_owned(),
                 };
-                let grant = self
-                    .require_step_up(principal, &action, proof, client)
+                let session = self
+                    .confirm_action(principal, &action, proof, client)
                     .await?;
-                (principal.actor(), Some(grant.session))
+                (principal.actor(), Some(session))
             }
             None => ("cli".to_owned(), None),
         };

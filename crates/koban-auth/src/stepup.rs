@@ -3,8 +3,9 @@
 //! answers with a challenge; the confirmation repeats the action with the challenge id and a
 //! code, and is accepted only if the action's digest is unchanged, within five minutes, once.
 //!
-//! This is the reusable mechanism: payments call [`Auth::require_step_up`] with
-//! [`SensitiveAction::Payment`] and proceed only with the [`StepUpGrant`] it returns.
+//! Every confirmed action, in identity and in payments, passes one gate,
+//! [`Auth::confirm_action`]: [`Auth::require_step_up`], then the grant's digest checked
+//! against the action about to be performed; it answers the session the confirmation rotated.
 
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
@@ -242,6 +243,24 @@ impl StepUpGrant {
 }
 
 impl<D: SqlDb> Auth<D> {
+    /// The gate of every confirmed action: [`Auth::require_step_up`], then a check that the
+    /// grant was made for exactly `action`. Answers the session the confirmation rotated to.
+    pub async fn confirm_action(
+        &self,
+        principal: &Principal,
+        action: &SensitiveAction,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<IssuedSession, AuthError> {
+        let grant = self
+            .require_step_up(principal, action, proof, client)
+            .await?;
+        if !grant.authorises(action, &self.keys) {
+            return Err(AuthError::StepUpInvalid);
+        }
+        Ok(grant.session)
+    }
+
     /// Checks that `action` was confirmed by `proof`, or starts a confirmation (answering
     /// [`AuthError::StepUpRequired`]) when there is no proof.
     pub async fn require_step_up(

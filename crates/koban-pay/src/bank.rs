@@ -16,9 +16,7 @@ use koban_auth::audit::{self, AuditEvent};
 use koban_auth::mail::Mail;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::throttle::{self, AttemptKeys};
-use koban_auth::{
-    AuthError, Client, IssuedSession, Principal, SensitiveAction, StepUpProof, UserKind,
-};
+use koban_auth::{Client, IssuedSession, Principal, SensitiveAction, StepUpProof, UserKind};
 use koban_ledger::{
     AccountId, Amount, Currency, Metadata, Move, PendingOptions, Transfer, TransferId,
     TransferRequest,
@@ -285,9 +283,9 @@ impl<S: LedgerStore> Payments<S> {
             ));
         }
         // Step-up last, once nothing else can refuse: a confirmed step-up rotates the session.
-        let grant = self
+        let session = self
             .auth
-            .require_step_up(
+            .confirm_action(
                 principal,
                 &SensitiveAction::LinkFundingSource {
                     source: format!("{bank}:{number}"),
@@ -360,7 +358,7 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         Ok((
             source_from(&row, self.config.micro_deposit_attempts_max)?,
-            grant.session,
+            session,
         ))
     }
 
@@ -843,17 +841,15 @@ impl<S: LedgerStore> Payments<S> {
         };
         payout_decision(self.assess(&event, &parties).await?)?;
         let action = SensitiveAction::Payment {
-            amount_minor: i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+            amount_minor: i64::try_from(amount.minor_units())
+                .map_err(|_| PayError::Invalid("the amount is too large"))?,
             currency: currency.code().to_owned(),
             payee: format!("bank account {}", mask_number(&number)),
         };
-        let grant = self
+        let session = self
             .auth
-            .require_step_up(principal, &action, proof, client)
+            .confirm_action(principal, &action, proof, client)
             .await?;
-        if !grant.authorises(&action, self.auth.keys()) {
-            return Err(PayError::Auth(AuthError::StepUpInvalid));
-        }
         self.record_operation(id, &principal.user_id, "payout", wallet.account, request)
             .await?;
         let pending = Some(PendingOptions {
@@ -890,7 +886,7 @@ impl<S: LedgerStore> Payments<S> {
             kind: "payout",
             status: "pending".into(),
             replayed: false,
-            session: Some(grant.session),
+            session: Some(session),
         })
     }
 
@@ -950,15 +946,12 @@ impl<S: LedgerStore> Payments<S> {
             currency: request.currency.code().to_owned(),
             payee: format!("bank account {}", mask_number(&number)),
         };
-        let grant = self
+        let session = self
             .auth
-            .require_step_up(principal, &action, proof, client)
+            .confirm_action(principal, &action, proof, client)
             .await?;
-        if !grant.authorises(&action, self.auth.keys()) {
-            return Err(PayError::Auth(AuthError::StepUpInvalid));
-        }
         let mut done = self.merchant_payout(&merchant, request, key).await?;
-        done.session = Some(grant.session);
+        done.session = Some(session);
         Ok(done)
     }
 

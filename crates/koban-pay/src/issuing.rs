@@ -473,13 +473,10 @@ impl<S: LedgerStore> Payments<S> {
         let action = SensitiveAction::ActivateCard {
             card_id: card_id.to_owned(),
         };
-        let grant = self
+        let session = self
             .auth
-            .require_step_up(principal, &action, proof, client)
+            .confirm_action(principal, &action, proof, client)
             .await?;
-        if !grant.authorises(&action, self.auth.keys()) {
-            return Err(PayError::Auth(AuthError::StepUpInvalid));
-        }
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
         let changed = tx
@@ -506,7 +503,7 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         Ok(CardChange {
             card: self.card(principal, card_id).await?,
-            session: Some(grant.session),
+            session: Some(session),
         })
     }
 
@@ -546,13 +543,10 @@ impl<S: LedgerStore> Payments<S> {
         let action = SensitiveAction::RevealCard {
             card_id: card_id.to_owned(),
         };
-        let grant = self
+        let session = self
             .auth
-            .require_step_up(principal, &action, proof, client)
+            .confirm_action(principal, &action, proof, client)
             .await?;
-        if !grant.authorises(&action, self.auth.keys()) {
-            return Err(PayError::Auth(AuthError::StepUpInvalid));
-        }
         let pan = keys
             .open_pan(card_id, &row.text(1)?, &row.bytes(0)?)
             .map_err(|_| PayError::Auth(AuthError::Internal("a card number does not open")))?;
@@ -578,7 +572,7 @@ impl<S: LedgerStore> Payments<S> {
             card,
             pan,
             security_code,
-            session: grant.session,
+            session,
         })
     }
 
@@ -648,13 +642,10 @@ impl<S: LedgerStore> Payments<S> {
             card_id: card_id.to_owned(),
             controls: summary,
         };
-        let grant = self
+        let session = self
             .auth
-            .require_step_up(principal, &action, proof, client)
+            .confirm_action(principal, &action, proof, client)
             .await?;
-        if !grant.authorises(&action, self.auth.keys()) {
-            return Err(PayError::Auth(AuthError::StepUpInvalid));
-        }
         let mut tx = self.db().begin().await?;
         tx.execute(
             "UPDATE issued_cards SET controls = $1, \
@@ -675,7 +666,7 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         Ok(CardChange {
             card: self.card(principal, card_id).await?,
-            session: Some(grant.session),
+            session: Some(session),
         })
     }
 

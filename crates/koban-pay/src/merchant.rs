@@ -440,18 +440,16 @@ impl<S: LedgerStore> Payments<S> {
             }
             Decision::Challenge => {
                 let action = SensitiveAction::Payment {
-                    amount_minor: i64::try_from(amount).unwrap_or(i64::MAX),
+                    amount_minor: i64::try_from(amount)
+                        .map_err(|_| PayError::Invalid("the amount is too large"))?,
                     currency: request.currency.code().to_owned(),
                     payee: format!("merchant {}", request.merchant_name),
                 };
-                let grant = self
+                let session = self
                     .auth
-                    .require_step_up(principal, &action, proof, client)
+                    .confirm_action(principal, &action, proof, client)
                     .await?;
-                if !grant.authorises(&action, self.auth.keys()) {
-                    return Err(PayError::Auth(AuthError::StepUpInvalid));
-                }
-                Some(grant.session)
+                Some(session)
             }
             Decision::Allow => None,
         };
@@ -611,18 +609,16 @@ impl<S: LedgerStore> Payments<S> {
         self.wallet(&principal.user_id, currency).await?;
         let session = if limit > below_step_up {
             let action = SensitiveAction::Payment {
-                amount_minor: i64::try_from(limit).unwrap_or(i64::MAX),
+                amount_minor: i64::try_from(limit)
+                    .map_err(|_| PayError::Invalid("the amount is too large"))?,
                 currency: currency.code().to_owned(),
                 payee: "any merchant, by one payment code".into(),
             };
-            let grant = self
+            let session = self
                 .auth
-                .require_step_up(principal, &action, proof, client)
+                .confirm_action(principal, &action, proof, client)
                 .await?;
-            if !grant.authorises(&action, self.auth.keys()) {
-                return Err(PayError::Auth(AuthError::StepUpInvalid));
-            }
-            Some(grant.session)
+            Some(session)
         } else {
             None
         };

@@ -330,18 +330,16 @@ impl<S: LedgerStore> Payments<S> {
         };
         let session = if needs_step_up {
             let action = SensitiveAction::Payment {
-                amount_minor: i64::try_from(amount).unwrap_or(i64::MAX),
+                amount_minor: i64::try_from(amount)
+                    .map_err(|_| PayError::Invalid("the amount is too large"))?,
                 currency: request.currency.code().to_owned(),
                 payee: format!("{} <{}>", payee.masked_name, payee.handle),
             };
-            let grant = self
+            let session = self
                 .auth
-                .require_step_up(principal, &action, proof, client)
+                .confirm_action(principal, &action, proof, client)
                 .await?;
-            if !grant.authorises(&action, self.auth.keys()) {
-                return Err(PayError::Auth(koban_auth::AuthError::StepUpInvalid));
-            }
-            Some(grant.session)
+            Some(session)
         } else {
             None
         };
