@@ -16,7 +16,7 @@ pub mod problem;
 mod risk;
 pub mod wire;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -27,14 +27,11 @@ use axum::routing::{delete, get, post};
 use koban_auth::Auth;
 use koban_store::LedgerStore;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
 
 pub use openapi::openapi_json;
 
 /// The largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
-/// How often the global failure alarm is checked.
-pub const ALARM_EVERY_S: u64 = 10;
 
 /// Settings of the HTTP layer.
 #[derive(Clone, Debug, Default)]
@@ -401,79 +398,5 @@ async fn metrics_text<S: LedgerStore>(State(state): State<ApiState<S>>) -> Respo
         )
             .into_response(),
         None => problem::ApiError::NotFound.into_response(),
-    }
-}
-
-/// Runs the identity service's background work until told to stop: delivering the outbox
-/// (woken at once by new messages, and every second for retries) and checking the global
-/// failure alarm.
-pub async fn run_workers<S: LedgerStore>(
-    auth: Auth<S::Sql>,
-    pay: koban_pay::Payments<S>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut alarm = tokio::time::interval(Duration::from_secs(ALARM_EVERY_S));
-    let mut payments = tokio::time::interval(Duration::from_millis(100));
-    // Webhooks in a task of their own: a slow merchant endpoint never delays settlement,
-    // notifications or the outbox.
-    let webhooks = {
-        let (pay, mut stop) = (pay.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = every.tick() => {
-                        if let Err(error) = pay.deliver_webhooks(50).await {
-                            tracing::warn!(%error, "webhook delivery failed; will retry");
-                        }
-                    }
-                }
-            }
-        })
-    };
-    loop {
-        tokio::select! {
-            _ = stop.changed() => {
-                // Queued payment notifications are written before the process exits.
-                if let Err(error) = pay.flush_notifications().await {
-                    tracing::warn!(%error, "could not write the last payment notifications");
-                }
-                if let Err(error) = pay.flush_risk().await {
-                    tracing::warn!(%error, "could not write the last risk decisions");
-                }
-                let _ = webhooks.await;
-                return;
-            }
-            _ = alarm.tick() => {
-                if let Err(error) = auth.check_alarm().await {
-                    tracing::warn!(%error, "alarm check failed; will retry");
-                }
-                // The login-failure alarm becomes a fraud alert and case; the fraud gauges
-                // on /metrics are refreshed.
-                if let Err(error) = pay.import_login_alarms().await {
-                    tracing::warn!(%error, "login alarms could not become alerts; will retry");
-                }
-                if let Err(error) = pay.publish_risk_gauges().await {
-                    tracing::warn!(%error, "fraud gauges could not be read; will retry");
-                }
-            }
-            _ = payments.tick() => {
-                if let Err(error) = pay.settle_and_flush().await {
-                    tracing::warn!(%error, "payments work (settlement, notifications) failed; will retry");
-                }
-            }
-            _ = auth.outbox_wait(Duration::from_secs(1)) => {}
-        }
-        loop {
-            match auth.deliver_outbox(50).await {
-                Ok(50) => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "outbox delivery failed; will retry");
-                    break;
-                }
-            }
-        }
     }
 }

@@ -243,6 +243,19 @@ pub fn parse_amount(minor_units: i64) -> Result<Amount, PayError> {
 }
 
 /// The payments service over one ledger store and the identity service on the same database.
+/// Drops the oldest entries of `queue` beyond `max`; answers how many were dropped.
+pub(crate) fn keep_newest<T>(queue: &mut Vec<T>, max: usize) -> usize {
+    let over = queue.len().saturating_sub(max);
+    queue.drain(..over);
+    over
+}
+
+/// Notifications kept waiting for the outbox (a long database outage) before the oldest are
+/// dropped.
+pub const MAIL_QUEUED_MAX: usize = 100_000;
+/// Rows kept waiting for one group commit; a write beyond is refused as busy.
+pub const ROWS_QUEUED_MAX: usize = 10_000;
+
 #[derive(Clone)]
 pub struct Payments<S: LedgerStore> {
     pub(crate) store: S,
@@ -256,7 +269,8 @@ pub struct Payments<S: LedgerStore> {
     /// Card-data checks per card (by fingerprint), so concurrent guesses of a security code
     /// each see the wrong ones before them.
     card_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
-    /// Notifications waiting to be written to the outbox in one transaction.
+    /// Notifications waiting to be written to the outbox in one transaction (at most
+    /// [`MAIL_QUEUED_MAX`]).
     pending_mail: Arc<Mutex<Vec<(String, Mail)>>>,
     /// Keys of issued cards' data; `None`: card issuing is off.
     pub(crate) card_keys: Option<Arc<card_keys::CardKeys>>,
@@ -264,8 +278,8 @@ pub struct Payments<S: LedgerStore> {
     pub(crate) card_guard: Arc<card_network::CardTestingGuard>,
     /// Digests of network request signatures seen lately (replay refusal), with when.
     pub(crate) network_seen: Arc<Mutex<card_network::ReplayCache>>,
-    /// Rows waiting to be written together by [`Payments::write_batched`], and the lock the
-    /// writer of a group holds.
+    /// Rows waiting to be written together by [`Payments::write_batched`] (at most
+    /// [`ROWS_QUEUED_MAX`]), and the lock the writer of a group holds.
     row_queue: Arc<Mutex<Vec<QueuedRow>>>,
     row_commit: Arc<tokio::sync::Mutex<()>>,
     /// The live risk rules (reloadable) and the decisions waiting to be written.
@@ -362,10 +376,17 @@ impl<S: LedgerStore> Payments<S> {
         params: Vec<koban_store::sql::Value>,
     ) -> Result<(), PayError> {
         let (done, answer) = tokio::sync::oneshot::channel();
-        self.row_queue
-            .lock()
-            .map_err(|_| PayError::Auth(AuthError::Internal("a lock was poisoned")))?
-            .push((sql, params, done));
+        {
+            let mut queue = self
+                .row_queue
+                .lock()
+                .map_err(|_| PayError::Auth(AuthError::Internal("a lock was poisoned")))?;
+            // The database is not keeping up: refuse now rather than queue without end.
+            if queue.len() >= ROWS_QUEUED_MAX {
+                return Err(PayError::Auth(AuthError::Busy));
+            }
+            queue.push((sql, params, done));
+        }
         {
             // Whoever holds the commit lock writes everything queued so far; a statement
             // written by an earlier holder finds an empty queue here and just reads its answer.
@@ -492,9 +513,22 @@ impl<S: LedgerStore> Payments<S> {
     /// Queues a notification; [`Payments::flush_notifications`] writes the queue to the outbox
     /// in one transaction (the worker does so every 100 ms), so a payment's hot path costs no
     /// extra commit.
+    ///
+    /// The movement a notice tells of is already committed, so a notice cannot be refused;
+    /// when the outbox has been unwritable so long that [`MAIL_QUEUED_MAX`] wait, the oldest
+    /// are dropped, with an error in the log and a counter on `/metrics`.
     pub(crate) fn notify(&self, recipient: &str, mail: Mail) {
         if let Ok(mut queue) = self.pending_mail.lock() {
             queue.push((recipient.to_owned(), mail));
+            let over = keep_newest(&mut queue, MAIL_QUEUED_MAX);
+            if over > 0 {
+                metrics::counter!("koban_notices_dropped_total")
+                    .increment(u64::try_from(over).unwrap_or(u64::MAX));
+                tracing::error!(
+                    dropped = over,
+                    "notices could not be written to the outbox in time; the oldest were dropped"
+                );
+            }
         }
     }
 
@@ -581,6 +615,15 @@ pub fn mask_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_queue_keeps_its_newest() {
+        let mut queue: Vec<u32> = (0..10).collect();
+        assert_eq!(keep_newest(&mut queue, 12), 0);
+        assert_eq!(queue.len(), 10);
+        assert_eq!(keep_newest(&mut queue, 4), 6);
+        assert_eq!(queue, vec![6, 7, 8, 9]);
+    }
 
     #[test]
     fn names_are_masked_to_initials() {

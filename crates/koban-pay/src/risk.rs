@@ -598,9 +598,8 @@ impl<S: LedgerStore> Payments<S> {
                 Some(earlier) => *earlier = recorded,
                 None => queue.pending.push(recorded),
             }
-            if queue.pending.len() > QUEUED_MAX {
-                let over = queue.pending.len() - QUEUED_MAX;
-                queue.pending.drain(..over);
+            let over = crate::keep_newest(&mut queue.pending, QUEUED_MAX);
+            if over > 0 {
                 metrics::counter!("koban_risk_records_dropped_total")
                     .increment(u64::try_from(over).unwrap_or(u64::MAX));
                 tracing::warn!(

@@ -393,7 +393,7 @@ pub(crate) async fn start_server(
         .await
         .map_err(|e| anyhow!("{e}"))?;
     let (stop, stopped) = watch::channel(false);
-    let workers = tokio::spawn(koban_api::run_workers::<SqliteStore>(
+    let workers = tokio::spawn(crate::workers::run_workers::<SqliteStore>(
         auth.clone(),
         pay.clone(),
         stopped,

@@ -17,3 +17,4 @@ pub mod identity;
 pub mod keys;
 pub mod risk;
 pub mod serve;
+pub mod workers;

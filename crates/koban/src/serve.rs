@@ -16,9 +16,6 @@ use tokio::sync::watch;
 use crate::backend::{self, BackendOptions, WithStore};
 use crate::cli::ServeArgs;
 
-/// Holds released per sweep; a backlog larger than this is worked off over several sweeps.
-const SWEEP_HOLDS_MAX: usize = 1_000;
-
 pub fn init_logging() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("KOBAN_LOG").unwrap_or_else(|_| "info".into());
@@ -51,26 +48,6 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             koban_store::metrics::describe();
             koban_auth::metrics::describe();
         })
-}
-
-/// Releases expired holds until told to stop.
-async fn sweep_holds<S: LedgerStore>(
-    store: S,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        match store.expire_holds(SWEEP_HOLDS_MAX).await {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(released, "released expired holds"),
-            Err(error) => tracing::warn!(%error, "hold sweep failed; will retry"),
-        }
-    }
 }
 
 async fn shutdown_signal() {
@@ -106,7 +83,7 @@ impl WithStore for Serve {
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let sweeper = tokio::spawn(sweep_holds(
+        let sweeper = tokio::spawn(crate::workers::sweep_holds(
             store.clone(),
             Duration::from_secs(args.hold_sweep_interval_s.max(1)),
             stopped.clone(),
@@ -156,7 +133,7 @@ impl WithStore for Serve {
             tracing::warn!("the sandbox bank and the test-money faucet are on: not for real money");
         }
         tokio::spawn(reload_on_sighup(pay.clone()));
-        let workers = tokio::spawn(koban_api::run_workers::<S>(
+        let workers = tokio::spawn(crate::workers::run_workers::<S>(
             auth.clone(),
             pay.clone(),
             stopped,

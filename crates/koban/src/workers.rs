@@ -1,0 +1,110 @@
+//! The background work of a serving process, beside `serve`: the hold sweeper, and the
+//! workers of identity and payments (outbox, alarm, settlement, notifications, risk records,
+//! webhooks). `koban serve` and `koban bench api` start them; both stop them through a
+//! `watch` channel.
+
+use std::time::Duration;
+
+use koban_auth::Auth;
+use koban_store::LedgerStore;
+use tokio::sync::watch;
+
+/// How often the global failure alarm is checked.
+pub const ALARM_EVERY_S: u64 = 10;
+/// Holds released per sweep; a backlog larger than this is worked off over several sweeps.
+const SWEEP_HOLDS_MAX: usize = 1_000;
+
+/// Releases expired holds until told to stop.
+pub async fn sweep_holds<S: LedgerStore>(
+    store: S,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match store.expire_holds(SWEEP_HOLDS_MAX).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "released expired holds"),
+            Err(error) => tracing::warn!(%error, "hold sweep failed; will retry"),
+        }
+    }
+}
+
+/// Runs the service's background work until told to stop: delivering the outbox (woken at
+/// once by new messages, and every second for retries), checking the global failure alarm
+/// and turning it into a fraud alert, settling bank operations and writing queued
+/// notifications and risk records (every 100 ms), and delivering webhooks (a task of its own).
+pub async fn run_workers<S: LedgerStore>(
+    auth: Auth<S::Sql>,
+    pay: koban_pay::Payments<S>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut alarm = tokio::time::interval(Duration::from_secs(ALARM_EVERY_S));
+    let mut payments = tokio::time::interval(Duration::from_millis(100));
+    // Webhooks in a task of their own: a slow merchant endpoint never delays settlement,
+    // notifications or the outbox.
+    let webhooks = {
+        let (pay, mut stop) = (pay.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = every.tick() => {
+                        if let Err(error) = pay.deliver_webhooks(50).await {
+                            tracing::warn!(%error, "webhook delivery failed; will retry");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                // Queued payment notifications are written before the process exits.
+                if let Err(error) = pay.flush_notifications().await {
+                    tracing::warn!(%error, "could not write the last payment notifications");
+                }
+                if let Err(error) = pay.flush_risk().await {
+                    tracing::warn!(%error, "could not write the last risk decisions");
+                }
+                let _ = webhooks.await;
+                return;
+            }
+            _ = alarm.tick() => {
+                if let Err(error) = auth.check_alarm().await {
+                    tracing::warn!(%error, "alarm check failed; will retry");
+                }
+                // The login-failure alarm becomes a fraud alert and case; the fraud gauges
+                // on /metrics are refreshed.
+                if let Err(error) = pay.import_login_alarms().await {
+                    tracing::warn!(%error, "login alarms could not become alerts; will retry");
+                }
+                if let Err(error) = pay.publish_risk_gauges().await {
+                    tracing::warn!(%error, "fraud gauges could not be read; will retry");
+                }
+            }
+            _ = payments.tick() => {
+                if let Err(error) = pay.settle_and_flush().await {
+                    tracing::warn!(%error, "payments work (settlement, notifications) failed; will retry");
+                }
+            }
+            _ = auth.outbox_wait(Duration::from_secs(1)) => {}
+        }
+        loop {
+            match auth.deliver_outbox(50).await {
+                Ok(50) => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "outbox delivery failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
