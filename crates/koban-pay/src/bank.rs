@@ -786,11 +786,7 @@ impl<S: LedgerStore> Payments<S> {
                 pending,
             ),
         ];
-        let applied = self
-            .store
-            .submit(batch)
-            .await?
-            .map_err(|r| crate::ledger_refusal(r.reason))?;
+        let applied = self.submit_batch(batch).await?;
         Ok(BankOperation {
             transfer: applied.transfers[0].clone(),
             kind,
@@ -876,11 +872,7 @@ impl<S: LedgerStore> Payments<S> {
                 pending,
             ),
         ];
-        let applied = self
-            .store
-            .submit(batch)
-            .await?
-            .map_err(|r| crate::ledger_refusal(r.reason))?;
+        let applied = self.submit_batch(batch).await?;
         Ok(BankOperation {
             transfer: applied.transfers[0].clone(),
             kind: "payout",

@@ -367,6 +367,18 @@ impl<S: LedgerStore> Payments<S> {
         self.card_keys.as_deref()
     }
 
+    /// Submits a batch this service built: the ledger's refusal becomes the domain's
+    /// ([`ledger_refusal`]: funds, frozen, or a defect of the batch).
+    pub(crate) async fn submit_batch(
+        &self,
+        batch: Vec<koban_ledger::TransferRequest>,
+    ) -> Result<koban_ledger::Applied, PayError> {
+        self.store
+            .submit(batch)
+            .await?
+            .map_err(|r| ledger_refusal(r.reason))
+    }
+
     /// Writes one row-changing statement together with others queued at the same moment,
     /// in one transaction (group commit): a hot path's record costs a share of one commit.
     /// Returns once the statement is durable.

@@ -537,11 +537,7 @@ impl<S: LedgerStore> Payments<S> {
             Some(payment_id),
             None,
         ));
-        let applied = self
-            .store
-            .submit(batch)
-            .await?
-            .map_err(|r| crate::ledger_refusal(r.reason))?;
+        let applied = self.submit_batch(batch).await?;
         let mut tx = self.db().begin().await?;
         tx.execute(
             "INSERT INTO merchant_payments (transfer_id, merchant_id, payer_account, amount, currency, refunded, created_at) \

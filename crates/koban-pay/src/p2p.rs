@@ -369,11 +369,7 @@ impl<S: LedgerStore> Payments<S> {
                     metadata,
                     pending: None,
                 })];
-                let applied = self
-                    .store
-                    .submit(batch)
-                    .await?
-                    .map_err(|r| crate::ledger_refusal(r.reason))?;
+                let applied = self.submit_batch(batch).await?;
                 (applied.transfers[0].clone(), "completed")
             }
         };

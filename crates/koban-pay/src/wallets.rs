@@ -821,11 +821,7 @@ impl<S: LedgerStore> Payments<S> {
             }),
             emoney_leg(memo, currency, amount, true, None, None),
         ];
-        let applied = self
-            .store
-            .submit(batch)
-            .await?
-            .map_err(|r| crate::ledger_refusal(r.reason))?;
+        let applied = self.submit_batch(batch).await?;
         Ok(applied.transfers[0].clone())
     }
 
