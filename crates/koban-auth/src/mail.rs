@@ -106,24 +106,34 @@ mod tests {
     fn every_notice_sent_is_in_the_catalogue() {
         let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut keys = Vec::new();
-        for dir in ["koban-auth/src", "koban-pay/src"] {
-            for entry in std::fs::read_dir(crates.join(dir)).unwrap() {
-                let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-                for (marker, body) in [("Mail::new(\"", true), ("\"change-", false)] {
-                    for piece in source.split(marker).skip(1) {
-                        let key = piece.split('"').next().unwrap();
-                        if key.is_empty()
-                            || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
-                        {
-                            continue;
-                        }
-                        let key = if body {
-                            key.to_owned()
-                        } else {
-                            format!("change-{key}")
-                        };
-                        keys.push((key, body));
+        // Every source file under the two crates' `src`, folders included.
+        let mut files = Vec::new();
+        let mut dirs = vec![crates.join("koban-auth/src"), crates.join("koban-pay/src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.iter().any(|f| f.ends_with("flows/signup.rs")));
+        for path in files {
+            let source = std::fs::read_to_string(path).unwrap();
+            for (marker, body) in [("Mail::new(\"", true), ("\"change-", false)] {
+                for piece in source.split(marker).skip(1) {
+                    let key = piece.split('"').next().unwrap();
+                    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+                        continue;
                     }
+                    let key = if body {
+                        key.to_owned()
+                    } else {
+                        format!("change-{key}")
+                    };
+                    keys.push((key, body));
                 }
             }
         }

@@ -1,0 +1,126 @@
+//! Operators: invitation and enrolment.
+
+use super::*;
+
+impl<D: SqlDb> Auth<D> {
+    /// Invites an operator: the account has no password until the enrolment link is used.
+    /// `by` is the inviting admin, or `None` for the first admin made on the command line.
+    pub async fn create_operator(
+        &self,
+        email: &Email,
+        role: Role,
+        by: Option<(&Principal, Option<&StepUpProof>, &Client)>,
+    ) -> Result<(OperatorInvite, Option<IssuedSession>), AuthError> {
+        let (actor, session) = match by {
+            Some((principal, proof, client)) => {
+                principal.operator(&[])?;
+                let action = SensitiveAction::CreateOperator {
+                    email: email.as_str().to_owned(),
+                    role: role.as_str().to_owned(),
+                };
+                let session = self
+                    .confirm_action(principal, &action, proof, client)
+                    .await?;
+                (principal.actor(), Some(session))
+            }
+            None => ("cli".to_owned(), None),
+        };
+        let now = self.now_ms();
+        let id = new_id();
+        let mut tx = self.db.begin().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO users (id, kind, role, email, display_name, status, created_at) VALUES ($1, 'operator', $2, $3, $4, 'active', $5) \
+                 ON CONFLICT (email) DO NOTHING",
+                params![id.as_str(), role.as_str(), email.as_str(), email.local_part(), now],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(AuthError::Conflict(
+                "an account with this e-mail address already exists",
+            ));
+        }
+        let token = random_token("kop_");
+        tx.execute(
+            "INSERT INTO link_tokens (token_hash, purpose, user_id, created_at, expires_at) VALUES ($1, 'enrol_operator', $2, $3, $4)",
+            params![self.token_hash(token.expose()), id.as_str(), now, now + OPERATOR_LINK_MS],
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &actor,
+            "operator.invited",
+            &format!("user:{id}"),
+            serde_json::json!({ "role": role.as_str() }),
+        )
+        .await?;
+        tx.commit().await?;
+        let link = Secret::new(format!(
+            "{}/operators/enrol?token={}",
+            self.config.public_url,
+            token.expose()
+        ));
+        Ok((
+            OperatorInvite {
+                operator_id: id,
+                enrolment_link: link,
+            },
+            session,
+        ))
+    }
+
+    /// An invited operator sets a password with the enrolment link; the second factor comes
+    /// at first sign-in, before anything else is allowed.
+    pub async fn enrol_operator(
+        &self,
+        token: &Secret<String>,
+        password: Secret<String>,
+    ) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let token_hash = self.token_hash(token.expose());
+        let user = {
+            let mut tx = self.db.begin().await?;
+            let row = tx
+                .query_opt(
+                    "SELECT user_id FROM link_tokens WHERE token_hash = $1 AND purpose = 'enrol_operator' AND used_at IS NULL AND expires_at > $2",
+                    params![token_hash, now],
+                )
+                .await?
+                .ok_or(AuthError::NotFound)?;
+            user_by_id(&mut tx, &row.text(0)?).await?
+        };
+        let password = NewPassword::parse(
+            password.expose().clone(),
+            &[user.email.as_str(), user.display_name.as_str()],
+        )?;
+        let phc = self.hasher.hash(&password, Lane::Unknown).await?;
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let used = tx
+            .execute(
+                "UPDATE link_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+                params![now, token_hash],
+            )
+            .await?;
+        if used == 0 {
+            return Err(AuthError::NotFound);
+        }
+        tx.execute(
+            "UPDATE users SET password_hash = $1, email_verified_at = $2 WHERE id = $3",
+            params![phc, now, user.id.as_str()],
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            now,
+            &format!("operator:{}", user.id),
+            "operator.enrolled",
+            &format!("user:{}", user.id),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
