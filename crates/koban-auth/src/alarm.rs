@@ -171,7 +171,7 @@ impl<D: SqlDb> Auth<D> {
             .await?;
         tx.commit().await?;
         let first = minute - CHART_MINUTES + 1;
-        let mut per_minute = vec![0; usize::try_from(CHART_MINUTES).unwrap_or(0)];
+        let mut per_minute: Vec<i64> = (first..=minute).map(|_| 0).collect();
         let mut history = 0;
         for row in rows {
             let (m, failures) = (row.i64(0)?, row.i64(1)?);

@@ -58,9 +58,8 @@ pub fn polyline(values: &[i128], width: u32, height: u32) -> String {
     let (w, h) = (i128::from(width), i128::from(height));
     values
         .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let i = i128::try_from(i).unwrap_or(0);
+        .zip(0i128..)
+        .map(|(v, i)| {
             let x = i * w / steps;
             let y = h - (v - min) * h / span;
             format!("{x},{y}")
@@ -101,11 +100,11 @@ pub fn columns(
     let y_of = |v: i64| h - i128::from(v.max(0)) * h / top;
     let bars = values
         .iter()
-        .enumerate()
-        .map(|(i, v)| {
+        .zip(0i128..)
+        .map(|(v, i)| {
             let y = y_of(*v);
             Column {
-                x: i128::try_from(i).unwrap_or(0) * slot + slot / 8,
+                x: i * slot + slot / 8,
                 y,
                 width: (slot * 3 / 4).max(1),
                 height: h - y,

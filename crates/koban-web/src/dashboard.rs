@@ -11,6 +11,8 @@ use koban_auth::Principal;
 use koban_auth::alarm::FailureChart;
 use koban_ledger::Currency;
 use koban_pay::PayError;
+use koban_pay::cases::Case;
+use koban_pay::fraud::RiskStats;
 use koban_store::LedgerStore;
 
 use crate::chart::{Column, columns, share};
@@ -42,13 +44,13 @@ impl FailuresView {
             CHART_WIDTH,
             CHART_HEIGHT,
         );
-        let (peak_at, peak) = chart
+        // The latest of the busiest minutes.
+        let (peak, peak_minute) = chart
             .per_minute
             .iter()
-            .enumerate()
-            .max_by_key(|(i, v)| (**v, *i))
-            .map_or((0, 0), |(i, v)| (i, *v));
-        let peak_minute = chart.first_minute + i64::try_from(peak_at).unwrap_or(0);
+            .zip(chart.first_minute..)
+            .max_by_key(|(v, minute)| (**v, *minute))
+            .map_or((0, chart.first_minute), |(v, minute)| (*v, minute));
         let summary = tr.with(
             "dashboard-failures-summary",
             &[
@@ -128,84 +130,92 @@ async fn dashboard_view<S: LedgerStore>(
     };
     let cases = state.pay.cases(me, None, CASES_DRAWN).await?;
     let currency = wallet_currency(&state.pay);
-    let decisions = rows(
-        stats
-            .decisions_by_action
-            .iter()
-            .map(|(action, n)| {
-                let label = match action.as_str() {
-                    "allow" | "alert" | "challenge" | "hold" | "deny" => {
-                        tr.t(&format!("decision-{action}"))
-                    }
-                    other => other.to_owned(),
-                };
-                (label, i128::from(*n), n.to_string())
-            })
-            .collect(),
-    );
-    let lost: i64 = stats
-        .amount_lost
-        .iter()
-        .filter(|(code, _)| Currency::parse(code).ok() == Some(currency))
-        .map(|(_, v)| *v)
-        .sum();
-    let amounts = [
-        ("dashboard-held", stats.amount_held),
-        ("dashboard-lost", lost),
-        ("dashboard-compensated", stats.amount_compensated),
-        ("dashboard-reversed", stats.amount_reversed),
-    ];
-    let money = rows(
-        amounts
-            .iter()
-            .map(|(key, minor)| {
-                let minor = i128::from(*minor);
-                (tr.t(key), minor, tr.money(minor, currency))
-            })
-            .collect(),
-    );
-    let detect = rows(
-        cases
-            .iter()
-            .map(|case| {
-                let ms = case
-                    .first_alert_at
-                    .saturating_sub(case.first_event_at)
-                    .max(0);
-                let s = ms / 1000;
-                (
-                    tr.datetime(case.first_alert_at),
-                    i128::from(s),
-                    tr.with("dashboard-seconds", &[("s", &s.to_string())]),
-                )
-            })
-            .collect(),
-    );
-    let t = &stats.time_to_detect_s;
-    let detect_summary = match (t.p50, t.p90, t.max) {
-        (Some(p50), Some(p90), Some(max)) => tr.with(
-            "dashboard-detect-summary",
-            &[
-                ("count", &t.count.to_string()),
-                ("p50", &seconds(tr, p50)),
-                ("p90", &seconds(tr, p90)),
-                ("max", &seconds(tr, max)),
-            ],
-        ),
-        _ => tr.t("console-none"),
-    };
     Ok(DashboardPage {
         c: page.chrome("title-fraud-dashboard"),
         failures: failures.map(|chart| FailuresView::new(tr, &chart)),
-        fraud: Some(FraudView {
+        fraud: Some(FraudView::new(tr, &stats, &cases, currency)),
+    })
+}
+
+impl FraudView {
+    /// The measures in words and bars: decisions by action, money in the wallet currency,
+    /// and each recent case's time from its first event to its first alert.
+    fn new(tr: &Tr, stats: &RiskStats, cases: &[Case], currency: Currency) -> FraudView {
+        let decisions = rows(
+            stats
+                .decisions_by_action
+                .iter()
+                .map(|(action, n)| {
+                    let label = match action.as_str() {
+                        "allow" | "alert" | "challenge" | "hold" | "deny" => {
+                            tr.t(&format!("decision-{action}"))
+                        }
+                        other => other.to_owned(),
+                    };
+                    (label, i128::from(*n), n.to_string())
+                })
+                .collect(),
+        );
+        let lost: i64 = stats
+            .amount_lost
+            .iter()
+            .filter(|(code, _)| Currency::parse(code).ok() == Some(currency))
+            .map(|(_, v)| *v)
+            .sum();
+        let amounts = [
+            ("dashboard-held", stats.amount_held),
+            ("dashboard-lost", lost),
+            ("dashboard-compensated", stats.amount_compensated),
+            ("dashboard-reversed", stats.amount_reversed),
+        ];
+        let money = rows(
+            amounts
+                .iter()
+                .map(|(key, minor)| {
+                    let minor = i128::from(*minor);
+                    (tr.t(key), minor, tr.money(minor, currency))
+                })
+                .collect(),
+        );
+        let detect = rows(
+            cases
+                .iter()
+                .map(|case| {
+                    let ms = case
+                        .first_alert_at
+                        .saturating_sub(case.first_event_at)
+                        .max(0);
+                    let s = ms / 1000;
+                    (
+                        tr.datetime(case.first_alert_at),
+                        i128::from(s),
+                        tr.with("dashboard-seconds", &[("s", &s.to_string())]),
+                    )
+                })
+                .collect(),
+        );
+        let t = &stats.time_to_detect_s;
+        let detect_summary = match (t.p50, t.p90, t.max) {
+            (Some(p50), Some(p90), Some(max)) => tr.with(
+                "dashboard-detect-summary",
+                &[
+                    ("count", &t.count.to_string()),
+                    ("p50", &seconds(tr, p50)),
+                    ("p90", &seconds(tr, p90)),
+                    ("max", &seconds(tr, max)),
+                ],
+            ),
+            _ => tr.t("console-none"),
+        };
+        FraudView {
             decisions,
             money,
             detect,
             detect_summary,
             cases_open: stats.cases_open,
             holds_pending: stats.holds_pending,
-        }),
-    })
+        }
+    }
 }
 
 pub async fn dashboard<S: LedgerStore>(

@@ -410,7 +410,7 @@ pub struct AuditPage {
 }
 
 /// Entries per page of the audit log.
-const AUDIT_PAGE: i64 = 50;
+const AUDIT_PAGE: u8 = 50;
 
 #[derive(Deserialize, Default)]
 pub struct AuditQuery {
@@ -427,8 +427,8 @@ async fn audit_view<S: LedgerStore>(
 ) -> Result<AuditPage, PayError> {
     me.operator(&[Role::Analyst])?;
     let tr = &page.tr;
-    let entries = koban_auth::audit::recent(state.auth.db(), before, AUDIT_PAGE).await?;
-    let older = if i64::try_from(entries.len()).unwrap_or(0) == AUDIT_PAGE {
+    let entries = koban_auth::audit::recent(state.auth.db(), before, i64::from(AUDIT_PAGE)).await?;
+    let older = if entries.len() == usize::from(AUDIT_PAGE) {
         entries.last().map(|e| e.seq)
     } else {
         None
