@@ -177,36 +177,7 @@ impl FraudView {
                 })
                 .collect(),
         );
-        let detect = rows(
-            cases
-                .iter()
-                .map(|case| {
-                    let ms = case
-                        .first_alert_at
-                        .saturating_sub(case.first_event_at)
-                        .max(0);
-                    let s = ms / 1000;
-                    (
-                        tr.datetime(case.first_alert_at),
-                        i128::from(s),
-                        tr.with("dashboard-seconds", &[("s", &s.to_string())]),
-                    )
-                })
-                .collect(),
-        );
-        let t = &stats.time_to_detect_s;
-        let detect_summary = match (t.p50, t.p90, t.max) {
-            (Some(p50), Some(p90), Some(max)) => tr.with(
-                "dashboard-detect-summary",
-                &[
-                    ("count", &t.count.to_string()),
-                    ("p50", &seconds(tr, p50)),
-                    ("p90", &seconds(tr, p90)),
-                    ("max", &seconds(tr, max)),
-                ],
-            ),
-            _ => tr.t("console-none"),
-        };
+        let (detect, detect_summary) = time_to_detect(tr, stats, cases);
         FraudView {
             decisions,
             money,
@@ -216,6 +187,42 @@ impl FraudView {
             holds_pending: stats.holds_pending,
         }
     }
+}
+
+/// Each recent case's seconds from its first event to its first alert, and the distribution
+/// over all cases in a sentence.
+fn time_to_detect(tr: &Tr, stats: &RiskStats, cases: &[Case]) -> (Vec<ShareRow>, String) {
+    let detect = rows(
+        cases
+            .iter()
+            .map(|case| {
+                let ms = case
+                    .first_alert_at
+                    .saturating_sub(case.first_event_at)
+                    .max(0);
+                let s = ms / 1000;
+                (
+                    tr.datetime(case.first_alert_at),
+                    i128::from(s),
+                    tr.with("dashboard-seconds", &[("s", &s.to_string())]),
+                )
+            })
+            .collect(),
+    );
+    let t = &stats.time_to_detect_s;
+    let detect_summary = match (t.p50, t.p90, t.max) {
+        (Some(p50), Some(p90), Some(max)) => tr.with(
+            "dashboard-detect-summary",
+            &[
+                ("count", &t.count.to_string()),
+                ("p50", &seconds(tr, p50)),
+                ("p90", &seconds(tr, p90)),
+                ("max", &seconds(tr, max)),
+            ],
+        ),
+        _ => tr.t("console-none"),
+    };
+    (detect, detect_summary)
 }
 
 pub async fn dashboard<S: LedgerStore>(
