@@ -242,7 +242,6 @@ pub fn parse_amount(minor_units: i64) -> Result<Amount, PayError> {
     Amount::from_i64(minor_units).map_err(|_| PayError::Invalid("amount is too large"))
 }
 
-/// The payments service over one ledger store and the identity service on the same database.
 /// Drops the oldest entries of `queue` beyond `max`; answers how many were dropped.
 pub(crate) fn keep_newest<T>(queue: &mut Vec<T>, max: usize) -> usize {
     let over = queue.len().saturating_sub(max);
@@ -256,6 +255,7 @@ pub const MAIL_QUEUED_MAX: usize = 100_000;
 /// Rows kept waiting for one group commit; a write beyond is refused as busy.
 pub const ROWS_QUEUED_MAX: usize = 10_000;
 
+/// The payments service over one ledger store and the identity service on the same database.
 #[derive(Clone)]
 pub struct Payments<S: LedgerStore> {
     pub(crate) store: S,
