@@ -155,29 +155,7 @@ async fn console_view<S: LedgerStore>(
                 })
                 .collect()
         }),
-        cases: cases.map(|list| {
-            list.into_iter()
-                .map(|c| {
-                    let again = retry.filter(|r| r.case_id == c.id);
-                    CaseLine {
-                        role: tr.t(match c.subject_role.as_str() {
-                            "customer" => "console-role-customer",
-                            "payee" => "console-role-payee",
-                            _ => "console-role-network",
-                        }),
-                        compensable: c.subject_role == "customer",
-                        alerts: c.alerts,
-                        opened: tr.datetime(c.first_alert_at),
-                        key: again.map_or_else(koban_auth::secret::new_id, |r| r.key.clone()),
-                        amount: again.map(|r| r.amount.clone()).unwrap_or_default(),
-                        note: again.map(|r| r.note.clone()).unwrap_or_default(),
-                        open: again.is_some(),
-                        id: c.id,
-                        subject: c.subject,
-                    }
-                })
-                .collect()
-        }),
+        cases: cases.map(|list| case_lines(tr, list, retry)),
         held: held.map(|list| {
             list.into_iter()
                 .map(|h| HeldLine {
@@ -206,6 +184,31 @@ async fn console_view<S: LedgerStore>(
                 .collect()
         }),
     })
+}
+
+/// The open cases, each with its compensation form (fresh, or as sent when it was refused).
+fn case_lines(tr: &Tr, list: Vec<koban_pay::cases::Case>, retry: Option<&Retry>) -> Vec<CaseLine> {
+    list.into_iter()
+        .map(|c| {
+            let again = retry.filter(|r| r.case_id == c.id);
+            CaseLine {
+                role: tr.t(match c.subject_role.as_str() {
+                    "customer" => "console-role-customer",
+                    "payee" => "console-role-payee",
+                    _ => "console-role-network",
+                }),
+                compensable: c.subject_role == "customer",
+                alerts: c.alerts,
+                opened: tr.datetime(c.first_alert_at),
+                key: again.map_or_else(koban_auth::secret::new_id, |r| r.key.clone()),
+                amount: again.map(|r| r.amount.clone()).unwrap_or_default(),
+                note: again.map(|r| r.note.clone()).unwrap_or_default(),
+                open: again.is_some(),
+                id: c.id,
+                subject: c.subject,
+            }
+        })
+        .collect()
 }
 
 /// The console again, headed by what was just done or refused.
