@@ -796,6 +796,47 @@ impl<S: LedgerStore> Payments<S> {
         })
     }
 
+    /// What every payout passes before money moves, a customer's or a merchant's from its
+    /// dashboard: the balance, the limits and risk rules (recorded as a payout event of this
+    /// attempt), then a step-up bound to the amount and the bank account.
+    #[allow(clippy::too_many_arguments)]
+    async fn payout_gate(
+        &self,
+        principal: &Principal,
+        wallet: AccountId,
+        request: &BankMove,
+        number: &str,
+        attempt: TransferId,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<IssuedSession, PayError> {
+        let (amount, currency) = (request.amount, request.currency);
+        let account = self.ledger_account(wallet).await?;
+        if account.balance.available_credit() < i128::from(amount.minor_units()) {
+            return Err(PayError::InsufficientFunds);
+        }
+        let event = self
+            .outgoing_context(principal, EventKind::Payout, &account, amount.minor_units())
+            .await?;
+        let parties = Parties {
+            attempt: Some(attempt),
+            source: Some(request.source_id.clone()),
+            currency: currency.code().to_owned(),
+            ..Parties::of(&principal.user_id, Some(client))
+        };
+        payout_decision(self.assess(&event, &parties).await?)?;
+        let action = SensitiveAction::Payment {
+            amount_minor: i64::try_from(amount.minor_units())
+                .map_err(|_| PayError::Invalid("the amount is too large"))?,
+            currency: currency.code().to_owned(),
+            payee: format!("bank account {}", mask_number(number)),
+        };
+        Ok(self
+            .auth
+            .confirm_action(principal, &action, proof, client)
+            .await?)
+    }
+
     /// Withdraws from the caller's wallet to a verified bank account (step-up).
     pub async fn payout(
         &self,
@@ -822,29 +863,16 @@ impl<S: LedgerStore> Payments<S> {
         };
         let (number, _) = self.verified_source(&principal.user_id, source_id).await?;
         let _lock = self.lock_wallet(wallet.account).await;
-        let account = self.ledger_account(wallet.account).await?;
-        if account.balance.available_credit() < i128::from(amount.minor_units()) {
-            return Err(PayError::InsufficientFunds);
-        }
-        let event = self
-            .outgoing_context(principal, EventKind::Payout, &account, amount.minor_units())
-            .await?;
-        let parties = Parties {
-            attempt: Some(id),
-            source: Some(source_id.to_owned()),
-            currency: currency.code().to_owned(),
-            ..Parties::of(&principal.user_id, Some(client))
-        };
-        payout_decision(self.assess(&event, &parties).await?)?;
-        let action = SensitiveAction::Payment {
-            amount_minor: i64::try_from(amount.minor_units())
-                .map_err(|_| PayError::Invalid("the amount is too large"))?,
-            currency: currency.code().to_owned(),
-            payee: format!("bank account {}", mask_number(&number)),
-        };
         let session = self
-            .auth
-            .confirm_action(principal, &action, proof, client)
+            .payout_gate(
+                principal,
+                wallet.account,
+                request,
+                &number,
+                id,
+                proof,
+                client,
+            )
             .await?;
         self.record_operation(id, &principal.user_id, "payout", wallet.account, request)
             .await?;
@@ -912,35 +940,16 @@ impl<S: LedgerStore> Payments<S> {
         let (number, _) = self
             .verified_source(&merchant.merchant_id, &request.source_id)
             .await?;
-        // The same limits and rules as a customer's payout, recorded as a payout event.
-        let account = self.ledger_account(wallet.account).await?;
-        if account.balance.available_credit() < i128::from(request.amount.minor_units()) {
-            return Err(PayError::InsufficientFunds);
-        }
-        let event = self
-            .outgoing_context(
-                principal,
-                EventKind::Payout,
-                &account,
-                request.amount.minor_units(),
-            )
-            .await?;
-        let parties = Parties {
-            attempt: Some(id),
-            source: Some(request.source_id.clone()),
-            currency: request.currency.code().to_owned(),
-            ..Parties::of(&principal.user_id, Some(client))
-        };
-        payout_decision(self.assess(&event, &parties).await?)?;
-        let action = SensitiveAction::Payment {
-            amount_minor: i64::try_from(request.amount.minor_units())
-                .map_err(|_| PayError::Invalid("the amount is too large"))?,
-            currency: request.currency.code().to_owned(),
-            payee: format!("bank account {}", mask_number(&number)),
-        };
         let session = self
-            .auth
-            .confirm_action(principal, &action, proof, client)
+            .payout_gate(
+                principal,
+                wallet.account,
+                request,
+                &number,
+                id,
+                proof,
+                client,
+            )
             .await?;
         let mut done = self.merchant_payout(&merchant, request, key).await?;
         done.session = Some(session);

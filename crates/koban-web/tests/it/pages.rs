@@ -357,20 +357,7 @@ async fn signed_up_as<'a>(
         )
         .await;
     assert_eq!(signin.headers[header::LOCATION], "/enrol");
-    let started = browser.submit("/enrol", "/enrol/totp", &[]).await;
-    let key = attribute(&started.body, "data-setup-key").expect("a setup key");
-    let seed = koban_auth::totp::seed_from_uri(&format!("otpauth://totp/k?secret={key}")).unwrap();
-    let factor = hidden(&started.body, "factor_id").unwrap();
-    let csrf = hidden(&started.body, "csrf").unwrap();
-    let code = koban_auth::totp::code_at(&seed, now_s(app)).unwrap();
-    let confirmed = browser
-        .post(
-            "/enrol/totp/confirm",
-            &csrf,
-            &[("factor_id", &factor), ("code", &code)],
-        )
-        .await;
-    assert_eq!(confirmed.status, StatusCode::OK);
+    let (seed, confirmed) = enrol_totp(app, &mut browser).await;
     assert_eq!(
         confirmed.body.matches("<li><code>").count(),
         10,
@@ -411,6 +398,14 @@ async fn operator<'a>(app: &'a App, email: &str, role: koban_auth::Role) -> Brow
         "{}",
         signin.body
     );
+    enrol_totp(app, &mut browser).await;
+    app.clock.advance_secs(30);
+    browser
+}
+
+/// Sets up an authenticator app on the enrolment pages; answers its seed and the page with
+/// the recovery codes.
+async fn enrol_totp(app: &App, browser: &mut Browser<'_>) -> (Vec<u8>, Reply) {
     let started = browser.submit("/enrol", "/enrol/totp", &[]).await;
     let key = attribute(&started.body, "data-setup-key").expect("a setup key");
     let seed = koban_auth::totp::seed_from_uri(&format!("otpauth://totp/k?secret={key}")).unwrap();
@@ -425,8 +420,7 @@ async fn operator<'a>(app: &'a App, email: &str, role: koban_auth::Role) -> Brow
         )
         .await;
     assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
-    app.clock.advance_secs(30);
-    browser
+    (seed, confirmed)
 }
 
 /// The posted balance of the session's customer.
