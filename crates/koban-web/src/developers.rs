@@ -76,18 +76,18 @@ async fn keys_view<S: LedgerStore>(
                     "keys-test"
                 }),
                 prefix: k.prefix,
-                scopes: k
-                    .scopes
-                    .iter()
-                    .map(|s| match s.as_str() {
-                        "payments:read" => tr.t("scope-payments-read"),
-                        "payments:write" => tr.t("scope-payments-write"),
-                        "refunds:write" => tr.t("scope-refunds-write"),
-                        "webhooks:manage" => tr.t("scope-webhooks-manage"),
-                        other => other.to_owned(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                scopes: tr.list(
+                    &k.scopes
+                        .iter()
+                        .map(|s| match s.as_str() {
+                            "payments:read" => tr.t("scope-payments-read"),
+                            "payments:write" => tr.t("scope-payments-write"),
+                            "refunds:write" => tr.t("scope-refunds-write"),
+                            "webhooks:manage" => tr.t("scope-webhooks-manage"),
+                            other => other.to_owned(),
+                        })
+                        .collect::<Vec<_>>(),
+                ),
                 created: tr.date(k.created_at_ms),
                 last_used: k.last_used_at_ms.map(|at| tr.datetime(at)),
             })
@@ -271,7 +271,7 @@ async fn webhooks_view<S: LedgerStore>(
             .map(|e| EndpointLine {
                 id: e.id,
                 url: e.url,
-                events: e.event_types.join(", "),
+                events: page.tr.list(&e.event_types),
                 created: page.tr.date(e.created_at_ms),
             })
             .collect(),

@@ -110,6 +110,14 @@ impl Tr {
         }
     }
 
+    /// Items as a list in a sentence: `a, b` or `a、b`.
+    pub fn list(&self, items: &[String]) -> String {
+        items.join(match self.lang {
+            Lang::Ja => "、",
+            Lang::En => ", ",
+        })
+    }
+
     /// A time of day (JST): `14:05`.
     pub fn clock(&self, ms: i64) -> String {
         Tr::local(ms)
@@ -167,6 +175,13 @@ mod tests {
         assert_eq!(Tr::new(Lang::En).date(ms), "6 Dec 2026");
         assert_eq!(Tr::new(Lang::Ja).datetime(ms), "2026年12月6日 00:30");
         assert_eq!(day_start_ms(ms), 1_796_482_800_000);
+    }
+
+    #[test]
+    fn lists_are_joined_as_each_language_writes_them() {
+        let items = ["a".to_owned(), "b".to_owned()];
+        assert_eq!(Tr::new(Lang::En).list(&items), "a, b");
+        assert_eq!(Tr::new(Lang::Ja).list(&items), "a、b");
     }
 
     #[test]
