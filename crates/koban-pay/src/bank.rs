@@ -940,6 +940,8 @@ impl<S: LedgerStore> Payments<S> {
         let (number, _) = self
             .verified_source(&merchant.merchant_id, &request.source_id)
             .await?;
+        // Held from the limits' check to the ledger write, as for a customer's payout.
+        let _lock = self.lock_wallet(wallet.account).await;
         let session = self
             .payout_gate(
                 principal,
@@ -951,7 +953,7 @@ impl<S: LedgerStore> Payments<S> {
                 client,
             )
             .await?;
-        let mut done = self.merchant_payout(&merchant, request, key).await?;
+        let mut done = self.merchant_payout_locked(&merchant, request, key).await?;
         done.session = Some(session);
         Ok(done)
     }
@@ -964,6 +966,18 @@ impl<S: LedgerStore> Payments<S> {
         key: &IdempotencyKey,
     ) -> Result<BankOperation, PayError> {
         Self::require_scope(merchant, "payments:write")?;
+        let wallet = self.wallet(&merchant.merchant_id, request.currency).await?;
+        let _lock = self.lock_wallet(wallet.account).await;
+        self.merchant_payout_locked(merchant, request, key).await
+    }
+
+    /// [`Payments::merchant_payout`] for a caller that holds the merchant wallet's lock.
+    async fn merchant_payout_locked(
+        &self,
+        merchant: &MerchantKey,
+        request: &BankMove,
+        key: &IdempotencyKey,
+    ) -> Result<BankOperation, PayError> {
         let (source_id, amount, currency) =
             (request.source_id.as_str(), request.amount, request.currency);
         let (id, _claim, wallet) = match self
@@ -975,7 +989,6 @@ impl<S: LedgerStore> Payments<S> {
         };
         self.verified_source(&merchant.merchant_id, source_id)
             .await?;
-        let _lock = self.lock_wallet(wallet.account).await;
         self.record_operation(id, &merchant.merchant_id, "payout", wallet.account, request)
             .await?;
         let batch = vec![TransferRequest::Move(Move {

@@ -926,6 +926,41 @@ async fn merchant_qr_both_directions_with_fees_and_partial_refunds<S: LedgerStor
     assert_eq!(app.wallet(&alice.token).await["balance"], 20_000 - 800);
     let balance = app.call(get("/v1/merchant/balance").bearer(&api_key)).await;
     assert_eq!(balance.body["net_credit"], 1_200 - 30 + 800 - 20 - 1_200);
+
+    // The takings go out to the shop's verified bank account with the API key, once per
+    // key, never beyond the balance.
+    let admin = operator(&app, "admin@example.com", "admin").await;
+    // The key's step-up rotated the shop's session: it signs in again.
+    app.next_step();
+    let shop = User {
+        token: app.login(&shop).await,
+        ..shop
+    };
+    app.verified(&shop, &admin, "Test Person").await;
+    let (source, _) = app.link(&shop, &shop.token, "Test Person", "normal").await;
+    let payout = |amount: i64, key: &str| {
+        idem(
+            post(
+                "/v1/merchant/payouts",
+                json!({ "source_id": source, "amount": amount }),
+            )
+            .bearer(&api_key),
+            key,
+        )
+    };
+    let too_much = app.call(payout(751, "po1")).await;
+    assert_eq!(
+        too_much.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{too_much:?}"
+    );
+    let paid_out = app.call(payout(500, "po2")).await;
+    assert_eq!(paid_out.status, StatusCode::ACCEPTED, "{paid_out:?}");
+    let replayed = app.call(payout(500, "po2")).await;
+    assert_eq!(replayed.body["replayed"], true, "{replayed:?}");
+    app.settle().await;
+    let balance = app.call(get("/v1/merchant/balance").bearer(&api_key)).await;
+    assert_eq!(balance.body["net_credit"], 750 - 500);
     app.assert_money_invariants().await;
 }
 
