@@ -39,6 +39,19 @@ pub struct SecurityAlert {
     pub raised_at_ms: i64,
 }
 
+/// The failures counted per minute from the hour before `minute` (the baseline's) up to it.
+async fn failure_minutes<T: SqlTx>(
+    tx: &mut T,
+    minute: i64,
+) -> Result<Vec<koban_store::sql::Row>, AuthError> {
+    Ok(tx
+        .query(
+            "SELECT minute, failures FROM failure_minutes WHERE minute >= $1 AND minute <= $2",
+            params![minute - BASELINE_MINUTES - 1, minute],
+        )
+        .await?)
+}
+
 impl<D: SqlDb> Auth<D> {
     /// Checks the failure rate once; returns the alert if this check raised one. Run it at
     /// least every 30 seconds so an attack is flagged within a minute.
@@ -52,12 +65,7 @@ impl<D: SqlDb> Auth<D> {
         if refused > 0 {
             crate::throttle::count_for_alarm(&mut tx, now, refused).await?;
         }
-        let rows = tx
-            .query(
-                "SELECT minute, failures FROM failure_minutes WHERE minute >= $1 AND minute <= $2",
-                params![minute - BASELINE_MINUTES - 1, minute],
-            )
-            .await?;
+        let rows = failure_minutes(&mut tx, minute).await?;
         let mut current = 0;
         let mut previous = 0;
         let mut history = 0;
@@ -163,12 +171,7 @@ impl<D: SqlDb> Auth<D> {
         principal.operator(&[crate::Role::Analyst, crate::Role::Support])?;
         let minute = self.now_ms() / 60_000;
         let mut tx = self.db.begin_read().await?;
-        let rows = tx
-            .query(
-                "SELECT minute, failures FROM failure_minutes WHERE minute >= $1 AND minute <= $2",
-                params![minute - BASELINE_MINUTES - 1, minute],
-            )
-            .await?;
+        let rows = failure_minutes(&mut tx, minute).await?;
         tx.commit().await?;
         let first = minute - CHART_MINUTES + 1;
         let mut per_minute: Vec<i64> = (first..=minute).map(|_| 0).collect();

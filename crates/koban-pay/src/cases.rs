@@ -266,6 +266,16 @@ impl<S: LedgerStore> Payments<S> {
             .collect()
     }
 
+    /// One case without its timeline: whom it is about, its state (a page acting on it needs
+    /// no more).
+    pub async fn case_summary(&self, principal: &Principal, id: &str) -> Result<Case, PayError> {
+        principal.operator(OPERATORS)?;
+        let mut tx = self.db().begin_read().await?;
+        let case = Self::case_row(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(case)
+    }
+
     async fn case_row<T: SqlTx>(tx: &mut T, id: &str) -> Result<Case, PayError> {
         let sql = concat!(
             "SELECT ",

@@ -6,7 +6,6 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use koban_api::ApiState;
 use koban_auth::Principal;
@@ -16,8 +15,9 @@ use koban_pay::merchant::{parse_transfer_id, transfer_id_text};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
+use crate::console::{failure, headed};
 use crate::i18n::Tr;
-use crate::page::{Chrome, OperatorForm, OperatorIn, Page, explain, plain_id};
+use crate::page::{Chrome, OperatorForm, OperatorIn, Page, plain_id};
 use crate::wallet::{Movement, movement};
 
 /// Timeline entries a case page shows, newest first; older ones stay in the API's answer.
@@ -273,7 +273,7 @@ async fn perform<S: LedgerStore>(
     if !plain_id(id) {
         return Err(PayError::NotFound);
     }
-    let subject = || async { Ok::<_, PayError>(state.pay.case(me, id).await?.case.subject) };
+    let subject = || async { Ok::<_, PayError>(state.pay.case_summary(me, id).await?.subject) };
     match act {
         "reveal" => {
             let contact = state
@@ -324,21 +324,11 @@ async fn answer<S: LedgerStore>(
     id: &str,
     done: Result<Done, PayError>,
 ) -> Response {
-    let (status, c, contact) = match done {
-        Ok((notice, contact)) => (
-            StatusCode::OK,
-            page.chrome("title-case").with_notice(page.tr.t(notice)),
-            contact,
-        ),
-        Err(error) => {
-            let (status, text) = explain(&page.tr, &error);
-            (
-                status,
-                page.chrome("title-case").with_error(None, text),
-                None,
-            )
-        }
+    let (done, contact) = match done {
+        Ok((notice, contact)) => (Ok(notice), contact),
+        Err(error) => (Err(error), None),
     };
+    let (status, c) = headed(page, "title-case", &done);
     match case_view(state, page, me, c, id, contact).await {
         Ok(view) => page.render_status(status, &view),
         Err(error) => failure(page, &error),
@@ -382,11 +372,6 @@ pub async fn reverse<S: LedgerStore>(
     };
     let done = done.await;
     answer(&state, &page, &me, &id, done).await
-}
-
-fn failure(page: &Page, error: &PayError) -> Response {
-    let (status, text) = explain(&page.tr, error);
-    crate::page::message(page, status, text, "/ops", "link-console")
 }
 
 #[cfg(test)]

@@ -219,16 +219,7 @@ async fn answer<S: LedgerStore>(
     done: Result<&'static str, PayError>,
     retry: Option<Retry>,
 ) -> Response {
-    let (status, c) = match done {
-        Ok(notice) => (
-            StatusCode::OK,
-            page.chrome("title-console").with_notice(page.tr.t(notice)),
-        ),
-        Err(error) => {
-            let (status, text) = explain(&page.tr, &error);
-            (status, page.chrome("title-console").with_error(None, text))
-        }
-    };
+    let (status, c) = headed(page, "title-console", &done);
     let retry = retry.filter(|_| status != StatusCode::OK);
     match console_view(state, page, me, c, retry.as_ref()).await {
         Ok(view) => page.render_status(status, &view),
@@ -322,12 +313,12 @@ pub async fn compensate<S: LedgerStore>(
         if !plain_id(&case_id) {
             return Err(PayError::NotFound);
         }
-        let case = state.pay.case(&me, &case_id).await?;
+        let case = state.pay.case_summary(&me, &case_id).await?;
         let action = state
             .pay
             .request_compensation(
                 &me,
-                &case.case.subject,
+                &case.subject,
                 amount,
                 currency,
                 &case_id,
@@ -351,7 +342,27 @@ pub async fn compensate<S: LedgerStore>(
     answer(&state, &page, &me, done, Some(retry)).await
 }
 
-fn failure(page: &Page, error: &PayError) -> Response {
+/// A console page that could not be shown: what went wrong, and the way back to the console.
+pub(crate) fn failure(page: &Page, error: &PayError) -> Response {
     let (status, text) = explain(&page.tr, error);
     crate::page::message(page, status, text, "/ops", "link-console")
+}
+
+/// The chrome of a console page answering a form: the notice when it was done, the domain's
+/// refusal (and its status) when not.
+pub(crate) fn headed(
+    page: &Page,
+    title: &str,
+    done: &Result<&'static str, PayError>,
+) -> (StatusCode, Chrome) {
+    match done {
+        Ok(notice) => (
+            StatusCode::OK,
+            page.chrome(title).with_notice(page.tr.t(notice)),
+        ),
+        Err(error) => {
+            let (status, text) = explain(&page.tr, error);
+            (status, page.chrome(title).with_error(None, text))
+        }
+    }
 }

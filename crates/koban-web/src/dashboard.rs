@@ -18,7 +18,7 @@ use koban_store::LedgerStore;
 use crate::chart::{Column, columns, share};
 use crate::console::seen;
 use crate::i18n::Tr;
-use crate::page::{Chrome, OperatorIn, Page, explain, wallet_currency};
+use crate::page::{Chrome, OperatorIn, Page, wallet_currency};
 
 const CHART_WIDTH: u32 = 600;
 const CHART_HEIGHT: u32 = 160;
@@ -231,9 +231,6 @@ pub async fn dashboard<S: LedgerStore>(
 ) -> Response {
     match dashboard_view(&state, &page, &me).await {
         Ok(view) => page.render(&view),
-        Err(error) => {
-            let (status, text) = explain(&page.tr, &error);
-            crate::page::message(&page, status, text, "/ops", "link-console")
-        }
+        Err(error) => crate::console::failure(&page, &error),
     }
 }

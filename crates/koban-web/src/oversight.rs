@@ -16,28 +16,9 @@ use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
-use crate::console::seen;
+use crate::console::{failure, headed, seen};
 use crate::i18n::Tr;
 use crate::page::{Chrome, OperatorForm, OperatorIn, Page, explain, plain_id};
-
-fn failure(page: &Page, error: &PayError) -> Response {
-    let (status, text) = explain(&page.tr, error);
-    crate::page::message(page, status, text, "/ops", "link-console")
-}
-
-/// The chrome of an answer to a form: a notice when it was done, the error when refused.
-fn headed(page: &Page, title: &str, done: &Result<&'static str, PayError>) -> (StatusCode, Chrome) {
-    match done {
-        Ok(notice) => (
-            StatusCode::OK,
-            page.chrome(title).with_notice(page.tr.t(notice)),
-        ),
-        Err(error) => {
-            let (status, text) = explain(&page.tr, error);
-            (status, page.chrome(title).with_error(None, text))
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Rules

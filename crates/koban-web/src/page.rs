@@ -335,8 +335,7 @@ impl<S: LedgerStore, T: serde::de::DeserializeOwned> FromRequest<ApiState<S>> fo
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &ApiState<S>) -> Result<Self, Response> {
-        let Posted { page, form } = Posted::from_request(request, state).await?;
-        let me = page.full().map_err(IntoResponse::into_response)?.clone();
+        let SignedForm { page, me, form } = SignedForm::from_request(request, state).await?;
         if me.kind != UserKind::Operator {
             return Err(see_other("/home"));
         }
