@@ -12,8 +12,8 @@ use axum::extract::{FromRequest, OriginalUri, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use koban_auth::Secret;
-use koban_pay::card_network::{AuthorizationRequest, Channel, NetworkAnswer};
-use koban_pay::issuing::{CardControls, Channels, IssuedCard};
+use koban_cards::card_network::{AuthorizationRequest, Channel, NetworkAnswer};
+use koban_cards::issuing::{CardControls, Channels, IssuedCard};
 use koban_store::LedgerStore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -137,7 +137,7 @@ pub fn issued_card_out(card: &IssuedCard) -> IssuedCardOut {
 }
 
 /// A card after a change that step-up confirmed, with the rotated session.
-fn changed_out(change: &koban_pay::issuing::CardChange) -> IssuedCardOut {
+fn changed_out(change: &koban_cards::issuing::CardChange) -> IssuedCardOut {
     IssuedCardOut {
         session: change.session.as_ref().map(session_out),
         ..issued_card_out(&change.card)
@@ -331,7 +331,7 @@ pub async fn create_card<S: LedgerStore>(
         None => None,
     };
     let card = state
-        .pay
+        .cards
         .create_card(&me, &body.name, body.physical, currency)
         .await?;
     Ok(json(StatusCode::CREATED, &issued_card_out(&card)))
@@ -345,7 +345,7 @@ pub async fn cards<S: LedgerStore>(
     Caller(me): Caller,
 ) -> Result<Response, ApiError> {
     let out: Vec<_> = state
-        .pay
+        .cards
         .cards_of(&me)
         .await?
         .iter()
@@ -364,7 +364,7 @@ pub async fn card<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     Ok(json(
         StatusCode::OK,
-        &issued_card_out(&state.pay.card(&me, &id).await?),
+        &issued_card_out(&state.cards.card(&me, &id).await?),
     ))
 }
 
@@ -381,7 +381,7 @@ pub async fn activate_card<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let code = body.activation_code.map(Secret::new);
     let change = state
-        .pay
+        .cards
         .activate_card(
             &me,
             &id,
@@ -411,7 +411,7 @@ pub async fn reveal_card<S: LedgerStore>(
     Json(body): Json<StepUpOnlyIn>,
 ) -> Result<Response, ApiError> {
     let revealed = state
-        .pay
+        .cards
         .reveal_card(&me, &id, proof(&body.step_up)?.as_ref(), &client)
         .await?;
     let out = CardDetailsOut {
@@ -440,7 +440,7 @@ pub async fn freeze_card<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     Ok(json(
         StatusCode::OK,
-        &issued_card_out(&state.pay.freeze_card(&me, &id).await?),
+        &issued_card_out(&state.cards.freeze_card(&me, &id).await?),
     ))
 }
 
@@ -455,7 +455,7 @@ pub async fn unfreeze_card<S: LedgerStore>(
     Json(body): Json<StepUpOnlyIn>,
 ) -> Result<Response, ApiError> {
     let change = state
-        .pay
+        .cards
         .change_card(
             &me,
             &id,
@@ -485,7 +485,7 @@ pub async fn set_card_controls<S: LedgerStore>(
     Json(body): Json<CardControlsIn>,
 ) -> Result<Response, ApiError> {
     let change = state
-        .pay
+        .cards
         .change_card(
             &me,
             &id,
@@ -513,7 +513,7 @@ pub async fn close_card<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     Ok(json(
         StatusCode::OK,
-        &issued_card_out(&state.pay.close_card(&me, &id).await?),
+        &issued_card_out(&state.cards.close_card(&me, &id).await?),
     ))
 }
 
@@ -527,7 +527,7 @@ pub async fn card_activity<S: LedgerStore>(
     Query(query): Query<ActivityQuery>,
 ) -> Result<Response, ApiError> {
     let out: Vec<_> = state
-        .pay
+        .cards
         .card_activity(&me, &id, query.limit.unwrap_or(50))
         .await?
         .into_iter()
@@ -560,7 +560,7 @@ pub async fn operator_freeze_card<S: LedgerStore>(
     Json(body): Json<OperatorFreezeIn>,
 ) -> Result<Response, ApiError> {
     let card = state
-        .pay
+        .cards
         .operator_freeze_card(&me, &id, body.frozen, &body.reason)
         .await?;
     Ok(json(StatusCode::OK, &issued_card_out(&card)))
@@ -599,7 +599,7 @@ impl<S: LedgerStore, T: DeserializeOwned> FromRequest<ApiState<S>> for Signed<T>
         let body = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(|_| ApiError::BadRequest("the body could not be read".into()))?;
-        state.pay.verify_network_request(
+        state.cards.verify_network_request(
             &network,
             timestamp,
             &signature,
@@ -646,7 +646,7 @@ pub async fn authorize<S: LedgerStore>(
         channel: Channel::parse(&input.channel)?,
         client_ip: input.client_ip,
     };
-    let answer = state.pay.authorize_card(&request).await?;
+    let answer = state.cards.authorize_card(&request).await?;
     Ok(network_answer(answer))
 }
 
@@ -659,7 +659,7 @@ pub async fn increment<S: LedgerStore>(
     Signed(input): Signed<IncrementIn>,
 ) -> Result<Response, ApiError> {
     let answer = state
-        .pay
+        .cards
         .increment_authorization(&id, &input.increment_id, input.amount)
         .await?;
     Ok(network_answer(answer))
@@ -674,7 +674,7 @@ pub async fn reverse<S: LedgerStore>(
     Signed(input): Signed<ReversalIn>,
 ) -> Result<Response, ApiError> {
     let answer = state
-        .pay
+        .cards
         .reverse_authorization(&id, &input.reversal_id, input.amount)
         .await?;
     Ok(network_answer(answer))
@@ -690,7 +690,7 @@ pub async fn clear<S: LedgerStore>(
     Signed(input): Signed<ClearingIn>,
 ) -> Result<Response, ApiError> {
     let answer = state
-        .pay
+        .cards
         .capture_authorization(&id, &input.clearing_id, input.amount, input.r#final)
         .await?;
     Ok(network_answer(answer))
@@ -705,7 +705,7 @@ pub async fn refund<S: LedgerStore>(
     Signed(input): Signed<CardRefundIn>,
 ) -> Result<Response, ApiError> {
     let answer = state
-        .pay
+        .cards
         .refund_authorization(&id, &input.refund_id, input.amount)
         .await?;
     Ok(network_answer(answer))

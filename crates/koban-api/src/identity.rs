@@ -3,8 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use koban_auth::lang::Lang;
 use koban_auth::{BirthDate, DisplayName, Email, LegalName, NewSignup, Phone, Secret, UserKind};
+use koban_shared::lang::Lang;
 use koban_store::LedgerStore;
 
 use crate::ApiState;

@@ -48,6 +48,7 @@ pub struct ApiState<S: LedgerStore> {
     pub store: S,
     pub auth: Auth<S::Sql>,
     pub pay: koban_pay::Payments<S>,
+    pub cards: koban_cards::Cards<S>,
     pub metrics: Option<PrometheusHandle>,
     pub config: ApiConfig,
 }

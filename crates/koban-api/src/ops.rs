@@ -116,7 +116,8 @@ pub async fn audit_log<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     me.operator(&[Role::Analyst])?;
     let entries =
-        koban_auth::audit::recent(state.auth.db(), query.before, query.limit.unwrap_or(50)).await?;
+        koban_shared::audit::recent(state.auth.db(), query.before, query.limit.unwrap_or(50))
+            .await?;
     let out: Vec<AuditEntryOut> = entries
         .into_iter()
         .map(|e| AuditEntryOut {

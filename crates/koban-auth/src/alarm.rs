@@ -5,9 +5,9 @@
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx};
 
-use crate::audit::{AuditEvent, append};
-use crate::secret::new_id;
 use crate::{Auth, AuthError};
+use koban_shared::audit::{AuditEvent, append};
+use koban_shared::new_id;
 
 /// Minutes of history that make the baseline.
 const BASELINE_MINUTES: i64 = 60;

@@ -5,12 +5,13 @@
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
-use crate::audit::{AuditEvent, append};
 use crate::model::UserKind;
-use crate::secret::{Secret, new_id, random_token};
+use crate::secret::{Secret, random_token};
 use crate::sessions::{IssuedSession, Principal};
 use crate::stepup::{SensitiveAction, StepUpProof};
 use crate::{Auth, AuthError, Client};
+use koban_shared::audit::{AuditEvent, append};
+use koban_shared::new_id;
 
 /// The scopes a key may carry.
 pub const SCOPES: &[&str] = &[
@@ -232,10 +233,10 @@ impl<D: SqlDb> Auth<D> {
             details: serde_json::json!({ "environment": environment.as_str(), "scopes": scopes.as_slice() }),
         })
         .await?;
-        let mail = crate::mail::Mail::new("api-key-created")
+        let mail = koban_shared::mail::Mail::new("api-key-created")
             .arg("name", name)
             .arg("environment", environment.as_str());
-        crate::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         tx.commit().await?;
         self.outbox_written();
         let view = ApiKeyView {

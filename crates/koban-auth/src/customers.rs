@@ -5,10 +5,10 @@
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
-use crate::audit::{AuditEvent, append};
 use crate::model::{Role, UserKind};
 use crate::sessions::Principal;
 use crate::{Auth, AuthError};
+use koban_shared::audit::{AuditEvent, append};
 
 /// Every operator role that works with customers.
 const SEES_CUSTOMERS: &[Role] = &[Role::Analyst, Role::Support, Role::Approver];

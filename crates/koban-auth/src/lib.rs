@@ -16,8 +16,6 @@ pub mod apikeys;
 pub mod audit;
 pub mod customers;
 mod flows;
-pub mod lang;
-pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod outbox;

@@ -9,9 +9,6 @@
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
-use crate::lang::Lang;
-use crate::mail::Mail;
-use crate::secret::new_id;
 use crate::{Auth, AuthError};
 
 /// Longest time a claimed message stays claimed by a worker that died.
@@ -92,50 +89,6 @@ impl Mailer {
             .map_err(|_| AuthError::Invalid("the sender address is not valid"))?;
         Ok(Mailer::Smtp { transport, from })
     }
-}
-
-/// Writes a notice into the outbox inside `tx`, in the language of the account `recipient`
-/// belongs to (English for an address no account has), unless the notice names its own.
-pub async fn enqueue<T: SqlTx>(
-    tx: &mut T,
-    now_ms: i64,
-    recipient: &str,
-    mail: &Mail,
-) -> Result<(), AuthError> {
-    let lang = match mail.lang() {
-        Some(lang) => lang,
-        None => recipient_lang(tx, recipient).await?,
-    };
-    let (subject, body) = mail.render(lang);
-    tx.execute(
-        "INSERT INTO outbox (id, recipient, subject, body, created_at, attempts, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, 0, $5)",
-        params![new_id(), recipient, subject, body, now_ms],
-    )
-    .await?;
-    Ok(())
-}
-
-/// The language the account with this address reads (English when no account has it).
-async fn recipient_lang<T: SqlTx>(tx: &mut T, email: &str) -> Result<Lang, AuthError> {
-    let row = tx
-        .query_opt("SELECT lang FROM users WHERE email = $1", params![email])
-        .await?;
-    Ok(match row {
-        Some(row) => Lang::parse(&row.text(0)?).unwrap_or(Lang::En),
-        None => Lang::En,
-    })
-}
-
-/// The language an account reads, by its id.
-pub async fn user_lang<T: SqlTx>(tx: &mut T, user_id: &str) -> Result<Lang, AuthError> {
-    let row = tx
-        .query_opt("SELECT lang FROM users WHERE id = $1", params![user_id])
-        .await?;
-    Ok(match row {
-        Some(row) => Lang::parse(&row.text(0)?).unwrap_or(Lang::En),
-        None => Lang::En,
-    })
 }
 
 /// A message in the local mailbox.

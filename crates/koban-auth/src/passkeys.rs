@@ -14,10 +14,10 @@ use webauthn_rs::prelude::{
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use crate::flows::{EnrolledTotp, confirmed_factors, lock_user};
-use crate::secret::new_id;
 use crate::sessions::{IssuedSession, Principal, SessionLevel};
 use crate::stepup::{SensitiveAction, StepUpProof};
 use crate::{Auth, AuthError, Client, throttle};
+use koban_shared::new_id;
 
 /// A ceremony must finish within this long.
 const CEREMONY_MS: i64 = 5 * 60 * 1000;

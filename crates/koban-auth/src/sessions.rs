@@ -8,8 +8,9 @@ use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
 use crate::model::{Role, UserKind};
-use crate::secret::{HashPurpose, Secret, constant_time_eq, new_id, random_token};
+use crate::secret::{HashPurpose, Secret, constant_time_eq, random_token};
 use crate::{Auth, AuthError, Client};
+use koban_shared::new_id;
 
 pub const SESSION_TOKEN_PREFIX: &str = "kbs_";
 /// `last_seen_at` is written at most this often per session.
@@ -380,10 +381,10 @@ impl<D: SqlDb> Auth<D> {
         if changed == 0 {
             return Err(AuthError::NotFound);
         }
-        crate::audit::append(
+        koban_shared::audit::append(
             &mut tx,
             now,
-            crate::audit::AuditEvent {
+            koban_shared::audit::AuditEvent {
                 actor: &principal.actor(),
                 action: "session.revoked",
                 subject: &format!("session:{session_id}"),
@@ -401,7 +402,7 @@ impl<D: SqlDb> Auth<D> {
     pub async fn set_lang(
         &self,
         principal: &Principal,
-        lang: crate::lang::Lang,
+        lang: koban_shared::lang::Lang,
     ) -> Result<(), AuthError> {
         principal.full()?;
         let now = self.now_ms();
@@ -413,10 +414,10 @@ impl<D: SqlDb> Auth<D> {
             )
             .await?;
         if changed > 0 {
-            crate::audit::append(
+            koban_shared::audit::append(
                 &mut tx,
                 now,
-                crate::audit::AuditEvent {
+                koban_shared::audit::AuditEvent {
                     actor: &principal.actor(),
                     action: "account.lang_changed",
                     subject: &format!("user:{}", principal.user_id),
@@ -446,12 +447,12 @@ impl<D: SqlDb> Auth<D> {
         // Told by e-mail, with the link that freezes the account: the one signing everyone
         // else out may not be the owner.
         let link = self.not_me_link(&mut tx, &principal.user_id, now).await?;
-        let mail = crate::mail::Mail::new("sessions-ended").arg("link", link);
-        crate::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
-        crate::audit::append(
+        let mail = koban_shared::mail::Mail::new("sessions-ended").arg("link", link);
+        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::audit::append(
             &mut tx,
             now,
-            crate::audit::AuditEvent {
+            koban_shared::audit::AuditEvent {
                 actor: &principal.actor(),
                 action: "session.revoked_others",
                 subject: &format!("user:{}", principal.user_id),

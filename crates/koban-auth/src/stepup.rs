@@ -11,10 +11,11 @@ use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
 use crate::flows::CodeCheck;
-use crate::secret::{HashPurpose, Secret, constant_time_eq, new_id};
+use crate::secret::{HashPurpose, Secret, constant_time_eq};
 use crate::sessions::{IssuedSession, Principal, SessionLevel};
 use crate::throttle;
 use crate::{Auth, AuthError, Client};
+use koban_shared::new_id;
 
 /// Wrong codes against one challenge before it is void.
 pub const STEP_UP_ATTEMPTS_MAX: i64 = 5;

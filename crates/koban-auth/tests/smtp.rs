@@ -87,7 +87,7 @@ fn signup(email: &str) -> NewSignup {
         legal_name: None,
         date_of_birth: None,
         phone: None,
-        lang: koban_auth::lang::Lang::En,
+        lang: koban_shared::lang::Lang::En,
     }
 }
 

@@ -124,7 +124,7 @@ impl IssuerAccount {
 
     /// The fixed ledger id of this account in `currency`.
     pub fn id(self, currency: Currency) -> AccountId {
-        let digest = koban_auth::secret::sha256(
+        let digest = koban_shared::sha256(
             format!("koban/issuer/v1/{}/{}", self.name(), currency.code()).as_bytes(),
         );
         let mut bytes = [0u8; 16];

@@ -12,8 +12,6 @@
 //! `settle_due`'s call to the sandbox; the ledger side stays as it is.
 
 use koban_auth::apikeys::MerchantKey;
-use koban_auth::audit::{self, AuditEvent};
-use koban_auth::mail::Mail;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::throttle::{self, AttemptKeys};
 use koban_auth::{Client, IssuedSession, Principal, SensitiveAction, StepUpProof, UserKind};
@@ -21,6 +19,8 @@ use koban_ledger::{
     AccountId, Amount, Currency, Metadata, Move, PendingOptions, Transfer, TransferId,
     TransferRequest,
 };
+use koban_shared::audit::{self, AuditEvent};
+use koban_shared::mail::Mail;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 use rand::Rng;
@@ -295,7 +295,7 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?;
         let now = self.now_ms();
-        let id = koban_auth::secret::new_id();
+        let id = koban_shared::new_id();
         let (first, second) = {
             let mut rng = rand::rng();
             (rng.random_range(1..100i64), rng.random_range(1..100i64))
@@ -347,7 +347,7 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         let mail = Mail::new("bank-linking").arg("account", mask_number(number));
-        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         let row = tx
             .query_one(
                 "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at \
@@ -454,7 +454,7 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         let mail = Mail::new("bank-linked").arg("account", &source.masked_number);
-        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         let row = tx
             .query_one(
                 "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at \
@@ -1160,7 +1160,7 @@ impl<S: LedgerStore> Payments<S> {
                 (false, _) => Mail::new("payout-failed"),
             }
             .arg("amount", money);
-            koban_auth::outbox::enqueue(&mut tx, now, &email, &mail).await?;
+            koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
             tx.commit().await?;
             finished += 1;
         }

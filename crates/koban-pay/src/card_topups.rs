@@ -10,10 +10,10 @@
 //! Sandbox test cards: `4242 4242 4242 4242` works; `4000 0000 0000 0002` is declined;
 //! `4000 0000 0000 3220` asks for a challenge every time. Any future expiry, any 3 digits.
 
-use koban_auth::mail::Mail;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::{Client, Principal, UserKind};
 use koban_ledger::Metadata;
+use koban_shared::mail::Mail;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
@@ -68,7 +68,7 @@ fn luhn_ok(digits: &str) -> bool {
 }
 
 /// The UTC calendar year and month of a Unix time in milliseconds (civil-from-days).
-pub(crate) fn year_month(ms: i64) -> (i64, i64) {
+pub fn year_month(ms: i64) -> (i64, i64) {
     let days = ms.div_euclid(86_400_000) + 719_468;
     let era = days.div_euclid(146_097);
     let day_of_era = days - era * 146_097;
@@ -141,7 +141,7 @@ impl<S: LedgerStore> Payments<S> {
             _ => "normal",
         };
         let fingerprint = self.card_fingerprint(&digits);
-        let id = koban_auth::secret::new_id();
+        let id = koban_shared::new_id();
         let mut tx = self.db().begin().await?;
         let existing = tx
             .query_opt(
@@ -169,7 +169,7 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         let mail = Mail::new("card-added").arg("last4", &digits[digits.len() - 4..]);
-        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         tx.commit().await?;
         Ok(CardSource {
             id,
@@ -355,7 +355,7 @@ impl<S: LedgerStore> Payments<S> {
         operation: koban_ledger::TransferId,
         last4: &str,
     ) -> Result<(String, i64), PayError> {
-        let id = koban_auth::secret::new_id();
+        let id = koban_shared::new_id();
         let code = koban_auth::secret::random_digits(6);
         let now = self.now_ms();
         let expires_at_ms = now + CHALLENGE_S * 1000;
@@ -383,7 +383,7 @@ impl<S: LedgerStore> Payments<S> {
             )
             .arg("last4", last4)
             .arg("code", code.expose());
-        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         tx.commit().await?;
         Ok((id, expires_at_ms))
     }

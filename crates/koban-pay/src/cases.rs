@@ -4,8 +4,8 @@
 //! timeline: logins, devices, networks, contact and factor changes, money events and their
 //! decisions. Operators list, assign, comment and close cases; every change is audited.
 
-use koban_auth::audit::{self, AuditEvent};
 use koban_auth::{Principal, Role};
+use koban_shared::audit::{self, AuditEvent};
 use koban_store::LedgerStore;
 use koban_store::params;
 use koban_store::sql::{Row, SqlDb, SqlTx, SqlTxExt};
@@ -66,7 +66,7 @@ pub(crate) async fn raise_alert<T: SqlTx>(
                     "INSERT INTO risk_cases (id, subject, subject_role, status, first_event_at, first_alert_at, opened_at) \
                      VALUES ($1, $2, $3, 'open', $4, $5, $5) ON CONFLICT DO NOTHING",
                     params![
-                        koban_auth::secret::new_id(),
+                        koban_shared::new_id(),
                         alert.subject,
                         alert.subject_role,
                         first,
@@ -93,7 +93,7 @@ pub(crate) async fn raise_alert<T: SqlTx>(
         "INSERT INTO risk_alerts (id, at, rule, reason, action, score, event_id, subject, case_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         params![
-            koban_auth::secret::new_id(),
+            koban_shared::new_id(),
             now,
             alert.rule,
             alert.reason,
@@ -450,7 +450,7 @@ impl<S: LedgerStore> Payments<S> {
         let case = Self::case_row(&mut tx, id).await?;
         tx.execute(
             "INSERT INTO risk_case_comments (id, case_id, at, author, body) VALUES ($1, $2, $3, $4, $5)",
-            params![koban_auth::secret::new_id(), id, now, me.operator_id.as_str(), body],
+            params![koban_shared::new_id(), id, now, me.operator_id.as_str(), body],
         )
         .await?;
         self.audit_case(

@@ -5,13 +5,13 @@
 //! with the approver role (maker-checker: the requester cannot approve). Also the measures of
 //! the fraud operation.
 
-use koban_auth::audit::{self, AuditEvent};
-use koban_auth::mail::Mail;
 use koban_auth::{Principal, Role};
 use koban_ledger::{
     AccountId, Amount, Currency, Metadata, Move, RejectReason, StateChange, TransferId,
     TransferKind, TransferRequest,
 };
+use koban_shared::audit::{self, AuditEvent};
+use koban_shared::mail::Mail;
 use koban_store::LedgerStore;
 use koban_store::params;
 use koban_store::sql::{Row, SqlDb, SqlTx, SqlTxExt};
@@ -274,7 +274,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?
             .ok_or(PayError::NotFound)?
             .user_id;
-        let id = koban_auth::secret::new_id();
+        let id = koban_shared::new_id();
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
         self.check_case(&mut tx, case_id).await?;
@@ -383,7 +383,7 @@ impl<S: LedgerStore> Payments<S> {
                 "this customer has no wallet in that currency",
             ));
         }
-        let id = koban_auth::secret::new_id();
+        let id = koban_shared::new_id();
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
         self.check_case(&mut tx, Some(case_id)).await?;
@@ -653,7 +653,7 @@ impl<S: LedgerStore> Payments<S> {
                     Mail::new("money-compensated")
                 };
                 let mail = mail.arg("amount", &money);
-                koban_auth::outbox::enqueue(&mut tx, now, &email.text(0)?, &mail).await?;
+                koban_shared::outbox::enqueue(&mut tx, now, &email.text(0)?, &mail).await?;
             }
             metrics::counter!(
                 if action.kind == "reverse" { "koban_risk_reversed_minor_total" } else { "koban_risk_compensated_minor_total" },

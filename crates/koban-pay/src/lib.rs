@@ -17,12 +17,9 @@
 pub mod accounts;
 pub mod backtest;
 pub mod bank;
-pub mod card_keys;
-pub mod card_network;
 pub mod card_topups;
 pub mod cases;
 pub mod fraud;
-pub mod issuing;
 pub mod links;
 pub mod merchant;
 pub mod p2p;
@@ -31,7 +28,7 @@ pub mod risk;
 pub mod wallets;
 pub mod webhooks;
 
-use koban_auth::mail::Mail;
+use koban_shared::mail::Mail;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +39,7 @@ use koban_store::sql::SqlDb;
 use koban_store::{LedgerStore, StoreError};
 
 pub use accounts::IssuerAccount;
+pub use card_topups::year_month;
 pub use koban_risk;
 pub use risk::{Decision, Parties, RiskEvent, RiskRules};
 
@@ -88,17 +86,6 @@ pub struct PayConfig {
     pub settle_after_s: i64,
     /// The sandbox bank and the test-money faucet are on (development and tests only).
     pub sandbox: bool,
-    /// Issued cards: the issuer BIN (6 or 8 digits) new card numbers start with.
-    pub card_bin: String,
-    /// Seconds an approved card authorization stays valid before its hold is released.
-    pub card_auth_expiry_s: i64,
-    /// How far a clearing may exceed the authorized amount, in basis points of it.
-    pub card_capture_tolerance_bps: u64,
-    /// Wrong security codes or expiry dates in a row that lock a card.
-    pub card_bad_codes_max: i64,
-    /// Different cards failing checks at one merchant or from one network within 10 minutes
-    /// that raise a card-testing alert and decline further attempts from there.
-    pub card_testing_cards_max: usize,
     /// Reversals and compensations of at least this much wait for a second operator with the
     /// approver role.
     pub approval_from_minor: u64,
@@ -133,11 +120,6 @@ impl Default for PayConfig {
             fee_fixed_minor: 0,
             settle_after_s: 5,
             sandbox: false,
-            card_bin: "499910".to_owned(),
-            card_auth_expiry_s: 7 * 24 * 3600,
-            card_capture_tolerance_bps: 0,
-            card_bad_codes_max: 3,
-            card_testing_cards_max: 5,
             approval_from_minor: 50_000,
         }
     }
@@ -191,7 +173,7 @@ impl From<StoreError> for PayError {
 
 /// A ledger refusal of a batch this service built. Business refusals (funds, frozen) are
 /// expected; anything else means this code built a bad batch.
-pub(crate) fn ledger_refusal(reason: RejectReason) -> PayError {
+pub fn ledger_refusal(reason: RejectReason) -> PayError {
     match reason {
         RejectReason::ExceedsCredits => PayError::InsufficientFunds,
         RejectReason::DebitAccountFrozen
@@ -266,18 +248,9 @@ pub struct Payments<S: LedgerStore> {
     /// Striped locks that serialise one wallet's outgoing movements within this instance, so
     /// the daily limits are checked and spent in one step.
     wallet_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
-    /// Card-data checks per card (by fingerprint), so concurrent guesses of a security code
-    /// each see the wrong ones before them.
-    card_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// Notifications waiting to be written to the outbox in one transaction (at most
     /// [`MAIL_QUEUED_MAX`]).
     pending_mail: Arc<Mutex<Vec<(String, Mail)>>>,
-    /// Keys of issued cards' data; `None`: card issuing is off.
-    pub(crate) card_keys: Option<Arc<card_keys::CardKeys>>,
-    /// Card-testing counters across cards (this instance).
-    pub(crate) card_guard: Arc<card_network::CardTestingGuard>,
-    /// Digests of network request signatures seen lately (replay refusal), with when.
-    pub(crate) network_seen: Arc<Mutex<card_network::ReplayCache>>,
     /// Rows waiting to be written together by [`Payments::write_batched`] (at most
     /// [`ROWS_QUEUED_MAX`]), and the lock the writer of a group holds.
     row_queue: Arc<Mutex<Vec<QueuedRow>>>,
@@ -296,7 +269,7 @@ type QueuedRow = (
 );
 
 /// Removes an idempotency key from the in-flight set when the request ends, however it ends.
-pub(crate) struct InFlight {
+pub struct InFlight {
     set: Arc<Mutex<HashSet<[u8; 16]>>>,
     key: [u8; 16],
 }
@@ -330,15 +303,7 @@ impl<S: LedgerStore> Payments<S> {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
             ),
-            card_locks: Arc::new(
-                (0..WALLET_LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
-            ),
             pending_mail: Arc::new(Mutex::new(Vec::new())),
-            card_keys: None,
-            card_guard: Arc::default(),
-            network_seen: Arc::default(),
             row_queue: Arc::default(),
             row_commit: Arc::default(),
             risk_rules: Arc::new(
@@ -356,20 +321,9 @@ impl<S: LedgerStore> Payments<S> {
         self
     }
 
-    /// Turns card issuing on with these keys.
-    pub fn with_card_keys(mut self, keys: card_keys::CardKeys) -> Self {
-        self.card_keys = Some(Arc::new(keys));
-        self
-    }
-
-    /// The card keys, when card issuing is on (the network's client needs its secret).
-    pub fn card_keys_configured(&self) -> Option<&card_keys::CardKeys> {
-        self.card_keys.as_deref()
-    }
-
     /// Submits a batch this service built: the ledger's refusal becomes the domain's
     /// ([`ledger_refusal`]: funds, frozen, or a defect of the batch).
-    pub(crate) async fn submit_batch(
+    pub async fn submit_batch(
         &self,
         batch: Vec<koban_ledger::TransferRequest>,
     ) -> Result<koban_ledger::Applied, PayError> {
@@ -382,7 +336,7 @@ impl<S: LedgerStore> Payments<S> {
     /// Writes one row-changing statement together with others queued at the same moment,
     /// in one transaction (group commit): a hot path's record costs a share of one commit.
     /// Returns once the statement is durable.
-    pub(crate) async fn write_batched(
+    pub async fn write_batched(
         &self,
         sql: &'static str,
         params: Vec<koban_store::sql::Value>,
@@ -447,17 +401,22 @@ impl<S: LedgerStore> Payments<S> {
         &self.store
     }
 
-    pub(crate) fn db(&self) -> &S::Sql {
+    /// The identity service on the same database (step-up, keys, audit).
+    pub fn auth(&self) -> &Auth<S::Sql> {
+        &self.auth
+    }
+
+    pub fn db(&self) -> &S::Sql {
         self.auth.db()
     }
 
-    pub(crate) fn now_ms(&self) -> i64 {
+    pub fn now_ms(&self) -> i64 {
         self.auth.now_ms()
     }
 
     /// A ledger id derived from `parts` under the server key: the same request parts always
     /// give the same id, and nobody without the key can predict one.
-    pub(crate) fn derive_id(&self, parts: &[&[u8]]) -> TransferId {
+    pub fn derive_id(&self, parts: &[&[u8]]) -> TransferId {
         let hash = self.auth.keys().hash(HashPurpose::Payment, parts);
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&hash[..16]);
@@ -467,7 +426,7 @@ impl<S: LedgerStore> Payments<S> {
 
     /// Claims `id` (a key-derived id) for this request; a second claim while the first runs is
     /// refused with [`PayError::InFlight`].
-    pub(crate) fn claim(&self, id: TransferId) -> Result<InFlight, PayError> {
+    pub fn claim(&self, id: TransferId) -> Result<InFlight, PayError> {
         let key = id.to_bytes();
         let mut set = self
             .inflight
@@ -482,13 +441,7 @@ impl<S: LedgerStore> Payments<S> {
         })
     }
 
-    pub(crate) async fn lock_card(&self, card_key: u64) -> tokio::sync::MutexGuard<'_, ()> {
-        self.card_locks[(card_key % WALLET_LOCK_STRIPES as u64) as usize]
-            .lock()
-            .await
-    }
-
-    pub(crate) async fn lock_wallet(
+    pub async fn lock_wallet(
         &self,
         account: koban_ledger::AccountId,
     ) -> tokio::sync::MutexGuard<'_, ()> {
@@ -529,7 +482,7 @@ impl<S: LedgerStore> Payments<S> {
     /// The movement a notice tells of is already committed, so a notice cannot be refused;
     /// when the outbox has been unwritable so long that [`MAIL_QUEUED_MAX`] wait, the oldest
     /// are dropped, with an error in the log and a counter on `/metrics`.
-    pub(crate) fn notify(&self, recipient: &str, mail: Mail) {
+    pub fn notify(&self, recipient: &str, mail: Mail) {
         if let Ok(mut queue) = self.pending_mail.lock() {
             queue.push((recipient.to_owned(), mail));
             let over = keep_newest(&mut queue, MAIL_QUEUED_MAX);
@@ -556,7 +509,7 @@ impl<S: LedgerStore> Payments<S> {
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
         for (recipient, mail) in &batch {
-            koban_auth::outbox::enqueue(&mut tx, now, recipient, mail).await?;
+            koban_shared::outbox::enqueue(&mut tx, now, recipient, mail).await?;
         }
         koban_store::sql::SqlTx::commit(tx).await?;
         Ok(batch.len())
@@ -576,7 +529,6 @@ impl<S: LedgerStore> Payments<S> {
         // Risk records are written whatever else fails this tick.
         let risk = self.flush_risk().await;
         self.settle_due(100).await?;
-        self.expire_card_authorizations().await?;
         self.flush_notifications().await?;
         risk.map(|_| ())
     }

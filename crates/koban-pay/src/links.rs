@@ -2,9 +2,9 @@
 //! an amount, shares the link, and whoever opens it sees the requester's masked name and the
 //! amount and may pay it once, as an ordinary P2P transfer (same limits, step-up and holds).
 
-use koban_auth::audit::{self, AuditEvent};
 use koban_auth::{Client, Principal, StepUpProof, UserKind};
 use koban_ledger::{Amount, Currency};
+use koban_shared::audit::{self, AuditEvent};
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 

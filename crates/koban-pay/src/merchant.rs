@@ -16,7 +16,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use koban_auth::apikeys::MerchantKey;
-use koban_auth::mail::Mail;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::{
     AuthError, Client, IssuedSession, Principal, SensitiveAction, StepUpProof, UserKind,
@@ -25,11 +24,12 @@ use koban_ledger::{
     AccountId, Amount, Currency, Metadata, Move, RejectReason, Transfer, TransferId,
     TransferRequest,
 };
+use koban_shared::mail::Mail;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
 use crate::accounts::{IssuerAccount, kind};
-use crate::risk::{self, Decision, EventKind, Parties};
+use crate::risk::{Decision, EventKind, Parties};
 use crate::wallets::emoney_leg;
 use crate::{IdempotencyKey, PayError, Payments, format_money};
 
@@ -214,10 +214,10 @@ impl<S: LedgerStore> Payments<S> {
             params![merchant_id, bps as i64, fixed_minor as i64, now],
         )
         .await?;
-        koban_auth::audit::append(
+        koban_shared::audit::append(
             &mut tx,
             now,
-            koban_auth::audit::AuditEvent {
+            koban_shared::audit::AuditEvent {
                 actor: &principal.actor(),
                 action: "merchant.fee_set",
                 subject: merchant_id,
@@ -622,7 +622,7 @@ impl<S: LedgerStore> Payments<S> {
             "{CODE_PREFIX}{}",
             koban_auth::secret::random_digits(16).expose()
         );
-        let id = koban_auth::secret::new_id();
+        let id = koban_shared::new_id();
         let now = self.now_ms();
         let expires_at_ms = now + self.config.code_s * 1000;
         let mut tx = self.db().begin().await?;
@@ -1147,47 +1147,6 @@ impl<S: LedgerStore> Payments<S> {
             .ok_or(PayError::NotFound)?;
         tx.commit().await?;
         received_payment(&row)
-    }
-
-    pub(crate) async fn context_for(
-        &self,
-        user_id: &str,
-        cooling_off_until: Option<i64>,
-        kind: EventKind,
-        payer: &koban_ledger::Account,
-        amount: u64,
-    ) -> Result<risk::RiskEvent, PayError> {
-        let holder = self.holder(user_id).await?;
-        let spent_today = self.spent_today(payer).await?;
-        Ok(self.risk_event(holder.tier, cooling_off_until, kind, amount, spent_today))
-    }
-
-    /// The risk context of an outgoing movement, from what the caller already read.
-    pub(crate) fn risk_event(
-        &self,
-        tier: crate::wallets::Tier,
-        cooling_off_until: Option<i64>,
-        kind: EventKind,
-        amount: u64,
-        spent_today: u64,
-    ) -> risk::RiskEvent {
-        let cooling = cooling_off_until
-            .filter(|until| *until > self.now_ms())
-            .map(|_| u64::try_from(self.auth.config().cooling_off_limit_minor).unwrap_or(0));
-        risk::RiskEvent {
-            kind,
-            amount,
-            spent_today,
-            daily_out_max: self.limits(tier).daily_out_max,
-            cooling_off_max: cooling,
-            payee_new: false,
-            paid_to_payee_today: 0,
-            per_payee_daily_max: self.config.per_payee_daily_max,
-            payee_account_age_s: None,
-            step_up_from: self.config.step_up_from_minor,
-            review_new_payee_from: self.config.review_new_payee_from_minor,
-            fan_in_senders_max: self.config.fan_in_senders_max,
-        }
     }
 }
 

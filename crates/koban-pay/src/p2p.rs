@@ -2,7 +2,6 @@
 //! (the payer sees the payee's masked name first), step-up bound to amount and payee for a
 //! new payee or a large amount, daily and per-payee limits, and holds for review.
 
-use koban_auth::mail::Mail;
 use koban_auth::{
     Client, Email, IssuedSession, Phone, Principal, SensitiveAction, StepUpProof, UserKind,
 };
@@ -10,6 +9,7 @@ use koban_ledger::{
     Account, AccountId, Amount, Currency, Metadata, Move, PendingOptions, Transfer, TransferId,
     TransferRequest,
 };
+use koban_shared::mail::Mail;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, PageRequest, params};
 

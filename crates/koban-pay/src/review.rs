@@ -1,10 +1,10 @@
 //! Transfers the risk hook held for review: analysts list them, then release (the money goes
 //! on to the payee) or void (it returns to the payer). Every decision is in the audit chain.
 
-use koban_auth::audit::{self, AuditEvent};
-use koban_auth::mail::Mail;
 use koban_auth::{Principal, Role};
 use koban_ledger::{AccountId, Amount, Currency, Metadata, Move, TransferId, TransferRequest};
+use koban_shared::audit::{self, AuditEvent};
+use koban_shared::mail::Mail;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
@@ -170,7 +170,7 @@ impl<S: LedgerStore> Payments<S> {
             Mail::new("held-stopped")
         };
         let mail = mail.arg("amount", money);
-        koban_auth::outbox::enqueue(&mut tx, now, &email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
         tx.commit().await?;
         Ok(HeldTransfer {
             status: status.to_owned(),

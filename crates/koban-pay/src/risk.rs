@@ -491,7 +491,7 @@ impl<S: LedgerStore> Payments<S> {
                 .get(),
             )
             .to_string(),
-            None => koban_auth::secret::new_id(),
+            None => koban_shared::new_id(),
         };
         let mut features = base_features(event, parties);
         let rules = self.risk_rules.current();
@@ -568,10 +568,10 @@ impl<S: LedgerStore> Payments<S> {
         let result = self.risk_rules.reload();
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
-        koban_auth::audit::append(
+        koban_shared::audit::append(
             &mut tx,
             now,
-            koban_auth::audit::AuditEvent {
+            koban_shared::audit::AuditEvent {
                 actor,
                 action: if result.is_ok() {
                     "risk.rules_reloaded"
@@ -981,6 +981,50 @@ impl<S: LedgerStore> Payments<S> {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// The risk context of a movement, as every kind of payment (and the card subdomain) builds it.
+impl<S: LedgerStore> Payments<S> {
+    pub async fn context_for(
+        &self,
+        user_id: &str,
+        cooling_off_until: Option<i64>,
+        kind: EventKind,
+        payer: &koban_ledger::Account,
+        amount: u64,
+    ) -> Result<RiskEvent, PayError> {
+        let holder = self.holder(user_id).await?;
+        let spent_today = self.spent_today(payer).await?;
+        Ok(self.risk_event(holder.tier, cooling_off_until, kind, amount, spent_today))
+    }
+
+    /// The risk context of an outgoing movement, from what the caller already read.
+    pub fn risk_event(
+        &self,
+        tier: crate::wallets::Tier,
+        cooling_off_until: Option<i64>,
+        kind: EventKind,
+        amount: u64,
+        spent_today: u64,
+    ) -> RiskEvent {
+        let cooling = cooling_off_until
+            .filter(|until| *until > self.now_ms())
+            .map(|_| u64::try_from(self.auth.config().cooling_off_limit_minor).unwrap_or(0));
+        RiskEvent {
+            kind,
+            amount,
+            spent_today,
+            daily_out_max: self.limits(tier).daily_out_max,
+            cooling_off_max: cooling,
+            payee_new: false,
+            paid_to_payee_today: 0,
+            per_payee_daily_max: self.config.per_payee_daily_max,
+            payee_account_age_s: None,
+            step_up_from: self.config.step_up_from_minor,
+            review_new_payee_from: self.config.review_new_payee_from_minor,
+            fan_in_senders_max: self.config.fan_in_senders_max,
+        }
     }
 }
 

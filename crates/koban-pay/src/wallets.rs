@@ -2,13 +2,13 @@
 //! verification tier that sets a customer's limits, identity checks (KYC) decided by an
 //! operator, history pages and CSV statements, and the e-money reconciliation.
 
-use koban_auth::audit::{self, AuditEvent};
-use koban_auth::mail::Mail;
 use koban_auth::{LegalName, Principal, Role, UserKind};
 use koban_ledger::{
     Account, AccountId, Currency, Metadata, Move, NewAccount, Transfer, TransferId, TransferKind,
     TransferRequest,
 };
+use koban_shared::audit::{self, AuditEvent};
+use koban_shared::mail::Mail;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, PageRequest, params};
 
@@ -88,11 +88,11 @@ pub const STATEMENT_ROWS_MAX: usize = 10_000;
 /// The largest amount the sandbox faucet credits at once.
 pub const FAUCET_MAX: u64 = 100_000;
 
-pub(crate) fn currency_of(code: &str) -> Result<Currency, PayError> {
+pub fn currency_of(code: &str) -> Result<Currency, PayError> {
     Currency::parse(code).map_err(|_| PayError::Invalid("unknown currency in a stored row"))
 }
 
-pub(crate) fn account_id(bytes: &[u8]) -> Result<AccountId, PayError> {
+pub fn account_id(bytes: &[u8]) -> Result<AccountId, PayError> {
     AccountId::from_bytes(bytes).map_err(|_| PayError::Invalid("a stored account id is not valid"))
 }
 
@@ -332,19 +332,19 @@ impl<S: LedgerStore> Payments<S> {
         Ok(out)
     }
 
-    pub(crate) fn limits(&self, tier: Tier) -> TierLimits {
+    pub fn limits(&self, tier: Tier) -> TierLimits {
         match tier {
             Tier::Unverified => self.config.unverified,
             Tier::Verified => self.config.verified,
         }
     }
 
-    pub(crate) async fn ledger_account(&self, id: AccountId) -> Result<Account, PayError> {
+    pub async fn ledger_account(&self, id: AccountId) -> Result<Account, PayError> {
         self.store.account(id).await?.ok_or(PayError::NotFound)
     }
 
     /// What left `account` today (UTC): posted and pending debits since midnight.
-    pub(crate) async fn spent_today(&self, account: &Account) -> Result<u64, PayError> {
+    pub async fn spent_today(&self, account: &Account) -> Result<u64, PayError> {
         Ok(self.spent_today_and_known(account, None).await?.0)
     }
 
@@ -382,7 +382,7 @@ impl<S: LedgerStore> Payments<S> {
 
     /// [`Payments::spent_today`] when the caller already read today's `wallet_days` row
     /// (`stored`); records the day's start when there is none yet.
-    pub(crate) async fn spent_today_from(
+    pub async fn spent_today_from(
         &self,
         account: &Account,
         stored: Option<u64>,
@@ -735,7 +735,7 @@ impl<S: LedgerStore> Payments<S> {
         } else {
             Mail::new("kyc-rejected")
         };
-        koban_auth::outbox::enqueue(&mut tx, now, &email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -826,7 +826,7 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// Refuses a credit that would lift a customer wallet above its tier's balance cap.
-    pub(crate) fn check_balance_cap(
+    pub fn check_balance_cap(
         &self,
         holder: &Holder,
         account: &Account,
@@ -855,7 +855,7 @@ impl<S: LedgerStore> Payments<S> {
 
 /// The memo leg that keeps e-money outstanding equal to the sum of customer wallets: `up`
 /// when customers' e-money grows (top-up, refund), down when it shrinks (payout, purchase).
-pub(crate) fn emoney_leg(
+pub fn emoney_leg(
     id: TransferId,
     currency: Currency,
     amount: koban_ledger::Amount,

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
+use koban_cards::issuing::{CardControls, IssuedCard};
 use koban_pay::PayError;
-use koban_pay::issuing::{CardControls, IssuedCard};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
@@ -88,7 +88,7 @@ pub async fn cards_page<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     SignedIn { page, me }: SignedIn,
 ) -> Response {
-    match state.pay.cards_of(&me).await {
+    match state.cards.cards_of(&me).await {
         Ok(cards) => page.render(&CardsPage {
             c: page.chrome("title-cards"),
             cards: cards.iter().map(|c| view(&page, c)).collect(),
@@ -108,11 +108,11 @@ pub async fn create<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     SignedForm { page, me, form }: SignedForm<NewCardForm>,
 ) -> Response {
-    match state.pay.create_card(&me, &form.name, false, None).await {
+    match state.cards.create_card(&me, &form.name, false, None).await {
         Ok(card) => see_other(&format!("/cards/{}", card.id)),
         Err(error) => {
             let (status, text) = explain(&page.tr, &error);
-            let cards = state.pay.cards_of(&me).await.unwrap_or_default();
+            let cards = state.cards.cards_of(&me).await.unwrap_or_default();
             page.render_status(
                 status,
                 &CardsPage {
@@ -140,7 +140,7 @@ pub async fn card_page<S: LedgerStore>(
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
-    match state.pay.card(&me, &id).await {
+    match state.cards.card(&me, &id).await {
         Ok(card) => page.render(&CardPage {
             c: page.chrome("title-card"),
             card: view(&page, &card),
@@ -191,7 +191,7 @@ impl CardStepForm {
 fn changed(
     page: &Page,
     id: &str,
-    done: Result<Stepped<koban_pay::issuing::CardChange>, PayError>,
+    done: Result<Stepped<koban_cards::issuing::CardChange>, PayError>,
 ) -> Response {
     match done {
         Ok(Stepped::Done(change)) => with_cookies(
@@ -220,9 +220,10 @@ pub async fn activate<S: LedgerStore>(
         fields: form.fields(),
     };
     let done = with_step_up(&page, &form.answer, guarded, |proof| {
-        let (pay, me, id, client) = (&state.pay, &me, &id, &page.client);
+        let (cards, me, id, client) = (&state.cards, &me, &id, &page.client);
         async move {
-            pay.activate_card(me, id, None, proof.as_ref(), client)
+            cards
+                .activate_card(me, id, None, proof.as_ref(), client)
                 .await
         }
     })
@@ -258,8 +259,8 @@ pub async fn reveal<S: LedgerStore>(
         fields: form.fields(),
     };
     let done = with_step_up(&page, &form.answer, guarded, |proof| {
-        let (pay, me, id, client) = (&state.pay, &me, &id, &page.client);
-        async move { pay.reveal_card(me, id, proof.as_ref(), client).await }
+        let (cards, me, id, client) = (&state.cards, &me, &id, &page.client);
+        async move { cards.reveal_card(me, id, proof.as_ref(), client).await }
     })
     .await;
     match done {
@@ -299,7 +300,7 @@ pub async fn freeze<S: LedgerStore>(
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
-    match state.pay.freeze_card(&me, &id).await {
+    match state.cards.freeze_card(&me, &id).await {
         Ok(_) => see_other(&format!("/cards/{id}")),
         Err(error) => problem(&page, &error, "/cards"),
     }
@@ -322,9 +323,10 @@ pub async fn unfreeze<S: LedgerStore>(
         fields: form.fields(),
     };
     let done = with_step_up(&page, &form.answer, guarded, |proof| {
-        let (pay, me, id, client) = (&state.pay, &me, &id, &page.client);
+        let (cards, me, id, client) = (&state.cards, &me, &id, &page.client);
         async move {
-            pay.change_card(me, id, None, true, proof.as_ref(), client)
+            cards
+                .change_card(me, id, None, true, proof.as_ref(), client)
                 .await
         }
     })
@@ -341,7 +343,7 @@ pub async fn controls<S: LedgerStore>(
     if !plain_id(&id) {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
     }
-    let card = match state.pay.card(&me, &id).await {
+    let card = match state.cards.card(&me, &id).await {
         Ok(card) => card,
         Err(error) => return problem(&page, &error, "/cards"),
     };
@@ -378,10 +380,11 @@ pub async fn controls<S: LedgerStore>(
         fields: form.fields(),
     };
     let done = with_step_up(&page, &form.answer, guarded, |proof| {
-        let (pay, me, id, client, controls) =
-            (&state.pay, &me, &id, &page.client, controls.clone());
+        let (cards, me, id, client, controls) =
+            (&state.cards, &me, &id, &page.client, controls.clone());
         async move {
-            pay.change_card(me, id, Some(controls), false, proof.as_ref(), client)
+            cards
+                .change_card(me, id, Some(controls), false, proof.as_ref(), client)
                 .await
         }
     })

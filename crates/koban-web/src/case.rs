@@ -377,7 +377,7 @@ pub async fn reverse<S: LedgerStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use koban_auth::lang::Lang;
+    use koban_shared::lang::Lang;
 
     #[test]
     fn timeline_lines_say_what_happened() {

@@ -200,7 +200,7 @@ fn case_lines(tr: &Tr, list: Vec<koban_pay::cases::Case>, retry: Option<&Retry>)
                 compensable: c.subject_role == "customer",
                 alerts: c.alerts,
                 opened: tr.datetime(c.first_alert_at),
-                key: again.map_or_else(koban_auth::secret::new_id, |r| r.key.clone()),
+                key: again.map_or_else(koban_shared::new_id, |r| r.key.clone()),
                 amount: again.map(|r| r.amount.clone()).unwrap_or_default(),
                 note: again.map(|r| r.note.clone()).unwrap_or_default(),
                 open: again.is_some(),

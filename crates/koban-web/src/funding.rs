@@ -121,7 +121,7 @@ async fn topup_view<S: LedgerStore>(
             .collect(),
         amount,
         // A form shown again after an error keeps its key: trying again can never top up twice.
-        key: key.unwrap_or_else(koban_auth::secret::new_id),
+        key: key.unwrap_or_else(koban_shared::new_id),
         chosen: String::new(),
     })
 }
@@ -380,7 +380,7 @@ async fn payout_view<S: LedgerStore>(
             .tr
             .money(wallet.account.balance.available_credit(), currency),
         amount,
-        key: key.unwrap_or_else(koban_auth::secret::new_id),
+        key: key.unwrap_or_else(koban_shared::new_id),
     })
 }
 

@@ -3,9 +3,9 @@
 
 use std::sync::OnceLock;
 
-use koban_auth::lang::Catalogue;
-pub use koban_auth::lang::Lang;
 use koban_ledger::Currency;
+use koban_shared::lang::Catalogue;
+pub use koban_shared::lang::Lang;
 use time::{OffsetDateTime, UtcOffset};
 
 pub(crate) const EN_FTL: &str = include_str!("../locales/en.ftl");
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn both_catalogues_parse_and_hold_the_same_messages() {
-        let count = koban_auth::lang::parity(EN_FTL, JA_FTL).unwrap();
+        let count = koban_shared::lang::parity(EN_FTL, JA_FTL).unwrap();
         assert!(count > 50, "the catalogue is read: {count}");
     }
 

@@ -144,7 +144,7 @@ pub async fn link_page<S: LedgerStore>(
                 "expired" => "link-status-expired",
                 _ => "link-status-open",
             }),
-            key: koban_auth::secret::new_id(),
+            key: koban_shared::new_id(),
         }),
         Err(error) => problem(&page, &error),
     }

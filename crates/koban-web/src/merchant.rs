@@ -152,7 +152,7 @@ pub async fn request_page<S: LedgerStore>(MerchantIn { page, .. }: MerchantIn) -
         c: page.chrome("title-merchant-request"),
         amount: String::new(),
         reference: String::new(),
-        key: koban_auth::secret::new_id(),
+        key: koban_shared::new_id(),
     })
 }
 
@@ -288,7 +288,7 @@ pub async fn terminal_page<S: LedgerStore>(MerchantIn { page, .. }: MerchantIn) 
         code: String::new(),
         amount: String::new(),
         reference: String::new(),
-        key: koban_auth::secret::new_id(),
+        key: koban_shared::new_id(),
         result: None,
     })
 }
@@ -364,7 +364,7 @@ pub async fn charge<S: LedgerStore>(
                 code: String::new(),
                 amount: String::new(),
                 reference: String::new(),
-                key: koban_auth::secret::new_id(),
+                key: koban_shared::new_id(),
                 result: Some(Charged {
                     paid: true,
                     text,
@@ -425,7 +425,7 @@ async fn payment_view<S: LedgerStore>(
         c,
         amount: payment.refundable.clone(),
         payment,
-        key: koban_auth::secret::new_id(),
+        key: koban_shared::new_id(),
     })
 }
 

@@ -408,7 +408,8 @@ async fn audit_view<S: LedgerStore>(
 ) -> Result<AuditPage, PayError> {
     me.operator(&[Role::Analyst])?;
     let tr = &page.tr;
-    let entries = koban_auth::audit::recent(state.auth.db(), before, i64::from(AUDIT_PAGE)).await?;
+    let entries =
+        koban_shared::audit::recent(state.auth.db(), before, i64::from(AUDIT_PAGE)).await?;
     let older = if entries.len() == usize::from(AUDIT_PAGE) {
         entries.last().map(|e| e.seq)
     } else {

@@ -88,7 +88,7 @@ pub async fn pay_check<S: LedgerStore>(
                 .money(i128::from(request.amount.minor_units()), request.currency),
             reference: request.reference,
             payload,
-            key: koban_auth::secret::new_id(),
+            key: koban_shared::new_id(),
         }),
         Ok(_) => again(
             &page,

@@ -347,7 +347,7 @@ pub async fn send_check<S: LedgerStore>(
             amount_minor: amount.minor_units().to_string(),
             amount: page.tr.money(i128::from(amount.minor_units()), currency),
             message: form.message.trim().to_owned(),
-            key: koban_auth::secret::new_id(),
+            key: koban_shared::new_id(),
         }),
         Err(PayError::NotFound) => again("to", StatusCode::NOT_FOUND, page.tr.t("error-payee")),
         Err(PayError::Invalid(_)) => again(

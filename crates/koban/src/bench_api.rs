@@ -358,7 +358,7 @@ impl Started {
 }
 
 pub(crate) async fn start_server(
-    card_keys: Option<koban_pay::card_keys::CardKeys>,
+    card_keys: Option<koban_cards::card_keys::CardKeys>,
     rules: koban_pay::koban_risk::RuleSet,
 ) -> anyhow::Result<Started> {
     let dir = tempfile::tempdir()?;
@@ -382,13 +382,14 @@ pub(crate) async fn start_server(
         },
     )
     .map_err(|e| anyhow!("{e}"))?;
-    let pay = match card_keys {
-        Some(keys) => pay.with_card_keys(keys),
-        None => pay,
-    };
     let risk = koban_pay::RiskRules::load(None).map_err(|e| anyhow!("{e}"))?;
     risk.replace(rules);
     let pay = pay.with_risk_rules(risk);
+    let cards = koban_cards::Cards::new(pay.clone(), koban_cards::CardConfig::default());
+    let cards = match card_keys {
+        Some(keys) => cards.with_keys(keys),
+        None => cards,
+    };
     pay.open_issuer_accounts()
         .await
         .map_err(|e| anyhow!("{e}"))?;
@@ -396,12 +397,14 @@ pub(crate) async fn start_server(
     let workers = tokio::spawn(crate::workers::run_workers::<SqliteStore>(
         auth.clone(),
         pay.clone(),
+        cards.clone(),
         stopped,
     ));
     let router = koban_api::router(ApiState {
         store: store.clone(),
         auth,
         pay: pay.clone(),
+        cards,
         metrics: None,
         config: ApiConfig {
             dev: true,

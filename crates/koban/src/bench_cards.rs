@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use clap::Args;
 use hyper::Method;
-use koban_pay::card_keys::CardKeys;
+use koban_cards::card_keys::CardKeys;
 use koban_store::LedgerStore;
 use koban_store::sql::{SqlDb, SqlTx};
 use serde_json::{Value, json};

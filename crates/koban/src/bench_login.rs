@@ -109,7 +109,7 @@ pub(crate) async fn enrol<D: koban_store::sql::SqlDb>(
         legal_name: None,
         date_of_birth: None,
         phone: None,
-        lang: koban_auth::lang::Lang::En,
+        lang: koban_shared::lang::Lang::En,
     };
     auth.signup(signup, &client)
         .await
@@ -302,6 +302,7 @@ pub async fn login(args: LoginBenchArgs) -> anyhow::Result<ExitCode> {
     let router = koban_api::router(ApiState {
         store: store.clone(),
         auth,
+        cards: koban_cards::Cards::new(pay.clone(), koban_cards::CardConfig::default()),
         pay,
         metrics: None,
         config: ApiConfig {

@@ -203,6 +203,7 @@ pub async fn pages(args: PagesBenchArgs) -> anyhow::Result<ExitCode> {
     let router = koban_web::app(ApiState {
         store: store.clone(),
         auth,
+        cards: koban_cards::Cards::new(pay.clone(), koban_cards::CardConfig::default()),
         pay,
         metrics: None,
         config: ApiConfig {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use hyper::Method;
-use koban_pay::card_keys::{CardKeys, network_signature};
+use koban_cards::card_keys::{CardKeys, network_signature};
 use serde_json::{Value, json};
 
 use crate::bench_api::Conn;

@@ -169,27 +169,33 @@ impl PaymentArgs {
                 daily_out_max: self.verified_daily_out_max,
             },
             step_up_from_minor: self.step_up_from,
-            card_bin: {
+            approval_from_minor: self.approval_from,
+            ..koban_pay::PayConfig::default()
+        })
+    }
+
+    pub fn card_config(&self) -> anyhow::Result<koban_cards::CardConfig> {
+        Ok(koban_cards::CardConfig {
+            bin: {
                 let bin = self.card_bin.trim();
                 if !matches!(bin.len(), 6 | 8) || !bin.bytes().all(|b| b.is_ascii_digit()) {
                     anyhow::bail!("--card-bin must be 6 or 8 digits");
                 }
                 bin.to_owned()
             },
-            card_auth_expiry_s: {
+            auth_expiry_s: {
                 if !(1..=30).contains(&self.card_auth_expiry_days) {
                     anyhow::bail!("--card-auth-expiry-days must be 1 to 30");
                 }
                 self.card_auth_expiry_days * 24 * 3600
             },
-            card_capture_tolerance_bps: {
+            capture_tolerance_bps: {
                 if self.card_capture_tolerance_bps > 5_000 {
                     anyhow::bail!("--card-capture-tolerance-bps must be at most 5000 (50%)");
                 }
                 self.card_capture_tolerance_bps
             },
-            approval_from_minor: self.approval_from,
-            ..koban_pay::PayConfig::default()
+            ..koban_cards::CardConfig::default()
         })
     }
 }

@@ -231,7 +231,7 @@ impl WithStore for AuditVerifyArgs {
     type Output = ExitCode;
 
     async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<ExitCode> {
-        let report = koban_auth::audit::verify(&store.sql())
+        let report = koban_shared::audit::verify(&store.sql())
             .await
             .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))?;
         store.shutdown().await;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use koban_auth::AuthConfig;
-use koban_pay::card_keys::CardKeys;
+use koban_cards::card_keys::CardKeys;
 use koban_store::LedgerStore;
 
 use crate::backend::WithStore;
@@ -119,9 +119,10 @@ impl WithStore for RotateArgs {
         let auth = crate::identity::auth_for(&store, master, AuthConfig::default()).await?;
         let active = keys.active_id().to_owned();
         let pay = koban_pay::Payments::new(store.clone(), auth, koban_pay::PayConfig::default())
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_card_keys(keys);
-        let missing = pay
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cards =
+            koban_cards::Cards::new(pay, koban_cards::CardConfig::default()).with_keys(keys);
+        let missing = cards
             .missing_card_keys()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -131,7 +132,7 @@ impl WithStore for RotateArgs {
                 self.card_keys_file.display()
             );
         }
-        let resealed = pay
+        let resealed = cards
             .reseal_cards()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -95,18 +95,19 @@ impl WithStore for Serve {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(rules = rules.current().rules().len(), digest = %rules.current().digest(), "risk rules loaded");
         pay = pay.with_risk_rules(rules);
+        let mut cards = koban_cards::Cards::new(pay.clone(), args.payments.card_config()?);
         match (&args.payments.card_keys_file, args.dev) {
-            (Some(path), _) => pay = pay.with_card_keys(crate::keys::load(path)?),
+            (Some(path), _) => cards = cards.with_keys(crate::keys::load(path)?),
             (None, true) => {
                 let path = crate::keys::dev_key_file(args.database.database_url.expose());
                 tracing::warn!(path = %path.display(), "development mode: development card keys (created if missing); never for real cards");
-                pay = pay.with_card_keys(crate::keys::load_or_create_dev(&path)?);
+                cards = cards.with_keys(crate::keys::load_or_create_dev(&path)?);
             }
             (None, false) => {
                 tracing::info!("card issuing is off: start with --card-keys-file to turn it on")
             }
         }
-        let missing = pay
+        let missing = cards
             .missing_card_keys()
             .await
             .map_err(|e| anyhow::anyhow!("checking card keys: {e}"))?;
@@ -136,6 +137,7 @@ impl WithStore for Serve {
         let workers = tokio::spawn(crate::workers::run_workers::<S>(
             auth.clone(),
             pay.clone(),
+            cards.clone(),
             stopped,
         ));
         if args.dev {
@@ -148,6 +150,7 @@ impl WithStore for Serve {
             store: store.clone(),
             auth,
             pay,
+            cards,
             metrics: Some(metrics),
             config: ApiConfig {
                 dev: args.dev,

@@ -36,11 +36,12 @@ pub async fn sweep_holds<S: LedgerStore>(
 
 /// Runs the service's background work until told to stop: delivering the outbox (woken at
 /// once by new messages, and every second for retries), checking the global failure alarm
-/// and turning it into a fraud alert, settling bank operations and writing queued
+/// and turning it into a fraud alert, expiring stale card authorizations, settling bank operations and writing queued
 /// notifications and risk records (every 100 ms), and delivering webhooks (a task of its own).
 pub async fn run_workers<S: LedgerStore>(
     auth: Auth<S::Sql>,
     pay: koban_pay::Payments<S>,
+    cards: koban_cards::Cards<S>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut alarm = tokio::time::interval(Duration::from_secs(ALARM_EVERY_S));
@@ -90,6 +91,9 @@ pub async fn run_workers<S: LedgerStore>(
                 }
             }
             _ = payments.tick() => {
+                if let Err(error) = cards.tick().await {
+                    tracing::warn!(%error, "stale card authorizations could not expire; will retry");
+                }
                 if let Err(error) = pay.settle_and_flush().await {
                     tracing::warn!(%error, "payments work (settlement, notifications) failed; will retry");
                 }

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::http::StatusCode;
-use koban_pay::card_keys::network_signature;
-use koban_pay::issuing::luhn_valid;
+use koban_cards::card_keys::network_signature;
+use koban_cards::issuing::luhn_valid;
 use koban_store::LedgerStore;
 use serde_json::{Value, json};
 
@@ -47,10 +47,7 @@ struct Holder {
 impl<S: LedgerStore> TestApp<S> {
     /// A request from the card network, signed with its secret at the app's current time.
     async fn network(&self, path: &str, body: Value) -> Reply {
-        let keys = self
-            .pay
-            .card_keys_configured()
-            .expect("card keys configured");
+        let keys = self.cards.keys_configured().expect("card keys configured");
         let timestamp = i64::try_from(self.now_s()).unwrap();
         let signature = network_signature(
             keys.network_secret(),
@@ -878,6 +875,7 @@ async fn stale_authorizations_expire_and_release_the_hold<S: LedgerStore>(app: T
     // Six days on: still held.
     app.clock.advance_secs(6 * 86_400);
     app.store.expire_holds(100).await.unwrap();
+    app.cards.tick().await.unwrap();
     app.pay.tick().await.unwrap();
     let token = app.login(&alice.user).await;
     assert_eq!(app.wallet(&token).await["available"], 3_800);
@@ -885,6 +883,7 @@ async fn stale_authorizations_expire_and_release_the_hold<S: LedgerStore>(app: T
     // Past seven days: the hold is released and the authorization says expired.
     app.clock.advance_secs(86_400 + 60);
     app.store.expire_holds(100).await.unwrap();
+    app.cards.tick().await.unwrap();
     app.pay.tick().await.unwrap();
     let token = app.login(&alice.user).await;
     let wallet = app.wallet(&token).await;
@@ -1048,7 +1047,7 @@ async fn network_requests_must_be_signed_fresh_and_unseen<S: LedgerStore>(app: T
     let admin = operator(&app, "admin@example.com", "admin").await;
     let mut alice = app.holder("alice@example.com", &admin, 5_000).await;
     let card = app.ready_card(&mut alice, "Signed").await;
-    let keys = app.pay.card_keys_configured().unwrap().clone();
+    let keys = app.cards.keys_configured().unwrap().clone();
     let path = "/v1/network/authorizations";
     let body = purchase(&card, "sig-1", 700);
     let now = i64::try_from(app.now_s()).unwrap();
@@ -1142,30 +1141,30 @@ async fn key_rotation_keeps_every_card_readable<S: LedgerStore>(app: TestApp<S>)
         app.ready_card(&mut alice, "One").await,
         app.ready_card(&mut alice, "Two").await,
     ];
-    let old_keys = app.pay.card_keys_configured().unwrap().clone();
+    let old_keys = app.cards.keys_configured().unwrap().clone();
     let rotated = old_keys.with_new_data_key();
     assert_ne!(rotated.active_id(), old_keys.active_id());
-    let rotated_pay = app.pay.clone().with_card_keys(rotated.clone());
-    let app = app.with_pay(rotated_pay);
+    let rotated_cards = app.cards.clone().with_keys(rotated.clone());
+    let app = app.with_cards(rotated_cards);
     // A card issued after rotation is sealed under the new key; the old ones still open.
     let after = app.ready_card(&mut alice, "Three").await;
-    assert_eq!(app.pay.reseal_cards().await.unwrap(), 2);
+    assert_eq!(app.cards.reseal_cards().await.unwrap(), 2);
     assert_eq!(
-        app.pay.reseal_cards().await.unwrap(),
+        app.cards.reseal_cards().await.unwrap(),
         0,
         "nothing left to re-seal"
     );
     // Once re-sealed, the old key alone no longer opens them: they moved to the new key.
-    let old_only = app.pay.clone().with_card_keys(old_keys);
+    let old_only = app.cards.clone().with_keys(old_keys);
     assert_eq!(
         old_only.missing_card_keys().await.unwrap(),
         vec![rotated.active_id().to_owned()]
     );
     // The rotated key file, as written and read back, opens everything.
     let reloaded = app
-        .pay
+        .cards
         .clone()
-        .with_card_keys(koban_pay::card_keys::CardKeys::from_json(&rotated.to_json()).unwrap());
+        .with_keys(koban_cards::card_keys::CardKeys::from_json(&rotated.to_json()).unwrap());
     assert!(reloaded.missing_card_keys().await.unwrap().is_empty());
     for card in before.iter().chain([&after]) {
         let shown = app.reveal(&mut alice, &card.id).await;

@@ -23,6 +23,7 @@ pub struct TestApp<S: LedgerStore> {
     pub router: Router,
     pub auth: Auth<S::Sql>,
     pub pay: koban_pay::Payments<S>,
+    pub cards: koban_cards::Cards<S>,
     pub clock: ManualClock,
     pub store: S,
     _dir: Option<tempfile::TempDir>,
@@ -66,16 +67,18 @@ async fn build<S: LedgerStore>(
             ..koban_pay::PayConfig::default()
         },
     )
-    .expect("payments start")
-    .with_card_keys(koban_pay::card_keys::CardKeys::generate());
+    .expect("payments start");
+    let cards = koban_cards::Cards::new(pay.clone(), koban_cards::CardConfig::default())
+        .with_keys(koban_cards::card_keys::CardKeys::generate());
     pay.open_issuer_accounts()
         .await
         .expect("issuer accounts open");
-    let router = test_router(&store, &auth, &pay);
+    let router = test_router(&store, &auth, &pay, &cards);
     TestApp {
         router,
         auth,
         pay,
+        cards,
         clock: handle,
         store,
         _dir: dir,
@@ -86,11 +89,13 @@ fn test_router<S: LedgerStore>(
     store: &S,
     auth: &Auth<S::Sql>,
     pay: &koban_pay::Payments<S>,
+    cards: &koban_cards::Cards<S>,
 ) -> Router {
     koban_api::router(ApiState {
         store: store.clone(),
         auth: auth.clone(),
         pay: pay.clone(),
+        cards: cards.clone(),
         metrics: None,
         config: ApiConfig {
             dev: true,
@@ -100,11 +105,22 @@ fn test_router<S: LedgerStore>(
 }
 
 impl<S: LedgerStore> TestApp<S> {
-    /// The same app (database, clock, identity) serving through other payments, for
-    /// example with rotated card keys.
+    /// The same app (database, clock, identity) serving through other payments (the cards
+    /// keep their keys and move onto them).
     pub fn with_pay(mut self, pay: koban_pay::Payments<S>) -> TestApp<S> {
-        self.router = test_router(&self.store, &self.auth, &pay);
+        let mut cards = koban_cards::Cards::new(pay.clone(), self.cards.config().clone());
+        if let Some(keys) = self.cards.keys_configured() {
+            cards = cards.with_keys(keys.clone());
+        }
         self.pay = pay;
+        self.with_cards(cards)
+    }
+
+    /// The same app (database, clock, identity, payments) serving through other cards, for
+    /// example with rotated card keys.
+    pub fn with_cards(mut self, cards: koban_cards::Cards<S>) -> TestApp<S> {
+        self.router = test_router(&self.store, &self.auth, &self.pay, &cards);
+        self.cards = cards;
         self
     }
 }

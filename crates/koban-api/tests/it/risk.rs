@@ -478,7 +478,7 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
     ] {
         assert!(audit.contains(action), "{action} in {audit}");
     }
-    let report = koban_auth::audit::verify(app.auth.db()).await.unwrap();
+    let report = koban_shared::audit::verify(app.auth.db()).await.unwrap();
     assert!(report.first_broken.is_none(), "{report:?}");
     app.assert_money_invariants().await;
 }

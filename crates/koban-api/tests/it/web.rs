@@ -166,7 +166,7 @@ async fn the_audit_chain_detects_a_tampered_row<S: LedgerStore>(app: TestApp<S>)
     let user = app.user("audited@example.com").await;
     app.call(post("/v1/logout", json!({})).bearer(&user.token))
         .await;
-    let report = koban_auth::audit::verify(app.auth.db()).await.unwrap();
+    let report = koban_shared::audit::verify(app.auth.db()).await.unwrap();
     assert!(
         report.entries >= 4 && report.first_broken.is_none(),
         "{report:?}"
@@ -181,7 +181,7 @@ async fn the_audit_chain_detects_a_tampered_row<S: LedgerStore>(app: TestApp<S>)
         .unwrap();
     assert_eq!(changed, 1);
     tx.commit().await.unwrap();
-    let report = koban_auth::audit::verify(app.auth.db()).await.unwrap();
+    let report = koban_shared::audit::verify(app.auth.db()).await.unwrap();
     assert_eq!(report.first_broken.map(|(seq, _)| seq), Some(2));
     assert_eq!(report.entries, 1);
 }

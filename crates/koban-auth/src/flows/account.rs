@@ -76,7 +76,7 @@ impl<D: SqlDb> Auth<D> {
             )
             .await?;
         // The new address belongs to no account yet: the notice is in the account's language.
-        let lang = crate::outbox::user_lang(&mut tx, &principal.user_id).await?;
+        let lang = koban_shared::outbox::user_lang(&mut tx, &principal.user_id).await?;
         let mail = Mail::new("email-confirm-code")
             .arg("code", code.expose())
             .arg("minutes", self.config.code_s / 60)

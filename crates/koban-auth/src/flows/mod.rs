@@ -10,20 +10,20 @@
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
-use crate::audit::{AuditEvent, append};
 use crate::customers::mask_email;
-use crate::mail::Mail;
 use crate::model::{BirthDate, DisplayName, Email, LegalName, Phone, Role, UserKind};
-use crate::outbox::enqueue;
 use crate::password::{Lane, NewPassword, Password};
 use crate::secret::{
-    HashPurpose, Secret, constant_time_eq, new_id, random_digits, random_recovery_code,
-    random_token,
+    HashPurpose, Secret, constant_time_eq, random_digits, random_recovery_code, random_token,
 };
 use crate::sessions::{IssuedSession, Principal, SessionLevel};
 use crate::stepup::{SensitiveAction, StepUpProof};
 use crate::throttle::{self, AttemptKeys};
 use crate::{Auth, AuthError, Client, totp};
+use koban_shared::audit::{AuditEvent, append};
+use koban_shared::mail::Mail;
+use koban_shared::new_id;
+use koban_shared::outbox::enqueue;
 
 /// Wrong tries against one e-mailed code before it is void.
 const CODE_ATTEMPTS_MAX: i64 = 5;
@@ -48,7 +48,7 @@ pub struct NewSignup {
     pub date_of_birth: Option<BirthDate>,
     pub phone: Option<Phone>,
     /// The language notices are written in (the page's or the request's).
-    pub lang: crate::lang::Lang,
+    pub lang: koban_shared::lang::Lang,
 }
 
 /// The notice of a change to an account: `key` names what changed (a `change-...` message).
@@ -610,12 +610,12 @@ impl<D: SqlDb> Auth<D> {
         let link = self.not_me_link(tx, user_id, now).await?;
         // In the account's language, found by its id: after an address change, no account has
         // the old address any more.
-        let lang = crate::outbox::user_lang(tx, user_id).await?;
+        let lang = koban_shared::outbox::user_lang(tx, user_id).await?;
         let mail = what
             .arg("hours", self.config.cooling_off_s / 3600)
             .arg("link", link)
             .in_lang(lang);
-        enqueue(tx, now, email, &mail).await
+        Ok(enqueue(tx, now, email, &mail).await?)
     }
 }
 

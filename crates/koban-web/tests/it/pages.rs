@@ -59,6 +59,7 @@ async fn app() -> App {
     let router = koban_web::app(ApiState {
         store,
         auth: auth.clone(),
+        cards: koban_cards::Cards::new(pay.clone(), koban_cards::CardConfig::default()),
         pay: pay.clone(),
         metrics: None,
         config: ApiConfig {

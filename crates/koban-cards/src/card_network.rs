@@ -10,26 +10,27 @@
 //! in the same atomic batch. Ledger ids derive from the network's ids for each message, so a
 //! retried message is a ledger replay; the message's row then answers it.
 //!
-//! The risk hook ([`Payments::assess`]) decides every authorization and increment.
+//! The risk hook ([`koban_pay::Payments::assess`]) decides every authorization and increment.
 
-use koban_auth::mail::Mail;
+use koban_shared::mail::Mail;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
-use koban_auth::audit::{self, AuditEvent};
 use koban_auth::{AuthError, Secret};
 use koban_ledger::{
     AccountId, Amount, Currency, Metadata, Move, PendingOptions, RejectReason, TransferId,
     TransferRequest,
 };
+use koban_shared::audit::{self, AuditEvent};
 use koban_store::sql::{Row, SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
-use crate::accounts::{IssuerAccount, kind};
+use crate::Cards;
 use crate::issuing::{CardControls, luhn_valid};
-use crate::risk::{Decision, EventKind, Parties};
-use crate::wallets::{DAY_MS, Tier, emoney_leg};
-use crate::{PayError, Payments, format_money};
+use koban_pay::accounts::{IssuerAccount, kind};
+use koban_pay::risk::{Decision, EventKind, Parties};
+use koban_pay::wallets::{DAY_MS, Tier, emoney_leg};
+use koban_pay::{PayError, format_money};
 
 /// ISO 8583 response codes Koban answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,7 +346,7 @@ fn text_field(text: &str, max: usize, what: &'static str) -> Result<(), PayError
     Ok(())
 }
 
-impl<S: LedgerStore> Payments<S> {
+impl<S: LedgerStore> Cards<S> {
     /// Checks a network request's signature and freshness, and refuses a replay of one this
     /// instance has seen. Ledger ids derived from the network's references make a replay
     /// harmless across instances too.
@@ -372,13 +373,13 @@ impl<S: LedgerStore> Payments<S> {
         {
             return Err(unauthenticated);
         }
-        let now_s = self.now_ms().div_euclid(1000);
+        let now_s = self.pay.now_ms().div_euclid(1000);
         if (now_s - timestamp).abs() > NETWORK_CLOCK_SKEW_S {
             return Err(PayError::Invalid(
                 "the request's timestamp is more than 5 minutes from the server's clock",
             ));
         }
-        let digest = self.auth.keys().hash(
+        let digest = self.pay.auth().keys().hash(
             koban_auth::secret::HashPurpose::Payment,
             &[b"network-request", signature.trim().as_bytes()],
         );
@@ -396,7 +397,7 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     fn auth_id(&self, network_ref: &str) -> String {
-        let id = self.derive_id(&[b"card-auth", network_ref.as_bytes()]);
+        let id = self.pay.derive_id(&[b"card-auth", network_ref.as_bytes()]);
         format!("ca_{:032x}", id.get())
     }
 
@@ -426,10 +427,10 @@ impl<S: LedgerStore> Payments<S> {
         if request.country.len() != 2 || !request.country.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(PayError::Invalid("country is an ISO 3166 alpha-2 code"));
         }
-        let amount = crate::parse_amount(request.amount)?;
+        let amount = koban_pay::parse_amount(request.amount)?;
         let currency = Currency::parse(&request.currency)
             .map_err(|_| PayError::Invalid("currency is an ISO 4217 code"))?;
-        let now = self.now_ms();
+        let now = self.pay.now_ms();
         let mut guard_keys = vec![format!("merchant:{}", request.merchant_id)];
         if let Some(ip) = &request.client_ip {
             text_field(ip, 64, "client_ip is at most 64 characters")?;
@@ -445,7 +446,7 @@ impl<S: LedgerStore> Payments<S> {
         let card_key = u64::from_be_bytes(fingerprint[..8].try_into().unwrap_or([0; 8]));
         // Held until a wrong code is counted, or a right one has reset the count.
         let card_lock = self.lock_card(card_key).await;
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let existing = self.auth_row(&mut tx, &auth_id).await?;
         let card = tx
             .query_opt(
@@ -463,7 +464,7 @@ impl<S: LedgerStore> Payments<S> {
         if let Some(row) = existing {
             return Ok(row.answer(true));
         }
-        if self.card_guard.blocked(&guard_keys, now) {
+        if self.guard.blocked(&guard_keys, now) {
             metrics::counter!("koban_card_authorizations_total", "result" => "05").increment(1);
             return Ok(NetworkAnswer::declined(ResponseCode::DoNotHonour, None));
         }
@@ -497,7 +498,7 @@ impl<S: LedgerStore> Payments<S> {
             (None, _) => true,
         };
         let expiry_ok = (request.exp_month, request.exp_year) == (exp_month, exp_year);
-        let outcome = if card.i64(9)? >= self.config.card_bad_codes_max {
+        let outcome = if card.i64(9)? >= self.config.bad_codes_max {
             Err(ResponseCode::RestrictedCard)
         } else if !expiry_ok || !code_ok {
             self.card_check_failed(&guard_keys, card_key, Some(&card_id), now)
@@ -515,7 +516,7 @@ impl<S: LedgerStore> Payments<S> {
                 },
             )
         } else {
-            let (year, month) = crate::card_topups::year_month(now);
+            let (year, month) = koban_pay::year_month(now);
             let status = card.text(6)?;
             if status == "closed" {
                 Err(ResponseCode::InvalidCard)
@@ -557,7 +558,7 @@ impl<S: LedgerStore> Payments<S> {
             return decline(code);
         }
         if card.i64(9)? > 0 {
-            let mut tx = self.db().begin().await?;
+            let mut tx = self.pay.db().begin().await?;
             tx.execute(
                 "UPDATE issued_cards SET bad_codes = 0 WHERE id = $1",
                 params![card_id.as_str()],
@@ -566,16 +567,16 @@ impl<S: LedgerStore> Payments<S> {
             tx.commit().await?;
         }
         drop(card_lock);
-        let hold_id = self.derive_id(&[b"card-hold", auth_id.as_bytes()]);
-        let memo_id = self.derive_id(&[b"card-hold-memo", auth_id.as_bytes()]);
+        let hold_id = self.pay.derive_id(&[b"card-hold", auth_id.as_bytes()]);
+        let memo_id = self.pay.derive_id(&[b"card-hold-memo", auth_id.as_bytes()]);
         let tier = if card.opt_text(15)?.as_deref() == Some("approved") {
             Tier::Verified
         } else {
             Tier::Unverified
         };
         let day_start = card.opt_i64(16)?.map(minor);
-        let _claim = self.claim(hold_id)?;
-        let lock = self.lock_wallet(wallet).await;
+        let _claim = self.pay.claim(hold_id)?;
+        let lock = self.pay.lock_wallet(wallet).await;
         let decided = self
             .decide_card_spend(
                 &card_id,
@@ -593,7 +594,7 @@ impl<S: LedgerStore> Payments<S> {
                 .increment(1);
             return decline(code);
         }
-        let timeout = self.config.card_auth_expiry_s;
+        let timeout = self.config.auth_expiry_s;
         let metadata = Metadata::parse([
             ("card", card_id.as_str()),
             ("merchant", request.merchant_name.as_str()),
@@ -604,7 +605,7 @@ impl<S: LedgerStore> Payments<S> {
         let batch = self.hold_batch(
             hold_id, memo_id, wallet, amount, currency, timeout, metadata,
         );
-        match self.store.submit(batch).await? {
+        match self.pay.store().submit(batch).await? {
             Ok(_) => {}
             Err(refusal) => {
                 let code = match refusal.reason {
@@ -612,7 +613,7 @@ impl<S: LedgerStore> Payments<S> {
                     RejectReason::DebitAccountFrozen | RejectReason::DebitAccountClosed => {
                         ResponseCode::RestrictedCard
                     }
-                    other => return Err(crate::ledger_refusal(other)),
+                    other => return Err(koban_pay::ledger_refusal(other)),
                 };
                 self.record_declined(&auth_id, &card_id, request, code, now)
                     .await?;
@@ -626,7 +627,7 @@ impl<S: LedgerStore> Payments<S> {
             drop(lock);
         }
         let expires_at = now + timeout * 1000;
-        self.write_batched(
+        self.pay.write_batched(
             "INSERT INTO card_authorizations (id, card_id, network_ref, status, response_code, amount, held, captured, refunded, \
              currency, merchant_id, merchant_name, mcc, country, channel, hold_id, memo_id, created_at, expires_at, updated_at) \
              VALUES ($1, $2, $3, 'approved', '00', $4, $4, 0, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13) \
@@ -650,7 +651,7 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         metrics::counter!("koban_card_authorizations_total", "result" => "00").increment(1);
-        self.notify(
+        self.pay.notify(
             &email,
             Mail::new("card-payment")
                 .arg("last4", card.text(14)?)
@@ -681,13 +682,13 @@ impl<S: LedgerStore> Payments<S> {
         amount: u64,
         now: i64,
     ) -> Result<Result<(), ResponseCode>, PayError> {
-        let account = self.ledger_account(wallet).await?;
+        let account = self.pay.ledger_account(wallet).await?;
         if account.balance.available_credit() < i128::from(amount) {
             return Ok(Err(ResponseCode::InsufficientFunds));
         }
         if let Some(max) = controls.daily_max {
             let midnight = now.div_euclid(DAY_MS) * DAY_MS;
-            let mut tx = self.db().begin_read().await?;
+            let mut tx = self.pay.db().begin_read().await?;
             let today = tx
                 .query_one(
                     "SELECT CAST(COALESCE(SUM(held + captured), 0) AS BIGINT) FROM card_authorizations \
@@ -701,8 +702,8 @@ impl<S: LedgerStore> Payments<S> {
                 return Ok(Err(ResponseCode::OverLimit));
             }
         }
-        let spent_today = self.spent_today_from(&account, day_start).await?;
-        let mut event = self.risk_event(
+        let spent_today = self.pay.spent_today_from(&account, day_start).await?;
+        let mut event = self.pay.risk_event(
             tier,
             cooling_off_until,
             EventKind::CardAuthorization,
@@ -712,7 +713,7 @@ impl<S: LedgerStore> Payments<S> {
         // The network cannot ask the holder for step-up; the card's own controls and the
         // reveal behind step-up stand in for it.
         event.step_up_from = u64::MAX;
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let holder = tx
             .query_opt(
                 "SELECT user_id, currency FROM issued_cards WHERE id = $1",
@@ -729,7 +730,7 @@ impl<S: LedgerStore> Payments<S> {
             currency,
             ..Parties::of(&customer, None)
         };
-        Ok(match self.assess(&event, &parties).await? {
+        Ok(match self.pay.assess(&event, &parties).await? {
             Decision::Allow | Decision::Challenge => Ok(()),
             Decision::Deny {
                 code: "daily_limit" | "cooling_off_limit",
@@ -776,7 +777,7 @@ impl<S: LedgerStore> Payments<S> {
         code: ResponseCode,
         now: i64,
     ) -> Result<(), PayError> {
-        self.write_batched(
+        self.pay.write_batched(
             "INSERT INTO card_authorizations (id, card_id, network_ref, status, response_code, amount, held, captured, refunded, \
              currency, merchant_id, merchant_name, mcc, country, channel, created_at, expires_at, updated_at) \
              VALUES ($1, $2, $3, 'declined', $4, $5, 0, 0, 0, $6, $7, $8, $9, $10, $11, $12, $12, $12) \
@@ -809,16 +810,13 @@ impl<S: LedgerStore> Payments<S> {
         card_id: Option<&str>,
         now: i64,
     ) -> Result<(), PayError> {
-        let crossed = self.card_guard.record(
-            guard_keys,
-            card_key,
-            now,
-            self.config.card_testing_cards_max,
-        );
+        let crossed = self
+            .guard
+            .record(guard_keys, card_key, now, self.config.testing_cards_max);
         if card_id.is_none() && crossed.is_empty() {
             return Ok(());
         }
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.pay.db().begin().await?;
         if let Some(card_id) = card_id {
             tx.execute(
                 "UPDATE issued_cards SET bad_codes = bad_codes + 1 WHERE id = $1",
@@ -836,7 +834,7 @@ impl<S: LedgerStore> Payments<S> {
                 params![
                     format!("alert_{}", uuid::Uuid::now_v7().simple()),
                     now.div_euclid(60_000),
-                    i64::try_from(self.config.card_testing_cards_max).unwrap_or(i64::MAX),
+                    i64::try_from(self.config.testing_cards_max).unwrap_or(i64::MAX),
                     now
                 ],
             )
@@ -851,7 +849,7 @@ impl<S: LedgerStore> Payments<S> {
                     details: serde_json::json!({
                         "window_s": CARD_TESTING_WINDOW_MS / 1000,
                         "blocked_for_s": CARD_TESTING_BLOCK_MS / 1000,
-                        "cards_max": self.config.card_testing_cards_max,
+                        "cards_max": self.config.testing_cards_max,
                     }),
                 },
             )
@@ -882,7 +880,7 @@ impl<S: LedgerStore> Payments<S> {
         op_key: &str,
         authorization_id: &str,
     ) -> Result<Result<(AuthRow, tokio::sync::MutexGuard<'_, ()>), NetworkAnswer>, PayError> {
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let done = tx
             .query_opt(
                 "SELECT authorization_id FROM card_operations WHERE id = $1",
@@ -898,9 +896,9 @@ impl<S: LedgerStore> Payments<S> {
             }
             return Ok(Err(auth.answer(true)));
         }
-        let lock = self.lock_wallet(auth.wallet).await;
+        let lock = self.pay.lock_wallet(auth.wallet).await;
         let auth = self.reload(authorization_id).await?;
-        if auth.status != "approved" || self.now_ms() >= auth.expires_at {
+        if auth.status != "approved" || self.pay.now_ms() >= auth.expires_at {
             return Ok(Err(NetworkAnswer::declined(
                 ResponseCode::InvalidTransaction,
                 Some(auth.id),
@@ -921,7 +919,7 @@ impl<S: LedgerStore> Payments<S> {
         next: &AuthRow,
         now: i64,
     ) -> Result<NetworkAnswer, PayError> {
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.pay.db().begin().await?;
         tx.execute(
             "INSERT INTO card_operations (id, authorization_id, kind, amount, response_code, created_at) \
              VALUES ($1, $2, $3, $4, '00', $5)",
@@ -966,10 +964,10 @@ impl<S: LedgerStore> Payments<S> {
         batch: Vec<TransferRequest>,
         marker: TransferId,
     ) -> Result<Result<(), ResponseCode>, PayError> {
-        match self.store.submit(batch).await? {
+        match self.pay.store().submit(batch).await? {
             Ok(_) => Ok(Ok(())),
             Err(r) if r.reason == RejectReason::IdempotencyConflict => {
-                if self.store.transfer(marker).await?.is_some() {
+                if self.pay.store().transfer(marker).await?.is_some() {
                     Ok(Ok(()))
                 } else {
                     Err(PayError::IdempotencyMismatch)
@@ -981,7 +979,7 @@ impl<S: LedgerStore> Payments<S> {
                 | RejectReason::PendingNotFound
                 | RejectReason::PendingAlreadyPosted
                 | RejectReason::PendingAlreadyVoided => Ok(Err(ResponseCode::InvalidTransaction)),
-                other => Err(crate::ledger_refusal(other)),
+                other => Err(koban_pay::ledger_refusal(other)),
             },
         }
     }
@@ -1004,33 +1002,33 @@ impl<S: LedgerStore> Payments<S> {
         };
         if let Ok(amount) = Amount::new(capture.min(auth.held)) {
             batch.push(TransferRequest::Post {
-                id: self.derive_id(&[b"card-post", op.as_bytes()]),
+                id: self.pay.derive_id(&[b"card-post", op.as_bytes()]),
                 pending_id: hold_id,
                 amount: Some(amount),
                 metadata: Metadata::empty(),
             });
             batch.push(TransferRequest::Post {
-                id: self.derive_id(&[b"card-post-memo", op.as_bytes()]),
+                id: self.pay.derive_id(&[b"card-post-memo", op.as_bytes()]),
                 pending_id: memo_id,
                 amount: Some(amount),
                 metadata: Metadata::empty(),
             });
         } else {
             batch.push(TransferRequest::Void {
-                id: self.derive_id(&[b"card-void", op.as_bytes()]),
+                id: self.pay.derive_id(&[b"card-void", op.as_bytes()]),
                 pending_id: hold_id,
                 metadata: Metadata::empty(),
             });
             batch.push(TransferRequest::Void {
-                id: self.derive_id(&[b"card-void-memo", op.as_bytes()]),
+                id: self.pay.derive_id(&[b"card-void-memo", op.as_bytes()]),
                 pending_id: memo_id,
                 metadata: Metadata::empty(),
             });
         }
         match Amount::new(new_held) {
             Ok(amount) => {
-                let hold = self.derive_id(&[b"card-hold", op.as_bytes()]);
-                let memo = self.derive_id(&[b"card-hold-memo", op.as_bytes()]);
+                let hold = self.pay.derive_id(&[b"card-hold", op.as_bytes()]);
+                let memo = self.pay.derive_id(&[b"card-hold-memo", op.as_bytes()]);
                 let metadata =
                     Metadata::parse([("authorization", auth.id.as_str())]).unwrap_or_default();
                 batch.extend(self.hold_batch(
@@ -1062,14 +1060,14 @@ impl<S: LedgerStore> Payments<S> {
         amount: i64,
     ) -> Result<NetworkAnswer, PayError> {
         network_id(increment_id, "increment_id is 1 to 64 printable characters")?;
-        let amount = crate::parse_amount(amount)?;
+        let amount = koban_pay::parse_amount(amount)?;
         let op = format!("increment:{authorization_id}:{increment_id}");
         let (auth, _lock) = match self.operation_start(&op, authorization_id).await? {
             Ok(open) => open,
             Err(answer) => return Ok(answer),
         };
-        let now = self.now_ms();
-        let mut tx = self.db().begin_read().await?;
+        let now = self.pay.now_ms();
+        let mut tx = self.pay.db().begin_read().await?;
         let card = tx
             .query_one(
                 "SELECT c.status, c.frozen_by_holder, c.frozen_by_operator, c.bad_codes, c.controls, u.status, u.cooling_off_until, \
@@ -1087,7 +1085,7 @@ impl<S: LedgerStore> Payments<S> {
         let refusal = if card.text(0)? != "active"
             || card.bool(1)?
             || card.bool(2)?
-            || card.i64(3)? >= self.config.card_bad_codes_max
+            || card.i64(3)? >= self.config.bad_codes_max
             || card.text(5)? != "active"
         {
             Some(ResponseCode::RestrictedCard)
@@ -1113,7 +1111,7 @@ impl<S: LedgerStore> Payments<S> {
         if let Some(code) = refusal {
             return Ok(NetworkAnswer::declined(code, Some(auth.id)));
         }
-        let expires_at = now + self.config.card_auth_expiry_s * 1000;
+        let expires_at = now + self.config.auth_expiry_s * 1000;
         let mut batch = Vec::new();
         let (hold_id, memo_id) = self.replace_hold(
             &format!("{op}:{}", amount.minor_units()),
@@ -1154,7 +1152,7 @@ impl<S: LedgerStore> Payments<S> {
         };
         let release = match amount {
             None => auth.held,
-            Some(amount) => crate::parse_amount(amount)?.minor_units(),
+            Some(amount) => koban_pay::parse_amount(amount)?.minor_units(),
         };
         if release > auth.held {
             return Ok(NetworkAnswer::declined(
@@ -1162,7 +1160,7 @@ impl<S: LedgerStore> Payments<S> {
                 Some(auth.id),
             ));
         }
-        let now = self.now_ms();
+        let now = self.pay.now_ms();
         let mut batch = Vec::new();
         let (hold_id, memo_id) = self.replace_hold(
             &format!("{op}:{release}"),
@@ -1207,7 +1205,7 @@ impl<S: LedgerStore> Payments<S> {
         final_capture: bool,
     ) -> Result<NetworkAnswer, PayError> {
         network_id(clearing_id, "clearing_id is 1 to 64 printable characters")?;
-        let amount = crate::parse_amount(amount)?.minor_units();
+        let amount = koban_pay::parse_amount(amount)?.minor_units();
         let op = format!("clearing:{authorization_id}:{clearing_id}");
         let (auth, _lock) = match self.operation_start(&op, authorization_id).await? {
             Ok(open) => open,
@@ -1215,7 +1213,7 @@ impl<S: LedgerStore> Payments<S> {
         };
         let authorized = auth.held.saturating_add(auth.captured);
         let tolerance = u64::try_from(
-            u128::from(authorized) * u128::from(self.config.card_capture_tolerance_bps) / 10_000,
+            u128::from(authorized) * u128::from(self.config.capture_tolerance_bps) / 10_000,
         )
         .unwrap_or(u64::MAX);
         if amount > auth.held.saturating_add(tolerance) {
@@ -1224,7 +1222,7 @@ impl<S: LedgerStore> Payments<S> {
                 Some(auth.id),
             ));
         }
-        let now = self.now_ms();
+        let now = self.pay.now_ms();
         let taken = amount.min(auth.held);
         let rest = if final_capture || amount >= auth.held {
             0
@@ -1243,7 +1241,7 @@ impl<S: LedgerStore> Payments<S> {
             &mut batch,
         )?;
         if let Ok(extra) = Amount::new(amount - taken) {
-            let id = self.derive_id(&[b"card-extra", ledger_op.as_bytes()]);
+            let id = self.pay.derive_id(&[b"card-extra", ledger_op.as_bytes()]);
             batch.push(TransferRequest::Move(Move {
                 id,
                 debit: auth.wallet,
@@ -1257,7 +1255,7 @@ impl<S: LedgerStore> Payments<S> {
                 pending: None,
             }));
             batch.push(emoney_leg(
-                self.derive_id(&[b"card-extra-memo", op.as_bytes()]),
+                self.pay.derive_id(&[b"card-extra-memo", op.as_bytes()]),
                 auth.currency,
                 extra,
                 false,
@@ -1293,9 +1291,9 @@ impl<S: LedgerStore> Payments<S> {
         amount: i64,
     ) -> Result<NetworkAnswer, PayError> {
         network_id(refund_id, "refund_id is 1 to 64 printable characters")?;
-        let amount = crate::parse_amount(amount)?;
+        let amount = koban_pay::parse_amount(amount)?;
         let op = format!("refund:{authorization_id}:{refund_id}");
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let existing = tx
             .query_opt(
                 "SELECT response_code, amount FROM card_operations WHERE id = $1",
@@ -1305,14 +1303,14 @@ impl<S: LedgerStore> Payments<S> {
         let auth = self.auth_row(&mut tx, authorization_id).await?;
         tx.commit().await?;
         let auth = auth.ok_or(PayError::NotFound)?;
-        let now = self.now_ms();
+        let now = self.pay.now_ms();
         let amount = match existing {
             Some(row) if row.text(0)? != "pending" => return Ok(auth.answer(true)),
             // Resumed: the amount reserved by the first attempt.
             Some(row) => Amount::new(minor(row.i64(1)?))
                 .map_err(|_| PayError::Auth(AuthError::Internal("a stored amount is malformed")))?,
             None => {
-                let mut tx = self.db().begin().await?;
+                let mut tx = self.pay.db().begin().await?;
                 let reserved = tx
                     .execute(
                         "UPDATE card_authorizations SET refunded = refunded + $1, updated_at = $2 \
@@ -1342,7 +1340,7 @@ impl<S: LedgerStore> Payments<S> {
                 amount
             }
         };
-        let id = self.derive_id(&[b"card-refund", op.as_bytes()]);
+        let id = self.pay.derive_id(&[b"card-refund", op.as_bytes()]);
         let batch = vec![
             TransferRequest::Move(Move {
                 id,
@@ -1360,7 +1358,7 @@ impl<S: LedgerStore> Payments<S> {
                 pending: None,
             }),
             emoney_leg(
-                self.derive_id(&[b"card-refund-memo", op.as_bytes()]),
+                self.pay.derive_id(&[b"card-refund-memo", op.as_bytes()]),
                 auth.currency,
                 amount,
                 true,
@@ -1371,11 +1369,11 @@ impl<S: LedgerStore> Payments<S> {
         // A refusal is final and gives the reservation back; a store error leaves it
         // pending for the retry.
         let outcome: Result<Result<(), ResponseCode>, PayError> =
-            match self.store.submit(batch).await {
+            match self.pay.store().submit(batch).await {
                 Ok(Ok(_)) => Ok(Ok(())),
                 Ok(Err(r))
                     if r.reason == RejectReason::IdempotencyConflict
-                        && self.store.transfer(id).await?.is_some() =>
+                        && self.pay.store().transfer(id).await?.is_some() =>
                 {
                     Ok(Ok(()))
                 }
@@ -1387,7 +1385,7 @@ impl<S: LedgerStore> Payments<S> {
                 })),
                 Err(error) => Err(error.into()),
             };
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.pay.db().begin().await?;
         match &outcome {
             Ok(Ok(())) => {
                 tx.execute(
@@ -1421,7 +1419,7 @@ impl<S: LedgerStore> Payments<S> {
             return Ok(NetworkAnswer::declined(code, Some(auth.id)));
         }
         metrics::counter!("koban_card_operations_total", "kind" => "refund").increment(1);
-        self.notify(
+        self.pay.notify(
             &auth.email,
             Mail::new("card-refund")
                 .arg("merchant", &auth.merchant_name)
@@ -1432,7 +1430,7 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     async fn reload(&self, authorization_id: &str) -> Result<AuthRow, PayError> {
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let auth = self.auth_row(&mut tx, authorization_id).await?;
         tx.commit().await?;
         auth.ok_or(PayError::NotFound)
@@ -1441,8 +1439,8 @@ impl<S: LedgerStore> Payments<S> {
     /// Marks authorizations past their validity as expired (the ledger releases their holds
     /// by its own timeout); returns how many.
     pub async fn expire_card_authorizations(&self) -> Result<u64, PayError> {
-        let now = self.now_ms();
-        let mut tx = self.db().begin().await?;
+        let now = self.pay.now_ms();
+        let mut tx = self.pay.db().begin().await?;
         let expired = tx
             .execute(
                 "UPDATE card_authorizations SET status = 'expired', held = 0, updated_at = $1 \
@@ -1465,7 +1463,7 @@ impl<S: LedgerStore> Payments<S> {
         limit: i64,
     ) -> Result<Vec<CardActivity>, PayError> {
         self.card(principal, card_id).await?;
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let rows = tx
             .query(
                 "SELECT id, status, response_code, amount, held, captured, refunded, currency, merchant_name, mcc, \

@@ -8,20 +8,21 @@
 //! holder reveals the card and when the network presents it. A new card is inactive until the
 //! holder activates it with step-up (and, for a physical card, the code from the letter).
 
-use koban_auth::audit::{self, AuditEvent};
-use koban_auth::mail::Mail;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
 use koban_auth::{
     AuthError, Client, IssuedSession, Principal, Role, Secret, SensitiveAction, StepUpProof,
     UserKind,
 };
 use koban_ledger::Currency;
+use koban_shared::audit::{self, AuditEvent};
+use koban_shared::mail::Mail;
 use koban_store::sql::{Row, SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
+use crate::Cards;
 use crate::card_keys::CardKeys;
-use crate::wallets::Tier;
-use crate::{PayError, Payments};
+use koban_pay::PayError;
+use koban_pay::wallets::Tier;
 
 /// Cards one customer may hold open at once.
 pub const CARDS_PER_CUSTOMER_MAX: i64 = 10;
@@ -156,7 +157,7 @@ impl IssuedCard {
     }
 }
 
-/// Full card details, only from [`Payments::reveal_card`].
+/// Full card details, only from [`Cards::reveal_card`].
 pub struct RevealedCard {
     pub card: IssuedCard,
     pub pan: Secret<String>,
@@ -207,22 +208,23 @@ pub(crate) fn new_pan(bin: &str) -> String {
     body
 }
 
-impl<S: LedgerStore> Payments<S> {
+impl<S: LedgerStore> Cards<S> {
     pub(crate) fn card_keys(&self) -> Result<&CardKeys, PayError> {
-        self.card_keys.as_deref().ok_or(PayError::Unavailable(
+        self.keys.as_deref().ok_or(PayError::Unavailable(
             "card issuing is not configured on this server (no card keys)",
         ))
     }
 
     /// The keyed fingerprint a card number is found by.
     pub(crate) fn pan_fingerprint(&self, pan: &str) -> [u8; 32] {
-        self.auth
+        self.pay
+            .auth()
             .keys()
             .hash(HashPurpose::Payment, &[b"issued-card", pan.as_bytes()])
     }
 
     fn card_locked(&self, bad_codes: i64) -> bool {
-        bad_codes >= self.config.card_bad_codes_max
+        bad_codes >= self.config.bad_codes_max
     }
 
     pub(crate) fn card_from_row(&self, row: &Row) -> Result<IssuedCard, PayError> {
@@ -286,12 +288,12 @@ impl<S: LedgerStore> Payments<S> {
                 "a card's name is 1 to 40 characters without control characters",
             ));
         }
-        if physical && !self.config.sandbox {
+        if physical && !self.pay.config().sandbox {
             return Err(PayError::Invalid(
                 "physical cards need a postal channel for their activation codes, which this build has only in the sandbox",
             ));
         }
-        let holder = self.holder(&principal.user_id).await?;
+        let holder = self.pay.holder(&principal.user_id).await?;
         if holder.tier != Tier::Verified {
             return Err(PayError::Limit {
                 code: "verification_required",
@@ -299,13 +301,13 @@ impl<S: LedgerStore> Payments<S> {
                     .into(),
             });
         }
-        let currency = currency.unwrap_or(self.config.currencies[0]);
-        let wallet = self.wallet(&principal.user_id, currency).await?;
-        let now = self.now_ms();
-        let (year, month) = crate::card_topups::year_month(now);
+        let currency = currency.unwrap_or(self.pay.config().currencies[0]);
+        let wallet = self.pay.wallet(&principal.user_id, currency).await?;
+        let now = self.pay.now_ms();
+        let (year, month) = koban_pay::year_month(now);
         let id = format!("card_{}", uuid::Uuid::now_v7().simple());
         let activation = physical.then(|| koban_auth::secret::random_digits(8));
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.pay.db().begin().await?;
         let open = tx
             .query_one(
                 "SELECT COUNT(*) FROM issued_cards WHERE user_id = $1 AND status <> 'closed'",
@@ -321,7 +323,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         // A fresh number until one is unused (a collision is rare; the unique fingerprint
         // makes it impossible to issue one twice).
-        let mut pan = Secret::new(new_pan(&self.config.card_bin));
+        let mut pan = Secret::new(new_pan(&self.config.bin));
         for _ in 0..8 {
             let taken = tx
                 .query_opt(
@@ -333,7 +335,7 @@ impl<S: LedgerStore> Payments<S> {
             if !taken {
                 break;
             }
-            pan = Secret::new(new_pan(&self.config.card_bin));
+            pan = Secret::new(new_pan(&self.config.bin));
         }
         let (key_id, sealed) = keys
             .seal_pan(&id, pan.expose())
@@ -356,7 +358,7 @@ impl<S: LedgerStore> Payments<S> {
                 self.pan_fingerprint(digits),
                 sealed,
                 key_id.as_str(),
-                self.config.card_bin.as_str(),
+                self.config.bin.as_str(),
                 last4.as_str(),
                 month,
                 year + CARD_YEARS,
@@ -370,27 +372,27 @@ impl<S: LedgerStore> Payments<S> {
             ],
         )
         .await?;
-        let masked = format!("{}••••••{last4}", self.config.card_bin);
+        let masked = format!("{}••••••{last4}", self.config.bin);
         let mail = Mail::new("card-issued")
             .arg("name", name)
             .arg("masked", &masked);
-        koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         if let Some(code) = &activation {
             // The sandbox's postal letter: the code travels separately from the card details.
             let mail = Mail::new("card-activation-letter")
                 .arg("masked", &masked)
                 .arg("code", code.expose());
-            koban_auth::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+            koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         }
         tx.commit().await?;
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let card = self.card_row(&mut tx, principal, &id).await?;
         tx.commit().await?;
         Ok(card)
     }
 
     fn activation_hash(&self, card_id: &str, code: &str) -> [u8; 32] {
-        self.auth.keys().hash(
+        self.pay.auth().keys().hash(
             HashPurpose::Code,
             &[b"card-activation", card_id.as_bytes(), code.as_bytes()],
         )
@@ -399,7 +401,7 @@ impl<S: LedgerStore> Payments<S> {
     /// The caller's cards, newest first (closed ones included).
     pub async fn cards_of(&self, principal: &Principal) -> Result<Vec<IssuedCard>, PayError> {
         principal.full()?;
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let rows = tx
             .query(
                 "SELECT id, user_id, currency, bin, last4, exp_month, exp_year, name, physical, status, \
@@ -415,7 +417,7 @@ impl<S: LedgerStore> Payments<S> {
     /// One card of the caller (or any card, for an operator).
     pub async fn card(&self, principal: &Principal, card_id: &str) -> Result<IssuedCard, PayError> {
         principal.full()?;
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let card = self.card_row(&mut tx, principal, card_id).await?;
         tx.commit().await?;
         Ok(card)
@@ -438,7 +440,7 @@ impl<S: LedgerStore> Payments<S> {
                 "this card is not waiting for activation",
             ));
         }
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let row = tx
             .query_one(
                 "SELECT activation_hash, activation_attempts FROM issued_cards WHERE id = $1",
@@ -460,7 +462,7 @@ impl<S: LedgerStore> Payments<S> {
                 expected,
                 &self.activation_hash(card_id, code.expose().trim()),
             ) {
-                let mut tx = self.db().begin().await?;
+                let mut tx = self.pay.db().begin().await?;
                 tx.execute(
                     "UPDATE issued_cards SET activation_attempts = activation_attempts + 1 WHERE id = $1",
                     params![card_id],
@@ -474,11 +476,12 @@ impl<S: LedgerStore> Payments<S> {
             card_id: card_id.to_owned(),
         };
         let session = self
-            .auth
+            .pay
+            .auth()
             .confirm_action(principal, &action, proof, client)
             .await?;
-        let now = self.now_ms();
-        let mut tx = self.db().begin().await?;
+        let now = self.pay.now_ms();
+        let mut tx = self.pay.db().begin().await?;
         let changed = tx
             .execute(
                 "UPDATE issued_cards SET status = 'active', activated_at = $1, activation_hash = NULL \
@@ -522,9 +525,9 @@ impl<S: LedgerStore> Payments<S> {
         if principal.kind != UserKind::Customer || card.status == "closed" {
             return Err(PayError::NotFound);
         }
-        let now = self.now_ms();
+        let now = self.pay.now_ms();
         let hour = now.div_euclid(3_600_000);
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let row = tx
             .query_one(
                 "SELECT pan_sealed, key_id, reveal_hour, reveals FROM issued_cards WHERE id = $1",
@@ -544,14 +547,15 @@ impl<S: LedgerStore> Payments<S> {
             card_id: card_id.to_owned(),
         };
         let session = self
-            .auth
+            .pay
+            .auth()
             .confirm_action(principal, &action, proof, client)
             .await?;
         let pan = keys
             .open_pan(card_id, &row.text(1)?, &row.bytes(0)?)
             .map_err(|_| PayError::Auth(AuthError::Internal("a card number does not open")))?;
         let security_code = keys.security_code(pan.expose(), card.exp_month, card.exp_year);
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.pay.db().begin().await?;
         tx.execute(
             "UPDATE issued_cards SET reveals = CASE WHEN reveal_hour = $1 THEN reveals + 1 ELSE 1 END, \
              reveal_hour = $1 WHERE id = $2",
@@ -587,7 +591,7 @@ impl<S: LedgerStore> Payments<S> {
         if principal.kind != UserKind::Customer {
             return Err(PayError::NotFound);
         }
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.pay.db().begin().await?;
         tx.execute(
             "UPDATE issued_cards SET frozen_by_holder = 1 WHERE id = $1",
             params![card_id],
@@ -643,10 +647,11 @@ impl<S: LedgerStore> Payments<S> {
             controls: summary,
         };
         let session = self
-            .auth
+            .pay
+            .auth()
             .confirm_action(principal, &action, proof, client)
             .await?;
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.pay.db().begin().await?;
         tx.execute(
             "UPDATE issued_cards SET controls = $1, \
              frozen_by_holder = CASE WHEN $2 = 1 THEN 0 ELSE frozen_by_holder END, \
@@ -681,8 +686,8 @@ impl<S: LedgerStore> Payments<S> {
         if principal.kind != UserKind::Customer {
             return Err(PayError::NotFound);
         }
-        let now = self.now_ms();
-        let mut tx = self.db().begin().await?;
+        let now = self.pay.now_ms();
+        let mut tx = self.pay.db().begin().await?;
         tx.execute(
             "UPDATE issued_cards SET status = 'closed', closed_at = $1, activation_hash = NULL \
              WHERE id = $2 AND status <> 'closed'",
@@ -715,7 +720,7 @@ impl<S: LedgerStore> Payments<S> {
             return Err(PayError::Invalid("give a reason of at most 500 bytes"));
         }
         let card = self.card(principal, card_id).await?;
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.pay.db().begin().await?;
         tx.execute(
             "UPDATE issued_cards SET frozen_by_operator = $1 WHERE id = $2",
             params![frozen, card_id],
@@ -748,13 +753,13 @@ impl<S: LedgerStore> Payments<S> {
         notice: Option<Mail>,
     ) -> Result<(), PayError> {
         if let Some(mail) = notice {
-            koban_auth::outbox::enqueue(tx, self.now_ms(), &principal.email, &mail).await?;
+            koban_shared::outbox::enqueue(tx, self.pay.now_ms(), &principal.email, &mail).await?;
         }
         details["card"] = serde_json::json!(card.id);
         details["masked"] = serde_json::json!(card.masked());
         audit::append(
             tx,
-            self.now_ms(),
+            self.pay.now_ms(),
             AuditEvent {
                 actor: &principal.actor(),
                 action,
@@ -773,7 +778,7 @@ impl<S: LedgerStore> Payments<S> {
         let active = keys.active_id().to_owned();
         let mut done = 0;
         loop {
-            let mut tx = self.db().begin().await?;
+            let mut tx = self.pay.db().begin().await?;
             let rows = tx
                 .query(
                     "SELECT id, key_id, pan_sealed FROM issued_cards WHERE key_id <> $1 LIMIT 200",
@@ -809,7 +814,7 @@ impl<S: LedgerStore> Payments<S> {
 
     /// Key ids that cards are sealed under but the configured keys lack (checked at start).
     pub async fn missing_card_keys(&self) -> Result<Vec<String>, PayError> {
-        let mut tx = self.db().begin_read().await?;
+        let mut tx = self.pay.db().begin_read().await?;
         let rows = tx
             .query("SELECT DISTINCT key_id FROM issued_cards", vec![])
             .await?;
@@ -817,11 +822,7 @@ impl<S: LedgerStore> Payments<S> {
         let mut missing = Vec::new();
         for row in rows {
             let id = row.text(0)?;
-            if self
-                .card_keys
-                .as_ref()
-                .is_none_or(|keys| !keys.has_key(&id))
-            {
+            if self.keys.as_ref().is_none_or(|keys| !keys.has_key(&id)) {
                 missing.push(id);
             }
         }

@@ -1,0 +1,54 @@
+//! Writing notices into the transactional outbox: a notice is written in the same transaction
+//! as the event it reports, rendered in the language of the account it goes to. Delivery (the
+//! worker, SMTP, the local mailbox) belongs to identity, which owns the addresses.
+
+use koban_store::sql::{SqlTx, SqlTxExt};
+use koban_store::{StoreError, params};
+
+use crate::lang::Lang;
+use crate::mail::Mail;
+use crate::new_id;
+
+/// Writes a notice into the outbox inside `tx`, in the language of the account `recipient`
+/// belongs to (English for an address no account has), unless the notice names its own.
+pub async fn enqueue<T: SqlTx>(
+    tx: &mut T,
+    now_ms: i64,
+    recipient: &str,
+    mail: &Mail,
+) -> Result<(), StoreError> {
+    let lang = match mail.lang() {
+        Some(lang) => lang,
+        None => recipient_lang(tx, recipient).await?,
+    };
+    let (subject, body) = mail.render(lang);
+    tx.execute(
+        "INSERT INTO outbox (id, recipient, subject, body, created_at, attempts, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, 0, $5)",
+        params![new_id(), recipient, subject, body, now_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The language the account with this address reads (English when no account has it).
+async fn recipient_lang<T: SqlTx>(tx: &mut T, email: &str) -> Result<Lang, StoreError> {
+    let row = tx
+        .query_opt("SELECT lang FROM users WHERE email = $1", params![email])
+        .await?;
+    Ok(match row {
+        Some(row) => Lang::parse(&row.text(0)?).unwrap_or(Lang::En),
+        None => Lang::En,
+    })
+}
+
+/// The language an account reads, by its id.
+pub async fn user_lang<T: SqlTx>(tx: &mut T, user_id: &str) -> Result<Lang, StoreError> {
+    let row = tx
+        .query_opt("SELECT lang FROM users WHERE id = $1", params![user_id])
+        .await?;
+    Ok(match row {
+        Some(row) => Lang::parse(&row.text(0)?).unwrap_or(Lang::En),
+        None => Lang::En,
+    })
+}
