@@ -64,14 +64,14 @@ fn id_text(id: TransferId) -> String {
 #[derive(Serialize, ToSchema)]
 pub struct MoneyOut {
     #[schema(example = 1500)]
-    pub amount: i64,
+    pub amount: u64,
     #[schema(example = "JPY")]
     pub currency: &'static str,
 }
 
 fn money(amount: u64, currency: Currency) -> MoneyOut {
     MoneyOut {
-        amount: i64::try_from(amount).unwrap_or(i64::MAX),
+        amount,
         currency: currency.code(),
     }
 }
@@ -124,7 +124,7 @@ fn entry_out(e: &Entry, account: koban_ledger::AccountId) -> EntryOut {
         kind: e.kind,
         direction: if e.incoming { "in" } else { "out" },
         status: e.status,
-        amount: i64::try_from(e.transfer.amount.minor_units()).unwrap_or(i64::MAX),
+        amount: e.transfer.amount.to_i64(),
         currency: e.transfer.currency.code(),
         balance_after: e
             .transfer

@@ -30,7 +30,7 @@ use crate::issuing::{CardControls, luhn_valid};
 use koban_pay::accounts::{IssuerAccount, kind};
 use koban_pay::risk::{Decision, EventKind, Parties};
 use koban_pay::wallets::{DAY_MS, Tier, emoney_leg};
-use koban_pay::{PayError, format_money};
+use koban_pay::{PayError, format_money, minor_to_i64, stored_minor};
 
 /// ISO 8583 response codes Koban answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,12 +323,96 @@ fn transfer_id(bytes: Option<Vec<u8>>) -> Result<Option<TransferId>, PayError> {
         .transpose()
 }
 
-fn minor(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
+/// Checks an authorization request's fields; answers its amount, currency and the keys the
+/// card-testing guard counts it under (its merchant, and its client network when given).
+fn parse_authorization(
+    request: &AuthorizationRequest,
+) -> Result<(Amount, Currency, Vec<String>), PayError> {
+    network_id(
+        &request.network_ref,
+        "network_ref is 1 to 64 printable characters",
+    )?;
+    text_field(
+        &request.merchant_id,
+        64,
+        "merchant_id is 1 to 64 characters",
+    )?;
+    text_field(
+        &request.merchant_name,
+        64,
+        "merchant_name is 1 to 64 characters",
+    )?;
+    if request.mcc.len() != 4 || !request.mcc.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PayError::Invalid("mcc is a 4-digit merchant category code"));
+    }
+    if request.country.len() != 2 || !request.country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(PayError::Invalid("country is an ISO 3166 alpha-2 code"));
+    }
+    let amount = koban_pay::parse_amount(request.amount)?;
+    let currency = Currency::parse(&request.currency)
+        .map_err(|_| PayError::Invalid("currency is an ISO 4217 code"))?;
+    let mut guard_keys = vec![format!("merchant:{}", request.merchant_id)];
+    if let Some(ip) = &request.client_ip {
+        text_field(ip, 64, "client_ip is at most 64 characters")?;
+        guard_keys.push(format!("ip:{ip}"));
+    }
+    Ok((amount, currency, guard_keys))
 }
 
-fn stored(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+/// What an authorization checks of a card once its data (number, expiry, code) matched.
+struct CardState {
+    /// `inactive`, `active` or `closed`.
+    status: String,
+    /// (year, month) the card works until the end of.
+    expiry: (i64, i64),
+    /// Frozen by its holder or an operator, or its holder's account is not active.
+    frozen: bool,
+    currency: Currency,
+}
+
+impl CardState {
+    /// The card's state, then the holder's controls: the first that refuses this purchase.
+    fn refusal(
+        &self,
+        request: &AuthorizationRequest,
+        controls: &CardControls,
+        amount: Amount,
+        currency: Currency,
+        now: i64,
+    ) -> Result<(), ResponseCode> {
+        let channel_on = match request.channel {
+            Channel::Online => controls.channels.online,
+            Channel::InStore => controls.channels.in_store,
+            Channel::Atm => controls.channels.atm,
+        };
+        if self.status == "closed" {
+            Err(ResponseCode::InvalidCard)
+        } else if self.expiry < koban_pay::year_month(now) {
+            Err(ResponseCode::ExpiredCard)
+        } else if self.status != "active" {
+            Err(ResponseCode::NotActivated)
+        } else if self.frozen {
+            Err(ResponseCode::RestrictedCard)
+        } else if currency != self.currency
+            || !channel_on
+            || controls.blocked_mccs.contains(&request.mcc)
+        {
+            Err(ResponseCode::NotPermitted)
+        } else if controls
+            .allowed_countries
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&request.country))
+        {
+            Err(ResponseCode::RestrictedCard)
+        } else if controls
+            .per_transaction_max
+            .is_some_and(|max| amount.minor_units() > max)
+        {
+            Err(ResponseCode::OverLimit)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// A network id (reference, clearing id ...): 1 to 64 printable ASCII characters.
@@ -407,35 +491,8 @@ impl<S: LedgerStore> Cards<S> {
         request: &AuthorizationRequest,
     ) -> Result<NetworkAnswer, PayError> {
         let keys = self.card_keys()?;
-        network_id(
-            &request.network_ref,
-            "network_ref is 1 to 64 printable characters",
-        )?;
-        text_field(
-            &request.merchant_id,
-            64,
-            "merchant_id is 1 to 64 characters",
-        )?;
-        text_field(
-            &request.merchant_name,
-            64,
-            "merchant_name is 1 to 64 characters",
-        )?;
-        if request.mcc.len() != 4 || !request.mcc.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PayError::Invalid("mcc is a 4-digit merchant category code"));
-        }
-        if request.country.len() != 2 || !request.country.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(PayError::Invalid("country is an ISO 3166 alpha-2 code"));
-        }
-        let amount = koban_pay::parse_amount(request.amount)?;
-        let currency = Currency::parse(&request.currency)
-            .map_err(|_| PayError::Invalid("currency is an ISO 4217 code"))?;
+        let (amount, currency, guard_keys) = parse_authorization(request)?;
         let now = self.pay.now_ms();
-        let mut guard_keys = vec![format!("merchant:{}", request.merchant_id)];
-        if let Some(ip) = &request.client_ip {
-            text_field(ip, 64, "client_ip is at most 64 characters")?;
-            guard_keys.push(format!("ip:{ip}"));
-        }
         let auth_id = self.auth_id(&request.network_ref);
         let pan = request.pan.expose();
         if !(12..=19).contains(&pan.len()) || !luhn_valid(pan) {
@@ -516,39 +573,13 @@ impl<S: LedgerStore> Cards<S> {
                 },
             )
         } else {
-            let (year, month) = koban_pay::year_month(now);
-            let status = card.text(6)?;
-            if status == "closed" {
-                Err(ResponseCode::InvalidCard)
-            } else if (exp_year, exp_month) < (year, month) {
-                Err(ResponseCode::ExpiredCard)
-            } else if status != "active" {
-                Err(ResponseCode::NotActivated)
-            } else if card.bool(7)? || card.bool(8)? || card.text(12)? != "active" {
-                Err(ResponseCode::RestrictedCard)
-            } else if currency != card_currency
-                || !match request.channel {
-                    Channel::Online => controls.channels.online,
-                    Channel::InStore => controls.channels.in_store,
-                    Channel::Atm => controls.channels.atm,
-                }
-                || controls.blocked_mccs.contains(&request.mcc)
-            {
-                Err(ResponseCode::NotPermitted)
-            } else if controls
-                .allowed_countries
-                .as_ref()
-                .is_some_and(|allowed| !allowed.contains(&request.country))
-            {
-                Err(ResponseCode::RestrictedCard)
-            } else if controls
-                .per_transaction_max
-                .is_some_and(|max| amount.minor_units() > max)
-            {
-                Err(ResponseCode::OverLimit)
-            } else {
-                Ok(())
-            }
+            let state = CardState {
+                status: card.text(6)?,
+                expiry: (exp_year, exp_month),
+                frozen: card.bool(7)? || card.bool(8)? || card.text(12)? != "active",
+                currency: card_currency,
+            };
+            state.refusal(request, &controls, amount, currency, now)
         };
         if let Err(code) = outcome {
             self.record_declined(&auth_id, &card_id, request, code, now)
@@ -574,7 +605,7 @@ impl<S: LedgerStore> Cards<S> {
         } else {
             Tier::Unverified
         };
-        let day_start = card.opt_i64(16)?.map(minor);
+        let day_start = card.opt_i64(16)?.map(stored_minor).transpose()?;
         let _claim = self.pay.claim(hold_id)?;
         let lock = self.pay.lock_wallet(wallet).await;
         let decided = self
@@ -583,7 +614,7 @@ impl<S: LedgerStore> Cards<S> {
                 (tier, card.opt_i64(13)?, day_start),
                 wallet,
                 &controls,
-                amount.minor_units(),
+                amount,
                 now,
             )
             .await?;
@@ -605,20 +636,10 @@ impl<S: LedgerStore> Cards<S> {
         let batch = self.hold_batch(
             hold_id, memo_id, wallet, amount, currency, timeout, metadata,
         );
-        match self.pay.store().submit(batch).await? {
-            Ok(_) => {}
-            Err(refusal) => {
-                let code = match refusal.reason {
-                    RejectReason::ExceedsCredits => ResponseCode::InsufficientFunds,
-                    RejectReason::DebitAccountFrozen | RejectReason::DebitAccountClosed => {
-                        ResponseCode::RestrictedCard
-                    }
-                    other => return Err(koban_pay::ledger_refusal(other)),
-                };
-                self.record_declined(&auth_id, &card_id, request, code, now)
-                    .await?;
-                return decline(code);
-            }
+        if let Err(code) = self.place_hold(batch).await? {
+            self.record_declined(&auth_id, &card_id, request, code, now)
+                .await?;
+            return decline(code);
         }
         // The hold is durable and counted in the wallet's balance: the next spend from this
         // wallet may be decided now. Only a card daily limit, summed from authorization
@@ -636,7 +657,7 @@ impl<S: LedgerStore> Cards<S> {
                 auth_id.as_str(),
                 card_id.as_str(),
                 request.network_ref.as_str(),
-                stored(amount.minor_units()),
+                amount.to_i64(),
                 currency.code(),
                 request.merchant_id.as_str(),
                 request.merchant_name.as_str(),
@@ -671,6 +692,24 @@ impl<S: LedgerStore> Cards<S> {
         })
     }
 
+    /// Submits an authorization's hold; a refusal the network should hear as a response code
+    /// (funds, a frozen or closed wallet) is answered as one, anything else is an error.
+    async fn place_hold(
+        &self,
+        batch: Vec<TransferRequest>,
+    ) -> Result<Result<(), ResponseCode>, PayError> {
+        match self.pay.submit(batch).await? {
+            Ok(_) => Ok(Ok(())),
+            Err(refusal) => match refusal.reason {
+                RejectReason::ExceedsCredits => Ok(Err(ResponseCode::InsufficientFunds)),
+                RejectReason::DebitAccountFrozen | RejectReason::DebitAccountClosed => {
+                    Ok(Err(ResponseCode::RestrictedCard))
+                }
+                other => Err(koban_pay::ledger_refusal(other)),
+            },
+        }
+    }
+
     /// The money checks of a card spend (caller holds the wallet lock): funds, the card's
     /// daily limit, and the risk decision with the wallet's own limits.
     async fn decide_card_spend(
@@ -679,11 +718,11 @@ impl<S: LedgerStore> Cards<S> {
         (tier, cooling_off_until, day_start): (Tier, Option<i64>, Option<u64>),
         wallet: AccountId,
         controls: &CardControls,
-        amount: u64,
+        amount: Amount,
         now: i64,
     ) -> Result<Result<(), ResponseCode>, PayError> {
         let account = self.pay.ledger_account(wallet).await?;
-        if account.balance.available_credit() < i128::from(amount) {
+        if !account.balance.covers(amount) {
             return Ok(Err(ResponseCode::InsufficientFunds));
         }
         if let Some(max) = controls.daily_max {
@@ -698,7 +737,7 @@ impl<S: LedgerStore> Cards<S> {
                 .await?
                 .i64(0)?;
             tx.commit().await?;
-            if minor(today).saturating_add(amount) > max {
+            if stored_minor(today)?.saturating_add(amount.minor_units()) > max {
                 return Ok(Err(ResponseCode::OverLimit));
             }
         }
@@ -707,7 +746,7 @@ impl<S: LedgerStore> Cards<S> {
             tier,
             cooling_off_until,
             EventKind::CardAuthorization,
-            amount,
+            Some(amount),
             spent_today,
         );
         // The network cannot ask the holder for step-up; the card's own controls and the
@@ -923,7 +962,7 @@ impl<S: LedgerStore> Cards<S> {
         tx.execute(
             "INSERT INTO card_operations (id, authorization_id, kind, amount, response_code, created_at) \
              VALUES ($1, $2, $3, $4, '00', $5)",
-            params![op_key, auth.id.as_str(), kind_name, stored(amount), now],
+            params![op_key, auth.id.as_str(), kind_name, minor_to_i64(amount)?, now],
         )
         .await?;
         let changed = tx
@@ -932,17 +971,17 @@ impl<S: LedgerStore> Cards<S> {
                  memo_id = $6, expires_at = $7, updated_at = $8 WHERE id = $9 AND held = $10 AND captured = $11 AND refunded = $12",
                 params![
                     next.status.as_str(),
-                    stored(next.held),
-                    stored(next.captured),
-                    stored(next.refunded),
+                    minor_to_i64(next.held)?,
+                    minor_to_i64(next.captured)?,
+                    minor_to_i64(next.refunded)?,
                     next.hold_id.map(|id| id.to_bytes().to_vec()),
                     next.memo_id.map(|id| id.to_bytes().to_vec()),
                     next.expires_at,
                     now,
                     auth.id.as_str(),
-                    stored(auth.held),
-                    stored(auth.captured),
-                    stored(auth.refunded)
+                    minor_to_i64(auth.held)?,
+                    minor_to_i64(auth.captured)?,
+                    minor_to_i64(auth.refunded)?
                 ],
             )
             .await?;
@@ -964,7 +1003,7 @@ impl<S: LedgerStore> Cards<S> {
         batch: Vec<TransferRequest>,
         marker: TransferId,
     ) -> Result<Result<(), ResponseCode>, PayError> {
-        match self.pay.store().submit(batch).await? {
+        match self.pay.submit(batch).await? {
             Ok(_) => Ok(Ok(())),
             Err(r) if r.reason == RejectReason::IdempotencyConflict => {
                 if self.pay.store().transfer(marker).await?.is_some() {
@@ -1099,10 +1138,14 @@ impl<S: LedgerStore> Cards<S> {
             };
             self.decide_card_spend(
                 &auth.card_id,
-                (tier, card.opt_i64(6)?, card.opt_i64(8)?.map(minor)),
+                (
+                    tier,
+                    card.opt_i64(6)?,
+                    card.opt_i64(8)?.map(stored_minor).transpose()?,
+                ),
                 auth.wallet,
                 &controls,
-                amount.minor_units(),
+                amount,
                 now,
             )
             .await?
@@ -1307,7 +1350,7 @@ impl<S: LedgerStore> Cards<S> {
         let amount = match existing {
             Some(row) if row.text(0)? != "pending" => return Ok(auth.answer(true)),
             // Resumed: the amount reserved by the first attempt.
-            Some(row) => Amount::new(minor(row.i64(1)?))
+            Some(row) => Amount::new(stored_minor(row.i64(1)?)?)
                 .map_err(|_| PayError::Auth(AuthError::Internal("a stored amount is malformed")))?,
             None => {
                 let mut tx = self.pay.db().begin().await?;
@@ -1315,7 +1358,7 @@ impl<S: LedgerStore> Cards<S> {
                     .execute(
                         "UPDATE card_authorizations SET refunded = refunded + $1, updated_at = $2 \
                          WHERE id = $3 AND refunded + $1 <= captured",
-                        params![stored(amount.minor_units()), now, auth.id.as_str()],
+                        params![amount.to_i64(), now, auth.id.as_str()],
                     )
                     .await?;
                 if reserved == 0 {
@@ -1328,7 +1371,7 @@ impl<S: LedgerStore> Cards<S> {
                     .execute(
                         "INSERT INTO card_operations (id, authorization_id, kind, amount, response_code, created_at) \
                          VALUES ($1, $2, 'refund', $3, 'pending', $4) ON CONFLICT (id) DO NOTHING",
-                        params![op.as_str(), auth.id.as_str(), stored(amount.minor_units()), now],
+                        params![op.as_str(), auth.id.as_str(), amount.to_i64(), now],
                     )
                     .await?;
                 if inserted == 0 {
@@ -1368,23 +1411,23 @@ impl<S: LedgerStore> Cards<S> {
         ];
         // A refusal is final and gives the reservation back; a store error leaves it
         // pending for the retry.
-        let outcome: Result<Result<(), ResponseCode>, PayError> =
-            match self.pay.store().submit(batch).await {
-                Ok(Ok(_)) => Ok(Ok(())),
-                Ok(Err(r))
-                    if r.reason == RejectReason::IdempotencyConflict
-                        && self.pay.store().transfer(id).await?.is_some() =>
-                {
-                    Ok(Ok(()))
+        let outcome: Result<Result<(), ResponseCode>, PayError> = match self.pay.submit(batch).await
+        {
+            Ok(Ok(_)) => Ok(Ok(())),
+            Ok(Err(r))
+                if r.reason == RejectReason::IdempotencyConflict
+                    && self.pay.store().transfer(id).await?.is_some() =>
+            {
+                Ok(Ok(()))
+            }
+            Ok(Err(r)) => Ok(Err(match r.reason {
+                RejectReason::CreditAccountFrozen | RejectReason::CreditAccountClosed => {
+                    ResponseCode::RestrictedCard
                 }
-                Ok(Err(r)) => Ok(Err(match r.reason {
-                    RejectReason::CreditAccountFrozen | RejectReason::CreditAccountClosed => {
-                        ResponseCode::RestrictedCard
-                    }
-                    _ => ResponseCode::DoNotHonour,
-                })),
-                Err(error) => Err(error.into()),
-            };
+                _ => ResponseCode::DoNotHonour,
+            })),
+            Err(error) => Err(error.into()),
+        };
         let mut tx = self.pay.db().begin().await?;
         match &outcome {
             Ok(Ok(())) => {
@@ -1406,7 +1449,7 @@ impl<S: LedgerStore> Cards<S> {
                 if removed == 1 {
                     tx.execute(
                         "UPDATE card_authorizations SET refunded = refunded - $1, updated_at = $2 WHERE id = $3",
-                        params![stored(amount.minor_units()), now, auth.id.as_str()],
+                        params![amount.to_i64(), now, auth.id.as_str()],
                     )
                     .await?;
                 }
@@ -1479,10 +1522,10 @@ impl<S: LedgerStore> Cards<S> {
                     authorization_id: row.text(0)?,
                     status: row.text(1)?,
                     response_code: row.text(2)?,
-                    amount: minor(row.i64(3)?),
-                    held: minor(row.i64(4)?),
-                    captured: minor(row.i64(5)?),
-                    refunded: minor(row.i64(6)?),
+                    amount: stored_minor(row.i64(3)?)?,
+                    held: stored_minor(row.i64(4)?)?,
+                    captured: stored_minor(row.i64(5)?)?,
+                    refunded: stored_minor(row.i64(6)?)?,
                     currency: row.text(7)?,
                     merchant_name: row.text(8)?,
                     mcc: row.text(9)?,
@@ -1544,9 +1587,9 @@ fn auth_from_row(row: &Row) -> Result<AuthRow, PayError> {
         card_id: row.text(1)?,
         status: row.text(2)?,
         response_code: row.text(3)?,
-        held: minor(row.i64(4)?),
-        captured: minor(row.i64(5)?),
-        refunded: minor(row.i64(6)?),
+        held: stored_minor(row.i64(4)?)?,
+        captured: stored_minor(row.i64(5)?)?,
+        refunded: stored_minor(row.i64(6)?)?,
         currency: Currency::parse(&row.text(7)?)
             .map_err(|_| PayError::Auth(AuthError::Internal("unknown stored currency")))?,
         hold_id: transfer_id(row.opt_bytes(8)?)?,

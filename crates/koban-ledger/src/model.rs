@@ -151,6 +151,11 @@ impl Balance {
             - i128::from(self.debits_pending)
     }
 
+    /// True when the available credit covers `amount` (a spend of it would not overdraw).
+    pub fn covers(&self, amount: crate::Amount) -> bool {
+        self.available_credit() >= i128::from(amount.minor_units())
+    }
+
     /// True when the balance respects the limit flags of its account.
     pub fn within_limits(&self, flags: AccountFlags) -> bool {
         let debits = u128::from(self.debits_pending) + u128::from(self.debits_posted);

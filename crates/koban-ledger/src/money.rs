@@ -77,6 +77,16 @@ impl Amount {
         self.0
     }
 
+    /// The amount as a signed count, for database columns and wire types. Infallible: every
+    /// amount is at most [`AMOUNT_MAX`], which is `i64::MAX`.
+    pub fn to_i64(self) -> i64 {
+        const _: () = assert!(AMOUNT_MAX == i64::MAX.unsigned_abs());
+        match i64::try_from(self.0) {
+            Ok(units) => units,
+            Err(_) => unreachable!("an amount above AMOUNT_MAX was made"),
+        }
+    }
+
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
         self.0
             .checked_add(other.0)

@@ -29,16 +29,15 @@ static CONSOLE_BACKTESTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const
 
 /// A feature a candidate rule names that the recorded events do not hold: the live rules did
 /// not need it, so it was not computed, and the candidate saw its default there.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unrecorded {
     pub rule: String,
     pub feature: String,
     pub events: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CandidateReport {
-    #[serde(flatten)]
     pub report: BacktestReport,
     pub unrecorded_features: Vec<Unrecorded>,
 }

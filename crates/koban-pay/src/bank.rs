@@ -479,7 +479,7 @@ impl<S: LedgerStore> Payments<S> {
             crate::wallets::Tier::Unverified,
             principal.cooling_off_until_ms,
             EventKind::FundingLink,
-            0,
+            None,
             0,
         );
         event.daily_out_max = u64::MAX;
@@ -605,7 +605,7 @@ impl<S: LedgerStore> Payments<S> {
             currency,
         } = request;
         let now = self.now_ms();
-        let amount = i64::try_from(amount.minor_units()).unwrap_or(i64::MAX);
+        let amount = amount.to_i64();
         let mut tx = self.db().begin().await?;
         tx.execute(
             "INSERT INTO bank_operations (id, user_id, source_id, kind, account_id, amount, currency, status, due_at, created_at) \
@@ -698,7 +698,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         let holder = self.holder(&principal.user_id).await?;
         let account = self.ledger_account(wallet.account).await?;
-        self.check_balance_cap(&holder, &account, amount.minor_units())?;
+        self.check_balance_cap(&holder, &account, amount)?;
         self.assess_topup(principal, id, source_id, Some(verified_at), request, None)
             .await?;
         // The record first, so the settlement worker finds every hold it must finish.
@@ -730,7 +730,7 @@ impl<S: LedgerStore> Payments<S> {
             crate::wallets::Tier::Unverified,
             principal.cooling_off_until_ms,
             EventKind::Topup,
-            request.amount.minor_units(),
+            Some(request.amount),
             0,
         );
         event.daily_out_max = u64::MAX;
@@ -812,11 +812,11 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<IssuedSession, PayError> {
         let (amount, currency) = (request.amount, request.currency);
         let account = self.ledger_account(wallet).await?;
-        if account.balance.available_credit() < i128::from(amount.minor_units()) {
+        if !account.balance.covers(amount) {
             return Err(PayError::InsufficientFunds);
         }
         let event = self
-            .outgoing_context(principal, EventKind::Payout, &account, amount.minor_units())
+            .outgoing_context(principal, EventKind::Payout, &account, amount)
             .await?;
         let parties = Parties {
             attempt: Some(attempt),
@@ -826,8 +826,7 @@ impl<S: LedgerStore> Payments<S> {
         };
         payout_decision(self.assess(&event, &parties).await?)?;
         let action = SensitiveAction::Payment {
-            amount_minor: i64::try_from(amount.minor_units())
-                .map_err(|_| PayError::Invalid("the amount is too large"))?,
+            amount_minor: amount.to_i64(),
             currency: currency.code().to_owned(),
             payee: format!("bank account {}", mask_number(number)),
         };
@@ -1004,7 +1003,7 @@ impl<S: LedgerStore> Payments<S> {
                 timeout_s: Some(BANK_HOLD_S),
             }),
         })];
-        match self.store.submit(batch).await? {
+        match self.submit(batch).await? {
             Ok(applied) => Ok(BankOperation {
                 transfer: applied.transfers[0].clone(),
                 kind: "payout",
@@ -1046,125 +1045,154 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         let mut finished = 0;
         for row in rows {
-            let id = TransferId::from_bytes(&row.bytes(0)?)
-                .map_err(|_| PayError::Invalid("a stored id is not valid"))?;
-            let user_id = row.text(1)?;
-            let kind = row.text(2)?;
-            let topup = kind != "payout";
-            // Card top-ups were authorised by the acquirer already; this is their capture.
-            let by_card = kind == "card_topup";
-            let currency = Currency::parse(&row.text(4)?)
-                .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
-            let number = row.opt_text(6)?.unwrap_or_default();
-            // The ledger's hold, not the row, says how much is at stake.
-            let Some(hold) = self.store.transfer(id).await? else {
-                // The process died between the record and the hold: after a minute, nothing
-                // will come; the operation failed without moving money.
-                if row.i64(5)? < now - 60_000 {
-                    self.finish_operation(id, "failed").await?;
-                    finished += 1;
-                }
-                continue;
+            let operation = DueOperation {
+                id: TransferId::from_bytes(&row.bytes(0)?)
+                    .map_err(|_| PayError::Invalid("a stored id is not valid"))?,
+                user_id: row.text(1)?,
+                kind: row.text(2)?,
+                currency: Currency::parse(&row.text(4)?)
+                    .map_err(|_| PayError::Invalid("a stored currency is not valid"))?,
+                created_at_ms: row.i64(5)?,
+                number: row.opt_text(6)?.unwrap_or_default(),
             };
-            let amount = i64::try_from(hold.amount.minor_units()).unwrap_or(i64::MAX);
-            let accepted = by_card
-                || match self.sandbox_account(&number).await? {
-                    Some((_, Behaviour::Normal)) => true,
-                    Some((_, Behaviour::FailsSettlement)) | None => false,
-                };
-            let memo = self.derive_id(&[b"memo", &id.to_bytes()]);
-            let memo_exists = self.store.transfer(memo).await?.is_some();
-            let mut batch = Vec::new();
-            for (pending_id, present) in [(id, true), (memo, memo_exists)] {
-                if !present {
-                    continue;
-                }
-                batch.push(if accepted {
-                    TransferRequest::Post {
-                        id: self.derive_id(&[b"settle", &pending_id.to_bytes()]),
-                        pending_id,
-                        amount: None,
-                        metadata: Metadata::empty(),
-                    }
-                } else {
-                    TransferRequest::Void {
-                        id: self.derive_id(&[b"settle", &pending_id.to_bytes()]),
-                        pending_id,
-                        metadata: Metadata::empty(),
-                    }
-                });
+            if self.settle_one(&operation, now).await? {
+                finished += 1;
             }
-            let status = match self.store.submit(batch).await? {
-                Ok(_) => {
-                    if accepted {
-                        "settled"
-                    } else {
-                        "failed"
-                    }
-                }
-                // The hold ran out before the bank answered: it released itself.
-                Err(r) if r.reason == koban_ledger::RejectReason::PendingExpired => "failed",
-                Err(r) => return Err(crate::ledger_refusal(r.reason)),
-            };
-            let mut tx = self.db().begin().await?;
-            tx.execute(
-                "UPDATE bank_operations SET status = $1, settled_at = $2 WHERE id = $3 AND status = 'pending'",
-                params![status, now, id.to_bytes()],
-            )
-            .await?;
-            if status == "settled" && !by_card {
-                let signed = if topup { -amount } else { amount };
-                tx.execute(
-                    "INSERT INTO sandbox_bank_entries (id, number, amount, description, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-                    params![
-                        uuid::Uuid::from_u128(id.get()).to_string(),
-                        number.as_str(),
-                        signed,
-                        if topup { "KOBAN TOPUP" } else { "KOBAN PAYOUT" },
-                        now
-                    ],
-                )
-                .await?;
-            }
-            if !topup {
-                // Merchants hear of their payouts by webhook (customers have no endpoints).
-                self.enqueue_event(
-                    &mut tx,
-                    &user_id,
-                    if status == "settled" {
-                        "payout.settled"
-                    } else {
-                        "payout.failed"
-                    },
-                    serde_json::json!({
-                        "payout_id": uuid::Uuid::from_u128(id.get()).to_string(),
-                        "amount": amount,
-                        "currency": currency.code(),
-                    }),
-                )
-                .await?;
-            }
-            let email = tx
-                .query_one(
-                    "SELECT email FROM users WHERE id = $1",
-                    params![user_id.as_str()],
-                )
-                .await?
-                .text(0)?;
-            let money = format_money(hold.amount.minor_units(), currency);
-            let mail = match (topup, status) {
-                (true, "settled") => Mail::new("topup-received"),
-                (true, _) => Mail::new("topup-failed"),
-                (false, "settled") => Mail::new("payout-sent").arg("account", mask_number(&number)),
-                (false, _) => Mail::new("payout-failed"),
-            }
-            .arg("amount", money);
-            koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
-            tx.commit().await?;
-            finished += 1;
         }
         Ok(finished)
+    }
+
+    /// Settles one due operation; false when it must wait (its hold is not written yet).
+    async fn settle_one(&self, operation: &DueOperation, now: i64) -> Result<bool, PayError> {
+        let id = operation.id;
+        // The ledger's hold, not the row, says how much is at stake.
+        let Some(hold) = self.store.transfer(id).await? else {
+            // The process died between the record and the hold: after a minute, nothing
+            // will come; the operation failed without moving money.
+            if operation.created_at_ms < now - 60_000 {
+                self.finish_operation(id, "failed").await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        };
+        // Card top-ups were authorised by the acquirer already; this is their capture.
+        let accepted = operation.kind == "card_topup"
+            || match self.sandbox_account(&operation.number).await? {
+                Some((_, Behaviour::Normal)) => true,
+                Some((_, Behaviour::FailsSettlement)) | None => false,
+            };
+        let status = self.post_or_void(id, accepted).await?;
+        self.record_settlement(operation, hold.amount, status, now)
+            .await?;
+        Ok(true)
+    }
+
+    /// Posts (the bank accepted) or voids (it did not) an operation's hold and its memo leg's;
+    /// answers the operation's new status.
+    async fn post_or_void(&self, id: TransferId, accepted: bool) -> Result<&'static str, PayError> {
+        let memo = self.derive_id(&[b"memo", &id.to_bytes()]);
+        let memo_exists = self.store.transfer(memo).await?.is_some();
+        let mut batch = Vec::new();
+        for (pending_id, present) in [(id, true), (memo, memo_exists)] {
+            if !present {
+                continue;
+            }
+            batch.push(if accepted {
+                TransferRequest::Post {
+                    id: self.derive_id(&[b"settle", &pending_id.to_bytes()]),
+                    pending_id,
+                    amount: None,
+                    metadata: Metadata::empty(),
+                }
+            } else {
+                TransferRequest::Void {
+                    id: self.derive_id(&[b"settle", &pending_id.to_bytes()]),
+                    pending_id,
+                    metadata: Metadata::empty(),
+                }
+            });
+        }
+        match self.submit(batch).await? {
+            Ok(_) if accepted => Ok("settled"),
+            Ok(_) => Ok("failed"),
+            // The hold ran out before the bank answered: it released itself.
+            Err(r) if r.reason == koban_ledger::RejectReason::PendingExpired => Ok("failed"),
+            Err(r) => Err(crate::ledger_refusal(r.reason)),
+        }
+    }
+
+    /// Records a settled or failed operation: its status, the sandbox bank's own entry, the
+    /// merchant's webhook for a payout, and the customer's notice, in one transaction.
+    async fn record_settlement(
+        &self,
+        operation: &DueOperation,
+        amount: Amount,
+        status: &str,
+        now: i64,
+    ) -> Result<(), PayError> {
+        let (id, number) = (operation.id, operation.number.as_str());
+        let topup = operation.kind != "payout";
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE bank_operations SET status = $1, settled_at = $2 WHERE id = $3 AND status = 'pending'",
+            params![status, now, id.to_bytes()],
+        )
+        .await?;
+        if status == "settled" && operation.kind != "card_topup" {
+            let signed = if topup {
+                -amount.to_i64()
+            } else {
+                amount.to_i64()
+            };
+            tx.execute(
+                "INSERT INTO sandbox_bank_entries (id, number, amount, description, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                params![
+                    uuid::Uuid::from_u128(id.get()).to_string(),
+                    number,
+                    signed,
+                    if topup { "KOBAN TOPUP" } else { "KOBAN PAYOUT" },
+                    now
+                ],
+            )
+            .await?;
+        }
+        if !topup {
+            // Merchants hear of their payouts by webhook (customers have no endpoints).
+            self.enqueue_event(
+                &mut tx,
+                &operation.user_id,
+                if status == "settled" {
+                    "payout.settled"
+                } else {
+                    "payout.failed"
+                },
+                serde_json::json!({
+                    "payout_id": uuid::Uuid::from_u128(id.get()).to_string(),
+                    "amount": amount.minor_units(),
+                    "currency": operation.currency.code(),
+                }),
+            )
+            .await?;
+        }
+        let email = tx
+            .query_one(
+                "SELECT email FROM users WHERE id = $1",
+                params![operation.user_id.as_str()],
+            )
+            .await?
+            .text(0)?;
+        let money = format_money(amount.minor_units(), operation.currency);
+        let mail = match (topup, status) {
+            (true, "settled") => Mail::new("topup-received"),
+            (true, _) => Mail::new("topup-failed"),
+            (false, "settled") => Mail::new("payout-sent").arg("account", mask_number(number)),
+            (false, _) => Mail::new("payout-failed"),
+        }
+        .arg("amount", money);
+        koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The caller's top-ups and payouts, newest first: (id, kind, amount, currency, status, created at).
@@ -1195,6 +1223,18 @@ impl<S: LedgerStore> Payments<S> {
             })
             .collect()
     }
+}
+
+/// A bank operation whose settlement time has come.
+struct DueOperation {
+    id: TransferId,
+    user_id: String,
+    /// `topup`, `card_topup` or `payout`.
+    kind: String,
+    currency: Currency,
+    created_at_ms: i64,
+    /// The sandbox bank account number (empty for a card top-up).
+    number: String,
 }
 
 #[cfg(test)]

@@ -253,7 +253,7 @@ impl<S: LedgerStore> Payments<S> {
         self.check_card_limits(request, verified_at, now).await?;
         let holder = self.holder(&principal.user_id).await?;
         let account = self.ledger_account(wallet.account).await?;
-        self.check_balance_cap(&holder, &account, amount.minor_units())?;
+        self.check_balance_cap(&holder, &account, amount)?;
         let needs_challenge =
             verified_at.is_none() || !known_device || behaviour == "always_challenge";
         if needs_challenge {
@@ -368,7 +368,7 @@ impl<S: LedgerStore> Payments<S> {
                 principal.user_id.as_str(),
                 request.source_id.as_str(),
                 operation.to_bytes(),
-                i64::try_from(request.amount.minor_units()).unwrap_or(i64::MAX),
+                request.amount.to_i64(),
                 request.currency.code(),
                 self.challenge_hash(&id, code.expose()),
                 expires_at_ms,
@@ -420,7 +420,7 @@ impl<S: LedgerStore> Payments<S> {
         };
         let bound = row.text(0)? == request.source_id
             && row.bytes(1)? == operation.to_bytes()
-            && row.i64(2)? == i64::try_from(request.amount.minor_units()).unwrap_or(-1)
+            && row.i64(2)? == request.amount.to_i64()
             && row.text(3)? == request.currency.code();
         let right = constant_time_eq(
             &row.bytes(4)?,

@@ -112,7 +112,7 @@ pub(crate) async fn raise_alert<T: SqlTx>(
 }
 
 /// A case as an operator lists it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct Case {
     pub id: String,
     pub subject: String,
@@ -150,7 +150,7 @@ fn case_from(row: &Row) -> Result<Case, PayError> {
 }
 
 /// One line of a case's timeline.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct TimelineEntry {
     pub at: i64,
     /// `event` (a scored login, link, top-up or payment), `alert`, `audit` (a change recorded
@@ -161,14 +161,14 @@ pub struct TimelineEntry {
 }
 
 /// A case with its alerts, timeline and comments.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct CaseDetail {
     pub case: Case,
     pub timeline: Vec<TimelineEntry>,
 }
 
 /// An alert as listed.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct RiskAlert {
     pub id: String,
     pub at: i64,

@@ -22,7 +22,7 @@ use crate::wallets::{account_id, currency_of, emoney_leg};
 use crate::{PayError, Payments, format_money};
 
 /// A reversal or compensation, as requested and as decided.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct RiskAction {
     pub id: String,
     pub kind: String,
@@ -70,7 +70,7 @@ fn action_from(row: &Row) -> Result<RiskAction, PayError> {
 }
 
 /// The measures of the fraud operation.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct RiskStats {
     pub alerts_by_rule: Vec<(String, i64)>,
     pub decisions_by_action: Vec<(String, i64)>,
@@ -85,7 +85,7 @@ pub struct RiskStats {
     pub time_to_detect_s: Distribution,
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Distribution {
     pub count: usize,
     pub p50: Option<f64>,
@@ -241,7 +241,7 @@ impl<S: LedgerStore> Payments<S> {
             }
         }
         if matches!(outcome, Ok(Ok(()))) {
-            outcome = match self.store.submit(batch).await {
+            outcome = match self.submit(batch).await {
                 Ok(result) => Ok(result.map(|_| ()).map_err(|r| r.reason)),
                 Err(error) => Err(error.into()),
             };
@@ -287,7 +287,7 @@ impl<S: LedgerStore> Payments<S> {
                     case_id,
                     transfer.to_bytes().to_vec(),
                     payer_user.as_str(),
-                    i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                    amount.to_i64(),
                     currency.code(),
                     note,
                     me.operator_id.as_str(),
@@ -335,7 +335,7 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?;
         tx.commit().await?;
-        let total = u64::try_from(row.i64(0)?).unwrap_or(u64::MAX);
+        let total = crate::stored_minor(row.i64(0)?)?;
         Ok(total >= self.config.approval_from_minor)
     }
 
@@ -368,7 +368,7 @@ impl<S: LedgerStore> Payments<S> {
         .to_string();
         if let Some(done) = self.action_by_key(&request_key).await? {
             let same = done.customer == customer
-                && done.amount == i64::try_from(amount.minor_units()).unwrap_or(i64::MAX)
+                && done.amount == amount.to_i64()
                 && done.currency == currency.code()
                 && done.case_id.as_deref() == Some(case_id);
             return if same {
@@ -411,7 +411,7 @@ impl<S: LedgerStore> Payments<S> {
                     id.as_str(),
                     case_id,
                     customer,
-                    i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                    amount.to_i64(),
                     currency.code(),
                     note,
                     me.operator_id.as_str(),
@@ -538,56 +538,14 @@ impl<S: LedgerStore> Payments<S> {
         let ledger_id = self.derive_id(&[b"risk-action", id.as_bytes()]);
         let (outcome, receiver) = match action.kind.as_str() {
             "reverse" => {
-                let transfer = action
-                    .transfer_id
-                    .as_deref()
-                    .and_then(|t| uuid::Uuid::parse_str(t).ok())
-                    .and_then(|u| TransferId::new(u.as_u128()).ok())
-                    .ok_or(PayError::Invalid("a stored transfer id is not valid"))?;
-                let (payer, receiver, _, _) = self.reversible(transfer).await?;
-                let _locks = self.lock_wallets(payer, receiver).await;
-                let batch = vec![TransferRequest::Move(Move {
-                    id: ledger_id,
-                    debit: receiver,
-                    credit: payer,
-                    amount,
-                    currency,
-                    code: kind::REVERSAL,
-                    reference: Some(transfer),
-                    metadata: Metadata::empty(),
-                    pending: None,
-                })];
-                let outcome = self
-                    .submit_through_freeze(&[receiver, payer], batch)
-                    .await?;
-                if outcome.is_ok() {
-                    // The receiver stays frozen for the investigation.
-                    self.set_frozen(receiver, true).await?;
-                }
-                (outcome, Some(receiver))
+                self.move_reversal(&action, ledger_id, amount, currency)
+                    .await?
             }
             "compensate" => {
-                let wallet = self.wallet(&action.customer, currency).await?;
-                let _lock = self.lock_wallet(wallet.account).await;
-                let memo = self.derive_id(&[b"risk-action-memo", id.as_bytes()]);
-                let batch = vec![
-                    TransferRequest::Move(Move {
-                        id: ledger_id,
-                        debit: IssuerAccount::FraudLosses.id(currency),
-                        credit: wallet.account,
-                        amount,
-                        currency,
-                        code: kind::COMPENSATION,
-                        reference: None,
-                        metadata: Metadata::empty(),
-                        pending: None,
-                    }),
-                    emoney_leg(memo, currency, amount, true, Some(ledger_id), None),
-                ];
-                (
-                    self.submit_through_freeze(&[wallet.account], batch).await?,
-                    None,
-                )
+                let outcome = self
+                    .move_compensation(&action, id, ledger_id, amount, currency)
+                    .await?;
+                (outcome, None)
             }
             _ => return Err(PayError::Invalid("unknown action kind")),
         };
@@ -618,9 +576,108 @@ impl<S: LedgerStore> Payments<S> {
             drop(tx);
             return self.risk_action(id).await;
         }
+        self.record_action_outcome(
+            &mut tx,
+            principal,
+            &action,
+            (id, approver, status, now),
+            ledger_id,
+            receiver,
+        )
+        .await?;
+        tx.commit().await?;
+        let done = self.risk_action(id).await?;
+        if status == "refused" {
+            return Err(PayError::Conflict(if action.kind == "reverse" {
+                "the receiving wallet no longer holds the funds; nothing was moved"
+            } else {
+                "the ledger refused the compensation; nothing was moved"
+            }));
+        }
+        Ok(done)
+    }
+
+    /// Moves a completed transfer's amount back from its receiver to its payer (through their
+    /// freezes), and keeps the receiver frozen for the investigation when it moved.
+    async fn move_reversal(
+        &self,
+        action: &RiskAction,
+        ledger_id: TransferId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Result<(Result<(), RejectReason>, Option<AccountId>), PayError> {
+        let transfer = action
+            .transfer_id
+            .as_deref()
+            .and_then(|t| uuid::Uuid::parse_str(t).ok())
+            .and_then(|u| TransferId::new(u.as_u128()).ok())
+            .ok_or(PayError::Invalid("a stored transfer id is not valid"))?;
+        let (payer, receiver, _, _) = self.reversible(transfer).await?;
+        let _locks = self.lock_wallets(payer, receiver).await;
+        let batch = vec![TransferRequest::Move(Move {
+            id: ledger_id,
+            debit: receiver,
+            credit: payer,
+            amount,
+            currency,
+            code: kind::REVERSAL,
+            reference: Some(transfer),
+            metadata: Metadata::empty(),
+            pending: None,
+        })];
+        let outcome = self
+            .submit_through_freeze(&[receiver, payer], batch)
+            .await?;
+        if outcome.is_ok() {
+            self.set_frozen(receiver, true).await?;
+        }
+        Ok((outcome, Some(receiver)))
+    }
+
+    /// Credits the customer's wallet from the issuer's fraud losses, with its e-money memo leg.
+    async fn move_compensation(
+        &self,
+        action: &RiskAction,
+        id: &str,
+        ledger_id: TransferId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Result<Result<(), RejectReason>, PayError> {
+        let wallet = self.wallet(&action.customer, currency).await?;
+        let _lock = self.lock_wallet(wallet.account).await;
+        let memo = self.derive_id(&[b"risk-action-memo", id.as_bytes()]);
+        let batch = vec![
+            TransferRequest::Move(Move {
+                id: ledger_id,
+                debit: IssuerAccount::FraudLosses.id(currency),
+                credit: wallet.account,
+                amount,
+                currency,
+                code: kind::COMPENSATION,
+                reference: None,
+                metadata: Metadata::empty(),
+                pending: None,
+            }),
+            emoney_leg(memo, currency, amount, true, Some(ledger_id), None),
+        ];
+        self.submit_through_freeze(&[wallet.account], batch).await
+    }
+
+    /// Writes what an executed action did into the audit chain and, when money moved, tells
+    /// the customer and counts it, inside `tx` (the transaction that records its status).
+    async fn record_action_outcome<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        principal: &Principal,
+        action: &RiskAction,
+        (id, approver, status, now): (&str, Option<&str>, &str, i64),
+        ledger_id: TransferId,
+        receiver: Option<AccountId>,
+    ) -> Result<(), PayError> {
+        let currency = currency_of(&action.currency)?;
         let money = format_money(action.amount.unsigned_abs(), currency);
         audit::append(
-            &mut tx,
+            tx,
             now,
             AuditEvent {
                 actor: &principal.actor(),
@@ -653,7 +710,7 @@ impl<S: LedgerStore> Payments<S> {
                     Mail::new("money-compensated")
                 };
                 let mail = mail.arg("amount", &money);
-                koban_shared::outbox::enqueue(&mut tx, now, &email.text(0)?, &mail).await?;
+                koban_shared::outbox::enqueue(tx, now, &email.text(0)?, &mail).await?;
             }
             metrics::counter!(
                 if action.kind == "reverse" { "koban_risk_reversed_minor_total" } else { "koban_risk_compensated_minor_total" },
@@ -661,16 +718,7 @@ impl<S: LedgerStore> Payments<S> {
             )
             .increment(action.amount.unsigned_abs());
         }
-        tx.commit().await?;
-        let done = self.risk_action(id).await?;
-        if status == "refused" {
-            return Err(PayError::Conflict(if action.kind == "reverse" {
-                "the receiving wallet no longer holds the funds; nothing was moved"
-            } else {
-                "the ledger refused the compensation; nothing was moved"
-            }));
-        }
-        Ok(done)
+        Ok(())
     }
 
     /// The payer, receiver, amount and currency of a transfer that can be reversed.

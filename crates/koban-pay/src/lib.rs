@@ -224,6 +224,18 @@ pub fn parse_amount(minor_units: i64) -> Result<Amount, PayError> {
     Amount::from_i64(minor_units).map_err(|_| PayError::Invalid("amount is too large"))
 }
 
+/// A count of minor units read back from a column this service wrote (balances, limits, sums
+/// of amounts): never negative, so a negative one is corrupt data, not zero.
+pub fn stored_minor(value: i64) -> Result<u64, PayError> {
+    u64::try_from(value)
+        .map_err(|_| PayError::Auth(AuthError::Internal("a stored amount is negative")))
+}
+
+/// A count of minor units (a sum or a limit, not an [`Amount`]) for a signed column.
+pub fn minor_to_i64(value: u64) -> Result<i64, PayError> {
+    i64::try_from(value).map_err(|_| PayError::Invalid("the amount is too large"))
+}
+
 /// Drops the oldest entries of `queue` beyond `max`; answers how many were dropped.
 pub(crate) fn keep_newest<T>(queue: &mut Vec<T>, max: usize) -> usize {
     let over = queue.len().saturating_sub(max);
@@ -261,6 +273,15 @@ pub struct Payments<S: LedgerStore> {
     /// One flush of risk records at a time per instance.
     pub(crate) risk_flush: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// What a movement moves: id, debit and credit accounts, amount, currency.
+type Movement = (
+    TransferId,
+    koban_ledger::AccountId,
+    koban_ledger::AccountId,
+    Amount,
+    Currency,
+);
 
 type QueuedRow = (
     &'static str,
@@ -327,10 +348,45 @@ impl<S: LedgerStore> Payments<S> {
         &self,
         batch: Vec<koban_ledger::TransferRequest>,
     ) -> Result<koban_ledger::Applied, PayError> {
-        self.store
-            .submit(batch)
+        self.submit(batch)
             .await?
             .map_err(|r| ledger_refusal(r.reason))
+    }
+
+    /// Submits a batch this service built and checks, in release builds too, that what the
+    /// ledger answers with is what was asked: one transfer per request, and each movement
+    /// with the accounts, amount and currency of its request (a replay included). Callers
+    /// that answer a refusal in their own terms (a card's response code) use this directly.
+    pub async fn submit(
+        &self,
+        batch: Vec<koban_ledger::TransferRequest>,
+    ) -> koban_store::SubmitResult {
+        let asked: Vec<Option<Movement>> = batch
+            .iter()
+            .map(|request| match request {
+                koban_ledger::TransferRequest::Move(m) => {
+                    Some((m.id, m.debit, m.credit, m.amount, m.currency))
+                }
+                _ => None,
+            })
+            .collect();
+        let answer = self.store.submit(batch).await;
+        if let Ok(Ok(applied)) = &answer {
+            assert_eq!(
+                applied.transfers.len(),
+                asked.len(),
+                "the ledger answered a batch with another number of transfers"
+            );
+            for (done, asked) in applied.transfers.iter().zip(&asked) {
+                if let Some(asked) = asked {
+                    assert!(
+                        (done.id, done.debit, done.credit, done.amount, done.currency) == *asked,
+                        "the ledger recorded a movement other than the one asked for"
+                    );
+                }
+            }
+        }
+        answer
     }
 
     /// Writes one row-changing statement together with others queued at the same moment,

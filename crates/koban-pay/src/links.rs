@@ -112,7 +112,7 @@ impl<S: LedgerStore> Payments<S> {
             params![
                 id.as_str(),
                 principal.user_id.as_str(),
-                i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                amount.to_i64(),
                 currency.code(),
                 message,
                 now + lifetime * 1000,

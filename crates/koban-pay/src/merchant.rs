@@ -161,13 +161,15 @@ impl<S: LedgerStore> Payments<S> {
         Ok(uuid::Uuid::from_bytes(bytes).to_string())
     }
 
-    fn fee(&self, amount: u64, bps: u64, fixed: u64) -> u64 {
+    /// The fee on `amount`: `bps` basis points of it plus `fixed`. The merchant never pays
+    /// more in fees than it received, so a fee at or above the amount is the amount.
+    fn fee(&self, amount: Amount, bps: u64, fixed: u64) -> u64 {
+        let amount = amount.minor_units();
         let percentage = u128::from(amount) * u128::from(bps) / 10_000;
-        let fee = u64::try_from(percentage)
-            .unwrap_or(u64::MAX)
-            .saturating_add(fixed);
-        // The merchant never pays more in fees than it received.
-        fee.min(amount)
+        u64::try_from(percentage)
+            .ok()
+            .and_then(|fee| fee.checked_add(fixed))
+            .map_or(amount, |fee| fee.min(amount))
     }
 
     async fn merchant_terms(&self, merchant_id: &str) -> Result<(String, u64, u64), PayError> {
@@ -184,10 +186,9 @@ impl<S: LedgerStore> Payments<S> {
         Ok((
             row.text(0)?,
             row.opt_i64(1)?
-                .map_or(self.config.fee_bps, |v| u64::try_from(v).unwrap_or(0)),
-            row.opt_i64(2)?.map_or(self.config.fee_fixed_minor, |v| {
-                u64::try_from(v).unwrap_or(0)
-            }),
+                .map_or(Ok(self.config.fee_bps), crate::stored_minor)?,
+            row.opt_i64(2)?
+                .map_or(Ok(self.config.fee_fixed_minor), crate::stored_minor)?,
         ))
     }
 
@@ -211,7 +212,12 @@ impl<S: LedgerStore> Payments<S> {
         tx.execute(
             "INSERT INTO merchants (user_id, fee_bps, fee_fixed_minor, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (user_id) DO UPDATE SET fee_bps = $2, fee_fixed_minor = $3, updated_at = $4",
-            params![merchant_id, bps as i64, fixed_minor as i64, now],
+            params![
+                merchant_id,
+                crate::minor_to_i64(bps)?,
+                crate::minor_to_i64(fixed_minor)?,
+                now
+            ],
         )
         .await?;
         koban_shared::audit::append(
@@ -317,7 +323,7 @@ impl<S: LedgerStore> Payments<S> {
             params![
                 id.as_str(),
                 merchant.merchant_id.as_str(),
-                i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                amount.to_i64(),
                 currency.code(),
                 reference,
                 now + expires_in_s * 1000,
@@ -395,7 +401,7 @@ impl<S: LedgerStore> Payments<S> {
                 .ok_or(PayError::NotFound)?;
             let (_, bps, fixed) = self.merchant_terms(&request.merchant_id).await?;
             return Ok(MerchantPayment {
-                fee: self.fee(transfer.amount.minor_units(), bps, fixed),
+                fee: self.fee(transfer.amount, bps, fixed),
                 transfer,
                 merchant_name: request.merchant_name,
                 replayed: true,
@@ -411,8 +417,8 @@ impl<S: LedgerStore> Payments<S> {
         let merchant_wallet = self.wallet(&request.merchant_id, request.currency).await?;
         let _lock = self.lock_wallet(wallet.account).await;
         let account = self.ledger_account(wallet.account).await?;
-        let amount = request.amount.minor_units();
-        if account.balance.available_credit() < i128::from(amount) {
+        let amount = request.amount;
+        if !account.balance.covers(amount) {
             return Err(PayError::InsufficientFunds);
         }
         let event = self
@@ -440,8 +446,7 @@ impl<S: LedgerStore> Payments<S> {
             }
             Decision::Challenge => {
                 let action = SensitiveAction::Payment {
-                    amount_minor: i64::try_from(amount)
-                        .map_err(|_| PayError::Invalid("the amount is too large"))?,
+                    amount_minor: amount.to_i64(),
                     currency: request.currency.code().to_owned(),
                     payee: format!("merchant {}", request.merchant_name),
                 };
@@ -478,7 +483,10 @@ impl<S: LedgerStore> Payments<S> {
         self.notify(
             &principal.email,
             Mail::new("merchant-paid")
-                .arg("amount", format_money(amount, request.currency))
+                .arg(
+                    "amount",
+                    format_money(amount.minor_units(), request.currency),
+                )
                 .arg("merchant", &request.merchant_name),
         );
         Ok(MerchantPayment {
@@ -504,7 +512,7 @@ impl<S: LedgerStore> Payments<S> {
         metadata: Metadata,
     ) -> Result<(Transfer, u64), PayError> {
         let (_, bps, fixed) = self.merchant_terms(merchant_id).await?;
-        let fee = self.fee(amount.minor_units(), bps, fixed);
+        let fee = self.fee(amount, bps, fixed);
         let mut batch = vec![TransferRequest::Move(Move {
             id: payment_id,
             debit: payer,
@@ -546,7 +554,7 @@ impl<S: LedgerStore> Payments<S> {
                 payment_id.to_bytes(),
                 merchant_id,
                 payer.to_bytes(),
-                i64::try_from(amount.minor_units()).unwrap_or(i64::MAX),
+                amount.to_i64(),
                 currency.code(),
                 self.now_ms()
             ],
@@ -710,7 +718,7 @@ impl<S: LedgerStore> Payments<S> {
                     id: r.text(0)?,
                     code: None,
                     currency: stored_currency(&r.text(1)?)?,
-                    limit_minor: u64::try_from(r.i64(2)?).unwrap_or(0),
+                    limit_minor: crate::stored_minor(r.i64(2)?)?,
                     expires_at_ms: r.i64(3)?,
                 })
             })
@@ -796,7 +804,7 @@ impl<S: LedgerStore> Payments<S> {
                 .await?
                 .ok_or(PayError::NotFound)?;
             return Ok(MerchantPayment {
-                fee: self.fee(amount.minor_units(), bps, fixed),
+                fee: self.fee(amount, bps, fixed),
                 transfer,
                 merchant_name,
                 replayed: true,
@@ -815,7 +823,7 @@ impl<S: LedgerStore> Payments<S> {
         if stored_currency(&row.text(2)?)? != currency {
             return Err(PayError::Invalid("this code is for another currency"));
         }
-        let limit = u64::try_from(row.i64(3)?).unwrap_or(0);
+        let limit = crate::stored_minor(row.i64(3)?)?;
         if amount.minor_units() > limit {
             return Err(PayError::Limit {
                 code: "code_limit",
@@ -892,7 +900,7 @@ impl<S: LedgerStore> Payments<S> {
         let merchant_wallet = self.wallet(&merchant.merchant_id, currency).await?;
         let _lock = self.lock_wallet(wallet.account).await;
         let account = self.ledger_account(wallet.account).await?;
-        if account.balance.available_credit() < i128::from(amount.minor_units()) {
+        if !account.balance.covers(amount) {
             return Err(PayError::InsufficientFunds);
         }
         let mut event = self
@@ -901,7 +909,7 @@ impl<S: LedgerStore> Payments<S> {
                 cooling_off_until,
                 EventKind::CodeCharge,
                 &account,
-                amount.minor_units(),
+                amount,
             )
             .await?;
         // The customer confirmed with a full session when the code was made, and the per-code
@@ -971,20 +979,6 @@ impl<S: LedgerStore> Payments<S> {
         if original.code != kind::MERCHANT_PAYMENT || original.credit != merchant_wallet.account {
             return Err(PayError::NotFound);
         }
-        let refunded_total = |this: &Self| {
-            let db = this.db().clone();
-            async move {
-                let mut tx = db.begin_read().await?;
-                let row = tx
-                    .query_opt(
-                        "SELECT refunded FROM merchant_payments WHERE transfer_id = $1",
-                        params![payment.to_bytes()],
-                    )
-                    .await?;
-                tx.commit().await?;
-                Ok::<u64, PayError>(row.map_or(Ok(0), |r| r.i64(0))?.max(0) as u64)
-            }
-        };
         if let Some(done) = self.store.transfer(refund_id).await? {
             if done.reference != Some(payment) || done.amount != amount {
                 return Err(PayError::IdempotencyMismatch);
@@ -992,41 +986,11 @@ impl<S: LedgerStore> Payments<S> {
             return Ok(Refund {
                 transfer: done,
                 payment,
-                refunded_total: refunded_total(self).await?,
+                refunded_total: self.refunded(payment).await?,
                 replayed: true,
             });
         }
-        let now = self.now_ms();
-        let signed = i64::try_from(amount.minor_units()).unwrap_or(i64::MAX);
-        let mut tx = self.db().begin().await?;
-        // The payment's row may be missing if the process died right after capturing it.
-        tx.execute(
-            "INSERT INTO merchant_payments (transfer_id, merchant_id, payer_account, amount, currency, refunded, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (transfer_id) DO NOTHING",
-            params![
-                payment.to_bytes(),
-                merchant.merchant_id.as_str(),
-                original.debit.to_bytes(),
-                i64::try_from(original.amount.minor_units()).unwrap_or(i64::MAX),
-                original.currency.code(),
-                now
-            ],
-        )
-        .await?;
-        // Reserve the amount against what remains refundable, atomically.
-        let reserved = tx
-            .query_opt(
-                "UPDATE merchant_payments SET refunded = refunded + $1 \
-                 WHERE transfer_id = $2 AND refunded + $1 <= amount RETURNING refunded",
-                params![signed, payment.to_bytes()],
-            )
-            .await?;
-        let Some(reserved) = reserved else {
-            return Err(PayError::Invalid(
-                "the refund is more than what remains refundable of this payment",
-            ));
-        };
-        tx.commit().await?;
+        let refunded_total = self.reserve_refund(merchant, &original, amount).await?;
         let batch = vec![
             TransferRequest::Move(Move {
                 id: refund_id,
@@ -1048,44 +1012,23 @@ impl<S: LedgerStore> Payments<S> {
                 None,
             ),
         ];
-        match self.store.submit(batch).await? {
+        match self.submit(batch).await? {
             Ok(applied) => {
-                let mut tx = self.db().begin().await?;
-                self.enqueue_event(
-                    &mut tx,
-                    &merchant.merchant_id,
-                    "refund.succeeded",
-                    serde_json::json!({
-                        "refund_id": transfer_id_text(refund_id),
-                        "payment_id": transfer_id_text(payment),
-                        "amount": amount.minor_units(),
-                        "currency": original.currency.code(),
-                    }),
-                )
-                .await?;
-                tx.commit().await?;
-                if let Some(payer) = self.wallet_of_account(original.debit).await? {
-                    let holder = self.holder(&payer.user_id).await?;
-                    self.notify(
-                        &holder.email,
-                        Mail::new("merchant-refund").arg(
-                            "amount",
-                            format_money(amount.minor_units(), original.currency),
-                        ),
-                    );
-                }
+                self.announce_refund(merchant, &original, refund_id, amount)
+                    .await?;
                 Ok(Refund {
                     transfer: applied.transfers[0].clone(),
                     payment,
-                    refunded_total: u64::try_from(reserved.i64(0)?).unwrap_or(0),
+                    refunded_total,
                     replayed: false,
                 })
             }
             Err(rejection) => {
+                // Nothing moved: what was reserved is refundable again.
                 let mut tx = self.db().begin().await?;
                 tx.execute(
                     "UPDATE merchant_payments SET refunded = refunded - $1 WHERE transfer_id = $2",
-                    params![signed, payment.to_bytes()],
+                    params![amount.to_i64(), payment.to_bytes()],
                 )
                 .await?;
                 tx.commit().await?;
@@ -1097,6 +1040,94 @@ impl<S: LedgerStore> Payments<S> {
                 })
             }
         }
+    }
+
+    /// What has been refunded of a payment so far.
+    async fn refunded(&self, payment: TransferId) -> Result<u64, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT refunded FROM merchant_payments WHERE transfer_id = $1",
+                params![payment.to_bytes()],
+            )
+            .await?;
+        tx.commit().await?;
+        crate::stored_minor(row.map_or(Ok(0), |r| r.i64(0))?)
+    }
+
+    /// Reserves `amount` against what remains refundable of `original`, atomically, before any
+    /// money moves (so refunds racing on several instances cannot exceed the payment); answers
+    /// the total refunded with this one.
+    async fn reserve_refund(
+        &self,
+        merchant: &MerchantKey,
+        original: &Transfer,
+        amount: Amount,
+    ) -> Result<u64, PayError> {
+        let mut tx = self.db().begin().await?;
+        // The payment's row may be missing if the process died right after capturing it.
+        tx.execute(
+            "INSERT INTO merchant_payments (transfer_id, merchant_id, payer_account, amount, currency, refunded, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (transfer_id) DO NOTHING",
+            params![
+                original.id.to_bytes(),
+                merchant.merchant_id.as_str(),
+                original.debit.to_bytes(),
+                original.amount.to_i64(),
+                original.currency.code(),
+                self.now_ms()
+            ],
+        )
+        .await?;
+        let reserved = tx
+            .query_opt(
+                "UPDATE merchant_payments SET refunded = refunded + $1 \
+                 WHERE transfer_id = $2 AND refunded + $1 <= amount RETURNING refunded",
+                params![amount.to_i64(), original.id.to_bytes()],
+            )
+            .await?;
+        let Some(reserved) = reserved else {
+            return Err(PayError::Invalid(
+                "the refund is more than what remains refundable of this payment",
+            ));
+        };
+        tx.commit().await?;
+        crate::stored_minor(reserved.i64(0)?)
+    }
+
+    /// Tells the merchant (webhook) and the payer (notice) that a refund went through.
+    async fn announce_refund(
+        &self,
+        merchant: &MerchantKey,
+        original: &Transfer,
+        refund_id: TransferId,
+        amount: Amount,
+    ) -> Result<(), PayError> {
+        let mut tx = self.db().begin().await?;
+        self.enqueue_event(
+            &mut tx,
+            &merchant.merchant_id,
+            "refund.succeeded",
+            serde_json::json!({
+                "refund_id": transfer_id_text(refund_id),
+                "payment_id": transfer_id_text(original.id),
+                "amount": amount.minor_units(),
+                "currency": original.currency.code(),
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        if let Some(payer) = self.wallet_of_account(original.debit).await? {
+            let holder = self.holder(&payer.user_id).await?;
+            self.notify(
+                &holder.email,
+                Mail::new("merchant-refund").arg(
+                    "amount",
+                    format_money(amount.minor_units(), original.currency),
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// A merchant's balance account (API key with `payments:read`).

@@ -207,7 +207,7 @@ impl<S: LedgerStore> Payments<S> {
         principal: &Principal,
         kind: EventKind,
         payer: &Account,
-        amount: u64,
+        amount: Amount,
     ) -> Result<RiskEvent, PayError> {
         self.context_for(
             &principal.user_id,
@@ -277,36 +277,19 @@ impl<S: LedgerStore> Payments<S> {
             .await;
         let payer = self.ledger_account(payer_wallet.account).await?;
         let payee_account = self.ledger_account(payee_wallet.account).await?;
-        let amount = request.amount.minor_units();
-        if payer.balance.available_credit() < i128::from(amount) {
+        if !payer.balance.covers(request.amount) {
             return Err(PayError::InsufficientFunds);
         }
-        self.check_balance_cap(&payee.holder, &payee_account, amount)?;
-        let (spent_today, known) = self
-            .spent_today_and_known(&payer, Some((&principal.user_id, payee_wallet.account)))
+        self.check_balance_cap(&payee.holder, &payee_account, request.amount)?;
+        let event = self
+            .p2p_event(
+                principal,
+                &payer_holder,
+                &payer,
+                &payee_account,
+                request.amount,
+            )
             .await?;
-        let mut event = self.risk_event(
-            payer_holder.tier,
-            principal.cooling_off_until_ms,
-            EventKind::P2p,
-            amount,
-            spent_today,
-        );
-        event.payee_new = !known;
-        let now_ns = u64::try_from(self.now_ms()).unwrap_or(0) * 1_000_000;
-        event.payee_account_age_s = Some(
-            i64::try_from(now_ns.saturating_sub(payee_account.created_at.nanos()) / 1_000_000_000)
-                .unwrap_or(i64::MAX),
-        );
-        // Only a payer who sent more than the per-payee cap today could be over it.
-        if event.spent_today.saturating_add(amount) > event.per_payee_daily_max {
-            let midnight_ns = (u64::try_from(self.now_ms()).unwrap_or(0) / DAY_MS as u64)
-                * DAY_MS as u64
-                * 1_000_000;
-            event.paid_to_payee_today = self
-                .paid_today_to(payer.id, payee_account.id, midnight_ns)
-                .await?;
-        }
         let parties = Parties {
             attempt: Some(id),
             payee: Some(payee.holder.user_id.clone()),
@@ -314,24 +297,9 @@ impl<S: LedgerStore> Payments<S> {
             ..Parties::of(&principal.user_id, Some(client))
         };
         let decision = self.assess(&event, &parties).await?;
-        let needs_step_up = match decision {
-            Decision::Deny { code } => {
-                return Err(match code {
-                    "daily_limit" | "cooling_off_limit" | "payee_limit" => PayError::Limit {
-                        code,
-                        detail: limit_detail(code, &event, request.currency),
-                    },
-                    _ => PayError::Declined { code },
-                });
-            }
-            Decision::Challenge => true,
-            Decision::Hold => event.payee_new || amount >= event.step_up_from,
-            Decision::Allow => false,
-        };
-        let session = if needs_step_up {
+        let session = if p2p_needs_step_up(decision, &event, request)? {
             let action = SensitiveAction::Payment {
-                amount_minor: i64::try_from(amount)
-                    .map_err(|_| PayError::Invalid("the amount is too large"))?,
+                amount_minor: request.amount.to_i64(),
                 currency: request.currency.code().to_owned(),
                 payee: format!("{} <{}>", payee.masked_name, payee.handle),
             };
@@ -343,72 +311,38 @@ impl<S: LedgerStore> Payments<S> {
         } else {
             None
         };
-        let (transfer, status) = match decision {
-            Decision::Hold => {
-                let transfer = self
-                    .hold_for_review(
-                        principal,
-                        id,
-                        &payer_wallet,
-                        &payee_wallet,
-                        request,
-                        metadata,
-                    )
-                    .await?;
-                (transfer, "held")
-            }
-            _ => {
-                let batch = vec![TransferRequest::Move(Move {
+        let (transfer, status) = if decision == Decision::Hold {
+            let transfer = self
+                .hold_for_review(
+                    principal,
                     id,
-                    debit: payer_wallet.account,
-                    credit: payee_wallet.account,
-                    amount: request.amount,
-                    currency: request.currency,
-                    code: kind::P2P,
-                    reference: None,
+                    &payer_wallet,
+                    &payee_wallet,
+                    request,
                     metadata,
-                    pending: None,
-                })];
-                let applied = self.submit_batch(batch).await?;
-                (applied.transfers[0].clone(), "completed")
-            }
+                )
+                .await?;
+            (transfer, "held")
+        } else {
+            let batch = vec![TransferRequest::Move(Move {
+                id,
+                debit: payer_wallet.account,
+                credit: payee_wallet.account,
+                amount: request.amount,
+                currency: request.currency,
+                code: kind::P2P,
+                reference: None,
+                metadata,
+                pending: None,
+            })];
+            let applied = self.submit_batch(batch).await?;
+            (applied.transfers[0].clone(), "completed")
         };
         if event.payee_new {
-            let mut tx = self.db().begin().await?;
-            tx.execute(
-                "INSERT INTO payees (user_id, payee_account, first_paid_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (user_id, payee_account) DO NOTHING",
-                params![
-                    principal.user_id.as_str(),
-                    payee_wallet.account.to_bytes(),
-                    self.now_ms()
-                ],
-            )
-            .await?;
-            tx.commit().await?;
+            self.remember_payee(&principal.user_id, payee_wallet.account)
+                .await?;
         }
-        let money = format_money(amount, request.currency);
-        if status == "held" {
-            self.notify(
-                &principal.email,
-                Mail::new("transfer-held")
-                    .arg("amount", &money)
-                    .arg("payee", &payee.masked_name),
-            );
-        } else {
-            self.notify(
-                &principal.email,
-                Mail::new("money-sent")
-                    .arg("amount", &money)
-                    .arg("payee", &payee.masked_name),
-            );
-            self.notify(
-                &payee.holder.email,
-                Mail::new("money-received")
-                    .arg("amount", &money)
-                    .arg("payer", mask_name(&payer_holder.display_name)),
-            );
-        }
+        self.tell_p2p(principal, &payer_holder, &payee, request, status);
         Ok(P2pOutcome {
             transfer,
             status,
@@ -416,6 +350,96 @@ impl<S: LedgerStore> Payments<S> {
             replayed: false,
             session,
         })
+    }
+
+    /// The risk context of a transfer: the payer's day, whether the payee is new to them, the
+    /// payee account's age and (only when it could matter) what was paid to it today.
+    async fn p2p_event(
+        &self,
+        principal: &Principal,
+        payer_holder: &Holder,
+        payer: &Account,
+        payee_account: &Account,
+        amount: Amount,
+    ) -> Result<RiskEvent, PayError> {
+        let (spent_today, known) = self
+            .spent_today_and_known(payer, Some((&principal.user_id, payee_account.id)))
+            .await?;
+        let mut event = self.risk_event(
+            payer_holder.tier,
+            principal.cooling_off_until_ms,
+            EventKind::P2p,
+            Some(amount),
+            spent_today,
+        );
+        event.payee_new = !known;
+        let now_ms = self.now_ms();
+        let created_ms =
+            i64::try_from(payee_account.created_at.nanos() / 1_000_000).map_err(|_| {
+                PayError::Auth(koban_auth::AuthError::Internal(
+                    "a stored time is out of range",
+                ))
+            })?;
+        event.payee_account_age_s = Some(now_ms.saturating_sub(created_ms).max(0) / 1000);
+        // Only a payer who sent more than the per-payee cap today could be over it.
+        if event.spent_today.saturating_add(amount.minor_units()) > event.per_payee_daily_max {
+            let midnight_ms = now_ms - now_ms.rem_euclid(DAY_MS);
+            let midnight_ns = u64::try_from(midnight_ms)
+                .map_err(|_| {
+                    PayError::Auth(koban_auth::AuthError::Internal("the clock is before 1970"))
+                })?
+                .saturating_mul(1_000_000);
+            event.paid_to_payee_today = self
+                .paid_today_to(payer.id, payee_account.id, midnight_ns)
+                .await?;
+        }
+        Ok(event)
+    }
+
+    /// Records that this payer has now paid this payee (no longer a new payee).
+    async fn remember_payee(&self, user_id: &str, payee: AccountId) -> Result<(), PayError> {
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "INSERT INTO payees (user_id, payee_account, first_paid_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, payee_account) DO NOTHING",
+            params![user_id, payee.to_bytes(), self.now_ms()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Tells the payer (sent, or held for review) and, once it arrived, the payee.
+    fn tell_p2p(
+        &self,
+        principal: &Principal,
+        payer_holder: &Holder,
+        payee: &Payee,
+        request: &P2pRequest,
+        status: &str,
+    ) {
+        let money = format_money(request.amount.minor_units(), request.currency);
+        if status == "held" {
+            self.notify(
+                &principal.email,
+                Mail::new("transfer-held")
+                    .arg("amount", &money)
+                    .arg("payee", &payee.masked_name),
+            );
+            return;
+        }
+        self.notify(
+            &principal.email,
+            Mail::new("money-sent")
+                .arg("amount", &money)
+                .arg("payee", &payee.masked_name),
+        );
+        self.notify(
+            &payee.holder.email,
+            Mail::new("money-received")
+                .arg("amount", &money)
+                .arg("payer", mask_name(&payer_holder.display_name)),
+        );
     }
 
     async fn replayed_transfer(
@@ -478,7 +502,7 @@ impl<S: LedgerStore> Payments<S> {
                 principal.user_id.as_str(),
                 payer.account.to_bytes(),
                 payee.account.to_bytes(),
-                i64::try_from(request.amount.minor_units()).unwrap_or(i64::MAX),
+                request.amount.to_i64(),
                 request.currency.code(),
                 now
             ],
@@ -498,7 +522,7 @@ impl<S: LedgerStore> Payments<S> {
                 timeout_s: Some(REVIEW_HOLD_S),
             }),
         })];
-        match self.store.submit(batch).await? {
+        match self.submit(batch).await? {
             Ok(applied) => Ok(applied.transfers[0].clone()),
             Err(rejection) if inserted == 1 => {
                 // Only the row this request wrote: another try's row may stand for a hold
@@ -514,6 +538,28 @@ impl<S: LedgerStore> Payments<S> {
             }
             Err(rejection) => Err(crate::ledger_refusal(rejection.reason)),
         }
+    }
+}
+
+/// Whether the payer must confirm with step-up: a challenge always; a hold for a new payee or
+/// a large amount. A refusal by a limit names the limit (the payer can act on it); any other
+/// refusal does not say which rule refused.
+fn p2p_needs_step_up(
+    decision: Decision,
+    event: &RiskEvent,
+    request: &P2pRequest,
+) -> Result<bool, PayError> {
+    match decision {
+        Decision::Deny { code } => Err(match code {
+            "daily_limit" | "cooling_off_limit" | "payee_limit" => PayError::Limit {
+                code,
+                detail: limit_detail(code, event, request.currency),
+            },
+            _ => PayError::Declined { code },
+        }),
+        Decision::Challenge => Ok(true),
+        Decision::Hold => Ok(event.payee_new || request.amount.minor_units() >= event.step_up_from),
+        Decision::Allow => Ok(false),
     }
 }
 

@@ -31,7 +31,7 @@ fn held_from(row: &koban_store::sql::Row) -> Result<HeldTransfer, PayError> {
         payer_user: row.text(1)?,
         payer_account: AccountId::from_bytes(&row.bytes(2)?).map_err(bad)?,
         payee_account: AccountId::from_bytes(&row.bytes(3)?).map_err(bad)?,
-        amount: u64::try_from(row.i64(4)?).unwrap_or(0),
+        amount: crate::stored_minor(row.i64(4)?)?,
         currency: Currency::parse(&row.text(5)?)
             .map_err(|_| PayError::Invalid("a stored currency is not valid"))?,
         status: row.text(6)?,
@@ -108,7 +108,7 @@ impl<S: LedgerStore> Payments<S> {
                 metadata: Metadata::empty(),
             }]
         };
-        let outcome = self.store.submit(batch).await?;
+        let outcome = self.submit(batch).await?;
         let status = match outcome {
             Ok(_) => {
                 if release {

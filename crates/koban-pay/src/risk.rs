@@ -992,20 +992,28 @@ impl<S: LedgerStore> Payments<S> {
         cooling_off_until: Option<i64>,
         kind: EventKind,
         payer: &koban_ledger::Account,
-        amount: u64,
+        amount: koban_ledger::Amount,
     ) -> Result<RiskEvent, PayError> {
         let holder = self.holder(user_id).await?;
         let spent_today = self.spent_today(payer).await?;
-        Ok(self.risk_event(holder.tier, cooling_off_until, kind, amount, spent_today))
+        Ok(self.risk_event(
+            holder.tier,
+            cooling_off_until,
+            kind,
+            Some(amount),
+            spent_today,
+        ))
     }
 
-    /// The risk context of an outgoing movement, from what the caller already read.
+    /// The risk context of an outgoing movement, from what the caller already read (`None`:
+    /// an event that moves no money, such as linking a bank account). This is where an
+    /// [`Amount`](koban_ledger::Amount) becomes the plain number the rules compare.
     pub fn risk_event(
         &self,
         tier: crate::wallets::Tier,
         cooling_off_until: Option<i64>,
         kind: EventKind,
-        amount: u64,
+        amount: Option<koban_ledger::Amount>,
         spent_today: u64,
     ) -> RiskEvent {
         let cooling = cooling_off_until
@@ -1013,7 +1021,7 @@ impl<S: LedgerStore> Payments<S> {
             .map(|_| u64::try_from(self.auth.config().cooling_off_limit_minor).unwrap_or(0));
         RiskEvent {
             kind,
-            amount,
+            amount: amount.map_or(0, koban_ledger::Amount::minor_units),
             spent_today,
             daily_out_max: self.limits(tier).daily_out_max,
             cooling_off_max: cooling,

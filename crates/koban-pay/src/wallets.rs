@@ -4,8 +4,8 @@
 
 use koban_auth::{LegalName, Principal, Role, UserKind};
 use koban_ledger::{
-    Account, AccountId, Currency, Metadata, Move, NewAccount, Transfer, TransferId, TransferKind,
-    TransferRequest,
+    Account, AccountId, Amount, Currency, Metadata, Move, NewAccount, Transfer, TransferId,
+    TransferKind, TransferRequest,
 };
 use koban_shared::audit::{self, AuditEvent};
 use koban_shared::mail::Mail;
@@ -339,8 +339,15 @@ impl<S: LedgerStore> Payments<S> {
         }
     }
 
+    /// An account as the ledger keeps it. Its balance is checked against its flags as read
+    /// back (in release builds too): a wallet is never overdrawn.
     pub async fn ledger_account(&self, id: AccountId) -> Result<Account, PayError> {
-        self.store.account(id).await?.ok_or(PayError::NotFound)
+        let account = self.store.account(id).await?.ok_or(PayError::NotFound)?;
+        assert!(
+            account.balance.within_limits(account.flags),
+            "an account's balance read back breaks its limit flags"
+        );
+        Ok(account)
     }
 
     /// What left `account` today (UTC): posted and pending debits since midnight.
@@ -374,7 +381,7 @@ impl<S: LedgerStore> Payments<S> {
         };
         tx.commit().await?;
         let stored = match stored {
-            Some(row) => Some(u64::try_from(row.i64(0)?).unwrap_or(0)),
+            Some(row) => Some(crate::stored_minor(row.i64(0)?)?),
             None => None,
         };
         Ok((self.spent_today_from(account, stored).await?, known))
@@ -805,7 +812,7 @@ impl<S: LedgerStore> Payments<S> {
             };
         }
         let account = self.ledger_account(wallet.account).await?;
-        self.check_balance_cap(&holder, &account, amount.minor_units())?;
+        self.check_balance_cap(&holder, &account, amount)?;
         let memo = self.derive_id(&[b"faucet-memo", &id.to_bytes()]);
         let batch = vec![
             TransferRequest::Move(Move {
@@ -830,7 +837,7 @@ impl<S: LedgerStore> Payments<S> {
         &self,
         holder: &Holder,
         account: &Account,
-        amount: u64,
+        amount: Amount,
     ) -> Result<(), PayError> {
         if holder.kind != UserKind::Customer {
             return Ok(());
@@ -839,7 +846,7 @@ impl<S: LedgerStore> Payments<S> {
         let after = i128::from(account.balance.credits_posted)
             + i128::from(account.balance.credits_pending)
             - i128::from(account.balance.debits_posted)
-            + i128::from(amount);
+            + i128::from(amount.minor_units());
         if after > i128::from(cap) {
             return Err(PayError::Limit {
                 code: "balance_limit",

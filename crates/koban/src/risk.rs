@@ -95,7 +95,14 @@ impl WithStore for BacktestArgs {
             koban_pay::backtest::Keep::Oldest,
         )
         .await?;
-        let out = serde_json::to_value(&report)?;
+        // The report as printed: the replay's counts, and the features the candidate named
+        // that the recorded events do not hold.
+        let mut out = serde_json::to_value(&report.report)?;
+        out["unrecorded_features"] = report
+            .unrecorded_features
+            .iter()
+            .map(|u| serde_json::json!({"rule": u.rule, "feature": u.feature, "events": u.events}))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
         Ok(ExitCode::SUCCESS)
     }
