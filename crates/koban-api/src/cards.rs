@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
+use crate::extract::card_id;
 use crate::extract::{Caller, ClientInfo, Json, json, json_with_session, session_out};
 use crate::problem::ApiError;
 use crate::wire::{SessionOut, StepUpIn, StepUpOnlyIn, proof};
@@ -116,7 +117,7 @@ pub struct IssuedCardOut {
 
 pub fn issued_card_out(card: &IssuedCard) -> IssuedCardOut {
     IssuedCardOut {
-        id: card.id.clone(),
+        id: card.id.to_string(),
         name: card.name.clone(),
         bin: card.bin.clone(),
         last4: card.last4.clone(),
@@ -364,7 +365,7 @@ pub async fn card<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     Ok(json(
         StatusCode::OK,
-        &issued_card_out(&state.cards.card(&me, &id).await?),
+        &issued_card_out(&state.cards.card(&me, &card_id(&id)?).await?),
     ))
 }
 
@@ -384,7 +385,7 @@ pub async fn activate_card<S: LedgerStore>(
         .cards
         .activate_card(
             &me,
-            &id,
+            &card_id(&id)?,
             code.as_ref(),
             proof(&body.step_up)?.as_ref(),
             &client,
@@ -412,7 +413,7 @@ pub async fn reveal_card<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let revealed = state
         .cards
-        .reveal_card(&me, &id, proof(&body.step_up)?.as_ref(), &client)
+        .reveal_card(&me, &card_id(&id)?, proof(&body.step_up)?.as_ref(), &client)
         .await?;
     let out = CardDetailsOut {
         card: issued_card_out(&revealed.card),
@@ -440,7 +441,7 @@ pub async fn freeze_card<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     Ok(json(
         StatusCode::OK,
-        &issued_card_out(&state.cards.freeze_card(&me, &id).await?),
+        &issued_card_out(&state.cards.freeze_card(&me, &card_id(&id)?).await?),
     ))
 }
 
@@ -458,7 +459,7 @@ pub async fn unfreeze_card<S: LedgerStore>(
         .cards
         .change_card(
             &me,
-            &id,
+            &card_id(&id)?,
             None,
             true,
             proof(&body.step_up)?.as_ref(),
@@ -488,7 +489,7 @@ pub async fn set_card_controls<S: LedgerStore>(
         .cards
         .change_card(
             &me,
-            &id,
+            &card_id(&id)?,
             Some(body.controls.into()),
             false,
             proof(&body.step_up)?.as_ref(),
@@ -513,7 +514,7 @@ pub async fn close_card<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     Ok(json(
         StatusCode::OK,
-        &issued_card_out(&state.cards.close_card(&me, &id).await?),
+        &issued_card_out(&state.cards.close_card(&me, &card_id(&id)?).await?),
     ))
 }
 
@@ -528,7 +529,7 @@ pub async fn card_activity<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let out: Vec<_> = state
         .cards
-        .card_activity(&me, &id, query.limit.unwrap_or(50))
+        .card_activity(&me, &card_id(&id)?, query.limit.unwrap_or(50))
         .await?
         .into_iter()
         .map(|a| CardActivityOut {
@@ -561,7 +562,7 @@ pub async fn operator_freeze_card<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let card = state
         .cards
-        .operator_freeze_card(&me, &id, body.frozen, &body.reason)
+        .operator_freeze_card(&me, &card_id(&id)?, body.frozen, &body.reason)
         .await?;
     Ok(json(StatusCode::OK, &issued_card_out(&card)))
 }

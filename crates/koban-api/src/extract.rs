@@ -37,6 +37,17 @@ where
 }
 
 /// The value of the cookie `name`, if the request carries it.
+/// A user's id from a path or a body; one that cannot be a user's is not found, like an
+/// unknown one.
+pub fn user_id(text: &str) -> Result<koban_shared::ids::UserId, ApiError> {
+    koban_shared::ids::UserId::parse(text).ok_or_else(|| koban_pay::PayError::NotFound.into())
+}
+
+/// A card's id from a path, as [`user_id`].
+pub fn card_id(text: &str) -> Result<koban_shared::ids::CardId, ApiError> {
+    koban_shared::ids::CardId::parse(text).ok_or_else(|| koban_pay::PayError::NotFound.into())
+}
+
 pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)

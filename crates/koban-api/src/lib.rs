@@ -55,7 +55,43 @@ pub struct ApiState<S: LedgerStore> {
 
 /// The whole router; generic over the storage backend, which `main` picked once.
 pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
-    let v1 = Router::new()
+    let v1 = identity_routes::<S>()
+        .merge(payment_routes::<S>())
+        .merge(merchant_routes::<S>())
+        .merge(risk_routes::<S>())
+        .merge(card_routes::<S>());
+    Router::new()
+        .nest("/v1", v1)
+        .route(
+            "/not-me",
+            get(pages::not_me_page).post(pages::not_me_submit::<S>),
+        )
+        .route(
+            "/recovery/cancel",
+            get(pages::cancel_recovery_page).post(pages::cancel_recovery_submit::<S>),
+        )
+        .route(
+            "/operators/enrol",
+            get(pages::enrol_operator_page).post(pages::enrol_operator_submit::<S>),
+        )
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<S>))
+        .route("/metrics", get(metrics_text::<S>))
+        .route("/openapi.json", get(openapi_response))
+        .fallback(problem::not_found)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(
+            state.config.dev,
+            security_headers,
+        ))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Identity: sign-up, sign-in, factors, sessions, recovery, operators' enrolment, merchants'
+/// API keys; and the operators' identity work (alerts, recovery requests, audit log).
+fn identity_routes<S: LedgerStore>() -> Router<ApiState<S>> {
+    Router::new()
         .route("/signup", post(identity::signup::<S>))
         .route("/signup/verify", post(identity::verify_email::<S>))
         .route("/login", post(identity::login::<S>))
@@ -122,6 +158,12 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         .route("/merchant/api-keys/{id}", delete(ops::revoke_api_key::<S>))
         .route("/merchant/whoami", get(ops::whoami))
         .route("/dev/mailbox", get(ops::mailbox::<S>))
+}
+
+/// A customer's payments: wallet and statement, KYC, funding, top-ups and payouts, transfers,
+/// handles and links, QR payments and payment codes.
+fn payment_routes<S: LedgerStore>() -> Router<ApiState<S>> {
+    Router::new()
         .route("/wallet", get(payments::wallet::<S>))
         .route("/wallet/transactions", get(payments::history::<S>))
         .route("/wallet/statement.csv", get(payments::statement::<S>))
@@ -156,6 +198,12 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             post(payments::create_code::<S>).get(payments::live_codes::<S>),
         )
         .route("/payment-codes/{id}", delete(payments::revoke_code::<S>))
+}
+
+/// Merchants' payments (requests, charges, refunds, balance, payouts, webhooks), the
+/// operators' payment work (issuer accounts, KYC, held transfers, fees) and the sandbox bank.
+fn merchant_routes<S: LedgerStore>() -> Router<ApiState<S>> {
+    Router::new()
         .route(
             "/merchant/payment-requests",
             post(payments::create_request::<S>),
@@ -179,6 +227,50 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         )
         .route("/ops/kyc/{user_id}/reject", post(payments::reject_kyc::<S>))
         .route("/ops/held-transfers", get(payments::held_transfers::<S>))
+        .route(
+            "/ops/held-transfers/{id}/release",
+            post(payments::release_held::<S>),
+        )
+        .route(
+            "/ops/held-transfers/{id}/void",
+            post(payments::void_held::<S>),
+        )
+        .route("/ops/merchants/{id}/fees", post(payments::set_fee::<S>))
+        .route(
+            "/sandbox/bank/accounts",
+            post(payments::sandbox_account::<S>),
+        )
+        .route(
+            "/sandbox/bank/accounts/{number}/statement",
+            get(payments::sandbox_statement::<S>),
+        )
+        .route("/sandbox/faucet", post(payments::faucet::<S>))
+        .route(
+            "/merchant/webhooks",
+            post(payments::create_webhook::<S>).get(payments::webhooks::<S>),
+        )
+        .route(
+            "/merchant/webhooks/{id}",
+            delete(payments::delete_webhook::<S>),
+        )
+        .route(
+            "/merchant/webhooks/{id}/rotate",
+            post(payments::rotate_webhook::<S>),
+        )
+        .route(
+            "/merchant/webhooks/{id}/deliveries",
+            get(payments::webhook_deliveries::<S>),
+        )
+        .route(
+            "/merchant/webhook-deliveries/{id}/redeliver",
+            post(payments::redeliver::<S>),
+        )
+}
+
+/// The operators' fraud work: risk alerts and measures, the rules, cases, freezes, reversals,
+/// compensations and their approvals.
+fn risk_routes<S: LedgerStore>() -> Router<ApiState<S>> {
+    Router::new()
         .route("/ops/risk/alerts", get(risk::risk_alerts::<S>))
         .route("/ops/risk/stats", get(risk::risk_stats::<S>))
         .route("/ops/risk/rules", get(risk::rules::<S>))
@@ -210,15 +302,12 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/ops/risk-actions/{id}/reject",
             post(risk::reject_action::<S>),
         )
-        .route(
-            "/ops/held-transfers/{id}/release",
-            post(payments::release_held::<S>),
-        )
-        .route(
-            "/ops/held-transfers/{id}/void",
-            post(payments::void_held::<S>),
-        )
-        .route("/ops/merchants/{id}/fees", post(payments::set_fee::<S>))
+}
+
+/// Cards for their holders, an operator's card freeze, and the card network's signed
+/// messages.
+fn card_routes<S: LedgerStore>() -> Router<ApiState<S>> {
+    Router::new()
         .route(
             "/cards",
             post(cards::create_card::<S>).get(cards::cards::<S>),
@@ -252,61 +341,6 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/network/authorizations/{id}/refunds",
             post(cards::refund::<S>),
         )
-        .route(
-            "/sandbox/bank/accounts",
-            post(payments::sandbox_account::<S>),
-        )
-        .route(
-            "/sandbox/bank/accounts/{number}/statement",
-            get(payments::sandbox_statement::<S>),
-        )
-        .route("/sandbox/faucet", post(payments::faucet::<S>))
-        .route(
-            "/merchant/webhooks",
-            post(payments::create_webhook::<S>).get(payments::webhooks::<S>),
-        )
-        .route(
-            "/merchant/webhooks/{id}",
-            delete(payments::delete_webhook::<S>),
-        )
-        .route(
-            "/merchant/webhooks/{id}/rotate",
-            post(payments::rotate_webhook::<S>),
-        )
-        .route(
-            "/merchant/webhooks/{id}/deliveries",
-            get(payments::webhook_deliveries::<S>),
-        )
-        .route(
-            "/merchant/webhook-deliveries/{id}/redeliver",
-            post(payments::redeliver::<S>),
-        );
-    Router::new()
-        .nest("/v1", v1)
-        .route(
-            "/not-me",
-            get(pages::not_me_page).post(pages::not_me_submit::<S>),
-        )
-        .route(
-            "/recovery/cancel",
-            get(pages::cancel_recovery_page).post(pages::cancel_recovery_submit::<S>),
-        )
-        .route(
-            "/operators/enrol",
-            get(pages::enrol_operator_page).post(pages::enrol_operator_submit::<S>),
-        )
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz::<S>))
-        .route("/metrics", get(metrics_text::<S>))
-        .route("/openapi.json", get(openapi_response))
-        .fallback(problem::not_found)
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(middleware::from_fn_with_state(
-            state.config.dev,
-            security_headers,
-        ))
-        .layer(middleware::from_fn(log_request))
-        .with_state(state)
 }
 
 async fn openapi_response() -> Response {

@@ -226,7 +226,7 @@ pub async fn revoke_api_key<S: LedgerStore>(
 #[utoipa::path(get, path = "/v1/merchant/whoami", tag = "merchants", responses((status = 200, body = WhoAmIOut), (status = 401, body = Problem)), security(("api_key" = [])))]
 pub async fn whoami(MerchantCaller(key): MerchantCaller) -> Response {
     let out = WhoAmIOut {
-        merchant_id: key.merchant_id,
+        merchant_id: key.merchant_id.to_string(),
         key_id: key.key_id,
         environment: key.environment.as_str(),
         scopes: key.scopes.as_slice().to_vec(),

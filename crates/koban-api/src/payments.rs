@@ -1234,7 +1234,12 @@ pub async fn approve_kyc<S: LedgerStore>(
 ) -> Result<StatusCode, ApiError> {
     state
         .pay
-        .decide_kyc(&me, &user_id, &body.legal_name, true)
+        .decide_kyc(
+            &me,
+            &crate::extract::user_id(&user_id)?,
+            &body.legal_name,
+            true,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1250,7 +1255,12 @@ pub async fn reject_kyc<S: LedgerStore>(
 ) -> Result<StatusCode, ApiError> {
     state
         .pay
-        .decide_kyc(&me, &user_id, &body.legal_name, false)
+        .decide_kyc(
+            &me,
+            &crate::extract::user_id(&user_id)?,
+            &body.legal_name,
+            false,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1326,7 +1336,12 @@ pub async fn set_fee<S: LedgerStore>(
 ) -> Result<StatusCode, ApiError> {
     state
         .pay
-        .set_merchant_fee(&me, &id, body.fee_bps, body.fee_fixed_minor)
+        .set_merchant_fee(
+            &me,
+            &crate::extract::user_id(&id)?,
+            body.fee_bps,
+            body.fee_fixed_minor,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

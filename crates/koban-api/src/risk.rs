@@ -219,7 +219,7 @@ fn action_out(a: koban_pay::fraud::RiskAction) -> RiskActionOut {
         kind: a.kind,
         case_id: a.case_id,
         transfer_id: a.transfer_id,
-        customer: a.customer,
+        customer: a.customer.to_string(),
         amount: a.amount,
         currency: a.currency,
         note: a.note,
@@ -359,7 +359,12 @@ async fn set_frozen<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let wallets = state
         .pay
-        .freeze_customer(&me, &user_id, freeze, &body.reason)
+        .freeze_customer(
+            &me,
+            &crate::extract::user_id(&user_id)?,
+            freeze,
+            &body.reason,
+        )
         .await?;
     Ok(json(
         StatusCode::OK,
@@ -445,7 +450,9 @@ pub async fn compensate<S: LedgerStore>(
         .pay
         .request_compensation(
             &me,
-            &body.customer,
+            &koban_shared::ids::UserId::parse(&body.customer).ok_or(
+                koban_pay::PayError::Invalid("customer must be a customer's id"),
+            )?,
             amount,
             currency,
             &body.case_id,

@@ -11,6 +11,7 @@ use crate::sessions::{IssuedSession, Principal};
 use crate::stepup::{SensitiveAction, StepUpProof};
 use crate::{Auth, AuthError, Client};
 use koban_shared::audit::{AuditEvent, append};
+use koban_shared::ids::UserId;
 use koban_shared::new_id;
 
 /// The scopes a key may carry.
@@ -93,7 +94,7 @@ pub struct ApiKeyView {
 /// A merchant authenticated by an API key.
 #[derive(Clone, Debug)]
 pub struct MerchantKey {
-    pub merchant_id: String,
+    pub merchant_id: UserId,
     pub key_id: String,
     pub environment: Environment,
     pub scopes: Scopes,
@@ -371,7 +372,7 @@ impl<D: SqlDb> Auth<D> {
         }
         let scopes: Vec<String> = row.text(3)?.split(' ').map(str::to_owned).collect();
         Ok(MerchantKey {
-            merchant_id: row.text(1)?,
+            merchant_id: UserId::from_stored(row.text(1)?),
             key_id,
             environment: Environment::parse(&row.text(2)?)?,
             scopes: Scopes::parse(&scopes)?,

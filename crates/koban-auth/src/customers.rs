@@ -9,6 +9,7 @@ use crate::model::{Role, UserKind};
 use crate::sessions::Principal;
 use crate::{Auth, AuthError};
 use koban_shared::audit::{AuditEvent, append};
+use koban_shared::ids::UserId;
 
 /// Every operator role that works with customers.
 const SEES_CUSTOMERS: &[Role] = &[Role::Analyst, Role::Support, Role::Approver];
@@ -16,7 +17,7 @@ const SEES_CUSTOMERS: &[Role] = &[Role::Analyst, Role::Support, Role::Approver];
 /// A customer as an operator first sees them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CustomerCard {
-    pub user_id: String,
+    pub user_id: UserId,
     pub kind: UserKind,
     pub email_masked: String,
     pub phone_masked: Option<String>,
@@ -73,7 +74,7 @@ impl<D: SqlDb> Auth<D> {
     pub async fn customer_card(
         &self,
         principal: &Principal,
-        user_id: &str,
+        user_id: &UserId,
     ) -> Result<CustomerCard, AuthError> {
         principal.operator(SEES_CUSTOMERS)?;
         let mut tx = self.db.begin_read().await?;
@@ -86,7 +87,7 @@ impl<D: SqlDb> Auth<D> {
             .ok_or(AuthError::NotFound)?;
         tx.commit().await?;
         Ok(CustomerCard {
-            user_id: user_id.to_owned(),
+            user_id: user_id.clone(),
             kind: UserKind::parse(&row.text(0)?)?,
             email_masked: mask_email(&row.text(1)?),
             phone_masked: row.opt_text(2)?.as_deref().map(mask_phone),
@@ -100,7 +101,7 @@ impl<D: SqlDb> Auth<D> {
     pub async fn reveal_contact(
         &self,
         principal: &Principal,
-        user_id: &str,
+        user_id: &UserId,
         reason: &str,
     ) -> Result<Contact, AuthError> {
         principal.operator(SEES_CUSTOMERS)?;

@@ -10,6 +10,7 @@ use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use crate::model::{Role, UserKind};
 use crate::secret::{HashPurpose, Secret, constant_time_eq, random_token};
 use crate::{Auth, AuthError, Client};
+use koban_shared::ids::UserId;
 use koban_shared::new_id;
 
 pub const SESSION_TOKEN_PREFIX: &str = "kbs_";
@@ -37,7 +38,7 @@ impl SessionLevel {
 /// Who is calling, established from a session token.
 #[derive(Clone, Debug)]
 pub struct Principal {
-    pub user_id: String,
+    pub user_id: UserId,
     pub session_id: String,
     pub kind: UserKind,
     pub role: Option<Role>,
@@ -56,7 +57,7 @@ pub struct FullSession(());
 /// Proof that the caller is an operator with one of the required roles.
 #[derive(Clone, Debug)]
 pub struct OperatorCap {
-    pub operator_id: String,
+    pub operator_id: UserId,
     pub role: Role,
 }
 
@@ -306,7 +307,7 @@ impl<D: SqlDb> Auth<D> {
         }
         let principal = Principal {
             session_id: row.text(0)?,
-            user_id: row.text(1)?,
+            user_id: UserId::from_stored(row.text(1)?),
             level: SessionLevel::from_i64(row.i64(2)?),
             kind: UserKind::parse(&row.text(6)?)?,
             role: row.opt_text(7)?.as_deref().map(Role::parse).transpose()?,

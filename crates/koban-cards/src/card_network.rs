@@ -359,6 +359,46 @@ fn parse_authorization(
     Ok((amount, currency, guard_keys))
 }
 
+/// An approved authorization, as its row records it.
+struct Approval<'a> {
+    auth_id: &'a str,
+    card_id: &'a str,
+    hold_id: TransferId,
+    memo_id: TransferId,
+    amount: Amount,
+    currency: Currency,
+    expires_at: i64,
+}
+
+/// Checks the card data a message presents: the expiry, and the security code (required
+/// online). One answer for a wrong code and a wrong expiry whenever a code is expected, so
+/// neither can be guessed apart from the other.
+fn card_data_check(
+    request: &AuthorizationRequest,
+    keys: &crate::card_keys::CardKeys,
+    (exp_month, exp_year): (i64, i64),
+) -> Result<(), ResponseCode> {
+    let pan = request.pan.expose();
+    let code_ok = match (&request.security_code, request.channel) {
+        (Some(code), _) => koban_auth::secret::constant_time_eq(
+            code.expose().as_bytes(),
+            keys.security_code(pan, exp_month, exp_year)
+                .expose()
+                .as_bytes(),
+        ),
+        (None, Channel::Online) => false,
+        (None, _) => true,
+    };
+    let expiry_ok = (request.exp_month, request.exp_year) == (exp_month, exp_year);
+    if expiry_ok && code_ok {
+        Ok(())
+    } else if expiry_ok || request.security_code.is_some() || request.channel == Channel::Online {
+        Err(ResponseCode::WrongSecurityCode)
+    } else {
+        Err(ResponseCode::ExpiredCard)
+    }
+}
+
 /// What an authorization checks of a card once its data (number, expiry, code) matched.
 struct CardState {
     /// `inactive`, `active` or `closed`.
@@ -503,21 +543,9 @@ impl<S: LedgerStore> Cards<S> {
         let card_key = u64::from_be_bytes(fingerprint[..8].try_into().unwrap_or([0; 8]));
         // Held until a wrong code is counted, or a right one has reset the count.
         let card_lock = self.lock_card(card_key).await;
-        let mut tx = self.pay.db().begin_read().await?;
-        let existing = self.auth_row(&mut tx, &auth_id).await?;
-        let card = tx
-            .query_opt(
-                "SELECT c.id, c.user_id, c.wallet_account, c.currency, c.exp_month, c.exp_year, c.status, \
-                 c.frozen_by_holder, c.frozen_by_operator, c.bad_codes, c.controls, u.email, u.status, \
-                 u.cooling_off_until, c.last4, k.status, d.debits_at_start \
-                 FROM issued_cards c JOIN users u ON u.id = c.user_id \
-                 LEFT JOIN kyc k ON k.user_id = c.user_id \
-                 LEFT JOIN wallet_days d ON d.account_id = c.wallet_account AND d.day = $1 \
-                 WHERE c.fingerprint = $2",
-                params![now.div_euclid(DAY_MS), fingerprint],
-            )
+        let (existing, card) = self
+            .authorization_and_card(&auth_id, fingerprint, now)
             .await?;
-        tx.commit().await?;
         if let Some(row) = existing {
             return Ok(row.answer(true));
         }
@@ -544,34 +572,13 @@ impl<S: LedgerStore> Cards<S> {
         };
         // Card data first (counted across cards when wrong), then the card's state, then
         // the holder's controls, then money.
-        let code_ok = match (&request.security_code, request.channel) {
-            (Some(code), _) => koban_auth::secret::constant_time_eq(
-                code.expose().as_bytes(),
-                keys.security_code(pan, exp_month, exp_year)
-                    .expose()
-                    .as_bytes(),
-            ),
-            (None, Channel::Online) => false,
-            (None, _) => true,
-        };
-        let expiry_ok = (request.exp_month, request.exp_year) == (exp_month, exp_year);
+        let data_ok = card_data_check(request, keys, (exp_month, exp_year));
         let outcome = if card.i64(9)? >= self.config.bad_codes_max {
             Err(ResponseCode::RestrictedCard)
-        } else if !expiry_ok || !code_ok {
+        } else if let Err(code) = data_ok {
             self.card_check_failed(&guard_keys, card_key, Some(&card_id), now)
                 .await?;
-            // One answer for a wrong code and a wrong expiry whenever a code is expected, so
-            // neither can be guessed apart from the other.
-            Err(
-                if expiry_ok
-                    || request.security_code.is_some()
-                    || request.channel == Channel::Online
-                {
-                    ResponseCode::WrongSecurityCode
-                } else {
-                    ResponseCode::ExpiredCard
-                },
-            )
+            Err(code)
         } else {
             let state = CardState {
                 status: card.text(6)?,
@@ -647,30 +654,16 @@ impl<S: LedgerStore> Cards<S> {
         if controls.daily_max.is_none() {
             drop(lock);
         }
-        let expires_at = now + timeout * 1000;
-        self.pay.write_batched(
-            "INSERT INTO card_authorizations (id, card_id, network_ref, status, response_code, amount, held, captured, refunded, \
-             currency, merchant_id, merchant_name, mcc, country, channel, hold_id, memo_id, created_at, expires_at, updated_at) \
-             VALUES ($1, $2, $3, 'approved', '00', $4, $4, 0, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13) \
-             ON CONFLICT (id) DO NOTHING",
-            params![
-                auth_id.as_str(),
-                card_id.as_str(),
-                request.network_ref.as_str(),
-                amount.to_i64(),
-                currency.code(),
-                request.merchant_id.as_str(),
-                request.merchant_name.as_str(),
-                request.mcc.as_str(),
-                request.country.as_str(),
-                request.channel.as_str(),
-                hold_id.to_bytes(),
-                memo_id.to_bytes(),
-                now,
-                expires_at
-            ],
-        )
-        .await?;
+        let approval = Approval {
+            auth_id: &auth_id,
+            card_id: &card_id,
+            hold_id,
+            memo_id,
+            amount,
+            currency,
+            expires_at: now + timeout * 1000,
+        };
+        self.record_approval(request, &approval, now).await?;
         metrics::counter!("koban_card_authorizations_total", "result" => "00").increment(1);
         self.pay.notify(
             &email,
@@ -690,6 +683,65 @@ impl<S: LedgerStore> Cards<S> {
             currency: Some(currency),
             replayed: false,
         })
+    }
+
+    /// Reads a message's authorization, if it was answered before, and the card its number
+    /// belongs to with what deciding needs (holder, KYC, the wallet's day), in one read.
+    async fn authorization_and_card(
+        &self,
+        auth_id: &str,
+        fingerprint: [u8; 32],
+        now: i64,
+    ) -> Result<(Option<AuthRow>, Option<Row>), PayError> {
+        let mut tx = self.pay.db().begin_read().await?;
+        let existing = self.auth_row(&mut tx, auth_id).await?;
+        let card = tx
+            .query_opt(
+                "SELECT c.id, c.user_id, c.wallet_account, c.currency, c.exp_month, c.exp_year, c.status, \
+                 c.frozen_by_holder, c.frozen_by_operator, c.bad_codes, c.controls, u.email, u.status, \
+                 u.cooling_off_until, c.last4, k.status, d.debits_at_start \
+                 FROM issued_cards c JOIN users u ON u.id = c.user_id \
+                 LEFT JOIN kyc k ON k.user_id = c.user_id \
+                 LEFT JOIN wallet_days d ON d.account_id = c.wallet_account AND d.day = $1 \
+                 WHERE c.fingerprint = $2",
+                params![now.div_euclid(DAY_MS), fingerprint],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok((existing, card))
+    }
+
+    /// Writes an approved authorization's row (group commit), after its hold is durable.
+    async fn record_approval(
+        &self,
+        request: &AuthorizationRequest,
+        approval: &Approval<'_>,
+        now: i64,
+    ) -> Result<(), PayError> {
+        self.pay
+            .write_batched(
+                "INSERT INTO card_authorizations (id, card_id, network_ref, status, response_code, amount, held, captured, refunded, \
+                 currency, merchant_id, merchant_name, mcc, country, channel, hold_id, memo_id, created_at, expires_at, updated_at) \
+                 VALUES ($1, $2, $3, 'approved', '00', $4, $4, 0, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13) \
+                 ON CONFLICT (id) DO NOTHING",
+                params![
+                    approval.auth_id,
+                    approval.card_id,
+                    request.network_ref.as_str(),
+                    approval.amount.to_i64(),
+                    approval.currency.code(),
+                    request.merchant_id.as_str(),
+                    request.merchant_name.as_str(),
+                    request.mcc.as_str(),
+                    request.country.as_str(),
+                    request.channel.as_str(),
+                    approval.hold_id.to_bytes(),
+                    approval.memo_id.to_bytes(),
+                    now,
+                    approval.expires_at
+                ],
+            )
+            .await
     }
 
     /// Submits an authorization's hold; a refusal the network should hear as a response code
@@ -1353,33 +1405,12 @@ impl<S: LedgerStore> Cards<S> {
             Some(row) => Amount::new(stored_minor(row.i64(1)?)?)
                 .map_err(|_| PayError::Auth(AuthError::Internal("a stored amount is malformed")))?,
             None => {
-                let mut tx = self.pay.db().begin().await?;
-                let reserved = tx
-                    .execute(
-                        "UPDATE card_authorizations SET refunded = refunded + $1, updated_at = $2 \
-                         WHERE id = $3 AND refunded + $1 <= captured",
-                        params![amount.to_i64(), now, auth.id.as_str()],
-                    )
-                    .await?;
-                if reserved == 0 {
+                if !self.reserve_card_refund(&auth, &op, amount, now).await? {
                     return Ok(NetworkAnswer::declined(
                         ResponseCode::InvalidAmount,
                         Some(auth.id),
                     ));
                 }
-                let inserted = tx
-                    .execute(
-                        "INSERT INTO card_operations (id, authorization_id, kind, amount, response_code, created_at) \
-                         VALUES ($1, $2, 'refund', $3, 'pending', $4) ON CONFLICT (id) DO NOTHING",
-                        params![op.as_str(), auth.id.as_str(), amount.to_i64(), now],
-                    )
-                    .await?;
-                if inserted == 0 {
-                    return Err(PayError::Conflict(
-                        "this refund is being processed; retry the message",
-                    ));
-                }
-                tx.commit().await?;
                 amount
             }
         };
@@ -1409,10 +1440,67 @@ impl<S: LedgerStore> Cards<S> {
                 None,
             ),
         ];
-        // A refusal is final and gives the reservation back; a store error leaves it
-        // pending for the retry.
-        let outcome: Result<Result<(), ResponseCode>, PayError> = match self.pay.submit(batch).await
-        {
+        let outcome = self.credit_card_refund(id, batch).await;
+        self.finish_card_refund(&auth, &op, amount, &outcome, now)
+            .await?;
+        if let Err(code) = outcome? {
+            return Ok(NetworkAnswer::declined(code, Some(auth.id)));
+        }
+        metrics::counter!("koban_card_operations_total", "kind" => "refund").increment(1);
+        self.pay.notify(
+            &auth.email,
+            Mail::new("card-refund")
+                .arg("merchant", &auth.merchant_name)
+                .arg("amount", format_money(amount.minor_units(), auth.currency)),
+        );
+        let auth = self.reload(authorization_id).await?;
+        Ok(auth.answer(false))
+    }
+
+    /// Reserves a refund's amount on its authorization (never beyond what was captured) and
+    /// records the operation as pending, in one transaction; false when it would exceed.
+    async fn reserve_card_refund(
+        &self,
+        auth: &AuthRow,
+        op: &str,
+        amount: Amount,
+        now: i64,
+    ) -> Result<bool, PayError> {
+        let mut tx = self.pay.db().begin().await?;
+        let reserved = tx
+            .execute(
+                "UPDATE card_authorizations SET refunded = refunded + $1, updated_at = $2 \
+                 WHERE id = $3 AND refunded + $1 <= captured",
+                params![amount.to_i64(), now, auth.id.as_str()],
+            )
+            .await?;
+        if reserved == 0 {
+            return Ok(false);
+        }
+        let inserted = tx
+            .execute(
+                "INSERT INTO card_operations (id, authorization_id, kind, amount, response_code, created_at) \
+                 VALUES ($1, $2, 'refund', $3, 'pending', $4) ON CONFLICT (id) DO NOTHING",
+                params![op, auth.id.as_str(), amount.to_i64(), now],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(PayError::Conflict(
+                "this refund is being processed; retry the message",
+            ));
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Credits a refund to the wallet. A refusal is answered as a response code; a store
+    /// error is an error (the operation stays pending for the retry).
+    async fn credit_card_refund(
+        &self,
+        id: TransferId,
+        batch: Vec<TransferRequest>,
+    ) -> Result<Result<(), ResponseCode>, PayError> {
+        match self.pay.submit(batch).await {
             Ok(Ok(_)) => Ok(Ok(())),
             Ok(Err(r))
                 if r.reason == RejectReason::IdempotencyConflict
@@ -1427,23 +1515,34 @@ impl<S: LedgerStore> Cards<S> {
                 _ => ResponseCode::DoNotHonour,
             })),
             Err(error) => Err(error.into()),
-        };
+        }
+    }
+
+    /// Records how a refund ended: done, or refused by the ledger (nothing moved, so the
+    /// reservation is given back, once: by whoever removes the pending operation). After a
+    /// store error it stays pending, and a retry completes it.
+    async fn finish_card_refund(
+        &self,
+        auth: &AuthRow,
+        op: &str,
+        amount: Amount,
+        outcome: &Result<Result<(), ResponseCode>, PayError>,
+        now: i64,
+    ) -> Result<(), PayError> {
         let mut tx = self.pay.db().begin().await?;
-        match &outcome {
+        match outcome {
             Ok(Ok(())) => {
                 tx.execute(
                     "UPDATE card_operations SET response_code = '00' WHERE id = $1 AND response_code = 'pending'",
-                    params![op.as_str()],
+                    params![op],
                 )
                 .await?;
             }
-            // Refused by the ledger: nothing moved, so the reservation is given back, once
-            // (by whoever removes the pending operation).
             Ok(Err(_)) => {
                 let removed = tx
                     .execute(
                         "DELETE FROM card_operations WHERE id = $1 AND response_code = 'pending'",
-                        params![op.as_str()],
+                        params![op],
                     )
                     .await?;
                 if removed == 1 {
@@ -1454,22 +1553,10 @@ impl<S: LedgerStore> Cards<S> {
                     .await?;
                 }
             }
-            // Unknown (the store failed): stays pending, and a retry completes it.
             Err(_) => {}
         }
         tx.commit().await?;
-        if let Err(code) = outcome? {
-            return Ok(NetworkAnswer::declined(code, Some(auth.id)));
-        }
-        metrics::counter!("koban_card_operations_total", "kind" => "refund").increment(1);
-        self.pay.notify(
-            &auth.email,
-            Mail::new("card-refund")
-                .arg("merchant", &auth.merchant_name)
-                .arg("amount", format_money(amount.minor_units(), auth.currency)),
-        );
-        let auth = self.reload(authorization_id).await?;
-        Ok(auth.answer(false))
+        Ok(())
     }
 
     async fn reload(&self, authorization_id: &str) -> Result<AuthRow, PayError> {
@@ -1502,7 +1589,7 @@ impl<S: LedgerStore> Cards<S> {
     pub async fn card_activity(
         &self,
         principal: &koban_auth::Principal,
-        card_id: &str,
+        card_id: &koban_shared::ids::CardId,
         limit: i64,
     ) -> Result<Vec<CardActivity>, PayError> {
         self.card(principal, card_id).await?;

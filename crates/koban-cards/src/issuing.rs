@@ -23,6 +23,7 @@ use crate::Cards;
 use crate::card_keys::CardKeys;
 use koban_pay::PayError;
 use koban_pay::wallets::Tier;
+use koban_shared::ids::{CardId, UserId};
 
 /// Cards one customer may hold open at once.
 pub const CARDS_PER_CUSTOMER_MAX: i64 = 10;
@@ -130,8 +131,8 @@ impl CardControls {
 /// A card as the holder and operators see it: never more than BIN and last four.
 #[derive(Clone, Debug)]
 pub struct IssuedCard {
-    pub id: String,
-    pub user_id: String,
+    pub id: CardId,
+    pub user_id: UserId,
     pub currency: Currency,
     pub bin: String,
     pub last4: String,
@@ -229,8 +230,8 @@ impl<S: LedgerStore> Cards<S> {
 
     pub(crate) fn card_from_row(&self, row: &Row) -> Result<IssuedCard, PayError> {
         Ok(IssuedCard {
-            id: row.text(0)?,
-            user_id: row.text(1)?,
+            id: CardId::from_stored(row.text(0)?),
+            user_id: UserId::from_stored(row.text(1)?),
             currency: Currency::parse(&row.text(2)?)
                 .map_err(|_| PayError::Auth(AuthError::Internal("unknown stored currency")))?,
             bin: row.text(3)?,
@@ -254,10 +255,10 @@ impl<S: LedgerStore> Cards<S> {
         &self,
         tx: &mut T,
         principal: &Principal,
-        card_id: &str,
+        card_id: &CardId,
     ) -> Result<IssuedCard, PayError> {
         let row = tx
-            .query_opt(const_format_card_select(), params![card_id])
+            .query_opt(const_format_card_select(), params![card_id.as_str()])
             .await?
             .ok_or(PayError::NotFound)?;
         let card = self.card_from_row(&row)?;
@@ -305,7 +306,7 @@ impl<S: LedgerStore> Cards<S> {
         let wallet = self.pay.wallet(&principal.user_id, currency).await?;
         let now = self.pay.now_ms();
         let (year, month) = koban_pay::year_month(now);
-        let id = format!("card_{}", uuid::Uuid::now_v7().simple());
+        let id = CardId::generate();
         let activation = physical.then(|| koban_auth::secret::random_digits(8));
         let mut tx = self.pay.db().begin().await?;
         let open = tx
@@ -415,7 +416,11 @@ impl<S: LedgerStore> Cards<S> {
     }
 
     /// One card of the caller (or any card, for an operator).
-    pub async fn card(&self, principal: &Principal, card_id: &str) -> Result<IssuedCard, PayError> {
+    pub async fn card(
+        &self,
+        principal: &Principal,
+        card_id: &CardId,
+    ) -> Result<IssuedCard, PayError> {
         principal.full()?;
         let mut tx = self.pay.db().begin_read().await?;
         let card = self.card_row(&mut tx, principal, card_id).await?;
@@ -428,7 +433,7 @@ impl<S: LedgerStore> Cards<S> {
     pub async fn activate_card(
         &self,
         principal: &Principal,
-        card_id: &str,
+        card_id: &CardId,
         activation_code: Option<&Secret<String>>,
         proof: Option<&StepUpProof>,
         client: &Client,
@@ -444,7 +449,7 @@ impl<S: LedgerStore> Cards<S> {
         let row = tx
             .query_one(
                 "SELECT activation_hash, activation_attempts FROM issued_cards WHERE id = $1",
-                params![card_id],
+                params![card_id.as_str()],
             )
             .await?;
         tx.commit().await?;
@@ -465,7 +470,7 @@ impl<S: LedgerStore> Cards<S> {
                 let mut tx = self.pay.db().begin().await?;
                 tx.execute(
                     "UPDATE issued_cards SET activation_attempts = activation_attempts + 1 WHERE id = $1",
-                    params![card_id],
+                    params![card_id.as_str()],
                 )
                 .await?;
                 tx.commit().await?;
@@ -473,7 +478,7 @@ impl<S: LedgerStore> Cards<S> {
             }
         }
         let action = SensitiveAction::ActivateCard {
-            card_id: card_id.to_owned(),
+            card_id: card_id.to_string(),
         };
         let session = self
             .pay
@@ -486,7 +491,7 @@ impl<S: LedgerStore> Cards<S> {
             .execute(
                 "UPDATE issued_cards SET status = 'active', activated_at = $1, activation_hash = NULL \
                  WHERE id = $2 AND status = 'inactive'",
-                params![now, card_id],
+                params![now, card_id.as_str()],
             )
             .await?;
         if changed == 0 {
@@ -515,7 +520,7 @@ impl<S: LedgerStore> Cards<S> {
     pub async fn reveal_card(
         &self,
         principal: &Principal,
-        card_id: &str,
+        card_id: &CardId,
         proof: Option<&StepUpProof>,
         client: &Client,
     ) -> Result<RevealedCard, PayError> {
@@ -531,7 +536,7 @@ impl<S: LedgerStore> Cards<S> {
         let row = tx
             .query_one(
                 "SELECT pan_sealed, key_id, reveal_hour, reveals FROM issued_cards WHERE id = $1",
-                params![card_id],
+                params![card_id.as_str()],
             )
             .await?;
         tx.commit().await?;
@@ -544,7 +549,7 @@ impl<S: LedgerStore> Cards<S> {
             });
         }
         let action = SensitiveAction::RevealCard {
-            card_id: card_id.to_owned(),
+            card_id: card_id.to_string(),
         };
         let session = self
             .pay
@@ -559,7 +564,7 @@ impl<S: LedgerStore> Cards<S> {
         tx.execute(
             "UPDATE issued_cards SET reveals = CASE WHEN reveal_hour = $1 THEN reveals + 1 ELSE 1 END, \
              reveal_hour = $1 WHERE id = $2",
-            params![hour, card_id],
+            params![hour, card_id.as_str()],
         )
         .await?;
         self.card_audit(
@@ -584,7 +589,7 @@ impl<S: LedgerStore> Cards<S> {
     pub async fn freeze_card(
         &self,
         principal: &Principal,
-        card_id: &str,
+        card_id: &CardId,
     ) -> Result<IssuedCard, PayError> {
         principal.full()?;
         let card = self.card(principal, card_id).await?;
@@ -594,7 +599,7 @@ impl<S: LedgerStore> Cards<S> {
         let mut tx = self.pay.db().begin().await?;
         tx.execute(
             "UPDATE issued_cards SET frozen_by_holder = 1 WHERE id = $1",
-            params![card_id],
+            params![card_id.as_str()],
         )
         .await?;
         self.card_audit(
@@ -615,7 +620,7 @@ impl<S: LedgerStore> Cards<S> {
     pub async fn change_card(
         &self,
         principal: &Principal,
-        card_id: &str,
+        card_id: &CardId,
         controls: Option<CardControls>,
         unfreeze: bool,
         proof: Option<&StepUpProof>,
@@ -643,7 +648,7 @@ impl<S: LedgerStore> Cards<S> {
             controls.to_json()
         );
         let action = SensitiveAction::ChangeCardControls {
-            card_id: card_id.to_owned(),
+            card_id: card_id.to_string(),
             controls: summary,
         };
         let session = self
@@ -656,7 +661,7 @@ impl<S: LedgerStore> Cards<S> {
             "UPDATE issued_cards SET controls = $1, \
              frozen_by_holder = CASE WHEN $2 = 1 THEN 0 ELSE frozen_by_holder END, \
              bad_codes = CASE WHEN $2 = 1 THEN 0 ELSE bad_codes END WHERE id = $3",
-            params![controls.to_json(), unfreeze, card_id],
+            params![controls.to_json(), unfreeze, card_id.as_str()],
         )
         .await?;
         self.card_audit(
@@ -679,7 +684,7 @@ impl<S: LedgerStore> Cards<S> {
     pub async fn close_card(
         &self,
         principal: &Principal,
-        card_id: &str,
+        card_id: &CardId,
     ) -> Result<IssuedCard, PayError> {
         principal.full()?;
         let card = self.card(principal, card_id).await?;
@@ -691,7 +696,7 @@ impl<S: LedgerStore> Cards<S> {
         tx.execute(
             "UPDATE issued_cards SET status = 'closed', closed_at = $1, activation_hash = NULL \
              WHERE id = $2 AND status <> 'closed'",
-            params![now, card_id],
+            params![now, card_id.as_str()],
         )
         .await?;
         self.card_audit(
@@ -711,7 +716,7 @@ impl<S: LedgerStore> Cards<S> {
     pub async fn operator_freeze_card(
         &self,
         principal: &Principal,
-        card_id: &str,
+        card_id: &CardId,
         frozen: bool,
         reason: &str,
     ) -> Result<IssuedCard, PayError> {
@@ -723,7 +728,7 @@ impl<S: LedgerStore> Cards<S> {
         let mut tx = self.pay.db().begin().await?;
         tx.execute(
             "UPDATE issued_cards SET frozen_by_operator = $1 WHERE id = $2",
-            params![frozen, card_id],
+            params![frozen, card_id.as_str()],
         )
         .await?;
         self.card_audit(
@@ -755,7 +760,7 @@ impl<S: LedgerStore> Cards<S> {
         if let Some(mail) = notice {
             koban_shared::outbox::enqueue(tx, self.pay.now_ms(), &principal.email, &mail).await?;
         }
-        details["card"] = serde_json::json!(card.id);
+        details["card"] = serde_json::json!(card.id.as_str());
         details["masked"] = serde_json::json!(card.masked());
         audit::append(
             tx,

@@ -20,6 +20,7 @@ use koban_ledger::{
     TransferRequest,
 };
 use koban_shared::audit::{self, AuditEvent};
+use koban_shared::ids::UserId;
 use koban_shared::mail::Mail;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
@@ -539,7 +540,7 @@ impl<S: LedgerStore> Payments<S> {
     pub(crate) async fn begin_operation(
         &self,
         kind: &[u8],
-        user_id: &str,
+        user_id: &UserId,
         key: &IdempotencyKey,
         request: &BankMove,
     ) -> Result<Begun, PayError> {
@@ -1198,7 +1199,7 @@ impl<S: LedgerStore> Payments<S> {
     /// The caller's top-ups and payouts, newest first: (id, kind, amount, currency, status, created at).
     pub async fn bank_operations(
         &self,
-        user_id: &str,
+        user_id: &UserId,
     ) -> Result<Vec<(TransferId, String, i64, String, String, i64)>, PayError> {
         let mut tx = self.db().begin_read().await?;
         let rows = tx

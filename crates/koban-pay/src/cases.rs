@@ -6,6 +6,7 @@
 
 use koban_auth::{Principal, Role};
 use koban_shared::audit::{self, AuditEvent};
+use koban_shared::ids::UserId;
 use koban_store::LedgerStore;
 use koban_store::params;
 use koban_store::sql::{Row, SqlDb, SqlTx, SqlTxExt};
@@ -124,6 +125,13 @@ pub struct Case {
     pub first_alert_at: i64,
     pub closed_at: Option<i64>,
     pub alerts: i64,
+}
+
+impl Case {
+    /// The customer the case is about; `None` for a case about a client network.
+    pub fn customer(&self) -> Option<UserId> {
+        (self.subject_role != "network").then(|| UserId::from_stored(self.subject.clone()))
+    }
 }
 
 /// The columns [`case_from`] reads, as a literal for `concat!` (statements are `'static`).

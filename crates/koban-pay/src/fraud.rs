@@ -11,6 +11,7 @@ use koban_ledger::{
     TransferKind, TransferRequest,
 };
 use koban_shared::audit::{self, AuditEvent};
+use koban_shared::ids::UserId;
 use koban_shared::mail::Mail;
 use koban_store::LedgerStore;
 use koban_store::params;
@@ -28,7 +29,7 @@ pub struct RiskAction {
     pub kind: String,
     pub case_id: Option<String>,
     pub transfer_id: Option<String>,
-    pub customer: String,
+    pub customer: UserId,
     pub amount: i64,
     pub currency: String,
     pub note: String,
@@ -58,7 +59,7 @@ fn action_from(row: &Row) -> Result<RiskAction, PayError> {
         kind: row.text(1)?,
         case_id: row.opt_text(2)?,
         transfer_id: uuid_text(row.opt_bytes(3)?),
-        customer: row.text(4)?,
+        customer: UserId::from_stored(row.text(4)?),
         amount: row.i64(5)?,
         currency: row.text(6)?,
         note: row.text(7)?,
@@ -141,7 +142,7 @@ impl<S: LedgerStore> Payments<S> {
     pub async fn customer_wallets(
         &self,
         principal: &Principal,
-        user_id: &str,
+        user_id: &UserId,
     ) -> Result<Vec<CustomerWallet>, PayError> {
         principal.operator(OPERATORS)?;
         let kinds = ["p2p".to_owned(), "review_release".to_owned()];
@@ -179,7 +180,7 @@ impl<S: LedgerStore> Payments<S> {
     pub async fn freeze_customer(
         &self,
         principal: &Principal,
-        user_id: &str,
+        user_id: &UserId,
         freeze: bool,
         reason: &str,
     ) -> Result<usize, PayError> {
@@ -346,7 +347,7 @@ impl<S: LedgerStore> Payments<S> {
     pub async fn request_compensation(
         &self,
         principal: &Principal,
-        customer: &str,
+        customer: &UserId,
         amount: Amount,
         currency: Currency,
         case_id: &str,
@@ -367,7 +368,7 @@ impl<S: LedgerStore> Payments<S> {
         )
         .to_string();
         if let Some(done) = self.action_by_key(&request_key).await? {
-            let same = done.customer == customer
+            let same = done.customer == *customer
                 && done.amount == amount.to_i64()
                 && done.currency == currency.code()
                 && done.case_id.as_deref() == Some(case_id);

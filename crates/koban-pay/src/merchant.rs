@@ -24,6 +24,7 @@ use koban_ledger::{
     AccountId, Amount, Currency, Metadata, Move, RejectReason, Transfer, TransferId,
     TransferRequest,
 };
+use koban_shared::ids::UserId;
 use koban_shared::mail::Mail;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
@@ -43,7 +44,7 @@ pub const REFERENCE_BYTES_MAX: usize = 64;
 #[derive(Clone, Debug)]
 pub struct PaymentRequest {
     pub id: String,
-    pub merchant_id: String,
+    pub merchant_id: UserId,
     pub merchant_name: String,
     pub amount: Amount,
     pub currency: Currency,
@@ -196,7 +197,7 @@ impl<S: LedgerStore> Payments<S> {
     pub async fn set_merchant_fee(
         &self,
         principal: &Principal,
-        merchant_id: &str,
+        merchant_id: &UserId,
         bps: u64,
         fixed_minor: u64,
     ) -> Result<(), PayError> {
@@ -259,7 +260,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?
             .ok_or(PayError::NotFound)?;
         tx.commit().await?;
-        let merchant_id = row.text(0)?;
+        let merchant_id = UserId::from_stored(row.text(0)?);
         let (merchant_name, _, _) = self.merchant_terms(&merchant_id).await?;
         let amount =
             Amount::from_i64(row.i64(1)?).map_err(|_| PayError::Invalid("stored amount"))?;
@@ -426,7 +427,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         let parties = Parties {
             attempt: Some(payment_id),
-            payee: Some(request.merchant_id.clone()),
+            payee: Some(request.merchant_id.to_string()),
             currency: request.currency.code().to_owned(),
             ..Parties::of(&principal.user_id, Some(client))
         };
@@ -811,7 +812,7 @@ impl<S: LedgerStore> Payments<S> {
                 session: None,
             });
         }
-        let user_id = row.text(1)?;
+        let user_id = UserId::from_stored(row.text(1)?);
         let live = row.opt_i64(5)?.is_none()
             && row.opt_i64(6)?.is_none()
             && row.i64(4)? > now
@@ -887,7 +888,7 @@ impl<S: LedgerStore> Payments<S> {
     #[allow(clippy::too_many_arguments)]
     async fn charge_claimed(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         cooling_off_until: Option<i64>,
         merchant: &MerchantKey,
         payment_id: TransferId,
@@ -917,7 +918,7 @@ impl<S: LedgerStore> Payments<S> {
         event.step_up_from = u64::MAX;
         let parties = Parties {
             attempt: Some(payment_id),
-            payee: Some(merchant.merchant_id.clone()),
+            payee: Some(merchant.merchant_id.to_string()),
             currency: currency.code().to_owned(),
             ..Parties::of(user_id, None)
         };

@@ -256,15 +256,8 @@ impl<S: LedgerStore> Payments<S> {
         if payee.holder.user_id == principal.user_id {
             return Err(PayError::Invalid("you cannot pay yourself"));
         }
-        let (payer_holder, payer_account) = self
-            .party(PartyKey::Id(&principal.user_id), request.currency)
-            .await?
-            .ok_or(PayError::NotFound)?;
-        let payer_wallet = self
-            .wallet_from(&payer_holder, payer_account, request.currency)
-            .await?;
-        let payee_wallet = self
-            .wallet_from(&payee.holder, payee.account, request.currency)
+        let (payer_holder, payer_wallet, payee_wallet) = self
+            .p2p_wallets(principal, &payee, request.currency)
             .await?;
         if let Some(done) = self.store.transfer(id).await? {
             return self
@@ -292,7 +285,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         let parties = Parties {
             attempt: Some(id),
-            payee: Some(payee.holder.user_id.clone()),
+            payee: Some(payee.holder.user_id.to_string()),
             currency: request.currency.code().to_owned(),
             ..Parties::of(&principal.user_id, Some(client))
         };
@@ -303,11 +296,11 @@ impl<S: LedgerStore> Payments<S> {
                 currency: request.currency.code().to_owned(),
                 payee: format!("{} <{}>", payee.masked_name, payee.handle),
             };
-            let session = self
-                .auth
-                .confirm_action(principal, &action, proof, client)
-                .await?;
-            Some(session)
+            Some(
+                self.auth
+                    .confirm_action(principal, &action, proof, client)
+                    .await?,
+            )
         } else {
             None
         };
@@ -324,17 +317,7 @@ impl<S: LedgerStore> Payments<S> {
                 .await?;
             (transfer, "held")
         } else {
-            let batch = vec![TransferRequest::Move(Move {
-                id,
-                debit: payer_wallet.account,
-                credit: payee_wallet.account,
-                amount: request.amount,
-                currency: request.currency,
-                code: kind::P2P,
-                reference: None,
-                metadata,
-                pending: None,
-            })];
+            let batch = p2p_move(id, &payer_wallet, &payee_wallet, request, metadata);
             let applied = self.submit_batch(batch).await?;
             (applied.transfers[0].clone(), "completed")
         };
@@ -350,6 +333,26 @@ impl<S: LedgerStore> Payments<S> {
             replayed: false,
             session,
         })
+    }
+
+    /// The payer (as a holder) and both wallets of a transfer, opened if need be.
+    async fn p2p_wallets(
+        &self,
+        principal: &Principal,
+        payee: &Payee,
+        currency: Currency,
+    ) -> Result<(Holder, Wallet, Wallet), PayError> {
+        let (payer_holder, payer_account) = self
+            .party(PartyKey::Id(&principal.user_id), currency)
+            .await?
+            .ok_or(PayError::NotFound)?;
+        let payer_wallet = self
+            .wallet_from(&payer_holder, payer_account, currency)
+            .await?;
+        let payee_wallet = self
+            .wallet_from(&payee.holder, payee.account, currency)
+            .await?;
+        Ok((payer_holder, payer_wallet, payee_wallet))
     }
 
     /// The risk context of a transfer: the payer's day, whether the payee is new to them, the
@@ -539,6 +542,27 @@ impl<S: LedgerStore> Payments<S> {
             Err(rejection) => Err(crate::ledger_refusal(rejection.reason)),
         }
     }
+}
+
+/// The one movement of a transfer: the amount, as parsed, from wallet to wallet.
+fn p2p_move(
+    id: TransferId,
+    payer: &Wallet,
+    payee: &Wallet,
+    request: &P2pRequest,
+    metadata: Metadata,
+) -> Vec<TransferRequest> {
+    vec![TransferRequest::Move(Move {
+        id,
+        debit: payer.account,
+        credit: payee.account,
+        amount: request.amount,
+        currency: request.currency,
+        code: kind::P2P,
+        reference: None,
+        metadata,
+        pending: None,
+    })]
 }
 
 /// Whether the payer must confirm with step-up: a challenge always; a hold for a new payee or

@@ -988,7 +988,7 @@ impl<S: LedgerStore> Payments<S> {
 impl<S: LedgerStore> Payments<S> {
     pub async fn context_for(
         &self,
-        user_id: &str,
+        user_id: &koban_shared::ids::UserId,
         cooling_off_until: Option<i64>,
         kind: EventKind,
         payer: &koban_ledger::Account,

@@ -8,6 +8,7 @@ use koban_ledger::{
     TransferKind, TransferRequest,
 };
 use koban_shared::audit::{self, AuditEvent};
+use koban_shared::ids::UserId;
 use koban_shared::mail::Mail;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, PageRequest, params};
@@ -18,7 +19,7 @@ use crate::{IdempotencyKey, PayError, Payments, TierLimits};
 /// A holder's account in one currency.
 #[derive(Clone, Debug)]
 pub struct Wallet {
-    pub user_id: String,
+    pub user_id: UserId,
     pub currency: Currency,
     pub account: AccountId,
 }
@@ -41,7 +42,7 @@ impl Tier {
 /// Who holds an account, as payments needs to know them.
 #[derive(Clone, Debug)]
 pub struct Holder {
-    pub user_id: String,
+    pub user_id: UserId,
     pub kind: UserKind,
     pub email: String,
     pub display_name: String,
@@ -115,7 +116,7 @@ pub(crate) fn entry(transfer: Transfer, account: AccountId) -> Entry {
 
 impl<S: LedgerStore> Payments<S> {
     /// The holder of `user_id`, or `NotFound`.
-    pub async fn holder(&self, user_id: &str) -> Result<Holder, PayError> {
+    pub async fn holder(&self, user_id: &UserId) -> Result<Holder, PayError> {
         Ok(self
             .party(PartyKey::Id(user_id), self.config.currencies[0])
             .await?
@@ -174,7 +175,7 @@ impl<S: LedgerStore> Payments<S> {
         };
         let approved = row.opt_text(5)?.as_deref() == Some("approved");
         let holder = Holder {
-            user_id: row.text(0)?,
+            user_id: UserId::from_stored(row.text(0)?),
             kind: UserKind::parse(&row.text(1)?)?,
             email: row.text(2)?,
             display_name: row.text(3)?,
@@ -208,7 +209,7 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// The wallet of `user_id` in `currency`, opened on first use.
-    pub async fn wallet(&self, user_id: &str, currency: Currency) -> Result<Wallet, PayError> {
+    pub async fn wallet(&self, user_id: &UserId, currency: Currency) -> Result<Wallet, PayError> {
         if let Some(wallet) = self.find_wallet(user_id, currency).await? {
             return Ok(wallet);
         }
@@ -249,20 +250,20 @@ impl<S: LedgerStore> Payments<S> {
 
     pub(crate) async fn find_wallet(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         currency: Currency,
     ) -> Result<Option<Wallet>, PayError> {
         let mut tx = self.db().begin_read().await?;
         let row = tx
             .query_opt(
                 "SELECT account_id FROM wallets WHERE user_id = $1 AND currency = $2",
-                params![user_id, currency.code()],
+                params![user_id.as_str(), currency.code()],
             )
             .await?;
         tx.commit().await?;
         row.map(|row| {
             Ok(Wallet {
-                user_id: user_id.to_owned(),
+                user_id: user_id.clone(),
                 currency,
                 account: account_id(&row.bytes(0)?)?,
             })
@@ -285,7 +286,7 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         row.map(|row| {
             Ok(Wallet {
-                user_id: row.text(0)?,
+                user_id: UserId::from_stored(row.text(0)?),
                 currency: currency_of(&row.text(1)?)?,
                 account,
             })
@@ -660,7 +661,7 @@ impl<S: LedgerStore> Payments<S> {
     pub async fn reveal_kyc_name(
         &self,
         principal: &Principal,
-        user_id: &str,
+        user_id: &UserId,
         reason: &str,
     ) -> Result<String, PayError> {
         principal.operator(&[Role::Support, Role::Approver])?;
@@ -694,7 +695,7 @@ impl<S: LedgerStore> Payments<S> {
     pub async fn decide_kyc(
         &self,
         principal: &Principal,
-        user_id: &str,
+        user_id: &UserId,
         seen_name: &str,
         approve: bool,
     ) -> Result<(), PayError> {

@@ -146,16 +146,7 @@ pub async fn verify<D: SqlDb>(db: &D) -> Result<VerifyReport, StoreError> {
             });
         }
         for row in rows {
-            let entry = AuditEntry {
-                seq: row.i64(0)?,
-                at_ms: row.i64(1)?,
-                actor: row.text(2)?,
-                action: row.text(3)?,
-                subject: row.text(4)?,
-                details: row.text(5)?,
-                prev_hash: row.bytes(6)?,
-                hash: row.bytes(7)?,
-            };
+            let entry = entry_from(&row)?;
             let broken = |why| {
                 Ok(VerifyReport {
                     entries,
@@ -201,18 +192,19 @@ pub async fn recent<D: SqlDb>(
             params![before_seq.unwrap_or(i64::MAX), limit.clamp(1, 200)],
         )
         .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(AuditEntry {
-                seq: row.i64(0)?,
-                at_ms: row.i64(1)?,
-                actor: row.text(2)?,
-                action: row.text(3)?,
-                subject: row.text(4)?,
-                details: row.text(5)?,
-                prev_hash: row.bytes(6)?,
-                hash: row.bytes(7)?,
-            })
-        })
-        .collect()
+    rows.iter().map(entry_from).collect()
+}
+
+/// An entry from the columns `seq, at, actor, action, subject, details, prev_hash, hash`.
+fn entry_from(row: &koban_store::sql::Row) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        seq: row.i64(0)?,
+        at_ms: row.i64(1)?,
+        actor: row.text(2)?,
+        action: row.text(3)?,
+        subject: row.text(4)?,
+        details: row.text(5)?,
+        prev_hash: row.bytes(6)?,
+        hash: row.bytes(7)?,
+    })
 }

@@ -1,11 +1,12 @@
-//! Services both identity and payments use, below both of them: time-ordered ids, the
-//! languages and the notice catalogue, the transactional outbox notices are written to, and the
-//! tamper-evident audit chain.
+//! Services both identity and payments use, below both of them: time-ordered ids and the typed
+//! ids that cross crates, the languages and the notice catalogue, the transactional outbox
+//! notices are written to, and the tamper-evident audit chain.
 //!
 //! Architecture invariant: this crate knows the database ([`koban_store::sql`]) and nothing of
 //! sessions, wallets or money, so the arrows from `koban-auth` and `koban-pay` end here.
 
 pub mod audit;
+pub mod ids;
 pub mod lang;
 pub mod mail;
 pub mod outbox;

@@ -14,9 +14,10 @@ use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::account::Empty;
-use crate::page::{Chrome, Page, SignedForm, SignedIn, explain, plain_id, see_other};
+use crate::page::{Chrome, Page, SignedForm, SignedIn, explain, see_other};
 use crate::stepup::{Answer, Guarded, Stepped, with_step_up};
 use crate::wallet::parse_amount;
+use koban_shared::ids::CardId;
 
 /// Seconds a revealed card number stays on screen.
 pub const REVEAL_S: u32 = 30;
@@ -55,7 +56,7 @@ fn view(page: &Page, card: &IssuedCard) -> CardView {
         })
     };
     CardView {
-        id: card.id.clone(),
+        id: card.id.to_string(),
         name: card.name.clone(),
         masked: card.masked(),
         expiry: format!("{:02}/{:02}", card.exp_month, card.exp_year % 100),
@@ -137,9 +138,9 @@ pub async fn card_page<S: LedgerStore>(
     SignedIn { page, me }: SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    if !plain_id(&id) {
+    let Some(id) = CardId::parse(&id) else {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
-    }
+    };
     match state.cards.card(&me, &id).await {
         Ok(card) => page.render(&CardPage {
             c: page.chrome("title-card"),
@@ -209,9 +210,9 @@ pub async fn activate<S: LedgerStore>(
     Path(id): Path<String>,
     SignedForm { page, me, form }: SignedForm<CardStepForm>,
 ) -> Response {
-    if !plain_id(&id) {
+    let Some(id) = CardId::parse(&id) else {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
-    }
+    };
     let summary = page.tr.t("step-up-card-activate");
     let action = format!("/cards/{id}/activate");
     let guarded = Guarded {
@@ -248,9 +249,9 @@ pub async fn reveal<S: LedgerStore>(
     Path(id): Path<String>,
     SignedForm { mut page, me, form }: SignedForm<CardStepForm>,
 ) -> Response {
-    if !plain_id(&id) {
+    let Some(id) = CardId::parse(&id) else {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
-    }
+    };
     let summary = page.tr.t("step-up-card-reveal");
     let action = format!("/cards/{id}/reveal");
     let guarded = Guarded {
@@ -297,9 +298,9 @@ pub async fn freeze<S: LedgerStore>(
     Path(id): Path<String>,
     SignedForm { page, me, .. }: SignedForm<Empty>,
 ) -> Response {
-    if !plain_id(&id) {
+    let Some(id) = CardId::parse(&id) else {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
-    }
+    };
     match state.cards.freeze_card(&me, &id).await {
         Ok(_) => see_other(&format!("/cards/{id}")),
         Err(error) => problem(&page, &error, "/cards"),
@@ -312,9 +313,9 @@ pub async fn unfreeze<S: LedgerStore>(
     Path(id): Path<String>,
     SignedForm { page, me, form }: SignedForm<CardStepForm>,
 ) -> Response {
-    if !plain_id(&id) {
+    let Some(id) = CardId::parse(&id) else {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
-    }
+    };
     let summary = page.tr.t("step-up-card-unfreeze");
     let action = format!("/cards/{id}/unfreeze");
     let guarded = Guarded {
@@ -340,9 +341,9 @@ pub async fn controls<S: LedgerStore>(
     Path(id): Path<String>,
     SignedForm { page, me, form }: SignedForm<CardStepForm>,
 ) -> Response {
-    if !plain_id(&id) {
+    let Some(id) = CardId::parse(&id) else {
         return crate::page::refusal(&page, StatusCode::NOT_FOUND, "error-not-found");
-    }
+    };
     let card = match state.cards.card(&me, &id).await {
         Ok(card) => card,
         Err(error) => return problem(&page, &error, "/cards"),

@@ -12,6 +12,7 @@ use koban_auth::Principal;
 use koban_pay::PayError;
 use koban_pay::cases::{CaseDetail, Outcome, TimelineEntry};
 use koban_pay::merchant::{parse_transfer_id, transfer_id_text};
+use koban_shared::ids::UserId;
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
@@ -137,7 +138,7 @@ async fn person<S: LedgerStore>(
     state: &ApiState<S>,
     tr: &Tr,
     me: &Principal,
-    user_id: &str,
+    user_id: &UserId,
     contact: Option<koban_auth::customers::Contact>,
 ) -> Result<Option<PersonView>, PayError> {
     let card = match state.auth.customer_card(me, user_id).await {
@@ -181,16 +182,14 @@ async fn case_view<S: LedgerStore>(
         return Err(PayError::NotFound);
     }
     let CaseDetail { case, timeline } = state.pay.case(me, id).await?;
-    let is_person = case.subject_role != "network";
-    let person = if is_person {
-        person(state, tr, me, &case.subject, contact).await?
-    } else {
-        None
+    let customer = case.customer();
+    let person = match &customer {
+        Some(customer) => person(state, tr, me, customer, contact).await?,
+        None => None,
     };
-    let wallets = if person.is_some() {
-        state.pay.customer_wallets(me, &case.subject).await?
-    } else {
-        Vec::new()
+    let wallets = match &customer {
+        Some(customer) if person.is_some() => state.pay.customer_wallets(me, customer).await?,
+        _ => Vec::new(),
     };
     Ok(CasePage {
         c,
@@ -273,7 +272,14 @@ async fn perform<S: LedgerStore>(
     if !plain_id(id) {
         return Err(PayError::NotFound);
     }
-    let subject = || async { Ok::<_, PayError>(state.pay.case_summary(me, id).await?.subject) };
+    let subject = || async {
+        state
+            .pay
+            .case_summary(me, id)
+            .await?
+            .customer()
+            .ok_or(PayError::NotFound)
+    };
     match act {
         "reveal" => {
             let contact = state

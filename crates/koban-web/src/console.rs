@@ -177,7 +177,7 @@ async fn console_view<S: LedgerStore>(
                         "console-kind-compensate"
                     }),
                     id: a.id,
-                    customer: a.customer,
+                    customer: a.customer.to_string(),
                     note: a.note,
                     requested_by: a.requested_by,
                 })
@@ -318,7 +318,7 @@ pub async fn compensate<S: LedgerStore>(
             .pay
             .request_compensation(
                 &me,
-                &case.subject,
+                &case.customer().ok_or(PayError::NotFound)?,
                 amount,
                 currency,
                 &case_id,

@@ -43,7 +43,30 @@ pub fn app<S: LedgerStore>(state: ApiState<S>) -> Router {
 /// The pages alone.
 pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
     let dev = state.config.dev;
-    let mut pages = Router::new()
+    let mut pages = account_pages::<S>()
+        .merge(wallet_pages::<S>())
+        .merge(merchant_pages::<S>())
+        .merge(console_pages::<S>())
+        .route("/assets/{file}", get(asset));
+    if dev {
+        pages = pages
+            .route("/dev/mailbox", get(account::mailbox::<S>))
+            .route("/bank/sandbox", post(funding::sandbox_open::<S>))
+            .route(
+                "/sandbox/bank/{number}",
+                get(funding::sandbox_statement::<S>),
+            );
+    }
+    pages
+        .layer(DefaultBodyLimit::max(page::FORM_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(dev, page_headers))
+        .layer(middleware::from_fn(koban_api::log_request))
+        .with_state(state)
+}
+
+/// Signing up and in, the first factor, the language, and the customer's security centre.
+fn account_pages<S: LedgerStore>() -> Router<ApiState<S>> {
+    Router::new()
         .route("/", get(account::start::<S>))
         .route("/lang", post(account::set_lang::<S>))
         .route(
@@ -66,6 +89,39 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         .route("/enrol", get(account::enrol_page::<S>))
         .route("/enrol/totp", post(account::totp_begin::<S>))
         .route("/enrol/totp/confirm", post(account::totp_confirm::<S>))
+        .route("/security", get(security::centre::<S>))
+        .route("/security/email", post(security::change_email::<S>))
+        .route(
+            "/security/email/confirm",
+            post(security::confirm_email::<S>),
+        )
+        .route("/security/phone", post(security::change_phone::<S>))
+        .route("/security/password", post(security::change_password::<S>))
+        .route(
+            "/security/recovery-codes",
+            post(security::recovery_codes::<S>),
+        )
+        .route("/security/factors/totp", post(factors::add_totp::<S>))
+        .route("/security/factors/passkey", post(factors::add_passkey::<S>))
+        .route("/security/factors/{id}/remove", post(factors::remove::<S>))
+        .route(
+            "/security/not-me",
+            get(security::not_me_page::<S>).post(security::not_me::<S>),
+        )
+        .route(
+            "/security/sessions/end-others",
+            post(security::end_other_sessions::<S>),
+        )
+        .route(
+            "/security/sessions/{id}/end",
+            post(security::end_session::<S>),
+        )
+}
+
+/// A customer's money: home, sending, the statement, top-ups, payouts, the bank, KYC, cards,
+/// links and the @handle, paying a store and the payment code.
+fn wallet_pages<S: LedgerStore>() -> Router<ApiState<S>> {
+    Router::new()
         .route("/home", get(wallet::home::<S>))
         .route("/send", get(wallet::send_page::<S>))
         .route("/send/check", post(wallet::send_check::<S>))
@@ -112,33 +168,12 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         .route("/pay/code/new", post(pay::code_new::<S>))
         .route("/pay/code/{id}", get(pay::code_state::<S>))
         .route("/pay/code/{id}/revoke", post(pay::code_revoke::<S>))
-        .route("/security", get(security::centre::<S>))
-        .route("/security/email", post(security::change_email::<S>))
-        .route(
-            "/security/email/confirm",
-            post(security::confirm_email::<S>),
-        )
-        .route("/security/phone", post(security::change_phone::<S>))
-        .route("/security/password", post(security::change_password::<S>))
-        .route(
-            "/security/recovery-codes",
-            post(security::recovery_codes::<S>),
-        )
-        .route("/security/factors/totp", post(factors::add_totp::<S>))
-        .route("/security/factors/passkey", post(factors::add_passkey::<S>))
-        .route("/security/factors/{id}/remove", post(factors::remove::<S>))
-        .route(
-            "/security/not-me",
-            get(security::not_me_page::<S>).post(security::not_me::<S>),
-        )
-        .route(
-            "/security/sessions/end-others",
-            post(security::end_other_sessions::<S>),
-        )
-        .route(
-            "/security/sessions/{id}/end",
-            post(security::end_session::<S>),
-        )
+}
+
+/// A merchant's dashboard: payments and refunds, payment requests, the till's terminal, API
+/// keys and webhooks.
+fn merchant_pages<S: LedgerStore>() -> Router<ApiState<S>> {
+    Router::new()
         .route("/merchant", get(merchant::dashboard::<S>))
         .route(
             "/merchant/request",
@@ -171,6 +206,12 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/merchant/webhooks/{id}/deliveries/{delivery}/redeliver",
             post(developers::redeliver::<S>),
         )
+}
+
+/// The operator console: work queue, dashboard, rules, audit log, queues, cases, held
+/// transfers and actions waiting for approval.
+fn console_pages<S: LedgerStore>() -> Router<ApiState<S>> {
+    Router::new()
         .route("/ops", get(console::console::<S>))
         .route("/ops/dashboard", get(dashboard::dashboard::<S>))
         .route(
@@ -201,21 +242,6 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
             "/ops/actions/{id}/{decision}",
             post(console::decide_action::<S>),
         )
-        .route("/assets/{file}", get(asset));
-    if dev {
-        pages = pages
-            .route("/dev/mailbox", get(account::mailbox::<S>))
-            .route("/bank/sandbox", post(funding::sandbox_open::<S>))
-            .route(
-                "/sandbox/bank/{number}",
-                get(funding::sandbox_statement::<S>),
-            );
-    }
-    pages
-        .layer(DefaultBodyLimit::max(page::FORM_BYTES_MAX))
-        .layer(middleware::from_fn_with_state(dev, page_headers))
-        .layer(middleware::from_fn(koban_api::log_request))
-        .with_state(state)
 }
 
 /// The Content-Security-Policy of every page: scripts, styles and images only from Koban

@@ -12,6 +12,7 @@ use koban_auth::{Principal, Role};
 use koban_pay::PayError;
 use koban_pay::backtest::CandidateReport;
 use koban_pay::koban_risk::backtest::Counts;
+use koban_shared::ids::UserId;
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
@@ -299,8 +300,8 @@ pub async fn reveal_kyc<S: LedgerStore>(
     Path(user): Path<String>,
     OperatorForm { page, me, form }: OperatorForm<ReasonForm>,
 ) -> Response {
-    let revealed = if plain_id(&user) {
-        state.pay.reveal_kyc_name(&me, &user, &form.reason).await
+    let revealed = if let Some(id) = UserId::parse(&user) {
+        state.pay.reveal_kyc_name(&me, &id, &form.reason).await
     } else {
         Err(PayError::NotFound)
     };
@@ -330,10 +331,10 @@ pub async fn decide_kyc<S: LedgerStore>(
         "reject" => false,
         _ => return failure(&page, &PayError::NotFound),
     };
-    let done = if plain_id(&user) {
+    let done = if let Some(id) = UserId::parse(&user) {
         state
             .pay
-            .decide_kyc(&me, &user, &form.name, approve)
+            .decide_kyc(&me, &id, &form.name, approve)
             .await
             .map(|()| {
                 if approve {

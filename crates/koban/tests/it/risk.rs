@@ -66,6 +66,12 @@ fn recorded_logins_are_replayed_through_a_candidate_rule_set() {
     assert_eq!(report["candidate"]["alert"], 3, "{report}");
     assert_eq!(report["stricter"], 3);
     assert_eq!(report["looser"], 0);
+    // The default rules' features are all recorded: the candidate names none that is not.
+    assert_eq!(
+        report["unrecorded_features"],
+        serde_json::json!([]),
+        "{report}"
+    );
     let rule = report["rules"]
         .as_array()
         .unwrap()
