@@ -1158,52 +1158,8 @@ impl<S: LedgerStore> Cards<S> {
             Err(answer) => return Ok(answer),
         };
         let now = self.pay.now_ms();
-        let mut tx = self.pay.db().begin_read().await?;
-        let card = tx
-            .query_one(
-                "SELECT c.status, c.frozen_by_holder, c.frozen_by_operator, c.bad_codes, c.controls, u.status, u.cooling_off_until, \
-                 k.status, d.debits_at_start \
-                 FROM issued_cards c JOIN users u ON u.id = c.user_id \
-                 LEFT JOIN kyc k ON k.user_id = c.user_id \
-                 LEFT JOIN wallet_days d ON d.account_id = c.wallet_account AND d.day = $1 \
-                 WHERE c.id = $2",
-                params![now.div_euclid(DAY_MS), auth.card_id.as_str()],
-            )
-            .await?;
-        tx.commit().await?;
-        let controls = CardControls::from_json(&card.text(4)?)?;
         let total = auth.held.saturating_add(amount.minor_units());
-        let refusal = if card.text(0)? != "active"
-            || card.bool(1)?
-            || card.bool(2)?
-            || card.i64(3)? >= self.config.bad_codes_max
-            || card.text(5)? != "active"
-        {
-            Some(ResponseCode::RestrictedCard)
-        } else if controls.per_transaction_max.is_some_and(|max| total > max) {
-            Some(ResponseCode::OverLimit)
-        } else {
-            let tier = if card.opt_text(7)?.as_deref() == Some("approved") {
-                Tier::Verified
-            } else {
-                Tier::Unverified
-            };
-            self.decide_card_spend(
-                &auth.card_id,
-                (
-                    tier,
-                    card.opt_i64(6)?,
-                    card.opt_i64(8)?.map(stored_minor).transpose()?,
-                ),
-                auth.wallet,
-                &controls,
-                amount,
-                now,
-            )
-            .await?
-            .err()
-        };
-        if let Some(code) = refusal {
+        if let Some(code) = self.increment_refusal(&auth, amount, total, now).await? {
             return Ok(NetworkAnswer::declined(code, Some(auth.id)));
         }
         let expires_at = now + self.config.auth_expiry_s * 1000;
@@ -1230,6 +1186,62 @@ impl<S: LedgerStore> Cards<S> {
         };
         self.operation_finish(&op, "increment", &auth, amount.minor_units(), &next, now)
             .await
+    }
+
+    /// Why an increment of `amount` (to `total` held) is refused, if it is: the card's and its
+    /// holder's state, the per-transaction control, then the money checks of any spend.
+    async fn increment_refusal(
+        &self,
+        auth: &AuthRow,
+        amount: Amount,
+        total: u64,
+        now: i64,
+    ) -> Result<Option<ResponseCode>, PayError> {
+        let mut tx = self.pay.db().begin_read().await?;
+        let card = tx
+            .query_one(
+                "SELECT c.status, c.frozen_by_holder, c.frozen_by_operator, c.bad_codes, c.controls, u.status, u.cooling_off_until, \
+                 k.status, d.debits_at_start \
+                 FROM issued_cards c JOIN users u ON u.id = c.user_id \
+                 LEFT JOIN kyc k ON k.user_id = c.user_id \
+                 LEFT JOIN wallet_days d ON d.account_id = c.wallet_account AND d.day = $1 \
+                 WHERE c.id = $2",
+                params![now.div_euclid(DAY_MS), auth.card_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        let controls = CardControls::from_json(&card.text(4)?)?;
+        if card.text(0)? != "active"
+            || card.bool(1)?
+            || card.bool(2)?
+            || card.i64(3)? >= self.config.bad_codes_max
+            || card.text(5)? != "active"
+        {
+            return Ok(Some(ResponseCode::RestrictedCard));
+        }
+        if controls.per_transaction_max.is_some_and(|max| total > max) {
+            return Ok(Some(ResponseCode::OverLimit));
+        }
+        let tier = if card.opt_text(7)?.as_deref() == Some("approved") {
+            Tier::Verified
+        } else {
+            Tier::Unverified
+        };
+        let spend = self
+            .decide_card_spend(
+                &auth.card_id,
+                (
+                    tier,
+                    card.opt_i64(6)?,
+                    card.opt_i64(8)?.map(stored_minor).transpose()?,
+                ),
+                auth.wallet,
+                &controls,
+                amount,
+                now,
+            )
+            .await?;
+        Ok(spend.err())
     }
 
     /// Releases all of an open authorization (`amount: None`) or part of it.
@@ -1307,10 +1319,7 @@ impl<S: LedgerStore> Cards<S> {
             Err(answer) => return Ok(answer),
         };
         let authorized = auth.held.saturating_add(auth.captured);
-        let tolerance = u64::try_from(
-            u128::from(authorized) * u128::from(self.config.capture_tolerance_bps) / 10_000,
-        )
-        .unwrap_or(u64::MAX);
+        let tolerance = koban_pay::basis_points(authorized, self.config.capture_tolerance_bps);
         if amount > auth.held.saturating_add(tolerance) {
             return Ok(NetworkAnswer::declined(
                 ResponseCode::InvalidAmount,
@@ -1336,27 +1345,7 @@ impl<S: LedgerStore> Cards<S> {
             &mut batch,
         )?;
         if let Ok(extra) = Amount::new(amount - taken) {
-            let id = self.pay.derive_id(&[b"card-extra", ledger_op.as_bytes()]);
-            batch.push(TransferRequest::Move(Move {
-                id,
-                debit: auth.wallet,
-                credit: IssuerAccount::CardNetworkSettlement.id(auth.currency),
-                amount: extra,
-                currency: auth.currency,
-                code: kind::CARD_PAYMENT,
-                reference: auth.hold_id,
-                metadata: Metadata::parse([("authorization", auth.id.as_str())])
-                    .unwrap_or_default(),
-                pending: None,
-            }));
-            batch.push(emoney_leg(
-                self.pay.derive_id(&[b"card-extra-memo", op.as_bytes()]),
-                auth.currency,
-                extra,
-                false,
-                Some(id),
-                None,
-            ));
+            batch.extend(self.extra_capture(&auth, &op, &ledger_op, extra));
         }
         let marker = Self::marker(&batch);
         if let Err(code) = self.submit_operation(batch, marker).await? {
@@ -1372,6 +1361,40 @@ impl<S: LedgerStore> Cards<S> {
         };
         self.operation_finish(&op, "clearing", &auth, amount, &next, now)
             .await
+    }
+
+    /// The part of a clearing beyond what was held (within the tolerance): moved from the
+    /// wallet directly, with its e-money memo leg.
+    fn extra_capture(
+        &self,
+        auth: &AuthRow,
+        op: &str,
+        ledger_op: &str,
+        extra: Amount,
+    ) -> [TransferRequest; 2] {
+        let id = self.pay.derive_id(&[b"card-extra", ledger_op.as_bytes()]);
+        [
+            TransferRequest::Move(Move {
+                id,
+                debit: auth.wallet,
+                credit: IssuerAccount::CardNetworkSettlement.id(auth.currency),
+                amount: extra,
+                currency: auth.currency,
+                code: kind::CARD_PAYMENT,
+                reference: auth.hold_id,
+                metadata: Metadata::parse([("authorization", auth.id.as_str())])
+                    .unwrap_or_default(),
+                pending: None,
+            }),
+            emoney_leg(
+                self.pay.derive_id(&[b"card-extra-memo", op.as_bytes()]),
+                auth.currency,
+                extra,
+                false,
+                Some(id),
+                None,
+            ),
+        ]
     }
 
     /// A merchant's refund: credits the wallet with up to what was captured and not yet

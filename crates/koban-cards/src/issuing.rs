@@ -280,28 +280,7 @@ impl<S: LedgerStore> Cards<S> {
     ) -> Result<IssuedCard, PayError> {
         principal.can_move_money()?;
         let keys = self.card_keys()?;
-        if principal.kind != UserKind::Customer {
-            return Err(PayError::Invalid("only customers hold cards"));
-        }
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 40 || name.chars().any(char::is_control) {
-            return Err(PayError::Invalid(
-                "a card's name is 1 to 40 characters without control characters",
-            ));
-        }
-        if physical && !self.pay.config().sandbox {
-            return Err(PayError::Invalid(
-                "physical cards need a postal channel for their activation codes, which this build has only in the sandbox",
-            ));
-        }
-        let holder = self.pay.holder(&principal.user_id).await?;
-        if holder.tier != Tier::Verified {
-            return Err(PayError::Limit {
-                code: "verification_required",
-                detail: "cards are issued to verified customers; complete verification first"
-                    .into(),
-            });
-        }
+        let name = self.may_issue(principal, name, physical).await?;
         let currency = currency.unwrap_or(self.pay.config().currencies[0]);
         let wallet = self.pay.wallet(&principal.user_id, currency).await?;
         let now = self.pay.now_ms();
@@ -322,22 +301,7 @@ impl<S: LedgerStore> Cards<S> {
                 detail: format!("at most {CARDS_PER_CUSTOMER_MAX} open cards; close one first"),
             });
         }
-        // A fresh number until one is unused (a collision is rare; the unique fingerprint
-        // makes it impossible to issue one twice).
-        let mut pan = Secret::new(new_pan(&self.config.bin));
-        for _ in 0..8 {
-            let taken = tx
-                .query_opt(
-                    "SELECT 1 FROM issued_cards WHERE fingerprint = $1",
-                    params![self.pan_fingerprint(pan.expose())],
-                )
-                .await?
-                .is_some();
-            if !taken {
-                break;
-            }
-            pan = Secret::new(new_pan(&self.config.bin));
-        }
+        let pan = self.unused_pan(&mut tx).await?;
         let (key_id, sealed) = keys
             .seal_pan(&id, pan.expose())
             .map_err(|_| PayError::Auth(AuthError::Internal("sealing a card number failed")))?;
@@ -390,6 +354,60 @@ impl<S: LedgerStore> Cards<S> {
         let card = self.card_row(&mut tx, principal, &id).await?;
         tx.commit().await?;
         Ok(card)
+    }
+
+    /// Whether this principal may be issued a card of this name: a verified customer, a
+    /// name of 1 to 40 characters, and a physical card only where letters can be sent.
+    /// Answers the name trimmed.
+    async fn may_issue<'a>(
+        &self,
+        principal: &Principal,
+        name: &'a str,
+        physical: bool,
+    ) -> Result<&'a str, PayError> {
+        if principal.kind != UserKind::Customer {
+            return Err(PayError::Invalid("only customers hold cards"));
+        }
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 40 || name.chars().any(char::is_control) {
+            return Err(PayError::Invalid(
+                "a card's name is 1 to 40 characters without control characters",
+            ));
+        }
+        if physical && !self.pay.config().sandbox {
+            return Err(PayError::Invalid(
+                "physical cards need a postal channel for their activation codes, which this build has only in the sandbox",
+            ));
+        }
+        let holder = self.pay.holder(&principal.user_id).await?;
+        if holder.tier != Tier::Verified {
+            return Err(PayError::Limit {
+                code: "verification_required",
+                detail: "cards are issued to verified customers; complete verification first"
+                    .into(),
+            });
+        }
+        Ok(name)
+    }
+
+    /// A fresh card number no issued card has (a collision is rare; the unique fingerprint
+    /// makes it impossible to issue one twice).
+    async fn unused_pan<T: SqlTx>(&self, tx: &mut T) -> Result<Secret<String>, PayError> {
+        let mut pan = Secret::new(new_pan(&self.config.bin));
+        for _ in 0..8 {
+            let taken = tx
+                .query_opt(
+                    "SELECT 1 FROM issued_cards WHERE fingerprint = $1",
+                    params![self.pan_fingerprint(pan.expose())],
+                )
+                .await?
+                .is_some();
+            if !taken {
+                break;
+            }
+            pan = Secret::new(new_pan(&self.config.bin));
+        }
+        Ok(pan)
     }
 
     fn activation_hash(&self, card_id: &str, code: &str) -> [u8; 32] {
@@ -445,38 +463,7 @@ impl<S: LedgerStore> Cards<S> {
                 "this card is not waiting for activation",
             ));
         }
-        let mut tx = self.pay.db().begin_read().await?;
-        let row = tx
-            .query_one(
-                "SELECT activation_hash, activation_attempts FROM issued_cards WHERE id = $1",
-                params![card_id.as_str()],
-            )
-            .await?;
-        tx.commit().await?;
-        let expected = row.opt_bytes(0)?;
-        if let Some(expected) = &expected {
-            if row.i64(1)? >= ACTIVATION_ATTEMPTS_MAX {
-                return Err(PayError::Gone(
-                    "too many wrong activation codes; close this card and order a new one",
-                ));
-            }
-            let code = activation_code.ok_or(PayError::Invalid(
-                "this card is activated with the code from its letter",
-            ))?;
-            if !constant_time_eq(
-                expected,
-                &self.activation_hash(card_id, code.expose().trim()),
-            ) {
-                let mut tx = self.pay.db().begin().await?;
-                tx.execute(
-                    "UPDATE issued_cards SET activation_attempts = activation_attempts + 1 WHERE id = $1",
-                    params![card_id.as_str()],
-                )
-                .await?;
-                tx.commit().await?;
-                return Err(PayError::Invalid("the activation code is not right"));
-            }
-        }
+        self.check_activation_code(card_id, activation_code).await?;
         let action = SensitiveAction::ActivateCard {
             card_id: card_id.to_string(),
         };
@@ -513,6 +500,48 @@ impl<S: LedgerStore> Cards<S> {
             card: self.card(principal, card_id).await?,
             session: Some(session),
         })
+    }
+
+    /// A physical card's activation code from its letter (a virtual card has none): at most
+    /// `ACTIVATION_ATTEMPTS_MAX` wrong ones, each counted.
+    async fn check_activation_code(
+        &self,
+        card_id: &CardId,
+        activation_code: Option<&Secret<String>>,
+    ) -> Result<(), PayError> {
+        let mut tx = self.pay.db().begin_read().await?;
+        let row = tx
+            .query_one(
+                "SELECT activation_hash, activation_attempts FROM issued_cards WHERE id = $1",
+                params![card_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        let Some(expected) = row.opt_bytes(0)? else {
+            return Ok(());
+        };
+        if row.i64(1)? >= ACTIVATION_ATTEMPTS_MAX {
+            return Err(PayError::Gone(
+                "too many wrong activation codes; close this card and order a new one",
+            ));
+        }
+        let code = activation_code.ok_or(PayError::Invalid(
+            "this card is activated with the code from its letter",
+        ))?;
+        if !constant_time_eq(
+            &expected,
+            &self.activation_hash(card_id, code.expose().trim()),
+        ) {
+            let mut tx = self.pay.db().begin().await?;
+            tx.execute(
+                "UPDATE issued_cards SET activation_attempts = activation_attempts + 1 WHERE id = $1",
+                params![card_id.as_str()],
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(PayError::Invalid("the activation code is not right"));
+        }
+        Ok(())
     }
 
     /// The full number, expiry and security code: step-up bound to "reveal card X", at most

@@ -261,6 +261,33 @@ impl<S: LedgerStore> Payments<S> {
         client: &Client,
     ) -> Result<(FundingSource, IssuedSession), PayError> {
         principal.can_move_money()?;
+        let bank_holder = self.bank_account_holder(principal, bank, number).await?;
+        // Step-up last, once nothing else can refuse: a confirmed step-up rotates the session.
+        let session = self
+            .auth
+            .confirm_action(
+                principal,
+                &SensitiveAction::LinkFundingSource {
+                    source: format!("{bank}:{number}"),
+                },
+                proof,
+                client,
+            )
+            .await?;
+        let source = self
+            .record_link(principal, bank, number, &bank_holder)
+            .await?;
+        Ok((source, session))
+    }
+
+    /// The holder's name of a bank account a customer may link: at a connected bank, and in
+    /// the customer's verified legal name.
+    async fn bank_account_holder(
+        &self,
+        principal: &Principal,
+        bank: &str,
+        number: &str,
+    ) -> Result<String, PayError> {
         if bank != SANDBOX_BANK {
             return Err(PayError::Invalid(
                 "the only bank connected is the sandbox bank",
@@ -283,18 +310,18 @@ impl<S: LedgerStore> Payments<S> {
                 "the bank account holder's name does not match your verified legal name",
             ));
         }
-        // Step-up last, once nothing else can refuse: a confirmed step-up rotates the session.
-        let session = self
-            .auth
-            .confirm_action(
-                principal,
-                &SensitiveAction::LinkFundingSource {
-                    source: format!("{bank}:{number}"),
-                },
-                proof,
-                client,
-            )
-            .await?;
+        Ok(bank_holder)
+    }
+
+    /// Records a link being made: the pending source with the keyed hash of two random
+    /// micro-deposits, the deposits at the (sandbox) bank, the audit entry and the notice.
+    async fn record_link(
+        &self,
+        principal: &Principal,
+        bank: &str,
+        number: &str,
+        bank_holder: &str,
+    ) -> Result<FundingSource, PayError> {
         let now = self.now_ms();
         let id = koban_shared::new_id();
         let (first, second) = {
@@ -321,7 +348,7 @@ impl<S: LedgerStore> Payments<S> {
                 principal.user_id.as_str(),
                 bank,
                 number,
-                bank_holder.as_str(),
+                bank_holder,
                 self.amounts_hash(&id, first, second),
                 now + self.config.micro_deposit_s * 1000,
                 now
@@ -357,10 +384,7 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?;
         tx.commit().await?;
-        Ok((
-            source_from(&row, self.config.micro_deposit_attempts_max)?,
-            session,
-        ))
+        source_from(&row, self.config.micro_deposit_attempts_max)
     }
 
     /// Finishes linking with the two micro-deposit amounts.
@@ -421,23 +445,45 @@ impl<S: LedgerStore> Payments<S> {
         if !right {
             self.mark_risk_failed(&link_event);
             throttle::record_failure(&mut tx, config, now, &keys, attempt).await?;
-            let attempts = tx
-                .query_one(
-                    "UPDATE funding_sources SET attempts = attempts + 1, \
-                     status = CASE WHEN attempts + 1 >= $1 THEN 'failed' ELSE status END \
-                     WHERE id = $2 RETURNING attempts",
-                    params![self.config.micro_deposit_attempts_max, source_id],
-                )
-                .await?
-                .i64(0)?;
-            tx.commit().await?;
-            return Err(if attempts >= self.config.micro_deposit_attempts_max {
-                PayError::Gone("the amounts were wrong three times; link the account again")
-            } else {
-                PayError::Invalid("the amounts do not match the deposits")
-            });
+            return Err(self.count_wrong_amounts(tx, source_id).await?);
         }
         throttle::record_success(&mut tx, &keys).await?;
+        self.finish_link(tx, principal, &source, now).await
+    }
+
+    /// Counts a wrong pair of amounts against the link (in `tx`, committed here); the last
+    /// allowed try fails the link. Answers the refusal to give.
+    async fn count_wrong_amounts<T: SqlTx>(
+        &self,
+        mut tx: T,
+        source_id: &str,
+    ) -> Result<PayError, PayError> {
+        let attempts = tx
+            .query_one(
+                "UPDATE funding_sources SET attempts = attempts + 1, \
+                 status = CASE WHEN attempts + 1 >= $1 THEN 'failed' ELSE status END \
+                 WHERE id = $2 RETURNING attempts",
+                params![self.config.micro_deposit_attempts_max, source_id],
+            )
+            .await?
+            .i64(0)?;
+        tx.commit().await?;
+        Ok(if attempts >= self.config.micro_deposit_attempts_max {
+            PayError::Gone("the amounts were wrong three times; link the account again")
+        } else {
+            PayError::Invalid("the amounts do not match the deposits")
+        })
+    }
+
+    /// Marks a link verified, with its audit entry and notice, in `tx` (committed here).
+    async fn finish_link<T: SqlTx>(
+        &self,
+        mut tx: T,
+        principal: &Principal,
+        source: &FundingSource,
+        now: i64,
+    ) -> Result<FundingSource, PayError> {
+        let source_id = source.id.as_str();
         tx.execute(
             "UPDATE funding_sources SET status = 'verified', verified_at = $1 WHERE id = $2",
             params![now, source_id],
@@ -876,13 +922,33 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         self.record_operation(id, &principal.user_id, "payout", wallet.account, request)
             .await?;
+        let batch = self.payout_batch(id, wallet.account, amount, currency);
+        let applied = self.submit_batch(batch).await?;
+        Ok(BankOperation {
+            transfer: applied.transfers[0].clone(),
+            kind: "payout",
+            status: "pending".into(),
+            replayed: false,
+            session: Some(session),
+        })
+    }
+
+    /// A customer's payout: a hold from the wallet to the bank settlement account until the
+    /// bank settles, with its e-money memo leg held alike.
+    fn payout_batch(
+        &self,
+        id: TransferId,
+        wallet: AccountId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Vec<TransferRequest> {
         let pending = Some(PendingOptions {
             timeout_s: Some(BANK_HOLD_S),
         });
-        let batch = vec![
+        vec![
             TransferRequest::Move(Move {
                 id,
-                debit: wallet.account,
+                debit: wallet,
                 credit: IssuerAccount::BankSettlement.id(currency),
                 amount,
                 currency,
@@ -899,15 +965,7 @@ impl<S: LedgerStore> Payments<S> {
                 Some(id),
                 pending,
             ),
-        ];
-        let applied = self.submit_batch(batch).await?;
-        Ok(BankOperation {
-            transfer: applied.transfers[0].clone(),
-            kind: "payout",
-            status: "pending".into(),
-            replayed: false,
-            session: Some(session),
-        })
+        ]
     }
 
     /// A merchant's payout from its dashboard: the signed-in merchant, confirmed by a step-up
@@ -1183,14 +1241,10 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?
             .text(0)?;
-        let money = format_money(amount.minor_units(), operation.currency);
-        let mail = match (topup, status) {
-            (true, "settled") => Mail::new("topup-received"),
-            (true, _) => Mail::new("topup-failed"),
-            (false, "settled") => Mail::new("payout-sent").arg("account", mask_number(number)),
-            (false, _) => Mail::new("payout-failed"),
-        }
-        .arg("amount", money);
+        let mail = settlement_notice(topup, status, number).arg(
+            "amount",
+            format_money(amount.minor_units(), operation.currency),
+        );
         koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
         tx.commit().await?;
         Ok(())
@@ -1223,6 +1277,16 @@ impl<S: LedgerStore> Payments<S> {
                 ))
             })
             .collect()
+    }
+}
+
+/// The customer's notice of a settled or failed top-up or payout (without its amount).
+fn settlement_notice(topup: bool, status: &str, number: &str) -> Mail {
+    match (topup, status) {
+        (true, "settled") => Mail::new("topup-received"),
+        (true, _) => Mail::new("topup-failed"),
+        (false, "settled") => Mail::new("payout-sent").arg("account", mask_number(number)),
+        (false, _) => Mail::new("payout-failed"),
     }
 }
 

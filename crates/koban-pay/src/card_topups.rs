@@ -254,21 +254,9 @@ impl<S: LedgerStore> Payments<S> {
         let holder = self.holder(&principal.user_id).await?;
         let account = self.ledger_account(wallet.account).await?;
         self.check_balance_cap(&holder, &account, amount)?;
-        let needs_challenge =
-            verified_at.is_none() || !known_device || behaviour == "always_challenge";
-        if needs_challenge {
-            match challenge {
-                None => {
-                    let (id, expires_at_ms) = self
-                        .start_card_challenge(principal, request, id, &card.text(2)?)
-                        .await?;
-                    return Err(PayError::ChallengeRequired { id, expires_at_ms });
-                }
-                Some(answer) => {
-                    self.pass_card_challenge(principal, request, id, answer)
-                        .await?
-                }
-            }
+        if verified_at.is_none() || !known_device || behaviour == "always_challenge" {
+            self.card_challenge(principal, request, id, &card.text(2)?, challenge)
+                .await?;
         }
         if behaviour == "declines" {
             return Err(PayError::Declined {
@@ -301,6 +289,30 @@ impl<S: LedgerStore> Payments<S> {
             "card_topup",
         )
         .await
+    }
+
+    /// The card issuer's challenge of a top-up: sent (and the top-up refused until it is
+    /// answered) or, with an answer, checked.
+    async fn card_challenge(
+        &self,
+        principal: &Principal,
+        request: &BankMove,
+        id: koban_ledger::TransferId,
+        last4: &str,
+        challenge: Option<&ChallengeAnswer>,
+    ) -> Result<(), PayError> {
+        match challenge {
+            None => {
+                let (id, expires_at_ms) = self
+                    .start_card_challenge(principal, request, id, last4)
+                    .await?;
+                Err(PayError::ChallengeRequired { id, expires_at_ms })
+            }
+            Some(answer) => {
+                self.pass_card_challenge(principal, request, id, answer)
+                    .await
+            }
+        }
     }
 
     /// A card that has not been used for 72 hours since its first challenge tops up at most

@@ -304,95 +304,10 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin_read().await?;
         let case = Self::case_row(&mut tx, id).await?;
         let since = case.first_event_at - 7 * CASE_LOOKBACK_MS;
-        let mut timeline = Vec::new();
-        let (party, network) = subject_keys(&case.subject);
-        let events = tx
-            .query(
-                "SELECT at, kind, customer, device, network, payee, source, amount, currency, failed, action, score, fired \
-                 FROM risk_events WHERE (($1 <> '' AND (customer = $1 OR payee = $1)) OR ($2 <> '' AND network = $2)) \
-                 AND at >= $3 ORDER BY at DESC LIMIT 500",
-                params![party, network, since],
-            )
-            .await?;
-        for e in &events {
-            let fired: serde_json::Value =
-                serde_json::from_str(&e.text(12)?).unwrap_or(serde_json::Value::Null);
-            let role = if e.text(2)? == case.subject {
-                "actor"
-            } else {
-                "payee"
-            };
-            timeline.push(TimelineEntry {
-                at: e.i64(0)?,
-                source: "event",
-                what: e.text(1)?,
-                detail: serde_json::json!({
-                    "subject_is": role,
-                    "customer": e.text(2)?,
-                    "device": e.text(3)?,
-                    "network": e.text(4)?,
-                    "payee": e.text(5)?,
-                    "source": e.text(6)?,
-                    "amount": e.i64(7)?,
-                    "currency": e.text(8)?,
-                    "failed": e.i64(9)? == 1,
-                    "decision": e.text(10)?,
-                    "score": e.i64(11)?,
-                    "rules": fired,
-                }),
-            });
-        }
-        let alerts = tx
-            .query(
-                "SELECT at, rule, reason, action, score, event_id FROM risk_alerts WHERE case_id = $1 ORDER BY at",
-                params![id],
-            )
-            .await?;
-        for a in &alerts {
-            timeline.push(TimelineEntry {
-                at: a.i64(0)?,
-                source: "alert",
-                what: a.text(1)?,
-                detail: serde_json::json!({
-                    "reason": a.text(2)?, "action": a.text(3)?, "score": a.i64(4)?, "event": a.opt_text(5)?,
-                }),
-            });
-        }
-        let audits = tx
-            .query(
-                "SELECT at, actor, action, details FROM audit_log WHERE subject IN ($1, $2) AND at >= $3 ORDER BY seq DESC LIMIT 200",
-                params![
-                    case.subject.as_str(),
-                    format!("user:{}", case.subject),
-                    since
-                ],
-            )
-            .await?;
-        for a in &audits {
-            timeline.push(TimelineEntry {
-                at: a.i64(0)?,
-                source: "audit",
-                what: a.text(2)?,
-                detail: serde_json::json!({
-                    "actor": a.text(1)?,
-                    "details": serde_json::from_str::<serde_json::Value>(&a.text(3)?).unwrap_or(serde_json::Value::Null),
-                }),
-            });
-        }
-        let comments = tx
-            .query(
-                "SELECT at, author, body FROM risk_case_comments WHERE case_id = $1 ORDER BY at",
-                params![id],
-            )
-            .await?;
-        for c in &comments {
-            timeline.push(TimelineEntry {
-                at: c.i64(0)?,
-                source: "comment",
-                what: c.text(1)?,
-                detail: serde_json::json!({ "body": c.text(2)? }),
-            });
-        }
+        let mut timeline = event_lines(&mut tx, &case, since).await?;
+        timeline.extend(alert_lines(&mut tx, id).await?);
+        timeline.extend(audit_lines(&mut tx, &case, since).await?);
+        timeline.extend(comment_lines(&mut tx, id).await?);
         tx.commit().await?;
         timeline.sort_by_key(|e| e.at);
         Ok(CaseDetail { case, timeline })
@@ -570,4 +485,124 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         Ok(rows.len())
     }
+}
+
+/// The case subject's scored events since `since` (newest 500), as timeline lines.
+async fn event_lines<T: SqlTx>(
+    tx: &mut T,
+    case: &Case,
+    since: i64,
+) -> Result<Vec<TimelineEntry>, PayError> {
+    let mut timeline = Vec::new();
+    let (party, network) = subject_keys(&case.subject);
+    let events = tx
+        .query(
+            "SELECT at, kind, customer, device, network, payee, source, amount, currency, failed, action, score, fired \
+             FROM risk_events WHERE (($1 <> '' AND (customer = $1 OR payee = $1)) OR ($2 <> '' AND network = $2)) \
+             AND at >= $3 ORDER BY at DESC LIMIT 500",
+            params![party, network, since],
+        )
+        .await?;
+    for e in &events {
+        let fired: serde_json::Value =
+            serde_json::from_str(&e.text(12)?).unwrap_or(serde_json::Value::Null);
+        let role = if e.text(2)? == case.subject {
+            "actor"
+        } else {
+            "payee"
+        };
+        timeline.push(TimelineEntry {
+            at: e.i64(0)?,
+            source: "event",
+            what: e.text(1)?,
+            detail: serde_json::json!({
+                "subject_is": role,
+                "customer": e.text(2)?,
+                "device": e.text(3)?,
+                "network": e.text(4)?,
+                "payee": e.text(5)?,
+                "source": e.text(6)?,
+                "amount": e.i64(7)?,
+                "currency": e.text(8)?,
+                "failed": e.i64(9)? == 1,
+                "decision": e.text(10)?,
+                "score": e.i64(11)?,
+                "rules": fired,
+            }),
+        });
+    }
+    Ok(timeline)
+}
+
+/// The case's alerts, as timeline lines.
+async fn alert_lines<T: SqlTx>(tx: &mut T, id: &str) -> Result<Vec<TimelineEntry>, PayError> {
+    let mut timeline = Vec::new();
+    let alerts = tx
+        .query(
+            "SELECT at, rule, reason, action, score, event_id FROM risk_alerts WHERE case_id = $1 ORDER BY at",
+            params![id],
+        )
+        .await?;
+    for a in &alerts {
+        timeline.push(TimelineEntry {
+            at: a.i64(0)?,
+            source: "alert",
+            what: a.text(1)?,
+            detail: serde_json::json!({
+                "reason": a.text(2)?, "action": a.text(3)?, "score": a.i64(4)?, "event": a.opt_text(5)?,
+            }),
+        });
+    }
+    Ok(timeline)
+}
+
+/// Changes to the subject recorded in the audit chain since `since` (newest 200).
+async fn audit_lines<T: SqlTx>(
+    tx: &mut T,
+    case: &Case,
+    since: i64,
+) -> Result<Vec<TimelineEntry>, PayError> {
+    let mut timeline = Vec::new();
+    let audits = tx
+        .query(
+            "SELECT at, actor, action, details FROM audit_log WHERE subject IN ($1, $2) AND at >= $3 ORDER BY seq DESC LIMIT 200",
+            params![
+                case.subject.as_str(),
+                format!("user:{}", case.subject),
+                since
+            ],
+        )
+        .await?;
+    for a in &audits {
+        timeline.push(TimelineEntry {
+            at: a.i64(0)?,
+            source: "audit",
+            what: a.text(2)?,
+            detail: serde_json::json!({
+                "actor": a.text(1)?,
+                "details": serde_json::from_str::<serde_json::Value>(&a.text(3)?).unwrap_or(serde_json::Value::Null),
+            }),
+        });
+    }
+    Ok(timeline)
+}
+
+/// The operators' comments on the case.
+async fn comment_lines<T: SqlTx>(tx: &mut T, id: &str) -> Result<Vec<TimelineEntry>, PayError> {
+    let mut timeline = Vec::new();
+    let comments = tx
+        .query(
+            "SELECT at, author, body FROM risk_case_comments WHERE case_id = $1 ORDER BY at",
+            params![id],
+        )
+        .await?;
+    for c in &comments {
+        timeline.push(TimelineEntry {
+            at: c.i64(0)?,
+            source: "comment",
+            what: c.text(1)?,
+            detail: serde_json::json!({ "body": c.text(2)? }),
+        });
+    }
+    Ok(timeline)
 }

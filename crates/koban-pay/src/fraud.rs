@@ -372,11 +372,7 @@ impl<S: LedgerStore> Payments<S> {
                 && done.amount == amount.to_i64()
                 && done.currency == currency.code()
                 && done.case_id.as_deref() == Some(case_id);
-            return if same {
-                Ok(done)
-            } else {
-                Err(PayError::IdempotencyMismatch)
-            };
+            return same.then_some(done).ok_or(PayError::IdempotencyMismatch);
         }
         let wallets = self.wallets_of(customer).await?;
         if !wallets.iter().any(|(c, _)| *c == currency) {
@@ -388,22 +384,7 @@ impl<S: LedgerStore> Payments<S> {
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
         self.check_case(&mut tx, Some(case_id)).await?;
-        // Only a customer the case is about: its subject when the case is about a customer
-        // (never the payee a fan-in case is about: that is the suspected mule), or someone
-        // who paid its subject.
-        let in_case = tx
-            .query_opt(
-                "SELECT 1 FROM risk_cases c JOIN users u ON u.id = $1 AND u.kind = 'customer' \
-                 WHERE c.id = $2 AND ((c.subject = u.id AND c.subject_role = 'customer') OR EXISTS \
-                 (SELECT 1 FROM risk_events e WHERE e.payee = c.subject AND e.customer = u.id))",
-                params![customer, case_id],
-            )
-            .await?;
-        if in_case.is_none() {
-            return Err(PayError::Invalid(
-                "the customer must be the subject of a case about a customer, or have paid its subject",
-            ));
-        }
+        customer_in_case(&mut tx, customer, case_id).await?;
         let inserted = tx
             .execute(
                 "INSERT INTO risk_actions (id, kind, case_id, customer, amount, currency, note, status, requested_by, requested_at, request_key) \
@@ -520,19 +501,7 @@ impl<S: LedgerStore> Payments<S> {
         id: &str,
         approver: Option<&str>,
     ) -> Result<RiskAction, PayError> {
-        // Claimed before any money moves: a rejection racing this approval finds it taken.
-        let mut tx = self.db().begin().await?;
-        let claimed = tx
-            .execute(
-                "UPDATE risk_actions SET status = 'executing', approved_by = $1 WHERE id = $2 AND status IN ('pending', 'executing')",
-                params![approver, id],
-            )
-            .await?;
-        tx.commit().await?;
-        if claimed == 0 {
-            return Err(PayError::Conflict("this action was already decided"));
-        }
-        let action = self.risk_action(id).await?;
+        let action = self.claim_action(id, approver).await?;
         let amount = Amount::from_i64(action.amount)
             .map_err(|_| PayError::Invalid("a stored amount is not valid"))?;
         let currency = currency_of(&action.currency)?;
@@ -542,20 +511,17 @@ impl<S: LedgerStore> Payments<S> {
                 self.move_reversal(&action, ledger_id, amount, currency)
                     .await?
             }
-            "compensate" => {
-                let outcome = self
-                    .move_compensation(&action, id, ledger_id, amount, currency)
-                    .await?;
-                (outcome, None)
-            }
+            "compensate" => (
+                self.move_compensation(&action, id, ledger_id, amount, currency)
+                    .await?,
+                None,
+            ),
             _ => return Err(PayError::Invalid("unknown action kind")),
         };
         let status = match outcome {
             Ok(()) => "done",
             // An approved retry after a crash finds its transfer already recorded.
-            Err(RejectReason::IdempotencyConflict) => {
-                return Err(PayError::IdempotencyMismatch);
-            }
+            Err(RejectReason::IdempotencyConflict) => return Err(PayError::IdempotencyMismatch),
             Err(_) => "refused",
         };
         let now = self.now_ms();
@@ -596,6 +562,23 @@ impl<S: LedgerStore> Payments<S> {
             }));
         }
         Ok(done)
+    }
+
+    /// Claims an action for execution before any money moves, so a rejection racing this
+    /// approval finds it taken; answers the action as claimed.
+    async fn claim_action(&self, id: &str, approver: Option<&str>) -> Result<RiskAction, PayError> {
+        let mut tx = self.db().begin().await?;
+        let claimed = tx
+            .execute(
+                "UPDATE risk_actions SET status = 'executing', approved_by = $1 WHERE id = $2 AND status IN ('pending', 'executing')",
+                params![approver, id],
+            )
+            .await?;
+        tx.commit().await?;
+        if claimed == 0 {
+            return Err(PayError::Conflict("this action was already decided"));
+        }
+        self.risk_action(id).await
     }
 
     /// Moves a completed transfer's amount back from its receiver to its payer (through their
@@ -928,4 +911,28 @@ fn bounded_note(note: &str) -> Result<&str, PayError> {
         return Err(PayError::Invalid("a note is 1 to 500 characters"));
     }
     Ok(note)
+}
+
+/// Refuses compensating anyone but a customer the case is about: its subject when the case is
+/// about a customer (never the payee a fan-in case is about: that is the suspected mule), or
+/// someone who paid its subject.
+async fn customer_in_case<T: SqlTx>(
+    tx: &mut T,
+    customer: &UserId,
+    case_id: &str,
+) -> Result<(), PayError> {
+    let in_case = tx
+        .query_opt(
+            "SELECT 1 FROM risk_cases c JOIN users u ON u.id = $1 AND u.kind = 'customer' \
+             WHERE c.id = $2 AND ((c.subject = u.id AND c.subject_role = 'customer') OR EXISTS \
+             (SELECT 1 FROM risk_events e WHERE e.payee = c.subject AND e.customer = u.id))",
+            params![customer, case_id],
+        )
+        .await?;
+    if in_case.is_none() {
+        return Err(PayError::Invalid(
+            "the customer must be the subject of a case about a customer, or have paid its subject",
+        ));
+    }
+    Ok(())
 }

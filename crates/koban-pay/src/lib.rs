@@ -224,6 +224,13 @@ pub fn parse_amount(minor_units: i64) -> Result<Amount, PayError> {
     Amount::from_i64(minor_units).map_err(|_| PayError::Invalid("amount is too large"))
 }
 
+/// `bps` basis points of `amount`, rounded down, without overflow: `bps` is capped at 10,000,
+/// so the answer is at most the amount itself.
+pub fn basis_points(amount: u64, bps: u64) -> u64 {
+    let bps = bps.min(10_000);
+    amount / 10_000 * bps + amount % 10_000 * bps / 10_000
+}
+
 /// A count of minor units read back from a column this service wrote (balances, limits, sums
 /// of amounts): never negative, so a negative one is corrupt data, not zero.
 pub fn stored_minor(value: i64) -> Result<u64, PayError> {
@@ -643,6 +650,19 @@ mod tests {
         assert_eq!(queue.len(), 10);
         assert_eq!(keep_newest(&mut queue, 4), 6);
         assert_eq!(queue, vec![6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn basis_points_round_down_and_never_exceed_the_amount() {
+        assert_eq!(basis_points(10_000, 250), 250);
+        assert_eq!(basis_points(9_999, 1), 0);
+        assert_eq!(basis_points(123_456_789, 1_500), 18_518_518);
+        assert_eq!(basis_points(u64::MAX, 10_000), u64::MAX);
+        assert_eq!(basis_points(u64::MAX, 99_999), u64::MAX, "capped at 100%");
+        assert_eq!(
+            basis_points(u64::MAX, 5_000),
+            u64::try_from(u128::from(u64::MAX) * 5_000 / 10_000).unwrap()
+        );
     }
 
     #[test]

@@ -166,10 +166,8 @@ impl<S: LedgerStore> Payments<S> {
     /// more in fees than it received, so a fee at or above the amount is the amount.
     fn fee(&self, amount: Amount, bps: u64, fixed: u64) -> u64 {
         let amount = amount.minor_units();
-        let percentage = u128::from(amount) * u128::from(bps) / 10_000;
-        u64::try_from(percentage)
-            .ok()
-            .and_then(|fee| fee.checked_add(fixed))
+        crate::basis_points(amount, bps)
+            .checked_add(fixed)
             .map_or(amount, |fee| fee.min(amount))
     }
 
@@ -392,22 +390,10 @@ impl<S: LedgerStore> Payments<S> {
         ]);
         let _claim = self.claim(memo_id)?;
         if let Some(memo) = self.store.transfer(memo_id).await? {
-            if memo.reference != Some(payment_id) {
-                return Err(PayError::IdempotencyMismatch);
-            }
-            let transfer = self
-                .store
-                .transfer(payment_id)
-                .await?
-                .ok_or(PayError::NotFound)?;
             let (_, bps, fixed) = self.merchant_terms(&request.merchant_id).await?;
-            return Ok(MerchantPayment {
-                fee: self.fee(transfer.amount, bps, fixed),
-                transfer,
-                merchant_name: request.merchant_name,
-                replayed: true,
-                session: None,
-            });
+            return self
+                .replayed_payment(&memo, payment_id, None, request.merchant_name, (bps, fixed))
+                .await;
         }
         match request.status {
             "paid" => return Err(PayError::Conflict("this payment request is already paid")),
@@ -431,33 +417,19 @@ impl<S: LedgerStore> Payments<S> {
             currency: request.currency.code().to_owned(),
             ..Parties::of(&principal.user_id, Some(client))
         };
-        let session = match self.assess(&event, &parties).await? {
-            Decision::Deny {
-                code: code @ ("daily_limit" | "cooling_off_limit"),
-            } => {
-                return Err(PayError::Limit {
-                    code,
-                    detail: "this would exceed a limit on what may leave your wallet today".into(),
-                });
-            }
-            Decision::Hold | Decision::Deny { .. } => {
-                return Err(PayError::Declined {
-                    code: "risk_declined",
-                });
-            }
-            Decision::Challenge => {
-                let action = SensitiveAction::Payment {
-                    amount_minor: amount.to_i64(),
-                    currency: request.currency.code().to_owned(),
-                    payee: format!("merchant {}", request.merchant_name),
-                };
-                let session = self
-                    .auth
+        let session = if qr_needs_step_up(self.assess(&event, &parties).await?)? {
+            let action = SensitiveAction::Payment {
+                amount_minor: amount.to_i64(),
+                currency: request.currency.code().to_owned(),
+                payee: format!("merchant {}", request.merchant_name),
+            };
+            Some(
+                self.auth
                     .confirm_action(principal, &action, proof, client)
-                    .await?;
-                Some(session)
-            }
-            Decision::Allow => None,
+                    .await?,
+            )
+        } else {
+            None
         };
         let (transfer, fee) = self
             .capture(
@@ -780,60 +752,20 @@ impl<S: LedgerStore> Payments<S> {
         ]);
         let _claim = self.claim(memo_id)?;
         let now = self.now_ms();
-        let mut tx = self.db().begin_read().await?;
-        let row = tx
-            .query_opt(
-                "SELECT c.id, c.user_id, c.currency, c.limit_minor, c.expires_at, c.used_at, c.revoked_at, \
-                 (SELECT COUNT(*) FROM sessions s WHERE s.id = c.session_id AND s.revoked_at IS NULL AND s.expires_at > $1), \
-                 u.email, u.status, u.cooling_off_until \
-                 FROM payment_codes c JOIN users u ON u.id = c.user_id WHERE c.code_hash = $2",
-                params![now, self.code_hash(code)],
-            )
-            .await?
-            .ok_or_else(unusable)?;
-        tx.commit().await?;
+        let row = self.find_code(code, now).await?.ok_or_else(unusable)?;
         let code_id = row.text(0)?;
         let payment_id = self.derive_id(&[b"code-pay", code_id.as_bytes()]);
         let (merchant_name, bps, fixed) = self.merchant_terms(&merchant.merchant_id).await?;
         if let Some(memo) = self.store.transfer(memo_id).await? {
-            if memo.reference != Some(payment_id) || memo.amount != amount {
-                return Err(PayError::IdempotencyMismatch);
-            }
-            let transfer = self
-                .store
-                .transfer(payment_id)
-                .await?
-                .ok_or(PayError::NotFound)?;
-            return Ok(MerchantPayment {
-                fee: self.fee(amount, bps, fixed),
-                transfer,
-                merchant_name,
-                replayed: true,
-                session: None,
-            });
+            return self
+                .replayed_payment(&memo, payment_id, Some(amount), merchant_name, (bps, fixed))
+                .await;
         }
         let user_id = UserId::from_stored(row.text(1)?);
-        let live = row.opt_i64(5)?.is_none()
-            && row.opt_i64(6)?.is_none()
-            && row.i64(4)? > now
-            && row.i64(7)? == 1
-            && row.text(9)? == "active";
-        if !live {
+        if !code_usable(&row, now)? {
             return Err(unusable());
         }
-        if stored_currency(&row.text(2)?)? != currency {
-            return Err(PayError::Invalid("this code is for another currency"));
-        }
-        let limit = crate::stored_minor(row.i64(3)?)?;
-        if amount.minor_units() > limit {
-            return Err(PayError::Limit {
-                code: "code_limit",
-                detail: format!(
-                    "this payment code allows at most {}; the customer must pay by scanning the merchant's QR code instead",
-                    format_money(limit, currency)
-                ),
-            });
-        }
+        code_covers(&row, amount, currency)?;
         // Claim the code: one charge only, even with two tills racing.
         let mut tx = self.db().begin().await?;
         let claimed = tx
@@ -883,6 +815,54 @@ impl<S: LedgerStore> Payments<S> {
             replayed: false,
             session: None,
         })
+    }
+
+    /// The answer to a retried payment, found by its memo leg: the payment it made (refused
+    /// when the retry names another payment, or another amount where the caller gives one).
+    async fn replayed_payment(
+        &self,
+        memo: &Transfer,
+        payment_id: TransferId,
+        amount: Option<Amount>,
+        merchant_name: String,
+        (bps, fixed): (u64, u64),
+    ) -> Result<MerchantPayment, PayError> {
+        if memo.reference != Some(payment_id) || amount.is_some_and(|a| memo.amount != a) {
+            return Err(PayError::IdempotencyMismatch);
+        }
+        let transfer = self
+            .store
+            .transfer(payment_id)
+            .await?
+            .ok_or(PayError::NotFound)?;
+        Ok(MerchantPayment {
+            fee: self.fee(transfer.amount, bps, fixed),
+            transfer,
+            merchant_name,
+            replayed: true,
+            session: None,
+        })
+    }
+
+    /// A payment code by its hash, with its holder and whether the session that made it is
+    /// still live.
+    async fn find_code(
+        &self,
+        code: &str,
+        now: i64,
+    ) -> Result<Option<koban_store::sql::Row>, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT c.id, c.user_id, c.currency, c.limit_minor, c.expires_at, c.used_at, c.revoked_at, \
+                 (SELECT COUNT(*) FROM sessions s WHERE s.id = c.session_id AND s.revoked_at IS NULL AND s.expires_at > $1), \
+                 u.email, u.status, u.cooling_off_until \
+                 FROM payment_codes c JOIN users u ON u.id = c.user_id WHERE c.code_hash = $2",
+                params![now, self.code_hash(code)],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -992,27 +972,7 @@ impl<S: LedgerStore> Payments<S> {
             });
         }
         let refunded_total = self.reserve_refund(merchant, &original, amount).await?;
-        let batch = vec![
-            TransferRequest::Move(Move {
-                id: refund_id,
-                debit: merchant_wallet.account,
-                credit: original.debit,
-                amount,
-                currency: original.currency,
-                code: kind::REFUND,
-                reference: Some(payment),
-                metadata: Metadata::empty(),
-                pending: None,
-            }),
-            emoney_leg(
-                self.derive_id(&[b"refund-memo", &refund_id.to_bytes()]),
-                original.currency,
-                amount,
-                true,
-                Some(refund_id),
-                None,
-            ),
-        ];
+        let batch = self.refund_batch(refund_id, merchant_wallet.account, &original, amount);
         match self.submit(batch).await? {
             Ok(applied) => {
                 self.announce_refund(merchant, &original, refund_id, amount)
@@ -1026,13 +986,7 @@ impl<S: LedgerStore> Payments<S> {
             }
             Err(rejection) => {
                 // Nothing moved: what was reserved is refundable again.
-                let mut tx = self.db().begin().await?;
-                tx.execute(
-                    "UPDATE merchant_payments SET refunded = refunded - $1 WHERE transfer_id = $2",
-                    params![amount.to_i64(), payment.to_bytes()],
-                )
-                .await?;
-                tx.commit().await?;
+                self.release_refund(payment, amount).await?;
                 Err(match rejection.reason {
                     RejectReason::ExceedsCredits => {
                         PayError::Invalid("the merchant balance is too low for this refund")
@@ -1094,6 +1048,49 @@ impl<S: LedgerStore> Payments<S> {
         };
         tx.commit().await?;
         crate::stored_minor(reserved.i64(0)?)
+    }
+
+    /// A refund: from the merchant's wallet back to the payer's, with its e-money memo leg.
+    fn refund_batch(
+        &self,
+        refund_id: TransferId,
+        merchant_wallet: AccountId,
+        original: &Transfer,
+        amount: Amount,
+    ) -> Vec<TransferRequest> {
+        vec![
+            TransferRequest::Move(Move {
+                id: refund_id,
+                debit: merchant_wallet,
+                credit: original.debit,
+                amount,
+                currency: original.currency,
+                code: kind::REFUND,
+                reference: Some(original.id),
+                metadata: Metadata::empty(),
+                pending: None,
+            }),
+            emoney_leg(
+                self.derive_id(&[b"refund-memo", &refund_id.to_bytes()]),
+                original.currency,
+                amount,
+                true,
+                Some(refund_id),
+                None,
+            ),
+        ]
+    }
+
+    /// Gives back a refund's reservation after the ledger refused it.
+    async fn release_refund(&self, payment: TransferId, amount: Amount) -> Result<(), PayError> {
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE merchant_payments SET refunded = refunded - $1 WHERE transfer_id = $2",
+            params![amount.to_i64(), payment.to_bytes()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Tells the merchant (webhook) and the payer (notice) that a refund went through.
@@ -1180,6 +1177,56 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         received_payment(&row)
     }
+}
+
+/// Whether paying a store's QR request needs step-up: a challenge does; a hold cannot wait
+/// at a till, so it declines like a denial; a limit is named.
+fn qr_needs_step_up(decision: Decision) -> Result<bool, PayError> {
+    match decision {
+        Decision::Deny {
+            code: code @ ("daily_limit" | "cooling_off_limit"),
+        } => Err(PayError::Limit {
+            code,
+            detail: "this would exceed a limit on what may leave your wallet today".into(),
+        }),
+        Decision::Hold | Decision::Deny { .. } => Err(PayError::Declined {
+            code: "risk_declined",
+        }),
+        Decision::Challenge => Ok(true),
+        Decision::Allow => Ok(false),
+    }
+}
+
+/// Whether a payment code (a row of [`Payments::find_code`]) can still be charged: not used,
+/// not revoked, not expired, its session live and its holder active.
+fn code_usable(row: &koban_store::sql::Row, now: i64) -> Result<bool, PayError> {
+    Ok(row.opt_i64(5)?.is_none()
+        && row.opt_i64(6)?.is_none()
+        && row.i64(4)? > now
+        && row.i64(7)? == 1
+        && row.text(9)? == "active")
+}
+
+/// Refuses a charge in another currency than the code's, or above the code's limit.
+fn code_covers(
+    row: &koban_store::sql::Row,
+    amount: Amount,
+    currency: Currency,
+) -> Result<(), PayError> {
+    if stored_currency(&row.text(2)?)? != currency {
+        return Err(PayError::Invalid("this code is for another currency"));
+    }
+    let limit = crate::stored_minor(row.i64(3)?)?;
+    if amount.minor_units() > limit {
+        return Err(PayError::Limit {
+            code: "code_limit",
+            detail: format!(
+                "this payment code allows at most {}; the customer must pay by scanning the merchant's QR code instead",
+                format_money(limit, currency)
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn received_payment(row: &koban_store::sql::Row) -> Result<ReceivedPayment, PayError> {

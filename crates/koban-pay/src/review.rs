@@ -80,8 +80,47 @@ impl<S: LedgerStore> Payments<S> {
         if held.status != "held" {
             return Err(PayError::Conflict("this transfer was already decided"));
         }
+        let batch = self.review_batch(&held, release)?;
+        let outcome = self.submit(batch).await?;
+        let status = match outcome {
+            Ok(_) => {
+                if release {
+                    "released"
+                } else {
+                    "voided"
+                }
+            }
+            // The hold never reached the ledger (the process died in between) or ran out:
+            // nothing is reserved any more, so the review ends as voided.
+            Err(r)
+                if matches!(
+                    r.reason,
+                    koban_ledger::RejectReason::PendingNotFound
+                        | koban_ledger::RejectReason::PendingExpired
+                ) =>
+            {
+                "voided"
+            }
+            Err(r) => return Err(crate::ledger_refusal(r.reason)),
+        };
+        self.record_review(principal, &operator.operator_id, &held, status)
+            .await?;
+        Ok(HeldTransfer {
+            status: status.to_owned(),
+            ..held
+        })
+    }
+
+    /// Releasing posts the hold into suspense and moves it on to the payee; stopping voids it
+    /// (back to the payer).
+    fn review_batch(
+        &self,
+        held: &HeldTransfer,
+        release: bool,
+    ) -> Result<Vec<TransferRequest>, PayError> {
+        let id = held.id;
         let amount = Amount::new(held.amount).map_err(|_| PayError::Invalid("stored amount"))?;
-        let batch = if release {
+        Ok(if release {
             vec![
                 TransferRequest::Post {
                     id: self.derive_id(&[b"review-post", &id.to_bytes()]),
@@ -107,34 +146,23 @@ impl<S: LedgerStore> Payments<S> {
                 pending_id: id,
                 metadata: Metadata::empty(),
             }]
-        };
-        let outcome = self.submit(batch).await?;
-        let status = match outcome {
-            Ok(_) => {
-                if release {
-                    "released"
-                } else {
-                    "voided"
-                }
-            }
-            // The hold never reached the ledger (the process died in between) or ran out:
-            // nothing is reserved any more, so the review ends as voided.
-            Err(r)
-                if matches!(
-                    r.reason,
-                    koban_ledger::RejectReason::PendingNotFound
-                        | koban_ledger::RejectReason::PendingExpired
-                ) =>
-            {
-                "voided"
-            }
-            Err(r) => return Err(crate::ledger_refusal(r.reason)),
-        };
+        })
+    }
+
+    /// Records the decision, its audit entry and the payer's notice in one transaction.
+    async fn record_review(
+        &self,
+        principal: &Principal,
+        operator_id: &str,
+        held: &HeldTransfer,
+        status: &str,
+    ) -> Result<(), PayError> {
+        let id = held.id;
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
         tx.execute(
             "UPDATE held_transfers SET status = $1, decided_at = $2, decided_by = $3 WHERE pending_id = $4",
-            params![status, now, operator.operator_id.as_str(), id.to_bytes()],
+            params![status, now, operator_id, id.to_bytes()],
         )
         .await?;
         audit::append(
@@ -172,9 +200,6 @@ impl<S: LedgerStore> Payments<S> {
         let mail = mail.arg("amount", money);
         koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
         tx.commit().await?;
-        Ok(HeldTransfer {
-            status: status.to_owned(),
-            ..held
-        })
+        Ok(())
     }
 }

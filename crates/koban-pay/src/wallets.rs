@@ -554,37 +554,7 @@ impl<S: LedgerStore> Payments<S> {
                 if at_ms > to_ms {
                     continue;
                 }
-                let balance = transfer
-                    .side(wallet.account)
-                    .map(|(_, b)| b.net_credit_posted())
-                    .unwrap_or(0);
-                let message = transfer
-                    .metadata
-                    .iter()
-                    .find(|(k, _)| *k == "message")
-                    .map(|(_, v)| {
-                        // A spreadsheet must not read a payer's message as a formula.
-                        let quoted = v.replace('"', "\"\"");
-                        if quoted.starts_with(['=', '+', '-', '@']) {
-                            format!("'{quoted}")
-                        } else {
-                            quoted
-                        }
-                    })
-                    .unwrap_or_default();
-                let e = entry(transfer, wallet.account);
-                csv.push_str(&format!(
-                    "{},{},{},{},{},{},{},{},\"{}\"\n",
-                    uuid::Uuid::from_u128(e.transfer.id.get()),
-                    at_ms,
-                    e.kind,
-                    e.status,
-                    if e.incoming { "in" } else { "out" },
-                    e.transfer.amount.minor_units(),
-                    e.transfer.currency.code(),
-                    balance,
-                    message
-                ));
+                csv.push_str(&statement_line(transfer, wallet.account, at_ms)?);
                 rows += 1;
                 if rows == STATEMENT_ROWS_MAX {
                     break 'pages;
@@ -893,6 +863,45 @@ pub fn emoney_leg(
         metadata: Metadata::empty(),
         pending,
     })
+}
+
+/// One line of a CSV statement: the transfer as the wallet sees it, with the balance after it.
+fn statement_line(transfer: Transfer, wallet: AccountId, at_ms: i64) -> Result<String, PayError> {
+    let balance = transfer
+        .side(wallet)
+        .map(|(_, b)| b.net_credit_posted())
+        .ok_or(PayError::Auth(koban_auth::AuthError::Internal(
+            "a statement's transfer does not touch its wallet",
+        )))?;
+    let message = transfer
+        .metadata
+        .iter()
+        .find(|(k, _)| *k == "message")
+        .map(|(_, v)| csv_text(v))
+        .unwrap_or_default();
+    let e = entry(transfer, wallet);
+    Ok(format!(
+        "{},{},{},{},{},{},{},{},\"{}\"\n",
+        uuid::Uuid::from_u128(e.transfer.id.get()),
+        at_ms,
+        e.kind,
+        e.status,
+        if e.incoming { "in" } else { "out" },
+        e.transfer.amount.minor_units(),
+        e.transfer.currency.code(),
+        balance,
+        message
+    ))
+}
+
+/// Text for a quoted CSV field that a spreadsheet will not read as a formula.
+fn csv_text(text: &str) -> String {
+    let quoted = text.replace('"', "\"\"");
+    if quoted.starts_with(['=', '+', '-', '@']) {
+        format!("'{quoted}")
+    } else {
+        quoted
+    }
 }
 
 fn page_request(cursor: Option<TransferId>, limit: usize) -> Result<PageRequest, PayError> {

@@ -82,34 +82,7 @@ impl<D: SqlDb> Auth<D> {
         let number = self.begin_attempt(&attempt).await?;
         let phc = self.hasher.hash(&password, Lane::Unknown).await?;
         // First the e-mailed code, compared without using it up (a wrong one counts against it).
-        let now = self.now_ms();
-        let mut tx = self.db.begin().await?;
-        let user = user_by_email(&mut tx, email.as_str())
-            .await?
-            .filter(|u| u.status == "active");
-        let code_id = match &user {
-            Some(user) => self
-                .check_code(&mut tx, &user.id, "reset_password", code.expose(), now)
-                .await?
-                .map(|(id, _)| id),
-            None => None,
-        };
-        let (Some(user), Some(code_id)) = (user, code_id) else {
-            let user_id = user_by_email(&mut tx, email.as_str()).await?.map(|u| u.id);
-            self.record_failure(
-                &mut tx,
-                user_id.as_deref(),
-                email.as_str(),
-                &attempt,
-                number,
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            self.outbox_written();
-            return Err(AuthError::BadCredentials);
-        };
-        tx.commit().await?;
+        let (user, code_id) = self.check_reset_code(email, code, &attempt, number).await?;
         // Then the second factor, counted in the user's second-factor run (which a right
         // password never clears); a wrong one also counts against the e-mailed code.
         let factor = AttemptKeys::new(
@@ -159,6 +132,57 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         throttle::record_success(&mut tx, &attempt).await?;
         throttle::record_success(&mut tx, &factor).await?;
+        self.after_reset(tx, &user, now).await
+    }
+
+    /// The e-mailed code of a password reset, checked for an active account without using it
+    /// up; a wrong one (or no such account) is recorded as a failure of `attempt`.
+    async fn check_reset_code(
+        &self,
+        email: &Email,
+        code: &Secret<String>,
+        attempt: &AttemptKeys,
+        number: i64,
+    ) -> Result<(UserRow, String), AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let user = user_by_email(&mut tx, email.as_str())
+            .await?
+            .filter(|u| u.status == "active");
+        let code_id = match &user {
+            Some(user) => self
+                .check_code(&mut tx, &user.id, "reset_password", code.expose(), now)
+                .await?
+                .map(|(id, _)| id),
+            None => None,
+        };
+        let (Some(user), Some(code_id)) = (user, code_id) else {
+            let user_id = user_by_email(&mut tx, email.as_str()).await?.map(|u| u.id);
+            self.record_failure(
+                &mut tx,
+                user_id.as_deref(),
+                email.as_str(),
+                attempt,
+                number,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            self.outbox_written();
+            return Err(AuthError::BadCredentials);
+        };
+        tx.commit().await?;
+        Ok((user, code_id))
+    }
+
+    /// After a password was reset, in its transaction: every session ends, cooling-off
+    /// starts, the customer is told and the audit chain records it.
+    async fn after_reset<T: SqlTx>(
+        &self,
+        mut tx: T,
+        user: &UserRow,
+        now: i64,
+    ) -> Result<(), AuthError> {
         self.revoke_sessions(&mut tx, &user.id, None, now).await?;
         self.start_cooling_off(&mut tx, &user.id, now).await?;
         self.notify_change(
