@@ -8,7 +8,7 @@
 //! malformed body cannot come back in an error.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, OriginalUri, Path, Query, Request, State};
+use axum::extract::{FromRequest, OriginalUri, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use koban_auth::Secret;
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
+use crate::extract::Query;
 use crate::extract::card_id;
 use crate::extract::{Caller, ClientInfo, Json, json, json_with_session, session_out};
 use crate::problem::ApiError;

@@ -36,7 +36,24 @@ where
     }
 }
 
-/// The value of the cookie `name`, if the request carries it.
+/// A query string; one that does not parse is a 400 problem (`application/problem+json`),
+/// like every other error, never axum's plain-text rejection.
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Query(value))
+    }
+}
+
 /// A user's id from a path or a body; one that cannot be a user's is not found, like an
 /// unknown one.
 pub fn user_id(text: &str) -> Result<koban_shared::ids::UserId, ApiError> {
@@ -48,6 +65,7 @@ pub fn card_id(text: &str) -> Result<koban_shared::ids::CardId, ApiError> {
     koban_shared::ids::CardId::parse(text).ok_or_else(|| koban_pay::PayError::NotFound.into())
 }
 
+/// The value of the cookie `name`, if the request carries it.
 pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)

@@ -1,6 +1,6 @@
 //! Operator, merchant and development endpoints.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use koban_auth::apikeys::{Environment, Scopes};
@@ -10,7 +10,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::ApiState;
-use crate::extract::{Caller, ClientInfo, Json, MerchantCaller, json, session_out, with_cookies};
+use crate::extract::{
+    Caller, ClientInfo, Json, MerchantCaller, Query, json, session_out, with_cookies,
+};
 use crate::problem::{ApiError, Problem};
 use crate::wire::*;
 

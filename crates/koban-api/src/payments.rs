@@ -3,7 +3,7 @@
 //! sandbox bank. Wire types for them live here too. Every money-moving POST requires an
 //! `Idempotency-Key` header.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
 use crate::extract::{
-    Caller, ClientInfo, Json, MerchantCaller, json, json_with_session, session_out,
+    Caller, ClientInfo, Json, MerchantCaller, Query, json, json_with_session, session_out,
 };
 use crate::problem::{ApiError, Problem};
 use crate::wire::{SessionOut, StepUpIn, proof};

@@ -2,7 +2,7 @@
 //! reversals and compensations (with maker-checker approval), the measures of the operation,
 //! and the live rule set (shown and reloaded).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use koban_auth::Role;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
-use crate::extract::{Caller, Json, json};
+use crate::extract::{Caller, Json, Query, json};
 use crate::payments::IdemKey;
 use crate::problem::{ApiError, Problem};
 

@@ -1086,6 +1086,21 @@ async fn malformed_payment_requests_get_problems_and_change_nothing<S: LedgerSto
         .call(idem(post("/v1/qr/pay", json!({ "payload": "KB1.AAAAAAAAAAAAAAAAAAAAAA.100.JPY.9999999999.AAAAAAAAAAAAAAAAAAAAAA" })).bearer(&alice.token), "q"))
         .await;
     assert_eq!(forged_payload.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A query string that does not parse is a problem like any other error, never plain text.
+    for path in [
+        "/v1/wallet/transactions?limit=abc",
+        "/v1/wallet/transactions?limit=-1",
+        "/v1/wallet/statement.csv?from=yesterday",
+        "/v1/payees/lookup",
+    ] {
+        let reply = app.call(get(path).bearer(&alice.token)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: {reply:?}");
+        assert_eq!(
+            reply.headers["content-type"], "application/problem+json",
+            "{path}"
+        );
+        assert_eq!(reply.problem(), "bad-request", "{path}");
+    }
 
     // Nothing moved: only the faucet's credit is in the history.
     let wallet = app.wallet(&alice.token).await;
