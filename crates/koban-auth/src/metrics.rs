@@ -38,4 +38,18 @@ pub fn describe() {
         OUTBOX_FAILED,
         "Failed delivery attempts (retried with backoff)."
     );
+    // Every documented series is on /metrics from the start, at zero, so a dashboard or an
+    // alert rule sees 0 rather than no data until the first event.
+    for name in [
+        LOGIN_FAILURES,
+        LOGIN_SUCCESSES,
+        HASH_REFUSED,
+        OUTBOX_DELIVERED,
+        OUTBOX_FAILED,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::counter!(SECURITY_ALERTS, "kind" => "auth_failure_rate").increment(0);
+    metrics::gauge!(ALARM_ACTIVE).increment(0.0);
+    metrics::gauge!(FAILURES_LAST_MINUTE).increment(0.0);
 }

@@ -267,7 +267,11 @@ fn a_failure_spike_shows_on_metrics_within_a_minute() {
         let active = metrics
             .lines()
             .any(|l| l.starts_with("koban_security_alarm_active") && l.ends_with(" 1"));
-        if active && metrics.contains("koban_security_alerts_total") {
+        // The counter is on /metrics from the start at 0: an alert is a line above 0.
+        let counted = metrics
+            .lines()
+            .any(|l| l.starts_with("koban_security_alerts_total") && !l.ends_with(" 0"));
+        if active && counted {
             break;
         }
         assert!(

@@ -27,6 +27,16 @@ fn serve_answers_health_readiness_and_metrics_and_stops_on_sigterm() {
         "{}",
         metrics.body
     );
+    // The series the README documents are there before their first event, at zero.
+    for series in [
+        "koban_auth_hash_refused_total 0",
+        "koban_security_alerts_total{kind=\"auth_failure_rate\"} 0",
+        "koban_outbox_failed_attempts_total 0",
+        "koban_outbox_delivered_total 0",
+        "koban_security_alarm_active 0",
+    ] {
+        assert!(metrics.body.contains(series), "{series}: {}", metrics.body);
+    }
     assert_eq!(http_get(addr, "/nowhere").status, 404);
     assert!(
         dir.path().join("data/koban.db").exists(),
