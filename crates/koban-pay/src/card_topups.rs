@@ -81,6 +81,33 @@ pub fn year_month(ms: i64) -> (i64, i64) {
     (year, month)
 }
 
+/// The digits of a card a customer adds, once its details have the shape of a card that
+/// works now: 13 to 19 digits with a right Luhn digit, a month, a 3 or 4 digit security code,
+/// and an expiry from this month to 20 years on (a card works until the end of its month).
+fn card_digits(card: &CardDetails, now_ms: i64) -> Result<String, PayError> {
+    let digits: String = card
+        .number
+        .chars()
+        .filter(|c| *c != ' ' && *c != '-')
+        .collect();
+    if !(13..=19).contains(&digits.len())
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || !luhn_ok(&digits)
+        || !(1..=12).contains(&card.exp_month)
+        || !(3..=4).contains(&card.cvc.expose().len())
+        || !card.cvc.expose().bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(PayError::Invalid("the card details are not valid"));
+    }
+    let (year, month) = year_month(now_ms);
+    if (card.exp_year, card.exp_month) < (year, month) || card.exp_year > year + 20 {
+        return Err(PayError::Invalid(
+            "the card has expired or its expiry is not valid",
+        ));
+    }
+    Ok(digits)
+}
+
 fn brand(digits: &str) -> &'static str {
     match digits.as_bytes().first() {
         Some(b'4') => "visa",
@@ -112,29 +139,8 @@ impl<S: LedgerStore> Payments<S> {
                 "the only card acquirer connected is the sandbox acquirer",
             ));
         }
-        let digits: String = card
-            .number
-            .chars()
-            .filter(|c| *c != ' ' && *c != '-')
-            .collect();
-        let invalid = PayError::Invalid("the card details are not valid");
-        if !(13..=19).contains(&digits.len())
-            || !digits.bytes().all(|b| b.is_ascii_digit())
-            || !luhn_ok(&digits)
-            || !(1..=12).contains(&card.exp_month)
-            || !(3..=4).contains(&card.cvc.expose().len())
-            || !card.cvc.expose().bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(invalid);
-        }
         let now = self.now_ms();
-        // A card works until the end of its expiry month.
-        let (year, month) = year_month(now);
-        if (card.exp_year, card.exp_month) < (year, month) || card.exp_year > year + 20 {
-            return Err(PayError::Invalid(
-                "the card has expired or its expiry is not valid",
-            ));
-        }
+        let digits = card_digits(card, now)?;
         let behaviour = match digits.as_str() {
             "4000000000000002" => "declines",
             "4000000000003220" => "always_challenge",

@@ -573,29 +573,19 @@ impl<S: LedgerStore> Payments<S> {
             return Err(PayError::Invalid("only customers show payment codes"));
         }
         let below_step_up = self.config.step_up_from_minor.saturating_sub(1);
-        let limit = limit.unwrap_or(below_step_up.min(self.config.code_limit_minor));
-        if limit == 0 || limit > self.config.code_limit_minor {
-            return Err(PayError::Limit {
-                code: "code_limit",
-                detail: format!(
-                    "a payment code allows between 1 and {}",
-                    format_money(self.config.code_limit_minor, currency)
-                ),
-            });
-        }
+        let limit = self.code_limit(limit, currency)?;
         self.wallet(&principal.user_id, currency).await?;
         let session = if limit > below_step_up {
             let action = SensitiveAction::Payment {
-                amount_minor: i64::try_from(limit)
-                    .map_err(|_| PayError::Invalid("the amount is too large"))?,
+                amount_minor: crate::minor_to_i64(limit)?,
                 currency: currency.code().to_owned(),
                 payee: "any merchant, by one payment code".into(),
             };
-            let session = self
-                .auth
-                .confirm_action(principal, &action, proof, client)
-                .await?;
-            Some(session)
+            Some(
+                self.auth
+                    .confirm_action(principal, &action, proof, client)
+                    .await?,
+            )
         } else {
             None
         };
@@ -616,7 +606,7 @@ impl<S: LedgerStore> Payments<S> {
                 principal.user_id.as_str(),
                 principal.session_id.as_str(),
                 currency.code(),
-                i64::try_from(limit).unwrap_or(i64::MAX),
+                crate::minor_to_i64(limit)?,
                 expires_at_ms,
                 now
             ],
@@ -633,6 +623,23 @@ impl<S: LedgerStore> Payments<S> {
             },
             session,
         ))
+    }
+
+    /// The most a new payment code may be charged: as asked, or by default just below the
+    /// step-up amount; between 1 and the configured cap.
+    fn code_limit(&self, limit: Option<u64>, currency: Currency) -> Result<u64, PayError> {
+        let below_step_up = self.config.step_up_from_minor.saturating_sub(1);
+        let limit = limit.unwrap_or(below_step_up.min(self.config.code_limit_minor));
+        if limit == 0 || limit > self.config.code_limit_minor {
+            return Err(PayError::Limit {
+                code: "code_limit",
+                detail: format!(
+                    "a payment code allows between 1 and {}",
+                    format_money(self.config.code_limit_minor, currency)
+                ),
+            });
+        }
+        Ok(limit)
     }
 
     /// The QR form of a customer-presented code.
