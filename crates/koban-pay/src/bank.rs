@@ -1234,18 +1234,11 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?;
         }
-        let email = tx
-            .query_one(
-                "SELECT email FROM users WHERE id = $1",
-                params![operation.user_id.as_str()],
-            )
-            .await?
-            .text(0)?;
         let mail = settlement_notice(topup, status, number).arg(
             "amount",
             format_money(amount.minor_units(), operation.currency),
         );
-        koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
+        koban_shared::outbox::enqueue_to_user(&mut tx, now, &operation.user_id, &mail).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -681,21 +681,13 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         if status == "done" {
-            let email = tx
-                .query_opt(
-                    "SELECT email FROM users WHERE id = $1",
-                    params![action.customer.as_str()],
-                )
-                .await?;
-            if let Some(email) = email {
-                let mail = if action.kind == "reverse" {
-                    Mail::new("money-returned")
-                } else {
-                    Mail::new("money-compensated")
-                };
-                let mail = mail.arg("amount", &money);
-                koban_shared::outbox::enqueue(tx, now, &email.text(0)?, &mail).await?;
-            }
+            let mail = if action.kind == "reverse" {
+                Mail::new("money-returned")
+            } else {
+                Mail::new("money-compensated")
+            };
+            let mail = mail.arg("amount", &money);
+            koban_shared::outbox::enqueue_to_user(tx, now, &action.customer, &mail).await?;
             metrics::counter!(
                 if action.kind == "reverse" { "koban_risk_reversed_minor_total" } else { "koban_risk_compensated_minor_total" },
                 "currency" => action.currency.clone()

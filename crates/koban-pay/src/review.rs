@@ -184,13 +184,6 @@ impl<S: LedgerStore> Payments<S> {
             },
         )
         .await?;
-        let email = tx
-            .query_one(
-                "SELECT email FROM users WHERE id = $1",
-                params![held.payer_user.as_str()],
-            )
-            .await?
-            .text(0)?;
         let money = format_money(held.amount, held.currency);
         let mail = if status == "released" {
             Mail::new("held-released")
@@ -198,7 +191,7 @@ impl<S: LedgerStore> Payments<S> {
             Mail::new("held-stopped")
         };
         let mail = mail.arg("amount", money);
-        koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
+        koban_shared::outbox::enqueue_to_user(&mut tx, now, &held.payer_user, &mail).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -704,16 +704,12 @@ impl<S: LedgerStore> Payments<S> {
             },
         )
         .await?;
-        let email = tx
-            .query_one("SELECT email FROM users WHERE id = $1", params![user_id])
-            .await?
-            .text(0)?;
         let mail = if approve {
             Mail::new("kyc-approved")
         } else {
             Mail::new("kyc-rejected")
         };
-        koban_shared::outbox::enqueue(&mut tx, now, &email, &mail).await?;
+        koban_shared::outbox::enqueue_to_user(&mut tx, now, user_id, &mail).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -31,6 +31,23 @@ pub async fn enqueue<T: SqlTx>(
     Ok(())
 }
 
+/// Writes a notice to the account `user_id`, at its current address (nothing when no account
+/// has that id).
+pub async fn enqueue_to_user<T: SqlTx>(
+    tx: &mut T,
+    now_ms: i64,
+    user_id: &str,
+    mail: &Mail,
+) -> Result<(), StoreError> {
+    let row = tx
+        .query_opt("SELECT email FROM users WHERE id = $1", params![user_id])
+        .await?;
+    match row {
+        Some(row) => enqueue(tx, now_ms, &row.text(0)?, mail).await,
+        None => Ok(()),
+    }
+}
+
 /// The language the account with this address reads (English when no account has it).
 async fn recipient_lang<T: SqlTx>(tx: &mut T, email: &str) -> Result<Lang, StoreError> {
     let row = tx
