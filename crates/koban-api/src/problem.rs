@@ -298,44 +298,49 @@ impl ApiError {
             }
             ApiError::Auth(auth) => auth,
         };
-        let detail = auth.to_string();
-        match auth {
-            AuthError::Invalid(_) => problem(S::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request", detail),
-            AuthError::Password(_) => problem(S::UNPROCESSABLE_ENTITY, "weak-password", "Password refused", detail),
-            AuthError::BadCredentials => problem(S::UNAUTHORIZED, "invalid-credentials", "Not signed in", detail),
-            AuthError::CodeReused => problem(S::UNAUTHORIZED, "code-already-used", "Code already used", detail),
-            AuthError::Throttled { retry_after_s } => Problem {
-                retry_after_s: Some(*retry_after_s),
-                ..problem(S::TOO_MANY_REQUESTS, "throttled", "Too many attempts", detail)
-            },
-            AuthError::Busy | AuthError::Store(StoreError::Busy) => Problem {
-                retry_after_s: Some(1),
-                ..problem(S::SERVICE_UNAVAILABLE, "busy", "Busy", "the service is busy; try again shortly".into())
-            },
-            AuthError::Unauthenticated => problem(S::UNAUTHORIZED, "unauthenticated", "Not signed in", detail),
-            AuthError::SecondFactorRequired => problem(S::FORBIDDEN, "second-factor-required", "Second factor required", detail),
-            AuthError::EnrolmentRequired => problem(S::FORBIDDEN, "enrolment-required", "Second factor not enrolled", detail),
-            AuthError::EmailNotVerified => problem(S::FORBIDDEN, "email-not-verified", "E-mail not verified", detail),
-            AuthError::Forbidden(_) => problem(S::FORBIDDEN, "forbidden", "Forbidden", detail),
-            AuthError::StepUpRequired(challenge) => Problem {
-                step_up: Some(StepUpChallengeOut {
-                    id: challenge.id.clone(),
-                    action: challenge.action,
-                    summary: challenge.summary.clone(),
-                    expires_at: challenge.expires_at_ms,
-                    methods: challenge.methods.clone(),
-                    passkey: challenge.passkey.as_ref().and_then(|p| serde_json::to_value(p).ok()),
-                }),
-                ..problem(S::FORBIDDEN, "step-up-required", "Confirmation required",
-                    "repeat the same request with step_up: {id, code} (a TOTP or recovery code) or {id, passkey}".into())
-            },
-            AuthError::StepUpInvalid => problem(S::FORBIDDEN, "step-up-invalid", "Confirmation not valid", detail),
-            AuthError::NotFound => problem(S::NOT_FOUND, "not-found", "Not found", "not found, or the link is used or expired".into()),
-            AuthError::Conflict(_) => problem(S::CONFLICT, "conflict", "Conflict", detail),
-            AuthError::Frozen => problem(S::FORBIDDEN, "account-frozen", "Account frozen", detail),
-            AuthError::Internal(_) | AuthError::Store(_) => {
-                problem(S::INTERNAL_SERVER_ERROR, "internal", "Internal error", "something went wrong on our side; try again".into())
-            }
+        auth_problem(auth)
+    }
+}
+
+fn auth_problem(auth: &AuthError) -> Problem {
+    use StatusCode as S;
+    let detail = auth.to_string();
+    match auth {
+        AuthError::Invalid(_) => problem(S::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request", detail),
+        AuthError::Password(_) => problem(S::UNPROCESSABLE_ENTITY, "weak-password", "Password refused", detail),
+        AuthError::BadCredentials => problem(S::UNAUTHORIZED, "invalid-credentials", "Not signed in", detail),
+        AuthError::CodeReused => problem(S::UNAUTHORIZED, "code-already-used", "Code already used", detail),
+        AuthError::Throttled { retry_after_s } => Problem {
+            retry_after_s: Some(*retry_after_s),
+            ..problem(S::TOO_MANY_REQUESTS, "throttled", "Too many attempts", detail)
+        },
+        AuthError::Busy | AuthError::Store(StoreError::Busy) => Problem {
+            retry_after_s: Some(1),
+            ..problem(S::SERVICE_UNAVAILABLE, "busy", "Busy", "the service is busy; try again shortly".into())
+        },
+        AuthError::Unauthenticated => problem(S::UNAUTHORIZED, "unauthenticated", "Not signed in", detail),
+        AuthError::SecondFactorRequired => problem(S::FORBIDDEN, "second-factor-required", "Second factor required", detail),
+        AuthError::EnrolmentRequired => problem(S::FORBIDDEN, "enrolment-required", "Second factor not enrolled", detail),
+        AuthError::EmailNotVerified => problem(S::FORBIDDEN, "email-not-verified", "E-mail not verified", detail),
+        AuthError::Forbidden(_) => problem(S::FORBIDDEN, "forbidden", "Forbidden", detail),
+        AuthError::StepUpRequired(challenge) => Problem {
+            step_up: Some(StepUpChallengeOut {
+                id: challenge.id.clone(),
+                action: challenge.action,
+                summary: challenge.summary.clone(),
+                expires_at: challenge.expires_at_ms,
+                methods: challenge.methods.clone(),
+                passkey: challenge.passkey.as_ref().and_then(|p| serde_json::to_value(p).ok()),
+            }),
+            ..problem(S::FORBIDDEN, "step-up-required", "Confirmation required",
+                "repeat the same request with step_up: {id, code} (a TOTP or recovery code) or {id, passkey}".into())
+        },
+        AuthError::StepUpInvalid => problem(S::FORBIDDEN, "step-up-invalid", "Confirmation not valid", detail),
+        AuthError::NotFound => problem(S::NOT_FOUND, "not-found", "Not found", "not found, or the link is used or expired".into()),
+        AuthError::Conflict(_) => problem(S::CONFLICT, "conflict", "Conflict", detail),
+        AuthError::Frozen => problem(S::FORBIDDEN, "account-frozen", "Account frozen", detail),
+        AuthError::Internal(_) | AuthError::Store(_) => {
+            problem(S::INTERNAL_SERVER_ERROR, "internal", "Internal error", "something went wrong on our side; try again".into())
         }
     }
 }

@@ -66,52 +66,10 @@ impl<D: SqlDb> Auth<D> {
             crate::throttle::count_for_alarm(&mut tx, now, refused).await?;
         }
         let rows = failure_minutes(&mut tx, minute).await?;
-        let mut current = 0;
-        let mut previous = 0;
-        let mut history = 0;
-        for row in rows {
-            let (m, failures) = (row.i64(0)?, row.i64(1)?);
-            if m == minute {
-                current = failures;
-            } else if m == minute - 1 {
-                previous = failures;
-            } else {
-                history += failures;
-            }
-        }
-        // The last sixty seconds: this minute so far plus the share of the previous one that
-        // still falls inside the window.
-        let into_minute = now % 60_000;
-        let observed = current + previous * (60_000 - into_minute) / 60_000;
+        let (observed, history) = last_sixty_seconds(&rows, minute, now)?;
         let baseline = self.baseline(history);
         metrics::gauge!(crate::metrics::FAILURES_LAST_MINUTE).set(observed as f64);
-        // Old per-secret attempts and minute counts are not needed any more.
-        tx.execute(
-            "DELETE FROM secret_attempts WHERE at < $1",
-            params![now - self.config.secret_retention_s * 1000],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM failure_minutes WHERE minute < $1",
-            params![minute - 2 * BASELINE_MINUTES],
-        )
-        .await?;
-        // Expired confirmations (their digests), codes, and old local mail are not kept.
-        tx.execute(
-            "DELETE FROM step_ups WHERE expires_at < $1",
-            params![now - STALE_MS],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM one_time_codes WHERE expires_at < $1",
-            params![now - STALE_MS],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM mailbox WHERE delivered_at < $1",
-            params![now - MAILBOX_KEEP_MS],
-        )
-        .await?;
+        self.prune(&mut tx, now, minute).await?;
         let firing = observed > baseline.saturating_mul(self.config.alarm_multiple);
         metrics::gauge!(crate::metrics::ALARM_ACTIVE).set(if firing { 1.0 } else { 0.0 });
         if !firing {
@@ -154,6 +112,37 @@ impl<D: SqlDb> Auth<D> {
             "security alert: authentication failure rate"
         );
         Ok(Some(alert))
+    }
+
+    /// Deletes what is not needed any more: old per-secret attempts and minute counts,
+    /// expired confirmations (their digests) and codes, and old local mail.
+    async fn prune<T: SqlTx>(&self, tx: &mut T, now: i64, minute: i64) -> Result<(), AuthError> {
+        tx.execute(
+            "DELETE FROM secret_attempts WHERE at < $1",
+            params![now - self.config.secret_retention_s * 1000],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM failure_minutes WHERE minute < $1",
+            params![minute - 2 * BASELINE_MINUTES],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM step_ups WHERE expires_at < $1",
+            params![now - STALE_MS],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM one_time_codes WHERE expires_at < $1",
+            params![now - STALE_MS],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM mailbox WHERE delivered_at < $1",
+            params![now - MAILBOX_KEEP_MS],
+        )
+        .await?;
+        Ok(())
     }
 
     /// The expected failures per minute: the mean of the hour before, but at least the floor.
@@ -222,4 +211,31 @@ impl<D: SqlDb> Auth<D> {
         })
         .collect()
     }
+}
+
+/// Failures in the last sixty seconds (this minute so far plus the share of the previous one
+/// that still falls inside the window), and all failures of the minutes before those two.
+fn last_sixty_seconds(
+    rows: &[koban_store::sql::Row],
+    minute: i64,
+    now: i64,
+) -> Result<(i64, i64), AuthError> {
+    let mut current = 0;
+    let mut previous = 0;
+    let mut history = 0;
+    for row in rows {
+        let (m, failures) = (row.i64(0)?, row.i64(1)?);
+        if m == minute {
+            current = failures;
+        } else if m == minute - 1 {
+            previous = failures;
+        } else {
+            history += failures;
+        }
+    }
+    let into_minute = now % 60_000;
+    Ok((
+        current + previous * (60_000 - into_minute) / 60_000,
+        history,
+    ))
 }

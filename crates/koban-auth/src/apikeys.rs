@@ -193,32 +193,16 @@ impl<D: SqlDb> Auth<D> {
         let id = new_id();
         let mut tx = self.db.begin().await?;
         if let Some((old_id, overlap_s)) = replaces {
-            // The old key's end and the new key commit together, so a failure leaves the
-            // merchant with the key they had.
-            let ended = tx
-                .execute(
-                    "UPDATE api_keys SET expires_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL \
-                     AND (expires_at IS NULL OR expires_at > $4)",
-                    params![now + overlap_s * 1000, old_id, principal.user_id.as_str(), now],
-                )
-                .await?;
-            if ended != 1 {
-                return Err(AuthError::NotFound);
-            }
-        }
-        // Keys on their way out (rotated, in their overlap) do not count against the cap.
-        let live = tx
-            .query_one(
-                "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL AND expires_at IS NULL",
-                params![principal.user_id.as_str()],
+            end_key_after(
+                &mut tx,
+                &principal.user_id,
+                old_id,
+                now + overlap_s * 1000,
+                now,
             )
-            .await?
-            .i64(0)?;
-        if live >= KEYS_PER_MERCHANT_MAX {
-            return Err(AuthError::Conflict(
-                "too many live API keys: revoke one first",
-            ));
+            .await?;
         }
+        room_for_a_key(&mut tx, &principal.user_id).await?;
         tx.execute(
             "INSERT INTO api_keys (id, user_id, name, environment, prefix, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             params![
@@ -378,4 +362,45 @@ impl<D: SqlDb> Auth<D> {
             scopes: Scopes::parse(&scopes)?,
         })
     }
+}
+
+/// Ends a merchant's live key at `ends_at` (a rotation's overlap), in the transaction that
+/// makes its successor: the old key's end and the new key commit together, so a failure
+/// leaves the merchant with the key they had.
+async fn end_key_after<T: SqlTx>(
+    tx: &mut T,
+    user_id: &str,
+    key_id: &str,
+    ends_at: i64,
+    now: i64,
+) -> Result<(), AuthError> {
+    let ended = tx
+        .execute(
+            "UPDATE api_keys SET expires_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $4)",
+            params![ends_at, key_id, user_id, now],
+        )
+        .await?;
+    if ended != 1 {
+        return Err(AuthError::NotFound);
+    }
+    Ok(())
+}
+
+/// Refuses a new key to a merchant at the cap of live keys. Keys on their way out (rotated,
+/// in their overlap) do not count.
+async fn room_for_a_key<T: SqlTx>(tx: &mut T, user_id: &str) -> Result<(), AuthError> {
+    let live = tx
+        .query_one(
+            "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL AND expires_at IS NULL",
+            params![user_id],
+        )
+        .await?
+        .i64(0)?;
+    if live >= KEYS_PER_MERCHANT_MAX {
+        return Err(AuthError::Conflict(
+            "too many live API keys: revoke one first",
+        ));
+    }
+    Ok(())
 }

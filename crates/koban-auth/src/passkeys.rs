@@ -205,7 +205,7 @@ impl<D: SqlDb> Auth<D> {
         client: &Client,
     ) -> Result<EnrolledTotp, AuthError> {
         let webauthn = self.webauthn()?;
-        let attempt = self.factor_attempt(principal, client);
+        let attempt = self.factor_attempt(&principal.user_id, client);
         let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
@@ -366,7 +366,7 @@ impl<D: SqlDb> Auth<D> {
                 "this session has already confirmed a second factor",
             ));
         }
-        let attempt = self.factor_attempt(principal, client);
+        let attempt = self.factor_attempt(&principal.user_id, client);
         let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;

@@ -330,61 +330,13 @@ impl<D: SqlDb> Auth<D> {
     ) -> Result<StepUpGrant, AuthError> {
         let now = self.now_ms();
         let digest = action.digest(&self.keys);
-        let mut tx = self.db.begin().await?;
-        // The pending action is looked up and compared before anything is counted: an unknown,
-        // expired or changed confirmation is refused without touching the user's code run.
-        let pending = tx
-            .query_opt(
-                "SELECT digest FROM step_ups WHERE id = $1 AND user_id = $2 AND session_id = $3 \
-                 AND used_at IS NULL AND expires_at > $4",
-                params![
-                    proof.id.as_str(),
-                    principal.user_id.as_str(),
-                    principal.session_id.as_str(),
-                    now
-                ],
-            )
-            .await?
-            .ok_or(AuthError::StepUpInvalid)?;
-        if !constant_time_eq(&pending.bytes(0)?, &digest) {
-            // Any change to the action voids the confirmation.
-            tx.execute(
-                "UPDATE step_ups SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
-                params![now, proof.id.as_str()],
-            )
+        self.check_pending(principal, action, &proof.id, &digest, now)
             .await?;
-            self.audit_own(
-                &mut tx,
-                principal,
-                "step_up.mismatch",
-                serde_json::json!({ "action": action.kind() }),
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            return Err(AuthError::StepUpInvalid);
-        }
-        drop(tx);
-        let attempt = self.factor_attempt(principal, client);
+        let attempt = self.factor_attempt(&principal.user_id, client);
         let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        let check = match &proof.answer {
-            StepUpAnswer::Code(code) => {
-                self.check_factor_code(&mut tx, &principal.user_id, code.expose(), now)
-                    .await?
-            }
-            StepUpAnswer::Passkey(assertion) => {
-                if self
-                    .check_passkey(&mut tx, principal, &proof.id, "step_up", assertion, now)
-                    .await?
-                {
-                    CodeCheck::Right
-                } else {
-                    CodeCheck::Wrong
-                }
-            }
-        };
+        let check = self.check_answer(&mut tx, principal, proof, now).await?;
         if check != CodeCheck::Right {
             tx.execute(
                 "UPDATE step_ups SET attempts = attempts + 1, \
@@ -419,6 +371,80 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         tx.commit().await?;
         Ok(StepUpGrant { session, digest })
+    }
+
+    /// The pending confirmation `proof_id`, looked up and compared with `action` before
+    /// anything is counted: an unknown, expired or changed confirmation is refused without
+    /// touching the user's code run. Any change to the action voids the confirmation.
+    async fn check_pending(
+        &self,
+        principal: &Principal,
+        action: &SensitiveAction,
+        proof_id: &str,
+        digest: &[u8; 32],
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let mut tx = self.db.begin().await?;
+        let pending = tx
+            .query_opt(
+                "SELECT digest FROM step_ups WHERE id = $1 AND user_id = $2 AND session_id = $3 \
+                 AND used_at IS NULL AND expires_at > $4",
+                params![
+                    proof_id,
+                    principal.user_id.as_str(),
+                    principal.session_id.as_str(),
+                    now
+                ],
+            )
+            .await?
+            .ok_or(AuthError::StepUpInvalid)?;
+        if !constant_time_eq(&pending.bytes(0)?, digest) {
+            tx.execute(
+                "UPDATE step_ups SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
+                params![now, proof_id],
+            )
+            .await?;
+            self.audit_own(
+                &mut tx,
+                principal,
+                "step_up.mismatch",
+                serde_json::json!({ "action": action.kind() }),
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(AuthError::StepUpInvalid);
+        }
+        // Nothing was written: the transaction is let go.
+        drop(tx);
+        Ok(())
+    }
+
+    /// Checks a confirmation's answer: a code of a second factor, or a passkey assertion
+    /// made for this confirmation.
+    async fn check_answer<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        principal: &Principal,
+        proof: &StepUpProof,
+        now: i64,
+    ) -> Result<CodeCheck, AuthError> {
+        Ok(match &proof.answer {
+            StepUpAnswer::Code(code) => {
+                self.check_factor_code(tx, &principal.user_id, code.expose(), now)
+                    .await?
+            }
+            StepUpAnswer::Passkey(assertion) => {
+                if self
+                    .check_passkey(tx, principal, &proof.id, "step_up", assertion, now)
+                    .await?
+                {
+                    CodeCheck::Right
+                } else {
+                    CodeCheck::Wrong
+                }
+            }
+        })
     }
 }
 

@@ -26,6 +26,7 @@ use koban_store::sql::{Row, SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
 use crate::Cards;
+use crate::card_keys::CardKeys;
 use crate::issuing::{CardControls, luhn_valid};
 use koban_pay::accounts::{IssuerAccount, kind};
 use koban_pay::risk::{Decision, EventKind, Parties};
@@ -196,6 +197,21 @@ pub struct NetworkAnswer {
 }
 
 impl NetworkAnswer {
+    /// A new authorization approved: `amount` held, nothing captured yet.
+    fn approved(auth_id: &str, amount: Amount, currency: Currency) -> NetworkAnswer {
+        NetworkAnswer {
+            approved: true,
+            response_code: ResponseCode::Approved,
+            authorization_id: Some(auth_id.to_owned()),
+            status: "approved".into(),
+            held: amount.minor_units(),
+            captured: 0,
+            refunded: 0,
+            currency: Some(currency),
+            replayed: false,
+        }
+    }
+
     fn declined(code: ResponseCode, authorization_id: Option<String>) -> NetworkAnswer {
         NetworkAnswer {
             approved: false,
@@ -375,7 +391,7 @@ struct Approval<'a> {
 /// neither can be guessed apart from the other.
 fn card_data_check(
     request: &AuthorizationRequest,
-    keys: &crate::card_keys::CardKeys,
+    keys: &CardKeys,
     (exp_month, exp_year): (i64, i64),
 ) -> Result<(), ResponseCode> {
     let pan = request.pan.expose();
@@ -396,6 +412,69 @@ fn card_data_check(
         Err(ResponseCode::WrongSecurityCode)
     } else {
         Err(ResponseCode::ExpiredCard)
+    }
+}
+
+/// What a card hold's ledger entry tells of its purchase: the card, the merchant and its
+/// category, and the authorization.
+fn authorization_metadata(
+    request: &AuthorizationRequest,
+    auth_id: &str,
+    card_id: &str,
+) -> Metadata {
+    Metadata::parse([
+        ("card", card_id),
+        ("merchant", request.merchant_name.as_str()),
+        ("mcc", request.mcc.as_str()),
+        ("authorization", auth_id),
+    ])
+    .unwrap_or_default()
+}
+
+/// The card an authorization's number belongs to, as read with it
+/// ([`Cards::authorization_and_card`]).
+struct CardOnFile {
+    id: String,
+    wallet: AccountId,
+    state: CardState,
+    /// Wrong security codes or expiry dates in a row.
+    bad_codes: i64,
+    controls: CardControls,
+    /// The holder's e-mail and the card's last four digits, for the notice.
+    email: String,
+    last4: String,
+    /// What deciding the spend needs: the holder's tier, the end of a cooling-off, and the
+    /// wallet's out-flow at the start of the day.
+    spend: (Tier, Option<i64>, Option<u64>),
+}
+
+impl CardOnFile {
+    fn from_row(card: &Row) -> Result<Self, PayError> {
+        let wallet = AccountId::from_bytes(&card.bytes(2)?)
+            .map_err(|_| PayError::Auth(AuthError::Internal("a stored id is malformed")))?;
+        let currency = Currency::parse(&card.text(3)?)
+            .map_err(|_| PayError::Auth(AuthError::Internal("unknown stored currency")))?;
+        let tier = if card.opt_text(15)?.as_deref() == Some("approved") {
+            Tier::Verified
+        } else {
+            Tier::Unverified
+        };
+        let day_start = card.opt_i64(16)?.map(stored_minor).transpose()?;
+        Ok(CardOnFile {
+            id: card.text(0)?,
+            wallet,
+            state: CardState {
+                status: card.text(6)?,
+                expiry: (card.i64(5)?, card.i64(4)?),
+                frozen: card.bool(7)? || card.bool(8)? || card.text(12)? != "active",
+                currency,
+            },
+            bad_codes: card.i64(9)?,
+            controls: CardControls::from_json(&card.text(10)?)?,
+            email: card.text(11)?,
+            last4: card.text(14)?,
+            spend: (tier, card.opt_i64(13)?, day_start),
+        })
     }
 }
 
@@ -559,104 +638,104 @@ impl<S: LedgerStore> Cards<S> {
             metrics::counter!("koban_card_authorizations_total", "result" => "14").increment(1);
             return Ok(NetworkAnswer::declined(ResponseCode::InvalidCard, None));
         };
-        let card_id = card.text(0)?;
-        let wallet = AccountId::from_bytes(&card.bytes(2)?)
-            .map_err(|_| PayError::Auth(AuthError::Internal("a stored id is malformed")))?;
-        let card_currency = Currency::parse(&card.text(3)?)
-            .map_err(|_| PayError::Auth(AuthError::Internal("unknown stored currency")))?;
-        let (exp_month, exp_year) = (card.i64(4)?, card.i64(5)?);
-        let email = card.text(11)?;
-        let controls = CardControls::from_json(&card.text(10)?)?;
-        let decline = |code: ResponseCode| -> Result<NetworkAnswer, PayError> {
-            Ok(NetworkAnswer::declined(code, Some(auth_id.clone())))
-        };
-        // Card data first (counted across cards when wrong), then the card's state, then
-        // the holder's controls, then money.
-        let data_ok = card_data_check(request, keys, (exp_month, exp_year));
-        let outcome = if card.i64(9)? >= self.config.bad_codes_max {
-            Err(ResponseCode::RestrictedCard)
-        } else if let Err(code) = data_ok {
-            self.card_check_failed(&guard_keys, card_key, Some(&card_id), now)
-                .await?;
-            Err(code)
-        } else {
-            let state = CardState {
-                status: card.text(6)?,
-                expiry: (exp_year, exp_month),
-                frozen: card.bool(7)? || card.bool(8)? || card.text(12)? != "active",
-                currency: card_currency,
-            };
-            state.refusal(request, &controls, amount, currency, now)
-        };
-        if let Err(code) = outcome {
-            self.record_declined(&auth_id, &card_id, request, code, now)
-                .await?;
-            metrics::counter!("koban_card_authorizations_total", "result" => code.code())
-                .increment(1);
-            return decline(code);
+        let card = CardOnFile::from_row(&card)?;
+        let guard = (guard_keys.as_slice(), card_key);
+        let checked = self
+            .check_card(request, keys, &card, guard, (amount, currency), now)
+            .await?;
+        if let Err(code) = checked {
+            return self.decline(&auth_id, &card.id, request, code, now).await;
         }
-        if card.i64(9)? > 0 {
+        drop(card_lock);
+        self.spend_on_card(request, &auth_id, &card, (amount, currency), now)
+            .await
+    }
+
+    /// Card data first (counted across cards when wrong; the count reset once all is right),
+    /// then the card's state, then the holder's controls: the first that refuses.
+    async fn check_card(
+        &self,
+        request: &AuthorizationRequest,
+        keys: &CardKeys,
+        card: &CardOnFile,
+        (guard_keys, card_key): (&[String], u64),
+        (amount, currency): (Amount, Currency),
+        now: i64,
+    ) -> Result<Result<(), ResponseCode>, PayError> {
+        if card.bad_codes >= self.config.bad_codes_max {
+            return Ok(Err(ResponseCode::RestrictedCard));
+        }
+        let (year, month) = card.state.expiry;
+        if let Err(code) = card_data_check(request, keys, (month, year)) {
+            self.card_check_failed(guard_keys, card_key, Some(&card.id), now)
+                .await?;
+            return Ok(Err(code));
+        }
+        let refusal = card
+            .state
+            .refusal(request, &card.controls, amount, currency, now);
+        if refusal.is_ok() && card.bad_codes > 0 {
             let mut tx = self.pay.db().begin().await?;
             tx.execute(
                 "UPDATE issued_cards SET bad_codes = 0 WHERE id = $1",
-                params![card_id.as_str()],
+                params![card.id.as_str()],
             )
             .await?;
             tx.commit().await?;
         }
-        drop(card_lock);
+        Ok(refusal)
+    }
+
+    /// Decides a purchase on a checked card against its wallet and the holder's limits,
+    /// holds the amount, and records the approval; or declines.
+    async fn spend_on_card(
+        &self,
+        request: &AuthorizationRequest,
+        auth_id: &str,
+        card: &CardOnFile,
+        (amount, currency): (Amount, Currency),
+        now: i64,
+    ) -> Result<NetworkAnswer, PayError> {
         let hold_id = self.pay.derive_id(&[b"card-hold", auth_id.as_bytes()]);
         let memo_id = self.pay.derive_id(&[b"card-hold-memo", auth_id.as_bytes()]);
-        let tier = if card.opt_text(15)?.as_deref() == Some("approved") {
-            Tier::Verified
-        } else {
-            Tier::Unverified
-        };
-        let day_start = card.opt_i64(16)?.map(stored_minor).transpose()?;
         let _claim = self.pay.claim(hold_id)?;
-        let lock = self.pay.lock_wallet(wallet).await;
+        let lock = self.pay.lock_wallet(card.wallet).await;
         let decided = self
             .decide_card_spend(
-                &card_id,
-                (tier, card.opt_i64(13)?, day_start),
-                wallet,
-                &controls,
+                &card.id,
+                card.spend,
+                card.wallet,
+                &card.controls,
                 amount,
                 now,
             )
             .await?;
         if let Err(code) = decided {
-            self.record_declined(&auth_id, &card_id, request, code, now)
-                .await?;
-            metrics::counter!("koban_card_authorizations_total", "result" => code.code())
-                .increment(1);
-            return decline(code);
+            return self.decline(auth_id, &card.id, request, code, now).await;
         }
         let timeout = self.config.auth_expiry_s;
-        let metadata = Metadata::parse([
-            ("card", card_id.as_str()),
-            ("merchant", request.merchant_name.as_str()),
-            ("mcc", request.mcc.as_str()),
-            ("authorization", auth_id.as_str()),
-        ])
-        .unwrap_or_default();
+        let metadata = authorization_metadata(request, auth_id, &card.id);
         let batch = self.hold_batch(
-            hold_id, memo_id, wallet, amount, currency, timeout, metadata,
+            hold_id,
+            memo_id,
+            card.wallet,
+            amount,
+            currency,
+            timeout,
+            metadata,
         );
         if let Err(code) = self.place_hold(batch).await? {
-            self.record_declined(&auth_id, &card_id, request, code, now)
-                .await?;
-            return decline(code);
+            return self.decline(auth_id, &card.id, request, code, now).await;
         }
         // The hold is durable and counted in the wallet's balance: the next spend from this
         // wallet may be decided now. Only a card daily limit, summed from authorization
         // rows, needs the lock until this one's row is written.
-        if controls.daily_max.is_none() {
+        if card.controls.daily_max.is_none() {
             drop(lock);
         }
         let approval = Approval {
-            auth_id: &auth_id,
-            card_id: &card_id,
+            auth_id,
+            card_id: &card.id,
             hold_id,
             memo_id,
             amount,
@@ -666,23 +745,28 @@ impl<S: LedgerStore> Cards<S> {
         self.record_approval(request, &approval, now).await?;
         metrics::counter!("koban_card_authorizations_total", "result" => "00").increment(1);
         self.pay.notify(
-            &email,
+            &card.email,
             Mail::new("card-payment")
-                .arg("last4", card.text(14)?)
+                .arg("last4", &card.last4)
                 .arg("amount", format_money(amount.minor_units(), currency))
                 .arg("merchant", &request.merchant_name),
         );
-        Ok(NetworkAnswer {
-            approved: true,
-            response_code: ResponseCode::Approved,
-            authorization_id: Some(auth_id),
-            status: "approved".into(),
-            held: amount.minor_units(),
-            captured: 0,
-            refunded: 0,
-            currency: Some(currency),
-            replayed: false,
-        })
+        Ok(NetworkAnswer::approved(auth_id, amount, currency))
+    }
+
+    /// Records the decline of a purchase on a known card, counts it, and answers it.
+    async fn decline(
+        &self,
+        auth_id: &str,
+        card_id: &str,
+        request: &AuthorizationRequest,
+        code: ResponseCode,
+        now: i64,
+    ) -> Result<NetworkAnswer, PayError> {
+        self.record_declined(auth_id, card_id, request, code, now)
+            .await?;
+        metrics::counter!("koban_card_authorizations_total", "result" => code.code()).increment(1);
+        Ok(NetworkAnswer::declined(code, Some(auth_id.to_owned())))
     }
 
     /// Reads a message's authorization, if it was answered before, and the card its number
@@ -1438,7 +1522,34 @@ impl<S: LedgerStore> Cards<S> {
             }
         };
         let id = self.pay.derive_id(&[b"card-refund", op.as_bytes()]);
-        let batch = vec![
+        let batch = self.card_refund_batch(&auth, &op, id, amount);
+        let outcome = self.credit_card_refund(id, batch).await;
+        self.finish_card_refund(&auth, &op, amount, &outcome, now)
+            .await?;
+        if let Err(code) = outcome? {
+            return Ok(NetworkAnswer::declined(code, Some(auth.id)));
+        }
+        metrics::counter!("koban_card_operations_total", "kind" => "refund").increment(1);
+        self.pay.notify(
+            &auth.email,
+            Mail::new("card-refund")
+                .arg("merchant", &auth.merchant_name)
+                .arg("amount", format_money(amount.minor_units(), auth.currency)),
+        );
+        let auth = self.reload(authorization_id).await?;
+        Ok(auth.answer(false))
+    }
+
+    /// The batch of a card refund: the network's settlement account pays the wallet back,
+    /// and the e-money in circulation grows by as much.
+    fn card_refund_batch(
+        &self,
+        auth: &AuthRow,
+        op: &str,
+        id: TransferId,
+        amount: Amount,
+    ) -> Vec<TransferRequest> {
+        vec![
             TransferRequest::Move(Move {
                 id,
                 debit: IssuerAccount::CardNetworkSettlement.id(auth.currency),
@@ -1462,22 +1573,7 @@ impl<S: LedgerStore> Cards<S> {
                 Some(id),
                 None,
             ),
-        ];
-        let outcome = self.credit_card_refund(id, batch).await;
-        self.finish_card_refund(&auth, &op, amount, &outcome, now)
-            .await?;
-        if let Err(code) = outcome? {
-            return Ok(NetworkAnswer::declined(code, Some(auth.id)));
-        }
-        metrics::counter!("koban_card_operations_total", "kind" => "refund").increment(1);
-        self.pay.notify(
-            &auth.email,
-            Mail::new("card-refund")
-                .arg("merchant", &auth.merchant_name)
-                .arg("amount", format_money(amount.minor_units(), auth.currency)),
-        );
-        let auth = self.reload(authorization_id).await?;
-        Ok(auth.answer(false))
+        ]
     }
 
     /// Reserves a refund's amount on its authorization (never beyond what was captured) and

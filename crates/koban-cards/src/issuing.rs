@@ -288,19 +288,7 @@ impl<S: LedgerStore> Cards<S> {
         let id = CardId::generate();
         let activation = physical.then(|| koban_auth::secret::random_digits(8));
         let mut tx = self.pay.db().begin().await?;
-        let open = tx
-            .query_one(
-                "SELECT COUNT(*) FROM issued_cards WHERE user_id = $1 AND status <> 'closed'",
-                params![principal.user_id.as_str()],
-            )
-            .await?
-            .i64(0)?;
-        if open >= CARDS_PER_CUSTOMER_MAX {
-            return Err(PayError::Limit {
-                code: "card_limit",
-                detail: format!("at most {CARDS_PER_CUSTOMER_MAX} open cards; close one first"),
-            });
-        }
+        room_for_a_card(&mut tx, &principal.user_id).await?;
         let pan = self.unused_pan(&mut tx).await?;
         let (key_id, sealed) = keys
             .seal_pan(&id, pan.expose())
@@ -338,17 +326,15 @@ impl<S: LedgerStore> Cards<S> {
         )
         .await?;
         let masked = format!("{}••••••{last4}", self.config.bin);
-        let mail = Mail::new("card-issued")
-            .arg("name", name)
-            .arg("masked", &masked);
-        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
-        if let Some(code) = &activation {
-            // The sandbox's postal letter: the code travels separately from the card details.
-            let mail = Mail::new("card-activation-letter")
-                .arg("masked", &masked)
-                .arg("code", code.expose());
-            koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
-        }
+        tell_card_issued(
+            &mut tx,
+            now,
+            &principal.email,
+            name,
+            &masked,
+            activation.as_ref(),
+        )
+        .await?;
         tx.commit().await?;
         let mut tx = self.pay.db().begin_read().await?;
         let card = self.card_row(&mut tx, principal, &id).await?;
@@ -868,6 +854,48 @@ const fn const_format_card_select() -> &'static str {
     "SELECT id, user_id, currency, bin, last4, exp_month, exp_year, name, physical, status, \
      frozen_by_holder, frozen_by_operator, bad_codes, controls, created_at, activated_at \
      FROM issued_cards WHERE id = $1"
+}
+
+/// Refuses a new card to a customer who already holds the most open cards allowed.
+async fn room_for_a_card<T: SqlTx>(tx: &mut T, user_id: &UserId) -> Result<(), PayError> {
+    let open = tx
+        .query_one(
+            "SELECT COUNT(*) FROM issued_cards WHERE user_id = $1 AND status <> 'closed'",
+            params![user_id.as_str()],
+        )
+        .await?
+        .i64(0)?;
+    if open >= CARDS_PER_CUSTOMER_MAX {
+        return Err(PayError::Limit {
+            code: "card_limit",
+            detail: format!("at most {CARDS_PER_CUSTOMER_MAX} open cards; close one first"),
+        });
+    }
+    Ok(())
+}
+
+/// Tells the holder of a new card, in `tx`: the card's masked number and, for a physical
+/// card, the activation code in a separate letter (the sandbox's post), never beside the
+/// card details.
+async fn tell_card_issued<T: SqlTx>(
+    tx: &mut T,
+    now: i64,
+    email: &str,
+    name: &str,
+    masked: &str,
+    activation: Option<&Secret<String>>,
+) -> Result<(), PayError> {
+    let mail = Mail::new("card-issued")
+        .arg("name", name)
+        .arg("masked", masked);
+    koban_shared::outbox::enqueue(tx, now, email, &mail).await?;
+    if let Some(code) = activation {
+        let mail = Mail::new("card-activation-letter")
+            .arg("masked", masked)
+            .arg("code", code.expose());
+        koban_shared::outbox::enqueue(tx, now, email, &mail).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

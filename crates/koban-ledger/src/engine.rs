@@ -417,27 +417,7 @@ impl WorkingSet {
     }
 
     fn apply_move(&mut self, m: &Move, now: crate::Timestamp) -> Result<(), RejectReason> {
-        use RejectReason::*;
-        if m.debit == m.credit {
-            return Err(SameAccount);
-        }
-        if m.pending
-            .and_then(|p| p.timeout_s)
-            .is_some_and(|t| t > HOLD_TIMEOUT_S_MAX)
-        {
-            return Err(TimeoutTooLong);
-        }
-        let debit = self.accounts.get(&m.debit).ok_or(DebitAccountNotFound)?;
-        let credit = self.accounts.get(&m.credit).ok_or(CreditAccountNotFound)?;
-        if debit.currency != m.currency || credit.currency != m.currency {
-            return Err(CurrencyMismatch);
-        }
-        check_can_move(debit, credit)?;
-        if m.reference
-            .is_some_and(|r| !self.transfers.contains_key(&r))
-        {
-            return Err(ReferenceNotFound);
-        }
+        let (debit, credit) = self.check_move(m)?;
         let amount = m.amount.minor_units();
         let (mut debit_balance, mut credit_balance) = (debit.balance, credit.balance);
         if m.pending.is_some() {
@@ -474,22 +454,55 @@ impl WorkingSet {
             credit_balance,
         };
         if let TransferKind::Pending { expires_at } = kind {
-            let hold = Hold {
-                pending_id: m.id,
-                debit: m.debit,
-                credit: m.credit,
-                amount: m.amount,
-                currency: m.currency,
-                code: m.code,
-                expires_at,
-                state: HoldState::Pending,
-            };
-            self.new_holds.push(m.id);
-            self.new_holds_set.insert(m.id);
-            self.holds.insert(m.id, hold);
+            self.place_hold(m, expires_at);
         }
         self.record(transfer);
         Ok(())
+    }
+
+    /// What a move needs before any balance is computed: two distinct, existing accounts in
+    /// its currency that may move money, a hold timeout within bounds, and a reference to a
+    /// known transfer.
+    fn check_move(&self, m: &Move) -> Result<(&Account, &Account), RejectReason> {
+        use RejectReason::*;
+        if m.debit == m.credit {
+            return Err(SameAccount);
+        }
+        if m.pending
+            .and_then(|p| p.timeout_s)
+            .is_some_and(|t| t > HOLD_TIMEOUT_S_MAX)
+        {
+            return Err(TimeoutTooLong);
+        }
+        let debit = self.accounts.get(&m.debit).ok_or(DebitAccountNotFound)?;
+        let credit = self.accounts.get(&m.credit).ok_or(CreditAccountNotFound)?;
+        if debit.currency != m.currency || credit.currency != m.currency {
+            return Err(CurrencyMismatch);
+        }
+        check_can_move(debit, credit)?;
+        if m.reference
+            .is_some_and(|r| !self.transfers.contains_key(&r))
+        {
+            return Err(ReferenceNotFound);
+        }
+        Ok((debit, credit))
+    }
+
+    /// Places the hold a pending move makes.
+    fn place_hold(&mut self, m: &Move, expires_at: Option<crate::Timestamp>) {
+        let hold = Hold {
+            pending_id: m.id,
+            debit: m.debit,
+            credit: m.credit,
+            amount: m.amount,
+            currency: m.currency,
+            code: m.code,
+            expires_at,
+            state: HoldState::Pending,
+        };
+        self.new_holds.push(m.id);
+        self.new_holds_set.insert(m.id);
+        self.holds.insert(m.id, hold);
     }
 
     fn apply_post(

@@ -105,6 +105,29 @@ pub struct BankOperation {
     pub session: Option<IssuedSession>,
 }
 
+/// Pays two random amounts of 1 to 99 minor units into the bank account being linked (the
+/// sandbox bank's statement); its holder proves the link by reading them back.
+async fn send_micro_deposits<T: SqlTx>(
+    tx: &mut T,
+    source_id: &str,
+    number: &str,
+    now: i64,
+) -> Result<(i64, i64), PayError> {
+    let (first, second) = {
+        let mut rng = rand::rng();
+        (rng.random_range(1..100i64), rng.random_range(1..100i64))
+    };
+    for (i, amount) in [first, second].into_iter().enumerate() {
+        tx.execute(
+            "INSERT INTO sandbox_bank_entries (id, number, amount, description, created_at) \
+             VALUES ($1, $2, $3, 'KOBAN VERIFY', $4)",
+            params![format!("{source_id}-{i}"), number, amount, now],
+        )
+        .await?;
+    }
+    Ok((first, second))
+}
+
 /// What the risk decision on a payout means: a payout cannot wait in suspense for review, so
 /// the rules' hold declines it.
 fn payout_decision(decision: Decision) -> Result<(), PayError> {
@@ -324,10 +347,6 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<FundingSource, PayError> {
         let now = self.now_ms();
         let id = koban_shared::new_id();
-        let (first, second) = {
-            let mut rng = rand::rng();
-            (rng.random_range(1..100i64), rng.random_range(1..100i64))
-        };
         let mut tx = self.db().begin().await?;
         let linked = tx
             .query_opt(
@@ -340,6 +359,7 @@ impl<S: LedgerStore> Payments<S> {
                 "this account is already linked or being linked",
             ));
         }
+        let (first, second) = send_micro_deposits(&mut tx, &id, number, now).await?;
         tx.execute(
             "INSERT INTO funding_sources (id, user_id, bank, number, holder_name, status, amounts_hash, \
              attempts, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, 0, $7, $8)",
@@ -355,14 +375,6 @@ impl<S: LedgerStore> Payments<S> {
             ],
         )
         .await?;
-        for (i, amount) in [first, second].into_iter().enumerate() {
-            tx.execute(
-                "INSERT INTO sandbox_bank_entries (id, number, amount, description, created_at) \
-                 VALUES ($1, $2, $3, 'KOBAN VERIFY', $4)",
-                params![format!("{id}-{i}"), number, amount, now],
-            )
-            .await?;
-        }
         audit::append(
             &mut tx,
             now,
@@ -872,15 +884,9 @@ impl<S: LedgerStore> Payments<S> {
             ..Parties::of(&principal.user_id, Some(client))
         };
         payout_decision(self.assess(&event, &parties).await?)?;
-        let action = SensitiveAction::Payment {
-            amount_minor: amount.to_i64(),
-            currency: currency.code().to_owned(),
-            payee: format!("bank account {}", mask_number(number)),
-        };
-        Ok(self
-            .auth
-            .confirm_action(principal, &action, proof, client)
-            .await?)
+        let payee = format!("bank account {}", mask_number(number));
+        self.confirm_payment(principal, amount.to_i64(), currency, payee, proof, client)
+            .await
     }
 
     /// Withdraws from the caller's wallet to a verified bank account (step-up).

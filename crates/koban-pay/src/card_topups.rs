@@ -238,22 +238,13 @@ impl<S: LedgerStore> Payments<S> {
             Begun::Done(done) => return Ok(*done),
         };
         let amount = request.amount;
-        let mut tx = self.db().begin_read().await?;
-        let card = tx
-            .query_opt(
-                "SELECT behaviour, verified_at, last4 FROM card_sources WHERE id = $1 AND user_id = $2 AND removed_at IS NULL",
-                params![request.source_id.as_str(), principal.user_id.as_str()],
-            )
-            .await?
-            .ok_or(PayError::Invalid("name a card of yours"))?;
+        let (behaviour, verified_at, last4) =
+            self.topup_card(principal, &request.source_id).await?;
         // A device cookie of this account proves the browser completed a sign-in before.
         let known_device = client
             .device
             .as_ref()
             .is_some_and(|device| device.user_id == principal.user_id);
-        tx.commit().await?;
-        let behaviour = card.text(0)?;
-        let verified_at = card.opt_i64(1)?;
         let now = self.now_ms();
         let _lock = self.lock_wallet(wallet.account).await;
         self.check_card_limits(request, verified_at, now).await?;
@@ -261,7 +252,7 @@ impl<S: LedgerStore> Payments<S> {
         let account = self.ledger_account(wallet.account).await?;
         self.check_balance_cap(&holder, &account, amount)?;
         if verified_at.is_none() || !known_device || behaviour == "always_challenge" {
-            self.card_challenge(principal, request, id, &card.text(2)?, challenge)
+            self.card_challenge(principal, request, id, &last4, challenge)
                 .await?;
         }
         if behaviour == "declines" {
@@ -295,6 +286,25 @@ impl<S: LedgerStore> Payments<S> {
             "card_topup",
         )
         .await
+    }
+
+    /// A card of the caller's to top up from: how its (sandbox) issuer behaves, when it was
+    /// verified, and its last four digits.
+    async fn topup_card(
+        &self,
+        principal: &Principal,
+        source_id: &str,
+    ) -> Result<(String, Option<i64>, String), PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let card = tx
+            .query_opt(
+                "SELECT behaviour, verified_at, last4 FROM card_sources WHERE id = $1 AND user_id = $2 AND removed_at IS NULL",
+                params![source_id, principal.user_id.as_str()],
+            )
+            .await?
+            .ok_or(PayError::Invalid("name a card of yours"))?;
+        tx.commit().await?;
+        Ok((card.text(0)?, card.opt_i64(1)?, card.text(2)?))
     }
 
     /// The card issuer's challenge of a top-up: sent (and the top-up refused until it is

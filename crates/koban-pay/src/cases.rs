@@ -49,44 +49,7 @@ pub(crate) async fn raise_alert<T: SqlTx>(
         .await?;
     let case_id = match open {
         Some(row) => row.text(0)?,
-        None => {
-            let (party, network) = subject_keys(alert.subject);
-            let first = tx
-                .query_one(
-                    "SELECT MIN(at) FROM risk_events WHERE (($1 <> '' AND (customer = $1 OR payee = $1)) \
-                     OR ($2 <> '' AND network = $2)) AND at >= $3",
-                    params![party, network, now - CASE_LOOKBACK_MS],
-                )
-                .await?
-                .opt_i64(0)?
-                .unwrap_or(now)
-                .min(now);
-            // One open case per subject, also across instances (a partial unique index).
-            let opened = tx
-                .execute(
-                    "INSERT INTO risk_cases (id, subject, subject_role, status, first_event_at, first_alert_at, opened_at) \
-                     VALUES ($1, $2, $3, 'open', $4, $5, $5) ON CONFLICT DO NOTHING",
-                    params![
-                        koban_shared::new_id(),
-                        alert.subject,
-                        alert.subject_role,
-                        first,
-                        now
-                    ],
-                )
-                .await?;
-            if opened == 1 {
-                let detect_s = (now - first).max(0) as f64 / 1000.0;
-                metrics::histogram!("koban_risk_time_to_detect_seconds").record(detect_s);
-                metrics::counter!("koban_risk_cases_opened_total").increment(1);
-            }
-            tx.query_one(
-                "SELECT id FROM risk_cases WHERE subject = $1 AND status = 'open'",
-                params![alert.subject],
-            )
-            .await?
-            .text(0)?
-        }
+        None => open_case(tx, now, alert).await?,
     };
     // An event raises each rule's alert once, however often it is decided again (a step-up
     // retry) or imported (the login alarm on several instances).
@@ -110,6 +73,53 @@ pub(crate) async fn raise_alert<T: SqlTx>(
         metrics::counter!("koban_risk_alerts_total", "rule" => alert.rule.to_owned()).increment(1);
     }
     Ok(case_id)
+}
+
+/// Opens a case for an alert's subject, dated from the subject's first event in the look-back
+/// window; returns its id. Another writer may open it first (one open case per subject, also
+/// across instances): then that case is the one.
+async fn open_case<T: SqlTx>(
+    tx: &mut T,
+    now: i64,
+    alert: &NewAlert<'_>,
+) -> Result<String, PayError> {
+    let (party, network) = subject_keys(alert.subject);
+    let first = tx
+        .query_one(
+            "SELECT MIN(at) FROM risk_events WHERE (($1 <> '' AND (customer = $1 OR payee = $1)) \
+             OR ($2 <> '' AND network = $2)) AND at >= $3",
+            params![party, network, now - CASE_LOOKBACK_MS],
+        )
+        .await?
+        .opt_i64(0)?
+        .unwrap_or(now)
+        .min(now);
+    // One open case per subject, also across instances (a partial unique index).
+    let opened = tx
+        .execute(
+            "INSERT INTO risk_cases (id, subject, subject_role, status, first_event_at, first_alert_at, opened_at) \
+             VALUES ($1, $2, $3, 'open', $4, $5, $5) ON CONFLICT DO NOTHING",
+            params![
+                koban_shared::new_id(),
+                alert.subject,
+                alert.subject_role,
+                first,
+                now
+            ],
+        )
+        .await?;
+    if opened == 1 {
+        let detect_s = (now - first).max(0) as f64 / 1000.0;
+        metrics::histogram!("koban_risk_time_to_detect_seconds").record(detect_s);
+        metrics::counter!("koban_risk_cases_opened_total").increment(1);
+    }
+    Ok(tx
+        .query_one(
+            "SELECT id FROM risk_cases WHERE subject = $1 AND status = 'open'",
+            params![alert.subject],
+        )
+        .await?
+        .text(0)?)
 }
 
 /// A case as an operator lists it.

@@ -94,6 +94,19 @@ pub struct Distribution {
     pub max: Option<f64>,
 }
 
+impl Distribution {
+    /// The distribution, in seconds, of durations given in milliseconds.
+    fn of_ms(mut ms: Vec<i64>) -> Self {
+        ms.sort_unstable();
+        Distribution {
+            count: ms.len(),
+            p50: nearest_rank(&ms, 50),
+            p90: nearest_rank(&ms, 90),
+            max: ms.last().map(|v| *v as f64 / 1000.0),
+        }
+    }
+}
+
 fn nearest_rank(sorted: &[i64], per_cent: usize) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -358,15 +371,7 @@ impl<S: LedgerStore> Payments<S> {
         let note = bounded_note(note)?;
         self.currency_enabled(currency.code())?;
         // A retry of the same request answers what the first one did.
-        let request_key = uuid::Uuid::from_u128(
-            self.derive_id(&[
-                b"risk-compensation",
-                me.operator_id.as_bytes(),
-                key.as_str().as_bytes(),
-            ])
-            .get(),
-        )
-        .to_string();
+        let request_key = self.compensation_key(&me.operator_id, key);
         if let Some(done) = self.action_by_key(&request_key).await? {
             let same = done.customer == *customer
                 && done.amount == amount.to_i64()
@@ -374,12 +379,7 @@ impl<S: LedgerStore> Payments<S> {
                 && done.case_id.as_deref() == Some(case_id);
             return same.then_some(done).ok_or(PayError::IdempotencyMismatch);
         }
-        let wallets = self.wallets_of(customer).await?;
-        if !wallets.iter().any(|(c, _)| *c == currency) {
-            return Err(PayError::Invalid(
-                "this customer has no wallet in that currency",
-            ));
-        }
+        self.require_wallet_in(customer, currency).await?;
         let id = koban_shared::new_id();
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
@@ -423,6 +423,35 @@ impl<S: LedgerStore> Payments<S> {
             return self.execute_action(principal, &id, None).await;
         }
         self.risk_action(&id).await
+    }
+
+    /// The key a compensation request is remembered by: per operator and idempotency key.
+    fn compensation_key(&self, operator_id: &UserId, key: &crate::IdempotencyKey) -> String {
+        uuid::Uuid::from_u128(
+            self.derive_id(&[
+                b"risk-compensation",
+                operator_id.as_bytes(),
+                key.as_str().as_bytes(),
+            ])
+            .get(),
+        )
+        .to_string()
+    }
+
+    /// Refuses a compensation in a currency the customer holds no wallet in.
+    async fn require_wallet_in(
+        &self,
+        customer: &UserId,
+        currency: Currency,
+    ) -> Result<(), PayError> {
+        let wallets = self.wallets_of(customer).await?;
+        if wallets.iter().any(|(c, _)| *c == currency) {
+            Ok(())
+        } else {
+            Err(PayError::Invalid(
+                "this customer has no wallet in that currency",
+            ))
+        }
     }
 
     async fn action_by_key(&self, request_key: &str) -> Result<Option<RiskAction>, PayError> {
@@ -849,35 +878,32 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?;
         tx.commit().await?;
-        let mut ms: Vec<i64> = detect.iter().map(|r| r.i64(0)).collect::<Result<_, _>>()?;
-        ms.sort_unstable();
-        let mut amount_lost = Vec::new();
-        for currency in &self.config.currencies {
-            let account = self
-                .ledger_account(IssuerAccount::FraudLosses.id(*currency))
-                .await?;
-            let net = account.balance.debits_posted - account.balance.credits_posted;
-            amount_lost.push((
-                currency.code().to_owned(),
-                i64::try_from(net).unwrap_or(i64::MAX),
-            ));
-        }
+        let ms: Vec<i64> = detect.iter().map(|r| r.i64(0)).collect::<Result<_, _>>()?;
         Ok(RiskStats {
             alerts_by_rule,
             decisions_by_action,
             cases_open,
             holds_pending: held.i64(0)?,
             amount_held: held.i64(1)?,
-            amount_lost,
+            amount_lost: self.amounts_lost().await?,
             amount_compensated: sums.i64(0)?,
             amount_reversed: sums.i64(1)?,
-            time_to_detect_s: Distribution {
-                count: ms.len(),
-                p50: nearest_rank(&ms, 50),
-                p90: nearest_rank(&ms, 90),
-                max: ms.last().map(|v| *v as f64 / 1000.0),
-            },
+            time_to_detect_s: Distribution::of_ms(ms),
         })
+    }
+
+    /// What fraud has cost the issuer, per currency: the net debits of its losses account.
+    async fn amounts_lost(&self) -> Result<Vec<(String, i64)>, PayError> {
+        let mut lost = Vec::new();
+        for currency in &self.config.currencies {
+            let account = self
+                .ledger_account(IssuerAccount::FraudLosses.id(*currency))
+                .await?;
+            let net =
+                (account.balance.debits_posted).saturating_sub(account.balance.credits_posted);
+            lost.push((currency.code().to_owned(), crate::minor_to_i64(net)?));
+        }
+        Ok(lost)
     }
 
     /// Sets the fraud gauges on `/metrics` from [`Payments::risk_measures`].

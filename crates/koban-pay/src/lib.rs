@@ -243,6 +243,16 @@ pub fn minor_to_i64(value: u64) -> Result<i64, PayError> {
     i64::try_from(value).map_err(|_| PayError::Invalid("the amount is too large"))
 }
 
+/// Queues `item` unless `max` already wait: then the database is not keeping up, and the
+/// caller is told it is busy now rather than queued without end.
+pub(crate) fn push_bounded<T>(queue: &mut Vec<T>, item: T, max: usize) -> Result<(), PayError> {
+    if queue.len() >= max {
+        return Err(PayError::Auth(AuthError::Busy));
+    }
+    queue.push(item);
+    Ok(())
+}
+
 /// Drops the oldest entries of `queue` beyond `max`; answers how many were dropped.
 pub(crate) fn keep_newest<T>(queue: &mut Vec<T>, max: usize) -> usize {
     let over = queue.len().saturating_sub(max);
@@ -410,11 +420,7 @@ impl<S: LedgerStore> Payments<S> {
                 .row_queue
                 .lock()
                 .map_err(|_| PayError::Auth(AuthError::Internal("a lock was poisoned")))?;
-            // The database is not keeping up: refuse now rather than queue without end.
-            if queue.len() >= ROWS_QUEUED_MAX {
-                return Err(PayError::Auth(AuthError::Busy));
-            }
-            queue.push((sql, params, done));
+            push_bounded(&mut queue, (sql, params, done), ROWS_QUEUED_MAX)?;
         }
         {
             // Whoever holds the commit lock writes everything queued so far; a statement
@@ -538,6 +544,29 @@ impl<S: LedgerStore> Payments<S> {
         }
     }
 
+    /// Step-up for a payment of `amount` to `payee` (as the customer will read it): the
+    /// proof must be bound to exactly this payment. A confirmed step-up rotates the session,
+    /// so callers ask for it once nothing else can refuse.
+    pub async fn confirm_payment(
+        &self,
+        principal: &koban_auth::Principal,
+        amount_minor: i64,
+        currency: Currency,
+        payee: String,
+        proof: Option<&koban_auth::StepUpProof>,
+        client: &koban_auth::Client,
+    ) -> Result<koban_auth::IssuedSession, PayError> {
+        let action = koban_auth::SensitiveAction::Payment {
+            amount_minor,
+            currency: currency.code().to_owned(),
+            payee,
+        };
+        Ok(self
+            .auth
+            .confirm_action(principal, &action, proof, client)
+            .await?)
+    }
+
     /// Queues a notification; [`Payments::flush_notifications`] writes the queue to the outbox
     /// in one transaction (the worker does so every 100 ms), so a payment's hot path costs no
     /// extra commit.
@@ -642,6 +671,20 @@ pub fn mask_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_row_queue_refuses_as_busy_and_keeps_what_it_holds() {
+        let mut queue: Vec<u32> = Vec::new();
+        for i in 0..3 {
+            push_bounded(&mut queue, i, 3).expect("room left");
+        }
+        let refused = push_bounded(&mut queue, 3, 3);
+        assert!(matches!(refused, Err(PayError::Auth(AuthError::Busy))));
+        assert_eq!(queue, vec![0, 1, 2]);
+        queue.remove(0);
+        push_bounded(&mut queue, 3, 3).expect("room again once one was written");
+        assert_eq!(queue, vec![1, 2, 3]);
+    }
 
     #[test]
     fn a_bounded_queue_keeps_its_newest() {

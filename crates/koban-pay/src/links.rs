@@ -5,6 +5,7 @@
 use koban_auth::{Client, Principal, StepUpProof, UserKind};
 use koban_ledger::{Amount, Currency};
 use koban_shared::audit::{self, AuditEvent};
+use koban_shared::ids::UserId;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
@@ -241,17 +242,8 @@ impl<S: LedgerStore> Payments<S> {
             }
             _ => return Err(PayError::Gone("this link has expired")),
         }
-        // One payer per link, across instances: claimed in the database before money moves.
-        let mut tx = self.db().begin().await?;
-        let claimed = tx
-            .execute(
-                "UPDATE pay_links SET paid_by = $1 WHERE id = $2 AND (paid_by IS NULL OR paid_by = $1) \
-                 AND cancelled_at IS NULL AND expires_at > $3",
-                params![principal.user_id.as_str(), id, self.now_ms()],
-            )
-            .await?;
-        tx.commit().await?;
-        if claimed == 0 && link.status == "open" {
+        let claimed = self.claim_link(id, &principal.user_id).await?;
+        if !claimed && link.status == "open" {
             return Err(PayError::Conflict(
                 "this link is already being paid by someone else",
             ));
@@ -275,13 +267,7 @@ impl<S: LedgerStore> Payments<S> {
             .await;
         if result.is_err() && self.store.transfer(transfer_id).await?.is_none() {
             // Nothing moved (a limit, step-up, funds): the link is open again for anyone.
-            let mut tx = self.db().begin().await?;
-            tx.execute(
-                "UPDATE pay_links SET paid_by = NULL WHERE id = $1 AND paid_by = $2",
-                params![id, principal.user_id.as_str()],
-            )
-            .await?;
-            tx.commit().await?;
+            self.release_link(id, &principal.user_id).await?;
         }
         match result {
             Err(PayError::IdempotencyMismatch) => {
@@ -289,5 +275,32 @@ impl<S: LedgerStore> Payments<S> {
             }
             other => other,
         }
+    }
+
+    /// Claims a link for one payer, across instances, in the database before money moves;
+    /// false when another payer holds it (or it was cancelled or expired meanwhile).
+    async fn claim_link(&self, id: &str, payer: &UserId) -> Result<bool, PayError> {
+        let mut tx = self.db().begin().await?;
+        let claimed = tx
+            .execute(
+                "UPDATE pay_links SET paid_by = $1 WHERE id = $2 AND (paid_by IS NULL OR paid_by = $1) \
+                 AND cancelled_at IS NULL AND expires_at > $3",
+                params![payer.as_str(), id, self.now_ms()],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(claimed > 0)
+    }
+
+    /// Gives up a payer's claim on a link after a payment that moved no money.
+    async fn release_link(&self, id: &str, payer: &UserId) -> Result<(), PayError> {
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE pay_links SET paid_by = NULL WHERE id = $1 AND paid_by = $2",
+            params![id, payer.as_str()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

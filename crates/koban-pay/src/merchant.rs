@@ -17,11 +17,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use koban_auth::apikeys::MerchantKey;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
-use koban_auth::{
-    AuthError, Client, IssuedSession, Principal, SensitiveAction, StepUpProof, UserKind,
-};
+use koban_auth::{AuthError, Client, IssuedSession, Principal, StepUpProof, UserKind};
 use koban_ledger::{
-    AccountId, Amount, Currency, Metadata, Move, RejectReason, Transfer, TransferId,
+    Account, AccountId, Amount, Currency, Metadata, Move, RejectReason, Transfer, TransferId,
     TransferRequest,
 };
 use koban_shared::ids::UserId;
@@ -298,11 +296,7 @@ impl<S: LedgerStore> Payments<S> {
         key: &IdempotencyKey,
     ) -> Result<PaymentRequest, PayError> {
         Self::require_scope(merchant, "payments:write")?;
-        if reference.len() > REFERENCE_BYTES_MAX || reference.chars().any(char::is_control) {
-            return Err(PayError::Invalid(
-                "reference is at most 64 bytes without control characters",
-            ));
-        }
+        check_reference(reference)?;
         if expires_in_s < 30 || expires_in_s > self.config.request_s_max {
             return Err(PayError::Invalid(
                 "expires_in_s must be between 30 and 86400",
@@ -408,51 +402,18 @@ impl<S: LedgerStore> Payments<S> {
         if !account.balance.covers(amount) {
             return Err(PayError::InsufficientFunds);
         }
-        let event = self
-            .outgoing_context(principal, EventKind::MerchantPayment, &account, amount)
+        let session = self
+            .assess_qr_payment(principal, &request, &account, payment_id, proof, client)
             .await?;
-        let parties = Parties {
-            attempt: Some(payment_id),
-            payee: Some(request.merchant_id.to_string()),
-            currency: request.currency.code().to_owned(),
-            ..Parties::of(&principal.user_id, Some(client))
-        };
-        let session = if qr_needs_step_up(self.assess(&event, &parties).await?)? {
-            let action = SensitiveAction::Payment {
-                amount_minor: amount.to_i64(),
-                currency: request.currency.code().to_owned(),
-                payee: format!("merchant {}", request.merchant_name),
-            };
-            Some(
-                self.auth
-                    .confirm_action(principal, &action, proof, client)
-                    .await?,
-            )
-        } else {
-            None
-        };
         let (transfer, fee) = self
-            .capture(
+            .capture_request(
+                &request,
                 payment_id,
                 memo_id,
                 wallet.account,
                 merchant_wallet.account,
-                &request.merchant_id,
-                request.amount,
-                request.currency,
-                Metadata::parse([
-                    ("request", request.id.as_str()),
-                    ("reference", request.reference.as_str()),
-                ])
-                .unwrap_or_default(),
             )
-            .await
-            .map_err(|e| match e {
-                PayError::IdempotencyMismatch => {
-                    PayError::Conflict("this payment request is already paid")
-                }
-                other => other,
-            })?;
+            .await?;
         self.notify(
             &principal.email,
             Mail::new("merchant-paid")
@@ -471,6 +432,81 @@ impl<S: LedgerStore> Payments<S> {
         })
     }
 
+    /// The risk decision on paying a store's request and, when the rules ask for it, the
+    /// payer's step-up; answers the session a step-up rotated to.
+    async fn assess_qr_payment(
+        &self,
+        principal: &Principal,
+        request: &PaymentRequest,
+        account: &Account,
+        payment_id: TransferId,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<Option<IssuedSession>, PayError> {
+        let amount = request.amount;
+        let event = self
+            .outgoing_context(principal, EventKind::MerchantPayment, account, amount)
+            .await?;
+        let parties = Parties::payment(
+            &principal.user_id,
+            Some(client),
+            payment_id,
+            &request.merchant_id,
+            request.currency,
+        );
+        if qr_needs_step_up(self.assess(&event, &parties).await?)? {
+            let payee = format!("merchant {}", request.merchant_name);
+            Ok(Some(
+                self.confirm_payment(
+                    principal,
+                    amount.to_i64(),
+                    request.currency,
+                    payee,
+                    proof,
+                    client,
+                )
+                .await?,
+            ))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Captures a payment request: the payment of its amount to its merchant, tagged with the
+    /// request and its reference. A memo that names another payment means the request was
+    /// paid by someone else's attempt.
+    async fn capture_request(
+        &self,
+        request: &PaymentRequest,
+        payment_id: TransferId,
+        memo_id: TransferId,
+        payer: AccountId,
+        merchant_account: AccountId,
+    ) -> Result<(Transfer, u64), PayError> {
+        let metadata = Metadata::parse([
+            ("request", request.id.as_str()),
+            ("reference", request.reference.as_str()),
+        ])
+        .unwrap_or_default();
+        self.capture(
+            payment_id,
+            memo_id,
+            payer,
+            merchant_account,
+            &request.merchant_id,
+            request.amount,
+            request.currency,
+            metadata,
+        )
+        .await
+        .map_err(|e| match e {
+            PayError::IdempotencyMismatch => {
+                PayError::Conflict("this payment request is already paid")
+            }
+            other => other,
+        })
+    }
+
     /// Moves a payment and its fee in one batch and records it for refunds.
     #[allow(clippy::too_many_arguments)]
     async fn capture(
@@ -486,38 +522,14 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<(Transfer, u64), PayError> {
         let (_, bps, fixed) = self.merchant_terms(merchant_id).await?;
         let fee = self.fee(amount, bps, fixed);
-        let mut batch = vec![TransferRequest::Move(Move {
-            id: payment_id,
-            debit: payer,
-            credit: merchant_account,
+        let batch = self.payment_batch(
+            (payment_id, memo_id),
+            (payer, merchant_account),
             amount,
             currency,
-            code: kind::MERCHANT_PAYMENT,
-            reference: None,
             metadata,
-            pending: None,
-        })];
-        if let Ok(fee_amount) = Amount::new(fee) {
-            batch.push(TransferRequest::Move(Move {
-                id: self.derive_id(&[b"fee", &payment_id.to_bytes()]),
-                debit: merchant_account,
-                credit: IssuerAccount::FeeRevenue.id(currency),
-                amount: fee_amount,
-                currency,
-                code: kind::FEE,
-                reference: Some(payment_id),
-                metadata: Metadata::empty(),
-                pending: None,
-            }));
-        }
-        batch.push(emoney_leg(
-            memo_id,
-            currency,
-            amount,
-            false,
-            Some(payment_id),
-            None,
-        ));
+            fee,
+        );
         let applied = self.submit_batch(batch).await?;
         let mut tx = self.db().begin().await?;
         tx.execute(
@@ -550,6 +562,52 @@ impl<S: LedgerStore> Payments<S> {
         Ok((applied.transfers[0].clone(), fee))
     }
 
+    /// The batch of a merchant payment: the payment, the merchant's fee (when there is one)
+    /// to the issuer's revenue, and the e-money leg.
+    fn payment_batch(
+        &self,
+        (payment_id, memo_id): (TransferId, TransferId),
+        (payer, merchant_account): (AccountId, AccountId),
+        amount: Amount,
+        currency: Currency,
+        metadata: Metadata,
+        fee: u64,
+    ) -> Vec<TransferRequest> {
+        let mut batch = vec![TransferRequest::Move(Move {
+            id: payment_id,
+            debit: payer,
+            credit: merchant_account,
+            amount,
+            currency,
+            code: kind::MERCHANT_PAYMENT,
+            reference: None,
+            metadata,
+            pending: None,
+        })];
+        if let Ok(fee_amount) = Amount::new(fee) {
+            batch.push(TransferRequest::Move(Move {
+                id: self.derive_id(&[b"fee", &payment_id.to_bytes()]),
+                debit: merchant_account,
+                credit: IssuerAccount::FeeRevenue.id(currency),
+                amount: fee_amount,
+                currency,
+                code: kind::FEE,
+                reference: Some(payment_id),
+                metadata: Metadata::empty(),
+                pending: None,
+            }));
+        }
+        batch.push(emoney_leg(
+            memo_id,
+            currency,
+            amount,
+            false,
+            Some(payment_id),
+            None,
+        ));
+        batch
+    }
+
     fn code_hash(&self, code: &str) -> [u8; 32] {
         self.auth
             .keys()
@@ -576,14 +634,10 @@ impl<S: LedgerStore> Payments<S> {
         let limit = self.code_limit(limit, currency)?;
         self.wallet(&principal.user_id, currency).await?;
         let session = if limit > below_step_up {
-            let action = SensitiveAction::Payment {
-                amount_minor: crate::minor_to_i64(limit)?,
-                currency: currency.code().to_owned(),
-                payee: "any merchant, by one payment code".into(),
-            };
+            let payee = "any merchant, by one payment code".to_owned();
+            let limit = crate::minor_to_i64(limit)?;
             Some(
-                self.auth
-                    .confirm_action(principal, &action, proof, client)
+                self.confirm_payment(principal, limit, currency, payee, proof, client)
                     .await?,
             )
         } else {
@@ -737,21 +791,8 @@ impl<S: LedgerStore> Payments<S> {
         key: &IdempotencyKey,
     ) -> Result<MerchantPayment, PayError> {
         Self::require_scope(merchant, "payments:write")?;
-        if reference.len() > REFERENCE_BYTES_MAX || reference.chars().any(char::is_control) {
-            return Err(PayError::Invalid(
-                "reference is at most 64 bytes without control characters",
-            ));
-        }
-        let code = code.trim();
-        let code = code.strip_prefix(CODE_QR_PREFIX).unwrap_or(code);
-        let unusable = || {
-            PayError::Gone(
-                "this payment code is unknown, expired or already used; ask for a new one",
-            )
-        };
-        if code.len() != 18 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(unusable());
-        }
+        check_reference(reference)?;
+        let code = code_digits(code)?;
         let memo_id = self.derive_id(&[
             b"charge-memo",
             merchant.merchant_id.as_bytes(),
@@ -759,7 +800,7 @@ impl<S: LedgerStore> Payments<S> {
         ]);
         let _claim = self.claim(memo_id)?;
         let now = self.now_ms();
-        let row = self.find_code(code, now).await?.ok_or_else(unusable)?;
+        let row = self.find_code(code, now).await?.ok_or_else(code_unusable)?;
         let code_id = row.text(0)?;
         let payment_id = self.derive_id(&[b"code-pay", code_id.as_bytes()]);
         let (merchant_name, bps, fixed) = self.merchant_terms(&merchant.merchant_id).await?;
@@ -770,20 +811,11 @@ impl<S: LedgerStore> Payments<S> {
         }
         let user_id = UserId::from_stored(row.text(1)?);
         if !code_usable(&row, now)? {
-            return Err(unusable());
+            return Err(code_unusable());
         }
         code_covers(&row, amount, currency)?;
-        // Claim the code: one charge only, even with two tills racing.
-        let mut tx = self.db().begin().await?;
-        let claimed = tx
-            .execute(
-                "UPDATE payment_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
-                params![now, code_id.as_str()],
-            )
-            .await?;
-        tx.commit().await?;
-        if claimed == 0 {
-            return Err(unusable());
+        if !self.claim_code(&code_id, now).await? {
+            return Err(code_unusable());
         }
         let result = self
             .charge_claimed(
@@ -800,13 +832,7 @@ impl<S: LedgerStore> Payments<S> {
         if result.is_err() && self.store.transfer(payment_id).await?.is_none() {
             // A refusal (funds, limits) leaves the code usable for a smaller amount; a payment
             // that went through (and failed only afterwards) leaves it used.
-            let mut tx = self.db().begin().await?;
-            tx.execute(
-                "UPDATE payment_codes SET used_at = NULL WHERE id = $1",
-                params![code_id.as_str()],
-            )
-            .await?;
-            tx.commit().await?;
+            self.release_code(&code_id).await?;
         }
         let (transfer, fee) = result?;
         self.notify(
@@ -822,6 +848,32 @@ impl<S: LedgerStore> Payments<S> {
             replayed: false,
             session: None,
         })
+    }
+
+    /// Marks a payment code used; false when it already was (or was revoked): one charge only,
+    /// even with two tills racing.
+    async fn claim_code(&self, code_id: &str, now: i64) -> Result<bool, PayError> {
+        let mut tx = self.db().begin().await?;
+        let claimed = tx
+            .execute(
+                "UPDATE payment_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
+                params![now, code_id],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(claimed > 0)
+    }
+
+    /// Makes a claimed code usable again after a charge that moved no money.
+    async fn release_code(&self, code_id: &str) -> Result<(), PayError> {
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE payment_codes SET used_at = NULL WHERE id = $1",
+            params![code_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The answer to a retried payment, found by its memo leg: the payment it made (refused
@@ -903,12 +955,7 @@ impl<S: LedgerStore> Payments<S> {
         // The customer confirmed with a full session when the code was made, and the per-code
         // limit bounds it: a code charge is never challenged at the till.
         event.step_up_from = u64::MAX;
-        let parties = Parties {
-            attempt: Some(payment_id),
-            payee: Some(merchant.merchant_id.to_string()),
-            currency: currency.code().to_owned(),
-            ..Parties::of(user_id, None)
-        };
+        let parties = Parties::payment(user_id, None, payment_id, &merchant.merchant_id, currency);
         let decision = self.assess(&event, &parties).await?;
         if let Decision::Deny { code } = decision {
             return Err(match code {
@@ -1184,6 +1231,33 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         received_payment(&row)
     }
+}
+
+/// A merchant's reference: at most [`REFERENCE_BYTES_MAX`] bytes, no control characters.
+fn check_reference(reference: &str) -> Result<(), PayError> {
+    if reference.len() > REFERENCE_BYTES_MAX || reference.chars().any(char::is_control) {
+        return Err(PayError::Invalid(
+            "reference is at most 64 bytes without control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The 18 digits of a customer's payment code as typed or scanned (its QR form has a
+/// prefix); anything else is answered as an unusable code.
+fn code_digits(code: &str) -> Result<&str, PayError> {
+    let code = code.trim();
+    let code = code.strip_prefix(CODE_QR_PREFIX).unwrap_or(code);
+    if code.len() != 18 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(code_unusable());
+    }
+    Ok(code)
+}
+
+/// The one answer for a code that cannot be charged, whatever the reason, so a till learns
+/// nothing about codes it guesses.
+fn code_unusable() -> PayError {
+    PayError::Gone("this payment code is unknown, expired or already used; ask for a new one")
 }
 
 /// Whether paying a store's QR request needs step-up: a challenge does; a hold cannot wait

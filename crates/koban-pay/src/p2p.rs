@@ -2,9 +2,7 @@
 //! (the payer sees the payee's masked name first), step-up bound to amount and payee for a
 //! new payee or a large amount, daily and per-payee limits, and holds for review.
 
-use koban_auth::{
-    Client, Email, IssuedSession, Phone, Principal, SensitiveAction, StepUpProof, UserKind,
-};
+use koban_auth::{Client, Email, IssuedSession, Phone, Principal, StepUpProof, UserKind};
 use koban_ledger::{
     Account, AccountId, Amount, Currency, Metadata, Move, PendingOptions, Transfer, TransferId,
     TransferRequest,
@@ -283,44 +281,13 @@ impl<S: LedgerStore> Payments<S> {
                 request.amount,
             )
             .await?;
-        let parties = Parties {
-            attempt: Some(id),
-            payee: Some(payee.holder.user_id.to_string()),
-            currency: request.currency.code().to_owned(),
-            ..Parties::of(&principal.user_id, Some(client))
-        };
-        let decision = self.assess(&event, &parties).await?;
-        let session = if p2p_needs_step_up(decision, &event, request)? {
-            let action = SensitiveAction::Payment {
-                amount_minor: request.amount.to_i64(),
-                currency: request.currency.code().to_owned(),
-                payee: format!("{} <{}>", payee.masked_name, payee.handle),
-            };
-            Some(
-                self.auth
-                    .confirm_action(principal, &action, proof, client)
-                    .await?,
-            )
-        } else {
-            None
-        };
-        let (transfer, status) = if decision == Decision::Hold {
-            let transfer = self
-                .hold_for_review(
-                    principal,
-                    id,
-                    &payer_wallet,
-                    &payee_wallet,
-                    request,
-                    metadata,
-                )
-                .await?;
-            (transfer, "held")
-        } else {
-            let batch = p2p_move(id, &payer_wallet, &payee_wallet, request, metadata);
-            let applied = self.submit_batch(batch).await?;
-            (applied.transfers[0].clone(), "completed")
-        };
+        let (decision, session) = self
+            .assess_p2p(principal, id, &payee, request, &event, (proof, client))
+            .await?;
+        let wallets = (&payer_wallet, &payee_wallet);
+        let (transfer, status) = self
+            .move_or_hold(decision, principal, id, wallets, request, metadata)
+            .await?;
         if event.payee_new {
             self.remember_payee(&principal.user_id, payee_wallet.account)
                 .await?;
@@ -333,6 +300,60 @@ impl<S: LedgerStore> Payments<S> {
             replayed: false,
             session,
         })
+    }
+
+    /// The risk decision on a transfer and, when the rules or the amount ask for it, the
+    /// payer's step-up naming the payee as confirmation of payee showed them; answers the
+    /// decision and the session a step-up rotated to.
+    async fn assess_p2p(
+        &self,
+        principal: &Principal,
+        id: TransferId,
+        payee: &Payee,
+        request: &P2pRequest,
+        event: &RiskEvent,
+        (proof, client): (Option<&StepUpProof>, &Client),
+    ) -> Result<(Decision, Option<IssuedSession>), PayError> {
+        let parties = Parties::payment(
+            &principal.user_id,
+            Some(client),
+            id,
+            &payee.holder.user_id,
+            request.currency,
+        );
+        let decision = self.assess(event, &parties).await?;
+        if !p2p_needs_step_up(decision, event, request)? {
+            return Ok((decision, None));
+        }
+        let shown = format!("{} <{}>", payee.masked_name, payee.handle);
+        let amount = request.amount.to_i64();
+        let session = self
+            .confirm_payment(principal, amount, request.currency, shown, proof, client)
+            .await?;
+        Ok((decision, Some(session)))
+    }
+
+    /// Moves the money to the payee now, or into review when the decision holds it; with the
+    /// status the payer is told (`completed` or `held`).
+    async fn move_or_hold(
+        &self,
+        decision: Decision,
+        principal: &Principal,
+        id: TransferId,
+        (payer_wallet, payee_wallet): (&Wallet, &Wallet),
+        request: &P2pRequest,
+        metadata: Metadata,
+    ) -> Result<(Transfer, &'static str), PayError> {
+        if decision == Decision::Hold {
+            let transfer = self
+                .hold_for_review(principal, id, payer_wallet, payee_wallet, request, metadata)
+                .await?;
+            Ok((transfer, "held"))
+        } else {
+            let batch = p2p_move(id, payer_wallet, payee_wallet, request, metadata);
+            let applied = self.submit_batch(batch).await?;
+            Ok((applied.transfers[0].clone(), "completed"))
+        }
     }
 
     /// The payer (as a holder) and both wallets of a transfer, opened if need be.

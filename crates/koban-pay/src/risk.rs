@@ -84,6 +84,22 @@ impl Parties {
             ..Parties::default()
         }
     }
+
+    /// The parties of a payment attempt by `customer` to `payee` (a user id).
+    pub fn payment(
+        customer: &str,
+        client: Option<&koban_auth::Client>,
+        attempt: koban_ledger::TransferId,
+        payee: &str,
+        currency: koban_ledger::Currency,
+    ) -> Parties {
+        Parties {
+            attempt: Some(attempt),
+            payee: Some(payee.to_owned()),
+            currency: currency.code().to_owned(),
+            ..Parties::of(customer, client)
+        }
+    }
 }
 
 /// The answer the caller obeys. Reason codes name a limit the customer can know, or say only
@@ -98,6 +114,22 @@ pub enum Decision {
     Deny {
         code: &'static str,
     },
+}
+
+/// The verdict of a hard limit: a denial by the named rule, decided before any rule ran.
+fn limit_verdict(code: &'static str, rule: &str) -> Verdict {
+    Verdict {
+        action: Action::Deny,
+        score: 0,
+        fired: vec![Fired {
+            rule: rule.to_owned(),
+            action: Action::Deny,
+            score: 0,
+            reason: code.to_owned(),
+            case_by: koban_risk::CaseBy::Customer,
+        }],
+        errors: Vec::new(),
+    }
 }
 
 /// The hard limits, checked before any rule: a daily out-flow cap per tier, the cooling-off
@@ -300,6 +332,138 @@ struct Window {
     distinct_1h: i64,
 }
 
+/// What one assessment reads from the windows: the key of each dimension (blank where no
+/// live rule reads it on this kind: then it is not read at all) and where its window starts.
+struct WindowQuery<'a> {
+    id: &'a str,
+    now: i64,
+    kind: EventKind,
+    parties: &'a Parties,
+    needs: &'a Needs,
+    keys: [String; 5],
+}
+
+impl<'a> WindowQuery<'a> {
+    fn new(id: &'a str, now: i64, kind: EventKind, parties: &'a Parties, needs: &'a Needs) -> Self {
+        let all = [
+            Some(&parties.customer),
+            parties.device.as_ref(),
+            parties.network.as_ref(),
+            parties.payee.as_ref(),
+            parties.source.as_ref(),
+        ];
+        let keys = std::array::from_fn(|i| match (all[i], needs.since[i]) {
+            (Some(key), Some(_)) => key.clone(),
+            _ => String::new(),
+        });
+        WindowQuery {
+            id,
+            now,
+            kind,
+            parties,
+            needs,
+            keys,
+        }
+    }
+
+    /// The parameters of [`WINDOWS_SQL`], in its order.
+    fn params(&self, topup_key: &str, facts_key: &str) -> Vec<Value> {
+        let now = self.now;
+        let minute_no = now / MINUTE_MS;
+        params![
+            now - HOUR_MS,
+            now - MINUTE_MS,
+            self.id,
+            self.keys[0].as_str(),
+            self.kind.as_str(),
+            self.start(0),
+            self.keys[1].as_str(),
+            self.start(1),
+            self.keys[2].as_str(),
+            self.start(2),
+            self.keys[3].as_str(),
+            self.start(3),
+            self.keys[4].as_str(),
+            self.start(4),
+            topup_key,
+            now - DAY_MS,
+            self.parties.device.as_deref().unwrap_or(""),
+            format!("user:{}", self.parties.customer),
+            facts_key,
+            minute_no,
+            i64::from(self.needs.global),
+            minute_no - 60
+        ]
+    }
+
+    /// Where dimension `i`'s window starts.
+    fn start(&self, i: usize) -> i64 {
+        self.needs.since[i].map_or(self.now, |back| self.now - back)
+    }
+}
+
+/// What the windows answered: each dimension's totals, the customer's last top-up (when and
+/// how much), and the global sign-in failures (this minute, and the baseline per minute).
+#[derive(Default)]
+struct WindowRead {
+    windows: [Window; 5],
+    last_topup: (i64, i64),
+    global: (i64, i64),
+}
+
+impl WindowRead {
+    fn set_features(&self, q: &WindowQuery<'_>, f: &mut Features) {
+        for (i, w) in self.windows.iter().enumerate() {
+            if q.keys[i].is_empty() {
+                continue;
+            }
+            let d = DIMS[i];
+            f.set_int(&format!("{d}_count_24h"), w.count_24h);
+            f.set_int(&format!("{d}_sum_24h"), w.sum_24h);
+            f.set_int(&format!("{d}_count_1h"), w.count_1h);
+            f.set_int(&format!("{d}_sum_1h"), w.sum_1h);
+            f.set_int(&format!("{d}_count_1m"), w.count_1m);
+            f.set_int(&format!("{d}_sum_1m"), w.sum_1m);
+        }
+        f.set_int("customer_failures_1h", self.windows[0].failures_1h);
+        f.set_int("device_failures_1h", self.windows[1].failures_1h);
+        f.set_int("network_failures_1h", self.windows[2].failures_1h);
+        f.set_int("network_customers_1h", self.windows[2].distinct_1h);
+        if q.kind == EventKind::P2p {
+            f.set_int("payee_senders_1h", self.windows[3].distinct_1h);
+        }
+        let (last_topup_at, last_topup_amount) = self.last_topup;
+        if last_topup_at > 0 {
+            f.set_int("since_topup_s", (q.now - last_topup_at).max(0) / 1000);
+            f.set_int("last_topup_amount", last_topup_amount);
+        }
+        f.set_int("global_login_failures_1m", self.global.0);
+        f.set_int("global_login_failures_baseline", self.global.1);
+    }
+}
+
+/// The customer's facts, from their row of [`WINDOWS_SQL`]: account age, the device's age
+/// (or that it is unknown), time since a credential change, and whether they are verified.
+fn set_customer_facts(
+    row: &koban_store::sql::Row,
+    now: i64,
+    f: &mut Features,
+) -> Result<(), PayError> {
+    f.set_int("customer_age_s", (now - row.i64(1)?).max(0) / 1000);
+    match row.i64(2)? {
+        first_seen if first_seen >= 0 => {
+            f.set_int("device_age_s", (now - first_seen).max(0) / 1000)
+        }
+        _ => f.set_bool("device_known", false),
+    }
+    let changed = row.i64(3)?;
+    if changed >= 0 {
+        f.set_int("since_credential_change_s", (now - changed).max(0) / 1000);
+    }
+    f.set_bool("customer_verified", row.i64(4)? == 1);
+    Ok(())
+}
+
 /// One dimension's arm of [`WINDOWS_SQL`]: its number, key parameter, column and start
 /// parameter (a macro, so the statement stays one `'static` string).
 macro_rules! window_arm {
@@ -479,20 +643,7 @@ impl<S: LedgerStore> Payments<S> {
         let started = std::time::Instant::now();
         let now = self.now_ms();
         let parties = &parties.bounded();
-        // One record per attempt, so a retry after step-up replaces the first decision; and
-        // per customer, since several may try one payment request.
-        let id = match parties.attempt {
-            Some(attempt) => uuid::Uuid::from_u128(
-                self.derive_id(&[
-                    b"risk-attempt",
-                    parties.customer.as_bytes(),
-                    &attempt.to_bytes(),
-                ])
-                .get(),
-            )
-            .to_string(),
-            None => koban_shared::new_id(),
-        };
+        let id = self.risk_record_id(parties);
         let mut features = base_features(event, parties);
         let rules = self.risk_rules.current();
         let limit = limits(event);
@@ -502,21 +653,7 @@ impl<S: LedgerStore> Payments<S> {
             None => Needs::of(rules.needs(event.kind)),
         };
         let (decision, verdict) = match limit {
-            Some((code, rule)) => (
-                Decision::Deny { code },
-                Verdict {
-                    action: Action::Deny,
-                    score: 0,
-                    fired: vec![Fired {
-                        rule: rule.to_owned(),
-                        action: Action::Deny,
-                        score: 0,
-                        reason: code.to_owned(),
-                        case_by: koban_risk::CaseBy::Customer,
-                    }],
-                    errors: Vec::new(),
-                },
-            ),
+            Some((code, rule)) => (Decision::Deny { code }, limit_verdict(code, rule)),
             None => {
                 self.window_features(&id, now, event.kind, parties, &needs, &mut features)
                     .await?;
@@ -545,6 +682,24 @@ impl<S: LedgerStore> Payments<S> {
             needs,
         });
         Ok((decision, id))
+    }
+
+    /// The id an assessment is recorded under: one per attempt, so a retry after step-up
+    /// replaces the first decision; and per customer, since several may try one payment
+    /// request. An event that is not an attempt at something gets a fresh id.
+    fn risk_record_id(&self, parties: &Parties) -> String {
+        match parties.attempt {
+            Some(attempt) => uuid::Uuid::from_u128(
+                self.derive_id(&[
+                    b"risk-attempt",
+                    parties.customer.as_bytes(),
+                    &attempt.to_bytes(),
+                ])
+                .get(),
+            )
+            .to_string(),
+            None => koban_shared::new_id(),
+        }
     }
 
     /// Marks a recorded event as a failed attempt (the secret it carried was wrong).
@@ -667,99 +822,44 @@ impl<S: LedgerStore> Payments<S> {
         needs: &Needs,
         f: &mut Features,
     ) -> Result<(), PayError> {
-        let key = |v: &Option<String>| v.clone().unwrap_or_default();
-        let all = [
-            parties.customer.clone(),
-            key(&parties.device),
-            key(&parties.network),
-            key(&parties.payee),
-            key(&parties.source),
-        ];
-        // A dimension no live rule reads on this kind is not read at all (its key blank).
-        let keys: Vec<String> = all
-            .iter()
-            .zip(needs.since)
-            .map(|(k, since)| {
-                if since.is_some() {
-                    k.clone()
-                } else {
-                    String::new()
-                }
-            })
-            .collect();
-        let start = |i: usize| needs.since[i].map_or(now, |back| now - back);
-        let topup_key = if needs.topup { all[0].as_str() } else { "" };
-        let (hour, minute, day) = (now - HOUR_MS, now - MINUTE_MS, now - DAY_MS);
-        let facts_key = if needs.facts { all[0].as_str() } else { "" };
-        let minute_no = now / MINUTE_MS;
-        let nothing = keys.iter().all(String::is_empty)
+        let q = WindowQuery::new(id, now, kind, parties, needs);
+        let mut read = self.read_windows(&q, f).await?;
+        self.count_unwritten(&q, &mut read);
+        read.set_features(&q, f);
+        Ok(())
+    }
+
+    /// One statement, one round trip: every window, the last top-up, the customer's facts
+    /// (set into `f` as they are read) and the global failure rate.
+    async fn read_windows(
+        &self,
+        q: &WindowQuery<'_>,
+        f: &mut Features,
+    ) -> Result<WindowRead, PayError> {
+        let customer = q.parties.customer.as_str();
+        let topup_key = if q.needs.topup { customer } else { "" };
+        let facts_key = if q.needs.facts { customer } else { "" };
+        let mut read = WindowRead::default();
+        if q.keys.iter().all(String::is_empty)
             && topup_key.is_empty()
             && facts_key.is_empty()
-            && !needs.global;
-        // One statement, one round trip: every window, the last top-up, the customer's facts
-        // and the global failure rate.
-        let rows = if nothing {
-            Vec::new()
-        } else {
-            self.db()
-                .read(
-                    WINDOWS_SQL,
-                    params![
-                        hour,
-                        minute,
-                        id,
-                        keys[0].as_str(),
-                        kind.as_str(),
-                        start(0),
-                        keys[1].as_str(),
-                        start(1),
-                        keys[2].as_str(),
-                        start(2),
-                        keys[3].as_str(),
-                        start(3),
-                        keys[4].as_str(),
-                        start(4),
-                        topup_key,
-                        day,
-                        all[1].as_str(),
-                        format!("user:{}", parties.customer),
-                        facts_key,
-                        minute_no,
-                        i64::from(needs.global),
-                        minute_no - 60
-                    ],
-                )
-                .await?
-        };
-        let mut windows = [Window::default(); 5];
-        let (mut last_topup_at, mut last_topup_amount) = (0i64, 0i64);
-        let (mut global_now, mut global_baseline) = (0i64, 0i64);
+            && !q.needs.global
+        {
+            return Ok(read);
+        }
+        let params = q.params(topup_key, facts_key);
+        let rows = self.db().read(WINDOWS_SQL, params).await?;
+        let now = q.now;
         for row in &rows {
             match row.i64(0)? {
-                5 => {
-                    last_topup_at = row.i64(2)?;
-                    last_topup_amount = row.i64(3)?;
-                }
-                6 => {
-                    f.set_int("customer_age_s", (now - row.i64(1)?).max(0) / 1000);
-                    match row.i64(2)? {
-                        first_seen if first_seen >= 0 => {
-                            f.set_int("device_age_s", (now - first_seen).max(0) / 1000)
-                        }
-                        _ => f.set_bool("device_known", false),
-                    }
-                    let changed = row.i64(3)?;
-                    if changed >= 0 {
-                        f.set_int("since_credential_change_s", (now - changed).max(0) / 1000);
-                    }
-                    f.set_bool("customer_verified", row.i64(4)? == 1);
-                }
-                7 => {
-                    global_now = row.i64(1)?;
-                    global_baseline = row.i64(2)? / 60;
-                }
+                5 => read.last_topup = (row.i64(2)?, row.i64(3)?),
+                6 => set_customer_facts(row, now, f)?,
+                7 => read.global = (row.i64(1)?, row.i64(2)? / 60),
                 dim => {
-                    if let Some(w) = usize::try_from(dim).ok().and_then(|d| windows.get_mut(d)) {
+                    if let Some(w) = usize::try_from(dim)
+                        .ok()
+                        .and_then(|d| read.windows.get_mut(d))
+                    {
                         *w = Window {
                             count_24h: row.i64(1)?,
                             sum_24h: row.i64(2)?,
@@ -774,95 +874,72 @@ impl<S: LedgerStore> Payments<S> {
                 }
             }
         }
+        Ok(read)
+    }
 
-        // This instance's events not yet written count too.
+    /// Adds this instance's events not yet written to what the database answered.
+    fn count_unwritten(&self, q: &WindowQuery<'_>, read: &mut WindowRead) {
+        let Ok(queue) = self.risk_queue.lock() else {
+            return;
+        };
+        let (hour, minute, day) = (q.now - HOUR_MS, q.now - MINUTE_MS, q.now - DAY_MS);
         let mut senders_pending = std::collections::BTreeSet::new();
         let mut network_customers_pending = std::collections::BTreeSet::new();
-        if let Ok(queue) = self.risk_queue.lock() {
-            let flushing = queue.flushing.clone();
-            let mut seen = std::collections::HashSet::new();
-            for r in queue.pending.iter().chain(flushing.iter()) {
-                // The same attempt may wait again while its first decision is being written.
-                if r.at_ms <= day || r.id == id || !seen.insert(r.id.as_str()) {
-                    continue;
-                }
-                if needs.topup
-                    && r.kind == EventKind::Topup
-                    && r.parties.customer == parties.customer
-                    && r.at_ms >= last_topup_at
+        let mut seen = std::collections::HashSet::new();
+        for r in queue.pending.iter().chain(queue.flushing.iter()) {
+            // The same attempt may wait again while its first decision is being written.
+            if r.at_ms <= day || r.id == q.id || !seen.insert(r.id.as_str()) {
+                continue;
+            }
+            if q.needs.topup
+                && r.kind == EventKind::Topup
+                && r.parties.customer == q.parties.customer
+                && r.at_ms >= read.last_topup.0
+            {
+                read.last_topup = (r.at_ms, r.amount);
+            }
+            if r.kind != q.kind {
+                continue;
+            }
+            let theirs = [
+                Some(r.parties.customer.as_str()).filter(|c| !c.is_empty()),
+                r.parties.device.as_deref(),
+                r.parties.network.as_deref(),
+                r.parties.payee.as_deref(),
+                r.parties.source.as_deref(),
+            ];
+            for (i, w) in read.windows.iter_mut().enumerate() {
+                if q.keys[i].is_empty()
+                    || theirs[i] != Some(q.keys[i].as_str())
+                    || r.at_ms <= q.start(i)
                 {
-                    last_topup_at = r.at_ms;
-                    last_topup_amount = r.amount;
-                }
-                if r.kind != kind {
                     continue;
                 }
-                let theirs = [
-                    Some(r.parties.customer.clone()).filter(|c| !c.is_empty()),
-                    r.parties.device.clone(),
-                    r.parties.network.clone(),
-                    r.parties.payee.clone(),
-                    r.parties.source.clone(),
-                ];
-                for (i, w) in windows.iter_mut().enumerate() {
-                    if keys[i].is_empty()
-                        || theirs[i].as_deref() != Some(keys[i].as_str())
-                        || r.at_ms <= start(i)
-                    {
-                        continue;
+                w.count_24h += 1;
+                w.sum_24h = w.sum_24h.saturating_add(r.amount);
+                if r.at_ms > hour {
+                    w.count_1h += 1;
+                    w.sum_1h = w.sum_1h.saturating_add(r.amount);
+                    if r.parties.failed {
+                        w.failures_1h += 1;
                     }
-                    w.count_24h += 1;
-                    w.sum_24h = w.sum_24h.saturating_add(r.amount);
-                    if r.at_ms > hour {
-                        w.count_1h += 1;
-                        w.sum_1h = w.sum_1h.saturating_add(r.amount);
-                        if r.parties.failed {
-                            w.failures_1h += 1;
-                        }
-                        if i == 3 {
-                            senders_pending.insert(r.parties.customer.clone());
-                        }
-                        if i == 2 {
-                            network_customers_pending.insert(r.parties.customer.clone());
-                        }
+                    if i == 3 {
+                        senders_pending.insert(r.parties.customer.as_str());
                     }
-                    if r.at_ms > minute {
-                        w.count_1m += 1;
-                        w.sum_1m = w.sum_1m.saturating_add(r.amount);
+                    if i == 2 {
+                        network_customers_pending.insert(r.parties.customer.as_str());
                     }
+                }
+                if r.at_ms > minute {
+                    w.count_1m += 1;
+                    w.sum_1m = w.sum_1m.saturating_add(r.amount);
                 }
             }
         }
         // Distinct counts add this instance's unwritten senders (one written a moment ago and
         // sending again within the flush interval may count twice: a slight overestimate).
-        windows[3].distinct_1h += i64::try_from(senders_pending.len()).unwrap_or(0);
-        windows[2].distinct_1h += i64::try_from(network_customers_pending.len()).unwrap_or(0);
-        for (i, w) in windows.iter().enumerate() {
-            if keys[i].is_empty() {
-                continue;
-            }
-            let d = DIMS[i];
-            f.set_int(&format!("{d}_count_24h"), w.count_24h);
-            f.set_int(&format!("{d}_sum_24h"), w.sum_24h);
-            f.set_int(&format!("{d}_count_1h"), w.count_1h);
-            f.set_int(&format!("{d}_sum_1h"), w.sum_1h);
-            f.set_int(&format!("{d}_count_1m"), w.count_1m);
-            f.set_int(&format!("{d}_sum_1m"), w.sum_1m);
-        }
-        f.set_int("customer_failures_1h", windows[0].failures_1h);
-        f.set_int("device_failures_1h", windows[1].failures_1h);
-        f.set_int("network_failures_1h", windows[2].failures_1h);
-        f.set_int("network_customers_1h", windows[2].distinct_1h);
-        if kind == EventKind::P2p {
-            f.set_int("payee_senders_1h", windows[3].distinct_1h);
-        }
-        if last_topup_at > 0 {
-            f.set_int("since_topup_s", (now - last_topup_at).max(0) / 1000);
-            f.set_int("last_topup_amount", last_topup_amount);
-        }
-        f.set_int("global_login_failures_1m", global_now);
-        f.set_int("global_login_failures_baseline", global_baseline);
-        Ok(())
+        read.windows[3].distinct_1h += i64::try_from(senders_pending.len()).unwrap_or(0);
+        read.windows[2].distinct_1h += i64::try_from(network_customers_pending.len()).unwrap_or(0);
     }
 
     /// Writes the decisions queued since the last flush, and makes alerts and cases from the
@@ -940,47 +1017,58 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         }
         for r in batch {
-            // Hard limits are the customer's own business, not fraud: no alert.
-            for fired in r
-                .verdict
-                .fired
-                .iter()
-                .filter(|f| f.action.raises_alert() && !f.rule.starts_with("limit."))
-            {
-                let party = match fired.case_by {
-                    koban_risk::CaseBy::Payee => (r.parties.payee.clone(), "payee"),
-                    koban_risk::CaseBy::Customer => (Some(r.parties.customer.clone()), "customer"),
-                };
-                let (subject, role) = match party {
-                    (Some(who), role) if !who.is_empty() => (who, role),
-                    // An attempt on no known account (stuffing unknown addresses): grouped
-                    // under the network it came from.
-                    _ => (
-                        format!(
-                            "network:{}",
-                            r.parties.network.as_deref().unwrap_or("unknown")
-                        ),
-                        "network",
-                    ),
-                };
-                crate::cases::raise_alert(
-                    &mut tx,
-                    r.at_ms,
-                    &crate::cases::NewAlert {
-                        rule: &fired.rule,
-                        reason: &fired.reason,
-                        action: fired.action.as_str(),
-                        score: fired.score,
-                        event_id: Some(&r.id),
-                        subject: &subject,
-                        subject_role: role,
-                    },
-                )
-                .await?;
-            }
+            raise_alerts(&mut tx, r).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Raises an alert for every rule that fired on a recorded event and asks for one. Hard
+/// limits are the customer's own business, not fraud: no alert.
+async fn raise_alerts<T: SqlTx>(tx: &mut T, r: &Recorded) -> Result<(), PayError> {
+    for fired in r
+        .verdict
+        .fired
+        .iter()
+        .filter(|f| f.action.raises_alert() && !f.rule.starts_with("limit."))
+    {
+        let (subject, role) = alert_subject(&r.parties, fired.case_by);
+        crate::cases::raise_alert(
+            tx,
+            r.at_ms,
+            &crate::cases::NewAlert {
+                rule: &fired.rule,
+                reason: &fired.reason,
+                action: fired.action.as_str(),
+                score: fired.score,
+                event_id: Some(&r.id),
+                subject: &subject,
+                subject_role: role,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whom an alert is about, and in what role: the payee or the customer as the rule says; an
+/// attempt on no known account (stuffing unknown addresses) is grouped under the network it
+/// came from.
+fn alert_subject(parties: &Parties, case_by: koban_risk::CaseBy) -> (String, &'static str) {
+    let party = match case_by {
+        koban_risk::CaseBy::Payee => (parties.payee.clone(), "payee"),
+        koban_risk::CaseBy::Customer => (Some(parties.customer.clone()), "customer"),
+    };
+    match party {
+        (Some(who), role) if !who.is_empty() => (who, role),
+        _ => (
+            format!(
+                "network:{}",
+                parties.network.as_deref().unwrap_or("unknown")
+            ),
+            "network",
+        ),
     }
 }
 

@@ -181,6 +181,30 @@ impl Committer {
     }
 }
 
+/// The accounts the holds move between. Holds never change their accounts, so reading them
+/// before the accounts are locked is safe.
+async fn accounts_of_holds(
+    conn: &mut PgConnection,
+    hold_ids: &[Vec<u8>],
+) -> Result<Vec<AccountId>, StoreError> {
+    let rows = sqlx::query("SELECT debit, credit FROM holds WHERE pending_id = ANY($1)")
+        .bind(hold_ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let mut ids = Vec::with_capacity(rows.len() * 2);
+    for r in rows {
+        for column in 0..2 {
+            let b: Vec<u8> = r.try_get(column).map_err(db_error)?;
+            ids.push(
+                AccountId::from_bytes(&b)
+                    .map_err(|_| StoreError::Corrupt("hold account".into()))?,
+            );
+        }
+    }
+    Ok(ids)
+}
+
 /// Locks the accounts (named directly or by the holds) in id order, then reads the holds and
 /// transfers: reading after the locks means every writer of these rows has committed.
 async fn lock_and_load(
@@ -199,21 +223,7 @@ async fn lock_and_load(
     );
     let mut account_ids = accounts.clone();
     if !hold_ids.is_empty() {
-        // Holds never change their accounts, so reading them before the lock is safe.
-        let rows = sqlx::query("SELECT debit, credit FROM holds WHERE pending_id = ANY($1)")
-            .bind(&hold_ids)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        for r in rows {
-            for column in 0..2 {
-                let b: Vec<u8> = r.try_get(column).map_err(db_error)?;
-                account_ids.insert(
-                    AccountId::from_bytes(&b)
-                        .map_err(|_| StoreError::Corrupt("hold account".into()))?,
-                );
-            }
-        }
+        account_ids.extend(accounts_of_holds(conn, &hold_ids).await?);
     }
     let locked = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE"
@@ -249,24 +259,29 @@ async fn lock_and_load(
         }
     }
     if !transfers.is_empty() {
-        let rows = sqlx::query(&format!(
-            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1)"
-        ))
-        .bind(bytes(
-            transfers
-                .iter()
-                .map(|t| t.to_bytes())
-                .collect::<Vec<_>>()
-                .iter(),
-        ))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        for row in &rows {
-            ws.load_transfer(sql::to_transfer(row)?);
-        }
+        load_transfers(conn, &mut ws, transfers).await?;
     }
     Ok(ws)
+}
+
+/// Reads the transfers a batch names (a retry's earlier answer, a reference) into `ws`.
+async fn load_transfers(
+    conn: &mut PgConnection,
+    ws: &mut WorkingSet,
+    transfers: &BTreeSet<TransferId>,
+) -> Result<(), StoreError> {
+    let ids: Vec<[u8; 16]> = transfers.iter().map(|t| t.to_bytes()).collect();
+    let rows = sqlx::query(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1)"
+    ))
+    .bind(bytes(ids.iter()))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    for row in &rows {
+        ws.load_transfer(sql::to_transfer(row)?);
+    }
+    Ok(())
 }
 
 /// Writes a decided working set, rows sorted by key so concurrent writers meet in one order.

@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
-use koban_auth::{AuthError, LegalName};
+use koban_auth::{AuthError, LegalName, Principal};
+use koban_ledger::{Amount, Currency};
 use koban_pay::bank::{BankMove, Behaviour, FundingSource};
 use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
@@ -188,39 +189,9 @@ pub async fn topup<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     SignedForm { page, me, form }: SignedForm<TopupForm>,
 ) -> Response {
-    use koban_pay::card_topups::ChallengeAnswer;
     let currency = wallet_currency(&state.pay);
-    let (kind, source_id) = form.source.split_once(':').unwrap_or(("", ""));
-    let result = match (
-        parse_amount(&form.amount, currency),
-        IdempotencyKey::parse(&form.key),
-    ) {
-        (Some(amount), Ok(key)) => {
-            let request = BankMove {
-                source_id: source_id.to_owned(),
-                amount,
-                currency,
-            };
-            match kind {
-                "bank" => state.pay.topup(&me, &request, &key).await,
-                "card" => {
-                    let answer = (!form.challenge_id.is_empty()).then(|| ChallengeAnswer {
-                        id: form.challenge_id.clone(),
-                        code: koban_auth::Secret::new(form.challenge_code.trim().to_owned()),
-                    });
-                    state
-                        .pay
-                        .card_topup(&me, &request, &key, answer.as_ref(), &page.client)
-                        .await
-                }
-                _ => Err(PayError::Invalid("source")),
-            }
-            .map(|op| op.transfer.amount)
-        }
-        (None, _) => Err(PayError::Invalid("amount")),
-        (_, Err(_)) => Err(PayError::Invalid("key")),
-    };
-    match result {
+    let kind = form.source.split_once(':').map_or("", |(kind, _)| kind);
+    match submit_topup(&state, &me, &page, &form, currency).await {
         Ok(amount) => {
             let shown = page.tr.money(i128::from(amount.minor_units()), currency);
             let (text, next) = if kind == "card" {
@@ -239,16 +210,7 @@ pub async fn topup<S: LedgerStore>(
             if !form.challenge_id.is_empty() {
                 c = c.with_error(Some("challenge_code"), page.tr.t("error-code"));
             }
-            page.render_status(
-                StatusCode::FORBIDDEN,
-                &ChallengePage {
-                    c,
-                    source: form.source.clone(),
-                    amount: form.amount.clone(),
-                    key: form.key.clone(),
-                    challenge_id: id,
-                },
-            )
+            challenge_page(&page, StatusCode::FORBIDDEN, c, &form, id)
         }
         // A wrong or expired answer to the issuer's challenge: the challenge page again,
         // with the domain's reason (a new code is sent when the answer is left empty).
@@ -257,16 +219,8 @@ pub async fn topup<S: LedgerStore>(
             let c = page
                 .chrome("title-card-challenge")
                 .with_error(Some("challenge_code"), text);
-            page.render_status(
-                status,
-                &ChallengePage {
-                    c,
-                    source: form.source.clone(),
-                    amount: form.amount.clone(),
-                    key: form.key.clone(),
-                    challenge_id: form.challenge_id.clone(),
-                },
-            )
+            let id = form.challenge_id.clone();
+            challenge_page(&page, status, c, &form, id)
         }
         Err(error) => {
             let text = match error {
@@ -284,6 +238,61 @@ pub async fn topup<S: LedgerStore>(
             }
         }
     }
+}
+
+/// Tops up from the source the form names (`bank:ID` or `card:ID`, with the answer to the
+/// card issuer's challenge if there is one); answers the amount on its way.
+async fn submit_topup<S: LedgerStore>(
+    state: &ApiState<S>,
+    me: &Principal,
+    page: &Page,
+    form: &TopupForm,
+    currency: Currency,
+) -> Result<Amount, PayError> {
+    use koban_pay::card_topups::ChallengeAnswer;
+    let (kind, source_id) = form.source.split_once(':').unwrap_or(("", ""));
+    let amount = parse_amount(&form.amount, currency).ok_or(PayError::Invalid("amount"))?;
+    let key = IdempotencyKey::parse(&form.key).map_err(|_| PayError::Invalid("key"))?;
+    let request = BankMove {
+        source_id: source_id.to_owned(),
+        amount,
+        currency,
+    };
+    let operation = match kind {
+        "bank" => state.pay.topup(me, &request, &key).await,
+        "card" => {
+            let answer = (!form.challenge_id.is_empty()).then(|| ChallengeAnswer {
+                id: form.challenge_id.clone(),
+                code: koban_auth::Secret::new(form.challenge_code.trim().to_owned()),
+            });
+            state
+                .pay
+                .card_topup(me, &request, &key, answer.as_ref(), &page.client)
+                .await
+        }
+        _ => Err(PayError::Invalid("source")),
+    }?;
+    Ok(operation.transfer.amount)
+}
+
+/// The card issuer's challenge of a top-up, asking for the code with the form's values kept.
+fn challenge_page(
+    page: &Page,
+    status: StatusCode,
+    c: Chrome,
+    form: &TopupForm,
+    challenge_id: String,
+) -> Response {
+    page.render_status(
+        status,
+        &ChallengePage {
+            c,
+            source: form.source.clone(),
+            amount: form.amount.clone(),
+            key: form.key.clone(),
+            challenge_id,
+        },
+    )
 }
 
 #[derive(Deserialize)]

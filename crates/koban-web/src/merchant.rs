@@ -11,7 +11,7 @@ use axum::response::Response;
 use koban_api::ApiState;
 use koban_auth::apikeys::MerchantKey;
 use koban_ledger::Currency;
-use koban_pay::merchant::{ReceivedPayment, parse_transfer_id, transfer_id_text};
+use koban_pay::merchant::{MerchantPayment, ReceivedPayment, parse_transfer_id, transfer_id_text};
 use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
 use serde::Deserialize;
@@ -347,32 +347,7 @@ pub async fn charge<S: LedgerStore>(
         .charge_code(&merchant, &code, amount, currency, reference, &key)
         .await
     {
-        Ok(payment) => {
-            let tr = &page.tr;
-            let text = tr.with(
-                "terminal-paid",
-                &[(
-                    "amount",
-                    &tr.money(
-                        i128::from(payment.transfer.amount.minor_units()),
-                        payment.transfer.currency,
-                    ),
-                )],
-            );
-            let view = TerminalPage {
-                c: page.chrome("title-terminal"),
-                code: String::new(),
-                amount: String::new(),
-                reference: String::new(),
-                key: koban_shared::new_id(),
-                result: Some(Charged {
-                    paid: true,
-                    text,
-                    payment: Some(transfer_id_text(payment.transfer.id)),
-                }),
-            };
-            page.render(&view)
-        }
+        Ok(payment) => charged(&page, &payment),
         Err(error @ PayError::Gone(_)) => {
             let (status, _) = explain(&page.tr, &error);
             refused("code", status, page.tr.t("terminal-code-unusable"))
@@ -382,6 +357,35 @@ pub async fn charge<S: LedgerStore>(
             refused("code", status, text)
         }
     }
+}
+
+/// The till after a charge went through: the amount paid and the payment's reference, with
+/// an empty form (and a new key) for the next customer.
+fn charged(page: &Page, payment: &MerchantPayment) -> Response {
+    let tr = &page.tr;
+    let text = tr.with(
+        "terminal-paid",
+        &[(
+            "amount",
+            &tr.money(
+                i128::from(payment.transfer.amount.minor_units()),
+                payment.transfer.currency,
+            ),
+        )],
+    );
+    let view = TerminalPage {
+        c: page.chrome("title-terminal"),
+        code: String::new(),
+        amount: String::new(),
+        reference: String::new(),
+        key: koban_shared::new_id(),
+        result: Some(Charged {
+            paid: true,
+            text,
+            payment: Some(transfer_id_text(payment.transfer.id)),
+        }),
+    };
+    page.render(&view)
 }
 
 /// The code as typed or read by a scanner: full-width digits (a Japanese input method) read

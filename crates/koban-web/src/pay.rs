@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
+use koban_pay::merchant::MerchantPayment;
 use koban_pay::{IdempotencyKey, PayError, Payments};
 use koban_store::LedgerStore;
 use serde::Deserialize;
@@ -164,28 +165,7 @@ pub async fn pay_confirm<S: LedgerStore>(
     })
     .await;
     match done {
-        Ok(Stepped::Done(payment)) => {
-            if let Some(session) = &payment.session {
-                page.rotated(session);
-            }
-            let view = ReceiptPage {
-                c: page.chrome("title-paid"),
-                held: false,
-                amount: page.tr.money(
-                    i128::from(payment.transfer.amount.minor_units()),
-                    payment.transfer.currency,
-                ),
-                payee: payment.merchant_name.clone(),
-                reference: koban_pay::merchant::transfer_id_text(payment.transfer.id),
-                when: page.tr.datetime(millis(payment.transfer.timestamp)),
-                message: None,
-            };
-            with_cookies(
-                page.render_status(StatusCode::CREATED, &view),
-                payment.session.as_ref(),
-                page.dev,
-            )
-        }
+        Ok(Stepped::Done(payment)) => paid(&mut page, &payment),
         Ok(Stepped::Page(response)) => response,
         Err(error) => {
             // While the request is still open, the confirmation is shown again with the same
@@ -209,6 +189,30 @@ pub async fn pay_confirm<S: LedgerStore>(
             }
         }
     }
+}
+
+/// The receipt of a store's request paid, with the session a step-up rotated to.
+fn paid(page: &mut Page, payment: &MerchantPayment) -> Response {
+    if let Some(session) = &payment.session {
+        page.rotated(session);
+    }
+    let view = ReceiptPage {
+        c: page.chrome("title-paid"),
+        held: false,
+        amount: page.tr.money(
+            i128::from(payment.transfer.amount.minor_units()),
+            payment.transfer.currency,
+        ),
+        payee: payment.merchant_name.clone(),
+        reference: koban_pay::merchant::transfer_id_text(payment.transfer.id),
+        when: page.tr.datetime(millis(payment.transfer.timestamp)),
+        message: None,
+    };
+    with_cookies(
+        page.render_status(StatusCode::CREATED, &view),
+        payment.session.as_ref(),
+        page.dev,
+    )
 }
 
 // ------------------------------------------------------------------ the customer's code

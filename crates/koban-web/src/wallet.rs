@@ -425,35 +425,44 @@ pub async fn send_confirm<S: LedgerStore>(
     match done {
         Ok(Stepped::Done(outcome)) => receipt(&mut page, &outcome, request.message.clone()),
         Ok(Stepped::Page(response)) => response,
-        Err(error) => {
-            // The confirmation is shown again with the same key, so trying again after an
-            // error (or a double click answered "in progress") can never send twice.
-            let (status, text) = explain(&page.tr, &error);
-            match looked_up {
-                Ok((payee, known)) => page.render_status(
-                    status,
-                    &ConfirmPage {
-                        c: page.chrome("title-send-confirm").with_error(None, text),
-                        to: form.to.clone(),
-                        payee: payee.masked_name,
-                        known,
-                        amount_minor: form.amount.clone(),
-                        amount: shown,
-                        message: form.message.clone(),
-                        key: form.key.clone(),
-                    },
-                ),
-                Err(_) => page.render_status(
-                    status,
-                    &SendPage {
-                        c: page.chrome("title-send").with_error(Some("to"), text),
-                        to: form.to.clone(),
-                        amount: shown,
-                        message: form.message.clone(),
-                    },
-                ),
-            }
-        }
+        Err(error) => send_refused(&page, &form, looked_up, shown, &error),
+    }
+}
+
+/// A transfer refused: the confirmation shown again with the same key, so trying again after
+/// an error (or a double click answered "in progress") can never send twice; or the form,
+/// when the payee could not be found.
+fn send_refused(
+    page: &Page,
+    form: &SendConfirmForm,
+    looked_up: Result<(koban_pay::p2p::Payee, bool), PayError>,
+    shown: String,
+    error: &PayError,
+) -> Response {
+    let (status, text) = explain(&page.tr, error);
+    match looked_up {
+        Ok((payee, known)) => page.render_status(
+            status,
+            &ConfirmPage {
+                c: page.chrome("title-send-confirm").with_error(None, text),
+                to: form.to.clone(),
+                payee: payee.masked_name,
+                known,
+                amount_minor: form.amount.clone(),
+                amount: shown,
+                message: form.message.clone(),
+                key: form.key.clone(),
+            },
+        ),
+        Err(_) => page.render_status(
+            status,
+            &SendPage {
+                c: page.chrome("title-send").with_error(Some("to"), text),
+                to: form.to.clone(),
+                amount: shown,
+                message: form.message.clone(),
+            },
+        ),
     }
 }
 

@@ -95,38 +95,7 @@ impl WithStore for Serve {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(rules = rules.current().rules().len(), digest = %rules.current().digest(), "risk rules loaded");
         pay = pay.with_risk_rules(rules);
-        let mut cards = koban_cards::Cards::new(pay.clone(), args.payments.card_config()?);
-        match (&args.payments.card_keys_file, args.dev) {
-            (Some(path), _) => cards = cards.with_keys(crate::keys::load(path)?),
-            (None, true) => {
-                let path = crate::keys::dev_key_file(args.database.database_url.expose());
-                tracing::warn!(path = %path.display(), "development mode: development card keys (created if missing); never for real cards");
-                cards = cards.with_keys(crate::keys::load_or_create_dev(&path)?);
-            }
-            (None, false) => {
-                tracing::info!("card issuing is off: start with --card-keys-file to turn it on")
-            }
-        }
-        let missing = cards
-            .missing_card_keys()
-            .await
-            .map_err(|e| anyhow::anyhow!("checking card keys: {e}"))?;
-        if !missing.is_empty() {
-            if args.dev {
-                tracing::warn!(
-                    ?missing,
-                    "cards from an earlier run are sealed under keys this run lacks"
-                );
-            } else if args.payments.card_keys_file.is_none() {
-                anyhow::bail!(
-                    "the database holds issued cards: start with --card-keys-file (refusing to run without card keys)"
-                );
-            } else {
-                anyhow::bail!(
-                    "cards are sealed under card key ids {missing:?} that the card key file lacks; restore them"
-                );
-            }
-        }
+        let cards = cards_for(&args, pay.clone()).await?;
         pay.open_issuer_accounts()
             .await
             .map_err(|e| anyhow::anyhow!("opening the issuer's accounts: {e}"))?;
@@ -170,6 +139,48 @@ impl WithStore for Serve {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The card subdomain of a server: its keys from the key file (or, in development, a
+/// development key file made if missing), checked against the cards the database holds. A
+/// server that cannot unseal its cards refuses to start (outside development).
+async fn cards_for<S: LedgerStore>(
+    args: &ServeArgs,
+    pay: koban_pay::Payments<S>,
+) -> anyhow::Result<koban_cards::Cards<S>> {
+    let mut cards = koban_cards::Cards::new(pay, args.payments.card_config()?);
+    match (&args.payments.card_keys_file, args.dev) {
+        (Some(path), _) => cards = cards.with_keys(crate::keys::load(path)?),
+        (None, true) => {
+            let path = crate::keys::dev_key_file(args.database.database_url.expose());
+            tracing::warn!(path = %path.display(), "development mode: development card keys (created if missing); never for real cards");
+            cards = cards.with_keys(crate::keys::load_or_create_dev(&path)?);
+        }
+        (None, false) => {
+            tracing::info!("card issuing is off: start with --card-keys-file to turn it on")
+        }
+    }
+    let missing = cards
+        .missing_card_keys()
+        .await
+        .map_err(|e| anyhow::anyhow!("checking card keys: {e}"))?;
+    if !missing.is_empty() {
+        if args.dev {
+            tracing::warn!(
+                ?missing,
+                "cards from an earlier run are sealed under keys this run lacks"
+            );
+        } else if args.payments.card_keys_file.is_none() {
+            anyhow::bail!(
+                "the database holds issued cards: start with --card-keys-file (refusing to run without card keys)"
+            );
+        } else {
+            anyhow::bail!(
+                "cards are sealed under card key ids {missing:?} that the card key file lacks; restore them"
+            );
+        }
+    }
+    Ok(cards)
 }
 
 /// Reloads the risk rules on every SIGHUP (an invalid file is logged and the live set stays).

@@ -48,22 +48,7 @@ pub async fn run_workers<S: LedgerStore>(
     let mut payments = tokio::time::interval(Duration::from_millis(100));
     // Webhooks in a task of their own: a slow merchant endpoint never delays settlement,
     // notifications or the outbox.
-    let webhooks = {
-        let (pay, mut stop) = (pay.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = every.tick() => {
-                        if let Err(error) = pay.deliver_webhooks(50).await {
-                            tracing::warn!(%error, "webhook delivery failed; will retry");
-                        }
-                    }
-                }
-            }
-        })
-    };
+    let webhooks = tokio::spawn(deliver_webhooks(pay.clone(), stop.clone()));
     loop {
         tokio::select! {
             _ = stop.changed() => {
@@ -100,14 +85,37 @@ pub async fn run_workers<S: LedgerStore>(
             }
             _ = auth.outbox_wait(Duration::from_secs(1)) => {}
         }
-        loop {
-            match auth.deliver_outbox(50).await {
-                Ok(50) => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "outbox delivery failed; will retry");
-                    break;
+        deliver_outbox(&auth).await;
+    }
+}
+
+/// Delivers merchants' webhooks every second until told to stop.
+async fn deliver_webhooks<S: LedgerStore>(
+    pay: koban_pay::Payments<S>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = every.tick() => {
+                if let Err(error) = pay.deliver_webhooks(50).await {
+                    tracing::warn!(%error, "webhook delivery failed; will retry");
                 }
+            }
+        }
+    }
+}
+
+/// Delivers the outbox, 50 messages at a time, until it is empty or delivery fails.
+async fn deliver_outbox<D: koban_store::sql::SqlDb>(auth: &Auth<D>) {
+    loop {
+        match auth.deliver_outbox(50).await {
+            Ok(50) => continue,
+            Ok(_) => break,
+            Err(error) => {
+                tracing::warn!(%error, "outbox delivery failed; will retry");
+                break;
             }
         }
     }

@@ -104,7 +104,7 @@ impl<D: SqlDb> Auth<D> {
         client: &Client,
     ) -> Result<(), AuthError> {
         principal.full()?;
-        let attempt = self.factor_attempt(principal, client);
+        let attempt = self.factor_attempt(&principal.user_id, client);
         let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;

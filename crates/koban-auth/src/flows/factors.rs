@@ -51,7 +51,7 @@ impl<D: SqlDb> Auth<D> {
         code: &Secret<String>,
         client: &Client,
     ) -> Result<EnrolledTotp, AuthError> {
-        let attempt = self.factor_attempt(principal, client);
+        let attempt = self.factor_attempt(&principal.user_id, client);
         let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;

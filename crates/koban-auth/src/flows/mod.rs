@@ -476,16 +476,16 @@ impl<D: SqlDb> Auth<D> {
         Ok(())
     }
 
-    /// The throttling keys of a second-factor or confirmation-code attempt by a signed-in
-    /// user: counted per user, apart from password attempts, so a right password never clears
+    /// The throttling keys of a second-factor or confirmation-code attempt by a user (signed
+    /// in, or resetting a password): counted per user, apart from password attempts, so a right password never clears
     /// a run of wrong codes.
-    pub(crate) fn factor_attempt(&self, principal: &Principal, client: &Client) -> AttemptKeys {
+    pub(crate) fn factor_attempt(&self, user_id: &str, client: &Client) -> AttemptKeys {
         AttemptKeys::new(
             &self.keys,
-            &format!("factor:{}", principal.user_id),
+            &format!("factor:{user_id}"),
             client,
             None,
-            client.trusted_for(&principal.user_id),
+            client.trusted_for(user_id),
         )
     }
 

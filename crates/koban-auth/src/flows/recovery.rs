@@ -85,13 +85,7 @@ impl<D: SqlDb> Auth<D> {
         let (user, code_id) = self.check_reset_code(email, code, &attempt, number).await?;
         // Then the second factor, counted in the user's second-factor run (which a right
         // password never clears); a wrong one also counts against the e-mailed code.
-        let factor = AttemptKeys::new(
-            &self.keys,
-            &format!("factor:{}", user.id),
-            client,
-            None,
-            client.trusted_for(&user.id),
-        );
+        let factor = self.factor_attempt(&user.id, client);
         let factor_number = self.begin_attempt(&factor).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;

@@ -13,31 +13,7 @@ impl<D: SqlDb> Auth<D> {
     ) -> Result<LoginOutcome, AuthError> {
         let email = Email::parse(email).map_err(|_| AuthError::BadCredentials)?;
         let password = Password::parse(password.expose().clone())?;
-        // One read: the account (for the device cookie, which counts only for the account it
-        // was issued to), then the throttles. Blocked attempts are refused before they queue
-        // for hashing.
-        let (user, attempt) = {
-            let mut tx = self.db.begin_read().await?;
-            let user = user_by_email(&mut tx, email.as_str()).await?;
-            let trusted = user.as_ref().is_some_and(|u| client.trusted_for(&u.id));
-            let attempt = AttemptKeys::new(
-                &self.keys,
-                &format!("email:{}", email.as_str()),
-                client,
-                Some(password.expose()),
-                trusted,
-            );
-            if let Err(refused) =
-                throttle::refuse_if_blocked(&mut tx, &self.config, self.now_ms(), &attempt).await
-            {
-                if matches!(refused, AuthError::Throttled { .. }) {
-                    self.refused
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                return Err(refused);
-            }
-            (user, attempt)
-        };
+        let (user, attempt) = self.login_attempt(&email, &password, client).await?;
         let trusted = attempt.network.is_none();
         // The hashing slot comes first: an attempt refused for lack of capacity costs no write.
         let lane = if trusted {
@@ -78,14 +54,7 @@ impl<D: SqlDb> Auth<D> {
             }
         };
         throttle::record_success(&mut tx, &attempt).await?;
-        let has_factor = tx
-            .query_one(
-                "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND confirmed_at IS NOT NULL",
-                params![user.id.as_str()],
-            )
-            .await?
-            .i64(0)?
-            > 0;
+        let has_factor = confirmed_factors(&mut tx, &user.id).await? > 0;
         let session = self
             .issue_session(&mut tx, &user.id, SessionLevel::Password, client, now)
             .await?;
@@ -106,6 +75,37 @@ impl<D: SqlDb> Auth<D> {
         })
     }
 
+    /// One read before a sign-in attempt: the account (for the device cookie, which counts
+    /// only for the account it was issued to), then the throttles. A blocked attempt is
+    /// refused here, before it queues for hashing.
+    async fn login_attempt(
+        &self,
+        email: &Email,
+        password: &Password,
+        client: &Client,
+    ) -> Result<(Option<UserRow>, AttemptKeys), AuthError> {
+        let mut tx = self.db.begin_read().await?;
+        let user = user_by_email(&mut tx, email.as_str()).await?;
+        let trusted = user.as_ref().is_some_and(|u| client.trusted_for(&u.id));
+        let attempt = AttemptKeys::new(
+            &self.keys,
+            &format!("email:{}", email.as_str()),
+            client,
+            Some(password.expose()),
+            trusted,
+        );
+        if let Err(refused) =
+            throttle::refuse_if_blocked(&mut tx, &self.config, self.now_ms(), &attempt).await
+        {
+            if matches!(refused, AuthError::Throttled { .. }) {
+                self.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            return Err(refused);
+        }
+        Ok((user, attempt))
+    }
+
     /// Completes sign-in with a TOTP or recovery code; returns a new, full session.
     pub async fn second_factor(
         &self,
@@ -121,7 +121,7 @@ impl<D: SqlDb> Auth<D> {
         if !principal.has_factor {
             return Err(AuthError::EnrolmentRequired);
         }
-        let attempt = self.factor_attempt(principal, client);
+        let attempt = self.factor_attempt(&principal.user_id, client);
         let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
