@@ -227,13 +227,19 @@ impl<S: LedgerStore> Payments<S> {
         self.sandbox_on()?;
         principal.full()?;
         let mut tx = self.db().begin_read().await?;
-        // Only the account's own holder reads it, as at a real bank.
+        // Only the account's own holder reads it, as at a real bank: another's account is not
+        // found, as any id that is not the caller's.
+        tx.query_opt(
+            "SELECT 1 FROM sandbox_bank_accounts WHERE number = $1 AND owner_id = $2",
+            params![number, principal.user_id.as_str()],
+        )
+        .await?
+        .ok_or(PayError::NotFound)?;
         let rows = tx
             .query(
-                "SELECT e.amount, e.description, e.created_at FROM sandbox_bank_entries e \
-                 JOIN sandbox_bank_accounts a ON a.number = e.number \
-                 WHERE e.number = $1 AND a.owner_id = $2 ORDER BY e.created_at DESC, e.id DESC LIMIT 100",
-                params![number, principal.user_id.as_str()],
+                "SELECT amount, description, created_at FROM sandbox_bank_entries \
+                 WHERE number = $1 ORDER BY created_at DESC, id DESC LIMIT 100",
+                params![number],
             )
             .await?;
         tx.commit().await?;

@@ -322,13 +322,19 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<Vec<Delivery>, PayError> {
         Self::require_webhooks(merchant)?;
         let mut tx = self.db().begin_read().await?;
+        // Another merchant's endpoint is not found, as any id that is not the caller's.
+        tx.query_opt(
+            "SELECT 1 FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2",
+            params![endpoint_id, merchant.merchant_id.as_str()],
+        )
+        .await?
+        .ok_or(PayError::NotFound)?;
         let rows = tx
             .query(
-                "SELECT d.id, d.endpoint_id, d.event_type, d.status, d.attempts, d.last_status_code, \
-                 d.next_attempt_at, d.created_at FROM webhook_deliveries d \
-                 JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-                 WHERE d.endpoint_id = $1 AND e.merchant_id = $2 ORDER BY d.created_at DESC, d.id DESC LIMIT 100",
-                params![endpoint_id, merchant.merchant_id.as_str()],
+                "SELECT id, endpoint_id, event_type, status, attempts, last_status_code, \
+                 next_attempt_at, created_at FROM webhook_deliveries \
+                 WHERE endpoint_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100",
+                params![endpoint_id],
             )
             .await?;
         tx.commit().await?;

@@ -273,6 +273,24 @@ async fn bank_linked_by_micro_deposits_tops_up_and_pays_out_with_success_and_fai
         .iter()
         .map(|e| e["amount"].as_i64().unwrap())
         .collect();
+    // Another customer's bank account, and one that does not exist, are not found: the
+    // micro-deposits never show to anyone but the holder.
+    let mallory = app.user("mallory@example.com").await;
+    for who in [&mallory.token, &token] {
+        let number = if who == &token {
+            "9999999"
+        } else {
+            number.as_str()
+        };
+        let foreign = app
+            .call(get(&format!("/v1/sandbox/bank/accounts/{number}/statement")).bearer(who))
+            .await;
+        assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{foreign:?}");
+        assert_eq!(
+            foreign.body["type"],
+            "https://koban.example/problems/not-found"
+        );
+    }
     let guess = [(right[0] % 99) + 1, (right[1] % 99) + 1];
     let wrong = app
         .call(
@@ -1260,6 +1278,22 @@ async fn merchant_webhooks_are_signed_retried_rotated_and_redelivered<S: LedgerS
         ),
         (Some("delivered"), Some(2))
     );
+
+    // Another merchant's key cannot read this endpoint's log: not found, as any foreign id.
+    let other = app.user_of("merchant", "other-shop@example.com").await;
+    let other_key = app
+        .with_step_up(
+            &other,
+            &other.token,
+            "/v1/merchant/api-keys",
+            json!({ "name": "snoop", "environment": "test", "scopes": ["webhooks:manage"] }),
+        )
+        .await;
+    let other_key = other_key.body["key"].as_str().unwrap().to_owned();
+    let foreign = app
+        .call(get(&format!("/v1/merchant/webhooks/{endpoint}/deliveries")).bearer(&other_key))
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{foreign:?}");
 
     // After a rotation both secrets sign, so receivers can switch without losing events.
     let rotated = app
