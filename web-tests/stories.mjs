@@ -290,21 +290,33 @@ async function operatorsReleaseAndCompensate(browser, base, dir, a, hanako) {
   await ops.page.getByText('The transfer is released.').waitFor();
   assert.equal(await ops.page.getByTestId('held').getByText('¥100').count(), 0, 'the queue is empty');
 
-  // The hold opened a case about Hanako; the operator asks to compensate her, above the
-  // amount one operator may pay alone, and cannot approve it themself.
+  // The hold opened a case about Hanako, and the release moved her ¥100 to Yui. On the case
+  // page the operator asks to compensate her for that transfer (the unclaimed loss is
+  // offered, never more), and cannot approve it themself.
   let row = ops.page.getByTestId('cases').locator('li', { hasText: me });
   for (let i = 0; i < 40 && (await row.count()) === 0; i++) {
     await new Promise((r) => setTimeout(r, 250));
     await ops.page.goto(base + '/ops');
     row = ops.page.getByTestId('cases').locator('li', { hasText: me });
   }
-  await row.getByText('Compensate this customer').click();
-  await row.getByLabel('Amount').fill('60000');
-  await row.getByLabel('Why (kept in the audit log)').fill('story: lost to a takeover');
-  await row.getByRole('button', { name: 'Ask to compensate' }).click();
+  await row.getByRole('link').click();
+  await ops.page.getByRole('heading', { name: 'Case', exact: true }).waitFor();
+  const loss = ops.page
+    .getByTestId('case-transfers')
+    .locator('li', { hasText: 'Compensate the payer' })
+    .filter({ hasText: '¥100' })
+    .first();
+  const compensation = loss.locator('details', { hasText: 'Compensate the payer' });
+  await compensation.getByText('Compensate the payer').click();
+  assert.equal(await compensation.getByLabel('Amount').inputValue(), '100', 'the unclaimed loss is offered');
+  await compensation.getByLabel('Why (kept in the audit log)').fill('story: lost to a takeover');
+  await compensation.getByRole('button', { name: 'Ask to compensate' }).click();
   await ops.page.getByText('The compensation waits for a second operator').waitFor();
+  await checkPage(ops.page, 'console-case-compensation-asked-en');
+  await shot(ops.page, 'console-case-compensation-asked-en');
+  await ops.page.goto(base + '/ops');
   await ops.page.getByText('you asked').waitFor();
-  await ops.page.getByRole('button', { name: /^Approve: Compensation ¥60,000/ }).click();
+  await ops.page.getByRole('button', { name: /^Approve: Compensation ¥100/ }).click();
   await ops.page.getByRole('alert').getByText('second operator must approve').waitFor();
   await checkPage(ops.page, 'console-own-approval-refused-en');
   await shot(ops.page, 'console-own-approval-refused-en');
@@ -314,12 +326,12 @@ async function operatorsReleaseAndCompensate(browser, base, dir, a, hanako) {
   await operatorToken(base, dir, api, 'approver@example.com', 'approver');
   await api.dispose();
   const approver = await operatorSignsIn(browser, base, OPERATORS['approver@example.com'], 0);
-  await approver.page.getByRole('button', { name: /^Approve: Compensation ¥60,000/ }).click();
+  await approver.page.getByRole('button', { name: /^Approve: Compensation ¥100/ }).click();
   await approver.page.getByText('Approved: the money has moved.').waitFor();
   await checkPage(approver.page, 'console-approved-en');
   await shot(approver.page, 'console-approved-en');
   // The balance read while the ¥100 was held still counted it; the release took it out.
-  assert.equal(await balanceOf(a.page, base), before - 100 + 60000, 'the victim is credited');
+  assert.equal(await balanceOf(a.page, base), before - 100 + 100, 'the victim is credited');
 
   await caseIsWorked(ops.page, base, me, hanako);
   await verificationIsDecided(approver.page, base);

@@ -84,6 +84,8 @@ pub struct RiskActionOut {
     pub requested_by: String,
     pub approved_by: Option<String>,
     pub ledger_id: Option<String>,
+    /// A compensation's covered transfers (the losses it pays for).
+    pub covers: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -180,6 +182,9 @@ pub struct CompensateIn {
     /// ISO 4217; the default wallet currency when omitted.
     pub currency: Option<String>,
     pub case_id: String,
+    /// The transfers the victim lost that this compensation pays for (1 to 20 ids): each out
+    /// of the victim's wallet to another customer, and the case's.
+    pub transfers: Vec<String>,
     pub note: String,
 }
 
@@ -227,6 +232,7 @@ fn action_out(a: koban_pay::fraud::RiskAction) -> RiskActionOut {
         requested_by: a.requested_by,
         approved_by: a.approved_by,
         ledger_id: a.ledger_id,
+        covers: a.covers,
     }
 }
 
@@ -428,13 +434,14 @@ fn action_reply(action: koban_pay::fraud::RiskAction) -> Response {
     json(status, &action_out(action))
 }
 
-/// Compensates a victim (the case's subject, or a customer who paid it) from the fraud-losses
-/// account, with the case attached. Needs an `Idempotency-Key`: a retry answers the first
-/// request. When it, with the compensations of the last 24 hours for the same customer or by
-/// the same operator, reaches the approval threshold, it waits for an approver (202).
+/// Asks to compensate a victim (the case's subject, or a customer who paid it) from the
+/// fraud-losses account, for transfers they lost, with the case attached. The amount is at
+/// most what those transfers lost less what was already reversed or compensated (else 422,
+/// code `more_than_lost`). It always waits for a second operator, an approver (202). Needs an
+/// `Idempotency-Key`: a retry answers the first request.
 #[utoipa::path(post, path = "/v1/ops/compensations", tag = "fraud", request_body = CompensateIn,
     params(("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters")),
-    responses((status = 200, body = RiskActionOut), (status = 202, body = RiskActionOut), (status = 422, body = Problem)), security(("session" = [])))]
+    responses((status = 202, body = RiskActionOut), (status = 200, body = RiskActionOut, description = "a retry of a request already decided"), (status = 422, body = Problem)), security(("session" = [])))]
 pub async fn compensate<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
@@ -446,6 +453,12 @@ pub async fn compensate<S: LedgerStore>(
         Some(code) => state.pay.currency_enabled(code)?,
         None => state.pay.config().currencies[0],
     };
+    let transfers = body
+        .transfers
+        .iter()
+        .map(|t| parse_transfer_id(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| koban_pay::PayError::Invalid("transfers must be transfer ids"))?;
     let action = state
         .pay
         .request_compensation(
@@ -456,6 +469,7 @@ pub async fn compensate<S: LedgerStore>(
             amount,
             currency,
             &body.case_id,
+            &transfers,
             &body.note,
             &key,
         )

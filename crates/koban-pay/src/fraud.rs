@@ -1,9 +1,10 @@
 //! Analysts' actions on fraud, each in the audit chain: freezing a customer's wallets,
 //! reversing a completed transfer while the receiver still holds the funds (and freezing the
 //! receiver), and compensating a victim from the fraud-losses account with the case attached.
-//! A reversal or compensation of at least `approval_from_minor` waits for a second operator
-//! with the approver role (maker-checker: the requester cannot approve). Also the measures of
-//! the fraud operation.
+//! A compensation covers transfers the victim lost ([`crate::losses`]), never more than they
+//! lost less what was already reversed or compensated, and always waits for a second operator
+//! with the approver role (maker-checker: the requester cannot approve). A reversal of at least
+//! `approval_from_minor` waits for one too. Also the measures of the fraud operation.
 
 use koban_auth::{Principal, Role};
 use koban_ledger::{
@@ -19,6 +20,7 @@ use koban_store::sql::{Row, SqlDb, SqlTx, SqlTxExt};
 
 use crate::accounts::{IssuerAccount, kind};
 use crate::cases::OPERATORS;
+use crate::losses::{self, Loss};
 use crate::wallets::{account_id, currency_of, emoney_leg};
 use crate::{PayError, Payments, format_money};
 
@@ -38,6 +40,8 @@ pub struct RiskAction {
     pub requested_by: String,
     pub approved_by: Option<String>,
     pub ledger_id: Option<String>,
+    /// A compensation's covered transfers.
+    pub covers: Vec<String>,
 }
 
 /// The columns [`action_from`] reads, as a literal for `concat!` (statements are `'static`).
@@ -67,6 +71,7 @@ fn action_from(row: &Row) -> Result<RiskAction, PayError> {
         requested_by: row.text(9)?,
         approved_by: row.opt_text(10)?,
         ledger_id: uuid_text(row.opt_bytes(11)?),
+        covers: Vec::new(),
     })
 }
 
@@ -150,15 +155,19 @@ impl<S: LedgerStore> Payments<S> {
             .collect()
     }
 
-    /// The wallets of a customer with their newest P2P transfers and released holds, for an
-    /// operator working a case.
+    /// The wallets of a customer with their newest P2P transfers, transfers held for review
+    /// and releases, for an operator working a case.
     pub async fn customer_wallets(
         &self,
         principal: &Principal,
         user_id: &UserId,
     ) -> Result<Vec<CustomerWallet>, PayError> {
         principal.operator(OPERATORS)?;
-        let kinds = ["p2p".to_owned(), "review_release".to_owned()];
+        let kinds = [
+            "p2p".to_owned(),
+            "review_hold".to_owned(),
+            "review_release".to_owned(),
+        ];
         let mut out = Vec::new();
         for (currency, account) in self.wallets_of(user_id).await? {
             let ledger = self.ledger_account(account).await?;
@@ -282,7 +291,7 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<RiskAction, PayError> {
         let me = principal.operator(OPERATORS)?;
         let note = bounded_note(note)?;
-        let (payer, receiver, amount, currency) = self.reversible(transfer).await?;
+        let (transfer, payer, receiver, amount, currency) = self.reversible(transfer).await?;
         let payer_user = self
             .wallet_of_account(payer)
             .await?
@@ -312,6 +321,13 @@ impl<S: LedgerStore> Payments<S> {
         if inserted == 0 {
             return Err(PayError::Conflict(
                 "a reversal of this transfer is already pending or done",
+            ));
+        }
+        // The whole transfer, unless a compensation already covers part of it: the victim is
+        // never paid twice for one loss.
+        if !losses::claim(&mut tx, transfer, amount, amount.minor_units()).await? {
+            return Err(PayError::Conflict(
+                "a compensation already covers this transfer; reject it before reversing",
             ));
         }
         audit::append(
@@ -353,9 +369,10 @@ impl<S: LedgerStore> Payments<S> {
         Ok(total >= self.config.approval_from_minor)
     }
 
-    /// Asks to compensate a victim: a transfer from the fraud-losses account into their wallet,
-    /// with the case attached. Done at once below the approval threshold, otherwise it waits
-    /// for an approver.
+    /// Asks to compensate a victim for transfers they lost: a transfer from the fraud-losses
+    /// account into their wallet, with the case attached. It covers `transfers` (each out of
+    /// the victim's wallet, and the case's), is at most what they lost less what was already
+    /// reversed or compensated, and always waits for a second operator.
     #[allow(clippy::too_many_arguments)]
     pub async fn request_compensation(
         &self,
@@ -364,6 +381,7 @@ impl<S: LedgerStore> Payments<S> {
         amount: Amount,
         currency: Currency,
         case_id: &str,
+        transfers: &[TransferId],
         note: &str,
         key: &crate::IdempotencyKey,
     ) -> Result<RiskAction, PayError> {
@@ -373,18 +391,28 @@ impl<S: LedgerStore> Payments<S> {
         // A retry of the same request answers what the first one did.
         let request_key = self.compensation_key(&me.operator_id, key);
         if let Some(done) = self.action_by_key(&request_key).await? {
+            let done = self.risk_action(&done.id).await?;
+            let mut named = Vec::with_capacity(transfers.len());
+            for transfer in transfers {
+                let transfer = self.released_as(*transfer).await?;
+                named.push(uuid::Uuid::from_u128(transfer.get()).to_string());
+            }
+            named.sort();
             let same = done.customer == *customer
                 && done.amount == amount.to_i64()
                 && done.currency == currency.code()
-                && done.case_id.as_deref() == Some(case_id);
+                && done.case_id.as_deref() == Some(case_id)
+                && done.covers == named;
             return same.then_some(done).ok_or(PayError::IdempotencyMismatch);
         }
         self.require_wallet_in(customer, currency).await?;
+        let losses = self.covered_losses(customer, currency, transfers).await?;
         let id = koban_shared::new_id();
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
         self.check_case(&mut tx, Some(case_id)).await?;
         customer_in_case(&mut tx, customer, case_id).await?;
+        losses::losses_in_case(&mut tx, case_id, &losses).await?;
         let inserted = tx
             .execute(
                 "INSERT INTO risk_actions (id, kind, case_id, customer, amount, currency, note, status, requested_by, requested_at, request_key) \
@@ -405,6 +433,7 @@ impl<S: LedgerStore> Payments<S> {
         if inserted == 0 {
             return Err(PayError::InFlight);
         }
+        let shares = self.cover_losses(&mut tx, &id, &losses, amount).await?;
         audit::append(
             &mut tx,
             now,
@@ -414,15 +443,37 @@ impl<S: LedgerStore> Payments<S> {
                 subject: &format!("user:{customer}"),
                 details: serde_json::json!({
                     "action": id, "case": case_id, "amount": amount.minor_units(), "currency": currency.code(),
+                    "covers": shares,
                 }),
             },
         )
         .await?;
         tx.commit().await?;
-        if !self.needs_approval("compensate", &id).await? {
-            return self.execute_action(principal, &id, None).await;
-        }
         self.risk_action(&id).await
+    }
+
+    /// Claims a compensation's amount against the losses it covers and records each share;
+    /// answers the shares as the audit entry shows them.
+    async fn cover_losses<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        id: &str,
+        losses: &[Loss],
+        amount: Amount,
+    ) -> Result<Vec<serde_json::Value>, PayError> {
+        let mut shown = Vec::new();
+        for (transfer, share) in losses::claim_losses(tx, losses, amount).await? {
+            tx.execute(
+                "INSERT INTO compensation_covers (action_id, transfer_id, amount) VALUES ($1, $2, $3)",
+                params![id, transfer.to_bytes(), crate::minor_to_i64(share)?],
+            )
+            .await?;
+            shown.push(serde_json::json!({
+                "transfer": uuid::Uuid::from_u128(transfer.get()).to_string(),
+                "amount": share,
+            }));
+        }
+        Ok(shown)
     }
 
     /// The key a compensation request is remembered by: per operator and idempotency key.
@@ -506,6 +557,7 @@ impl<S: LedgerStore> Payments<S> {
                 if changed == 0 {
                     return Err(PayError::Conflict("this action was already decided"));
                 }
+                self.release_action_claims(&mut tx, &action).await?;
                 audit::append(
                     &mut tx,
                     now,
@@ -572,6 +624,9 @@ impl<S: LedgerStore> Payments<S> {
             drop(tx);
             return self.risk_action(id).await;
         }
+        if status == "refused" {
+            self.release_action_claims(&mut tx, &action).await?;
+        }
         self.record_action_outcome(
             &mut tx,
             principal,
@@ -591,6 +646,20 @@ impl<S: LedgerStore> Payments<S> {
             }));
         }
         Ok(done)
+    }
+
+    /// Gives back what a rejected or refused action claimed against the losses it covers.
+    async fn release_action_claims<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        action: &RiskAction,
+    ) -> Result<(), PayError> {
+        let transfer = action
+            .transfer_id
+            .as_deref()
+            .and_then(|t| uuid::Uuid::parse_str(t).ok())
+            .and_then(|u| TransferId::new(u.as_u128()).ok());
+        losses::release_claims(tx, &action.id, &action.kind, transfer, action.amount).await
     }
 
     /// Claims an action for execution before any money moves, so a rejection racing this
@@ -625,7 +694,7 @@ impl<S: LedgerStore> Payments<S> {
             .and_then(|t| uuid::Uuid::parse_str(t).ok())
             .and_then(|u| TransferId::new(u.as_u128()).ok())
             .ok_or(PayError::Invalid("a stored transfer id is not valid"))?;
-        let (payer, receiver, _, _) = self.reversible(transfer).await?;
+        let (_, payer, receiver, _, _) = self.reversible(transfer).await?;
         let _locks = self.lock_wallets(payer, receiver).await;
         let batch = vec![TransferRequest::Move(Move {
             id: ledger_id,
@@ -726,11 +795,14 @@ impl<S: LedgerStore> Payments<S> {
         Ok(())
     }
 
-    /// The payer, receiver, amount and currency of a transfer that can be reversed.
-    async fn reversible(
+    /// The transfer that moved the money, and its payer, receiver, amount and currency, for a
+    /// transfer that can be reversed. A held transfer that was released is named by its hold
+    /// or by its release; both answer the release, so one loss has one id.
+    pub(crate) async fn reversible(
         &self,
         transfer: TransferId,
-    ) -> Result<(AccountId, AccountId, Amount, Currency), PayError> {
+    ) -> Result<(TransferId, AccountId, AccountId, Amount, Currency), PayError> {
+        let transfer = self.released_as(transfer).await?;
         let t = self
             .store
             .transfer(transfer)
@@ -764,7 +836,28 @@ impl<S: LedgerStore> Payments<S> {
                 ));
             }
         };
-        Ok((payer, t.credit, t.amount, t.currency))
+        Ok((transfer, payer, t.credit, t.amount, t.currency))
+    }
+
+    /// The release of a held transfer named by its hold; any other transfer as it is named.
+    async fn released_as(&self, transfer: TransferId) -> Result<TransferId, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let held = tx
+            .query_opt(
+                "SELECT status FROM held_transfers WHERE pending_id = $1",
+                params![transfer.to_bytes()],
+            )
+            .await?;
+        tx.commit().await?;
+        match held {
+            None => Ok(transfer),
+            Some(row) if row.text(0)? == "released" => {
+                Ok(self.derive_id(&[b"review-release", &transfer.to_bytes()]))
+            }
+            Some(_) => Err(PayError::Invalid(
+                "this transfer was held and never released: nothing left the payer",
+            )),
+        }
     }
 
     async fn check_case<T: SqlTx>(
@@ -791,8 +884,10 @@ impl<S: LedgerStore> Payments<S> {
             .query_opt(sql, params![id])
             .await?
             .ok_or(PayError::NotFound)?;
+        let mut action = action_from(&row)?;
+        action.covers = losses::covers(&mut tx, id).await?;
         tx.commit().await?;
-        action_from(&row)
+        Ok(action)
     }
 
     /// Reversals and compensations, newest first; `status` pending, done, rejected, refused
@@ -819,8 +914,16 @@ impl<S: LedgerStore> Payments<S> {
         );
         let mut tx = self.db().begin_read().await?;
         let rows = tx.query(sql, params![status]).await?;
+        let mut actions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut action = action_from(row)?;
+            if action.kind == "compensate" {
+                action.covers = losses::covers(&mut tx, &action.id).await?;
+            }
+            actions.push(action);
+        }
         tx.commit().await?;
-        rows.iter().map(action_from).collect()
+        Ok(actions)
     }
 
     /// The measures of the fraud operation (operators).

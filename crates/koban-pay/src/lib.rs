@@ -21,6 +21,7 @@ pub mod card_topups;
 pub mod cases;
 pub mod fraud;
 pub mod links;
+pub mod losses;
 pub mod merchant;
 pub mod p2p;
 pub mod review;

@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_notices.sql")),
     (7, include_str!("../migrations/0007_languages.sql")),
     (8, include_str!("../migrations/0008_merchant_payments.sql")),
+    (9, include_str!("../migrations/0009_loss_claims.sql")),
 ];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_notices.sql")),
     (7, include_str!("../migrations/0007_languages.sql")),
     (8, include_str!("../migrations/0008_merchant_payments.sql")),
+    (9, include_str!("../migrations/0009_loss_claims.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

@@ -1,6 +1,7 @@
 //! One fraud case for an analyst: whom it is about (contact masked, shown in full only after a
 //! reason is given and audited), their wallets with freeze and unfreeze, the newest transfers
-//! between customers with a reversal request for each, the timeline (scored events, alerts,
+//! between customers with a reversal request for each (and, for a loss not yet paid back, a
+//! compensation request for its payer), the timeline (scored events, alerts,
 //! audited changes, comments), and the case's own work: take it, comment, close it. Every
 //! action is the same `Payments` or `Auth` operation, with the same role checks, as the API.
 
@@ -9,17 +10,18 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use koban_api::ApiState;
 use koban_auth::Principal;
-use koban_pay::PayError;
 use koban_pay::cases::{CaseDetail, Outcome, TimelineEntry};
 use koban_pay::merchant::{parse_transfer_id, transfer_id_text};
+use koban_pay::{IdempotencyKey, PayError};
 use koban_shared::ids::UserId;
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
 use crate::console::{failure, headed};
 use crate::i18n::Tr;
+use crate::merchant::plain_amount;
 use crate::page::{Chrome, OperatorForm, OperatorIn, Page, plain_id};
-use crate::wallet::{Movement, movement};
+use crate::wallet::{Movement, movement, parse_amount};
 
 /// Timeline entries a case page shows, newest first; older ones stay in the API's answer.
 const TIMELINE_SHOWN: usize = 60;
@@ -37,6 +39,11 @@ pub struct PersonView {
 pub struct TransferLine {
     pub id: String,
     pub line: Movement,
+    /// What of this transfer its payer lost is not yet reversed or compensated, as a person
+    /// types it (`None`: nothing left, or not a transfer between customers), and the key of
+    /// the compensation form.
+    pub loss_left: Option<String>,
+    pub key: String,
 }
 
 pub struct WalletLine {
@@ -207,22 +214,7 @@ async fn case_view<S: LedgerStore>(
         assignee: case.assignee,
         opened: tr.datetime(case.first_alert_at),
         person,
-        wallets: wallets
-            .into_iter()
-            .map(|w| WalletLine {
-                currency: w.currency.code().to_owned(),
-                balance: tr.money(w.balance, w.currency),
-                frozen: w.frozen,
-                transfers: w
-                    .transfers
-                    .iter()
-                    .map(|entry| TransferLine {
-                        id: transfer_id_text(entry.transfer.id),
-                        line: movement(tr, entry, None),
-                    })
-                    .collect(),
-            })
-            .collect(),
+        wallets: wallet_lines(state, me, tr, wallets).await?,
         older: timeline.len().saturating_sub(TIMELINE_SHOWN),
         timeline: timeline
             .iter()
@@ -233,6 +225,39 @@ async fn case_view<S: LedgerStore>(
         id: case.id,
         subject: case.subject,
     })
+}
+
+/// The subject's wallets, each with its newest transfers and what of each is still a loss.
+async fn wallet_lines<S: LedgerStore>(
+    state: &ApiState<S>,
+    me: &Principal,
+    tr: &Tr,
+    wallets: Vec<koban_pay::fraud::CustomerWallet>,
+) -> Result<Vec<WalletLine>, PayError> {
+    let mut lines = Vec::with_capacity(wallets.len());
+    for w in wallets {
+        let mut transfers = Vec::with_capacity(w.transfers.len());
+        for entry in &w.transfers {
+            let loss_left = match state.pay.loss(me, entry.transfer.id).await {
+                Ok(loss) if loss.left > 0 => Some(plain_amount(loss.left, loss.currency)),
+                Ok(_) | Err(PayError::Invalid(_) | PayError::NotFound) => None,
+                Err(other) => return Err(other),
+            };
+            transfers.push(TransferLine {
+                id: transfer_id_text(entry.transfer.id),
+                line: movement(tr, entry, None),
+                loss_left,
+                key: koban_shared::new_id(),
+            });
+        }
+        lines.push(WalletLine {
+            currency: w.currency.code().to_owned(),
+            balance: tr.money(w.balance, w.currency),
+            frozen: w.frozen,
+            transfers,
+        });
+    }
+    Ok(lines)
 }
 
 pub async fn case<S: LedgerStore>(
@@ -257,6 +282,10 @@ pub struct CaseForm {
     outcome: String,
     #[serde(default)]
     note: String,
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    key: String,
 }
 
 /// What a case action did: a sentence for the page, and the contact when it was revealed.
@@ -371,6 +400,47 @@ pub async fn reverse<S: LedgerStore>(
             match action.status.as_str() {
                 "pending" => "case-reversal-waits",
                 "done" => "case-reversed",
+                _ => "console-refused",
+            },
+            None,
+        ))
+    };
+    let done = done.await;
+    answer(&state, &page, &me, &id, done).await
+}
+
+/// Asks to compensate the payer of one of the case's transfers for what they lost; it always
+/// waits for a second operator on the console.
+pub async fn compensate<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Path((id, transfer)): Path<(String, String)>,
+    OperatorForm { page, me, form }: OperatorForm<CaseForm>,
+) -> Response {
+    let done = async {
+        if !plain_id(&id) {
+            return Err(PayError::NotFound);
+        }
+        let transfer = parse_transfer_id(&transfer)?;
+        let loss = state.pay.loss(&me, transfer).await?;
+        let amount = parse_amount(&form.amount, loss.currency)
+            .ok_or(PayError::Invalid("the amount is not a number"))?;
+        let key = IdempotencyKey::parse(&form.key)?;
+        let action = state
+            .pay
+            .request_compensation(
+                &me,
+                &loss.victim,
+                amount,
+                loss.currency,
+                &id,
+                &[transfer],
+                &form.note,
+                &key,
+            )
+            .await?;
+        Ok((
+            match action.status.as_str() {
+                "pending" => "case-compensation-waits",
                 _ => "console-refused",
             },
             None,

@@ -1,5 +1,5 @@
 //! The operator console, first slice: one page with the security alarms, the fraud alerts, the
-//! open cases (with a compensation request for a case's customer), the transfers held for
+//! open cases (each linked to its page, where losses are compensated), the transfers held for
 //! review (release or void), and the reversals and compensations waiting for a second
 //! operator (approve or reject; never one's own, which the domain refuses). Every action goes
 //! through the same `Payments` operations and role checks as the operator API. Customers are
@@ -12,16 +12,14 @@ use axum::response::Response;
 use koban_api::ApiState;
 use koban_auth::Principal;
 use koban_ledger::Currency;
+use koban_pay::PayError;
 use koban_pay::fraud::Verdict;
 use koban_pay::merchant::{parse_transfer_id, transfer_id_text};
-use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
-use serde::Deserialize;
 
 use crate::account::Empty;
 use crate::i18n::Tr;
-use crate::page::{Chrome, OperatorForm, OperatorIn, Page, explain, plain_id, wallet_currency};
-use crate::wallet::parse_amount;
+use crate::page::{Chrome, OperatorForm, OperatorIn, Page, explain, plain_id};
 
 /// Lines shown in each list of the console.
 const LIST_MAX: i64 = 20;
@@ -46,25 +44,8 @@ pub struct CaseLine {
     pub subject: String,
     /// Whom the case is about (a customer, a payee, a network), in words.
     pub role: String,
-    /// Only a case about a customer offers to compensate its subject: a payee case is about
-    /// the suspected mule, whose victims are compensated through the API by naming them.
-    pub compensable: bool,
     pub alerts: i64,
     pub opened: String,
-    /// The compensation form's key and fields: fresh, or as sent when it was refused (so
-    /// sending it again can never pay twice).
-    pub key: String,
-    pub amount: String,
-    pub note: String,
-    pub open: bool,
-}
-
-/// A compensation form that was refused, shown again as it was sent.
-pub struct Retry {
-    pub case_id: String,
-    pub key: String,
-    pub amount: String,
-    pub note: String,
 }
 
 pub struct HeldLine {
@@ -120,7 +101,6 @@ async fn console_view<S: LedgerStore>(
     page: &Page,
     me: &Principal,
     c: Chrome,
-    retry: Option<&Retry>,
 ) -> Result<ConsolePage, PayError> {
     let tr = &page.tr;
     let alarms = seen(state.auth.alerts(me).await.map_err(PayError::Auth))?;
@@ -155,7 +135,7 @@ async fn console_view<S: LedgerStore>(
                 })
                 .collect()
         }),
-        cases: cases.map(|list| case_lines(tr, list, retry)),
+        cases: cases.map(|list| case_lines(tr, list)),
         held: held.map(|list| {
             list.into_iter()
                 .map(|h| HeldLine {
@@ -186,27 +166,19 @@ async fn console_view<S: LedgerStore>(
     })
 }
 
-/// The open cases, each with its compensation form (fresh, or as sent when it was refused).
-fn case_lines(tr: &Tr, list: Vec<koban_pay::cases::Case>, retry: Option<&Retry>) -> Vec<CaseLine> {
+/// The open cases, each linked to its page.
+fn case_lines(tr: &Tr, list: Vec<koban_pay::cases::Case>) -> Vec<CaseLine> {
     list.into_iter()
-        .map(|c| {
-            let again = retry.filter(|r| r.case_id == c.id);
-            CaseLine {
-                role: tr.t(match c.subject_role.as_str() {
-                    "customer" => "console-role-customer",
-                    "payee" => "console-role-payee",
-                    _ => "console-role-network",
-                }),
-                compensable: c.subject_role == "customer",
-                alerts: c.alerts,
-                opened: tr.datetime(c.first_alert_at),
-                key: again.map_or_else(koban_shared::new_id, |r| r.key.clone()),
-                amount: again.map(|r| r.amount.clone()).unwrap_or_default(),
-                note: again.map(|r| r.note.clone()).unwrap_or_default(),
-                open: again.is_some(),
-                id: c.id,
-                subject: c.subject,
-            }
+        .map(|c| CaseLine {
+            role: tr.t(match c.subject_role.as_str() {
+                "customer" => "console-role-customer",
+                "payee" => "console-role-payee",
+                _ => "console-role-network",
+            }),
+            alerts: c.alerts,
+            opened: tr.datetime(c.first_alert_at),
+            id: c.id,
+            subject: c.subject,
         })
         .collect()
 }
@@ -217,11 +189,9 @@ async fn answer<S: LedgerStore>(
     page: &Page,
     me: &Principal,
     done: Result<&'static str, PayError>,
-    retry: Option<Retry>,
 ) -> Response {
     let (status, c) = headed(page, "title-console", &done);
-    let retry = retry.filter(|_| status != StatusCode::OK);
-    match console_view(state, page, me, c, retry.as_ref()).await {
+    match console_view(state, page, me, c).await {
         Ok(view) => page.render_status(status, &view),
         Err(error) => failure(page, &error),
     }
@@ -231,7 +201,7 @@ pub async fn console<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     OperatorIn { page, me }: OperatorIn,
 ) -> Response {
-    match console_view(&state, &page, &me, page.chrome("title-console"), None).await {
+    match console_view(&state, &page, &me, page.chrome("title-console")).await {
         Ok(view) => page.render(&view),
         Err(error) => failure(&page, &error),
     }
@@ -258,7 +228,7 @@ pub async fn decide_held<S: LedgerStore>(
         }),
         Err(error) => Err(error),
     };
-    answer(&state, &page, &me, done, None).await
+    answer(&state, &page, &me, done).await
 }
 
 /// Approves or rejects a waiting reversal or compensation.
@@ -285,61 +255,7 @@ pub async fn decide_action<S: LedgerStore>(
     } else {
         Err(PayError::NotFound)
     };
-    answer(&state, &page, &me, done, None).await
-}
-
-#[derive(Deserialize, Default)]
-pub struct CompensationForm {
-    #[serde(default)]
-    amount: String,
-    #[serde(default)]
-    note: String,
-    #[serde(default)]
-    key: String,
-}
-
-/// Asks to compensate the customer a case is about; a second operator approves it when the
-/// amount needs approval.
-pub async fn compensate<S: LedgerStore>(
-    State(state): State<ApiState<S>>,
-    Path(case_id): Path<String>,
-    OperatorForm { page, me, form }: OperatorForm<CompensationForm>,
-) -> Response {
-    let currency = wallet_currency(&state.pay);
-    let done = async {
-        let amount = parse_amount(&form.amount, currency)
-            .ok_or(PayError::Invalid("the amount is not a number"))?;
-        let key = IdempotencyKey::parse(&form.key)?;
-        if !plain_id(&case_id) {
-            return Err(PayError::NotFound);
-        }
-        let case = state.pay.case_summary(&me, &case_id).await?;
-        let action = state
-            .pay
-            .request_compensation(
-                &me,
-                &case.customer().ok_or(PayError::NotFound)?,
-                amount,
-                currency,
-                &case_id,
-                &form.note,
-                &key,
-            )
-            .await?;
-        Ok(match action.status.as_str() {
-            "pending" => "console-compensation-waits",
-            "done" => "console-compensation-done",
-            _ => "console-refused",
-        })
-    };
-    let done = done.await;
-    let retry = Retry {
-        case_id: case_id.clone(),
-        key: form.key.clone(),
-        amount: form.amount.clone(),
-        note: form.note.clone(),
-    };
-    answer(&state, &page, &me, done, Some(retry)).await
+    answer(&state, &page, &me, done).await
 }
 
 /// A console page that could not be shown: what went wrong, and the way back to the console.

@@ -231,11 +231,14 @@ fn console_pages<S: LedgerStore>() -> Router<ApiState<S>> {
             post(oversight::approve_recovery::<S>),
         )
         .route("/ops/cases/{id}", get(case::case::<S>))
-        .route("/ops/cases/{id}/compensate", post(console::compensate::<S>))
         .route("/ops/cases/{id}/{act}", post(case::act::<S>))
         .route(
             "/ops/cases/{id}/reverse/{transfer}",
             post(case::reverse::<S>),
+        )
+        .route(
+            "/ops/cases/{id}/compensate/{transfer}",
+            post(case::compensate::<S>),
         )
         .route("/ops/held/{id}/{decision}", post(console::decide_held::<S>))
         .route(

@@ -56,7 +56,7 @@ fn line(tr: &Tr, payment: &ReceivedPayment) -> PaymentLine {
 }
 
 /// An amount as a person types it into a field (`1500`, `12.50`): no symbol, no grouping.
-fn plain_amount(minor: u64, currency: Currency) -> String {
+pub(crate) fn plain_amount(minor: u64, currency: Currency) -> String {
     let exponent = currency.exponent();
     if exponent == 0 {
         return minor.to_string();

@@ -142,8 +142,8 @@ pub struct PaymentArgs {
     /// file is refused at start and, on reload, leaves the live set in place.
     #[arg(long, env = "KOBAN_RISK_RULES")]
     pub risk_rules: Option<std::path::PathBuf>,
-    /// Reversals and compensations of at least this much need a second operator with the
-    /// approver role.
+    /// Reversals of at least this much need a second operator with the approver role
+    /// (compensations always do).
     #[arg(long, env = "KOBAN_APPROVAL_FROM", default_value_t = 50_000)]
     pub approval_from: u64,
 }

@@ -267,13 +267,29 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         .await;
     assert_eq!(still.status, StatusCode::FORBIDDEN, "{still:?}");
 
-    // Compensation of 50,000 needs a second approver.
+    // A compensation pays for a loss the ledger shows: victim 1's 5,000, which the mule no
+    // longer holds. Never more than that, and always with a second operator, however small.
     let victim_1 = app.user_id(&victims[1]).await;
-    let compensation = json!({ "customer": victim_1, "amount": 50_000, "case_id": case_id, "note": "lost to the mule" });
+    let compensation = json!({ "customer": victim_1, "amount": 5_000, "case_id": case_id, "transfers": [transfers[1]], "note": "lost to the mule" });
     let no_key = app
         .call(post("/v1/ops/compensations", compensation.clone()).bearer(&approver_a.token))
         .await;
     assert_eq!(no_key.status, StatusCode::BAD_REQUEST, "{no_key:?}");
+    let more = app
+        .call(idem(
+            post(
+                "/v1/ops/compensations",
+                json!({ "customer": victim_1, "amount": 5_001, "case_id": case_id, "transfers": [transfers[1]], "note": "x" }),
+            )
+            .bearer(&approver_a.token),
+            "comp-more",
+        ))
+        .await;
+    assert_eq!(
+        (more.status, more.body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("more_than_lost")),
+        "{more:?}"
+    );
     let requested = app
         .call(idem(
             post("/v1/ops/compensations", compensation.clone()).bearer(&approver_a.token),
@@ -285,6 +301,7 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         (StatusCode::ACCEPTED, Some("pending")),
         "{requested:?}"
     );
+    assert_eq!(requested.body["covers"], json!([transfers[1]]));
     assert_eq!(app.balance(&victims[1].token).await, 5_000);
     let action = requested.body["id"].as_str().unwrap().to_owned();
     // A retry with the same key answers the same request; the same key for another one is
@@ -300,7 +317,7 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         .call(idem(
             post(
                 "/v1/ops/compensations",
-                json!({ "customer": victim_1, "amount": 40_000, "case_id": case_id, "note": "x" }),
+                json!({ "customer": victim_1, "amount": 4_000, "case_id": case_id, "transfers": [transfers[1]], "note": "x" }),
             )
             .bearer(&approver_a.token),
             "comp-1",
@@ -310,6 +327,18 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         reused.status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "{reused:?}"
+    );
+    // The pending request holds the loss: a second one for the same transfer is refused.
+    let doubled = app
+        .call(idem(
+            post("/v1/ops/compensations", compensation.clone()).bearer(&analyst.token),
+            "comp-double",
+        ))
+        .await;
+    assert_eq!(
+        (doubled.status, doubled.body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("more_than_lost")),
+        "{doubled:?}"
     );
     let own = app
         .call(
@@ -340,7 +369,7 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         (StatusCode::OK, Some("done")),
         "{approved:?}"
     );
-    assert_eq!(app.balance(&victims[1].token).await, 55_000);
+    assert_eq!(app.balance(&victims[1].token).await, 10_000);
     let twice = app
         .call(
             post(&format!("/v1/ops/risk-actions/{action}/approve"), json!({}))
@@ -354,19 +383,46 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(losses.balance.debits_posted, 50_000);
+    assert_eq!(losses.balance.debits_posted, 5_000);
     // A bad compensation changes nothing.
     let bystander = app.user("bystander@example.com").await;
     let bystander_id = app.user_id(&bystander).await;
+    // Someone who only tried to pay the mule (refused): the ledger shows no loss of theirs.
+    let tried = app.user("tried@example.com").await;
+    app.fund(&tried.token, 10_000, "fund-tried").await;
+    let attempt = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "mule@example.com", "amount": 5_000 }),
+            )
+            .bearer(&tried.token),
+            "tried-once",
+        ))
+        .await;
+    assert_eq!(attempt.status, StatusCode::FORBIDDEN, "{attempt:?}");
+    let tried_id = app.user_id(&tried).await;
+    let victim_0 = app.user_id(&victims[0]).await;
+    let victim_2 = app.user_id(&victims[2]).await;
     for (n, bad) in [
-        json!({ "customer": victim_1, "amount": 0, "case_id": case_id, "note": "x" }),
-        json!({ "customer": victim_1, "amount": 10, "case_id": "no-such-case", "note": "x" }),
-        json!({ "customer": "nobody", "amount": 10, "case_id": case_id, "note": "x" }),
-        json!({ "customer": victim_1, "amount": 10, "case_id": case_id, "note": "" }),
-        // Someone the case is not about.
-        json!({ "customer": bystander_id, "amount": 10, "case_id": case_id, "note": "x" }),
-        // The suspected mule the case is about: a payee, never compensated from it.
-        json!({ "customer": mule_id, "amount": 10, "case_id": case_id, "note": "x" }),
+        json!({ "customer": victim_1, "amount": 0, "case_id": case_id, "transfers": [transfers[1]], "note": "x" }),
+        json!({ "customer": victim_1, "amount": 10, "case_id": "no-such-case", "transfers": [transfers[1]], "note": "x" }),
+        json!({ "customer": "nobody", "amount": 10, "case_id": case_id, "transfers": [transfers[1]], "note": "x" }),
+        json!({ "customer": victim_1, "amount": 10, "case_id": case_id, "transfers": [transfers[1]], "note": "" }),
+        // No transfer named, or not a transfer id.
+        json!({ "customer": victim_1, "amount": 10, "case_id": case_id, "transfers": [], "note": "x" }),
+        json!({ "customer": victim_1, "amount": 10, "case_id": case_id, "transfers": ["x"], "note": "x" }),
+        // Already paid back in full: by this compensation, or by the reversal.
+        json!({ "customer": victim_1, "amount": 1, "case_id": case_id, "transfers": [transfers[1]], "note": "x" }),
+        json!({ "customer": victim_0, "amount": 1, "case_id": case_id, "transfers": [transfers[0]], "note": "x" }),
+        // Another victim's loss named for this one.
+        json!({ "customer": victim_1, "amount": 10, "case_id": case_id, "transfers": [transfers[2]], "note": "x" }),
+        // Someone the case is not about, someone who only tried, and the mule itself.
+        json!({ "customer": bystander_id, "amount": 10, "case_id": case_id, "transfers": [transfers[2]], "note": "x" }),
+        json!({ "customer": tried_id, "amount": 10, "case_id": case_id, "transfers": [transfers[2]], "note": "x" }),
+        json!({ "customer": mule_id, "amount": 10, "case_id": case_id, "transfers": [transfers[2]], "note": "x" }),
+        // Named twice.
+        json!({ "customer": victim_2, "amount": 10, "case_id": case_id, "transfers": [transfers[2], transfers[2]], "note": "x" }),
     ]
     .into_iter()
     .enumerate()
@@ -383,14 +439,27 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
             "{bad} {refused:?}"
         );
     }
-    assert_eq!(app.balance(&victims[1].token).await, 55_000);
-    // Splitting does not avoid the second operator: with 50,000 paid to this victim today,
-    // even 5,000 more waits; a rejected request moves nothing and cannot be approved later.
+    // Without the transfers field the body is not a compensation request at all.
+    let unnamed = app
+        .call(idem(
+            post(
+                "/v1/ops/compensations",
+                json!({ "customer": victim_1, "amount": 10, "case_id": case_id, "note": "x" }),
+            )
+            .bearer(&analyst.token),
+            "bad-unnamed",
+        ))
+        .await;
+    assert_eq!(unnamed.status, StatusCode::BAD_REQUEST, "{unnamed:?}");
+    assert_eq!(app.balance(&victims[1].token).await, 10_000);
+    assert_eq!(app.balance(&tried.token).await, 10_000);
+    // A rejected request moves nothing, cannot be approved later, and gives its claim back:
+    // the same loss can then be compensated.
     let small = app
         .call(idem(
             post(
                 "/v1/ops/compensations",
-                json!({ "customer": victim_1, "amount": 5_000, "case_id": case_id, "note": "more" }),
+                json!({ "customer": victim_2, "amount": 5_000, "case_id": case_id, "transfers": [transfers[2]], "note": "more" }),
             )
             .bearer(&analyst.token),
             "comp-small",
@@ -422,7 +491,18 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         )
         .await;
     assert_eq!(late.status, StatusCode::CONFLICT, "{late:?}");
-    assert_eq!(app.balance(&victims[1].token).await, 55_000);
+    assert_eq!(app.balance(&victims[2].token).await, 5_000);
+    let again = app
+        .call(idem(
+            post(
+                "/v1/ops/compensations",
+                json!({ "customer": victim_2, "amount": 5_000, "case_id": case_id, "transfers": [transfers[2]], "note": "after the rejection" }),
+            )
+            .bearer(&analyst.token),
+            "comp-again",
+        ))
+        .await;
+    assert_eq!(again.body["status"], "pending", "{again:?}");
 
     // The held sixth transfer is voided: the victim has the money back.
     let void = app
@@ -454,7 +534,7 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         .call(get("/v1/ops/risk/stats").bearer(&analyst.token))
         .await;
     assert_eq!(stats.status, StatusCode::OK, "{stats:?}");
-    assert_eq!(stats.body["amount_compensated"], 50_000);
+    assert_eq!(stats.body["amount_compensated"], 5_000);
     assert_eq!(stats.body["amount_reversed"], 5_000);
     assert!(stats.body["time_to_detect_s"]["count"].as_u64().unwrap() >= 1);
 
