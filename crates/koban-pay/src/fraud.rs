@@ -24,6 +24,10 @@ use crate::losses::{self, Loss};
 use crate::wallets::{account_id, currency_of, emoney_leg};
 use crate::{PayError, Payments, format_money};
 
+/// How long an approval has to carry out an action before another may take it over (after a
+/// crash halfway).
+const EXECUTION_LEASE_MS: i64 = 5 * 60 * 1000;
+
 /// A reversal or compensation, as requested and as decided.
 #[derive(Clone, Debug)]
 pub struct RiskAction {
@@ -388,6 +392,7 @@ impl<S: LedgerStore> Payments<S> {
         let me = principal.operator(OPERATORS)?;
         let note = bounded_note(note)?;
         self.currency_enabled(currency.code())?;
+        losses::check_named(transfers)?;
         // A retry of the same request answers what the first one did.
         let request_key = self.compensation_key(&me.operator_id, key);
         if let Some(done) = self.action_by_key(&request_key).await? {
@@ -461,8 +466,16 @@ impl<S: LedgerStore> Payments<S> {
         losses: &[Loss],
         amount: Amount,
     ) -> Result<Vec<serde_json::Value>, PayError> {
+        let shares = losses::claim_losses(tx, losses, amount).await?;
         let mut shown = Vec::new();
-        for (transfer, share) in losses::claim_losses(tx, losses, amount).await? {
+        // Every named transfer is recorded, a share of 0 included, so a retry of the same
+        // request names the same covers.
+        for loss in losses {
+            let transfer = loss.transfer;
+            let share = shares
+                .iter()
+                .find(|(t, _)| *t == transfer)
+                .map_or(0, |(_, share)| *share);
             tx.execute(
                 "INSERT INTO compensation_covers (action_id, transfer_id, amount) VALUES ($1, $2, $3)",
                 params![id, transfer.to_bytes(), crate::minor_to_i64(share)?],
@@ -582,7 +595,11 @@ impl<S: LedgerStore> Payments<S> {
         id: &str,
         approver: Option<&str>,
     ) -> Result<RiskAction, PayError> {
-        let action = self.claim_action(id, approver).await?;
+        let asked = self.risk_action(id).await?;
+        if asked.kind == "compensate" {
+            self.check_covers(&asked).await?;
+        }
+        let (action, token) = self.claim_action(id, approver).await?;
         let amount = Amount::from_i64(action.amount)
             .map_err(|_| PayError::Invalid("a stored amount is not valid"))?;
         let currency = currency_of(&action.currency)?;
@@ -609,19 +626,26 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin().await?;
         let changed = tx
             .execute(
-                "UPDATE risk_actions SET status = $1, decided_at = $2, ledger_id = $3 WHERE id = $4 AND status = 'executing'",
+                "UPDATE risk_actions SET status = $1, decided_at = $2, ledger_id = $3 \
+                 WHERE id = $4 AND status = 'executing' AND executing_token = $5",
                 params![
                     status,
                     now,
                     (status == "done").then(|| ledger_id.to_bytes().to_vec()),
-                    id
+                    id,
+                    token.as_str()
                 ],
             )
             .await?;
         if changed == 0 {
-            // A concurrent approval of the same action finished it (the ledger made this one
-            // a replay): its answer stands.
+            // This execution outlived its lease and another finished the action (the ledger
+            // made one of them a replay): the recorded answer stands.
             drop(tx);
+            tracing::error!(
+                action = id,
+                outcome = status,
+                "a risk action's execution outlived its lease; the recorded outcome stands"
+            );
             return self.risk_action(id).await;
         }
         if status == "refused" {
@@ -648,6 +672,26 @@ impl<S: LedgerStore> Payments<S> {
         Ok(done)
     }
 
+    /// Refuses to carry out a compensation whose covered shares do not add up to its amount
+    /// (one asked for before compensations named the losses they pay for).
+    async fn check_covers(&self, action: &RiskAction) -> Result<(), PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let covered = tx
+            .query_one(
+                "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM compensation_covers WHERE action_id = $1",
+                params![action.id.as_str()],
+            )
+            .await?
+            .i64(0)?;
+        tx.commit().await?;
+        if covered != action.amount {
+            return Err(PayError::Conflict(
+                "this compensation names no losses it pays for; reject it and ask again naming the transfers",
+            ));
+        }
+        Ok(())
+    }
+
     /// Gives back what a rejected or refused action claimed against the losses it covers.
     async fn release_action_claims<T: SqlTx>(
         &self,
@@ -664,19 +708,33 @@ impl<S: LedgerStore> Payments<S> {
 
     /// Claims an action for execution before any money moves, so a rejection racing this
     /// approval finds it taken; answers the action as claimed.
-    async fn claim_action(&self, id: &str, approver: Option<&str>) -> Result<RiskAction, PayError> {
+    /// One execution at a time: the claim carries a token the outcome must match, and an
+    /// execution that stopped halfway (a crash) may be claimed again once its lease ran out.
+    async fn claim_action(
+        &self,
+        id: &str,
+        approver: Option<&str>,
+    ) -> Result<(RiskAction, String), PayError> {
+        let now = self.now_ms();
+        let token = koban_shared::new_id();
         let mut tx = self.db().begin().await?;
         let claimed = tx
             .execute(
-                "UPDATE risk_actions SET status = 'executing', approved_by = $1 WHERE id = $2 AND status IN ('pending', 'executing')",
-                params![approver, id],
+                "UPDATE risk_actions SET status = 'executing', approved_by = $1, executing_token = $2, executing_since = $3 \
+                 WHERE id = $4 AND (status = 'pending' OR (status = 'executing' AND COALESCE(executing_since, 0) < $5))",
+                params![approver, token.as_str(), now, id, now - EXECUTION_LEASE_MS],
             )
             .await?;
         tx.commit().await?;
         if claimed == 0 {
-            return Err(PayError::Conflict("this action was already decided"));
+            let action = self.risk_action(id).await?;
+            return Err(PayError::Conflict(if action.status == "executing" {
+                "this action is being carried out; look again in a moment"
+            } else {
+                "this action was already decided"
+            }));
         }
-        self.risk_action(id).await
+        Ok((self.risk_action(id).await?, token))
     }
 
     /// Moves a completed transfer's amount back from its receiver to its payer (through their

@@ -28,6 +28,8 @@ pub struct Loss {
     pub amount: Amount,
     pub currency: Currency,
     pub left: u64,
+    /// When the money moved (milliseconds since the epoch).
+    pub at_ms: i64,
 }
 
 impl<S: LedgerStore> Payments<S> {
@@ -55,6 +57,13 @@ impl<S: LedgerStore> Payments<S> {
             .ok_or(PayError::NotFound)?
             .user_id;
         let receiver = self.wallet_of_account(receiver).await?.map(|w| w.user_id);
+        let moved = self
+            .store
+            .transfer(transfer)
+            .await?
+            .ok_or(PayError::NotFound)?;
+        let at_ms = i64::try_from(moved.timestamp.nanos() / 1_000_000)
+            .map_err(|_| PayError::Invalid("a stored time is out of range"))?;
         let mut tx = self.db().begin_read().await?;
         let claimed = claimed(&mut tx, transfer).await?;
         tx.commit().await?;
@@ -66,6 +75,7 @@ impl<S: LedgerStore> Payments<S> {
             amount,
             currency,
             left: amount.minor_units().saturating_sub(claimed),
+            at_ms,
         })
     }
 
@@ -77,11 +87,7 @@ impl<S: LedgerStore> Payments<S> {
         currency: Currency,
         transfers: &[TransferId],
     ) -> Result<Vec<Loss>, PayError> {
-        if transfers.is_empty() || transfers.len() > COVERED_TRANSFERS_MAX {
-            return Err(PayError::Invalid(
-                "a compensation names 1 to 20 transfers the customer lost",
-            ));
-        }
+        check_named(transfers)?;
         let mut losses: Vec<Loss> = Vec::with_capacity(transfers.len());
         for transfer in transfers {
             let loss = self.loss_of(*transfer).await?;
@@ -99,8 +105,23 @@ impl<S: LedgerStore> Payments<S> {
     }
 }
 
+/// A compensation names 1 to [`COVERED_TRANSFERS_MAX`] transfers.
+pub(crate) fn check_named(transfers: &[TransferId]) -> Result<(), PayError> {
+    if transfers.is_empty() || transfers.len() > COVERED_TRANSFERS_MAX {
+        return Err(PayError::Invalid(
+            "a compensation names 1 to 20 transfers the customer lost",
+        ));
+    }
+    Ok(())
+}
+
+/// How long before a case's first event a loss may have happened and still be the case's
+/// (the look-back of its timeline).
+const CASE_LOSS_LOOKBACK_MS: i64 = 7 * 24 * 3_600_000;
+
 /// Refuses losses that are not the case's: the victim must be the subject of a case about a
-/// customer, or the money must have gone to the case's subject.
+/// customer, or the money must have gone to the case's subject; and it moved no earlier than
+/// a week before the case's first event.
 pub(crate) async fn losses_in_case<T: SqlTx>(
     tx: &mut T,
     case_id: &str,
@@ -108,13 +129,19 @@ pub(crate) async fn losses_in_case<T: SqlTx>(
 ) -> Result<(), PayError> {
     let case = tx
         .query_opt(
-            "SELECT subject, subject_role FROM risk_cases WHERE id = $1",
+            "SELECT subject, subject_role, first_event_at FROM risk_cases WHERE id = $1",
             params![case_id],
         )
         .await?
         .ok_or(PayError::Invalid("case_id names no case"))?;
     let (subject, role) = (case.text(0)?, case.text(1)?);
+    let since = case.i64(2)?.saturating_sub(CASE_LOSS_LOOKBACK_MS);
     for loss in losses {
+        if loss.at_ms < since {
+            return Err(PayError::Invalid(
+                "a transfer moved more than a week before the case's first event: it is not the case's",
+            ));
+        }
         let victim_is_subject = role == "customer" && loss.victim.as_str() == subject;
         let paid_to_subject = loss.receiver.as_deref() == Some(subject.as_str());
         if !victim_is_subject && !paid_to_subject {
@@ -215,11 +242,17 @@ pub(crate) async fn release_claims<T: SqlTx>(
         .collect::<Result<_, PayError>>()?
     };
     for (transfer, share) in shares {
-        tx.execute(
-            "UPDATE loss_claims SET claimed = claimed - $1 WHERE transfer_id = $2 AND claimed >= $1",
-            params![share, transfer],
-        )
-        .await?;
+        let released = tx
+            .execute(
+                "UPDATE loss_claims SET claimed = claimed - $1 WHERE transfer_id = $2 AND claimed >= $1",
+                params![share, transfer],
+            )
+            .await?;
+        if released == 0 && share > 0 {
+            // The claims no longer add up: left for an operator to look into rather than
+            // blocking the decision.
+            tracing::error!(action = id, "a loss claim to give back was not found");
+        }
     }
     Ok(())
 }

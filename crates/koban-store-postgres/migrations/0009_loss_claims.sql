@@ -17,3 +17,7 @@ CREATE TABLE compensation_covers (
 INSERT INTO loss_claims (transfer_id, amount, claimed)
     SELECT transfer_id, amount, amount FROM risk_actions
     WHERE kind = 'reverse' AND status IN ('pending', 'executing', 'done') AND transfer_id IS NOT NULL;
+-- One execution of an action at a time: the approval that carries it out holds a token,
+-- which its outcome must match; a crash halfway frees the action when the lease runs out.
+ALTER TABLE risk_actions ADD COLUMN executing_token TEXT;
+ALTER TABLE risk_actions ADD COLUMN executing_since BIGINT;

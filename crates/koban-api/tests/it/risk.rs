@@ -21,12 +21,12 @@ stories!(
 );
 
 impl<S: LedgerStore> TestApp<S> {
-    async fn user_id(&self, user: &User) -> String {
+    pub(crate) async fn user_id(&self, user: &User) -> String {
         let me = self.call(get("/v1/me").bearer(&user.token)).await;
         me.body["id"].as_str().expect("an id").to_owned()
     }
 
-    async fn balance(&self, token: &str) -> i64 {
+    pub(crate) async fn balance(&self, token: &str) -> i64 {
         self.wallet(token).await["balance"].as_i64().unwrap()
     }
 
@@ -503,6 +503,24 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         ))
         .await;
     assert_eq!(again.body["status"], "pending", "{again:?}");
+    // A compensation asked for before compensations named their losses is never carried out.
+    {
+        use koban_store::sql::{SqlDb, SqlTx};
+        let mut tx = app.auth.db().begin().await.unwrap();
+        tx.execute(
+            "INSERT INTO risk_actions (id, kind, case_id, customer, amount, currency, note, status, requested_by, requested_at) \
+             VALUES ('legacy-1', 'compensate', $1, $2, 1000, 'JPY', 'asked before losses were named', 'pending', 'someone-else', 0)",
+            koban_store::params![case_id.as_str(), victim_2.as_str()],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let legacy = app
+        .call(post("/v1/ops/risk-actions/legacy-1/approve", json!({})).bearer(&approver_b.token))
+        .await;
+    assert_eq!(legacy.status, StatusCode::CONFLICT, "{legacy:?}");
+    assert_eq!(app.balance(&victims[2].token).await, 5_000);
 
     // The held sixth transfer is voided: the victim has the money back.
     let void = app
