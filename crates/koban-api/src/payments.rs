@@ -1053,13 +1053,17 @@ pub async fn get_request<S: LedgerStore>(
 }
 
 /// Charges a customer-presented code (API key, `payments:write`). A larger amount than the
-/// code allows fails with code `code_limit` and a message the till can show.
+/// code allows fails with code `code_limit` and a message the till can show. A code that
+/// cannot be charged (unknown, used, expired) answers 410; after 20 such codes from one key,
+/// or 50 from one network, within 15 minutes, charges answer 429 with `Retry-After` until the
+/// window ends.
 #[utoipa::path(post, path = "/v1/merchant/charges", tag = "merchant", request_body = ChargeIn,
     params(("Idempotency-Key" = String, Header)),
-    responses((status = 201, body = MerchantPaymentOut), (status = 410, body = Problem), (status = 422, body = Problem)), security(("api_key" = [])))]
+    responses((status = 201, body = MerchantPaymentOut), (status = 410, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)), security(("api_key" = [])))]
 pub async fn charge<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     MerchantCaller(merchant): MerchantCaller,
+    ClientInfo(client): ClientInfo,
     IdemKey(key): IdemKey,
     Json(body): Json<ChargeIn>,
 ) -> Result<Response, ApiError> {
@@ -1074,6 +1078,7 @@ pub async fn charge<S: LedgerStore>(
             currency,
             &body.reference,
             &key,
+            Some(&client),
         )
         .await?;
     let status = if payment.replayed {

@@ -149,6 +149,40 @@ pub async fn refuse_if_blocked<T: SqlTx>(
     Ok(())
 }
 
+/// Refuses while any of `keys` is blocked: the plain failure counters of secrets that are not
+/// passwords (payment codes guessed at a till), counted by [`count_failure`].
+pub async fn refuse_if_any_blocked<T: SqlTx>(
+    tx: &mut T,
+    now: i64,
+    keys: &[[u8; 32]],
+    scope: &'static str,
+) -> Result<(), AuthError> {
+    for key in keys {
+        let until = blocked_until(tx, key).await?;
+        if until > now {
+            return Err(throttled(until, now, scope));
+        }
+    }
+    Ok(())
+}
+
+/// Counts one failure of `key` in a window of `window_ms`; the `max`-th failure blocks the key
+/// until the window ends. Answers whether it is blocked now.
+pub async fn count_failure<T: SqlTx>(
+    tx: &mut T,
+    now: i64,
+    key: &[u8; 32],
+    window_ms: i64,
+    max: i64,
+) -> Result<bool, AuthError> {
+    let (failures, start) = count(tx, key, now, window_ms).await?;
+    if failures >= max {
+        block(tx, key, start + window_ms).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Counts the attempt against its account unless the account is blocked (checked again in
 /// the same statement), and sets the delay that applies if it fails.
 async fn count_attempt<T: SqlTx>(

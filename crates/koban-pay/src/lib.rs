@@ -78,6 +78,10 @@ pub struct PayConfig {
     /// Customer-presented codes: lifetime and the most one code can be charged.
     pub code_s: i64,
     pub code_limit_minor: u64,
+    /// Wrong payment codes one merchant key, and one network, may try within 15 minutes
+    /// before charges from it are refused until the window ends.
+    pub code_guesses_max: i64,
+    pub code_guesses_network_max: i64,
     /// The longest a merchant's payment request may stay payable.
     pub request_s_max: i64,
     /// Merchant fee unless set per merchant: basis points of the amount plus a fixed part.
@@ -116,6 +120,8 @@ impl Default for PayConfig {
             micro_deposit_attempts_max: 3,
             code_s: 60,
             code_limit_minor: 50_000,
+            code_guesses_max: 20,
+            code_guesses_network_max: 50,
             request_s_max: 24 * 3600,
             fee_bps: 250,
             fee_fixed_minor: 0,

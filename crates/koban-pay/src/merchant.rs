@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use koban_auth::apikeys::MerchantKey;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
+use koban_auth::throttle;
 use koban_auth::{AuthError, Client, IssuedSession, Principal, StepUpProof, UserKind};
 use koban_ledger::{
     Account, AccountId, Amount, Currency, Metadata, Move, RejectReason, Transfer, TransferId,
@@ -29,7 +30,7 @@ use koban_store::{LedgerStore, params};
 
 use crate::accounts::{IssuerAccount, kind};
 use crate::risk::{Decision, EventKind, Parties};
-use crate::wallets::emoney_leg;
+use crate::wallets::{Tier, emoney_leg};
 use crate::{IdempotencyKey, PayError, Payments, format_money};
 
 const QR_PREFIX: &str = "KB1";
@@ -780,7 +781,13 @@ impl<S: LedgerStore> Payments<S> {
         Ok(())
     }
 
-    /// The merchant's POS charges a customer-presented code (or its QR form).
+    /// The merchant's POS charges a customer-presented code (or its QR form). Wrong codes are
+    /// counted per merchant key and per network: past [`PayConfig::code_guesses_max`] (or the
+    /// network's maximum) within the window, charges are refused until it ends, and each wrong
+    /// code is scored, so guessing raises an alert.
+    ///
+    /// [`PayConfig::code_guesses_max`]: crate::PayConfig::code_guesses_max
+    #[allow(clippy::too_many_arguments)]
     pub async fn charge_code(
         &self,
         merchant: &MerchantKey,
@@ -789,10 +796,12 @@ impl<S: LedgerStore> Payments<S> {
         currency: Currency,
         reference: &str,
         key: &IdempotencyKey,
+        client: Option<&Client>,
     ) -> Result<MerchantPayment, PayError> {
         Self::require_scope(merchant, "payments:write")?;
         check_reference(reference)?;
-        let code = code_digits(code)?;
+        let guard = CodeGuard::new(self, merchant, client);
+        self.refuse_guessing(&guard).await?;
         let memo_id = self.derive_id(&[
             b"charge-memo",
             merchant.merchant_id.as_bytes(),
@@ -800,7 +809,13 @@ impl<S: LedgerStore> Payments<S> {
         ]);
         let _claim = self.claim(memo_id)?;
         let now = self.now_ms();
-        let row = self.find_code(code, now).await?.ok_or_else(code_unusable)?;
+        let found = match code_digits(code) {
+            Ok(code) => self.find_code(code, now).await?,
+            Err(_) => None,
+        };
+        let Some(row) = found else {
+            return Err(self.code_guessed(&guard, currency).await?);
+        };
         let code_id = row.text(0)?;
         let payment_id = self.derive_id(&[b"code-pay", code_id.as_bytes()]);
         let (merchant_name, bps, fixed) = self.merchant_terms(&merchant.merchant_id).await?;
@@ -811,7 +826,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         let user_id = UserId::from_stored(row.text(1)?);
         if !code_usable(&row, now)? {
-            return Err(code_unusable());
+            return Err(self.code_guessed(&guard, currency).await?);
         }
         code_covers(&row, amount, currency)?;
         if !self.claim_code(&code_id, now).await? {
@@ -848,6 +863,53 @@ impl<S: LedgerStore> Payments<S> {
             replayed: false,
             session: None,
         })
+    }
+
+    /// Refuses a charge from a merchant key or network that guessed too many wrong codes.
+    async fn refuse_guessing(&self, guard: &CodeGuard) -> Result<(), PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let refused =
+            throttle::refuse_if_any_blocked(&mut tx, self.now_ms(), &guard.keys, "payment_code")
+                .await;
+        tx.commit().await?;
+        Ok(refused?)
+    }
+
+    /// Counts a wrong code against the merchant key and the network and scores it as a failed
+    /// code charge with the merchant as payee; answers the refusal to give (the same as for
+    /// any code that cannot be charged).
+    async fn code_guessed(
+        &self,
+        guard: &CodeGuard,
+        currency: Currency,
+    ) -> Result<PayError, PayError> {
+        let now = self.now_ms();
+        let window_ms = CODE_GUESS_WINDOW_S * 1000;
+        let maxima = [
+            self.config.code_guesses_max,
+            self.config.code_guesses_network_max,
+        ];
+        let mut tx = self.db().begin().await?;
+        for (key, max) in guard.keys.iter().zip(maxima) {
+            if throttle::count_failure(&mut tx, now, key, window_ms, max).await? {
+                tracing::warn!(
+                    merchant = %guard.merchant,
+                    "payment codes: too many wrong codes; charges refused for a while"
+                );
+            }
+        }
+        tx.commit().await?;
+        let mut event = self.risk_event(Tier::Unverified, None, EventKind::CodeCharge, None, 0);
+        event.step_up_from = u64::MAX;
+        event.daily_out_max = u64::MAX;
+        let parties = Parties {
+            payee: Some(guard.merchant.to_string()),
+            currency: currency.code().to_owned(),
+            failed: true,
+            ..Parties::of("", guard.client.as_ref())
+        };
+        self.assess(&event, &parties).await?;
+        Ok(code_unusable())
     }
 
     /// Marks a payment code used; false when it already was (or was revoked): one charge only,
@@ -1230,6 +1292,43 @@ impl<S: LedgerStore> Payments<S> {
             .ok_or(PayError::NotFound)?;
         tx.commit().await?;
         received_payment(&row)
+    }
+}
+
+/// How long wrong payment codes are counted against a merchant key and a network.
+const CODE_GUESS_WINDOW_S: i64 = 15 * 60;
+
+/// Whose wrong payment codes count together: the merchant key (a till) and the network.
+struct CodeGuard {
+    merchant: UserId,
+    client: Option<Client>,
+    /// The throttle keys of the merchant key, then of the network.
+    keys: Vec<[u8; 32]>,
+}
+
+impl CodeGuard {
+    fn new<S: LedgerStore>(
+        pay: &Payments<S>,
+        merchant: &MerchantKey,
+        client: Option<&Client>,
+    ) -> Self {
+        let hash = |scope: &[u8], subject: &[u8]| {
+            pay.auth
+                .keys()
+                .hash(HashPurpose::Throttle, &[scope, subject])
+        };
+        let mut keys = vec![hash(
+            b"payment-code-key",
+            format!("{}:{}", merchant.merchant_id, merchant.key_id).as_bytes(),
+        )];
+        if let Some(client) = client {
+            keys.push(hash(b"payment-code-network", client.network.as_bytes()));
+        }
+        CodeGuard {
+            merchant: merchant.merchant_id.clone(),
+            client: client.cloned(),
+            keys,
+        }
     }
 }
 

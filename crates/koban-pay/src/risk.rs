@@ -428,6 +428,7 @@ impl WindowRead {
         f.set_int("customer_failures_1h", self.windows[0].failures_1h);
         f.set_int("device_failures_1h", self.windows[1].failures_1h);
         f.set_int("network_failures_1h", self.windows[2].failures_1h);
+        f.set_int("payee_failures_1h", self.windows[3].failures_1h);
         f.set_int("network_customers_1h", self.windows[2].distinct_1h);
         if q.kind == EventKind::P2p {
             f.set_int("payee_senders_1h", self.windows[3].distinct_1h);

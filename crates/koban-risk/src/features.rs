@@ -183,7 +183,7 @@ const NETWORK: [FeatureDef; 6] = windows!(
 const PAYEE: [FeatureDef; 6] = windows!("payee", "paying this payee, from anyone");
 const SOURCE: [FeatureDef; 6] = windows!("source", "using this funding source");
 
-const TAIL: [FeatureDef; 17] = [
+const TAIL: [FeatureDef; 18] = [
     int(
         "customer_failures_1h",
         "Failed same-kind events of this customer in the last hour.",
@@ -195,6 +195,10 @@ const TAIL: [FeatureDef; 17] = [
     int(
         "network_failures_1h",
         "Failed same-kind events from this network in the last hour, across all accounts.",
+    ),
+    int(
+        "payee_failures_1h",
+        "Failed same-kind events with this payee in the last hour (wrong payment codes a merchant tried).",
     ),
     int(
         "network_customers_1h",
@@ -251,7 +255,7 @@ const TAIL: [FeatureDef; 17] = [
     ),
 ];
 
-const FEATURE_COUNT: usize = 57;
+const FEATURE_COUNT: usize = 58;
 
 static CATALOGUE: [FeatureDef; FEATURE_COUNT] = {
     let parts: [&[FeatureDef]; 7] = [&HEAD, &CUSTOMER, &DEVICE, &NETWORK, &PAYEE, &SOURCE, &TAIL];

@@ -344,7 +344,15 @@ pub async fn charge<S: LedgerStore>(
     let reference = form.reference.trim();
     match state
         .pay
-        .charge_code(&merchant, &code, amount, currency, reference, &key)
+        .charge_code(
+            &merchant,
+            &code,
+            amount,
+            currency,
+            reference,
+            &key,
+            Some(&page.client),
+        )
         .await
     {
         Ok(payment) => charged(&page, &payment),

@@ -20,6 +20,7 @@ stories!(
     merchant_webhooks_are_signed_retried_rotated_and_redelivered,
     handles_and_pay_links_are_paid_once_like_any_transfer,
     card_topups_are_challenged_for_new_cards_and_devices,
+    guessing_payment_codes_at_a_till_is_limited_and_raises_an_alert,
 );
 
 pub(crate) fn idem(call: Call, key: &str) -> Call {
@@ -1672,5 +1673,108 @@ async fn card_topups_are_challenged_for_new_cards_and_devices<S: LedgerStore>(ap
     );
     app.settle().await;
     assert_eq!(app.wallet(&token).await["balance"], 5_000);
+    app.assert_money_invariants().await;
+}
+
+/// A merchant key that submits wrong payment codes is refused after 20 within 15 minutes
+/// (429 with Retry-After), even for a right code, until the window ends; one network is
+/// refused after 50 across keys; and the guessing raises an alert about the merchant.
+async fn guessing_payment_codes_at_a_till_is_limited_and_raises_an_alert<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let analyst = operator(&app, "analyst@example.com", "analyst").await;
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let shop = app
+            .user_of("merchant", &format!("shop{i}@example.com"))
+            .await;
+        let shop_id = app.user_id(&shop).await;
+        let key = app
+            .with_step_up(
+                &shop,
+                &shop.token,
+                "/v1/merchant/api-keys",
+                json!({ "name": "till", "environment": "test", "scopes": ["payments:write"] }),
+            )
+            .await;
+        assert_eq!(key.status, StatusCode::CREATED, "{key:?}");
+        keys.push((shop_id, key.body["key"].as_str().unwrap().to_owned()));
+    }
+    let alice = app.user("alice@example.com").await;
+    app.fund(&alice.token, 20_000, "f1").await;
+    let new_code = || async {
+        let code = app
+            .call(post("/v1/payment-codes", json!({})).bearer(&alice.token))
+            .await;
+        assert_eq!(code.status, StatusCode::CREATED, "{code:?}");
+        code.body["code"].as_str().unwrap().to_owned()
+    };
+    let charge = |api_key: &str, code: &str, key: &str| {
+        idem(
+            post(
+                "/v1/merchant/charges",
+                json!({ "code": code, "amount": 100, "reference": "till" }),
+            )
+            .bearer(api_key),
+            key,
+        )
+    };
+    let wrong = |n: usize| format!("89{:016}", 1_000_000 + n);
+
+    // Twenty wrong codes from one key: each answered as an unusable code.
+    let (shop0, key0) = &keys[0];
+    for n in 0..20 {
+        let guessed = app.call(charge(key0, &wrong(n), &format!("g0-{n}"))).await;
+        assert_eq!(guessed.status, StatusCode::GONE, "guess {n}: {guessed:?}");
+    }
+    // Then that key is refused, even with a right code, which stays usable.
+    let right = new_code().await;
+    let refused = app.call(charge(key0, &right, "g0-right")).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{refused:?}");
+    assert!(refused.headers.contains_key("retry-after"), "{refused:?}");
+    assert_eq!(app.balance(&alice.token).await, 20_000);
+    let other = app.call(charge(&keys[1].1, &right, "k1-right")).await;
+    assert_eq!(other.status, StatusCode::CREATED, "{other:?}");
+
+    // The guessing raised an alert about the merchant whose key it was.
+    app.pay.flush_risk().await.unwrap();
+    let alerts = app
+        .call(get("/v1/ops/risk/alerts").bearer(&analyst.token))
+        .await;
+    let guessing = alerts
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule"] == "code.guessing_merchant")
+        .unwrap_or_else(|| panic!("no code-guessing alert in {}", alerts.body))
+        .clone();
+    assert_eq!(guessing["subject"], shop0.as_str(), "{guessing}");
+
+    // After the window the key may charge again (Alice keeps her session alive meanwhile).
+    app.clock.advance_secs(8 * 60);
+    assert_eq!(app.balance(&alice.token).await, 19_900);
+    app.clock.advance_secs(7 * 60 + 1);
+    let later = app.call(charge(key0, &new_code().await, "g0-later")).await;
+    assert_eq!(later.status, StatusCode::CREATED, "{later:?}");
+
+    // One network: 50 wrong codes across keys, then every key from it waits.
+    for (k, (_, api_key)) in keys.iter().enumerate().skip(1) {
+        let tries = if k == 4 { 5 } else { 15 };
+        for n in 0..tries {
+            let guessed = app
+                .call(charge(api_key, &wrong(n), &format!("n{k}-{n}")))
+                .await;
+            assert_eq!(
+                guessed.status,
+                StatusCode::GONE,
+                "key {k} guess {n}: {guessed:?}"
+            );
+        }
+    }
+    let blocked = app
+        .call(charge(&keys[4].1, &new_code().await, "n4-right"))
+        .await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS, "{blocked:?}");
     app.assert_money_invariants().await;
 }
