@@ -442,7 +442,8 @@ mod tests {
         assert_eq!(FEATURES[15].name, "customer_sum_24h");
         assert_eq!(FEATURES[39].name, "source_sum_24h");
         assert_eq!(FEATURES[40].name, "customer_failures_1h");
-        assert_eq!(FEATURES[56].name, "fan_in_senders_max");
+        assert_eq!(FEATURES[43].name, "payee_failures_1h");
+        assert_eq!(FEATURES[57].name, "fan_in_senders_max");
         let mut names: Vec<_> = FEATURES.iter().map(|f| f.name).collect();
         names.sort_unstable();
         names.dedup();

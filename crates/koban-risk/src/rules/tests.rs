@@ -89,6 +89,8 @@ fn every_default_rule_has_a_test_below() {
         "topup.new_source_large",
         "card.velocity",
         "card.velocity_hour",
+        "code.guessing_merchant",
+        "code.guessing_network",
     ];
     let names: Vec<String> = RuleSet::default_rules()
         .rules()
@@ -534,6 +536,31 @@ fn card_velocity_hour_is_silent_on_a_busy_shopping_day() {
     f.set_int("customer_count_1h", 6);
     f.set_int("customer_count_24h", 19);
     assert_silent("card.velocity_hour", &f);
+}
+
+// Guessing customers' payment codes at a till.
+
+#[test]
+fn code_guessing_alerts_on_the_merchant_and_on_the_network() {
+    let mut f = base(EventKind::CodeCharge);
+    f.set_int("payee_failures_1h", 10);
+    assert_fires("code.guessing_merchant", &f);
+    let mut f = base(EventKind::CodeCharge);
+    f.set_int("network_failures_1h", 10);
+    assert_fires("code.guessing_network", &f);
+}
+
+#[test]
+fn a_few_mistyped_codes_are_silent() {
+    let mut f = base(EventKind::CodeCharge);
+    f.set_int("payee_failures_1h", 9);
+    f.set_int("network_failures_1h", 9);
+    assert_silent("code.guessing_merchant", &f);
+    assert_silent("code.guessing_network", &f);
+    // Another kind's failures are not codes.
+    let mut f = base(EventKind::FundingLink);
+    f.set_int("network_failures_1h", 30);
+    assert_silent("code.guessing_network", &f);
 }
 
 // Combination.
