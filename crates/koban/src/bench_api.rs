@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-const PASSWORD: &str = "kettle harbour meadow lantern";
+pub(crate) const PASSWORD: &str = "kettle harbour meadow lantern";
 const FUNDING: i64 = 50_000;
 
 #[derive(Args, Debug, Clone)]
@@ -114,6 +114,7 @@ impl Conn {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Customer {
     pub(crate) email: String,
     pub(crate) token: String,
@@ -123,7 +124,7 @@ pub(crate) struct Customer {
     pub(crate) spare_recovery: Vec<String>,
 }
 
-fn client_ip(index: u32) -> String {
+pub(crate) fn client_ip(index: u32) -> String {
     // One /24 per customer, so per-network limits on sign-up do not apply across customers.
     IpAddr::V4(Ipv4Addr::new(
         10,
@@ -150,13 +151,24 @@ pub(crate) async fn expect(
     Ok(reply)
 }
 
-/// Signs a customer up through the API and returns their full session.
+/// Signs a customer up through the API and returns their full session, funded.
 pub(crate) async fn enrol(addr: SocketAddr, index: u32, run: &str) -> anyhow::Result<Customer> {
+    enrol_as(addr, index, run, "customer").await
+}
+
+/// Signs a customer or merchant up through the API, with TOTP enrolled, and returns the full
+/// session (a customer's wallet funded from the sandbox faucet).
+pub(crate) async fn enrol_as(
+    addr: SocketAddr,
+    index: u32,
+    run: &str,
+    kind: &str,
+) -> anyhow::Result<Customer> {
     let mut conn = Conn::open(addr).await?;
     let email = format!("bench{index}-{run}@bench.example");
     let forwarded = client_ip(index);
     let xff = [("x-forwarded-for", forwarded.as_str())];
-    let signup = json!({ "kind": "customer", "email": email, "password": PASSWORD, "display_name": format!("Bench Customer {index}") });
+    let signup = json!({ "kind": kind, "email": email, "password": PASSWORD, "display_name": format!("Bench Customer {index}") });
     expect(
         &mut conn,
         Method::POST,
@@ -263,6 +275,15 @@ pub(crate) async fn enrol(addr: SocketAddr, index: u32, run: &str) -> anyhow::Re
         bail!("no recovery codes at enrolment");
     }
     let recovery = codes.remove(0);
+    if kind != "customer" {
+        return Ok(Customer {
+            email,
+            token,
+            forwarded,
+            recovery,
+            spare_recovery: codes,
+        });
+    }
     expect(
         &mut conn,
         Method::POST,
@@ -287,7 +308,7 @@ pub(crate) async fn enrol(addr: SocketAddr, index: u32, run: &str) -> anyhow::Re
 
 /// The first transfer to the payee needs step-up; a recovery code answers it (a TOTP code of
 /// this 30-second step was just used to enrol). Returns the session token to use afterwards.
-async fn first_transfer(
+pub(crate) async fn first_transfer(
     addr: SocketAddr,
     customer: &Customer,
     payee: &str,

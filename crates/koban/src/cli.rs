@@ -42,6 +42,12 @@ pub enum Command {
     /// A card-network simulator: drives a card through realistic message sequences against
     /// a running server (auth, incremental, partial captures, reversal, refund, expiry).
     CardNetwork(crate::card_network::CardNetworkArgs),
+    /// Attack drills: credential stuffing, a password spray, a drain with a stolen session
+    /// and payment-code guessing, played against the service's own server (development mode,
+    /// a temporary database) while normal customers keep paying each other. Prints one row
+    /// per attack (with --json, one document); exits non-zero if money reached an attacker
+    /// or an account was taken over.
+    Drill(crate::drill::DrillArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -265,6 +271,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 backend::open(&url, BackendOptions::default(), args).await
             }
             Command::CardNetwork(args) => crate::card_network::run(args).await,
+            Command::Drill(args) => crate::drill::drill(args).await,
             Command::Audit(AuditCommand::Ledger(args)) => {
                 let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await

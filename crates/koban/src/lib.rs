@@ -13,6 +13,7 @@ pub mod bench_login;
 pub mod bench_pages;
 pub mod card_network;
 pub mod cli;
+pub mod drill;
 pub mod identity;
 pub mod keys;
 pub mod risk;

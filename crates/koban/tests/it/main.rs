@@ -3,6 +3,7 @@
 mod bench;
 mod browser;
 mod crash;
+mod drill;
 mod helpers;
 mod identity;
 mod risk;
