@@ -278,6 +278,27 @@ impl<D: SqlDb> Auth<D> {
             .await?)
     }
 
+    /// Whether the session a principal was authenticated with is still live: not revoked
+    /// (a step-up rotates the session by revoking it), not expired. A request that moves
+    /// money asks again once it holds the payer's wallet lock, so a token replaced by a
+    /// rotation stops moving money at the moment of the rotation, also for requests that
+    /// were already in flight with it.
+    pub async fn session_live(&self, principal: &Principal) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin_read().await?;
+        let row = tx
+            .query_opt(
+                "SELECT revoked_at, expires_at FROM sessions WHERE id = $1",
+                params![principal.session_id.as_str()],
+            )
+            .await?;
+        tx.commit().await?;
+        match row {
+            Some(row) if row.opt_i64(0)?.is_none() && now < row.i64(1)? => Ok(()),
+            _ => Err(AuthError::Unauthenticated),
+        }
+    }
+
     /// The principal behind a session token, if the session is live.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         if !token.starts_with(SESSION_TOKEN_PREFIX) || token.len() > 128 {

@@ -737,6 +737,7 @@ impl<S: LedgerStore> Payments<S> {
         let (_, verified_at) = self.verified_source(&principal.user_id, source_id).await?;
         let now = self.now_ms();
         let _lock = self.lock_wallet(wallet.account).await;
+        self.still_signed_in(principal).await?;
         if verified_at > now - self.config.new_source_cooling_s * 1000 {
             let mut tx = self.db().begin_read().await?;
             let recent = tx
@@ -921,6 +922,7 @@ impl<S: LedgerStore> Payments<S> {
         };
         let (number, _) = self.verified_source(&principal.user_id, source_id).await?;
         let _lock = self.lock_wallet(wallet.account).await;
+        self.still_signed_in(principal).await?;
         let session = self
             .payout_gate(
                 principal,
@@ -1012,6 +1014,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         // Held from the limits' check to the ledger write, as for a customer's payout.
         let _lock = self.lock_wallet(wallet.account).await;
+        self.still_signed_in(principal).await?;
         let session = self
             .payout_gate(
                 principal,

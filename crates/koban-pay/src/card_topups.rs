@@ -247,6 +247,7 @@ impl<S: LedgerStore> Payments<S> {
             .is_some_and(|device| device.user_id == principal.user_id);
         let now = self.now_ms();
         let _lock = self.lock_wallet(wallet.account).await;
+        self.still_signed_in(principal).await?;
         self.check_card_limits(request, verified_at, now).await?;
         let holder = self.holder(&principal.user_id).await?;
         let account = self.ledger_account(wallet.account).await?;

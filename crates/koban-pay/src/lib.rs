@@ -517,6 +517,13 @@ impl<S: LedgerStore> Payments<S> {
         })
     }
 
+    /// Refuses a money-moving request whose session was revoked since it was authenticated
+    /// (a step-up in a concurrent request rotated it): asked once the payer's wallet lock is
+    /// held, which a rotating payment holds too. See `Auth::session_live`.
+    pub async fn still_signed_in(&self, principal: &koban_auth::Principal) -> Result<(), PayError> {
+        Ok(self.auth.session_live(principal).await?)
+    }
+
     pub async fn lock_wallet(
         &self,
         account: koban_ledger::AccountId,

@@ -398,6 +398,7 @@ impl<S: LedgerStore> Payments<S> {
         let wallet = self.wallet(&principal.user_id, request.currency).await?;
         let merchant_wallet = self.wallet(&request.merchant_id, request.currency).await?;
         let _lock = self.lock_wallet(wallet.account).await;
+        self.still_signed_in(principal).await?;
         let account = self.ledger_account(wallet.account).await?;
         let amount = request.amount;
         if !account.balance.covers(amount) {

@@ -266,6 +266,7 @@ impl<S: LedgerStore> Payments<S> {
         let _wallet_locks = self
             .lock_wallets(payer_wallet.account, payee_wallet.account)
             .await;
+        self.still_signed_in(principal).await?;
         let payer = self.ledger_account(payer_wallet.account).await?;
         let payee_account = self.ledger_account(payee_wallet.account).await?;
         if !payer.balance.covers(request.amount) {

@@ -13,6 +13,7 @@ stories!(
     changed_email_notifies_the_old_address_and_not_me_freezes,
     step_up_confirmation_for_one_address_cannot_set_another,
     adding_a_second_factor_needs_step_up_and_ends_other_sessions,
+    a_token_replaced_by_a_step_up_stops_moving_money_even_in_flight,
 );
 
 fn pay(amount_minor: i64, payee: &str) -> SensitiveAction {
@@ -290,4 +291,75 @@ async fn adding_a_second_factor_needs_step_up_and_ends_other_sessions<S: LedgerS
     let me = app.call(get("/v1/me").bearer(&token)).await;
     assert_eq!(me.body["factors"].as_array().unwrap().len(), 2);
     assert!(app.mail(&user.email).await[0].1.contains("/not-me?token="));
+}
+
+/// A request already authenticated with a token that a step-up then rotates away is refused
+/// when it comes to move money: the old token stops at the moment of the rotation.
+async fn a_token_replaced_by_a_step_up_stops_moving_money_even_in_flight<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let alice = app.user("alice@example.com").await;
+    app.user("bob@example.com").await;
+    app.user("carol@example.com").await;
+    app.fund(&alice.token, 20_000, "fund").await;
+    // Bob becomes a known payee (the first transfer to him is confirmed with step-up).
+    let (first, token) = app
+        .stepped(
+            &alice,
+            &alice.token,
+            "/v1/transfers",
+            "to-bob",
+            json!({ "to": "bob@example.com", "amount": 100 }),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let known = |amount: i64, key: &str| koban_pay::p2p::P2pRequest {
+        to: "bob@example.com".into(),
+        amount: koban_pay::parse_amount(amount).unwrap(),
+        currency: koban_ledger::Currency::Jpy,
+        message: None,
+        key: koban_pay::IdempotencyKey::parse(key).unwrap(),
+    };
+    // A small payment to a known payee needs no step-up: with the live token it goes through.
+    let live = app.auth.authenticate(&token).await.unwrap();
+    app.pay
+        .transfer(&live, &known(100, "live-1"), None, &client())
+        .await
+        .expect("a live session pays a known payee");
+    // A request authenticated with that token is in flight when another request's step-up
+    // (a first payment to Carol) rotates the session.
+    let in_flight = app.auth.authenticate(&token).await.unwrap();
+    let (second, rotated) = app
+        .stepped(
+            &alice,
+            &token,
+            "/v1/transfers",
+            "to-carol",
+            json!({ "to": "carol@example.com", "amount": 100 }),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::CREATED, "{second:?}");
+    assert_ne!(rotated, token);
+    let before = app.wallet(&rotated).await["balance"].as_i64().unwrap();
+    let stale = app
+        .pay
+        .transfer(&in_flight, &known(5_000, "in-flight"), None, &client())
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(koban_pay::PayError::Auth(AuthError::Unauthenticated))
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(
+        app.wallet(&rotated).await["balance"].as_i64().unwrap(),
+        before
+    );
+    // The same request with the new session goes through.
+    let now = app.auth.authenticate(&rotated).await.unwrap();
+    app.pay
+        .transfer(&now, &known(5_000, "after"), None, &client())
+        .await
+        .expect("the rotated session pays");
 }
