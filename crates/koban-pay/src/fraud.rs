@@ -395,20 +395,9 @@ impl<S: LedgerStore> Payments<S> {
         losses::check_named(transfers)?;
         // A retry of the same request answers what the first one did.
         let request_key = self.compensation_key(&me.operator_id, key);
-        if let Some(done) = self.action_by_key(&request_key).await? {
-            let done = self.risk_action(&done.id).await?;
-            let mut named = Vec::with_capacity(transfers.len());
-            for transfer in transfers {
-                let transfer = self.released_as(*transfer).await?;
-                named.push(uuid::Uuid::from_u128(transfer.get()).to_string());
-            }
-            named.sort();
-            let same = done.customer == *customer
-                && done.amount == amount.to_i64()
-                && done.currency == currency.code()
-                && done.case_id.as_deref() == Some(case_id)
-                && done.covers == named;
-            return same.then_some(done).ok_or(PayError::IdempotencyMismatch);
+        let asked = (customer, amount, currency, case_id, transfers);
+        if let Some(done) = self.replayed_compensation(&request_key, asked).await? {
+            return Ok(done);
         }
         self.require_wallet_in(customer, currency).await?;
         let losses = self.covered_losses(customer, currency, transfers).await?;
@@ -455,6 +444,38 @@ impl<S: LedgerStore> Payments<S> {
         .await?;
         tx.commit().await?;
         self.risk_action(&id).await
+    }
+
+    /// The compensation asked for before under this key, if any; refused when it was another
+    /// request (customer, amount, currency, case or covered transfers differ).
+    async fn replayed_compensation(
+        &self,
+        request_key: &str,
+        (customer, amount, currency, case_id, transfers): (
+            &UserId,
+            Amount,
+            Currency,
+            &str,
+            &[TransferId],
+        ),
+    ) -> Result<Option<RiskAction>, PayError> {
+        let Some(done) = self.action_by_key(request_key).await? else {
+            return Ok(None);
+        };
+        let done = self.risk_action(&done.id).await?;
+        let mut named = Vec::with_capacity(transfers.len());
+        for transfer in transfers {
+            let transfer = self.released_as(*transfer).await?;
+            named.push(uuid::Uuid::from_u128(transfer.get()).to_string());
+        }
+        named.sort();
+        let same = done.customer == *customer
+            && done.amount == amount.to_i64()
+            && done.currency == currency.code()
+            && done.case_id.as_deref() == Some(case_id)
+            && done.covers == named;
+        same.then_some(Some(done))
+            .ok_or(PayError::IdempotencyMismatch)
     }
 
     /// Claims a compensation's amount against the losses it covers and records each share;
@@ -600,22 +621,8 @@ impl<S: LedgerStore> Payments<S> {
             self.check_covers(&asked).await?;
         }
         let (action, token) = self.claim_action(id, approver).await?;
-        let amount = Amount::from_i64(action.amount)
-            .map_err(|_| PayError::Invalid("a stored amount is not valid"))?;
-        let currency = currency_of(&action.currency)?;
         let ledger_id = self.derive_id(&[b"risk-action", id.as_bytes()]);
-        let (outcome, receiver) = match action.kind.as_str() {
-            "reverse" => {
-                self.move_reversal(&action, ledger_id, amount, currency)
-                    .await?
-            }
-            "compensate" => (
-                self.move_compensation(&action, id, ledger_id, amount, currency)
-                    .await?,
-                None,
-            ),
-            _ => return Err(PayError::Invalid("unknown action kind")),
-        };
+        let (outcome, receiver) = self.move_action(&action, ledger_id).await?;
         let status = match outcome {
             Ok(()) => "done",
             // An approved retry after a crash finds its transfer already recorded.
@@ -670,6 +677,30 @@ impl<S: LedgerStore> Payments<S> {
             }));
         }
         Ok(done)
+    }
+
+    /// The ledger batch of a claimed action: a reversal (answering the receiver it froze) or a
+    /// compensation.
+    async fn move_action(
+        &self,
+        action: &RiskAction,
+        ledger_id: TransferId,
+    ) -> Result<(Result<(), RejectReason>, Option<AccountId>), PayError> {
+        let amount = Amount::from_i64(action.amount)
+            .map_err(|_| PayError::Invalid("a stored amount is not valid"))?;
+        let currency = currency_of(&action.currency)?;
+        match action.kind.as_str() {
+            "reverse" => {
+                self.move_reversal(action, ledger_id, amount, currency)
+                    .await
+            }
+            "compensate" => Ok((
+                self.move_compensation(action, &action.id, ledger_id, amount, currency)
+                    .await?,
+                None,
+            )),
+            _ => Err(PayError::Invalid("unknown action kind")),
+        }
     }
 
     /// Refuses to carry out a compensation whose covered shares do not add up to its amount

@@ -810,13 +810,7 @@ impl<S: LedgerStore> Payments<S> {
         ]);
         let _claim = self.claim(memo_id)?;
         let now = self.now_ms();
-        let found = match code_digits(code) {
-            Ok(code) => self.find_code(code, now).await?,
-            Err(_) => None,
-        };
-        let Some(row) = found else {
-            return Err(self.code_guessed(&guard, currency).await?);
-        };
+        let row = self.code_or_guessed(code, now, &guard, currency).await?;
         let code_id = row.text(0)?;
         let payment_id = self.derive_id(&[b"code-pay", code_id.as_bytes()]);
         let (merchant_name, bps, fixed) = self.merchant_terms(&merchant.merchant_id).await?;
@@ -864,6 +858,25 @@ impl<S: LedgerStore> Payments<S> {
             replayed: false,
             session: None,
         })
+    }
+
+    /// The stored row of a code as typed; a code that is not one, or is unknown, counts as a
+    /// wrong guess.
+    async fn code_or_guessed(
+        &self,
+        code: &str,
+        now: i64,
+        guard: &CodeGuard,
+        currency: Currency,
+    ) -> Result<koban_store::sql::Row, PayError> {
+        let found = match code_digits(code) {
+            Ok(code) => self.find_code(code, now).await?,
+            Err(_) => None,
+        };
+        match found {
+            Some(row) => Ok(row),
+            None => Err(self.code_guessed(guard, currency).await?),
+        }
     }
 
     /// Refuses a charge from a merchant key or network that guessed too many wrong codes.

@@ -111,12 +111,16 @@ struct Legit {
 }
 
 impl Legit {
-    fn start(addr: SocketAddr, customers: Vec<(Customer, String)>, round: u64) -> Legit {
+    fn start(
+        addr: SocketAddr,
+        customers: Vec<(Customer, String)>,
+        pace: Duration,
+        round: usize,
+    ) -> Legit {
         let ok = Arc::new(AtomicU64::new(0));
         let total = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (ok2, total2, stop2) = (ok.clone(), total.clone(), stop.clone());
-        let pace = Duration::from_millis(2_000 / customers.len().max(1) as u64);
         let task = tokio::spawn(async move {
             let Ok(mut conn) = Conn::open(addr).await else {
                 return;
@@ -158,7 +162,6 @@ impl Legit {
                             ok2.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    // About one payment every two seconds per customer, as busy people pay.
                     tokio::time::sleep(pace).await;
                 }
             }
@@ -343,7 +346,7 @@ async fn stuffing(
             }
         }
     }
-    outcome.accounts_taken_over = taken.len() as u64;
+    outcome.accounts_taken_over = u64::try_from(taken.len())?;
     target
         .first_alert(started, &["login."], None, true, &mut outcome)
         .await?;
@@ -501,21 +504,21 @@ async fn api_key(conn: &mut Conn, merchant: &Customer) -> anyhow::Result<String>
         .ok_or_else(|| anyhow!("no key in {made}"))
 }
 
-/// Runs the drill; exits non-zero when money reached an attacker or an account was taken.
-pub async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let rules = koban_pay::koban_risk::RuleSet::default_rules();
-    let started = crate::bench_api::start_server(None, rules).await?;
-    let addr = started.addr;
-    let run = format!("drill{}", args.seed);
-    let population = args.customers.max(2);
+/// The people of a drill: customers who each paid a friend before (with step-up, as people
+/// do), the attacker's own account, and a merchant whose key the attacker holds.
+struct People {
+    legit: Vec<(Customer, String)>,
+    attacker: Customer,
+    merchant: Customer,
+}
+
+async fn people(addr: SocketAddr, population: u32, run: &str) -> anyhow::Result<People> {
     let mut customers = Vec::new();
     for index in 0..population {
-        customers.push(enrol(addr, index, &run).await?);
+        customers.push(enrol(addr, index, run).await?);
     }
-    let attacker = enrol(addr, population, &run).await?;
-    let merchant = enrol_as(addr, population + 1, &run, "merchant").await?;
-    // Each customer has paid a friend before (with step-up), as people do.
+    let attacker = enrol(addr, population, run).await?;
+    let merchant = enrol_as(addr, population + 1, run, "merchant").await?;
     let mut legit = Vec::new();
     for (i, customer) in customers.iter().enumerate() {
         let friend = customers[(i + 1) % customers.len()].email.clone();
@@ -528,6 +531,27 @@ pub async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
             friend,
         ));
     }
+    Ok(People {
+        legit,
+        attacker,
+        merchant,
+    })
+}
+
+/// Runs the drill; exits non-zero when money reached an attacker or an account was taken.
+pub async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let rules = koban_pay::koban_risk::RuleSet::default_rules();
+    let started = crate::bench_api::start_server(None, rules).await?;
+    let addr = started.addr;
+    let population = args.customers.max(2);
+    let People {
+        legit,
+        attacker,
+        merchant,
+    } = people(addr, population, &format!("drill{}", args.seed)).await?;
+    // About one payment every two seconds per customer, as busy people pay.
+    let pace = Duration::from_millis(2_000 / u64::from(population));
     let store = started
         .store
         .clone()
@@ -537,47 +561,24 @@ pub async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
         db: koban_store::LedgerStore::sql(&store),
         detect_wait: Duration::from_secs(args.detect_wait_s),
     };
-    let mut emails: Vec<String> = customers.iter().map(|c| c.email.clone()).collect();
+    let mut emails: Vec<String> = legit.iter().map(|(c, _)| c.email.clone()).collect();
     emails.extend((0..population).map(|i| format!("nobody{i}@breach.example")));
     let mut outcomes = Vec::new();
-    let scenarios: [&str; 4] = [
-        "credential_stuffing",
-        "password_spray",
-        "p2p_drain_with_a_stolen_session",
-        "merchant_code_guessing",
-    ];
-    for (round, name) in scenarios.iter().enumerate() {
-        let traffic = Legit::start(addr, legit.clone(), round as u64);
-        let mut outcome = match *name {
-            "credential_stuffing" => {
+    for round in 0..4 {
+        let traffic = Legit::start(addr, legit.clone(), pace, round);
+        let mut outcome = match round {
+            0 => {
+                // A breached list: one of its passwords is reused here.
                 let list = ["letmein-2024!", PASSWORD, "correct horse battery"];
-                stuffing(
-                    &target,
-                    "credential_stuffing",
-                    &emails,
-                    &list,
-                    &attacker,
-                    &args,
-                    &mut rng,
-                )
-                .await?
+                let name = "credential_stuffing";
+                stuffing(&target, name, &emails, &list, &attacker, &args, &mut rng).await?
             }
-            "password_spray" => {
+            1 => {
                 let list = ["Spring2026!spring"];
-                stuffing(
-                    &target,
-                    "password_spray",
-                    &emails,
-                    &list,
-                    &attacker,
-                    &args,
-                    &mut rng,
-                )
-                .await?
+                let name = "password_spray";
+                stuffing(&target, name, &emails, &list, &attacker, &args, &mut rng).await?
             }
-            "p2p_drain_with_a_stolen_session" => {
-                stolen_session_drain(&target, &legit[0].0, &attacker, &args, &mut rng).await?
-            }
+            2 => stolen_session_drain(&target, &legit[0].0, &attacker, &args, &mut rng).await?,
             _ => code_guessing(&target, &merchant, &args, &mut rng).await?,
         };
         traffic.finish(&mut outcome).await;
@@ -594,34 +595,39 @@ pub async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&json!({ "scenarios": scenarios }))?
         );
     } else {
-        println!(
-            "{:<34} {:>8} {:>10} {:>6} {:>12} {:>7}  stopped by",
-            "scenario", "attempts", "money out", "taken", "first alert", "legit"
-        );
-        for o in &outcomes {
-            let alert = o
-                .first_alert_s
-                .map_or_else(|| "none".to_owned(), |s| format!("{s:.1} s"));
-            let stopped: Vec<String> = o
-                .stopped_by
-                .iter()
-                .map(|(k, n)| format!("{k} ({n})"))
-                .collect();
-            println!(
-                "{:<34} {:>8} {:>10} {:>6} {:>12} {:>6.1}%  {}",
-                o.name,
-                o.attempts,
-                o.money_to_attacker_minor,
-                o.accounts_taken_over,
-                alert,
-                o.legit_success_rate() * 100.0,
-                stopped.join(", ")
-            );
-        }
+        print_table(&outcomes);
     }
     Ok(if breached {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One row per attack.
+fn print_table(outcomes: &[Outcome]) {
+    println!(
+        "{:<34} {:>8} {:>10} {:>6} {:>12} {:>7}  stopped by",
+        "scenario", "attempts", "money out", "taken", "first alert", "legit"
+    );
+    for o in outcomes {
+        let alert = o
+            .first_alert_s
+            .map_or_else(|| "none".to_owned(), |s| format!("{s:.1} s"));
+        let stopped: Vec<String> = o
+            .stopped_by
+            .iter()
+            .map(|(k, n)| format!("{k} ({n})"))
+            .collect();
+        println!(
+            "{:<34} {:>8} {:>10} {:>6} {:>12} {:>6.1}%  {}",
+            o.name,
+            o.attempts,
+            o.money_to_attacker_minor,
+            o.accounts_taken_over,
+            alert,
+            o.legit_success_rate() * 100.0,
+            stopped.join(", ")
+        );
+    }
 }
