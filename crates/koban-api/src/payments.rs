@@ -1054,9 +1054,9 @@ pub async fn get_request<S: LedgerStore>(
 
 /// Charges a customer-presented code (API key, `payments:write`). A larger amount than the
 /// code allows fails with code `code_limit` and a message the till can show. A code that
-/// cannot be charged (unknown, used, expired) answers 410; after 20 such codes from one key,
-/// or 50 from one network, within 15 minutes, charges answer 429 with `Retry-After` until the
-/// window ends.
+/// cannot be charged (unknown, used, expired) answers 410; after 20 unknown codes from one
+/// key, 50 across one merchant's keys, or 50 from one network, within 15 minutes, charges
+/// answer 429 with `Retry-After` until the window ends.
 #[utoipa::path(post, path = "/v1/merchant/charges", tag = "merchant", request_body = ChargeIn,
     params(("Idempotency-Key" = String, Header)),
     responses((status = 201, body = MerchantPaymentOut), (status = 410, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)), security(("api_key" = [])))]

@@ -149,38 +149,39 @@ pub async fn refuse_if_blocked<T: SqlTx>(
     Ok(())
 }
 
-/// Refuses while any of `keys` is blocked: the plain failure counters of secrets that are not
-/// passwords (payment codes guessed at a till), counted by [`count_failure`].
-pub async fn refuse_if_any_blocked<T: SqlTx>(
-    tx: &mut T,
-    now: i64,
-    keys: &[[u8; 32]],
-    scope: &'static str,
-) -> Result<(), AuthError> {
-    for key in keys {
-        let until = blocked_until(tx, key).await?;
-        if until > now {
-            return Err(throttled(until, now, scope));
-        }
-    }
-    Ok(())
-}
-
-/// Counts one failure of `key` in a window of `window_ms`; the `max`-th failure blocks the key
-/// until the window ends. Answers whether it is blocked now.
-pub async fn count_failure<T: SqlTx>(
+/// Counts one attempt at a secret that is not a password (a payment code typed at a till)
+/// against `key`, before the secret is looked up, so parallel attempts cannot all pass a check
+/// made before any is counted: refused while the key is blocked, and the attempt that makes
+/// more than `max` within `window_ms` blocks it until the window ends. An attempt whose
+/// secret turns out right is given back with [`forgive`].
+pub async fn take_guess<T: SqlTx>(
     tx: &mut T,
     now: i64,
     key: &[u8; 32],
     window_ms: i64,
     max: i64,
-) -> Result<bool, AuthError> {
-    let (failures, start) = count(tx, key, now, window_ms).await?;
-    if failures >= max {
-        block(tx, key, start + window_ms).await?;
-        return Ok(true);
+    scope: &'static str,
+) -> Result<(), AuthError> {
+    let until = blocked_until(tx, key).await?;
+    if until > now {
+        return Err(throttled(until, now, scope));
     }
-    Ok(false)
+    let (attempts, start) = count(tx, key, now, window_ms).await?;
+    if attempts > max {
+        block(tx, key, start + window_ms).await?;
+        return Err(throttled(start + window_ms, now, scope));
+    }
+    Ok(())
+}
+
+/// Gives back an attempt counted by [`take_guess`] whose secret was right.
+pub async fn forgive<T: SqlTx>(tx: &mut T, key: &[u8; 32]) -> Result<(), AuthError> {
+    tx.execute(
+        "UPDATE throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0",
+        params![*key],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Counts the attempt against its account unless the account is blocked (checked again in

@@ -78,9 +78,12 @@ pub struct PayConfig {
     /// Customer-presented codes: lifetime and the most one code can be charged.
     pub code_s: i64,
     pub code_limit_minor: u64,
-    /// Wrong payment codes one merchant key, and one network, may try within 15 minutes
-    /// before charges from it are refused until the window ends.
+    /// Wrong payment codes one merchant key, one merchant across its keys, and one network
+    /// may try within 15 minutes before charges from it are refused until the window ends.
+    /// A charge is counted before its code is looked up and given back when the code is
+    /// known, so charges in flight at once count too.
     pub code_guesses_max: i64,
+    pub code_guesses_merchant_max: i64,
     pub code_guesses_network_max: i64,
     /// The longest a merchant's payment request may stay payable.
     pub request_s_max: i64,
@@ -121,6 +124,7 @@ impl Default for PayConfig {
             code_s: 60,
             code_limit_minor: 50_000,
             code_guesses_max: 20,
+            code_guesses_merchant_max: 50,
             code_guesses_network_max: 50,
             request_s_max: 24 * 3600,
             fee_bps: 250,

@@ -660,7 +660,11 @@ impl<S: LedgerStore> Payments<S> {
                 id.as_str(),
                 self.code_hash(&code),
                 principal.user_id.as_str(),
-                principal.session_id.as_str(),
+                // The code belongs to the session the customer holds now: a step-up that
+                // confirmed a larger limit rotated the one they asked with.
+                session
+                    .as_ref()
+                    .map_or(principal.session_id.as_str(), |s| s.session_id.as_str()),
                 currency.code(),
                 crate::minor_to_i64(limit)?,
                 expires_at_ms,
@@ -802,7 +806,7 @@ impl<S: LedgerStore> Payments<S> {
         Self::require_scope(merchant, "payments:write")?;
         check_reference(reference)?;
         let guard = CodeGuard::new(self, merchant, client);
-        self.refuse_guessing(&guard).await?;
+        self.take_guess(&guard).await?;
         let memo_id = self.derive_id(&[
             b"charge-memo",
             merchant.merchant_id.as_bytes(),
@@ -820,8 +824,10 @@ impl<S: LedgerStore> Payments<S> {
                 .await;
         }
         let user_id = UserId::from_stored(row.text(1)?);
+        // A known code that cannot be charged (used, expired, revoked) is an honest miss,
+        // not a guess: it does not count against the till.
         if !code_usable(&row, now)? {
-            return Err(self.code_guessed(&guard, currency).await?);
+            return Err(code_unusable());
         }
         code_covers(&row, amount, currency)?;
         if !self.claim_code(&code_id, now).await? {
@@ -860,8 +866,9 @@ impl<S: LedgerStore> Payments<S> {
         })
     }
 
-    /// The stored row of a code as typed; a code that is not one, or is unknown, counts as a
-    /// wrong guess.
+    /// The stored row of a code as typed. A code that is known gives back the attempt
+    /// counted against the till; one that is not (or is not a code) stays counted and is
+    /// scored as a wrong guess.
     async fn code_or_guessed(
         &self,
         code: &str,
@@ -874,45 +881,54 @@ impl<S: LedgerStore> Payments<S> {
             Err(_) => None,
         };
         match found {
-            Some(row) => Ok(row),
+            Some(row) => {
+                let mut tx = self.db().begin().await?;
+                for key in &guard.keys {
+                    throttle::forgive(&mut tx, key).await?;
+                }
+                tx.commit().await?;
+                Ok(row)
+            }
             None => Err(self.code_guessed(guard, currency).await?),
         }
     }
 
-    /// Refuses a charge from a merchant key or network that guessed too many wrong codes.
-    async fn refuse_guessing(&self, guard: &CodeGuard) -> Result<(), PayError> {
-        let mut tx = self.db().begin_read().await?;
-        let refused =
-            throttle::refuse_if_any_blocked(&mut tx, self.now_ms(), &guard.keys, "payment_code")
-                .await;
+    /// Counts a charge against the merchant key, the merchant and the network before its
+    /// code is looked up; refused (429) while any of them guessed too many wrong codes.
+    async fn take_guess(&self, guard: &CodeGuard) -> Result<(), PayError> {
+        let now = self.now_ms();
+        let window_ms = CODE_GUESS_WINDOW_S * 1000;
+        let maxima = [
+            self.config.code_guesses_max,
+            self.config.code_guesses_merchant_max,
+            self.config.code_guesses_network_max,
+        ];
+        let mut tx = self.db().begin().await?;
+        for (key, max) in guard.keys.iter().zip(maxima) {
+            if let Err(refused) =
+                throttle::take_guess(&mut tx, now, key, window_ms, max, "payment_code").await
+            {
+                // The block is kept; the count of this refused attempt is too.
+                tx.commit().await?;
+                tracing::warn!(
+                    merchant = %guard.merchant,
+                    "payment codes: too many wrong codes; charges refused for a while"
+                );
+                return Err(refused.into());
+            }
+        }
         tx.commit().await?;
-        Ok(refused?)
+        Ok(())
     }
 
-    /// Counts a wrong code against the merchant key and the network and scores it as a failed
-    /// code charge with the merchant as payee; answers the refusal to give (the same as for
-    /// any code that cannot be charged).
+    /// Scores a wrong code (already counted against the till) as a failed code charge with
+    /// the merchant as payee; answers the refusal to give, the same as for any code that
+    /// cannot be charged.
     async fn code_guessed(
         &self,
         guard: &CodeGuard,
         currency: Currency,
     ) -> Result<PayError, PayError> {
-        let now = self.now_ms();
-        let window_ms = CODE_GUESS_WINDOW_S * 1000;
-        let maxima = [
-            self.config.code_guesses_max,
-            self.config.code_guesses_network_max,
-        ];
-        let mut tx = self.db().begin().await?;
-        for (key, max) in guard.keys.iter().zip(maxima) {
-            if throttle::count_failure(&mut tx, now, key, window_ms, max).await? {
-                tracing::warn!(
-                    merchant = %guard.merchant,
-                    "payment codes: too many wrong codes; charges refused for a while"
-                );
-            }
-        }
-        tx.commit().await?;
         let mut event = self.risk_event(Tier::Unverified, None, EventKind::CodeCharge, None, 0);
         event.step_up_from = u64::MAX;
         event.daily_out_max = u64::MAX;
@@ -1312,11 +1328,12 @@ impl<S: LedgerStore> Payments<S> {
 /// How long wrong payment codes are counted against a merchant key and a network.
 const CODE_GUESS_WINDOW_S: i64 = 15 * 60;
 
-/// Whose wrong payment codes count together: the merchant key (a till) and the network.
+/// Whose wrong payment codes count together: the merchant key (a till, or a dashboard
+/// session), the merchant across all its keys, and the network.
 struct CodeGuard {
     merchant: UserId,
     client: Option<Client>,
-    /// The throttle keys of the merchant key, then of the network.
+    /// The throttle keys of the merchant key, the merchant, then the network.
     keys: Vec<[u8; 32]>,
 }
 
@@ -1331,10 +1348,13 @@ impl CodeGuard {
                 .keys()
                 .hash(HashPurpose::Throttle, &[scope, subject])
         };
-        let mut keys = vec![hash(
-            b"payment-code-key",
-            format!("{}:{}", merchant.merchant_id, merchant.key_id).as_bytes(),
-        )];
+        let mut keys = vec![
+            hash(
+                b"payment-code-key",
+                format!("{}:{}", merchant.merchant_id, merchant.key_id).as_bytes(),
+            ),
+            hash(b"payment-code-merchant", merchant.merchant_id.as_bytes()),
+        ];
         if let Some(client) = client {
             keys.push(hash(b"payment-code-network", client.network.as_bytes()));
         }

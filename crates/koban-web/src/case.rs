@@ -238,10 +238,15 @@ async fn wallet_lines<S: LedgerStore>(
     for w in wallets {
         let mut transfers = Vec::with_capacity(w.transfers.len());
         for entry in &w.transfers {
-            // Not a loss (or not one that can be read): the transfer shows without the form.
+            // Not a loss: the transfer shows without the form. A loss that cannot be read is
+            // logged, and the rest of the case still shows.
             let loss_left = match state.pay.loss(me, entry.transfer.id).await {
                 Ok(loss) if loss.left > 0 => Some(plain_amount(loss.left, loss.currency)),
-                _ => None,
+                Ok(_) | Err(PayError::Invalid(_) | PayError::NotFound) => None,
+                Err(error) => {
+                    tracing::warn!(%error, "a case's loss could not be read");
+                    None
+                }
             };
             transfers.push(TransferLine {
                 id: transfer_id_text(entry.transfer.id),

@@ -21,6 +21,7 @@ stories!(
     handles_and_pay_links_are_paid_once_like_any_transfer,
     card_topups_are_challenged_for_new_cards_and_devices,
     guessing_payment_codes_at_a_till_is_limited_and_raises_an_alert,
+    a_payment_code_confirmed_with_step_up_can_be_charged,
 );
 
 pub(crate) fn idem(call: Call, key: &str) -> Call {
@@ -1776,5 +1777,46 @@ async fn guessing_payment_codes_at_a_till_is_limited_and_raises_an_alert<S: Ledg
         .call(charge(&keys[4].1, &new_code().await, "n4-right"))
         .await;
     assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS, "{blocked:?}");
+    app.assert_money_invariants().await;
+}
+
+/// A code for more than the step-up amount is confirmed when it is made, which rotates the
+/// customer's session: the code belongs to the new session, so the till can charge it.
+async fn a_payment_code_confirmed_with_step_up_can_be_charged<S: LedgerStore>(app: TestApp<S>) {
+    let shop = app.user_of("merchant", "shop@example.com").await;
+    let key = app
+        .with_step_up(
+            &shop,
+            &shop.token,
+            "/v1/merchant/api-keys",
+            json!({ "name": "till", "environment": "test", "scopes": ["payments:write"] }),
+        )
+        .await;
+    let api_key = key.body["key"].as_str().unwrap().to_owned();
+    let alice = app.user("alice@example.com").await;
+    app.fund(&alice.token, 20_000, "f1").await;
+    let (large, token) = app
+        .stepped(
+            &alice,
+            &alice.token,
+            "/v1/payment-codes",
+            "-",
+            json!({ "limit": 15_000 }),
+        )
+        .await;
+    assert_eq!(large.status, StatusCode::CREATED, "{large:?}");
+    assert_ne!(token, alice.token, "the step-up rotated the session");
+    let charged = app
+        .call(idem(
+            post(
+                "/v1/merchant/charges",
+                json!({ "code": large.body["code"], "amount": 12_000, "reference": "big basket" }),
+            )
+            .bearer(&api_key),
+            "large",
+        ))
+        .await;
+    assert_eq!(charged.status, StatusCode::CREATED, "{charged:?}");
+    assert_eq!(app.wallet(&token).await["balance"], 8_000);
     app.assert_money_invariants().await;
 }
