@@ -94,8 +94,8 @@ pub struct PayConfig {
     pub settle_after_s: i64,
     /// The sandbox bank and the test-money faucet are on (development and tests only).
     pub sandbox: bool,
-    /// Reversals and compensations of at least this much wait for a second operator with the
-    /// approver role.
+    /// Reversals of at least this much wait for a second operator with the approver role
+    /// (compensations always do).
     pub approval_from_minor: u64,
 }
 
