@@ -292,12 +292,56 @@ pub async fn record_failure<T: SqlTx>(
             params![*secret, keys.subject, now],
         )
         .await?;
+        raise_if_sprayed(tx, config, now, secret).await?;
     }
     count_for_alarm(tx, now, 1).await?;
     Ok(Failure {
         account_failures: attempt,
         locked_now: attempt >= config.account_lock_after,
     })
+}
+
+/// Raises a `password_spray` security alert when one password has now failed on as many
+/// accounts as [`AuthConfig::spray_accounts_max`] allows (from then on it is refused): a
+/// spray, however slowly and from however many networks it comes. The alarm's import makes
+/// it a fraud alert within seconds. One alert per minute at most.
+async fn raise_if_sprayed<T: SqlTx>(
+    tx: &mut T,
+    config: &AuthConfig,
+    now: i64,
+    secret: &[u8; 32],
+) -> Result<(), AuthError> {
+    let accounts = tx
+        .query_one(
+            "SELECT COUNT(*) FROM secret_attempts WHERE secret_hash = $1 AND at >= $2",
+            params![*secret, now - config.secret_retention_s * 1000],
+        )
+        .await?
+        .i64(0)?;
+    if accounts != config.spray_accounts_max {
+        return Ok(());
+    }
+    let raised = tx
+        .execute(
+            "INSERT INTO security_alerts (id, kind, minute, observed, baseline, raised_at) \
+             VALUES ($1, 'password_spray', $2, $3, $4, $5) ON CONFLICT (kind, minute) DO NOTHING",
+            params![
+                koban_shared::new_id(),
+                now / 60_000,
+                accounts,
+                config.spray_accounts_max,
+                now
+            ],
+        )
+        .await?;
+    if raised == 1 {
+        metrics::counter!(crate::metrics::SECURITY_ALERTS, "kind" => "password_spray").increment(1);
+        tracing::warn!(
+            accounts,
+            "security alert: one password tried across accounts"
+        );
+    }
+    Ok(())
 }
 
 /// Adds failed or refused attempts to the per-minute totals that the global alarm watches.

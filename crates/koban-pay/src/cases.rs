@@ -469,7 +469,7 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin().await?;
         let rows = tx
             .query(
-                "SELECT s.id, s.raised_at, s.observed, s.baseline FROM security_alerts s \
+                "SELECT s.id, s.raised_at, s.observed, s.baseline, s.kind FROM security_alerts s \
                  WHERE s.raised_at >= $1 AND NOT EXISTS (SELECT 1 FROM risk_alerts a WHERE a.event_id = s.id) \
                  ORDER BY s.raised_at LIMIT 50",
                 params![self.now_ms() - CASE_LOOKBACK_MS],
@@ -477,12 +477,16 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         for row in &rows {
             let id = row.text(0)?;
+            let (rule, reason) = match row.text(4)?.as_str() {
+                "password_spray" => ("alarm.password_spray", "password_spray"),
+                _ => ("alarm.login_failures", "login_failure_spike"),
+            };
             raise_alert(
                 &mut tx,
                 row.i64(1)?,
                 &NewAlert {
-                    rule: "alarm.login_failures",
-                    reason: "login_failure_spike",
+                    rule,
+                    reason,
                     action: "alert",
                     score: 0,
                     event_id: Some(&id),

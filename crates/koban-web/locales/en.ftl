@@ -513,6 +513,7 @@ console-none = Nothing here.
 console-alarms = Failed sign-in alarms
 console-alarm-failures = failed sign-ins in a minute
 console-alarm-baseline = usual
+console-alarm-spray = one password tried on { $accounts } accounts; refused from now on
 console-held = Transfers held for review
 console-from = from
 console-to = to

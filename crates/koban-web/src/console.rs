@@ -26,6 +26,8 @@ const LIST_MAX: i64 = 20;
 
 pub struct AlarmLine {
     pub when: String,
+    /// A password sprayed across accounts (else a spike of failed sign-ins).
+    pub spray: bool,
     pub observed: i64,
     pub baseline: i64,
 }
@@ -118,6 +120,7 @@ async fn console_view<S: LedgerStore>(
                 .take(10)
                 .map(|a| AlarmLine {
                     when: tr.datetime(a.raised_at_ms),
+                    spray: a.kind == "password_spray",
                     observed: a.observed,
                     baseline: a.baseline,
                 })

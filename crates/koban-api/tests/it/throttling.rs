@@ -207,6 +207,21 @@ async fn password_sprayed_across_fifty_accounts_from_rotating_networks_is_blocke
         }
     }
     assert_eq!(refused_from, Some(5), "blocked after five accounts");
+    // The spray raised a security alert at once, however many networks it came from; the
+    // alarm's import makes it a fraud alert.
+    {
+        use koban_store::sql::SqlDb;
+        let db = app.auth.db();
+        let sql = "SELECT observed FROM security_alerts WHERE kind = 'password_spray'";
+        let rows = db.read(sql, vec![]).await.unwrap();
+        assert_eq!(rows.len(), 1, "one spray alert");
+        assert_eq!(rows[0].i64(0).unwrap(), 5);
+        app.pay.import_login_alarms().await.unwrap();
+        let sql = "SELECT reason FROM risk_alerts WHERE rule = 'alarm.password_spray'";
+        let rows = db.read(sql, vec![]).await.unwrap();
+        assert_eq!(rows.len(), 1, "the spray is a fraud alert");
+        assert_eq!(rows[0].text(0).unwrap(), "password_spray");
+    }
     // Other passwords still work for their owners.
     let owner = app.call(post("/v1/login", json!({ "email": "member3@example.com", "password": "private passphrase number 3" })).ip("10.9.9.9")).await;
     assert_eq!(owner.status, StatusCode::OK);
