@@ -232,17 +232,16 @@ impl Target {
                 let rows = self
                     .db
                     .read(
-                        "SELECT MIN(raised_at), COUNT(*) FROM security_alerts WHERE raised_at >= $1",
+                        "SELECT kind, MIN(raised_at), COUNT(*) FROM security_alerts WHERE raised_at >= $1 GROUP BY kind",
                         params![started_ms],
                     )
                     .await?;
-                if let Some(row) = rows.first()
-                    && let Some(at) = row.opt_i64(0)?
-                {
+                for row in &rows {
+                    let at = row.i64(1)?;
                     first = Some(first.map_or(at, |f: i64| f.min(at)));
                     fired.insert(
-                        "alarm auth_failure_rate".into(),
-                        u64::try_from(row.i64(1)?)?,
+                        format!("alarm {}", row.text(0)?),
+                        u64::try_from(row.i64(2)?)?,
                     );
                 }
             }
