@@ -824,8 +824,6 @@ impl<S: LedgerStore> Payments<S> {
                 .await;
         }
         let user_id = UserId::from_stored(row.text(1)?);
-        // A known code that cannot be charged (used, expired, revoked) is an honest miss,
-        // not a guess: it does not count against the till.
         if !code_usable(&row, now)? {
             return Err(code_unusable());
         }
@@ -1412,7 +1410,8 @@ fn qr_needs_step_up(decision: Decision) -> Result<bool, PayError> {
 }
 
 /// Whether a payment code (a row of [`Payments::find_code`]) can still be charged: not used,
-/// not revoked, not expired, its session live and its holder active.
+/// not revoked, not expired, its session live and its holder active. A known code that
+/// cannot be charged is an honest miss, not a guess: it does not count against the till.
 fn code_usable(row: &koban_store::sql::Row, now: i64) -> Result<bool, PayError> {
     Ok(row.opt_i64(5)?.is_none()
         && row.opt_i64(6)?.is_none()
