@@ -128,23 +128,6 @@ async fn send_micro_deposits<T: SqlTx>(
     Ok((first, second))
 }
 
-/// What the risk decision on a payout means: a payout cannot wait in suspense for review, so
-/// the rules' hold declines it.
-fn payout_decision(decision: Decision) -> Result<(), PayError> {
-    match decision {
-        Decision::Deny {
-            code: code @ ("daily_limit" | "cooling_off_limit"),
-        } => Err(PayError::Limit {
-            code,
-            detail: "this would exceed a limit on what may leave your wallet today".into(),
-        }),
-        Decision::Deny { .. } | Decision::Hold => Err(PayError::Declined {
-            code: "risk_declined",
-        }),
-        Decision::Allow | Decision::Challenge => Ok(()),
-    }
-}
-
 fn mask_number(number: &str) -> String {
     let keep = number.len().saturating_sub(3);
     format!("{}{}", "*".repeat(keep), &number[keep..])
@@ -890,7 +873,10 @@ impl<S: LedgerStore> Payments<S> {
             currency: currency.code().to_owned(),
             ..Parties::of(&principal.user_id, Some(client))
         };
-        payout_decision(self.assess(&event, &parties).await?)?;
+        // A payout cannot wait in suspense for review: a hold declines it.
+        self.assess(&event, &parties)
+            .await?
+            .without_review("your")?;
         let payee = format!("bank account {}", mask_number(number));
         self.confirm_payment(principal, amount.to_i64(), currency, payee, proof, client)
             .await

@@ -29,7 +29,7 @@ use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
 use crate::accounts::{IssuerAccount, kind};
-use crate::risk::{Decision, EventKind, Parties};
+use crate::risk::{EventKind, Parties};
 use crate::wallets::{Tier, emoney_leg};
 use crate::{IdempotencyKey, PayError, Payments, format_money};
 
@@ -456,7 +456,12 @@ impl<S: LedgerStore> Payments<S> {
             &request.merchant_id,
             request.currency,
         );
-        if qr_needs_step_up(self.assess(&event, &parties).await?)? {
+        // A hold cannot wait at a till: it declines like a denial.
+        if self
+            .assess(&event, &parties)
+            .await?
+            .without_review("your")?
+        {
             let payee = format!("merchant {}", request.merchant_name);
             Ok(Some(
                 self.confirm_payment(
@@ -1047,24 +1052,7 @@ impl<S: LedgerStore> Payments<S> {
         event.step_up_from = u64::MAX;
         let parties = Parties::payment(user_id, None, payment_id, &merchant.merchant_id, currency);
         let decision = self.assess(&event, &parties).await?;
-        if let Decision::Deny { code } = decision {
-            return Err(match code {
-                "daily_limit" | "cooling_off_limit" => PayError::Limit {
-                    code,
-                    detail:
-                        "this would exceed a limit on what may leave the customer's wallet today"
-                            .into(),
-                },
-                _ => PayError::Declined {
-                    code: "risk_declined",
-                },
-            });
-        }
-        if decision == Decision::Hold {
-            return Err(PayError::Declined {
-                code: "risk_declined",
-            });
-        }
+        decision.without_review("the customer's")?;
         self.capture(
             payment_id,
             memo_id,
@@ -1389,24 +1377,6 @@ fn code_digits(code: &str) -> Result<&str, PayError> {
 /// nothing about codes it guesses.
 fn code_unusable() -> PayError {
     PayError::Gone("this payment code is unknown, expired or already used; ask for a new one")
-}
-
-/// Whether paying a store's QR request needs step-up: a challenge does; a hold cannot wait
-/// at a till, so it declines like a denial; a limit is named.
-fn qr_needs_step_up(decision: Decision) -> Result<bool, PayError> {
-    match decision {
-        Decision::Deny {
-            code: code @ ("daily_limit" | "cooling_off_limit"),
-        } => Err(PayError::Limit {
-            code,
-            detail: "this would exceed a limit on what may leave your wallet today".into(),
-        }),
-        Decision::Hold | Decision::Deny { .. } => Err(PayError::Declined {
-            code: "risk_declined",
-        }),
-        Decision::Challenge => Ok(true),
-        Decision::Allow => Ok(false),
-    }
 }
 
 /// Whether a payment code (a row of [`Payments::find_code`]) can still be charged: not used,

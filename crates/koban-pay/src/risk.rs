@@ -116,6 +116,27 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// What a decision means where nothing can wait for review (a till, a payout): a denial
+    /// for a limit is named as that limit, on `whose` wallet ("your", "the customer's"); any
+    /// other denial, or a hold, declines; otherwise whether the rules ask for step-up.
+    pub fn without_review(self, whose: &str) -> Result<bool, PayError> {
+        match self {
+            Decision::Deny {
+                code: code @ ("daily_limit" | "cooling_off_limit"),
+            } => Err(PayError::Limit {
+                code,
+                detail: format!("this would exceed a limit on what may leave {whose} wallet today"),
+            }),
+            Decision::Hold | Decision::Deny { .. } => Err(PayError::Declined {
+                code: "risk_declined",
+            }),
+            Decision::Challenge => Ok(true),
+            Decision::Allow => Ok(false),
+        }
+    }
+}
+
 /// The verdict of a hard limit: a denial by the named rule, decided before any rule ran.
 fn limit_verdict(code: &'static str, rule: &str) -> Verdict {
     Verdict {

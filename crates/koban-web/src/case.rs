@@ -385,6 +385,14 @@ pub async fn act<S: LedgerStore>(
     answer(&state, &page, &me, &id, done).await
 }
 
+/// A case's id and one of its transfers' ids, as a form's address names them.
+fn case_transfer(id: &str, transfer: &str) -> Result<koban_ledger::TransferId, PayError> {
+    if !plain_id(id) {
+        return Err(PayError::NotFound);
+    }
+    parse_transfer_id(transfer)
+}
+
 /// Asks to reverse one of the subject's transfers (done at once below the approval threshold,
 /// otherwise it waits for a second operator on the console).
 pub async fn reverse<S: LedgerStore>(
@@ -393,10 +401,7 @@ pub async fn reverse<S: LedgerStore>(
     OperatorForm { page, me, form }: OperatorForm<CaseForm>,
 ) -> Response {
     let done = async {
-        if !plain_id(&id) {
-            return Err(PayError::NotFound);
-        }
-        let transfer = parse_transfer_id(&transfer)?;
+        let transfer = case_transfer(&id, &transfer)?;
         let action = state
             .pay
             .request_reversal(&me, transfer, Some(&id), &form.note)
@@ -422,10 +427,7 @@ pub async fn compensate<S: LedgerStore>(
     OperatorForm { page, me, form }: OperatorForm<CaseForm>,
 ) -> Response {
     let done = async {
-        if !plain_id(&id) {
-            return Err(PayError::NotFound);
-        }
-        let transfer = parse_transfer_id(&transfer)?;
+        let transfer = case_transfer(&id, &transfer)?;
         let loss = state.pay.loss(&me, transfer).await?;
         let amount = parse_amount(&form.amount, loss.currency)
             .ok_or(PayError::Invalid("the amount is not a number"))?;

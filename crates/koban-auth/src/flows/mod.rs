@@ -435,6 +435,24 @@ impl<D: SqlDb> Auth<D> {
 
     /// Records a failed attempt everywhere it counts, and tells the owner when it locked the
     /// account.
+    /// Records a failed credential check ([`Auth::record_failure`]), commits `tx`, and
+    /// answers the refusal every failed check gets.
+    pub(crate) async fn refuse_credentials<T: SqlTx>(
+        &self,
+        mut tx: T,
+        user_id: Option<&str>,
+        email: &str,
+        attempt: &AttemptKeys,
+        number: i64,
+        now: i64,
+    ) -> Result<AuthError, AuthError> {
+        self.record_failure(&mut tx, user_id, email, attempt, number, now)
+            .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(AuthError::BadCredentials)
+    }
+
     pub(crate) async fn record_failure<T: SqlTx>(
         &self,
         tx: &mut T,

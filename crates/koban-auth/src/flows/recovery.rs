@@ -95,18 +95,10 @@ impl<D: SqlDb> Auth<D> {
             != CodeCheck::Right
         {
             count_wrong_code(&mut tx, code_id.as_str(), now).await?;
-            self.record_failure(
-                &mut tx,
-                Some(&user.id),
-                &user.email,
-                &factor,
-                factor_number,
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            self.outbox_written();
-            return Err(AuthError::BadCredentials);
+            let user_id = Some(user.id.as_str());
+            return Err(self
+                .refuse_credentials(tx, user_id, &user.email, &factor, factor_number, now)
+                .await?);
         }
         let used = tx
             .execute(
@@ -152,18 +144,9 @@ impl<D: SqlDb> Auth<D> {
         };
         let (Some(user), Some(code_id)) = (user, code_id) else {
             let user_id = user_by_email(&mut tx, email.as_str()).await?.map(|u| u.id);
-            self.record_failure(
-                &mut tx,
-                user_id.as_deref(),
-                email.as_str(),
-                attempt,
-                number,
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            self.outbox_written();
-            return Err(AuthError::BadCredentials);
+            return Err(self
+                .refuse_credentials(tx, user_id.as_deref(), email.as_str(), attempt, number, now)
+                .await?);
         };
         tx.commit().await?;
         Ok((user, code_id))

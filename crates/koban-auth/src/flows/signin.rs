@@ -39,18 +39,10 @@ impl<D: SqlDb> Auth<D> {
                 return Err(AuthError::BadCredentials);
             }
             (_, user) => {
-                self.record_failure(
-                    &mut tx,
-                    user.as_ref().map(|u| u.id.as_str()),
-                    email.as_str(),
-                    &attempt,
-                    number,
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                self.outbox_written();
-                return Err(AuthError::BadCredentials);
+                let user_id = user.as_ref().map(|u| u.id.as_str());
+                return Err(self
+                    .refuse_credentials(tx, user_id, email.as_str(), &attempt, number, now)
+                    .await?);
             }
         };
         throttle::record_success(&mut tx, &attempt).await?;

@@ -93,11 +93,9 @@ impl<D: SqlDb> Auth<D> {
         };
         let user_id = user.as_ref().map(|u| u.id.as_str());
         if !verified {
-            self.record_failure(&mut tx, user_id, email.as_str(), &attempt, number, now)
-                .await?;
-            tx.commit().await?;
-            self.outbox_written();
-            return Err(AuthError::BadCredentials);
+            return Err(self
+                .refuse_credentials(tx, user_id, email.as_str(), &attempt, number, now)
+                .await?);
         }
         let user_id = user_id.unwrap_or_default();
         tx.execute(
