@@ -182,6 +182,8 @@ pub async fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
         "false_positive_rate": report.false_positive_rate,
         "time_to_detect_s_p50": report.time_to_detect_s_p50,
         "time_to_detect_s_max": report.time_to_detect_s_max,
+        "money_out_before_hold": report.money_out_before_hold,
+        "by_kind": report.by_kind,
         "events": report.events,
         "normal_customers": report.normal_customers,
         "normal_customer_days_flagged": report.normal_customer_days_flagged,
@@ -191,7 +193,7 @@ pub async fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
         "rules_digest": rules.digest(),
         "seed": args.seed,
         "generate_s": generate_s,
-        "note": "decision_us_*: the rule set over features from in-memory windows; live.*: Payments::assess end to end (limits, window reads from the database, rules, queueing the record)",
+        "note": "decision_us_*: the rule set over features from in-memory windows; live.*: Payments::assess end to end (limits, window reads from the database, rules, queueing the record); time_to_detect_*: from an attack's first attempt (its first event other than a successful sign-in) to its first alert, hold or deny; money_out_*: outgoing movements (minor units) an attack got through, counting a step-up challenge as passed",
         "live": live,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

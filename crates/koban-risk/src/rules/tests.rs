@@ -75,6 +75,8 @@ fn every_default_rule_has_a_test_below() {
         "p2p.new_payee",
         "payment.large_amount",
         "p2p.fan_in_alert",
+        "p2p.new_device_to_young_payee",
+        "p2p.fan_in_suspicious_senders",
         "p2p.velocity",
         "login.stuffing_network",
         "login.after_stuffing_network",
@@ -83,8 +85,10 @@ fn every_default_rule_has_a_test_below() {
         "login.new_device_after_credential_change",
         "funding.link_failures_network",
         "funding.link_failures_device",
+        "funding.link_failure_other_customer",
         "funding.link_failures_customer",
         "topup.then_spend",
+        "topup.new_device",
         "device.new_large_out",
         "topup.new_source_large",
         "card.velocity",
@@ -126,6 +130,78 @@ fn fan_in_young_payee_is_silent_below_the_threshold_and_for_old_payees() {
     let mut old = young_payee_with_senders(9);
     old.set_int("payee_age_s", 7 * DAY_S);
     assert_silent("p2p.fan_in_young_payee", &old);
+}
+
+/// A first payment of `amount` to a two-day-old account from a device first used an hour ago.
+fn new_device_to_young_payee(amount: i64) -> Features {
+    let mut f = base(EventKind::P2p);
+    f.set_bool("payee_new", true);
+    f.set_int("payee_age_s", 2 * DAY_S);
+    f.set_int("device_age_s", 3_600);
+    f.set_int("amount", amount);
+    f
+}
+
+#[test]
+fn new_device_to_young_payee_holds_from_the_step_up_amount_under_the_payee() {
+    let f = new_device_to_young_payee(10_000);
+    assert_fires("p2p.new_device_to_young_payee", &f);
+    let verdict = RuleSet::default_rules().decide(&f);
+    assert_eq!(verdict.action, Action::Hold);
+    let unknown = {
+        let mut f = new_device_to_young_payee(20_000);
+        f.set_bool("device_known", false);
+        f.set_int("device_age_s", NEVER_S);
+        f
+    };
+    assert_fires("p2p.new_device_to_young_payee", &unknown);
+}
+
+#[test]
+fn new_device_to_young_payee_is_silent_for_small_amounts_old_devices_and_old_payees() {
+    assert_silent(
+        "p2p.new_device_to_young_payee",
+        &new_device_to_young_payee(9_999),
+    );
+    let mut old_device = new_device_to_young_payee(50_000);
+    old_device.set_int("device_age_s", 2 * DAY_S);
+    assert_silent("p2p.new_device_to_young_payee", &old_device);
+    let mut old_payee = new_device_to_young_payee(50_000);
+    old_payee.set_int("payee_age_s", 8 * DAY_S);
+    assert_silent("p2p.new_device_to_young_payee", &old_payee);
+    let mut newcomer = new_device_to_young_payee(50_000);
+    newcomer.set_int("customer_age_s", 2 * DAY_S);
+    assert_silent("p2p.new_device_to_young_payee", &newcomer);
+}
+
+#[test]
+fn fan_in_suspicious_senders_holds_a_second_sender_cooling_off_or_on_a_new_device() {
+    for change in ["in_cooling_off", "device_age_s"] {
+        let mut f = young_payee_with_senders(1);
+        match change {
+            "in_cooling_off" => f.set_bool("in_cooling_off", true),
+            other => f.set_int(other, 3_600),
+        }
+        assert_fires("p2p.fan_in_suspicious_senders", &f);
+        let verdict = RuleSet::default_rules().decide(&f);
+        assert_eq!(verdict.action, Action::Hold, "{change}");
+        assert_eq!(verdict.strictest().unwrap().case_by, CaseBy::Payee);
+    }
+}
+
+#[test]
+fn fan_in_suspicious_senders_is_silent_for_a_first_sender_a_known_device_or_a_new_customer() {
+    let mut first = young_payee_with_senders(0);
+    first.set_bool("in_cooling_off", true);
+    assert_silent("p2p.fan_in_suspicious_senders", &first);
+    assert_silent(
+        "p2p.fan_in_suspicious_senders",
+        &young_payee_with_senders(3),
+    );
+    let mut newcomer = young_payee_with_senders(1);
+    newcomer.set_int("customer_age_s", 2 * DAY_S);
+    newcomer.set_int("device_age_s", 3_600);
+    assert_silent("p2p.fan_in_suspicious_senders", &newcomer);
 }
 
 #[test]
@@ -504,6 +580,48 @@ fn new_source_large_is_silent_for_a_first_small_top_up_or_an_old_source() {
 }
 
 // Cards.
+
+#[test]
+fn link_failure_other_customer_alerts_on_the_second_account_from_a_network() {
+    let mut f = base(EventKind::FundingLink);
+    f.set_bool("failed", true);
+    f.set_int("network_failures_1h", 1);
+    assert_fires("funding.link_failure_other_customer", &f);
+    assert_eq!(RuleSet::default_rules().decide(&f).action, Action::Alert);
+}
+
+#[test]
+fn link_failure_other_customer_is_silent_for_a_customer_retrying_or_a_success() {
+    let mut retry = base(EventKind::FundingLink);
+    retry.set_bool("failed", true);
+    retry.set_int("network_failures_1h", 1);
+    retry.set_int("customer_failures_1h", 1);
+    assert_silent("funding.link_failure_other_customer", &retry);
+    let mut success = base(EventKind::FundingLink);
+    success.set_int("network_failures_1h", 1);
+    assert_silent("funding.link_failure_other_customer", &success);
+}
+
+#[test]
+fn topup_new_device_alerts_from_the_step_up_amount() {
+    let mut f = base(EventKind::Topup);
+    f.set_int("device_age_s", 120);
+    f.set_int("amount", 10_000);
+    assert_fires("topup.new_device", &f);
+    assert_eq!(RuleSet::default_rules().decide(&f).action, Action::Alert);
+}
+
+#[test]
+fn topup_new_device_is_silent_for_small_amounts_and_devices_older_than_an_hour() {
+    let mut small = base(EventKind::Topup);
+    small.set_int("device_age_s", 120);
+    small.set_int("amount", 9_999);
+    assert_silent("topup.new_device", &small);
+    let mut known = base(EventKind::Topup);
+    known.set_int("device_age_s", 3_601);
+    known.set_int("amount", 50_000);
+    assert_silent("topup.new_device", &known);
+}
 
 #[test]
 fn card_velocity_denies() {

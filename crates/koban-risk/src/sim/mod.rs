@@ -85,11 +85,32 @@ pub struct AttackOutcome {
     pub kind: AttackKind,
     pub id: u32,
     pub caught: bool,
-    /// From the attack's first event to the first that raised an alert (or was held or
-    /// denied); none when not caught.
+    /// From the attack's first attempt to the first event that raised an alert (or was held
+    /// or denied), 0 when an alert came earlier; none when not caught. The first attempt is
+    /// the attack's first event that is not a successful sign-in: a failed credential, a
+    /// link, a top-up or a movement of money. A sign-in with a stolen password before it
+    /// looks like the customer's own and starts nothing a rule could see.
     pub time_to_detect_s: Option<f64>,
     /// The strictest alerting rule of that first detecting verdict.
     pub first_rule: Option<String>,
+    /// Minor units the attack moved out of wallets before its first hold or deny: outgoing
+    /// movements allowed, alerted or challenged (a challenge counts as passed: the attacker
+    /// is assumed to hold the victim's factor too, as after a phished code).
+    pub money_out_before_hold: i64,
+    /// The same over the whole attack, after a hold as well.
+    pub money_out: i64,
+}
+
+/// The attacks of one kind together.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KindOutcome {
+    pub kind: AttackKind,
+    pub attacks: u64,
+    pub caught: u64,
+    pub time_to_detect_s_p50: f64,
+    pub time_to_detect_s_max: f64,
+    pub money_out_before_hold: i64,
+    pub money_out: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -104,6 +125,9 @@ pub struct SimReport {
     pub time_to_detect_s_max: f64,
     pub normal_customers: u64,
     pub normal_customer_days_flagged: u64,
+    /// Summed over every attack.
+    pub money_out_before_hold: i64,
+    pub by_kind: Vec<KindOutcome>,
     pub by_attack: Vec<AttackOutcome>,
     /// For each rule that fired on an ordinary customer's event, how many such events, by
     /// rule name: where the false alarms come from.
@@ -153,8 +177,7 @@ impl Simulation {
         );
         let mut flagged_days: BTreeSet<(u32, i64)> = BTreeSet::new();
         let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
-        let mut first_at: BTreeMap<u32, i64> = BTreeMap::new();
-        let mut detected: BTreeMap<u32, (i64, Option<String>)> = BTreeMap::new();
+        let mut traces: BTreeMap<u32, AttackTrace> = BTreeMap::new();
         let last_day = i64::from(self.days()) - 1;
         for (event, verdict) in self.events.iter().zip(verdicts) {
             match event.actor {
@@ -168,27 +191,14 @@ impl Simulation {
                     }
                 }
                 Actor::Attack { attack, .. } => {
-                    first_at.entry(attack).or_insert(event.at_ms);
-                    if verdict.raises_alert() && !detected.contains_key(&attack) {
-                        detected.insert(attack, (event.at_ms, alerting_rule(verdict)));
-                    }
+                    traces.entry(attack).or_default().see(event, verdict);
                 }
             }
         }
         let by_attack: Vec<AttackOutcome> = self
             .attacks
             .iter()
-            .map(|&(id, kind)| {
-                let start = first_at.get(&id).copied().unwrap_or(START_MS);
-                let found = detected.get(&id);
-                AttackOutcome {
-                    kind,
-                    id,
-                    caught: found.is_some(),
-                    time_to_detect_s: found.map(|(at, _)| seconds(at - start)),
-                    first_rule: found.and_then(|(_, rule)| rule.clone()),
-                }
-            })
+            .map(|&(id, kind)| traces.remove(&id).unwrap_or_default().outcome(id, kind))
             .collect();
         let mut times: Vec<f64> = by_attack
             .iter()
@@ -207,6 +217,8 @@ impl Simulation {
             time_to_detect_s_max: times.last().copied().unwrap_or(0.0),
             normal_customers: customers,
             normal_customer_days_flagged: flagged,
+            money_out_before_hold: by_attack.iter().map(|a| a.money_out_before_hold).sum(),
+            by_kind: by_kind(&by_attack),
             by_attack,
             flagged_by_rule: by_rule.into_iter().collect(),
         }
@@ -219,6 +231,78 @@ impl Simulation {
     fn days(&self) -> u32 {
         self.config.days.max(1)
     }
+}
+
+/// What one attack's events and verdicts showed, in time order.
+#[derive(Clone, Debug, Default)]
+struct AttackTrace {
+    first_attempt_ms: Option<i64>,
+    detected: Option<(i64, Option<String>)>,
+    held: bool,
+    money_out_before_hold: i64,
+    money_out: i64,
+}
+
+impl AttackTrace {
+    fn see(&mut self, event: &SimEvent, verdict: &Verdict) {
+        let kind = event.features.event();
+        let signed_in = kind == EventKind::Login && !event.parties.failed;
+        if !signed_in && self.first_attempt_ms.is_none() {
+            self.first_attempt_ms = Some(event.at_ms);
+        }
+        if verdict.raises_alert() && self.detected.is_none() {
+            self.detected = Some((event.at_ms, alerting_rule(verdict)));
+        }
+        if verdict.action >= Action::Hold {
+            self.held = true;
+        } else if kind.outgoing() {
+            self.money_out = self.money_out.saturating_add(event.parties.amount);
+            if !self.held {
+                self.money_out_before_hold = self
+                    .money_out_before_hold
+                    .saturating_add(event.parties.amount);
+            }
+        }
+    }
+
+    fn outcome(self, id: u32, kind: AttackKind) -> AttackOutcome {
+        let start = self.first_attempt_ms.unwrap_or(START_MS);
+        AttackOutcome {
+            kind,
+            id,
+            caught: self.detected.is_some(),
+            time_to_detect_s: self
+                .detected
+                .as_ref()
+                .map(|(at, _)| seconds((at - start).max(0))),
+            first_rule: self.detected.and_then(|(_, rule)| rule),
+            money_out_before_hold: self.money_out_before_hold,
+            money_out: self.money_out,
+        }
+    }
+}
+
+/// The attacks summed by kind, in the order of [`AttackKind`].
+fn by_kind(attacks: &[AttackOutcome]) -> Vec<KindOutcome> {
+    let kinds: BTreeSet<AttackKind> = attacks.iter().map(|a| a.kind).collect();
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let of_kind: Vec<&AttackOutcome> = attacks.iter().filter(|a| a.kind == kind).collect();
+            let mut times: Vec<f64> = of_kind.iter().filter_map(|a| a.time_to_detect_s).collect();
+            times.sort_by(f64::total_cmp);
+            let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            KindOutcome {
+                kind,
+                attacks: count(of_kind.len()),
+                caught: count(times.len()),
+                time_to_detect_s_p50: nearest_rank(&times, 50),
+                time_to_detect_s_max: times.last().copied().unwrap_or(0.0),
+                money_out_before_hold: of_kind.iter().map(|a| a.money_out_before_hold).sum(),
+                money_out: of_kind.iter().map(|a| a.money_out).sum(),
+            }
+        })
+        .collect()
 }
 
 /// The strictest rule of `verdict` that raises an alert, first in file order on ties.

@@ -182,10 +182,19 @@ fn bench_risk_catches_the_injected_attacks_and_times_the_live_path() {
     for key in [
         "decisions_per_second",
         "decision_us_p99",
-        "time_to_detect_s_p50",
+        "time_to_detect_s_max",
     ] {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
     }
+    // Every kind within a minute of its first attempt, with nothing out before a hold.
+    for kind in report["by_kind"].as_array().unwrap() {
+        assert!(
+            kind["time_to_detect_s_max"].as_f64().unwrap() <= 60.0,
+            "{kind}"
+        );
+        assert_eq!(kind["money_out_before_hold"], 0, "{kind}");
+    }
+    assert_eq!(report["by_kind"].as_array().unwrap().len(), 4);
     assert_eq!(report["live"]["events"], 300);
     assert_eq!(report["live"]["backend"], "sqlite");
 }
