@@ -121,18 +121,7 @@ pub async fn login<S: LedgerStore>(
         .auth
         .login(&body.email, Secret::new(body.password), &client)
         .await;
-    // Successes and wrong passwords are scored (windows, timeline, stuffing rules); refusals
-    // before any password check (throttled, busy) are counted by the identity service.
-    let failed = matches!(result, Err(koban_auth::AuthError::BadCredentials));
-    // Off the answer's path, so known and unknown addresses are answered alike.
-    if result.is_ok() || failed {
-        let (pay, email, client) = (state.pay.clone(), body.email.clone(), client.clone());
-        tokio::spawn(async move {
-            if let Err(error) = pay.record_login(&email, &client, failed).await {
-                tracing::warn!(error = %error, "a login could not be scored");
-            }
-        });
-    }
+    state.pay.score_login(&body.email, &client, &result);
     let outcome = result?;
     let out = LoginOut {
         session: session_out(&outcome.session),

@@ -95,7 +95,7 @@ impl<D: SqlDb> Auth<D> {
             tx.commit().await?;
             return Ok(None);
         }
-        append(&mut tx, now, AuditEvent {
+        append(&mut tx, &self.audit_key, now, AuditEvent {
             actor: "system",
             action: "alert.raised",
             subject: &format!("alert:{}", alert.id),

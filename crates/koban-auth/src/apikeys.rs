@@ -211,7 +211,7 @@ impl<D: SqlDb> Auth<D> {
             ],
         )
         .await?;
-        append(&mut tx, now, AuditEvent {
+        append(&mut tx, &self.audit_key, now, AuditEvent {
             actor: &principal.actor(),
             action: what,
             subject: &format!("api_key:{id}"),
@@ -270,6 +270,7 @@ impl<D: SqlDb> Auth<D> {
         }
         append(
             &mut tx,
+            &self.audit_key,
             now,
             AuditEvent {
                 actor: &principal.actor(),

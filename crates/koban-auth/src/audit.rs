@@ -17,6 +17,6 @@ impl<D: SqlDb> crate::Auth<D> {
     ) -> Result<VerifyReport, AuthError> {
         principal.operator(&[crate::Role::Analyst])?;
         let _only = WALKS.try_acquire().map_err(|_| AuthError::Busy)?;
-        Ok(verify(self.db()).await?)
+        Ok(verify(self.db(), &self.audit_key, &[]).await?)
     }
 }

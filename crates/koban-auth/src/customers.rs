@@ -117,6 +117,7 @@ impl<D: SqlDb> Auth<D> {
             .ok_or(AuthError::NotFound)?;
         append(
             &mut tx,
+            &self.audit_key,
             now,
             AuditEvent {
                 actor: &principal.actor(),

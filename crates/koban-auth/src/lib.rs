@@ -162,6 +162,8 @@ impl Default for AuthConfig {
 pub struct Auth<D: SqlDb> {
     pub(crate) db: D,
     pub(crate) keys: ServerKeys,
+    /// The audit chain's key, derived from `keys` once.
+    pub(crate) audit_key: koban_shared::audit::AuditKey,
     pub(crate) hasher: Hasher,
     pub(crate) clock: Clock,
     pub(crate) config: std::sync::Arc<AuthConfig>,
@@ -187,6 +189,7 @@ impl<D: SqlDb> Auth<D> {
             webauthn: passkeys::relying_party(&config.public_url).map(std::sync::Arc::new),
             hasher: Hasher::new(config.hasher.clone())?,
             db,
+            audit_key: keys.audit_key(),
             keys,
             clock,
             config: std::sync::Arc::new(config),
@@ -250,6 +253,11 @@ impl<D: SqlDb> Auth<D> {
 
     pub fn config(&self) -> &AuthConfig {
         &self.config
+    }
+
+    /// The key the audit chain is linked under.
+    pub fn audit_key(&self) -> &koban_shared::audit::AuditKey {
+        &self.audit_key
     }
 
     pub fn keys(&self) -> &ServerKeys {

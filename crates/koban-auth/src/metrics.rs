@@ -51,6 +51,7 @@ pub fn describe() {
     }
     metrics::counter!(SECURITY_ALERTS, "kind" => "auth_failure_rate").increment(0);
     metrics::counter!(SECURITY_ALERTS, "kind" => "password_spray").increment(0);
+    metrics::counter!(SECURITY_ALERTS, "kind" => "account_lockout").increment(0);
     metrics::gauge!(ALARM_ACTIVE).increment(0.0);
     metrics::gauge!(FAILURES_LAST_MINUTE).increment(0.0);
 }

@@ -134,6 +134,11 @@ impl ServerKeys {
         hmac(&self.subkey(purpose.label()), parts)
     }
 
+    /// The key of the audit chain and its checkpoints.
+    pub fn audit_key(&self) -> koban_shared::audit::AuditKey {
+        koban_shared::audit::AuditKey::new(self.subkey(b"koban/audit/v1"))
+    }
+
     fn sealing_key(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(&self.subkey(b"koban/seal/v1").into())
     }

@@ -405,6 +405,7 @@ impl<D: SqlDb> Auth<D> {
         }
         koban_shared::audit::append(
             &mut tx,
+            &self.audit_key,
             now,
             koban_shared::audit::AuditEvent {
                 actor: &principal.actor(),
@@ -438,6 +439,7 @@ impl<D: SqlDb> Auth<D> {
         if changed > 0 {
             koban_shared::audit::append(
                 &mut tx,
+                &self.audit_key,
                 now,
                 koban_shared::audit::AuditEvent {
                     actor: &principal.actor(),
@@ -473,6 +475,7 @@ impl<D: SqlDb> Auth<D> {
         koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
         koban_shared::audit::append(
             &mut tx,
+            &self.audit_key,
             now,
             koban_shared::audit::AuditEvent {
                 actor: &principal.actor(),

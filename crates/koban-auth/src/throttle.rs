@@ -344,6 +344,27 @@ async fn raise_if_sprayed<T: SqlTx>(
     Ok(())
 }
 
+/// Raises an `account_lockout` security alert when a run of wrong passwords or codes has just
+/// locked an account: someone guessing at one account (its password, or a reset or factor
+/// code) is told to an analyst at once, not only to the owner. The accounts locked within one
+/// minute share one alert, which counts them.
+pub async fn raise_lockout<T: SqlTx>(tx: &mut T, now: i64) -> Result<(), AuthError> {
+    let raised = tx
+        .execute(
+            "INSERT INTO security_alerts (id, kind, minute, observed, baseline, raised_at) \
+             VALUES ($1, 'account_lockout', $2, 1, 0, $3) \
+             ON CONFLICT (kind, minute) DO UPDATE SET observed = security_alerts.observed + 1",
+            params![koban_shared::new_id(), now / 60_000, now],
+        )
+        .await?;
+    if raised == 1 {
+        metrics::counter!(crate::metrics::SECURITY_ALERTS, "kind" => "account_lockout")
+            .increment(1);
+        tracing::warn!("security alert: an account locked after repeated wrong credentials");
+    }
+    Ok(())
+}
+
 /// Adds failed or refused attempts to the per-minute totals that the global alarm watches.
 pub async fn count_for_alarm<T: SqlTx>(
     tx: &mut T,

@@ -1016,6 +1016,7 @@ impl<S: LedgerStore> Cards<S> {
             .await?;
             audit::append(
                 &mut tx,
+                self.pay.auth().audit_key(),
                 now,
                 AuditEvent {
                     actor: "system:card-network",

@@ -779,6 +779,7 @@ impl<S: LedgerStore> Cards<S> {
         details["masked"] = serde_json::json!(card.masked());
         audit::append(
             tx,
+            self.pay.auth().audit_key(),
             self.pay.now_ms(),
             AuditEvent {
                 actor: &principal.actor(),

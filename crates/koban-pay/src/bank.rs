@@ -365,7 +365,7 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         audit::append(
-            &mut tx,
+            &mut tx, self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),
@@ -492,6 +492,7 @@ impl<S: LedgerStore> Payments<S> {
         .await?;
         audit::append(
             &mut tx,
+            self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),

@@ -447,6 +447,7 @@ impl<S: LedgerStore> Payments<S> {
         details["case"] = serde_json::Value::from(case.id.as_str());
         audit::append(
             tx,
+            self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),
@@ -479,6 +480,7 @@ impl<S: LedgerStore> Payments<S> {
             let id = row.text(0)?;
             let (rule, reason) = match row.text(4)?.as_str() {
                 "password_spray" => ("alarm.password_spray", "password_spray"),
+                "account_lockout" => ("alarm.account_lockout", "account_lockout"),
                 _ => ("alarm.login_failures", "login_failure_spike"),
             };
             raise_alert(

@@ -224,6 +224,7 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin().await?;
         audit::append(
             &mut tx,
+            self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),
@@ -335,7 +336,7 @@ impl<S: LedgerStore> Payments<S> {
             ));
         }
         audit::append(
-            &mut tx,
+            &mut tx, self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),
@@ -429,7 +430,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         let shares = self.cover_losses(&mut tx, &id, &losses, amount).await?;
         audit::append(
-            &mut tx,
+            &mut tx, self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),
@@ -574,6 +575,16 @@ impl<S: LedgerStore> Payments<S> {
                 "a second operator must approve what you requested",
             )));
         }
+        if verdict == Verdict::Approve
+            && self
+                .auth
+                .linked_by_invitation(action.requested_by.as_str(), me.operator_id.as_str())
+                .await?
+        {
+            return Err(PayError::Auth(koban_auth::AuthError::Forbidden(
+                "an operator who invited the requester, or whom the requester invited, cannot approve it",
+            )));
+        }
         match verdict {
             Verdict::Approve => {
                 self.execute_action(principal, id, Some(&me.operator_id))
@@ -594,6 +605,7 @@ impl<S: LedgerStore> Payments<S> {
                 self.release_action_claims(&mut tx, &action).await?;
                 audit::append(
                     &mut tx,
+                    self.auth.audit_key(),
                     now,
                     AuditEvent {
                         actor: &principal.actor(),
@@ -848,7 +860,7 @@ impl<S: LedgerStore> Payments<S> {
         let currency = currency_of(&action.currency)?;
         let money = format_money(action.amount.unsigned_abs(), currency);
         audit::append(
-            tx,
+            tx, self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),

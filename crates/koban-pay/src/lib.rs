@@ -300,6 +300,9 @@ pub struct Payments<S: LedgerStore> {
     pub(crate) risk_queue: risk::SharedRiskQueue,
     /// One flush of risk records at a time per instance.
     pub(crate) risk_flush: Arc<tokio::sync::Mutex<()>>,
+    /// Sign-ins refused by throttling scored in the current second (see
+    /// [`Payments::score_login`]).
+    pub(crate) refusals_scored: Arc<Mutex<(i64, u32)>>,
 }
 
 /// What a movement moves: id, debit and credit accounts, amount, currency.
@@ -361,6 +364,7 @@ impl<S: LedgerStore> Payments<S> {
             ),
             risk_queue: Arc::default(),
             risk_flush: Arc::default(),
+            refusals_scored: Arc::default(),
         })
     }
 

@@ -70,6 +70,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         audit::append(
             &mut tx,
+            self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),

@@ -220,6 +220,7 @@ impl<S: LedgerStore> Payments<S> {
         .await?;
         koban_shared::audit::append(
             &mut tx,
+            self.auth.audit_key(),
             now,
             koban_shared::audit::AuditEvent {
                 actor: &principal.actor(),

@@ -167,6 +167,7 @@ impl<S: LedgerStore> Payments<S> {
         .await?;
         audit::append(
             &mut tx,
+            self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),

@@ -336,6 +336,9 @@ impl Parties {
     }
 }
 
+/// Sign-ins refused by throttling that one instance scores per second.
+pub const REFUSALS_SCORED_PER_S: u32 = 20;
+
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
@@ -747,6 +750,7 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin().await?;
         koban_shared::audit::append(
             &mut tx,
+            self.auth.audit_key(),
             now,
             koban_shared::audit::AuditEvent {
                 actor,
@@ -785,6 +789,45 @@ impl<S: LedgerStore> Payments<S> {
                 );
             }
         }
+    }
+
+    /// Scores a sign-in off the answer's path (known and unknown addresses are answered
+    /// alike): a success, a wrong password, or a sign-in refused by throttling, which is
+    /// scored as a failed one so that an attack the throttle already slows still counts in
+    /// the windows the stuffing rules read. At most [`REFUSALS_SCORED_PER_S`] refusals a
+    /// second are scored on one instance: a flood cannot turn each cheap refusal into
+    /// database work. Other refusals (busy, invalid) are not scored.
+    pub fn score_login<T>(
+        &self,
+        email: &str,
+        client: &koban_auth::Client,
+        result: &Result<T, koban_auth::AuthError>,
+    ) {
+        let failed = match result {
+            Ok(_) => false,
+            Err(koban_auth::AuthError::BadCredentials) => true,
+            Err(koban_auth::AuthError::Throttled { .. }) if self.score_refusal() => true,
+            Err(_) => return,
+        };
+        let (pay, email, client) = (self.clone(), email.to_owned(), client.clone());
+        tokio::spawn(async move {
+            if let Err(error) = pay.record_login(&email, &client, failed).await {
+                tracing::warn!(error = %error, "a login could not be scored");
+            }
+        });
+    }
+
+    /// Takes one of this second's refusals to score, if any is left.
+    fn score_refusal(&self) -> bool {
+        let second = self.now_ms().div_euclid(1_000);
+        let Ok(mut scored) = self.refusals_scored.lock() else {
+            return false;
+        };
+        if scored.0 != second {
+            *scored = (second, 0);
+        }
+        scored.1 += 1;
+        scored.1 <= REFUSALS_SCORED_PER_S
     }
 
     /// Records a login attempt (success or wrong password) for the windows, the timeline and

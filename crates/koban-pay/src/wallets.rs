@@ -593,6 +593,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         audit::append(
             &mut tx,
+            self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),
@@ -648,6 +649,7 @@ impl<S: LedgerStore> Payments<S> {
             .text(0)?;
         audit::append(
             &mut tx,
+            self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),
@@ -691,6 +693,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         audit::append(
             &mut tx,
+            self.auth.audit_key(),
             now,
             AuditEvent {
                 actor: &principal.actor(),

@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_languages.sql")),
     (8, include_str!("../migrations/0008_merchant_payments.sql")),
     (9, include_str!("../migrations/0009_loss_claims.sql")),
+    (10, include_str!("../migrations/0010_audit_checkpoints.sql")),
 ];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_languages.sql")),
     (8, include_str!("../migrations/0008_merchant_payments.sql")),
     (9, include_str!("../migrations/0009_loss_claims.sql")),
+    (10, include_str!("../migrations/0010_audit_checkpoints.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

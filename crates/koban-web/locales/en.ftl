@@ -514,6 +514,7 @@ console-alarms = Failed sign-in alarms
 console-alarm-failures = failed sign-ins in a minute
 console-alarm-baseline = usual
 console-alarm-spray = one password tried on { $accounts } accounts; refused from now on
+console-alarm-lockout = { $accounts } accounts locked after repeated wrong passwords or codes
 console-held = Transfers held for review
 console-from = from
 console-to = to

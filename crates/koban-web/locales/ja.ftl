@@ -514,6 +514,7 @@ console-alarms = ログイン失敗のアラーム
 console-alarm-failures = 1分間のログイン失敗
 console-alarm-baseline = 通常
 console-alarm-spray = 1つのパスワードが { $accounts } 件のアカウントで試されました。以後は拒否します
+console-alarm-lockout = パスワードまたはコードの誤りが続き、{ $accounts } 件のアカウントがロックされました
 console-held = 確認のため保留中の送金
 console-from = 送金元
 console-to = 宛先

@@ -289,16 +289,7 @@ pub async fn signin<S: LedgerStore>(
         .auth
         .login(&form.email, Secret::new(form.password), &page.client)
         .await;
-    // Scored like the API's sign-ins, off the answer's path.
-    let failed = matches!(result, Err(koban_auth::AuthError::BadCredentials));
-    if result.is_ok() || failed {
-        let (pay, email, client) = (state.pay.clone(), form.email.clone(), page.client.clone());
-        tokio::spawn(async move {
-            if let Err(error) = pay.record_login(&email, &client, failed).await {
-                tracing::warn!(error = %error, "a login could not be scored");
-            }
-        });
-    }
+    state.pay.score_login(&form.email, &page.client, &result);
     match result {
         Ok(outcome) => {
             // A session this browser already had ends: one browser, one session.

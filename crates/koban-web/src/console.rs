@@ -26,8 +26,10 @@ const LIST_MAX: i64 = 20;
 
 pub struct AlarmLine {
     pub when: String,
-    /// A password sprayed across accounts (else a spike of failed sign-ins).
+    /// A password sprayed across accounts, or accounts locked by wrong credentials (else a
+    /// spike of failed sign-ins).
     pub spray: bool,
+    pub lockout: bool,
     pub observed: i64,
     pub baseline: i64,
 }
@@ -121,6 +123,7 @@ async fn console_view<S: LedgerStore>(
                 .map(|a| AlarmLine {
                     when: tr.datetime(a.raised_at_ms),
                     spray: a.kind == "password_spray",
+                    lockout: a.kind == "account_lockout",
                     observed: a.observed,
                     baseline: a.baseline,
                 })

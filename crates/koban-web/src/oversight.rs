@@ -464,7 +464,12 @@ pub async fn verify_audit<S: LedgerStore>(
         Ok(report) => {
             let problem = report
                 .first_broken
-                .map(|(seq, why)| format!("#{seq}: {why}"));
+                .map(|(seq, why)| format!("#{seq}: {why}"))
+                .or_else(|| {
+                    report
+                        .ledger_broken
+                        .map(|(seq, why)| format!("#{seq} (ledger checkpoint): {why}"))
+                });
             (page.chrome("title-audit"), Some((report.entries, problem)))
         }
         Err(error) => {

@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the service: the HTTP API, health and metrics endpoints, and background workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Operator administration.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -83,6 +83,15 @@ pub struct ServeArgs {
     /// Seconds between sweeps that release expired holds.
     #[arg(long, env = "KOBAN_HOLD_SWEEP_INTERVAL_S", default_value_t = 1)]
     pub hold_sweep_interval_s: u64,
+    /// A file outside the database where signed checkpoints of the audit chain's head are
+    /// appended (`koban audit verify --anchor` checks them). Default: `audit-anchor.jsonl`
+    /// beside the SQLite database, or in ./koban-data.
+    #[arg(long, env = "KOBAN_AUDIT_ANCHOR_FILE")]
+    pub audit_anchor_file: Option<std::path::PathBuf>,
+    /// Seconds between audit checkpoints: a digest of the ledger's settled transfers is added
+    /// to the chain, then the chain's head is anchored (and once more at shutdown).
+    #[arg(long, env = "KOBAN_AUDIT_CHECKPOINT_INTERVAL_S", default_value_t = 60)]
+    pub audit_checkpoint_interval_s: u64,
     /// Development mode: cookies without `Secure` (plain http), and the local mailbox readable
     /// at GET /v1/dev/mailbox?to=ADDRESS so verification codes can be read without e-mail.
     #[arg(long, env = "KOBAN_DEV")]
@@ -249,7 +258,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => crate::serve::serve(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => crate::serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Migrate(args) => {
                 let applied = backend::migrate(args.database_url.expose()).await?;
                 println!("{{\"migrations_applied\": {applied}}}");

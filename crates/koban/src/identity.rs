@@ -118,19 +118,42 @@ impl IdentityArgs {
 
 /// Reads the master key, creating the key file (readable by its owner only) on first use.
 pub fn master_key(args: &KeyArgs, database_url: &str) -> anyhow::Result<ServerKeys> {
+    load_master_key(args, database_url, true)
+}
+
+/// The directory of the data kept beside the database: the SQLite file's directory, or
+/// ./koban-data for a database that is not a local file.
+pub fn data_dir(database_url: &str) -> PathBuf {
+    match crate::backend::Backend::of(database_url) {
+        Ok(crate::backend::Backend::Sqlite(db)) => db
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        _ => PathBuf::from(DEFAULT_MASTER_KEY_FILE)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    }
+}
+
+/// The master key from the environment, the command line or the key file; the file is made
+/// with a fresh key when it is missing and `create` says so (a server may start a new
+/// installation; a command that only checks must not invent a key).
+fn load_master_key(args: &KeyArgs, database_url: &str, create: bool) -> anyhow::Result<ServerKeys> {
     if let Some(MasterKeyText(hex)) = &args.master_key {
         return ServerKeys::from_hex(hex).map_err(|e| anyhow::anyhow!("KOBAN_MASTER_KEY: {e}"));
     }
-    let beside_database = match crate::backend::Backend::of(database_url) {
-        Ok(crate::backend::Backend::Sqlite(db)) => db.parent().map(|dir| dir.join("master.key")),
-        _ => None,
-    };
     let path = &args
         .master_key_file
         .clone()
-        .or(beside_database)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MASTER_KEY_FILE));
+        .unwrap_or_else(|| data_dir(database_url).join("master.key"));
     if !path.exists() {
+        if !create {
+            bail!(
+                "no master key at {}: give the server's key (--master-key-file or KOBAN_MASTER_KEY)",
+                path.display()
+            );
+        }
         create_key_file(path)?;
         tracing::info!(path = %path.display(), "created a new master key; every instance must share it");
     }
@@ -222,6 +245,13 @@ impl WithStore for AdminCreateArgs {
 pub struct AuditVerifyArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// An anchor file written by `koban serve` (default: `audit-anchor.jsonl` beside the
+    /// database, when it exists): every signed checkpoint in it must still be in the chain,
+    /// so that entries cut from the chain's end are found too.
+    #[arg(long)]
+    pub anchor: Option<PathBuf>,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -231,31 +261,84 @@ impl WithStore for AuditVerifyArgs {
     type Output = ExitCode;
 
     async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<ExitCode> {
-        let report = koban_shared::audit::verify(&store.sql())
+        let url = self.database.database_url.expose();
+        let key = load_master_key(&self.keys, url, false)?.audit_key();
+        let beside = data_dir(url).join(crate::workers::ANCHOR_FILE);
+        let anchor = self
+            .anchor
+            .clone()
+            .or_else(|| beside.exists().then_some(beside));
+        let anchors = match &anchor {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                koban_shared::audit::read_anchor(&text, &key)
+                    .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        let report = koban_shared::audit::verify(&store.sql(), &key, &anchors)
             .await
             .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))?;
         store.shutdown().await;
-        let ok = report.first_broken.is_none();
-        if self.json {
-            let broken = report
-                .first_broken
-                .map(|(seq, why)| serde_json::json!({ "seq": seq, "reason": why }));
-            println!(
-                "{}",
-                serde_json::json!({ "ok": ok, "entries": report.entries, "first_broken": broken })
-            );
-        } else if let Some((seq, why)) = report.first_broken {
-            println!(
-                "BROKEN at entry {seq}: {why} ({} entries before it verified)",
-                report.entries
-            );
-        } else {
-            println!("ok: {} entries, every link verified", report.entries);
-        }
-        Ok(if ok {
+        print_verify(&report, anchor.as_deref(), self.json);
+        Ok(if report.ok() {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         })
+    }
+}
+
+fn print_verify(report: &koban_shared::audit::VerifyReport, anchor: Option<&Path>, json: bool) {
+    let at = |found: Option<(i64, &str)>| {
+        found.map(|(seq, why)| serde_json::json!({ "seq": seq, "reason": why }))
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": report.ok(),
+                "entries": report.entries,
+                "unkeyed_entries": report.unkeyed,
+                "anchor_file": anchor.map(|p| p.display().to_string()),
+                "anchors_checked": report.anchors,
+                "ledger_checkpoints": report.ledger_checkpoints,
+                "transfers_covered": report.transfers_covered,
+                "first_broken": at(report.first_broken),
+                "ledger_broken": at(report.ledger_broken),
+            })
+        );
+        return;
+    }
+    match report.first_broken {
+        Some((seq, why)) => println!(
+            "BROKEN at entry {seq}: {why} ({} entries before it verified)",
+            report.entries
+        ),
+        None => println!("ok: {} entries, every link verified", report.entries),
+    }
+    if report.unkeyed > 0 {
+        println!(
+            "note: the first {} entries were written before the chain was keyed",
+            report.unkeyed
+        );
+    }
+    match anchor {
+        Some(path) => println!(
+            "anchors: {} checkpoints of {} found in the chain",
+            report.anchors,
+            path.display()
+        ),
+        None => println!(
+            "anchors: none checked (no anchor file): entries cut from the end would not show"
+        ),
+    }
+    match report.ledger_broken {
+        Some((seq, why)) => println!("LEDGER BROKEN at checkpoint entry {seq}: {why}"),
+        None => println!(
+            "ledger: {} checkpoints, {} transfers verified",
+            report.ledger_checkpoints, report.transfers_covered
+        ),
     }
 }

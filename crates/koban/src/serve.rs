@@ -103,6 +103,17 @@ impl WithStore for Serve {
             tracing::warn!("the sandbox bank and the test-money faucet are on: not for real money");
         }
         tokio::spawn(reload_on_sighup(pay.clone()));
+        let anchor = args.audit_anchor_file.clone().unwrap_or_else(|| {
+            crate::identity::data_dir(args.database.database_url.expose())
+                .join(crate::workers::ANCHOR_FILE)
+        });
+        tracing::info!(path = %anchor.display(), "audit checkpoints are anchored in this file");
+        let checkpoints = tokio::spawn(crate::workers::checkpoint_audit(
+            auth.clone(),
+            anchor,
+            Duration::from_secs(args.audit_checkpoint_interval_s.max(1)),
+            stopped.clone(),
+        ));
         let workers = tokio::spawn(crate::workers::run_workers::<S>(
             auth.clone(),
             pay.clone(),
@@ -135,6 +146,7 @@ impl WithStore for Serve {
         let _ = stop.send(true);
         let _ = sweeper.await;
         let _ = workers.await;
+        let _ = checkpoints.await;
         store.shutdown().await;
         tracing::info!("stopped");
         Ok(())

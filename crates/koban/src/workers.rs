@@ -1,8 +1,9 @@
-//! The background work of a serving process, beside `serve`: the hold sweeper, and the
-//! workers of identity and payments (outbox, alarm, settlement, notifications, risk records,
-//! webhooks). `koban serve` and `koban bench api` start them; both stop them through a
+//! The background work of a serving process, beside `serve`: the hold sweeper, the audit
+//! checkpoints, and the workers of identity and payments (outbox, alarm, settlement,
+//! notifications, risk records, webhooks). `koban serve` and `koban bench api` start them; both stop them through a
 //! `watch` channel.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use koban_auth::Auth;
@@ -13,6 +14,91 @@ use tokio::sync::watch;
 pub const ALARM_EVERY_S: u64 = 10;
 /// Holds released per sweep; a backlog larger than this is worked off over several sweeps.
 const SWEEP_HOLDS_MAX: usize = 1_000;
+
+/// The anchor file's name beside the database.
+pub const ANCHOR_FILE: &str = "audit-anchor.jsonl";
+/// Transfers decided less than this long ago are left to the next ledger checkpoint, so a
+/// transfer still being committed by another process cannot fall inside a covered range.
+const LEDGER_SETTLED_NS: i64 = 30_000_000_000;
+/// The most transfers one ledger checkpoint adds (a large backlog is covered over several).
+const LEDGER_CHECKPOINT_MAX: i64 = 100_000;
+
+/// Every `interval` and once more when told to stop: adds a ledger checkpoint to the audit
+/// chain, then appends a signed checkpoint of the chain's head to the anchor file (when the
+/// head moved).
+pub async fn checkpoint_audit<D: koban_store::sql::SqlDb>(
+    auth: Auth<D>,
+    anchor: PathBuf,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    let mut anchored = None;
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = stop.changed() => true,
+        };
+        if let Err(error) = checkpoint_once(&auth, &anchor, &mut anchored).await {
+            tracing::warn!(%error, "audit checkpoint failed; will retry");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn checkpoint_once<D: koban_store::sql::SqlDb>(
+    auth: &Auth<D>,
+    anchor: &std::path::Path,
+    anchored: &mut Option<i64>,
+) -> anyhow::Result<()> {
+    use koban_shared::audit::{self, Checkpoint};
+    let now = auth.now_ms();
+    let key = auth.audit_key();
+    audit::checkpoint_ledger(
+        auth.db(),
+        key,
+        now,
+        LEDGER_SETTLED_NS,
+        LEDGER_CHECKPOINT_MAX,
+    )
+    .await?;
+    let Some((seq, hash)) = audit::head(auth.db()).await? else {
+        return Ok(());
+    };
+    if *anchored == Some(seq) {
+        return Ok(());
+    }
+    let line = Checkpoint {
+        seq,
+        hash,
+        at_ms: now,
+    }
+    .to_line(key);
+    let path = anchor.to_path_buf();
+    tokio::task::spawn_blocking(move || append_line(&path, &line)).await??;
+    *anchored = Some(seq);
+    Ok(())
+}
+
+/// Appends one line and waits until it is on disk.
+fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "{line}").with_context(|| format!("writing {}", path.display()))?;
+    file.sync_data()
+        .with_context(|| format!("writing {}", path.display()))
+}
 
 /// Releases expired holds until told to stop.
 pub async fn sweep_holds<S: LedgerStore>(

@@ -19,7 +19,11 @@ pub async fn operator<S: LedgerStore>(app: &TestApp<S>, email: &str, role: &str)
         )
         .await
         .unwrap();
-    let link = invite.enrolment_link.expose().clone();
+    enrolled_operator(app, invite.enrolment_link.expose(), email).await
+}
+
+/// The operator an enrolment link invites, enrolled, with TOTP, signed in.
+pub async fn enrolled_operator<S: LedgerStore>(app: &TestApp<S>, link: &str, email: &str) -> User {
     let token = link.split("token=").nth(1).unwrap();
     let password = "operator passphrase, long enough";
     let enrolled = app

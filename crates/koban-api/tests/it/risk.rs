@@ -11,7 +11,7 @@ use koban_store::LedgerStore;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, User, get, post};
-use crate::operators::operator;
+use crate::operators::{enrolled_operator, operator};
 use crate::payments::idem;
 use crate::stories;
 
@@ -54,7 +54,8 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
     app: TestApp<S>,
 ) {
     let analyst = operator(&app, "analyst@example.com", "analyst").await;
-    let approver_a = operator(&app, "approver.a@example.com", "approver").await;
+    // An admin: admins may do everything an approver may.
+    let mut approver_a = operator(&app, "approver.a@example.com", "admin").await;
     let approver_b = operator(&app, "approver.b@example.com", "approver").await;
     let mut mule = app.user("mule@example.com").await;
     let mule_id = app.user_id(&mule).await;
@@ -354,6 +355,30 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         )
         .await;
     assert_eq!(not_approver.status, StatusCode::FORBIDDEN);
+    // Nor through an account of the requester's making: an approver they invite (whose
+    // enrolment link they hold) is refused, and nothing moves.
+    let invited = app
+        .with_step_up(
+            &approver_a,
+            &approver_a.token,
+            "/v1/ops/operators",
+            json!({ "email": "puppet@example.com", "role": "approver" }),
+        )
+        .await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{invited:?}");
+    if let Some(token) = invited.body["session"]["token"].as_str() {
+        approver_a.token = token.to_owned();
+    }
+    let link = invited.body["enrolment_link"].as_str().unwrap();
+    let puppet = enrolled_operator(&app, link, "puppet@example.com").await;
+    let by_puppet = app
+        .call(
+            post(&format!("/v1/ops/risk-actions/{action}/approve"), json!({}))
+                .bearer(&puppet.token),
+        )
+        .await;
+    assert_eq!(by_puppet.status, StatusCode::FORBIDDEN, "{by_puppet:?}");
+    assert_eq!(app.balance(&victims[1].token).await, 5_000);
     let pending = app
         .call(get("/v1/ops/risk-actions").bearer(&analyst.token))
         .await;
@@ -576,7 +601,9 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
     ] {
         assert!(audit.contains(action), "{action} in {audit}");
     }
-    let report = koban_shared::audit::verify(app.auth.db()).await.unwrap();
+    let report = koban_shared::audit::verify(app.auth.db(), app.auth.audit_key(), &[])
+        .await
+        .unwrap();
     assert!(report.first_broken.is_none(), "{report:?}");
     app.assert_money_invariants().await;
 }

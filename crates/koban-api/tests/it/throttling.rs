@@ -15,7 +15,48 @@ stories!(
     one_network_guessing_many_accounts_is_blocked,
     failure_spike_raises_an_alert_for_operators,
     requests_that_send_mail_are_limited_per_network,
+    sign_ins_refused_by_throttling_are_scored_as_failed_up_to_a_budget,
 );
+
+async fn sign_ins_refused_by_throttling_are_scored_as_failed_up_to_a_budget<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    use koban_store::sql::SqlDb;
+    // Stuffing from one network: 100 wrong passwords, then 30 more the throttle refuses.
+    let (mut wrong, mut refused) = (0, 0);
+    for i in 0..130 {
+        let body =
+            json!({ "email": format!("listed{i}@example.com"), "password": format!("leaked {i}") });
+        let reply = app.call(post("/v1/login", body).ip("203.0.113.70")).await;
+        match reply.status {
+            StatusCode::UNAUTHORIZED => wrong += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("attempt {i}: {other}"),
+        }
+    }
+    assert_eq!((wrong, refused), (100, 30));
+    // The test clock stands still, so all 30 fall in one second: the budget scores 20.
+    let expected = 100 + i64::from(koban_pay::risk::REFUSALS_SCORED_PER_S);
+    let mut scored = 0;
+    for _ in 0..200 {
+        app.pay.flush_risk().await.unwrap();
+        let rows = app
+            .auth
+            .db()
+            .read(
+                "SELECT COUNT(*) FROM risk_events WHERE kind = 'login' AND failed = 1",
+                vec![],
+            )
+            .await
+            .unwrap();
+        scored = rows[0].i64(0).unwrap();
+        if scored >= expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(scored, expected, "refused sign-ins count as failed ones");
+}
 
 async fn requests_that_send_mail_are_limited_per_network<S: LedgerStore>(app: TestApp<S>) {
     // The test configuration allows 1,000 per window from one network.
@@ -106,6 +147,19 @@ async fn sixth_wrong_password_is_delayed_and_eleventh_attempt_is_locked_and_owne
         mail.iter().any(|(subject, _)| subject.contains("locked")),
         "the owner is told: {mail:?}"
     );
+    // ... and so is an analyst, at once: a lockout is a security alert and a fraud alert.
+    {
+        use koban_store::sql::SqlDb;
+        let db = app.auth.db();
+        let sql = "SELECT observed FROM security_alerts WHERE kind = 'account_lockout'";
+        let rows = db.read(sql, vec![]).await.unwrap();
+        assert_eq!(rows.len(), 1, "one lockout alert");
+        assert_eq!(rows[0].i64(0).unwrap(), 1, "one account locked");
+        app.pay.import_login_alarms().await.unwrap();
+        let sql = "SELECT reason FROM risk_alerts WHERE rule = 'alarm.account_lockout'";
+        let rows = db.read(sql, vec![]).await.unwrap();
+        assert_eq!(rows.len(), 1, "the lockout is a fraud alert");
+    }
     // After the lock, the right password works and the run of failures starts again.
     app.clock.advance_secs(30 * 60);
     let after = app

@@ -13,6 +13,8 @@ stories!(
     malformed_and_oversized_bodies_get_problems_that_echo_nothing,
     the_openapi_document_describes_the_api,
     the_audit_chain_detects_a_tampered_row,
+    a_database_writer_cannot_rewrite_or_cut_the_audit_chain,
+    ledger_checkpoints_detect_a_changed_transfer,
 );
 
 async fn every_response_has_security_headers<S: LedgerStore>(app: TestApp<S>) {
@@ -166,7 +168,10 @@ async fn the_audit_chain_detects_a_tampered_row<S: LedgerStore>(app: TestApp<S>)
     let user = app.user("audited@example.com").await;
     app.call(post("/v1/logout", json!({})).bearer(&user.token))
         .await;
-    let report = koban_shared::audit::verify(app.auth.db()).await.unwrap();
+    let key = app.auth.audit_key();
+    let report = koban_shared::audit::verify(app.auth.db(), key, &[])
+        .await
+        .unwrap();
     assert!(
         report.entries >= 4 && report.first_broken.is_none(),
         "{report:?}"
@@ -181,7 +186,170 @@ async fn the_audit_chain_detects_a_tampered_row<S: LedgerStore>(app: TestApp<S>)
         .unwrap();
     assert_eq!(changed, 1);
     tx.commit().await.unwrap();
-    let report = koban_shared::audit::verify(app.auth.db()).await.unwrap();
+    let report = koban_shared::audit::verify(app.auth.db(), key, &[])
+        .await
+        .unwrap();
     assert_eq!(report.first_broken.map(|(seq, _)| seq), Some(2));
     assert_eq!(report.entries, 1);
+}
+
+/// Every entry of the chain, oldest first.
+async fn whole_chain<S: LedgerStore>(app: &TestApp<S>) -> Vec<koban_shared::audit::AuditEntry> {
+    let mut entries = koban_shared::audit::recent(app.auth.db(), None, 200)
+        .await
+        .unwrap();
+    entries.reverse();
+    entries
+}
+
+/// Stores `entries` in place of the chain, each re-linked by `link` as someone without the
+/// server's key can: the whole chain is rewritten in one transaction.
+async fn relink<S: LedgerStore>(
+    app: &TestApp<S>,
+    mut entries: Vec<koban_shared::audit::AuditEntry>,
+    link: impl Fn(&koban_shared::audit::AuditEntry) -> [u8; 32],
+) {
+    use koban_store::sql::{SqlDb, SqlTx};
+    let mut prev = koban_shared::audit::GENESIS.to_vec();
+    let mut tx = app.auth.db().begin().await.unwrap();
+    for entry in &mut entries {
+        entry.prev_hash = prev;
+        entry.hash = link(entry).to_vec();
+        prev = entry.hash.clone();
+        tx.execute(
+            "UPDATE audit_log SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+            koban_store::params![
+                entry.actor.clone(),
+                entry.prev_hash.clone(),
+                entry.hash.clone(),
+                entry.seq
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn a_database_writer_cannot_rewrite_or_cut_the_audit_chain<S: LedgerStore>(app: TestApp<S>) {
+    use koban_shared::audit::{self, Checkpoint};
+    use koban_store::sql::{SqlDb, SqlTx};
+    let key = app.auth.audit_key();
+    let user = app.user("chained@example.com").await;
+    app.call(post("/v1/logout", json!({})).bearer(&user.token))
+        .await;
+    // The serving process anchors the head outside the database.
+    let (head, hash) = audit::head(app.auth.db()).await.unwrap().unwrap();
+    let line = Checkpoint {
+        seq: head,
+        hash,
+        at_ms: app.auth.now_ms(),
+    }
+    .to_line(key);
+    let anchors = audit::read_anchor(&format!("{line}\n"), key).unwrap();
+    let report = audit::verify(app.auth.db(), key, &anchors).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.entries, u64::try_from(head).unwrap());
+    assert_eq!((report.anchors, report.unkeyed), (1, 0));
+    // An anchor line signed under another key, or edited, is refused.
+    let other = koban_auth::ServerKeys::from_master([9; 32]).audit_key();
+    assert!(audit::read_anchor(&format!("{line}\n"), &other).is_err());
+    let edited = line.replacen("\"seq\":", "\"seq\":1", 1);
+    assert!(audit::read_anchor(&format!("{edited}\n"), key).is_err());
+
+    // A writer changes entry 2 and re-links the whole chain under a key of their own: the
+    // first re-linked entry breaks.
+    let honest = whole_chain(&app).await;
+    let mut forged = honest.clone();
+    forged[1].actor = "someone-else".into();
+    relink(&app, forged.clone(), |entry| entry.keyed_hash(&other)).await;
+    let report = audit::verify(app.auth.db(), key, &[]).await.unwrap();
+    assert_eq!(report.first_broken.map(|(seq, _)| seq), Some(1));
+
+    // ... or in the format of entries written before the chain was keyed: without the anchor
+    // it reads as an old unkeyed chain (and says so); the anchor shows the rewrite.
+    relink(&app, forged, audit::AuditEntry::unkeyed_hash).await;
+    let report = audit::verify(app.auth.db(), key, &[]).await.unwrap();
+    assert_eq!(report.unkeyed, report.entries, "{report:?}");
+    let report = audit::verify(app.auth.db(), key, &anchors).await.unwrap();
+    assert_eq!(report.first_broken.map(|(seq, _)| seq), Some(head));
+
+    // The honest chain back, then its last two entries cut: every link left holds, but the
+    // anchored head is gone.
+    relink(&app, honest, |entry| entry.keyed_hash(key)).await;
+    assert!(
+        audit::verify(app.auth.db(), key, &anchors)
+            .await
+            .unwrap()
+            .ok()
+    );
+    let mut tx = app.auth.db().begin().await.unwrap();
+    tx.execute(
+        "DELETE FROM audit_log WHERE seq >= $1",
+        koban_store::params![head - 1],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let unanchored = audit::verify(app.auth.db(), key, &[]).await.unwrap();
+    assert!(unanchored.ok(), "a key alone cannot show a cut tail");
+    let report = audit::verify(app.auth.db(), key, &anchors).await.unwrap();
+    assert_eq!(report.first_broken.map(|(seq, _)| seq), Some(head));
+}
+
+async fn ledger_checkpoints_detect_a_changed_transfer<S: LedgerStore>(app: TestApp<S>) {
+    use koban_shared::audit;
+    use koban_store::sql::{SqlDb, SqlTx};
+    let (db, key) = (app.auth.db(), app.auth.audit_key());
+    let user = app.user("ledgered@example.com").await;
+    app.fund(&user.token, 5_000, "fund-ledger-1").await;
+    app.fund(&user.token, 700, "fund-ledger-2").await;
+    let now = app.auth.now_ms() + 1_000;
+    let first = audit::checkpoint_ledger(db, key, now, 0, 10_000)
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    assert_eq!(
+        audit::checkpoint_ledger(db, key, now, 0, 10_000)
+            .await
+            .unwrap(),
+        None,
+        "nothing new to cover"
+    );
+    let report = audit::verify(db, key, &[]).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.ledger_checkpoints, 1);
+    let covered = report.transfers_covered;
+    assert!(covered >= 2, "{report:?}");
+
+    // A later checkpoint continues the digest from the first.
+    app.fund(&user.token, 300, "fund-ledger-3").await;
+    let now = app.auth.now_ms() + 1_000;
+    let second = audit::checkpoint_ledger(db, key, now, 0, 10_000)
+        .await
+        .unwrap();
+    assert!(second.is_some());
+    let report = audit::verify(db, key, &[]).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.ledger_checkpoints, 2);
+    assert!(report.transfers_covered > covered);
+
+    // A database writer raises the newest transfer's amount: the second checkpoint breaks.
+    let mut tx = db.begin().await.unwrap();
+    let changed = tx
+        .execute(
+            "UPDATE transfers SET amount = amount + 1 \
+             WHERE seq = (SELECT MAX(seq) FROM transfers)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    tx.commit().await.unwrap();
+    let report = audit::verify(db, key, &[]).await.unwrap();
+    assert_eq!(report.ledger_broken.map(|(seq, _)| seq), second);
+    assert!(
+        report.first_broken.is_none(),
+        "the chain itself still holds"
+    );
 }

@@ -249,6 +249,7 @@ impl<D: SqlDb> Auth<D> {
     ) -> Result<(), AuthError> {
         append(
             tx,
+            &self.audit_key,
             now,
             AuditEvent {
                 actor,
@@ -481,6 +482,7 @@ impl<D: SqlDb> Auth<D> {
                 .arg("failures", failure.account_failures)
                 .arg("minutes", minutes);
             enqueue(tx, now, email, &mail).await?;
+            throttle::raise_lockout(tx, now).await?;
             self.audit(
                 tx,
                 now,

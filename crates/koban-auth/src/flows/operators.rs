@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How far invitation chains are followed (operators inviting operators).
+const INVITATION_DEPTH_MAX: usize = 16;
+
 impl<D: SqlDb> Auth<D> {
     /// Invites an operator: the account has no password until the enrolment link is used.
     /// `by` is the inviting admin, or `None` for the first admin made on the command line.
@@ -11,6 +14,7 @@ impl<D: SqlDb> Auth<D> {
         role: Role,
         by: Option<(&Principal, Option<&StepUpProof>, &Client)>,
     ) -> Result<(OperatorInvite, Option<IssuedSession>), AuthError> {
+        let inviter = by.map(|(principal, _, _)| principal.user_id.as_str().to_owned());
         let (actor, session) = match by {
             Some((principal, proof, client)) => {
                 principal.operator(&[])?;
@@ -30,9 +34,9 @@ impl<D: SqlDb> Auth<D> {
         let mut tx = self.db.begin().await?;
         let inserted = tx
             .execute(
-                "INSERT INTO users (id, kind, role, email, display_name, status, created_at) VALUES ($1, 'operator', $2, $3, $4, 'active', $5) \
-                 ON CONFLICT (email) DO NOTHING",
-                params![id.as_str(), role.as_str(), email.as_str(), email.local_part(), now],
+                "INSERT INTO users (id, kind, role, email, display_name, status, created_at, invited_by) \
+                 VALUES ($1, 'operator', $2, $3, $4, 'active', $5, $6) ON CONFLICT (email) DO NOTHING",
+                params![id.as_str(), role.as_str(), email.as_str(), email.local_part(), now, inviter],
             )
             .await?;
         if inserted == 0 {
@@ -68,6 +72,35 @@ impl<D: SqlDb> Auth<D> {
             },
             session,
         ))
+    }
+
+    /// Whether one of the two operators invited the other, directly or through operators they
+    /// invited: an approval between them would be one person's if the inviter kept the
+    /// invitee's enrolment link. The chains are followed up to [`INVITATION_DEPTH_MAX`] steps.
+    pub async fn linked_by_invitation(&self, a: &str, b: &str) -> Result<bool, AuthError> {
+        for (from, to) in [(a, b), (b, a)] {
+            let mut at = from.to_owned();
+            for _ in 0..INVITATION_DEPTH_MAX {
+                let rows = self
+                    .db
+                    .read(
+                        "SELECT invited_by FROM users WHERE id = $1 AND kind = 'operator'",
+                        params![at.as_str()],
+                    )
+                    .await?;
+                match rows
+                    .first()
+                    .map(|row| row.opt_text(0))
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(inviter) if inviter == to => return Ok(true),
+                    Some(inviter) => at = inviter,
+                    None => break,
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// An invited operator sets a password with the enrolment link; the second factor comes

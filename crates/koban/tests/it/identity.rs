@@ -242,6 +242,77 @@ fn admin_create_prints_a_one_time_link_and_audit_verify_catches_tampering() {
 }
 
 #[test]
+fn serve_anchors_the_audit_chain_outside_the_database_and_verify_finds_a_cut_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("koban.db");
+    let url = format!("sqlite://{}", db.display());
+    let verify = |extra: &[&str]| {
+        koban()
+            .args(["audit", "verify", "--json", "--database-url", &url])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let without_key = verify(&[]);
+    assert!(
+        !without_key.status.success(),
+        "no key is invented to verify"
+    );
+    assert!(
+        String::from_utf8_lossy(&without_key.stderr).contains("no master key"),
+        "{}",
+        String::from_utf8_lossy(&without_key.stderr)
+    );
+    let created = koban()
+        .args(["admin", "create", "--email", "chief@example.com"])
+        .args(["--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    // The server anchors the chain's head (entry 1) at once, then every second.
+    let anchor = dir.path().join("audit-anchor.jsonl");
+    {
+        let (_server, _, _) = spawn_serve_with(&url, &["--audit-checkpoint-interval-s", "1"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&anchor).is_ok_and(|t| t.contains("\"seq\":1}")) {
+            assert!(std::time::Instant::now() < deadline, "no anchor written");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let ok = verify(&[]);
+    let report: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(ok.status.success(), "{report}");
+    assert_eq!(report["anchors_checked"], 1);
+    assert_eq!(report["unkeyed_entries"], 0);
+
+    // Whoever can write the database removes the only entry: no link is left to break, but
+    // the anchor outside the database still names it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM audit_log", []).unwrap();
+    drop(conn);
+    let cut = verify(&[]);
+    assert_eq!(cut.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&cut.stdout).unwrap();
+    assert_eq!(report["first_broken"]["seq"], 1, "{report}");
+    assert!(
+        report["first_broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cut from its end")
+    );
+    // An anchor file from elsewhere, signed under another key, is refused outright.
+    let forged = dir.path().join("forged.jsonl");
+    std::fs::write(
+        &forged,
+        "{\"seq\":1,\"hash\":\"00\",\"at_ms\":0,\"mac\":\"00\"}\n",
+    )
+    .unwrap();
+    let refused = verify(&["--anchor", forged.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("line 1"));
+}
+
+#[test]
 fn a_failure_spike_shows_on_metrics_within_a_minute() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("koban.db").display());
