@@ -172,12 +172,14 @@ pub async fn append<T: SqlTx>(
 }
 
 /// A signed statement, kept outside the database, that the chain's entry `seq` had the link
-/// `hash` at `at_ms`.
+/// `hash` at `at_ms`, and that its first `unkeyed` entries (written before the chain was
+/// keyed) were the only unkeyed ones: a rewrite of later entries in the old format shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     pub seq: i64,
     pub hash: Vec<u8>,
     pub at_ms: i64,
+    pub unkeyed: i64,
 }
 
 impl Checkpoint {
@@ -188,6 +190,7 @@ impl Checkpoint {
                 &self.seq.to_be_bytes(),
                 &self.hash,
                 &self.at_ms.to_be_bytes(),
+                &self.unkeyed.to_be_bytes(),
             ],
         )
     }
@@ -198,6 +201,7 @@ impl Checkpoint {
             "seq": self.seq,
             "hash": hex::encode(&self.hash),
             "at_ms": self.at_ms,
+            "unkeyed": self.unkeyed,
             "mac": hex::encode(self.mac(key)),
         })
         .to_string()
@@ -209,15 +213,21 @@ impl Checkpoint {
             serde_json::from_str(line).map_err(|_| "it is not a JSON object")?;
         let text = |name| value.get(name).and_then(serde_json::Value::as_str);
         let int = |name| value.get(name).and_then(serde_json::Value::as_i64);
-        let (Some(seq), Some(hash), Some(at_ms), Some(mac)) = (
+        let (Some(seq), Some(hash), Some(at_ms), Some(unkeyed), Some(mac)) = (
             int("seq"),
             text("hash").and_then(|h| hex::decode(h).ok()),
             int("at_ms"),
+            int("unkeyed"),
             text("mac").and_then(|h| hex::decode(h).ok()),
         ) else {
-            return Err("it lacks seq, hash, at_ms or mac");
+            return Err("it lacks seq, hash, at_ms, unkeyed or mac");
         };
-        let checkpoint = Checkpoint { seq, hash, at_ms };
+        let checkpoint = Checkpoint {
+            seq,
+            hash,
+            at_ms,
+            unkeyed,
+        };
         if mac != checkpoint.mac(key) {
             return Err("its signature does not match: it was not written under this key");
         }
@@ -225,18 +235,53 @@ impl Checkpoint {
     }
 }
 
-/// Reads an anchor file's checkpoints; a line that does not check names the file's line.
-/// A last line cut short by a crash while it was written is skipped.
-pub fn read_anchor(text: &str, key: &AuditKey) -> Result<Vec<Checkpoint>, String> {
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            Checkpoint::from_line(line, key).map_err(|why| format!("line {}: {why}", i + 1))
-        })
-        .collect()
+/// An anchor file's checkpoints, and how many of its lines were not JSON (a line torn by a
+/// crash while it was appended; each line is signed on its own, so skipping one loses that
+/// checkpoint and lets no forged one in). A JSON line whose signature does not check is an
+/// error naming the file's line.
+pub fn read_anchor(text: &str, key: &AuditKey) -> Result<(Vec<Checkpoint>, u64), String> {
+    let mut checkpoints = Vec::new();
+    let mut torn = 0u64;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if serde_json::from_str::<serde_json::Value>(line).is_err() {
+            torn += 1;
+            continue;
+        }
+        let checkpoint =
+            Checkpoint::from_line(line, key).map_err(|why| format!("line {}: {why}", i + 1))?;
+        checkpoints.push(checkpoint);
+    }
+    Ok((checkpoints, torn))
+}
+
+/// How many entries at the start of the chain were written before it was keyed (their links
+/// are plain SHA-256): 0 unless the database predates the key. Reads until the first keyed
+/// entry, which on a database created keyed is the first one.
+pub async fn unkeyed_prefix<D: SqlDb>(db: &D, key: &AuditKey) -> Result<i64, StoreError> {
+    let mut unkeyed = 0i64;
+    loop {
+        let rows = db
+            .read(
+                "SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                params![unkeyed, VERIFY_PAGE],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(unkeyed);
+        }
+        for row in &rows {
+            let entry = entry_from(row)?;
+            if entry.hash == entry.keyed_hash(key) || entry.hash != entry.unkeyed_hash() {
+                return Ok(unkeyed);
+            }
+            unkeyed = entry.seq;
+        }
+    }
 }
 
 /// The chain's newest entry, to anchor: `None` while the log is empty.
@@ -317,7 +362,10 @@ pub async fn verify<D: SqlDb>(
     anchors: &[Checkpoint],
 ) -> Result<VerifyReport, StoreError> {
     let mut report = VerifyReport::default();
-    let anchored: BTreeMap<i64, &Checkpoint> = anchors.iter().map(|c| (c.seq, c)).collect();
+    let mut anchored: BTreeMap<i64, Vec<&Checkpoint>> = BTreeMap::new();
+    for checkpoint in anchors {
+        anchored.entry(checkpoint.seq).or_default().push(checkpoint);
+    }
     let mut ledger = Vec::new();
     let mut expected_seq = 1i64;
     let mut prev = GENESIS.to_vec();
@@ -338,12 +386,12 @@ pub async fn verify<D: SqlDb>(
                 report.first_broken = Some((entry.seq, why));
                 break 'walk;
             }
-            if let Some(anchor) = anchored.get(&entry.seq) {
-                if anchor.hash != entry.hash {
+            if let Some(anchors) = anchored.get(&entry.seq) {
+                if anchors.iter().any(|anchor| anchor.hash != entry.hash) {
                     report.first_broken = Some((entry.seq, "it differs from its anchored link"));
                     break 'walk;
                 }
-                report.anchors += 1;
+                report.anchors += u64::try_from(anchors.len()).unwrap_or(u64::MAX);
             }
             if entry.action == LEDGER_CHECKPOINT {
                 match LedgerCheckpoint::from_details(entry.seq, &entry.details) {
@@ -359,6 +407,20 @@ pub async fn verify<D: SqlDb>(
             expected_seq += 1;
             prev = entry.hash;
         }
+    }
+    // The fewest unkeyed entries any anchor saw: more now means later entries were rewritten
+    // in the old format.
+    let keyed_from = anchors.iter().map(|c| c.unkeyed).min();
+    if let Some(unkeyed) = keyed_from.and_then(|u| u64::try_from(u).ok())
+        && report.unkeyed > unkeyed
+        && report
+            .first_broken
+            .is_none_or(|(seq, _)| seq > i64::try_from(unkeyed).unwrap_or(i64::MAX))
+    {
+        report.first_broken = Some((
+            i64::try_from(unkeyed).unwrap_or(i64::MAX).saturating_add(1),
+            "it is unkeyed but the anchors say the chain was keyed before it: rewritten",
+        ));
     }
     if report.first_broken.is_none()
         && let Some((&last_anchor, _)) = anchored.last_key_value()

@@ -248,10 +248,14 @@ pub struct AuditVerifyArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
     /// An anchor file written by `koban serve` (default: `audit-anchor.jsonl` beside the
-    /// database, when it exists): every signed checkpoint in it must still be in the chain,
-    /// so that entries cut from the chain's end are found too.
-    #[arg(long)]
+    /// database): every signed checkpoint in it must still be in the chain, so that entries
+    /// cut from the chain's end, or rewritten in the old unkeyed format, are found too.
+    #[arg(long, conflicts_with = "no_anchor")]
     pub anchor: Option<PathBuf>,
+    /// Verify without an anchor file (a chain cut at its end, or rewritten whole in the old
+    /// unkeyed format, then goes unseen); without it, a missing anchor file is an error.
+    #[arg(long)]
+    pub no_anchor: bool,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -263,25 +267,29 @@ impl WithStore for AuditVerifyArgs {
     async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<ExitCode> {
         let url = self.database.database_url.expose();
         let key = load_master_key(&self.keys, url, false)?.audit_key();
-        let beside = data_dir(url).join(crate::workers::ANCHOR_FILE);
-        let anchor = self
-            .anchor
-            .clone()
-            .or_else(|| beside.exists().then_some(beside));
-        let anchors = match &anchor {
+        let anchor = match (&self.anchor, self.no_anchor) {
+            (_, true) => None,
+            (Some(path), false) => Some(path.clone()),
+            (None, false) => Some(data_dir(url).join(crate::workers::ANCHOR_FILE)),
+        };
+        let (anchors, torn) = match &anchor {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "reading the anchor file {} (give --anchor FILE, or --no-anchor to verify without one)",
+                        path.display()
+                    )
+                })?;
                 koban_shared::audit::read_anchor(&text, &key)
                     .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?
             }
-            None => Vec::new(),
+            None => (Vec::new(), 0),
         };
         let report = koban_shared::audit::verify(&store.sql(), &key, &anchors)
             .await
             .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))?;
         store.shutdown().await;
-        print_verify(&report, anchor.as_deref(), self.json);
+        print_verify(&report, anchor.as_deref(), torn, self.json);
         Ok(if report.ok() {
             ExitCode::SUCCESS
         } else {
@@ -290,7 +298,12 @@ impl WithStore for AuditVerifyArgs {
     }
 }
 
-fn print_verify(report: &koban_shared::audit::VerifyReport, anchor: Option<&Path>, json: bool) {
+fn print_verify(
+    report: &koban_shared::audit::VerifyReport,
+    anchor: Option<&Path>,
+    torn: u64,
+    json: bool,
+) {
     let at = |found: Option<(i64, &str)>| {
         found.map(|(seq, why)| serde_json::json!({ "seq": seq, "reason": why }))
     };
@@ -303,6 +316,7 @@ fn print_verify(report: &koban_shared::audit::VerifyReport, anchor: Option<&Path
                 "unkeyed_entries": report.unkeyed,
                 "anchor_file": anchor.map(|p| p.display().to_string()),
                 "anchors_checked": report.anchors,
+                "anchor_lines_torn": torn,
                 "ledger_checkpoints": report.ledger_checkpoints,
                 "transfers_covered": report.transfers_covered,
                 "first_broken": at(report.first_broken),
@@ -326,13 +340,13 @@ fn print_verify(report: &koban_shared::audit::VerifyReport, anchor: Option<&Path
     }
     match anchor {
         Some(path) => println!(
-            "anchors: {} checkpoints of {} found in the chain",
+            "anchors: {} checkpoints of {} found in the chain ({torn} torn lines skipped)",
             report.anchors,
             path.display()
         ),
-        None => println!(
-            "anchors: none checked (no anchor file): entries cut from the end would not show"
-        ),
+        None => {
+            println!("anchors: none checked (--no-anchor): entries cut from the end would not show")
+        }
     }
     match report.ledger_broken {
         Some((seq, why)) => println!("LEDGER BROKEN at checkpoint entry {seq}: {why}"),

@@ -33,7 +33,7 @@ pub async fn checkpoint_audit<D: koban_store::sql::SqlDb>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval);
-    let mut anchored = None;
+    let mut anchored = Anchored::default();
     loop {
         let stopping = tokio::select! {
             _ = ticker.tick() => false,
@@ -48,10 +48,18 @@ pub async fn checkpoint_audit<D: koban_store::sql::SqlDb>(
     }
 }
 
+/// What this process has anchored: the last entry, and how many entries at the chain's start
+/// are unkeyed (found once).
+#[derive(Default)]
+struct Anchored {
+    seq: Option<i64>,
+    unkeyed: Option<i64>,
+}
+
 async fn checkpoint_once<D: koban_store::sql::SqlDb>(
     auth: &Auth<D>,
     anchor: &std::path::Path,
-    anchored: &mut Option<i64>,
+    anchored: &mut Anchored,
 ) -> anyhow::Result<()> {
     use koban_shared::audit::{self, Checkpoint};
     let now = auth.now_ms();
@@ -67,25 +75,33 @@ async fn checkpoint_once<D: koban_store::sql::SqlDb>(
     let Some((seq, hash)) = audit::head(auth.db()).await? else {
         return Ok(());
     };
-    if *anchored == Some(seq) {
+    if anchored.seq == Some(seq) {
         return Ok(());
     }
+    let unkeyed = match anchored.unkeyed {
+        Some(unkeyed) => unkeyed,
+        None => *anchored
+            .unkeyed
+            .insert(audit::unkeyed_prefix(auth.db(), key).await?),
+    };
     let line = Checkpoint {
         seq,
         hash,
         at_ms: now,
+        unkeyed,
     }
     .to_line(key);
     let path = anchor.to_path_buf();
     tokio::task::spawn_blocking(move || append_line(&path, &line)).await??;
-    *anchored = Some(seq);
+    anchored.seq = Some(seq);
     Ok(())
 }
 
-/// Appends one line and waits until it is on disk.
+/// Appends one line in one write and waits until it is on disk. A line torn by an earlier
+/// crash is ended first, so it stays a line of its own (which verification skips).
 fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
     use anyhow::Context;
-    use std::io::Write;
+    use std::io::{Read, Seek, SeekFrom, Write};
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -93,9 +109,22 @@ fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(file, "{line}").with_context(|| format!("writing {}", path.display()))?;
+    let mut text = String::with_capacity(line.len() + 2);
+    if file.seek(SeekFrom::End(0))? > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            text.push('\n');
+        }
+    }
+    text.push_str(line);
+    text.push('\n');
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     file.sync_data()
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -240,13 +240,21 @@ async fn a_database_writer_cannot_rewrite_or_cut_the_audit_chain<S: LedgerStore>
         .await;
     // The serving process anchors the head outside the database.
     let (head, hash) = audit::head(app.auth.db()).await.unwrap().unwrap();
+    let unkeyed = audit::unkeyed_prefix(app.auth.db(), key).await.unwrap();
+    assert_eq!(
+        unkeyed, 0,
+        "a database created keyed has no unkeyed entries"
+    );
     let line = Checkpoint {
         seq: head,
         hash,
         at_ms: app.auth.now_ms(),
+        unkeyed,
     }
     .to_line(key);
-    let anchors = audit::read_anchor(&format!("{line}\n"), key).unwrap();
+    // A line torn by a crash is skipped (and counted); the whole ones still count.
+    let (anchors, torn) = audit::read_anchor(&format!("{{\"seq\":2,\"ha\n{line}\n"), key).unwrap();
+    assert_eq!((anchors.len(), torn), (1, 1));
     let report = audit::verify(app.auth.db(), key, &anchors).await.unwrap();
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.entries, u64::try_from(head).unwrap());
@@ -267,12 +275,13 @@ async fn a_database_writer_cannot_rewrite_or_cut_the_audit_chain<S: LedgerStore>
     assert_eq!(report.first_broken.map(|(seq, _)| seq), Some(1));
 
     // ... or in the format of entries written before the chain was keyed: without the anchor
-    // it reads as an old unkeyed chain (and says so); the anchor shows the rewrite.
+    // it reads as an old unkeyed chain (and says so); the anchor, which says no entry was
+    // unkeyed, shows the rewrite from its first entry.
     relink(&app, forged, audit::AuditEntry::unkeyed_hash).await;
     let report = audit::verify(app.auth.db(), key, &[]).await.unwrap();
     assert_eq!(report.unkeyed, report.entries, "{report:?}");
     let report = audit::verify(app.auth.db(), key, &anchors).await.unwrap();
-    assert_eq!(report.first_broken.map(|(seq, _)| seq), Some(head));
+    assert_eq!(report.first_broken.map(|(seq, _)| seq), Some(1));
 
     // The honest chain back, then its last two entries cut: every link left holds, but the
     // anchored head is gone.
