@@ -282,13 +282,22 @@ async function operatorsReleaseAndCompensate(browser, base, dir, a, hanako) {
   await a.page.getByText('held for a short review').waitFor();
   const before = await balanceOf(a.page, base);
 
-  // The first operator (admin) releases it from the console.
+  // The first operator (admin) asks for its release from the console: a hold is a fraud
+  // control, so a second operator, an approver, releases it.
   const ops = await operatorSignsIn(browser, base, OPERATORS['ops@example.com'], 0);
   await ops.page.getByTestId('held').getByText('¥100').waitFor();
   await bothLanguages(ops.page, 'console');
   await ops.page.getByRole('button', { name: /^Release: ¥100/ }).click();
-  await ops.page.getByText('The transfer is released.').waitFor();
-  assert.equal(await ops.page.getByTestId('held').getByText('¥100').count(), 0, 'the queue is empty');
+  await ops.page.getByText('Release asked for: a second operator releases it.').waitFor();
+  assert.equal(await ops.page.getByRole('button', { name: /^Release/ }).count(), 0, 'not twice by the same operator');
+  const api = await apiRequest.newContext();
+  await operatorToken(base, dir, api, 'approver@example.com', 'approver');
+  await api.dispose();
+  const approver = await operatorSignsIn(browser, base, OPERATORS['approver@example.com'], 0);
+  await approver.page.getByRole('button', { name: /^Release \(second operator\): ¥100/ }).click();
+  await approver.page.getByText('The transfer is released.').waitFor();
+  await checkPage(approver.page, 'console-release-second-en');
+  assert.equal(await approver.page.getByTestId('held').getByText('¥100').count(), 0, 'the queue is empty');
 
   // The hold opened a case about Hanako, and the release moved her ¥100 to Yui. On the case
   // page the operator asks to compensate her for that transfer (the unclaimed loss is
@@ -321,11 +330,8 @@ async function operatorsReleaseAndCompensate(browser, base, dir, a, hanako) {
   await checkPage(ops.page, 'console-own-approval-refused-en');
   await shot(ops.page, 'console-own-approval-refused-en');
 
-  // A second operator, an approver, approves it; Hanako sees the credit.
-  const api = await apiRequest.newContext();
-  await operatorToken(base, dir, api, 'approver@example.com', 'approver');
-  await api.dispose();
-  const approver = await operatorSignsIn(browser, base, OPERATORS['approver@example.com'], 0);
+  // The second operator approves it; Hanako sees the credit.
+  await approver.page.goto(base + '/ops');
   await approver.page.getByRole('button', { name: /^Approve: Compensation ¥100/ }).click();
   await approver.page.getByText('Approved: the money has moved.').waitFor();
   await checkPage(approver.page, 'console-approved-en');

@@ -536,8 +536,11 @@ pub struct HeldTransferOut {
     pub id: String,
     pub payer_user_id: String,
     pub amount: MoneyOut,
+    /// `held`, `released` or `voided`.
     pub status: String,
     pub created_at: i64,
+    /// The operator who asked for the release while it waits for a second operator.
+    pub release_requested_by: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1294,6 +1297,7 @@ fn held_out(h: koban_pay::review::HeldTransfer) -> HeldTransferOut {
         amount: money(h.amount, h.currency),
         status: h.status,
         created_at: h.created_at_ms,
+        release_requested_by: h.release_requested_by,
     }
 }
 
@@ -1305,12 +1309,21 @@ async fn decide_held<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let id = parse_transfer_id(&id).map_err(|_| ApiError::NotFound)?;
     let held = state.pay.decide_held(&me, id, release).await?;
-    Ok(json(StatusCode::OK, &held_out(held)))
+    // A release asked for by a first operator waits for a second one.
+    let status = if held.status == "held" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, &held_out(held)))
 }
 
-/// Releases a held transfer to its payee (analyst, approver).
+/// Releases a held transfer to its payee in two steps (analyst, approver): the first operator
+/// asks (202, still held, `release_requested_by` set), a second one, neither the first nor
+/// linked to them by invitation, releases (200). Refusing the second step is audited and
+/// raises an alert on the operator.
 #[utoipa::path(post, path = "/v1/ops/held-transfers/{id}/release", tag = "operators", params(("id" = String, Path)),
-    responses((status = 200, body = HeldTransferOut), (status = 409, body = Problem)), security(("session" = [])))]
+    responses((status = 200, body = HeldTransferOut), (status = 202, body = HeldTransferOut), (status = 403, body = Problem), (status = 409, body = Problem)), security(("session" = [])))]
 pub async fn release_held<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,

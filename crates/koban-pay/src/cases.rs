@@ -464,8 +464,9 @@ impl<S: LedgerStore> Payments<S> {
         Ok(())
     }
 
-    /// Turns new global login-failure alarms of the identity service into alerts (subject
-    /// `global`), so an analyst sees a credential-stuffing flood as a case.
+    /// Turns new security alarms (a spike of failed sign-ins, a sprayed password, accounts
+    /// locked by wrong credentials, card testing) into alerts (subject `global`), so an
+    /// analyst sees each as a case.
     pub async fn import_login_alarms(&self) -> Result<usize, PayError> {
         let mut tx = self.db().begin().await?;
         let rows = tx
@@ -481,6 +482,7 @@ impl<S: LedgerStore> Payments<S> {
             let (rule, reason) = match row.text(4)?.as_str() {
                 "password_spray" => ("alarm.password_spray", "password_spray"),
                 "account_lockout" => ("alarm.account_lockout", "account_lockout"),
+                "card_testing" => ("alarm.card_testing", "card_testing"),
                 _ => ("alarm.login_failures", "login_failure_spike"),
             };
             raise_alert(

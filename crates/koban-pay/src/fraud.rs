@@ -552,6 +552,56 @@ impl<S: LedgerStore> Payments<S> {
         row.as_ref().map(action_from).transpose()
     }
 
+    /// Checks that `approver` may complete what `requester` asked for (`what`: reverse,
+    /// compensate, release): a different operator, not linked to the requester by invitation
+    /// (an admin could otherwise keep an invitee's enrolment link and be both). A refusal is
+    /// audited and raised as an alert on the approver, in its own transaction.
+    pub(crate) async fn second_operator(
+        &self,
+        principal: &Principal,
+        requester: &str,
+        approver: &str,
+        what: &str,
+    ) -> Result<(), PayError> {
+        let why = if requester == approver {
+            "a second operator must approve what you requested"
+        } else if self.auth.linked_by_invitation(requester, approver).await? {
+            "an operator who invited the requester, or whom the requester invited, cannot approve it"
+        } else {
+            return Ok(());
+        };
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        audit::append(
+            &mut tx,
+            self.auth.audit_key(),
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: "risk.four_eyes_refused",
+                subject: &format!("operator:{approver}"),
+                details: serde_json::json!({ "what": what, "requested_by": requester, "why": why }),
+            },
+        )
+        .await?;
+        crate::cases::raise_alert(
+            &mut tx,
+            now,
+            &crate::cases::NewAlert {
+                rule: "ops.four_eyes_refused",
+                reason: "four_eyes",
+                action: "alert",
+                score: 50,
+                event_id: None,
+                subject: approver,
+                subject_role: "operator",
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Err(PayError::Auth(koban_auth::AuthError::Forbidden(why)))
+    }
+
     /// Approves or rejects a pending action (approver; never the operator who asked).
     pub async fn decide_action(
         &self,
@@ -570,19 +620,17 @@ impl<S: LedgerStore> Payments<S> {
         if !open {
             return Err(PayError::Conflict("this action was already decided"));
         }
-        if action.requested_by == me.operator_id {
+        if verdict == Verdict::Approve {
+            self.second_operator(
+                principal,
+                &action.requested_by,
+                &me.operator_id,
+                &action.kind,
+            )
+            .await?;
+        } else if action.requested_by == me.operator_id {
             return Err(PayError::Auth(koban_auth::AuthError::Forbidden(
                 "a second operator must approve what you requested",
-            )));
-        }
-        if verdict == Verdict::Approve
-            && self
-                .auth
-                .linked_by_invitation(action.requested_by.as_str(), me.operator_id.as_str())
-                .await?
-        {
-            return Err(PayError::Auth(koban_auth::AuthError::Forbidden(
-                "an operator who invited the requester, or whom the requester invited, cannot approve it",
             )));
         }
         match verdict {

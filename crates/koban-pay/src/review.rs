@@ -1,5 +1,7 @@
 //! Transfers the risk hook held for review: analysts list them, then release (the money goes
-//! on to the payee) or void (it returns to the payer). Every decision is in the audit chain.
+//! on to the payee) or void (it returns to the payer). A hold is a fraud control, so a
+//! release needs two operators: the first asks for it, a second one releases; voiding (the
+//! money goes back where it came from) needs one. Every step is in the audit chain.
 
 use koban_auth::{Principal, Role};
 use koban_ledger::{AccountId, Amount, Currency, Metadata, Move, TransferId, TransferRequest};
@@ -22,6 +24,8 @@ pub struct HeldTransfer {
     pub currency: Currency,
     pub status: String,
     pub created_at_ms: i64,
+    /// The operator who asked for the release, while it waits for a second one.
+    pub release_requested_by: Option<String>,
 }
 
 fn held_from(row: &koban_store::sql::Row) -> Result<HeldTransfer, PayError> {
@@ -36,6 +40,7 @@ fn held_from(row: &koban_store::sql::Row) -> Result<HeldTransfer, PayError> {
             .map_err(|_| PayError::Invalid("a stored currency is not valid"))?,
         status: row.text(6)?,
         created_at_ms: row.i64(7)?,
+        release_requested_by: row.opt_text(8)?,
     })
 }
 
@@ -49,8 +54,10 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin_read().await?;
         let rows = tx
             .query(
-                "SELECT pending_id, payer_user, payer_account, payee_account, amount, currency, status, created_at \
-                 FROM held_transfers WHERE status = 'held' ORDER BY created_at LIMIT 200",
+                concat!(
+                    "SELECT pending_id, payer_user, payer_account, payee_account, amount, currency, status, created_at, release_requested_by ",
+                    "FROM held_transfers WHERE status = 'held' ORDER BY created_at LIMIT 200"
+                ),
                 vec![],
             )
             .await?;
@@ -58,7 +65,9 @@ impl<S: LedgerStore> Payments<S> {
         rows.iter().map(held_from).collect()
     }
 
-    /// Releases (`release = true`) or voids a held transfer.
+    /// Voids a held transfer, or takes a release one step: the first operator asks for it
+    /// (the transfer stays held, `release_requested_by` set), a second one, who is neither the
+    /// first nor linked to them by invitation, releases it.
     pub async fn decide_held(
         &self,
         principal: &Principal,
@@ -69,8 +78,10 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin_read().await?;
         let row = tx
             .query_opt(
-                "SELECT pending_id, payer_user, payer_account, payee_account, amount, currency, status, created_at \
-                 FROM held_transfers WHERE pending_id = $1",
+                concat!(
+                    "SELECT pending_id, payer_user, payer_account, payee_account, amount, currency, status, created_at, release_requested_by ",
+                    "FROM held_transfers WHERE pending_id = $1"
+                ),
                 params![id.to_bytes()],
             )
             .await?
@@ -79,6 +90,19 @@ impl<S: LedgerStore> Payments<S> {
         let held = held_from(&row)?;
         if held.status != "held" {
             return Err(PayError::Conflict("this transfer was already decided"));
+        }
+        if release {
+            match &held.release_requested_by {
+                None => {
+                    return self
+                        .request_release(principal, &operator.operator_id, held)
+                        .await;
+                }
+                Some(asked_by) => {
+                    self.second_operator(principal, asked_by, &operator.operator_id, "release")
+                        .await?
+                }
+            }
         }
         let batch = self.review_batch(&held, release)?;
         let outcome = self.submit(batch).await?;
@@ -107,6 +131,48 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         Ok(HeldTransfer {
             status: status.to_owned(),
+            ..held
+        })
+    }
+
+    /// The first step of a release: records who asked, audited; the transfer stays held.
+    async fn request_release(
+        &self,
+        principal: &Principal,
+        operator_id: &str,
+        held: HeldTransfer,
+    ) -> Result<HeldTransfer, PayError> {
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        let asked = tx
+            .execute(
+                "UPDATE held_transfers SET release_requested_by = $1 \
+                 WHERE pending_id = $2 AND status = 'held' AND release_requested_by IS NULL",
+                params![operator_id, held.id.to_bytes()],
+            )
+            .await?;
+        if asked == 0 {
+            return Err(PayError::Conflict("this transfer was decided meanwhile"));
+        }
+        audit::append(
+            &mut tx,
+            self.auth.audit_key(),
+            now,
+            AuditEvent {
+                actor: &principal.actor(),
+                action: "payment.review_release_requested",
+                subject: &held.payer_user,
+                details: serde_json::json!({
+                    "transfer": uuid::Uuid::from_u128(held.id.get()).to_string(),
+                    "amount": held.amount,
+                    "currency": held.currency.code(),
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(HeldTransfer {
+            release_requested_by: Some(operator_id.to_owned()),
             ..held
         })
     }

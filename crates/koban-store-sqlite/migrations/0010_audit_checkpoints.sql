@@ -5,3 +5,6 @@ CREATE INDEX audit_log_action ON audit_log (action, seq);
 -- between operators linked by invitation, so that one admin cannot approve their own request
 -- through an account they invited.
 ALTER TABLE users ADD COLUMN invited_by TEXT;
+-- Releasing a transfer held for review needs two operators: the first asks, a second (not
+-- linked to the first by invitation) releases.
+ALTER TABLE held_transfers ADD COLUMN release_requested_by TEXT;

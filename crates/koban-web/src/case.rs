@@ -203,6 +203,7 @@ async fn case_view<S: LedgerStore>(
         role: tr.t(match case.subject_role.as_str() {
             "customer" => "console-role-customer",
             "payee" => "console-role-payee",
+            "operator" => "console-role-operator",
             _ => "console-role-network",
         }),
         open: case.status == "open",

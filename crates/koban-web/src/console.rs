@@ -26,10 +26,8 @@ const LIST_MAX: i64 = 20;
 
 pub struct AlarmLine {
     pub when: String,
-    /// A password sprayed across accounts, or accounts locked by wrong credentials (else a
-    /// spike of failed sign-ins).
-    pub spray: bool,
-    pub lockout: bool,
+    /// `password_spray`, `account_lockout`, `card_testing`, or a spike of failed sign-ins.
+    pub kind: String,
     pub observed: i64,
     pub baseline: i64,
 }
@@ -57,6 +55,9 @@ pub struct HeldLine {
     pub payer: String,
     pub amount: String,
     pub when: String,
+    /// A first operator asked for the release; `mine` when it was this operator.
+    pub requested: bool,
+    pub mine: bool,
 }
 
 pub struct ActionLine {
@@ -122,8 +123,7 @@ async fn console_view<S: LedgerStore>(
                 .take(10)
                 .map(|a| AlarmLine {
                     when: tr.datetime(a.raised_at_ms),
-                    spray: a.kind == "password_spray",
-                    lockout: a.kind == "account_lockout",
+                    kind: a.kind,
                     observed: a.observed,
                     baseline: a.baseline,
                 })
@@ -149,6 +149,8 @@ async fn console_view<S: LedgerStore>(
                     payer: h.payer_user,
                     amount: tr.money(i128::from(h.amount), h.currency),
                     when: tr.datetime(h.created_at_ms),
+                    requested: h.release_requested_by.is_some(),
+                    mine: h.release_requested_by.as_deref() == Some(me.user_id.as_str()),
                 })
                 .collect()
         }),
@@ -179,6 +181,7 @@ fn case_lines(tr: &Tr, list: Vec<koban_pay::cases::Case>) -> Vec<CaseLine> {
             role: tr.t(match c.subject_role.as_str() {
                 "customer" => "console-role-customer",
                 "payee" => "console-role-payee",
+                "operator" => "console-role-operator",
                 _ => "console-role-network",
             }),
             alerts: c.alerts,
@@ -224,16 +227,17 @@ pub async fn decide_held<S: LedgerStore>(
         "void" => false,
         _ => return failure(&page, &PayError::NotFound),
     };
-    let done = match parse_transfer_id(&id) {
-        Ok(id) => state.pay.decide_held(&me, id, release).await.map(|_| {
-            if release {
-                "console-released"
-            } else {
-                "console-voided"
-            }
-        }),
-        Err(error) => Err(error),
-    };
+    let done =
+        match parse_transfer_id(&id) {
+            Ok(id) => state.pay.decide_held(&me, id, release).await.map(|held| {
+                match held.status.as_str() {
+                    "held" => "console-release-requested",
+                    "released" => "console-released",
+                    _ => "console-voided",
+                }
+            }),
+            Err(error) => Err(error),
+        };
     answer(&state, &page, &me, done).await
 }
 

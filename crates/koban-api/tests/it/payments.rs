@@ -702,10 +702,38 @@ async fn held_transfers_are_released_or_voided_by_an_analyst<S: LedgerStore>(app
     let customer_cannot = app.call(get("/v1/ops/held-transfers").bearer(&token)).await;
     assert_eq!(customer_cannot.status, StatusCode::FORBIDDEN);
     let id = held.body["id"].as_str().unwrap();
+    let release = format!("/v1/ops/held-transfers/{id}/release");
+    // A hold is a fraud control: the first operator asks, the money stays held ...
+    let asked = app
+        .call(post(&release, json!({})).bearer(&analyst.token))
+        .await;
+    assert_eq!(
+        (asked.status, asked.body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("held")),
+        "{asked:?}"
+    );
+    assert_eq!(
+        asked.body["release_requested_by"],
+        app.user_id(&analyst).await
+    );
+    assert_eq!(app.wallet(&bob.token).await["balance"], 0);
+    // ... the same operator cannot be the second pair of eyes (refused, and an alert) ...
+    let twice = app
+        .call(post(&release, json!({})).bearer(&analyst.token))
+        .await;
+    assert_eq!(twice.status, StatusCode::FORBIDDEN, "{twice:?}");
+    assert_eq!(app.wallet(&bob.token).await["balance"], 0);
+    let alerts = app
+        .call(get("/v1/ops/risk/alerts").bearer(&analyst.token))
+        .await;
+    assert!(
+        alerts.body.to_string().contains("ops.four_eyes_refused"),
+        "{alerts:?}"
+    );
+    // ... a second operator releases it.
+    let second = operator(&app, "second@example.com", "analyst").await;
     let released = app
-        .call(
-            post(&format!("/v1/ops/held-transfers/{id}/release"), json!({})).bearer(&analyst.token),
-        )
+        .call(post(&release, json!({})).bearer(&second.token))
         .await;
     assert_eq!(
         (released.status, released.body["status"].as_str()),
