@@ -444,7 +444,7 @@ pub async fn reset_password<S: LedgerStore>(
     Json(body): Json<ResetIn>,
 ) -> Result<StatusCode, ApiError> {
     let email = Email::parse(&body.email).map_err(|_| koban_auth::AuthError::BadCredentials)?;
-    state
+    let result = state
         .auth
         .reset_password(
             &email,
@@ -453,7 +453,13 @@ pub async fn reset_password<S: LedgerStore>(
             Secret::new(body.new_password),
             &client,
         )
-        .await?;
+        .await;
+    // A wrong or refused reset code is a failed credential on the account, scored as a
+    // failed sign-in (the guessing rules see it); a successful reset is not a sign-in.
+    if result.is_err() {
+        state.pay.score_login(email.as_str(), &client, &result);
+    }
+    result?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -16,7 +16,47 @@ stories!(
     failure_spike_raises_an_alert_for_operators,
     requests_that_send_mail_are_limited_per_network,
     sign_ins_refused_by_throttling_are_scored_as_failed_up_to_a_budget,
+    guessing_a_reset_code_is_scored_and_alerts_an_analyst,
 );
+
+async fn guessing_a_reset_code_is_scored_and_alerts_an_analyst<S: LedgerStore>(app: TestApp<S>) {
+    use koban_store::sql::SqlDb;
+    let user = app.user("reset-target@example.com").await;
+    let forgot = app
+        .call(post("/v1/password/forgot", json!({ "email": user.email })).ip("203.0.113.90"))
+        .await;
+    assert_eq!(forgot.status, StatusCode::ACCEPTED);
+    // Guesses from a different network each time, as a botnet would.
+    for i in 0..12 {
+        let guess = json!({ "email": user.email, "code": format!("{:06}", 100_000 + i), "second_factor_code": "000000", "new_password": "a passphrase the attacker chose" });
+        let reply = app
+            .call(post("/v1/password/reset", guess).ip(&format!("198.18.{i}.9")))
+            .await;
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&reply.status),
+            "guess {i}: {reply:?}"
+        );
+    }
+    let mut rules = Vec::new();
+    for _ in 0..200 {
+        app.pay.flush_risk().await.unwrap();
+        let rows = app
+            .auth
+            .db()
+            .read("SELECT rule FROM risk_alerts", vec![])
+            .await
+            .unwrap();
+        rules = rows.iter().map(|r| r.text(0).unwrap()).collect();
+        if rules.iter().any(|r| r == "login.account_guessing") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        rules.iter().any(|r| r == "login.account_guessing"),
+        "the guessing is an alert: {rules:?}"
+    );
+}
 
 async fn sign_ins_refused_by_throttling_are_scored_as_failed_up_to_a_budget<S: LedgerStore>(
     app: TestApp<S>,

@@ -80,6 +80,7 @@ fn every_default_rule_has_a_test_below() {
         "p2p.velocity",
         "login.stuffing_network",
         "login.after_stuffing_network",
+        "login.account_guessing",
         "login.global_failure_spike",
         "payout.after_credential_change",
         "login.new_device_after_credential_change",
@@ -143,7 +144,7 @@ fn new_device_to_young_payee(amount: i64) -> Features {
 }
 
 #[test]
-fn new_device_to_young_payee_holds_from_the_step_up_amount_under_the_payee() {
+fn new_device_to_young_payee_holds_from_the_step_up_amount_but_not_without_a_device_cookie() {
     let f = new_device_to_young_payee(10_000);
     assert_fires("p2p.new_device_to_young_payee", &f);
     let verdict = RuleSet::default_rules().decide(&f);
@@ -154,7 +155,7 @@ fn new_device_to_young_payee_holds_from_the_step_up_amount_under_the_payee() {
         f.set_int("device_age_s", NEVER_S);
         f
     };
-    assert_fires("p2p.new_device_to_young_payee", &unknown);
+    assert_silent("p2p.new_device_to_young_payee", &unknown);
 }
 
 #[test]
@@ -580,6 +581,26 @@ fn new_source_large_is_silent_for_a_first_small_top_up_or_an_old_source() {
 }
 
 // Cards.
+
+#[test]
+fn account_guessing_alerts_from_the_tenth_failure_on_one_account() {
+    let mut f = base(EventKind::Login);
+    f.set_bool("failed", true);
+    f.set_int("customer_failures_1h", 10);
+    assert_fires("login.account_guessing", &f);
+    assert_eq!(RuleSet::default_rules().decide(&f).action, Action::Alert);
+}
+
+#[test]
+fn account_guessing_is_silent_for_a_few_typos_and_a_success() {
+    let mut typos = base(EventKind::Login);
+    typos.set_bool("failed", true);
+    typos.set_int("customer_failures_1h", 9);
+    assert_silent("login.account_guessing", &typos);
+    let mut success = base(EventKind::Login);
+    success.set_int("customer_failures_1h", 12);
+    assert_silent("login.account_guessing", &success);
+}
 
 #[test]
 fn link_failure_other_customer_alerts_on_the_second_account_from_a_network() {
