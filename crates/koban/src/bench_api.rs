@@ -451,6 +451,21 @@ pub(crate) async fn start_server(
     })
 }
 
+/// The address of `url` (`http://host:port`), which must be a loopback address: benchmarks
+/// and drills send load and attacks, only ever to this machine.
+pub(crate) async fn loopback(url: &str) -> anyhow::Result<SocketAddr> {
+    let authority = url.trim_start_matches("http://").trim_end_matches('/');
+    let addr = tokio::net::lookup_host(authority)
+        .await
+        .with_context(|| format!("resolving {url}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{url} has no address"))?;
+    if !addr.ip().is_loopback() {
+        bail!("only loopback addresses are sent benchmark or attack traffic");
+    }
+    Ok(addr)
+}
+
 pub(crate) fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
@@ -465,15 +480,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
     }
     let started = match &args.url {
         Some(url) => {
-            let authority = url.trim_start_matches("http://").trim_end_matches('/');
-            let addr = tokio::net::lookup_host(authority)
-                .await
-                .with_context(|| format!("resolving {url}"))?
-                .next()
-                .ok_or_else(|| anyhow!("{url} has no address"))?;
-            if !addr.ip().is_loopback() {
-                bail!("the benchmark only sends traffic to loopback addresses");
-            }
+            let addr = loopback(url).await?;
             Started {
                 addr,
                 store: None,

@@ -41,44 +41,22 @@ pub struct CardsBenchArgs {
     pub duration_s: u64,
 }
 
-struct Card {
-    token: String,
-    forwarded: String,
-    request: Value,
+pub(crate) struct Card {
+    pub(crate) token: String,
+    pub(crate) forwarded: String,
+    /// An authorization of 1 minor unit with every detail of the card right.
+    pub(crate) request: Value,
 }
 
 /// Verifies, issues, activates and reveals one customer's card; returns its request template.
-async fn issue(
+pub(crate) async fn issue<D: SqlDb>(
     addr: std::net::SocketAddr,
-    store: &koban_store_sqlite::SqliteStore,
+    db: &D,
     customer: &Customer,
 ) -> anyhow::Result<Card> {
     let mut conn = Conn::open(addr).await?;
     let xff = [("x-forwarded-for", customer.forwarded.as_str())];
-    let name = "Bench Holder";
-    expect(
-        &mut conn,
-        Method::POST,
-        "/v1/kyc",
-        Some(&customer.token),
-        &xff,
-        Some(json!({ "legal_name": name })),
-        202,
-    )
-    .await?;
-    let mut tx = store.sql().begin().await?;
-    tx.execute(
-        "UPDATE kyc SET status = 'approved', decided_at = 0, decided_by = 'bench' \
-         WHERE user_id = (SELECT id FROM users WHERE email = $1)",
-        koban_store::params![customer.email.as_str()],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE users SET legal_name = $1 WHERE email = $2",
-        koban_store::params![name, customer.email.as_str()],
-    )
-    .await?;
-    tx.commit().await?;
+    verify_identity(&mut conn, db, customer, "Bench Holder").await?;
     let card = expect(
         &mut conn,
         Method::POST,
@@ -139,6 +117,41 @@ async fn issue(
     })
 }
 
+/// Submits the customer's identity check through the API and approves it straight in the
+/// database under `legal_name`, standing in for an operator.
+pub(crate) async fn verify_identity<D: SqlDb>(
+    conn: &mut Conn,
+    db: &D,
+    customer: &Customer,
+    legal_name: &str,
+) -> anyhow::Result<()> {
+    let xff = [("x-forwarded-for", customer.forwarded.as_str())];
+    expect(
+        conn,
+        Method::POST,
+        "/v1/kyc",
+        Some(&customer.token),
+        &xff,
+        Some(json!({ "legal_name": legal_name })),
+        202,
+    )
+    .await?;
+    let mut tx = db.begin().await?;
+    tx.execute(
+        "UPDATE kyc SET status = 'approved', decided_at = 0, decided_by = 'bench' \
+         WHERE user_id = (SELECT id FROM users WHERE email = $1)",
+        koban_store::params![customer.email.as_str()],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE users SET legal_name = $1 WHERE email = $2",
+        koban_store::params![legal_name, customer.email.as_str()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Default risk rules this bench turns off: they limit one card's rate, and the bench drives
 /// each card far faster than a holder could.
 const CARD_RULES_OFF: [&str; 2] = ["card.velocity", "card.velocity_hour"];
@@ -168,7 +181,7 @@ pub async fn cards(args: CardsBenchArgs) -> anyhow::Result<ExitCode> {
         let store = store.clone();
         pending.spawn(async move {
             let customer = enrol(addr, index, &run).await?;
-            issue(addr, &store, &customer).await
+            issue(addr, &store.sql(), &customer).await
         });
         while pending.len() >= 4 {
             if let Some(done) = pending.join_next().await {

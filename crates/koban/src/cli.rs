@@ -42,11 +42,12 @@ pub enum Command {
     /// A card-network simulator: drives a card through realistic message sequences against
     /// a running server (auth, incremental, partial captures, reversal, refund, expiry).
     CardNetwork(crate::card_network::CardNetworkArgs),
-    /// Attack drills: credential stuffing, a password spray, a drain with a stolen session
-    /// and payment-code guessing, played against the service's own server (development mode,
-    /// a temporary database) while normal customers keep paying each other. Prints one row
-    /// per attack (with --json, one document); exits non-zero if money reached an attacker
-    /// or an account was taken over.
+    /// Attack drills (stuffing, spraying, reset and recovery hijacks, a stolen-session drain,
+    /// a mule chain, payment-code guessing, stolen cards, bank-link guessing, card testing, a
+    /// lone insider) against the service's own server (development mode, a temporary
+    /// database) or a running one on loopback, while bystanders keep paying each other.
+    /// Prints one row per attack (with --json, one document); exits non-zero if money reached
+    /// an attacker or an account was taken over.
     Drill(crate::drill::DrillArgs),
 }
 

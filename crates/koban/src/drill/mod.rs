@@ -2,19 +2,29 @@
 //! it. Each scenario reports what the attacker tried, what reached them, whether an alert was
 //! raised and how soon, how the customers fared meanwhile, and what stopped the attack.
 //!
-//! The server is the drill's own: the service in development mode on a fresh temporary
-//! database, on a port of 127.0.0.1, with the shipped rules (as `koban bench api` runs it).
+//! The server is the drill's own (the service in development mode on a fresh temporary
+//! database, on a port of 127.0.0.1, with the shipped rules, as `koban bench api` runs it), or
+//! with `--url` a running development server on loopback whose database the drill reads the
+//! alerts from. The scenarios live by what they attack: `sign_in.rs` (stuffing, spraying,
+//! reset and recovery hijacks), `money.rs` (a drain with a stolen session, guessed payment
+//! codes, stolen cards, bank-link guessing, card testing), `insider.rs` (an operator alone).
+
+mod insider;
+mod money;
+mod sign_in;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use hyper::Method;
+use koban_cards::card_keys::CardKeys;
+use koban_store::LedgerStore;
 use koban_store::params;
 use koban_store::sql::SqlDb;
 use koban_store_sqlite::SqliteStore;
@@ -22,6 +32,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
+use crate::backend::{BackendOptions, DatabaseUrl, WithStore};
 use crate::bench_api::{Conn, Customer, PASSWORD, enrol, enrol_as, first_transfer};
 
 #[derive(Args, Debug)]
@@ -41,12 +52,27 @@ pub struct DrillArgs {
     /// Print one JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Drill a running server instead (loopback only), started with `--dev
+    /// --trust-forwarded-for` (the drill signs its people up through the development mailbox
+    /// and gives each attempt its own network). Needs `--database-url`.
+    #[arg(long, requires = "database_url")]
+    pub url: Option<String>,
+    /// The database of the server given by `--url`: the drill reads the alerts it raised, and
+    /// approves its attackers' identity checks (as an operator of a development server would).
+    #[arg(long, requires = "url")]
+    pub database_url: Option<DatabaseUrl>,
+    /// The card key file of the server given by `--url`, to play the card network in the card
+    /// testing scenario (skipped without it).
+    #[arg(long, requires = "url")]
+    pub card_keys_file: Option<std::path::PathBuf>,
 }
 
 /// What one scenario came to.
 #[derive(Default)]
 struct Outcome {
     name: &'static str,
+    /// Why the scenario could not run against this server, when it could not.
+    skipped: Option<&'static str>,
     attempts: u64,
     money_to_attacker_minor: i64,
     accounts_taken_over: u64,
@@ -57,6 +83,8 @@ struct Outcome {
     first_alert_s: Option<f64>,
     legit_ok: u64,
     legit_total: u64,
+    /// Why the customers' payments that did not complete did not, with counts.
+    legit_refused: BTreeMap<String, u64>,
     /// Mechanisms (answers the attacker got) and rules (alerts raised), with counts.
     stopped_by: BTreeMap<String, u64>,
 }
@@ -79,12 +107,14 @@ impl Outcome {
     fn json(&self) -> Value {
         json!({
             "name": self.name,
+            "skipped": self.skipped,
             "attempts": self.attempts,
             "money_to_attacker_minor": self.money_to_attacker_minor,
             "accounts_taken_over": self.accounts_taken_over,
             "passwords_found": self.passwords_found,
             "first_alert_s": self.first_alert_s,
             "legit_success_rate": self.legit_success_rate(),
+            "legit_refused": self.legit_refused,
             "stopped_by": self.stopped_by,
         })
     }
@@ -109,12 +139,19 @@ fn network(rng: &mut StdRng) -> String {
 
 /// Normal use of the service while an attack runs: each customer pays the friend they paid
 /// before, round after round, until told to stop; a payment counts as done when it is
-/// completed (201), not held or refused.
+/// completed (201 with the status `completed`), not held or refused.
 struct Legit {
-    ok: Arc<AtomicU64>,
-    total: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<LegitTally>,
+}
+
+/// What the customers' payments came to: completed, tried, and why the others did not
+/// complete.
+#[derive(Default)]
+struct LegitTally {
+    ok: u64,
+    total: u64,
+    refused: BTreeMap<String, u64>,
 }
 
 impl Legit {
@@ -124,18 +161,17 @@ impl Legit {
         pace: Duration,
         round: usize,
     ) -> Legit {
-        let ok = Arc::new(AtomicU64::new(0));
-        let total = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ok2, total2, stop2) = (ok.clone(), total.clone(), stop.clone());
+        let stopping = stop.clone();
         let task = tokio::spawn(async move {
+            let mut tally = LegitTally::default();
             let Ok(mut conn) = Conn::open(addr).await else {
-                return;
+                return tally;
             };
             let mut n = 0u64;
-            while !stop2.load(Ordering::Relaxed) {
+            while !stopping.load(Ordering::Relaxed) {
                 for (customer, friend) in &customers {
-                    if stop2.load(Ordering::Relaxed) {
+                    if stopping.load(Ordering::Relaxed) {
                         break;
                     }
                     n += 1;
@@ -154,45 +190,72 @@ impl Legit {
                             Some(body),
                         )
                         .await;
-                    total2.fetch_add(1, Ordering::Relaxed);
-                    if paid.is_ok_and(|(status, _)| status == 201) {
-                        ok2.fetch_add(1, Ordering::Relaxed);
+                    tally.total += 1;
+                    let why = match paid {
+                        Ok((201, body)) if body["status"] == "completed" => None,
+                        Ok((201, body)) => Some(body["status"].as_str().unwrap_or("?").to_owned()),
+                        Ok((status, body)) => Some(refusal(status, &body)),
+                        Err(error) => Some(format!("no answer: {error}")),
+                    };
+                    match why {
+                        None => tally.ok += 1,
+                        Some(why) => *tally.refused.entry(why).or_default() += 1,
                     }
                     tokio::time::sleep(pace).await;
                 }
             }
+            tally
         });
-        Legit {
-            ok,
-            total,
-            stop,
-            task,
-        }
+        Legit { stop, task }
     }
 
     async fn finish(self, outcome: &mut Outcome) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
-        outcome.legit_ok = self.ok.load(Ordering::Relaxed);
-        outcome.legit_total = self.total.load(Ordering::Relaxed);
+        let tally = self.task.await.unwrap_or_default();
+        outcome.legit_ok = tally.ok;
+        outcome.legit_total = tally.total;
+        outcome.legit_refused = tally.refused;
     }
 }
 
-/// The drill's view of the server: its address, and its database for the alerts raised.
-struct Target {
-    addr: SocketAddr,
-    db: <SqliteStore as koban_store::LedgerStore>::Sql,
-    detect_wait: Duration,
+/// Milliseconds since the Unix epoch, as the server's clock reads.
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(i64::MAX)
 }
 
-impl Target {
-    fn now_ms() -> i64 {
-        i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis()),
-        )
-        .unwrap_or(i64::MAX)
+/// The drill's view of the server: its address, its database (for the alerts raised), and
+/// what only the drill's own server offers.
+struct Target<D: SqlDb> {
+    addr: SocketAddr,
+    db: D,
+    detect_wait: Duration,
+    /// The server's card keys, to play the card network.
+    card_keys: Option<CardKeys>,
+    /// The server's payments (and identity), to make an operator as `koban admin create` does.
+    pay: Option<koban_pay::Payments<SqliteStore>>,
+}
+
+impl<D: SqlDb> Target<D> {
+    /// Waits for the next minute when a security alert of `kind` was raised in this one.
+    async fn fresh_minute_for(&self, kind: &str) -> anyhow::Result<()> {
+        let now = now_ms();
+        let rows = self
+            .db
+            .read(
+                "SELECT COUNT(*) FROM security_alerts WHERE kind = $1 AND minute = $2",
+                params![kind, now.div_euclid(60_000)],
+            )
+            .await?;
+        if rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) > 0 {
+            let wait = 60_000 - now.rem_euclid(60_000) + 50;
+            tokio::time::sleep(Duration::from_millis(u64::try_from(wait)?)).await;
+        }
+        Ok(())
     }
 
     /// Waits (at most the detection wait) for the first alert since `started_ms` whose rule
@@ -280,235 +343,21 @@ async fn balance(conn: &mut Conn, who: &Customer) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow!("no balance in {wallet}"))
 }
 
-/// Credential stuffing (a breached list: some passwords reused, most not) or a password
-/// spray (one password over every account), each attempt from a fresh network. A password
-/// that works gives a session at the password level, which then tries to pay the attacker.
-async fn stuffing(
-    target: &Target,
-    name: &'static str,
-    emails: &[String],
-    passwords: &[&str],
-    attacker: &Customer,
-    args: &DrillArgs,
-    rng: &mut StdRng,
-) -> anyhow::Result<Outcome> {
-    let mut outcome = Outcome {
-        name,
-        ..Outcome::default()
-    };
-    let mut conn = Conn::open(target.addr).await?;
-    let before = balance(&mut conn, attacker).await?;
-    let started = Target::now_ms();
-    let mut taken = std::collections::BTreeSet::new();
-    'attack: for password in passwords {
-        for email in emails {
-            if outcome.attempts >= u64::from(args.attempts) {
-                break 'attack;
-            }
-            outcome.attempts += 1;
-            let from = network(rng);
-            let (status, body) = conn
-                .send(
-                    Method::POST,
-                    "/v1/login",
-                    None,
-                    &[("x-forwarded-for", from.as_str())],
-                    Some(json!({ "email": email, "password": password })),
-                )
-                .await?;
-            if status != 200 {
-                outcome.stopped(refusal(status, &body));
-                continue;
-            }
-            let token = body["session"]["token"].as_str().unwrap_or_default();
-            let key = format!("{name}-{}", outcome.attempts);
-            let (status, body) = conn
-                .send(
-                    Method::POST,
-                    "/v1/transfers",
-                    Some(token),
-                    &[
-                        ("x-forwarded-for", from.as_str()),
-                        ("idempotency-key", &key),
-                    ],
-                    Some(json!({ "to": attacker.email, "amount": 1_000 })),
-                )
-                .await?;
-            // The password worked: the account's password is compromised, whatever follows.
-            outcome.passwords_found += 1;
-            if (200..300).contains(&status) {
-                taken.insert(email.clone());
-            } else {
-                outcome.stopped(format!("password right, then {}", refusal(status, &body)));
-            }
-        }
-    }
-    outcome.accounts_taken_over = u64::try_from(taken.len())?;
-    target
-        .first_alert(started, &["login."], None, true, &mut outcome)
-        .await?;
-    outcome.money_to_attacker_minor = balance(&mut conn, attacker).await? - before;
-    Ok(outcome)
-}
-
-/// A victim's session token stolen (a cookie lifted from a shared computer): the attacker
-/// sends the balance to an account of their own, a new payee, and guesses the step-up code.
-async fn stolen_session_drain(
-    target: &Target,
-    victim: &Customer,
-    attacker: &Customer,
-    args: &DrillArgs,
-    rng: &mut StdRng,
-) -> anyhow::Result<Outcome> {
-    let mut outcome = Outcome {
-        name: "p2p_drain_with_a_stolen_session",
-        ..Outcome::default()
-    };
-    let mut conn = Conn::open(target.addr).await?;
-    let before = balance(&mut conn, attacker).await?;
-    let started = Target::now_ms();
-    let from = network(rng);
-    let drain = json!({ "to": attacker.email, "amount": 40_000 });
-    while outcome.attempts < u64::from(args.attempts) {
-        outcome.attempts += 1;
-        let key = format!("drain-{}", outcome.attempts);
-        let headers = [
-            ("x-forwarded-for", from.as_str()),
-            ("idempotency-key", &key),
-        ];
-        let (status, challenge) = conn
-            .send(
-                Method::POST,
-                "/v1/transfers",
-                Some(&victim.token),
-                &headers,
-                Some(drain.clone()),
-            )
-            .await?;
-        if (200..300).contains(&status) {
-            // Paid (or held) without any step-up: the stolen session moved money.
-            outcome.accounts_taken_over = 1;
-            break;
-        }
-        if status != 403 || challenge["step_up"]["id"].is_null() {
-            outcome.stopped(refusal(status, &challenge));
-            continue;
-        }
-        outcome.stopped("step-up-required".into());
-        let guess = format!("{:06}", rng.random_range(0..1_000_000u32));
-        let mut confirmed = drain.clone();
-        confirmed["step_up"] = json!({ "id": challenge["step_up"]["id"], "code": guess });
-        outcome.attempts += 1;
-        let (status, body) = conn
-            .send(
-                Method::POST,
-                "/v1/transfers",
-                Some(&victim.token),
-                &headers,
-                Some(confirmed),
-            )
-            .await?;
-        if (200..300).contains(&status) {
-            outcome.accounts_taken_over = 1;
-            break;
-        }
-        outcome.stopped(format!("guessed code: {}", refusal(status, &body)));
-    }
-    let attacker_id = user_id(&mut conn, attacker).await?;
-    target
-        .first_alert(started, &[""], Some(&attacker_id), false, &mut outcome)
-        .await?;
-    outcome.money_to_attacker_minor = balance(&mut conn, attacker).await? - before;
-    Ok(outcome)
-}
-
-/// A merchant's key guessing customers' payment codes at the till.
-async fn code_guessing(
-    target: &Target,
-    merchant: &Customer,
-    args: &DrillArgs,
-    rng: &mut StdRng,
-) -> anyhow::Result<Outcome> {
-    let mut outcome = Outcome {
-        name: "merchant_code_guessing",
-        ..Outcome::default()
-    };
-    let mut conn = Conn::open(target.addr).await?;
-    // Before the key is made: making it rotates the merchant's session.
-    let merchant_id = user_id(&mut conn, merchant).await?;
-    let api_key = api_key(&mut conn, merchant).await?;
-    let started = Target::now_ms();
-    let from = network(rng);
-    while outcome.attempts < u64::from(args.attempts) {
-        outcome.attempts += 1;
-        let code = format!("89{:016}", rng.random_range(0..10_000_000_000_000_000u64));
-        let key = format!("guess-{}", outcome.attempts);
-        let (status, body) = conn
-            .send(
-                Method::POST,
-                "/v1/merchant/charges",
-                Some(&api_key),
-                &[
-                    ("x-forwarded-for", from.as_str()),
-                    ("idempotency-key", &key),
-                ],
-                Some(json!({ "code": code, "amount": 5_000, "reference": "drill" })),
-            )
-            .await?;
-        if (200..300).contains(&status) {
-            outcome.money_to_attacker_minor += body["amount"].as_i64().unwrap_or(5_000);
-        } else {
-            outcome.stopped(refusal(status, &body));
-        }
-    }
-    target
-        .first_alert(started, &[""], Some(&merchant_id), false, &mut outcome)
-        .await?;
-    Ok(outcome)
-}
-
-/// A test-environment API key that may charge codes, made with step-up.
-async fn api_key(conn: &mut Conn, merchant: &Customer) -> anyhow::Result<String> {
-    let headers = [("x-forwarded-for", merchant.forwarded.as_str())];
-    let asked = json!({ "name": "till", "environment": "test", "scopes": ["payments:write"] });
-    let (status, challenge) = conn
-        .send(
-            Method::POST,
-            "/v1/merchant/api-keys",
-            Some(&merchant.token),
-            &headers,
-            Some(asked.clone()),
-        )
-        .await?;
-    if status != 403 {
-        return Err(anyhow!("an API key answered {status}: {challenge}"));
-    }
-    let mut confirmed = asked;
-    confirmed["step_up"] = json!({ "id": challenge["step_up"]["id"], "code": merchant.recovery });
-    let (status, made) = conn
-        .send(
-            Method::POST,
-            "/v1/merchant/api-keys",
-            Some(&merchant.token),
-            &headers,
-            Some(confirmed),
-        )
-        .await?;
-    if status != 201 {
-        return Err(anyhow!("an API key answered {status}: {made}"));
-    }
-    made["key"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("no key in {made}"))
-}
-
 /// The people of a drill: customers who each paid a friend before (with step-up, as people
-/// do), the attacker's own account, and a merchant whose key the attacker holds.
+/// do) and keep paying through every attack (bystanders: how they fare is the drill's
+/// measure of collateral), the victims whose sessions and accounts are attacked (the third
+/// one pays the fourth, as friends do), the attacker's own accounts (the main one and two
+/// mules), a merchant whose key the attacker holds, and the run's name (addresses the
+/// attacker makes are unique to it).
 struct People {
     legit: Vec<(Customer, String)>,
+    victims: [Customer; 4],
     attacker: Customer,
+    mules: [Customer; 2],
     merchant: Customer,
+    run: String,
+    /// The next free index for accounts a scenario signs up.
+    next_index: std::sync::atomic::AtomicU32,
 }
 
 async fn people(addr: SocketAddr, population: u32, run: &str) -> anyhow::Result<People> {
@@ -518,6 +367,17 @@ async fn people(addr: SocketAddr, population: u32, run: &str) -> anyhow::Result<
     }
     let attacker = enrol(addr, population, run).await?;
     let merchant = enrol_as(addr, population + 1, run, "merchant").await?;
+    let mules = [
+        enrol(addr, population + 2, run).await?,
+        enrol(addr, population + 3, run).await?,
+    ];
+    let mut victims = [
+        enrol(addr, population + 4, run).await?,
+        enrol(addr, population + 5, run).await?,
+        enrol(addr, population + 6, run).await?,
+        enrol(addr, population + 7, run).await?,
+    ];
+    victims[2].token = first_transfer(addr, &victims[2], &victims[3].email).await?;
     let mut legit = Vec::new();
     for (i, customer) in customers.iter().enumerate() {
         let friend = customers[(i + 1) % customers.len()].email.clone();
@@ -532,58 +392,119 @@ async fn people(addr: SocketAddr, population: u32, run: &str) -> anyhow::Result<
     }
     Ok(People {
         legit,
+        victims,
         attacker,
+        mules,
         merchant,
+        run: run.to_owned(),
+        next_index: std::sync::atomic::AtomicU32::new(population + 8),
     })
 }
 
+/// The scenarios, in the order they run.
+const SCENARIOS: [&str; 11] = [
+    "credential_stuffing",
+    "password_spray",
+    "password_reset_hijack",
+    "account_recovery_hijack",
+    "p2p_drain_with_a_stolen_session",
+    "mule_chain",
+    "merchant_code_guessing",
+    "stolen_card_topup",
+    "bank_link_guessing",
+    "card_testing",
+    "insider_operator_alone",
+];
+
 /// Runs the drill; exits non-zero when money reached an attacker or an account was taken.
 pub async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
+    let detect_wait = Duration::from_secs(args.detect_wait_s);
+    match (&args.url, &args.database_url) {
+        (Some(url), Some(database_url)) => {
+            let addr = crate::bench_api::loopback(url).await?;
+            let card_keys = match &args.card_keys_file {
+                Some(path) => Some(crate::keys::load(path)?),
+                None => None,
+            };
+            let database_url = database_url.expose().to_owned();
+            let remote = Remote {
+                args,
+                addr,
+                card_keys,
+            };
+            crate::backend::open(&database_url, BackendOptions::default(), remote).await
+        }
+        _ => {
+            let card_keys = CardKeys::generate();
+            let rules = koban_pay::koban_risk::RuleSet::default_rules();
+            let started = crate::bench_api::start_server(Some(card_keys.clone()), rules).await?;
+            let store = started
+                .store
+                .clone()
+                .ok_or_else(|| anyhow!("the drill's server has no store"))?;
+            let target = Target {
+                addr: started.addr,
+                db: store.sql(),
+                detect_wait,
+                card_keys: Some(card_keys),
+                pay: started.pay.clone(),
+            };
+            let code = run(&args, &target).await;
+            started.stop().await;
+            code
+        }
+    }
+}
+
+/// A drill of a running server, with its database open for reading the alerts.
+struct Remote {
+    args: DrillArgs,
+    addr: SocketAddr,
+    card_keys: Option<CardKeys>,
+}
+
+impl WithStore for Remote {
+    type Output = ExitCode;
+
+    async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<ExitCode> {
+        let target = Target {
+            addr: self.addr,
+            db: store.sql(),
+            detect_wait: Duration::from_secs(self.args.detect_wait_s),
+            card_keys: self.card_keys,
+            pay: None,
+        };
+        let code = run(&self.args, &target).await;
+        store.shutdown().await;
+        code
+    }
+}
+
+/// Signs the drill's people up, plays every scenario while the customers keep paying, and
+/// reports.
+async fn run<D: SqlDb>(args: &DrillArgs, target: &Target<D>) -> anyhow::Result<ExitCode> {
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let rules = koban_pay::koban_risk::RuleSet::default_rules();
-    let started = crate::bench_api::start_server(None, rules).await?;
-    let addr = started.addr;
+    let addr = target.addr;
     let population = args.customers.max(2);
-    let People {
-        legit,
-        attacker,
-        merchant,
-    } = people(addr, population, &format!("drill{}", args.seed)).await?;
+    // A running server keeps earlier drills' people: this run's addresses are its own.
+    let run_id = format!(
+        "drill{}-{}",
+        args.seed,
+        &uuid::Uuid::now_v7().simple().to_string()[..8]
+    );
+    let people = people(addr, population, &run_id).await?;
     // About one payment every two seconds per customer, as busy people pay.
     let pace = Duration::from_millis(2_000 / u64::from(population));
-    let store = started
-        .store
-        .clone()
-        .ok_or_else(|| anyhow!("the drill's server has no store"))?;
-    let target = Target {
-        addr,
-        db: koban_store::LedgerStore::sql(&store),
-        detect_wait: Duration::from_secs(args.detect_wait_s),
-    };
-    let mut emails: Vec<String> = legit.iter().map(|(c, _)| c.email.clone()).collect();
-    emails.extend((0..population).map(|i| format!("nobody{i}@breach.example")));
+    let mut emails: Vec<String> = people.legit.iter().map(|(c, _)| c.email.clone()).collect();
+    emails.extend((0..population).map(|i| format!("nobody{i}-{run_id}@breach.example")));
     let mut outcomes = Vec::new();
-    for round in 0..4 {
-        let traffic = Legit::start(addr, legit.clone(), pace, round);
-        let mut outcome = match round {
-            0 => {
-                // A breached list: one of its passwords is reused here.
-                let list = ["letmein-2024!", PASSWORD, "correct horse battery"];
-                let name = "credential_stuffing";
-                stuffing(&target, name, &emails, &list, &attacker, &args, &mut rng).await?
-            }
-            1 => {
-                let list = ["Spring2026!spring"];
-                let name = "password_spray";
-                stuffing(&target, name, &emails, &list, &attacker, &args, &mut rng).await?
-            }
-            2 => stolen_session_drain(&target, &legit[0].0, &attacker, &args, &mut rng).await?,
-            _ => code_guessing(&target, &merchant, &args, &mut rng).await?,
-        };
+    for (round, name) in SCENARIOS.into_iter().enumerate() {
+        let traffic = Legit::start(addr, people.legit.clone(), pace, round);
+        let outcome = play(name, target, &people, &emails, args, &mut rng).await;
+        let mut outcome = outcome.with_context(|| format!("scenario {name}"))?;
         traffic.finish(&mut outcome).await;
         outcomes.push(outcome);
     }
-    started.stop().await;
     let breached = outcomes
         .iter()
         .any(|o| o.money_to_attacker_minor > 0 || o.accounts_taken_over > 0);
@@ -603,6 +524,47 @@ pub async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Plays scenario `name`.
+async fn play<D: SqlDb>(
+    name: &'static str,
+    target: &Target<D>,
+    people: &People,
+    emails: &[String],
+    args: &DrillArgs,
+    rng: &mut StdRng,
+) -> anyhow::Result<Outcome> {
+    let [victim, other, ..] = &people.victims;
+    match name {
+        "credential_stuffing" => {
+            // A breached list: one of its passwords is reused here.
+            let list = ["letmein-2024!", PASSWORD, "correct horse battery"];
+            sign_in::stuffing(target, name, emails, &list, &people.attacker, args, rng).await
+        }
+        "password_spray" => {
+            // Alerts of one kind are merged per minute: the spray starts in a minute of its
+            // own, so that its alert is not the stuffing's.
+            target.fresh_minute_for("password_spray").await?;
+            let list = ["Spring2026!spring"];
+            sign_in::stuffing(target, name, emails, &list, &people.attacker, args, rng).await
+        }
+        "password_reset_hijack" => sign_in::reset_hijack(target, other, args, rng).await,
+        "account_recovery_hijack" => {
+            let victims: Vec<&Customer> = people.legit.iter().map(|(c, _)| c).collect();
+            sign_in::recovery_hijack(target, &victims, args, rng).await
+        }
+        "p2p_drain_with_a_stolen_session" => {
+            money::stolen_session_drain(target, victim, &people.attacker, args, rng).await
+        }
+        "mule_chain" => money::mule_chain(target, people, args, rng).await,
+        "merchant_code_guessing" => money::code_guessing(target, &people.merchant, args, rng).await,
+        "stolen_card_topup" => money::stolen_card_topup(target, people, args, rng).await,
+        "bank_link_guessing" => money::bank_link_guessing(target, people, args, rng).await,
+        "card_testing" => money::card_testing(target, people, args, rng).await,
+        "insider_operator_alone" => insider::lone_operator(target, people, args).await,
+        other => bail!("no scenario {other}"),
+    }
+}
+
 /// One row per attack.
 fn print_table(outcomes: &[Outcome]) {
     println!(
@@ -610,6 +572,10 @@ fn print_table(outcomes: &[Outcome]) {
         "scenario", "attempts", "money out", "taken", "first alert", "legit"
     );
     for o in outcomes {
+        if let Some(why) = o.skipped {
+            println!("{:<34} skipped: {why}", o.name);
+            continue;
+        }
         let alert = o
             .first_alert_s
             .map_or_else(|| "none".to_owned(), |s| format!("{s:.1} s"));

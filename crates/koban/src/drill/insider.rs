@@ -1,0 +1,265 @@
+//! An insider: an admin of the operations console acting alone, trying to pay an account of
+//! their own. Money moves out of review or to a customer only with a second operator; the
+//! insider tries to be both, and to pay someone who lost nothing.
+
+use hyper::Method;
+use koban_auth::{Email, Role};
+use koban_store::sql::SqlDb;
+use serde_json::{Value, json};
+
+use super::{DrillArgs, Outcome, People, Target, balance, refusal, user_id};
+use crate::bench_api::{Conn, PASSWORD, expect};
+
+/// An operator signed in with a second factor: the session token and spare recovery codes.
+struct Operator {
+    token: String,
+    codes: Vec<String>,
+}
+
+/// Enrols the operator an enrolment link invites, as they would: a password, then an
+/// authenticator app at first sign-in.
+async fn enrol_operator(conn: &mut Conn, link: &str, email: &str) -> anyhow::Result<Operator> {
+    let token = link.split("token=").nth(1).unwrap_or_default();
+    expect(
+        conn,
+        Method::POST,
+        "/v1/operators/enrol",
+        None,
+        &[],
+        Some(json!({ "token": token, "password": PASSWORD })),
+        204,
+    )
+    .await?;
+    let login = expect(
+        conn,
+        Method::POST,
+        "/v1/login",
+        None,
+        &[],
+        Some(json!({ "email": email, "password": PASSWORD })),
+        200,
+    )
+    .await?;
+    let token = login["session"]["token"].as_str().unwrap_or_default();
+    let begun = expect(
+        conn,
+        Method::POST,
+        "/v1/factors/totp",
+        Some(token),
+        &[],
+        Some(json!({})),
+        201,
+    )
+    .await?;
+    let seed = koban_auth::totp::seed_from_uri(begun["otpauth_uri"].as_str().unwrap_or_default())
+        .ok_or_else(|| anyhow::anyhow!("no TOTP seed"))?;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let code = koban_auth::totp::code_at(&seed, now_s).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let factor = begun["factor_id"].as_str().unwrap_or_default();
+    let confirmed = expect(
+        conn,
+        Method::POST,
+        &format!("/v1/factors/totp/{factor}/confirm"),
+        Some(token),
+        &[],
+        Some(json!({ "code": code })),
+        200,
+    )
+    .await?;
+    let codes = confirmed["recovery_codes"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Operator {
+        token: confirmed["session"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        codes,
+    })
+}
+
+/// The newest mail to `email` in the development mailbox with an enrolment link.
+async fn mailed_link(conn: &mut Conn, email: &str) -> anyhow::Result<Option<String>> {
+    let (_, mail) = conn
+        .send(
+            Method::GET,
+            &format!("/v1/dev/mailbox?to={email}"),
+            None,
+            &[],
+            None,
+        )
+        .await?;
+    Ok(mail
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["body"].as_str())
+        .find_map(|body| {
+            body.split_whitespace()
+                .find(|word| word.contains("/operators/enrol?token="))
+                .map(str::to_owned)
+        }))
+}
+
+pub(super) async fn lone_operator<D: SqlDb>(
+    target: &Target<D>,
+    people: &People,
+    _args: &DrillArgs,
+) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome {
+        name: "insider_operator_alone",
+        ..Outcome::default()
+    };
+    let Some(pay) = &target.pay else {
+        outcome.skipped =
+            Some("needs the drill's own server, to make an operator as the command line does");
+        return Ok(outcome);
+    };
+    let accomplice = &people.mules[0];
+    let mut conn = Conn::open(target.addr).await?;
+    let before = balance(&mut conn, accomplice).await?;
+    let accomplice_id = user_id(&mut conn, accomplice).await?;
+    // The insider: an admin made on the command line, as the first operator is.
+    let email = format!("insider-{}@ops.example", people.run);
+    let (invite, _) = pay
+        .auth()
+        .create_operator(&Email::parse(&email)?, Role::Admin, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut insider = enrol_operator(&mut conn, invite.enrolment_link.expose(), &email).await?;
+    let started = super::now_ms();
+
+    // 1. Compensate the accomplice, who lost nothing.
+    outcome.attempts += 1;
+    let compensation = json!({ "customer": accomplice_id, "amount": 50_000, "case_id": "none", "transfers": ["00000000-0000-0000-0000-000000000001"], "note": "goodwill" });
+    let (status, body) = conn
+        .send(
+            Method::POST,
+            "/v1/ops/compensations",
+            Some(&insider.token),
+            &[("idempotency-key", "insider-compensation")],
+            Some(compensation),
+        )
+        .await?;
+    outcome.stopped(format!(
+        "compensating a customer who lost nothing: {}",
+        refusal(status, &body)
+    ));
+
+    // 2. Release what the review holds (among it, the accomplice's held money).
+    let (_, held) = conn
+        .send(
+            Method::GET,
+            "/v1/ops/held-transfers",
+            Some(&insider.token),
+            &[],
+            None,
+        )
+        .await?;
+    let held: Vec<String> = held
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["id"].as_str().map(str::to_owned))
+        .collect();
+    for id in &held {
+        outcome.attempts += 1;
+        let path = format!("/v1/ops/held-transfers/{id}/release");
+        let (status, body) = conn
+            .send(
+                Method::POST,
+                &path,
+                Some(&insider.token),
+                &[],
+                Some(json!({})),
+            )
+            .await?;
+        let answer = if status == 200 || status == 202 {
+            format!(
+                "releasing alone: {}",
+                body["status"].as_str().unwrap_or("?")
+            )
+        } else {
+            format!("releasing alone: {}", refusal(status, &body))
+        };
+        outcome.stopped(answer);
+    }
+
+    // 3. A second operator of the insider's own making approves: invited with step-up, the
+    //    enrolment link read from the new operator's mailbox (the insider's own address).
+    let puppet_email = format!("second-pair-of-eyes-{}@ops.example", people.run);
+    let ask = json!({ "email": puppet_email, "role": "approver" });
+    let (status, challenge) = conn
+        .send(
+            Method::POST,
+            "/v1/ops/operators",
+            Some(&insider.token),
+            &[],
+            Some(ask.clone()),
+        )
+        .await?;
+    let mut confirmed = ask;
+    confirmed["step_up"] = json!({ "id": challenge["step_up"]["id"], "code": insider.codes.pop().unwrap_or_default() });
+    let (status, invited) = if status == 403 {
+        conn.send(
+            Method::POST,
+            "/v1/ops/operators",
+            Some(&insider.token),
+            &[],
+            Some(confirmed),
+        )
+        .await?
+    } else {
+        (status, challenge)
+    };
+    if let Some(token) = invited["session"]["token"].as_str() {
+        insider.token = token.to_owned();
+    }
+    let link = match invited["enrolment_link"].as_str() {
+        Some(link) => Some(link.to_owned()),
+        None => mailed_link(&mut conn, &puppet_email).await?,
+    };
+    match (status, link) {
+        (201, Some(link)) => {
+            let puppet = enrol_operator(&mut conn, &link, &puppet_email).await?;
+            for id in &held {
+                outcome.attempts += 1;
+                let path = format!("/v1/ops/held-transfers/{id}/release");
+                let (status, body) = conn
+                    .send(
+                        Method::POST,
+                        &path,
+                        Some(&puppet.token),
+                        &[],
+                        Some(json!({})),
+                    )
+                    .await?;
+                let answer: Value = body;
+                outcome.stopped(format!(
+                    "the insider's invitee releasing: {}",
+                    if status == 200 {
+                        answer["status"].as_str().unwrap_or("?").to_owned()
+                    } else {
+                        refusal(status, &answer)
+                    }
+                ));
+            }
+        }
+        (status, _) => outcome.stopped(format!(
+            "inviting a second operator: {}",
+            refusal(status, &invited)
+        )),
+    }
+    target
+        .first_alert(started, &["ops."], None, false, &mut outcome)
+        .await?;
+    outcome.money_to_attacker_minor = balance(&mut conn, accomplice).await? - before;
+    Ok(outcome)
+}
