@@ -79,6 +79,7 @@ fn every_default_rule_has_a_test_below() {
         "p2p.fan_in_suspicious_senders",
         "p2p.velocity",
         "login.stuffing_network",
+        "login.stuffing_network_early",
         "login.after_stuffing_network",
         "login.account_guessing",
         "login.global_failure_spike",
@@ -581,6 +582,34 @@ fn new_source_large_is_silent_for_a_first_small_top_up_or_an_old_source() {
 }
 
 // Cards.
+
+#[test]
+fn stuffing_network_early_alerts_on_unknown_devices_failing_across_five_customers() {
+    let mut f = base(EventKind::Login);
+    f.set_bool("failed", true);
+    f.set_bool("device_known", false);
+    f.set_int("device_age_s", NEVER_S);
+    f.set_int("network_failures_1h", 5);
+    f.set_int("network_customers_1h", 5);
+    assert_fires("login.stuffing_network_early", &f);
+    assert_eq!(RuleSet::default_rules().decide(&f).action, Action::Alert);
+}
+
+#[test]
+fn stuffing_network_early_is_silent_for_known_devices_and_a_few_customers() {
+    let mut known = base(EventKind::Login);
+    known.set_bool("failed", true);
+    known.set_int("network_failures_1h", 9);
+    known.set_int("network_customers_1h", 9);
+    assert_silent("login.stuffing_network_early", &known);
+    let mut few = base(EventKind::Login);
+    few.set_bool("failed", true);
+    few.set_bool("device_known", false);
+    few.set_int("device_age_s", NEVER_S);
+    few.set_int("network_failures_1h", 9);
+    few.set_int("network_customers_1h", 4);
+    assert_silent("login.stuffing_network_early", &few);
+}
 
 #[test]
 fn account_guessing_alerts_from_the_tenth_failure_on_one_account() {
