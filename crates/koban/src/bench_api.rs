@@ -164,11 +164,22 @@ pub(crate) async fn enrol_as(
     run: &str,
     kind: &str,
 ) -> anyhow::Result<Customer> {
+    enrol_with(addr, index, run, kind, PASSWORD).await
+}
+
+/// [`enrol_as`] with a password of the caller's choosing.
+pub(crate) async fn enrol_with(
+    addr: SocketAddr,
+    index: u32,
+    run: &str,
+    kind: &str,
+    password: &str,
+) -> anyhow::Result<Customer> {
     let mut conn = Conn::open(addr).await?;
     let email = format!("bench{index}-{run}@bench.example");
     let forwarded = client_ip(index);
     let xff = [("x-forwarded-for", forwarded.as_str())];
-    let signup = json!({ "kind": kind, "email": email, "password": PASSWORD, "display_name": format!("Bench Customer {index}") });
+    let signup = json!({ "kind": kind, "email": email, "password": password, "display_name": format!("Bench Customer {index}") });
     expect(
         &mut conn,
         Method::POST,
@@ -223,7 +234,7 @@ pub(crate) async fn enrol_as(
         "/v1/login",
         None,
         &xff,
-        Some(json!({ "email": email, "password": PASSWORD })),
+        Some(json!({ "email": email, "password": password })),
         200,
     )
     .await?;

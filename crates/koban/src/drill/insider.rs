@@ -8,7 +8,11 @@ use koban_store::sql::SqlDb;
 use serde_json::{Value, json};
 
 use super::{DrillArgs, Outcome, People, Target, balance, refusal, user_id};
-use crate::bench_api::{Conn, PASSWORD, expect};
+use crate::bench_api::{Conn, expect};
+
+/// The operators' password (the customers' one may be refused by then: see
+/// `People::fresh_customer`).
+const OPERATOR_PASSWORD: &str = "an operator's own long passphrase";
 
 /// An operator signed in with a second factor: the session token and spare recovery codes.
 struct Operator {
@@ -26,7 +30,7 @@ async fn enrol_operator(conn: &mut Conn, link: &str, email: &str) -> anyhow::Res
         "/v1/operators/enrol",
         None,
         &[],
-        Some(json!({ "token": token, "password": PASSWORD })),
+        Some(json!({ "token": token, "password": OPERATOR_PASSWORD })),
         204,
     )
     .await?;
@@ -36,7 +40,7 @@ async fn enrol_operator(conn: &mut Conn, link: &str, email: &str) -> anyhow::Res
         "/v1/login",
         None,
         &[],
-        Some(json!({ "email": email, "password": PASSWORD })),
+        Some(json!({ "email": email, "password": OPERATOR_PASSWORD })),
         200,
     )
     .await?;

@@ -524,6 +524,19 @@ async fn run<D: SqlDb>(args: &DrillArgs, target: &Target<D>) -> anyhow::Result<E
     })
 }
 
+impl People {
+    /// A customer signed up in the middle of the drill, with a password of its own: the
+    /// people made at the start share one password, which the stuffing scenario may have got
+    /// refused everywhere by then (a password failing on several accounts is).
+    async fn fresh_customer(&self, addr: SocketAddr) -> anyhow::Result<Customer> {
+        let index = self
+            .next_index
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let password = format!("fresh passphrase {} {index}", self.run);
+        crate::bench_api::enrol_with(addr, index, &self.run, "customer", &password).await
+    }
+}
+
 /// Plays scenario `name`.
 async fn play<D: SqlDb>(
     name: &'static str,

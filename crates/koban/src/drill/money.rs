@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
 use super::{DrillArgs, Outcome, People, Target, balance, network, refusal, user_id};
-use crate::bench_api::{Conn, Customer, enrol, expect};
+use crate::bench_api::{Conn, Customer, expect};
 
 /// A victim's session token stolen (a cookie lifted from a shared computer): the attacker
 /// sends the balance to an account of their own, a new payee, and guesses the step-up code.
@@ -494,10 +494,7 @@ pub(super) async fn bank_link_guessing<D: SqlDb>(
     // The attacker's accounts, verified under the stolen name.
     let mut accounts = Vec::new();
     for _ in 0..3 {
-        let index = people
-            .next_index
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let account = enrol(target.addr, index, &people.run).await?;
+        let account = people.fresh_customer(target.addr).await?;
         crate::bench_cards::verify_identity(&mut conn, &target.db, &account, holder).await?;
         accounts.push(account);
     }
@@ -603,10 +600,7 @@ pub(super) async fn card_testing<D: SqlDb>(
         outcome.skipped = Some("no card keys: give --card-keys-file to play the card network");
         return Ok(outcome);
     };
-    let index = people
-        .next_index
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let holder = enrol(target.addr, index, &people.run).await?;
+    let holder = people.fresh_customer(target.addr).await?;
     let card = crate::bench_cards::issue(target.addr, &target.db, &holder).await?;
     let mut network = crate::card_network::NetworkClient::open(target.addr, keys).await?;
     let started = super::now_ms();
