@@ -73,7 +73,8 @@ pub async fn approve_recovery<S: LedgerStore>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Invites an operator (admin, step-up); the enrolment link is shown once.
+/// Invites an operator (admin, step-up); the enrolment link goes to the new operator's
+/// mailbox only, never to the inviter.
 #[utoipa::path(post, path = "/v1/ops/operators", tag = "operators", request_body = CreateOperatorIn,
     responses((status = 201, body = OperatorInviteOut), (status = 403, body = Problem)), security(("session" = [])))]
 pub async fn create_operator<S: LedgerStore>(
@@ -91,7 +92,7 @@ pub async fn create_operator<S: LedgerStore>(
         .await?;
     let out = OperatorInviteOut {
         operator_id: invite.operator_id,
-        enrolment_link: invite.enrolment_link.expose().clone(),
+        sent_to: email.as_str().to_owned(),
         session: session.as_ref().map(session_out),
     };
     Ok(with_cookies(

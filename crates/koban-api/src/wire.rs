@@ -376,8 +376,8 @@ pub struct RecoveryRequestOut {
 #[derive(Serialize, ToSchema)]
 pub struct OperatorInviteOut {
     pub operator_id: String,
-    /// Shown once: send it to the new operator.
-    pub enrolment_link: String,
+    /// Where the enrolment link was sent: only the new operator's mailbox holds it.
+    pub sent_to: String,
     pub session: Option<SessionOut>,
 }
 

@@ -98,6 +98,8 @@ impl<S: LedgerStore> Payments<S> {
                         .request_release(principal, &operator.operator_id, held)
                         .await;
                 }
+                // Asking again (a retry, a second click) answers the same: it still waits.
+                Some(asked_by) if *asked_by == operator.operator_id => return Ok(held),
                 Some(asked_by) => {
                     self.second_operator(principal, asked_by, &operator.operator_id, "release")
                         .await?
@@ -226,11 +228,18 @@ impl<S: LedgerStore> Payments<S> {
         let id = held.id;
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
-        tx.execute(
-            "UPDATE held_transfers SET status = $1, decided_at = $2, decided_by = $3 WHERE pending_id = $4",
-            params![status, now, operator_id, id.to_bytes()],
-        )
-        .await?;
+        let decided = tx
+            .execute(
+                "UPDATE held_transfers SET status = $1, decided_at = $2, decided_by = $3 \
+                 WHERE pending_id = $4 AND status = 'held'",
+                params![status, now, operator_id, id.to_bytes()],
+            )
+            .await?;
+        if decided == 0 {
+            // Two operators decided at once: the ledger moved the money once, and the first
+            // to record it audited it and told the payer.
+            return Ok(());
+        }
         audit::append(
             &mut tx,
             self.auth.audit_key(),

@@ -146,7 +146,12 @@ pub(crate) async fn expect(
 ) -> anyhow::Result<Value> {
     let (status, reply) = conn.send(method, path, token, headers, body).await?;
     if status != want {
-        bail!("{path} answered {status} (wanted {want}): {reply}");
+        // The problem's type and detail only: a reply can carry tokens or codes.
+        bail!(
+            "{path} answered {status} (wanted {want}): {} {}",
+            reply["type"].as_str().unwrap_or_default(),
+            reply["detail"].as_str().unwrap_or_default()
+        );
     }
     Ok(reply)
 }

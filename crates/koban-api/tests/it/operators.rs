@@ -167,11 +167,14 @@ async fn operators_enrol_a_second_factor_before_anything_and_roles_are_enforced<
         )
         .await;
     assert_eq!(invited.status, StatusCode::CREATED, "{invited:?}");
+    // The link goes to the new operator's mailbox, never to the admin who invited them.
+    assert!(invited.body.get("enrolment_link").is_none(), "{invited:?}");
+    assert_eq!(invited.body["sent_to"], "analyst@example.com");
+    let mail = app.mail("analyst@example.com").await;
     assert!(
-        invited.body["enrolment_link"]
-            .as_str()
-            .unwrap()
-            .contains("/operators/enrol?token=kop_")
+        mail.iter()
+            .any(|(_, body)| body.contains("/operators/enrol?token=kop_")),
+        "{mail:?}"
     );
     let analyst = operator(&app, "analyst2@example.com", "analyst").await;
     assert_eq!(

@@ -355,8 +355,9 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         )
         .await;
     assert_eq!(not_approver.status, StatusCode::FORBIDDEN);
-    // Nor through an account of the requester's making: an approver they invite (whose
-    // enrolment link they hold) is refused, and nothing moves.
+    // Nor through an account of the requester's making: an approver they invite (at an
+    // address whose mailbox, and so whose enrolment link, they hold) is refused, and nothing
+    // moves.
     let invited = app
         .with_step_up(
             &approver_a,
@@ -369,8 +370,13 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
     if let Some(token) = invited.body["session"]["token"].as_str() {
         approver_a.token = token.to_owned();
     }
-    let link = invited.body["enrolment_link"].as_str().unwrap();
-    let puppet = enrolled_operator(&app, link, "puppet@example.com").await;
+    let mail = app.mail("puppet@example.com").await;
+    let link = mail
+        .iter()
+        .find_map(|(_, body)| body.split_whitespace().find(|w| w.contains("token=kop_")))
+        .unwrap()
+        .to_owned();
+    let puppet = enrolled_operator(&app, &link, "puppet@example.com").await;
     let by_puppet = app
         .call(
             post(&format!("/v1/ops/risk-actions/{action}/approve"), json!({}))
@@ -379,6 +385,37 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         .await;
     assert_eq!(by_puppet.status, StatusCode::FORBIDDEN, "{by_puppet:?}");
     assert_eq!(app.balance(&victims[1].token).await, 5_000);
+    // The same for the sixth victim's held transfer: the admin asks for its release, and
+    // their invitee cannot be the second pair of eyes; each refusal is an alert on them.
+    let release = format!(
+        "/v1/ops/held-transfers/{}/release",
+        held["id"].as_str().unwrap()
+    );
+    let asked = app
+        .call(post(&release, json!({})).bearer(&approver_a.token))
+        .await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{asked:?}");
+    let by_puppet = app
+        .call(post(&release, json!({})).bearer(&puppet.token))
+        .await;
+    assert_eq!(by_puppet.status, StatusCode::FORBIDDEN, "{by_puppet:?}");
+    let still = app
+        .call(get("/v1/ops/held-transfers").bearer(&analyst.token))
+        .await;
+    assert!(
+        still
+            .body
+            .to_string()
+            .contains(held["id"].as_str().unwrap()),
+        "still held: {still:?}"
+    );
+    let alerts = app
+        .call(get("/v1/ops/risk/alerts").bearer(&analyst.token))
+        .await;
+    assert!(
+        alerts.body.to_string().contains("ops.four_eyes_refused"),
+        "{alerts:?}"
+    );
     let pending = app
         .call(get("/v1/ops/risk-actions").bearer(&analyst.token))
         .await;

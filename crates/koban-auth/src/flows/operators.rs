@@ -36,7 +36,7 @@ impl<D: SqlDb> Auth<D> {
             .execute(
                 "INSERT INTO users (id, kind, role, email, display_name, status, created_at, invited_by) \
                  VALUES ($1, 'operator', $2, $3, $4, 'active', $5, $6) ON CONFLICT (email) DO NOTHING",
-                params![id.as_str(), role.as_str(), email.as_str(), email.local_part(), now, inviter],
+                params![id.as_str(), role.as_str(), email.as_str(), email.local_part(), now, inviter.clone()],
             )
             .await?;
         if inserted == 0 {
@@ -59,12 +59,24 @@ impl<D: SqlDb> Auth<D> {
             serde_json::json!({ "role": role.as_str() }),
         )
         .await?;
-        tx.commit().await?;
         let link = Secret::new(format!(
             "{}/operators/enrol?token={}",
             self.config.public_url,
             token.expose()
         ));
+        // An operator invited by another gets the link in their own mailbox, in the same
+        // transaction: the inviter never holds it, so one admin cannot enrol accounts to be
+        // their own second pair of eyes (unless they hold those mailboxes too).
+        if inviter.is_some() {
+            let mail = Mail::new("operator-invited")
+                .arg("role", role.as_str())
+                .arg("link", link.expose().as_str());
+            enqueue(&mut tx, now, email.as_str(), &mail).await?;
+        }
+        tx.commit().await?;
+        if inviter.is_some() {
+            self.outbox_written();
+        }
         Ok((
             OperatorInvite {
                 operator_id: id,

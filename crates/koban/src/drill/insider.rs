@@ -128,7 +128,14 @@ pub(super) async fn lone_operator<D: SqlDb>(
     };
     let accomplice = &people.mules[0];
     let mut conn = Conn::open(target.addr).await?;
-    let before = balance(&mut conn, accomplice).await?;
+    // The accounts money is sent to in the drill (the attacker's main account's session was
+    // replaced when it confirmed a payment, so the mules are read): released money may be
+    // bound for either.
+    let theirs = [&people.mules[0], &people.mules[1]];
+    let mut before = 0;
+    for account in theirs {
+        before += balance(&mut conn, account).await?;
+    }
     let accomplice_id = user_id(&mut conn, accomplice).await?;
     // The insider: an admin made on the command line, as the first operator is.
     let email = format!("insider-{}@ops.example", people.run);
@@ -226,10 +233,9 @@ pub(super) async fn lone_operator<D: SqlDb>(
     if let Some(token) = invited["session"]["token"].as_str() {
         insider.token = token.to_owned();
     }
-    let link = match invited["enrolment_link"].as_str() {
-        Some(link) => Some(link.to_owned()),
-        None => mailed_link(&mut conn, &puppet_email).await?,
-    };
+    // Development servers show every mailbox; in production the insider would invite an
+    // address whose mailbox they hold.
+    let link = mailed_link(&mut conn, &puppet_email).await?;
     match (status, link) {
         (201, Some(link)) => {
             let puppet = enrol_operator(&mut conn, &link, &puppet_email).await?;
@@ -264,6 +270,10 @@ pub(super) async fn lone_operator<D: SqlDb>(
     target
         .first_alert(started, &["ops."], None, false, &mut outcome)
         .await?;
-    outcome.money_to_attacker_minor = balance(&mut conn, accomplice).await? - before;
+    let mut after = 0;
+    for account in theirs {
+        after += balance(&mut conn, account).await?;
+    }
+    outcome.money_to_attacker_minor = after - before;
     Ok(outcome)
 }

@@ -145,7 +145,10 @@ async fn api_key(conn: &mut Conn, merchant: &Customer) -> anyhow::Result<String>
         )
         .await?;
     if status != 403 {
-        return Err(anyhow!("an API key answered {status}: {challenge}"));
+        return Err(anyhow!(
+            "an API key answered {}",
+            refusal(status, &challenge)
+        ));
     }
     let mut confirmed = asked;
     confirmed["step_up"] = json!({ "id": challenge["step_up"]["id"], "code": merchant.recovery });
@@ -159,12 +162,12 @@ async fn api_key(conn: &mut Conn, merchant: &Customer) -> anyhow::Result<String>
         )
         .await?;
     if status != 201 {
-        return Err(anyhow!("an API key answered {status}: {made}"));
+        return Err(anyhow!("an API key answered {}", refusal(status, &made)));
     }
     made["key"]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| anyhow!("no key in {made}"))
+        .ok_or_else(|| anyhow!("no key in the answer"))
 }
 
 /// Two customers' sessions stolen, where the first already paid the second: the attacker
