@@ -89,23 +89,12 @@ async fn enrol_operator(conn: &mut Conn, link: &str, email: &str) -> anyhow::Res
     })
 }
 
-/// The newest mail to `email` in the development mailbox with an enrolment link.
+/// The enrolment link in the newest mail to `email` that holds one.
 async fn mailed_link(conn: &mut Conn, email: &str) -> anyhow::Result<Option<String>> {
-    let (_, mail) = conn
-        .send(
-            Method::GET,
-            &format!("/v1/dev/mailbox?to={email}"),
-            None,
-            &[],
-            None,
-        )
-        .await?;
-    Ok(mail
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["body"].as_str())
-        .find_map(|body| {
+    Ok(super::mailbox(conn, email)
+        .await?
+        .iter()
+        .find_map(|(_, body)| {
             body.split_whitespace()
                 .find(|word| word.contains("/operators/enrol?token="))
                 .map(str::to_owned)
@@ -207,29 +196,16 @@ pub(super) async fn lone_operator<D: SqlDb>(
     //    enrolment link read from the new operator's mailbox (the insider's own address).
     let puppet_email = format!("second-pair-of-eyes-{}@ops.example", people.run);
     let ask = json!({ "email": puppet_email, "role": "approver" });
-    let (status, challenge) = conn
-        .send(
-            Method::POST,
-            "/v1/ops/operators",
-            Some(&insider.token),
-            &[],
-            Some(ask.clone()),
-        )
-        .await?;
-    let mut confirmed = ask;
-    confirmed["step_up"] = json!({ "id": challenge["step_up"]["id"], "code": insider.codes.pop().unwrap_or_default() });
-    let (status, invited) = if status == 403 {
-        conn.send(
-            Method::POST,
-            "/v1/ops/operators",
-            Some(&insider.token),
-            &[],
-            Some(confirmed),
-        )
-        .await?
-    } else {
-        (status, challenge)
-    };
+    let code = insider.codes.pop();
+    let (status, invited) = super::with_step_up(
+        &mut conn,
+        "/v1/ops/operators",
+        &insider.token,
+        &[],
+        ask,
+        code.as_deref(),
+    )
+    .await?;
     if let Some(token) = invited["session"]["token"].as_str() {
         insider.token = token.to_owned();
     }

@@ -343,6 +343,53 @@ async fn balance(conn: &mut Conn, who: &Customer) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow!("no balance in {wallet}"))
 }
 
+/// Sends `body` to `path`, and when the answer asks for step-up, sends it again confirmed
+/// with `code` (when there is one); the last answer.
+async fn with_step_up(
+    conn: &mut Conn,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+    code: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let (status, challenge) = conn
+        .send(Method::POST, path, Some(token), headers, Some(body.clone()))
+        .await?;
+    match code {
+        Some(code) if status == 403 && !challenge["step_up"]["id"].is_null() => {
+            let mut confirmed = body;
+            confirmed["step_up"] = json!({ "id": challenge["step_up"]["id"], "code": code });
+            conn.send(Method::POST, path, Some(token), headers, Some(confirmed))
+                .await
+        }
+        _ => Ok((status, challenge)),
+    }
+}
+
+/// The (subject, body) of each message to `email` in a development server's mailbox, newest
+/// first (the drill's own check, or an attacker reading a mailbox they hold).
+async fn mailbox(conn: &mut Conn, email: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let (_, mail) = conn
+        .send(
+            Method::GET,
+            &format!("/v1/dev/mailbox?to={email}"),
+            None,
+            &[],
+            None,
+        )
+        .await?;
+    Ok(mail
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let text = |key: &str| m[key].as_str().unwrap_or_default().to_owned();
+            (text("subject"), text("body"))
+        })
+        .collect())
+}
+
 /// The people of a drill: customers who each paid a friend before (with step-up, as people
 /// do) and keep paying through every attack (bystanders: how they fare is the drill's
 /// measure of collateral), the victims whose sessions and accounts are attacked (the third

@@ -298,26 +298,14 @@ fn card_number(prefix: &str, rng: &mut StdRng) -> String {
 
 /// The newest six-digit code in `email`'s development mailbox.
 async fn mailed_code(conn: &mut Conn, email: &str) -> anyhow::Result<Option<String>> {
-    let (_, mail) = conn
-        .send(
-            Method::GET,
-            &format!("/v1/dev/mailbox?to={email}"),
-            None,
-            &[],
-            None,
-        )
-        .await?;
-    Ok(mail
-        .as_array()
-        .and_then(|m| m.first())
-        .and_then(|m| m["body"].as_str())
-        .map(|body| {
+    Ok(super::mailbox(conn, email)
+        .await?
+        .first()
+        .and_then(|(_, body)| {
             body.split(|c: char| !c.is_ascii_digit())
                 .find(|run| run.len() == 6)
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .filter(|code| !code.is_empty()))
+                .map(str::to_owned)
+        }))
 }
 
 /// Stolen card numbers added to the attacker's wallet and topped up from, then the whole
@@ -421,30 +409,16 @@ pub(super) async fn stolen_card_topup<D: SqlDb>(
             ("idempotency-key", "stolen-spend"),
         ];
         outcome.attempts += 1;
-        let (status, challenge) = conn
-            .send(
-                Method::POST,
-                "/v1/transfers",
-                Some(&attacker.token),
-                &headers,
-                Some(spend.clone()),
-            )
-            .await?;
-        let (status, body) = if status == 403 && !challenge["step_up"]["id"].is_null() {
-            let mut confirmed = spend;
-            confirmed["step_up"] =
-                json!({ "id": challenge["step_up"]["id"], "code": attacker.recovery });
-            conn.send(
-                Method::POST,
-                "/v1/transfers",
-                Some(&attacker.token),
-                &headers,
-                Some(confirmed),
-            )
-            .await?
-        } else {
-            (status, challenge)
-        };
+        let code = Some(attacker.recovery.as_str());
+        let (status, body) = super::with_step_up(
+            &mut conn,
+            "/v1/transfers",
+            &attacker.token,
+            &headers,
+            spend,
+            code,
+        )
+        .await?;
         match body["status"].as_str() {
             Some(state) if status == 201 => outcome.stopped(format!("the spend: {state}")),
             _ => outcome.stopped(format!("the spend: {}", refusal(status, &body))),
@@ -525,30 +499,16 @@ pub(super) async fn bank_link_guessing<D: SqlDb>(
             }
             let xff = [("x-forwarded-for", from.as_str())];
             let ask = json!({ "bank": "sandbox", "account_number": number });
-            let (status, challenge) = conn
-                .send(
-                    Method::POST,
-                    "/v1/funding-sources/bank",
-                    Some(&attacker.token),
-                    &xff,
-                    Some(ask.clone()),
-                )
-                .await?;
-            let (status, link) = if status == 403 && !challenge["step_up"]["id"].is_null() {
-                let Some(code) = codes.next() else { break };
-                let mut confirmed = ask;
-                confirmed["step_up"] = json!({ "id": challenge["step_up"]["id"], "code": code });
-                conn.send(
-                    Method::POST,
-                    "/v1/funding-sources/bank",
-                    Some(&attacker.token),
-                    &xff,
-                    Some(confirmed),
-                )
-                .await?
-            } else {
-                (status, challenge)
-            };
+            let code = codes.next();
+            let (status, link) = super::with_step_up(
+                &mut conn,
+                "/v1/funding-sources/bank",
+                &attacker.token,
+                &xff,
+                ask,
+                code.as_deref(),
+            )
+            .await?;
             if status != 201 {
                 outcome.stopped(format!("linking: {}", refusal(status, &link)));
                 continue;

@@ -207,22 +207,8 @@ pub(super) async fn recovery_hijack<D: SqlDb>(
     }
     let mut told = 0u64;
     for victim in victims {
-        let (_, mail) = conn
-            .send(
-                Method::GET,
-                &format!("/v1/dev/mailbox?to={}", victim.email),
-                None,
-                &[],
-                None,
-            )
-            .await?;
-        let asked = mail.as_array().is_some_and(|m| {
-            m.iter().any(|m| {
-                m["subject"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("recovery"))
-            })
-        });
+        let mail = super::mailbox(&mut conn, &victim.email).await?;
+        let asked = mail.iter().any(|(subject, _)| subject.contains("recovery"));
         told += u64::from(asked);
     }
     outcome
