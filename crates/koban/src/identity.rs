@@ -50,13 +50,12 @@ pub struct IdentityArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
     /// The public base URL: links sent by e-mail start with it, and its host name is the
-    /// WebAuthn relying party (passkeys need a name, not an IP address).
-    #[arg(
-        long,
-        env = "KOBAN_PUBLIC_URL",
-        default_value = "http://localhost:8080"
-    )]
-    pub public_url: String,
+    /// WebAuthn relying party (passkeys need a name, not an IP address). Default for `serve`:
+    /// http://localhost:PORT with the port it listens on (the address itself instead of
+    /// localhost when it listens on one address that is not loopback); for other commands
+    /// http://localhost:8080.
+    #[arg(long, env = "KOBAN_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// After this many times its usual per-minute rate of failed sign-ins, raise an alert.
     #[arg(long, env = "KOBAN_ALARM_MULTIPLE", default_value_t = 10)]
     pub alarm_multiple: i64,
@@ -86,8 +85,28 @@ pub struct IdentityArgs {
     pub mail_from: String,
 }
 
+/// The public URL a server listening on `listen` is reached at, by default: loopback and
+/// unspecified addresses are `localhost` (a name, as passkeys need).
+pub fn public_url_for(listen: std::net::SocketAddr) -> String {
+    let ip = listen.ip();
+    let host = if ip.is_loopback() || ip.is_unspecified() {
+        "localhost".to_owned()
+    } else {
+        match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        }
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
 impl IdentityArgs {
-    pub fn config(&self, dev: bool) -> anyhow::Result<AuthConfig> {
+    /// The identity settings; `listen` is where `serve` listens (the public URL's default).
+    pub fn config(
+        &self,
+        dev: bool,
+        listen: Option<std::net::SocketAddr>,
+    ) -> anyhow::Result<AuthConfig> {
         if self.alarm_multiple < 2 || self.alarm_floor_per_min < 1 {
             bail!("--alarm-multiple must be at least 2 and --alarm-floor-per-min at least 1");
         }
@@ -98,7 +117,11 @@ impl IdentityArgs {
             bail!("--recovery-wait-h must be 1 to 720");
         }
         Ok(AuthConfig {
-            public_url: self.public_url.trim_end_matches('/').to_owned(),
+            public_url: match (&self.public_url, listen) {
+                (Some(url), _) => url.trim_end_matches('/').to_owned(),
+                (None, Some(listen)) => public_url_for(listen),
+                (None, None) => "http://localhost:8080".to_owned(),
+            },
             alarm_multiple: self.alarm_multiple,
             alarm_floor_per_min: self.alarm_floor_per_min,
             cooling_off_s: self.cooling_off_h * 3600,
@@ -218,7 +241,7 @@ impl WithStore for AdminCreateArgs {
         let auth = auth_for(
             &store,
             master_key(&self.identity.keys, self.database.database_url.expose())?,
-            self.identity.config(false)?,
+            self.identity.config(false, None)?,
         )
         .await?;
         let (invite, _) = auth
@@ -354,5 +377,21 @@ fn print_verify(
             "ledger: {} checkpoints, {} transfers verified",
             report.ledger_checkpoints, report.transfers_covered
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_url_for;
+
+    #[test]
+    fn the_public_url_follows_the_listening_port_and_names_loopback_localhost() {
+        let url = |listen: &str| public_url_for(listen.parse().unwrap());
+        assert_eq!(url("127.0.0.1:9000"), "http://localhost:9000");
+        assert_eq!(url("0.0.0.0:8081"), "http://localhost:8081");
+        assert_eq!(url("[::1]:7000"), "http://localhost:7000");
+        assert_eq!(url("[::]:7001"), "http://localhost:7001");
+        assert_eq!(url("192.0.2.5:80"), "http://192.0.2.5:80");
+        assert_eq!(url("[2001:db8::1]:443"), "http://[2001:db8::1]:443");
     }
 }

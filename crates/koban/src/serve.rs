@@ -77,11 +77,14 @@ impl WithStore for Serve {
         let Serve(args, metrics) = self;
         let keys =
             crate::identity::master_key(&args.identity.keys, args.database.database_url.expose())?;
-        let auth = crate::identity::auth_for(&store, keys, args.identity.config(args.dev)?).await?;
+        // Bound first: the public URL's default names the port actually listened on.
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr()?;
+        let config = args.identity.config(args.dev, Some(addr))?;
+        tracing::info!(public_url = %config.public_url, "links in messages start with the public URL");
+        let auth = crate::identity::auth_for(&store, keys, config).await?;
         let (stop, stopped) = watch::channel(false);
         let sweeper = tokio::spawn(crate::workers::sweep_holds(
             store.clone(),

@@ -170,6 +170,30 @@ fn logs_never_carry_passwords_codes_tokens_or_seeds() {
 }
 
 #[test]
+fn links_in_messages_name_the_port_the_server_listens_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("koban.db").display());
+    // Port 0: the port is chosen when the server binds, and the links still name it.
+    let (_server, addr, _) = spawn_serve_with(&url, &["--dev"]);
+    let email = "ports@example.com";
+    let signup = format!(
+        r#"{{"kind":"customer","email":"{email}","password":"lantern meadow kettle harbour","display_name":"Port"}}"#
+    );
+    assert_eq!(post(addr, "/v1/signup", None, &signup).status, 202);
+    newest_mail(addr, email, 1);
+    let asked = post(
+        addr,
+        "/v1/recovery-requests",
+        None,
+        &format!(r#"{{"email":"{email}"}}"#),
+    );
+    assert_eq!(asked.status, 202);
+    let mail = newest_mail(addr, email, 2);
+    let link = format!("http://localhost:{}/recovery/cancel?token=", addr.port());
+    assert!(mail.contains(&link), "{link} in {mail}");
+}
+
+#[test]
 fn admin_create_prints_a_one_time_link_and_audit_verify_catches_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("koban.db");
