@@ -929,7 +929,9 @@ pub async fn pay_qr<S: LedgerStore>(
 }
 
 /// A one-time code to show at a till: 18 digits (barcode) and a QR form, valid 60 seconds.
-#[utoipa::path(post, path = "/v1/payment-codes", tag = "qr", request_body = PaymentCodeIn,
+/// The body is optional: without one, the code is for the wallet's first currency, with no
+/// limit beyond the wallet's own.
+#[utoipa::path(post, path = "/v1/payment-codes", tag = "qr", request_body = Option<PaymentCodeIn>,
     responses((status = 201, body = PaymentCodeOut)), security(("session" = [])))]
 pub async fn create_code<S: LedgerStore>(
     State(state): State<ApiState<S>>,
@@ -937,7 +939,8 @@ pub async fn create_code<S: LedgerStore>(
     ClientInfo(client): ClientInfo,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body: PaymentCodeIn = if body.is_empty() {
+    // No body, or `null` as the document allows, asks for the defaults.
+    let body: PaymentCodeIn = if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
         PaymentCodeIn::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
