@@ -172,7 +172,9 @@ pub enum PayError {
     #[error("{0}")]
     Unavailable(&'static str),
     /// A card top-up needs the card issuer's confirmation code (sent to the mailbox).
-    #[error("confirm this top-up with the code your card issuer sent")]
+    #[error(
+        "confirm this top-up with the code your card issuer sent: repeat the same request, with the same Idempotency-Key, adding challenge {{id, code}}"
+    )]
     ChallengeRequired { id: String, expires_at_ms: i64 },
 }
 

@@ -1621,6 +1621,14 @@ async fn card_topups_are_challenged_for_new_cards_and_devices<S: LedgerStore>(ap
     };
     let first = app.call(topup(3_000, "c1", None)).await;
     assert_eq!(first.problem(), "card-challenge-required", "{first:?}");
+    // The answer says how to confirm: the same request, with the same key.
+    assert!(
+        first.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("same Idempotency-Key"),
+        "{first:?}"
+    );
     let challenge = first.body["challenge"]["id"].as_str().unwrap().to_owned();
     let code = app.latest_code("alice@example.com").await;
     let other_amount = app
