@@ -399,11 +399,8 @@ impl<D: SqlDb> Auth<D> {
             .await?
             .ok_or(AuthError::StepUpInvalid)?;
         if !constant_time_eq(&pending.bytes(0)?, digest) {
-            tx.execute(
-                "UPDATE step_ups SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
-                params![now, proof_id],
-            )
-            .await?;
+            // This request is refused; the confirmation stays good for the action it was made
+            // for (it can authorise nothing else), so the customer's corrected retry works.
             self.audit_own(
                 &mut tx,
                 principal,
