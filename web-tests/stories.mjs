@@ -1427,8 +1427,14 @@ try {
   }
 } finally {
   await browser.close();
-  child.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
+  // The server writes a last audit anchor while it stops: remove its directory once it has
+  // exited (at most 10 s).
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+  }
+  rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
   clearTimeout(watchdog);
 }
 process.exit(failed ? 1 : 0);

@@ -336,6 +336,7 @@ fn auth_problem(auth: &AuthError) -> Problem {
                 "repeat the same request with step_up: {id, code} (a TOTP or recovery code) or {id, passkey}".into())
         },
         AuthError::StepUpInvalid => problem(S::FORBIDDEN, "step-up-invalid", "Confirmation not valid", detail),
+        AuthError::PasskeyRefused(_) => problem(S::UNPROCESSABLE_ENTITY, "passkey-refused", "Passkey not accepted", detail),
         AuthError::NotFound => problem(S::NOT_FOUND, "not-found", "Not found", "not found, or the link is used or expired".into()),
         AuthError::Conflict(_) => problem(S::CONFLICT, "conflict", "Conflict", detail),
         AuthError::Frozen => problem(S::FORBIDDEN, "account-frozen", "Account frozen", detail),

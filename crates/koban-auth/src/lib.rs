@@ -75,6 +75,10 @@ pub enum AuthError {
     StepUpRequired(Box<StepUpChallenge>),
     #[error("the confirmation is expired, used, or was made for a different action")]
     StepUpInvalid,
+    /// The authenticator's answer to a passkey registration was refused, and why (no
+    /// secret: the reason is one of a few fixed texts).
+    #[error("the passkey was not accepted: {0}")]
+    PasskeyRefused(&'static str),
     #[error("not found")]
     NotFound,
     #[error("{0}")]

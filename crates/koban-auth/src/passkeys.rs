@@ -7,11 +7,27 @@
 
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+use webauthn_rs::prelude::WebauthnError;
 use webauthn_rs::prelude::{
     CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
     PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid,
 };
 use webauthn_rs::{Webauthn, WebauthnBuilder};
+
+/// Why a passkey registration was refused, in words a customer (or their app's developer) can
+/// act on; the library's error goes to the log.
+fn registration_refusal(error: &WebauthnError) -> &'static str {
+    match error {
+        WebauthnError::UserNotVerified => {
+            "the authenticator did not verify you (a PIN, fingerprint or face); turn that on and try again"
+        }
+        WebauthnError::InvalidRPOrigin | WebauthnError::InvalidRPIDHash => {
+            "it was made for another site than this one (the page's address does not match the service's public URL)"
+        }
+        WebauthnError::MismatchedChallenge => "it answers another registration; start again",
+        _ => "the authenticator's answer could not be verified; start again",
+    }
+}
 
 use crate::flows::{EnrolledTotp, confirmed_factors, lock_user};
 use crate::sessions::{IssuedSession, Principal, SessionLevel};
@@ -220,9 +236,18 @@ impl<D: SqlDb> Auth<D> {
             .ok_or(AuthError::NotFound)?;
         let state: PasskeyRegistration = serde_json::from_str(&state)
             .map_err(|_| AuthError::Internal("stored state does not read back"))?;
-        let Ok(passkey) = webauthn.finish_passkey_registration(credential, &state) else {
-            tx.commit().await?;
-            return Err(self.code_failed(principal, &attempt, number).await);
+        let passkey = match webauthn.finish_passkey_registration(credential, &state) {
+            Ok(passkey) => passkey,
+            Err(error) => {
+                tx.commit().await?;
+                let why = registration_refusal(&error);
+                tracing::warn!(reason = why, %error, "a passkey registration was refused");
+                // Counted like a wrong code (a guessing client is slowed the same way).
+                return Err(match self.code_failed(principal, &attempt, number).await {
+                    AuthError::BadCredentials => AuthError::PasskeyRefused(why),
+                    other => other,
+                });
+            }
         };
         let credential_id: String = {
             use base64::Engine;

@@ -516,6 +516,9 @@ pub fn explain_auth(tr: &Tr, error: &AuthError) -> (StatusCode, String) {
                     "error-forbidden-own-account"
                 }
                 "this needs an operator with another role" => "error-forbidden-role",
+                "an operator who invited the requester, or whom the requester invited, cannot approve it" => {
+                    "error-forbidden-invited"
+                }
                 _ => "error-forbidden",
             }),
         ),
@@ -524,6 +527,7 @@ pub fn explain_auth(tr: &Tr, error: &AuthError) -> (StatusCode, String) {
         }
         AuthError::NotFound => (S::NOT_FOUND, tr.t("error-not-found")),
         AuthError::Conflict(detail) => (S::CONFLICT, invalid(tr, detail)),
+        AuthError::PasskeyRefused(_) => (S::UNPROCESSABLE_ENTITY, tr.t("error-passkey-refused")),
         AuthError::Frozen => (S::FORBIDDEN, tr.t("error-frozen")),
         AuthError::Internal(_) | AuthError::Store(_) => {
             tracing::error!(error = ?error, "a page's request failed");

@@ -72,6 +72,39 @@ async fn passkeys_enrol_sign_in_and_confirm_exactly_one_action<S: LedgerStore>(a
     ))
     .await;
 
+    // A passkey made on a page of another origin (here another port) is refused, and the
+    // answer says why.
+    let partial = password_session(&app, email, password).await;
+    let start = app
+        .call(post("/v1/factors/passkeys/register/start", json!({})).bearer(&partial))
+        .await;
+    let options: CreationChallengeResponse =
+        serde_json::from_value(start.body["options"].clone()).unwrap();
+    let elsewhere = Url::parse("http://localhost:9999").unwrap();
+    let credential =
+        tokio::task::block_in_place(|| device().do_registration(elsewhere, options)).unwrap();
+    let refused = app
+        .call(
+            post(
+                "/v1/factors/passkeys/register/finish",
+                json!({ "ceremony_id": start.body["ceremony_id"], "credential": credential }),
+            )
+            .bearer(&partial),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.problem()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "passkey-refused"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("made for another site"),
+        "{refused:?}"
+    );
+
     // Enrol a passkey as the first factor.
     let partial = password_session(&app, email, password).await;
     let mut phone = device();
