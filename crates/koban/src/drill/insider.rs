@@ -89,16 +89,24 @@ async fn enrol_operator(conn: &mut Conn, link: &str, email: &str) -> anyhow::Res
     })
 }
 
-/// The enrolment link in the newest mail to `email` that holds one.
+/// The enrolment link in the newest mail to `email` that holds one, waiting (at most 10 s)
+/// for the outbox to deliver it.
 async fn mailed_link(conn: &mut Conn, email: &str) -> anyhow::Result<Option<String>> {
-    Ok(super::mailbox(conn, email)
-        .await?
-        .iter()
-        .find_map(|(_, body)| {
-            body.split_whitespace()
-                .find(|word| word.contains("/operators/enrol?token="))
-                .map(str::to_owned)
-        }))
+    for _ in 0..100 {
+        let link = super::mailbox(conn, email)
+            .await?
+            .iter()
+            .find_map(|(_, body)| {
+                body.split_whitespace()
+                    .find(|word| word.contains("/operators/enrol?token="))
+                    .map(str::to_owned)
+            });
+        if link.is_some() {
+            return Ok(link);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(None)
 }
 
 pub(super) async fn lone_operator<D: SqlDb>(

@@ -296,16 +296,21 @@ fn card_number(prefix: &str, rng: &mut StdRng) -> String {
     digits.iter().map(u32::to_string).collect()
 }
 
-/// The newest six-digit code in `email`'s development mailbox.
-async fn mailed_code(conn: &mut Conn, email: &str) -> anyhow::Result<Option<String>> {
-    Ok(super::mailbox(conn, email)
-        .await?
-        .first()
-        .and_then(|(_, body)| {
-            body.split(|c: char| !c.is_ascii_digit())
-                .find(|run| run.len() == 6)
-                .map(str::to_owned)
-        }))
+/// The six-digit code of the first message to `email` after the `seen` it had, waiting (at
+/// most 10 s) for the outbox to deliver it.
+async fn mailed_code(conn: &mut Conn, email: &str, seen: usize) -> anyhow::Result<Option<String>> {
+    for _ in 0..100 {
+        let mail = super::mailbox(conn, email).await?;
+        if mail.len() > seen {
+            return Ok(mail.first().and_then(|(_, body)| {
+                body.split(|c: char| !c.is_ascii_digit())
+                    .find(|run| run.len() == 6)
+                    .map(str::to_owned)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
 }
 
 /// Stolen card numbers added to the attacker's wallet and topped up from, then the whole
@@ -354,6 +359,7 @@ pub(super) async fn stolen_card_topup<D: SqlDb>(
                 ("idempotency-key", key.as_str()),
             ];
             let ask = json!({ "source_id": source["id"], "amount": amount });
+            let seen = super::mailbox(&mut conn, &attacker.email).await?.len();
             outcome.attempts += 1;
             let (status, body) = conn
                 .send(
@@ -366,8 +372,7 @@ pub(super) async fn stolen_card_topup<D: SqlDb>(
                 .await?;
             let (status, body) = if status == 403 && !body["challenge"]["id"].is_null() {
                 outcome.stopped("card-challenge-required".into());
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let Some(code) = mailed_code(&mut conn, &attacker.email).await? else {
+                let Some(code) = mailed_code(&mut conn, &attacker.email, seen).await? else {
                     outcome.stopped("no challenge code".into());
                     continue;
                 };
