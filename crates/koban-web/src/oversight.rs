@@ -4,6 +4,7 @@
 //! audited; deciding needs the name seen), and the audit log with a walk of its hash chain.
 
 use askama::Template;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -436,9 +437,11 @@ async fn audit_view<S: LedgerStore>(
 
 pub async fn audit<S: LedgerStore>(
     State(state): State<ApiState<S>>,
-    Query(query): Query<AuditQuery>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
     OperatorIn { page, me }: OperatorIn,
 ) -> Response {
+    // A page's address typed or cut wrong shows the newest entries, never a plain-text error.
+    let query = query.map(|Query(query)| query).unwrap_or_default();
     match audit_view(
         &state,
         &page,

@@ -713,6 +713,10 @@ async fn operators_see_names_masked_until_a_reason_is_audited_and_try_rules_with
     let mut analyst = operator(&app, "analyst@koban.test", koban_auth::Role::Analyst).await;
     let log = analyst.get("/ops/audit").await;
     assert_eq!(log.status, StatusCode::OK);
+    // A page's address with a bad parameter shows the page, not a plain-text error.
+    let odd = analyst.get("/ops/audit?before=abc").await;
+    assert_eq!(odd.status, StatusCode::OK);
+    assert!(odd.body.contains("kyc.name_revealed"), "{}", odd.body);
     assert!(log.body.contains("kyc.name_revealed"), "{}", log.body);
     assert!(log.body.contains("comparing with the licence photo"));
     let checked = analyst.submit("/ops/audit", "/ops/audit/verify", &[]).await;
