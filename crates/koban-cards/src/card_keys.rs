@@ -67,20 +67,10 @@ struct NetworkEntry {
 }
 
 fn parse_key(text: &str, what: &str) -> Result<[u8; 32], String> {
-    let text = text.trim();
-    let bad = || format!("{what} must be 64 hexadecimal digits");
-    if text.len() != 64 || !text.is_ascii() {
-        return Err(bad());
-    }
     let mut key = [0u8; 32];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| format!("{what} must be 64 hexadecimal digits"))?;
     Ok(key)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn random_key() -> [u8; 32] {
@@ -175,13 +165,13 @@ impl CardKeys {
                 .iter()
                 .map(|(id, key)| DataKeyEntry {
                     id: id.clone(),
-                    key: hex(key),
+                    key: hex::encode(key),
                 })
                 .collect(),
-            cvk: hex(&self.cvk),
+            cvk: hex::encode(self.cvk),
             network: NetworkEntry {
                 id: self.network_id.clone(),
-                secret: hex(&self.network_secret),
+                secret: hex::encode(self.network_secret),
             },
         };
         serde_json::to_string_pretty(&file).unwrap_or_default()
@@ -296,7 +286,7 @@ pub fn network_signature(
     path: &str,
     body: &[u8],
 ) -> String {
-    hex(&mac(
+    hex::encode(mac(
         secret,
         &[
             b"koban-network-v1",
@@ -378,7 +368,7 @@ mod tests {
         let err = CardKeys::from_json("{}").unwrap_err();
         assert!(err.contains("not a card key file"));
         let keys = CardKeys::generate();
-        assert!(!format!("{keys:?}").contains(&hex(&keys.cvk)));
+        assert!(!format!("{keys:?}").contains(&hex::encode(keys.cvk)));
     }
 
     #[test]

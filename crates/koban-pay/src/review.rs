@@ -28,6 +28,13 @@ pub struct HeldTransfer {
     pub release_requested_by: Option<String>,
 }
 
+/// The columns [`held_from`] reads, in its order.
+macro_rules! held_columns {
+    () => {
+        "pending_id, payer_user, payer_account, payee_account, amount, currency, status, created_at, release_requested_by "
+    };
+}
+
 fn held_from(row: &koban_store::sql::Row) -> Result<HeldTransfer, PayError> {
     let bad = |_| PayError::Invalid("a stored id is not valid");
     Ok(HeldTransfer {
@@ -55,7 +62,8 @@ impl<S: LedgerStore> Payments<S> {
         let rows = tx
             .query(
                 concat!(
-                    "SELECT pending_id, payer_user, payer_account, payee_account, amount, currency, status, created_at, release_requested_by ",
+                    "SELECT ",
+                    held_columns!(),
                     "FROM held_transfers WHERE status = 'held' ORDER BY created_at LIMIT 200"
                 ),
                 vec![],
@@ -79,7 +87,8 @@ impl<S: LedgerStore> Payments<S> {
         let row = tx
             .query_opt(
                 concat!(
-                    "SELECT pending_id, payer_user, payer_account, payee_account, amount, currency, status, created_at, release_requested_by ",
+                    "SELECT ",
+                    held_columns!(),
                     "FROM held_transfers WHERE pending_id = $1"
                 ),
                 params![id.to_bytes()],

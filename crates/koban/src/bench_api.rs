@@ -247,46 +247,7 @@ pub(crate) async fn enrol_with(
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let begun = expect(
-        &mut conn,
-        Method::POST,
-        "/v1/factors/totp",
-        Some(&token),
-        &xff,
-        Some(json!({})),
-        201,
-    )
-    .await?;
-    let seed = koban_auth::totp::seed_from_uri(begun["otpauth_uri"].as_str().unwrap_or_default())
-        .ok_or_else(|| anyhow!("no TOTP seed"))?;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let totp = koban_auth::totp::code_at(&seed, now_s).map_err(|e| anyhow!("{e}"))?;
-    let factor = begun["factor_id"].as_str().unwrap_or_default();
-    let confirmed = expect(
-        &mut conn,
-        Method::POST,
-        &format!("/v1/factors/totp/{factor}/confirm"),
-        Some(&token),
-        &xff,
-        Some(json!({ "code": totp })),
-        200,
-    )
-    .await?;
-    let token = confirmed["session"]["token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let mut codes: Vec<String> = confirmed["recovery_codes"]
-        .as_array()
-        .map(|codes| {
-            codes
-                .iter()
-                .filter_map(|c| c.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let (token, mut codes) = enrol_totp(&mut conn, &token, &xff).await?;
     if codes.is_empty() {
         bail!("no recovery codes at enrolment");
     }
@@ -320,6 +281,56 @@ pub(crate) async fn enrol_with(
         recovery,
         spare_recovery: codes,
     })
+}
+
+/// Enrols an authenticator app on the session `token` (a TOTP code computed here confirms it);
+/// the full session's token and the recovery codes.
+pub(crate) async fn enrol_totp(
+    conn: &mut Conn,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(String, Vec<String>)> {
+    let begun = expect(
+        conn,
+        Method::POST,
+        "/v1/factors/totp",
+        Some(token),
+        headers,
+        Some(json!({})),
+        201,
+    )
+    .await?;
+    let seed = koban_auth::totp::seed_from_uri(begun["otpauth_uri"].as_str().unwrap_or_default())
+        .ok_or_else(|| anyhow!("no TOTP seed"))?;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let totp = koban_auth::totp::code_at(&seed, now_s).map_err(|e| anyhow!("{e}"))?;
+    let factor = begun["factor_id"].as_str().unwrap_or_default();
+    let confirmed = expect(
+        conn,
+        Method::POST,
+        &format!("/v1/factors/totp/{factor}/confirm"),
+        Some(token),
+        headers,
+        Some(json!({ "code": totp })),
+        200,
+    )
+    .await?;
+    let token = confirmed["session"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let codes = confirmed["recovery_codes"]
+        .as_array()
+        .map(|codes| {
+            codes
+                .iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((token, codes))
 }
 
 /// The first transfer to the payee needs step-up; a recovery code answers it (a TOTP code of

@@ -5,10 +5,10 @@
 use hyper::Method;
 use koban_auth::{Email, Role};
 use koban_store::sql::SqlDb;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{DrillArgs, Outcome, People, Target, balance, refusal, user_id};
-use crate::bench_api::{Conn, expect};
+use crate::bench_api::{Conn, enrol_totp, expect};
 
 /// The operators' password (the customers' one may be refused by then: see
 /// `People::fresh_customer`).
@@ -45,48 +45,31 @@ async fn enrol_operator(conn: &mut Conn, link: &str, email: &str) -> anyhow::Res
     )
     .await?;
     let token = login["session"]["token"].as_str().unwrap_or_default();
-    let begun = expect(
-        conn,
-        Method::POST,
-        "/v1/factors/totp",
-        Some(token),
-        &[],
-        Some(json!({})),
-        201,
-    )
-    .await?;
-    let seed = koban_auth::totp::seed_from_uri(begun["otpauth_uri"].as_str().unwrap_or_default())
-        .ok_or_else(|| anyhow::anyhow!("no TOTP seed"))?;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let code = koban_auth::totp::code_at(&seed, now_s).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let factor = begun["factor_id"].as_str().unwrap_or_default();
-    let confirmed = expect(
-        conn,
-        Method::POST,
-        &format!("/v1/factors/totp/{factor}/confirm"),
-        Some(token),
-        &[],
-        Some(json!({ "code": code })),
-        200,
-    )
-    .await?;
-    let codes = confirmed["recovery_codes"]
-        .as_array()
-        .map(|c| {
-            c.iter()
-                .filter_map(|c| c.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Operator {
-        token: confirmed["session"]["token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        codes,
-    })
+    let (token, codes) = enrol_totp(conn, token, &[]).await?;
+    Ok(Operator { token, codes })
+}
+
+/// Asks, as the operator of `token`, to release every transfer of `held`; records the answers.
+async fn release_all(
+    conn: &mut Conn,
+    held: &[String],
+    token: &str,
+    who: &str,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    for id in held {
+        outcome.attempts += 1;
+        let path = format!("/v1/ops/held-transfers/{id}/release");
+        let (status, body) = conn
+            .send(Method::POST, &path, Some(token), &[], Some(json!({})))
+            .await?;
+        let answer = match status {
+            200 | 202 => body["status"].as_str().unwrap_or("?").to_owned(),
+            _ => refusal(status, &body),
+        };
+        outcome.stopped(format!("{who}: {answer}"));
+    }
+    Ok(())
 }
 
 /// The enrolment link in the newest mail to `email` that holds one, waiting (at most 10 s)
@@ -177,28 +160,14 @@ pub(super) async fn lone_operator<D: SqlDb>(
         .flatten()
         .filter_map(|h| h["id"].as_str().map(str::to_owned))
         .collect();
-    for id in &held {
-        outcome.attempts += 1;
-        let path = format!("/v1/ops/held-transfers/{id}/release");
-        let (status, body) = conn
-            .send(
-                Method::POST,
-                &path,
-                Some(&insider.token),
-                &[],
-                Some(json!({})),
-            )
-            .await?;
-        let answer = if status == 200 || status == 202 {
-            format!(
-                "releasing alone: {}",
-                body["status"].as_str().unwrap_or("?")
-            )
-        } else {
-            format!("releasing alone: {}", refusal(status, &body))
-        };
-        outcome.stopped(answer);
-    }
+    release_all(
+        &mut conn,
+        &held,
+        &insider.token,
+        "releasing alone",
+        &mut outcome,
+    )
+    .await?;
 
     // 3. A second operator of the insider's own making approves: invited with step-up, the
     //    enrolment link read from the new operator's mailbox (the insider's own address).
@@ -223,28 +192,8 @@ pub(super) async fn lone_operator<D: SqlDb>(
     match (status, link) {
         (201, Some(link)) => {
             let puppet = enrol_operator(&mut conn, &link, &puppet_email).await?;
-            for id in &held {
-                outcome.attempts += 1;
-                let path = format!("/v1/ops/held-transfers/{id}/release");
-                let (status, body) = conn
-                    .send(
-                        Method::POST,
-                        &path,
-                        Some(&puppet.token),
-                        &[],
-                        Some(json!({})),
-                    )
-                    .await?;
-                let answer: Value = body;
-                outcome.stopped(format!(
-                    "the insider's invitee releasing: {}",
-                    if status == 200 {
-                        answer["status"].as_str().unwrap_or("?").to_owned()
-                    } else {
-                        refusal(status, &answer)
-                    }
-                ));
-            }
+            let who = "the insider's invitee releasing";
+            release_all(&mut conn, &held, &puppet.token, who, &mut outcome).await?;
         }
         (status, _) => outcome.stopped(format!(
             "inviting a second operator: {}",
