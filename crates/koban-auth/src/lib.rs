@@ -57,7 +57,7 @@ pub enum AuthError {
         "this code was already used; wait for the next code from your app (a new one every 30 seconds)"
     )]
     CodeReused,
-    #[error("too many attempts; try again in {retry_after_s} seconds")]
+    #[error("too many attempts; try again in {retry_after_s} s")]
     Throttled { retry_after_s: u64 },
     #[error("the service is busy; try again shortly")]
     Busy,

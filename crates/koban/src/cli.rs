@@ -40,7 +40,8 @@ pub enum Command {
     #[command(subcommand)]
     Risk(RiskCommand),
     /// A card-network simulator: drives a card through realistic message sequences against
-    /// a running server (auth, incremental, partial captures, reversal, refund, expiry).
+    /// a running server (auth, incremental, partial captures, reversal, refund). The wallet
+    /// needs about 12,000 yen.
     CardNetwork(crate::card_network::CardNetworkArgs),
     /// Attack drills (stuffing, spraying, reset and recovery hijacks, a stolen-session drain,
     /// a mule chain, payment-code guessing, stolen cards, bank-link guessing, card testing, a

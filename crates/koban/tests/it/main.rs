@@ -8,3 +8,4 @@ mod helpers;
 mod identity;
 mod risk;
 mod serve;
+mod walkthroughs;
