@@ -20,7 +20,9 @@ pub const CSRF_COOKIE: &str = "koban_csrf";
 pub const DEVICE_COOKIE: &str = "koban_device";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// A JSON body; a malformed one is a 400 problem.
+/// A JSON body; a malformed one is a 400 problem. A number written with a zero fraction
+/// (`4378.0`, `1e3`) is the integer it equals, as JSON Schema counts it, up to 2^53 (beyond
+/// that a float is not exact); any other fraction is refused where an integer is expected.
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
@@ -31,8 +33,44 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
-        Ok(Json(value))
+        let axum::Json(value) =
+            axum::Json::<serde_json::Value>::from_request(request, state).await?;
+        json_value(value).map(Json)
+    }
+}
+
+/// A request body's JSON as `T`, whole numbers read as integers (see [`Json`]); a value that
+/// does not fit is a 400 problem naming the field, never the value.
+pub fn json_value<T: serde::de::DeserializeOwned>(
+    mut value: serde_json::Value,
+) -> Result<T, ApiError> {
+    whole_numbers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        ApiError::BadRequest(crate::problem::without_values(
+            format!("Failed to deserialize the JSON body into the target type: {error}"),
+            "a field of the body is missing, unknown or of the wrong type",
+        ))
+    })
+}
+
+/// Rewrites every number with a zero fraction and a magnitude of at most 2^53 as an integer.
+fn whole_numbers(value: &mut serde_json::Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value {
+        serde_json::Value::Number(number) if number.is_f64() => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            if float.fract() == 0.0 && float.abs() <= EXACT {
+                // Exact: a whole float of at most 2^53 converts without loss.
+                *value = if float < 0.0 {
+                    serde_json::Value::from(float as i64)
+                } else {
+                    serde_json::Value::from(float as u64)
+                };
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
     }
 }
 

@@ -140,7 +140,9 @@ pub async fn login<S: LedgerStore>(
 
 /// Completes sign-in with a TOTP or recovery code; returns a new session.
 #[utoipa::path(post, path = "/v1/login/second-factor", tag = "identity", request_body = CodeIn,
-    responses((status = 200, body = SessionOnlyOut), (status = 401, body = Problem), (status = 429, body = Problem)),
+    responses((status = 200, body = SessionOnlyOut), (status = 401, body = Problem),
+        (status = 409, description = "This session has confirmed its second factor already", body = Problem),
+        (status = 429, body = Problem)),
     security(("session" = [])))]
 pub async fn second_factor<S: LedgerStore>(
     State(state): State<ApiState<S>>,
@@ -268,7 +270,7 @@ pub async fn totp_begin<S: LedgerStore>(
 /// Confirms TOTP enrolment with a code from the app. The first factor returns the recovery
 /// codes (once) and a full session.
 #[utoipa::path(post, path = "/v1/factors/totp/{id}/confirm", tag = "factors", params(("id" = String, Path)), request_body = CodeIn,
-    responses((status = 200, body = TotpConfirmedOut), (status = 401, body = Problem)), security(("session" = [])))]
+    responses((status = 200, body = TotpConfirmedOut), (status = 401, body = Problem), (status = 429, body = Problem)), security(("session" = [])))]
 pub async fn totp_confirm<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
@@ -354,7 +356,7 @@ pub async fn change_email<S: LedgerStore>(
 
 /// Finishes an e-mail change with the code sent to the new address.
 #[utoipa::path(post, path = "/v1/me/email/confirm", tag = "identity", request_body = CodeIn,
-    responses((status = 204), (status = 401, body = Problem), (status = 409, body = Problem)), security(("session" = [])))]
+    responses((status = 204), (status = 401, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem)), security(("session" = [])))]
 pub async fn confirm_email<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
@@ -417,15 +419,16 @@ pub async fn not_me<S: LedgerStore>(
 }
 
 /// Sends a reset code to the address on file, if any (same answer either way).
-#[utoipa::path(post, path = "/v1/password/forgot", tag = "recovery", request_body = EmailIn, responses((status = 202, body = Accepted)))]
+#[utoipa::path(post, path = "/v1/password/forgot", tag = "recovery", request_body = EmailIn,
+    responses((status = 202, body = Accepted), (status = 422, description = "Not an e-mail address", body = Problem)))]
 pub async fn forgot_password<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     ClientInfo(client): ClientInfo,
     Json(body): Json<EmailIn>,
 ) -> Result<Response, ApiError> {
-    if let Ok(email) = Email::parse(&body.email) {
-        state.auth.forgot_password(&email, &client).await?;
-    }
+    // A malformed address is refused: that tells nothing about which accounts exist.
+    let email = Email::parse(&body.email)?;
+    state.auth.forgot_password(&email, &client).await?;
     Ok(json(
         StatusCode::ACCEPTED,
         &Accepted {
@@ -464,15 +467,15 @@ pub async fn reset_password<S: LedgerStore>(
 }
 
 /// Files a recovery request for an account whose factors are lost (same answer either way).
-#[utoipa::path(post, path = "/v1/recovery-requests", tag = "recovery", request_body = EmailIn, responses((status = 202, body = Accepted)))]
+#[utoipa::path(post, path = "/v1/recovery-requests", tag = "recovery", request_body = EmailIn,
+    responses((status = 202, body = Accepted), (status = 422, description = "Not an e-mail address", body = Problem)))]
 pub async fn request_recovery<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     ClientInfo(client): ClientInfo,
     Json(body): Json<EmailIn>,
 ) -> Result<Response, ApiError> {
-    if let Ok(email) = Email::parse(&body.email) {
-        state.auth.request_recovery(&email, &client).await?;
-    }
+    let email = Email::parse(&body.email)?;
+    state.auth.request_recovery(&email, &client).await?;
     Ok(json(
         StatusCode::ACCEPTED,
         &Accepted {
@@ -549,7 +552,7 @@ pub async fn passkey_register_start<S: LedgerStore>(
 /// Finishes registering a passkey. The first factor returns the recovery codes (once) and a
 /// full session.
 #[utoipa::path(post, path = "/v1/factors/passkeys/register/finish", tag = "factors", request_body = PasskeyFinishIn,
-    responses((status = 200, body = TotpConfirmedOut), (status = 401, body = Problem), (status = 404, body = Problem)), security(("session" = [])))]
+    responses((status = 200, body = TotpConfirmedOut), (status = 401, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem)), security(("session" = [])))]
 pub async fn passkey_register_finish<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
@@ -593,7 +596,8 @@ pub async fn passkey_login_start<S: LedgerStore>(
 
 /// Completes sign-in with a passkey assertion; returns a new session.
 #[utoipa::path(post, path = "/v1/login/passkey/finish", tag = "identity", request_body = PasskeyFinishIn,
-    responses((status = 200, body = SessionOnlyOut), (status = 401, body = Problem), (status = 429, body = Problem)), security(("session" = [])))]
+    responses((status = 200, body = SessionOnlyOut), (status = 401, body = Problem),
+        (status = 409, description = "This session has confirmed its second factor already", body = Problem), (status = 429, body = Problem)), security(("session" = [])))]
 pub async fn passkey_login_finish<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,

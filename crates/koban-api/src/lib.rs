@@ -77,7 +77,7 @@ pub fn router<S: LedgerStore>(state: ApiState<S>) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<S>))
         .route("/metrics", get(metrics_text::<S>))
-        .route("/openapi.json", get(openapi_response))
+        .route("/openapi.json", get(openapi_response::<S>))
         .fallback(problem::not_found)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(middleware::from_fn_with_state(
@@ -343,8 +343,20 @@ fn card_routes<S: LedgerStore>() -> Router<ApiState<S>> {
         )
 }
 
-async fn openapi_response() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+/// The OpenAPI document, naming the currencies this server keeps wallets in.
+async fn openapi_response<S: LedgerStore>(State(state): State<ApiState<S>>) -> Response {
+    let currencies: Vec<&str> = state
+        .pay
+        .config()
+        .currencies
+        .iter()
+        .map(|c| c.code())
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_json(&currencies),
+    )
+        .into_response()
 }
 
 /// The Content-Security-Policy of the API's answers: nothing may load or run.

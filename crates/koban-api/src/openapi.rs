@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and the wire types.
 
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -88,7 +89,359 @@ impl Modify for Security {
 )]
 struct ApiDoc;
 
-/// The document as JSON text.
-pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into())
+/// The document as JSON text, for a server whose wallets are in `currencies`.
+pub fn openapi_json(currencies: &[&str]) -> String {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    contract(&mut doc, currencies);
+    doc.to_string()
+}
+
+/// The media type of every error body.
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// What the annotations leave implicit, made explicit in the document:
+/// - each error is an RFC 9457 problem document, so error responses declared with a JSON
+///   body are declared as `application/problem+json`;
+/// - an operation that reads a body, a query or a header can answer 400 (unreadable: bad
+///   JSON, another content type, a malformed header or query) and 422 (a value breaks a
+///   rule); one with path parameters 404 (nothing there, or not the caller's) and 422;
+/// - a secured operation answers 401 without a valid credential and 403 to an account of
+///   another kind or role;
+/// - an `Idempotency-Key` is required: 1 to 255 printable ASCII characters, not starting or
+///   ending with a space (a header's edges are trimmed);
+/// - a currency is one this server keeps wallets in;
+/// - a step-up answer carries a code or a passkey assertion.
+fn contract(doc: &mut Value, currencies: &[&str]) {
+    let problem = |description: &str| {
+        json!({
+            "description": description,
+            "content": { PROBLEM_JSON: { "schema": { "$ref": "#/components/schemas/Problem" } } }
+        })
+    };
+    let currency = json!({ "type": "string", "enum": currencies });
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            for operation in item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
+                let Some(operation) = operation.as_object_mut() else {
+                    continue;
+                };
+                let mut reads_input = operation.contains_key("requestBody");
+                let mut has_path = false;
+                for parameter in operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    match parameter["in"].as_str() {
+                        Some("path") => has_path = true,
+                        _ => reads_input = true,
+                    }
+                    if parameter["name"] == "Idempotency-Key" {
+                        parameter["required"] = json!(true);
+                        parameter["schema"] = json!({
+                            "type": "string", "minLength": 1, "maxLength": 255,
+                            "pattern": "^[!-~]([ -~]*[!-~])?$",
+                        });
+                    }
+                    match parameter["name"].as_str() {
+                        Some("currency") => parameter["schema"] = currency.clone(),
+                        Some("to") if path == "/v1/payees/lookup" => {
+                            parameter["schema"] = json!({ "type": "string" });
+                            parameter["schema"]["anyOf"] = payee_rule()["anyOf"].clone();
+                        }
+                        Some("status") if path == "/v1/ops/cases" => {
+                            parameter["schema"] = json!({ "type": ["string", "null"], "enum": ["open", "closed", "all", null] });
+                        }
+                        Some("status") if path == "/v1/ops/risk-actions" => {
+                            parameter["schema"] = json!({ "type": ["string", "null"],
+                                "enum": ["pending", "done", "rejected", "refused", "all", null] });
+                        }
+                        Some("limit") if path == "/v1/wallet/transactions" => {
+                            parameter["schema"] = json!({ "type": ["integer", "null"], "minimum": 1, "maximum": 100 });
+                        }
+                        Some("starting_after") if path == "/v1/wallet/transactions" => {
+                            parameter["schema"] =
+                                json!({ "type": ["string", "null"], "pattern": UUID });
+                        }
+                        _ => {}
+                    }
+                }
+                let secured = operation
+                    .get("security")
+                    .and_then(Value::as_array)
+                    .is_some_and(|s| !s.is_empty());
+                let Some(responses) = operation
+                    .get_mut("responses")
+                    .and_then(Value::as_object_mut)
+                else {
+                    continue;
+                };
+                for (status, response) in responses.iter_mut() {
+                    if !status.starts_with(['4', '5']) {
+                        continue;
+                    }
+                    let content = response.get_mut("content").and_then(Value::as_object_mut);
+                    if let Some(content) = content
+                        && let Some(body) = content.remove("application/json")
+                    {
+                        content.insert(PROBLEM_JSON.into(), body);
+                    }
+                }
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status)
+                        .or_insert_with(|| problem(description));
+                };
+                if reads_input {
+                    add("400", "The request could not be read");
+                }
+                if reads_input || has_path {
+                    add("422", "A value in the request breaks a rule");
+                }
+                if has_path {
+                    add("404", "Nothing is there, or it is not the caller's");
+                }
+                if secured {
+                    add("401", "Not signed in, or the credential is not valid");
+                    add(
+                        "403",
+                        "Not allowed to this account's kind or role, or step-up needed",
+                    );
+                }
+            }
+        }
+    }
+    for (path, registration) in [
+        ("/v1/factors/passkeys/register/finish", true),
+        ("/v1/login/passkey/finish", false),
+    ] {
+        let pointer = format!(
+            "/paths/{}/post/requestBody/content/application~1json/schema",
+            path.replace('~', "~0").replace('/', "~1")
+        );
+        if let Some(schema) = doc.pointer_mut(&pointer) {
+            *schema = json!({
+                "type": "object", "additionalProperties": false,
+                "required": ["ceremony_id", "credential"],
+                "properties": {
+                    "ceremony_id": { "type": "string" },
+                    "credential": webauthn_credential(registration),
+                },
+            });
+        }
+    }
+    bound_integers(doc);
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for schema in schemas.values_mut() {
+            if let Some(property) = schema.pointer_mut("/properties/currency") {
+                let nullable = property["type"]
+                    .as_array()
+                    .is_some_and(|types| types.contains(&json!("null")));
+                *property = if nullable {
+                    let mut values: Vec<Value> = currencies.iter().map(|c| json!(c)).collect();
+                    values.push(Value::Null);
+                    json!({ "type": ["string", "null"], "enum": values })
+                } else {
+                    currency.clone()
+                };
+            }
+        }
+        for (name, schema) in schemas.iter_mut() {
+            if !name.ends_with("In") {
+                continue;
+            }
+            let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            for (property, rule) in rules_of(name) {
+                if let (Some(target), Some(rule)) = (properties.get_mut(property), rule.as_object())
+                {
+                    for (keyword, value) in rule {
+                        target[keyword] = value.clone();
+                    }
+                }
+            }
+        }
+        if let Some(step_up) = schemas.get_mut("StepUpIn") {
+            // Exactly one answer: a code, or a passkey assertion (the other absent or null).
+            step_up["properties"]["code"] =
+                json!({ "type": ["string", "null"], "example": "123456" });
+            step_up["properties"]["passkey"] =
+                json!({ "anyOf": [webauthn_credential(false), { "type": "null" }] });
+            step_up["oneOf"] = json!([
+                { "required": ["code"], "properties": {
+                    "code": { "type": "string" }, "passkey": { "type": "null" } } },
+                { "required": ["passkey"], "properties": {
+                    "passkey": { "type": "object" }, "code": { "type": "null" } } },
+            ]);
+            step_up["additionalProperties"] = json!(false);
+        }
+    }
+}
+
+/// What a browser's WebAuthn call returns, as JSON: `navigator.credentials.create()` for a
+/// registration, `.get()` for an assertion; binary fields are base64url without padding.
+fn webauthn_credential(registration: bool) -> Value {
+    let bytes = json!({
+        "type": "string",
+        "pattern": "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+    });
+    let response = if registration {
+        json!({
+            "type": "object",
+            "required": ["attestationObject", "clientDataJSON"],
+            "properties": { "attestationObject": bytes, "clientDataJSON": bytes },
+        })
+    } else {
+        json!({
+            "type": "object",
+            "required": ["authenticatorData", "clientDataJSON", "signature"],
+            "properties": {
+                "authenticatorData": bytes, "clientDataJSON": bytes, "signature": bytes,
+                "userHandle": { "anyOf": [bytes, { "type": "null" }] },
+            },
+        })
+    };
+    json!({
+        "type": "object",
+        "required": ["id", "rawId", "response", "type"],
+        "properties": {
+            "id": { "type": "string" },
+            "rawId": bytes,
+            "response": response,
+            "type": { "type": "string" },
+        },
+    })
+}
+
+/// Every integer the document names gets the bounds of its Rust type (`format` `int64`,
+/// `int32` or, with `minimum: 0`, unsigned): a larger number cannot be read (400).
+fn bound_integers(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            let integer = match &map.get("type") {
+                Some(Value::String(t)) => t == "integer",
+                Some(Value::Array(types)) => types.contains(&json!("integer")),
+                _ => false,
+            };
+            if integer {
+                let unsigned = map.get("minimum") == Some(&json!(0));
+                let (min, max) = match map.get("format").and_then(Value::as_str) {
+                    Some("int32") => (json!(i32::MIN), json!(i32::MAX)),
+                    Some("uint32") => (json!(0), json!(u32::MAX)),
+                    Some("uint64") => (json!(0), json!(u64::MAX)),
+                    _ if unsigned => (json!(0), json!(u64::MAX)),
+                    _ => (json!(i64::MIN), json!(i64::MAX)),
+                };
+                map.entry("minimum").or_insert(min);
+                map.entry("maximum").or_insert(max);
+            }
+            map.values_mut().for_each(bound_integers);
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
+}
+
+/// Free text: 1 to `max` characters once trimmed.
+fn text_rule(max: usize) -> Value {
+    json!({ "pattern": format!(r"^\S([\s\S]{{0,{}}}\S)?$", max - 2) })
+}
+
+/// A name as the server takes it: 1 to `max` characters once trimmed, no control characters.
+fn name_rule(max: usize) -> Value {
+    const C: &str = r"\x00-\x1f\x7f-\x9f";
+    json!({ "pattern": format!(r"^[^\s{C}]([^{C}]{{0,{}}}[^\s{C}])?$", max - 2) })
+}
+
+/// An e-mail address: 1 to 64 characters before the `@`, a domain with a dot inside it, no
+/// spaces or control characters.
+const EMAIL: &str = r"^[^\s@\x00-\x1f\x7f-\x9f]{1,64}@[^\s@.\x00-\x1f\x7f-\x9f][^\s@\x00-\x1f\x7f-\x9f]*\.[^\s@\x00-\x1f\x7f-\x9f]*[^\s@.\x00-\x1f\x7f-\x9f]$";
+
+/// A handle: 3 to 20 letters, digits or underscores, with or without its `@`.
+const HANDLE: &str = "^@?[A-Za-z0-9_]{3,20}$";
+
+/// A transfer's ids as the server writes them: a UUID in its hyphenated form, not the nil one.
+const UUID: &str = "^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// A payee: `@handle`, an E.164 phone number or an e-mail address.
+fn payee_rule() -> Value {
+    json!({ "anyOf": [
+        { "pattern": format!("^@{}", &HANDLE[3..]) },
+        { "pattern": r"^\+[0-9]{8,15}$" },
+        { "pattern": EMAIL },
+    ] })
+}
+
+/// The rules the server enforces on the request properties of schema `name`, as JSON Schema
+/// keywords (what the wire types' parsers check: `koban_auth::model`, `koban_pay`).
+fn rules_of(name: &str) -> Vec<(&'static str, Value)> {
+    let mut rules = vec![
+        ("amount", json!({ "minimum": 1 })),
+        ("email", json!({ "maxLength": 254, "pattern": EMAIL })),
+        ("phone", json!({ "pattern": r"^\+[0-9]{8,15}$" })),
+        ("display_name", name_rule(100)),
+        ("legal_name", name_rule(200)),
+        ("holder_name", name_rule(200)),
+        ("new_password", json!({ "minLength": 12, "maxLength": 256 })),
+        ("handle", json!({ "pattern": HANDLE })),
+        ("environment", json!({ "enum": ["live", "test"] })),
+        (
+            "role",
+            json!({ "enum": ["admin", "analyst", "support", "approver"] }),
+        ),
+        (
+            "outcome",
+            json!({ "enum": ["fraud_confirmed", "false_positive"] }),
+        ),
+        ("lang", json!({ "enum": ["en", "ja", null] })),
+        (
+            "behaviour",
+            json!({ "enum": ["normal", "fails_settlement", null] }),
+        ),
+        ("bank", json!({ "enum": ["sandbox"] })),
+    ];
+    match name {
+        "TransferIn" => rules.push(("to", payee_rule())),
+        "FaucetIn" => rules.push(("amount", json!({ "minimum": 1, "maximum": 100_000 }))),
+        "PaymentCodeIn" => rules.push(("limit", json!({ "minimum": 1, "maximum": 50_000 }))),
+        "PayLinkIn" => rules.push(("expires_in_s", json!({ "minimum": 60, "maximum": 2_592_000 }))),
+        "PaymentRequestIn" => rules.push(("expires_in_s", json!({ "minimum": 30, "maximum": 86_400 }))),
+        "RotateApiKeyIn" => rules.push(("overlap_s", json!({ "minimum": 0, "maximum": 604_800 }))),
+        "ConfirmLinkIn" => rules.push((
+            "amounts",
+            json!({ "minItems": 2, "maxItems": 2, "items": { "type": "integer", "minimum": 1, "maximum": 99 } }),
+        )),
+        "FeeIn" => {
+            rules.push(("fee_bps", json!({ "minimum": 0, "maximum": 10_000 })));
+            rules.push(("fee_fixed_minor", json!({ "minimum": 0, "maximum": 1_000_000_000 })));
+        }
+        "CommentIn" => rules.push(("body", text_rule(2_000))),
+        "ReverseIn" | "CompensateIn" => rules.push(("note", text_rule(500))),
+        "FreezeIn" => rules.push(("reason", text_rule(500))),
+        "LoginIn" => rules.push(("password", json!({ "minLength": 1, "maxLength": 256 }))),
+        "SignupIn" | "EnrolOperatorIn" => {
+            rules.push(("password", json!({ "minLength": 12, "maxLength": 256 })));
+            rules.push(("kind", json!({ "enum": ["customer", "merchant", null] })));
+        }
+        "CreateApiKeyIn" => {
+            rules.push(("name", name_rule(100)));
+            rules.push((
+                "scopes",
+                json!({ "minItems": 1, "uniqueItems": true, "items": { "type": "string", "enum":
+                    ["payments:read", "payments:write", "refunds:write", "webhooks:manage"] } }),
+            ));
+        }
+        _ => {}
+    }
+    rules
 }

@@ -709,7 +709,8 @@ pub async fn lookup_payee<S: LedgerStore>(
 #[utoipa::path(post, path = "/v1/transfers", tag = "transfers", request_body = TransferIn,
     params(("Idempotency-Key" = String, Header, description = "Makes retries safe")),
     responses((status = 201, body = TransferOut), (status = 200, description = "A replay", body = TransferOut),
-        (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+        (status = 403, body = Problem), (status = 404, description = "No customer at that address", body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("session" = [])))]
 pub async fn transfer<S: LedgerStore>(
     State(state): State<ApiState<S>>,
@@ -943,12 +944,9 @@ pub async fn create_code<S: LedgerStore>(
     let body: PaymentCodeIn = if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
         PaymentCodeIn::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadRequest(crate::problem::without_values(
-                e.to_string(),
-                "the body is not valid",
-            ))
-        })?
+        let value = serde_json::from_slice(&body)
+            .map_err(|_| ApiError::BadRequest("the body is not valid JSON".into()))?;
+        crate::extract::json_value(value)?
     };
     let currency = currency(&state.pay, body.currency.as_deref())?;
     let limit = body

@@ -9,13 +9,38 @@ use utoipa::ToSchema;
 /// `step-up-required` problem and either a TOTP or recovery `code`, or a `passkey` assertion
 /// (the result of `navigator.credentials.get()` with the problem's `step_up.passkey` options).
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "StepUpWire")]
 pub struct StepUpIn {
     pub id: String,
     #[schema(example = "123456")]
     pub code: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub passkey: Option<serde_json::Value>,
+}
+
+/// A step-up answer as sent, checked for its shape whether or not the request needs one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepUpWire {
+    id: String,
+    code: Option<String>,
+    passkey: Option<serde_json::Value>,
+}
+
+impl TryFrom<StepUpWire> for StepUpIn {
+    type Error = &'static str;
+
+    fn try_from(wire: StepUpWire) -> Result<StepUpIn, &'static str> {
+        match (&wire.code, &wire.passkey) {
+            (Some(_), None) | (None, Some(serde_json::Value::Object(_))) => Ok(StepUpIn {
+                id: wire.id,
+                code: wire.code,
+                passkey: wire.passkey,
+            }),
+            (None, Some(_)) => Err("step_up.passkey is not a WebAuthn assertion"),
+            _ => Err("step_up needs either code or passkey"),
+        }
+    }
 }
 
 impl StepUpIn {

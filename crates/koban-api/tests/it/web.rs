@@ -5,6 +5,7 @@ use koban_store::LedgerStore;
 use serde_json::json;
 
 use crate::helpers::{TestApp, get, post};
+use crate::payments::idem;
 use crate::stories;
 
 stories!(
@@ -12,6 +13,10 @@ stories!(
     cookie_sessions_need_the_csrf_token_to_change_state,
     malformed_and_oversized_bodies_get_problems_that_echo_nothing,
     the_openapi_document_describes_the_api,
+    the_openapi_document_states_what_the_server_enforces,
+    whole_numbers_written_as_floats_are_integers,
+    a_step_up_answer_of_the_wrong_shape_is_refused_even_when_unneeded,
+    a_malformed_address_is_refused_where_existence_is_not_told,
     the_audit_chain_detects_a_tampered_row,
     a_database_writer_cannot_rewrite_or_cut_the_audit_chain,
     ledger_checkpoints_detect_a_changed_transfer,
@@ -365,4 +370,133 @@ async fn ledger_checkpoints_detect_a_changed_transfer<S: LedgerStore>(app: TestA
         report.first_broken.is_none(),
         "the chain itself still holds"
     );
+}
+
+async fn the_openapi_document_states_what_the_server_enforces<S: LedgerStore>(app: TestApp<S>) {
+    let doc = app.call(get("/openapi.json")).await.body;
+    let mut secured = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            for (status, response) in responses {
+                if status.starts_with(['4', '5'])
+                    && let Some(content) = response["content"].as_object()
+                {
+                    assert!(
+                        !content.contains_key("application/json"),
+                        "{method} {path} {status}: errors are problem+json"
+                    );
+                }
+            }
+            if operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+            {
+                secured += 1;
+                assert!(responses.contains_key("401"), "{method} {path}: 401");
+                assert!(responses.contains_key("403"), "{method} {path}: 403");
+            }
+            if operation["requestBody"].is_object() {
+                assert!(responses.contains_key("400"), "{method} {path}: 400");
+            }
+            if path.contains('{') {
+                assert!(responses.contains_key("404"), "{method} {path}: 404");
+            }
+        }
+    }
+    assert!(secured > 50, "most operations are secured ({secured})");
+    let transfer = &doc["paths"]["/v1/transfers"]["post"];
+    let key = transfer["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
+    assert_eq!(key["required"], true);
+    assert_eq!(key["schema"]["maxLength"], 255);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["TransferIn"]["properties"]["amount"]["minimum"], 1);
+    assert_eq!(
+        schemas["TransferIn"]["properties"]["currency"]["enum"],
+        json!(["JPY", null]),
+        "the currencies this server keeps wallets in"
+    );
+    assert_eq!(
+        schemas["SignupIn"]["properties"]["password"]["minLength"],
+        12
+    );
+    assert!(schemas["ChangePhoneIn"]["properties"]["phone"]["pattern"].is_string());
+    assert_eq!(schemas["StepUpIn"]["oneOf"].as_array().unwrap().len(), 2);
+    assert_eq!(schemas["FeeIn"]["properties"]["fee_bps"]["maximum"], 10_000);
+}
+
+async fn whole_numbers_written_as_floats_are_integers<S: LedgerStore>(app: TestApp<S>) {
+    let user = app.user("whole@example.com").await;
+    let faucet = |amount: serde_json::Value, key: &str| {
+        idem(
+            post("/v1/sandbox/faucet", json!({ "amount": amount })).bearer(&user.token),
+            key,
+        )
+    };
+    let whole = app.call(faucet(json!(2000.0), "whole-1")).await;
+    assert_eq!(whole.status, StatusCode::CREATED, "{whole:?}");
+    let exponent = app.call(faucet(json!(1e3), "whole-2")).await;
+    assert_eq!(exponent.status, StatusCode::CREATED, "{exponent:?}");
+    let fraction = app.call(faucet(json!(2000.5), "whole-3")).await;
+    assert_eq!(fraction.status, StatusCode::BAD_REQUEST, "{fraction:?}");
+    let huge = app.call(faucet(json!(1e19), "whole-4")).await;
+    assert_eq!(huge.status, StatusCode::BAD_REQUEST, "{huge:?}");
+    let wallet = app.call(get("/v1/wallet").bearer(&user.token)).await;
+    assert_eq!(
+        wallet.body["balance"], 3000,
+        "the refused ones moved nothing"
+    );
+}
+
+async fn a_step_up_answer_of_the_wrong_shape_is_refused_even_when_unneeded<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let user = app.user("shape@example.com").await;
+    for step_up in [
+        json!({ "id": "x", "code": "123456", "passkey": {} }),
+        json!({ "id": "x" }),
+        json!({ "id": "x", "passkey": "not an object" }),
+        json!({ "id": "x", "code": "123456", "other": 1 }),
+    ] {
+        let reply = app
+            .call(
+                post(
+                    "/v1/payment-codes",
+                    json!({ "limit": 1000, "step_up": step_up }),
+                )
+                .bearer(&user.token),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{step_up}: {reply:?}"
+        );
+    }
+    let codes = app.call(get("/v1/payment-codes").bearer(&user.token)).await;
+    assert_eq!(codes.body.as_array().map(Vec::len), Some(0), "{codes:?}");
+}
+
+async fn a_malformed_address_is_refused_where_existence_is_not_told<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    for path in ["/v1/password/forgot", "/v1/recovery-requests"] {
+        let bad = app
+            .call(post(path, json!({ "email": "not an address" })))
+            .await;
+        assert_eq!(
+            bad.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {bad:?}"
+        );
+        let unknown = app
+            .call(post(path, json!({ "email": "nobody@example.com" })))
+            .await;
+        assert_eq!(unknown.status, StatusCode::ACCEPTED, "{path}: {unknown:?}");
+    }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod browser;
+mod contract;
 mod crash;
 mod drill;
 mod helpers;
