@@ -967,7 +967,7 @@ pub async fn create_code<S: LedgerStore>(
         StatusCode::CREATED,
         &PaymentCodeOut {
             id: code.id,
-            qr_payload: code.code.as_deref().map(Payments::<S>::code_qr),
+            qr_payload: code.code.as_deref().map(koban_pay::qr::code_qr),
             code: code.code,
             currency: code.currency.code(),
             limit: clamp(i128::from(code.limit_minor)),

@@ -24,6 +24,7 @@ pub mod links;
 pub mod losses;
 pub mod merchant;
 pub mod p2p;
+pub mod qr;
 pub mod review;
 pub mod risk;
 pub mod wallets;

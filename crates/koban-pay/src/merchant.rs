@@ -1,11 +1,8 @@
 //! Merchant payments in both directions used by QR payment services, with fees and refunds.
 //!
 //! - **Merchant-presented**: the merchant (API key) creates a payment request; Koban returns a
-//!   signed QR payload the customer's app submits, inspects (merchant name and amount) and pays.
-//!   Payload format, one line of ASCII (about 80 characters):
-//!   `KB1.<request id, base64url>.<amount in minor units>.<currency>.<expiry, unix s>.<signature>`
-//!   where the signature is the first 16 bytes, base64url, of a keyed hash (HMAC-SHA256 under
-//!   the server key) of everything before it. Any change to any field breaks the signature.
+//!   signed QR payload (`crate::qr`) the customer's app submits, inspects (merchant name and
+//!   amount) and pays.
 //! - **Customer-presented**: the customer's app shows a one-time 18-digit code (also as QR
 //!   `KBC1.<code>`), valid 60 seconds, bound to the wallet and session; the merchant's POS
 //!   charges it once, up to the per-code limit.
@@ -13,10 +10,8 @@
 //! A payment and its fee are one atomic batch: the whole amount from the wallet to the
 //! merchant, the fee from the merchant to fee revenue, and the e-money memo leg.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use koban_auth::apikeys::MerchantKey;
-use koban_auth::secret::{HashPurpose, constant_time_eq};
+use koban_auth::secret::HashPurpose;
 use koban_auth::throttle;
 use koban_auth::{AuthError, Client, IssuedSession, Principal, StepUpProof, UserKind};
 use koban_ledger::{
@@ -29,12 +24,11 @@ use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
 use crate::accounts::{IssuerAccount, kind};
+use crate::qr::{RequestPayload, code_digits};
 use crate::risk::{EventKind, Parties};
 use crate::wallets::{Tier, emoney_leg};
 use crate::{IdempotencyKey, PayError, Payments, format_money};
 
-const QR_PREFIX: &str = "KB1";
-const CODE_QR_PREFIX: &str = "KBC1.";
 /// Customer-presented codes start with these digits (a range reserved for Koban on barcodes).
 const CODE_PREFIX: &str = "89";
 pub const REFERENCE_BYTES_MAX: usize = 64;
@@ -113,14 +107,6 @@ pub fn parse_transfer_id(text: &str) -> Result<TransferId, PayError> {
 }
 
 impl<S: LedgerStore> Payments<S> {
-    fn sign(&self, text: &str) -> String {
-        let hash = self
-            .auth
-            .keys()
-            .hash(HashPurpose::Payment, &[b"qr", text.as_bytes()]);
-        URL_SAFE_NO_PAD.encode(&hash[..16])
-    }
-
     fn qr_payload(
         &self,
         id: &str,
@@ -128,37 +114,21 @@ impl<S: LedgerStore> Payments<S> {
         currency: Currency,
         expires_at_ms: i64,
     ) -> String {
-        let id_bytes = uuid::Uuid::parse_str(id)
-            .map(|u| *u.as_bytes())
-            .unwrap_or([0; 16]);
-        let body = format!(
-            "{QR_PREFIX}.{}.{}.{}.{}",
-            URL_SAFE_NO_PAD.encode(id_bytes),
-            amount.minor_units(),
-            currency.code(),
-            expires_at_ms / 1000
-        );
-        let signature = self.sign(&body);
-        format!("{body}.{signature}")
+        RequestPayload {
+            id: uuid::Uuid::parse_str(id)
+                .map(|u| *u.as_bytes())
+                .unwrap_or([0; 16]),
+            amount,
+            currency,
+            expires_s: expires_at_ms / 1000,
+        }
+        .encode(self.auth.keys())
     }
 
     /// Checks a payload's signature; returns the request id it names.
     fn verify_payload(&self, payload: &str) -> Result<String, PayError> {
-        let tampered = PayError::Invalid("this is not a valid Koban payment code");
-        let (body, signature) = payload.trim().rsplit_once('.').ok_or(tampered)?;
-        if !constant_time_eq(self.sign(body).as_bytes(), signature.as_bytes()) {
-            return Err(PayError::Invalid("this is not a valid Koban payment code"));
-        }
-        let mut fields = body.split('.');
-        let (Some(QR_PREFIX), Some(id)) = (fields.next(), fields.next()) else {
-            return Err(PayError::Invalid("this is not a valid Koban payment code"));
-        };
-        let bytes: [u8; 16] = URL_SAFE_NO_PAD
-            .decode(id)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or(PayError::Invalid("this is not a valid Koban payment code"))?;
-        Ok(uuid::Uuid::from_bytes(bytes).to_string())
+        let payload = RequestPayload::decode(self.auth.keys(), payload)?;
+        Ok(uuid::Uuid::from_bytes(payload.id).to_string())
     }
 
     /// The fee on `amount`: `bps` basis points of it plus `fixed`. The merchant never pays
@@ -706,11 +676,6 @@ impl<S: LedgerStore> Payments<S> {
             });
         }
         Ok(limit)
-    }
-
-    /// The QR form of a customer-presented code.
-    pub fn code_qr(code: &str) -> String {
-        format!("{CODE_QR_PREFIX}{code}")
     }
 
     /// One of the caller's payment codes: `live`, `used`, `revoked` or `expired`, and when
@@ -1363,20 +1328,9 @@ fn check_reference(reference: &str) -> Result<(), PayError> {
     Ok(())
 }
 
-/// The 18 digits of a customer's payment code as typed or scanned (its QR form has a
-/// prefix); anything else is answered as an unusable code.
-fn code_digits(code: &str) -> Result<&str, PayError> {
-    let code = code.trim();
-    let code = code.strip_prefix(CODE_QR_PREFIX).unwrap_or(code);
-    if code.len() != 18 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(code_unusable());
-    }
-    Ok(code)
-}
-
 /// The one answer for a code that cannot be charged, whatever the reason, so a till learns
 /// nothing about codes it guesses.
-fn code_unusable() -> PayError {
+pub(crate) fn code_unusable() -> PayError {
     PayError::Gone("this payment code is unknown, expired or already used; ask for a new one")
 }
 

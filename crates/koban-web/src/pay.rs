@@ -9,7 +9,7 @@ use axum::response::Response;
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
 use koban_pay::merchant::MerchantPayment;
-use koban_pay::{IdempotencyKey, PayError, Payments};
+use koban_pay::{IdempotencyKey, PayError};
 use koban_store::LedgerStore;
 use serde::Deserialize;
 
@@ -255,7 +255,7 @@ pub async fn code_new<S: LedgerStore>(
             let now = state.auth.now_ms();
             page.render(&CodePage {
                 c: page.chrome("title-pay-code"),
-                qr: qr_image(&Payments::<S>::code_qr(&digits)),
+                qr: qr_image(&koban_pay::qr::code_qr(&digits)),
                 barcode: barcode_image(&digits),
                 id: code.id,
                 digits,
