@@ -40,10 +40,16 @@ where
 }
 
 /// A request body's JSON as `T`, whole numbers read as integers (see [`Json`]); a value that
-/// does not fit is a 400 problem naming the field, never the value.
+/// does not fit is a 400 problem naming the field, never the value. Every body is an object:
+/// an array is refused, though serde would read a struct from one (`[1500]`).
 pub fn json_value<T: serde::de::DeserializeOwned>(
     mut value: serde_json::Value,
 ) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
     whole_numbers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|error| {
         ApiError::BadRequest(crate::problem::without_values(

@@ -446,6 +446,14 @@ async fn whole_numbers_written_as_floats_are_integers<S: LedgerStore>(app: TestA
     assert_eq!(fraction.status, StatusCode::BAD_REQUEST, "{fraction:?}");
     let huge = app.call(faucet(json!(1e19), "whole-4")).await;
     assert_eq!(huge.status, StatusCode::BAD_REQUEST, "{huge:?}");
+    // serde reads a struct from an array too; a body is an object.
+    let array = app
+        .call(idem(
+            post("/v1/sandbox/faucet", json!([2000])).bearer(&user.token),
+            "whole-5",
+        ))
+        .await;
+    assert_eq!(array.status, StatusCode::BAD_REQUEST, "{array:?}");
     let wallet = app.call(get("/v1/wallet").bearer(&user.token)).await;
     assert_eq!(
         wallet.body["balance"], 3000,

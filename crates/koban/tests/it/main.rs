@@ -5,6 +5,7 @@ mod browser;
 mod contract;
 mod crash;
 mod drill;
+mod fuzz;
 mod helpers;
 mod identity;
 mod risk;
