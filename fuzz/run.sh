@@ -4,6 +4,7 @@
 # first failure; libFuzzer writes the input to fuzz/artifacts/TARGET/ and prints how to
 # replay it. Needs cargo-fuzz (`cargo install cargo-fuzz`).
 #   fuzz/run.sh [SECONDS] [TARGET...]
+#   fuzz/run.sh --build     builds the targets only
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-30}"
@@ -17,10 +18,15 @@ export CARGO_TARGET_DIR="${KOBAN_FUZZ_TARGET_DIR:-$PWD/target}"
 # No sanitizer: the targets are safe Rust, and overflow checks stay on (debug assertions).
 options=(--sanitizer none --debug-assertions)
 targets=("$@")
-if [ "${#targets[@]}" -eq 0 ]; then
-    mapfile -t targets < <(cargo fuzz list)
+if [ "${#targets[@]}" -eq 0 ] && [ "$seconds" != "--build" ]; then
+    list=$(cargo fuzz list)
+    mapfile -t targets <<<"$list"
+    [ -n "$list" ] || { echo "no fuzz targets" >&2; exit 1; }
 fi
 cargo fuzz build "${options[@]}"
+if [ "$seconds" = "--build" ]; then
+    exit 0
+fi
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "seeds/$target"
     echo "== fuzzing $target for ${seconds}s"

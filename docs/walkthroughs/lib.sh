@@ -85,11 +85,11 @@ enrol_app() {
 # sign_up EMAIL NAME KIND: a verified customer or merchant account with an authenticator app,
 # as in sign-in.sh. Sets TOKEN, SECRET and RECOVERY as enrol_app does.
 sign_up() {
-    local email=$1 name=$2 kind=$3 password="lantern pebble orchard"
+    local email=$1 name=$2 kind=$3 password="lantern pebble orchard" code
     api 202 POST /v1/signup -H "$J" \
         -d "{\"email\":\"$email\",\"password\":\"$password\",\"display_name\":\"$name\",\"kind\":\"$kind\"}" >/dev/null
-    api 204 POST /v1/signup/verify -H "$J" \
-        -d "{\"email\":\"$email\",\"code\":\"$(mail_code "$email" 0)\"}" >/dev/null
+    code=$(mail_code "$email" 0)
+    api 204 POST /v1/signup/verify -H "$J" -d "{\"email\":\"$email\",\"code\":\"$code\"}" >/dev/null
     TOKEN=$(api 200 POST /v1/login -H "$J" -d "{\"email\":\"$email\",\"password\":\"$password\"}" | field session.token)
     enrol_app
 }

@@ -1,12 +1,13 @@
 //! The merchant's QR payload and the customer's payment code, as a till or a wallet scans them.
-//! Properties: whatever text is accepted is exactly the canonical encoding of what it names;
+//! Properties: whatever text is accepted, even text signed with the server's key, is exactly
+//! the canonical encoding of what it names;
 //! a payload made from any fields reads back to them; changing any one byte of it makes it
 //! unreadable; a code is accepted only as 18 digits, with or without its QR prefix.
 #![no_main]
 
 use koban_auth::secret::ServerKeys;
 use koban_ledger::{Amount, Currency};
-use koban_pay::qr::{RequestPayload, code_digits, code_qr};
+use koban_pay::qr::{RequestPayload, code_digits, code_qr, signature};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,6 +17,16 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(
                 payload.encode(&keys),
                 text.trim(),
+                "only the canonical text reads"
+            );
+        }
+        // Any text, signed as if this server had written it: still only the canonical form
+        // of a payload reads.
+        let signed = format!("{text}.{}", signature(&keys, text.trim_start()));
+        if let Ok(payload) = RequestPayload::decode(&keys, &signed) {
+            assert_eq!(
+                payload.encode(&keys),
+                signed.trim(),
                 "only the canonical text reads"
             );
         }

@@ -609,14 +609,7 @@ impl<S: LedgerStore, T: DeserializeOwned> FromRequest<ApiState<S>> for Signed<T>
             &path,
             &body,
         )?;
-        serde_json::from_slice(&body).map(Signed).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "the body does not match this message's schema ({:?} error at line {}, column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })
+        crate::extract::json_body(&body).map(Signed)
     }
 }
 

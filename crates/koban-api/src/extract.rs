@@ -20,9 +20,7 @@ pub const CSRF_COOKIE: &str = "koban_csrf";
 pub const DEVICE_COOKIE: &str = "koban_device";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// A JSON body; a malformed one is a 400 problem. A number written with a zero fraction
-/// (`4378.0`, `1e3`) is the integer it equals, as JSON Schema counts it, up to 2^53 (beyond
-/// that a float is not exact); any other fraction is refused where an integer is expected.
+/// A JSON body; a malformed one is a 400 problem. See [`json_body`] for how it is read.
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
@@ -33,51 +31,217 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) =
-            axum::Json::<serde_json::Value>::from_request(request, state).await?;
-        json_value(value).map(Json)
-    }
-}
-
-/// A request body's JSON as `T`, whole numbers read as integers (see [`Json`]); a value that
-/// does not fit is a 400 problem naming the field, never the value. Every body is an object:
-/// an array is refused, though serde would read a struct from one (`[1500]`).
-pub fn json_value<T: serde::de::DeserializeOwned>(
-    mut value: serde_json::Value,
-) -> Result<T, ApiError> {
-    if !value.is_object() {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    whole_numbers(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        ApiError::BadRequest(crate::problem::without_values(
-            format!("Failed to deserialize the JSON body into the target type: {error}"),
-            "a field of the body is missing, unknown or of the wrong type",
-        ))
-    })
-}
-
-/// Rewrites every number with a zero fraction and a magnitude of at most 2^53 as an integer.
-fn whole_numbers(value: &mut serde_json::Value) {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    match value {
-        serde_json::Value::Number(number) if number.is_f64() => {
-            let float = number.as_f64().unwrap_or(f64::NAN);
-            if float.fract() == 0.0 && float.abs() <= EXACT {
-                // Exact: a whole float of at most 2^53 converts without loss.
-                *value = if float < 0.0 {
-                    serde_json::Value::from(float as i64)
-                } else {
-                    serde_json::Value::from(float as u64)
-                };
-            }
+        if !json_content_type(request.headers()) {
+            return Err(ApiError::BadRequest(
+                "send the body as JSON with Content-Type: application/json".into(),
+            ));
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers),
-        serde_json::Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
-        _ => {}
+        let body = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|error| {
+                crate::problem::rejection(
+                    error.status(),
+                    error.body_text(),
+                    "the body could not be read",
+                )
+            })?;
+        json_body(&body).map(Json)
     }
+}
+
+/// `application/json`, or a `+json` type, as axum's own extractor accepts.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// A request body as `T`. Every body is a JSON object (serde would read a struct from an
+/// array, `[1500]`, too); a key given twice is refused; a number written with a fraction or an
+/// exponent that is exactly an integer of at most 2^53 (`4378.0`, `1.2e3`), as JSON Schema
+/// counts it, is read as that integer, decided from the text (`1500.0000000000001` is not
+/// one); any other fraction is refused where an integer is expected. A refusal is a 400
+/// problem naming the field, never a value.
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let not_json = || ApiError::BadRequest("the body is not valid JSON".into());
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ApiError::BadRequest("the body must be a JSON object".into()),
+                Err(_) => not_json(),
+            },
+        );
+    }
+    let text = integral_numbers(body);
+    let mut reader = serde_json::Deserializer::from_slice(&text);
+    let value = serde_path_to_error::deserialize(&mut reader).map_err(|error| {
+        if error.inner().is_syntax() || error.inner().is_eof() {
+            not_json()
+        } else {
+            refusal(&error)
+        }
+    })?;
+    reader.end().map_err(|_| not_json())?;
+    Ok(value)
+}
+
+/// Why a body does not fit, naming the place by the request's own field names and never
+/// repeating what the client wrote: not a value, nor a key the request does not take (a key
+/// can be anything, a card number too).
+fn refusal(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    use serde_path_to_error::Segment;
+    let message = error.inner().to_string();
+    let message = message.split(" at line ").next().unwrap_or_default();
+    let unknown = message.starts_with("unknown field");
+    let mut segments: Vec<&Segment> = error.path().iter().collect();
+    if unknown {
+        segments.pop();
+    }
+    let named = |text: &str| {
+        text.len() <= 40
+            && text.starts_with(|c: char| c.is_ascii_lowercase())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let safe = segments.iter().all(|segment| match segment {
+        Segment::Seq { .. } => true,
+        Segment::Map { key } => named(key),
+        Segment::Enum { variant } => named(variant),
+        Segment::Unknown => false,
+    });
+    let place = match (segments.is_empty(), safe) {
+        (true, _) => "the body".to_owned(),
+        (false, true) => {
+            let mut place = String::new();
+            for segment in &segments {
+                if !place.is_empty() && !matches!(segment, Segment::Seq { .. }) {
+                    place.push('.');
+                }
+                place.push_str(&segment.to_string());
+            }
+            place
+        }
+        (false, false) => "a field of the body".to_owned(),
+    };
+    let what = if unknown {
+        let expected = message.find(", expected").map_or("", |at| &message[at..]);
+        format!("holds a field this request does not take{expected}")
+    } else {
+        crate::problem::without_values(message.to_owned(), "not what this field takes")
+    };
+    ApiError::BadRequest(format!("{place}: {what}"))
+}
+
+/// The body with each number token that [`integral`] reads rewritten as its integer digits;
+/// strings (keys and values) and every other token as written.
+fn integral_numbers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let (mut at, mut copied, mut in_string) = (0, 0, false);
+    while at < json.len() {
+        let byte = json[at];
+        if in_string {
+            match byte {
+                b'\\' => at += 2,
+                b'"' => {
+                    in_string = false;
+                    at += 1;
+                }
+                _ => at += 1,
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                at += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                while at < json.len()
+                    && matches!(json[at], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    at += 1;
+                }
+                if let Some(digits) = integral(&json[start..at]) {
+                    let out = out.get_or_insert_with(|| Vec::with_capacity(json.len()));
+                    out.extend_from_slice(&json[copied..start]);
+                    out.extend_from_slice(digits.as_bytes());
+                    copied = at;
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    match out {
+        Some(mut out) => {
+            out.extend_from_slice(&json[copied..]);
+            std::borrow::Cow::Owned(out)
+        }
+        None => std::borrow::Cow::Borrowed(json),
+    }
+}
+
+/// The integer a JSON number token equals, when it is written with a fraction or an exponent
+/// and is exactly an integer of magnitude at most 2^53; `None` for any other token.
+fn integral(token: &[u8]) -> Option<String> {
+    const EXACT: u64 = 1 << 53;
+    let text = std::str::from_utf8(token).ok()?;
+    if !text.contains(['.', 'e', 'E']) {
+        return None;
+    }
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    // The digits, times ten to the power `shift`, are the number; trailing zeros of the digits
+    // make up for a negative power (`13364000e-3`).
+    let mut shift = exponent.checked_sub(i64::try_from(fraction.len()).ok()?)?;
+    let digits = format!("{whole}{fraction}");
+    let mut significant = digits.trim_start_matches('0');
+    while shift < 0 && significant.ends_with('0') {
+        significant = &significant[..significant.len() - 1];
+        shift += 1;
+    }
+    if significant.is_empty() {
+        return Some("0".to_owned());
+    }
+    if shift < 0 || significant.len() > 16 {
+        return None;
+    }
+    let mut value: u64 = significant.parse().ok()?;
+    for _ in 0..shift {
+        value = value.checked_mul(10).filter(|v| *v <= EXACT)?;
+    }
+    (value <= EXACT).then(|| {
+        if negative {
+            format!("-{value}")
+        } else {
+            value.to_string()
+        }
+    })
 }
 
 /// A query string; one that does not parse is a 400 problem (`application/problem+json`),
@@ -275,4 +439,84 @@ pub fn json<T: serde::Serialize>(status: axum::http::StatusCode, body: &T) -> Re
 
 pub fn session_out(session: &IssuedSession) -> SessionOut {
     SessionOut::from(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_that_are_exact_integers_read_as_integers() {
+        for (token, integer) in [
+            ("4378.0", Some("4378")),
+            ("1.2e3", Some("1200")),
+            ("1200E0", Some("1200")),
+            ("-5.000", Some("-5")),
+            ("0.0", Some("0")),
+            ("-0.0e-5", Some("0")),
+            ("12.5e1", Some("125")),
+            ("13364000000e-6", Some("13364")),
+            ("1.0e-0", Some("1")),
+            ("100e-3", None),
+            ("9007199254740992.0", Some("9007199254740992")),
+            ("1500", None),
+            ("1500.0000000000001", None),
+            ("0.99999999999999999999", None),
+            ("9007199254740993.0", None),
+            ("1e16", None),
+            ("1.25e1", None),
+            ("1e-1", None),
+            ("1e99999999999999999999", None),
+        ] {
+            assert_eq!(integral(token.as_bytes()).as_deref(), integer, "{token}");
+        }
+        let body = br#"{"note":"1.0 in a string","amount":1.2e3,"list":[2.50, 3.0]}"#;
+        assert_eq!(
+            &*integral_numbers(body),
+            br#"{"note":"1.0 in a string","amount":1200,"list":[2.50, 3]}"#
+        );
+        let escaped = br#"{"a":"quote \" 1.0","b":7.0}"#;
+        assert_eq!(
+            &*integral_numbers(escaped),
+            br#"{"a":"quote \" 1.0","b":7}"#
+        );
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        amount: i64,
+    }
+
+    #[test]
+    fn a_body_is_one_object_with_each_key_once() {
+        assert_eq!(
+            json_body::<Body>(br#" {"amount": 1.5e3} "#).unwrap().amount,
+            1500
+        );
+        let secret = json_body::<Body>(br#"{"4999100012345678": 1}"#).unwrap_err();
+        assert!(
+            !format!("{secret:?}").contains("4999100012345678"),
+            "{secret:?}"
+        );
+        let named = json_body::<Body>(br#"{"amount": "12"}"#).unwrap_err();
+        assert!(
+            format!("{named:?}").contains("amount: invalid type"),
+            "{named:?}"
+        );
+        for refused in [
+            &br#"[1500]"#[..],
+            br#"{"amount":1,"amount":100000}"#,
+            br#"{"amount":1500.0000000000001}"#,
+            br#"{"amount":1500} {"amount":1}"#,
+            br#"{"amount":"#,
+            b"",
+        ] {
+            assert!(
+                json_body::<Body>(refused).is_err(),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+    }
 }

@@ -27,12 +27,7 @@ fn optional_step_up(body: &[u8]) -> Result<StepUpOnlyIn, ApiError> {
     if body.is_empty() {
         return Ok(StepUpOnlyIn::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::BadRequest(crate::problem::without_values(
-            e.to_string(),
-            "the body is not valid",
-        ))
-    })
+    crate::extract::json_body(body)
 }
 
 const ACCEPTED_SIGNUP: Accepted = Accepted {
@@ -49,7 +44,7 @@ fn optional<T>(
 
 /// Opens an account. The answer is the same whether or not the address is already used.
 #[utoipa::path(post, path = "/v1/signup", tag = "identity", request_body = SignupIn,
-    responses((status = 202, body = Accepted), (status = 422, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 202, body = Accepted), (status = 422, body = Problem), (status = 429, description = "Too many from this network", body = Problem), (status = 503, body = Problem)))]
 pub async fn signup<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     ClientInfo(client): ClientInfo,
@@ -420,7 +415,8 @@ pub async fn not_me<S: LedgerStore>(
 
 /// Sends a reset code to the address on file, if any (same answer either way).
 #[utoipa::path(post, path = "/v1/password/forgot", tag = "recovery", request_body = EmailIn,
-    responses((status = 202, body = Accepted), (status = 422, description = "Not an e-mail address", body = Problem)))]
+    responses((status = 202, body = Accepted), (status = 422, description = "Not an e-mail address", body = Problem),
+        (status = 429, description = "Too many from this network", body = Problem)))]
 pub async fn forgot_password<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     ClientInfo(client): ClientInfo,
@@ -468,7 +464,8 @@ pub async fn reset_password<S: LedgerStore>(
 
 /// Files a recovery request for an account whose factors are lost (same answer either way).
 #[utoipa::path(post, path = "/v1/recovery-requests", tag = "recovery", request_body = EmailIn,
-    responses((status = 202, body = Accepted), (status = 422, description = "Not an e-mail address", body = Problem)))]
+    responses((status = 202, body = Accepted), (status = 422, description = "Not an e-mail address", body = Problem),
+        (status = 429, description = "Too many from this network", body = Problem)))]
 pub async fn request_recovery<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     ClientInfo(client): ClientInfo,

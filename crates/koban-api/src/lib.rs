@@ -343,18 +343,11 @@ fn card_routes<S: LedgerStore>() -> Router<ApiState<S>> {
         )
 }
 
-/// The OpenAPI document, naming the currencies this server keeps wallets in.
+/// The OpenAPI document, naming this server's currencies and limits.
 async fn openapi_response<S: LedgerStore>(State(state): State<ApiState<S>>) -> Response {
-    let currencies: Vec<&str> = state
-        .pay
-        .config()
-        .currencies
-        .iter()
-        .map(|c| c.code())
-        .collect();
     (
         [(header::CONTENT_TYPE, "application/json")],
-        openapi_json(&currencies),
+        openapi_json(state.pay.config()),
     )
         .into_response()
 }

@@ -89,10 +89,11 @@ impl Modify for Security {
 )]
 struct ApiDoc;
 
-/// The document as JSON text, for a server whose wallets are in `currencies`.
-pub fn openapi_json(currencies: &[&str]) -> String {
+/// The document as JSON text, for a server configured with `config` (its currencies and
+/// limits are named in the schemas).
+pub fn openapi_json(config: &koban_pay::PayConfig) -> String {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    contract(&mut doc, currencies);
+    contract(&mut doc, config);
     doc.to_string()
 }
 
@@ -111,14 +112,15 @@ const PROBLEM_JSON: &str = "application/problem+json";
 ///   ending with a space (a header's edges are trimmed);
 /// - a currency is one this server keeps wallets in;
 /// - a step-up answer carries a code or a passkey assertion.
-fn contract(doc: &mut Value, currencies: &[&str]) {
+fn contract(doc: &mut Value, config: &koban_pay::PayConfig) {
+    let currencies: Vec<&str> = config.currencies.iter().map(|c| c.code()).collect();
     let problem = |description: &str| {
         json!({
             "description": description,
             "content": { PROBLEM_JSON: { "schema": { "$ref": "#/components/schemas/Problem" } } }
         })
     };
-    let currency = json!({ "type": "string", "enum": currencies });
+    let currency = json!({ "type": "string", "enum": &currencies });
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
             for operation in item
@@ -262,7 +264,7 @@ fn contract(doc: &mut Value, currencies: &[&str]) {
             else {
                 continue;
             };
-            for (property, rule) in rules_of(name) {
+            for (property, rule) in rules_of(name, config) {
                 if let (Some(target), Some(rule)) = (properties.get_mut(property), rule.as_object())
                 {
                     for (keyword, value) in rule {
@@ -354,21 +356,24 @@ fn bound_integers(node: &mut Value) {
 
 /// Free text: 1 to `max` characters once trimmed.
 fn text_rule(max: usize) -> Value {
-    json!({ "pattern": format!(r"^\S([\s\S]{{0,{}}}\S)?$", max - 2) })
+    json!({ "pattern": format!(r"^\s*\S([\s\S]{{0,{}}}\S)?\s*$", max - 2) })
 }
 
 /// A name as the server takes it: 1 to `max` characters once trimmed, no control characters.
 fn name_rule(max: usize) -> Value {
     const C: &str = r"\x00-\x1f\x7f-\x9f";
-    json!({ "pattern": format!(r"^[^\s{C}]([^{C}]{{0,{}}}[^\s{C}])?$", max - 2) })
+    json!({ "pattern": format!(r"^\s*[^\s{C}]([^{C}]{{0,{}}}[^\s{C}])?\s*$", max - 2) })
 }
 
-/// An e-mail address: 1 to 64 characters before the `@`, a domain with a dot inside it, no
-/// spaces or control characters.
-const EMAIL: &str = r"^[^\s@\x00-\x1f\x7f-\x9f]{1,64}@[^\s@.\x00-\x1f\x7f-\x9f][^\s@\x00-\x1f\x7f-\x9f]*\.[^\s@\x00-\x1f\x7f-\x9f]*[^\s@.\x00-\x1f\x7f-\x9f]$";
+/// An e-mail address: printable ASCII, 1 to 64 characters before the `@`, a domain with a dot
+/// inside it (surrounding spaces are trimmed).
+const EMAIL: &str = r"^\s*[!-?A-~]{1,64}@[!-\-/-?A-~][!-?A-~]*\.[!-?A-~]*[!-\-/-?A-~]\s*$";
+
+/// A phone number in E.164 form.
+const PHONE: &str = r"^\s*\+[0-9]{8,15}\s*$";
 
 /// A handle: 3 to 20 letters, digits or underscores, with or without its `@`.
-const HANDLE: &str = "^@?[A-Za-z0-9_]{3,20}$";
+const HANDLE: &str = r"^\s*@?[A-Za-z0-9_]{3,20}\s*$";
 
 /// A transfer's ids as the server writes them: a UUID in its hyphenated form, not the nil one.
 const UUID: &str = "^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
@@ -376,19 +381,19 @@ const UUID: &str = "^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}
 /// A payee: `@handle`, an E.164 phone number or an e-mail address.
 fn payee_rule() -> Value {
     json!({ "anyOf": [
-        { "pattern": format!("^@{}", &HANDLE[3..]) },
-        { "pattern": r"^\+[0-9]{8,15}$" },
+        { "pattern": r"^\s*@[A-Za-z0-9_]{3,20}\s*$" },
+        { "pattern": PHONE },
         { "pattern": EMAIL },
     ] })
 }
 
 /// The rules the server enforces on the request properties of schema `name`, as JSON Schema
 /// keywords (what the wire types' parsers check: `koban_auth::model`, `koban_pay`).
-fn rules_of(name: &str) -> Vec<(&'static str, Value)> {
+fn rules_of(name: &str, config: &koban_pay::PayConfig) -> Vec<(&'static str, Value)> {
     let mut rules = vec![
         ("amount", json!({ "minimum": 1 })),
         ("email", json!({ "maxLength": 254, "pattern": EMAIL })),
-        ("phone", json!({ "pattern": r"^\+[0-9]{8,15}$" })),
+        ("phone", json!({ "pattern": PHONE })),
         ("display_name", name_rule(100)),
         ("legal_name", name_rule(200)),
         ("holder_name", name_rule(200)),
@@ -412,8 +417,14 @@ fn rules_of(name: &str) -> Vec<(&'static str, Value)> {
     ];
     match name {
         "TransferIn" => rules.push(("to", payee_rule())),
-        "FaucetIn" => rules.push(("amount", json!({ "minimum": 1, "maximum": 100_000 }))),
-        "PaymentCodeIn" => rules.push(("limit", json!({ "minimum": 1, "maximum": 50_000 }))),
+        "FaucetIn" => rules.push((
+            "amount",
+            json!({ "minimum": 1, "maximum": koban_pay::wallets::FAUCET_MAX }),
+        )),
+        "PaymentCodeIn" => rules.push((
+            "limit",
+            json!({ "minimum": 1, "maximum": config.code_limit_minor }),
+        )),
         "PayLinkIn" => rules.push(("expires_in_s", json!({ "minimum": 60, "maximum": 2_592_000 }))),
         "PaymentRequestIn" => rules.push(("expires_in_s", json!({ "minimum": 30, "maximum": 86_400 }))),
         "RotateApiKeyIn" => rules.push(("overlap_s", json!({ "minimum": 0, "maximum": 604_800 }))),
@@ -437,7 +448,7 @@ fn rules_of(name: &str) -> Vec<(&'static str, Value)> {
             rules.push(("name", name_rule(100)));
             rules.push((
                 "scopes",
-                json!({ "minItems": 1, "uniqueItems": true, "items": { "type": "string", "enum":
+                json!({ "minItems": 1, "items": { "type": "string", "enum":
                     ["payments:read", "payments:write", "refunds:write", "webhooks:manage"] } }),
             ));
         }

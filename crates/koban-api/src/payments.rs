@@ -944,9 +944,7 @@ pub async fn create_code<S: LedgerStore>(
     let body: PaymentCodeIn = if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
         PaymentCodeIn::default()
     } else {
-        let value = serde_json::from_slice(&body)
-            .map_err(|_| ApiError::BadRequest("the body is not valid JSON".into()))?;
-        crate::extract::json_value(value)?
+        crate::extract::json_body(&body)?
     };
     let currency = currency(&state.pay, body.currency.as_deref())?;
     let limit = body

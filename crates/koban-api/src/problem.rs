@@ -100,7 +100,12 @@ impl From<StoreError> for ApiError {
 pub fn without_values(message: String, generic: &str) -> String {
     // serde names fields in backticks ("missing field `email`") but also quotes a mistyped
     // value after "invalid type"/"invalid value": keep the field path, drop the value.
-    for marker in ["invalid type", "invalid value", "invalid length"] {
+    for marker in [
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ] {
         if let Some(at) = message.find(marker) {
             return format!("{}{marker}: {generic}", &message[..at]);
         }
@@ -112,7 +117,7 @@ pub fn without_values(message: String, generic: &str) -> String {
     }
 }
 
-fn rejection(status: StatusCode, text: String, generic: &str) -> ApiError {
+pub(crate) fn rejection(status: StatusCode, text: String, generic: &str) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::TooLarge
     } else {

@@ -2,7 +2,8 @@
 
 use crate::AuthError;
 
-/// A normalised e-mail address (trimmed, lower case).
+/// A normalised e-mail address (trimmed, lower case): printable ASCII, which every mail
+/// system takes (an internationalised address would need SMTPUTF8 all along its way).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Email(String);
 
@@ -10,7 +11,7 @@ impl Email {
     pub fn parse(text: &str) -> Result<Email, AuthError> {
         let text = text.trim().to_lowercase();
         let invalid = || AuthError::Invalid("email must be an address like name@example.com");
-        if text.len() > 254 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if text.len() > 254 || !text.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(invalid());
         }
         let (local, domain) = text.split_once('@').ok_or_else(invalid)?;

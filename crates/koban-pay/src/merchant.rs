@@ -99,9 +99,11 @@ pub fn transfer_id_text(id: TransferId) -> String {
     uuid::Uuid::from_u128(id.get()).to_string()
 }
 
+/// A transfer's id as this server writes it: a UUID in its hyphenated form.
 pub fn parse_transfer_id(text: &str) -> Result<TransferId, PayError> {
-    uuid::Uuid::parse_str(text)
-        .ok()
+    Some(text)
+        .filter(|text| text.len() == 36)
+        .and_then(|text| uuid::Uuid::parse_str(text).ok())
         .and_then(|u| TransferId::new(u.as_u128()).ok())
         .ok_or(PayError::Invalid("not a valid id"))
 }

@@ -32,7 +32,8 @@ fn not_valid() -> PayError {
     PayError::Invalid("this is not a valid Koban payment code")
 }
 
-fn sign(keys: &ServerKeys, body: &str) -> String {
+/// The signature a payload's `body` (everything before its last `.`) carries.
+pub fn signature(keys: &ServerKeys, body: &str) -> String {
     let hash = keys.hash(HashPurpose::Payment, &[b"qr", body.as_bytes()]);
     URL_SAFE_NO_PAD.encode(&hash[..16])
 }
@@ -47,7 +48,7 @@ impl RequestPayload {
             self.currency.code(),
             self.expires_s
         );
-        let signature = sign(keys, &body);
+        let signature = signature(keys, &body);
         format!("{body}.{signature}")
     }
 
@@ -55,14 +56,14 @@ impl RequestPayload {
     /// `keys`, or not in this form, is refused with one answer.
     pub fn decode(keys: &ServerKeys, payload: &str) -> Result<RequestPayload, PayError> {
         let (body, signature) = payload.trim().rsplit_once('.').ok_or_else(not_valid)?;
-        if !constant_time_eq(sign(keys, body).as_bytes(), signature.as_bytes()) {
+        if !constant_time_eq(self::signature(keys, body).as_bytes(), signature.as_bytes()) {
             return Err(not_valid());
         }
         let fields: Vec<&str> = body.split('.').collect();
         let [REQUEST_PREFIX, id, amount, currency, expires_s] = fields.as_slice() else {
             return Err(not_valid());
         };
-        Ok(RequestPayload {
+        let payload = RequestPayload {
             id: URL_SAFE_NO_PAD
                 .decode(id)
                 .ok()
@@ -75,7 +76,17 @@ impl RequestPayload {
                 .ok_or_else(not_valid)?,
             currency: Currency::parse(currency).map_err(|_| not_valid())?,
             expires_s: expires_s.parse().map_err(|_| not_valid())?,
-        })
+        };
+        // Only the text this server writes: no `+1200` or `01200` for 1200.
+        if payload
+            .encode(keys)
+            .rsplit_once('.')
+            .map(|(written, _)| written)
+            != Some(body)
+        {
+            return Err(not_valid());
+        }
+        Ok(payload)
     }
 }
 
@@ -120,6 +131,12 @@ mod tests {
         );
         let more = text.replace(".1200.", ".9200.");
         assert!(RequestPayload::decode(&keys(), &more).is_err());
+        let padded = "KB1.AwMDAwMDAwMDAwMDAwMDAw.01200.JPY.1800000000";
+        let signed = format!("{padded}.{}", signature(&keys(), padded));
+        assert!(
+            RequestPayload::decode(&keys(), &signed).is_err(),
+            "signed, not canonical"
+        );
         let other_key = ServerKeys::from_master([8; 32]);
         assert!(RequestPayload::decode(&other_key, &text).is_err());
     }

@@ -143,7 +143,7 @@ pub async fn run(args: CardNetworkArgs) -> anyhow::Result<ExitCode> {
         ok
     };
     // (name, authorized amount, follow-up steps of (kind, amount)). Four authorizations and one
-    // increment: the built-in rule card.velocity declines a customer's fifth authorization
+    // increment: the built-in rule card.velocity declines a customer's authorization after five
     // within a minute (increments count), as a card-testing run would make.
     type Scenario<'a> = (&'a str, i64, &'a [(&'a str, i64)]);
     let scenarios: [Scenario; 4] = [
