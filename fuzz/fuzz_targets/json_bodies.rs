@@ -1,6 +1,6 @@
 //! JSON bodies of the money-moving endpoints, read as the server reads them
 //! (`koban_api::extract::json_body`). Properties: any bytes are read or refused, never a
-//! panic; only an object is read; a refusal says the same whatever the strings in the body
+//! panic; only a well-formed JSON object is read; a refusal says the same whatever the strings in the body
 //! hold, and never repeats a key the request does not name (a key can be a card number); an amount written as an exact integer in
 //! any JSON form (`1200`, `1200.000`, `1.2e3`, `12000e-1`) reads as that integer, and one
 //! written with a fraction (`1200.0000000000001`) is refused.
@@ -13,7 +13,13 @@ use serde_json::Value;
 
 fn check<T: serde::de::DeserializeOwned>(body: &[u8]) {
     match json_body::<T>(body) {
-        Ok(_) => assert_eq!(body.trim_ascii_start().first(), Some(&b'{')),
+        Ok(_) => {
+            assert_eq!(body.trim_ascii_start().first(), Some(&b'{'));
+            assert!(
+                serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok(),
+                "only well-formed JSON is read"
+            );
+        }
         Err(error) => {
             let detail = format!("{error:?}");
             // What the request takes ("expected one of `to`, ...") is the request's own list.

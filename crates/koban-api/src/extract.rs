@@ -200,7 +200,9 @@ fn integral_numbers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 fn integral(token: &[u8]) -> Option<String> {
     const EXACT: u64 = 1 << 53;
     let text = std::str::from_utf8(token).ok()?;
-    if !text.contains(['.', 'e', 'E']) {
+    // Only a well-formed JSON number: `1.` or `01.0` stays as written, and is refused.
+    if !text.contains(['.', 'e', 'E']) || serde_json::from_str::<serde_json::Number>(text).is_err()
+    {
         return None;
     }
     let (negative, text) = match text.strip_prefix('-') {
@@ -458,6 +460,10 @@ mod tests {
             ("13364000000e-6", Some("13364")),
             ("1.0e-0", Some("1")),
             ("100e-3", None),
+            ("1.", None),
+            ("01.0", None),
+            ("1.e3", None),
+            ("-", None),
             ("9007199254740992.0", Some("9007199254740992")),
             ("1500", None),
             ("1500.0000000000001", None),
@@ -509,6 +515,8 @@ mod tests {
             br#"{"amount":1,"amount":100000}"#,
             br#"{"amount":1500.0000000000001}"#,
             br#"{"amount":1500} {"amount":1}"#,
+            br#"{"amount":1.}"#,
+            br#"{"amount":01.0}"#,
             br#"{"amount":"#,
             b"",
         ] {
