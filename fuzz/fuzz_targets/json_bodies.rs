@@ -94,6 +94,8 @@ fn written(integer: i64, form: u8, extra: u8) -> (String, Option<i64>) {
     match form % 6 {
         0 => (integer.to_string(), Some(integer)),
         1 => (format!("{integer}.{zeros}0"), Some(integer)),
+        // (JSON allows no leading zero: 0 is written 0e-3, not 0000e-3.)
+        2 if integer == 0 => (format!("0e-{}", zeros.len()), Some(0)),
         2 => (format!("{integer}{zeros}e-{}", zeros.len()), Some(integer)),
         3 => (format!("{integer}.{zeros}1"), None),
         4 => {
