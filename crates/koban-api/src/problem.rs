@@ -1,6 +1,6 @@
 //! RFC 9457 problem details: the one place where errors become HTTP responses.
 
-use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use koban_auth::AuthError;
@@ -122,19 +122,6 @@ pub(crate) fn rejection(status: StatusCode, text: String, generic: &str) -> ApiE
         ApiError::TooLarge
     } else {
         ApiError::BadRequest(without_values(text, generic))
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(error: JsonRejection) -> ApiError {
-        let generic = match &error {
-            JsonRejection::MissingJsonContentType(_) => {
-                "send the body as JSON with Content-Type: application/json"
-            }
-            JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON",
-            _ => "a field of the body is missing, unknown or of the wrong type",
-        };
-        rejection(error.status(), error.body_text(), generic)
     }
 }
 

@@ -41,15 +41,20 @@ pub fn signature(keys: &ServerKeys, body: &str) -> String {
 impl RequestPayload {
     /// The payload's text, signed under `keys`.
     pub fn encode(&self, keys: &ServerKeys) -> String {
-        let body = format!(
+        let body = self.body();
+        let signature = signature(keys, &body);
+        format!("{body}.{signature}")
+    }
+
+    /// Everything the signature covers, as this server writes it.
+    fn body(&self) -> String {
+        format!(
             "{REQUEST_PREFIX}.{}.{}.{}.{}",
             URL_SAFE_NO_PAD.encode(self.id),
             self.amount.minor_units(),
             self.currency.code(),
             self.expires_s
-        );
-        let signature = signature(keys, &body);
-        format!("{body}.{signature}")
+        )
     }
 
     /// Reads a scanned payload (surrounding whitespace ignored). Anything not signed under
@@ -78,12 +83,7 @@ impl RequestPayload {
             expires_s: expires_s.parse().map_err(|_| not_valid())?,
         };
         // Only the text this server writes: no `+1200` or `01200` for 1200.
-        if payload
-            .encode(keys)
-            .rsplit_once('.')
-            .map(|(written, _)| written)
-            != Some(body)
-        {
+        if payload.body() != body {
             return Err(not_valid());
         }
         Ok(payload)
