@@ -173,6 +173,7 @@ impl WithStore for Bench {
             "{bar:40} {pos}/{len} transfers {per_sec} eta {eta}",
         )?);
         let next = Arc::new(AtomicU64::new(0));
+        let meter = crate::bench_meter::Meter::process();
         let started = Instant::now();
         let mut tasks = Vec::new();
         for task in 0..args.concurrency {
@@ -196,8 +197,9 @@ impl WithStore for Bench {
             total.errors += result.errors;
         }
         let elapsed = started.elapsed();
+        let usage = meter.per_op(total.acked.len() as u64);
         progress.finish_and_clear();
-        report(&store, &args, total, elapsed).await
+        report(&store, &args, total, elapsed, usage).await
     }
 }
 
@@ -310,6 +312,35 @@ async fn submit_with_retries<S: LedgerStore>(
     }
 }
 
+/// Adds what the server used per operation (`bench_meter`) to a bench's report; `remote`: the
+/// server is another process, whose usage this one cannot see.
+pub(crate) fn merge_usage(out: &mut serde_json::Value, usage: serde_json::Value, remote: bool) {
+    let (Some(out), serde_json::Value::Object(usage)) = (out.as_object_mut(), usage) else {
+        return;
+    };
+    for (key, value) in usage {
+        let value = if remote {
+            match key.as_str() {
+                "cpu_scope" => serde_json::json!("not measured: the server is another process"),
+                _ => serde_json::Value::Null,
+            }
+        } else {
+            value
+        };
+        out.insert(key, value);
+    }
+}
+
+/// Prints a bench's report: one line with `--json`, indented otherwise.
+pub(crate) fn print(out: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{out}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(out)?);
+    }
+    Ok(())
+}
+
 /// The nearest-rank percentile of sorted microsecond latencies, in milliseconds.
 pub(crate) fn percentile_ms(sorted_us: &[u32], percentile: usize) -> f64 {
     let Some(last) = sorted_us.len().checked_sub(1) else {
@@ -328,6 +359,7 @@ async fn report<S: LedgerStore>(
     args: &LedgerBenchArgs,
     mut total: TaskResult,
     elapsed: Duration,
+    usage: serde_json::Value,
 ) -> anyhow::Result<ExitCode> {
     total.latencies_us.sort_unstable();
     let committed = u64::try_from(total.acked.len())?;
@@ -340,7 +372,8 @@ async fn report<S: LedgerStore>(
     // A count converts to f64 exactly up to 2^53, far beyond any run.
     let per_second =
         f64::from(u32::try_from(committed).unwrap_or(u32::MAX)) / elapsed.as_secs_f64().max(1e-9);
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
+        "bench": "ledger",
         "backend": store.backend(),
         "accounts": args.accounts,
         "transfers_committed": committed,
@@ -354,12 +387,17 @@ async fn report<S: LedgerStore>(
         "hot_accounts": args.hot_accounts,
         "seconds": elapsed.as_secs_f64(),
         "audit_problems": audit.problems,
+        "safety": {
+            "wallet_limits": "every wallet refuses to go below zero",
+            "acknowledged": "after the transfer's group is durable (fsync)",
+            "invariants": "everything read back and checked after the run",
+        },
     });
-    if args.json {
-        println!("{json}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(&json)?);
+    merge_usage(&mut json, usage, false);
+    if store.backend() == "postgres" {
+        json["usage_excludes"] = "the PostgreSQL server's own CPU and writes".into();
     }
+    print(&json, args.json)?;
     Ok(if invariants_ok {
         ExitCode::SUCCESS
     } else {

@@ -382,6 +382,8 @@ pub(crate) struct Started {
     pub(crate) pay: Option<koban_pay::Payments<SqliteStore>>,
     pub(crate) stop: Option<watch::Sender<bool>>,
     pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The built-in server's own runtime, apart from the load generator's threads.
+    pub(crate) runtime: Option<tokio::runtime::Runtime>,
     pub(crate) _dir: Option<tempfile::TempDir>,
 }
 
@@ -402,10 +404,26 @@ impl Started {
         if let Some(store) = &self.store {
             store.shutdown().await;
         }
+        if let Some(runtime) = self.runtime {
+            runtime.shutdown_background();
+        }
     }
 }
 
+/// Starts a server on a fresh temporary SQLite database, on a runtime of its own (so the
+/// server's CPU can be told apart from the load generator's: see `bench_meter`).
 pub(crate) async fn start_server(
+    card_keys: Option<koban_cards::card_keys::CardKeys>,
+    rules: koban_pay::koban_risk::RuleSet,
+) -> anyhow::Result<Started> {
+    let runtime = crate::bench_meter::server_runtime()?;
+    // Everything the server spawns while starting lands on its runtime.
+    let mut started = runtime.spawn(start_server_here(card_keys, rules)).await??;
+    started.runtime = Some(runtime);
+    Ok(started)
+}
+
+async fn start_server_here(
     card_keys: Option<koban_cards::card_keys::CardKeys>,
     rules: koban_pay::koban_risk::RuleSet,
 ) -> anyhow::Result<Started> {
@@ -474,6 +492,7 @@ pub(crate) async fn start_server(
         pay: Some(pay),
         stop: Some(stop),
         tasks: vec![workers, server],
+        runtime: None,
         _dir: Some(dir),
     })
 }
@@ -514,6 +533,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
                 pay: None,
                 stop: None,
                 tasks: Vec::new(),
+                runtime: None,
                 _dir: None,
             }
         }
@@ -551,6 +571,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
     let customers = Arc::new(customers);
     let emails = Arc::new(emails);
     let next_key = Arc::new(AtomicU64::new(0));
+    let meter = crate::bench_meter::Meter::server();
     let deadline = Instant::now() + Duration::from_secs(args.duration_s);
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..args.concurrency {
@@ -614,6 +635,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
             sent[index] += amount;
         }
     }
+    let usage = meter.per_op(latencies.len() as u64);
     let seconds = args.duration_s as f64;
     latencies.sort_unstable();
 
@@ -646,7 +668,8 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     started.stop().await;
-    let out = json!({
+    let mut out = json!({
+        "bench": "api",
         "requests_per_second": (latencies.len() as f64 / seconds * 10.0).round() / 10.0,
         "latency_ms_p50": percentile_ms(&latencies, 50.0),
         "latency_ms_p99": percentile_ms(&latencies, 99.0),
@@ -658,8 +681,16 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
         "duration_s": args.duration_s,
         "setup_s": (setup_s * 10.0).round() / 10.0,
         "server": if args.url.is_some() { "url" } else { "built-in, embedded SQLite" },
+        "safety": {
+            "risk_rules": "the default set, every rule on",
+            "idempotency_key": "a fresh key on every transfer",
+            "limits": "tier balance cap, daily and per-payee limits checked on every transfer",
+            "step_up": "each customer's first payment to its payee confirmed with a second factor",
+            "acknowledged": "after the ledger's group is durable (fsync)",
+        },
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    crate::bench::merge_usage(&mut out, usage, args.url.is_some());
+    crate::bench::print(&out, args.json)?;
     Ok(if invariants_ok && errors == 0 {
         ExitCode::SUCCESS
     } else {

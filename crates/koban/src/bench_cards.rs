@@ -39,6 +39,9 @@ pub struct CardsBenchArgs {
     /// Seconds of measured authorizations.
     #[arg(long, default_value_t = 15)]
     pub duration_s: u64,
+    /// Print one JSON object on one line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub(crate) struct Card {
@@ -196,6 +199,7 @@ pub async fn cards(args: CardsBenchArgs) -> anyhow::Result<ExitCode> {
 
     let cards = Arc::new(cards);
     let next_ref = Arc::new(AtomicU64::new(0));
+    let meter = crate::bench_meter::Meter::server();
     let deadline = Instant::now() + Duration::from_secs(args.duration_s);
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..args.concurrency {
@@ -257,6 +261,7 @@ pub async fn cards(args: CardsBenchArgs) -> anyhow::Result<ExitCode> {
             approved[index] += n;
         }
     }
+    let usage = meter.per_op(latencies.len() as u64);
     latencies.sort_unstable();
     let seconds = args.duration_s as f64;
 
@@ -286,7 +291,8 @@ pub async fn cards(args: CardsBenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     started.stop().await;
-    let out = json!({
+    let mut out = json!({
+        "bench": "cards",
         "requests_per_second": (latencies.len() as f64 / seconds * 10.0).round() / 10.0,
         "latency_ms_p50": percentile_ms(&latencies, 50.0),
         "latency_ms_p99": percentile_ms(&latencies, 99.0),
@@ -300,8 +306,15 @@ pub async fn cards(args: CardsBenchArgs) -> anyhow::Result<ExitCode> {
         "setup_s": (setup_s * 10.0).round() / 10.0,
         "server": "built-in, embedded SQLite",
         "risk_rules_off": CARD_RULES_OFF,
+        "safety": {
+            "risk_rules": "the default set except the per-card rate rules named in risk_rules_off",
+            "checks": "signature, replay cache, card state, expiry and security code on every authorization",
+            "limits": "wallet balance and daily card spending checked on every authorization",
+            "acknowledged": "after the hold and the authorization record are durable (fsync)",
+        },
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    crate::bench::merge_usage(&mut out, usage, false);
+    crate::bench::print(&out, args.json)?;
     Ok(if invariants_ok && errors == 0 {
         ExitCode::SUCCESS
     } else {

@@ -212,21 +212,37 @@ pub async fn pages(args: PagesBenchArgs) -> anyhow::Result<ExitCode> {
         },
     });
     let mut pages = Vec::new();
+    let meter = crate::bench_meter::Meter::process();
+    let started = std::time::Instant::now();
     for (path, signed_in) in PAGES {
         pages.push(measure(&router, &customers, path, *signed_in, &args).await?);
     }
+    let seconds = started.elapsed().as_secs_f64();
+    let requests: u64 = pages.iter().filter_map(|p| p["requests"].as_u64()).sum();
+    let usage = meter.per_op(requests);
     store.shutdown().await;
-    let out = serde_json::json!({
+    // The headline figures are the home page's: the page every signed-in visit starts on.
+    let home = pages
+        .iter()
+        .find(|p| p["path"] == "/home")
+        .cloned()
+        .unwrap_or_default();
+    let mut out = serde_json::json!({
+        "bench": "pages",
+        "requests_per_second": (requests as f64 / seconds.max(1e-9)).round(),
+        "latency_ms_p50": home["p50_ms"],
+        "latency_ms_p99": home["p99_ms"],
+        "latency_of": "/home",
+        "errors": 0,
+        "invariants_ok": true,
+        "invariants": "every page answered 200 (the bench stops at the first that does not)",
         "customers": args.customers,
         "history_per_customer": args.history,
         "concurrency": args.concurrency,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "pages": pages,
     });
-    if args.json {
-        println!("{out}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    }
+    crate::bench::merge_usage(&mut out, usage, false);
+    crate::bench::print(&out, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -242,6 +242,9 @@ pub enum BenchCommand {
     /// Server time of the web wallet's main pages under light load, signed-in customers with a
     /// history, through the real router in-process (embedded SQLite in a temporary directory).
     Pages(crate::bench_pages::PagesBenchArgs),
+    /// Every bench above with its defaults, each in its own process: one table, then one JSON
+    /// document (`--json`: the document only). Exits non-zero if any bench failed.
+    All(crate::bench_all::AllBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -257,6 +260,7 @@ pub enum AuditCommand {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_name(crate::bench_meter::LOAD_THREAD)
         .build()?;
     runtime.block_on(async move {
         match cli.command {
@@ -272,6 +276,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(BenchCommand::Cards(args)) => crate::bench_cards::cards(args).await,
             Command::Bench(BenchCommand::Risk(args)) => crate::risk::bench(args).await,
             Command::Bench(BenchCommand::Pages(args)) => crate::bench_pages::pages(args).await,
+            Command::Bench(BenchCommand::All(args)) => crate::bench_all::all(args).await,
             Command::Risk(RiskCommand::Backtest(args)) => {
                 let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await

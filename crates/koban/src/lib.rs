@@ -7,9 +7,11 @@
 pub mod audit;
 pub mod backend;
 pub mod bench;
+pub mod bench_all;
 pub mod bench_api;
 pub mod bench_cards;
 pub mod bench_login;
+pub mod bench_meter;
 pub mod bench_pages;
 pub mod card_network;
 pub mod cli;

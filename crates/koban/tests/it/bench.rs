@@ -28,7 +28,32 @@ fn run_bench(extra: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|_| panic!("one JSON object, got {stdout:?}"))
 }
 
+/// The fields every bench reports alike (README, "Commands"): rate, latency, errors,
+/// invariants, and what each operation cost the server in CPU and in bytes written.
+pub(crate) fn uniform(report: &serde_json::Value) {
+    let rate = report
+        .get("requests_per_second")
+        .or_else(|| report.get("transfers_per_second"))
+        .and_then(serde_json::Value::as_f64);
+    assert!(rate.is_some_and(|r| r > 0.0), "no rate: {report}");
+    for key in ["latency_ms_p50", "latency_ms_p99", "errors"] {
+        assert!(report[key].is_number(), "{key} missing: {report}");
+    }
+    assert!(report["invariants_ok"].is_boolean(), "{report}");
+    let cpu = report["cpu_us_per_op"].as_f64();
+    assert!(
+        cpu.is_some_and(|us| us > 0.0),
+        "no CPU per operation: {report}"
+    );
+    assert!(
+        report["bytes_written_per_op"].as_f64().is_some(),
+        "{report}"
+    );
+    assert!(report["cpu_scope"].is_string(), "{report}");
+}
+
 fn check(report: &serde_json::Value, backend: &str) {
+    uniform(report);
     assert_eq!(report["backend"], backend);
     assert_eq!(report["accounts"], 50);
     assert_eq!(report["transfers_committed"], 3000);
@@ -114,6 +139,7 @@ fn bench_pages_reports_the_server_time_of_every_main_page() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    uniform(&report);
     let pages = report["pages"].as_array().unwrap();
     let paths: Vec<&str> = pages.iter().map(|p| p["path"].as_str().unwrap()).collect();
     assert_eq!(
@@ -163,6 +189,7 @@ fn bench_login_reports_customer_sign_ins_during_a_flood() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    uniform(&report);
     let phases = report["phases"].as_array().unwrap();
     let names: Vec<&str> = phases
         .iter()
@@ -228,4 +255,39 @@ fn bench_api_drives_transfers_over_http_and_checks_invariants() {
     assert_eq!(report["invariants_ok"], true);
     assert_eq!(report["errors"], 0);
     assert!(report["transfers"].as_u64().unwrap() > 0);
+    uniform(&report);
+    // The server's CPU alone: the load generator's is reported beside it.
+    assert!(report["cpu_scope"].as_str().unwrap().starts_with("server"));
+    assert!(report["load_cpu_us_per_op"].as_f64().is_some(), "{report}");
+    assert!(report["safety"]["risk_rules"].is_string(), "{report}");
+}
+
+#[test]
+fn bench_cards_authorizes_over_http_and_reports_json() {
+    let output = crate::helpers::koban()
+        .args([
+            "bench",
+            "cards",
+            "--cards",
+            "2",
+            "--concurrency",
+            "2",
+            "--duration-s",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.trim().lines().count(), 1, "--json prints one line");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    uniform(&report);
+    assert_eq!(report["bench"], "cards");
+    assert_eq!(report["invariants_ok"], true, "{report}");
+    assert!(report["authorizations"].as_u64().unwrap() > 0, "{report}");
 }

@@ -161,6 +161,7 @@ fn bench_risk_catches_the_injected_attacks_and_times_the_live_path() {
             "500",
             "--live-events",
             "300",
+            "--json",
         ])
         .output()
         .unwrap();
@@ -197,4 +198,6 @@ fn bench_risk_catches_the_injected_attacks_and_times_the_live_path() {
     assert_eq!(report["by_kind"].as_array().unwrap().len(), 4);
     assert_eq!(report["live"]["events"], 300);
     assert_eq!(report["live"]["backend"], "sqlite");
+    crate::bench::uniform(&report);
+    assert_eq!(report["invariants_ok"], true, "{report}");
 }
