@@ -82,36 +82,12 @@ impl SqliteStore {
         }
         let mut conn = db::connect(path)?;
         db::migrate(&mut conn)?;
-        // The writer commits without syncing; its syncer makes the WAL durable before any
-        // answer (see `writer.rs`). The WAL exists from here on: the writer's connection stays
-        // open for the store's life, and SQLite removes the file only when the last one closes.
-        conn.execute_batch("PRAGMA synchronous=NORMAL")
-            .map_err(db::db_error)?;
-        let wal_path = {
-            let mut name = path.as_os_str().to_owned();
-            name.push("-wal");
-            PathBuf::from(name)
-        };
-        let wal = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&wal_path)
-            .map_err(|e| StoreError::Database(format!("cannot open the WAL to sync it: {e}")))?;
-        let (durable, committed) = std::sync::mpsc::channel();
         let (queue, receiver) = job_queue(config.queue);
         let writer = writer::Writer {
             conn,
             clock: config.clock,
             receiver,
-            durable,
-            syncer_gone: false,
         };
-        std::thread::Builder::new()
-            .name("koban-sqlite-sync".into())
-            .spawn(move || writer::run_syncer(wal, wal_path, committed))
-            .map_err(|e| StoreError::Database(format!("cannot start the syncer thread: {e}")))?;
         std::thread::Builder::new()
             .name("koban-sqlite-writer".into())
             .spawn(move || writer.run())
