@@ -354,26 +354,46 @@ fn bound_integers(node: &mut Value) {
     }
 }
 
+/// What the server trims: Rust's `str::trim`, Unicode's White_Space. Spelled out because a
+/// schema's `\s` is ECMA-262's, which leaves out U+0085 and adds U+FEFF: a note of "\u{85}"
+/// would be valid by the document and empty to the server.
+macro_rules! ws {
+    () => {
+        r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    };
+}
+
 /// Free text: 1 to `max` characters once trimmed.
 fn text_rule(max: usize) -> Value {
-    json!({ "pattern": format!(r"^\s*\S([\s\S]{{0,{}}}\S)?\s*$", max - 2) })
+    const W: &str = ws!();
+    json!({ "pattern": format!(r"^[{W}]*[^{W}]([\s\S]{{0,{}}}[^{W}])?[{W}]*$", max - 2) })
 }
 
 /// A name as the server takes it: 1 to `max` characters once trimmed, no control characters.
 fn name_rule(max: usize) -> Value {
+    const W: &str = ws!();
     const C: &str = r"\x00-\x1f\x7f-\x9f";
-    json!({ "pattern": format!(r"^\s*[^\s{C}]([^{C}]{{0,{}}}[^\s{C}])?\s*$", max - 2) })
+    json!({ "pattern": format!(r"^[{W}]*[^{W}{C}]([^{C}]{{0,{}}}[^{W}{C}])?[{W}]*$", max - 2) })
 }
 
 /// An e-mail address: printable ASCII, 1 to 64 characters before the `@`, a domain with a dot
 /// inside it (surrounding spaces are trimmed).
-const EMAIL: &str = r"^\s*[!-?A-~]{1,64}@[!-\-/-?A-~][!-?A-~]*\.[!-?A-~]*[!-\-/-?A-~]\s*$";
+const EMAIL: &str = concat!(
+    "^[",
+    ws!(),
+    r"]*[!-?A-~]{1,64}@[!-\-/-?A-~][!-?A-~]*\.[!-?A-~]*[!-\-/-?A-~][",
+    ws!(),
+    "]*$"
+);
 
 /// A phone number in E.164 form.
-const PHONE: &str = r"^\s*\+[0-9]{8,15}\s*$";
+const PHONE: &str = concat!("^[", ws!(), r"]*\+[0-9]{8,15}[", ws!(), "]*$");
 
 /// A handle: 3 to 20 letters, digits or underscores, with or without its `@`.
-const HANDLE: &str = r"^\s*@?[A-Za-z0-9_]{3,20}\s*$";
+const HANDLE: &str = concat!("^[", ws!(), "]*@?[A-Za-z0-9_]{3,20}[", ws!(), "]*$");
+
+/// A payee's `@handle`.
+const AT_HANDLE: &str = concat!("^[", ws!(), "]*@[A-Za-z0-9_]{3,20}[", ws!(), "]*$");
 
 /// A transfer's ids as the server writes them: a UUID in its hyphenated form, not the nil one.
 const UUID: &str = "^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
@@ -381,7 +401,7 @@ const UUID: &str = "^(?!0{8}-0{4}-0{4}-0{4}-0{12}$)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}
 /// A payee: `@handle`, an E.164 phone number or an e-mail address.
 fn payee_rule() -> Value {
     json!({ "anyOf": [
-        { "pattern": r"^\s*@[A-Za-z0-9_]{3,20}\s*$" },
+        { "pattern": AT_HANDLE },
         { "pattern": PHONE },
         { "pattern": EMAIL },
     ] })
@@ -455,4 +475,54 @@ fn rules_of(name: &str, config: &koban_pay::PayConfig) -> Vec<(&'static str, Val
         _ => {}
     }
     rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(rule: &Value) -> regex::Regex {
+        regex::Regex::new(rule["pattern"].as_str().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn text_patterns_trim_what_the_server_trims() {
+        let patterns = [
+            text_rule(500),
+            name_rule(80),
+            json!({ "pattern": EMAIL }),
+            json!({ "pattern": PHONE }),
+            json!({ "pattern": HANDLE }),
+            json!({ "pattern": AT_HANDLE }),
+        ];
+        // `\s` means one set in the JSON Schema's regex dialect (ECMA-262) and another in
+        // Rust's and Python's: only "any character" may use it.
+        for rule in &patterns {
+            let pattern = rule["pattern"].as_str().unwrap().replace(r"[\s\S]", "");
+            assert!(
+                !pattern.contains(r"\s") && !pattern.contains(r"\S"),
+                "{pattern}"
+            );
+        }
+        let (text, name) = (compiled(&patterns[0]), compiled(&patterns[1]));
+        // Every character alone, between spaces: valid by the document exactly when the
+        // server's trim leaves something.
+        for c in (0..=0x3100u32).chain([0xfeff]).filter_map(char::from_u32) {
+            let alone = format!(" {c} ");
+            let kept = !alone.trim().is_empty();
+            assert_eq!(text.is_match(&alone), kept, "U+{:04X}", c as u32);
+            if !kept {
+                assert!(!name.is_match(&alone), "U+{:04X}", c as u32);
+            }
+        }
+        assert!(!text.is_match("\u{85}\n "), "what schemathesis sent");
+        assert!(text.is_match(" a\u{85}b "));
+        let email = compiled(&patterns[2]);
+        assert!(email.is_match(" kenji@example.jp\u{85}"));
+        assert!(
+            !email.is_match("\u{feff}kenji@example.jp"),
+            "U+FEFF is not trimmed"
+        );
+        assert!(compiled(&patterns[3]).is_match("\u{3000}+819012345678"));
+    }
 }
