@@ -312,22 +312,10 @@ async fn submit_with_retries<S: LedgerStore>(
     }
 }
 
-/// Adds what the server used per operation (`bench_meter`) to a bench's report; `remote`: the
-/// server is another process, whose usage this one cannot see.
-pub(crate) fn merge_usage(out: &mut serde_json::Value, usage: serde_json::Value, remote: bool) {
-    let (Some(out), serde_json::Value::Object(usage)) = (out.as_object_mut(), usage) else {
-        return;
-    };
-    for (key, value) in usage {
-        let value = if remote {
-            match key.as_str() {
-                "cpu_scope" => serde_json::json!("not measured: the server is another process"),
-                _ => serde_json::Value::Null,
-            }
-        } else {
-            value
-        };
-        out.insert(key, value);
+/// Adds what the server used per operation (`bench_meter`) to a bench's report.
+pub(crate) fn merge_usage(out: &mut serde_json::Value, usage: serde_json::Value) {
+    if let (Some(out), serde_json::Value::Object(usage)) = (out.as_object_mut(), usage) {
+        out.extend(usage);
     }
 }
 
@@ -393,7 +381,7 @@ async fn report<S: LedgerStore>(
             "invariants": "everything read back and checked after the run",
         },
     });
-    merge_usage(&mut json, usage, false);
+    merge_usage(&mut json, usage);
     if store.backend() == "postgres" {
         json["usage_excludes"] = "the PostgreSQL server's own CPU and writes".into();
     }

@@ -56,12 +56,8 @@ pub async fn all(args: AllBenchArgs) -> anyhow::Result<ExitCode> {
     let mut all_ok = true;
     for (name, bench_args) in plan(postgres.as_deref()) {
         if !args.json {
-            eprintln!(
-                "koban bench {} ...",
-                bench_args
-                    .join(" ")
-                    .replace(postgres.as_deref().unwrap_or("\u{0}"), "URL",)
-            );
+            // The bench's name, not its arguments: a database URL can hold a password.
+            eprintln!("koban bench {name} ...");
         }
         let started = Instant::now();
         let exe = exe.clone();

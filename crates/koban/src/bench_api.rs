@@ -635,7 +635,10 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
             sent[index] += amount;
         }
     }
-    let usage = meter.per_op(latencies.len() as u64);
+    let usage = match args.url {
+        Some(_) => crate::bench_meter::Meter::not_measured(),
+        None => meter.per_op(latencies.len() as u64),
+    };
     let seconds = args.duration_s as f64;
     latencies.sort_unstable();
 
@@ -689,7 +692,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
             "acknowledged": "after the ledger's group is durable (fsync)",
         },
     });
-    crate::bench::merge_usage(&mut out, usage, args.url.is_some());
+    crate::bench::merge_usage(&mut out, usage);
     crate::bench::print(&out, args.json)?;
     Ok(if invariants_ok && errors == 0 {
         ExitCode::SUCCESS

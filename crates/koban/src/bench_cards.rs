@@ -313,7 +313,7 @@ pub async fn cards(args: CardsBenchArgs) -> anyhow::Result<ExitCode> {
             "acknowledged": "after the hold and the authorization record are durable (fsync)",
         },
     });
-    crate::bench::merge_usage(&mut out, usage, false);
+    crate::bench::merge_usage(&mut out, usage);
     crate::bench::print(&out, args.json)?;
     Ok(if invariants_ok && errors == 0 {
         ExitCode::SUCCESS

@@ -358,7 +358,7 @@ pub async fn login(args: LoginBenchArgs) -> anyhow::Result<ExitCode> {
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "phases": phases,
     });
-    crate::bench::merge_usage(&mut out, usage, false);
+    crate::bench::merge_usage(&mut out, usage);
     crate::bench::print(&out, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -42,7 +42,7 @@ impl Meter {
     /// Measures the whole process (store, server and load generator alike).
     pub fn process() -> Meter {
         Meter {
-            start: sample(),
+            start: sample(false),
             server_split: false,
         }
     }
@@ -50,14 +50,24 @@ impl Meter {
     /// Measures the server only: the process minus the load generator's threads.
     pub fn server() -> Meter {
         Meter {
-            start: sample(),
+            start: sample(true),
             server_split: true,
         }
     }
 
+    /// The same fields for a server in another process, whose usage this one cannot see.
+    pub fn not_measured() -> Value {
+        json!({
+            "cpu_us_per_op": null,
+            "bytes_written_per_op": null,
+            "cpu_scope": "not measured: the server is another process",
+            "load_cpu_us_per_op": null,
+        })
+    }
+
     /// `cpu_us_per_op`, `bytes_written_per_op` and what they cover, for `ops` operations.
     pub fn per_op(&self, ops: u64) -> Value {
-        let end = sample();
+        let end = sample(self.server_split);
         let process = end.process_cpu_us.saturating_sub(self.start.process_cpu_us);
         let load = end.load_cpu_us.saturating_sub(self.start.load_cpu_us);
         let written = end.written_bytes.saturating_sub(self.start.written_bytes);
@@ -85,10 +95,11 @@ impl Meter {
     }
 }
 
-fn sample() -> Sample {
+/// The process's figures now; the load generator's threads only when they are subtracted.
+fn sample(with_load: bool) -> Sample {
     Sample {
         process_cpu_us: process_cpu_us(),
-        load_cpu_us: load_cpu_us(),
+        load_cpu_us: if with_load { load_cpu_us() } else { 0 },
         written_bytes: written_bytes(),
     }
 }

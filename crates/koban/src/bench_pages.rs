@@ -242,7 +242,7 @@ pub async fn pages(args: PagesBenchArgs) -> anyhow::Result<ExitCode> {
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "pages": pages,
     });
-    crate::bench::merge_usage(&mut out, usage, false);
+    crate::bench::merge_usage(&mut out, usage);
     crate::bench::print(&out, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -170,19 +170,21 @@ pub async fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
         let rank = (nanos.len() * p).div_ceil(100).max(1);
         nanos[rank - 1] as f64 / 1000.0
     };
-    let live = if args.live_events > 0 {
+    let mut live = if args.live_events > 0 {
         Some(live_replay(&args, &sim, args.live_events).await?)
     } else {
         None
     };
     // The headline figures are the live path's (a decision as a payment pays for it), or the
     // rules alone when no event is replayed live.
-    let (per_second, p50_ms, p99_ms, usage) = match &live {
+    let (per_second, p50_ms, p99_ms, usage) = match &mut live {
         Some(live) => (
             live["decisions_per_second"].clone(),
             live["assess_us_p50"].as_f64().map(|us| us / 1000.0),
             live["assess_us_p99"].as_f64().map(|us| us / 1000.0),
-            live["usage"].clone(),
+            live.as_object_mut()
+                .and_then(|live| live.remove("usage"))
+                .unwrap_or_default(),
         ),
         None => (
             serde_json::json!((events.len() as f64 / elapsed.max(1e-9)).round()),
@@ -223,7 +225,7 @@ pub async fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
         "note": "decision_us_*: the rule set over features from in-memory windows; live.*: Payments::assess end to end (limits, window reads from the database, rules, queueing the record); time_to_detect_*: from an attack's first attempt (its first event other than a successful sign-in) to its first alert, hold or deny; money_out_*: outgoing movements (minor units) an attack got through, counting a step-up challenge as passed",
         "live": live,
     });
-    crate::bench::merge_usage(&mut out, usage, false);
+    crate::bench::merge_usage(&mut out, usage);
     crate::bench::print(&out, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -52,6 +52,27 @@ pub(crate) fn uniform(report: &serde_json::Value) {
     assert!(report["cpu_scope"].is_string(), "{report}");
 }
 
+/// Runs `koban bench ARGS --json`, which must succeed and print one line: its report, with
+/// the common fields checked.
+pub(crate) fn bench_json(args: &[&str]) -> serde_json::Value {
+    let output = koban()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.trim().lines().count(), 1, "--json prints one line");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    uniform(&report);
+    report
+}
+
 fn check(report: &serde_json::Value, backend: &str) {
     uniform(report);
     assert_eq!(report["backend"], backend);
@@ -117,29 +138,17 @@ fn bench_refuses_an_existing_file_and_bad_flags() {
 
 #[test]
 fn bench_pages_reports_the_server_time_of_every_main_page() {
-    let output = crate::helpers::koban()
-        .args([
-            "bench",
-            "pages",
-            "--customers",
-            "2",
-            "--history",
-            "5",
-            "--requests",
-            "20",
-            "--concurrency",
-            "2",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    uniform(&report);
+    let report = bench_json(&[
+        "pages",
+        "--customers",
+        "2",
+        "--history",
+        "5",
+        "--requests",
+        "20",
+        "--concurrency",
+        "2",
+    ]);
     let pages = report["pages"].as_array().unwrap();
     let paths: Vec<&str> = pages.iter().map(|p| p["path"].as_str().unwrap()).collect();
     assert_eq!(
@@ -167,29 +176,17 @@ fn bench_pages_reports_the_server_time_of_every_main_page() {
 
 #[test]
 fn bench_login_reports_customer_sign_ins_during_a_flood() {
-    let output = crate::helpers::koban()
-        .args([
-            "bench",
-            "login",
-            "--attackers",
-            "4",
-            "--customers",
-            "2",
-            "--duration-s",
-            "1",
-            "--customer-pause-ms",
-            "200",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    uniform(&report);
+    let report = bench_json(&[
+        "login",
+        "--attackers",
+        "4",
+        "--customers",
+        "2",
+        "--duration-s",
+        "1",
+        "--customer-pause-ms",
+        "200",
+    ]);
     let phases = report["phases"].as_array().unwrap();
     let names: Vec<&str> = phases
         .iter()
@@ -223,26 +220,15 @@ fn bench_login_reports_customer_sign_ins_during_a_flood() {
 
 #[test]
 fn bench_api_drives_transfers_over_http_and_checks_invariants() {
-    let output = crate::helpers::koban()
-        .args([
-            "bench",
-            "api",
-            "--customers",
-            "4",
-            "--concurrency",
-            "2",
-            "--duration-s",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = bench_json(&[
+        "api",
+        "--customers",
+        "4",
+        "--concurrency",
+        "2",
+        "--duration-s",
+        "1",
+    ]);
     for key in [
         "requests_per_second",
         "latency_ms_p50",
@@ -255,7 +241,6 @@ fn bench_api_drives_transfers_over_http_and_checks_invariants() {
     assert_eq!(report["invariants_ok"], true);
     assert_eq!(report["errors"], 0);
     assert!(report["transfers"].as_u64().unwrap() > 0);
-    uniform(&report);
     // The server's CPU alone: the load generator's is reported beside it.
     assert!(report["cpu_scope"].as_str().unwrap().starts_with("server"));
     assert!(report["load_cpu_us_per_op"].as_f64().is_some(), "{report}");
@@ -264,29 +249,15 @@ fn bench_api_drives_transfers_over_http_and_checks_invariants() {
 
 #[test]
 fn bench_cards_authorizes_over_http_and_reports_json() {
-    let output = crate::helpers::koban()
-        .args([
-            "bench",
-            "cards",
-            "--cards",
-            "2",
-            "--concurrency",
-            "2",
-            "--duration-s",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.trim().lines().count(), 1, "--json prints one line");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    uniform(&report);
+    let report = bench_json(&[
+        "cards",
+        "--cards",
+        "2",
+        "--concurrency",
+        "2",
+        "--duration-s",
+        "1",
+    ]);
     assert_eq!(report["bench"], "cards");
     assert_eq!(report["invariants_ok"], true, "{report}");
     assert!(report["authorizations"].as_u64().unwrap() > 0, "{report}");
