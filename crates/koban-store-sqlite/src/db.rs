@@ -253,6 +253,40 @@ pub fn upsert_account(conn: &Connection, account: &Account) -> Result<(), StoreE
     Ok(())
 }
 
+/// Writes an existing account's changing columns; false when there is no such account.
+pub fn update_account(conn: &Connection, account: &Account) -> Result<bool, StoreError> {
+    let r = AccountRow::from_account(account);
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE accounts SET flags = ?2, debits_pending = ?3, debits_posted = ?4, \
+             credits_pending = ?5, credits_posted = ?6, last_transfer = ?7, last_timestamp = ?8 \
+             WHERE id = ?1",
+        )
+        .map_err(db_error)?;
+    let changed = stmt
+        .execute(params![
+            r.id,
+            r.flags,
+            r.debits_pending,
+            r.debits_posted,
+            r.credits_pending,
+            r.credits_posted,
+            r.last_transfer,
+            r.last_timestamp
+        ])
+        .map_err(db_error)?;
+    Ok(changed == 1)
+}
+
+/// This connection's view of the database's `data_version`: it changes when any other
+/// connection commits.
+pub fn data_version(conn: &Connection) -> Result<i64, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("PRAGMA data_version")
+        .map_err(db_error)?;
+    stmt.query_row([], |r| r.get(0)).map_err(db_error)
+}
+
 pub fn insert_transfer(conn: &Connection, transfer: &Transfer) -> Result<(), StoreError> {
     let r = TransferRow::from_transfer(transfer);
     let mut stmt = conn

@@ -87,6 +87,7 @@ impl SqliteStore {
             conn,
             clock: config.clock,
             receiver,
+            accounts: writer::AccountCache::default(),
         };
         std::thread::Builder::new()
             .name("koban-sqlite-writer".into())

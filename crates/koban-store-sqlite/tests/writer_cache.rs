@@ -1,0 +1,79 @@
+//! The writer keeps the accounts it committed in memory; a write to the same database file by
+//! any other connection (another process, an operator's tool) must make it read them again.
+
+use koban_ledger::{Currency, RejectReason, Timestamp};
+use koban_store::conformance::{account_id, issuer, mv, wallet};
+use koban_store::{Clock, LedgerStore};
+use koban_store_sqlite::{SqliteConfig, SqliteStore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_by_another_connection_is_seen_by_the_next_group() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ledger.db");
+    let (clock, _handle) = Clock::manual(Timestamp::from_nanos(1_700_000_000_000_000_000));
+    let store = SqliteStore::open(
+        &path,
+        SqliteConfig {
+            clock,
+            ..SqliteConfig::default()
+        },
+    )
+    .expect("store opens");
+    let opened = store
+        .create_accounts(vec![
+            issuer(1, Currency::Jpy),
+            wallet(2, Currency::Jpy),
+            wallet(3, Currency::Jpy),
+        ])
+        .await
+        .expect("store works");
+    assert!(opened.iter().all(Result::is_ok));
+    // Wallet 2 holds 10,000 as far as the writer knows.
+    store
+        .submit(vec![mv(100, 1, 2, 10_000, Currency::Jpy)])
+        .await
+        .expect("store works")
+        .expect("funded");
+
+    // Another connection leaves wallet 2 with 3,000.
+    let other = rusqlite::Connection::open(&path).expect("second connection");
+    other
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .expect("busy timeout");
+    let changed = other
+        .execute(
+            "UPDATE accounts SET credits_posted = 3000 WHERE id = ?1",
+            [&account_id(2).to_bytes()[..]],
+        )
+        .expect("update");
+    assert_eq!(changed, 1);
+
+    // Spending 5,000 must be refused: the writer reads the 3,000, not its memory of 10,000.
+    let refused = store
+        .submit(vec![mv(200, 2, 3, 5_000, Currency::Jpy)])
+        .await
+        .expect("store works");
+    assert_eq!(
+        refused.map(|_| ()).map_err(|r| r.reason),
+        Err(RejectReason::ExceedsCredits)
+    );
+    // And what the writer then writes starts from 3,000.
+    store
+        .submit(vec![mv(201, 2, 3, 1_000, Currency::Jpy)])
+        .await
+        .expect("store works")
+        .expect("within the balance");
+    let wallet2 = store
+        .account(account_id(2))
+        .await
+        .expect("store works")
+        .expect("exists");
+    assert_eq!(
+        (
+            wallet2.balance.credits_posted,
+            wallet2.balance.debits_posted
+        ),
+        (3_000, 1_000)
+    );
+    store.shutdown().await;
+}
