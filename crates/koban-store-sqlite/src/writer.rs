@@ -30,8 +30,9 @@ pub struct Writer {
 
 /// The accounts as this writer's last commits left them, valid while the database's
 /// `data_version` is the one seen in the transaction that wrote them: any commit by another
-/// connection (a reader pool's transaction, another process, an operator's tool) changes it,
-/// and the whole cache is dropped. After a failed transaction the cache is dropped too.
+/// connection (the `SqlDb` connection of this process, another process, an operator's tool)
+/// changes it, and the whole cache is dropped. After a failed transaction (even a commit that
+/// reports an error) the cache is dropped too: the writer's own commits do not change it.
 #[derive(Default)]
 pub struct AccountCache {
     accounts: HashMap<AccountId, Account>,
