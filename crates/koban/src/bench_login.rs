@@ -360,5 +360,9 @@ pub async fn login(args: LoginBenchArgs) -> anyhow::Result<ExitCode> {
     });
     crate::bench::merge_usage(&mut out, usage);
     crate::bench::print(&out, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if known_device_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

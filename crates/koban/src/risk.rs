@@ -193,6 +193,7 @@ pub async fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
             serde_json::Value::Null,
         ),
     };
+    let invariants_ok = report.attacks_caught == report.attacks_total;
     let mut out = serde_json::json!({
         "bench": "risk",
         "requests_per_second": per_second,
@@ -200,7 +201,7 @@ pub async fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
         "latency_ms_p99": p99_ms,
         "latency_of": if live.is_some() { "Payments::assess end to end (live.*)" } else { "the rules alone" },
         "errors": 0,
-        "invariants_ok": report.attacks_caught == report.attacks_total,
+        "invariants_ok": invariants_ok,
         "invariants": "every injected attack is caught",
         "decisions_per_second": if elapsed > 0.0 { (events.len() as f64 / elapsed).round() } else { 0.0 },
         "decision_us_p50": pct(50),
@@ -227,7 +228,11 @@ pub async fn bench(args: RiskBenchArgs) -> anyhow::Result<ExitCode> {
     });
     crate::bench::merge_usage(&mut out, usage);
     crate::bench::print(&out, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if invariants_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Replays the first `n` simulated events through `Payments::assess` on a real store, with
