@@ -1,27 +1,30 @@
-//! The shared conformance suite against the embedded SQLite backend.
+//! The shared conformance suite against the embedded SQLite backend, and what only this
+//! backend does (its writer's account cache).
 
-use koban_ledger::Timestamp;
-use koban_store::conformance::Fixture;
-use koban_store::{Clock, conformance_tests};
+use koban_ledger::{Currency, RejectReason, Timestamp};
+use koban_store::conformance::{Fixture, account_id, issuer, mv, wallet};
+use koban_store::{Clock, LedgerStore, conformance_tests};
 use koban_store_sqlite::{SqliteConfig, SqliteStore};
 
-async fn fresh(_name: &str) -> Option<Fixture<SqliteStore>> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    // The directory must outlive the store; tests are short, so it is left for the OS to clean.
-    let path = dir.keep().join("ledger.db");
+/// A store on a fresh file at `path`, on a manual clock.
+fn open_at(path: &std::path::Path) -> (SqliteStore, koban_store::ManualClock) {
     let (clock, handle) = Clock::manual(Timestamp::from_nanos(1_700_000_000_000_000_000));
     let store = SqliteStore::open(
-        &path,
+        path,
         SqliteConfig {
             clock,
             ..SqliteConfig::default()
         },
     )
     .expect("store opens");
-    Some(Fixture {
-        store,
-        clock: handle,
-    })
+    (store, handle)
+}
+
+async fn fresh(_name: &str) -> Option<Fixture<SqliteStore>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The directory must outlive the store; tests are short, so it is left for the OS to clean.
+    let (store, clock) = open_at(&dir.keep().join("ledger.db"));
+    Some(Fixture { store, clock })
 }
 
 conformance_tests!(fresh);
@@ -41,4 +44,70 @@ fn urls_map_to_paths() {
     );
     assert!(path_from_url("sqlite::memory:").is_err());
     assert!(path_from_url("postgres://x").is_err());
+}
+
+// The writer keeps the accounts it committed in memory; a write to the same database file by
+// any other connection (another process, an operator's tool) must make it read them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_by_another_connection_is_seen_by_the_next_group() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ledger.db");
+    let (store, _clock) = open_at(&path);
+    let opened = store
+        .create_accounts(vec![
+            issuer(1, Currency::Jpy),
+            wallet(2, Currency::Jpy),
+            wallet(3, Currency::Jpy),
+        ])
+        .await
+        .expect("store works");
+    assert!(opened.iter().all(Result::is_ok));
+    // Wallet 2 holds 10,000 as far as the writer knows.
+    store
+        .submit(vec![mv(100, 1, 2, 10_000, Currency::Jpy)])
+        .await
+        .expect("store works")
+        .expect("funded");
+
+    // Another connection leaves wallet 2 with 3,000.
+    let other = rusqlite::Connection::open(&path).expect("second connection");
+    other
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .expect("busy timeout");
+    let changed = other
+        .execute(
+            "UPDATE accounts SET credits_posted = 3000 WHERE id = ?1",
+            [&account_id(2).to_bytes()[..]],
+        )
+        .expect("update");
+    assert_eq!(changed, 1);
+
+    // Spending 5,000 must be refused: the writer reads the 3,000, not its memory of 10,000.
+    let refused = store
+        .submit(vec![mv(200, 2, 3, 5_000, Currency::Jpy)])
+        .await
+        .expect("store works");
+    assert_eq!(
+        refused.map(|_| ()).map_err(|r| r.reason),
+        Err(RejectReason::ExceedsCredits)
+    );
+    // And what the writer then writes starts from 3,000.
+    store
+        .submit(vec![mv(201, 2, 3, 1_000, Currency::Jpy)])
+        .await
+        .expect("store works")
+        .expect("within the balance");
+    let wallet2 = store
+        .account(account_id(2))
+        .await
+        .expect("store works")
+        .expect("exists");
+    assert_eq!(
+        (
+            wallet2.balance.credits_posted,
+            wallet2.balance.debits_posted
+        ),
+        (3_000, 1_000)
+    );
+    store.shutdown().await;
 }
