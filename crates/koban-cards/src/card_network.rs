@@ -621,7 +621,7 @@ impl<S: LedgerStore> Cards<S> {
         let fingerprint = self.pan_fingerprint(pan);
         let card_key = u64::from_be_bytes(fingerprint[..8].try_into().unwrap_or([0; 8]));
         // Held until a wrong code is counted, or a right one has reset the count.
-        let card_lock = self.lock_card(card_key).await;
+        let card_lock = self.lock_card(card_key, &fingerprint).await?;
         let (existing, card) = self
             .authorization_and_card(&auth_id, fingerprint, now)
             .await?;
@@ -698,8 +698,8 @@ impl<S: LedgerStore> Cards<S> {
     ) -> Result<NetworkAnswer, PayError> {
         let hold_id = self.pay.derive_id(&[b"card-hold", auth_id.as_bytes()]);
         let memo_id = self.pay.derive_id(&[b"card-hold-memo", auth_id.as_bytes()]);
-        let _claim = self.pay.claim(hold_id)?;
-        let lock = self.pay.lock_wallet(card.wallet).await;
+        let _claim = self.pay.claim(hold_id).await?;
+        let lock = self.pay.lock_wallet(card.wallet).await?;
         let decided = self
             .decide_card_spend(
                 &card.id,
@@ -1055,7 +1055,7 @@ impl<S: LedgerStore> Cards<S> {
         &self,
         op_key: &str,
         authorization_id: &str,
-    ) -> Result<Result<(AuthRow, tokio::sync::MutexGuard<'_, ()>), NetworkAnswer>, PayError> {
+    ) -> Result<Result<(AuthRow, koban_pay::WalletLock<'_>), NetworkAnswer>, PayError> {
         let mut tx = self.pay.db().begin_read().await?;
         let done = tx
             .query_opt(
@@ -1072,7 +1072,7 @@ impl<S: LedgerStore> Cards<S> {
             }
             return Ok(Err(auth.answer(true)));
         }
-        let lock = self.pay.lock_wallet(auth.wallet).await;
+        let lock = self.pay.lock_wallet(auth.wallet).await?;
         let auth = self.reload(authorization_id).await?;
         if auth.status != "approved" || self.pay.now_ms() >= auth.expires_at {
             return Ok(Err(NetworkAnswer::declined(

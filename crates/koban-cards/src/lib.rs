@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use koban_pay::{PayError, Payments};
 use koban_store::LedgerStore;
+use koban_store::sql::Held;
 
 /// Settings of card issuing and of the network's side.
 #[derive(Clone, Debug)]
@@ -104,10 +105,19 @@ impl<S: LedgerStore> Cards<S> {
         &self.pay
     }
 
-    pub(crate) async fn lock_card(&self, card_key: u64) -> tokio::sync::MutexGuard<'_, ()> {
+    /// Locks one card's data checks (by its number's fingerprint, whose first 8 bytes are
+    /// `card_key`): this instance's stripe, then the card for every instance on the database.
+    pub(crate) async fn lock_card(
+        &self,
+        card_key: u64,
+        fingerprint: &[u8],
+    ) -> Result<(Held, tokio::sync::MutexGuard<'_, ()>), PayError> {
         let stripes = u64::try_from(CARD_LOCK_STRIPES).unwrap_or(1);
         let stripe = usize::try_from(card_key % stripes).unwrap_or(0);
-        self.card_locks[stripe].lock().await
+        let local = self.card_locks[stripe].lock().await;
+        let key = koban_pay::shared_key(b'c', fingerprint);
+        let shared = self.pay.hold_shared(vec![key]).await?;
+        Ok((shared, local))
     }
 
     /// Background work: releases stale authorizations' holds.

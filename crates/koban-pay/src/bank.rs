@@ -593,7 +593,7 @@ impl<S: LedgerStore> Payments<S> {
         request: &BankMove,
     ) -> Result<Begun, PayError> {
         let id = self.derive_id(&[kind, user_id.as_bytes(), key.as_str().as_bytes()]);
-        let claim = self.claim(id)?;
+        let claim = self.claim(id).await?;
         let wallet = self.wallet(user_id, request.currency).await?;
         match self
             .existing_operation(id, wallet.account, request.amount, &request.source_id)
@@ -720,7 +720,7 @@ impl<S: LedgerStore> Payments<S> {
         };
         let (_, verified_at) = self.verified_source(&principal.user_id, source_id).await?;
         let now = self.now_ms();
-        let _lock = self.lock_wallet(wallet.account).await;
+        let _lock = self.lock_wallet(wallet.account).await?;
         self.still_signed_in(principal).await?;
         if verified_at > now - self.config.new_source_cooling_s * 1000 {
             let mut tx = self.db().begin_read().await?;
@@ -908,7 +908,7 @@ impl<S: LedgerStore> Payments<S> {
             Begun::Done(done) => return Ok(*done),
         };
         let (number, _) = self.verified_source(&principal.user_id, source_id).await?;
-        let _lock = self.lock_wallet(wallet.account).await;
+        let _lock = self.lock_wallet(wallet.account).await?;
         self.still_signed_in(principal).await?;
         let session = self
             .payout_gate(
@@ -1000,7 +1000,7 @@ impl<S: LedgerStore> Payments<S> {
             .verified_source(&merchant.merchant_id, &request.source_id)
             .await?;
         // Held from the limits' check to the ledger write, as for a customer's payout.
-        let _lock = self.lock_wallet(wallet.account).await;
+        let _lock = self.lock_wallet(wallet.account).await?;
         self.still_signed_in(principal).await?;
         let session = self
             .payout_gate(
@@ -1027,7 +1027,7 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<BankOperation, PayError> {
         Self::require_scope(merchant, "payments:write")?;
         let wallet = self.wallet(&merchant.merchant_id, request.currency).await?;
-        let _lock = self.lock_wallet(wallet.account).await;
+        let _lock = self.lock_wallet(wallet.account).await?;
         self.merchant_payout_locked(merchant, request, key).await
     }
 

@@ -246,7 +246,7 @@ impl<S: LedgerStore> Payments<S> {
             .as_ref()
             .is_some_and(|device| device.user_id == principal.user_id);
         let now = self.now_ms();
-        let _lock = self.lock_wallet(wallet.account).await;
+        let _lock = self.lock_wallet(wallet.account).await?;
         self.still_signed_in(principal).await?;
         self.check_card_limits(request, verified_at, now).await?;
         let holder = self.holder(&principal.user_id).await?;

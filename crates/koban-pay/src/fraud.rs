@@ -217,7 +217,7 @@ impl<S: LedgerStore> Payments<S> {
             return Err(PayError::NotFound);
         }
         for (_, account) in &wallets {
-            let _lock = self.lock_wallet(*account).await;
+            let _lock = self.lock_wallet(*account).await?;
             self.set_frozen(*account, freeze).await?;
         }
         let now = self.now_ms();
@@ -844,7 +844,7 @@ impl<S: LedgerStore> Payments<S> {
             .and_then(|u| TransferId::new(u.as_u128()).ok())
             .ok_or(PayError::Invalid("a stored transfer id is not valid"))?;
         let (_, payer, receiver, _, _) = self.reversible(transfer).await?;
-        let _locks = self.lock_wallets(payer, receiver).await;
+        let _locks = self.lock_wallets(payer, receiver).await?;
         let batch = vec![TransferRequest::Move(Move {
             id: ledger_id,
             debit: receiver,
@@ -875,7 +875,7 @@ impl<S: LedgerStore> Payments<S> {
         currency: Currency,
     ) -> Result<Result<(), RejectReason>, PayError> {
         let wallet = self.wallet(&action.customer, currency).await?;
-        let _lock = self.lock_wallet(wallet.account).await;
+        let _lock = self.lock_wallet(wallet.account).await?;
         let memo = self.derive_id(&[b"risk-action-memo", id.as_bytes()]);
         let batch = vec![
             TransferRequest::Move(Move {

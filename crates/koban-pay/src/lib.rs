@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use koban_auth::secret::HashPurpose;
 use koban_auth::{Auth, AuthError};
 use koban_ledger::{Amount, Currency, RejectReason, TransferId};
-use koban_store::sql::SqlDb;
+use koban_store::sql::{Held, SqlDb};
 use koban_store::{LedgerStore, StoreError};
 
 pub use accounts::IssuerAccount;
@@ -323,10 +323,31 @@ type QueuedRow = (
     tokio::sync::oneshot::Sender<Result<(), String>>,
 );
 
-/// Removes an idempotency key from the in-flight set when the request ends, however it ends.
+/// Removes an idempotency key from the in-flight set when the request ends, however it ends,
+/// and gives back its claim for every instance.
 pub struct InFlight {
     set: Arc<Mutex<HashSet<[u8; 16]>>>,
     key: [u8; 16],
+    shared: Held,
+}
+
+/// One or two wallets locked by [`Payments::lock_wallet`] or `lock_wallets`, until dropped
+/// (the lock of every instance is given back first, then this instance's).
+pub struct WalletLock<'a> {
+    _shared: Held,
+    _local: Vec<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+/// How long a request waits for a lock another instance holds before it answers busy.
+pub const SHARED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The name of a lock shared by every instance: a kind (`w` wallet, `i` idempotency claim,
+/// `c` card) and the id it locks.
+pub fn shared_key(kind: u8, id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(kind);
+    key.extend_from_slice(id);
+    key
 }
 
 impl Drop for InFlight {
@@ -511,21 +532,30 @@ impl<S: LedgerStore> Payments<S> {
         TransferId::new(value).unwrap_or_else(|_| unreachable!("never zero"))
     }
 
-    /// Claims `id` (a key-derived id) for this request; a second claim while the first runs is
-    /// refused with [`PayError::InFlight`].
-    pub fn claim(&self, id: TransferId) -> Result<InFlight, PayError> {
+    /// Claims `id` (a key-derived id) for this request, in this instance and for every
+    /// instance on the database; a second claim while the first runs is refused with
+    /// [`PayError::InFlight`], whichever instance it reaches.
+    pub async fn claim(&self, id: TransferId) -> Result<InFlight, PayError> {
         let key = id.to_bytes();
-        let mut set = self
-            .inflight
-            .lock()
-            .map_err(|_| PayError::Auth(AuthError::Internal("a lock was poisoned")))?;
-        if !set.insert(key) {
-            return Err(PayError::InFlight);
+        {
+            let mut set = self
+                .inflight
+                .lock()
+                .map_err(|_| PayError::Auth(AuthError::Internal("a lock was poisoned")))?;
+            if !set.insert(key) {
+                return Err(PayError::InFlight);
+            }
         }
-        Ok(InFlight {
+        let mut claim = InFlight {
             set: self.inflight.clone(),
             key,
-        })
+            shared: Held::default(),
+        };
+        match self.db().try_hold(vec![shared_key(b'i', &key)]).await? {
+            Some(held) => claim.shared = held,
+            None => return Err(PayError::InFlight),
+        }
+        Ok(claim)
     }
 
     /// Refuses a money-moving request whose session was revoked since it was authenticated
@@ -535,26 +565,63 @@ impl<S: LedgerStore> Payments<S> {
         Ok(self.auth.session_live(principal).await?)
     }
 
+    /// Locks a wallet's outgoing movements: this instance's stripe first, then the wallet for
+    /// every instance on the database (waiting at most [`SHARED_WAIT`], then busy).
     pub async fn lock_wallet(
         &self,
         account: koban_ledger::AccountId,
-    ) -> tokio::sync::MutexGuard<'_, ()> {
-        self.wallet_locks[stripe(account)].lock().await
+    ) -> Result<WalletLock<'_>, PayError> {
+        let local = vec![self.wallet_locks[stripe(account)].lock().await];
+        let shared = self
+            .hold_shared(vec![shared_key(b'w', &account.to_bytes())])
+            .await?;
+        Ok(WalletLock {
+            _shared: shared,
+            _local: local,
+        })
     }
 
     /// Locks a payer's and a payee's wallet, always in stripe order (so two transfers in
-    /// opposite directions cannot wait for each other).
+    /// opposite directions cannot wait for each other), then both for every instance at once.
     pub(crate) async fn lock_wallets(
         &self,
         a: koban_ledger::AccountId,
         b: koban_ledger::AccountId,
-    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+    ) -> Result<WalletLock<'_>, PayError> {
         let (first, second) = (stripe(a).min(stripe(b)), stripe(a).max(stripe(b)));
-        let mut guards = vec![self.wallet_locks[first].lock().await];
+        let mut local = vec![self.wallet_locks[first].lock().await];
         if second != first {
-            guards.push(self.wallet_locks[second].lock().await);
+            local.push(self.wallet_locks[second].lock().await);
         }
-        guards
+        let keys = vec![
+            shared_key(b'w', &a.to_bytes()),
+            shared_key(b'w', &b.to_bytes()),
+        ];
+        let shared = self.hold_shared(keys).await?;
+        Ok(WalletLock {
+            _shared: shared,
+            _local: local,
+        })
+    }
+
+    /// Takes `keys` for every instance on the database, all or none at a time (so two holders
+    /// cannot each wait for the other), asking again after a growing pause while another
+    /// instance holds one; busy after [`SHARED_WAIT`]. The caller holds this instance's locks
+    /// of the same keys.
+    pub async fn hold_shared(&self, keys: Vec<Vec<u8>>) -> Result<Held, PayError> {
+        let deadline = std::time::Instant::now() + SHARED_WAIT;
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            if let Some(held) = self.db().try_hold(keys.clone()).await? {
+                return Ok(held);
+            }
+            if std::time::Instant::now() >= deadline {
+                metrics::counter!("koban_shared_lock_timeouts_total").increment(1);
+                return Err(PayError::Auth(AuthError::Busy));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
     }
 
     pub fn currency_enabled(&self, code: &str) -> Result<Currency, PayError> {

@@ -230,7 +230,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         let (requester, link) = self.link_row(id).await?;
         let transfer_id = self.derive_id(&[b"pay-link", id.as_bytes()]);
-        let _claim = self.claim(transfer_id)?;
+        let _claim = self.claim(transfer_id).await?;
         match link.status {
             "open" => {}
             // A retry by the payer who paid it is answered as a replay by `send`.

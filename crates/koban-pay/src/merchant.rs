@@ -356,7 +356,7 @@ impl<S: LedgerStore> Payments<S> {
             principal.user_id.as_bytes(),
             key.as_str().as_bytes(),
         ]);
-        let _claim = self.claim(memo_id)?;
+        let _claim = self.claim(memo_id).await?;
         if let Some(memo) = self.store.transfer(memo_id).await? {
             let (_, bps, fixed) = self.merchant_terms(&request.merchant_id).await?;
             return self
@@ -370,7 +370,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         let wallet = self.wallet(&principal.user_id, request.currency).await?;
         let merchant_wallet = self.wallet(&request.merchant_id, request.currency).await?;
-        let _lock = self.lock_wallet(wallet.account).await;
+        let _lock = self.lock_wallet(wallet.account).await?;
         self.still_signed_in(principal).await?;
         let account = self.ledger_account(wallet.account).await?;
         let amount = request.amount;
@@ -785,7 +785,7 @@ impl<S: LedgerStore> Payments<S> {
             merchant.merchant_id.as_bytes(),
             key.as_str().as_bytes(),
         ]);
-        let _claim = self.claim(memo_id)?;
+        let _claim = self.claim(memo_id).await?;
         let now = self.now_ms();
         let row = self.code_or_guessed(code, now, &guard, currency).await?;
         let code_id = row.text(0)?;
@@ -1001,7 +1001,7 @@ impl<S: LedgerStore> Payments<S> {
     ) -> Result<(Transfer, u64), PayError> {
         let wallet = self.wallet(user_id, currency).await?;
         let merchant_wallet = self.wallet(&merchant.merchant_id, currency).await?;
-        let _lock = self.lock_wallet(wallet.account).await;
+        let _lock = self.lock_wallet(wallet.account).await?;
         let account = self.ledger_account(wallet.account).await?;
         if !account.balance.covers(amount) {
             return Err(PayError::InsufficientFunds);
@@ -1048,7 +1048,7 @@ impl<S: LedgerStore> Payments<S> {
             merchant.merchant_id.as_bytes(),
             key.as_str().as_bytes(),
         ]);
-        let _claim = self.claim(refund_id)?;
+        let _claim = self.claim(refund_id).await?;
         let original = self
             .store
             .transfer(payment)

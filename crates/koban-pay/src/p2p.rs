@@ -234,7 +234,7 @@ impl<S: LedgerStore> Payments<S> {
             principal.user_id.as_bytes(),
             request.key.as_str().as_bytes(),
         ]);
-        let _claim = self.claim(id)?;
+        let _claim = self.claim(id).await?;
         let payee = self.resolve_payee(&request.to, request.currency).await?;
         self.send(principal, request, id, payee, proof, client)
             .await
@@ -265,7 +265,7 @@ impl<S: LedgerStore> Payments<S> {
         // The payee's too: its balance cap is checked and filled in one step as well.
         let _wallet_locks = self
             .lock_wallets(payer_wallet.account, payee_wallet.account)
-            .await;
+            .await?;
         self.still_signed_in(principal).await?;
         let payer = self.ledger_account(payer_wallet.account).await?;
         let payee_account = self.ledger_account(payee_wallet.account).await?;

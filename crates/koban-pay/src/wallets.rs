@@ -771,7 +771,7 @@ impl<S: LedgerStore> Payments<S> {
             principal.user_id.as_bytes(),
             key.as_str().as_bytes(),
         ]);
-        let _claim = self.claim(id)?;
+        let _claim = self.claim(id).await?;
         let holder = self.holder(&principal.user_id).await?;
         let wallet = self.wallet(&principal.user_id, currency).await?;
         if let Some(done) = self.store.transfer(id).await? {

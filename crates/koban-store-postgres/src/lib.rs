@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_merchant_payments.sql")),
     (9, include_str!("../migrations/0009_loss_claims.sql")),
     (10, include_str!("../migrations/0010_audit_checkpoints.sql")),
+    (11, include_str!("../migrations/0011_instance_locks.sql")),
 ];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;
@@ -77,6 +78,8 @@ impl Default for PgConfig {
 pub struct PgStore {
     pool: PgPool,
     queue: JobQueue,
+    /// This process's name in `instance_locks` (see [`SqlDb::try_hold`]).
+    instance: [u8; 16],
 }
 
 fn check_schema_name(schema: &str) -> Result<(), StoreError> {
@@ -186,7 +189,11 @@ impl PgStore {
             receiver,
         };
         tokio::spawn(committer.run());
-        Ok(PgStore { pool, queue })
+        Ok(PgStore {
+            pool,
+            queue,
+            instance: rand::random(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -237,7 +244,7 @@ impl LedgerStore for PgStore {
     }
 
     fn sql(&self) -> PgSql {
-        PgSql::new(self.pool.clone())
+        PgSql::new(self.pool.clone(), self.instance)
     }
 
     async fn create_accounts(

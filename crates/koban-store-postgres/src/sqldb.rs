@@ -2,7 +2,7 @@
 //! result columns read back by their PostgreSQL type.
 
 use koban_store::StoreError;
-use koban_store::sql::{Row, SqlDb, SqlTx, TxLock, Value};
+use koban_store::sql::{HOLD_LEASE_S, Held, Row, SqlDb, SqlTx, TxLock, Value};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{Column, PgPool, Postgres, Row as _, Transaction, TypeInfo};
@@ -12,13 +12,24 @@ use crate::sql::db_error;
 #[derive(Clone)]
 pub struct PgSql {
     pool: PgPool,
+    instance: [u8; 16],
 }
 
 impl PgSql {
-    pub(crate) fn new(pool: PgPool) -> PgSql {
-        PgSql { pool }
+    pub(crate) fn new(pool: PgPool, instance: [u8; 16]) -> PgSql {
+        PgSql { pool, instance }
     }
 }
+
+/// Takes a key that is free, expired, or this process's own (an earlier holder here has not
+/// given it back yet; the caller's process lock says it is done with it).
+const TAKE_LOCKS: &str = "INSERT INTO instance_locks (key, instance, token, expires_at) \
+     SELECT k, $2, $3, clock_timestamp() + make_interval(secs => $4) FROM UNNEST($1::bytea[]) AS k \
+     ON CONFLICT (key) DO UPDATE SET instance = EXCLUDED.instance, token = EXCLUDED.token, \
+     expires_at = EXCLUDED.expires_at \
+     WHERE instance_locks.expires_at < clock_timestamp() OR instance_locks.instance = EXCLUDED.instance";
+/// Gives back what one holder took (a key another holder took over since is not touched).
+const GIVE_LOCKS: &str = "DELETE FROM instance_locks WHERE key = ANY($1) AND token = $2";
 
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
@@ -35,6 +46,40 @@ impl SqlDb for PgSql {
 
     async fn begin_read(&self) -> Result<PgTx, StoreError> {
         self.begin().await
+    }
+
+    async fn try_hold(&self, mut keys: Vec<Vec<u8>>) -> Result<Option<Held>, StoreError> {
+        keys.sort_unstable();
+        keys.dedup();
+        let token: [u8; 16] = rand::random();
+        let taken = sqlx::query(TAKE_LOCKS)
+            .bind(&keys)
+            .bind(self.instance.as_slice())
+            .bind(token.as_slice())
+            .bind(HOLD_LEASE_S as f64)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        let pool = self.pool.clone();
+        let count = keys.len();
+        // Given back in a task of its own, since a drop cannot wait; without a runtime (the
+        // process is ending) the lease runs out instead.
+        let held = Held::releasing(move || {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let given = sqlx::query(GIVE_LOCKS)
+                        .bind(&keys)
+                        .bind(token.as_slice())
+                        .execute(&pool)
+                        .await;
+                    if let Err(error) = given {
+                        tracing::warn!(%error, "a lock was not given back; its lease will run out");
+                    }
+                });
+            }
+        });
+        Ok((usize::try_from(taken).ok() == Some(count)).then_some(held))
     }
 
     async fn read(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {

@@ -3,6 +3,7 @@
 
 use koban_ledger::{Currency, Timestamp, TransferRequest};
 use koban_store::conformance::{Fixture, account_id, issuer, mv, transfer_id, wallet};
+use koban_store::sql::{SqlDb, SqlTx};
 use koban_store::{Clock, LedgerStore, conformance_tests};
 use koban_store_postgres::{PgConfig, PgStore};
 
@@ -247,4 +248,58 @@ async fn a_post_racing_its_hold_across_instances_gets_a_true_answer() {
     assert_eq!(wallet.credits_posted, 10 * posted);
     assert_eq!(wallet.credits_pending, 10 * (40 - posted));
     assert!(first.audit().await.unwrap().ok());
+}
+
+/// Asks `store` for `keys` until it gets them (a release runs in a task of its own), at most
+/// five seconds.
+async fn hold_soon(store: &PgStore, keys: &[&[u8]]) -> koban_store::sql::Held {
+    let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+    for _ in 0..500 {
+        if let Some(held) = store.sql().try_hold(keys.clone()).await.unwrap() {
+            return held;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the keys were not given back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_by_one_instance_excludes_the_others_until_given_back_or_expired() {
+    let schema = schema_for("instance_locks");
+    let Some(first) = connect(&schema, Clock::system()).await else {
+        return;
+    };
+    let Some(second) = connect(&schema, Clock::system()).await else {
+        return;
+    };
+    let key = |k: &[u8]| vec![k.to_vec()];
+    let held = first.sql().try_hold(key(b"w1")).await.unwrap();
+    assert!(held.is_some());
+    // Another instance gets none of a set that contains a held key, not even the free one.
+    let both = vec![b"w1".to_vec(), b"w2".to_vec()];
+    assert!(second.sql().try_hold(both.clone()).await.unwrap().is_none());
+    let free = hold_soon(&first, &[b"w2"]).await;
+    drop(free);
+    // The holder's own instance may take over a key its earlier holder has not given back
+    // (its callers serialise each key in memory first).
+    let again = first.sql().try_hold(key(b"w1")).await.unwrap();
+    assert!(again.is_some());
+    drop(held);
+    // The earlier holder's release does not free the key its successor took over.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(second.sql().try_hold(key(b"w1")).await.unwrap().is_none());
+    drop(again);
+    let given_back = hold_soon(&second, &[b"w1", b"w2"]).await;
+    // A holder that never gives its key back (its process died) loses it once the lease ends.
+    std::mem::forget(given_back);
+    assert!(first.sql().try_hold(key(b"w1")).await.unwrap().is_none());
+    let mut tx = first.sql().begin().await.unwrap();
+    tx.execute(
+        "UPDATE instance_locks SET expires_at = now() - interval '1 second'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(first.sql().try_hold(both).await.unwrap().is_some());
 }

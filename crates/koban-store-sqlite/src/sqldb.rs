@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use koban_store::StoreError;
-use koban_store::sql::{Row, SqlDb, SqlTx, TxLock, Value, parameters_in_order};
+use koban_store::sql::{Held, Row, SqlDb, SqlTx, TxLock, Value, parameters_in_order};
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -96,6 +96,12 @@ impl SqlDb for SqliteSql {
             open: true,
             read_only: true,
         })
+    }
+
+    /// One process serves a SQLite database (`koban serve` locks the file for itself), so its
+    /// own locks already exclude everyone.
+    async fn try_hold(&self, _keys: Vec<Vec<u8>>) -> Result<Option<Held>, StoreError> {
+        Ok(Some(Held::default()))
     }
 
     async fn read(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {

@@ -50,6 +50,11 @@ impl std::fmt::Debug for Clock {
 pub struct ManualClock(Arc<AtomicU64>);
 
 impl ManualClock {
+    /// A clock that reads this handle's time.
+    pub fn clock(&self) -> Clock {
+        Clock(Some(self.0.clone()))
+    }
+
     /// Moves the clock to `at` (replays of recorded time; it may go back).
     pub fn set(&self, at: koban_ledger::Timestamp) {
         self.0.store(at.nanos(), Ordering::SeqCst);

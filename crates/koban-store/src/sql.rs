@@ -170,9 +170,50 @@ impl TxLock {
     }
 }
 
+/// Locks every process serving from one database sees (see [`SqlDb::try_hold`]), released
+/// when this is dropped. Holds nothing where one process serves the database.
+#[derive(Default)]
+pub struct Held {
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Held {
+    /// Locks that `release` gives back (it runs once, when the `Held` is dropped).
+    pub fn releasing(release: impl FnOnce() + Send + Sync + 'static) -> Held {
+        Held {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+/// How long a lock of [`SqlDb::try_hold`] lasts when its holder never gives it back (its
+/// process died): after this, another process may take it.
+pub const HOLD_LEASE_S: i64 = 30;
+
 /// A database that runs [`SqlTx`] transactions.
 pub trait SqlDb: Clone + Send + Sync + 'static {
     type Tx: SqlTx;
+
+    /// Takes every lock named in `keys` for all processes serving from this database, or none
+    /// of them: `None` when another process holds one (the caller waits and asks again, or
+    /// refuses). The caller must already hold its own process's lock of each key, so that
+    /// within one process a key has one holder at a time; a process's later holder may then
+    /// take over a key its earlier holder has not given back yet. A holder that never gives a
+    /// key back (its process died) loses it after [`HOLD_LEASE_S`]. Where one process serves
+    /// the database (SQLite), that process's own locks already exclude everyone, and this
+    /// takes nothing.
+    fn try_hold(
+        &self,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<Option<Held>, StoreError>> + Send;
 
     /// Starts a read-write transaction. Dropping it without `commit` rolls it back.
     fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;

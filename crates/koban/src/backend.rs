@@ -54,6 +54,39 @@ pub struct BackendOptions {
     /// PostgreSQL only: a schema to create and use (benchmarks use a fresh one).
     pub schema: Option<String>,
     pub queue: QueueConfig,
+    /// The store will serve requests: on SQLite, which one process serves (its locks and
+    /// in-flight claims live in that process's memory), refuse to start when another process
+    /// already serves the same file.
+    pub serving: bool,
+}
+
+/// Locks `<database>.serving` for this process until it exits, or says which file another
+/// serving process holds. Other commands (admin, audit, keys) still open the database beside
+/// it.
+fn lock_for_serving(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".serving");
+    let lock_path = std::path::PathBuf::from(name);
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another koban process already serves {} (it holds {}); a SQLite database is served by one process; use PostgreSQL for several instances",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("locking {}", lock_path.display()))
+        }
+    }
 }
 
 /// Something to run with a store, whichever backend it is.
@@ -91,6 +124,10 @@ pub async fn open<J: WithStore>(
 ) -> anyhow::Result<J::Output> {
     match Backend::of(url)? {
         Backend::Sqlite(path) => {
+            let _serving = match options.serving {
+                true => Some(lock_for_serving(&path)?),
+                false => None,
+            };
             let config = SqliteConfig {
                 queue: options.queue,
                 clock: Clock::system(),

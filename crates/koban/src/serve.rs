@@ -227,5 +227,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let metrics = install_metrics()?;
     let url = args.database.database_url.expose().to_owned();
-    backend::open(&url, BackendOptions::default(), Serve(args, metrics)).await
+    let options = BackendOptions {
+        serving: true,
+        ..BackendOptions::default()
+    };
+    backend::open(&url, options, Serve(args, metrics)).await
 }

@@ -30,23 +30,23 @@ stories!(
 
 /// A card's full details, as the reveal shows them to its holder.
 #[derive(Clone, Debug)]
-struct Card {
-    id: String,
-    pan: String,
-    exp_month: i64,
-    exp_year: i64,
-    cvc: String,
+pub(crate) struct Card {
+    pub(crate) id: String,
+    pub(crate) pan: String,
+    pub(crate) exp_month: i64,
+    pub(crate) exp_year: i64,
+    pub(crate) cvc: String,
 }
 
 /// A verified customer with a funded wallet.
-struct Holder {
-    user: User,
-    token: String,
+pub(crate) struct Holder {
+    pub(crate) user: User,
+    pub(crate) token: String,
 }
 
 impl<S: LedgerStore> TestApp<S> {
     /// A request from the card network, signed with its secret at the app's current time.
-    async fn network(&self, path: &str, body: Value) -> Reply {
+    pub(crate) async fn network(&self, path: &str, body: Value) -> Reply {
         let keys = self.cards.keys_configured().expect("card keys configured");
         let timestamp = i64::try_from(self.now_s()).unwrap();
         let signature = network_signature(
@@ -66,7 +66,7 @@ impl<S: LedgerStore> TestApp<S> {
     }
 
     /// An authorization answer (the network API answers 200 for approvals and declines).
-    async fn authorize(&self, body: Value) -> Value {
+    pub(crate) async fn authorize(&self, body: Value) -> Value {
         let reply = self.network("/v1/network/authorizations", body).await;
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
         reply.body
@@ -80,7 +80,7 @@ impl<S: LedgerStore> TestApp<S> {
         .await
     }
 
-    async fn holder(&self, email: &str, admin: &User, funds: i64) -> Holder {
+    pub(crate) async fn holder(&self, email: &str, admin: &User, funds: i64) -> Holder {
         let user = self.user(email).await;
         self.verified(&user, admin, "Card Holder").await;
         if funds > 0 {
@@ -138,7 +138,7 @@ impl<S: LedgerStore> TestApp<S> {
     }
 
     /// Issues, activates and reveals a virtual card.
-    async fn ready_card(&self, holder: &mut Holder, name: &str) -> Card {
+    pub(crate) async fn ready_card(&self, holder: &mut Holder, name: &str) -> Card {
         let id = self.issue(holder, name, false).await["id"]
             .as_str()
             .unwrap()
@@ -202,7 +202,7 @@ impl<S: LedgerStore> TestApp<S> {
 }
 
 /// An online purchase with the card's true details.
-fn purchase(card: &Card, reference: &str, amount: i64) -> Value {
+pub(crate) fn purchase(card: &Card, reference: &str, amount: i64) -> Value {
     json!({
         "network_ref": reference,
         "pan": card.pan,
@@ -220,7 +220,7 @@ fn purchase(card: &Card, reference: &str, amount: i64) -> Value {
     })
 }
 
-fn code(answer: &Value) -> &str {
+pub(crate) fn code(answer: &Value) -> &str {
     answer["response_code"].as_str().unwrap_or("")
 }
 

@@ -26,6 +26,8 @@ pub struct TestApp<S: LedgerStore> {
     pub cards: koban_cards::Cards<S>,
     pub clock: ManualClock,
     pub store: S,
+    /// The PostgreSQL schema the app serves from (`None` on SQLite).
+    pub schema: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -81,6 +83,7 @@ async fn build<S: LedgerStore>(
         cards,
         clock: handle,
         store,
+        schema: None,
         _dir: dir,
     }
 }
@@ -150,18 +153,27 @@ fn schema_for(name: &str) -> String {
 }
 
 /// A PostgreSQL app in a fresh schema, or `None` (printing why) outside CI without a server.
+fn postgres_url() -> String {
+    std::env::var("KOBAN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
 pub async fn pg_app(name: &str, config: AuthConfig) -> Option<TestApp<PgStore>> {
-    let url = std::env::var("KOBAN_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let url = postgres_url();
     let clocks = manual_clock();
+    let schema = schema_for(name);
     let pg = PgConfig {
-        schema: Some(schema_for(name)),
+        schema: Some(schema.clone()),
         connections_max: 4,
         clock: clocks.0.clone(),
         ..PgConfig::default()
     };
     match PgStore::connect(&url, pg).await {
-        Ok(store) => Some(build(store, clocks, config, None).await),
+        Ok(store) => {
+            let mut app = build(store, clocks, config, None).await;
+            app.schema = Some(schema);
+            Some(app)
+        }
         Err(error) if std::env::var("CI").is_err() => {
             eprintln!(
                 "SKIPPED: PostgreSQL at {url} is not reachable ({error}); set KOBAN_TEST_DATABASE_URL"
@@ -170,6 +182,34 @@ pub async fn pg_app(name: &str, config: AuthConfig) -> Option<TestApp<PgStore>> 
         }
         Err(error) => panic!("PostgreSQL is required in CI: {error}"),
     }
+}
+
+/// `count` instances serving from one fresh PostgreSQL schema, as separate processes would:
+/// each has its own store (committer, pool), identity, payments and cards, so its own locks,
+/// queues and caches; they share the database, the master key, the card keys and the clock.
+/// `None` (printing why) outside CI without a server.
+pub async fn pg_instances(name: &str, count: usize) -> Option<Vec<TestApp<PgStore>>> {
+    let first = pg_app(name, test_config()).await?;
+    let schema = first.schema.clone().expect("a PostgreSQL app has a schema");
+    let keys = first.cards.keys_configured().expect("card keys").clone();
+    let mut apps = vec![first];
+    while apps.len() < count {
+        let clock = apps[0].clock.clone();
+        let pg = PgConfig {
+            schema: Some(schema.clone()),
+            connections_max: 4,
+            clock: clock.clock(),
+            ..PgConfig::default()
+        };
+        let store = PgStore::connect(&postgres_url(), pg)
+            .await
+            .expect("another instance connects");
+        let app = build(store, (clock.clock(), clock), test_config(), None).await;
+        let cards = koban_cards::Cards::new(app.pay.clone(), app.cards.config().clone())
+            .with_keys(keys.clone());
+        apps.push(app.with_cards(cards));
+    }
+    Some(apps)
 }
 
 /// Runs each named story against SQLite and PostgreSQL.

@@ -3,6 +3,7 @@
 
 mod cards;
 mod helpers;
+mod instances;
 mod operators;
 mod passkeys;
 mod payments;

@@ -1,6 +1,8 @@
+use std::io::Read;
+use std::process::Stdio;
 use std::time::Duration;
 
-use crate::helpers::{http_get, send_signal, spawn_serve, wait_exit};
+use crate::helpers::{ChildGuard, http_get, koban, send_signal, spawn_serve, wait_exit};
 
 #[test]
 fn serve_answers_health_readiness_and_metrics_and_stops_on_sigterm() {
@@ -38,6 +40,31 @@ fn serve_answers_health_readiness_and_metrics_and_stops_on_sigterm() {
         assert!(metrics.body.contains(series), "{series}: {}", metrics.body);
     }
     assert_eq!(http_get(addr, "/nowhere").status, 404);
+
+    // One process serves a SQLite file: a second one refuses to start, and says why.
+    let second = koban()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("koban starts");
+    let mut second = ChildGuard(second);
+    let refused = wait_exit(&mut second.0, Duration::from_secs(30));
+    assert!(!refused.success());
+    let mut said = String::new();
+    second
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(
+        said.contains("another koban process already serves"),
+        "{said}"
+    );
+    assert_eq!(http_get(addr, "/readyz").status, 200);
+
     assert!(
         dir.path().join("data/koban.db").exists(),
         "the database file is created on first run"

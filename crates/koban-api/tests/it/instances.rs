@@ -1,0 +1,187 @@
+//! Several instances on one PostgreSQL database, as an attacker with one session would try
+//! them: concurrent requests spread over the instances must meet the same limits and locks
+//! as on one instance. Each instance here has its own memory (locks, queues, caches), as
+//! separate processes do; SQLite is served by one process and has nothing to test here.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::cards::{code, purchase};
+use crate::helpers::{TestApp, pg_instances, post};
+use crate::operators::operator;
+use crate::payments::idem;
+use koban_store_postgres::PgStore;
+
+/// The daily limit of an unverified wallet.
+const DAILY_LIMIT: i64 = 50_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_spread_over_instances_keeps_the_daily_limit() {
+    let Some(apps) = pg_instances("burst_limit", 2).await else {
+        return;
+    };
+    let apps = Arc::new(apps);
+    for round in 0..5 {
+        let payer = apps[0].user(&format!("payer{round}@example.com")).await;
+        // A payee per round: an unverified wallet may hold at most 100,000.
+        let payee = format!("payee{round}@example.com");
+        apps[0].user(&payee).await;
+        apps[0].fund(&payer.token, 50_000, "f1").await;
+        apps[0].fund(&payer.token, 10_000, "f2").await;
+        // The payee becomes a known one, so the burst needs no step-up.
+        let first = json!({ "to": payee, "amount": 1_000 });
+        let (sent, token) = apps[0]
+            .stepped(&payer, &payer.token, "/v1/transfers", "first", first)
+            .await;
+        assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+
+        // Eight transfers of 9,000 at once (below the amount that asks for step-up), four
+        // through each instance, each on a task of its own: 72,000 asked for against 49,000
+        // left of the day's limit.
+        let amount = 9_000;
+        let calls = (0..8).map(|i| {
+            let (apps, token, payee) = (apps.clone(), token.clone(), payee.clone());
+            tokio::spawn(async move {
+                let body = json!({ "to": payee, "amount": amount });
+                let call = post("/v1/transfers", body).bearer(&token);
+                apps[i % 2].call(idem(call, &format!("burst-{i}"))).await
+            })
+        });
+        let replies: Vec<_> = join_all(calls)
+            .await
+            .into_iter()
+            .map(|reply| reply.expect("the task ends"))
+            .collect();
+        let mut moved = 1_000;
+        let mut refused_by_limit = 0;
+        for reply in &replies {
+            match reply.status {
+                StatusCode::CREATED => moved += amount,
+                _ if reply.body["code"] == "daily_limit" => refused_by_limit += 1,
+                _ => panic!("an answer other than moved or over the limit: {reply:?}"),
+            }
+        }
+        assert!(
+            moved <= DAILY_LIMIT,
+            "round {round}: {moved} left the wallet today against a limit of {DAILY_LIMIT}"
+        );
+        // 1,000 + 5 × 9,000 is within the limit, a sixth is not: five go, three are refused.
+        assert_eq!((moved, refused_by_limit), (46_000, 3), "{replies:?}");
+        let wallet = apps[1].wallet(&token).await;
+        assert_eq!(wallet["balance"].as_i64(), Some(60_000 - moved), "{wallet}");
+    }
+    for app in apps.iter() {
+        app.assert_money_invariants().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_at_two_instances_moves_money_once_and_tells_once() {
+    let Some(apps) = pg_instances("same_key", 2).await else {
+        return;
+    };
+    let (a, b) = (&apps[0], &apps[1]);
+    let alice = a.user("alice@example.com").await;
+    a.user("bob@example.com").await;
+    a.fund(&alice.token, 20_000, "f1").await;
+    let first = json!({ "to": "bob@example.com", "amount": 1_000 });
+    let (sent, token) = a
+        .stepped(&alice, &alice.token, "/v1/transfers", "first", first)
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    let notices_before = sent_notices(&apps, "alice@example.com").await;
+
+    for round in 0..5 {
+        let key = format!("same-{round}");
+        let body = json!({ "to": "bob@example.com", "amount": 100 });
+        let call = |app: &'static str| {
+            let app = if app == "a" { a } else { b };
+            app.call(idem(
+                post("/v1/transfers", body.clone()).bearer(&token),
+                &key,
+            ))
+        };
+        let (one, two) = tokio::join!(call("a"), call("b"));
+        let mut statuses = [one.status, two.status];
+        statuses.sort();
+        // Whichever comes second is told the first is in flight, or gets its answer.
+        assert!(
+            statuses == [StatusCode::OK, StatusCode::CREATED]
+                || statuses == [StatusCode::CREATED, StatusCode::CONFLICT],
+            "{one:?} {two:?}"
+        );
+        if let Some(done) = [&one, &two]
+            .into_iter()
+            .find(|r| r.status == StatusCode::OK)
+        {
+            assert_eq!(done.body["replayed"], true, "{done:?}");
+        }
+    }
+    let wallet = a.wallet(&token).await;
+    assert_eq!(wallet["balance"].as_i64(), Some(20_000 - 1_000 - 5 * 100));
+    assert_eq!(
+        sent_notices(&apps, "alice@example.com").await,
+        notices_before + 5,
+        "one \"you sent money\" notice per transfer"
+    );
+    for app in &apps {
+        app.assert_money_invariants().await;
+    }
+}
+
+/// How many "you sent money" notices `to` has, once every instance wrote its queue.
+async fn sent_notices(apps: &[TestApp<PgStore>], to: &str) -> usize {
+    for app in apps {
+        app.pay
+            .flush_notifications()
+            .await
+            .expect("notices written");
+    }
+    apps[0]
+        .mail(to)
+        .await
+        .iter()
+        .filter(|(subject, _)| subject == "You sent money")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_security_codes_at_two_instances_meet_one_limit() {
+    let Some(apps) = pg_instances("card_codes", 2).await else {
+        return;
+    };
+    let apps = Arc::new(apps);
+    let admin = operator(&apps[0], "admin@example.com", "admin").await;
+    for round in 0..3 {
+        let mut holder = apps[0]
+            .holder(&format!("holder{round}@example.com"), &admin, 5_000)
+            .await;
+        let card = apps[0].ready_card(&mut holder, "Target").await;
+        let wrong: Vec<String> = (100..130)
+            .map(|n| n.to_string())
+            .filter(|c| *c != card.cvc)
+            .take(10)
+            .collect();
+        // Ten wrong codes at once, five through each instance, each on a task of its own.
+        let guesses = (0..10).map(|i| {
+            let apps = apps.clone();
+            let mut attempt = purchase(&card, &format!("guess-{round}-{i}"), 100);
+            attempt["security_code"] = json!(wrong[i]);
+            attempt["merchant_id"] = json!(format!("mer-guess-{i}"));
+            attempt["client_ip"] = json!(format!("198.51.100.{}", 100 + i));
+            tokio::spawn(async move { apps[i % 2].authorize(attempt).await })
+        });
+        let answers: Vec<_> = join_all(guesses)
+            .await
+            .into_iter()
+            .map(|answer| answer.expect("the task ends"))
+            .collect();
+        let checked = answers.iter().filter(|a| code(a) == "N7").count();
+        let locked = answers.iter().filter(|a| code(a) == "62").count();
+        // Three are checked (N7); the others find the card locked (62).
+        assert_eq!((checked, locked), (3, 7), "round {round}: {answers:?}");
+    }
+}
