@@ -8,11 +8,12 @@
 //! 100 ms), so a payment's hot path costs no extra commit; the events of this instance not yet
 //! written are counted in the windows from memory. Alerts and cases are made in that flush.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use koban_risk::{Action, Features, Fired, RuleSet, Verdict};
 use koban_store::LedgerStore;
-use koban_store::sql::{SqlDb, SqlTx};
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{params, sql::Value};
 
 use crate::{PayError, Payments};
@@ -235,6 +236,9 @@ pub(crate) struct Recorded {
 pub struct RiskRules {
     live: RwLock<Arc<RuleSet>>,
     path: Option<std::path::PathBuf>,
+    /// The version of `risk_rule_sets` in force here (0: none yet, the set is this
+    /// instance's own file or the default).
+    published: AtomicI64,
 }
 
 impl RiskRules {
@@ -247,6 +251,7 @@ impl RiskRules {
         Ok(RiskRules {
             live: RwLock::new(Arc::new(set)),
             path: path.map(|p| p.to_path_buf()),
+            published: AtomicI64::new(0),
         })
     }
 
@@ -257,14 +262,25 @@ impl RiskRules {
         }
     }
 
-    /// Reads the file again; an invalid file leaves the live set as it was.
-    pub fn reload(&self) -> Result<Arc<RuleSet>, String> {
-        let set = match &self.path {
-            Some(path) => Arc::new(read_rules(path)?),
-            None => Arc::new(RuleSet::default_rules()),
+    /// Reads the file again (the default set without one) and answers it with its source
+    /// text; an invalid file leaves the live set as it was.
+    pub fn reload(&self) -> Result<(Arc<RuleSet>, String), String> {
+        let text = match &self.path {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the rules file {}: {e}", path.display()))?,
+            None => koban_risk::DEFAULT_RULES.to_owned(),
         };
+        let set = Arc::new(RuleSet::parse(&text).map_err(|e| match &self.path {
+            Some(path) => format!("the rules file {} is invalid: {e}", path.display()),
+            None => format!("the default rules are invalid: {e}"),
+        })?);
         self.set(set.clone());
-        Ok(set)
+        Ok((set, text))
+    }
+
+    /// The published version in force here (0: none).
+    pub fn published(&self) -> i64 {
+        self.published.load(Ordering::SeqCst)
     }
 
     /// Replaces the live set (tests, and operators uploading a set).
@@ -760,6 +776,8 @@ impl<S: LedgerStore> Payments<S> {
 
     /// Reloads the live rule set from its file (`actor` did it: an operator, or `system` on
     /// SIGHUP); an invalid file is refused and the live set stays. Audited either way.
+    /// Reloads this instance's rules file and publishes it in `risk_rule_sets`, from where
+    /// every instance on the database takes it ([`Payments::sync_risk_rules`]); audited.
     pub async fn reload_risk_rules(&self, actor: &str) -> Result<Arc<RuleSet>, PayError> {
         let result = self.risk_rules.reload();
         let now = self.now_ms();
@@ -777,7 +795,7 @@ impl<S: LedgerStore> Payments<S> {
                 },
                 subject: "risk_rules",
                 details: match &result {
-                    Ok(set) => {
+                    Ok((set, _)) => {
                         serde_json::json!({ "digest": set.digest(), "rules": set.rules().len() })
                     }
                     Err(problem) => serde_json::json!({ "problem": problem }),
@@ -785,8 +803,56 @@ impl<S: LedgerStore> Payments<S> {
             },
         )
         .await?;
+        // Numbered under the audit chain's lock, which the entry above took.
+        let published = match &result {
+            Ok((set, text)) => Some(
+                tx.query_one(
+                    "INSERT INTO risk_rule_sets (version, digest, source, actor, created_at) \
+                     SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4 FROM risk_rule_sets \
+                     RETURNING version",
+                    params![set.digest(), text.as_str(), actor, now],
+                )
+                .await?
+                .i64(0)?,
+            ),
+            Err(_) => None,
+        };
         tx.commit().await?;
-        result.map_err(PayError::RulesInvalid)
+        if let Some(version) = published {
+            self.risk_rules.published.store(version, Ordering::SeqCst);
+        }
+        result.map(|(set, _)| set).map_err(PayError::RulesInvalid)
+    }
+
+    /// Takes the newest rule set published by any instance, when it is newer than the one in
+    /// force here; answers it when it changed. A published set that does not parse here (a
+    /// binary older than the one that published it) is refused once, with the error, and the
+    /// live set stays.
+    pub async fn sync_risk_rules(&self) -> Result<Option<Arc<RuleSet>>, PayError> {
+        let rows = self
+            .db()
+            .read(
+                "SELECT version, source FROM risk_rule_sets ORDER BY version DESC LIMIT 1",
+                vec![],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let version = row.i64(0)?;
+        let rules = &self.risk_rules;
+        if version <= rules.published() {
+            return Ok(None);
+        }
+        rules.published.store(version, Ordering::SeqCst);
+        let set = RuleSet::parse(&row.text(1)?).map_err(|e| {
+            PayError::RulesInvalid(format!(
+                "the published rule set {version} is invalid here: {e}"
+            ))
+        })?;
+        let set = Arc::new(set);
+        rules.set(set.clone());
+        Ok(Some(set))
     }
 
     fn queue_risk(&self, recorded: Recorded) {

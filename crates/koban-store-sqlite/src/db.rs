@@ -21,6 +21,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_merchant_payments.sql")),
     (9, include_str!("../migrations/0009_loss_claims.sql")),
     (10, include_str!("../migrations/0010_audit_checkpoints.sql")),
+    // 11 is PostgreSQL's `instance_locks`: one process serves a SQLite file.
+    (12, include_str!("../migrations/0012_risk_rule_sets.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

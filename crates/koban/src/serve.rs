@@ -98,6 +98,16 @@ impl WithStore for Serve {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(rules = rules.current().rules().len(), digest = %rules.current().digest(), "risk rules loaded");
         pay = pay.with_risk_rules(rules);
+        // A set an operator put in force on any instance wins over this instance's file.
+        match pay.sync_risk_rules().await {
+            Ok(Some(set)) => tracing::info!(
+                published = pay.risk_rules().published(),
+                digest = %set.digest(),
+                "risk rules: the set published on the database is in force; reload to publish this instance's file instead"
+            ),
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "risk rules: the published set was not taken"),
+        }
         let cards = cards_for(&args, pay.clone()).await?;
         pay.open_issuer_accounts()
             .await

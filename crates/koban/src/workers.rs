@@ -149,10 +149,15 @@ pub async fn sweep_holds<S: LedgerStore>(
     }
 }
 
+/// How often each instance looks for a rule set published by another (a reload reaches every
+/// instance within this, plus one query).
+const RULES_POLL_S: u64 = 2;
+
 /// Runs the service's background work until told to stop: delivering the outbox (woken at
 /// once by new messages, and every second for retries), checking the global failure alarm
 /// and turning it into a fraud alert, expiring stale card authorizations, settling bank operations and writing queued
-/// notifications and risk records (every 100 ms), and delivering webhooks (a task of its own).
+/// notifications and risk records (every 100 ms), taking a rule set another instance published
+/// (every [`RULES_POLL_S`]), and delivering webhooks (a task of its own).
 pub async fn run_workers<S: LedgerStore>(
     auth: Auth<S::Sql>,
     pay: koban_pay::Payments<S>,
@@ -161,6 +166,7 @@ pub async fn run_workers<S: LedgerStore>(
 ) {
     let mut alarm = tokio::time::interval(Duration::from_secs(ALARM_EVERY_S));
     let mut payments = tokio::time::interval(Duration::from_millis(100));
+    let mut rules = tokio::time::interval(Duration::from_secs(RULES_POLL_S));
     // Webhooks in a task of their own: a slow merchant endpoint never delays settlement,
     // notifications or the outbox.
     let webhooks = tokio::spawn(deliver_webhooks(pay.clone(), stop.clone()));
@@ -188,6 +194,18 @@ pub async fn run_workers<S: LedgerStore>(
                 }
                 if let Err(error) = pay.publish_risk_gauges().await {
                     tracing::warn!(%error, "fraud gauges could not be read; will retry");
+                }
+            }
+            _ = rules.tick() => {
+                match pay.sync_risk_rules().await {
+                    Ok(Some(set)) => tracing::info!(
+                        published = pay.risk_rules().published(),
+                        rules = set.rules().len(),
+                        digest = %set.digest(),
+                        "risk rules published by an instance are in force here"
+                    ),
+                    Ok(None) => {}
+                    Err(error) => tracing::error!(%error, "risk rules: the published set was not taken"),
                 }
             }
             _ = payments.tick() => {

@@ -13,6 +13,7 @@ use crate::cards::{code, purchase};
 use crate::helpers::{TestApp, pg_instances, post};
 use crate::operators::operator;
 use crate::payments::idem;
+use koban_store::sql::SqlDb;
 use koban_store_postgres::PgStore;
 
 /// The daily limit of an unverified wallet.
@@ -184,4 +185,69 @@ async fn wrong_security_codes_at_two_instances_meet_one_limit() {
         // Three are checked (N7); the others find the card locked (62).
         assert_eq!((checked, locked), (3, 7), "round {round}: {answers:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_reload_on_one_instance_is_in_force_on_the_others() {
+    let Some(mut apps) = pg_instances("rules_reload", 2).await else {
+        return;
+    };
+    // The first instance reads its rules from a file; an operator changes the file (payments
+    // of 500 or more are declined) and reloads on that instance only.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.toml");
+    std::fs::write(&file, koban_pay::koban_risk::DEFAULT_RULES).unwrap();
+    let rules = koban_pay::RiskRules::load(Some(&file)).unwrap();
+    let a = apps.remove(0);
+    let pay = a.pay.clone().with_risk_rules(rules);
+    let a = a.with_pay(pay);
+    let b = &apps[0];
+    let alice = a.user("alice@example.com").await;
+    a.user("bob@example.com").await;
+    a.fund(&alice.token, 20_000, "f1").await;
+    let first = json!({ "to": "bob@example.com", "amount": 1_000 });
+    let (sent, token) = a
+        .stepped(&alice, &alice.token, "/v1/transfers", "first", first)
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    let strict = format!(
+        "{}\n[[rule]]\nname = \"test.no_large_p2p\"\ndescription = \"test\"\nwhen = 'event == \"p2p\" && amount >= 500'\naction = \"deny\"\nscore = 100\nreason = \"test\"\n",
+        koban_pay::koban_risk::DEFAULT_RULES
+    );
+    std::fs::write(&file, &strict).unwrap();
+    let admin = operator(&a, "admin@example.com", "admin").await;
+    let reloaded = a
+        .call(post("/v1/ops/risk/rules/reload", json!({})).bearer(&admin.token))
+        .await;
+    assert!(reloaded.status.is_success(), "{reloaded:?}");
+    let digest = a.pay.risk_rules().current().digest();
+    assert_ne!(b.pay.risk_rules().current().digest(), digest);
+
+    // The other instance takes it at its next poll (its worker asks every 2 seconds).
+    let taken = b.pay.sync_risk_rules().await.unwrap().expect("a newer set");
+    assert_eq!(taken.digest(), digest);
+    assert_eq!(
+        b.pay.sync_risk_rules().await.unwrap().map(|s| s.digest()),
+        None
+    );
+    let body = json!({ "to": "bob@example.com", "amount": 600 });
+    let refused = b
+        .call(idem(post("/v1/transfers", body).bearer(&token), "after"))
+        .await;
+    assert_eq!(refused.body["code"], "risk_declined", "{refused:?}");
+    // A decision records the digest of the set it was made under.
+    b.pay.flush_risk().await.unwrap();
+    let recorded: Vec<String> = b
+        .pay
+        .db()
+        .read(
+            "SELECT rules_digest FROM risk_events WHERE kind = 'p2p' AND amount = 600",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.text(0).unwrap())
+        .collect();
+    assert_eq!(recorded, [digest]);
 }
