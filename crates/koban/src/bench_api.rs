@@ -37,9 +37,10 @@ const FUNDING: i64 = 50_000;
 #[derive(Args, Debug, Clone)]
 pub struct ApiBenchArgs {
     /// Target a running server (started with `--dev --trust-forwarded-for`) instead of
-    /// starting one on a fresh temporary SQLite database.
+    /// starting one on a fresh temporary SQLite database. Repeat it for several instances on
+    /// one database: the clients are spread over them in turn.
     #[arg(long)]
-    pub url: Option<String>,
+    pub url: Vec<String>,
     /// Customers to create; each sends to the next one.
     #[arg(long, default_value_t = 100)]
     pub customers: u32,
@@ -524,19 +525,20 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
     if args.customers < 2 || args.concurrency == 0 || args.duration_s == 0 {
         bail!("--customers must be at least 2, --concurrency and --duration-s at least 1");
     }
-    let started = match &args.url {
-        Some(url) => {
-            let addr = loopback(url).await?;
-            Started {
-                addr,
-                store: None,
-                pay: None,
-                stop: None,
-                tasks: Vec::new(),
-                runtime: None,
-                _dir: None,
-            }
-        }
+    let mut targets = Vec::new();
+    for url in &args.url {
+        targets.push(loopback(url).await?);
+    }
+    let started = match targets.first() {
+        Some(&addr) => Started {
+            addr,
+            store: None,
+            pay: None,
+            stop: None,
+            tasks: Vec::new(),
+            runtime: None,
+            _dir: None,
+        },
         None => start_server(None, koban_pay::koban_risk::RuleSet::default_rules()).await?,
     };
     let addr = started.addr;
@@ -575,6 +577,10 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(args.duration_s);
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..args.concurrency {
+        let addr = targets
+            .get(worker as usize % targets.len().max(1))
+            .copied()
+            .unwrap_or(addr);
         let customers = customers.clone();
         let emails = emails.clone();
         let next_key = next_key.clone();
@@ -635,9 +641,9 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
             sent[index] += amount;
         }
     }
-    let usage = match args.url {
-        Some(_) => crate::bench_meter::Meter::not_measured(),
-        None => meter.per_op(latencies.len() as u64),
+    let usage = match targets.is_empty() {
+        false => crate::bench_meter::Meter::not_measured(),
+        true => meter.per_op(latencies.len() as u64),
     };
     let seconds = args.duration_s as f64;
     latencies.sort_unstable();
@@ -683,7 +689,11 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
         "concurrency": args.concurrency,
         "duration_s": args.duration_s,
         "setup_s": (setup_s * 10.0).round() / 10.0,
-        "server": if args.url.is_some() { "url" } else { "built-in, embedded SQLite" },
+        "server": match targets.len() {
+            0 => "built-in, embedded SQLite".to_owned(),
+            1 => "url".to_owned(),
+            n => format!("{n} urls"),
+        },
         "safety": {
             "risk_rules": "the default set, every rule on",
             "idempotency_key": "a fresh key on every transfer",
