@@ -13,8 +13,6 @@
 //! The risk hook ([`koban_pay::Payments::assess`]) decides every authorization and increment.
 
 use koban_shared::mail::Mail;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
 
 use koban_auth::{AuthError, Secret};
 use koban_ledger::{
@@ -227,74 +225,9 @@ impl NetworkAnswer {
     }
 }
 
-/// Failed card checks across cards, per merchant and per client network (this instance).
-#[derive(Default)]
-pub(crate) struct CardTestingGuard {
-    state: Mutex<GuardState>,
-}
-
-#[derive(Default)]
-struct GuardState {
-    /// Per key: recent failures (time, card fingerprint prefix).
-    failures: HashMap<String, VecDeque<(i64, u64)>>,
-    /// Keys declined until a time.
-    blocked: HashMap<String, i64>,
-}
-
 /// Window in which failures across cards are counted, and how long a key stays blocked.
 pub const CARD_TESTING_WINDOW_MS: i64 = 10 * 60 * 1000;
 pub const CARD_TESTING_BLOCK_MS: i64 = 15 * 60 * 1000;
-const GUARD_KEYS_MAX: usize = 100_000;
-
-impl CardTestingGuard {
-    fn blocked(&self, keys: &[String], now: i64) -> bool {
-        let Ok(state) = self.state.lock() else {
-            return true;
-        };
-        keys.iter()
-            .any(|key| state.blocked.get(key).is_some_and(|until| *until > now))
-    }
-
-    /// Records a failed card check; returns the keys that just crossed the threshold.
-    fn record(&self, keys: &[String], card: u64, now: i64, threshold: usize) -> Vec<String> {
-        let Ok(mut state) = self.state.lock() else {
-            return Vec::new();
-        };
-        if state.failures.len() > GUARD_KEYS_MAX {
-            state.failures.retain(|_, q| {
-                q.back()
-                    .is_some_and(|(at, _)| *at > now - CARD_TESTING_WINDOW_MS)
-            });
-            state.blocked.retain(|_, until| *until > now);
-        }
-        let mut crossed = Vec::new();
-        for key in keys {
-            let queue = state.failures.entry(key.clone()).or_default();
-            while queue
-                .front()
-                .is_some_and(|(at, _)| *at <= now - CARD_TESTING_WINDOW_MS)
-            {
-                queue.pop_front();
-            }
-            queue.push_back((now, card));
-            if queue.len() > 1_000 {
-                queue.pop_front();
-            }
-            let distinct: HashSet<u64> = queue.iter().map(|(_, c)| *c).collect();
-            if distinct.len() >= threshold {
-                let already = state.blocked.get(key).is_some_and(|until| *until > now);
-                state
-                    .blocked
-                    .insert(key.clone(), now + CARD_TESTING_BLOCK_MS);
-                if !already {
-                    crossed.push(key.clone());
-                }
-            }
-        }
-        crossed
-    }
-}
-
 /// What one authorization row holds.
 struct AuthRow {
     id: String,
@@ -628,7 +561,7 @@ impl<S: LedgerStore> Cards<S> {
         if let Some(row) = existing {
             return Ok(row.answer(true));
         }
-        if self.guard.blocked(&guard_keys, now) {
+        if self.testing_blocked(&guard_keys, now).await? {
             metrics::counter!("koban_card_authorizations_total", "result" => "05").increment(1);
             return Ok(NetworkAnswer::declined(ResponseCode::DoNotHonour, None));
         }
@@ -985,13 +918,10 @@ impl<S: LedgerStore> Cards<S> {
         card_id: Option<&str>,
         now: i64,
     ) -> Result<(), PayError> {
-        let crossed = self
-            .guard
-            .record(guard_keys, card_key, now, self.config.testing_cards_max);
-        if card_id.is_none() && crossed.is_empty() {
-            return Ok(());
-        }
         let mut tx = self.pay.db().begin().await?;
+        let crossed = self
+            .record_testing_failure(&mut tx, guard_keys, card_key, now)
+            .await?;
         if let Some(card_id) = card_id {
             tx.execute(
                 "UPDATE issued_cards SET bad_codes = bad_codes + 1 WHERE id = $1",
@@ -1033,6 +963,87 @@ impl<S: LedgerStore> Cards<S> {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Whether a source (merchant or client network) is declined for card testing now, by
+    /// any instance's count.
+    async fn testing_blocked(&self, keys: &[String], now: i64) -> Result<bool, PayError> {
+        let Some(first) = keys.first() else {
+            return Ok(false);
+        };
+        // A source is a merchant and, when known, a network: one read for both.
+        let second = keys.get(1).unwrap_or(first);
+        let rows = self
+            .pay
+            .db()
+            .read(
+                "SELECT 1 FROM card_testing_blocks \
+                 WHERE (source = $1 OR source = $2) AND blocked_until > $3",
+                params![first.as_str(), second.as_str(), now],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Counts a failed card check against each source, in the caller's transaction: the
+    /// distinct cards that failed from it within [`CARD_TESTING_WINDOW_MS`], every instance's
+    /// together. A source that reaches the threshold is declined for [`CARD_TESTING_BLOCK_MS`];
+    /// answers the sources that were not declined before. The source's row in
+    /// `card_testing_blocks` is written first, so two instances counting one source take
+    /// turns (a row lock on PostgreSQL; SQLite's writers take turns anyway).
+    async fn record_testing_failure<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        keys: &[String],
+        card_key: u64,
+        now: i64,
+    ) -> Result<Vec<String>, PayError> {
+        let mut sources: Vec<&String> = keys.iter().collect();
+        sources.sort();
+        sources.dedup();
+        let card = i64::from_be_bytes(card_key.to_be_bytes());
+        let threshold = i64::try_from(self.config.testing_cards_max).unwrap_or(i64::MAX);
+        let mut crossed = Vec::new();
+        for source in sources {
+            let until = tx
+                .query_one(
+                    "INSERT INTO card_testing_blocks (source, blocked_until) VALUES ($1, 0) \
+                     ON CONFLICT (source) DO UPDATE SET blocked_until = card_testing_blocks.blocked_until \
+                     RETURNING blocked_until",
+                    params![source.as_str()],
+                )
+                .await?
+                .i64(0)?;
+            tx.execute(
+                "DELETE FROM card_testing_failures WHERE source = $1 AND failed_at <= $2",
+                params![source.as_str(), now - CARD_TESTING_WINDOW_MS],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO card_testing_failures (source, card, failed_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (source, card) DO UPDATE SET failed_at = excluded.failed_at",
+                params![source.as_str(), card, now],
+            )
+            .await?;
+            let cards = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM card_testing_failures WHERE source = $1",
+                    params![source.as_str()],
+                )
+                .await?
+                .i64(0)?;
+            if cards >= threshold {
+                tx.execute(
+                    "UPDATE card_testing_blocks SET blocked_until = $1 WHERE source = $2",
+                    params![now + CARD_TESTING_BLOCK_MS, source.as_str()],
+                )
+                .await?;
+                if until <= now {
+                    crossed.push(source.clone());
+                }
+            }
+        }
+        Ok(crossed)
     }
 
     async fn auth_row<T: SqlTx>(&self, tx: &mut T, id: &str) -> Result<Option<AuthRow>, PayError> {
@@ -1825,35 +1836,6 @@ mod tests {
         assert!(cache.first_time([1; 32], 1_601, 601));
         assert!(!cache.first_time([2; 32], 1_601, 601));
         assert_eq!(cache.order.len(), cache.seen.len());
-    }
-
-    #[test]
-    fn card_testing_counts_distinct_cards_per_source() {
-        let guard = CardTestingGuard::default();
-        let keys = vec!["merchant:m1".to_owned()];
-        // The same card failing again and again is the per-card lock's business, not this.
-        for _ in 0..10 {
-            assert!(guard.record(&keys, 1, 1_000, 5).is_empty());
-        }
-        assert!(!guard.blocked(&keys, 1_000));
-        for card in 2..5 {
-            assert!(guard.record(&keys, card, 1_000, 5).is_empty());
-        }
-        assert_eq!(guard.record(&keys, 5, 1_000, 5), keys);
-        assert!(guard.blocked(&keys, 1_001));
-        assert!(!guard.blocked(&["merchant:m2".to_owned()], 1_001));
-        // Blocked for a while, then free again.
-        assert!(!guard.blocked(&keys, 1_000 + CARD_TESTING_BLOCK_MS + 1));
-        // Failures older than the window do not add up.
-        let other = vec!["ip:192.0.2.7".to_owned()];
-        for card in 0..4 {
-            guard.record(&other, card, 0, 5);
-        }
-        assert!(
-            guard
-                .record(&other, 99, CARD_TESTING_WINDOW_MS + 1, 5)
-                .is_empty()
-        );
     }
 
     #[test]

@@ -62,8 +62,6 @@ pub struct Cards<S: LedgerStore> {
     /// Card-data checks per card (by fingerprint), so concurrent guesses of a security code
     /// each see the wrong ones before them.
     card_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
-    /// Card-testing counters across cards (this instance).
-    pub(crate) guard: Arc<card_network::CardTestingGuard>,
     /// Digests of network request signatures seen lately (replay refusal), with when.
     pub(crate) network_seen: Arc<Mutex<card_network::ReplayCache>>,
 }
@@ -80,7 +78,6 @@ impl<S: LedgerStore> Cards<S> {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
             ),
-            guard: Arc::default(),
             network_seen: Arc::default(),
         }
     }

@@ -1194,11 +1194,16 @@ impl<S: LedgerStore> Payments<S> {
         let (id, number) = (operation.id, operation.number.as_str());
         let topup = operation.kind != "payout";
         let mut tx = self.db().begin().await?;
-        tx.execute(
-            "UPDATE bank_operations SET status = $1, settled_at = $2 WHERE id = $3 AND status = 'pending'",
-            params![status, now, id.to_bytes()],
-        )
-        .await?;
+        let changed = tx
+            .execute(
+                "UPDATE bank_operations SET status = $1, settled_at = $2 WHERE id = $3 AND status = 'pending'",
+                params![status, now, id.to_bytes()],
+            )
+            .await?;
+        if changed == 0 {
+            // Another instance recorded it first, with its entry, event and notice.
+            return Ok(());
+        }
         if status == "settled" && operation.kind != "card_topup" {
             let signed = if topup {
                 -amount.to_i64()

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod ids;
 pub mod lang;
+pub mod lease;
 pub mod mail;
 pub mod outbox;
 

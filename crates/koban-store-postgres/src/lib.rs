@@ -48,6 +48,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_audit_checkpoints.sql")),
     (11, include_str!("../migrations/0011_instance_locks.sql")),
     (12, include_str!("../migrations/0012_risk_rule_sets.sql")),
+    (13, include_str!("../migrations/0013_card_testing.sql")),
+    (14, include_str!("../migrations/0014_leases.sql")),
 ];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;

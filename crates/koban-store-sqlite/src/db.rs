@@ -23,6 +23,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_audit_checkpoints.sql")),
     // 11 is PostgreSQL's `instance_locks`: one process serves a SQLite file.
     (12, include_str!("../migrations/0012_risk_rule_sets.sql")),
+    (13, include_str!("../migrations/0013_card_testing.sql")),
+    (14, include_str!("../migrations/0014_leases.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use koban_auth::Auth;
+use koban_shared::lease::Lease;
 use koban_store::LedgerStore;
 use tokio::sync::watch;
 
@@ -136,10 +137,18 @@ pub async fn sweep_holds<S: LedgerStore>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval);
+    let db = store.sql();
+    let mut lease = Lease::new("hold_sweep");
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                let _ = lease.release(&db).await;
+                return;
+            }
+        }
+        if !held(&mut lease, &db).await {
+            continue;
         }
         match store.expire_holds(SWEEP_HOLDS_MAX).await {
             Ok(0) => {}
@@ -170,9 +179,17 @@ pub async fn run_workers<S: LedgerStore>(
     // Webhooks in a task of their own: a slow merchant endpoint never delays settlement,
     // notifications or the outbox.
     let webhooks = tokio::spawn(deliver_webhooks(pay.clone(), stop.clone()));
+    // Work that one instance at a time does; the outbox and webhooks claim their rows instead.
+    let db = auth.db().clone();
+    let mut settlement = Lease::new("bank_settlement");
+    let mut card_expiry = Lease::new("card_expiry");
+    let mut alarm_import = Lease::new("alarm_import");
     loop {
         tokio::select! {
             _ = stop.changed() => {
+                for lease in [&mut settlement, &mut card_expiry, &mut alarm_import] {
+                    let _ = lease.release(&db).await;
+                }
                 // Queued payment notifications are written before the process exits.
                 if let Err(error) = pay.flush_notifications().await {
                     tracing::warn!(%error, "could not write the last payment notifications");
@@ -189,7 +206,9 @@ pub async fn run_workers<S: LedgerStore>(
                 }
                 // The login-failure alarm becomes a fraud alert and case; the fraud gauges
                 // on /metrics are refreshed.
-                if let Err(error) = pay.import_login_alarms().await {
+                if held(&mut alarm_import, &db).await
+                    && let Err(error) = pay.import_login_alarms().await
+                {
                     tracing::warn!(%error, "login alarms could not become alerts; will retry");
                 }
                 if let Err(error) = pay.publish_risk_gauges().await {
@@ -209,16 +228,38 @@ pub async fn run_workers<S: LedgerStore>(
                 }
             }
             _ = payments.tick() => {
-                if let Err(error) = cards.tick().await {
+                if held(&mut card_expiry, &db).await
+                    && let Err(error) = cards.tick().await
+                {
                     tracing::warn!(%error, "stale card authorizations could not expire; will retry");
                 }
-                if let Err(error) = pay.settle_and_flush().await {
-                    tracing::warn!(%error, "payments work (settlement, notifications) failed; will retry");
+                // This instance's queued risk records and notices, whatever else fails.
+                if let Err(error) = pay.flush_risk().await {
+                    tracing::warn!(%error, "risk records could not be written; will retry");
+                }
+                if held(&mut settlement, &db).await
+                    && let Err(error) = pay.settle_due(100).await
+                {
+                    tracing::warn!(%error, "bank settlement failed; will retry");
+                }
+                if let Err(error) = pay.flush_notifications().await {
+                    tracing::warn!(%error, "payment notices could not be written; will retry");
                 }
             }
             _ = auth.outbox_wait(Duration::from_secs(1)) => {}
         }
         deliver_outbox(&auth).await;
+    }
+}
+
+/// Whether this instance holds `lease` now; a database error counts as not held (logged).
+async fn held<D: koban_store::sql::SqlDb>(lease: &mut Lease, db: &D) -> bool {
+    match lease.hold(db).await {
+        Ok(held) => held,
+        Err(error) => {
+            tracing::warn!(%error, "a lease could not be asked for; will retry");
+            false
+        }
     }
 }
 

@@ -239,7 +239,7 @@ fn controls(patch: Value) -> Value {
 }
 
 /// A number with the issuer's BIN and a valid check digit that was never issued.
-fn unissued_pan(seed: u64) -> String {
+pub(crate) fn unissued_pan(seed: u64) -> String {
     let body = format!("499910{:09}", seed % 1_000_000_000);
     (0..10)
         .map(|d| format!("{body}{d}"))

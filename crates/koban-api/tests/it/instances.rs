@@ -1,7 +1,7 @@
 //! Several instances on one PostgreSQL database, as an attacker with one session would try
 //! them: concurrent requests spread over the instances must meet the same limits and locks
 //! as on one instance. Each instance here has its own memory (locks, queues, caches), as
-//! separate processes do; SQLite is served by one process and has nothing to test here.
+//! separate processes do. SQLite is served by one process; only the lease story runs on both.
 
 use std::sync::Arc;
 
@@ -9,11 +9,14 @@ use axum::http::StatusCode;
 use futures_util::future::join_all;
 use serde_json::json;
 
-use crate::cards::{code, purchase};
+use crate::cards::{code, purchase, unissued_pan};
 use crate::helpers::{TestApp, pg_instances, post};
 use crate::operators::operator;
 use crate::payments::idem;
-use koban_store::sql::SqlDb;
+use crate::stories;
+use koban_shared::lease::Lease;
+use koban_store::LedgerStore;
+use koban_store::sql::{SqlDb, SqlTx};
 use koban_store_postgres::PgStore;
 
 /// The daily limit of an unverified wallet.
@@ -26,18 +29,11 @@ async fn a_burst_spread_over_instances_keeps_the_daily_limit() {
     };
     let apps = Arc::new(apps);
     for round in 0..5 {
-        let payer = apps[0].user(&format!("payer{round}@example.com")).await;
         // A payee per round: an unverified wallet may hold at most 100,000.
         let payee = format!("payee{round}@example.com");
         apps[0].user(&payee).await;
-        apps[0].fund(&payer.token, 50_000, "f1").await;
-        apps[0].fund(&payer.token, 10_000, "f2").await;
-        // The payee becomes a known one, so the burst needs no step-up.
-        let first = json!({ "to": payee, "amount": 1_000 });
-        let (sent, token) = apps[0]
-            .stepped(&payer, &payer.token, "/v1/transfers", "first", first)
-            .await;
-        assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+        let payer = format!("payer{round}@example.com");
+        let token = payer_of(&apps[0], &payer, &payee, 60_000).await;
 
         // Eight transfers of 9,000 at once (below the amount that asks for step-up), four
         // through each instance, each on a task of its own: 72,000 asked for against 49,000
@@ -85,14 +81,8 @@ async fn one_idempotency_key_at_two_instances_moves_money_once_and_tells_once() 
         return;
     };
     let (a, b) = (&apps[0], &apps[1]);
-    let alice = a.user("alice@example.com").await;
     a.user("bob@example.com").await;
-    a.fund(&alice.token, 20_000, "f1").await;
-    let first = json!({ "to": "bob@example.com", "amount": 1_000 });
-    let (sent, token) = a
-        .stepped(&alice, &alice.token, "/v1/transfers", "first", first)
-        .await;
-    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    let token = payer_of(a, "alice@example.com", "bob@example.com", 20_000).await;
     let notices_before = sent_notices(&apps, "alice@example.com").await;
 
     for round in 0..5 {
@@ -131,6 +121,26 @@ async fn one_idempotency_key_at_two_instances_moves_money_once_and_tells_once() 
     for app in &apps {
         app.assert_money_invariants().await;
     }
+}
+
+/// Signs `payer` up with `funds` in the wallet and makes `payee` a known payee of theirs (a
+/// first transfer of 1,000 with step-up), so that later small transfers need none; answers
+/// the payer's token from then on.
+async fn payer_of(app: &TestApp<PgStore>, payer: &str, payee: &str, funds: i64) -> String {
+    let user = app.user(payer).await;
+    // At most 50,000 a time, as the payment stories fund.
+    let mut left = funds;
+    while left > 0 {
+        let now = left.min(50_000);
+        app.fund(&user.token, now, &format!("funds-{left}")).await;
+        left -= now;
+    }
+    let first = json!({ "to": payee, "amount": 1_000 });
+    let (sent, token) = app
+        .stepped(&user, &user.token, "/v1/transfers", "first", first)
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    token
 }
 
 /// How many "you sent money" notices `to` has, once every instance wrote its queue.
@@ -202,14 +212,8 @@ async fn a_rules_reload_on_one_instance_is_in_force_on_the_others() {
     let pay = a.pay.clone().with_risk_rules(rules);
     let a = a.with_pay(pay);
     let b = &apps[0];
-    let alice = a.user("alice@example.com").await;
     a.user("bob@example.com").await;
-    a.fund(&alice.token, 20_000, "f1").await;
-    let first = json!({ "to": "bob@example.com", "amount": 1_000 });
-    let (sent, token) = a
-        .stepped(&alice, &alice.token, "/v1/transfers", "first", first)
-        .await;
-    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    let token = payer_of(&a, "alice@example.com", "bob@example.com", 20_000).await;
     let strict = format!(
         "{}\n[[rule]]\nname = \"test.no_large_p2p\"\ndescription = \"test\"\nwhen = 'event == \"p2p\" && amount >= 500'\naction = \"deny\"\nscore = 100\nreason = \"test\"\n",
         koban_pay::koban_risk::DEFAULT_RULES
@@ -250,4 +254,91 @@ async fn a_rules_reload_on_one_instance_is_in_force_on_the_others() {
         .map(|row| row.text(0).unwrap())
         .collect();
     assert_eq!(recorded, [digest]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_testing_spread_over_instances_is_stopped_as_on_one() {
+    let Some(apps) = pg_instances("card_testing", 2).await else {
+        return;
+    };
+    let (a, b) = (&apps[0], &apps[1]);
+    let admin = operator(a, "admin@example.com", "admin").await;
+    let mut alice = a.holder("alice@example.com", &admin, 5_000).await;
+    let card = a.ready_card(&mut alice, "Genuine").await;
+    // Ten never-issued numbers from one merchant, taking turns between the instances: the
+    // first five are checked (14), then the merchant is declined everywhere (05), as on one
+    // instance; counted per instance, each would have seen only five.
+    let mut answers = Vec::new();
+    for i in 0..10u64 {
+        let app = if i % 2 == 0 { a } else { b };
+        let mut attempt = purchase(&card, &format!("test-{i}"), 1);
+        attempt["pan"] = json!(unissued_pan(3_000 + i));
+        attempt["merchant_id"] = json!("mer-tester");
+        attempt["client_ip"] = json!(format!("192.0.2.{i}"));
+        answers.push(code(&app.authorize(attempt).await).to_owned());
+    }
+    assert_eq!(
+        answers,
+        ["14", "14", "14", "14", "14", "05", "05", "05", "05", "05"]
+    );
+    // The genuine card at that merchant is declined too, on either instance.
+    for (i, app) in [a, b].into_iter().enumerate() {
+        let mut genuine = purchase(&card, &format!("genuine-{i}"), 100);
+        genuine["merchant_id"] = json!("mer-tester");
+        assert_eq!(code(&app.authorize(genuine).await), "05");
+    }
+    // One alert, however many instances saw the source cross the line.
+    let actions = a
+        .call(crate::helpers::get("/v1/ops/audit?limit=200").bearer(&admin.token))
+        .await;
+    let alerts = actions
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "alert.card_testing")
+        .count();
+    assert_eq!(alerts, 1, "{actions:?}");
+}
+
+stories!(a_lease_is_held_by_one_instance_at_a_time_and_changes_hands_with_a_new_fence);
+
+/// Two holders of one lease stand in for two instances (each names itself afresh).
+async fn a_lease_is_held_by_one_instance_at_a_time_and_changes_hands_with_a_new_fence<
+    S: LedgerStore,
+>(
+    app: TestApp<S>,
+) {
+    let db = app.pay.db();
+    let mut first = Lease::new("test_job");
+    let mut second = Lease::new("test_job");
+    assert!(first.hold(db).await.unwrap());
+    let fence = first.fence().expect("held");
+    assert!(!second.hold(db).await.unwrap());
+    // Renewing keeps the fence; the other keeps being refused.
+    assert!(first.hold(db).await.unwrap());
+    assert_eq!(first.fence(), Some(fence));
+    assert!(!Lease::new("test_job").hold(db).await.unwrap());
+    // Another job's lease is its own.
+    assert!(Lease::new("other_job").hold(db).await.unwrap());
+
+    // Given up at shutdown: the next to ask takes it, with a new fence.
+    first.release(db).await.unwrap();
+    let mut third = Lease::new("test_job");
+    assert!(third.hold(db).await.unwrap());
+    assert_eq!(third.fence(), Some(fence + 1));
+    assert!(!first.hold(db).await.unwrap());
+
+    // A holder that died stops renewing; once its lease has run out, another takes it over.
+    let mut tx = db.begin().await.unwrap();
+    tx.execute(
+        "UPDATE leases SET expires_at = 1 WHERE name = 'test_job'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut fourth = Lease::new("test_job");
+    assert!(fourth.hold(db).await.unwrap());
+    assert_eq!(fourth.fence(), Some(fence + 2));
 }

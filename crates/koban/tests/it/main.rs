@@ -8,6 +8,7 @@ mod drill;
 mod fuzz;
 mod helpers;
 mod identity;
+mod instances;
 mod risk;
 mod serve;
 mod walkthroughs;
