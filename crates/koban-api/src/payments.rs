@@ -687,7 +687,9 @@ pub async fn submit_kyc<S: LedgerStore>(
 
 /// Confirmation of payee: the masked name behind an e-mail address or phone number.
 #[utoipa::path(get, path = "/v1/payees/lookup", tag = "transfers", params(LookupQuery),
-    responses((status = 200, body = PayeeOut), (status = 404, body = Problem)), security(("session" = [])))]
+    responses((status = 200, body = PayeeOut), (status = 404, body = Problem),
+        (status = 422, description = "The address is the caller's own, or the currency is not offered", body = Problem)),
+    security(("session" = [])))]
 pub async fn lookup_payee<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,

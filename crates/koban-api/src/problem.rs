@@ -310,6 +310,10 @@ fn auth_problem(auth: &AuthError) -> Problem {
             retry_after_s: Some(1),
             ..problem(S::SERVICE_UNAVAILABLE, "busy", "Busy", "the service is busy; try again shortly".into())
         },
+        AuthError::Store(StoreError::Unavailable) => Problem {
+            retry_after_s: Some(2),
+            ..problem(S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "the service cannot reach its database (or every connection is busy); the request may not have been carried out: try again shortly, with the same Idempotency-Key for a payment".into())
+        },
         AuthError::Unauthenticated => problem(S::UNAUTHORIZED, "unauthenticated", "Not signed in", detail),
         AuthError::SecondFactorRequired => problem(S::FORBIDDEN, "second-factor-required", "Second factor required", detail),
         AuthError::EnrolmentRequired => problem(S::FORBIDDEN, "enrolment-required", "Second factor not enrolled", detail),

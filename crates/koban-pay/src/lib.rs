@@ -619,7 +619,10 @@ impl<S: LedgerStore> Payments<S> {
                 metrics::counter!("koban_shared_lock_timeouts_total").increment(1);
                 return Err(PayError::Auth(AuthError::Busy));
             }
-            tokio::time::sleep(pause).await;
+            // Up to half again at random, so holders that missed each other do not meet
+            // again on the same beat.
+            let jitter = pause.mul_f64(rand::random::<f64>() / 2.0);
+            tokio::time::sleep(pause + jitter).await;
             pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
     }

@@ -263,7 +263,7 @@ impl RiskRules {
     }
 
     /// Reads the file again (the default set without one) and answers it with its source
-    /// text; an invalid file leaves the live set as it was.
+    /// text, without putting it in force ([`RiskRules::adopt`] does, once it is published).
     pub fn reload(&self) -> Result<(Arc<RuleSet>, String), String> {
         let text = match &self.path {
             Some(path) => std::fs::read_to_string(path)
@@ -274,8 +274,22 @@ impl RiskRules {
             Some(path) => format!("the rules file {} is invalid: {e}", path.display()),
             None => format!("the default rules are invalid: {e}"),
         })?);
-        self.set(set.clone());
         Ok((set, text))
+    }
+
+    /// Puts `set`, published as `version`, in force unless a newer version already is (a
+    /// reload and a sync may finish in either order); answers whether it did.
+    fn adopt(&self, version: i64, set: Arc<RuleSet>) -> bool {
+        let mut live = match self.live.write() {
+            Ok(live) => live,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if version <= self.published.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.published.store(version, Ordering::SeqCst);
+        *live = set;
+        true
     }
 
     /// The published version in force here (0: none).
@@ -818,10 +832,11 @@ impl<S: LedgerStore> Payments<S> {
             Err(_) => None,
         };
         tx.commit().await?;
+        let (set, _) = result.map_err(PayError::RulesInvalid)?;
         if let Some(version) = published {
-            self.risk_rules.published.store(version, Ordering::SeqCst);
+            self.risk_rules.adopt(version, set.clone());
         }
-        result.map(|(set, _)| set).map_err(PayError::RulesInvalid)
+        Ok(set)
     }
 
     /// Takes the newest rule set published by any instance, when it is newer than the one in
@@ -844,15 +859,19 @@ impl<S: LedgerStore> Payments<S> {
         if version <= rules.published() {
             return Ok(None);
         }
-        rules.published.store(version, Ordering::SeqCst);
-        let set = RuleSet::parse(&row.text(1)?).map_err(|e| {
-            PayError::RulesInvalid(format!(
-                "the published rule set {version} is invalid here: {e}"
-            ))
-        })?;
-        let set = Arc::new(set);
-        rules.set(set.clone());
-        Ok(Some(set))
+        match RuleSet::parse(&row.text(1)?) {
+            Ok(set) => {
+                let set = Arc::new(set);
+                Ok(rules.adopt(version, set.clone()).then_some(set))
+            }
+            Err(e) => {
+                // Refused once: the version counts as seen, the live set stays.
+                rules.published.fetch_max(version, Ordering::SeqCst);
+                Err(PayError::RulesInvalid(format!(
+                    "the published rule set {version} is invalid here: {e}"
+                )))
+            }
+        }
     }
 
     fn queue_risk(&self, recorded: Recorded) {

@@ -43,8 +43,8 @@ fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn later(ms: i64) -> Instant {
-    Instant::now() + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+fn after(start: Instant, ms: i64) -> Instant {
+    start + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 impl Lease {
@@ -69,6 +69,8 @@ impl Lease {
             (None, Some(until)) if until > now => return Ok(false),
             _ => {}
         }
+        // Counted from before the question, so a slow answer eats into the margin, not past it.
+        let asked_at = Instant::now();
         let asked = wall_ms();
         let mut tx = db.begin().await?;
         let row = tx
@@ -90,14 +92,14 @@ impl Lease {
                     tracing::info!(lease = self.name, fence, "this instance runs this work now");
                 }
                 self.fence = Some(fence);
-                self.until = Some(later(LEASE_MS - MARGIN_MS));
+                self.until = Some(after(asked_at, LEASE_MS - MARGIN_MS));
                 Ok(true)
             }
             None => {
                 if self.fence.take().is_some() {
                     tracing::warn!(lease = self.name, "another instance took over this work");
                 }
-                self.until = Some(later(RETRY_MS));
+                self.until = Some(after(Instant::now(), RETRY_MS));
                 Ok(false)
             }
         }

@@ -64,6 +64,9 @@ pub struct PgConfig {
     /// benchmarks use a fresh one each.
     pub schema: Option<String>,
     pub connections_max: u32,
+    /// How long a request waits for a connection (the database unreachable, or every
+    /// connection busy) before it is answered as unavailable.
+    pub acquire_timeout: std::time::Duration,
 }
 
 impl Default for PgConfig {
@@ -73,6 +76,7 @@ impl Default for PgConfig {
             clock: Clock::system(),
             schema: None,
             connections_max: 16,
+            acquire_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -130,6 +134,7 @@ pub async fn connect_pool(url: &str, config: &PgConfig) -> Result<PgPool, StoreE
     ]);
     PgPoolOptions::new()
         .max_connections(config.connections_max.max(2))
+        .acquire_timeout(config.acquire_timeout)
         .connect_with(options)
         .await
         .map_err(db_error)

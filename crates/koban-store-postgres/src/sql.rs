@@ -17,12 +17,26 @@ macro_rules! col {
 /// Maps a database error; races between writers (unique violation, deadlock, serialization
 /// failure, lock timeout) become the retryable [`StoreError::Conflict`].
 pub fn db_error(error: sqlx::Error) -> StoreError {
+    if matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    ) {
+        return StoreError::Unavailable;
+    }
     let code = error
         .as_database_error()
         .and_then(|e| e.code())
         .map(|c| c.into_owned());
     match code.as_deref() {
         Some("23505" | "40P01" | "40001" | "55P03") => StoreError::Conflict,
+        // Connection exceptions, and the server shutting down, crashing or still starting.
+        Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => {
+            StoreError::Unavailable
+        }
         _ => StoreError::Database(error.to_string()),
     }
 }

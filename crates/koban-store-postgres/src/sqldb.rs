@@ -30,6 +30,52 @@ const TAKE_LOCKS: &str = "INSERT INTO instance_locks (key, instance, token, expi
      WHERE instance_locks.expires_at < clock_timestamp() OR instance_locks.instance = EXCLUDED.instance";
 /// Gives back what one holder took (a key another holder took over since is not touched).
 const GIVE_LOCKS: &str = "DELETE FROM instance_locks WHERE key = ANY($1) AND token = $2";
+/// Extends a holder's lease while it still holds its keys.
+const RENEW_LOCKS: &str = "UPDATE instance_locks SET expires_at = clock_timestamp() + make_interval(secs => $1) \
+     WHERE key = ANY($2) AND token = $3";
+
+/// The guard of keys taken under `token`: while it lives, a task renews their lease every
+/// third of it (so a holder slowed past the lease keeps its keys); dropped, it gives them back
+/// in a task of its own, since a drop cannot wait (without a runtime, as the process ends, the
+/// lease runs out instead).
+fn holding(pool: PgPool, keys: Vec<Vec<u8>>, token: [u8; 16]) -> Held {
+    let renewal = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+        let (pool, keys) = (pool.clone(), keys.clone());
+        runtime.spawn(async move {
+            let every =
+                std::time::Duration::from_secs(u64::try_from(HOLD_LEASE_S / 3).unwrap_or(10));
+            loop {
+                tokio::time::sleep(every).await;
+                let renewed = sqlx::query(RENEW_LOCKS)
+                    .bind(HOLD_LEASE_S as f64)
+                    .bind(&keys)
+                    .bind(token.as_slice())
+                    .execute(&pool)
+                    .await;
+                if let Err(error) = renewed {
+                    tracing::warn!(%error, "a held lock could not be renewed; will retry");
+                }
+            }
+        })
+    });
+    Held::releasing(move || {
+        if let Some(renewal) = renewal {
+            renewal.abort();
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let given = sqlx::query(GIVE_LOCKS)
+                    .bind(&keys)
+                    .bind(token.as_slice())
+                    .execute(&pool)
+                    .await;
+                if let Err(error) = given {
+                    tracing::warn!(%error, "a lock was not given back; its lease will run out");
+                }
+            });
+        }
+    })
+}
 
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
@@ -52,6 +98,10 @@ impl SqlDb for PgSql {
         keys.sort_unstable();
         keys.dedup();
         let token: [u8; 16] = rand::random();
+        let count = keys.len();
+        // The guard exists before the insert is sent, so a request dropped while it waits
+        // still gives back whatever the insert took.
+        let held = holding(self.pool.clone(), keys.clone(), token);
         let taken = sqlx::query(TAKE_LOCKS)
             .bind(&keys)
             .bind(self.instance.as_slice())
@@ -61,25 +111,19 @@ impl SqlDb for PgSql {
             .await
             .map_err(db_error)?
             .rows_affected();
-        let pool = self.pool.clone();
-        let count = keys.len();
-        // Given back in a task of its own, since a drop cannot wait; without a runtime (the
-        // process is ending) the lease runs out instead.
-        let held = Held::releasing(move || {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let given = sqlx::query(GIVE_LOCKS)
-                        .bind(&keys)
-                        .bind(token.as_slice())
-                        .execute(&pool)
-                        .await;
-                    if let Err(error) = given {
-                        tracing::warn!(%error, "a lock was not given back; its lease will run out");
-                    }
-                });
-            }
-        });
-        Ok((usize::try_from(taken).ok() == Some(count)).then_some(held))
+        if usize::try_from(taken).ok() == Some(count) {
+            return Ok(Some(held));
+        }
+        // Some may have been taken: given back now, before the caller asks again (the
+        // guard's own give-back then finds nothing).
+        sqlx::query(GIVE_LOCKS)
+            .bind(&keys)
+            .bind(token.as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        drop(held);
+        Ok(None)
     }
 
     async fn read(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {

@@ -47,6 +47,10 @@ pub enum StoreError {
     Conflict,
     #[error("the ledger is shutting down")]
     ShuttingDown,
+    /// The database cannot be reached now (connection refused or lost, the server shutting
+    /// down or starting): nothing was decided, and the same request may be tried again.
+    #[error("the database cannot be reached; retry shortly")]
+    Unavailable,
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
 }

@@ -207,8 +207,13 @@ pub fn answer_group(
             // Usually nothing was applied; if the connection broke during COMMIT the outcome is
             // unknown. Either way a retry with the same ids is safe: it applies or replays.
             tracing::error!(%error, transfers = transfers_in_group, "group commit failed; submitters told to retry with the same ids");
+            let unavailable = matches!(error, StoreError::Unavailable);
             for submission in group {
-                let retry = StoreError::Database("commit failed; retry".into());
+                let retry = if unavailable {
+                    StoreError::Unavailable
+                } else {
+                    StoreError::Database("commit failed; retry".into())
+                };
                 let _ = submission.reply.send(Err(retry));
             }
         }

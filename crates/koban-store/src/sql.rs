@@ -204,12 +204,13 @@ pub trait SqlDb: Clone + Send + Sync + 'static {
 
     /// Takes every lock named in `keys` for all processes serving from this database, or none
     /// of them: `None` when another process holds one (the caller waits and asks again, or
-    /// refuses). The caller must already hold its own process's lock of each key, so that
-    /// within one process a key has one holder at a time; a process's later holder may then
-    /// take over a key its earlier holder has not given back yet. A holder that never gives a
-    /// key back (its process died) loses it after [`HOLD_LEASE_S`]. Where one process serves
-    /// the database (SQLite), that process's own locks already exclude everyone, and this
-    /// takes nothing.
+    /// refuses); a set only partly taken is given back before `None` is answered. The caller
+    /// must already hold its own process's lock of each key, so that within one process a key
+    /// has one holder at a time; a process's later holder may then take over a key its earlier
+    /// holder has not given back yet. The lease is renewed while the `Held` lives; a holder
+    /// that never gives a key back (its process died) loses it after [`HOLD_LEASE_S`]. Where
+    /// one process serves the database (SQLite), that process's own locks already exclude
+    /// everyone, and this takes nothing.
     fn try_hold(
         &self,
         keys: Vec<Vec<u8>>,

@@ -64,12 +64,19 @@ pub struct BackendOptions {
 /// serving process holds. Other commands (admin, audit, keys) still open the database beside
 /// it.
 fn lock_for_serving(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".serving");
-    let lock_path = std::path::PathBuf::from(name);
-    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Named after the file itself, so a second path to it (a link, `./`) finds the same lock.
+    let real = std::fs::canonicalize(path).or_else(|_| {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = std::fs::canonicalize(dir.unwrap_or(std::path::Path::new(".")))?;
+        Ok::<_, std::io::Error>(dir.join(path.file_name().unwrap_or_default()))
+    });
+    let real = real.with_context(|| format!("resolving {}", path.display()))?;
+    let mut name = real.into_os_string();
+    name.push(".serving");
+    let lock_path = std::path::PathBuf::from(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -153,19 +153,37 @@ fn schema_for(name: &str) -> String {
 }
 
 /// A PostgreSQL app in a fresh schema, or `None` (printing why) outside CI without a server.
-fn postgres_url() -> String {
+pub fn postgres_url() -> String {
     std::env::var("KOBAN_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub async fn pg_app(name: &str, config: AuthConfig) -> Option<TestApp<PgStore>> {
-    let url = postgres_url();
+    pg_app_at(
+        &postgres_url(),
+        name,
+        config,
+        PgConfig::default().acquire_timeout,
+    )
+    .await
+}
+
+/// [`pg_app`] through `url` (a proxy in front of the test server, for instance), waiting at
+/// most `acquire_timeout` for a connection.
+pub async fn pg_app_at(
+    url: &str,
+    name: &str,
+    config: AuthConfig,
+    acquire_timeout: std::time::Duration,
+) -> Option<TestApp<PgStore>> {
+    let url = url.to_owned();
     let clocks = manual_clock();
     let schema = schema_for(name);
     let pg = PgConfig {
         schema: Some(schema.clone()),
         connections_max: 4,
         clock: clocks.0.clone(),
+        acquire_timeout,
         ..PgConfig::default()
     };
     match PgStore::connect(&url, pg).await {

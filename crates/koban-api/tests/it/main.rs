@@ -5,6 +5,7 @@ mod cards;
 mod helpers;
 mod instances;
 mod operators;
+mod outage;
 mod passkeys;
 mod payments;
 mod recovery;
