@@ -1046,6 +1046,25 @@ impl<S: LedgerStore> Cards<S> {
         Ok(crossed)
     }
 
+    /// Deletes card-testing failures older than the window and blocks that have ended, so
+    /// the tables hold only what can still decide (sources come from the network's messages
+    /// and are never otherwise removed).
+    pub(crate) async fn forget_card_testing(&self, now: i64) -> Result<(), PayError> {
+        let mut tx = self.pay.db().begin().await?;
+        tx.execute(
+            "DELETE FROM card_testing_failures WHERE failed_at <= $1",
+            params![now - CARD_TESTING_WINDOW_MS],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM card_testing_blocks WHERE blocked_until <= $1",
+            params![now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn auth_row<T: SqlTx>(&self, tx: &mut T, id: &str) -> Result<Option<AuthRow>, PayError> {
         let row = tx
             .query_opt(

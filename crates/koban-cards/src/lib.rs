@@ -16,6 +16,7 @@ pub mod card_keys;
 pub mod card_network;
 pub mod issuing;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use koban_pay::{PayError, Payments};
@@ -64,6 +65,8 @@ pub struct Cards<S: LedgerStore> {
     card_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// Digests of network request signatures seen lately (replay refusal), with when.
     pub(crate) network_seen: Arc<Mutex<card_network::ReplayCache>>,
+    /// When [`Cards::tick`] last pruned the card-testing tables (milliseconds).
+    testing_forgotten_at: Arc<AtomicI64>,
 }
 
 impl<S: LedgerStore> Cards<S> {
@@ -79,6 +82,7 @@ impl<S: LedgerStore> Cards<S> {
                     .collect(),
             ),
             network_seen: Arc::default(),
+            testing_forgotten_at: Arc::default(),
         }
     }
 
@@ -117,8 +121,15 @@ impl<S: LedgerStore> Cards<S> {
         Ok((shared, local))
     }
 
-    /// Background work: releases stale authorizations' holds.
+    /// Background work: releases stale authorizations' holds, and once a minute forgets
+    /// card-testing failures older than the window and blocks that have ended.
     pub async fn tick(&self) -> Result<u64, PayError> {
+        let now = self.pay.now_ms();
+        let last = self.testing_forgotten_at.load(Ordering::SeqCst);
+        if now - last >= 60_000 || now < last {
+            self.forget_card_testing(now).await?;
+            self.testing_forgotten_at.store(now, Ordering::SeqCst);
+        }
         self.expire_card_authorizations().await
     }
 }

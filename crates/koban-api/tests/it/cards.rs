@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use koban_cards::card_keys::network_signature;
 use koban_cards::issuing::luhn_valid;
 use koban_store::LedgerStore;
+use koban_store::sql::SqlDb;
 use serde_json::{Value, json};
 
 use crate::helpers::{Call, Reply, TestApp, User, get, post};
@@ -1040,6 +1041,15 @@ async fn card_testing_is_throttled_per_card_and_across_cards<S: LedgerStore>(app
     let mut later = purchase(&card, "test-later", 100);
     later["merchant_id"] = json!("mer-tester");
     assert_eq!(code(&app.authorize(later).await), "00");
+    // The background pruning forgets failures that left the window and blocks that ended.
+    app.cards.tick().await.unwrap();
+    for count in [
+        "SELECT COUNT(*) FROM card_testing_failures",
+        "SELECT COUNT(*) FROM card_testing_blocks",
+    ] {
+        let rows = app.pay.db().read(count, vec![]).await.unwrap();
+        assert_eq!(rows[0].i64(0).unwrap(), 0, "{count}");
+    }
     app.assert_money_invariants().await;
 }
 
