@@ -705,19 +705,23 @@ impl<S: LedgerStore> Payments<S> {
     /// Background work: settles due sandbox bank operations, flushes notifications, delivers
     /// due webhooks.
     pub async fn tick(&self) -> Result<(), PayError> {
-        self.settle_and_flush().await?;
+        self.settle_and_flush(true).await?;
         self.deliver_webhooks(50).await?;
         Ok(())
     }
 
     /// The part of [`Payments::tick`] that must not wait for merchants' endpoints (the
-    /// server runs webhook delivery in a task of its own).
-    pub async fn settle_and_flush(&self) -> Result<(), PayError> {
-        // Risk records are written whatever else fails this tick.
+    /// server runs webhook delivery in a task of its own): this instance's queued risk records
+    /// and notices are written whatever else fails, and due bank operations are settled when
+    /// `settle` (the server: while this instance holds the settlement lease).
+    pub async fn settle_and_flush(&self, settle: bool) -> Result<(), PayError> {
         let risk = self.flush_risk().await;
-        self.settle_due(100).await?;
-        self.flush_notifications().await?;
-        risk.map(|_| ())
+        let settled = match settle {
+            true => self.settle_due(100).await.map(|_| ()),
+            false => Ok(()),
+        };
+        let notices = self.flush_notifications().await;
+        risk.and(settled).and(notices).map(|_| ())
     }
 }
 

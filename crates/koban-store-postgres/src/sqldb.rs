@@ -34,47 +34,67 @@ const GIVE_LOCKS: &str = "DELETE FROM instance_locks WHERE key = ANY($1) AND tok
 const RENEW_LOCKS: &str = "UPDATE instance_locks SET expires_at = clock_timestamp() + make_interval(secs => $1) \
      WHERE key = ANY($2) AND token = $3";
 
-/// The guard of keys taken under `token`: while it lives, a task renews their lease every
-/// third of it (so a holder slowed past the lease keeps its keys); dropped, it gives them back
-/// in a task of its own, since a drop cannot wait (without a runtime, as the process ends, the
-/// lease runs out instead).
-fn holding(pool: PgPool, keys: Vec<Vec<u8>>, token: [u8; 16]) -> Held {
-    let renewal = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-        let (pool, keys) = (pool.clone(), keys.clone());
-        runtime.spawn(async move {
-            let every =
-                std::time::Duration::from_secs(u64::try_from(HOLD_LEASE_S / 3).unwrap_or(10));
-            loop {
-                tokio::time::sleep(every).await;
-                let renewed = sqlx::query(RENEW_LOCKS)
-                    .bind(HOLD_LEASE_S as f64)
-                    .bind(&keys)
-                    .bind(token.as_slice())
-                    .execute(&pool)
-                    .await;
-                if let Err(error) = renewed {
-                    tracing::warn!(%error, "a held lock could not be renewed; will retry");
-                }
+/// Keys asked for under one holder's `token`.
+#[derive(Clone)]
+struct Taken {
+    pool: PgPool,
+    keys: Vec<Vec<u8>>,
+    token: [u8; 16],
+}
+
+impl Taken {
+    /// Gives back what this holder took (a key another holder took over since is untouched).
+    async fn give(&self) -> Result<(), sqlx::Error> {
+        sqlx::query(GIVE_LOCKS)
+            .bind(&self.keys)
+            .bind(self.token.as_slice())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// A guard that gives the keys back in a task of its own when dropped, since a drop
+    /// cannot wait (without a runtime, as the process ends, the lease runs out instead), and
+    /// stops `renewal` first.
+    fn guard(self, renewal: Option<tokio::task::JoinHandle<()>>) -> Held {
+        Held::releasing(move || {
+            if let Some(renewal) = renewal {
+                renewal.abort();
+            }
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(error) = self.give().await {
+                        tracing::warn!(%error, "a lock was not given back; its lease will run out");
+                    }
+                });
             }
         })
-    });
-    Held::releasing(move || {
-        if let Some(renewal) = renewal {
-            renewal.abort();
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+    }
+
+    /// The guard of keys all taken: while it lives, a task renews their lease every third of
+    /// it, so a holder slowed past the lease keeps its keys.
+    fn held(self) -> Held {
+        let renewal = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let taken = self.clone();
             runtime.spawn(async move {
-                let given = sqlx::query(GIVE_LOCKS)
-                    .bind(&keys)
-                    .bind(token.as_slice())
-                    .execute(&pool)
-                    .await;
-                if let Err(error) = given {
-                    tracing::warn!(%error, "a lock was not given back; its lease will run out");
+                let every =
+                    std::time::Duration::from_secs(u64::try_from(HOLD_LEASE_S / 3).unwrap_or(10));
+                loop {
+                    tokio::time::sleep(every).await;
+                    let renewed = sqlx::query(RENEW_LOCKS)
+                        .bind(HOLD_LEASE_S as f64)
+                        .bind(&taken.keys)
+                        .bind(taken.token.as_slice())
+                        .execute(&taken.pool)
+                        .await;
+                    if let Err(error) = renewed {
+                        tracing::warn!(%error, "a held lock could not be renewed; will retry");
+                    }
                 }
-            });
-        }
-    })
+            })
+        });
+        self.guard(renewal)
+    }
 }
 
 pub struct PgTx {
@@ -97,32 +117,30 @@ impl SqlDb for PgSql {
     async fn try_hold(&self, mut keys: Vec<Vec<u8>>) -> Result<Option<Held>, StoreError> {
         keys.sort_unstable();
         keys.dedup();
-        let token: [u8; 16] = rand::random();
         let count = keys.len();
-        // The guard exists before the insert is sent, so a request dropped while it waits
-        // still gives back whatever the insert took.
-        let held = holding(self.pool.clone(), keys.clone(), token);
-        let taken = sqlx::query(TAKE_LOCKS)
-            .bind(&keys)
+        let taken = Taken {
+            pool: self.pool.clone(),
+            keys,
+            token: rand::random(),
+        };
+        // A guard exists before the insert is sent, so a request dropped while it waits still
+        // gives back whatever the insert took.
+        let asking = taken.clone().guard(None);
+        let rows = sqlx::query(TAKE_LOCKS)
+            .bind(&taken.keys)
             .bind(self.instance.as_slice())
-            .bind(token.as_slice())
+            .bind(taken.token.as_slice())
             .bind(HOLD_LEASE_S as f64)
             .execute(&self.pool)
             .await
             .map_err(db_error)?
             .rows_affected();
-        if usize::try_from(taken).ok() == Some(count) {
-            return Ok(Some(held));
+        asking.disarm();
+        if usize::try_from(rows).ok() == Some(count) {
+            return Ok(Some(taken.held()));
         }
-        // Some may have been taken: given back now, before the caller asks again (the
-        // guard's own give-back then finds nothing).
-        sqlx::query(GIVE_LOCKS)
-            .bind(&keys)
-            .bind(token.as_slice())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        drop(held);
+        // Some may have been taken: given back now, before the caller asks again.
+        taken.give().await.map_err(db_error)?;
         Ok(None)
     }
 

@@ -186,6 +186,13 @@ impl Held {
     }
 }
 
+impl Held {
+    /// Drops this without giving anything back (the caller gave the locks back itself).
+    pub fn disarm(mut self) {
+        self.release = None;
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         if let Some(release) = self.release.take() {

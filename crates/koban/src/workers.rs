@@ -233,17 +233,9 @@ pub async fn run_workers<S: LedgerStore>(
                 {
                     tracing::warn!(%error, "stale card authorizations could not expire; will retry");
                 }
-                // This instance's queued risk records and notices, whatever else fails.
-                if let Err(error) = pay.flush_risk().await {
-                    tracing::warn!(%error, "risk records could not be written; will retry");
-                }
-                if held(&mut settlement, &db).await
-                    && let Err(error) = pay.settle_due(100).await
-                {
-                    tracing::warn!(%error, "bank settlement failed; will retry");
-                }
-                if let Err(error) = pay.flush_notifications().await {
-                    tracing::warn!(%error, "payment notices could not be written; will retry");
+                let settle = held(&mut settlement, &db).await;
+                if let Err(error) = pay.settle_and_flush(settle).await {
+                    tracing::warn!(%error, "payments work (settlement, notifications, risk records) failed; will retry");
                 }
             }
             _ = auth.outbox_wait(Duration::from_secs(1)) => {}
