@@ -502,6 +502,9 @@ async function newcomerTopsUpAndPaysAFriend(browser, base, dir) {
   await a.page.getByRole('button', { name: 'Confirm' }).click();
   await a.page.getByRole('heading', { name: 'Confirm your bank account' }).waitFor();
   await a.page.getByRole('link', { name: 'Open the sandbox bank statement' }).click();
+  // The statement's rows are read once it has loaded, not while the click's navigation runs.
+  await a.page.waitForURL(/\/sandbox\/bank\//);
+  await a.page.locator('td.num').first().waitFor();
   const cells = await a.page.locator('td.num').allTextContents();
   const deposits = cells.map((t) => Number(t.replace(/[^0-9]/g, ''))).filter((n) => n > 0 && n < 100);
   assert.equal(deposits.length, 2, `two micro-deposits on ${number}: ${cells}`);
@@ -1215,6 +1218,8 @@ async function shopPaysOut(till, base, dir, shop) {
   await till.getByRole('button', { name: 'Confirm' }).click();
   await till.getByRole('heading', { name: 'Confirm your bank account' }).waitFor();
   await till.getByRole('link', { name: 'Open the sandbox bank statement' }).click();
+  await till.waitForURL(/\/sandbox\/bank\//);
+  await till.locator('td.num').first().waitFor();
   const cells = await till.locator('td.num').allTextContents();
   const deposits = cells.map((t) => Number(t.replace(/[^0-9]/g, ''))).filter((n) => n > 0 && n < 100);
   assert.equal(deposits.length, 2, `two micro-deposits: ${cells}`);
