@@ -678,12 +678,14 @@ impl<S: LedgerStore> Cards<S> {
         self.record_approval(request, &approval, now).await?;
         metrics::counter!("koban_card_authorizations_total", "result" => "00").increment(1);
         self.pay.notify(
+            hold_id,
             &card.email,
             Mail::new("card-payment")
                 .arg("last4", &card.last4)
                 .arg("amount", format_money(amount.minor_units(), currency))
                 .arg("merchant", &request.merchant_name),
         );
+        self.pay.make_durable().await?;
         Ok(NetworkAnswer::approved(auth_id, amount, currency))
     }
 
@@ -1562,11 +1564,13 @@ impl<S: LedgerStore> Cards<S> {
         }
         metrics::counter!("koban_card_operations_total", "kind" => "refund").increment(1);
         self.pay.notify(
+            id,
             &auth.email,
             Mail::new("card-refund")
                 .arg("merchant", &auth.merchant_name)
                 .arg("amount", format_money(amount.minor_units(), auth.currency)),
         );
+        self.pay.make_durable().await?;
         let auth = self.reload(authorization_id).await?;
         Ok(auth.answer(false))
     }

@@ -1228,6 +1228,7 @@ impl<S: LedgerStore> Payments<S> {
             self.enqueue_event(
                 &mut tx,
                 &operation.user_id,
+                id,
                 if status == "settled" {
                     "payout.settled"
                 } else {

@@ -292,8 +292,8 @@ pub struct Payments<S: LedgerStore> {
     /// the daily limits are checked and spent in one step.
     wallet_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// Notifications waiting to be written to the outbox in one transaction (at most
-    /// [`MAIL_QUEUED_MAX`]).
-    pending_mail: Arc<Mutex<Vec<(String, Mail)>>>,
+    /// [`MAIL_QUEUED_MAX`]), each under its stable outbox id.
+    pending_mail: Arc<Mutex<Vec<QueuedNotice>>>,
     /// Rows waiting to be written together by [`Payments::write_batched`] (at most
     /// [`ROWS_QUEUED_MAX`]), and the lock the writer of a group holds.
     row_queue: Arc<Mutex<Vec<QueuedRow>>>,
@@ -301,8 +301,9 @@ pub struct Payments<S: LedgerStore> {
     /// The live risk rules (reloadable) and the decisions waiting to be written.
     pub(crate) risk_rules: Arc<risk::RiskRules>,
     pub(crate) risk_queue: risk::SharedRiskQueue,
-    /// One flush of risk records at a time per instance.
-    pub(crate) risk_flush: Arc<tokio::sync::Mutex<()>>,
+    /// One flush of queued records (risk decisions, notices) at a time per instance: whoever
+    /// holds it has written, or put back, everything it took.
+    pub(crate) record_flush: Arc<tokio::sync::Mutex<()>>,
     /// Sign-ins refused by throttling scored in the current second (see
     /// [`Payments::score_login`]).
     pub(crate) refusals_scored: Arc<Mutex<(i64, u32)>>,
@@ -316,6 +317,9 @@ type Movement = (
     Amount,
     Currency,
 );
+
+/// A notice waiting for the outbox: its stable id, recipient and text.
+type QueuedNotice = (String, String, Mail);
 
 type QueuedRow = (
     &'static str,
@@ -387,7 +391,7 @@ impl<S: LedgerStore> Payments<S> {
                     .map_err(|_| PayError::Invalid("the default risk rules are invalid"))?,
             ),
             risk_queue: Arc::default(),
-            risk_flush: Arc::default(),
+            record_flush: Arc::default(),
             refusals_scored: Arc::default(),
         })
     }
@@ -662,16 +666,25 @@ impl<S: LedgerStore> Payments<S> {
             .await?)
     }
 
-    /// Queues a notification; [`Payments::flush_notifications`] writes the queue to the outbox
-    /// in one transaction (the worker does so every 100 ms), so a payment's hot path costs no
-    /// extra commit.
+    /// Queues the notice `mail` about the movement `event` for `recipient`;
+    /// [`Payments::flush_records`] writes the queue to the outbox in one transaction (the
+    /// worker every 100 ms; a payment before it answers, through [`Payments::make_durable`]).
     ///
-    /// The movement a notice tells of is already committed, so a notice cannot be refused;
-    /// when the outbox has been unwritable so long that [`MAIL_QUEUED_MAX`] wait, the oldest
-    /// are dropped, with an error in the log and a counter on `/metrics`.
-    pub fn notify(&self, recipient: &str, mail: Mail) {
+    /// The notice's outbox id derives from the movement, the notice and the recipient, so a
+    /// retried request that tells again (after a crash between its commit and its answer)
+    /// writes nothing twice. The movement a notice tells of is already committed, so a notice
+    /// cannot be refused; when the outbox has been unwritable so long that [`MAIL_QUEUED_MAX`]
+    /// wait, the oldest are dropped, with an error in the log and a counter on `/metrics`.
+    pub fn notify(&self, event: TransferId, recipient: &str, mail: Mail) {
+        let id = self.derive_id(&[
+            b"notice",
+            &event.to_bytes(),
+            mail.key().as_bytes(),
+            recipient.as_bytes(),
+        ]);
+        let id = uuid::Uuid::from_u128(id.get()).to_string();
         if let Ok(mut queue) = self.pending_mail.lock() {
-            queue.push((recipient.to_owned(), mail));
+            queue.push((id, recipient.to_owned(), mail));
             let over = keep_newest(&mut queue, MAIL_QUEUED_MAX);
             if over > 0 {
                 metrics::counter!("koban_notices_dropped_total")
@@ -684,22 +697,54 @@ impl<S: LedgerStore> Payments<S> {
         }
     }
 
-    /// Writes queued notifications to the outbox; returns how many.
-    pub async fn flush_notifications(&self) -> Result<usize, PayError> {
-        let batch: Vec<_> = match self.pending_mail.lock() {
+    /// Writes every queued risk decision and notice (its own and other requests'), and
+    /// returns once they are durable: a payment calls it before it answers, so nothing
+    /// acknowledged lives only in memory. Requests arriving together share one write: whoever
+    /// gets the flush lock next writes what all of them queued, and the others find nothing
+    /// left. A failed write keeps what it took queued and is an error here.
+    pub async fn make_durable(&self) -> Result<(), PayError> {
+        self.flush_records().await.map(|_| ())
+    }
+
+    /// Writes the queued risk decisions (with their alerts) and notices, one flush at a time
+    /// per instance; answers how many decisions and notices were written.
+    pub async fn flush_records(&self) -> Result<(usize, usize), PayError> {
+        let _one_flush = self.record_flush.lock().await;
+        let risk = self.flush_risk_locked().await;
+        let notices = self.flush_notifications_locked().await;
+        Ok((risk?, notices?))
+    }
+
+    /// Writes queued notifications to the outbox; answers how many. The caller holds
+    /// `record_flush`. A failed write puts them back, oldest first.
+    async fn flush_notifications_locked(&self) -> Result<usize, PayError> {
+        let batch: Vec<QueuedNotice> = match self.pending_mail.lock() {
             Ok(mut queue) => std::mem::take(&mut *queue),
             Err(_) => return Err(PayError::Auth(AuthError::Internal("a lock was poisoned"))),
         };
         if batch.is_empty() {
             return Ok(0);
         }
+        let written = self.write_notices(&batch).await;
+        if written.is_err()
+            && let Ok(mut queue) = self.pending_mail.lock()
+        {
+            let newer = std::mem::replace(&mut *queue, batch);
+            queue.extend(newer);
+            keep_newest(&mut queue, MAIL_QUEUED_MAX);
+            return written.map(|()| 0);
+        }
+        written.map(|()| batch.len())
+    }
+
+    async fn write_notices(&self, batch: &[QueuedNotice]) -> Result<(), PayError> {
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
-        for (recipient, mail) in &batch {
-            koban_shared::outbox::enqueue(&mut tx, now, recipient, mail).await?;
+        for (id, recipient, mail) in batch {
+            koban_shared::outbox::enqueue_once(&mut tx, id, now, recipient, mail).await?;
         }
         koban_store::sql::SqlTx::commit(tx).await?;
-        Ok(batch.len())
+        Ok(())
     }
 
     /// Background work: settles due sandbox bank operations, flushes notifications, delivers
@@ -715,13 +760,12 @@ impl<S: LedgerStore> Payments<S> {
     /// and notices are written whatever else fails, and due bank operations are settled when
     /// `settle` (the server: while this instance holds the settlement lease).
     pub async fn settle_and_flush(&self, settle: bool) -> Result<(), PayError> {
-        let risk = self.flush_risk().await;
         let settled = match settle {
             true => self.settle_due(100).await.map(|_| ()),
             false => Ok(()),
         };
-        let notices = self.flush_notifications().await;
-        risk.and(settled).and(notices).map(|_| ())
+        let records = self.flush_records().await;
+        settled.and(records).map(|_| ())
     }
 }
 

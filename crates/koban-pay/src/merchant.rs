@@ -359,9 +359,15 @@ impl<S: LedgerStore> Payments<S> {
         let _claim = self.claim(memo_id).await?;
         if let Some(memo) = self.store.transfer(memo_id).await? {
             let (_, bps, fixed) = self.merchant_terms(&request.merchant_id).await?;
-            return self
+            let payment = self
                 .replayed_payment(&memo, payment_id, None, request.merchant_name, (bps, fixed))
-                .await;
+                .await?;
+            // What the first attempt wrote after the ledger's commit, in case it died there.
+            self.record_capture(&request.merchant_id, &payment.transfer, payment.fee)
+                .await?;
+            self.tell_paid(principal, &payment.transfer, &payment.merchant_name);
+            self.make_durable().await?;
+            return Ok(payment);
         }
         match request.status {
             "paid" => return Err(PayError::Conflict("this payment request is already paid")),
@@ -389,15 +395,8 @@ impl<S: LedgerStore> Payments<S> {
                 merchant_wallet.account,
             )
             .await?;
-        self.notify(
-            &principal.email,
-            Mail::new("merchant-paid")
-                .arg(
-                    "amount",
-                    format_money(amount.minor_units(), request.currency),
-                )
-                .arg("merchant", &request.merchant_name),
-        );
+        self.tell_paid(principal, &transfer, &request.merchant_name);
+        self.make_durable().await?;
         Ok(MerchantPayment {
             transfer,
             fee,
@@ -405,6 +404,20 @@ impl<S: LedgerStore> Payments<S> {
             replayed: false,
             session,
         })
+    }
+
+    /// Tells the payer that a store's request was paid.
+    fn tell_paid(&self, principal: &Principal, transfer: &Transfer, merchant_name: &str) {
+        self.notify(
+            transfer.id,
+            &principal.email,
+            Mail::new("merchant-paid")
+                .arg(
+                    "amount",
+                    format_money(transfer.amount.minor_units(), transfer.currency),
+                )
+                .arg("merchant", merchant_name),
+        );
     }
 
     /// The risk decision on paying a store's request and, when the rules ask for it, the
@@ -511,6 +524,26 @@ impl<S: LedgerStore> Payments<S> {
             fee,
         );
         let applied = self.submit_batch(batch).await?;
+        let transfer = applied.transfers[0].clone();
+        self.record_capture(merchant_id, &transfer, fee).await?;
+        Ok((transfer, fee))
+    }
+
+    /// Records a captured payment for refunds and tells the merchant's endpoints; written
+    /// again by a retry that finds the payment in the ledger (the first attempt may have died
+    /// before this), which adds nothing when it was written.
+    async fn record_capture(
+        &self,
+        merchant_id: &str,
+        transfer: &Transfer,
+        fee: u64,
+    ) -> Result<(), PayError> {
+        let (payment_id, payer, amount, currency) = (
+            transfer.id,
+            transfer.debit,
+            transfer.amount,
+            transfer.currency,
+        );
         let mut tx = self.db().begin().await?;
         tx.execute(
             "INSERT INTO merchant_payments (transfer_id, merchant_id, payer_account, amount, currency, refunded, created_at) \
@@ -528,18 +561,19 @@ impl<S: LedgerStore> Payments<S> {
         self.enqueue_event(
             &mut tx,
             merchant_id,
+            payment_id,
             "payment.succeeded",
             serde_json::json!({
                 "payment_id": transfer_id_text(payment_id),
                 "amount": amount.minor_units(),
                 "currency": currency.code(),
                 "fee": fee,
-                "reference": applied.transfers[0].metadata.iter().find(|(k, _)| *k == "reference").map(|(_, v)| v),
+                "reference": transfer.metadata.iter().find(|(k, _)| *k == "reference").map(|(_, v)| v),
             }),
         )
         .await?;
         tx.commit().await?;
-        Ok((applied.transfers[0].clone(), fee))
+        Ok(())
     }
 
     /// The batch of a merchant payment: the payment, the merchant's fee (when there is one)
@@ -823,11 +857,13 @@ impl<S: LedgerStore> Payments<S> {
         }
         let (transfer, fee) = result?;
         self.notify(
+            transfer.id,
             &row.text(8)?,
             Mail::new("merchant-paid-code")
                 .arg("amount", format_money(amount.minor_units(), currency))
                 .arg("merchant", &merchant_name),
         );
+        self.make_durable().await?;
         Ok(MerchantPayment {
             transfer,
             fee,
@@ -1205,6 +1241,7 @@ impl<S: LedgerStore> Payments<S> {
         self.enqueue_event(
             &mut tx,
             &merchant.merchant_id,
+            refund_id,
             "refund.succeeded",
             serde_json::json!({
                 "refund_id": transfer_id_text(refund_id),
@@ -1218,6 +1255,7 @@ impl<S: LedgerStore> Payments<S> {
         if let Some(payer) = self.wallet_of_account(original.debit).await? {
             let holder = self.holder(&payer.user_id).await?;
             self.notify(
+                refund_id,
                 &holder.email,
                 Mail::new("merchant-refund").arg(
                     "amount",
@@ -1225,7 +1263,7 @@ impl<S: LedgerStore> Payments<S> {
                 ),
             );
         }
-        Ok(())
+        self.make_durable().await
     }
 
     /// A merchant's balance account (API key with `payments:read`).

@@ -258,9 +258,29 @@ impl<S: LedgerStore> Payments<S> {
             .p2p_wallets(principal, &payee, request.currency)
             .await?;
         if let Some(done) = self.store.transfer(id).await? {
-            return self
+            let outcome = self
                 .replayed_transfer(done, &payer_wallet, &payee_wallet, request, &payee)
-                .await;
+                .await?;
+            // The first attempt may have died between the ledger's commit and its answer:
+            // what it would have written after the commit is written now, once.
+            self.remember_payee(&principal.user_id, payee_wallet.account)
+                .await?;
+            let parties = Parties::payment(
+                &principal.user_id,
+                Some(client),
+                id,
+                &payee.holder.user_id,
+                request.currency,
+            );
+            let action = match outcome.status {
+                "held" => koban_risk::Action::Hold,
+                _ => koban_risk::Action::Allow,
+            };
+            self.recover_decision(EventKind::P2p, &parties, request.amount, action)
+                .await?;
+            self.tell_p2p(principal, &payer_holder, &payee, request, &outcome);
+            self.make_durable().await?;
+            return Ok(outcome);
         }
         // The payee's too: its balance cap is checked and filled in one step as well.
         let _wallet_locks = self
@@ -293,14 +313,16 @@ impl<S: LedgerStore> Payments<S> {
             self.remember_payee(&principal.user_id, payee_wallet.account)
                 .await?;
         }
-        self.tell_p2p(principal, &payer_holder, &payee, request, status);
-        Ok(P2pOutcome {
+        let outcome = P2pOutcome {
             transfer,
             status,
-            payee_masked_name: payee.masked_name,
+            payee_masked_name: payee.masked_name.clone(),
             replayed: false,
             session,
-        })
+        };
+        self.tell_p2p(principal, &payer_holder, &payee, request, &outcome);
+        self.make_durable().await?;
+        Ok(outcome)
     }
 
     /// The risk decision on a transfer and, when the rules or the amount ask for it, the
@@ -441,11 +463,13 @@ impl<S: LedgerStore> Payments<S> {
         payer_holder: &Holder,
         payee: &Payee,
         request: &P2pRequest,
-        status: &str,
+        outcome: &P2pOutcome,
     ) {
         let money = format_money(request.amount.minor_units(), request.currency);
-        if status == "held" {
+        let id = outcome.transfer.id;
+        if outcome.status == "held" {
             self.notify(
+                id,
                 &principal.email,
                 Mail::new("transfer-held")
                     .arg("amount", &money)
@@ -454,12 +478,14 @@ impl<S: LedgerStore> Payments<S> {
             return;
         }
         self.notify(
+            id,
             &principal.email,
             Mail::new("money-sent")
                 .arg("amount", &money)
                 .arg("payee", &payee.masked_name),
         );
         self.notify(
+            id,
             &payee.holder.email,
             Mail::new("money-received")
                 .arg("amount", &money)

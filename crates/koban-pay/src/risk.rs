@@ -4,9 +4,10 @@
 //! `risk_events`, so several instances agree), runs the live rule set of `koban-risk`, records
 //! the decision with every feature value and fired rule, and answers.
 //!
-//! Decisions are written to `risk_events` by [`Payments::flush_risk`] (the worker runs it every
-//! 100 ms), so a payment's hot path costs no extra commit; the events of this instance not yet
-//! written are counted in the windows from memory. Alerts and cases are made in that flush.
+//! Decisions are written to `risk_events` in groups by [`Payments::flush_records`] (the worker
+//! runs it every 100 ms, and a payment before it answers, sharing the write with every request
+//! that queued at the same moment); the events of this instance not yet written are counted in
+//! the windows from memory. Alerts and cases are made in that flush.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -384,6 +385,8 @@ struct Window {
     sum_1m: i64,
     failures_1h: i64,
     distinct_1h: i64,
+    /// Whether the event's own customer is among the distinct customers the database counted.
+    customer_seen_1h: bool,
 }
 
 /// What one assessment reads from the windows: the key of each dimension (blank where no
@@ -406,8 +409,11 @@ impl<'a> WindowQuery<'a> {
             parties.payee.as_ref(),
             parties.source.as_ref(),
         ];
+        // The customer is always given: the distinct counts of other dimensions tell it
+        // apart. Its own window, when no rule reads it, starts now and reads nothing.
         let keys = std::array::from_fn(|i| match (all[i], needs.since[i]) {
             (Some(key), Some(_)) => key.clone(),
+            (Some(key), None) if i == 0 => key.clone(),
             _ => String::new(),
         });
         WindowQuery {
@@ -541,15 +547,17 @@ macro_rules! window_arm {
 /// Distinct customers in the hour: read only where a feature uses them (a network's
 /// customers, a payee's senders). Counting them takes a temporary index over the window's
 /// rows, the dearest part of the statement; the other arms answer 0, which nothing reads
-/// (`WindowRead::set_features`).
+/// (`WindowRead::set_features`). The event's own customer ($4) is counted apart (1 when it
+/// has an event in the window), so that its events not yet written are not counted twice.
 macro_rules! distinct_customers {
     () => {
-        "COUNT(DISTINCT CASE WHEN at > $1 THEN customer END)"
+        "COUNT(DISTINCT CASE WHEN at > $1 AND customer <> $4 THEN customer END), \
+         CAST(COALESCE(MAX(CASE WHEN at > $1 AND customer = $4 THEN 1 ELSE 0 END), 0) AS BIGINT)"
     };
 }
 macro_rules! no_distinct {
     () => {
-        "CAST(0 AS BIGINT)"
+        "CAST(0 AS BIGINT), CAST(0 AS BIGINT)"
     };
 }
 
@@ -575,17 +583,17 @@ const WINDOWS_SQL: &str = concat!(
     "\
 UNION ALL SELECT 5, COUNT(*), CAST(COALESCE(MAX(at), 0) AS BIGINT), \
  CAST(COALESCE((SELECT t.amount FROM risk_events t WHERE t.customer = $15 AND t.kind = 'topup' AND t.at > $16 ORDER BY t.at DESC LIMIT 1), 0) AS BIGINT), \
- 0, 0, 0, 0, 0 \
+ 0, 0, 0, 0, 0, 0 \
  FROM risk_events WHERE $15 <> '' AND customer = $15 AND kind = 'topup' AND at > $16 \
 UNION ALL SELECT 6, u.created_at, \
  CAST(COALESCE((SELECT d.first_seen_at FROM known_devices d WHERE d.user_id = u.id AND d.device_id = $17), -1) AS BIGINT), \
  CAST(COALESCE((SELECT MAX(a.at) FROM audit_log a WHERE a.subject IN (u.id, $18) AND a.action IN \
   ('password.changed', 'password.reset', 'email.changed', 'phone.changed', 'factor.removed', 'factor.recovery_codes.replaced', 'recovery.approved')), -1) AS BIGINT), \
  CAST(CASE WHEN EXISTS (SELECT 1 FROM kyc k WHERE k.user_id = u.id AND k.status = 'approved') THEN 1 ELSE 0 END AS BIGINT), \
- 0, 0, 0, 0 \
+ 0, 0, 0, 0, 0 \
  FROM users u WHERE $19 <> '' AND u.id = $19 \
 UNION ALL SELECT 7, CAST(COALESCE(SUM(CASE WHEN minute = $20 THEN failures ELSE 0 END), 0) AS BIGINT), \
- CAST(COALESCE(SUM(CASE WHEN minute < $20 THEN failures ELSE 0 END), 0) AS BIGINT), 0, 0, 0, 0, 0, 0 \
+ CAST(COALESCE(SUM(CASE WHEN minute < $20 THEN failures ELSE 0 END), 0) AS BIGINT), 0, 0, 0, 0, 0, 0, 0 \
  FROM failure_minutes WHERE $21 = 1 AND minute >= $22 AND minute <= $20"
 );
 
@@ -771,6 +779,49 @@ impl<S: LedgerStore> Payments<S> {
             .to_string(),
             None => koban_shared::new_id(),
         }
+    }
+
+    /// Records the decision on a movement the ledger holds when a crash lost its record (it
+    /// was queued, not yet written, when the process died): the retry that replays the
+    /// movement writes what is still known (parties, amount, outcome) under the attempt's id,
+    /// with no features and the digest `recovered`. A record written, or still queued here, is
+    /// left as it is.
+    pub(crate) async fn recover_decision(
+        &self,
+        kind: EventKind,
+        parties: &Parties,
+        amount: koban_ledger::Amount,
+        action: Action,
+    ) -> Result<(), PayError> {
+        let parties = parties.bounded();
+        let id = self.risk_record_id(&parties);
+        if let Ok(queue) = self.risk_queue.lock()
+            && queue
+                .pending
+                .iter()
+                .chain(queue.flushing.iter())
+                .any(|r| r.id == id)
+        {
+            return Ok(());
+        }
+        self.write_batched(
+            "INSERT INTO risk_events (id, at, kind, customer, device, network, payee, source, amount, currency, failed, action, score, fired, features, rules_digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, 0, '[]', '{}', 'recovered') ON CONFLICT (id) DO NOTHING",
+            vec![
+                Value::from(id.as_str()),
+                Value::from(self.now_ms()),
+                Value::from(kind.as_str()),
+                Value::from(parties.customer.as_str()),
+                Value::from(parties.device.as_deref().unwrap_or("")),
+                Value::from(parties.network.as_deref().unwrap_or("")),
+                Value::from(parties.payee.as_deref().unwrap_or("")),
+                Value::from(parties.source.as_deref().unwrap_or("")),
+                Value::from(amount.to_i64()),
+                Value::from(parties.currency.as_str()),
+                Value::from(action.as_str()),
+            ],
+        )
+        .await
     }
 
     /// Marks a recorded event as a failed attempt (the secret it carried was wrong).
@@ -1034,7 +1085,8 @@ impl<S: LedgerStore> Payments<S> {
                             count_1m: row.i64(5)?,
                             sum_1m: row.i64(6)?,
                             failures_1h: row.i64(7)?,
-                            distinct_1h: row.i64(8)?,
+                            distinct_1h: row.i64(8)? + row.i64(9)?,
+                            customer_seen_1h: row.i64(9)? > 0,
                         };
                     }
                 }
@@ -1102,16 +1154,22 @@ impl<S: LedgerStore> Payments<S> {
                 }
             }
         }
-        // Distinct counts add this instance's unwritten senders (one written a moment ago and
-        // sending again within the flush interval may count twice: a slight overestimate).
-        read.windows[3].distinct_1h += i64::try_from(senders_pending.len()).unwrap_or(0);
-        read.windows[2].distinct_1h += i64::try_from(network_customers_pending.len()).unwrap_or(0);
+        // Distinct counts add this instance's unwritten customers: the event's own customer
+        // when the database had none of its events, every other one (another customer written
+        // a moment ago and in flight again counts twice: a slight overestimate).
+        let own = q.parties.customer.as_str();
+        for (dim, pending) in [(3, senders_pending), (2, network_customers_pending)] {
+            let w = &mut read.windows[dim];
+            let others = pending.iter().filter(|c| **c != own).count();
+            let own_new = pending.contains(own) && !w.customer_seen_1h;
+            w.distinct_1h += i64::try_from(others).unwrap_or(0) + i64::from(own_new);
+        }
     }
 
     /// Writes the decisions queued since the last flush, and makes alerts and cases from the
-    /// ones that raise one. Returns how many events were written.
-    pub async fn flush_risk(&self) -> Result<usize, PayError> {
-        let _one_flush = self.risk_flush.lock().await;
+    /// ones that raise one. Returns how many events were written. The caller holds
+    /// `record_flush` ([`Payments::flush_records`]).
+    pub(crate) async fn flush_risk_locked(&self) -> Result<usize, PayError> {
         let (batch, failed_late) = match self.risk_queue.lock() {
             Ok(mut queue) => {
                 let batch = Arc::new(std::mem::take(&mut queue.pending));

@@ -18,6 +18,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use koban_auth::apikeys::MerchantKey;
 use koban_auth::{AuthError, Secret};
+use koban_ledger::TransferId;
 use koban_shared::new_id;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
@@ -283,6 +284,7 @@ impl<S: LedgerStore> Payments<S> {
         &self,
         tx: &mut T,
         merchant_id: &str,
+        event: TransferId,
         event_type: &str,
         data: serde_json::Value,
     ) -> Result<(), PayError> {
@@ -297,7 +299,15 @@ impl<S: LedgerStore> Payments<S> {
             if !endpoint.text(1)?.split(' ').any(|t| t == event_type) {
                 continue;
             }
-            let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+            // Stable per movement, event and endpoint: written again (a retried request after a
+            // crash), the delivery is not duplicated, and receivers deduplicate by this id.
+            let id = self.derive_id(&[
+                b"webhook",
+                &event.to_bytes(),
+                event_type.as_bytes(),
+                endpoint.text(0)?.as_bytes(),
+            ]);
+            let id = format!("msg_{}", uuid::Uuid::from_u128(id.get()).simple());
             let payload = serde_json::json!({
                 "type": event_type,
                 "timestamp": now,
@@ -306,7 +316,8 @@ impl<S: LedgerStore> Payments<S> {
             .to_string();
             tx.execute(
                 "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, status, attempts, \
-                 next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+                 next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) \
+                 ON CONFLICT (id) DO NOTHING",
                 params![id, endpoint.text(0)?, event_type, payload, now],
             )
             .await?;

@@ -59,6 +59,11 @@ impl Mail {
         self
     }
 
+    /// Which notice this is (its message key).
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
     /// The language chosen with [`Mail::in_lang`], if any.
     pub fn lang(&self) -> Option<Lang> {
         self.lang

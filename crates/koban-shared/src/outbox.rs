@@ -17,18 +17,34 @@ pub async fn enqueue<T: SqlTx>(
     recipient: &str,
     mail: &Mail,
 ) -> Result<(), StoreError> {
+    enqueue_once(tx, &new_id(), now_ms, recipient, mail)
+        .await
+        .map(|_| ())
+}
+
+/// [`enqueue`] under a stable id (`event_id`, derived from what the notice reports): writing
+/// the same notice again, as a retried request does after a crash, adds nothing. Answers
+/// whether it was new.
+pub async fn enqueue_once<T: SqlTx>(
+    tx: &mut T,
+    event_id: &str,
+    now_ms: i64,
+    recipient: &str,
+    mail: &Mail,
+) -> Result<bool, StoreError> {
     let lang = match mail.lang() {
         Some(lang) => lang,
         None => recipient_lang(tx, recipient).await?,
     };
     let (subject, body) = mail.render(lang);
-    tx.execute(
-        "INSERT INTO outbox (id, recipient, subject, body, created_at, attempts, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, 0, $5)",
-        params![new_id(), recipient, subject, body, now_ms],
-    )
-    .await?;
-    Ok(())
+    let written = tx
+        .execute(
+            "INSERT INTO outbox (id, recipient, subject, body, created_at, attempts, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, $5) ON CONFLICT (id) DO NOTHING",
+            params![event_id, recipient, subject, body, now_ms],
+        )
+        .await?;
+    Ok(written == 1)
 }
 
 /// Writes a notice to the account `user_id`, at its current address (nothing when no account

@@ -236,6 +236,11 @@ pub enum BenchCommand {
     /// Card authorizations over the signed card-network API on loopback with concurrent
     /// clients (starts a server on a fresh temporary SQLite database).
     Cards(crate::bench_cards::CardsBenchArgs),
+    /// Crashes under load: `koban serve` as a child process under mixed API load (P2P, QR
+    /// payments, card authorizations, sign-ins), killed with SIGKILL at random moments and
+    /// restarted; every unanswered request is sent again with its key, and the books, the audit
+    /// chain, notices, records and wallets are checked after each cycle.
+    Chaos(crate::bench_chaos::ChaosBenchArgs),
     /// A seeded synthetic population (normal customers plus injected attacks D1, D4, D5, D7)
     /// through the risk decision engine: throughput, latency, attacks caught, false positives.
     Risk(crate::risk::RiskBenchArgs),
@@ -274,6 +279,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(BenchCommand::Login(args)) => crate::bench_login::login(args).await,
             Command::Bench(BenchCommand::Api(args)) => crate::bench_api::api(args).await,
             Command::Bench(BenchCommand::Cards(args)) => crate::bench_cards::cards(args).await,
+            Command::Bench(BenchCommand::Chaos(args)) => crate::bench_chaos::chaos(args).await,
             Command::Bench(BenchCommand::Risk(args)) => crate::risk::bench(args).await,
             Command::Bench(BenchCommand::Pages(args)) => crate::bench_pages::pages(args).await,
             Command::Bench(BenchCommand::All(args)) => crate::bench_all::all(args).await,

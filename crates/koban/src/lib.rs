@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_all;
 pub mod bench_api;
 pub mod bench_cards;
+pub mod bench_chaos;
 pub mod bench_login;
 pub mod bench_meter;
 pub mod bench_pages;

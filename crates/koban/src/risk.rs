@@ -348,12 +348,16 @@ impl WithStore for Live {
             by_kind.entry(f.event().as_str()).or_default().push(took);
             if last_flush.elapsed() >= std::time::Duration::from_millis(100) {
                 let t = Instant::now();
-                pay.flush_risk().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                pay.flush_records()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 flush_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                 last_flush = Instant::now();
             }
         }
-        pay.flush_risk().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        pay.flush_records()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let elapsed = started.elapsed().as_secs_f64();
         let usage = meter.per_op(events.len() as u64);
         nanos.sort_unstable();

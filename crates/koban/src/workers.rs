@@ -190,12 +190,9 @@ pub async fn run_workers<S: LedgerStore>(
                 for lease in [&mut settlement, &mut card_expiry, &mut alarm_import] {
                     let _ = lease.release(&db).await;
                 }
-                // Queued payment notifications are written before the process exits.
-                if let Err(error) = pay.flush_notifications().await {
-                    tracing::warn!(%error, "could not write the last payment notifications");
-                }
-                if let Err(error) = pay.flush_risk().await {
-                    tracing::warn!(%error, "could not write the last risk decisions");
+                // Queued risk decisions and notices are written before the process exits.
+                if let Err(error) = pay.flush_records().await {
+                    tracing::warn!(%error, "could not write the last risk decisions and notices");
                 }
                 let _ = webhooks.await;
                 return;

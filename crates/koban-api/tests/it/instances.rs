@@ -146,10 +146,7 @@ async fn payer_of(app: &TestApp<PgStore>, payer: &str, payee: &str, funds: i64) 
 /// How many "you sent money" notices `to` has, once every instance wrote its queue.
 async fn sent_notices(apps: &[TestApp<PgStore>], to: &str) -> usize {
     for app in apps {
-        app.pay
-            .flush_notifications()
-            .await
-            .expect("notices written");
+        app.pay.flush_records().await.expect("notices written");
     }
     apps[0]
         .mail(to)
@@ -240,7 +237,7 @@ async fn a_rules_reload_on_one_instance_is_in_force_on_the_others() {
         .await;
     assert_eq!(refused.body["code"], "risk_declined", "{refused:?}");
     // A decision records the digest of the set it was made under.
-    b.pay.flush_risk().await.unwrap();
+    b.pay.flush_records().await.unwrap();
     let recorded: Vec<String> = b
         .pay
         .db()

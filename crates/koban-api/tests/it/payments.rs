@@ -22,6 +22,7 @@ stories!(
     card_topups_are_challenged_for_new_cards_and_devices,
     guessing_payment_codes_at_a_till_is_limited_and_raises_an_alert,
     a_payment_code_confirmed_with_step_up_can_be_charged,
+    a_payment_answers_once_its_notices_and_decision_are_written_and_a_retry_restores_them,
 );
 
 pub(crate) fn idem(call: Call, key: &str) -> Call {
@@ -609,7 +610,7 @@ async fn p2p_confirms_the_payee_steps_up_for_new_payees_and_keeps_limits_and_ide
     assert_eq!(app.wallet(&bob.token).await["balance"], 1_600);
 
     // Both sides are told, and the history shows the message.
-    app.pay.flush_notifications().await.unwrap();
+    app.pay.flush_records().await.unwrap();
     assert!(
         app.mail("bob@example.com")
             .await
@@ -1273,6 +1274,8 @@ async fn merchant_webhooks_are_signed_retried_rotated_and_redelivered<S: LedgerS
 
     // A failing receiver is retried with backoff, and the log shows each attempt.
     hooks.status.store(500, Ordering::SeqCst);
+    // A second later, so the log's newest-first order is the order of the payments.
+    app.clock.advance_secs(1);
     qr_pay(&app, &api_key, &alice.token, 2).await;
     app.pay.tick().await.unwrap();
     let log = app
@@ -1773,7 +1776,7 @@ async fn guessing_payment_codes_at_a_till_is_limited_and_raises_an_alert<S: Ledg
     assert_eq!(other.status, StatusCode::CREATED, "{other:?}");
 
     // The guessing raised an alert about the merchant whose key it was.
-    app.pay.flush_risk().await.unwrap();
+    app.pay.flush_records().await.unwrap();
     let alerts = app
         .call(get("/v1/ops/risk/alerts").bearer(&analyst.token))
         .await;
@@ -1854,4 +1857,99 @@ async fn a_payment_code_confirmed_with_step_up_can_be_charged<S: LedgerStore>(ap
     assert_eq!(charged.status, StatusCode::CREATED, "{charged:?}");
     assert_eq!(app.wallet(&token).await["balance"], 8_000);
     app.assert_money_invariants().await;
+}
+
+/// Rows of `sql` (one count, text parameters).
+async fn count<S: LedgerStore>(app: &TestApp<S>, sql: &'static str, params: &[&str]) -> i64 {
+    use koban_store::sql::SqlDb;
+    let params = params
+        .iter()
+        .map(|p| koban_store::sql::Value::from(*p))
+        .collect();
+    app.pay.db().read(sql, params).await.unwrap()[0]
+        .i64(0)
+        .unwrap()
+}
+
+/// Nothing acknowledged lives only in memory: a transfer answers once both notices and its
+/// risk decision are written (no flush here), and when a crash lost what a first attempt
+/// wrote after the ledger's commit (deleted here), its retry writes it again, exactly once.
+async fn a_payment_answers_once_its_notices_and_decision_are_written_and_a_retry_restores_them<
+    S: LedgerStore,
+>(
+    app: TestApp<S>,
+) {
+    let alice = app.user("alice@example.com").await;
+    let _bob = app.user("bob@example.com").await;
+    app.fund(&alice.token, 20_000, "f1").await;
+    let alice_id = app.call(get("/v1/me").bearer(&alice.token)).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({ "to": "bob@example.com", "amount": 1_500 });
+    let (sent, token) = app
+        .stepped(
+            &alice,
+            &alice.token,
+            "/v1/transfers",
+            "crash-1",
+            body.clone(),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    let notices = "SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND subject = $2";
+    let decisions = "SELECT COUNT(*) FROM risk_events WHERE customer = $1 AND kind = 'p2p'";
+    let recovered = "SELECT COUNT(*) FROM risk_events WHERE customer = $1 AND kind = 'p2p' AND rules_digest = 'recovered'";
+    let told = async |app: &TestApp<S>| {
+        (
+            count(app, notices, &["alice@example.com", "You sent money"]).await,
+            count(app, notices, &["bob@example.com", "You received money"]).await,
+            count(app, decisions, &[&alice_id]).await,
+        )
+    };
+    assert_eq!(told(&app).await, (1, 1, 1), "written before the answer");
+
+    // What a crash between the ledger's commit and the records' write loses.
+    {
+        use koban_store::sql::{SqlDb, SqlTx};
+        let mut tx = app.pay.db().begin().await.unwrap();
+        tx.execute(
+            "DELETE FROM outbox WHERE recipient IN ('alice@example.com', 'bob@example.com')",
+            vec![],
+        )
+        .await
+        .unwrap();
+        tx.execute(
+            "DELETE FROM risk_events WHERE kind = 'p2p' AND customer = $1",
+            vec![koban_store::sql::Value::from(alice_id.as_str())],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(told(&app).await, (0, 0, 0));
+    for _ in 0..2 {
+        let retry = app
+            .call(idem(
+                post("/v1/transfers", body.clone()).bearer(&token),
+                "crash-1",
+            ))
+            .await;
+        assert_eq!(
+            (
+                retry.status,
+                retry.body["replayed"].as_bool(),
+                &retry.body["id"]
+            ),
+            (StatusCode::OK, Some(true), &sent.body["id"]),
+            "{retry:?}"
+        );
+        assert_eq!(
+            told(&app).await,
+            (1, 1, 1),
+            "restored once, however often retried"
+        );
+        assert_eq!(count(&app, recovered, &[&alice_id]).await, 1);
+    }
+    assert_eq!(app.wallet(&token).await["balance"], 20_000 - 1_500);
 }

@@ -77,7 +77,7 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         transfers.push(body["id"].as_str().unwrap().to_owned());
         // Written as the worker would: the next decision reads these windows from the
         // database (the other stories read them from the unwritten queue).
-        app.pay.flush_risk().await.unwrap();
+        app.pay.flush_records().await.unwrap();
     }
     // The sixth finds five senders to an account younger than a week: held in suspense.
     let held = app
@@ -99,9 +99,13 @@ async fn a_mule_is_caught_frozen_reversed_and_the_victim_compensated_with_a_seco
         .await;
     assert_eq!(onward["status"], "completed", "{onward}");
 
-    // Within the flush interval the analyst sees alerts and one case for the mule.
-    let written = app.pay.flush_risk().await.unwrap();
-    assert!(written >= 2, "the last decisions are recorded: {written}");
+    // The analyst sees alerts and one case for the mule: the payments' decisions were
+    // written before they answered, so nothing is left to write.
+    let (written, _) = app.pay.flush_records().await.unwrap();
+    assert_eq!(
+        written, 0,
+        "every decision of an answered payment is written"
+    );
     // The held decision saw five earlier senders to a fresh account, from the database.
     let mut tx = koban_store::sql::SqlDb::begin_read(app.auth.db())
         .await
@@ -739,7 +743,7 @@ async fn rules_are_data_reloaded_and_an_invalid_file_keeps_the_live_set<S: Ledge
     );
 
     // Each decision was recorded with the rules that fired and the features they saw.
-    app.pay.flush_risk().await.unwrap();
+    app.pay.flush_records().await.unwrap();
     let mut tx = koban_store::sql::SqlDb::begin_read(app.auth.db())
         .await
         .unwrap();
@@ -755,7 +759,12 @@ async fn rules_are_data_reloaded_and_an_invalid_file_keeps_the_live_set<S: Ledge
     assert_eq!(rows[0].text(0).unwrap(), "deny");
     assert!(rows[0].text(1).unwrap().contains("custom.deny_7777"));
     assert!(rows[0].text(2).unwrap().contains("\"amount\":7777"));
-    assert_eq!(rows[2].text(0).unwrap(), "allow");
+    assert_eq!(
+        rows[2].text(0).unwrap(),
+        "allow",
+        "{}",
+        rows[2].text(1).unwrap()
+    );
     let audit = app
         .call(get("/v1/ops/audit").bearer(&analyst.token))
         .await

@@ -39,7 +39,7 @@ async fn guessing_a_reset_code_is_scored_and_alerts_an_analyst<S: LedgerStore>(a
     }
     let mut rules = Vec::new();
     for _ in 0..200 {
-        app.pay.flush_risk().await.unwrap();
+        app.pay.flush_records().await.unwrap();
         let rows = app
             .auth
             .db()
@@ -79,7 +79,7 @@ async fn sign_ins_refused_by_throttling_are_scored_as_failed_up_to_a_budget<S: L
     let expected = 100 + i64::from(koban_pay::risk::REFUSALS_SCORED_PER_S);
     let mut scored = 0;
     for _ in 0..200 {
-        app.pay.flush_risk().await.unwrap();
+        app.pay.flush_records().await.unwrap();
         let rows = app
             .auth
             .db()

@@ -10,7 +10,7 @@
 //! codes, stolen cards, bank-link guessing, card testing), `insider.rs` (an operator alone).
 
 mod insider;
-mod money;
+pub(crate) mod money;
 mod sign_in;
 
 use std::collections::BTreeMap;

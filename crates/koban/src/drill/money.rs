@@ -132,7 +132,7 @@ pub(super) async fn code_guessing<D: SqlDb>(
 }
 
 /// A test-environment API key that may charge codes, made with step-up.
-async fn api_key(conn: &mut Conn, merchant: &Customer) -> anyhow::Result<String> {
+pub(crate) async fn api_key(conn: &mut Conn, merchant: &Customer) -> anyhow::Result<String> {
     let headers = [("x-forwarded-for", merchant.forwarded.as_str())];
     let asked = json!({ "name": "till", "environment": "test", "scopes": ["payments:write"] });
     let (status, challenge) = conn

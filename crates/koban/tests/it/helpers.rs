@@ -177,3 +177,27 @@ pub fn count_lines(path: &std::path::Path) -> usize {
         .map(|text| text.lines().count())
         .unwrap_or(0)
 }
+
+/// A fresh schema on the test database, and the URL that serves from it.
+pub fn fresh_schema(name: &str) -> (String, String) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = format!("t_{name}_{}_{}", std::process::id(), nanos % 1_000_000_000);
+    let created = std::process::Command::new("psql")
+        .args([&postgres_url(), "-qc", &format!("CREATE SCHEMA {schema}")])
+        .status()
+        .expect("psql runs");
+    assert!(created.success(), "the schema could not be created");
+    let separator = if postgres_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!(
+        "{}{separator}options=-c%20search_path%3D{schema}",
+        postgres_url()
+    );
+    (schema, url)
+}

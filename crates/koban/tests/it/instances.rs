@@ -2,33 +2,7 @@
 //! leaves every balance exactly as the acknowledged transfers say, and work that must run once
 //! (the hold sweep, settlement, card expiry) runs on one of them.
 
-use std::process::Command;
-
-use crate::helpers::{koban, postgres_available, postgres_url, spawn_serve_with};
-
-/// A fresh schema on the test database, and the URL that serves from it.
-fn fresh_schema(name: &str) -> (String, String) {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let schema = format!("t_{name}_{}_{}", std::process::id(), nanos % 1_000_000_000);
-    let created = Command::new("psql")
-        .args([&postgres_url(), "-qc", &format!("CREATE SCHEMA {schema}")])
-        .status()
-        .expect("psql runs");
-    assert!(created.success(), "the schema could not be created");
-    let separator = if postgres_url().contains('?') {
-        '&'
-    } else {
-        '?'
-    };
-    let url = format!(
-        "{}{separator}options=-c%20search_path%3D{schema}",
-        postgres_url()
-    );
-    (schema, url)
-}
+use crate::helpers::{fresh_schema, koban, postgres_available, spawn_serve_with};
 
 #[test]
 fn three_instances_on_one_database_keep_every_balance_and_run_each_job_once() {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod browser;
+mod chaos;
 mod contract;
 mod crash;
 mod drill;
