@@ -685,8 +685,17 @@ impl<S: LedgerStore> Cards<S> {
                 .arg("amount", format_money(amount.minor_units(), currency))
                 .arg("merchant", &request.merchant_name),
         );
-        self.pay.make_durable().await?;
+        self.records_written().await;
         Ok(NetworkAnswer::approved(auth_id, amount, currency))
+    }
+
+    /// Writes the notices and decisions queued with an approval or refund before the network
+    /// is answered. The money has moved and the network retries an error as a decline, so a
+    /// failed write is logged and left queued for the worker instead of failing the answer.
+    async fn records_written(&self) {
+        if let Err(error) = self.pay.make_durable().await {
+            tracing::warn!(%error, "a card payment's notices and decision are still queued");
+        }
     }
 
     /// Records the decline of a purchase on a known card, counts it, and answers it.
@@ -1570,7 +1579,7 @@ impl<S: LedgerStore> Cards<S> {
                 .arg("merchant", &auth.merchant_name)
                 .arg("amount", format_money(amount.minor_units(), auth.currency)),
         );
-        self.pay.make_durable().await?;
+        self.records_written().await;
         let auth = self.reload(authorization_id).await?;
         Ok(auth.answer(false))
     }

@@ -277,6 +277,10 @@ pub(crate) fn keep_newest<T>(queue: &mut Vec<T>, max: usize) -> usize {
 /// Notifications kept waiting for the outbox (a long database outage) before the oldest are
 /// dropped.
 pub const MAIL_QUEUED_MAX: usize = 100_000;
+/// How long after a movement a retry that replays it still writes what a crash may have lost
+/// (notices, webhook, decision); later replays only read, so repeating an old key costs no
+/// writes.
+pub const RECOVER_WITHIN_MS: i64 = 60 * 60 * 1000;
 /// Rows kept waiting for one group commit; a write beyond is refused as busy.
 pub const ROWS_QUEUED_MAX: usize = 10_000;
 
@@ -526,6 +530,14 @@ impl<S: LedgerStore> Payments<S> {
         self.auth.now_ms()
     }
 
+    /// Whether a replayed movement is recent enough that its first attempt may have died
+    /// between the ledger's commit and its answer, so its retry writes again what that attempt
+    /// would have written after the commit ([`RECOVER_WITHIN_MS`]). An older replay only reads.
+    pub(crate) fn may_recover(&self, transfer: &koban_ledger::Transfer) -> bool {
+        let at_ms = i64::try_from(transfer.timestamp.nanos() / 1_000_000).unwrap_or(i64::MAX);
+        self.now_ms().saturating_sub(at_ms) < RECOVER_WITHIN_MS
+    }
+
     /// A ledger id derived from `parts` under the server key: the same request parts always
     /// give the same id, and nobody without the key can predict one.
     pub fn derive_id(&self, parts: &[&[u8]]) -> TransferId {
@@ -731,7 +743,15 @@ impl<S: LedgerStore> Payments<S> {
         {
             let newer = std::mem::replace(&mut *queue, batch);
             queue.extend(newer);
-            keep_newest(&mut queue, MAIL_QUEUED_MAX);
+            let over = keep_newest(&mut queue, MAIL_QUEUED_MAX);
+            if over > 0 {
+                metrics::counter!("koban_notices_dropped_total")
+                    .increment(u64::try_from(over).unwrap_or(u64::MAX));
+                tracing::error!(
+                    dropped = over,
+                    "notices could not be written in time; the oldest were dropped"
+                );
+            }
             return written.map(|()| 0);
         }
         written.map(|()| batch.len())

@@ -363,10 +363,26 @@ impl<S: LedgerStore> Payments<S> {
                 .replayed_payment(&memo, payment_id, None, request.merchant_name, (bps, fixed))
                 .await?;
             // What the first attempt wrote after the ledger's commit, in case it died there.
-            self.record_capture(&request.merchant_id, &payment.transfer, payment.fee)
+            if self.may_recover(&payment.transfer) {
+                self.record_capture(&request.merchant_id, &payment.transfer, payment.fee)
+                    .await?;
+                let parties = Parties::payment(
+                    &principal.user_id,
+                    Some(client),
+                    payment_id,
+                    &request.merchant_id,
+                    request.currency,
+                );
+                self.recover_decision(
+                    EventKind::MerchantPayment,
+                    &parties,
+                    &payment.transfer,
+                    koban_risk::Action::Allow,
+                )
                 .await?;
-            self.tell_paid(principal, &payment.transfer, &payment.merchant_name);
-            self.make_durable().await?;
+                self.tell_paid(principal, &payment.transfer, &payment.merchant_name);
+                self.make_durable().await?;
+            }
             return Ok(payment);
         }
         match request.status {
@@ -376,7 +392,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         let wallet = self.wallet(&principal.user_id, request.currency).await?;
         let merchant_wallet = self.wallet(&request.merchant_id, request.currency).await?;
-        let _lock = self.lock_wallet(wallet.account).await?;
+        let lock = self.lock_wallet(wallet.account).await?;
         self.still_signed_in(principal).await?;
         let account = self.ledger_account(wallet.account).await?;
         let amount = request.amount;
@@ -395,6 +411,7 @@ impl<S: LedgerStore> Payments<S> {
                 merchant_wallet.account,
             )
             .await?;
+        drop(lock);
         self.tell_paid(principal, &transfer, &request.merchant_name);
         self.make_durable().await?;
         Ok(MerchantPayment {
@@ -404,6 +421,20 @@ impl<S: LedgerStore> Payments<S> {
             replayed: false,
             session,
         })
+    }
+
+    /// Tells the holder of a payment code that a store charged it.
+    fn tell_code_paid(&self, email: &str, transfer: &Transfer, merchant_name: &str) {
+        self.notify(
+            transfer.id,
+            email,
+            Mail::new("merchant-paid-code")
+                .arg(
+                    "amount",
+                    format_money(transfer.amount.minor_units(), transfer.currency),
+                )
+                .arg("merchant", merchant_name),
+        );
     }
 
     /// Tells the payer that a store's request was paid.
@@ -826,9 +857,17 @@ impl<S: LedgerStore> Payments<S> {
         let payment_id = self.derive_id(&[b"code-pay", code_id.as_bytes()]);
         let (merchant_name, bps, fixed) = self.merchant_terms(&merchant.merchant_id).await?;
         if let Some(memo) = self.store.transfer(memo_id).await? {
-            return self
+            let payment = self
                 .replayed_payment(&memo, payment_id, Some(amount), merchant_name, (bps, fixed))
-                .await;
+                .await?;
+            if self.may_recover(&payment.transfer) {
+                // What the first attempt wrote after the ledger's commit, in case it died there.
+                self.record_capture(&merchant.merchant_id, &payment.transfer, payment.fee)
+                    .await?;
+                self.tell_code_paid(&row.text(8)?, &payment.transfer, &payment.merchant_name);
+                self.make_durable().await?;
+            }
+            return Ok(payment);
         }
         let user_id = UserId::from_stored(row.text(1)?);
         if !code_usable(&row, now)? {
@@ -856,13 +895,7 @@ impl<S: LedgerStore> Payments<S> {
             self.release_code(&code_id).await?;
         }
         let (transfer, fee) = result?;
-        self.notify(
-            transfer.id,
-            &row.text(8)?,
-            Mail::new("merchant-paid-code")
-                .arg("amount", format_money(amount.minor_units(), currency))
-                .arg("merchant", &merchant_name),
-        );
+        self.tell_code_paid(&row.text(8)?, &transfer, &merchant_name);
         self.make_durable().await?;
         Ok(MerchantPayment {
             transfer,
@@ -1099,6 +1132,11 @@ impl<S: LedgerStore> Payments<S> {
         if let Some(done) = self.store.transfer(refund_id).await? {
             if done.reference != Some(payment) || done.amount != amount {
                 return Err(PayError::IdempotencyMismatch);
+            }
+            if self.may_recover(&done) {
+                // Its first attempt may have died before it told anyone.
+                self.announce_refund(merchant, &original, refund_id, amount)
+                    .await?;
             }
             return Ok(Refund {
                 transfer: done,

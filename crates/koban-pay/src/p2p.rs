@@ -263,6 +263,9 @@ impl<S: LedgerStore> Payments<S> {
                 .await?;
             // The first attempt may have died between the ledger's commit and its answer:
             // what it would have written after the commit is written now, once.
+            if !self.may_recover(&outcome.transfer) {
+                return Ok(outcome);
+            }
             self.remember_payee(&principal.user_id, payee_wallet.account)
                 .await?;
             let parties = Parties::payment(
@@ -276,14 +279,14 @@ impl<S: LedgerStore> Payments<S> {
                 "held" => koban_risk::Action::Hold,
                 _ => koban_risk::Action::Allow,
             };
-            self.recover_decision(EventKind::P2p, &parties, request.amount, action)
+            self.recover_decision(EventKind::P2p, &parties, &outcome.transfer, action)
                 .await?;
             self.tell_p2p(principal, &payer_holder, &payee, request, &outcome);
             self.make_durable().await?;
             return Ok(outcome);
         }
         // The payee's too: its balance cap is checked and filled in one step as well.
-        let _wallet_locks = self
+        let wallet_locks = self
             .lock_wallets(payer_wallet.account, payee_wallet.account)
             .await?;
         self.still_signed_in(principal).await?;
@@ -313,6 +316,8 @@ impl<S: LedgerStore> Payments<S> {
             self.remember_payee(&principal.user_id, payee_wallet.account)
                 .await?;
         }
+        // The wallets' next movements may be decided while this one's records are written.
+        drop(wallet_locks);
         let outcome = P2pOutcome {
             transfer,
             status,

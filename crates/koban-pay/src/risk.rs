@@ -784,16 +784,17 @@ impl<S: LedgerStore> Payments<S> {
     /// Records the decision on a movement the ledger holds when a crash lost its record (it
     /// was queued, not yet written, when the process died): the retry that replays the
     /// movement writes what is still known (parties, amount, outcome) under the attempt's id,
-    /// with no features and the digest `recovered`. A record written, or still queued here, is
-    /// left as it is.
+    /// with no features and the digest `recovered`, at the transfer's time. A record written,
+    /// or still queued here, is left as it is; the real one, written later, replaces it.
     pub(crate) async fn recover_decision(
         &self,
         kind: EventKind,
         parties: &Parties,
-        amount: koban_ledger::Amount,
+        transfer: &koban_ledger::Transfer,
         action: Action,
     ) -> Result<(), PayError> {
         let parties = parties.bounded();
+        let at_ms = i64::try_from(transfer.timestamp.nanos() / 1_000_000).unwrap_or(i64::MAX);
         let id = self.risk_record_id(&parties);
         if let Ok(queue) = self.risk_queue.lock()
             && queue
@@ -809,14 +810,14 @@ impl<S: LedgerStore> Payments<S> {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, 0, '[]', '{}', 'recovered') ON CONFLICT (id) DO NOTHING",
             vec![
                 Value::from(id.as_str()),
-                Value::from(self.now_ms()),
+                Value::from(at_ms),
                 Value::from(kind.as_str()),
                 Value::from(parties.customer.as_str()),
                 Value::from(parties.device.as_deref().unwrap_or("")),
                 Value::from(parties.network.as_deref().unwrap_or("")),
                 Value::from(parties.payee.as_deref().unwrap_or("")),
                 Value::from(parties.source.as_deref().unwrap_or("")),
-                Value::from(amount.to_i64()),
+                Value::from(transfer.amount.to_i64()),
                 Value::from(parties.currency.as_str()),
                 Value::from(action.as_str()),
             ],
@@ -1057,11 +1058,14 @@ impl<S: LedgerStore> Payments<S> {
         let topup_key = if q.needs.topup { customer } else { "" };
         let facts_key = if q.needs.facts { customer } else { "" };
         let mut read = WindowRead::default();
-        if q.keys.iter().all(String::is_empty)
-            && topup_key.is_empty()
-            && facts_key.is_empty()
-            && !q.needs.global
-        {
+        // The customer's key is always given (for the distinct counts), but read only when a
+        // rule reads its windows.
+        let read_none = q
+            .keys
+            .iter()
+            .zip(&q.needs.since)
+            .all(|(key, since)| key.is_empty() || since.is_none());
+        if read_none && topup_key.is_empty() && facts_key.is_empty() && !q.needs.global {
             return Ok(read);
         }
         let params = q.params(topup_key, facts_key);
@@ -1210,7 +1214,9 @@ impl<S: LedgerStore> Payments<S> {
             tx.execute(
                 "INSERT INTO risk_events (id, at, kind, customer, device, network, payee, source, amount, currency, failed, action, score, fired, features, rules_digest) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 ON CONFLICT (id) DO UPDATE SET at = excluded.at, failed = excluded.failed, action = excluded.action, \
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at, kind = excluded.kind, customer = excluded.customer, \
+                 device = excluded.device, network = excluded.network, payee = excluded.payee, source = excluded.source, \
+                 amount = excluded.amount, currency = excluded.currency, failed = excluded.failed, action = excluded.action, \
                  score = excluded.score, fired = excluded.fired, features = excluded.features, rules_digest = excluded.rules_digest",
                 vec![
                     Value::from(r.id.as_str()),

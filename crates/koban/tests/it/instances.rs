@@ -54,4 +54,29 @@ fn three_instances_on_one_database_keep_every_balance_and_run_each_job_once() {
             .count();
         assert_eq!(holders, 1, "{job} is run by {holders} instances");
     }
+
+    // The bank's checks once they are stopped: the books balance, the audit chain verifies.
+    drop(servers);
+    let ledger = koban()
+        .args(["audit", "ledger", "--database-url", &url, "--json"])
+        .output()
+        .unwrap();
+    let ledger: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&ledger.stdout).trim()).unwrap();
+    assert_eq!(ledger["invariants_ok"], true, "{ledger}");
+    let chain = koban()
+        .args([
+            "audit",
+            "verify",
+            "--no-anchor",
+            "--json",
+            "--database-url",
+            &url,
+        ])
+        .args(["--master-key-file", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let chain: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&chain.stdout).trim()).unwrap();
+    assert_eq!(chain["ok"], true, "{chain}");
 }
