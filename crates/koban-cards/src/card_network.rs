@@ -633,18 +633,23 @@ impl<S: LedgerStore> Cards<S> {
         let memo_id = self.pay.derive_id(&[b"card-hold-memo", auth_id.as_bytes()]);
         let _claim = self.pay.claim(hold_id).await?;
         let lock = self.pay.lock_wallet(card.wallet).await?;
-        let decided = self
-            .decide_card_spend(
-                &card.id,
-                card.spend,
-                card.wallet,
-                &card.controls,
-                amount,
-                now,
-            )
-            .await?;
-        if let Err(code) = decided {
-            return self.decline(auth_id, &card.id, request, code, now).await;
+        // A hold without its authorization row: an earlier attempt died between the two. It
+        // was decided then; the network's retry records the approval instead of deciding
+        // again (a second decision could decline money already held).
+        if self.pay.store().transfer(hold_id).await?.is_none() {
+            let decided = self
+                .decide_card_spend(
+                    &card.id,
+                    card.spend,
+                    card.wallet,
+                    &card.controls,
+                    amount,
+                    now,
+                )
+                .await?;
+            if let Err(code) = decided {
+                return self.decline(auth_id, &card.id, request, code, now).await;
+            }
         }
         let timeout = self.config.auth_expiry_s;
         let metadata = authorization_metadata(request, auth_id, &card.id);

@@ -202,8 +202,10 @@ impl Drop for Held {
 }
 
 /// How long a lock of [`SqlDb::try_hold`] lasts when its holder never gives it back (its
-/// process died): after this, another process may take it.
-pub const HOLD_LEASE_S: i64 = 30;
+/// process died): after this, another process may take it. A live holder renews it every
+/// third of this. It bounds how long a crashed instance's wallets and idempotency keys stay
+/// locked (a retry in the meantime answers 409 or 503 with Retry-After).
+pub const HOLD_LEASE_S: i64 = 12;
 
 /// A database that runs [`SqlTx`] transactions.
 pub trait SqlDb: Clone + Send + Sync + 'static {

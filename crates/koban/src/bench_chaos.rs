@@ -307,22 +307,18 @@ pub async fn chaos(args: ChaosBenchArgs) -> anyhow::Result<ExitCode> {
     let run = uuid::Uuid::now_v7().simple().to_string()[..8].to_owned();
     for cycle in 0..args.cycles {
         let run_ms = rng.random_range(args.max_run_ms / 10..=args.max_run_ms);
-        let load = load(
-            setup.addr,
-            &people,
-            &card_keys,
-            &args,
-            Duration::from_millis(run_ms),
-            (format!("{run}-{cycle}"), rng.random()),
-        );
+        let run_for = Duration::from_millis(run_ms);
+        let tag = (format!("{run}-{cycle}"), rng.random());
         if args.fault == Fault::Connections {
             // The load runs through an outage of the database; the server stays up.
-            let cut = outage(
-                &setup,
-                (&cutter_url, &app_name),
-                Duration::from_millis(run_ms / 3),
-            );
-            let ((mut new_ops, busy), cut) = tokio::join!(load, cut);
+            let cut = async {
+                let began = Instant::now();
+                let cut = outage(&setup, (&cutter_url, &app_name), run_for / 3).await;
+                tokio::time::sleep(run_for.saturating_sub(began.elapsed())).await;
+                cut
+            };
+            let (mut new_ops, busy, cut) =
+                load(setup.addr, &people, &card_keys, &args, tag, cut).await;
             let (not_ready, recovered_s) = cut?;
             unavailable_answers += busy;
             not_ready_seen += not_ready;
@@ -350,9 +346,14 @@ pub async fn chaos(args: ChaosBenchArgs) -> anyhow::Result<ExitCode> {
             );
             continue;
         }
-        let (mut new_ops, busy) = load.await;
+        let kill = async move {
+            tokio::time::sleep(run_for).await;
+            server.kill().await
+        };
+        let (mut new_ops, busy, killed) =
+            load(setup.addr, &people, &card_keys, &args, tag, kill).await;
+        killed?;
         unavailable_answers += busy;
-        server.kill().await?;
         for op in &mut new_ops {
             op.acknowledged = op.answer.is_some();
         }
@@ -509,15 +510,15 @@ impl WithStore for IssueCards {
 
 /// Runs the mixed load for `run`; answers every operation sent (with its answer, if it got
 /// one) and how many answers were 503 or 429.
-async fn load(
+async fn load<F: std::future::Future>(
     addr: SocketAddr,
     people: &Arc<People>,
     card_keys: &koban_cards::card_keys::CardKeys,
     args: &ChaosBenchArgs,
-    run: Duration,
     (tag, seed): (String, u64),
-) -> (Vec<Op>, u64) {
-    let deadline = Instant::now() + run;
+    fault: F,
+) -> (Vec<Op>, u64, F::Output) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = tokio::task::JoinSet::new();
     let busy = Arc::new(Mutex::new(0u64));
     for worker in 0..args.concurrency {
@@ -525,12 +526,13 @@ async fn load(
         let keys = card_keys.clone();
         let tag = format!("{tag}-{worker}");
         let busy = busy.clone();
+        let stop = stop.clone();
         workers.spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ u64::from(worker));
             let mut ops = Vec::new();
             let mut client = Client::new(addr, &keys);
             let n = people.customers.len();
-            while Instant::now() < deadline {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let who = rng.random_range(0..n);
                 let roll = rng.random_range(0..100);
                 let what = match roll {
@@ -558,6 +560,9 @@ async fn load(
             ops
         });
     }
+    // The fault lands while the clients are sending: requests in flight lose their answers.
+    let faulted = fault.await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut ops = Vec::new();
     while let Some(done) = workers.join_next().await {
         if let Ok(mut more) = done {
@@ -565,7 +570,7 @@ async fn load(
         }
     }
     let busy = *busy.lock().unwrap_or_else(|e| e.into_inner());
-    (ops, busy)
+    (ops, busy, faulted)
 }
 
 enum Sent {
@@ -821,7 +826,8 @@ impl WithStore for CutConnections {
 
 /// Sends every operation without an answer again until it has one (a few seconds apart when
 /// busy), and an acknowledged one of each kind again to check its replay names the same
-/// transfer. Answers how many were sent again and how many answered with another id.
+/// transfer. Answers how many operations were sent again (each counted once, however often
+/// it had to be sent) and how many answered with another id.
 async fn settle(
     addr: SocketAddr,
     people: &People,
@@ -842,8 +848,8 @@ async fn settle(
             });
             continue;
         }
+        sent += 1;
         loop {
-            sent += 1;
             match client.send(people, op).await {
                 Sent::Answer(answer) => {
                     op.answer = Some(answer);
@@ -873,8 +879,8 @@ async fn settle(
         let Some(op) = last else {
             continue;
         };
+        sent += 1;
         let again = loop {
-            sent += 1;
             match client.send(people, op).await {
                 Sent::Answer(again) => break again,
                 // A lock of the killed server may still stand for its lease.
