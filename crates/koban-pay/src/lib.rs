@@ -759,7 +759,9 @@ impl<S: LedgerStore> Payments<S> {
 
     async fn write_notices(&self, batch: &[QueuedNotice]) -> Result<(), PayError> {
         let now = self.now_ms();
-        let mut tx = self.db().begin().await?;
+        // Unsynced: it survives a crash of this process (what "acknowledged" needs here); the
+        // database's next flush takes it to disk, and a retry can write it again.
+        let mut tx = self.db().begin_unsynced().await?;
         for (id, recipient, mail) in batch {
             koban_shared::outbox::enqueue_once(&mut tx, id, now, recipient, mail).await?;
         }

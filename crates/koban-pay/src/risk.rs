@@ -1202,7 +1202,8 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     async fn write_risk(&self, batch: &[Recorded], failed_late: &[String]) -> Result<(), PayError> {
-        let mut tx = self.db().begin().await?;
+        // Unsynced, as the notices are (`write_notices`).
+        let mut tx = self.db().begin_unsynced().await?;
         for r in batch {
             let fired = serde_json::to_string(&r.verdict.fired).unwrap_or_else(|_| "[]".into());
             let mut features = r.features.to_json();

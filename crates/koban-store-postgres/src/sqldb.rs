@@ -110,6 +110,15 @@ impl SqlDb for PgSql {
         })
     }
 
+    async fn begin_unsynced(&self) -> Result<PgTx, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit TO OFF")
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(db_error)?;
+        Ok(tx)
+    }
+
     async fn begin_read(&self) -> Result<PgTx, StoreError> {
         self.begin().await
     }

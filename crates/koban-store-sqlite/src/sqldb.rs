@@ -66,6 +66,8 @@ pub struct SqliteTx {
     /// Read-only transactions on a reader connection run their statements on the calling
     /// thread: point reads from the page cache cost less than handing the thread over.
     read_only: bool,
+    /// Begun by `begin_unsynced`: the connection is set back to `synchronous=FULL` when it ends.
+    unsynced: bool,
 }
 
 impl SqliteTx {
@@ -84,6 +86,24 @@ impl SqlDb for SqliteSql {
             conn,
             open: true,
             read_only: false,
+            unsynced: false,
+        })
+    }
+
+    async fn begin_unsynced(&self) -> Result<SqliteTx, StoreError> {
+        let conn = self.conn.clone().lock_owned().await;
+        // Per connection, outside a transaction; set back when the transaction ends.
+        blocking(|| conn.execute_batch("PRAGMA synchronous=NORMAL; BEGIN IMMEDIATE")).map_err(
+            |e| {
+                let _ = conn.execute_batch("PRAGMA synchronous=FULL");
+                db_error(e)
+            },
+        )?;
+        Ok(SqliteTx {
+            conn,
+            open: true,
+            read_only: false,
+            unsynced: true,
         })
     }
 
@@ -95,6 +115,7 @@ impl SqlDb for SqliteSql {
             conn,
             open: true,
             read_only: true,
+            unsynced: false,
         })
     }
 
@@ -222,6 +243,9 @@ impl Drop for SqliteTx {
     fn drop(&mut self) {
         if self.open {
             let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if self.unsynced && self.conn.execute_batch("PRAGMA synchronous=FULL").is_err() {
+            tracing::error!("the SQLite connection could not be set back to synchronous=FULL");
         }
     }
 }

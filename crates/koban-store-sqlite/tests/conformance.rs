@@ -111,3 +111,54 @@ async fn a_write_by_another_connection_is_seen_by_the_next_group() {
     );
     store.shutdown().await;
 }
+
+// An unsynced transaction commits as any other, and leaves its connection synchronous again:
+// the next ordinary transaction on it is flushed to disk before it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsynced_transaction_commits_and_sets_its_connection_back_to_full() {
+    use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, _clock) = open_at(&dir.path().join("ledger.db"));
+    let db = store.sql();
+    let synchronous = async || {
+        let mut tx = db.begin().await.unwrap();
+        let level = tx
+            .query_one("PRAGMA synchronous", vec![])
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap();
+        tx.commit().await.unwrap();
+        level
+    };
+    assert_eq!(synchronous().await, 2, "FULL");
+    for commit in [true, false] {
+        let mut tx = db.begin_unsynced().await.unwrap();
+        assert_eq!(
+            tx.query_one("PRAGMA synchronous", vec![])
+                .await
+                .unwrap()
+                .i64(0)
+                .unwrap(),
+            1,
+            "NORMAL within it"
+        );
+        tx.execute(
+            "INSERT INTO outbox (id, recipient, subject, body, created_at, attempts, next_attempt_at) \
+             VALUES ($1, 'a@example.com', 's', 'b', 0, 0, 0)",
+            koban_store::params![if commit { "kept" } else { "rolled-back" }],
+        )
+        .await
+        .unwrap();
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            drop(tx);
+        }
+        // Committed or rolled back, the connection is FULL again.
+        assert_eq!(synchronous().await, 2);
+    }
+    let rows = db.read("SELECT id FROM outbox", vec![]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].text(0).unwrap(), "kept");
+}

@@ -228,6 +228,15 @@ pub trait SqlDb: Clone + Send + Sync + 'static {
     /// Starts a read-write transaction. Dropping it without `commit` rolls it back.
     fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
 
+    /// Starts a read-write transaction whose commit returns before the database has flushed
+    /// it to disk (PostgreSQL: `synchronous_commit` off for it; SQLite: `synchronous=NORMAL`
+    /// for it, in WAL mode). A commit it answered survives a crash of this process, since the
+    /// database server (or the operating system) holds it, but not a crash of the database's
+    /// machine before its next flush (PostgreSQL's WAL writer flushes within a fraction of a
+    /// second; SQLite's next synchronous commit on the file flushes it). For records whose
+    /// loss costs no money and which a retry can write again (notices, risk decisions).
+    fn begin_unsynced(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+
     /// Starts a transaction that only reads (it must not write: on SQLite it does not take the
     /// write lock, so readers do not queue behind writers).
     fn begin_read(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;

@@ -553,7 +553,9 @@ async fn load<F: std::future::Future>(
                     Sent::Busy => {
                         *busy.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     }
-                    Sent::NoAnswer => {}
+                    // The server is gone or failing: a moment before the next, so a kill
+                    // leaves a few unanswered operations per client, not a flood of refusals.
+                    Sent::NoAnswer => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
                 ops.push(op);
             }
