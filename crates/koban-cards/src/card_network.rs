@@ -559,6 +559,7 @@ impl<S: LedgerStore> Cards<S> {
             .authorization_and_card(&auth_id, fingerprint, now)
             .await?;
         if let Some(row) = existing {
+            self.tell_again(&row, card.as_ref()).await?;
             return Ok(row.answer(true));
         }
         if self.testing_blocked(&guard_keys, now).await? {
@@ -692,6 +693,37 @@ impl<S: LedgerStore> Cards<S> {
         );
         self.records_written().await;
         Ok(NetworkAnswer::approved(auth_id, amount, currency))
+    }
+
+    /// A retried authorization answered from its row: its first attempt may have died after
+    /// the row and before the cardholder's notice was written. A recent approval's notice is
+    /// written again (its id is stable, so an existing one is not doubled).
+    async fn tell_again(&self, row: &AuthRow, card: Option<&Row>) -> Result<(), PayError> {
+        let (Some(hold_id), Some(card)) = (row.hold_id, card) else {
+            return Ok(());
+        };
+        if row.status == "declined" {
+            return Ok(());
+        }
+        let Some(hold) = self.pay.store().transfer(hold_id).await? else {
+            return Ok(());
+        };
+        if !self.pay.may_recover(&hold) {
+            return Ok(());
+        }
+        self.pay.notify(
+            hold_id,
+            &row.email,
+            Mail::new("card-payment")
+                .arg("last4", card.text(14)?)
+                .arg(
+                    "amount",
+                    format_money(hold.amount.minor_units(), hold.currency),
+                )
+                .arg("merchant", &row.merchant_name),
+        );
+        self.records_written().await;
+        Ok(())
     }
 
     /// Writes the notices and decisions queued with an approval or refund before the network

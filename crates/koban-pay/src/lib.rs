@@ -274,6 +274,19 @@ pub(crate) fn keep_newest<T>(queue: &mut Vec<T>, max: usize) -> usize {
     over
 }
 
+/// Keeps the newest [`MAIL_QUEUED_MAX`] notices waiting; the dropped are counted and logged.
+fn drop_oldest_notices(queue: &mut Vec<QueuedNotice>) {
+    let over = keep_newest(queue, MAIL_QUEUED_MAX);
+    if over > 0 {
+        metrics::counter!("koban_notices_dropped_total")
+            .increment(u64::try_from(over).unwrap_or(u64::MAX));
+        tracing::error!(
+            dropped = over,
+            "notices could not be written to the outbox in time; the oldest were dropped"
+        );
+    }
+}
+
 /// Notifications kept waiting for the outbox (a long database outage) before the oldest are
 /// dropped.
 pub const MAIL_QUEUED_MAX: usize = 100_000;
@@ -533,7 +546,7 @@ impl<S: LedgerStore> Payments<S> {
     /// Whether a replayed movement is recent enough that its first attempt may have died
     /// between the ledger's commit and its answer, so its retry writes again what that attempt
     /// would have written after the commit ([`RECOVER_WITHIN_MS`]). An older replay only reads.
-    pub(crate) fn may_recover(&self, transfer: &koban_ledger::Transfer) -> bool {
+    pub fn may_recover(&self, transfer: &koban_ledger::Transfer) -> bool {
         let at_ms = i64::try_from(transfer.timestamp.nanos() / 1_000_000).unwrap_or(i64::MAX);
         self.now_ms().saturating_sub(at_ms) < RECOVER_WITHIN_MS
     }
@@ -697,15 +710,7 @@ impl<S: LedgerStore> Payments<S> {
         let id = uuid::Uuid::from_u128(id.get()).to_string();
         if let Ok(mut queue) = self.pending_mail.lock() {
             queue.push((id, recipient.to_owned(), mail));
-            let over = keep_newest(&mut queue, MAIL_QUEUED_MAX);
-            if over > 0 {
-                metrics::counter!("koban_notices_dropped_total")
-                    .increment(u64::try_from(over).unwrap_or(u64::MAX));
-                tracing::error!(
-                    dropped = over,
-                    "notices could not be written to the outbox in time; the oldest were dropped"
-                );
-            }
+            drop_oldest_notices(&mut queue);
         }
     }
 
@@ -743,15 +748,7 @@ impl<S: LedgerStore> Payments<S> {
         {
             let newer = std::mem::replace(&mut *queue, batch);
             queue.extend(newer);
-            let over = keep_newest(&mut queue, MAIL_QUEUED_MAX);
-            if over > 0 {
-                metrics::counter!("koban_notices_dropped_total")
-                    .increment(u64::try_from(over).unwrap_or(u64::MAX));
-                tracing::error!(
-                    dropped = over,
-                    "notices could not be written in time; the oldest were dropped"
-                );
-            }
+            drop_oldest_notices(&mut queue);
             return written.map(|()| 0);
         }
         written.map(|()| batch.len())
