@@ -864,6 +864,21 @@ impl<S: LedgerStore> Payments<S> {
                 // What the first attempt wrote after the ledger's commit, in case it died there.
                 self.record_capture(&merchant.merchant_id, &payment.transfer, payment.fee)
                     .await?;
+                let customer = row.text(1)?;
+                let parties = Parties::payment(
+                    &UserId::from_stored(customer),
+                    None,
+                    payment_id,
+                    &merchant.merchant_id,
+                    currency,
+                );
+                self.recover_decision(
+                    EventKind::CodeCharge,
+                    &parties,
+                    &payment.transfer,
+                    koban_risk::Action::Allow,
+                )
+                .await?;
                 self.tell_code_paid(&row.text(8)?, &payment.transfer, &payment.merchant_name);
                 self.make_durable().await?;
             }
