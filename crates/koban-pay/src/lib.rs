@@ -715,8 +715,9 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// Writes every queued risk decision and notice (its own and other requests'), and
-    /// returns once they are durable: a payment calls it before it answers, so nothing
-    /// acknowledged lives only in memory. Requests arriving together share one write: whoever
+    /// returns once the database holds them (unsynced, see `SqlDb::begin_unsynced`: they
+    /// survive a crash of this process): a payment calls it before it answers, so nothing
+    /// acknowledged lives only in this process's memory. Requests arriving together share one write: whoever
     /// gets the flush lock next writes what all of them queued, and the others find nothing
     /// left. A failed write keeps what it took queued and is an error here.
     pub async fn make_durable(&self) -> Result<(), PayError> {
