@@ -360,19 +360,19 @@ impl<S: LedgerStore> Payments<S> {
         if let Some(memo) = self.store.transfer(memo_id).await? {
             let (_, bps, fixed) = self.merchant_terms(&request.merchant_id).await?;
             let payment = self
-                .replayed_payment(&memo, payment_id, None, request.merchant_name, (bps, fixed))
+                .replayed_payment(
+                    &memo,
+                    payment_id,
+                    None,
+                    request.merchant_name.clone(),
+                    (bps, fixed),
+                )
                 .await?;
             // What the first attempt wrote after the ledger's commit, in case it died there.
             if self.may_recover(&payment.transfer) {
                 self.record_capture(&request.merchant_id, &payment.transfer, payment.fee)
                     .await?;
-                let parties = Parties::payment(
-                    &principal.user_id,
-                    Some(client),
-                    payment_id,
-                    &request.merchant_id,
-                    request.currency,
-                );
+                let parties = qr_parties(principal, client, payment_id, &request);
                 self.recover_decision(
                     EventKind::MerchantPayment,
                     &parties,
@@ -466,13 +466,7 @@ impl<S: LedgerStore> Payments<S> {
         let event = self
             .outgoing_context(principal, EventKind::MerchantPayment, account, amount)
             .await?;
-        let parties = Parties::payment(
-            &principal.user_id,
-            Some(client),
-            payment_id,
-            &request.merchant_id,
-            request.currency,
-        );
+        let parties = qr_parties(principal, client, payment_id, request);
         // A hold cannot wait at a till: it declines like a denial.
         if self
             .assess(&event, &parties)
@@ -864,14 +858,8 @@ impl<S: LedgerStore> Payments<S> {
                 // What the first attempt wrote after the ledger's commit, in case it died there.
                 self.record_capture(&merchant.merchant_id, &payment.transfer, payment.fee)
                     .await?;
-                let customer = row.text(1)?;
-                let parties = Parties::payment(
-                    &UserId::from_stored(customer),
-                    None,
-                    payment_id,
-                    &merchant.merchant_id,
-                    currency,
-                );
+                let customer = UserId::from_stored(row.text(1)?);
+                let parties = code_parties(&customer, payment_id, merchant, currency);
                 self.recover_decision(
                     EventKind::CodeCharge,
                     &parties,
@@ -1102,7 +1090,7 @@ impl<S: LedgerStore> Payments<S> {
         // The customer confirmed with a full session when the code was made, and the per-code
         // limit bounds it: a code charge is never challenged at the till.
         event.step_up_from = u64::MAX;
-        let parties = Parties::payment(user_id, None, payment_id, &merchant.merchant_id, currency);
+        let parties = code_parties(user_id, payment_id, merchant, currency);
         let decision = self.assess(&event, &parties).await?;
         decision.without_review("the customer's")?;
         self.capture(
@@ -1470,4 +1458,31 @@ fn received_payment(row: &koban_store::sql::Row) -> Result<ReceivedPayment, PayE
         refunded_minor: u64::try_from(row.i64(3)?).map_err(|_| invalid())?,
         created_at_ms: row.i64(4)?,
     })
+}
+
+/// The parties of a QR payment's risk decision: the same for its assessment and for a retry
+/// that writes a lost decision again, so both name one record.
+fn qr_parties(
+    principal: &Principal,
+    client: &Client,
+    payment_id: TransferId,
+    request: &PaymentRequest,
+) -> Parties {
+    Parties::payment(
+        &principal.user_id,
+        Some(client),
+        payment_id,
+        &request.merchant_id,
+        request.currency,
+    )
+}
+
+/// The parties of a payment-code charge's risk decision (as [`qr_parties`]).
+fn code_parties(
+    customer: &UserId,
+    payment_id: TransferId,
+    merchant: &MerchantKey,
+    currency: Currency,
+) -> Parties {
+    Parties::payment(customer, None, payment_id, &merchant.merchant_id, currency)
 }

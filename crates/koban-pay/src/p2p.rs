@@ -268,13 +268,7 @@ impl<S: LedgerStore> Payments<S> {
             }
             self.remember_payee(&principal.user_id, payee_wallet.account)
                 .await?;
-            let parties = Parties::payment(
-                &principal.user_id,
-                Some(client),
-                id,
-                &payee.holder.user_id,
-                request.currency,
-            );
+            let parties = p2p_parties(principal, client, id, &payee, request);
             let action = match outcome.status {
                 "held" => koban_risk::Action::Hold,
                 _ => koban_risk::Action::Allow,
@@ -342,13 +336,7 @@ impl<S: LedgerStore> Payments<S> {
         event: &RiskEvent,
         (proof, client): (Option<&StepUpProof>, &Client),
     ) -> Result<(Decision, Option<IssuedSession>), PayError> {
-        let parties = Parties::payment(
-            &principal.user_id,
-            Some(client),
-            id,
-            &payee.holder.user_id,
-            request.currency,
-        );
+        let parties = p2p_parties(principal, client, id, payee, request);
         let decision = self.assess(event, &parties).await?;
         if !p2p_needs_step_up(decision, event, request)? {
             return Ok((decision, None));
@@ -656,6 +644,24 @@ fn limit_detail(code: &str, event: &RiskEvent, currency: Currency) -> String {
             format_money(event.per_payee_daily_max, currency)
         ),
     }
+}
+
+/// The parties of a transfer's risk decision: the same for its assessment and for a retry
+/// that writes a lost decision again, so both name one record.
+fn p2p_parties(
+    principal: &Principal,
+    client: &Client,
+    id: TransferId,
+    payee: &Payee,
+    request: &P2pRequest,
+) -> Parties {
+    Parties::payment(
+        &principal.user_id,
+        Some(client),
+        id,
+        &payee.holder.user_id,
+        request.currency,
+    )
 }
 
 #[cfg(test)]

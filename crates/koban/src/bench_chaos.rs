@@ -297,12 +297,8 @@ pub async fn chaos(args: ChaosBenchArgs) -> anyhow::Result<ExitCode> {
     let people = Arc::new(set_up(&setup, &args).await?);
     let mut ops: Vec<Op> = Vec::new();
     let mut ready_s = vec![first_ready_s];
-    let mut failures: Vec<String> = Vec::new();
-    let mut lost = 0u64;
-    let mut duplicates = 0u64;
-    let mut retried = 0u64;
+    let mut tally = Tally::default();
     let mut unavailable_answers = 0u64;
-    let mut settle_s = 0f64;
     let mut not_ready_seen = 0u64;
     let run = uuid::Uuid::now_v7().simple().to_string()[..8].to_owned();
     for cycle in 0..args.cycles {
@@ -317,80 +313,47 @@ pub async fn chaos(args: ChaosBenchArgs) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(run_for.saturating_sub(began.elapsed())).await;
                 cut
             };
-            let (mut new_ops, busy, cut) =
-                load(setup.addr, &people, &card_keys, &args, tag, cut).await;
+            let (new_ops, busy, cut) = load(setup.addr, &people, &card_keys, &args, tag, cut).await;
             let (not_ready, recovered_s) = cut?;
             unavailable_answers += busy;
             not_ready_seen += not_ready;
             ready_s.push(recovered_s);
-            for op in &mut new_ops {
-                op.acknowledged = op.answer.is_some();
-            }
-            ops.append(&mut new_ops);
-            let settling = Instant::now();
-            let (sent, mismatched) = settle(setup.addr, &people, &card_keys, &mut ops).await?;
-            retried += sent;
-            settle_s = settle_s.max(settling.elapsed().as_secs_f64());
-            duplicates += mismatched;
-            if let Err(problem) = check_wallets(setup.addr, &people, &ops).await {
-                failures.push(format!("cycle {cycle}: {problem}"));
-            }
-            let check = check_down(&setup, &people, &ops, true).await?;
-            lost += check.lost;
-            duplicates += check.extra;
-            failures.extend(
-                check
-                    .failures
-                    .into_iter()
-                    .map(|f| format!("cycle {cycle}: {f}")),
-            );
+            acknowledge(&mut ops, new_ops);
+            let when = format!("cycle {cycle}");
+            tally
+                .settle_up(&setup, &people, &card_keys, &mut ops, &when)
+                .await?;
+            tally.down(check_down(&setup, &people, &ops, true).await?, &when);
             continue;
         }
         let kill = async move {
             tokio::time::sleep(run_for).await;
             server.kill().await
         };
-        let (mut new_ops, busy, killed) =
-            load(setup.addr, &people, &card_keys, &args, tag, kill).await;
+        let (new_ops, busy, killed) = load(setup.addr, &people, &card_keys, &args, tag, kill).await;
         killed?;
         unavailable_answers += busy;
-        for op in &mut new_ops {
-            op.acknowledged = op.answer.is_some();
-        }
-        ops.append(&mut new_ops);
+        acknowledge(&mut ops, new_ops);
         // Down: the books, the chain, and what the acknowledged transfers left behind.
-        let check = check_down(&setup, &people, &ops, false).await?;
-        lost += check.lost;
-        duplicates += check.extra;
-        failures.extend(
-            check
-                .failures
-                .into_iter()
-                .map(|f| format!("cycle {cycle}: {f}")),
-        );
+        let when = format!("cycle {cycle}");
+        tally.down(check_down(&setup, &people, &ops, false).await?, &when);
         let (restarted, took) = setup.start().await?;
         server = restarted;
         ready_s.push(took);
-        let settling = Instant::now();
         // Up: every request without an answer gets one, then the wallets must add up.
-        let (sent, mismatched) = settle(setup.addr, &people, &card_keys, &mut ops).await?;
-        retried += sent;
-        settle_s = settle_s.max(settling.elapsed().as_secs_f64());
-        duplicates += mismatched;
-        if let Err(problem) = check_wallets(setup.addr, &people, &ops).await {
-            failures.push(format!("cycle {cycle}: {problem}"));
-        }
+        tally
+            .settle_up(&setup, &people, &card_keys, &mut ops, &when)
+            .await?;
     }
     server.stop().await?;
-    let check = check_down(&setup, &people, &ops, true).await?;
-    lost += check.lost;
-    duplicates += check.extra;
-    failures.extend(
-        check
-            .failures
-            .into_iter()
-            .map(|f| format!("at the end: {f}")),
-    );
+    tally.down(check_down(&setup, &people, &ops, true).await?, "at the end");
+    let Tally {
+        lost,
+        duplicates,
+        retried,
+        settle_s,
+        failures,
+    } = tally;
 
     let acknowledged = ops
         .iter()
@@ -434,6 +397,56 @@ pub async fn chaos(args: ChaosBenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What the cycles found, added up.
+#[derive(Default)]
+struct Tally {
+    lost: u64,
+    duplicates: u64,
+    retried: u64,
+    settle_s: f64,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// Adds what a check with the service down found (`when`: which cycle).
+    fn down(&mut self, check: DownCheck, when: &str) {
+        self.lost += check.lost;
+        self.duplicates += check.extra;
+        self.failures
+            .extend(check.failures.into_iter().map(|f| format!("{when}: {f}")));
+    }
+
+    /// Sends every unanswered operation again until it has its answer, then checks the
+    /// wallets against the answered operations.
+    async fn settle_up(
+        &mut self,
+        setup: &Setup,
+        people: &People,
+        card_keys: &koban_cards::card_keys::CardKeys,
+        ops: &mut [Op],
+        when: &str,
+    ) -> anyhow::Result<()> {
+        let settling = Instant::now();
+        let (sent, mismatched) = settle(setup.addr, people, card_keys, ops).await?;
+        self.retried += sent;
+        self.settle_s = self.settle_s.max(settling.elapsed().as_secs_f64());
+        self.duplicates += mismatched;
+        if let Err(problem) = check_wallets(setup.addr, people, ops).await {
+            self.failures.push(format!("{when}: {problem}"));
+        }
+        Ok(())
+    }
+}
+
+/// Adds a cycle's operations to all of them; those answered before the fault are the
+/// acknowledged ones.
+fn acknowledge(ops: &mut Vec<Op>, mut new_ops: Vec<Op>) {
+    for op in &mut new_ops {
+        op.acknowledged = op.answer.is_some();
+    }
+    ops.append(&mut new_ops);
 }
 
 fn round2(x: f64) -> f64 {
