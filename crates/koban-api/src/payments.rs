@@ -1443,8 +1443,11 @@ pub async fn faucet<S: LedgerStore>(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookIn {
-    /// Where deliveries are POSTed.
-    #[schema(example = "http://127.0.0.1:9000/koban")]
+    /// Where deliveries are POSTed: an `https://` URL whose host resolves only to public
+    /// addresses (loopback, private, shared, link-local and metadata, multicast, documentation
+    /// and reserved addresses are refused, here and at each delivery), with no user name or
+    /// password. A development server (`--dev`) also accepts `http://` and loopback.
+    #[schema(example = "https://shop.example/koban/webhooks")]
     pub url: String,
     /// Any of `payment.succeeded`, `refund.succeeded`, `payout.settled`, `payout.failed`.
     pub event_types: Vec<String>,

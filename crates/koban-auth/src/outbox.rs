@@ -9,7 +9,7 @@
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
-use crate::{Auth, AuthError};
+use crate::{Auth, AuthError, Secret};
 
 /// Longest time a claimed message stays claimed by a worker that died.
 const CLAIM_MS: i64 = 30_000;
@@ -26,40 +26,97 @@ pub struct Notice {
     pub delivered: bool,
 }
 
-/// A plain SMTP relay (a local MTA or a sidecar that does TLS and authentication onwards).
+/// How the connection to the SMTP relay is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtps://`: TLS from the first byte (port 465 by default).
+    Tls,
+    /// `smtp://…?tls=required`: STARTTLS, and no message is sent if the relay refuses it
+    /// (port 587 by default).
+    StartTls,
+    /// `smtp://`: no encryption, for a relay on the same machine or a sidecar that does TLS
+    /// onwards (port 25 by default). Credentials are refused on it.
+    Plain,
+}
+
+/// The SMTP relay notifications go through.
 #[derive(Clone, Debug)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
+    pub security: SmtpSecurity,
+    /// The user name and password the relay wants (`AUTH PLAIN` or `LOGIN`), if any.
+    pub credentials: Option<(String, Secret<String>)>,
     /// The sender address, such as `Koban <no-reply@koban.example>`.
     pub from: String,
+    /// Certificate authorities (PEM) trusted for the relay besides the platform's roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl SmtpConfig {
-    /// Parses `smtp://HOST[:PORT]` (port 25 by default).
-    pub fn parse(url: &str, from: &str) -> Result<SmtpConfig, AuthError> {
-        let rest = url.strip_prefix("smtp://").ok_or(AuthError::Invalid(
-            "the SMTP URL must look like smtp://HOST:PORT",
-        ))?;
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => (
-                host,
-                port.parse()
-                    .map_err(|_| AuthError::Invalid("the SMTP port must be a number"))?,
-            ),
-            None => (rest, 25),
+    /// Parses `smtps://[USER:PASSWORD@]HOST[:PORT]` (TLS),
+    /// `smtp://[USER:PASSWORD@]HOST[:PORT]?tls=required` (STARTTLS) or `smtp://HOST[:PORT]`
+    /// (plain). The user name and password are percent-encoded; `password`, when given (from
+    /// a file), replaces the URL's. Error messages never repeat the URL.
+    pub fn parse(
+        url: &str,
+        from: &str,
+        password: Option<Secret<String>>,
+    ) -> Result<SmtpConfig, AuthError> {
+        const SHAPE: &str = "the SMTP URL must look like smtps://USER:PASSWORD@HOST:465, smtp://USER:PASSWORD@HOST:587?tls=required or smtp://HOST:25";
+        let url = url::Url::parse(url).map_err(|_| AuthError::Invalid(SHAPE))?;
+        let tls = url.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v);
+        let (security, default_port) = match (url.scheme(), tls.as_deref()) {
+            ("smtps", None | Some("wrapper")) => (SmtpSecurity::Tls, 465),
+            ("smtp", Some("required")) => (SmtpSecurity::StartTls, 587),
+            ("smtp", None) => (SmtpSecurity::Plain, 25),
+            _ => return Err(AuthError::Invalid(SHAPE)),
         };
-        if host.is_empty() {
-            return Err(AuthError::Invalid("the SMTP URL must name a host"));
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) => name.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(AuthError::Invalid("the SMTP URL must name a host")),
+        };
+        if !url.path().trim_matches('/').is_empty() || url.fragment().is_some() {
+            return Err(AuthError::Invalid(SHAPE));
+        }
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|text| text.into_owned())
+                .map_err(|_| AuthError::Invalid("the SMTP user name or password is not UTF-8"))
+        };
+        let user = decode(url.username())?;
+        let password = match (password, url.password()) {
+            (Some(password), _) => Some(password),
+            (None, Some(inline)) => Some(Secret::new(decode(inline)?)),
+            (None, None) => None,
+        };
+        let credentials = match (user.is_empty(), password) {
+            (true, None) => None,
+            (false, Some(password)) => Some((user, password)),
+            _ => {
+                return Err(AuthError::Invalid(
+                    "the SMTP URL needs both a user name and a password, or neither",
+                ));
+            }
+        };
+        if credentials.is_some() && security == SmtpSecurity::Plain {
+            return Err(AuthError::Invalid(
+                "SMTP credentials need TLS: use smtps:// or smtp://...?tls=required",
+            ));
         }
         from.parse::<lettre::message::Mailbox>().map_err(|_| {
             AuthError::Invalid("the sender must be an address like Koban <no-reply@koban.example>")
         })?;
         Ok(SmtpConfig {
-            host: host.to_owned(),
-            port,
+            host,
+            port: url.port().unwrap_or(default_port),
+            security,
+            credentials,
             from: from.to_owned(),
+            ca_pem: None,
         })
     }
 }
@@ -68,26 +125,53 @@ impl SmtpConfig {
 pub(crate) enum Mailer {
     Mailbox,
     Smtp {
-        transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+        transport: Box<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>>,
         from: lettre::message::Mailbox,
     },
 }
 
 impl Mailer {
     pub(crate) fn new(smtp: Option<&SmtpConfig>) -> Result<Mailer, AuthError> {
+        use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
         let Some(smtp) = smtp else {
             return Ok(Mailer::Mailbox);
         };
-        let transport =
+        let mut builder =
             lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&smtp.host)
                 .port(smtp.port)
-                .timeout(Some(std::time::Duration::from_secs(10)))
-                .build();
+                .timeout(Some(std::time::Duration::from_secs(10)));
+        if smtp.security != SmtpSecurity::Plain {
+            // Verified against the platform's roots plus the operator's own authorities.
+            let mut parameters = TlsParameters::builder(smtp.host.clone());
+            if let Some(pem) = &smtp.ca_pem {
+                let certificate = Certificate::from_pem(pem).map_err(|_| {
+                    AuthError::Invalid("the CA file for the SMTP relay is not PEM certificates")
+                })?;
+                parameters = parameters.add_root_certificate(certificate);
+            }
+            let parameters = parameters
+                .build_rustls()
+                .map_err(|_| AuthError::Invalid("the SMTP relay's TLS settings are not valid"))?;
+            builder = builder.tls(match smtp.security {
+                SmtpSecurity::Tls => Tls::Wrapper(parameters),
+                _ => Tls::Required(parameters),
+            });
+        }
+        if let Some((user, password)) = &smtp.credentials {
+            builder =
+                builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                    user.clone(),
+                    password.expose().clone(),
+                ));
+        }
         let from = smtp
             .from
             .parse()
             .map_err(|_| AuthError::Invalid("the sender address is not valid"))?;
-        Ok(Mailer::Smtp { transport, from })
+        Ok(Mailer::Smtp {
+            transport: Box::new(builder.build()),
+            from,
+        })
     }
 }
 

@@ -23,6 +23,7 @@ pub mod fraud;
 pub mod links;
 pub mod losses;
 pub mod merchant;
+pub mod outbound;
 pub mod p2p;
 pub mod qr;
 pub mod review;
@@ -98,6 +99,9 @@ pub struct PayConfig {
     /// Reversals of at least this much wait for a second operator with the approver role
     /// (compensations always do).
     pub approval_from_minor: u64,
+    /// Certificate authorities (PEM) trusted for webhook endpoints besides the platform's
+    /// roots: an operator's own, or a test's.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for PayConfig {
@@ -133,6 +137,7 @@ impl Default for PayConfig {
             settle_after_s: 5,
             sandbox: false,
             approval_from_minor: 50_000,
+            tls_ca_pem: None,
         }
     }
 }
@@ -324,6 +329,8 @@ pub struct Payments<S: LedgerStore> {
     /// Sign-ins refused by throttling scored in the current second (see
     /// [`Payments::score_login`]).
     pub(crate) refusals_scored: Arc<Mutex<(i64, u32)>>,
+    /// The TLS client settings for webhook endpoints, built on first use.
+    pub(crate) webhook_tls: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
 }
 
 /// What a movement moves: id, debit and credit accounts, amount, currency.
@@ -410,6 +417,7 @@ impl<S: LedgerStore> Payments<S> {
             risk_queue: Arc::default(),
             record_flush: Arc::default(),
             refusals_scored: Arc::default(),
+            webhook_tls: Arc::default(),
         })
     }
 

@@ -6,9 +6,10 @@
 //!
 //! Events are written as delivery rows (the webhook outbox); a worker posts due ones, retries
 //! with backoff for 3 days, and records every attempt's status. Merchants read the log and ask
-//! for a redelivery. Only `http://` endpoints on loopback are accepted, and only in `--dev`;
-//! `https://` needs a TLS client this build does not include yet (see the README).
+//! for a redelivery. Endpoints are `https://` at public addresses (see [`crate::outbound`] for
+//! the guard against request forgery); `--dev` also accepts `http://` and loopback.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -24,7 +25,7 @@ use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 use rand::RngCore;
 
-use crate::{PayError, Payments};
+use crate::{PayError, Payments, outbound};
 
 /// The events a merchant can subscribe to.
 pub const EVENT_TYPES: &[&str] = &[
@@ -94,36 +95,6 @@ pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
     STANDARD.decode(secret.strip_prefix("whsec_")?).ok()
 }
 
-fn parse_url(url: &str) -> Result<(String, u16, String), PayError> {
-    let invalid = PayError::Invalid(
-        "url must be http://HOST:PORT/PATH on this machine (https is not supported yet)",
-    );
-    let rest = url.strip_prefix("http://").ok_or(PayError::Invalid(
-        "url must be http://HOST:PORT/PATH on this machine (https is not supported yet)",
-    ))?;
-    let (authority, path) = match rest.find('/') {
-        Some(at) => (&rest[..at], &rest[at..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !authority.ends_with(']') => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| PayError::Invalid("the port is not valid"))?,
-        ),
-        _ => (authority, 80),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback || url.len() > 500 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid);
-    }
-    Ok((host.to_owned(), port, path.to_owned()))
-}
-
 fn event_types(types: &[String]) -> Result<String, PayError> {
     if types.is_empty() || types.iter().any(|t| !EVENT_TYPES.contains(&t.as_str())) {
         return Err(PayError::Invalid(
@@ -161,17 +132,7 @@ impl<S: LedgerStore> Payments<S> {
         types: &[String],
     ) -> Result<(Endpoint, Secret<String>), PayError> {
         Self::require_webhooks(merchant)?;
-        if !self.auth.config().dev {
-            // Production endpoints are https, which this build cannot call yet; and posting
-            // to loopback ports is only safe on a developer's own machine.
-            return Err(PayError::Invalid(
-                "webhooks need --dev until https delivery is supported",
-            ));
-        }
-        let (_, _, path) = parse_url(url)?;
-        if path.parse::<hyper::Uri>().is_err() {
-            return Err(PayError::Invalid("the URL's path is not valid"));
-        }
+        outbound::parse(url, self.auth.config().dev).map_err(PayError::Invalid)?;
         let types = event_types(types)?;
         let secret = new_secret();
         let sealed = self.auth.keys().seal(secret.expose().as_bytes())?;
@@ -439,7 +400,12 @@ impl<S: LedgerStore> Payments<S> {
                 Ok(keys) => {
                     let timestamp_s = now / 1000;
                     let signature = signatures(&keys, &id, timestamp_s, &payload);
-                    post(&endpoint.text(0)?, &id, timestamp_s, &signature, payload).await
+                    let delivery = Attempt {
+                        id: &id,
+                        timestamp_s,
+                        signature: &signature,
+                    };
+                    self.post(&endpoint.text(0)?, delivery, payload).await
                 }
                 Err(_) => Err("the endpoint's secret could not be opened".to_owned()),
             },
@@ -497,49 +463,67 @@ impl<S: LedgerStore> Payments<S> {
     }
 }
 
-/// One POST; the status code, or why there was none.
-async fn post(
-    url: &str,
-    id: &str,
+/// The Standard Webhooks headers of one attempt.
+struct Attempt<'a> {
+    id: &'a str,
     timestamp_s: i64,
-    signature: &str,
-    body: String,
-) -> Result<u16, String> {
-    let (host, port, path) = parse_url(url).map_err(|e| e.to_string())?;
-    let attempt = async {
-        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+    signature: &'a str,
+}
+
+impl<S: LedgerStore> Payments<S> {
+    /// One POST to a checked address; the status code, or why there was none.
+    async fn post(&self, url: &str, delivery: Attempt<'_>, body: String) -> Result<u16, String> {
+        let dev = self.auth.config().dev;
+        let tls = self.webhook_tls()?;
+        let attempt = async {
+            let target = outbound::parse(url, dev).map_err(str::to_owned)?;
+            let addrs = outbound::resolve(&target, dev).await?;
+            let request = hyper::Request::post(target.path.as_str())
+                .header("host", target.authority())
+                .header("content-type", "application/json")
+                .header("user-agent", "Koban-Webhooks/1")
+                .header("webhook-id", delivery.id)
+                .header("webhook-timestamp", delivery.timestamp_s.to_string())
+                .header("webhook-signature", delivery.signature)
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|_| "the request could not be built".to_owned())?;
+            match outbound::connect(&target, &addrs, &tls).await? {
+                outbound::Stream::Plain(stream) => exchange(stream, request).await,
+                outbound::Stream::Tls(stream) => exchange(stream, request).await,
+            }
+        };
+        tokio::time::timeout(TIMEOUT, attempt)
             .await
-            .map_err(|_| "could not connect".to_owned())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| "no HTTP handshake".to_owned())?;
-        tokio::spawn(connection);
-        let request = hyper::Request::post(path)
-            .header(
-                "host",
-                if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                },
-            )
-            .header("content-type", "application/json")
-            .header("user-agent", "Koban-Webhooks/1")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp_s.to_string())
-            .header("webhook-signature", signature)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|_| "the request could not be built".to_owned())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|_| "no HTTP response".to_owned())?;
-        // The body is not read: a receiver could send any amount of it.
-        Ok(response.status().as_u16())
-    };
-    tokio::time::timeout(TIMEOUT, attempt)
+            .map_err(|_| "timed out".to_owned())?
+    }
+
+    /// The TLS settings for endpoints, built on first use.
+    fn webhook_tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        self.webhook_tls
+            .get_or_init(|| {
+                outbound::tls_config(self.config.tls_ca_pem.as_deref())
+                    .map(Arc::new)
+                    .map_err(|e| format!("webhook TLS settings: {e}"))
+            })
+            .clone()
+    }
+}
+
+/// Sends `request` over `io` and returns the status code. The body is not read: a receiver
+/// could send any amount of it; redirects are not followed.
+async fn exchange<IO>(io: IO, request: hyper::Request<Full<Bytes>>) -> Result<u16, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|_| "timed out".to_owned())?
+        .map_err(|_| "no HTTP handshake".to_owned())?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|_| "no HTTP response".to_owned())?;
+    Ok(response.status().as_u16())
 }
 
 #[cfg(test)]
@@ -554,24 +538,6 @@ mod tests {
         assert_eq!(
             signatures(&[key], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
-    }
-
-    #[test]
-    fn only_loopback_http_urls_are_accepted() {
-        assert!(parse_url("http://127.0.0.1:9000/hooks").is_ok());
-        assert!(parse_url("http://localhost/hooks").is_ok());
-        assert!(parse_url("https://example.com/hooks").is_err());
-        assert!(parse_url("http://10.0.0.1/hooks").is_err());
-        assert!(parse_url("http://169.254.169.254/latest").is_err());
-        assert!(parse_url("http://localhost.evil.example/x").is_err());
-        assert_eq!(
-            parse_url("http://[::1]/x").unwrap(),
-            ("::1".into(), 80, "/x".into())
-        );
-        assert_eq!(
-            parse_url("http://[::1]:81/x").unwrap(),
-            ("::1".into(), 81, "/x".into())
         );
     }
 

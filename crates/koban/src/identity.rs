@@ -72,10 +72,20 @@ pub struct IdentityArgs {
     /// Hours a recovery request waits before an operator may approve it.
     #[arg(long, env = "KOBAN_RECOVERY_WAIT_H", default_value_t = 72)]
     pub recovery_wait_h: i64,
-    /// An SMTP relay for notifications, smtp://HOST:PORT (plain SMTP to a local MTA or
-    /// sidecar). Without one, messages go to the local mailbox.
-    #[arg(long, env = "KOBAN_SMTP_URL")]
+    /// An SMTP relay for notifications: smtps://USER:PASSWORD@HOST:465 (TLS),
+    /// smtp://USER:PASSWORD@HOST:587?tls=required (STARTTLS), or smtp://HOST:25 (plain, for a
+    /// relay on this machine; no credentials). Give the password in the environment or with
+    /// --smtp-password-file, not on the command line. Without a relay, messages go to the
+    /// local mailbox.
+    #[arg(long, env = "KOBAN_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
+    /// A file holding the SMTP password (one line); it replaces any password in the URL.
+    #[arg(long, env = "KOBAN_SMTP_PASSWORD_FILE")]
+    pub smtp_password_file: Option<PathBuf>,
+    /// Certificate authorities (PEM) trusted besides the system's roots, for the SMTP relay
+    /// and merchants' webhook endpoints: an internal authority of yours.
+    #[arg(long, env = "KOBAN_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// The sender of notifications.
     #[arg(
         long,
@@ -101,6 +111,38 @@ pub fn public_url_for(listen: std::net::SocketAddr) -> String {
 }
 
 impl IdentityArgs {
+    /// The certificate authorities of --tls-ca-file, read and checked.
+    pub fn tls_ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = &self.tls_ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("--tls-ca-file {}: {e}", path.display()))?;
+        koban_pay::outbound::tls_config(Some(&pem))
+            .map_err(|e| anyhow::anyhow!("--tls-ca-file {}: {e}", path.display()))?;
+        Ok(Some(pem))
+    }
+
+    fn smtp(&self) -> anyhow::Result<Option<koban_auth::outbox::SmtpConfig>> {
+        let Some(url) = self.smtp_url.as_deref() else {
+            return Ok(None);
+        };
+        let password = match &self.smtp_password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--smtp-password-file {}: {e}", path.display()))?;
+                Some(koban_auth::Secret::new(
+                    text.trim_end_matches(['\r', '\n']).to_owned(),
+                ))
+            }
+            None => None,
+        };
+        let mut smtp = koban_auth::outbox::SmtpConfig::parse(url, &self.mail_from, password)
+            .map_err(|e| anyhow::anyhow!("--smtp-url/--mail-from: {e}"))?;
+        smtp.ca_pem = self.tls_ca_pem()?;
+        Ok(Some(smtp))
+    }
+
     /// The identity settings; `listen` is where `serve` listens (the public URL's default).
     pub fn config(
         &self,
@@ -127,12 +169,7 @@ impl IdentityArgs {
             cooling_off_s: self.cooling_off_h * 3600,
             cooling_off_limit_minor: self.cooling_off_limit_minor,
             recovery_wait_s: self.recovery_wait_h * 3600,
-            smtp: self
-                .smtp_url
-                .as_deref()
-                .map(|url| koban_auth::outbox::SmtpConfig::parse(url, &self.mail_from))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--smtp-url/--mail-from: {e}"))?,
+            smtp: self.smtp()?,
             dev,
             ..AuthConfig::default()
         })

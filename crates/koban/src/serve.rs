@@ -91,9 +91,15 @@ impl WithStore for Serve {
             Duration::from_secs(args.hold_sweep_interval_s.max(1)),
             stopped.clone(),
         ));
-        let mut pay =
-            koban_pay::Payments::new(store.clone(), auth.clone(), args.payments.config(args.dev)?)
-                .map_err(|e| anyhow::anyhow!("payments: {e}"))?;
+        let mut pay = koban_pay::Payments::new(
+            store.clone(),
+            auth.clone(),
+            koban_pay::PayConfig {
+                tls_ca_pem: args.identity.tls_ca_pem()?,
+                ..args.payments.config(args.dev)?
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("payments: {e}"))?;
         let rules = koban_pay::RiskRules::load(args.payments.risk_rules.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(rules = rules.current().rules().len(), digest = %rules.current().digest(), "risk rules loaded");

@@ -14,3 +14,4 @@ mod signin;
 mod stepup;
 mod throttling;
 mod web;
+mod webhooks;

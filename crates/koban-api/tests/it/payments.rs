@@ -1189,7 +1189,7 @@ async fn receiver() -> Receiver {
     Receiver { url, seen, status }
 }
 
-fn verifies(secret: &str, headers: &axum::http::HeaderMap, body: &str) -> usize {
+pub(crate) fn verifies(secret: &str, headers: &axum::http::HeaderMap, body: &str) -> usize {
     let id = headers["webhook-id"].to_str().unwrap();
     let timestamp: i64 = headers["webhook-timestamp"]
         .to_str()
@@ -1386,7 +1386,12 @@ async fn merchant_webhooks_are_signed_retried_rotated_and_redelivered<S: LedgerS
 }
 
 /// The merchant asks for a small amount and the customer pays it; returns the payment id.
-async fn qr_pay<S: LedgerStore>(app: &TestApp<S>, api_key: &str, token: &str, n: u32) -> String {
+pub(crate) async fn qr_pay<S: LedgerStore>(
+    app: &TestApp<S>,
+    api_key: &str,
+    token: &str,
+    n: u32,
+) -> String {
     let request = app
         .call(idem(
             post(
