@@ -306,7 +306,9 @@ fn auth_problem(auth: &AuthError) -> Problem {
             retry_after_s: Some(*retry_after_s),
             ..problem(S::TOO_MANY_REQUESTS, "throttled", "Too many attempts", detail)
         },
-        AuthError::Busy | AuthError::Store(StoreError::Busy) => Problem {
+        // A concurrent writer raced this request (a serialization failure or a deadlock the
+        // database ended): nothing was decided, and the same request may be sent again.
+        AuthError::Busy | AuthError::Store(StoreError::Busy | StoreError::Conflict) => Problem {
             retry_after_s: Some(1),
             ..problem(S::SERVICE_UNAVAILABLE, "busy", "Busy", "the service is busy; try again shortly".into())
         },
@@ -370,4 +372,25 @@ impl IntoResponse for ApiError {
 /// The answer to a path nobody serves.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raced_or_busy_store_asks_for_a_retry_not_an_internal_error() {
+        for error in [StoreError::Conflict, StoreError::Busy] {
+            let problem = ApiError::from(error).problem();
+            assert_eq!((problem.status, problem.retry_after_s), (503, Some(1)));
+        }
+        let unavailable = ApiError::from(StoreError::Unavailable).problem();
+        assert_eq!(
+            (unavailable.status, unavailable.retry_after_s),
+            (503, Some(2))
+        );
+        let broken = ApiError::from(StoreError::Database("disk full".into())).problem();
+        assert_eq!(broken.status, 500);
+        assert!(!broken.detail.contains("disk"), "no internal detail leaks");
+    }
 }

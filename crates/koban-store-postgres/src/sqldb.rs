@@ -23,16 +23,25 @@ impl PgSql {
 
 /// Takes a key that is free, expired, or this process's own (an earlier holder here has not
 /// given it back yet; the caller's process lock says it is done with it).
+///
+/// Every statement here locks rows in key order, or two holders of overlapping keys could each
+/// wait for the other (PostgreSQL ends one as a deadlock): the insert goes through its keys in
+/// order, and a release or renewal locks its rows in order (`ORDER BY key FOR UPDATE`) before
+/// it changes them, where a plain `key = ANY($1)` would visit them in the order they lie on
+/// disk.
 const TAKE_LOCKS: &str = "INSERT INTO instance_locks (key, instance, token, expires_at) \
-     SELECT k, $2, $3, clock_timestamp() + make_interval(secs => $4) FROM UNNEST($1::bytea[]) AS k \
+     SELECT k, $2, $3, clock_timestamp() + make_interval(secs => $4) FROM UNNEST($1::bytea[]) AS k ORDER BY k \
      ON CONFLICT (key) DO UPDATE SET instance = EXCLUDED.instance, token = EXCLUDED.token, \
      expires_at = EXCLUDED.expires_at \
      WHERE instance_locks.expires_at < clock_timestamp() OR instance_locks.instance = EXCLUDED.instance";
 /// Gives back what one holder took (a key another holder took over since is not touched).
-const GIVE_LOCKS: &str = "DELETE FROM instance_locks WHERE key = ANY($1) AND token = $2";
+const GIVE_LOCKS: &str = "DELETE FROM instance_locks WHERE key IN \
+     (SELECT key FROM instance_locks WHERE key = ANY($1) AND token = $2 ORDER BY key FOR UPDATE) \
+     AND token = $2";
 /// Extends a holder's lease while it still holds its keys.
 const RENEW_LOCKS: &str = "UPDATE instance_locks SET expires_at = clock_timestamp() + make_interval(secs => $1) \
-     WHERE key = ANY($2) AND token = $3";
+     WHERE key IN (SELECT key FROM instance_locks WHERE key = ANY($2) AND token = $3 ORDER BY key FOR UPDATE) \
+     AND token = $3";
 
 /// Keys asked for under one holder's `token`.
 #[derive(Clone)]

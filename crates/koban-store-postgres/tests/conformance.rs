@@ -3,7 +3,7 @@
 
 use koban_ledger::{Currency, Timestamp, TransferRequest};
 use koban_store::conformance::{Fixture, account_id, issuer, mv, transfer_id, wallet};
-use koban_store::sql::{SqlDb, SqlTx};
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{Clock, LedgerStore, conformance_tests};
 use koban_store_postgres::{PgConfig, PgStore};
 
@@ -302,4 +302,75 @@ async fn a_lock_held_by_one_instance_excludes_the_others_until_given_back_or_exp
     .unwrap();
     tx.commit().await.unwrap();
     assert!(first.sql().try_hold(both).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn giving_locks_back_waits_in_key_order_and_never_deadlocks_with_a_taker() {
+    let schema = schema_for("lock_order");
+    let Some(store) = connect(&schema, Clock::system()).await else {
+        return;
+    };
+    let count_left = || async {
+        let mut tx = store.sql().begin().await.unwrap();
+        let left = tx
+            .query_one(
+                "SELECT COUNT(*) FROM instance_locks WHERE key IN ('\\x6b31', '\\x6b32')",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap();
+        tx.commit().await.unwrap();
+        left
+    };
+    let held = store
+        .sql()
+        .try_hold(vec![b"k1".to_vec(), b"k2".to_vec()])
+        .await
+        .unwrap()
+        .expect("free keys are taken");
+    // A new version of k1's row lies after k2's on disk: a release that deletes in the order
+    // rows lie would lock k2 first.
+    const TOUCH_K1: &str =
+        "UPDATE instance_locks SET expires_at = expires_at WHERE key = '\\x6b31'";
+    const TOUCH_K2: &str =
+        "UPDATE instance_locks SET expires_at = expires_at WHERE key = '\\x6b32'";
+    let mut setup = store.sql().begin().await.unwrap();
+    setup
+        .execute(
+            "CREATE TEMP TABLE k1_row ON COMMIT DROP AS SELECT * FROM instance_locks WHERE key = '\\x6b31'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    setup
+        .execute("DELETE FROM instance_locks WHERE key = '\\x6b31'", vec![])
+        .await
+        .unwrap();
+    setup
+        .execute("INSERT INTO instance_locks SELECT * FROM k1_row", vec![])
+        .await
+        .unwrap();
+    setup.commit().await.unwrap();
+    // Another holder (as a taker does) has k1 locked when the release starts, and wants k2
+    // next.
+    let mut taker = store.sql().begin().await.unwrap();
+    taker.execute(TOUCH_K1, vec![]).await.unwrap();
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Waits for the release only if the release took k2 before k1: then each waits for the
+    // other, and PostgreSQL ends one of them after a second.
+    let second = taker.execute(TOUCH_K2, vec![]).await;
+    assert!(second.is_ok(), "the taker was ended: {second:?}");
+    taker.commit().await.unwrap();
+    let mut left = i64::MAX;
+    for _ in 0..30 {
+        left = count_left().await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the release was ended and its locks left behind");
 }
