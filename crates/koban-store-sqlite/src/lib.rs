@@ -115,6 +115,70 @@ impl SqliteStore {
         db::migrate(&mut db::connect(path)?)
     }
 
+    /// Writes a consistent copy of the database at `path` to `dest` while it is in use
+    /// (`VACUUM INTO` reads one snapshot; writers go on meanwhile), through `dest.partial`,
+    /// synced and renamed into place, so `dest` is whole or absent. Refuses an existing
+    /// `dest`. Returns the copy's size in bytes.
+    pub fn backup_into(path: &Path, dest: &Path) -> Result<u64, StoreError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Database(format!("{what} {}: {e}", dest.display()))
+        };
+        if dest.exists() {
+            return Err(StoreError::Database(format!(
+                "{} exists already; give a new file",
+                dest.display()
+            )));
+        }
+        if !path.exists() {
+            return Err(StoreError::Database(format!(
+                "no database at {}",
+                path.display()
+            )));
+        }
+        let mut partial = dest.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let _ = std::fs::remove_file(&partial);
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db::db_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db::db_error)?;
+        let target = partial
+            .to_str()
+            .ok_or_else(|| fail("the path is not UTF-8:", &"use another name"))?;
+        conn.execute("VACUUM INTO ?1", [target])
+            .map_err(|e| fail("writing", &e))?;
+        drop(conn);
+        let file = std::fs::File::open(&partial).map_err(|e| fail("opening", &e))?;
+        file.sync_all().map_err(|e| fail("syncing", &e))?;
+        let size = file.metadata().map_err(|e| fail("reading", &e))?.len();
+        std::fs::rename(&partial, dest).map_err(|e| fail("renaming into", &e))?;
+        sync_dir(dest)?;
+        Ok(size)
+    }
+
+    /// SQLite's own check of every page and index of the file at `path` (`PRAGMA
+    /// integrity_check`): the problems it found, at most 20, or none.
+    pub fn integrity_problems(path: &Path) -> Result<Vec<String>, StoreError> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db::db_error)?;
+        let mut statement = conn
+            .prepare("PRAGMA integrity_check(20)")
+            .map_err(db::db_error)?;
+        let found = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(db::db_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db::db_error)?;
+        Ok(found.into_iter().filter(|line| line != "ok").collect())
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -266,4 +330,15 @@ impl LedgerStore for SqliteStore {
     async fn shutdown(&self) {
         self.queue.shutdown().await;
     }
+}
+
+/// Syncs the directory holding `path`, so a rename into it survives a power loss.
+pub fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::Database(format!("syncing {}: {e}", dir.display())))
 }

@@ -63,7 +63,7 @@ pub struct BackendOptions {
 /// Locks `<database>.serving` for this process until it exits, or says which file another
 /// serving process holds. Other commands (admin, audit, keys) still open the database beside
 /// it.
-fn lock_for_serving(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_for_serving(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -27,6 +27,14 @@ pub enum Command {
     Admin(AdminCommand),
     /// Apply the embedded database migrations and exit (serve also applies them at start).
     Migrate(DatabaseArgs),
+    /// Write a consistent copy of the embedded SQLite database while the service runs (to a
+    /// new file), then check the copy: ledger invariants and the audit chain. PostgreSQL is
+    /// backed up with pg_dump or continuous archiving (README, Operations).
+    Backup(crate::backup::BackupArgs),
+    /// Put a backup in place of the embedded SQLite database (the server must be stopped):
+    /// the backup is checked first, the replaced files are kept beside it, and the result is
+    /// checked again (ledger invariants, audit chain).
+    Restore(crate::backup::RestoreArgs),
     /// Benchmarks that print figures as JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -275,6 +283,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{{\"migrations_applied\": {applied}}}");
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Backup(args) => crate::backup::backup(args).await,
+            Command::Restore(args) => crate::backup::restore(args).await,
             Command::Bench(BenchCommand::Ledger(args)) => crate::bench::ledger(args).await,
             Command::Bench(BenchCommand::Login(args)) => crate::bench_login::login(args).await,
             Command::Bench(BenchCommand::Api(args)) => crate::bench_api::api(args).await,

@@ -181,6 +181,11 @@ pub fn master_key(args: &KeyArgs, database_url: &str) -> anyhow::Result<ServerKe
     load_master_key(args, database_url, true)
 }
 
+/// The master key, which must exist already (commands that only read the data).
+pub fn existing_master_key(args: &KeyArgs, database_url: &str) -> anyhow::Result<ServerKeys> {
+    load_master_key(args, database_url, false)
+}
+
 /// The directory of the data kept beside the database: the SQLite file's directory, or
 /// ./koban-data for a database that is not a local file.
 pub fn data_dir(database_url: &str) -> PathBuf {

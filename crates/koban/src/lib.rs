@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod backup;
 pub mod bench;
 pub mod bench_all;
 pub mod bench_api;

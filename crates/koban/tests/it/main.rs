@@ -1,5 +1,6 @@
 //! Integration tests of the `koban` binary: each starts the real binary as a child process.
 
+mod backup;
 mod bench;
 mod browser;
 mod chaos;
