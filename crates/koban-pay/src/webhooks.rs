@@ -426,6 +426,12 @@ impl<S: LedgerStore> Payments<S> {
         if let Err(error) = &outcome {
             tracing::info!(delivery = %id, %error, "webhook delivery failed");
         }
+        metrics::counter!("koban_webhook_attempts_total", "outcome" => match status {
+            "delivered" => "delivered",
+            "failed" => "given_up",
+            _ => "failed",
+        })
+        .increment(1);
         let mut tx = self.db().begin().await?;
         tx.execute(
             "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_status_code = $3, next_attempt_at = $4 \

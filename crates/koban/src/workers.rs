@@ -151,8 +151,17 @@ pub async fn sweep_holds<S: LedgerStore>(
             continue;
         }
         match store.expire_holds(SWEEP_HOLDS_MAX).await {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(released, "released expired holds"),
+            Ok(released) => {
+                if released > 0 {
+                    tracing::info!(released, "released expired holds");
+                }
+                // The alert on a stalled sweep compares this with the time (the instance
+                // holding the sweep's lease sets it).
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                metrics::gauge!("koban_hold_sweep_last_success_timestamp_seconds").set(now);
+            }
             Err(error) => tracing::warn!(%error, "hold sweep failed; will retry"),
         }
     }

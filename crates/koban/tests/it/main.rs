@@ -11,6 +11,7 @@ mod fuzz;
 mod helpers;
 mod identity;
 mod instances;
+mod observability;
 mod risk;
 mod serve;
 mod walkthroughs;
