@@ -14,6 +14,10 @@ use crate::backend::{self, BackendOptions, DEFAULT_DATABASE_URL, DatabaseUrl};
     about = "Koban: a cashless payment service (stored-value wallets, double-entry ledger)"
 )]
 pub struct Cli {
+    /// A TOML file of settings, keyed by their flag names (`listen = "127.0.0.1:8080"`); the
+    /// environment (`KOBAN_*`) overrides it and flags override both. No secrets in it.
+    #[arg(long, env = "KOBAN_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,6 +39,9 @@ pub enum Command {
     /// the backup is checked first, the replaced files are kept beside it, and the result is
     /// checked again (ledger invariants, audit chain).
     Restore(crate::backup::RestoreArgs),
+    /// The configuration: `koban config check` validates it and prints every setting.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Benchmarks that print figures as JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -58,6 +65,14 @@ pub enum Command {
     /// Prints one row per attack (with --json, one document); exits non-zero if money reached
     /// an attacker or an account was taken over.
     Drill(crate::drill::DrillArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Build every setting `serve` would (from the file, the environment and these flags)
+    /// without starting anything; print each with where its value came from, secrets masked.
+    /// Exits non-zero if any setting is invalid.
+    Check(Box<crate::config::CheckArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,10 +186,57 @@ pub struct PaymentArgs {
     /// (compensations always do).
     #[arg(long, env = "KOBAN_APPROVAL_FROM", default_value_t = 50_000)]
     pub approval_from: u64,
+    /// The most one payer may send to one payee per day.
+    #[arg(long, env = "KOBAN_PER_PAYEE_DAILY_MAX", default_value_t = koban_pay::PayConfig::default().per_payee_daily_max)]
+    pub per_payee_daily_max: u64,
+    /// A transfer of at least this much to a new payee is held for an analyst's review.
+    #[arg(long, env = "KOBAN_REVIEW_NEW_PAYEE_FROM", default_value_t = koban_pay::PayConfig::default().review_new_payee_from_minor)]
+    pub review_new_payee_from: u64,
+    /// Distinct senders to one young account within an hour that hold further transfers to
+    /// it (a mule's fan-in).
+    #[arg(long, env = "KOBAN_FAN_IN_SENDERS_MAX", default_value_t = koban_pay::PayConfig::default().fan_in_senders_max)]
+    pub fan_in_senders_max: usize,
+    /// The most a newly linked bank account may top up per day during its cooling period ...
+    #[arg(long, env = "KOBAN_NEW_SOURCE_DAILY_MAX", default_value_t = koban_pay::PayConfig::default().new_source_daily_max)]
+    pub new_source_daily_max: u64,
+    /// ... which lasts this many hours after it was verified.
+    #[arg(long, env = "KOBAN_NEW_SOURCE_COOLING_H", default_value_t = koban_pay::PayConfig::default().new_source_cooling_s / 3600)]
+    pub new_source_cooling_h: i64,
+    /// The most one customer-presented payment code can be charged.
+    #[arg(long, env = "KOBAN_CODE_LIMIT", default_value_t = koban_pay::PayConfig::default().code_limit_minor)]
+    pub code_limit: u64,
+    /// Wrong payment codes one merchant key may try within 15 minutes.
+    #[arg(long, env = "KOBAN_CODE_GUESSES_MAX", default_value_t = koban_pay::PayConfig::default().code_guesses_max)]
+    pub code_guesses_max: i64,
+    /// Wrong payment codes one merchant (all its keys) may try within 15 minutes.
+    #[arg(long, env = "KOBAN_CODE_GUESSES_MERCHANT_MAX", default_value_t = koban_pay::PayConfig::default().code_guesses_merchant_max)]
+    pub code_guesses_merchant_max: i64,
+    /// Wrong payment codes one network may try within 15 minutes.
+    #[arg(long, env = "KOBAN_CODE_GUESSES_NETWORK_MAX", default_value_t = koban_pay::PayConfig::default().code_guesses_network_max)]
+    pub code_guesses_network_max: i64,
+    /// Merchant fee unless set per merchant: basis points of the amount ...
+    #[arg(long, env = "KOBAN_FEE_BPS", default_value_t = koban_pay::PayConfig::default().fee_bps)]
+    pub fee_bps: u64,
+    /// ... plus this fixed part, in minor units.
+    #[arg(long, env = "KOBAN_FEE_FIXED", default_value_t = koban_pay::PayConfig::default().fee_fixed_minor)]
+    pub fee_fixed: u64,
 }
 
 impl PaymentArgs {
     pub fn config(&self, dev: bool) -> anyhow::Result<koban_pay::PayConfig> {
+        if self.fan_in_senders_max < 1
+            || !(0..=24 * 30).contains(&self.new_source_cooling_h)
+            || self.code_guesses_max < 1
+            || self.code_guesses_merchant_max < 1
+            || self.code_guesses_network_max < 1
+        {
+            anyhow::bail!(
+                "--fan-in-senders-max and the --code-guesses limits must be at least 1, --new-source-cooling-h 0 to 720"
+            );
+        }
+        if self.fee_bps > 10_000 {
+            anyhow::bail!("--fee-bps must be at most 10000 (100%)");
+        }
         let mut currencies = Vec::new();
         for code in &self.currencies {
             currencies.push(koban_ledger::Currency::parse(code.trim()).map_err(|_| {
@@ -195,6 +257,17 @@ impl PaymentArgs {
             },
             step_up_from_minor: self.step_up_from,
             approval_from_minor: self.approval_from,
+            per_payee_daily_max: self.per_payee_daily_max,
+            review_new_payee_from_minor: self.review_new_payee_from,
+            fan_in_senders_max: self.fan_in_senders_max,
+            new_source_daily_max: self.new_source_daily_max,
+            new_source_cooling_s: self.new_source_cooling_h * 3600,
+            code_limit_minor: self.code_limit,
+            code_guesses_max: self.code_guesses_max,
+            code_guesses_merchant_max: self.code_guesses_merchant_max,
+            code_guesses_network_max: self.code_guesses_network_max,
+            fee_bps: self.fee_bps,
+            fee_fixed_minor: self.fee_fixed,
             ..koban_pay::PayConfig::default()
         })
     }
@@ -228,7 +301,7 @@ impl PaymentArgs {
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
     /// Create an operator (the first admin, typically) and print a one-time enrolment link.
-    Create(crate::identity::AdminCreateArgs),
+    Create(Box<crate::identity::AdminCreateArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,7 +343,10 @@ pub enum AuditCommand {
 }
 
 /// Runs a parsed command; returns the process exit code.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: Cli, file: crate::config::FileSettings) -> anyhow::Result<ExitCode> {
+    if let Command::Config(ConfigCommand::Check(args)) = cli.command {
+        return crate::config::check(*args, &file);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name(crate::bench_meter::LOAD_THREAD)
@@ -283,6 +359,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{{\"migrations_applied\": {applied}}}");
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Config(_) => unreachable!("handled before the runtime starts"),
             Command::Backup(args) => crate::backup::backup(args).await,
             Command::Restore(args) => crate::backup::restore(args).await,
             Command::Bench(BenchCommand::Ledger(args)) => crate::bench::ledger(args).await,
@@ -314,7 +391,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Admin(AdminCommand::Create(args)) => {
                 let url = args.database.database_url.expose().to_owned();
-                backend::open(&url, BackendOptions::default(), args).await
+                backend::open(&url, BackendOptions::default(), *args).await
             }
         }
     })

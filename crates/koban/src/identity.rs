@@ -72,6 +72,38 @@ pub struct IdentityArgs {
     /// Hours a recovery request waits before an operator may approve it.
     #[arg(long, env = "KOBAN_RECOVERY_WAIT_H", default_value_t = 72)]
     pub recovery_wait_h: i64,
+    /// Minutes a session may sit idle before it ends.
+    #[arg(long, env = "KOBAN_SESSION_IDLE_MIN", default_value_t = AuthConfig::default().session_idle_s / 60)]
+    pub session_idle_min: i64,
+    /// Hours a session lasts at most, however active.
+    #[arg(long, env = "KOBAN_SESSION_ABSOLUTE_H", default_value_t = AuthConfig::default().session_absolute_s / 3600)]
+    pub session_absolute_h: i64,
+    /// Consecutive failed sign-ins on one account before each further attempt is delayed.
+    #[arg(long, env = "KOBAN_ACCOUNT_DELAY_AFTER", default_value_t = AuthConfig::default().account_delay_after)]
+    pub account_delay_after: i64,
+    /// Consecutive failed sign-ins on one account that lock it (its owner is told by e-mail).
+    #[arg(long, env = "KOBAN_ACCOUNT_LOCK_AFTER", default_value_t = AuthConfig::default().account_lock_after)]
+    pub account_lock_after: i64,
+    /// Minutes a locked account stays locked.
+    #[arg(long, env = "KOBAN_ACCOUNT_LOCK_MIN", default_value_t = AuthConfig::default().account_lock_s / 60)]
+    pub account_lock_min: i64,
+    /// Failed sign-ins from one network (IPv4 /24, IPv6 /64) per throttle window before it is
+    /// refused.
+    #[arg(long, env = "KOBAN_NETWORK_FAILURES_MAX", default_value_t = AuthConfig::default().network_failures_max)]
+    pub network_failures_max: i64,
+    /// Failed sign-ins from one device cookie per throttle window before it is refused.
+    #[arg(long, env = "KOBAN_DEVICE_FAILURES_MAX", default_value_t = AuthConfig::default().device_failures_max)]
+    pub device_failures_max: i64,
+    /// Minutes of the sign-in throttle window.
+    #[arg(long, env = "KOBAN_THROTTLE_WINDOW_MIN", default_value_t = AuthConfig::default().window_s / 60)]
+    pub throttle_window_min: i64,
+    /// Distinct accounts one password may fail against before it is refused everywhere
+    /// (password spraying).
+    #[arg(long, env = "KOBAN_SPRAY_ACCOUNTS_MAX", default_value_t = AuthConfig::default().spray_accounts_max)]
+    pub spray_accounts_max: i64,
+    /// Sign-ups, password resets and recovery requests from one network per throttle window.
+    #[arg(long, env = "KOBAN_REQUESTS_PER_NETWORK_MAX", default_value_t = AuthConfig::default().requests_per_network_max)]
+    pub requests_per_network_max: i64,
     /// An SMTP relay for notifications: smtps://USER:PASSWORD@HOST:465 (TLS),
     /// smtp://USER:PASSWORD@HOST:587?tls=required (STARTTLS), or smtp://HOST:25 (plain, for a
     /// relay on this machine; no credentials). Give the password in the environment or with
@@ -158,6 +190,30 @@ impl IdentityArgs {
         if !(1..=24 * 30).contains(&self.recovery_wait_h) {
             bail!("--recovery-wait-h must be 1 to 720");
         }
+        if !(1..=24 * 60).contains(&self.session_idle_min)
+            || !(1..=24 * 30).contains(&self.session_absolute_h)
+            || self.session_idle_min > self.session_absolute_h * 60
+        {
+            bail!(
+                "--session-idle-min must be 1 to 1440 and --session-absolute-h 1 to 720, the idle time within the absolute one"
+            );
+        }
+        if self.account_delay_after < 1
+            || self.account_lock_after < self.account_delay_after
+            || !(1..=24 * 60).contains(&self.account_lock_min)
+        {
+            bail!(
+                "--account-delay-after must be at least 1, --account-lock-after at least that, and --account-lock-min 1 to 1440"
+            );
+        }
+        if self.network_failures_max < 1
+            || self.device_failures_max < 1
+            || self.spray_accounts_max < 1
+            || self.requests_per_network_max < 1
+            || !(1..=24 * 60).contains(&self.throttle_window_min)
+        {
+            bail!("the throttle limits must be at least 1, and --throttle-window-min 1 to 1440");
+        }
         Ok(AuthConfig {
             public_url: match (&self.public_url, listen) {
                 (Some(url), _) => url.trim_end_matches('/').to_owned(),
@@ -169,6 +225,16 @@ impl IdentityArgs {
             cooling_off_s: self.cooling_off_h * 3600,
             cooling_off_limit_minor: self.cooling_off_limit_minor,
             recovery_wait_s: self.recovery_wait_h * 3600,
+            session_idle_s: self.session_idle_min * 60,
+            session_absolute_s: self.session_absolute_h * 3600,
+            account_delay_after: self.account_delay_after,
+            account_lock_after: self.account_lock_after,
+            account_lock_s: self.account_lock_min * 60,
+            network_failures_max: self.network_failures_max,
+            device_failures_max: self.device_failures_max,
+            window_s: self.throttle_window_min * 60,
+            spray_accounts_max: self.spray_accounts_max,
+            requests_per_network_max: self.requests_per_network_max,
             smtp: self.smtp()?,
             dev,
             ..AuthConfig::default()

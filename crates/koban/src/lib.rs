@@ -17,6 +17,7 @@ pub mod bench_meter;
 pub mod bench_pages;
 pub mod card_network;
 pub mod cli;
+pub mod config;
 pub mod drill;
 pub mod identity;
 pub mod keys;

@@ -1,10 +1,8 @@
 //! The `koban` binary: parses the command line and hands over to the library.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = koban::cli::Cli::parse();
-    match koban::cli::run(cli) {
+    let parsed = koban::config::parse(std::env::args_os().collect());
+    match parsed.and_then(|(cli, file)| koban::cli::run(cli, file)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("koban: {error:#}");

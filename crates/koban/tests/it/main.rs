@@ -4,6 +4,7 @@ mod backup;
 mod bench;
 mod browser;
 mod chaos;
+mod config;
 mod contract;
 mod crash;
 mod drill;
