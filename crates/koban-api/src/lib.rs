@@ -389,23 +389,49 @@ async fn security_headers(State(dev): State<bool>, request: Request, next: Next)
     response
 }
 
+/// The caller's `X-Request-Id` when it is a short token (at most 64 letters, digits, `-`, `_`
+/// or `.`, so it cannot forge a log line), else a new one.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned)
+}
+
 /// One JSON log line per request: method, route template (never the raw path or query, which
-/// may carry tokens), status and time taken.
+/// may carry tokens), status and time taken. Every line logged while the request runs carries
+/// its id (in the `request` span), and the answer carries it in `X-Request-Id`, so a proxy's
+/// log, the client's report and Koban's lines can be joined.
 pub async fn log_request(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched".to_owned(), |p| p.as_str().to_owned());
+    let id = request_id(&request);
+    let span = tracing::info_span!("request", request_id = %id);
     let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::info!(
-        method = %method,
-        route,
-        status = response.status().as_u16(),
-        ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "request"
-    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            route,
+            status = response.status().as_u16(),
+            ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "request"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
     response
 }
 

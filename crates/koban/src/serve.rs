@@ -22,7 +22,9 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_current_span(false)
+        // The one span is each request's (its id); nothing else opens one.
+        .with_current_span(true)
+        .with_span_list(false)
         .try_init();
 }
 

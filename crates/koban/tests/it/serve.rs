@@ -135,3 +135,57 @@ fn migrate_applies_once_and_rejects_unknown_urls() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unsupported database URL"));
 }
+
+#[test]
+fn every_request_has_an_id_in_its_answer_and_its_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("k.db").display());
+    let (_server, addr, logs) = crate::helpers::spawn_serve_with(&url, &[]);
+    let header = |response: &crate::helpers::HttpResponse| {
+        response
+            .head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                name.eq_ignore_ascii_case("x-request-id")
+                    .then(|| value.to_owned())
+            })
+            .expect("an X-Request-Id answer header")
+    };
+    let logged_with = |id: &str| {
+        // The request line is written as the answer goes out; give the log a moment.
+        for _ in 0..100 {
+            let found = logs.lock().unwrap().iter().any(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                entry["fields"]["message"] == "request" && entry["span"]["request_id"] == id
+            });
+            if found {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    // The caller's id is kept.
+    let given = crate::helpers::http(
+        addr,
+        "GET",
+        "/livez",
+        &[("X-Request-Id", "lb-7f3a.2")],
+        None,
+    );
+    assert_eq!(header(&given), "lb-7f3a.2");
+    assert!(logged_with("lb-7f3a.2"), "{:?}", logs.lock().unwrap());
+    // Without one, or with one that could forge a log line, a new one is made.
+    for headers in [
+        vec![],
+        vec![("X-Request-Id", "a b\\\"}")],
+        vec![("X-Request-Id", "x".repeat(65).leak() as &str)],
+    ] {
+        let answer = crate::helpers::http(addr, "GET", "/readyz", &headers, None);
+        let id = header(&answer);
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(logged_with(&id));
+    }
+}
