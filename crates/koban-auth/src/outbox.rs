@@ -34,8 +34,9 @@ pub enum SmtpSecurity {
     /// `smtp://…?tls=required`: STARTTLS, and no message is sent if the relay refuses it
     /// (port 587 by default).
     StartTls,
-    /// `smtp://`: no encryption, for a relay on the same machine or a sidecar that does TLS
-    /// onwards (port 25 by default). Credentials are refused on it.
+    /// `smtp://` to this machine, or `smtp://…?tls=none` on purpose: no encryption, for a
+    /// relay on the same machine or a sidecar that does TLS onwards (port 25 by default).
+    /// Credentials are refused on it.
     Plain,
 }
 
@@ -56,7 +57,7 @@ pub struct SmtpConfig {
 impl SmtpConfig {
     /// Parses `smtps://[USER:PASSWORD@]HOST[:PORT]` (TLS),
     /// `smtp://[USER:PASSWORD@]HOST[:PORT]?tls=required` (STARTTLS) or `smtp://HOST[:PORT]`
-    /// (plain). The user name and password are percent-encoded; `password`, when given (from
+    /// (plain: to this machine, or anywhere with `?tls=none`). The user name and password are percent-encoded; `password`, when given (from
     /// a file), replaces the URL's. Error messages never repeat the URL.
     pub fn parse(
         url: &str,
@@ -65,18 +66,38 @@ impl SmtpConfig {
     ) -> Result<SmtpConfig, AuthError> {
         const SHAPE: &str = "the SMTP URL must look like smtps://USER:PASSWORD@HOST:465, smtp://USER:PASSWORD@HOST:587?tls=required or smtp://HOST:25";
         let url = url::Url::parse(url).map_err(|_| AuthError::Invalid(SHAPE))?;
-        let tls = url.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v);
-        let (security, default_port) = match (url.scheme(), tls.as_deref()) {
-            ("smtps", None | Some("wrapper")) => (SmtpSecurity::Tls, 465),
-            ("smtp", Some("required")) => (SmtpSecurity::StartTls, 587),
-            ("smtp", None) => (SmtpSecurity::Plain, 25),
-            _ => return Err(AuthError::Invalid(SHAPE)),
-        };
+        let mut tls = None;
+        for (key, value) in url.query_pairs() {
+            if key != "tls" || tls.is_some() {
+                return Err(AuthError::Invalid(
+                    "the SMTP URL takes one parameter, tls (required, or none to send in clear on purpose)",
+                ));
+            }
+            tls = Some(value.into_owned());
+        }
         let host = match url.host() {
             Some(url::Host::Domain(name)) => name.to_owned(),
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             None => return Err(AuthError::Invalid("the SMTP URL must name a host")),
+        };
+        let on_this_machine = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let (security, default_port) = match (url.scheme(), tls.as_deref()) {
+            ("smtps", None) => (SmtpSecurity::Tls, 465),
+            ("smtp", Some("required")) => (SmtpSecurity::StartTls, 587),
+            ("smtp", None) if on_this_machine => (SmtpSecurity::Plain, 25),
+            ("smtp", Some("none")) => (SmtpSecurity::Plain, 25),
+            ("smtp", None) => {
+                // Mail carries sign-in codes and links: in clear only to this machine, unless
+                // the operator says so.
+                return Err(AuthError::Invalid(
+                    "plain SMTP goes only to a relay on this machine: use smtps://, smtp://...?tls=required, or ?tls=none to send in clear on purpose",
+                ));
+            }
+            _ => return Err(AuthError::Invalid(SHAPE)),
         };
         if !url.path().trim_matches('/').is_empty() || url.fragment().is_some() {
             return Err(AuthError::Invalid(SHAPE));

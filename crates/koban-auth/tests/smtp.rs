@@ -376,7 +376,15 @@ fn smtp_urls_say_how_to_protect_credentials_and_never_repeat_them() {
     )
     .unwrap();
     assert_eq!(from_file.credentials.unwrap().1.expose(), "filed");
+    let sidecar = SmtpConfig::parse("smtp://relay.internal?tls=none", from, None).unwrap();
+    assert_eq!(sidecar.security, SmtpSecurity::Plain);
     for url in [
+        "smtp://mail.example",
+        "smtp://mail.example?TLS=required",
+        "smtp://mail.example?starttls=required",
+        "smtp://mail.example?tls=required&tls=none",
+        "smtps://mail.example?tls=wrapper",
+        "smtp://u:hunter2@mail.example?tls=none",
         "smtp://u:hunter2@mail.example",
         "smtps://u@mail.example",
         "smtps://:hunter2@mail.example",

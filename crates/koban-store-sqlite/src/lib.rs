@@ -135,10 +135,16 @@ impl SqliteStore {
                 path.display()
             )));
         }
+        // A name of this backup's own, so two backups to one place never share it.
         let mut partial = dest.as_os_str().to_owned();
-        partial.push(".partial");
+        partial.push(format!(".partial-{}", std::process::id()));
         let partial = PathBuf::from(partial);
-        let _ = std::fs::remove_file(&partial);
+        if partial.exists() {
+            return Err(StoreError::Database(format!(
+                "{} exists: another backup is writing it",
+                partial.display()
+            )));
+        }
         let conn = rusqlite::Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -155,9 +161,31 @@ impl SqliteStore {
         let file = std::fs::File::open(&partial).map_err(|e| fail("opening", &e))?;
         file.sync_all().map_err(|e| fail("syncing", &e))?;
         let size = file.metadata().map_err(|e| fail("reading", &e))?.len();
-        std::fs::rename(&partial, dest).map_err(|e| fail("renaming into", &e))?;
+        // A link, unlike a rename, never replaces a file that appeared meanwhile.
+        let linked = std::fs::hard_link(&partial, dest);
+        let _ = std::fs::remove_file(&partial);
+        linked.map_err(|e| fail("putting the backup at", &e))?;
         sync_dir(dest)?;
         Ok(size)
+    }
+
+    /// Moves everything in the write-ahead log of the database at `path` into the file itself
+    /// and empties the log (`PRAGMA wal_checkpoint(TRUNCATE)`), so the file alone holds the
+    /// whole database. Fails if another connection keeps it from finishing.
+    pub fn checkpoint(path: &Path) -> Result<(), StoreError> {
+        let conn = db::connect(path)?;
+        let (busy, _, _): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .map_err(db::db_error)?;
+        if busy != 0 {
+            return Err(StoreError::Database(format!(
+                "{} is in use: its log could not be checkpointed",
+                path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// SQLite's own check of every page and index of the file at `path` (`PRAGMA

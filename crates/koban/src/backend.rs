@@ -21,16 +21,50 @@ impl DatabaseUrl {
 
     /// The URL with any password replaced by `[redacted]`.
     pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return self.0.clone();
-        };
-        let Some((userinfo, host)) = rest.rsplit_once('@') else {
-            return self.0.clone();
-        };
-        match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:[redacted]@{host}"),
-            None => self.0.clone(),
-        }
+        redact_url(&self.0)
+    }
+}
+
+/// Whether `text`, a URL, may carry a password: in its user part (`user:password@`), or as a
+/// `password=` parameter (PostgreSQL URLs accept one).
+pub fn url_has_secret(text: &str) -> bool {
+    redact_url(text) != text
+}
+
+/// `text` with every password in it replaced by `[redacted]`: the user part's (found by the
+/// last `@` before the path, whatever characters the password holds) and any `password=`
+/// parameter's.
+pub fn redact_url(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    // A password may hold `/` or `#` unencoded: the user part ends at the last `@`.
+    let authority = match before_query.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:[redacted]@{host}"),
+            None => before_query.to_owned(),
+        },
+        None => before_query.to_owned(),
+    };
+    let query = query.map(|query| {
+        query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                    format!("{key}=[redacted]")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(query) => format!("{scheme}://{authority}?{query}"),
+        None => format!("{scheme}://{authority}"),
     }
 }
 
@@ -188,5 +222,26 @@ mod tests {
         );
         let plain: DatabaseUrl = "sqlite://./koban-data/koban.db".parse().unwrap();
         assert_eq!(plain.redacted(), "sqlite://./koban-data/koban.db");
+        for (url, shown) in [
+            (
+                "postgres://koban@db/k?sslmode=require&password=s3cret",
+                "postgres://koban@db/k?sslmode=require&password=[redacted]",
+            ),
+            (
+                "smtps://u:pa/ss#x@mail.example:465",
+                "smtps://u:[redacted]@mail.example:465",
+            ),
+            (
+                "smtps://u%40x:p%3Ass@mail.example",
+                "smtps://u%40x:[redacted]@mail.example",
+            ),
+            (
+                "smtp://mail.example:25?tls=required",
+                "smtp://mail.example:25?tls=required",
+            ),
+        ] {
+            assert_eq!(super::redact_url(url), shown);
+            assert_eq!(super::url_has_secret(url), url != shown, "{url}");
+        }
     }
 }

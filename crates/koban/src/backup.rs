@@ -181,54 +181,90 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let _serving = crate::backend::lock_for_serving(&path)?;
     // Checked before anything is replaced: a damaged backup leaves the database as it was.
     let incoming = with_suffix(&path, ".restoring");
-    let _ = std::fs::remove_file(&incoming);
+    // The copy and its log files, also what an earlier restore that failed left behind.
+    let discard = |file: &Path| {
+        for part in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(with_suffix(file, part));
+        }
+    };
+    discard(&incoming);
     std::fs::copy(&args.from, &incoming)
         .with_context(|| format!("copying {} beside the database", args.from.display()))?;
-    let checked = check(&incoming, &keys).await?;
-    for leftover in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(with_suffix(&incoming, leftover));
-    }
-    if !checked.ok() {
-        let _ = std::fs::remove_file(&incoming);
-        bail!(
-            "the backup fails its checks (file {}, ledger {}, audit chain {}); the database was not touched",
-            if checked.file_ok { "ok" } else { "damaged" },
-            if checked.ledger_ok { "ok" } else { "broken" },
-            if checked.audit_ok { "ok" } else { "broken" }
-        );
-    }
+    let checked = check(&incoming, &keys).await;
+    // The check opened the copy (and may have migrated it): its log goes into the file, and
+    // only then are the emptied log files removed.
+    let settled = checked.is_ok()
+        && SqliteStore::checkpoint(&incoming).is_ok()
+        && ["-wal", "-shm"].iter().all(|part| {
+            let file = with_suffix(&incoming, part);
+            !file.exists() || std::fs::remove_file(file).is_ok()
+        });
+    let checked = match checked {
+        Ok(checked) if checked.ok() && settled => checked,
+        other => {
+            discard(&incoming);
+            let why = match other {
+                Ok(checked) if !checked.ok() => format!(
+                    "the backup fails its checks (file {}, ledger {}, audit chain {})",
+                    if checked.file_ok { "ok" } else { "damaged" },
+                    if checked.ledger_ok { "ok" } else { "broken" },
+                    if checked.audit_ok { "ok" } else { "broken" }
+                ),
+                Ok(_) => "the checked copy could not be settled into one file".to_owned(),
+                Err(error) => format!("the backup could not be checked: {error:#}"),
+            };
+            bail!("{why}; the database was not touched");
+        }
+    };
     std::fs::File::open(&incoming)
         .and_then(|f| f.sync_all())
         .context("syncing the restored copy")?;
-    // What is replaced is kept beside it, with its write-ahead log, and so is the anchor file
-    // of the chain being replaced (its checkpoints would not match the restored chain).
+    // The database being replaced: its log goes into the file first, so the copy kept aside
+    // is whole by itself; a log without its database would be replayed into the backup.
+    let live_log = ["-wal", "-shm"]
+        .iter()
+        .any(|part| with_suffix(&path, part).exists());
+    if path.exists() {
+        if let Err(error) = SqliteStore::checkpoint(&path) {
+            discard(&incoming);
+            bail!("{error}; the database was not touched");
+        }
+    } else if live_log {
+        discard(&incoming);
+        bail!(
+            "{}-wal exists without its database: move it away first; the database was not touched",
+            path.display()
+        );
+    }
+    // What is replaced is kept beside it (a second name for the same file, so the database
+    // never goes missing), and so is the anchor file of the chain being replaced (its
+    // checkpoints would not match the restored chain). Then the backup takes the database's
+    // name in one rename.
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let aside = with_suffix(&path, &format!(".before-restore-{stamp}"));
     let mut moved = Vec::new();
     if path.exists() {
-        for part in ["", "-wal", "-shm"] {
-            let from = with_suffix(&path, part);
-            if from.exists() {
-                let to = with_suffix(&aside, part);
-                std::fs::rename(&from, &to)
-                    .with_context(|| format!("moving {} aside", from.display()))?;
-                moved.push(to.display().to_string());
-            }
-        }
-        let anchor = crate::identity::data_dir(args.database.database_url.expose())
-            .join(crate::workers::ANCHOR_FILE);
-        if anchor.exists() {
-            let to = with_suffix(&anchor, &format!(".before-restore-{stamp}"));
-            std::fs::rename(&anchor, &to)
-                .with_context(|| format!("moving {} aside", anchor.display()))?;
-            moved.push(to.display().to_string());
+        std::fs::hard_link(&path, &aside)
+            .with_context(|| format!("keeping {} as {}", path.display(), aside.display()))?;
+        moved.push(aside.display().to_string());
+        for part in ["-wal", "-shm"] {
+            // Emptied by the checkpoint; they belong to the replaced database.
+            let _ = std::fs::remove_file(with_suffix(&path, part));
         }
     }
     std::fs::rename(&incoming, &path)
         .with_context(|| format!("putting the backup in place at {}", path.display()))?;
     koban_store_sqlite::sync_dir(&path)?;
+    let anchor = crate::identity::data_dir(args.database.database_url.expose())
+        .join(crate::workers::ANCHOR_FILE);
+    if anchor.exists() {
+        let to = with_suffix(&anchor, &format!(".before-restore-{stamp}"));
+        std::fs::rename(&anchor, &to)
+            .with_context(|| format!("moving {} aside", anchor.display()))?;
+        moved.push(to.display().to_string());
+    }
     if args.json {
         let mut json = checked.json();
         json["restored_from"] = args.from.display().to_string().into();

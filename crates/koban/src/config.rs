@@ -59,11 +59,6 @@ fn flag_value(key: &str, value: &toml::Value) -> anyhow::Result<String> {
     })
 }
 
-/// Whether `url` carries a password (`scheme://user:password@host`).
-fn has_password(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|u| u.password().is_some())
-}
-
 /// Reads the file into (long flag name, value), checking every key names a setting and no
 /// secret is in it.
 fn read_file(
@@ -91,7 +86,7 @@ fn read_file(
             );
         }
         let value = flag_value(&key, &value).with_context(|| path.display().to_string())?;
-        if URL_SETTINGS.contains(&name.as_str()) && has_password(&value) {
+        if URL_SETTINGS.contains(&name.as_str()) && crate::backend::url_has_secret(&value) {
             bail!(
                 "{}: {key} holds a password; give the URL in the environment ({}) or the password in its own file",
                 path.display(),
@@ -120,6 +115,9 @@ fn with_defaults(mut command: Command, settings: &[(String, String)]) -> Command
     let ids: Vec<(clap::Id, &'static str)> = command
         .get_arguments()
         .filter_map(|arg| {
+            // Only settings (flags with a `KOBAN_*` variable): a bench's own --database-url,
+            // say, keeps its temporary default.
+            arg.get_env()?;
             let long = arg.get_long()?;
             let (_, value) = settings.iter().find(|(name, _)| name == long)?;
             // Leaked once at start: a command's defaults live as long as the process.
@@ -143,7 +141,8 @@ fn with_defaults(mut command: Command, settings: &[(String, String)]) -> Command
 }
 
 /// The file's settings as read, and the parsed command line, kept for `koban config check`.
-#[derive(Clone, Debug, Default)]
+/// No `Debug`: the parsed command line holds the environment's values, secrets included.
+#[derive(Clone, Default)]
 pub struct FileSettings {
     pub path: Option<PathBuf>,
     pub settings: Vec<(String, String)>,
@@ -178,17 +177,6 @@ pub struct CheckArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The URL with any password replaced by `[redacted]`.
-fn redacted_url(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("REDACTED"));
-            url.to_string().replace(":REDACTED@", ":[redacted]@")
-        }
-        _ => text.to_owned(),
-    }
 }
 
 /// Every setting of `serve` with its value (secrets masked) and where it came from.
@@ -235,7 +223,7 @@ fn effective(file: &FileSettings) -> Vec<(String, String, &'static str)> {
         {
             "[redacted]".to_owned()
         } else if URL_SETTINGS.contains(&long) {
-            redacted_url(&raw.join(","))
+            crate::backend::redact_url(&raw.join(","))
         } else {
             raw.join(",")
         };

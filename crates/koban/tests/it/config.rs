@@ -48,7 +48,7 @@ fn the_file_sets_defaults_the_environment_and_flags_override_and_secrets_are_mas
             "--step-up-from",
             "5000",
             "--database-url",
-            "postgres://u:s3cret@db/k",
+            "postgres://u@db/k?sslmode=disable&password=s3cret",
         ],
     );
     assert!(ok, "{out} {err}");
@@ -75,7 +75,10 @@ fn the_file_sets_defaults_the_environment_and_flags_override_and_secrets_are_mas
         setting("network-failures-max"),
         ("100".into(), "default".into())
     );
-    assert_eq!(setting("database-url").0, "postgres://u:[redacted]@db/k");
+    assert_eq!(
+        setting("database-url").0,
+        "postgres://u@db/k?sslmode=disable&password=[redacted]"
+    );
     assert_eq!(
         setting("smtp-url").0,
         "smtps://koban:[redacted]@mail.example.com"
@@ -95,6 +98,14 @@ fn secrets_unknown_keys_and_invalid_values_are_refused_without_echoing_secrets()
         ),
         (
             "database_url = \"postgres://u:hunter2@db/k\"\n",
+            "holds a password",
+        ),
+        (
+            "database_url = \"postgres://u@db/k?password=hunter2\"\n",
+            "holds a password",
+        ),
+        (
+            "smtp_url = \"smtps://u:hun/ter2@mail.example\"\n",
             "holds a password",
         ),
         ("lisen = \"127.0.0.1:1\"\n", "is not a setting"),
