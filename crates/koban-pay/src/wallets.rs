@@ -746,6 +746,38 @@ impl<S: LedgerStore> Payments<S> {
         Ok(out)
     }
 
+    /// Per currency: e-money outstanding less what the customer wallets hold, read in one
+    /// statement (one snapshot, so payments in flight cannot make a gap appear). Anything but
+    /// zero means the books disagree with the wallets. Reads every customer wallet: run it
+    /// once a minute, not per request.
+    pub async fn reconciliation_gaps(&self) -> Result<Vec<(Currency, i64)>, PayError> {
+        let mut out = Vec::new();
+        for currency in &self.config.currencies {
+            let mut tx = self.db().begin_read().await?;
+            let row = tx
+                .query_one(
+                    "SELECT \
+                     (SELECT CAST(credits_posted - debits_posted AS BIGINT) FROM accounts WHERE id = $1), \
+                     (SELECT CAST(COALESCE(SUM(a.credits_posted - a.debits_posted), 0) AS BIGINT) \
+                      FROM wallets w JOIN users u ON u.id = w.user_id JOIN accounts a ON a.id = w.account_id \
+                      WHERE u.kind = 'customer' AND w.currency = $2)",
+                    params![
+                        IssuerAccount::EmoneyOutstanding
+                            .id(*currency)
+                            .to_bytes()
+                            .to_vec(),
+                        currency.code()
+                    ],
+                )
+                .await?;
+            tx.commit().await?;
+            let outstanding = row.opt_i64(0)?.unwrap_or(0);
+            let wallets = row.i64(1)?;
+            out.push((*currency, outstanding.saturating_sub(wallets)));
+        }
+        Ok(out)
+    }
+
     /// Sandbox only: credits test money to the caller's wallet (within its tier's balance cap).
     pub async fn faucet(
         &self,

@@ -23,7 +23,32 @@ stories!(
     guessing_payment_codes_at_a_till_is_limited_and_raises_an_alert,
     a_payment_code_confirmed_with_step_up_can_be_charged,
     a_payment_answers_once_its_notices_and_decision_are_written_and_a_retry_restores_them,
+    a_balance_changed_behind_the_ledger_shows_as_a_reconciliation_gap,
 );
+
+async fn a_balance_changed_behind_the_ledger_shows_as_a_reconciliation_gap<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    use koban_store::sql::{SqlDb, SqlTx};
+    let alice = app.user("alice@example.com").await;
+    let bob = app.user("bob@example.com").await;
+    app.fund(&alice.token, 7_000, "f1").await;
+    app.fund(&bob.token, 3_000, "f1").await;
+    let gaps = app.pay.reconciliation_gaps().await.unwrap();
+    assert_eq!(gaps, vec![(koban_ledger::Currency::Jpy, 0)]);
+    // Someone with the database's password adds 500 yen to a wallet, outside the ledger.
+    let mut tx = app.auth.db().begin().await.unwrap();
+    tx.execute(
+        "UPDATE accounts SET credits_posted = credits_posted + 500 WHERE id = \
+         (SELECT w.account_id FROM wallets w JOIN users u ON u.id = w.user_id WHERE u.email = 'bob@example.com')",
+        vec![],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let gaps = app.pay.reconciliation_gaps().await.unwrap();
+    assert_eq!(gaps, vec![(koban_ledger::Currency::Jpy, -500)]);
+}
 
 pub(crate) fn idem(call: Call, key: &str) -> Call {
     call.header("idempotency-key", key)
@@ -82,6 +107,10 @@ impl<S: LedgerStore> TestApp<S> {
                 outstanding, wallets,
                 "e-money outstanding equals the wallets in {currency:?}"
             );
+        }
+        // The gauge's reading, in one statement, agrees.
+        for (currency, gap) in self.pay.reconciliation_gaps().await.unwrap() {
+            assert_eq!(gap, 0, "reconciliation gap in {currency:?}");
         }
     }
 

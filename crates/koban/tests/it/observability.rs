@@ -84,6 +84,7 @@ fn alert_rules_and_the_dashboard_name_only_metrics_koban_exports() {
         "KobanWebhookFailures",
         "KobanHoldSweepStalled",
         "KobanMailFailing",
+        "KobanReconciliationGap",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}\n")),
