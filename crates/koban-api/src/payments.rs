@@ -1479,6 +1479,12 @@ pub struct DeliveryOut {
     pub status: String,
     pub attempts: i64,
     pub last_status_code: Option<i64>,
+    /// Why the last attempt got no HTTP answer: `address_refused` (the URL or an address it
+    /// resolves to is not public), `dns_failed`, `connect_failed`, `tls_failed` (most often
+    /// a certificate no public authority signed, or for another name), `no_response`,
+    /// `timed_out`, `endpoint_deleted` or `secret_unreadable`; absent when it got an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     pub next_attempt_at: i64,
     pub created_at: i64,
 }
@@ -1576,6 +1582,7 @@ pub async fn webhook_deliveries<S: LedgerStore>(
             status: d.status,
             attempts: d.attempts,
             last_status_code: d.last_status_code,
+            last_error: d.last_error,
             next_attempt_at: d.next_attempt_at_ms,
             created_at: d.created_at_ms,
         })

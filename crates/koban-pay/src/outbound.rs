@@ -24,6 +24,40 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest URL accepted.
 const URL_MAX: usize = 500;
 
+/// Why a call to a merchant's address got no HTTP answer, as a merchant's delivery log shows
+/// it (`code`); the detail goes to the service's log only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The URL or an address it resolves to is refused (see the module's list).
+    Refused,
+    /// The host name does not resolve.
+    Unresolved,
+    /// No address of the host accepted a connection.
+    Unreachable,
+    /// The TLS handshake failed: an untrusted or mismatched certificate, most often.
+    Tls,
+    /// Connected, but no HTTP answer came back.
+    NoResponse,
+    /// The whole attempt took longer than it may.
+    TimedOut,
+}
+
+impl Failure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Failure::Refused => "address_refused",
+            Failure::Unresolved => "dns_failed",
+            Failure::Unreachable => "connect_failed",
+            Failure::Tls => "tls_failed",
+            Failure::NoResponse => "no_response",
+            Failure::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// A failure and its detail for the log.
+pub type Failed = (Failure, String);
+
 /// A checked URL: scheme, host, port and the path with its query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
@@ -222,9 +256,10 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
 
 /// Resolves `target` and checks every address it has: one refused address refuses the whole
 /// name, so a name cannot mix a public address with an internal one.
-pub async fn resolve(target: &Target, dev: bool) -> Result<Vec<SocketAddr>, String> {
+pub async fn resolve(target: &Target, dev: bool) -> Result<Vec<SocketAddr>, Failed> {
+    let unresolved = |why: &str| (Failure::Unresolved, why.to_owned());
     if let Ok(ip) = target.host.parse::<IpAddr>() {
-        check(ip, dev).map_err(|class| format!("the host is {class}"))?;
+        check(ip, dev).map_err(|class| (Failure::Refused, format!("the host is {class}")))?;
         return Ok(vec![SocketAddr::new(ip, target.port)]);
     }
     let found = tokio::time::timeout(
@@ -232,14 +267,15 @@ pub async fn resolve(target: &Target, dev: bool) -> Result<Vec<SocketAddr>, Stri
         tokio::net::lookup_host((target.host.as_str(), target.port)),
     )
     .await
-    .map_err(|_| "the host name did not resolve in time".to_owned())?
-    .map_err(|_| "the host name does not resolve".to_owned())?;
+    .map_err(|_| unresolved("the host name did not resolve in time"))?
+    .map_err(|_| unresolved("the host name does not resolve"))?;
     let addrs: Vec<SocketAddr> = found.collect();
     if addrs.is_empty() {
-        return Err("the host name has no address".to_owned());
+        return Err(unresolved("the host name has no address"));
     }
     for addr in &addrs {
-        check(addr.ip(), dev).map_err(|class| format!("the host resolves to {class}"))?;
+        check(addr.ip(), dev)
+            .map_err(|class| (Failure::Refused, format!("the host resolves to {class}")))?;
     }
     Ok(addrs)
 }
@@ -256,7 +292,7 @@ pub async fn connect(
     target: &Target,
     addrs: &[SocketAddr],
     tls: &Arc<rustls::ClientConfig>,
-) -> Result<Stream, String> {
+) -> Result<Stream, Failed> {
     let mut tcp = None;
     for addr in addrs {
         if let Ok(Ok(stream)) =
@@ -266,17 +302,18 @@ pub async fn connect(
             break;
         }
     }
-    let tcp = tcp.ok_or_else(|| "could not connect".to_owned())?;
+    let tcp = tcp.ok_or_else(|| (Failure::Unreachable, "could not connect".to_owned()))?;
     if !target.tls {
         return Ok(Stream::Plain(tcp));
     }
+    let tls_failed = |why: String| (Failure::Tls, why);
     let name = ServerName::try_from(target.host.clone())
-        .map_err(|_| "the host is not a valid TLS server name".to_owned())?;
+        .map_err(|_| tls_failed("the host is not a valid TLS server name".to_owned()))?;
     let handshake = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
-        .map_err(|_| "the TLS handshake timed out".to_owned())?
-        .map_err(|e| format!("the TLS handshake failed: {e}"))?;
+        .map_err(|_| tls_failed("the TLS handshake timed out".to_owned()))?
+        .map_err(|e| tls_failed(format!("the TLS handshake failed: {e}")))?;
     Ok(Stream::Tls(Box::new(stream)))
 }
 
@@ -455,8 +492,9 @@ mod tests {
             port: 443,
             path: "/".into(),
         };
-        let refused = resolve(&target, false).await.unwrap_err();
-        assert!(refused.contains("loopback"), "{refused}");
+        let (failure, why) = resolve(&target, false).await.unwrap_err();
+        assert_eq!(failure, Failure::Refused);
+        assert!(why.contains("loopback"), "{why}");
         assert!(!resolve(&target, true).await.unwrap().is_empty());
     }
 

@@ -69,6 +69,9 @@ pub struct Delivery {
     pub status: String,
     pub attempts: i64,
     pub last_status_code: Option<i64>,
+    /// Why the last attempt got no HTTP answer (an [`outbound::Failure`] code, or
+    /// `endpoint_deleted`, `secret_unreadable`); `None` when it got one.
+    pub last_error: Option<String>,
     pub next_attempt_at_ms: i64,
     pub created_at_ms: i64,
 }
@@ -304,7 +307,7 @@ impl<S: LedgerStore> Payments<S> {
         let rows = tx
             .query(
                 "SELECT id, endpoint_id, event_type, status, attempts, last_status_code, \
-                 next_attempt_at, created_at FROM webhook_deliveries \
+                 next_attempt_at, created_at, last_error FROM webhook_deliveries \
                  WHERE endpoint_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100",
                 params![endpoint_id],
             )
@@ -319,6 +322,7 @@ impl<S: LedgerStore> Payments<S> {
                     status: r.text(3)?,
                     attempts: r.i64(4)?,
                     last_status_code: r.opt_i64(5)?,
+                    last_error: r.opt_text(8)?,
                     next_attempt_at_ms: r.i64(6)?,
                     created_at_ms: r.i64(7)?,
                 })
@@ -395,7 +399,7 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         let now = self.now_ms();
         let outcome = match &endpoint {
-            None => Err("the endpoint was deleted".to_owned()),
+            None => Err(("endpoint_deleted", "the endpoint was deleted".to_owned())),
             Some(endpoint) => match self.signing_keys(endpoint, now) {
                 Ok(keys) => {
                     let timestamp_s = now / 1000;
@@ -405,9 +409,14 @@ impl<S: LedgerStore> Payments<S> {
                         timestamp_s,
                         signature: &signature,
                     };
-                    self.post(&endpoint.text(0)?, delivery, payload).await
+                    self.post(&endpoint.text(0)?, delivery, payload)
+                        .await
+                        .map_err(|(failure, why)| (failure.code(), why))
                 }
-                Err(_) => Err("the endpoint's secret could not be opened".to_owned()),
+                Err(_) => Err((
+                    "secret_unreadable",
+                    "the endpoint's secret could not be opened".to_owned(),
+                )),
             },
         };
         let now = self.now_ms();
@@ -423,9 +432,10 @@ impl<S: LedgerStore> Payments<S> {
             Err(_) if give_up => ("failed", None, now),
             Err(_) => ("pending", None, now + backoff_ms(attempts)),
         };
-        if let Err(error) = &outcome {
-            tracing::info!(delivery = %id, %error, "webhook delivery failed");
+        if let Err((failure, error)) = &outcome {
+            tracing::info!(delivery = %id, failure, %error, "webhook delivery failed");
         }
+        let last_error = outcome.as_ref().err().map(|(failure, _)| *failure);
         metrics::counter!("koban_webhook_attempts_total", "outcome" => match status {
             "delivered" => "delivered",
             "failed" => "given_up",
@@ -434,9 +444,9 @@ impl<S: LedgerStore> Payments<S> {
         .increment(1);
         let mut tx = self.db().begin().await?;
         tx.execute(
-            "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_status_code = $3, next_attempt_at = $4 \
-             WHERE id = $5 AND next_attempt_at = $6",
-            params![status, attempts, code, next, id.as_str(), claimed_until],
+            "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_status_code = $3, next_attempt_at = $4, \
+             last_error = $5 WHERE id = $6 AND next_attempt_at = $7",
+            params![status, attempts, code, next, last_error, id.as_str(), claimed_until],
         )
         .await?;
         tx.commit().await?;
@@ -478,11 +488,19 @@ struct Attempt<'a> {
 
 impl<S: LedgerStore> Payments<S> {
     /// One POST to a checked address; the status code, or why there was none.
-    async fn post(&self, url: &str, delivery: Attempt<'_>, body: String) -> Result<u16, String> {
+    async fn post(
+        &self,
+        url: &str,
+        delivery: Attempt<'_>,
+        body: String,
+    ) -> Result<u16, outbound::Failed> {
         let dev = self.auth.config().dev;
-        let tls = self.webhook_tls()?;
+        let tls = self
+            .webhook_tls()
+            .map_err(|why| (outbound::Failure::Tls, why))?;
         let attempt = async {
-            let target = outbound::parse(url, dev).map_err(str::to_owned)?;
+            let target = outbound::parse(url, dev)
+                .map_err(|why| (outbound::Failure::Refused, why.to_owned()))?;
             let addrs = outbound::resolve(&target, dev).await?;
             let request = hyper::Request::post(target.path.as_str())
                 .header("host", target.authority())
@@ -492,7 +510,12 @@ impl<S: LedgerStore> Payments<S> {
                 .header("webhook-timestamp", delivery.timestamp_s.to_string())
                 .header("webhook-signature", delivery.signature)
                 .body(Full::new(Bytes::from(body)))
-                .map_err(|_| "the request could not be built".to_owned())?;
+                .map_err(|_| {
+                    (
+                        outbound::Failure::Refused,
+                        "the request could not be built".to_owned(),
+                    )
+                })?;
             match outbound::connect(&target, &addrs, &tls).await? {
                 outbound::Stream::Plain(stream) => exchange(stream, request).await,
                 outbound::Stream::Tls(stream) => exchange(stream, request).await,
@@ -500,7 +523,7 @@ impl<S: LedgerStore> Payments<S> {
         };
         tokio::time::timeout(TIMEOUT, attempt)
             .await
-            .map_err(|_| "timed out".to_owned())?
+            .map_err(|_| (outbound::Failure::TimedOut, "timed out".to_owned()))?
     }
 
     /// The TLS settings for endpoints, built on first use.
@@ -517,18 +540,19 @@ impl<S: LedgerStore> Payments<S> {
 
 /// Sends `request` over `io` and returns the status code. The body is not read: a receiver
 /// could send any amount of it; redirects are not followed.
-async fn exchange<IO>(io: IO, request: hyper::Request<Full<Bytes>>) -> Result<u16, String>
+async fn exchange<IO>(io: IO, request: hyper::Request<Full<Bytes>>) -> Result<u16, outbound::Failed>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let none = |why: &str| (outbound::Failure::NoResponse, why.to_owned());
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|_| "no HTTP handshake".to_owned())?;
+        .map_err(|_| none("no HTTP handshake"))?;
     tokio::spawn(connection);
     let response = sender
         .send_request(request)
         .await
-        .map_err(|_| "no HTTP response".to_owned())?;
+        .map_err(|_| none("no HTTP response"))?;
     Ok(response.status().as_u16())
 }
 

@@ -50,6 +50,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/0012_risk_rule_sets.sql")),
     (13, include_str!("../migrations/0013_card_testing.sql")),
     (14, include_str!("../migrations/0014_leases.sql")),
+    (
+        15,
+        include_str!("../migrations/0015_webhook_last_error.sql"),
+    ),
 ];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;

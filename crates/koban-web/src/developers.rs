@@ -358,6 +358,8 @@ pub struct DeliveryLine {
     pub status: String,
     pub attempts: i64,
     pub code: Option<i64>,
+    /// Why the last attempt got no answer, in the reader's language.
+    pub error: Option<String>,
     pub when: String,
 }
 
@@ -396,6 +398,17 @@ async fn deliveries_view<S: LedgerStore>(
                 event: d.event_type,
                 attempts: d.attempts,
                 code: d.last_status_code,
+                error: d.last_error.as_deref().map(|failure| {
+                    tr.t(match failure {
+                        "address_refused" => "delivery-error-address-refused",
+                        "dns_failed" => "delivery-error-dns",
+                        "connect_failed" => "delivery-error-connect",
+                        "tls_failed" => "delivery-error-tls",
+                        "no_response" => "delivery-error-no-response",
+                        "timed_out" => "delivery-error-timed-out",
+                        _ => "delivery-error-other",
+                    })
+                }),
                 when: tr.datetime(d.created_at_ms),
             })
             .collect(),

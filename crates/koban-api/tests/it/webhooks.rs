@@ -227,6 +227,7 @@ async fn deliveries_go_over_tls_to_a_receiver_a_trusted_authority_signed() {
         .call(get(&format!("/v1/merchant/webhooks/{endpoint}/deliveries")).bearer(&api_key))
         .await;
     assert_eq!(log.body[0]["status"], "delivered", "{log:?}");
+    assert!(log.body[0].get("last_error").is_none(), "{log:?}");
 
     // A receiver whose certificate no trusted authority signed gets nothing.
     let stranger = test_pki();
@@ -252,10 +253,34 @@ async fn deliveries_go_over_tls_to_a_receiver_a_trusted_authority_signed() {
         (
             log.body[0]["status"].as_str(),
             log.body[0]["attempts"].as_i64(),
-            log.body[0]["last_status_code"].as_i64()
+            log.body[0]["last_status_code"].as_i64(),
+            log.body[0]["last_error"].as_str()
         ),
-        (Some("pending"), Some(1), None),
-        "an untrusted certificate is a failed attempt: {log:?}"
+        (Some("pending"), Some(1), None, Some("tls_failed")),
+        "an untrusted certificate is a failed attempt, and says so: {log:?}"
     );
+
     assert_eq!(seen.lock().unwrap().len(), 2, "the trusted one got both");
+
+    // Nothing listening at the address: the log says the connection failed.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let created = app
+        .call(
+            post(
+                "/v1/merchant/webhooks",
+                json!({ "url": format!("https://localhost:{closed_port}/hooks"), "event_types": ["payment.succeeded"] }),
+            )
+            .bearer(&api_key),
+        )
+        .await;
+    let nowhere = created.body["id"].as_str().unwrap().to_owned();
+    app.clock.advance_secs(1);
+    qr_pay(&app, &api_key, &customer, 3).await;
+    app.pay.tick().await.unwrap();
+    let log = app
+        .call(get(&format!("/v1/merchant/webhooks/{nowhere}/deliveries")).bearer(&api_key))
+        .await;
+    assert_eq!(log.body[0]["last_error"], "connect_failed", "{log:?}");
 }
