@@ -685,18 +685,25 @@ pub async fn submit_kyc<S: LedgerStore>(
     Ok(StatusCode::ACCEPTED)
 }
 
-/// Confirmation of payee: the masked name behind an e-mail address or phone number.
+/// Confirmation of payee: the masked name behind an e-mail address or phone number. Lookups
+/// that find nobody are counted per customer and per network: past 20 in an hour (60 for a
+/// network) lookups and transfers to new addresses answer 429 for the rest of it.
 #[utoipa::path(get, path = "/v1/payees/lookup", tag = "transfers", params(LookupQuery),
     responses((status = 200, body = PayeeOut), (status = 404, body = Problem),
+        (status = 429, description = "Too many addresses that belong to nobody", body = Problem),
         (status = 422, description = "The address is the caller's own, or the currency is not offered", body = Problem)),
     security(("session" = [])))]
 pub async fn lookup_payee<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
+    ClientInfo(client): ClientInfo,
     Query(q): Query<LookupQuery>,
 ) -> Result<Response, ApiError> {
     let currency = currency(&state.pay, q.currency.as_deref())?;
-    let (payee, known) = state.pay.lookup_payee(&me, &q.to, currency).await?;
+    let (payee, known) = state
+        .pay
+        .lookup_payee(&me, &client, &q.to, currency)
+        .await?;
     Ok(json(
         StatusCode::OK,
         &PayeeOut {

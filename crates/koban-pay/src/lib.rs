@@ -87,6 +87,11 @@ pub struct PayConfig {
     pub code_guesses_max: i64,
     pub code_guesses_merchant_max: i64,
     pub code_guesses_network_max: i64,
+    /// Payee lookups (and transfers) naming an address that belongs to no customer, per payer
+    /// and per network within an hour, before lookups are refused for the rest of it and an
+    /// alert is raised (address testing).
+    pub lookup_misses_max: i64,
+    pub lookup_misses_network_max: i64,
     /// The longest a merchant's payment request may stay payable.
     pub request_s_max: i64,
     /// Merchant fee unless set per merchant: basis points of the amount plus a fixed part.
@@ -131,6 +136,8 @@ impl Default for PayConfig {
             code_guesses_max: 20,
             code_guesses_merchant_max: 50,
             code_guesses_network_max: 50,
+            lookup_misses_max: 20,
+            lookup_misses_network_max: 60,
             request_s_max: 24 * 3600,
             fee_bps: 250,
             fee_fixed_minor: 0,

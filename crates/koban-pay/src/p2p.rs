@@ -90,25 +90,129 @@ pub(crate) fn message_metadata(message: Option<&str>) -> Result<Metadata, PayErr
     }
 }
 
+/// The window of the payee-lookup guard ([`Payments::resolve_payee_for`]).
+const LOOKUP_WINDOW_MS: i64 = 3600 * 1000;
+
+/// A payee address in its one written form: `@handle`, a normalised e-mail address, or a phone
+/// number in E.164; refused (422) when it is none of them.
+fn normalise_payee(to: &str) -> Result<String, PayError> {
+    let to = to.trim();
+    Ok(if let Some(name) = to.strip_prefix('@') {
+        format!("@{}", parse_handle(name)?)
+    } else if to.contains('@') {
+        Email::parse(to)?.as_str().to_owned()
+    } else {
+        Phone::parse(to)?.as_str().to_owned()
+    })
+}
+
+/// How a normalised payee address is looked up.
+fn party_key(handle: &str) -> PartyKey<'_> {
+    if let Some(name) = handle.strip_prefix('@') {
+        PartyKey::Handle(name)
+    } else if handle.contains('@') {
+        PartyKey::Email(handle)
+    } else {
+        PartyKey::Phone(handle)
+    }
+}
+
 impl<S: LedgerStore> Payments<S> {
     /// Finds a customer by `@handle`, e-mail address or phone number.
     pub async fn resolve_payee(&self, to: &str, currency: Currency) -> Result<Payee, PayError> {
-        let to = to.trim();
-        let handle = if let Some(name) = to.strip_prefix('@') {
-            format!("@{}", parse_handle(name)?)
-        } else if to.contains('@') {
-            Email::parse(to)?.as_str().to_owned()
-        } else {
-            Phone::parse(to)?.as_str().to_owned()
+        let handle = normalise_payee(to)?;
+        self.payee_of(party_key(&handle), currency, handle.clone())
+            .await
+    }
+
+    /// [`Payments::resolve_payee`] for a payer, guarded against testing which addresses
+    /// belong to customers: each lookup of a well-formed address is counted against the payer
+    /// and the payer's network first (in the database, so across instances); one that finds
+    /// a customer is given back, one that finds nobody stays counted. Past
+    /// [`PayConfig::lookup_misses_max`] (or the network's limit) within the hour, lookups are
+    /// refused (429) for the rest of it, and an alert is raised on the payer.
+    ///
+    /// [`PayConfig::lookup_misses_max`]: crate::PayConfig::lookup_misses_max
+    pub(crate) async fn resolve_payee_for(
+        &self,
+        principal: &Principal,
+        client: &Client,
+        to: &str,
+        currency: Currency,
+    ) -> Result<Payee, PayError> {
+        use koban_auth::secret::HashPurpose;
+        use koban_auth::throttle;
+        let handle = normalise_payee(to)?;
+        let hash = |scope: &[u8], subject: &[u8]| {
+            self.auth
+                .keys()
+                .hash(HashPurpose::Throttle, &[scope, subject])
         };
-        let key = if let Some(name) = handle.strip_prefix('@') {
-            PartyKey::Handle(name)
-        } else if handle.contains('@') {
-            PartyKey::Email(&handle)
-        } else {
-            PartyKey::Phone(&handle)
-        };
-        self.payee_of(key, currency, handle.clone()).await
+        let guards = [
+            (
+                hash(b"payee-lookup-customer", principal.user_id.as_bytes()),
+                self.config.lookup_misses_max,
+            ),
+            (
+                hash(b"payee-lookup-network", client.network.as_bytes()),
+                self.config.lookup_misses_network_max,
+            ),
+        ];
+        let now = self.now_ms();
+        let mut tx = self.db().begin().await?;
+        for (key, max) in &guards {
+            if let Err(refused) =
+                throttle::take_guess(&mut tx, now, key, LOOKUP_WINDOW_MS, *max, "payee_lookup")
+                    .await
+            {
+                // The block and this attempt's count stay.
+                tx.commit().await?;
+                self.lookup_sweep_alert(principal, now).await?;
+                return Err(refused.into());
+            }
+        }
+        tx.commit().await?;
+        let found = self
+            .payee_of(party_key(&handle), currency, handle.clone())
+            .await;
+        if !matches!(found, Err(PayError::NotFound)) {
+            let mut tx = self.db().begin().await?;
+            for (key, _) in &guards {
+                throttle::forgive(&mut tx, key).await?;
+            }
+            tx.commit().await?;
+        }
+        found
+    }
+
+    /// Raises the payee-lookup sweep alert on `principal`, once per hour.
+    async fn lookup_sweep_alert(&self, principal: &Principal, now: i64) -> Result<(), PayError> {
+        tracing::warn!(
+            customer = %principal.user_id,
+            "payee lookups: too many addresses that belong to nobody; lookups refused for a while"
+        );
+        let event = format!(
+            "payee-lookup-sweep:{}:{}",
+            principal.user_id,
+            now / LOOKUP_WINDOW_MS
+        );
+        let mut tx = self.db().begin().await?;
+        crate::cases::raise_alert(
+            &mut tx,
+            now,
+            &crate::cases::NewAlert {
+                rule: "payee_lookup_sweep",
+                reason: "looked up many addresses that belong to no customer within an hour",
+                action: "alert",
+                score: 50,
+                event_id: Some(&event),
+                subject: principal.user_id.as_str(),
+                subject_role: "customer",
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A customer as a payee, shown to the payer as `shown_as` in step-up summaries.
@@ -131,15 +235,18 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// Confirmation of payee: the masked name behind an address, and whether the caller has
-    /// paid them before.
+    /// paid them before. Guarded against address testing ([`Payments::resolve_payee_for`]).
     pub async fn lookup_payee(
         &self,
         principal: &Principal,
+        client: &Client,
         to: &str,
         currency: Currency,
     ) -> Result<(Payee, bool), PayError> {
         principal.can_move_money()?;
-        let payee = self.resolve_payee(to, currency).await?;
+        let payee = self
+            .resolve_payee_for(principal, client, to, currency)
+            .await?;
         if payee.holder.user_id == principal.user_id {
             return Err(PayError::Invalid("you cannot pay yourself"));
         }
@@ -235,7 +342,9 @@ impl<S: LedgerStore> Payments<S> {
             request.key.as_str().as_bytes(),
         ]);
         let _claim = self.claim(id).await?;
-        let payee = self.resolve_payee(&request.to, request.currency).await?;
+        let payee = self
+            .resolve_payee_for(principal, client, &request.to, request.currency)
+            .await?;
         self.send(principal, request, id, payee, proof, client)
             .await
     }

@@ -338,7 +338,11 @@ pub async fn send_check<S: LedgerStore>(
     } else {
         crate::page::normalize_phone(&form.to)
     };
-    match state.pay.lookup_payee(&me, &to, currency).await {
+    match state
+        .pay
+        .lookup_payee(&me, &page.client, &to, currency)
+        .await
+    {
         Ok((payee, known)) => page.render(&ConfirmPage {
             c: page.chrome("title-send-confirm"),
             to,
@@ -400,7 +404,10 @@ pub async fn send_confirm<S: LedgerStore>(
     };
     let shown = page.tr.money(i128::from(amount.minor_units()), currency);
     // The step-up page names the payee as confirmation of payee showed them.
-    let looked_up = state.pay.lookup_payee(&me, &form.to, currency).await;
+    let looked_up = state
+        .pay
+        .lookup_payee(&me, &page.client, &form.to, currency)
+        .await;
     let payee = match &looked_up {
         Ok((payee, _)) => format!("{} ({})", payee.masked_name, form.to),
         Err(_) => form.to.clone(),

@@ -214,6 +214,13 @@ pub struct PaymentArgs {
     /// Wrong payment codes one network may try within 15 minutes.
     #[arg(long, env = "KOBAN_CODE_GUESSES_NETWORK_MAX", default_value_t = koban_pay::PayConfig::default().code_guesses_network_max)]
     pub code_guesses_network_max: i64,
+    /// Payee lookups and transfers naming an address that belongs to no customer, per payer
+    /// within an hour, before lookups are refused for the rest of it and an alert is raised.
+    #[arg(long, env = "KOBAN_LOOKUP_MISSES_MAX", default_value_t = koban_pay::PayConfig::default().lookup_misses_max)]
+    pub lookup_misses_max: i64,
+    /// The same, per network.
+    #[arg(long, env = "KOBAN_LOOKUP_MISSES_NETWORK_MAX", default_value_t = koban_pay::PayConfig::default().lookup_misses_network_max)]
+    pub lookup_misses_network_max: i64,
     /// Merchant fee unless set per merchant: basis points of the amount ...
     #[arg(long, env = "KOBAN_FEE_BPS", default_value_t = koban_pay::PayConfig::default().fee_bps)]
     pub fee_bps: u64,
@@ -229,6 +236,8 @@ impl PaymentArgs {
             || self.code_guesses_max < 1
             || self.code_guesses_merchant_max < 1
             || self.code_guesses_network_max < 1
+            || self.lookup_misses_max < 1
+            || self.lookup_misses_network_max < 1
         {
             anyhow::bail!(
                 "--fan-in-senders-max and the --code-guesses limits must be at least 1, --new-source-cooling-h 0 to 720"
@@ -266,6 +275,8 @@ impl PaymentArgs {
             code_guesses_max: self.code_guesses_max,
             code_guesses_merchant_max: self.code_guesses_merchant_max,
             code_guesses_network_max: self.code_guesses_network_max,
+            lookup_misses_max: self.lookup_misses_max,
+            lookup_misses_network_max: self.lookup_misses_network_max,
             fee_bps: self.fee_bps,
             fee_fixed_minor: self.fee_fixed,
             ..koban_pay::PayConfig::default()

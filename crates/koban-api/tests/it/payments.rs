@@ -24,7 +24,79 @@ stories!(
     a_payment_code_confirmed_with_step_up_can_be_charged,
     a_payment_answers_once_its_notices_and_decision_are_written_and_a_retry_restores_them,
     a_balance_changed_behind_the_ledger_shows_as_a_reconciliation_gap,
+    testing_which_addresses_belong_to_customers_is_throttled_and_alerted,
 );
+
+async fn testing_which_addresses_belong_to_customers_is_throttled_and_alerted<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+    let alice = app.user("alice@example.com").await;
+    app.user("bob@example.com").await;
+    app.user_of("merchant", "shop@example.com").await;
+    let lookup =
+        |to: &str| app.call(get(&format!("/v1/payees/lookup?to={to}")).bearer(&alice.token));
+    // Real payees do not count: looking them up again and again is fine.
+    for _ in 0..30 {
+        assert_eq!(lookup("bob@example.com").await.status, StatusCode::OK);
+    }
+    // Nobody, and a merchant (who cannot receive transfers), answer alike.
+    let nobody = lookup("nobody0@example.com").await;
+    let merchant = lookup("shop@example.com").await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
+    assert_eq!(merchant.status, StatusCode::NOT_FOUND);
+    assert_eq!(nobody.body, merchant.body, "no way to tell them apart");
+    // Twenty misses in the hour in all (these two included), then every lookup is refused.
+    for n in 1..19 {
+        assert_eq!(
+            lookup(&format!("nobody{n}@example.com")).await.status,
+            StatusCode::NOT_FOUND,
+            "miss {n}"
+        );
+    }
+    let refused = lookup("nobody99@example.com").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{refused:?}");
+    assert!(refused.retry_after() > 0);
+    let real = lookup("bob@example.com").await;
+    assert_eq!(
+        real.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "refused for the hour"
+    );
+    // A transfer to a new address is refused the same way.
+    let sent = app
+        .call(idem(
+            post(
+                "/v1/transfers",
+                json!({ "to": "nobody100@example.com", "amount": 1 }),
+            )
+            .bearer(&alice.token),
+            "sweep-t1",
+        ))
+        .await;
+    assert_eq!(sent.status, StatusCode::TOO_MANY_REQUESTS, "{sent:?}");
+    // The sweep raised one alert on Alice, for analysts.
+    let mut tx = app.auth.db().begin().await.unwrap();
+    let alerts = tx
+        .query_one(
+            "SELECT COUNT(*) FROM risk_alerts a JOIN users u ON u.id = a.subject \
+             WHERE a.rule = 'payee_lookup_sweep' AND u.email = 'alice@example.com'",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .i64(0)
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(alerts, 1);
+    // An hour later (signed in again) Alice may look up again.
+    app.clock.advance_secs(3601);
+    let token = app.login(&alice).await;
+    let again = app
+        .call(get("/v1/payees/lookup?to=bob@example.com").bearer(&token))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{again:?}");
+}
 
 async fn a_balance_changed_behind_the_ledger_shows_as_a_reconciliation_gap<S: LedgerStore>(
     app: TestApp<S>,
