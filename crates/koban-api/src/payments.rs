@@ -719,7 +719,8 @@ pub async fn lookup_payee<S: LedgerStore>(
     params(("Idempotency-Key" = String, Header, description = "Makes retries safe")),
     responses((status = 201, body = TransferOut), (status = 200, description = "A replay", body = TransferOut),
         (status = 403, body = Problem), (status = 404, description = "No customer at that address", body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)),
+        (status = 409, body = Problem), (status = 422, body = Problem),
+        (status = 429, description = "Too many addresses that belong to nobody", body = Problem)),
     security(("session" = [])))]
 pub async fn transfer<S: LedgerStore>(
     State(state): State<ApiState<S>>,
