@@ -717,40 +717,10 @@ impl<S: LedgerStore> Payments<S> {
         Ok(())
     }
 
-    /// Per currency: what e-money outstanding says, and what the customer wallets hold.
+    /// Per currency: what e-money outstanding says, and what the customer wallets hold, read
+    /// in one statement (one snapshot, so payments in flight cannot make them differ). Reads
+    /// every customer wallet: once a minute, or on an operator's request, not per payment.
     pub async fn reconcile(&self) -> Result<Vec<(Currency, i128, i128)>, PayError> {
-        let mut out = Vec::new();
-        for currency in &self.config.currencies {
-            let outstanding = self
-                .ledger_account(IssuerAccount::EmoneyOutstanding.id(*currency))
-                .await?
-                .balance
-                .net_credit_posted();
-            let mut tx = self.db().begin_read().await?;
-            let rows = tx
-                .query(
-                    "SELECT w.account_id FROM wallets w JOIN users u ON u.id = w.user_id \
-                     WHERE u.kind = 'customer' AND w.currency = $1",
-                    params![currency.code()],
-                )
-                .await?;
-            tx.commit().await?;
-            let mut total: i128 = 0;
-            for row in rows {
-                if let Some(account) = self.store.account(account_id(&row.bytes(0)?)?).await? {
-                    total += account.balance.net_credit_posted();
-                }
-            }
-            out.push((*currency, outstanding, total));
-        }
-        Ok(out)
-    }
-
-    /// Per currency: e-money outstanding less what the customer wallets hold, read in one
-    /// statement (one snapshot, so payments in flight cannot make a gap appear). Anything but
-    /// zero means the books disagree with the wallets. Reads every customer wallet: run it
-    /// once a minute, not per request.
-    pub async fn reconciliation_gaps(&self) -> Result<Vec<(Currency, i64)>, PayError> {
         let mut out = Vec::new();
         for currency in &self.config.currencies {
             let mut tx = self.db().begin_read().await?;
@@ -772,10 +742,26 @@ impl<S: LedgerStore> Payments<S> {
                 .await?;
             tx.commit().await?;
             let outstanding = row.opt_i64(0)?.unwrap_or(0);
-            let wallets = row.i64(1)?;
-            out.push((*currency, outstanding.saturating_sub(wallets)));
+            out.push((*currency, i128::from(outstanding), i128::from(row.i64(1)?)));
         }
         Ok(out)
+    }
+
+    /// Per currency: e-money outstanding less what the customer wallets hold ([`Payments::reconcile`]);
+    /// anything but zero means the books disagree with the wallets.
+    pub async fn reconciliation_gaps(&self) -> Result<Vec<(Currency, i64)>, PayError> {
+        Ok(self
+            .reconcile()
+            .await?
+            .into_iter()
+            .map(|(currency, outstanding, wallets)| {
+                let gap = outstanding - wallets;
+                (
+                    currency,
+                    i64::try_from(gap).unwrap_or(if gap < 0 { i64::MIN } else { i64::MAX }),
+                )
+            })
+            .collect())
     }
 
     /// Sandbox only: credits test money to the caller's wallet (within its tier's balance cap).

@@ -116,9 +116,9 @@ impl SqliteStore {
     }
 
     /// Writes a consistent copy of the database at `path` to `dest` while it is in use
-    /// (`VACUUM INTO` reads one snapshot; writers go on meanwhile), through `dest.partial`,
-    /// synced and renamed into place, so `dest` is whole or absent. Refuses an existing
-    /// `dest`. Returns the copy's size in bytes.
+    /// (`VACUUM INTO` reads one snapshot; writers go on meanwhile), through a partial file of
+    /// this process's own, synced and then linked into place, so `dest` is whole or absent and
+    /// never replaces a file. Returns the copy's size in bytes.
     pub fn backup_into(path: &Path, dest: &Path) -> Result<u64, StoreError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             StoreError::Database(format!("{what} {}: {e}", dest.display()))
@@ -145,11 +145,7 @@ impl SqliteStore {
                 partial.display()
             )));
         }
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db::db_error)?;
+        let conn = open_read_only(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db::db_error)?;
         let target = partial
@@ -191,11 +187,7 @@ impl SqliteStore {
     /// SQLite's own check of every page and index of the file at `path` (`PRAGMA
     /// integrity_check`): the problems it found, at most 20, or none.
     pub fn integrity_problems(path: &Path) -> Result<Vec<String>, StoreError> {
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db::db_error)?;
+        let conn = open_read_only(path)?;
         let mut statement = conn
             .prepare("PRAGMA integrity_check(20)")
             .map_err(db::db_error)?;
@@ -369,4 +361,13 @@ pub fn sync_dir(path: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::Database(format!("syncing {}: {e}", dir.display())))
+}
+
+/// A read-only connection to the database file at `path`, for whole-file work (backup, checks).
+fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db::db_error)
 }

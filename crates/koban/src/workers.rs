@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 /// How often the global failure alarm is checked.
 pub const ALARM_EVERY_S: u64 = 10;
-/// The reconciliation gauge is refreshed every this many alarm ticks (once a minute).
-const RECONCILE_EVERY_TICKS: u64 = 60 / ALARM_EVERY_S;
+/// How often the reconciliation gauge is refreshed (it reads every customer wallet).
+const RECONCILE_EVERY_S: u64 = 60;
 /// Holds released per sweep; a backlog larger than this is worked off over several sweeps.
 const SWEEP_HOLDS_MAX: usize = 1_000;
 
@@ -195,7 +195,7 @@ pub async fn run_workers<S: LedgerStore>(
     let mut settlement = Lease::new("bank_settlement");
     let mut card_expiry = Lease::new("card_expiry");
     let mut alarm_import = Lease::new("alarm_import");
-    let mut reconcile_ticks: u64 = 0;
+    let mut reconcile = tokio::time::interval(Duration::from_secs(RECONCILE_EVERY_S));
     loop {
         tokio::select! {
             _ = stop.changed() => {
@@ -223,22 +223,20 @@ pub async fn run_workers<S: LedgerStore>(
                 if let Err(error) = pay.publish_risk_gauges().await {
                     tracing::warn!(%error, "fraud gauges could not be read; will retry");
                 }
-                // Once a minute (it reads every customer wallet): the books against the
-                // wallets, for the reconciliation alert.
-                reconcile_ticks += 1;
-                if reconcile_ticks % RECONCILE_EVERY_TICKS == 1 {
-                    match pay.reconciliation_gaps().await {
-                        Ok(gaps) => {
-                            for (currency, gap) in gaps {
-                                if gap != 0 {
-                                    tracing::error!(currency = currency.code(), gap, "e-money outstanding differs from the customer wallets");
-                                }
-                                metrics::gauge!("koban_reconciliation_gap_minor", "currency" => currency.code())
-                                    .set(gap as f64);
+            }
+            _ = reconcile.tick() => {
+                // The books against the wallets, for the reconciliation alert.
+                match pay.reconciliation_gaps().await {
+                    Ok(gaps) => {
+                        for (currency, gap) in gaps {
+                            if gap != 0 {
+                                tracing::error!(currency = currency.code(), gap, "e-money outstanding differs from the customer wallets");
                             }
+                            metrics::gauge!("koban_reconciliation_gap_minor", "currency" => currency.code())
+                                .set(gap as f64);
                         }
-                        Err(error) => tracing::warn!(%error, "reconciliation could not be read; will retry"),
                     }
+                    Err(error) => tracing::warn!(%error, "reconciliation could not be read; will retry"),
                 }
             }
             _ = rules.tick() => {
