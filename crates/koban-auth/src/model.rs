@@ -9,11 +9,15 @@ pub struct Email(String);
 
 impl Email {
     pub fn parse(text: &str) -> Result<Email, AuthError> {
-        let text = text.trim().to_lowercase();
         let invalid = || AuthError::Invalid("email must be an address like name@example.com");
-        if text.len() > 254 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        // At most 254 characters as sent, spaces around it included (what the OpenAPI document
+        // says), and printable ASCII before any case folding: a non-ASCII letter that lowercases
+        // to an ASCII one (the Kelvin sign to `k`) is not an address.
+        let trimmed = text.trim();
+        if text.chars().count() > 254 || !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(invalid());
         }
+        let text = trimmed.to_ascii_lowercase();
         let (local, domain) = text.split_once('@').ok_or_else(invalid)?;
         let domain_ok = domain.contains('.')
             && !domain.starts_with('.')
@@ -258,9 +262,17 @@ mod tests {
             "a@.com",
             "a b@example.com",
             "a@b@c.com",
+            "\u{212A}@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
+        // 254 characters as sent is the bound, whether or not spaces around it are trimmed.
+        let address = format!("a@{}.jp", "b".repeat(249));
+        assert_eq!(address.len(), 254);
+        assert!(Email::parse(&address).is_ok());
+        assert!(Email::parse(&format!(" {address}")).is_err());
+        let shorter = format!("a@{}.jp", "b".repeat(248));
+        assert!(Email::parse(&format!("\u{2009}{shorter}")).is_ok());
     }
 
     #[test]
