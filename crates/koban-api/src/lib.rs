@@ -5,6 +5,7 @@
 //! Architecture invariant: handlers hold no state between requests; everything shared lives in
 //! the database, so any number of instances can serve the same clients.
 
+mod bankfiles;
 pub mod cards;
 pub mod extract;
 mod identity;
@@ -32,6 +33,8 @@ pub use openapi::openapi_json;
 
 /// The largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// The largest bank statement an operator may import, in bytes (a day of a busy account).
+pub const STATEMENT_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Settings of the HTTP layer.
 #[derive(Clone, Debug, Default)]
@@ -227,6 +230,21 @@ fn merchant_routes<S: LedgerStore>() -> Router<ApiState<S>> {
         )
         .route("/ops/kyc/{user_id}/reject", post(payments::reject_kyc::<S>))
         .route("/ops/held-transfers", get(payments::held_transfers::<S>))
+        .route(
+            "/ops/bank/statements",
+            post(bankfiles::import_statement::<S>)
+                .layer(DefaultBodyLimit::max(STATEMENT_BYTES_MAX)),
+        )
+        .route(
+            "/ops/bank/statement-lines",
+            get(bankfiles::statement_lines::<S>),
+        )
+        .route(
+            "/ops/bank/statement-lines/{id}/resolve",
+            post(bankfiles::resolve_statement_line::<S>),
+        )
+        .route("/ops/bank/files", get(bankfiles::bank_files::<S>))
+        .route("/ops/bank/files/{id}", get(bankfiles::bank_file::<S>))
         .route(
             "/ops/held-transfers/{id}/release",
             post(payments::release_held::<S>),

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use crate::payments::{self, *};
 use crate::problem::{CardChallengeOut, Problem, StepUpChallengeOut};
 use crate::wire::*;
-use crate::{cards, identity, ops, risk};
+use crate::{bankfiles, cards, identity, ops, risk};
 
 struct Security;
 
@@ -84,6 +84,8 @@ impl Modify for Security {
         risk::risk_alerts, risk::cases, risk::case, risk::assign_case, risk::comment_case, risk::close_case,
         risk::freeze_customer, risk::unfreeze_customer, risk::reverse_transfer, risk::compensate,
         risk::risk_actions, risk::approve_action, risk::reject_action, risk::risk_stats, risk::rules, risk::reload_rules,
+        bankfiles::import_statement, bankfiles::statement_lines, bankfiles::resolve_statement_line,
+        bankfiles::bank_files, bankfiles::bank_file,
     ),
     components(schemas(Problem, StepUpChallengeOut, CardChallengeOut, StepUpIn, MoneyOut))
 )]
@@ -433,7 +435,7 @@ fn rules_of(name: &str, config: &koban_pay::PayConfig) -> Vec<(&'static str, Val
             "behaviour",
             json!({ "enum": ["normal", "fails_settlement", null] }),
         ),
-        ("bank", json!({ "enum": ["sandbox"] })),
+        ("bank", json!({ "enum": ["sandbox", "iso20022"] })),
     ];
     match name {
         "TransferIn" => rules.push(("to", payee_rule())),
@@ -457,7 +459,7 @@ fn rules_of(name: &str, config: &koban_pay::PayConfig) -> Vec<(&'static str, Val
             rules.push(("fee_fixed_minor", json!({ "minimum": 0, "maximum": 1_000_000_000 })));
         }
         "CommentIn" => rules.push(("body", text_rule(2_000))),
-        "ReverseIn" | "CompensateIn" => rules.push(("note", text_rule(500))),
+        "ReverseIn" | "CompensateIn" | "ResolveIn" => rules.push(("note", text_rule(500))),
         "FreezeIn" => rules.push(("reason", text_rule(500))),
         "LoginIn" => rules.push(("password", json!({ "minLength": 1, "maxLength": 256 }))),
         "SignupIn" | "EnrolOperatorIn" => {

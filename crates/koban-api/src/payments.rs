@@ -255,9 +255,11 @@ fn transfer_answer(outcome: &koban_pay::p2p::P2pOutcome, dev: bool) -> Response 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkBankIn {
-    /// Only `sandbox` for now.
+    /// `sandbox` (development) or `iso20022` (the bank reached by ISO 20022 files, when
+    /// the issuer connected one).
     #[schema(example = "sandbox")]
     pub bank: String,
+    /// 7 digits at the sandbox; `0001-123-1234567` (bank, branch, number) at the ISO 20022 bank.
     #[schema(example = "1234567")]
     pub account_number: String,
     pub step_up: Option<StepUpIn>,
@@ -321,6 +323,19 @@ pub struct BankOperationOut {
     pub status: String,
     pub replayed: bool,
     pub session: Option<SessionOut>,
+    /// For a top-up from a bank the customer pays in by their own transfer (the ISO 20022
+    /// bank): where to send the amount, and the reference the transfer must quote. The top-up
+    /// settles when the bank's statement shows it.
+    pub pay_in: Option<PayInOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PayInOut {
+    /// The issuer's account and name, e.g. `0001-123-1234567 Koban`.
+    pub pay_to: String,
+    /// Quote it in the transfer's message (or as the sender's name prefix).
+    #[schema(example = "KB0123456789")]
+    pub reference: String,
 }
 
 fn bank_op_out(op: &BankOperation) -> BankOperationOut {
@@ -331,6 +346,10 @@ fn bank_op_out(op: &BankOperation) -> BankOperationOut {
         status: op.status.clone(),
         replayed: op.replayed,
         session: op.session.as_ref().map(session_out),
+        pay_in: op.pay_in.as_ref().map(|p| PayInOut {
+            pay_to: p.pay_to.clone(),
+            reference: p.reference.clone(),
+        }),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Bank accounts as funding sources, through the built-in **sandbox bank** (a simulation with
-//! its own accounts and statements, on only when `PayConfig::sandbox` is set).
+//! Bank accounts as funding sources, at a bank reached through a connector
+//! (`connectors.rs`): the built-in **sandbox bank** (a simulation with its own accounts and
+//! statements, on only when `PayConfig::sandbox` is set) or the ISO 20022 file bank.
 //!
 //! Linking needs step-up, a holder name that matches the customer's verified legal name, and
 //! proof of control: two random micro-deposits the customer reads on their bank statement and
@@ -8,8 +9,9 @@
 //! (threat model D4). A new source tops up at most a small amount per day for 72 hours.
 //!
 //! Top-ups and payouts are ledger holds until the bank settles: posted on success, voided
-//! (released) on failure. A real bank connector would replace the `sandbox_*` methods and
-//! `settle_due`'s call to the sandbox; the ledger side stays as it is.
+//! (released) on failure, the same for every bank. The sandbox settles by itself when an
+//! operation is due (`settle_due`); the file bank settles from its statements
+//! (`statements.rs`).
 
 use koban_auth::apikeys::MerchantKey;
 use koban_auth::secret::{HashPurpose, constant_time_eq};
@@ -26,41 +28,17 @@ use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 use rand::Rng;
 
+use crate::Tx;
 use crate::accounts::{IssuerAccount, kind};
+use crate::connectors::{BankConnector, Holder, Instruction, PayIn, Verdict};
 use crate::risk::{Decision, EventKind, Parties, RiskEvent};
 use crate::wallets::emoney_leg;
 use crate::{IdempotencyKey, PayError, Payments, format_money};
 
-pub const SANDBOX_BANK: &str = "sandbox";
+pub use crate::connectors::{Behaviour, SANDBOX_BANK};
 
 /// A top-up or payout waits this long at most for its bank before the hold releases itself.
 pub const BANK_HOLD_S: u32 = 7 * 24 * 3600;
-
-/// How a sandbox bank account behaves when Koban settles with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Behaviour {
-    Normal,
-    /// Every debit and credit is refused at settlement (a closed account, no funds).
-    FailsSettlement,
-}
-
-impl Behaviour {
-    pub fn parse(text: &str) -> Result<Behaviour, PayError> {
-        match text {
-            "normal" => Ok(Behaviour::Normal),
-            "fails_settlement" => Ok(Behaviour::FailsSettlement),
-            _ => Err(PayError::Invalid(
-                "behaviour must be normal or fails_settlement",
-            )),
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Behaviour::Normal => "normal",
-            Behaviour::FailsSettlement => "fails_settlement",
-        }
-    }
-}
 
 /// A linked (or linking) bank account.
 #[derive(Clone, Debug)]
@@ -103,29 +81,21 @@ pub struct BankOperation {
     pub status: String,
     pub replayed: bool,
     pub session: Option<IssuedSession>,
+    /// For a top-up the customer pays in by their own transfer: where to, and what to quote.
+    pub pay_in: Option<PayIn>,
 }
 
-/// Pays two random amounts of 1 to 99 minor units into the bank account being linked (the
-/// sandbox bank's statement); its holder proves the link by reading them back.
-async fn send_micro_deposits<T: SqlTx>(
-    tx: &mut T,
-    source_id: &str,
-    number: &str,
-    now: i64,
-) -> Result<(i64, i64), PayError> {
-    let (first, second) = {
-        let mut rng = rand::rng();
-        (rng.random_range(1..100i64), rng.random_range(1..100i64))
-    };
-    for (i, amount) in [first, second].into_iter().enumerate() {
-        tx.execute(
-            "INSERT INTO sandbox_bank_entries (id, number, amount, description, created_at) \
-             VALUES ($1, $2, $3, 'KOBAN VERIFY', $4)",
-            params![format!("{source_id}-{i}"), number, amount, now],
-        )
-        .await?;
-    }
-    Ok((first, second))
+/// Two random amounts of 1 to 99 minor units for a link's micro-deposits; the account's
+/// holder proves the link by reading them back.
+fn micro_deposit_amounts() -> [i64; 2] {
+    let mut rng = rand::rng();
+    [rng.random_range(1..100i64), rng.random_range(1..100i64)]
+}
+
+/// A top-up's or payout's reference at a bank that needs one: `KB` and ten digits from its id
+/// (short enough to type into a bank's transfer form).
+pub fn operation_reference(id: TransferId) -> String {
+    format!("KB{:010}", id.get() % 10_000_000_000)
 }
 
 fn mask_number(number: &str) -> String {
@@ -155,6 +125,18 @@ fn source_from(row: &koban_store::sql::Row, attempts_max: i64) -> Result<Funding
         verified_at_ms: row.opt_i64(6)?,
         created_at_ms: row.i64(7)?,
     })
+}
+
+/// What settlement reads of a bank operation ([`DueOperation::from_row`]), then `$where`.
+macro_rules! operation_select {
+    ($where:literal) => {
+        concat!(
+            "SELECT o.id, o.user_id, o.kind, o.amount, o.currency, o.created_at, f.number, f.bank, ",
+            "f.holder_name, o.reference, c.behaviour FROM bank_operations o ",
+            "LEFT JOIN funding_sources f ON f.id = o.source_id LEFT JOIN card_sources c ON c.id = o.source_id",
+            $where
+        )
+    };
 }
 
 impl<S: LedgerStore> Payments<S> {
@@ -231,17 +213,15 @@ impl<S: LedgerStore> Payments<S> {
             .collect()
     }
 
-    async fn sandbox_account(&self, number: &str) -> Result<Option<(String, Behaviour)>, PayError> {
-        let mut tx = self.db().begin_read().await?;
-        let row = tx
-            .query_opt(
-                "SELECT holder_name, behaviour FROM sandbox_bank_accounts WHERE number = $1",
-                params![number],
-            )
-            .await?;
-        tx.commit().await?;
-        row.map(|r| Ok((r.text(0)?, Behaviour::parse(&r.text(1)?)?)))
-            .transpose()
+    /// The connector of bank `id`, if that bank is connected.
+    pub(crate) fn bank(&self, id: &str) -> Result<&dyn BankConnector<Tx<S>>, PayError> {
+        self.banks
+            .iter()
+            .find(|bank| bank.id() == id)
+            .map(|bank| bank.as_ref())
+            .ok_or(PayError::Invalid(
+                "this bank is not connected: name one of the banks Koban is connected to",
+            ))
     }
 
     fn amounts_hash(&self, source_id: &str, first: i64, second: i64) -> [u8; 32] {
@@ -273,7 +253,8 @@ impl<S: LedgerStore> Payments<S> {
         client: &Client,
     ) -> Result<(FundingSource, IssuedSession), PayError> {
         principal.can_move_money()?;
-        let bank_holder = self.bank_account_holder(principal, bank, number).await?;
+        let (number, bank_holder) = self.bank_account_holder(principal, bank, number).await?;
+        let number = number.as_str();
         // Step-up last, once nothing else can refuse: a confirmed step-up rotates the session.
         let session = self
             .auth
@@ -292,37 +273,38 @@ impl<S: LedgerStore> Payments<S> {
         Ok((source, session))
     }
 
-    /// The holder's name of a bank account a customer may link: at a connected bank, and in
-    /// the customer's verified legal name.
+    /// A bank account a customer may link, in its bank's normal form, and its holder's name:
+    /// at a connected bank, and in the customer's verified legal name (for a bank that does
+    /// not tell the name, the micro-deposits go out in that name, and a bank returns them if
+    /// it is not the account's).
     async fn bank_account_holder(
         &self,
         principal: &Principal,
         bank: &str,
         number: &str,
-    ) -> Result<String, PayError> {
-        if bank != SANDBOX_BANK {
-            return Err(PayError::Invalid(
-                "the only bank connected is the sandbox bank",
-            ));
-        }
-        self.sandbox_on()?;
-        if number.len() != 7 || !number.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PayError::Invalid("a sandbox account number has 7 digits"));
-        }
+    ) -> Result<(String, String), PayError> {
+        let connector = self.bank(bank)?;
+        let number = connector.normalise_account(number)?;
         let holder = self.holder(&principal.user_id).await?;
         let verified_name = holder.verified_name.clone().ok_or(PayError::Invalid(
             "verify your identity first: a bank account must be in your verified legal name",
         ))?;
-        let (bank_holder, _) = self
-            .sandbox_account(number)
-            .await?
-            .ok_or(PayError::Invalid("the bank does not know this account"))?;
+        let mut tx = self.db().begin_read().await?;
+        let told = connector.holder(&mut tx, &number).await?;
+        tx.commit().await?;
+        let bank_holder = match told {
+            Holder::Named(name) => name,
+            Holder::Unknown => verified_name.clone(),
+            Holder::NoSuchAccount => {
+                return Err(PayError::Invalid("the bank does not know this account"));
+            }
+        };
         if !same_name(&bank_holder, &verified_name) {
             return Err(PayError::Invalid(
                 "the bank account holder's name does not match your verified legal name",
             ));
         }
-        Ok(bank_holder)
+        Ok((number, bank_holder))
     }
 
     /// Records a link being made: the pending source with the keyed hash of two random
@@ -348,7 +330,10 @@ impl<S: LedgerStore> Payments<S> {
                 "this account is already linked or being linked",
             ));
         }
-        let (first, second) = send_micro_deposits(&mut tx, &id, number, now).await?;
+        let [first, second] = micro_deposit_amounts();
+        self.bank(bank)?
+            .send_micro_deposits(&mut tx, &id, number, bank_holder, [first, second], now)
+            .await?;
         tx.execute(
             "INSERT INTO funding_sources (id, user_id, bank, number, holder_name, status, amounts_hash, \
              attempts, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, 0, $7, $8)",
@@ -565,22 +550,24 @@ impl<S: LedgerStore> Payments<S> {
             .collect()
     }
 
-    /// A verified source of `user_id`: (number, verified at).
+    /// A verified source of `user_id`: (number, verified at, how long its bank's payout
+    /// holds last).
     async fn verified_source(
         &self,
         user_id: &str,
         source_id: &str,
-    ) -> Result<(String, i64), PayError> {
+    ) -> Result<(String, i64, Option<u32>), PayError> {
         let mut tx = self.db().begin_read().await?;
         let row = tx
             .query_opt(
-                "SELECT number, verified_at FROM funding_sources WHERE id = $1 AND user_id = $2 AND status = 'verified'",
+                "SELECT number, verified_at, bank FROM funding_sources WHERE id = $1 AND user_id = $2 AND status = 'verified'",
                 params![source_id, user_id],
             )
             .await?
             .ok_or(PayError::Invalid("name a verified bank account of yours"))?;
         tx.commit().await?;
-        Ok((row.text(0)?, row.opt_i64(1)?.unwrap_or(0)))
+        let hold = self.bank(&row.text(2)?)?.payout_hold_s();
+        Ok((row.text(0)?, row.opt_i64(1)?.unwrap_or(0), hold))
     }
 
     /// What every top-up and payout starts with: its ledger id from the idempotency key,
@@ -617,7 +604,7 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin_read().await?;
         let row = tx
             .query_opt(
-                "SELECT kind, status, source_id FROM bank_operations WHERE id = $1",
+                "SELECT kind, status, source_id, reference FROM bank_operations WHERE id = $1",
                 params![id.to_bytes()],
             )
             .await?
@@ -637,9 +624,16 @@ impl<S: LedgerStore> Payments<S> {
             status: row.text(1)?,
             replayed: true,
             session: None,
+            pay_in: match (row.text(0)?.as_str(), row.opt_text(3)?) {
+                ("topup", Some(reference)) => self.pay_in_for(&reference)?,
+                _ => None,
+            },
         }))
     }
 
+    /// Records a top-up or payout before its hold is written (so the settlement worker finds
+    /// every hold it must finish) and instructs the bank, in one transaction; answers how the
+    /// customer pays a top-up in, for a bank that needs it.
     pub(crate) async fn record_operation(
         &self,
         id: TransferId,
@@ -647,28 +641,47 @@ impl<S: LedgerStore> Payments<S> {
         kind: &str,
         account: AccountId,
         request: &BankMove,
-    ) -> Result<(), PayError> {
+    ) -> Result<Option<PayIn>, PayError> {
         let BankMove {
             source_id,
             amount,
             currency,
         } = request;
         let now = self.now_ms();
-        let amount = amount.to_i64();
         let mut tx = self.db().begin().await?;
+        // A card top-up's source is a card; a bank's instruction needs the account.
+        let source = if kind == "card_topup" {
+            None
+        } else {
+            let row = tx
+                .query_one(
+                    "SELECT bank, number, holder_name FROM funding_sources WHERE id = $1",
+                    params![source_id.as_str()],
+                )
+                .await?;
+            Some((self.bank(&row.text(0)?)?, row.text(1)?, row.text(2)?))
+        };
+        let (settle_after_s, reference) = match &source {
+            Some((bank, _, _)) if bank.id() != SANDBOX_BANK => {
+                (bank.status_after_s(), Some(operation_reference(id)))
+            }
+            Some((bank, _, _)) => (bank.status_after_s(), None),
+            None => (self.config.settle_after_s, None),
+        };
         tx.execute(
-            "INSERT INTO bank_operations (id, user_id, source_id, kind, account_id, amount, currency, status, due_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO bank_operations (id, user_id, source_id, kind, account_id, amount, currency, status, due_at, created_at, reference) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) ON CONFLICT (id) DO NOTHING",
             params![
                 id.to_bytes(),
                 user_id,
                 source_id.as_str(),
                 kind,
                 account.to_bytes(),
-                amount,
+                amount.to_i64(),
                 currency.code(),
-                now + self.config.settle_after_s * 1000,
-                now
+                now + settle_after_s * 1000,
+                now,
+                reference.clone()
             ],
         )
         .await?;
@@ -680,12 +693,11 @@ impl<S: LedgerStore> Payments<S> {
                 params![id.to_bytes()],
             )
             .await?;
-        tx.commit().await?;
         let same = row.text(0)? == user_id
             && row.text(1)? == *source_id
             && row.text(2)? == kind
             && row.bytes(3)? == account.to_bytes()
-            && row.i64(4)? == amount
+            && row.i64(4)? == amount.to_i64()
             && row.text(5)? == currency.code();
         if !same {
             return Err(PayError::IdempotencyMismatch);
@@ -695,7 +707,28 @@ impl<S: LedgerStore> Payments<S> {
                 "an earlier try with this Idempotency-Key was abandoned; use a new key",
             ));
         }
-        Ok(())
+        let pay_in = match &source {
+            Some((bank, number, holder_name)) => {
+                let instruction = Instruction {
+                    id,
+                    kind,
+                    amount: *amount,
+                    currency: *currency,
+                    account: number,
+                    holder_name,
+                    reference: reference.as_deref().unwrap_or_default(),
+                };
+                bank.instruct(&mut tx, &instruction, now).await?
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(pay_in)
+    }
+
+    /// How a customer pays in the top-up with `reference` (a bank that needs it).
+    fn pay_in_for(&self, reference: &str) -> Result<Option<PayIn>, PayError> {
+        Ok(self.banks.iter().find_map(|bank| bank.pay_in(reference)))
     }
 
     /// Tops up the caller's wallet from a verified bank account: pending until the bank settles.
@@ -718,7 +751,7 @@ impl<S: LedgerStore> Payments<S> {
             Begun::New { id, claim, wallet } => (id, claim, wallet),
             Begun::Done(done) => return Ok(*done),
         };
-        let (_, verified_at) = self.verified_source(&principal.user_id, source_id).await?;
+        let (_, verified_at, _) = self.verified_source(&principal.user_id, source_id).await?;
         let now = self.now_ms();
         let _lock = self.lock_wallet(wallet.account).await?;
         self.still_signed_in(principal).await?;
@@ -752,17 +785,21 @@ impl<S: LedgerStore> Payments<S> {
         self.assess_topup(principal, id, source_id, Some(verified_at), request, None)
             .await?;
         // The record first, so the settlement worker finds every hold it must finish.
-        self.record_operation(id, &principal.user_id, "topup", wallet.account, request)
+        let pay_in = self
+            .record_operation(id, &principal.user_id, "topup", wallet.account, request)
             .await?;
-        self.hold_topup(
-            id,
-            IssuerAccount::BankSettlement,
-            wallet.account,
-            request,
-            Metadata::empty(),
-            "topup",
-        )
-        .await
+        let mut done = self
+            .hold_topup(
+                id,
+                IssuerAccount::BankSettlement,
+                wallet.account,
+                request,
+                Metadata::empty(),
+                "topup",
+            )
+            .await?;
+        done.pay_in = pay_in;
+        Ok(done)
     }
 
     /// The risk decision of a top-up from `source_id` (verified at `verified_at`): a hold or a
@@ -843,6 +880,7 @@ impl<S: LedgerStore> Payments<S> {
             status: "pending".into(),
             replayed: false,
             session: None,
+            pay_in: None,
         })
     }
 
@@ -907,7 +945,7 @@ impl<S: LedgerStore> Payments<S> {
             Begun::New { id, claim, wallet } => (id, claim, wallet),
             Begun::Done(done) => return Ok(*done),
         };
-        let (number, _) = self.verified_source(&principal.user_id, source_id).await?;
+        let (number, _, hold) = self.verified_source(&principal.user_id, source_id).await?;
         let _lock = self.lock_wallet(wallet.account).await?;
         self.still_signed_in(principal).await?;
         let session = self
@@ -923,7 +961,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         self.record_operation(id, &principal.user_id, "payout", wallet.account, request)
             .await?;
-        let batch = self.payout_batch(id, wallet.account, amount, currency);
+        let batch = self.payout_batch(id, wallet.account, amount, currency, hold);
         let applied = self.submit_batch(batch).await?;
         Ok(BankOperation {
             transfer: applied.transfers[0].clone(),
@@ -931,21 +969,22 @@ impl<S: LedgerStore> Payments<S> {
             status: "pending".into(),
             replayed: false,
             session: Some(session),
+            pay_in: None,
         })
     }
 
     /// A customer's payout: a hold from the wallet to the bank settlement account until the
-    /// bank settles, with its e-money memo leg held alike.
+    /// bank settles (released after `hold` seconds, if its bank may leave it unfinished), with
+    /// its e-money memo leg held alike.
     fn payout_batch(
         &self,
         id: TransferId,
         wallet: AccountId,
         amount: Amount,
         currency: Currency,
+        hold: Option<u32>,
     ) -> Vec<TransferRequest> {
-        let pending = Some(PendingOptions {
-            timeout_s: Some(BANK_HOLD_S),
-        });
+        let pending = Some(PendingOptions { timeout_s: hold });
         vec![
             TransferRequest::Move(Move {
                 id,
@@ -996,7 +1035,7 @@ impl<S: LedgerStore> Payments<S> {
         {
             return Ok(done);
         }
-        let (number, _) = self
+        let (number, _, _) = self
             .verified_source(&merchant.merchant_id, &request.source_id)
             .await?;
         // Held from the limits' check to the ledger write, as for a customer's payout.
@@ -1047,7 +1086,8 @@ impl<S: LedgerStore> Payments<S> {
             Begun::New { id, claim, wallet } => (id, claim, wallet),
             Begun::Done(done) => return Ok(*done),
         };
-        self.verified_source(&merchant.merchant_id, source_id)
+        let (_, _, hold) = self
+            .verified_source(&merchant.merchant_id, source_id)
             .await?;
         self.record_operation(id, &merchant.merchant_id, "payout", wallet.account, request)
             .await?;
@@ -1060,9 +1100,7 @@ impl<S: LedgerStore> Payments<S> {
             code: kind::PAYOUT,
             reference: None,
             metadata: Metadata::empty(),
-            pending: Some(PendingOptions {
-                timeout_s: Some(BANK_HOLD_S),
-            }),
+            pending: Some(PendingOptions { timeout_s: hold }),
         })];
         match self.submit(batch).await? {
             Ok(applied) => Ok(BankOperation {
@@ -1071,6 +1109,7 @@ impl<S: LedgerStore> Payments<S> {
                 status: "pending".into(),
                 replayed: false,
                 session: None,
+                pay_in: None,
             }),
             Err(rejection) => {
                 self.finish_operation(id, "failed").await?;
@@ -1090,44 +1129,67 @@ impl<S: LedgerStore> Payments<S> {
         Ok(())
     }
 
-    /// Settles bank operations whose time has come with the sandbox bank: posts the holds of
-    /// those the bank accepts, voids the others. Returns how many it finished.
+    /// Settles bank operations whose time has come, as their bank (or acquirer) says: posts
+    /// the holds of those it accepted, voids the others, and asks again a day later about
+    /// those it cannot tell yet. Returns how many it finished.
     pub async fn settle_due(&self, limit: i64) -> Result<usize, PayError> {
         let now = self.now_ms();
         let mut tx = self.db().begin_read().await?;
         let rows = tx
             .query(
-                "SELECT o.id, o.user_id, o.kind, o.amount, o.currency, o.created_at, f.number \
-                 FROM bank_operations o LEFT JOIN funding_sources f ON f.id = o.source_id \
-                 WHERE o.status = 'pending' AND o.due_at <= $1 ORDER BY o.due_at LIMIT $2",
+                operation_select!(
+                    " WHERE o.status = 'pending' AND o.due_at <= $1 ORDER BY o.due_at LIMIT $2"
+                ),
                 params![now, limit],
             )
             .await?;
         tx.commit().await?;
         let mut finished = 0;
+        let mut failure = None;
         for row in rows {
-            let operation = DueOperation {
-                id: TransferId::from_bytes(&row.bytes(0)?)
-                    .map_err(|_| PayError::Invalid("a stored id is not valid"))?,
-                user_id: row.text(1)?,
-                kind: row.text(2)?,
-                currency: Currency::parse(&row.text(4)?)
-                    .map_err(|_| PayError::Invalid("a stored currency is not valid"))?,
-                created_at_ms: row.i64(5)?,
-                number: row.opt_text(6)?.unwrap_or_default(),
-            };
-            if self.settle_one(&operation, now).await? {
-                finished += 1;
+            let operation = DueOperation::from_row(&row)?;
+            // One operation that cannot be settled (its bank disconnected, an error of its
+            // bank) does not hold up the others.
+            match self.settle_one(&operation, now).await {
+                Ok(true) => finished += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(
+                        operation = %uuid::Uuid::from_u128(operation.id.get()),
+                        %error,
+                        "a bank operation could not be settled; will retry"
+                    );
+                    failure = Some(error);
+                }
             }
         }
-        Ok(finished)
+        match failure {
+            Some(error) if finished == 0 => Err(error),
+            _ => Ok(finished),
+        }
     }
 
-    /// Settles one due operation; false when it must wait (its hold is not written yet).
+    /// The operation `id` as settlement sees it, if it exists.
+    pub(crate) async fn due_operation(
+        &self,
+        id: TransferId,
+    ) -> Result<Option<DueOperation>, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let row = tx
+            .query_opt(
+                operation_select!(" WHERE o.id = $1"),
+                params![id.to_bytes()],
+            )
+            .await?;
+        tx.commit().await?;
+        row.map(|row| DueOperation::from_row(&row)).transpose()
+    }
+
+    /// Settles one due operation; false when it must wait (its hold is not written yet, or
+    /// its bank cannot tell yet).
     async fn settle_one(&self, operation: &DueOperation, now: i64) -> Result<bool, PayError> {
         let id = operation.id;
-        // The ledger's hold, not the row, says how much is at stake.
-        let Some(hold) = self.store.transfer(id).await? else {
+        if self.store.transfer(id).await?.is_none() {
             // The process died between the record and the hold: after a minute, nothing
             // will come; the operation failed without moving money.
             if operation.created_at_ms < now - 60_000 {
@@ -1135,17 +1197,55 @@ impl<S: LedgerStore> Payments<S> {
                 return Ok(true);
             }
             return Ok(false);
+        }
+        let verdict = match &operation.bank {
+            // Card top-ups were authorised by the acquirer already; this is their capture.
+            None => self.acquirer.capture(&operation.card_behaviour),
+            Some(bank) => {
+                let mut tx = self.db().begin_read().await?;
+                let verdict = self
+                    .bank(bank)?
+                    .status(&mut tx, &operation.instruction())
+                    .await?;
+                tx.commit().await?;
+                verdict
+            }
         };
-        // Card top-ups were authorised by the acquirer already; this is their capture.
-        let accepted = operation.kind == "card_topup"
-            || match self.sandbox_account(&operation.number).await? {
-                Some((_, Behaviour::Normal)) => true,
-                Some((_, Behaviour::FailsSettlement)) | None => false,
-            };
-        let status = self.post_or_void(id, accepted).await?;
-        self.record_settlement(operation, hold.amount, status, now)
+        if verdict == Verdict::Waiting {
+            tracing::warn!(
+                operation = %uuid::Uuid::from_u128(id.get()),
+                "a bank operation is past its time and its bank has not settled it: asking again in a day"
+            );
+            let mut tx = self.db().begin().await?;
+            tx.execute(
+                "UPDATE bank_operations SET due_at = $1 WHERE id = $2 AND status = 'pending'",
+                params![now + 24 * 3600 * 1000, id.to_bytes()],
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
+        self.settle_operation(operation, verdict == Verdict::Accepted, now)
             .await?;
         Ok(true)
+    }
+
+    /// Finishes an operation its bank accepted (the hold posts) or refused (it is voided);
+    /// answers its new status, or `None` when its hold is not in the ledger.
+    pub(crate) async fn settle_operation(
+        &self,
+        operation: &DueOperation,
+        accepted: bool,
+        now: i64,
+    ) -> Result<Option<&'static str>, PayError> {
+        // The ledger's hold, not the row, says how much is at stake.
+        let Some(hold) = self.store.transfer(operation.id).await? else {
+            return Ok(None);
+        };
+        let status = self.post_or_void(operation.id, accepted).await?;
+        self.record_settlement(operation, hold.amount, status, now)
+            .await?;
+        Ok(Some(status))
     }
 
     /// Posts (the bank accepted) or voids (it did not) an operation's hold and its memo leg's;
@@ -1182,8 +1282,9 @@ impl<S: LedgerStore> Payments<S> {
         }
     }
 
-    /// Records a settled or failed operation: its status, the sandbox bank's own entry, the
-    /// merchant's webhook for a payout, and the customer's notice, in one transaction.
+    /// Records a settled or failed operation: its status, the bank's own record (the
+    /// sandbox's statement), the merchant's webhook for a payout, and the customer's notice,
+    /// in one transaction.
     async fn record_settlement(
         &self,
         operation: &DueOperation,
@@ -1204,24 +1305,12 @@ impl<S: LedgerStore> Payments<S> {
             // Another instance recorded it first, with its entry, event and notice.
             return Ok(());
         }
-        if status == "settled" && operation.kind != "card_topup" {
-            let signed = if topup {
-                -amount.to_i64()
-            } else {
-                amount.to_i64()
-            };
-            tx.execute(
-                "INSERT INTO sandbox_bank_entries (id, number, amount, description, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-                params![
-                    uuid::Uuid::from_u128(id.get()).to_string(),
-                    number,
-                    signed,
-                    if topup { "KOBAN TOPUP" } else { "KOBAN PAYOUT" },
-                    now
-                ],
-            )
-            .await?;
+        if status == "settled"
+            && let Some(bank) = &operation.bank
+        {
+            self.bank(bank)?
+                .record_settled(&mut tx, &operation.instruction(), now)
+                .await?;
         }
         if !topup {
             // Merchants hear of their payouts by webhook (customers have no endpoints).
@@ -1291,16 +1380,63 @@ fn settlement_notice(topup: bool, status: &str, number: &str) -> Mail {
     }
 }
 
-/// A bank operation whose settlement time has come.
-struct DueOperation {
-    id: TransferId,
+/// A bank operation as settlement sees it.
+pub(crate) struct DueOperation {
+    pub(crate) id: TransferId,
     user_id: String,
     /// `topup`, `card_topup` or `payout`.
-    kind: String,
-    currency: Currency,
+    pub(crate) kind: String,
+    pub(crate) amount: Amount,
+    pub(crate) currency: Currency,
     created_at_ms: i64,
-    /// The sandbox bank account number (empty for a card top-up).
+    /// The bank account's number (empty for a card top-up).
     number: String,
+    /// The account's bank; `None` for a card top-up (its acquirer settles it).
+    bank: Option<String>,
+    holder_name: String,
+    reference: Option<String>,
+    /// What the acquirer recorded about a card top-up's card.
+    card_behaviour: String,
+}
+
+impl DueOperation {
+    fn from_row(row: &koban_store::sql::Row) -> Result<DueOperation, PayError> {
+        fn stored<E>(_: E) -> PayError {
+            PayError::Invalid("a stored bank operation is not valid")
+        }
+        Ok(DueOperation {
+            id: TransferId::from_bytes(&row.bytes(0)?).map_err(stored)?,
+            user_id: row.text(1)?,
+            kind: row.text(2)?,
+            amount: Amount::from_i64(row.i64(3)?).map_err(stored)?,
+            currency: Currency::parse(&row.text(4)?).map_err(stored)?,
+            created_at_ms: row.i64(5)?,
+            number: row.opt_text(6)?.unwrap_or_default(),
+            bank: row
+                .opt_text(7)?
+                .filter(|_| row.text(2).is_ok_and(|k| k != "card_topup")),
+            holder_name: row.opt_text(8)?.unwrap_or_default(),
+            reference: row.opt_text(9)?,
+            card_behaviour: row.opt_text(10)?.unwrap_or_default(),
+        })
+    }
+
+    /// The operation as its bank sees it.
+    fn instruction(&self) -> Instruction<'_> {
+        Instruction {
+            id: self.id,
+            kind: if self.kind == "payout" {
+                "payout"
+            } else {
+                "topup"
+            },
+            amount: self.amount,
+            currency: self.currency,
+            account: &self.number,
+            holder_name: &self.holder_name,
+            reference: self.reference.as_deref().unwrap_or_default(),
+        }
+    }
 }
 
 #[cfg(test)]

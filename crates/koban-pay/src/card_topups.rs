@@ -19,6 +19,7 @@ use koban_store::{LedgerStore, params};
 
 use crate::accounts::IssuerAccount;
 use crate::bank::{BankMove, BankOperation, Begun};
+use crate::connectors::Authorisation;
 use crate::{IdempotencyKey, PayError, Payments, format_money};
 
 /// Wrong challenge codes before a challenge is void.
@@ -141,11 +142,7 @@ impl<S: LedgerStore> Payments<S> {
         }
         let now = self.now_ms();
         let digits = card_digits(card, now)?;
-        let behaviour = match digits.as_str() {
-            "4000000000000002" => "declines",
-            "4000000000003220" => "always_challenge",
-            _ => "normal",
-        };
+        let behaviour = self.acquirer.behaviour_of(&digits);
         let fingerprint = self.card_fingerprint(&digits);
         let id = koban_shared::new_id();
         let mut tx = self.db().begin().await?;
@@ -252,11 +249,15 @@ impl<S: LedgerStore> Payments<S> {
         let holder = self.holder(&principal.user_id).await?;
         let account = self.ledger_account(wallet.account).await?;
         self.check_balance_cap(&holder, &account, amount)?;
-        if verified_at.is_none() || !known_device || behaviour == "always_challenge" {
+        let authorisation = self.acquirer.authorise(&behaviour);
+        if verified_at.is_none()
+            || !known_device
+            || authorisation == Authorisation::ChallengeEveryTime
+        {
             self.card_challenge(principal, request, id, &last4, challenge)
                 .await?;
         }
-        if behaviour == "declines" {
+        if authorisation == Authorisation::Declined {
             return Err(PayError::Declined {
                 code: "card_declined",
             });

@@ -1175,7 +1175,7 @@ impl<S: LedgerStore> Payments<S> {
 }
 
 /// An operator's note or reason: 1 to 500 characters.
-fn bounded_note(note: &str) -> Result<&str, PayError> {
+pub(crate) fn bounded_note(note: &str) -> Result<&str, PayError> {
     let note = note.trim();
     if note.is_empty() || note.chars().count() > 500 {
         return Err(PayError::Invalid("a note is 1 to 500 characters"));

@@ -19,7 +19,9 @@ pub mod backtest;
 pub mod bank;
 pub mod card_topups;
 pub mod cases;
+pub mod connectors;
 pub mod fraud;
+pub mod iso20022;
 pub mod links;
 pub mod losses;
 pub mod merchant;
@@ -28,6 +30,7 @@ pub mod p2p;
 pub mod qr;
 pub mod review;
 pub mod risk;
+pub mod statements;
 pub mod wallets;
 pub mod webhooks;
 
@@ -107,6 +110,8 @@ pub struct PayConfig {
     /// Certificate authorities (PEM) trusted for webhook endpoints besides the platform's
     /// roots: an operator's own, or a test's.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// The ISO 20022 file bank, when the issuer has an account there.
+    pub file_bank: Option<connectors::FileBank>,
 }
 
 impl Default for PayConfig {
@@ -145,6 +150,7 @@ impl Default for PayConfig {
             sandbox: false,
             approval_from_minor: 50_000,
             tls_ca_pem: None,
+            file_bank: None,
         }
     }
 }
@@ -338,7 +344,13 @@ pub struct Payments<S: LedgerStore> {
     pub(crate) refusals_scored: Arc<Mutex<(i64, u32)>>,
     /// The TLS client settings for webhook endpoints, built on first use.
     pub(crate) webhook_tls: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
+    /// The banks connected (the sandbox, the ISO 20022 file bank) and the card acquirer.
+    pub(crate) banks: Arc<Vec<Box<dyn connectors::BankConnector<Tx<S>>>>>,
+    pub(crate) acquirer: Arc<dyn connectors::AcquirerConnector>,
 }
+
+/// The database transaction of a store's SQL side.
+pub(crate) type Tx<S> = <<S as LedgerStore>::Sql as koban_store::sql::SqlDb>::Tx;
 
 /// What a movement moves: id, debit and credit accounts, amount, currency.
 type Movement = (
@@ -404,6 +416,15 @@ impl<S: LedgerStore> Payments<S> {
         if config.currencies.is_empty() {
             return Err(PayError::Invalid("at least one wallet currency is needed"));
         }
+        let mut banks: Vec<Box<dyn connectors::BankConnector<Tx<S>>>> = Vec::new();
+        if config.sandbox {
+            banks.push(Box::new(connectors::SandboxBank {
+                settle_after_s: config.settle_after_s,
+            }));
+        }
+        if let Some(file_bank) = &config.file_bank {
+            banks.push(Box::new(file_bank.clone()));
+        }
         Ok(Payments {
             store,
             auth,
@@ -425,6 +446,8 @@ impl<S: LedgerStore> Payments<S> {
             record_flush: Arc::default(),
             refusals_scored: Arc::default(),
             webhook_tls: Arc::default(),
+            banks: Arc::new(banks),
+            acquirer: Arc::new(connectors::SandboxAcquirer),
         })
     }
 
@@ -796,7 +819,10 @@ impl<S: LedgerStore> Payments<S> {
     /// `settle` (the server: while this instance holds the settlement lease).
     pub async fn settle_and_flush(&self, settle: bool) -> Result<(), PayError> {
         let settled = match settle {
-            true => self.settle_due(100).await.map(|_| ()),
+            true => match self.settle_due(100).await {
+                Ok(_) => self.send_payment_files().await.map(|_| ()),
+                Err(error) => Err(error),
+            },
             false => Ok(()),
         };
         let records = self.flush_records().await;

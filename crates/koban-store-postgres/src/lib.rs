@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../migrations/0015_webhook_last_error.sql"),
     ),
+    (16, include_str!("../migrations/0016_bank_files.sql")),
 ];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;

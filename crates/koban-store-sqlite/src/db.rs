@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../migrations/0015_webhook_last_error.sql"),
     ),
+    (16, include_str!("../migrations/0016_bank_files.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

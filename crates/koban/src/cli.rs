@@ -227,6 +227,19 @@ pub struct PaymentArgs {
     /// ... plus this fixed part, in minor units.
     #[arg(long, env = "KOBAN_FEE_FIXED", default_value_t = koban_pay::PayConfig::default().fee_fixed_minor)]
     pub fee_fixed: u64,
+    /// The issuer's own account at a bank reached by ISO 20022 files, as bank code, branch
+    /// code and number (`0001-123-1234567`): connects that bank (`iso20022`). Payouts and
+    /// micro-deposits go out as pain.001 files; the bank's camt.053/camt.054 files, imported
+    /// by an operator, settle top-ups and payouts.
+    #[arg(long, env = "KOBAN_BANK_ACCOUNT")]
+    pub bank_account: Option<String>,
+    /// The issuer's name on the bank files.
+    #[arg(long, env = "KOBAN_BANK_NAME", default_value = "Koban")]
+    pub bank_name: String,
+    /// A folder the pain.001 files are written to for the bank channel to pick up (each
+    /// file also stays downloadable from the operators' API).
+    #[arg(long, env = "KOBAN_BANK_OUTBOX")]
+    pub bank_outbox: Option<std::path::PathBuf>,
 }
 
 impl PaymentArgs {
@@ -279,8 +292,35 @@ impl PaymentArgs {
             lookup_misses_network_max: self.lookup_misses_network_max,
             fee_bps: self.fee_bps,
             fee_fixed_minor: self.fee_fixed,
+            file_bank: self.file_bank()?,
             ..koban_pay::PayConfig::default()
         })
+    }
+
+    /// The ISO 20022 file bank of `--bank-account`, if given.
+    fn file_bank(&self) -> anyhow::Result<Option<koban_pay::connectors::FileBank>> {
+        let Some(account) = &self.bank_account else {
+            if self.bank_outbox.is_some() {
+                anyhow::bail!("--bank-outbox needs --bank-account");
+            }
+            return Ok(None);
+        };
+        let account = koban_pay::iso20022::ZenginAccount::parse(account)
+            .map_err(|e| anyhow::anyhow!("--bank-account: {e}"))?;
+        let name = self.bank_name.trim();
+        if name.is_empty() || name.chars().count() > 140 {
+            anyhow::bail!("--bank-name must be 1 to 140 characters");
+        }
+        if let Some(dir) = &self.bank_outbox
+            && !dir.is_dir()
+        {
+            anyhow::bail!("--bank-outbox {} is not a folder", dir.display());
+        }
+        Ok(Some(koban_pay::connectors::FileBank {
+            account,
+            name: name.to_owned(),
+            outbox: self.bank_outbox.clone(),
+        }))
     }
 
     pub fn card_config(&self) -> anyhow::Result<koban_cards::CardConfig> {

@@ -238,6 +238,13 @@ pub async fn run_workers<S: LedgerStore>(
                     }
                     Err(error) => tracing::warn!(%error, "reconciliation could not be read; will retry"),
                 }
+                // Bank statement lines waiting for an operator, for their alert.
+                if pay.file_bank_connected() {
+                    match pay.unmatched_statement_lines().await {
+                        Ok(count) => metrics::gauge!("koban_bank_statement_lines_unmatched").set(count as f64),
+                        Err(error) => tracing::warn!(%error, "unmatched bank lines could not be counted; will retry"),
+                    }
+                }
             }
             _ = rules.tick() => {
                 match pay.sync_risk_rules().await {

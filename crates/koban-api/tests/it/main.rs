@@ -1,6 +1,7 @@
 //! API story tests: each runs against SQLite and PostgreSQL (`stories!`), through the real
 //! router, with a manual clock.
 
+mod bank_files;
 mod cards;
 mod helpers;
 mod instances;
