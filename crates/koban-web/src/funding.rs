@@ -173,6 +173,9 @@ pub struct TopupDonePage {
     pub text: String,
     /// What happens next, in words.
     pub next: String,
+    /// For a top-up the customer pays in by their own transfer: to which account, quoting
+    /// which reference.
+    pub pay_in: Option<(String, String)>,
 }
 
 #[derive(Template)]
@@ -192,17 +195,18 @@ pub async fn topup<S: LedgerStore>(
     let currency = wallet_currency(&state.pay);
     let kind = form.source.split_once(':').map_or("", |(kind, _)| kind);
     match submit_topup(&state, &me, &page, &form, currency).await {
-        Ok(amount) => {
+        Ok((amount, pay_in)) => {
             let shown = page.tr.money(i128::from(amount.minor_units()), currency);
-            let (text, next) = if kind == "card" {
-                ("topup-card-done", "topup-card-done-lead")
-            } else {
-                ("topup-done", "topup-done-lead")
+            let (text, next) = match (kind, &pay_in) {
+                ("card", _) => ("topup-card-done", "topup-card-done-lead"),
+                (_, Some(_)) => ("topup-pay-in", "topup-pay-in-lead"),
+                _ => ("topup-done", "topup-done-lead"),
             };
             page.render(&TopupDonePage {
                 c: page.chrome("title-topup-done"),
                 text: page.tr.with(text, &[("amount", &shown)]),
                 next: page.tr.t(next),
+                pay_in: pay_in.map(|p| (p.pay_to, p.reference)),
             })
         }
         Err(PayError::ChallengeRequired { id, .. }) => {
@@ -241,14 +245,15 @@ pub async fn topup<S: LedgerStore>(
 }
 
 /// Tops up from the source the form names (`bank:ID` or `card:ID`, with the answer to the
-/// card issuer's challenge if there is one); answers the amount on its way.
+/// card issuer's challenge if there is one); answers the amount on its way, and how to pay
+/// it in when the customer's own transfer is what brings it.
 async fn submit_topup<S: LedgerStore>(
     state: &ApiState<S>,
     me: &Principal,
     page: &Page,
     form: &TopupForm,
     currency: Currency,
-) -> Result<Amount, PayError> {
+) -> Result<(Amount, Option<koban_pay::connectors::PayIn>), PayError> {
     use koban_pay::card_topups::ChallengeAnswer;
     let (kind, source_id) = form.source.split_once(':').unwrap_or(("", ""));
     let amount = parse_amount(&form.amount, currency).ok_or(PayError::Invalid("amount"))?;
@@ -272,7 +277,7 @@ async fn submit_topup<S: LedgerStore>(
         }
         _ => Err(PayError::Invalid("source")),
     }?;
-    Ok(operation.transfer.amount)
+    Ok((operation.transfer.amount, operation.pay_in))
 }
 
 /// The card issuer's challenge of a top-up, asking for the code with the form's values kept.
@@ -488,6 +493,7 @@ pub async fn payout<S: LedgerStore>(
                 c: page.chrome("title-payout-done"),
                 text: page.tr.with("payout-done", &[("amount", &shown)]),
                 next: page.tr.t("payout-done-lead"),
+                pay_in: None,
             };
             with_cookies(page.render(&view), op.session.as_ref(), page.dev)
         }
@@ -508,6 +514,8 @@ pub struct BankPage {
     pub verified_name: Option<String>,
     pub legal_name: String,
     pub account_number: String,
+    /// Accounts are linked at the ISO 20022 bank (bank, branch and number), not the sandbox.
+    pub zengin: bool,
 }
 
 async fn bank_view<S: LedgerStore>(
@@ -526,6 +534,7 @@ async fn bank_view<S: LedgerStore>(
         verified_name: holder.verified_name,
         legal_name: String::new(),
         account_number,
+        zengin: state.pay.file_bank_connected(),
     })
 }
 
@@ -569,6 +578,16 @@ pub async fn kyc<S: LedgerStore>(
     }
 }
 
+/// The bank the web wallet links accounts at: the ISO 20022 bank when the issuer connected
+/// one, else the sandbox.
+fn web_bank<S: LedgerStore>(pay: &koban_pay::Payments<S>) -> &'static str {
+    if pay.file_bank_connected() {
+        koban_pay::connectors::FILE_BANK
+    } else {
+        koban_pay::bank::SANDBOX_BANK
+    }
+}
+
 #[derive(Deserialize)]
 pub struct LinkForm {
     #[serde(default)]
@@ -591,14 +610,14 @@ pub async fn link<S: LedgerStore>(
     let done = with_step_up(&page, &form.answer, guarded, |proof| {
         let (pay, me, number, client) = (&state.pay, &me, &number, &page.client);
         async move {
-            pay.link_bank_start(me, "sandbox", number, proof.as_ref(), client)
+            pay.link_bank_start(me, web_bank(pay), number, proof.as_ref(), client)
                 .await
         }
     })
     .await;
     match done {
         Ok(Stepped::Done((source, session))) => {
-            let next = if page.dev {
+            let next = if page.dev && web_bank(&state.pay) == koban_pay::bank::SANDBOX_BANK {
                 format!("/bank/{}/confirm?sandbox={number}", source.id)
             } else {
                 format!("/bank/{}/confirm", source.id)

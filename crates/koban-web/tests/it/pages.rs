@@ -29,6 +29,14 @@ struct App {
 }
 
 async fn app() -> App {
+    app_with(koban_pay::PayConfig {
+        sandbox: true,
+        ..koban_pay::PayConfig::default()
+    })
+    .await
+}
+
+async fn app_with(pay_config: koban_pay::PayConfig) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
     let (clock, handle) = Clock::manual(Timestamp::from_nanos(START_NS));
     let store = SqliteStore::open(
@@ -46,15 +54,7 @@ async fn app() -> App {
     };
     let auth =
         Auth::new(store.sql(), ServerKeys::from_master([7; 32]), clock, config).expect("auth");
-    let pay = koban_pay::Payments::new(
-        store.clone(),
-        auth.clone(),
-        koban_pay::PayConfig {
-            sandbox: true,
-            ..koban_pay::PayConfig::default()
-        },
-    )
-    .expect("payments");
+    let pay = koban_pay::Payments::new(store.clone(), auth.clone(), pay_config).expect("payments");
     pay.open_issuer_accounts().await.expect("issuer accounts");
     let router = koban_web::app(ApiState {
         store,
@@ -807,4 +807,127 @@ async fn a_shop_signs_up_on_the_same_page_and_lands_on_its_dashboard() {
         refused.body
     );
     assert!(!refused.body.contains("Confirm with your code"));
+}
+
+#[tokio::test]
+async fn at_the_iso20022_bank_a_top_up_shows_where_to_pay_and_what_to_quote() {
+    let app = app_with(koban_pay::PayConfig {
+        file_bank: Some(koban_pay::connectors::FileBank {
+            account: koban_pay::iso20022::ZenginAccount::parse("0001-001-0000001").unwrap(),
+            name: "Koban".into(),
+            outbox: None,
+        }),
+        ..koban_pay::PayConfig::default()
+    })
+    .await;
+    let (mut hanako, seed) = signed_up(&app, "Hanako Suzuki", "hanako@example.com").await;
+    let me = app
+        .auth
+        .authenticate(&hanako.cookies["koban_session"])
+        .await
+        .unwrap();
+    let name = koban_auth::LegalName::parse("Hanako Suzuki").unwrap();
+    app.pay.submit_kyc(&me, &name).await.unwrap();
+    let support = operator(&app, "support@example.com", koban_auth::Role::Support).await;
+    let support = app
+        .auth
+        .authenticate(&support.cookies["koban_session"])
+        .await
+        .unwrap();
+    app.pay
+        .decide_kyc(&support, &me.user_id, "Hanako Suzuki", true)
+        .await
+        .unwrap();
+
+    // The account is asked for as bank, branch and number, and linked at the ISO 20022 bank.
+    let page = hanako.get("/bank").await;
+    assert!(page.body.contains("0001-123-1234567"), "{}", page.body);
+    let asked = hanako
+        .submit(
+            "/bank",
+            "/bank/link",
+            &[("account_number", "0005-123-7654321")],
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::FORBIDDEN, "{}", asked.body);
+    let csrf = hidden(&asked.body, "csrf").unwrap();
+    let step_up = hidden(&asked.body, "step_up_id").unwrap();
+    let code = koban_auth::totp::code_at(&seed, now_s(&app)).unwrap();
+    let linked = hanako
+        .post(
+            "/bank/link",
+            &csrf,
+            &[
+                ("account_number", "0005-123-7654321"),
+                ("step_up_id", step_up.as_str()),
+                ("code", code.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(linked.status, StatusCode::SEE_OTHER, "{}", linked.body);
+    let next = linked.headers[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!next.contains("sandbox"), "{next}");
+    let source = next.split('/').nth(2).unwrap().to_owned();
+
+    // The micro-deposits went out in a pain.001; the customer reads them on their statement.
+    let file = app.pay.make_payment_file().await.unwrap().expect("a file");
+    let amounts: Vec<i64> = file
+        .content
+        .split("<InstdAmt Ccy=\"JPY\">")
+        .skip(1)
+        .map(|rest| rest.split('<').next().unwrap().parse().unwrap())
+        .collect();
+    let me = app
+        .auth
+        .authenticate(&hanako.cookies["koban_session"])
+        .await
+        .unwrap();
+    app.pay
+        .link_bank_confirm(
+            &me,
+            &source,
+            amounts[0],
+            amounts[1],
+            &koban_auth::Client::from_ip([127, 0, 0, 1].into(), None, "test"),
+        )
+        .await
+        .unwrap();
+
+    for (language, pay_to, reference) in [
+        ("en-GB", "Pay to", "Reference"),
+        ("ja", "お振込先", "参照番号"),
+    ] {
+        hanako.accept_language = if language == "ja" {
+            "ja"
+        } else {
+            "en-GB,en;q=0.9"
+        };
+        let form = hanako.get("/topup").await;
+        let key = hidden(&form.body, "key").unwrap();
+        let csrf = hidden(&form.body, "csrf").unwrap();
+        let done = hanako
+            .post(
+                "/topup",
+                &csrf,
+                &[
+                    ("source", &format!("bank:{source}")),
+                    ("amount", "3000"),
+                    ("key", key.as_str()),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+        assert!(done.body.contains(pay_to), "{}", done.body);
+        assert!(done.body.contains(reference), "{}", done.body);
+        assert!(
+            done.body.contains("0001-001-0000001 Koban"),
+            "{}",
+            done.body
+        );
+        let quoted = done.body.split("<strong>").nth(1).unwrap();
+        assert!(quoted.starts_with("KB") && quoted[2..12].bytes().all(|b| b.is_ascii_digit()));
+    }
 }
