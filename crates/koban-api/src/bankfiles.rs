@@ -35,6 +35,8 @@ pub struct ImportOut {
 #[derive(Serialize, ToSchema)]
 pub struct StatementLineOut {
     pub id: String,
+    /// The bank's own reference for the line.
+    pub bank_reference: Option<String>,
     pub message_id: String,
     /// `credit` (into the issuer's account) or `debit`.
     pub direction: String,
@@ -49,7 +51,10 @@ pub struct StatementLineOut {
     /// `matched`, `unmatched` or `resolved`.
     pub state: String,
     /// Why it is unmatched: `no_reference`, `unknown_reference`, `amount_differs`,
-    /// `already_finished`, `returned_after_settlement`, `hold_released`, `reversal`.
+    /// `payer_differs` (a top-up paid from another account), `payer_unknown` (the line does
+    /// not show who paid: check, then resolve with `settle`), `duplicate` (another line settled
+    /// the same operation), `already_finished`, `returned_after_settlement`, `reversal`;
+    /// `settling` while an import is settling it.
     pub reason: Option<String>,
     /// The top-up or payout it settled.
     pub operation_id: Option<String>,
@@ -60,6 +65,7 @@ pub struct StatementLineOut {
 fn line_out(line: KeptLine) -> StatementLineOut {
     StatementLineOut {
         id: line.id,
+        bank_reference: line.bank_reference,
         message_id: line.message_id,
         direction: line.direction,
         reversal: line.reversal,
@@ -123,8 +129,12 @@ impl LineState {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveIn {
-    /// What was done about the line (returned to the sender, credited by hand, ...).
+    /// What was done about the line (returned to the sender, checked the payer, ...).
     pub note: String,
+    /// For a `payer_unknown` line: the operator checked that the customer paid, and the
+    /// top-up settles with it.
+    #[serde(default)]
+    pub settle: bool,
 }
 
 /// Imports a `camt.053` statement or `camt.054` notification of the ISO 20022 bank (admin):
@@ -137,8 +147,17 @@ pub struct ResolveIn {
 pub async fn import_statement<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    // Only an admin's upload is read at all (up to STATEMENT_BYTES_MAX).
+    me.operator(&[koban_auth::Role::Admin])?;
+    let body = axum::body::to_bytes(body, crate::STATEMENT_BYTES_MAX)
+        .await
+        .map_err(|_| {
+            ApiError::Pay(koban_pay::PayError::Invalid(
+                "the file is larger than 16 MiB: split it by day",
+            ))
+        })?;
     let text = std::str::from_utf8(&body).map_err(|_| {
         ApiError::Pay(koban_pay::PayError::Invalid(
             "the file is not a camt.053 statement or camt.054 notification",
@@ -190,7 +209,7 @@ pub async fn resolve_statement_line<S: LedgerStore>(
 ) -> Result<Response, ApiError> {
     let line = state
         .pay
-        .resolve_statement_line(&me, &id, &body.note)
+        .resolve_statement_line(&me, &id, &body.note, body.settle)
         .await?;
     Ok(json(StatusCode::OK, &line_out(line)))
 }

@@ -92,10 +92,24 @@ fn micro_deposit_amounts() -> [i64; 2] {
     [rng.random_range(1..100i64), rng.random_range(1..100i64)]
 }
 
-/// A top-up's or payout's reference at a bank that needs one: `KB` and ten digits from its id
-/// (short enough to type into a bank's transfer form).
-pub fn operation_reference(id: TransferId) -> String {
-    format!("KB{:010}", id.get() % 10_000_000_000)
+/// A new reference for a top-up or payout at a bank that needs one: `KB`, nine random digits
+/// and a check digit (Luhn), short enough to type into a bank's transfer form; a mistyped digit
+/// or two swapped ones make no other valid reference.
+pub fn new_reference() -> String {
+    let body = format!("{:09}", rand::rng().random_range(0..1_000_000_000u32));
+    let check = (0..10)
+        .map(|d| format!("{body}{d}"))
+        .find(|candidate| crate::card_topups::luhn_ok(candidate))
+        .unwrap_or_else(|| unreachable!("one check digit completes any number"));
+    format!("KB{check}")
+}
+
+/// Whether `text` is a reference [`new_reference`] could have made.
+pub fn reference_valid(text: &str) -> bool {
+    text.len() == 12
+        && text.starts_with("KB")
+        && text[2..].bytes().all(|b| b.is_ascii_digit())
+        && crate::card_topups::luhn_ok(&text[2..])
 }
 
 fn mask_number(number: &str) -> String {
@@ -104,7 +118,7 @@ fn mask_number(number: &str) -> String {
 }
 
 /// Names compared the way banks do: case and spacing do not matter.
-fn same_name(a: &str, b: &str) -> bool {
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
     let norm = |s: &str| {
         s.split_whitespace()
             .map(str::to_lowercase)
@@ -661,38 +675,46 @@ impl<S: LedgerStore> Payments<S> {
                 .await?;
             Some((self.bank(&row.text(0)?)?, row.text(1)?, row.text(2)?))
         };
-        let (settle_after_s, reference) = match &source {
-            Some((bank, _, _)) if bank.id() != SANDBOX_BANK => {
-                (bank.status_after_s(), Some(operation_reference(id)))
-            }
-            Some((bank, _, _)) => (bank.status_after_s(), None),
-            None => (self.config.settle_after_s, None),
+        let (settle_after_s, needs_reference) = match &source {
+            Some((bank, _, _)) => (bank.status_after_s(), bank.id() != SANDBOX_BANK),
+            None => (self.config.settle_after_s, false),
         };
-        tx.execute(
-            "INSERT INTO bank_operations (id, user_id, source_id, kind, account_id, amount, currency, status, due_at, created_at, reference) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) ON CONFLICT (id) DO NOTHING",
-            params![
-                id.to_bytes(),
-                user_id,
-                source_id.as_str(),
-                kind,
-                account.to_bytes(),
-                amount.to_i64(),
-                currency.code(),
-                now + settle_after_s * 1000,
-                now,
-                reference.clone()
-            ],
-        )
-        .await?;
-        // A row left by an earlier try with this key (whose hold never reached the ledger)
-        // must be the same request, and still waiting.
-        let row = tx
-            .query_one(
-                "SELECT user_id, source_id, kind, account_id, amount, currency, status FROM bank_operations WHERE id = $1",
-                params![id.to_bytes()],
+        // The row of this id, new or left by an earlier try with this key. A new reference
+        // that happens to be taken leaves nothing written: another is drawn.
+        let mut row = None;
+        for _ in 0..8 {
+            tx.execute(
+                "INSERT INTO bank_operations (id, user_id, source_id, kind, account_id, amount, currency, status, due_at, created_at, reference) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) ON CONFLICT DO NOTHING",
+                params![
+                    id.to_bytes(),
+                    user_id,
+                    source_id.as_str(),
+                    kind,
+                    account.to_bytes(),
+                    amount.to_i64(),
+                    currency.code(),
+                    now + settle_after_s * 1000,
+                    now,
+                    needs_reference.then(new_reference)
+                ],
             )
             .await?;
+            row = tx
+                .query_opt(
+                    "SELECT user_id, source_id, kind, account_id, amount, currency, status, reference \
+                     FROM bank_operations WHERE id = $1",
+                    params![id.to_bytes()],
+                )
+                .await?;
+            if row.is_some() {
+                break;
+            }
+        }
+        let row = row.ok_or(PayError::Conflict(
+            "no free reference for this operation; try again",
+        ))?;
+        let reference = row.opt_text(7)?;
         let same = row.text(0)? == user_id
             && row.text(1)? == *source_id
             && row.text(2)? == kind
@@ -1125,6 +1147,12 @@ impl<S: LedgerStore> Payments<S> {
             params![status, self.now_ms(), id.to_bytes()],
         )
         .await?;
+        // A payout that failed before its money moved is never sent to the bank.
+        tx.execute(
+            "DELETE FROM bank_instructions WHERE operation_id = $1 AND file_id IS NULL",
+            params![id.to_bytes()],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1157,8 +1185,9 @@ impl<S: LedgerStore> Payments<S> {
                     tracing::warn!(
                         operation = %uuid::Uuid::from_u128(operation.id.get()),
                         %error,
-                        "a bank operation could not be settled; will retry"
+                        "a bank operation could not be settled; asking again in an hour"
                     );
+                    self.postpone(operation.id, now + 3600 * 1000).await?;
                     failure = Some(error);
                 }
             }
@@ -1167,6 +1196,18 @@ impl<S: LedgerStore> Payments<S> {
             Some(error) if finished == 0 => Err(error),
             _ => Ok(finished),
         }
+    }
+
+    /// Asks about a pending operation again at `at`.
+    async fn postpone(&self, id: TransferId, at: i64) -> Result<(), PayError> {
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE bank_operations SET due_at = $1 WHERE id = $2 AND status = 'pending'",
+            params![at, id.to_bytes()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The operation `id` as settlement sees it, if it exists.
@@ -1216,13 +1257,7 @@ impl<S: LedgerStore> Payments<S> {
                 operation = %uuid::Uuid::from_u128(id.get()),
                 "a bank operation is past its time and its bank has not settled it: asking again in a day"
             );
-            let mut tx = self.db().begin().await?;
-            tx.execute(
-                "UPDATE bank_operations SET due_at = $1 WHERE id = $2 AND status = 'pending'",
-                params![now + 24 * 3600 * 1000, id.to_bytes()],
-            )
-            .await?;
-            tx.commit().await?;
+            self.postpone(id, now + 24 * 3600 * 1000).await?;
             return Ok(false);
         }
         self.settle_operation(operation, verdict == Verdict::Accepted, now)

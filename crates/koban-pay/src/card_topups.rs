@@ -53,7 +53,7 @@ pub struct ChallengeAnswer {
     pub code: koban_auth::Secret<String>,
 }
 
-fn luhn_ok(digits: &str) -> bool {
+pub(crate) fn luhn_ok(digits: &str) -> bool {
     let mut sum = 0;
     for (i, b) in digits.bytes().rev().enumerate() {
         let mut d = u32::from(b - b'0');

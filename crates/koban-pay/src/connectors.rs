@@ -320,6 +320,7 @@ impl<T: SqlTx> BankConnector<T> for FileBank {
                 tx,
                 &format!("{compact}-{i}"),
                 "micro_deposit",
+                Some(source_id),
                 None,
                 number,
                 holder_name,
@@ -357,6 +358,7 @@ impl<T: SqlTx> BankConnector<T> for FileBank {
             tx,
             instruction.reference,
             "payout",
+            None,
             Some(instruction.id),
             instruction.account,
             instruction.holder_name,
@@ -400,7 +402,17 @@ impl<T: SqlTx> BankConnector<T> for FileBank {
 
     fn read_statement(&self, file: &str) -> Result<Statement, PayError> {
         let statement = iso20022::read_statement(file)?;
-        if statement.account != self.account.number {
+        // Every report of the file is about the issuer's own account (its number, and its bank
+        // and branch where the file names them).
+        let ours = format!("{}{}", self.account.bank, self.account.branch);
+        let foreign = statement.accounts.iter().any(|reported| {
+            reported.number != self.account.number
+                || reported
+                    .bank_branch
+                    .as_ref()
+                    .is_some_and(|code| *code != ours)
+        });
+        if statement.accounts.is_empty() || foreign {
             return Err(PayError::Invalid(
                 "this statement is for another account than the issuer's",
             ));
@@ -415,6 +427,7 @@ async fn queue_transfer<T: SqlTx>(
     tx: &mut T,
     end_to_end_id: &str,
     kind: &str,
+    source: Option<&str>,
     operation: Option<TransferId>,
     account: &str,
     holder_name: &str,
@@ -423,11 +436,12 @@ async fn queue_transfer<T: SqlTx>(
     now: i64,
 ) -> Result<(), PayError> {
     tx.execute(
-        "INSERT INTO bank_instructions (end_to_end_id, kind, operation_id, account, holder_name, amount, currency, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (end_to_end_id) DO NOTHING",
+        "INSERT INTO bank_instructions (end_to_end_id, kind, source_id, operation_id, account, holder_name, amount, currency, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (end_to_end_id) DO NOTHING",
         params![
             end_to_end_id,
             kind,
+            source.map(str::to_owned),
             operation.map(|id| id.to_bytes().to_vec()),
             account,
             holder_name,

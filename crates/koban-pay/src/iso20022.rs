@@ -209,10 +209,10 @@ impl Direction {
 /// One booked movement on the issuer's account, as a statement or notification says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatementLine {
-    /// What identifies the line across files: the bank's own reference for it when the file
-    /// gives one (so a line notified by `camt.054` and stated again by `camt.053` is one
-    /// line), else its place in this file.
+    /// What identifies the movement across files (see [`line_key`]).
     pub key: String,
+    /// The bank's own reference for the line, if the file gives one.
+    pub bank_reference: Option<String>,
     pub direction: Direction,
     /// A reversal or a return of an earlier movement.
     pub reversal: bool,
@@ -230,15 +230,42 @@ pub struct StatementLine {
     pub counterparty_account: Option<String>,
 }
 
+/// An account a statement reports on: its number (generic id or IBAN) and, if the file names
+/// it, its bank and branch (the servicer's Zengin member id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedAccount {
+    pub number: String,
+    pub bank_branch: Option<String>,
+}
+
 /// A statement (`camt.053`) or notification (`camt.054`) as read.
 #[derive(Clone, Debug)]
 pub struct Statement {
     /// `camt.053` or `camt.054`.
     pub kind: &'static str,
     pub message_id: String,
-    /// The issuer's account the statement is for (its generic id or IBAN).
-    pub account: String,
+    /// The account of each report in the file, in order.
+    pub accounts: Vec<ReportedAccount>,
     pub lines: Vec<StatementLine>,
+}
+
+/// The key of a movement: a digest of the account, the booking day, the direction, the money
+/// and the bank's reference for it, so a line a `camt.054` notified and the day's `camt.053`
+/// states again is one line, while a bank that reuses references on other days or accounts
+/// makes other lines. Without a reference, the line's place in its file stands in.
+fn line_key(account: &str, line: &StatementLine, place: &str) -> String {
+    let identity = format!(
+        "{account}|{}|{}|{}|{}|{}",
+        line.booked_on.as_deref().unwrap_or(""),
+        line.direction.as_str(),
+        line.amount_minor,
+        line.currency.code(),
+        line.bank_reference.as_deref().unwrap_or(place),
+    );
+    koban_shared::sha256(identity.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
@@ -315,18 +342,23 @@ pub fn read_statement(xml: &str) -> Result<Statement, PayError> {
         return Err(invalid(()));
     };
     let message_id = path_text(body, &["GrpHdr", "MsgId"]).ok_or_else(|| invalid(()))?;
-    let mut account = String::new();
+    let mut accounts = Vec::new();
     let mut lines = Vec::new();
     let reports = body
         .children()
         .filter(|c| c.is_element() && c.tag_name().name() == report);
     for (r, report) in reports.enumerate() {
         let report_id = path_text(report, &["Id"]).unwrap_or_else(|| r.to_string());
-        if account.is_empty() {
-            account = path_text(report, &["Acct", "Id", "Othr", "Id"])
-                .or_else(|| path_text(report, &["Acct", "Id", "IBAN"]))
-                .unwrap_or_default();
-        }
+        let number = path_text(report, &["Acct", "Id", "Othr", "Id"])
+            .or_else(|| path_text(report, &["Acct", "Id", "IBAN"]))
+            .ok_or(PayError::Invalid("a report of the file names no account"))?;
+        accounts.push(ReportedAccount {
+            number: number.clone(),
+            bank_branch: path_text(
+                report,
+                &["Acct", "Svcr", "FinInstnId", "ClrSysMmbId", "MmbId"],
+            ),
+        });
         let entries = report
             .children()
             .filter(|c| c.is_element() && c.tag_name().name() == "Ntry");
@@ -354,23 +386,39 @@ pub fn read_statement(xml: &str) -> Result<Statement, PayError> {
                 })
                 .collect();
             let place = |t: usize| format!("{message_id}/{report_id}/{e}/{t}");
+            let mut entry_lines = Vec::new();
             if details.is_empty() {
-                lines.push(StatementLine {
-                    key: entry_ref.clone().unwrap_or_else(|| place(0)),
-                    direction,
-                    reversal,
-                    amount_minor: entry_amount,
-                    currency: entry_currency,
-                    status: status.clone(),
-                    booked_on: booked_on.clone(),
-                    end_to_end_id: None,
-                    remittance: String::new(),
-                    counterparty: None,
-                    counterparty_account: None,
-                });
-                continue;
+                entry_lines.push((
+                    place(0),
+                    StatementLine {
+                        key: String::new(),
+                        bank_reference: entry_ref.clone(),
+                        direction,
+                        reversal,
+                        amount_minor: entry_amount,
+                        currency: entry_currency,
+                        status: status.clone(),
+                        booked_on: booked_on.clone(),
+                        end_to_end_id: None,
+                        remittance: String::new(),
+                        counterparty: None,
+                        counterparty_account: None,
+                    },
+                ));
             }
             for (t, tx) in details.iter().enumerate() {
+                // A transaction that says its direction says the entry's.
+                if path_text(*tx, &["CdtDbtInd"]).is_some_and(|d| {
+                    d != if direction == Direction::Credit {
+                        "CRDT"
+                    } else {
+                        "DBIT"
+                    }
+                }) {
+                    return Err(PayError::Invalid(
+                        "a transaction's direction differs from its entry's",
+                    ));
+                }
                 // A batch booking's transactions each carry their own amount; a single one
                 // may leave it to the entry.
                 let (amount_minor, currency) =
@@ -393,34 +441,58 @@ pub fn read_statement(xml: &str) -> Result<Statement, PayError> {
                             .join(" ")
                     })
                     .unwrap_or_default();
-                let tx_ref = path_text(*tx, &["Refs", "AcctSvcrRef"]);
-                let key = match (&tx_ref, &entry_ref) {
-                    (Some(own), _) => own.clone(),
-                    (None, Some(entry)) if details.len() == 1 => entry.clone(),
-                    (None, Some(entry)) => format!("{entry}/{t}"),
-                    (None, None) => place(t),
+                let bank_reference = match (path_text(*tx, &["Refs", "AcctSvcrRef"]), &entry_ref) {
+                    (Some(own), _) => Some(own),
+                    (None, Some(entry)) if details.len() == 1 => Some(entry.clone()),
+                    (None, Some(entry)) => Some(format!("{entry}/{t}")),
+                    (None, None) => None,
                 };
-                lines.push(StatementLine {
-                    key,
-                    direction,
-                    reversal: reversal || child(*tx, "RtrInf").is_some(),
-                    amount_minor,
-                    currency,
-                    status: status.clone(),
-                    booked_on: booked_on.clone(),
-                    end_to_end_id: path_text(*tx, &["Refs", "EndToEndId"])
-                        .filter(|id| id != "NOTPROVIDED"),
-                    remittance,
-                    counterparty: counterparty(*tx, direction),
-                    counterparty_account: counterparty_account(*tx, direction),
-                });
+                entry_lines.push((
+                    place(t),
+                    StatementLine {
+                        key: String::new(),
+                        bank_reference,
+                        direction,
+                        reversal: reversal || child(*tx, "RtrInf").is_some(),
+                        amount_minor,
+                        currency,
+                        status: status.clone(),
+                        booked_on: booked_on.clone(),
+                        end_to_end_id: path_text(*tx, &["Refs", "EndToEndId"])
+                            .filter(|id| id != "NOTPROVIDED"),
+                        remittance,
+                        counterparty: counterparty(*tx, direction),
+                        counterparty_account: counterparty_account(*tx, direction),
+                    },
+                ));
+            }
+            // The transactions of an entry add up to it, in its currency.
+            let mut sum = 0u64;
+            for (_, line) in &entry_lines {
+                if line.currency != entry_currency {
+                    return Err(PayError::Invalid(
+                        "a transaction's currency differs from its entry's",
+                    ));
+                }
+                sum = sum
+                    .checked_add(line.amount_minor)
+                    .ok_or(PayError::Invalid("an entry's amounts are too large"))?;
+            }
+            if sum != entry_amount {
+                return Err(PayError::Invalid(
+                    "an entry's transactions do not add up to its amount",
+                ));
+            }
+            for (place, mut line) in entry_lines {
+                line.key = line_key(&number, &line, &place);
+                lines.push(line);
             }
         }
     }
     Ok(Statement {
         kind,
         message_id,
-        account,
+        accounts,
         lines,
     })
 }

@@ -818,11 +818,13 @@ impl<S: LedgerStore> Payments<S> {
     /// and notices are written whatever else fails, and due bank operations are settled when
     /// `settle` (the server: while this instance holds the settlement lease).
     pub async fn settle_and_flush(&self, settle: bool) -> Result<(), PayError> {
+        // Settlement and the bank's files are independent: one failing holds up neither.
         let settled = match settle {
-            true => match self.settle_due(100).await {
-                Ok(_) => self.send_payment_files().await.map(|_| ()),
-                Err(error) => Err(error),
-            },
+            true => {
+                let due = self.settle_due(100).await.map(|_| ());
+                let files = self.send_payment_files().await.map(|_| ());
+                due.and(files)
+            }
             false => Ok(()),
         };
         let records = self.flush_records().await;

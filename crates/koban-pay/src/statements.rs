@@ -5,17 +5,22 @@
 //! Matching a statement line:
 //! - a booked **debit** whose end-to-end id is a pending payout's reference, for its amount and
 //!   currency, settles the payout (its hold posts); one that is a micro-deposit's is matched;
-//! - a booked **credit** that quotes a pending top-up's reference (end-to-end id or remittance
-//!   text), for its amount and currency, settles the top-up;
+//! - a booked **credit** that quotes a pending top-up's reference (end-to-end id, remittance
+//!   text or the sender's name; the check digit must hold), for its amount and currency, from
+//!   the customer's linked account (or, when the line shows no account, a sender named as its
+//!   holder), settles the top-up; a line that does not show the payer waits for an operator
+//!   (`payer_unknown`), who may settle the top-up from it after checking;
 //! - a booked **return** (a credit marked as reversal or with return information) of a pending
-//!   payout fails it (its hold is voided, the money is back in the wallet);
-//! - every other booked line is **unmatched**, with its reason, for an operator to resolve:
-//!   no reference, an unknown one, another amount or currency, an operation already finished
-//!   (a top-up paid in after its hold released itself, a payout returned after it settled).
+//!   payout fails it (its hold is voided, the money is back in the wallet); of a micro-deposit,
+//!   fails the link;
+//! - every other booked line is **unmatched**, with its reason, for an operator to resolve.
 //!
-//! A line is imported once: its key is the bank's own reference for it, so the same line in a
-//! `camt.054` notification and the day's `camt.053` statement counts once. Lines that are not
-//! booked (`PDNG`, `INFO`) are skipped.
+//! A line is written before anything is settled from it, keyed by a digest of its account,
+//! booking day, direction, money and the bank's reference, so the same movement in a
+//! `camt.054` and the day's `camt.053` is one line, and two imports of one file settle each
+//! line once. A line a crash left half-done (`settling`) is settled again by the next import
+//! of its file, which changes nothing twice. Lines that are not booked (`PDNG`, `INFO`) are
+//! skipped.
 
 use koban_auth::{Principal, Role};
 use koban_ledger::TransferId;
@@ -35,8 +40,16 @@ pub const BATCH_WAIT_S: i64 = 60;
 /// Writes `name` in `dir` under a temporary name, syncs it, renames it, and syncs the folder.
 fn write_atomically(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let temporary = dir.join(format!(".{name}.part"));
-    let mut file = std::fs::File::create(&temporary)?;
+    // Names and account numbers: readable by Koban's user alone (the bank channel runs as it
+    // or is given the files by the operator).
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, dir.join(name))?;
@@ -62,6 +75,8 @@ pub struct ImportSummary {
 #[derive(Clone, Debug)]
 pub struct KeptLine {
     pub id: String,
+    /// The bank's own reference for the line.
+    pub bank_reference: Option<String>,
     pub message_id: String,
     pub direction: String,
     pub reversal: bool,
@@ -87,11 +102,15 @@ pub struct BankFile {
     pub written_at_ms: Option<i64>,
 }
 
-/// The outcome of matching one line: what to record, and the operation it names.
+/// The outcome of matching one line: what to do, and what it names.
 struct Match {
+    /// `settle` or `fail` an operation, `fail_link` (a returned micro-deposit), `matched`
+    /// (nothing to do: a micro-deposit booked), or `unmatched`.
     state: &'static str,
     reason: Option<&'static str>,
     operation: Option<TransferId>,
+    /// The funding source a returned micro-deposit was for.
+    source: Option<String>,
     /// The reference the match used.
     reference: Option<String>,
 }
@@ -102,7 +121,18 @@ impl Match {
             state: "unmatched",
             reason: Some(reason),
             operation: None,
+            source: None,
             reference,
+        }
+    }
+
+    fn of(state: &'static str, operation: Option<TransferId>, reference: String) -> Match {
+        Match {
+            state,
+            reason: None,
+            operation,
+            source: None,
+            reference: Some(reference),
         }
     }
 }
@@ -123,11 +153,10 @@ fn quoted_reference(line: &StatementLine) -> Option<String> {
         let bytes = text.as_bytes();
         for start in 0..bytes.len().saturating_sub(11) {
             let candidate = &bytes[start..start + 12];
-            if candidate.starts_with(b"KB") && candidate[2..].iter().all(u8::is_ascii_digit) {
-                let after_is_digit = bytes.get(start + 12).is_some_and(u8::is_ascii_digit);
-                if !after_is_digit {
-                    return Some(String::from_utf8_lossy(candidate).into_owned());
-                }
+            let text = String::from_utf8_lossy(candidate);
+            let after_is_digit = bytes.get(start + 12).is_some_and(u8::is_ascii_digit);
+            if crate::bank::reference_valid(&text) && !after_is_digit {
+                return Some(text.into_owned());
             }
         }
     }
@@ -152,6 +181,7 @@ fn kept_from(row: &koban_store::sql::Row) -> Result<KeptLine, PayError> {
             .and_then(|b| TransferId::from_bytes(&b).ok()),
         note: row.opt_text(12)?,
         imported_at_ms: row.i64(13)?,
+        bank_reference: row.opt_text(14)?,
     })
 }
 
@@ -160,7 +190,8 @@ macro_rules! select_lines {
     ($rest:literal) => {
         concat!(
             "SELECT id, message_id, direction, reversal, amount, currency, booked_on, reference, ",
-            "counterparty, state, reason, operation_id, note, imported_at FROM bank_statement_lines",
+            "counterparty, state, reason, operation_id, note, imported_at, bank_reference ",
+            "FROM bank_statement_lines",
             $rest
         )
     };
@@ -181,22 +212,56 @@ impl<S: LedgerStore> Payments<S> {
             return Ok(None);
         };
         let now = self.now_ms();
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.db().begin_read().await?;
         let rows = tx
             .query(
-                "SELECT end_to_end_id, account, holder_name, amount, currency, kind FROM bank_instructions \
-                 WHERE file_id IS NULL ORDER BY created_at, end_to_end_id LIMIT $1",
+                "SELECT i.end_to_end_id, i.account, i.holder_name, i.amount, i.currency, i.kind, i.operation_id, o.status \
+                 FROM bank_instructions i LEFT JOIN bank_operations o ON o.id = i.operation_id \
+                 WHERE i.file_id IS NULL ORDER BY i.created_at, i.end_to_end_id LIMIT $1",
                 params![FILE_TRANSFERS_MAX],
             )
             .await?;
-        let Some(first) = rows.first() else {
+        tx.commit().await?;
+        // A payout goes out only once its hold is in the ledger and it is still pending: one
+        // whose hold was refused (no funds) or never written (a crash) is dropped, never paid.
+        let mut dropped = Vec::new();
+        let mut ready = Vec::new();
+        for row in rows {
+            if row.text(5)? == "payout" {
+                let id = row
+                    .opt_bytes(6)?
+                    .and_then(|b| TransferId::from_bytes(&b).ok());
+                match (id, row.opt_text(7)?.as_deref()) {
+                    (Some(id), Some("pending")) => {
+                        if self.store.transfer(id).await?.is_none() {
+                            continue;
+                        }
+                    }
+                    _ => {
+                        dropped.push(row.text(0)?);
+                        continue;
+                    }
+                }
+            }
+            ready.push(row);
+        }
+        let mut tx = self.db().begin().await?;
+        for end_to_end_id in &dropped {
+            tx.execute(
+                "DELETE FROM bank_instructions WHERE end_to_end_id = $1 AND file_id IS NULL",
+                params![end_to_end_id.as_str()],
+            )
+            .await?;
+        }
+        let Some(first) = ready.first() else {
+            tx.commit().await?;
             return Ok(None);
         };
         let currency_code = first.text(4)?;
         let currency = koban_ledger::Currency::parse(&currency_code)
             .map_err(|_| PayError::Invalid("a stored currency is not valid"))?;
         let mut transfers = Vec::new();
-        for row in rows
+        for row in ready
             .iter()
             .filter(|r| r.text(4).is_ok_and(|c| c == currency_code))
         {
@@ -215,8 +280,13 @@ impl<S: LedgerStore> Payments<S> {
                 },
             });
         }
+        // Japan's banks work in Japan's time: the day asked for is the day in Tokyo.
         let at = time::OffsetDateTime::from_unix_timestamp(now / 1000)
-            .map_err(|_| PayError::Invalid("the clock is out of range"))?;
+            .map_err(|_| PayError::Invalid("the clock is out of range"))?
+            .to_offset(
+                time::UtcOffset::from_hms(9, 0, 0)
+                    .map_err(|_| PayError::Invalid("Japan's offset is valid"))?,
+            );
         let message_id = format!(
             "KOBAN-{:04}{:02}{:02}-{}",
             at.year(),
@@ -227,7 +297,7 @@ impl<S: LedgerStore> Payments<S> {
         let file = PaymentFile {
             message_id: message_id.clone(),
             created_at: format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+09:00",
                 at.year(),
                 u8::from(at.month()),
                 at.day(),
@@ -248,11 +318,19 @@ impl<S: LedgerStore> Payments<S> {
         let content = iso20022::write_pain001(&file)?;
         let count = file.transfers.len() as i64;
         for transfer in &file.transfers {
-            tx.execute(
-                "UPDATE bank_instructions SET file_id = $1 WHERE end_to_end_id = $2 AND file_id IS NULL",
-                params![message_id.as_str(), transfer.end_to_end_id.as_str()],
-            )
-            .await?;
+            let taken = tx
+                .execute(
+                    "UPDATE bank_instructions SET file_id = $1 WHERE end_to_end_id = $2 AND file_id IS NULL",
+                    params![message_id.as_str(), transfer.end_to_end_id.as_str()],
+                )
+                .await?;
+            if taken != 1 {
+                // Another instance filed it meanwhile (a lease changing hands): this file is
+                // dropped whole (the transaction rolls back), so nothing is paid twice.
+                return Err(PayError::Conflict(
+                    "a queued transfer was filed by another instance",
+                ));
+            }
         }
         tx.execute(
             "INSERT INTO bank_files (id, content, transactions, created_at) VALUES ($1, $2, $3, $4)",
@@ -407,45 +485,19 @@ impl<S: LedgerStore> Payments<S> {
                 summary.not_booked += 1;
                 continue;
             }
-            if self.line_known(&line.key).await? {
+            // The line is written first: whoever writes it settles it, and a line another
+            // import is settling (or a crash left mid-way) is settled again, which changes
+            // nothing twice.
+            if !self.claim_line(line, &statement.message_id).await? {
                 summary.already_imported += 1;
                 continue;
             }
             let found = self.match_line(line).await?;
-            let now = self.now_ms();
-            let (state, reason) = match (found.state, found.operation) {
-                (finish @ ("settle" | "fail"), Some(id)) => {
-                    let outcome = match self.due_operation(id).await? {
-                        Some(operation) => {
-                            self.settle_operation(&operation, finish == "settle", now)
-                                .await?
-                        }
-                        None => None,
-                    };
-                    match outcome {
-                        Some("settled") => {
-                            summary.settled += 1;
-                            ("matched", None)
-                        }
-                        Some(_) if finish == "fail" => {
-                            summary.failed += 1;
-                            ("matched", None)
-                        }
-                        // The hold had released itself: the money moved at the bank only.
-                        _ => ("unmatched", Some("hold_released")),
-                    }
-                }
-                ("matched", _) => {
-                    summary.matched += 1;
-                    ("matched", None)
-                }
-                _ => ("unmatched", found.reason),
-            };
+            let (state, reason) = self.act_on(&found, &mut summary).await?;
             if state == "unmatched" {
                 summary.unmatched += 1;
             }
-            self.keep_line(line, &statement.message_id, state, reason, &found, now)
-                .await?;
+            self.finish_line(line, state, reason, &found).await?;
         }
         summary.matched += summary.settled + summary.failed;
         let mut tx = self.db().begin().await?;
@@ -480,21 +532,155 @@ impl<S: LedgerStore> Payments<S> {
         Ok(summary)
     }
 
-    async fn line_known(&self, key: &str) -> Result<bool, PayError> {
-        let mut tx = self.db().begin_read().await?;
-        let known = tx
+    /// Does what a match says; answers the line's state and reason.
+    async fn act_on(
+        &self,
+        found: &Match,
+        summary: &mut ImportSummary,
+    ) -> Result<(&'static str, Option<&'static str>), PayError> {
+        let now = self.now_ms();
+        Ok(match (found.state, found.operation) {
+            (finish @ ("settle" | "fail"), Some(id)) => {
+                let outcome = match self.due_operation(id).await? {
+                    Some(operation) => {
+                        // A refusal of the ledger (the hold finished meanwhile) leaves the
+                        // line for an operator; it never stops the import.
+                        match self
+                            .settle_operation(&operation, finish == "settle", now)
+                            .await
+                        {
+                            Ok(outcome) => outcome,
+                            Err(error @ PayError::Auth(koban_auth::AuthError::Store(_))) => {
+                                return Err(error);
+                            }
+                            Err(_) => None,
+                        }
+                    }
+                    None => None,
+                };
+                match outcome {
+                    Some("settled") if finish == "settle" => {
+                        summary.settled += 1;
+                        ("matched", None)
+                    }
+                    Some("failed") if finish == "fail" => {
+                        summary.failed += 1;
+                        ("matched", None)
+                    }
+                    // The hold had released itself, or the operation finished meanwhile: the
+                    // money moved at the bank only.
+                    _ => ("unmatched", Some("already_finished")),
+                }
+            }
+            ("fail_link", _) => {
+                if let Some(source) = &found.source {
+                    self.fail_link(source).await?;
+                }
+                summary.matched += 1;
+                ("matched", None)
+            }
+            ("matched", _) => {
+                summary.matched += 1;
+                ("matched", None)
+            }
+            _ => ("unmatched", found.reason),
+        })
+    }
+
+    /// A link whose micro-deposit the bank returned (the account is not the customer's, or
+    /// not in their name) fails.
+    async fn fail_link(&self, source_id: &str) -> Result<(), PayError> {
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE funding_sources SET status = 'failed' WHERE id = $1 AND status = 'pending'",
+            params![source_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes a booked line as being settled; true when this import is to settle it (it is
+    /// new, or still marked as being settled), false when it was imported before.
+    async fn claim_line(&self, line: &StatementLine, message_id: &str) -> Result<bool, PayError> {
+        let mut tx = self.db().begin().await?;
+        let written = tx
+            .execute(
+                "INSERT INTO bank_statement_lines (id, bank_reference, message_id, direction, reversal, amount, currency, \
+                 booked_on, counterparty, state, reason, imported_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'unmatched', 'settling', $10) ON CONFLICT (id) DO NOTHING",
+                params![
+                    line.key.as_str(),
+                    line.bank_reference.clone(),
+                    message_id,
+                    line.direction.as_str(),
+                    i64::from(line.reversal),
+                    i64::try_from(line.amount_minor).unwrap_or(i64::MAX),
+                    line.currency.code(),
+                    line.booked_on.clone(),
+                    line.counterparty.clone(),
+                    self.now_ms()
+                ],
+            )
+            .await?;
+        let claimed = written == 1
+            || tx
+                .query_opt(
+                    "SELECT 1 FROM bank_statement_lines WHERE id = $1 AND state = 'unmatched' AND reason = 'settling'",
+                    params![line.key.as_str()],
+                )
+                .await?
+                .is_some();
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records what a claimed line came to.
+    async fn finish_line(
+        &self,
+        line: &StatementLine,
+        state: &str,
+        reason: Option<&str>,
+        found: &Match,
+    ) -> Result<(), PayError> {
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE bank_statement_lines SET state = $1, reason = $2, reference = $3, operation_id = $4 \
+             WHERE id = $5 AND state = 'unmatched' AND reason = 'settling'",
+            params![
+                state,
+                reason.map(str::to_owned),
+                found.reference.clone(),
+                found.operation.map(|id| id.to_bytes().to_vec()),
+                line.key.as_str()
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Why a line naming an operation that is no longer pending settles nothing: another line
+    /// settled it already (the same movement, seen again), or it finished otherwise.
+    async fn finished_reason<T: SqlTx>(
+        tx: &mut T,
+        operation: &[u8],
+    ) -> Result<&'static str, PayError> {
+        let seen = tx
             .query_opt(
-                "SELECT 1 FROM bank_statement_lines WHERE id = $1",
-                params![key],
+                "SELECT 1 FROM bank_statement_lines WHERE operation_id = $1 AND state = 'matched'",
+                params![operation.to_vec()],
             )
             .await?
             .is_some();
-        tx.commit().await?;
-        Ok(known)
+        Ok(if seen {
+            "duplicate"
+        } else {
+            "already_finished"
+        })
     }
 
-    /// What a booked line matches (see the module's comment); `state` is `settle` or `fail`
-    /// for an operation to finish, `matched` for a micro-deposit, or `unmatched`.
+    /// What a booked line matches (see the module's comment).
     async fn match_line(&self, line: &StatementLine) -> Result<Match, PayError> {
         let mut tx = self.db().begin_read().await?;
         let found = match (line.direction, line.reversal) {
@@ -514,49 +700,54 @@ impl<S: LedgerStore> Payments<S> {
                     Some(row) if !same_money(&row, 1, 2, line)? => {
                         Match::unmatched("amount_differs", Some(e2e))
                     }
-                    Some(row) if row.text(0)? == "micro_deposit" => Match {
-                        state: "matched",
-                        reason: None,
-                        operation: None,
-                        reference: Some(e2e),
-                    },
+                    Some(row) if row.text(0)? == "micro_deposit" => Match::of("matched", None, e2e),
                     Some(row) if row.opt_text(3)?.as_deref() != Some("pending") => {
-                        Match::unmatched("already_finished", Some(e2e))
+                        let reason = Self::finished_reason(&mut tx, &row.bytes(4)?).await?;
+                        Match::unmatched(reason, Some(e2e))
                     }
-                    Some(row) => Match {
-                        state: "settle",
-                        reason: None,
-                        operation: operation_id(&row, 4)?,
-                        reference: Some(e2e),
-                    },
+                    Some(row) => Match::of("settle", operation_id(&row, 4)?, e2e),
                 }
             }
             (Direction::Credit, true) => {
-                // A return of a payout quotes the payout's end-to-end id.
+                // A return quotes the end-to-end id of what it returns: a payout, or a
+                // micro-deposit.
                 let Some(e2e) = line.end_to_end_id.clone() else {
                     return Ok(Match::unmatched("no_reference", None));
                 };
-                let row = tx
+                let payout = tx
                     .query_opt(
                         "SELECT o.amount, o.currency, o.status, o.id FROM bank_operations o \
                          WHERE o.reference = $1 AND o.kind = 'payout'",
                         params![e2e.as_str()],
                     )
                     .await?;
-                match row {
-                    None => Match::unmatched("unknown_reference", Some(e2e)),
-                    Some(row) if !same_money(&row, 0, 1, line)? => {
+                let micro = tx
+                    .query_opt(
+                        "SELECT amount, currency, source_id FROM bank_instructions \
+                         WHERE end_to_end_id = $1 AND kind = 'micro_deposit'",
+                        params![e2e.as_str()],
+                    )
+                    .await?;
+                match (payout, micro) {
+                    (Some(row), _) if !same_money(&row, 0, 1, line)? => {
                         Match::unmatched("amount_differs", Some(e2e))
                     }
-                    Some(row) if row.text(2)? != "pending" => {
-                        Match::unmatched("returned_after_settlement", Some(e2e))
+                    (Some(row), _) if row.text(2)? == "pending" => {
+                        Match::of("fail", operation_id(&row, 3)?, e2e)
                     }
-                    Some(row) => Match {
-                        state: "fail",
-                        reason: None,
-                        operation: operation_id(&row, 3)?,
-                        reference: Some(e2e),
+                    (Some(row), _) => {
+                        let reason = match row.text(2)?.as_str() {
+                            "settled" => "returned_after_settlement",
+                            _ => Self::finished_reason(&mut tx, &row.bytes(3)?).await?,
+                        };
+                        Match::unmatched(reason, Some(e2e))
+                    }
+                    (None, Some(row)) if same_money(&row, 0, 1, line)? => Match {
+                        source: row.opt_text(2)?,
+                        ..Match::of("fail_link", None, e2e)
                     },
+                    (None, Some(_)) => Match::unmatched("amount_differs", Some(e2e)),
+                    (None, None) => Match::unmatched("unknown_reference", Some(e2e)),
                 }
             }
             (Direction::Credit, false) => {
@@ -565,7 +756,7 @@ impl<S: LedgerStore> Payments<S> {
                 };
                 let row = tx
                     .query_opt(
-                        "SELECT o.amount, o.currency, o.status, o.id, f.number FROM bank_operations o \
+                        "SELECT o.amount, o.currency, o.status, o.id, f.number, f.holder_name FROM bank_operations o \
                          JOIN funding_sources f ON f.id = o.source_id WHERE o.reference = $1 AND o.kind = 'topup'",
                         params![reference.as_str()],
                     )
@@ -575,19 +766,20 @@ impl<S: LedgerStore> Payments<S> {
                     Some(row) if !same_money(&row, 0, 1, line)? => {
                         Match::unmatched("amount_differs", Some(reference))
                     }
-                    // A top-up is paid from the customer's own linked account: a transfer
-                    // from another (a third party quoting the reference) settles nothing.
-                    Some(row) if !same_payer(&row.text(4)?, line) => {
-                        Match::unmatched("payer_differs", Some(reference))
-                    }
                     Some(row) if row.text(2)? != "pending" => {
-                        Match::unmatched("already_finished", Some(reference))
+                        let reason = Self::finished_reason(&mut tx, &row.bytes(3)?).await?;
+                        Match::unmatched(reason, Some(reference))
                     }
-                    Some(row) => Match {
-                        state: "settle",
-                        reason: None,
-                        operation: operation_id(&row, 3)?,
-                        reference: Some(reference),
+                    // A top-up is paid from the customer's own linked account: a transfer
+                    // from another (a third party quoting the reference) settles nothing, and
+                    // one whose payer the line does not show waits for an operator to check.
+                    Some(row) => match payer(&row.text(4)?, &row.text(5)?, line) {
+                        Payer::Theirs => Match::of("settle", operation_id(&row, 3)?, reference),
+                        Payer::Other => Match::unmatched("payer_differs", Some(reference)),
+                        Payer::Unknown => Match {
+                            operation: operation_id(&row, 3)?,
+                            ..Match::unmatched("payer_unknown", Some(reference))
+                        },
                     },
                 }
             }
@@ -595,41 +787,6 @@ impl<S: LedgerStore> Payments<S> {
         };
         tx.commit().await?;
         Ok(found)
-    }
-
-    async fn keep_line(
-        &self,
-        line: &StatementLine,
-        message_id: &str,
-        state: &str,
-        reason: Option<&str>,
-        found: &Match,
-        now: i64,
-    ) -> Result<(), PayError> {
-        let mut tx = self.db().begin().await?;
-        tx.execute(
-            "INSERT INTO bank_statement_lines (id, message_id, direction, reversal, amount, currency, booked_on, \
-             reference, counterparty, state, reason, operation_id, imported_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
-            params![
-                line.key.as_str(),
-                message_id,
-                line.direction.as_str(),
-                i64::from(line.reversal),
-                i64::try_from(line.amount_minor).unwrap_or(i64::MAX),
-                line.currency.code(),
-                line.booked_on.clone(),
-                found.reference.clone(),
-                line.counterparty.clone(),
-                state,
-                reason.map(str::to_owned),
-                found.operation.map(|id| id.to_bytes().to_vec()),
-                now
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Statement lines, newest first; `state` filters (`unmatched` for the operator's queue).
@@ -669,17 +826,54 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// Marks an unmatched line resolved with what the operator did about it (admin,
-    /// approver); audited. No money moves here: a stray payment is returned or credited
-    /// through the bank and the usual tools.
+    /// approver); audited. With `settle`, a top-up whose payer the line did not show
+    /// (`payer_unknown`), once the operator has checked the payer is the customer, settles
+    /// with it. Nothing else moves money here: a stray payment is returned or credited through
+    /// the bank and the usual tools.
     pub async fn resolve_statement_line(
         &self,
         principal: &Principal,
         id: &str,
         note: &str,
+        settle: bool,
     ) -> Result<KeptLine, PayError> {
         principal.operator(&[Role::Admin, Role::Approver])?;
         let note = crate::fraud::bounded_note(note)?;
         let now = self.now_ms();
+        let mut tx = self.db().begin_read().await?;
+        let line = tx
+            .query_opt(select_lines!(" WHERE id = $1"), params![id])
+            .await?
+            .ok_or(PayError::NotFound)?;
+        tx.commit().await?;
+        let line = kept_from(&line)?;
+        if line.state != "unmatched" || line.reason.as_deref() == Some("settling") {
+            return Err(PayError::Conflict(
+                "this line is not waiting for an operator",
+            ));
+        }
+        if settle {
+            let operation = match (line.reason.as_deref(), line.operation_id) {
+                (Some("payer_unknown"), Some(operation)) => operation,
+                _ => {
+                    return Err(PayError::Conflict(
+                        "only a top-up whose payer the bank did not show can be settled from its line",
+                    ));
+                }
+            };
+            let due = self
+                .due_operation(operation)
+                .await?
+                .ok_or(PayError::NotFound)?;
+            match self.settle_operation(&due, true, now).await? {
+                Some("settled") => {}
+                _ => {
+                    return Err(PayError::Conflict(
+                        "the top-up is no longer waiting: it settled or lapsed",
+                    ));
+                }
+            }
+        }
         let mut tx = self.db().begin().await?;
         let changed = tx
             .execute(
@@ -689,18 +883,9 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?;
         if changed == 0 {
-            let exists = tx
-                .query_opt(
-                    "SELECT 1 FROM bank_statement_lines WHERE id = $1",
-                    params![id],
-                )
-                .await?
-                .is_some();
-            return Err(if exists {
-                PayError::Conflict("this line is not waiting for an operator")
-            } else {
-                PayError::NotFound
-            });
+            return Err(PayError::Conflict(
+                "this line is not waiting for an operator",
+            ));
         }
         audit::append(
             &mut tx,
@@ -710,7 +895,7 @@ impl<S: LedgerStore> Payments<S> {
                 actor: &principal.actor(),
                 action: "bank.statement_line_resolved",
                 subject: id,
-                details: serde_json::json!({ "note": note }),
+                details: serde_json::json!({ "note": note, "settled": settle }),
             },
         )
         .await?;
@@ -754,16 +939,36 @@ fn same_money(
     )
 }
 
-/// Whether a credit came from the linked account `number` (`0005-123-7654321`), as far as the
-/// line tells: a line without the payer's account is taken on its reference alone.
-fn same_payer(number: &str, line: &StatementLine) -> bool {
-    let Some(account) = &line.counterparty_account else {
-        return true;
-    };
-    let digits = |text: &str| -> String { text.chars().filter(char::is_ascii_digit).collect() };
-    let (theirs, ours) = (digits(account), digits(number));
-    // The statement may give the account number alone or with its bank and branch.
-    theirs.len() >= 7 && ours.ends_with(&theirs)
+/// Who paid a top-up in, as far as the line tells.
+#[derive(Debug, PartialEq, Eq)]
+enum Payer {
+    /// The customer's linked account (`number`, `0005-123-7654321`), or a payer named as its
+    /// holder when the line gives no account.
+    Theirs,
+    /// Another account.
+    Other,
+    /// The line gives neither the payer's account nor a name that is the holder's.
+    Unknown,
+}
+
+fn payer(number: &str, holder_name: &str, line: &StatementLine) -> Payer {
+    match &line.counterparty_account {
+        Some(account) => {
+            let digits =
+                |text: &str| -> String { text.chars().filter(char::is_ascii_digit).collect() };
+            let (theirs, ours) = (digits(account), digits(number));
+            // The statement may give the account number alone or with its bank and branch.
+            if theirs.len() >= 7 && ours.ends_with(&theirs) {
+                Payer::Theirs
+            } else {
+                Payer::Other
+            }
+        }
+        None => match &line.counterparty {
+            Some(name) if crate::bank::same_name(name, holder_name) => Payer::Theirs,
+            _ => Payer::Unknown,
+        },
+    }
 }
 
 fn operation_id(
@@ -783,6 +988,7 @@ mod tests {
     fn credit(remittance: &str, e2e: Option<&str>) -> StatementLine {
         StatementLine {
             key: "k".into(),
+            bank_reference: None,
             direction: Direction::Credit,
             reversal: false,
             amount_minor: 1,
@@ -799,19 +1005,59 @@ mod tests {
     #[test]
     fn a_top_up_reference_is_found_wherever_it_is_quoted() {
         assert_eq!(
-            quoted_reference(&credit("TOPUP kb 0123456789 thanks", None)).as_deref(),
-            Some("KB0123456789")
+            quoted_reference(&credit("TOPUP kb 0123456782 thanks", None)).as_deref(),
+            Some("KB0123456782")
         );
         assert_eq!(
-            quoted_reference(&credit("", Some("KB0123456789"))).as_deref(),
-            Some("KB0123456789")
+            quoted_reference(&credit("", Some("KB0123456782"))).as_deref(),
+            Some("KB0123456782")
         );
-        // Eleven digits is not a reference; nine is not either.
-        assert_eq!(quoted_reference(&credit("KB01234567891", None)), None);
+        // A mistyped digit fails the check digit; eleven digits is not a reference, nor nine.
+        assert_eq!(quoted_reference(&credit("KB0123456783", None)), None);
+        assert_eq!(quoted_reference(&credit("KB01234567821", None)), None);
         assert_eq!(quoted_reference(&credit("KB012345678", None)), None);
         assert_eq!(quoted_reference(&credit("", None)), None);
         let mut by_name = credit("", None);
-        by_name.counterparty = Some("KB0123456789 ｽｽﾞｷ ﾊﾅｺ".into());
-        assert_eq!(quoted_reference(&by_name).as_deref(), Some("KB0123456789"));
+        by_name.counterparty = Some("KB0123456782 ｽｽﾞｷ ﾊﾅｺ".into());
+        assert_eq!(quoted_reference(&by_name).as_deref(), Some("KB0123456782"));
+    }
+
+    #[test]
+    fn a_top_up_is_the_customers_own_when_the_line_shows_it() {
+        let mut line = credit("", None);
+        assert_eq!(
+            payer("0005-123-7654321", "Alice Example", &line),
+            Payer::Unknown
+        );
+        line.counterparty = Some("ALICE  EXAMPLE".into());
+        assert_eq!(
+            payer("0005-123-7654321", "Alice Example", &line),
+            Payer::Theirs
+        );
+        line.counterparty = Some("ｱﾘｽ".into());
+        assert_eq!(
+            payer("0005-123-7654321", "Alice Example", &line),
+            Payer::Unknown
+        );
+        line.counterparty_account = Some("7654321".into());
+        assert_eq!(
+            payer("0005-123-7654321", "Alice Example", &line),
+            Payer::Theirs
+        );
+        line.counterparty_account = Some("00051237654321".into());
+        assert_eq!(
+            payer("0005-123-7654321", "Alice Example", &line),
+            Payer::Theirs
+        );
+        line.counterparty_account = Some("1111111".into());
+        assert_eq!(
+            payer("0005-123-7654321", "Alice Example", &line),
+            Payer::Other
+        );
+        line.counterparty_account = Some("21".into());
+        assert_eq!(
+            payer("0005-123-7654321", "Alice Example", &line),
+            Payer::Other
+        );
     }
 }

@@ -9,6 +9,7 @@ CREATE UNIQUE INDEX bank_operations_reference ON bank_operations (reference);
 CREATE TABLE bank_instructions (
     end_to_end_id TEXT PRIMARY KEY,    -- quoted back by the statement line that books it
     kind TEXT NOT NULL,                -- payout | micro_deposit
+    source_id TEXT,                    -- funding_sources.id of a micro-deposit
     operation_id BLOB,                 -- bank_operations.id of a payout
     account TEXT NOT NULL,             -- the creditor's account, 0001-123-1234567
     holder_name TEXT NOT NULL,
@@ -31,7 +32,8 @@ CREATE TABLE bank_files (
 -- Every line of every statement imported, and what it settled; unmatched lines wait for an
 -- operator.
 CREATE TABLE bank_statement_lines (
-    id TEXT PRIMARY KEY,               -- the bank's reference for the line, or its place in the file
+    id TEXT PRIMARY KEY,               -- a digest of account, day, direction, money and the bank's reference
+    bank_reference TEXT,               -- the bank's own reference for the line
     message_id TEXT NOT NULL,          -- the camt file it came in first
     direction TEXT NOT NULL,           -- credit | debit
     reversal BIGINT NOT NULL,          -- 1: a reversal or return of an earlier movement
@@ -40,7 +42,7 @@ CREATE TABLE bank_statement_lines (
     booked_on TEXT,
     reference TEXT,                    -- the end-to-end id or remittance text it carried
     counterparty TEXT,
-    state TEXT NOT NULL,               -- matched | unmatched | resolved
+    state TEXT NOT NULL,               -- matched | unmatched | resolved (unmatched 'settling' while it settles)
     reason TEXT,                       -- why it is unmatched
     operation_id BLOB,                 -- the top-up or payout it settled
     note TEXT,                         -- the operator's, when resolved

@@ -527,12 +527,22 @@ async fn iso20022_files_link_top_up_pay_out_and_flag_what_matches_nothing<S: Led
         .call(get("/v1/ops/bank/statement-lines?state=unmatched").bearer(&analyst.token))
         .await;
     assert_eq!(queue.status, StatusCode::OK, "{queue:?}");
-    let mut reasons: Vec<(&str, &str)> = queue
-        .body
-        .as_array()
-        .unwrap()
+    let lines = queue.body.as_array().unwrap();
+    let id_of = |bank_ref: &str| -> String {
+        lines
+            .iter()
+            .find(|l| l["bank_reference"] == bank_ref)
+            .map(|l| l["id"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no line {bank_ref}: {lines:?}"))
+    };
+    let mut reasons: Vec<(&str, &str)> = lines
         .iter()
-        .map(|l| (l["id"].as_str().unwrap(), l["reason"].as_str().unwrap()))
+        .map(|l| {
+            (
+                l["bank_reference"].as_str().unwrap(),
+                l["reason"].as_str().unwrap(),
+            )
+        })
         .collect();
     reasons.sort();
     assert_eq!(
@@ -543,45 +553,157 @@ async fn iso20022_files_link_top_up_pay_out_and_flag_what_matches_nothing<S: Led
             ("B-9", "payer_differs")
         ]
     );
+    let (stray, third_party) = (id_of("B-5"), id_of("B-9"));
     let customer = app
         .call(get("/v1/ops/bank/statement-lines").bearer(&token))
         .await;
     assert_eq!(customer.status, StatusCode::FORBIDDEN);
-    let empty = app
-        .call(
-            post(
-                "/v1/ops/bank/statement-lines/B-5/resolve",
-                json!({ "note": " " }),
-            )
-            .bearer(&admin.token),
+    let resolve = |id: &str, body: serde_json::Value| {
+        app.call(
+            post(&format!("/v1/ops/bank/statement-lines/{id}/resolve"), body).bearer(&admin.token),
         )
-        .await;
+    };
+    let empty = resolve(&stray, json!({ "note": " " })).await;
     assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY, "{empty:?}");
-    let resolved = app
-        .call(
-            post(
-                "/v1/ops/bank/statement-lines/B-5/resolve",
-                json!({ "note": "returned to the sender, case 41" }),
-            )
-            .bearer(&admin.token),
-        )
-        .await;
+    // A third party's payment cannot be settled from its line, only sent back.
+    let refused = resolve(
+        &third_party,
+        json!({ "note": "looks fine", "settle": true }),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    let resolved = resolve(&stray, json!({ "note": "returned to the sender, case 41" })).await;
     assert_eq!(resolved.status, StatusCode::OK, "{resolved:?}");
     assert_eq!(resolved.body["state"], "resolved");
-    let twice = app
-        .call(
-            post(
-                "/v1/ops/bank/statement-lines/B-5/resolve",
-                json!({ "note": "again" }),
-            )
-            .bearer(&admin.token),
-        )
-        .await;
+    let twice = resolve(&stray, json!({ "note": "again" })).await;
     assert_eq!(twice.status, StatusCode::CONFLICT, "{twice:?}");
+    let unknown = resolve("0123", json!({ "note": "what" })).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{unknown:?}");
     let matched = app
         .call(get("/v1/ops/bank/statement-lines?state=matched").bearer(&admin.token))
         .await;
     assert_eq!(matched.body.as_array().unwrap().len(), 4);
+
+    // The same credit notified under another bank reference is the same top-up seen again:
+    // it settles nothing and says so.
+    let seen_again = camt054(
+        "BANK-NTF-3",
+        "0000001",
+        &[Line {
+            bank_ref: "N-1",
+            credit: true,
+            amount: 5_000,
+            status: "BOOK",
+            end_to_end: None,
+            remittance: Some(&reference),
+            returned: false,
+            payer_account: Some("7654321"),
+        }],
+    );
+    let imported = app
+        .call_xml("/v1/ops/bank/statements", &admin.token, &seen_again)
+        .await;
+    assert_eq!(imported.body["unmatched"], 1, "{imported:?}");
+    let queue = app
+        .call(get("/v1/ops/bank/statement-lines?state=unmatched").bearer(&admin.token))
+        .await;
+    assert!(
+        queue
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["bank_reference"] == "N-1" && l["reason"] == "duplicate"),
+        "{queue:?}"
+    );
+
+    // A top-up whose line does not show who paid (a name in kana, no account) waits for an
+    // operator, who checks and settles it from the line.
+    let third = app
+        .call(idem(
+            post(
+                "/v1/topups",
+                json!({ "source_id": source, "amount": 1_500 }),
+            )
+            .bearer(&token),
+            "t3",
+        ))
+        .await;
+    let third_ref = third.body["pay_in"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kana = camt054(
+        "BANK-NTF-4",
+        "0000001",
+        &[Line {
+            bank_ref: "N-2",
+            credit: true,
+            amount: 1_500,
+            status: "BOOK",
+            end_to_end: None,
+            remittance: Some(&third_ref),
+            returned: false,
+            payer_account: None,
+        }],
+    );
+    let imported = app
+        .call_xml("/v1/ops/bank/statements", &admin.token, &kana)
+        .await;
+    assert_eq!(imported.body["unmatched"], 1, "{imported:?}");
+    assert_eq!(app.wallet(&token).await["balance"].as_i64(), Some(22_000));
+    let queue = app
+        .call(get("/v1/ops/bank/statement-lines?state=unmatched").bearer(&admin.token))
+        .await;
+    let kana_line = queue
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["bank_reference"] == "N-2")
+        .unwrap()
+        .clone();
+    assert_eq!(kana_line["reason"], "payer_unknown");
+    let settled = resolve(
+        kana_line["id"].as_str().unwrap(),
+        json!({ "note": "called the customer: her own transfer", "settle": true }),
+    )
+    .await;
+    assert_eq!(settled.status, StatusCode::OK, "{settled:?}");
+    assert_eq!(app.wallet(&token).await["balance"].as_i64(), Some(23_500));
+
+    // A payout that failed, or whose hold never reached the ledger, is never put in a file.
+    {
+        use koban_store::sql::{SqlDb, SqlTx};
+        let mut tx = app.auth.db().begin().await.unwrap();
+        for (id, status, e2e) in [
+            ([9u8; 16], "failed", "KB-GHOST-1"),
+            ([8u8; 16], "pending", "KB-GHOST-2"),
+        ] {
+            tx.execute(
+                "INSERT INTO bank_operations (id, user_id, source_id, kind, account_id, amount, currency, status, due_at, created_at, reference) \
+                 VALUES ($1, 'u', $2, 'payout', $3, 900, 'JPY', $4, $5, 0, $6)",
+                koban_store::params![
+                    id.to_vec(),
+                    source.as_str(),
+                    vec![1u8; 16],
+                    status,
+                    i64::MAX,
+                    e2e
+                ],
+            )
+            .await
+            .unwrap();
+            tx.execute(
+                "INSERT INTO bank_instructions (end_to_end_id, kind, operation_id, account, holder_name, amount, currency, created_at) \
+                 VALUES ($1, 'payout', $2, '0005-123-7654321', 'Alice Example', 900, 'JPY', 0)",
+                koban_store::params![e2e, id.to_vec()],
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
 
     // A payout the creditor's bank returns fails: the money is back in the wallet.
     let (payout, token) = app
@@ -596,13 +718,35 @@ async fn iso20022_files_link_top_up_pay_out_and_flag_what_matches_nothing<S: Led
     assert_eq!(payout.status, StatusCode::ACCEPTED, "{payout:?}");
     app.clock.advance_secs(61);
     app.pay.tick().await.unwrap();
-    let third = outbox_files(outbox.path())
+    let third_file = outbox_files(outbox.path())
         .iter()
         .map(|f| std::fs::read_to_string(f).unwrap())
         .find(|text| texts(text, "InstdAmt") == ["1000"])
         .unwrap();
-    let returned_ref = texts(&third, "EndToEndId").remove(0);
-    assert_eq!(app.wallet(&token).await["available"].as_i64(), Some(21_000));
+    let returned_ref = texts(&third_file, "EndToEndId").remove(0);
+    assert_eq!(app.wallet(&token).await["available"].as_i64(), Some(22_500));
+    for file in outbox_files(outbox.path()) {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(!text.contains("KB-GHOST"), "{text}");
+    }
+    {
+        use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+        let mut tx = app.auth.db().begin_read().await.unwrap();
+        let left = tx
+            .query_one(
+                "SELECT COUNT(*) FROM bank_instructions WHERE end_to_end_id LIKE 'KB-GHOST%'",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            left, 1,
+            "the failed payout's transfer is dropped; the unheld one waits"
+        );
+    }
     let returns = camt054(
         "BANK-NTF-2",
         "0000001",
@@ -625,8 +769,62 @@ async fn iso20022_files_link_top_up_pay_out_and_flag_what_matches_nothing<S: Led
     let wallet = app.wallet(&token).await;
     assert_eq!(
         (wallet["available"].as_i64(), wallet["pending_out"].as_i64()),
-        (Some(22_000), Some(0))
+        (Some(23_500), Some(0))
     );
+
+    // A link whose micro-deposit the bank returns (the account is not in the customer's
+    // name) fails.
+    let (second_link, token) = app
+        .stepped(
+            &alice,
+            &token,
+            "/v1/funding-sources/bank",
+            "l2",
+            json!({ "bank": "iso20022", "account_number": "0005-123-2222222" }),
+        )
+        .await;
+    assert_eq!(second_link.status, StatusCode::CREATED, "{second_link:?}");
+    let second_source = second_link.body["id"].as_str().unwrap().to_owned();
+    app.clock.advance_secs(61);
+    app.pay.tick().await.unwrap();
+    let compact = second_source.replace('-', "");
+    let deposits = outbox_files(outbox.path())
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .find(|text| text.contains(&compact))
+        .expect("the second link's micro-deposits");
+    let (e2e, amount) = (
+        texts(&deposits, "EndToEndId").remove(0),
+        texts(&deposits, "InstdAmt").remove(0),
+    );
+    let returned = camt054(
+        "BANK-NTF-5",
+        "0000001",
+        &[Line {
+            bank_ref: "N-3",
+            credit: true,
+            amount: amount.parse().unwrap(),
+            status: "BOOK",
+            end_to_end: Some(&e2e),
+            remittance: None,
+            returned: true,
+            payer_account: None,
+        }],
+    );
+    assert_valid(&returned, "camt.054.001.08.xsd");
+    let imported = app
+        .call_xml("/v1/ops/bank/statements", &admin.token, &returned)
+        .await;
+    assert_eq!(imported.body["matched"], 1, "{imported:?}");
+    let sources = app.call(get("/v1/funding-sources").bearer(&token)).await;
+    let status = sources
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == second_source.as_str())
+        .map(|s| s["status"].clone());
+    assert_eq!(status, Some(json!("failed")), "{sources:?}");
 
     // A busy day's statement (far over the API's usual body limit) is read whole.
     let pending: Vec<Line<'_>> = (0..200)
