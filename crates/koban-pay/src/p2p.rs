@@ -159,6 +159,10 @@ impl<S: LedgerStore> Payments<S> {
             ),
         ];
         let now = self.now_ms();
+        // One transaction counts the lookup, looks up and gives a hit back: the counters' rows
+        // stay locked meanwhile (PostgreSQL; SQLite has one writer), so one payer's or one
+        // network's lookups go one at a time. Parallel lookups can neither slip past the
+        // limit nor, while they are in flight, count as misses and block real payees.
         let mut tx = self.db().begin().await?;
         for (key, max) in &guards {
             if let Err(refused) =
@@ -171,17 +175,17 @@ impl<S: LedgerStore> Payments<S> {
                 return Err(refused.into());
             }
         }
-        tx.commit().await?;
-        let found = self
-            .payee_of(party_key(&handle), currency, handle.clone())
-            .await;
+        // Read in the same transaction (one connection: a pool of N never waits on itself).
+        let found = match Self::party_in(&mut tx, party_key(&handle), currency).await {
+            Ok(party) => Self::payee_from(party, handle.clone()),
+            Err(error) => Err(error),
+        };
         if !matches!(found, Err(PayError::NotFound)) {
-            let mut tx = self.db().begin().await?;
             for (key, _) in &guards {
                 throttle::forgive(&mut tx, key).await?;
             }
-            tx.commit().await?;
         }
+        tx.commit().await?;
         found
     }
 
@@ -222,7 +226,15 @@ impl<S: LedgerStore> Payments<S> {
         currency: Currency,
         handle: String,
     ) -> Result<Payee, PayError> {
-        let (holder, account) = self.party(key, currency).await?.ok_or(PayError::NotFound)?;
+        Self::payee_from(self.party(key, currency).await?, handle)
+    }
+
+    /// The payee a `party` read names: an active customer, or nobody.
+    fn payee_from(
+        party: Option<(Holder, Option<AccountId>)>,
+        handle: String,
+    ) -> Result<Payee, PayError> {
+        let (holder, account) = party.ok_or(PayError::NotFound)?;
         if holder.kind != UserKind::Customer || !holder.active {
             return Err(PayError::NotFound);
         }

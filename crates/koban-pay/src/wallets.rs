@@ -131,6 +131,17 @@ impl<S: LedgerStore> Payments<S> {
         currency: Currency,
     ) -> Result<Option<(Holder, Option<AccountId>)>, PayError> {
         let mut tx = self.db().begin_read().await?;
+        let party = Self::party_in(&mut tx, key, currency).await?;
+        tx.commit().await?;
+        Ok(party)
+    }
+
+    /// [`Payments::party`], read in the caller's transaction.
+    pub(crate) async fn party_in<T: SqlTx>(
+        tx: &mut T,
+        key: PartyKey<'_>,
+        currency: Currency,
+    ) -> Result<Option<(Holder, Option<AccountId>)>, PayError> {
         let (sql, value): (&'static str, &str) = match key {
             PartyKey::Id(id) => (
                 "SELECT u.id, u.kind, u.email, u.display_name, u.status, k.status, k.legal_name, w.account_id \
@@ -162,7 +173,6 @@ impl<S: LedgerStore> Payments<S> {
             ),
         };
         let mut rows = tx.query(sql, params![currency.code(), value]).await?;
-        tx.commit().await?;
         // Phone numbers are not unique: two customers giving the same one could be mistaken
         // for each other, so a number that names more than one is refused.
         if rows.len() > 1 {

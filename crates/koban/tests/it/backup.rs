@@ -24,10 +24,23 @@ fn a_busy_database_is_backed_up_and_restored_with_its_books_and_chain() {
         .args(["bench", "api", "--url", &format!("http://{addr}")])
         .args(["--duration-s", "8", "--customers", "8", "--json"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the load starts");
-    std::thread::sleep(Duration::from_secs(5));
+    // The backup is taken once the load is past its set-up (sign-ups, funding, first
+    // payments) and moving money: 200 transfers committed.
+    let committed = || {
+        let metrics = crate::helpers::http_get(addr, "/metrics").body;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("koban_ledger_transfers_committed_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let started = std::time::Instant::now();
+    while committed() < 200.0 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let backup = dir.path().join("backup.db");
     let backup_s = backup.display().to_string();
     let (ok, taken, stderr) = run_json(&[
@@ -52,7 +65,13 @@ fn a_busy_database_is_backed_up_and_restored_with_its_books_and_chain() {
     assert!(taken["audit_entries"].as_u64().unwrap() > 0, "{taken}");
     // Bounded by its own --duration-s.
     let output = load.wait_with_output().expect("the load's output");
-    assert!(output.status.success(), "the load ran through the backup");
+    assert!(
+        output.status.success(),
+        "the load ran through the backup ({}): {} {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("the load's JSON report");
     assert_eq!(report["errors"], 0, "{report}");
