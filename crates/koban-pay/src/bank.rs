@@ -93,8 +93,8 @@ fn micro_deposit_amounts() -> [i64; 2] {
 }
 
 /// A new reference for a top-up or payout at a bank that needs one: `KB`, nine random digits
-/// and a check digit (Luhn), short enough to type into a bank's transfer form; a mistyped digit
-/// or two swapped ones make no other valid reference.
+/// and a check digit (Luhn), short enough to type into a bank's transfer form; a mistyped digit,
+/// or two neighbours swapped (but 0 and 9), makes no other valid reference.
 pub fn new_reference() -> String {
     let body = format!("{:09}", rand::rng().random_range(0..1_000_000_000u32));
     let check = (0..10)
@@ -984,7 +984,18 @@ impl<S: LedgerStore> Payments<S> {
         self.record_operation(id, &principal.user_id, "payout", wallet.account, request)
             .await?;
         let batch = self.payout_batch(id, wallet.account, amount, currency, hold);
-        let applied = self.submit_batch(batch).await?;
+        let applied = match self.submit_batch(batch).await {
+            Ok(applied) => applied,
+            // The database's trouble leaves it open whether the hold was written: settlement
+            // finds out when the operation is due (it fails then if there is no hold), and it
+            // goes to the bank only with its hold.
+            Err(error @ PayError::Auth(koban_auth::AuthError::Store(_))) => return Err(error),
+            Err(error) => {
+                // Refused by the ledger: nothing moved, and nothing is sent to the bank.
+                self.finish_operation(id, "failed").await?;
+                return Err(error);
+            }
+        };
         Ok(BankOperation {
             transfer: applied.transfers[0].clone(),
             kind: "payout",

@@ -374,8 +374,10 @@ pub fn read_statement(xml: &str) -> Result<Statement, PayError> {
             let status = path_text(entry, &["Sts", "Cd"])
                 .or_else(|| path_text(entry, &["Sts"]))
                 .unwrap_or_default();
+            // The day alone: a notification may give a time where the statement gives a date.
             let booked_on = path_text(entry, &["BookgDt", "Dt"])
-                .or_else(|| path_text(entry, &["BookgDt", "DtTm"]));
+                .or_else(|| path_text(entry, &["BookgDt", "DtTm"]))
+                .map(|day| day.chars().take(10).collect::<String>());
             let entry_ref = path_text(entry, &["AcctSvcrRef"]);
             let details: Vec<_> = entry
                 .children()

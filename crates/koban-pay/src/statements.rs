@@ -367,16 +367,26 @@ impl<S: LedgerStore> Payments<S> {
             .await?
             .opt_i64(0)?;
         tx.commit().await?;
+        // A file that cannot be made does not keep those made already from the outbox.
+        let mut made = Ok(());
         if oldest.is_some_and(|at| at <= now - BATCH_WAIT_S * 1000) {
             for _ in 0..10 {
-                if self.make_payment_file().await?.is_none() {
-                    break;
+                match self.make_payment_file().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::error!(%error, "a pain.001 file could not be made; will retry");
+                        made = Err(error);
+                        break;
+                    }
                 }
             }
         }
         let Some(dir) = &bank.outbox else {
-            return Ok(0);
+            return made.map(|_| 0);
         };
+        // Written, then noted: a crash between the two writes the same file (the same message
+        // id) again, which banks refuse as a duplicate message.
         let mut written = 0;
         for file in self.bank_files(true).await? {
             write_atomically(dir, &format!("{}.xml", file.id), file.content.as_bytes())
@@ -387,7 +397,7 @@ impl<S: LedgerStore> Payments<S> {
             self.bank_file_written(&file.id).await?;
             written += 1;
         }
-        Ok(written)
+        made.map(|_| written)
     }
 
     /// The `pain.001` files made, newest first (`unwritten`: only those not yet written to the
@@ -493,7 +503,20 @@ impl<S: LedgerStore> Payments<S> {
                 continue;
             }
             let found = self.match_line(line).await?;
-            let (state, reason) = self.act_on(&found, &mut summary).await?;
+            // The operation is noted on the line before anything is done, so a line that
+            // settled it (before a crash, or in a concurrent import) is known as the one that did.
+            let outcome = if line.reversal { "failed" } else { "settled" };
+            let (state, reason) = if let Some(operation) = found.operation
+                && self.note_operation(line, operation).await?
+                && matches!(found.reason, Some("duplicate" | "already_finished"))
+                && self.operation_status(operation).await?.as_deref() == Some(outcome)
+            {
+                // Noted by an earlier try of this very line, which settled it.
+                summary.matched += 1;
+                ("matched", None)
+            } else {
+                self.act_on(&found, &mut summary).await?
+            };
             if state == "unmatched" {
                 summary.unmatched += 1;
             }
@@ -553,7 +576,10 @@ impl<S: LedgerStore> Payments<S> {
                             Err(error @ PayError::Auth(koban_auth::AuthError::Store(_))) => {
                                 return Err(error);
                             }
-                            Err(_) => None,
+                            Err(error) => {
+                                tracing::warn!(%error, "a statement line could not settle its operation");
+                                None
+                            }
                         }
                     }
                     None => None,
@@ -635,6 +661,30 @@ impl<S: LedgerStore> Payments<S> {
         Ok(claimed)
     }
 
+    /// Notes on a claimed line the operation it names; true when an earlier try of this line
+    /// (before a crash, or a concurrent import) had noted it already.
+    async fn note_operation(
+        &self,
+        line: &StatementLine,
+        operation: TransferId,
+    ) -> Result<bool, PayError> {
+        let mut tx = self.db().begin().await?;
+        let before = tx
+            .query_opt(
+                "SELECT 1 FROM bank_statement_lines WHERE id = $1 AND operation_id = $2",
+                params![line.key.as_str(), operation.to_bytes().to_vec()],
+            )
+            .await?
+            .is_some();
+        tx.execute(
+            "UPDATE bank_statement_lines SET operation_id = $1 WHERE id = $2 AND operation_id IS NULL",
+            params![operation.to_bytes().to_vec(), line.key.as_str()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(before)
+    }
+
     /// Records what a claimed line came to.
     async fn finish_line(
         &self,
@@ -661,15 +711,17 @@ impl<S: LedgerStore> Payments<S> {
     }
 
     /// Why a line naming an operation that is no longer pending settles nothing: another line
-    /// settled it already (the same movement, seen again), or it finished otherwise.
+    /// settled it already (`duplicate`: the same movement seen again under another reference,
+    /// or a second payment to return), or it finished otherwise (lapsed, failed).
     async fn finished_reason<T: SqlTx>(
         tx: &mut T,
         operation: &[u8],
+        key: &str,
     ) -> Result<&'static str, PayError> {
         let seen = tx
             .query_opt(
-                "SELECT 1 FROM bank_statement_lines WHERE operation_id = $1 AND state = 'matched'",
-                params![operation.to_vec()],
+                "SELECT 1 FROM bank_statement_lines WHERE operation_id = $1 AND state = 'matched' AND id <> $2",
+                params![operation.to_vec(), key],
             )
             .await?
             .is_some();
@@ -702,8 +754,12 @@ impl<S: LedgerStore> Payments<S> {
                     }
                     Some(row) if row.text(0)? == "micro_deposit" => Match::of("matched", None, e2e),
                     Some(row) if row.opt_text(3)?.as_deref() != Some("pending") => {
-                        let reason = Self::finished_reason(&mut tx, &row.bytes(4)?).await?;
-                        Match::unmatched(reason, Some(e2e))
+                        let reason =
+                            Self::finished_reason(&mut tx, &row.bytes(4)?, &line.key).await?;
+                        Match {
+                            operation: operation_id(&row, 4)?,
+                            ..Match::unmatched(reason, Some(e2e))
+                        }
                     }
                     Some(row) => Match::of("settle", operation_id(&row, 4)?, e2e),
                 }
@@ -738,9 +794,12 @@ impl<S: LedgerStore> Payments<S> {
                     (Some(row), _) => {
                         let reason = match row.text(2)?.as_str() {
                             "settled" => "returned_after_settlement",
-                            _ => Self::finished_reason(&mut tx, &row.bytes(3)?).await?,
+                            _ => Self::finished_reason(&mut tx, &row.bytes(3)?, &line.key).await?,
                         };
-                        Match::unmatched(reason, Some(e2e))
+                        Match {
+                            operation: operation_id(&row, 3)?,
+                            ..Match::unmatched(reason, Some(e2e))
+                        }
                     }
                     (None, Some(row)) if same_money(&row, 0, 1, line)? => Match {
                         source: row.opt_text(2)?,
@@ -767,8 +826,12 @@ impl<S: LedgerStore> Payments<S> {
                         Match::unmatched("amount_differs", Some(reference))
                     }
                     Some(row) if row.text(2)? != "pending" => {
-                        let reason = Self::finished_reason(&mut tx, &row.bytes(3)?).await?;
-                        Match::unmatched(reason, Some(reference))
+                        let reason =
+                            Self::finished_reason(&mut tx, &row.bytes(3)?, &line.key).await?;
+                        Match {
+                            operation: operation_id(&row, 3)?,
+                            ..Match::unmatched(reason, Some(reference))
+                        }
                     }
                     // A top-up is paid from the customer's own linked account: a transfer
                     // from another (a third party quoting the reference) settles nothing, and
@@ -865,6 +928,11 @@ impl<S: LedgerStore> Payments<S> {
                 .due_operation(operation)
                 .await?
                 .ok_or(PayError::NotFound)?;
+            if !self.operation_pending(operation).await? {
+                return Err(PayError::Conflict(
+                    "the top-up is no longer waiting: it settled or lapsed",
+                ));
+            }
             match self.settle_operation(&due, true, now).await? {
                 Some("settled") => {}
                 _ => {
@@ -904,6 +972,25 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         tx.commit().await?;
         kept_from(&row)
+    }
+
+    async fn operation_pending(&self, id: TransferId) -> Result<bool, PayError> {
+        Ok(self.operation_status(id).await?.as_deref() == Some("pending"))
+    }
+
+    /// An operation's status: `pending`, `settled` or `failed`.
+    async fn operation_status(&self, id: TransferId) -> Result<Option<String>, PayError> {
+        let mut tx = self.db().begin_read().await?;
+        let status = tx
+            .query_opt(
+                "SELECT status FROM bank_operations WHERE id = $1",
+                params![id.to_bytes().to_vec()],
+            )
+            .await?
+            .map(|row| row.text(0))
+            .transpose()?;
+        tx.commit().await?;
+        Ok(status)
     }
 
     /// Unmatched statement lines waiting for an operator (for the gauge).
@@ -951,6 +1038,14 @@ enum Payer {
     Unknown,
 }
 
+/// `text` without any top-up reference in it.
+fn without_reference(text: &str) -> String {
+    text.split_whitespace()
+        .filter(|word| !crate::bank::reference_valid(&word.to_ascii_uppercase()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn payer(number: &str, holder_name: &str, line: &StatementLine) -> Payer {
     match &line.counterparty_account {
         Some(account) => {
@@ -964,8 +1059,12 @@ fn payer(number: &str, holder_name: &str, line: &StatementLine) -> Payer {
                 Payer::Other
             }
         }
+        // The sender's name as the sending bank shows it (Japanese transfers carry the
+        // reference before it).
         None => match &line.counterparty {
-            Some(name) if crate::bank::same_name(name, holder_name) => Payer::Theirs,
+            Some(name) if crate::bank::same_name(&without_reference(name), holder_name) => {
+                Payer::Theirs
+            }
             _ => Payer::Unknown,
         },
     }
@@ -1038,6 +1137,11 @@ mod tests {
         assert_eq!(
             payer("0005-123-7654321", "Alice Example", &line),
             Payer::Unknown
+        );
+        line.counterparty = Some("KB0123456782 ALICE EXAMPLE".into());
+        assert_eq!(
+            payer("0005-123-7654321", "Alice Example", &line),
+            Payer::Theirs
         );
         line.counterparty_account = Some("7654321".into());
         assert_eq!(

@@ -501,6 +501,35 @@ async fn iso20022_files_link_top_up_pay_out_and_flag_what_matches_nothing<S: Led
         ),
         (Some(0), Some(0))
     );
+    // A crash after the top-up's line settled it, before the line was marked: the next import
+    // of the file finds the line half-done, sees that it settled its top-up, and marks it so
+    // (nothing moves twice, and the line does not land in the operators' queue).
+    {
+        use koban_store::sql::{SqlDb, SqlTx};
+        let mut tx = app.auth.db().begin().await.unwrap();
+        let changed = tx
+            .execute(
+                "UPDATE bank_statement_lines SET state = 'unmatched', reason = 'settling' WHERE bank_reference = 'B-1'",
+                vec![],
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(changed, 1);
+    }
+    let recovered = app
+        .call_xml("/v1/ops/bank/statements", &admin.token, &statement)
+        .await;
+    assert_eq!(
+        (
+            recovered.body["matched"].as_i64(),
+            recovered.body["settled"].as_i64(),
+            recovered.body["unmatched"].as_i64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{recovered:?}"
+    );
+    assert_eq!(app.wallet(&token).await["balance"].as_i64(), Some(22_000));
     let notification = camt054(
         "BANK-NTF-1",
         "0000001",

@@ -402,45 +402,41 @@ impl<S: LedgerStore> TestApp<S> {
 
     /// Posts an XML document (a bank file) as the body.
     pub async fn call_xml(&self, path: &str, token: &str, xml: &str) -> Reply {
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header("content-type", "application/xml")
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::from(xml.to_owned()))
-            .expect("a request");
-        request.extensions_mut().insert(ConnectInfo(SocketAddr::new(
-            IpAddr::from([127, 0, 0, 1]),
-            40_000,
-        )));
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("a body");
-        Reply {
-            status,
-            headers,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
+        self.call_raw(
+            path,
+            token,
+            "application/xml",
+            &[],
+            Body::from(xml.to_owned()),
+        )
+        .await
     }
 
     /// Posts raw bytes as a JSON body (for bodies `serde_json` cannot make, like bad UTF-8).
     pub async fn call_bytes(&self, path: &str, token: &str, bytes: &'static [u8]) -> Reply {
+        let key = [("idempotency-key", "raw-bytes")];
+        self.call_raw(path, token, "application/json", &key, Body::from(bytes))
+            .await
+    }
+
+    /// Posts `body` as it is, with its content type and headers, from 127.0.0.1.
+    async fn call_raw(
+        &self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Reply {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {token}"))
-            .header("idempotency-key", "raw-bytes")
-            .body(Body::from(bytes))
-            .expect("a request");
+            .header("content-type", content_type)
+            .header("authorization", format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request.body(body).expect("a request");
         request.extensions_mut().insert(ConnectInfo(SocketAddr::new(
             IpAddr::from([127, 0, 0, 1]),
             40_000,
