@@ -838,7 +838,6 @@ impl<S: LedgerStore> Payments<S> {
         Self::require_scope(merchant, "payments:write")?;
         check_reference(reference)?;
         let guard = CodeGuard::new(self, merchant, client);
-        self.take_guess(&guard).await?;
         let memo_id = self.derive_id(&[
             b"charge-memo",
             merchant.merchant_id.as_bytes(),
@@ -909,9 +908,13 @@ impl<S: LedgerStore> Payments<S> {
         })
     }
 
-    /// The stored row of a code as typed. A code that is known gives back the attempt
-    /// counted against the till; one that is not (or is not a code) stays counted and is
-    /// scored as a wrong guess.
+    /// The stored row of a code as typed, guarded against guessing: the charge is counted
+    /// against the merchant key, the merchant and the network (refused, 429, while any of them
+    /// guessed too many wrong codes), the code is looked up, and a code that is known gives the
+    /// attempt back, all in one transaction, so the counters' rows stay locked meanwhile
+    /// (PostgreSQL; SQLite has one writer): parallel charges can neither slip past the limit
+    /// nor, while in flight, count as wrong codes and block a busy till. A code that is not
+    /// known (or is not a code) stays counted and is scored as a wrong guess.
     async fn code_or_guessed(
         &self,
         code: &str,
@@ -919,27 +922,6 @@ impl<S: LedgerStore> Payments<S> {
         guard: &CodeGuard,
         currency: Currency,
     ) -> Result<koban_store::sql::Row, PayError> {
-        let found = match code_digits(code) {
-            Ok(code) => self.find_code(code, now).await?,
-            Err(_) => None,
-        };
-        match found {
-            Some(row) => {
-                let mut tx = self.db().begin().await?;
-                for key in &guard.keys {
-                    throttle::forgive(&mut tx, key).await?;
-                }
-                tx.commit().await?;
-                Ok(row)
-            }
-            None => Err(self.code_guessed(guard, currency).await?),
-        }
-    }
-
-    /// Counts a charge against the merchant key, the merchant and the network before its
-    /// code is looked up; refused (429) while any of them guessed too many wrong codes.
-    async fn take_guess(&self, guard: &CodeGuard) -> Result<(), PayError> {
-        let now = self.now_ms();
         let window_ms = CODE_GUESS_WINDOW_S * 1000;
         let maxima = [
             self.config.code_guesses_max,
@@ -960,8 +942,20 @@ impl<S: LedgerStore> Payments<S> {
                 return Err(refused.into());
             }
         }
+        let found = match code_digits(code) {
+            Ok(code) => self.find_code_in(&mut tx, code, now).await?,
+            Err(_) => None,
+        };
+        if found.is_some() {
+            for key in &guard.keys {
+                throttle::forgive(&mut tx, key).await?;
+            }
+        }
         tx.commit().await?;
-        Ok(())
+        match found {
+            Some(row) => Ok(row),
+            None => Err(self.code_guessed(guard, currency).await?),
+        }
     }
 
     /// Scores a wrong code (already counted against the till) as a failed code charge with
@@ -1040,12 +1034,12 @@ impl<S: LedgerStore> Payments<S> {
 
     /// A payment code by its hash, with its holder and whether the session that made it is
     /// still live.
-    async fn find_code(
+    async fn find_code_in<T: SqlTx>(
         &self,
+        tx: &mut T,
         code: &str,
         now: i64,
     ) -> Result<Option<koban_store::sql::Row>, PayError> {
-        let mut tx = self.db().begin_read().await?;
         let row = tx
             .query_opt(
                 "SELECT c.id, c.user_id, c.currency, c.limit_minor, c.expires_at, c.used_at, c.revoked_at, \
@@ -1055,7 +1049,6 @@ impl<S: LedgerStore> Payments<S> {
                 params![now, self.code_hash(code)],
             )
             .await?;
-        tx.commit().await?;
         Ok(row)
     }
 
@@ -1415,7 +1408,7 @@ pub(crate) fn code_unusable() -> PayError {
     PayError::Gone("this payment code is unknown, expired or already used; ask for a new one")
 }
 
-/// Whether a payment code (a row of [`Payments::find_code`]) can still be charged: not used,
+/// Whether a payment code (a row of [`Payments::find_code_in`]) can still be charged: not used,
 /// not revoked, not expired, its session live and its holder active. A known code that
 /// cannot be charged is an honest miss, not a guess: it does not count against the till.
 fn code_usable(row: &koban_store::sql::Row, now: i64) -> Result<bool, PayError> {

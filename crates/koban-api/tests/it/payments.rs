@@ -1874,6 +1874,31 @@ async fn guessing_payment_codes_at_a_till_is_limited_and_raises_an_alert<S: Ledg
     };
     let wrong = |n: usize| format!("89{:016}", 1_000_000 + n);
 
+    // A busy till charging many right codes at once is never taken for guessing, even while
+    // more charges are in flight than the limit of wrong ones.
+    let bob = app.user("bob@example.com").await;
+    app.fund(&bob.token, 5_000, "f1").await;
+    let mut codes = Vec::new();
+    for _ in 0..25 {
+        let code = app
+            .call(post("/v1/payment-codes", json!({})).bearer(&bob.token))
+            .await;
+        assert_eq!(code.status, StatusCode::CREATED, "{code:?}");
+        codes.push(code.body["code"].as_str().unwrap().to_owned());
+    }
+    let busy = futures_util::future::join_all(
+        codes
+            .iter()
+            .enumerate()
+            .map(|(i, code)| app.call(charge(&keys[4].1, code, &format!("busy-{i}")))),
+    )
+    .await;
+    assert!(
+        busy.iter().all(|reply| reply.status == StatusCode::CREATED),
+        "{:?}",
+        busy.iter().map(|reply| reply.status).collect::<Vec<_>>()
+    );
+
     // Twenty wrong codes from one key: each answered as an unusable code.
     let (shop0, key0) = &keys[0];
     for n in 0..20 {
