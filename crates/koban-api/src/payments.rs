@@ -406,6 +406,11 @@ fn request_out(r: PaymentRequest) -> PaymentRequestOut {
 pub struct MerchantPaymentOut {
     /// The payment's id (refunds name it).
     pub id: String,
+    /// The payer as this merchant knows them: `cus_` and 24 hexadecimal digits, the same for
+    /// every payment of one customer at one merchant, different at every other merchant, and
+    /// never an e-mail address, phone number or name.
+    #[schema(example = "cus_3f9a0c4e1b7d2a6c8e5f0b1d")]
+    pub customer: String,
     pub status: &'static str,
     pub amount: MoneyOut,
     /// The merchant's fee, taken from the merchant's side.
@@ -419,6 +424,7 @@ pub struct MerchantPaymentOut {
 fn merchant_payment_out(p: &MerchantPayment) -> MerchantPaymentOut {
     MerchantPaymentOut {
         id: id_text(p.transfer.id),
+        customer: p.customer.clone(),
         status: "completed",
         amount: money(p.transfer.amount.minor_units(), p.transfer.currency),
         fee: money(p.fee, p.transfer.currency),

@@ -221,7 +221,7 @@ impl<D: SqlDb> Auth<D> {
         let mail = koban_shared::mail::Mail::new("api-key-created")
             .arg("name", name)
             .arg("environment", environment.as_str());
-        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, &self.vault, now, &principal.email, &mail).await?;
         tx.commit().await?;
         self.outbox_written();
         let view = ApiKeyView {

@@ -2,6 +2,7 @@
 //! address, the last two digits of the phone), and in full only after naming a reason, which
 //! the audit chain records with the operator's name.
 
+use koban_shared::personal;
 use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
@@ -89,8 +90,11 @@ impl<D: SqlDb> Auth<D> {
         Ok(CustomerCard {
             user_id: user_id.clone(),
             kind: UserKind::parse(&row.text(0)?)?,
-            email_masked: mask_email(&row.text(1)?),
-            phone_masked: row.opt_text(2)?.as_deref().map(mask_phone),
+            email_masked: mask_email(&self.vault.open(&personal::USER_EMAIL, &row.text(1)?)?),
+            phone_masked: (self.vault)
+                .open_opt(&personal::USER_PHONE, row.opt_text(2)?.as_deref())?
+                .as_deref()
+                .map(mask_phone),
             status: row.text(3)?,
             created_at_ms: row.i64(4)?,
         })
@@ -129,8 +133,8 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         tx.commit().await?;
         Ok(Contact {
-            email: row.text(0)?,
-            phone: row.opt_text(1)?,
+            email: self.vault.open(&personal::USER_EMAIL, &row.text(0)?)?,
+            phone: (self.vault).open_opt(&personal::USER_PHONE, row.opt_text(1)?.as_deref())?,
         })
     }
 }

@@ -179,16 +179,27 @@ pub struct Auth<D: SqlDb> {
     /// Attempts refused by throttling since the alarm last flushed them to the database
     /// (counted in memory so that a refusal costs no write).
     pub(crate) refused: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Seals personal data at rest (`koban_shared::personal`).
+    pub(crate) vault: koban_shared::personal::Vault,
 }
 
 impl<D: SqlDb> Auth<D> {
-    pub fn new(
+    /// Identity on `db`: loads the personal data keys (creating the first on a new database)
+    /// and seals, once, personal data an older version wrote in clear.
+    pub async fn new(
         db: D,
         keys: ServerKeys,
         clock: Clock,
         config: AuthConfig,
     ) -> Result<Self, AuthError> {
+        let now = i64::try_from(clock.now().nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let vault = keys.vault(&db, now).await?;
+        let sealed = koban_shared::personal::seal_clear_columns(&db, &vault, now).await?;
+        if sealed > 0 {
+            tracing::info!(values = sealed, "personal data written in clear was sealed");
+        }
         Ok(Auth {
+            vault,
             mailer: std::sync::Arc::new(outbox::Mailer::new(config.smtp.as_ref())?),
             webauthn: passkeys::relying_party(&config.public_url).map(std::sync::Arc::new),
             hasher: Hasher::new(config.hasher.clone())?,
@@ -270,6 +281,17 @@ impl<D: SqlDb> Auth<D> {
 
     pub fn db(&self) -> &D {
         &self.db
+    }
+
+    /// The vault that seals personal data at rest.
+    pub fn vault(&self) -> &koban_shared::personal::Vault {
+        &self.vault
+    }
+
+    /// Reloads the personal data keys (a rotation elsewhere); the serving process calls it
+    /// every `personal::REFRESH_MS`.
+    pub async fn refresh_personal_keys(&self) -> Result<(), AuthError> {
+        Ok(self.vault.refresh(&self.db, self.now_ms()).await?)
     }
 
     /// Now, in milliseconds since the Unix epoch.

@@ -10,6 +10,7 @@ use koban_store::params;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 
 use crate::{Auth, AuthError, Secret};
+use koban_shared::personal::{self, Index};
 
 /// Longest time a claimed message stays claimed by a worker that died.
 const CLAIM_MS: i64 = 30_000;
@@ -242,7 +243,7 @@ impl<D: SqlDb> Auth<D> {
         for row in claimed {
             let id = row.text(0)?;
             let attempts = row.i64(4)?;
-            let message = (row.text(1)?, row.text(2)?, row.text(3)?);
+            let message = self.opened(&row)?;
             match self.deliver_one(&id, &message, now).await {
                 Ok(()) => {
                     delivered += 1;
@@ -273,12 +274,8 @@ impl<D: SqlDb> Auth<D> {
             .await?;
         for row in &due {
             let id = row.text(0)?;
-            tx.execute(
-                "INSERT INTO mailbox (id, recipient, subject, body, delivered_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (id) DO NOTHING",
-                params![id.as_str(), row.text(1)?, row.text(2)?, row.text(3)?, now],
-            )
-            .await?;
+            let message = self.opened(row)?;
+            self.write_to_mailbox(&mut tx, &id, &message, now).await?;
             tx.execute(
                 "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, claimed_until = NULL, body = '' \
                  WHERE id = $2 AND delivered_at IS NULL",
@@ -322,18 +319,48 @@ impl<D: SqlDb> Auth<D> {
             return Ok(tx.commit().await?);
         }
         let mut tx = self.db.begin().await?;
-        tx.execute(
-            "INSERT INTO mailbox (id, recipient, subject, body, delivered_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO NOTHING",
-            params![id, recipient.as_str(), subject.as_str(), body.as_str(), now],
-        )
-        .await?;
+        let message = (recipient.clone(), subject.clone(), body.clone());
+        self.write_to_mailbox(&mut tx, id, &message, now).await?;
         tx.execute(
             "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, claimed_until = NULL, body = '' WHERE id = $2",
             params![now, id],
         )
         .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// An outbox row's recipient, subject and body (columns 1 to 3), opened.
+    fn opened(&self, row: &koban_store::sql::Row) -> Result<(String, String, String), AuthError> {
+        Ok((
+            self.vault
+                .open(&personal::OUTBOX_RECIPIENT, &row.text(1)?)?,
+            self.vault.open(&personal::OUTBOX_SUBJECT, &row.text(2)?)?,
+            self.vault.open(&personal::OUTBOX_BODY, &row.text(3)?)?,
+        ))
+    }
+
+    /// Writes a delivered message into the local mailbox, sealed for its columns.
+    async fn write_to_mailbox<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        id: &str,
+        (recipient, subject, body): &(String, String, String),
+        now: i64,
+    ) -> Result<(), AuthError> {
+        tx.execute(
+            "INSERT INTO mailbox (id, recipient, recipient_index, subject, body, delivered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            params![
+                id,
+                self.vault.seal(&personal::MAILBOX_RECIPIENT, recipient),
+                self.vault.index(Index::Email, recipient),
+                self.vault.seal(&personal::MAILBOX_SUBJECT, subject),
+                self.vault.seal(&personal::MAILBOX_BODY, body),
+                now
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -364,18 +391,18 @@ impl<D: SqlDb> Auth<D> {
         let mut tx = self.db.begin_read().await?;
         let rows = tx
             .query(
-                "SELECT id, recipient, subject, body, delivered_at FROM mailbox WHERE recipient = $1 \
+                "SELECT id, recipient, subject, body, delivered_at FROM mailbox WHERE recipient_index = $1 \
                  ORDER BY delivered_at DESC, id DESC LIMIT $2",
-                params![recipient, limit.clamp(1, 200)],
+                params![self.vault.index(Index::Email, &recipient), limit.clamp(1, 200)],
             )
             .await?;
         rows.into_iter()
             .map(|row| {
                 Ok(MailboxMessage {
                     id: row.text(0)?,
-                    recipient: row.text(1)?,
-                    subject: row.text(2)?,
-                    body: row.text(3)?,
+                    recipient: (self.vault).open(&personal::MAILBOX_RECIPIENT, &row.text(1)?)?,
+                    subject: (self.vault).open(&personal::MAILBOX_SUBJECT, &row.text(2)?)?,
+                    body: (self.vault).open(&personal::MAILBOX_BODY, &row.text(3)?)?,
                     delivered_at_ms: row.i64(4)?,
                 })
             })
@@ -393,16 +420,19 @@ impl<D: SqlDb> Auth<D> {
         let mut tx = self.db.begin_read().await?;
         let rows = tx
             .query(
-                "SELECT subject, created_at, delivered_at FROM outbox WHERE recipient = $1 \
+                "SELECT subject, created_at, delivered_at FROM outbox WHERE recipient_index = $1 \
                  ORDER BY created_at DESC, id DESC LIMIT $2",
-                params![principal.email.as_str(), limit.clamp(1, 200)],
+                params![
+                    self.vault.index(Index::Email, principal.email.as_str()),
+                    limit.clamp(1, 200)
+                ],
             )
             .await?;
         tx.commit().await?;
         rows.into_iter()
             .map(|row| {
                 Ok(Notice {
-                    subject: row.text(0)?,
+                    subject: (self.vault).open(&personal::OUTBOX_SUBJECT, &row.text(0)?)?,
                     created_at_ms: row.i64(1)?,
                     delivered: row.opt_i64(2)?.is_some(),
                 })

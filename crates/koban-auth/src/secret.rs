@@ -139,6 +139,22 @@ impl ServerKeys {
         koban_shared::audit::AuditKey::new(self.subkey(b"koban/audit/v1"))
     }
 
+    /// The vault of personal data: its data keys are wrapped under a key derived from the
+    /// master key, and its blind indexes keyed by another.
+    pub async fn vault<D: koban_store::sql::SqlDb>(
+        &self,
+        db: &D,
+        now_ms: i64,
+    ) -> Result<koban_shared::personal::Vault, koban_store::StoreError> {
+        koban_shared::personal::Vault::load(
+            db,
+            self.subkey(b"koban/personal-wrapping/v1"),
+            self.subkey(b"koban/blind-index/v1"),
+            now_ms,
+        )
+        .await
+    }
+
     fn sealing_key(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(&self.subkey(b"koban/seal/v1").into())
     }

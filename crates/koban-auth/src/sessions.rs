@@ -332,7 +332,7 @@ impl<D: SqlDb> Auth<D> {
             level: SessionLevel::from_i64(row.i64(2)?),
             kind: UserKind::parse(&row.text(6)?)?,
             role: row.opt_text(7)?.as_deref().map(Role::parse).transpose()?,
-            email: row.text(8)?,
+            email: (self.vault).open(&koban_shared::personal::USER_EMAIL, &row.text(8)?)?,
             email_verified: row.opt_i64(9)?.is_some(),
             cooling_off_until_ms: row.opt_i64(11)?.filter(|until| *until > now),
             has_factor: row.i64(12)? > 0,
@@ -472,7 +472,7 @@ impl<D: SqlDb> Auth<D> {
         // else out may not be the owner.
         let link = self.not_me_link(&mut tx, &principal.user_id, now).await?;
         let mail = koban_shared::mail::Mail::new("sessions-ended").arg("link", link);
-        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, &self.vault, now, &principal.email, &mail).await?;
         koban_shared::audit::append(
             &mut tx,
             &self.audit_key,

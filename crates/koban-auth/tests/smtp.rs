@@ -67,10 +67,10 @@ async fn auth_with_relay(
         None,
     )
     .unwrap();
-    auth_with(smtp, dir)
+    auth_with(smtp, dir).await
 }
 
-fn auth_with(
+async fn auth_with(
     smtp: SmtpConfig,
     dir: &tempfile::TempDir,
 ) -> (Auth<<SqliteStore as LedgerStore>::Sql>, SqliteStore) {
@@ -81,7 +81,9 @@ fn auth_with(
     };
     let (clock, _) = Clock::manual(Timestamp::from_nanos(1_795_564_800_000_000_000));
     (
-        Auth::new(store.sql(), ServerKeys::from_master([9; 32]), clock, config).unwrap(),
+        Auth::new(store.sql(), ServerKeys::from_master([9; 32]), clock, config)
+            .await
+            .unwrap(),
         store,
     )
 }
@@ -298,7 +300,7 @@ async fn delivered_over(url: &str, ca_pem: Option<String>, seen: &Seen) -> usize
     let dir = tempfile::tempdir().unwrap();
     let mut smtp = SmtpConfig::parse(url, "Koban <no-reply@koban.example>", None).unwrap();
     smtp.ca_pem = ca_pem.map(String::into_bytes);
-    let (auth, _store) = auth_with(smtp, &dir);
+    let (auth, _store) = auth_with(smtp, &dir).await;
     auth.signup(signup("tls@example.com"), &client())
         .await
         .unwrap();

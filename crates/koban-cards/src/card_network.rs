@@ -382,7 +382,7 @@ struct CardOnFile {
 }
 
 impl CardOnFile {
-    fn from_row(card: &Row) -> Result<Self, PayError> {
+    fn from_row(vault: &koban_shared::personal::Vault, card: &Row) -> Result<Self, PayError> {
         let wallet = AccountId::from_bytes(&card.bytes(2)?)
             .map_err(|_| PayError::Auth(AuthError::Internal("a stored id is malformed")))?;
         let currency = Currency::parse(&card.text(3)?)
@@ -404,7 +404,7 @@ impl CardOnFile {
             },
             bad_codes: card.i64(9)?,
             controls: CardControls::from_json(&card.text(10)?)?,
-            email: card.text(11)?,
+            email: vault.open(&koban_shared::personal::USER_EMAIL, &card.text(11)?)?,
             last4: card.text(14)?,
             spend: (tier, card.opt_i64(13)?, day_start),
         })
@@ -572,7 +572,7 @@ impl<S: LedgerStore> Cards<S> {
             metrics::counter!("koban_card_authorizations_total", "result" => "14").increment(1);
             return Ok(NetworkAnswer::declined(ResponseCode::InvalidCard, None));
         };
-        let card = CardOnFile::from_row(&card)?;
+        let card = CardOnFile::from_row(self.pay.auth().vault(), &card)?;
         let guard = (guard_keys.as_slice(), card_key);
         let checked = self
             .check_card(request, keys, &card, guard, (amount, currency), now)
@@ -1123,7 +1123,8 @@ impl<S: LedgerStore> Cards<S> {
                 params![id],
             )
             .await?;
-        row.map(|row| auth_from_row(&row)).transpose()
+        row.map(|row| auth_from_row(self.pay.auth().vault(), &row))
+            .transpose()
     }
 
     /// The open authorization an operation applies to, read afresh under its wallet's lock
@@ -1868,7 +1869,7 @@ impl AuthRow {
     }
 }
 
-fn auth_from_row(row: &Row) -> Result<AuthRow, PayError> {
+fn auth_from_row(vault: &koban_shared::personal::Vault, row: &Row) -> Result<AuthRow, PayError> {
     Ok(AuthRow {
         id: row.text(0)?,
         card_id: row.text(1)?,
@@ -1885,7 +1886,7 @@ fn auth_from_row(row: &Row) -> Result<AuthRow, PayError> {
         wallet: AccountId::from_bytes(&row.bytes(11)?)
             .map_err(|_| PayError::Auth(AuthError::Internal("a stored id is malformed")))?,
         user_id: row.text(12)?,
-        email: row.text(13)?,
+        email: vault.open(&koban_shared::personal::USER_EMAIL, &row.text(13)?)?,
         merchant_name: row.text(14)?,
     })
 }

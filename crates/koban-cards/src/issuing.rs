@@ -328,6 +328,7 @@ impl<S: LedgerStore> Cards<S> {
         let masked = format!("{}••••••{last4}", self.config.bin);
         tell_card_issued(
             &mut tx,
+            self.pay.auth().vault(),
             now,
             &principal.email,
             name,
@@ -773,7 +774,14 @@ impl<S: LedgerStore> Cards<S> {
         notice: Option<Mail>,
     ) -> Result<(), PayError> {
         if let Some(mail) = notice {
-            koban_shared::outbox::enqueue(tx, self.pay.now_ms(), &principal.email, &mail).await?;
+            koban_shared::outbox::enqueue(
+                tx,
+                self.pay.auth().vault(),
+                self.pay.now_ms(),
+                &principal.email,
+                &mail,
+            )
+            .await?;
         }
         details["card"] = serde_json::json!(card.id.as_str());
         details["masked"] = serde_json::json!(card.masked());
@@ -880,6 +888,7 @@ async fn room_for_a_card<T: SqlTx>(tx: &mut T, user_id: &UserId) -> Result<(), P
 /// card details.
 async fn tell_card_issued<T: SqlTx>(
     tx: &mut T,
+    vault: &koban_shared::personal::Vault,
     now: i64,
     email: &str,
     name: &str,
@@ -889,12 +898,12 @@ async fn tell_card_issued<T: SqlTx>(
     let mail = Mail::new("card-issued")
         .arg("name", name)
         .arg("masked", masked);
-    koban_shared::outbox::enqueue(tx, now, email, &mail).await?;
+    koban_shared::outbox::enqueue(tx, vault, now, email, &mail).await?;
     if let Some(code) = activation {
         let mail = Mail::new("card-activation-letter")
             .arg("masked", masked)
             .arg("code", code.expose());
-        koban_shared::outbox::enqueue(tx, now, email, &mail).await?;
+        koban_shared::outbox::enqueue(tx, vault, now, email, &mail).await?;
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ use koban_ledger::{
 use koban_shared::audit::{self, AuditEvent};
 use koban_shared::ids::UserId;
 use koban_shared::mail::Mail;
+use koban_shared::personal::{self, Vault};
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 use rand::Rng;
@@ -181,7 +182,7 @@ impl<S: LedgerStore> Payments<S> {
                     params![
                         number.as_str(),
                         principal.user_id.as_str(),
-                        holder_name.as_str(),
+                        (self.auth.vault()).seal(&personal::SANDBOX_HOLDER, holder_name.as_str()),
                         behaviour.as_str(),
                         self.now_ms()
                     ],
@@ -304,7 +305,9 @@ impl<S: LedgerStore> Payments<S> {
             "verify your identity first: a bank account must be in your verified legal name",
         ))?;
         let mut tx = self.db().begin_read().await?;
-        let told = connector.holder(&mut tx, &number).await?;
+        let told = connector
+            .holder(&mut tx, self.auth.vault(), &number)
+            .await?;
         tx.commit().await?;
         let bank_holder = match told {
             Holder::Named(name) => name,
@@ -346,7 +349,15 @@ impl<S: LedgerStore> Payments<S> {
         }
         let [first, second] = micro_deposit_amounts();
         self.bank(bank)?
-            .send_micro_deposits(&mut tx, &id, number, bank_holder, [first, second], now)
+            .send_micro_deposits(
+                &mut tx,
+                self.auth.vault(),
+                &id,
+                number,
+                bank_holder,
+                [first, second],
+                now,
+            )
             .await?;
         tx.execute(
             "INSERT INTO funding_sources (id, user_id, bank, number, holder_name, status, amounts_hash, \
@@ -356,7 +367,7 @@ impl<S: LedgerStore> Payments<S> {
                 principal.user_id.as_str(),
                 bank,
                 number,
-                bank_holder,
+                self.auth.vault().seal(&personal::FUNDING_HOLDER, bank_holder),
                 self.amounts_hash(&id, first, second),
                 now + self.config.micro_deposit_s * 1000,
                 now
@@ -375,7 +386,8 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         let mail = Mail::new("bank-linking").arg("account", mask_number(number));
-        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, self.auth.vault(), now, &principal.email, &mail)
+            .await?;
         let row = tx
             .query_one(
                 "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at \
@@ -502,7 +514,8 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         let mail = Mail::new("bank-linked").arg("account", &source.masked_number);
-        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, self.auth.vault(), now, &principal.email, &mail)
+            .await?;
         let row = tx
             .query_one(
                 "SELECT id, bank, number, status, attempts, expires_at, verified_at, created_at \
@@ -673,7 +686,8 @@ impl<S: LedgerStore> Payments<S> {
                     params![source_id.as_str()],
                 )
                 .await?;
-            Some((self.bank(&row.text(0)?)?, row.text(1)?, row.text(2)?))
+            let holder = (self.auth.vault()).open(&personal::FUNDING_HOLDER, &row.text(2)?)?;
+            Some((self.bank(&row.text(0)?)?, row.text(1)?, holder))
         };
         let (settle_after_s, needs_reference) = match &source {
             Some((bank, _, _)) => (bank.status_after_s(), bank.id() != SANDBOX_BANK),
@@ -740,7 +754,8 @@ impl<S: LedgerStore> Payments<S> {
                     holder_name,
                     reference: reference.as_deref().unwrap_or_default(),
                 };
-                bank.instruct(&mut tx, &instruction, now).await?
+                bank.instruct(&mut tx, self.auth.vault(), &instruction, now)
+                    .await?
             }
             None => None,
         };
@@ -1186,7 +1201,7 @@ impl<S: LedgerStore> Payments<S> {
         let mut finished = 0;
         let mut failure = None;
         for row in rows {
-            let operation = DueOperation::from_row(&row)?;
+            let operation = DueOperation::from_row(self.auth.vault(), &row)?;
             // One operation that cannot be settled (its bank disconnected, an error of its
             // bank) does not hold up the others.
             match self.settle_one(&operation, now).await {
@@ -1234,7 +1249,8 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?;
         tx.commit().await?;
-        row.map(|row| DueOperation::from_row(&row)).transpose()
+        row.map(|row| DueOperation::from_row(self.auth.vault(), &row))
+            .transpose()
     }
 
     /// Settles one due operation; false when it must wait (its hold is not written yet, or
@@ -1381,7 +1397,14 @@ impl<S: LedgerStore> Payments<S> {
             "amount",
             format_money(amount.minor_units(), operation.currency),
         );
-        koban_shared::outbox::enqueue_to_user(&mut tx, now, &operation.user_id, &mail).await?;
+        koban_shared::outbox::enqueue_to_user(
+            &mut tx,
+            self.auth.vault(),
+            now,
+            &operation.user_id,
+            &mail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1446,7 +1469,7 @@ pub(crate) struct DueOperation {
 }
 
 impl DueOperation {
-    fn from_row(row: &koban_store::sql::Row) -> Result<DueOperation, PayError> {
+    fn from_row(vault: &Vault, row: &koban_store::sql::Row) -> Result<DueOperation, PayError> {
         fn stored<E>(_: E) -> PayError {
             PayError::Invalid("a stored bank operation is not valid")
         }
@@ -1461,7 +1484,9 @@ impl DueOperation {
             bank: row
                 .opt_text(7)?
                 .filter(|_| row.text(2).is_ok_and(|k| k != "card_topup")),
-            holder_name: row.opt_text(8)?.unwrap_or_default(),
+            holder_name: vault
+                .open_opt(&personal::FUNDING_HOLDER, row.opt_text(8)?.as_deref())?
+                .unwrap_or_default(),
             reference: row.opt_text(9)?,
             card_behaviour: row.opt_text(10)?.unwrap_or_default(),
         })

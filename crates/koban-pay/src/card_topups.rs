@@ -172,7 +172,8 @@ impl<S: LedgerStore> Payments<S> {
         )
         .await?;
         let mail = Mail::new("card-added").arg("last4", &digits[digits.len() - 4..]);
-        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, self.auth.vault(), now, &principal.email, &mail)
+            .await?;
         tx.commit().await?;
         Ok(CardSource {
             id,
@@ -413,7 +414,8 @@ impl<S: LedgerStore> Payments<S> {
             )
             .arg("last4", last4)
             .arg("code", code.expose());
-        koban_shared::outbox::enqueue(&mut tx, now, &principal.email, &mail).await?;
+        koban_shared::outbox::enqueue(&mut tx, self.auth.vault(), now, &principal.email, &mail)
+            .await?;
         tx.commit().await?;
         Ok((id, expires_at_ms))
     }

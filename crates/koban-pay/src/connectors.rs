@@ -11,6 +11,7 @@
 
 use async_trait::async_trait;
 use koban_ledger::{Amount, Currency, TransferId};
+use koban_shared::personal::{self, Vault};
 use koban_store::params;
 use koban_store::sql::SqlTx;
 
@@ -73,11 +74,13 @@ pub trait BankConnector<T: SqlTx>: Send + Sync {
     /// An account number in this bank's normal form, or why it is not one.
     fn normalise_account(&self, number: &str) -> Result<String, PayError>;
     /// The holder's name of an account, if the bank tells it.
-    async fn holder(&self, tx: &mut T, number: &str) -> Result<Holder, PayError>;
+    async fn holder(&self, tx: &mut T, vault: &Vault, number: &str) -> Result<Holder, PayError>;
     /// Sends a link's two micro-deposits to the account (in `tx`).
+    #[allow(clippy::too_many_arguments)]
     async fn send_micro_deposits(
         &self,
         tx: &mut T,
+        vault: &Vault,
         source_id: &str,
         number: &str,
         holder_name: &str,
@@ -94,6 +97,7 @@ pub trait BankConnector<T: SqlTx>: Send + Sync {
     async fn instruct(
         &self,
         tx: &mut T,
+        vault: &Vault,
         instruction: &Instruction<'_>,
         now: i64,
     ) -> Result<Option<PayIn>, PayError>;
@@ -192,9 +196,9 @@ impl<T: SqlTx> BankConnector<T> for SandboxBank {
         Ok(number.to_owned())
     }
 
-    async fn holder(&self, tx: &mut T, number: &str) -> Result<Holder, PayError> {
+    async fn holder(&self, tx: &mut T, vault: &Vault, number: &str) -> Result<Holder, PayError> {
         Ok(match sandbox_account(tx, number).await? {
-            Some((name, _)) => Holder::Named(name),
+            Some((name, _)) => Holder::Named(vault.open(&personal::SANDBOX_HOLDER, &name)?),
             None => Holder::NoSuchAccount,
         })
     }
@@ -202,6 +206,7 @@ impl<T: SqlTx> BankConnector<T> for SandboxBank {
     async fn send_micro_deposits(
         &self,
         tx: &mut T,
+        _vault: &Vault,
         source_id: &str,
         number: &str,
         _holder_name: &str,
@@ -233,6 +238,7 @@ impl<T: SqlTx> BankConnector<T> for SandboxBank {
     async fn instruct(
         &self,
         _tx: &mut T,
+        _vault: &Vault,
         _instruction: &Instruction<'_>,
         _now: i64,
     ) -> Result<Option<PayIn>, PayError> {
@@ -301,13 +307,14 @@ impl<T: SqlTx> BankConnector<T> for FileBank {
         Ok(ZenginAccount::parse(number)?.to_text())
     }
 
-    async fn holder(&self, _tx: &mut T, _number: &str) -> Result<Holder, PayError> {
+    async fn holder(&self, _tx: &mut T, _vault: &Vault, _number: &str) -> Result<Holder, PayError> {
         Ok(Holder::Unknown)
     }
 
     async fn send_micro_deposits(
         &self,
         tx: &mut T,
+        vault: &Vault,
         source_id: &str,
         number: &str,
         holder_name: &str,
@@ -318,6 +325,7 @@ impl<T: SqlTx> BankConnector<T> for FileBank {
         for (i, amount) in amounts.into_iter().enumerate() {
             queue_transfer(
                 tx,
+                vault,
                 &format!("{compact}-{i}"),
                 "micro_deposit",
                 Some(source_id),
@@ -345,6 +353,7 @@ impl<T: SqlTx> BankConnector<T> for FileBank {
     async fn instruct(
         &self,
         tx: &mut T,
+        vault: &Vault,
         instruction: &Instruction<'_>,
         now: i64,
     ) -> Result<Option<PayIn>, PayError> {
@@ -356,6 +365,7 @@ impl<T: SqlTx> BankConnector<T> for FileBank {
         }
         queue_transfer(
             tx,
+            vault,
             instruction.reference,
             "payout",
             None,
@@ -425,6 +435,7 @@ impl<T: SqlTx> BankConnector<T> for FileBank {
 #[allow(clippy::too_many_arguments)]
 async fn queue_transfer<T: SqlTx>(
     tx: &mut T,
+    vault: &Vault,
     end_to_end_id: &str,
     kind: &str,
     source: Option<&str>,
@@ -444,7 +455,7 @@ async fn queue_transfer<T: SqlTx>(
             source.map(str::to_owned),
             operation.map(|id| id.to_bytes().to_vec()),
             account,
-            holder_name,
+            vault.seal(&personal::INSTRUCTION_HOLDER, holder_name),
             amount,
             currency.code(),
             now

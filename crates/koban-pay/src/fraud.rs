@@ -934,7 +934,14 @@ impl<S: LedgerStore> Payments<S> {
                 Mail::new("money-compensated")
             };
             let mail = mail.arg("amount", &money);
-            koban_shared::outbox::enqueue_to_user(tx, now, &action.customer, &mail).await?;
+            koban_shared::outbox::enqueue_to_user(
+                tx,
+                self.auth.vault(),
+                now,
+                &action.customer,
+                &mail,
+            )
+            .await?;
             metrics::counter!(
                 if action.kind == "reverse" { "koban_risk_reversed_minor_total" } else { "koban_risk_compensated_minor_total" },
                 "currency" => action.currency.clone()

@@ -799,7 +799,15 @@ impl<S: LedgerStore> Payments<S> {
         // database's next flush takes it to disk, and a retry can write it again.
         let mut tx = self.db().begin_unsynced().await?;
         for (id, recipient, mail) in batch {
-            koban_shared::outbox::enqueue_once(&mut tx, id, now, recipient, mail).await?;
+            koban_shared::outbox::enqueue_once(
+                &mut tx,
+                self.auth.vault(),
+                id,
+                now,
+                recipient,
+                mail,
+            )
+            .await?;
         }
         koban_store::sql::SqlTx::commit(tx).await?;
         Ok(())

@@ -180,7 +180,10 @@ impl<S: LedgerStore> Payments<S> {
             row.text(0)?,
             PayLink {
                 id: id.to_owned(),
-                requester_masked_name: mask_name(&row.text(7)?),
+                requester_masked_name: mask_name(
+                    &(self.auth.vault())
+                        .open(&koban_shared::personal::USER_DISPLAY_NAME, &row.text(7)?)?,
+                ),
                 amount: Amount::from_i64(row.i64(1)?)
                     .map_err(|_| PayError::Invalid("stored amount"))?,
                 currency,

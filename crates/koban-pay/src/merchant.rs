@@ -20,6 +20,7 @@ use koban_ledger::{
 };
 use koban_shared::ids::UserId;
 use koban_shared::mail::Mail;
+use koban_shared::personal;
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
@@ -56,6 +57,8 @@ pub struct PaymentRequest {
 pub struct MerchantPayment {
     pub transfer: Transfer,
     pub fee: u64,
+    /// The payer as this merchant knows them ([`Payments::customer_pseudonym`]).
+    pub customer: String,
     pub merchant_name: String,
     pub replayed: bool,
     pub session: Option<IssuedSession>,
@@ -84,6 +87,8 @@ pub struct Refund {
 #[derive(Clone, Debug)]
 pub struct ReceivedPayment {
     pub id: TransferId,
+    /// The payer as this merchant knows them (`None` for a payer whose wallet is gone).
+    pub customer: Option<String>,
     pub amount: Amount,
     pub currency: Currency,
     /// How much of it has been refunded (or is being refunded) so far, in minor units.
@@ -154,7 +159,7 @@ impl<S: LedgerStore> Payments<S> {
             .ok_or(PayError::NotFound)?;
         tx.commit().await?;
         Ok((
-            row.text(0)?,
+            (self.auth.vault()).open(&personal::USER_DISPLAY_NAME, &row.text(0)?)?,
             row.opt_i64(1)?
                 .map_or(Ok(self.config.fee_bps), crate::stored_minor)?,
             row.opt_i64(2)?
@@ -364,14 +369,22 @@ impl<S: LedgerStore> Payments<S> {
                     &memo,
                     payment_id,
                     None,
-                    request.merchant_name.clone(),
+                    (
+                        request.merchant_name.clone(),
+                        self.customer_pseudonym(&request.merchant_id, &principal.user_id),
+                    ),
                     (bps, fixed),
                 )
                 .await?;
             // What the first attempt wrote after the ledger's commit, in case it died there.
             if self.may_recover(&payment.transfer) {
-                self.record_capture(&request.merchant_id, &payment.transfer, payment.fee)
-                    .await?;
+                self.record_capture(
+                    &request.merchant_id,
+                    &principal.user_id,
+                    &payment.transfer,
+                    payment.fee,
+                )
+                .await?;
                 let parties = qr_parties(principal, client, payment_id, &request);
                 self.recover_decision(
                     EventKind::MerchantPayment,
@@ -407,7 +420,7 @@ impl<S: LedgerStore> Payments<S> {
                 &request,
                 payment_id,
                 memo_id,
-                wallet.account,
+                (&principal.user_id, wallet.account),
                 merchant_wallet.account,
             )
             .await?;
@@ -415,6 +428,7 @@ impl<S: LedgerStore> Payments<S> {
         self.tell_paid(principal, &transfer, &request.merchant_name);
         self.make_durable().await?;
         Ok(MerchantPayment {
+            customer: self.customer_pseudonym(&request.merchant_id, &principal.user_id),
             transfer,
             fee,
             merchant_name: request.merchant_name,
@@ -498,7 +512,7 @@ impl<S: LedgerStore> Payments<S> {
         request: &PaymentRequest,
         payment_id: TransferId,
         memo_id: TransferId,
-        payer: AccountId,
+        payer: (&UserId, AccountId),
         merchant_account: AccountId,
     ) -> Result<(Transfer, u64), PayError> {
         let metadata = Metadata::parse([
@@ -531,7 +545,7 @@ impl<S: LedgerStore> Payments<S> {
         &self,
         payment_id: TransferId,
         memo_id: TransferId,
-        payer: AccountId,
+        (payer_user, payer): (&UserId, AccountId),
         merchant_account: AccountId,
         merchant_id: &str,
         amount: Amount,
@@ -550,7 +564,8 @@ impl<S: LedgerStore> Payments<S> {
         );
         let applied = self.submit_batch(batch).await?;
         let transfer = applied.transfers[0].clone();
-        self.record_capture(merchant_id, &transfer, fee).await?;
+        self.record_capture(merchant_id, payer_user, &transfer, fee)
+            .await?;
         Ok((transfer, fee))
     }
 
@@ -560,6 +575,7 @@ impl<S: LedgerStore> Payments<S> {
     async fn record_capture(
         &self,
         merchant_id: &str,
+        payer_user: &UserId,
         transfer: &Transfer,
         fee: u64,
     ) -> Result<(), PayError> {
@@ -590,6 +606,7 @@ impl<S: LedgerStore> Payments<S> {
             "payment.succeeded",
             serde_json::json!({
                 "payment_id": transfer_id_text(payment_id),
+                "customer": self.customer_pseudonym(merchant_id, payer_user),
                 "amount": amount.minor_units(),
                 "currency": currency.code(),
                 "fee": fee,
@@ -850,14 +867,27 @@ impl<S: LedgerStore> Payments<S> {
         let payment_id = self.derive_id(&[b"code-pay", code_id.as_bytes()]);
         let (merchant_name, bps, fixed) = self.merchant_terms(&merchant.merchant_id).await?;
         if let Some(memo) = self.store.transfer(memo_id).await? {
+            let customer =
+                self.customer_pseudonym(&merchant.merchant_id, &UserId::from_stored(row.text(1)?));
             let payment = self
-                .replayed_payment(&memo, payment_id, Some(amount), merchant_name, (bps, fixed))
+                .replayed_payment(
+                    &memo,
+                    payment_id,
+                    Some(amount),
+                    (merchant_name, customer),
+                    (bps, fixed),
+                )
                 .await?;
             if self.may_recover(&payment.transfer) {
                 // What the first attempt wrote after the ledger's commit, in case it died there.
-                self.record_capture(&merchant.merchant_id, &payment.transfer, payment.fee)
-                    .await?;
                 let customer = UserId::from_stored(row.text(1)?);
+                self.record_capture(
+                    &merchant.merchant_id,
+                    &customer,
+                    &payment.transfer,
+                    payment.fee,
+                )
+                .await?;
                 let parties = code_parties(&customer, payment_id, merchant, currency);
                 self.recover_decision(
                     EventKind::CodeCharge,
@@ -866,7 +896,8 @@ impl<S: LedgerStore> Payments<S> {
                     koban_risk::Action::Allow,
                 )
                 .await?;
-                self.tell_code_paid(&row.text(8)?, &payment.transfer, &payment.merchant_name);
+                let email = (self.auth.vault()).open(&personal::USER_EMAIL, &row.text(8)?)?;
+                self.tell_code_paid(&email, &payment.transfer, &payment.merchant_name);
                 self.make_durable().await?;
             }
             return Ok(payment);
@@ -897,9 +928,11 @@ impl<S: LedgerStore> Payments<S> {
             self.release_code(&code_id).await?;
         }
         let (transfer, fee) = result?;
-        self.tell_code_paid(&row.text(8)?, &transfer, &merchant_name);
+        let email = (self.auth.vault()).open(&personal::USER_EMAIL, &row.text(8)?)?;
+        self.tell_code_paid(&email, &transfer, &merchant_name);
         self.make_durable().await?;
         Ok(MerchantPayment {
+            customer: self.customer_pseudonym(&merchant.merchant_id, &user_id),
             transfer,
             fee,
             merchant_name,
@@ -1012,7 +1045,7 @@ impl<S: LedgerStore> Payments<S> {
         memo: &Transfer,
         payment_id: TransferId,
         amount: Option<Amount>,
-        merchant_name: String,
+        (merchant_name, customer): (String, String),
         (bps, fixed): (u64, u64),
     ) -> Result<MerchantPayment, PayError> {
         if memo.reference != Some(payment_id) || amount.is_some_and(|a| memo.amount != a) {
@@ -1025,6 +1058,7 @@ impl<S: LedgerStore> Payments<S> {
             .ok_or(PayError::NotFound)?;
         Ok(MerchantPayment {
             fee: self.fee(transfer.amount, bps, fixed),
+            customer,
             transfer,
             merchant_name,
             replayed: true,
@@ -1089,7 +1123,7 @@ impl<S: LedgerStore> Payments<S> {
         self.capture(
             payment_id,
             memo_id,
-            wallet.account,
+            (user_id, wallet.account),
             merchant_wallet.account,
             &merchant.merchant_id,
             amount,
@@ -1271,6 +1305,7 @@ impl<S: LedgerStore> Payments<S> {
         refund_id: TransferId,
         amount: Amount,
     ) -> Result<(), PayError> {
+        let payer = self.wallet_of_account(original.debit).await?;
         let mut tx = self.db().begin().await?;
         self.enqueue_event(
             &mut tx,
@@ -1280,13 +1315,16 @@ impl<S: LedgerStore> Payments<S> {
             serde_json::json!({
                 "refund_id": transfer_id_text(refund_id),
                 "payment_id": transfer_id_text(original.id),
+                "customer": payer.as_ref().map(|payer| {
+                    self.customer_pseudonym(&merchant.merchant_id, &payer.user_id)
+                }),
                 "amount": amount.minor_units(),
                 "currency": original.currency.code(),
             }),
         )
         .await?;
         tx.commit().await?;
-        if let Some(payer) = self.wallet_of_account(original.debit).await? {
+        if let Some(payer) = payer {
             let holder = self.holder(&payer.user_id).await?;
             self.notify(
                 refund_id,
@@ -1311,6 +1349,43 @@ impl<S: LedgerStore> Payments<S> {
         self.ledger_account(wallet.account).await
     }
 
+    /// The payer of this merchant's payments, as this merchant alone knows them: `cus_` and
+    /// 24 hexadecimal digits of a keyed hash of the merchant and the payer, the same for every
+    /// payment of one payer at one merchant, unrelated across merchants, and telling nothing
+    /// of the payer's address, phone or name.
+    pub fn customer_pseudonym(&self, merchant_id: &str, payer: &UserId) -> String {
+        let hash = self.auth.keys().hash(
+            HashPurpose::Payment,
+            &[
+                b"customer-pseudonym",
+                merchant_id.as_bytes(),
+                payer.as_bytes(),
+            ],
+        );
+        format!("cus_{}", hex::encode(&hash[..12]))
+    }
+
+    /// A row of `merchant_payments` with its payer's user id (column 5) as a
+    /// [`ReceivedPayment`].
+    fn received_payment_from(
+        &self,
+        merchant_id: &str,
+        row: &koban_store::sql::Row,
+    ) -> Result<ReceivedPayment, PayError> {
+        let invalid = || PayError::Invalid("a stored amount is not valid");
+        Ok(ReceivedPayment {
+            id: TransferId::from_bytes(&row.bytes(0)?)
+                .map_err(|_| PayError::Invalid("a stored id is not valid"))?,
+            customer: row
+                .opt_text(5)?
+                .map(|user| self.customer_pseudonym(merchant_id, &UserId::from_stored(user))),
+            amount: Amount::from_i64(row.i64(1)?).map_err(|_| invalid())?,
+            currency: stored_currency(&row.text(2)?)?,
+            refunded_minor: u64::try_from(row.i64(3)?).map_err(|_| invalid())?,
+            created_at_ms: row.i64(4)?,
+        })
+    }
+
     /// The merchant's payments, newest first (`limit` at most), with what was refunded of each.
     pub async fn received_payments(
         &self,
@@ -1321,13 +1396,16 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin_read().await?;
         let rows = tx
             .query(
-                "SELECT transfer_id, amount, currency, refunded, created_at FROM merchant_payments \
-                 WHERE merchant_id = $1 ORDER BY created_at DESC LIMIT $2",
+                "SELECT p.transfer_id, p.amount, p.currency, p.refunded, p.created_at, w.user_id \
+                 FROM merchant_payments p LEFT JOIN wallets w ON w.account_id = p.payer_account \
+                 WHERE p.merchant_id = $1 ORDER BY p.created_at DESC LIMIT $2",
                 params![merchant.merchant_id.as_str(), limit.clamp(1, 500)],
             )
             .await?;
         tx.commit().await?;
-        rows.iter().map(received_payment).collect()
+        rows.iter()
+            .map(|row| self.received_payment_from(&merchant.merchant_id, row))
+            .collect()
     }
 
     /// One of the merchant's payments.
@@ -1340,14 +1418,15 @@ impl<S: LedgerStore> Payments<S> {
         let mut tx = self.db().begin_read().await?;
         let row = tx
             .query_opt(
-                "SELECT transfer_id, amount, currency, refunded, created_at FROM merchant_payments \
-                 WHERE merchant_id = $1 AND transfer_id = $2",
+                "SELECT p.transfer_id, p.amount, p.currency, p.refunded, p.created_at, w.user_id \
+                 FROM merchant_payments p LEFT JOIN wallets w ON w.account_id = p.payer_account \
+                 WHERE p.merchant_id = $1 AND p.transfer_id = $2",
                 params![merchant.merchant_id.as_str(), id.to_bytes()],
             )
             .await?
             .ok_or(PayError::NotFound)?;
         tx.commit().await?;
-        received_payment(&row)
+        self.received_payment_from(&merchant.merchant_id, &row)
     }
 }
 
@@ -1439,18 +1518,6 @@ fn code_covers(
         });
     }
     Ok(())
-}
-
-fn received_payment(row: &koban_store::sql::Row) -> Result<ReceivedPayment, PayError> {
-    let invalid = || PayError::Invalid("a stored amount is not valid");
-    Ok(ReceivedPayment {
-        id: TransferId::from_bytes(&row.bytes(0)?)
-            .map_err(|_| PayError::Invalid("a stored id is not valid"))?,
-        amount: Amount::from_i64(row.i64(1)?).map_err(|_| invalid())?,
-        currency: stored_currency(&row.text(2)?)?,
-        refunded_minor: u64::try_from(row.i64(3)?).map_err(|_| invalid())?,
-        created_at_ms: row.i64(4)?,
-    })
 }
 
 /// The parties of a QR payment's risk decision: the same for its assessment and for a retry

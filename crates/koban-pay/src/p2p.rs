@@ -176,10 +176,11 @@ impl<S: LedgerStore> Payments<S> {
             }
         }
         // Read in the same transaction (one connection: a pool of N never waits on itself).
-        let found = match Self::party_in(&mut tx, party_key(&handle), currency).await {
-            Ok(party) => Self::payee_from(party, handle.clone()),
-            Err(error) => Err(error),
-        };
+        let found =
+            match Self::party_in(&mut tx, self.auth.vault(), party_key(&handle), currency).await {
+                Ok(party) => Self::payee_from(party, handle.clone()),
+                Err(error) => Err(error),
+            };
         if !matches!(found, Err(PayError::NotFound)) {
             for (key, _) in &guards {
                 throttle::forgive(&mut tx, key).await?;

@@ -276,7 +276,14 @@ impl<S: LedgerStore> Payments<S> {
             Mail::new("held-stopped")
         };
         let mail = mail.arg("amount", money);
-        koban_shared::outbox::enqueue_to_user(&mut tx, now, &held.payer_user, &mail).await?;
+        koban_shared::outbox::enqueue_to_user(
+            &mut tx,
+            self.auth.vault(),
+            now,
+            &held.payer_user,
+            &mail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

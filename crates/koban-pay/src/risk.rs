@@ -996,8 +996,11 @@ impl<S: LedgerStore> Payments<S> {
             Ok(email) => match self
                 .db()
                 .read(
-                    "SELECT id FROM users WHERE email = $1",
-                    params![email.as_str()],
+                    "SELECT id FROM users WHERE email_index = $1",
+                    params![
+                        (self.auth.vault())
+                            .index(koban_shared::personal::Index::Email, email.as_str())
+                    ],
                 )
                 .await?
                 .first()

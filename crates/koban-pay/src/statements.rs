@@ -25,6 +25,7 @@
 use koban_auth::{Principal, Role};
 use koban_ledger::TransferId;
 use koban_shared::audit::{self, AuditEvent};
+use koban_shared::personal::{self, Vault};
 use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
@@ -163,7 +164,7 @@ fn quoted_reference(line: &StatementLine) -> Option<String> {
     None
 }
 
-fn kept_from(row: &koban_store::sql::Row) -> Result<KeptLine, PayError> {
+fn kept_from(vault: &Vault, row: &koban_store::sql::Row) -> Result<KeptLine, PayError> {
     Ok(KeptLine {
         id: row.text(0)?,
         message_id: row.text(1)?,
@@ -173,7 +174,10 @@ fn kept_from(row: &koban_store::sql::Row) -> Result<KeptLine, PayError> {
         currency: row.text(5)?,
         booked_on: row.opt_text(6)?,
         reference: row.opt_text(7)?,
-        counterparty: row.opt_text(8)?,
+        counterparty: vault.open_opt(
+            &personal::STATEMENT_COUNTERPARTY,
+            row.opt_text(8)?.as_deref(),
+        )?,
         state: row.text(9)?,
         reason: row.opt_text(10)?,
         operation_id: row
@@ -269,7 +273,8 @@ impl<S: LedgerStore> Payments<S> {
             transfers.push(CreditTransfer {
                 end_to_end_id: row.text(0)?,
                 creditor: ZenginAccount::parse(&row.text(1)?)?,
-                creditor_name: row.text(2)?,
+                creditor_name: (self.auth.vault())
+                    .open(&personal::INSTRUCTION_HOLDER, &row.text(2)?)?,
                 amount_minor: u64::try_from(row.i64(3)?)
                     .map_err(|_| PayError::Invalid("a stored amount is not valid"))?,
                 currency,
@@ -334,7 +339,12 @@ impl<S: LedgerStore> Payments<S> {
         }
         tx.execute(
             "INSERT INTO bank_files (id, content, transactions, created_at) VALUES ($1, $2, $3, $4)",
-            params![message_id.as_str(), content.as_str(), count, now],
+            params![
+                message_id.as_str(),
+                self.auth.vault().seal(&personal::BANK_FILE_CONTENT, &content),
+                count,
+                now
+            ],
         )
         .await?;
         tx.commit().await?;
@@ -424,7 +434,7 @@ impl<S: LedgerStore> Payments<S> {
             .map(|r| {
                 Ok(BankFile {
                     id: r.text(0)?,
-                    content: r.text(1)?,
+                    content: (self.auth.vault()).open(&personal::BANK_FILE_CONTENT, &r.text(1)?)?,
                     transactions: r.i64(2)?,
                     created_at_ms: r.i64(3)?,
                     written_at_ms: r.opt_i64(4)?,
@@ -465,7 +475,7 @@ impl<S: LedgerStore> Payments<S> {
         tx.commit().await?;
         Ok(BankFile {
             id: row.text(0)?,
-            content: row.text(1)?,
+            content: (self.auth.vault()).open(&personal::BANK_FILE_CONTENT, &row.text(1)?)?,
             transactions: row.i64(2)?,
             created_at_ms: row.i64(3)?,
             written_at_ms: row.opt_i64(4)?,
@@ -644,7 +654,8 @@ impl<S: LedgerStore> Payments<S> {
                     i64::try_from(line.amount_minor).unwrap_or(i64::MAX),
                     line.currency.code(),
                     line.booked_on.clone(),
-                    line.counterparty.clone(),
+                    (self.auth.vault())
+                        .seal_opt(&personal::STATEMENT_COUNTERPARTY, line.counterparty.as_deref()),
                     self.now_ms()
                 ],
             )
@@ -836,7 +847,11 @@ impl<S: LedgerStore> Payments<S> {
                     // A top-up is paid from the customer's own linked account: a transfer
                     // from another (a third party quoting the reference) settles nothing, and
                     // one whose payer the line does not show waits for an operator to check.
-                    Some(row) => match payer(&row.text(4)?, &row.text(5)?, line) {
+                    Some(row) => match payer(
+                        &row.text(4)?,
+                        &(self.auth.vault()).open(&personal::FUNDING_HOLDER, &row.text(5)?)?,
+                        line,
+                    ) {
                         Payer::Theirs => Match::of("settle", operation_id(&row, 3)?, reference),
                         Payer::Other => Match::unmatched("payer_differs", Some(reference)),
                         Payer::Unknown => Match {
@@ -885,7 +900,9 @@ impl<S: LedgerStore> Payments<S> {
             }
         };
         tx.commit().await?;
-        rows.iter().map(kept_from).collect()
+        rows.iter()
+            .map(|row| kept_from(self.auth.vault(), row))
+            .collect()
     }
 
     /// Marks an unmatched line resolved with what the operator did about it (admin,
@@ -909,7 +926,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?
             .ok_or(PayError::NotFound)?;
         tx.commit().await?;
-        let line = kept_from(&line)?;
+        let line = kept_from(self.auth.vault(), &line)?;
         if line.state != "unmatched" || line.reason.as_deref() == Some("settling") {
             return Err(PayError::Conflict(
                 "this line is not waiting for an operator",
@@ -971,7 +988,7 @@ impl<S: LedgerStore> Payments<S> {
             .query_one(select_lines!(" WHERE id = $1"), params![id])
             .await?;
         tx.commit().await?;
-        kept_from(&row)
+        kept_from(self.auth.vault(), &row)
     }
 
     async fn operation_pending(&self, id: TransferId) -> Result<bool, PayError> {

@@ -10,7 +10,8 @@ use koban_ledger::{
 use koban_shared::audit::{self, AuditEvent};
 use koban_shared::ids::UserId;
 use koban_shared::mail::Mail;
-use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
+use koban_shared::personal::{self, Index, Vault};
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt, Value};
 use koban_store::{LedgerStore, PageRequest, params};
 
 use crate::accounts::{self, IssuerAccount, kind};
@@ -131,7 +132,7 @@ impl<S: LedgerStore> Payments<S> {
         currency: Currency,
     ) -> Result<Option<(Holder, Option<AccountId>)>, PayError> {
         let mut tx = self.db().begin_read().await?;
-        let party = Self::party_in(&mut tx, key, currency).await?;
+        let party = Self::party_in(&mut tx, self.auth.vault(), key, currency).await?;
         tx.commit().await?;
         Ok(party)
     }
@@ -139,40 +140,41 @@ impl<S: LedgerStore> Payments<S> {
     /// [`Payments::party`], read in the caller's transaction.
     pub(crate) async fn party_in<T: SqlTx>(
         tx: &mut T,
+        vault: &Vault,
         key: PartyKey<'_>,
         currency: Currency,
     ) -> Result<Option<(Holder, Option<AccountId>)>, PayError> {
-        let (sql, value): (&'static str, &str) = match key {
+        let (sql, value): (&'static str, Value) = match key {
             PartyKey::Id(id) => (
                 "SELECT u.id, u.kind, u.email, u.display_name, u.status, k.status, k.legal_name, w.account_id \
                  FROM users u LEFT JOIN kyc k ON k.user_id = u.id \
                  LEFT JOIN wallets w ON w.user_id = u.id AND w.currency = $1 WHERE u.id = $2",
-                id,
+                id.into(),
             ),
             PartyKey::Email(email) => (
                 "SELECT u.id, u.kind, u.email, u.display_name, u.status, k.status, k.legal_name, w.account_id \
                  FROM users u LEFT JOIN kyc k ON k.user_id = u.id \
                  LEFT JOIN wallets w ON w.user_id = u.id AND w.currency = $1 \
-                 WHERE u.email = $2 AND u.email_verified_at IS NOT NULL",
-                email,
+                 WHERE u.email_index = $2 AND u.email_verified_at IS NOT NULL",
+                vault.index(Index::Email, email).into(),
             ),
             PartyKey::Handle(handle) => (
                 "SELECT u.id, u.kind, u.email, u.display_name, u.status, k.status, k.legal_name, w.account_id \
                  FROM handles h JOIN users u ON u.id = h.user_id LEFT JOIN kyc k ON k.user_id = u.id \
                  LEFT JOIN wallets w ON w.user_id = u.id AND w.currency = $1 \
                  WHERE h.handle = $2 AND u.email_verified_at IS NOT NULL",
-                handle,
+                handle.into(),
             ),
             PartyKey::Phone(phone) => (
                 "SELECT u.id, u.kind, u.email, u.display_name, u.status, k.status, k.legal_name, w.account_id \
                  FROM users u LEFT JOIN kyc k ON k.user_id = u.id \
                  LEFT JOIN wallets w ON w.user_id = u.id AND w.currency = $1 \
-                 WHERE u.phone = $2 AND u.email_verified_at IS NOT NULL \
+                 WHERE u.phone_index = $2 AND u.email_verified_at IS NOT NULL \
                  AND u.kind = 'customer' AND u.status = 'active' LIMIT 2",
-                phone,
+                vault.index(Index::Phone, phone).into(),
             ),
         };
-        let mut rows = tx.query(sql, params![currency.code(), value]).await?;
+        let mut rows = tx.query(sql, vec![currency.code().into(), value]).await?;
         // Phone numbers are not unique: two customers giving the same one could be mistaken
         // for each other, so a number that names more than one is refused.
         if rows.len() > 1 {
@@ -187,15 +189,19 @@ impl<S: LedgerStore> Payments<S> {
         let holder = Holder {
             user_id: UserId::from_stored(row.text(0)?),
             kind: UserKind::parse(&row.text(1)?)?,
-            email: row.text(2)?,
-            display_name: row.text(3)?,
+            email: vault.open(&personal::USER_EMAIL, &row.text(2)?)?,
+            display_name: vault.open(&personal::USER_DISPLAY_NAME, &row.text(3)?)?,
             active: row.text(4)? == "active",
             tier: if approved {
                 Tier::Verified
             } else {
                 Tier::Unverified
             },
-            verified_name: if approved { row.opt_text(6)? } else { None },
+            verified_name: if approved {
+                vault.open_opt(&personal::KYC_LEGAL_NAME, row.opt_text(6)?.as_deref())?
+            } else {
+                None
+            },
         };
         let account = row.opt_bytes(7)?.map(|b| account_id(&b)).transpose()?;
         Ok(Some((holder, account)))
@@ -595,7 +601,11 @@ impl<S: LedgerStore> Payments<S> {
                 "INSERT INTO kyc (user_id, legal_name, status, submitted_at) VALUES ($1, $2, 'pending', $3) \
                  ON CONFLICT (user_id) DO UPDATE SET legal_name = $2, status = 'pending', submitted_at = $3, \
                  decided_at = NULL, decided_by = NULL WHERE kyc.status <> 'approved'",
-                params![principal.user_id.as_str(), legal_name.as_str(), now],
+                params![
+                    principal.user_id.as_str(),
+                    self.auth.vault().seal(&personal::KYC_LEGAL_NAME, legal_name.as_str()),
+                    now
+                ],
             )
             .await?;
         if changed == 0 {
@@ -633,7 +643,10 @@ impl<S: LedgerStore> Payments<S> {
             .await?;
         tx.commit().await?;
         rows.into_iter()
-            .map(|r| Ok((r.text(0)?, r.text(1)?, r.i64(2)?)))
+            .map(|r| {
+                let name = (self.auth.vault()).open(&personal::KYC_LEGAL_NAME, &r.text(1)?)?;
+                Ok((r.text(0)?, name, r.i64(2)?))
+            })
             .collect()
     }
 
@@ -657,6 +670,7 @@ impl<S: LedgerStore> Payments<S> {
             .await?
             .ok_or(PayError::NotFound)?
             .text(0)?;
+        let name = (self.auth.vault()).open(&personal::KYC_LEGAL_NAME, &name)?;
         audit::append(
             &mut tx,
             self.auth.audit_key(),
@@ -685,19 +699,32 @@ impl<S: LedgerStore> Payments<S> {
         let now = self.now_ms();
         let status = if approve { "approved" } else { "rejected" };
         let mut tx = self.db().begin().await?;
-        let row = tx
+        let vault = self.auth.vault();
+        let sealed = tx
             .query_opt(
-                // Only the name the operator saw: a resubmission in between needs a new look.
-                "UPDATE kyc SET status = $1, decided_at = $2, decided_by = $3 \
-                 WHERE user_id = $4 AND status = 'pending' AND legal_name = $5 RETURNING legal_name",
-                params![status, now, operator.operator_id.as_str(), user_id, seen_name],
+                "SELECT legal_name FROM kyc WHERE user_id = $1 AND status = 'pending'",
+                params![user_id],
             )
             .await?
-            .ok_or(PayError::NotFound)?;
+            .ok_or(PayError::NotFound)?
+            .text(0)?;
+        let name = vault.open(&personal::KYC_LEGAL_NAME, &sealed)?;
+        if name != seen_name {
+            return Err(PayError::NotFound);
+        }
+        // Only the name the operator saw: a resubmission in between (sealed anew) needs a
+        // new look.
+        tx.query_opt(
+            "UPDATE kyc SET status = $1, decided_at = $2, decided_by = $3 \
+             WHERE user_id = $4 AND status = 'pending' AND legal_name = $5 RETURNING user_id",
+            params![status, now, operator.operator_id.as_str(), user_id, sealed],
+        )
+        .await?
+        .ok_or(PayError::NotFound)?;
         if approve {
             tx.execute(
                 "UPDATE users SET legal_name = $1 WHERE id = $2",
-                params![row.text(0)?, user_id],
+                params![vault.seal(&personal::USER_LEGAL_NAME, &name), user_id],
             )
             .await?;
         }
@@ -722,7 +749,8 @@ impl<S: LedgerStore> Payments<S> {
         } else {
             Mail::new("kyc-rejected")
         };
-        koban_shared::outbox::enqueue_to_user(&mut tx, now, user_id, &mail).await?;
+        koban_shared::outbox::enqueue_to_user(&mut tx, self.auth.vault(), now, user_id, &mail)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

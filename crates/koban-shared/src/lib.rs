@@ -11,6 +11,7 @@ pub mod lang;
 pub mod lease;
 pub mod mail;
 pub mod outbox;
+pub mod personal;
 
 use sha2::{Digest, Sha256};
 

@@ -8,16 +8,18 @@ use koban_store::{StoreError, params};
 use crate::lang::Lang;
 use crate::mail::Mail;
 use crate::new_id;
+use crate::personal::{self, Index, Vault};
 
 /// Writes a notice into the outbox inside `tx`, in the language of the account `recipient`
 /// belongs to (English for an address no account has), unless the notice names its own.
 pub async fn enqueue<T: SqlTx>(
     tx: &mut T,
+    vault: &Vault,
     now_ms: i64,
     recipient: &str,
     mail: &Mail,
 ) -> Result<(), StoreError> {
-    enqueue_once(tx, &new_id(), now_ms, recipient, mail)
+    enqueue_once(tx, vault, &new_id(), now_ms, recipient, mail)
         .await
         .map(|_| ())
 }
@@ -27,6 +29,7 @@ pub async fn enqueue<T: SqlTx>(
 /// whether it was new.
 pub async fn enqueue_once<T: SqlTx>(
     tx: &mut T,
+    vault: &Vault,
     event_id: &str,
     now_ms: i64,
     recipient: &str,
@@ -34,14 +37,21 @@ pub async fn enqueue_once<T: SqlTx>(
 ) -> Result<bool, StoreError> {
     let lang = match mail.lang() {
         Some(lang) => lang,
-        None => recipient_lang(tx, recipient).await?,
+        None => recipient_lang(tx, vault, recipient).await?,
     };
     let (subject, body) = mail.render(lang);
     let written = tx
         .execute(
-            "INSERT INTO outbox (id, recipient, subject, body, created_at, attempts, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, $5) ON CONFLICT (id) DO NOTHING",
-            params![event_id, recipient, subject, body, now_ms],
+            "INSERT INTO outbox (id, recipient, recipient_index, subject, body, created_at, attempts, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $6) ON CONFLICT (id) DO NOTHING",
+            params![
+                event_id,
+                vault.seal(&personal::OUTBOX_RECIPIENT, recipient),
+                vault.index(Index::Email, recipient),
+                vault.seal(&personal::OUTBOX_SUBJECT, &subject),
+                vault.seal(&personal::OUTBOX_BODY, &body),
+                now_ms
+            ],
         )
         .await?;
     Ok(written == 1)
@@ -51,6 +61,7 @@ pub async fn enqueue_once<T: SqlTx>(
 /// has that id).
 pub async fn enqueue_to_user<T: SqlTx>(
     tx: &mut T,
+    vault: &Vault,
     now_ms: i64,
     user_id: &str,
     mail: &Mail,
@@ -59,15 +70,25 @@ pub async fn enqueue_to_user<T: SqlTx>(
         .query_opt("SELECT email FROM users WHERE id = $1", params![user_id])
         .await?;
     match row {
-        Some(row) => enqueue(tx, now_ms, &row.text(0)?, mail).await,
+        Some(row) => {
+            let email = vault.open(&personal::USER_EMAIL, &row.text(0)?)?;
+            enqueue(tx, vault, now_ms, &email, mail).await
+        }
         None => Ok(()),
     }
 }
 
 /// The language the account with this address reads (English when no account has it).
-async fn recipient_lang<T: SqlTx>(tx: &mut T, email: &str) -> Result<Lang, StoreError> {
+async fn recipient_lang<T: SqlTx>(
+    tx: &mut T,
+    vault: &Vault,
+    email: &str,
+) -> Result<Lang, StoreError> {
     let row = tx
-        .query_opt("SELECT lang FROM users WHERE email = $1", params![email])
+        .query_opt(
+            "SELECT lang FROM users WHERE email_index = $1",
+            params![vault.index(Index::Email, email)],
+        )
         .await?;
     Ok(match row {
         Some(row) => Lang::parse(&row.text(0)?).unwrap_or(Lang::En),

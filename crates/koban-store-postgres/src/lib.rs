@@ -55,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0015_webhook_last_error.sql"),
     ),
     (16, include_str!("../migrations/0016_bank_files.sql")),
+    (17, include_str!("../migrations/0017_personal_data.sql")),
 ];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;

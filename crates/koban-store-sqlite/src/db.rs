@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0015_webhook_last_error.sql"),
     ),
     (16, include_str!("../migrations/0016_bank_files.sql")),
+    (17, include_str!("../migrations/0017_personal_data.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

@@ -438,6 +438,7 @@ dashboard-payments = Payments received
 dashboard-no-payments = No payments yet.
 dashboard-refunded = Refunded
 dashboard-refunded-none = nothing
+dashboard-customer = Customer
 dashboard-refunded-all = Refunded in full
 dashboard-refunded-part = { $amount } refunded
 field-reference = Your reference

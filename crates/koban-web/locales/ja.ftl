@@ -438,6 +438,7 @@ dashboard-payments = 受け取った支払い
 dashboard-no-payments = まだ支払いはありません。
 dashboard-refunded = 返金
 dashboard-refunded-none = なし
+dashboard-customer = お客様 ID
 dashboard-refunded-all = 全額返金済み
 dashboard-refunded-part = { $amount } 返金済み
 field-reference = 参照番号

@@ -32,6 +32,8 @@ const REQUEST_REFRESH_S: u32 = 5;
 /// One payment received, ready to show.
 pub struct PaymentLine {
     pub id: String,
+    /// The payer as this merchant knows them: a pseudonym, never a name or an address.
+    pub customer: Option<String>,
     pub when: String,
     pub amount: String,
     /// What was refunded of it, when anything was.
@@ -46,6 +48,7 @@ fn line(tr: &Tr, payment: &ReceivedPayment) -> PaymentLine {
     let left = amount.saturating_sub(payment.refunded_minor);
     PaymentLine {
         id: transfer_id_text(payment.id),
+        customer: payment.customer.clone(),
         when: tr.datetime(payment.created_at_ms),
         amount: tr.money(i128::from(amount), payment.currency),
         refunded: (payment.refunded_minor > 0)

@@ -439,6 +439,7 @@ async fn start_server_here(
             ..AuthConfig::default()
         },
     )
+    .await
     .map_err(|e| anyhow!("{e}"))?;
     let pay = koban_pay::Payments::new(
         store.clone(),

@@ -120,8 +120,8 @@ pub(crate) async fn issue<D: SqlDb>(
     })
 }
 
-/// Submits the customer's identity check through the API and approves it straight in the
-/// database under `legal_name`, standing in for an operator.
+/// Submits the customer's identity check under `legal_name` through the API and approves it
+/// straight in the database, standing in for an operator.
 pub(crate) async fn verify_identity<D: SqlDb>(
     conn: &mut Conn,
     db: &D,
@@ -139,16 +139,24 @@ pub(crate) async fn verify_identity<D: SqlDb>(
         202,
     )
     .await?;
-    let mut tx = db.begin().await?;
-    tx.execute(
-        "UPDATE kyc SET status = 'approved', decided_at = 0, decided_by = 'bench' \
-         WHERE user_id = (SELECT id FROM users WHERE email = $1)",
-        koban_store::params![customer.email.as_str()],
+    let me = expect(
+        conn,
+        Method::GET,
+        "/v1/me",
+        Some(&customer.token),
+        &xff,
+        None,
+        200,
     )
     .await?;
+    let user_id = me["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("/v1/me answered no id"))?;
+    let mut tx = db.begin().await?;
+    // The name stays sealed in the request row, as an operator's approval leaves it.
     tx.execute(
-        "UPDATE users SET legal_name = $1 WHERE email = $2",
-        koban_store::params![legal_name, customer.email.as_str()],
+        "UPDATE kyc SET status = 'approved', decided_at = 0, decided_by = 'bench' WHERE user_id = $1",
+        koban_store::params![user_id],
     )
     .await?;
     tx.commit().await?;

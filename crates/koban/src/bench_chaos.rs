@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use hyper::Method;
+use koban_shared::personal::{self, Index};
 use koban_store::LedgerStore;
 use koban_store::sql::SqlDb;
 use rand::{Rng, SeedableRng};
@@ -1040,6 +1041,10 @@ async fn check_down(
         BackendOptions::default(),
         CountRecords {
             people: people.clone(),
+            keys: koban_auth::ServerKeys::from_hex(&std::fs::read_to_string(
+                setup.dir.join("master.key"),
+            )?)
+            .map_err(|e| anyhow::anyhow!("the bench's master key: {e}"))?,
         },
     )
     .await?;
@@ -1076,6 +1081,8 @@ async fn check_down(
 /// Each customer's "you sent money" notices and P2P risk records.
 struct CountRecords {
     people: Arc<People>,
+    /// The server's keys: notices are sealed, found by their address's blind index.
+    keys: koban_auth::ServerKeys,
 }
 
 impl WithStore for CountRecords {
@@ -1083,21 +1090,28 @@ impl WithStore for CountRecords {
 
     async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<Vec<(i64, i64)>> {
         let db = store.sql();
+        let vault = self.keys.vault(&db, 0).await?;
         let mut counts = Vec::new();
         for (customer, id) in self.people.customers.iter().zip(&self.people.ids) {
-            let notices = db
+            let subjects = db
                 .read(
-                    "SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND subject = 'You sent money'",
-                    koban_store::params![customer.email.as_str()],
+                    "SELECT subject FROM outbox WHERE recipient_index = $1",
+                    koban_store::params![vault.index(Index::Email, customer.email.as_str())],
                 )
                 .await?;
+            let mut sent = 0;
+            for row in &subjects {
+                if vault.open(&personal::OUTBOX_SUBJECT, &row.text(0)?)? == "You sent money" {
+                    sent += 1;
+                }
+            }
             let records = db
                 .read(
                     "SELECT COUNT(*) FROM risk_events WHERE customer = $1 AND kind = 'p2p' AND action <> 'deny'",
                     koban_store::params![id.as_str()],
                 )
                 .await?;
-            counts.push((first_count(&notices)?, first_count(&records)?));
+            counts.push((sent, first_count(&records)?));
         }
         Ok(counts)
     }

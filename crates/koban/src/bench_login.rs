@@ -290,6 +290,7 @@ pub async fn login(args: LoginBenchArgs) -> anyhow::Result<ExitCode> {
         Clock::system(),
         config,
     )
+    .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut customers = Vec::new();
     for index in 0..args.customers {

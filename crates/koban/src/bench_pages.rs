@@ -180,6 +180,7 @@ pub async fn pages(args: PagesBenchArgs) -> anyhow::Result<ExitCode> {
         Clock::system(),
         config,
     )
+    .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let pay = koban_pay::Payments::new(
         store.clone(),

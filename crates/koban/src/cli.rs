@@ -89,6 +89,10 @@ pub enum KeysCommand {
     /// Add a new data key to the card key file, make it the active one, and re-seal every
     /// stored card number under it (old keys stay in the file so nothing becomes unreadable).
     Rotate(crate::keys::RotateArgs),
+    /// Add a new data key for personal data (e-mail addresses, phone numbers, names, bank
+    /// holders, notices), wait until every serving instance seals with it, and re-seal every
+    /// stored value under it. The keys live in the database, wrapped under the master key.
+    RotatePersonal(crate::keys::RotatePersonalArgs),
 }
 
 #[derive(Args, Debug)]
@@ -427,6 +431,10 @@ pub fn run(cli: Cli, file: crate::config::FileSettings) -> anyhow::Result<ExitCo
             }
             Command::Keys(KeysCommand::Generate(args)) => crate::keys::generate(args),
             Command::Keys(KeysCommand::Rotate(args)) => {
+                let url = args.database.database_url.expose().to_owned();
+                backend::open(&url, BackendOptions::default(), args).await
+            }
+            Command::Keys(KeysCommand::RotatePersonal(args)) => {
                 let url = args.database.database_url.expose().to_owned();
                 backend::open(&url, BackendOptions::default(), args).await
             }

@@ -319,6 +319,7 @@ pub async fn auth_for<S: LedgerStore>(
     config: AuthConfig,
 ) -> anyhow::Result<Auth<S::Sql>> {
     let auth = Auth::new(store.sql(), keys, Clock::system(), config)
+        .await
         .map_err(|e| anyhow::anyhow!("starting the identity service: {e}"))?;
     auth.check_master_key()
         .await

@@ -1,4 +1,5 @@
-//! Card key files: `koban keys generate`, `koban keys rotate`, and loading the file at start.
+//! Keys: card key files (`koban keys generate`, `koban keys rotate`, and loading the file at
+//! start) and the rotation of the personal data keys (`koban keys rotate-personal`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -138,6 +139,55 @@ impl WithStore for RotateArgs {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         store.shutdown().await;
         println!("{{\"active_key\": \"{active}\", \"cards_resealed\": {resealed}}}");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RotatePersonalArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Seconds until the new key seals: longer than serving instances take to load it (they
+    /// reload every 10 s). 0 only when nothing is serving.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub activate_after_s: u32,
+    /// Do not add a key: only re-seal values not yet under the active key (to finish an
+    /// interrupted rotation).
+    #[arg(long)]
+    pub reseal_only: bool,
+}
+
+impl WithStore for RotatePersonalArgs {
+    type Output = ExitCode;
+
+    async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<ExitCode> {
+        let master = crate::identity::master_key(&self.keys, self.database.database_url.expose())?;
+        let auth = crate::identity::auth_for(&store, master, AuthConfig::default()).await?;
+        if !self.reseal_only {
+            let (id, active_from) = auth
+                .vault()
+                .rotate(
+                    auth.db(),
+                    auth.now_ms(),
+                    i64::from(self.activate_after_s) * 1000,
+                )
+                .await?;
+            eprintln!(
+                "personal data key {id} added; it starts sealing in {} s",
+                self.activate_after_s
+            );
+            let wait = u64::try_from(active_from - auth.now_ms()).unwrap_or(0);
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+        auth.refresh_personal_keys()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let resealed = koban_shared::personal::reseal(auth.db(), auth.vault()).await?;
+        let active = auth.vault().active_key_id();
+        store.shutdown().await;
+        println!("{{\"active_key\": \"{active}\", \"values_resealed\": {resealed}}}");
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -291,6 +291,7 @@ impl WithStore for Live {
             clock,
             koban_auth::AuthConfig::default(),
         )
+        .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let config = koban_pay::PayConfig::default();
         let pay = koban_pay::Payments::new(store.clone(), auth, config.clone())

@@ -177,7 +177,8 @@ const RULES_POLL_S: u64 = 2;
 /// once by new messages, and every second for retries), checking the global failure alarm
 /// and turning it into a fraud alert, expiring stale card authorizations, settling bank operations and writing queued
 /// notifications and risk records (every 100 ms), taking a rule set another instance published
-/// (every [`RULES_POLL_S`]), and delivering webhooks (a task of its own).
+/// (every [`RULES_POLL_S`]), reloading the personal data keys (every 10 s), and delivering
+/// webhooks (a task of its own).
 pub async fn run_workers<S: LedgerStore>(
     auth: Auth<S::Sql>,
     pay: koban_pay::Payments<S>,
@@ -187,6 +188,9 @@ pub async fn run_workers<S: LedgerStore>(
     let mut alarm = tokio::time::interval(Duration::from_secs(ALARM_EVERY_S));
     let mut payments = tokio::time::interval(Duration::from_millis(100));
     let mut rules = tokio::time::interval(Duration::from_secs(RULES_POLL_S));
+    let mut personal_keys = tokio::time::interval(Duration::from_millis(
+        koban_shared::personal::REFRESH_MS.unsigned_abs(),
+    ));
     // Webhooks in a task of their own: a slow merchant endpoint never delays settlement,
     // notifications or the outbox.
     let webhooks = tokio::spawn(deliver_webhooks(pay.clone(), stop.clone()));
@@ -256,6 +260,13 @@ pub async fn run_workers<S: LedgerStore>(
                     ),
                     Ok(None) => {}
                     Err(error) => tracing::error!(%error, "risk rules: the published set was not taken"),
+                }
+            }
+            _ = personal_keys.tick() => {
+                // A personal data key rotated by `koban keys rotate-personal` or another
+                // instance: loaded before it starts sealing.
+                if let Err(error) = auth.refresh_personal_keys().await {
+                    tracing::warn!(%error, "personal data keys could not be reloaded; will retry");
                 }
             }
             _ = payments.tick() => {

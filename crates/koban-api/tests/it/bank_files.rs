@@ -725,8 +725,15 @@ async fn iso20022_files_link_top_up_pay_out_and_flag_what_matches_nothing<S: Led
             .unwrap();
             tx.execute(
                 "INSERT INTO bank_instructions (end_to_end_id, kind, operation_id, account, holder_name, amount, currency, created_at) \
-                 VALUES ($1, 'payout', $2, '0005-123-7654321', 'Alice Example', 900, 'JPY', 0)",
-                koban_store::params![e2e, id.to_vec()],
+                 VALUES ($1, 'payout', $2, '0005-123-7654321', $3, 900, 'JPY', 0)",
+                koban_store::params![
+                    e2e,
+                    id.to_vec(),
+                    app.pay.auth().vault().seal(
+                        &koban_shared::personal::INSTRUCTION_HOLDER,
+                        "Alice Example"
+                    )
+                ],
             )
             .await
             .unwrap();

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use koban_cards::card_keys::network_signature;
 use koban_cards::issuing::luhn_valid;
 use koban_store::LedgerStore;
-use koban_store::sql::{SqlDb, SqlTx};
+use koban_store::sql::SqlDb;
 use serde_json::{Value, json};
 
 use crate::helpers::{Call, Reply, TestApp, User, get, post};
@@ -701,28 +701,12 @@ async fn authorize_capture_refund_and_reverse_keep_the_ledger_whole<S: LedgerSto
     // The cardholder's notice was written before the approval answered. Lost with a crash
     // (deleted here), the network's retry writes it again, once.
     let notices = async || {
-        app.pay
-            .db()
-            .read(
-                "SELECT COUNT(*) FROM outbox WHERE recipient = 'alice@example.com' AND subject = 'Card payment'",
-                vec![],
-            )
+        app.notices_to("alice@example.com", "Card payment")
             .await
-            .unwrap()[0]
-            .i64(0)
-            .unwrap()
+            .len()
     };
     assert_eq!(notices().await, 1);
-    {
-        let mut tx = app.pay.db().begin().await.unwrap();
-        tx.execute(
-            "DELETE FROM outbox WHERE recipient = 'alice@example.com' AND subject = 'Card payment'",
-            vec![],
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-    }
+    app.lose_notices("alice@example.com", "Card payment").await;
     for _ in 0..2 {
         app.clock.advance_secs(1);
         let retried = app.authorize(purchase(&card, "flow-1", 3_000)).await;

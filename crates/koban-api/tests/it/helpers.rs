@@ -57,6 +57,7 @@ async fn build<S: LedgerStore>(
         clock,
         config,
     )
+    .await
     .expect("auth starts");
     let pay = koban_pay::Payments::new(
         store.clone(),
@@ -361,6 +362,53 @@ pub fn six_digits(text: &str) -> String {
         })
         .map(|i| text[i..i + 6].to_owned())
         .expect("a six-digit code in the message")
+}
+
+impl<S: LedgerStore> TestApp<S> {
+    /// The SQLite database file (`None` on PostgreSQL).
+    pub fn database_file(&self) -> Option<std::path::PathBuf> {
+        self._dir.as_ref().map(|dir| dir.path().join("koban.db"))
+    }
+
+    /// The outbox's notices to `address` with `subject` (sealed: found by the address's
+    /// blind index and opened).
+    pub async fn notices_to(&self, address: &str, subject: &str) -> Vec<String> {
+        use koban_shared::personal::{self, Index};
+        use koban_store::sql::SqlDb;
+        let vault = self.pay.auth().vault();
+        let rows = self
+            .pay
+            .db()
+            .read(
+                "SELECT id, subject FROM outbox WHERE recipient_index = $1",
+                vec![vault.index(Index::Email, address).into()],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .filter(|row| {
+                vault
+                    .open(&personal::OUTBOX_SUBJECT, &row.text(1).unwrap())
+                    .unwrap()
+                    == subject
+            })
+            .map(|row| row.text(0).unwrap())
+            .collect()
+    }
+
+    /// Deletes the outbox's notices to `address` with `subject`, as a crash before they were
+    /// written would have lost them.
+    pub async fn lose_notices(&self, address: &str, subject: &str) {
+        use koban_store::sql::{SqlDb, SqlTx};
+        let ids = self.notices_to(address, subject).await;
+        let mut tx = self.pay.db().begin().await.unwrap();
+        for id in ids {
+            tx.execute("DELETE FROM outbox WHERE id = $1", vec![id.into()])
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
 }
 
 impl<S: LedgerStore> TestApp<S> {

@@ -9,6 +9,7 @@ mod operators;
 mod outage;
 mod passkeys;
 mod payments;
+mod privacy;
 mod recovery;
 mod risk;
 mod signin;

@@ -88,8 +88,13 @@ async fn testing_which_addresses_belong_to_customers_is_throttled_and_alerted<S:
     let alerts = tx
         .query_one(
             "SELECT COUNT(*) FROM risk_alerts a JOIN users u ON u.id = a.subject \
-             WHERE a.rule = 'payee_lookup_sweep' AND u.email = 'alice@example.com'",
-            vec![],
+             WHERE a.rule = 'payee_lookup_sweep' AND u.email_index = $1",
+            vec![
+                app.auth
+                    .vault()
+                    .index(koban_shared::personal::Index::Email, "alice@example.com")
+                    .into(),
+            ],
         )
         .await
         .unwrap()
@@ -120,8 +125,13 @@ async fn a_balance_changed_behind_the_ledger_shows_as_a_reconciliation_gap<S: Le
     let mut tx = app.auth.db().begin().await.unwrap();
     tx.execute(
         "UPDATE accounts SET credits_posted = credits_posted + 500 WHERE id = \
-         (SELECT w.account_id FROM wallets w JOIN users u ON u.id = w.user_id WHERE u.email = 'bob@example.com')",
-        vec![],
+         (SELECT w.account_id FROM wallets w JOIN users u ON u.id = w.user_id WHERE u.email_index = $1)",
+        vec![
+            app.auth
+                .vault()
+                .index(koban_shared::personal::Index::Email, "bob@example.com")
+                .into(),
+        ],
     )
     .await
     .unwrap();
@@ -230,7 +240,7 @@ impl<S: LedgerStore> TestApp<S> {
     }
 
     /// Links a sandbox bank account held by `holder`; returns (source id, token now valid).
-    async fn link(
+    pub(crate) async fn link(
         &self,
         user: &User,
         token: &str,
@@ -1270,13 +1280,13 @@ async fn malformed_payment_requests_get_problems_and_change_nothing<S: LedgerSto
 }
 
 /// A merchant's webhook receiver on loopback: records each request and answers with `status`.
-struct Receiver {
-    url: String,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    pub(crate) seen: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
     status: std::sync::Arc<std::sync::atomic::AtomicU16>,
 }
 
-async fn receiver() -> Receiver {
+pub(crate) async fn receiver() -> Receiver {
     use std::sync::atomic::{AtomicU16, Ordering};
     use std::sync::{Arc, Mutex};
     let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
@@ -2036,28 +2046,29 @@ async fn a_payment_answers_once_its_notices_and_decision_are_written_and_a_retry
         )
         .await;
     assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
-    let notices = "SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND subject = $2";
     let decisions = "SELECT COUNT(*) FROM risk_events WHERE customer = $1 AND kind = 'p2p'";
     let recovered = "SELECT COUNT(*) FROM risk_events WHERE customer = $1 AND kind = 'p2p' AND rules_digest = 'recovered'";
     let told = async |app: &TestApp<S>| {
         (
-            count(app, notices, &["alice@example.com", "You sent money"]).await,
-            count(app, notices, &["bob@example.com", "You received money"]).await,
+            app.notices_to("alice@example.com", "You sent money")
+                .await
+                .len(),
+            app.notices_to("bob@example.com", "You received money")
+                .await
+                .len(),
             count(app, decisions, &[&alice_id]).await,
         )
     };
     assert_eq!(told(&app).await, (1, 1, 1), "written before the answer");
 
     // What a crash between the ledger's commit and the records' write loses.
+    app.lose_notices("alice@example.com", "You sent money")
+        .await;
+    app.lose_notices("bob@example.com", "You received money")
+        .await;
     {
         use koban_store::sql::{SqlDb, SqlTx};
         let mut tx = app.pay.db().begin().await.unwrap();
-        tx.execute(
-            "DELETE FROM outbox WHERE recipient IN ('alice@example.com', 'bob@example.com')",
-            vec![],
-        )
-        .await
-        .unwrap();
         tx.execute(
             "DELETE FROM risk_events WHERE kind = 'p2p' AND customer = $1",
             vec![koban_store::sql::Value::from(alice_id.as_str())],

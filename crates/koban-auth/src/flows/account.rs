@@ -27,12 +27,14 @@ impl<D: SqlDb> Auth<D> {
             id: row.text(0)?,
             kind: UserKind::parse(&row.text(1)?)?,
             role: row.opt_text(2)?.as_deref().map(Role::parse).transpose()?,
-            email: row.text(3)?,
+            email: self.vault.open(&personal::USER_EMAIL, &row.text(3)?)?,
             email_verified: row.opt_i64(4)?.is_some(),
-            phone: row.opt_text(5)?,
-            display_name: row.text(6)?,
-            legal_name: row.opt_text(7)?,
-            date_of_birth: row.opt_text(8)?,
+            phone: (self.vault).open_opt(&personal::USER_PHONE, row.opt_text(5)?.as_deref())?,
+            display_name: (self.vault).open(&personal::USER_DISPLAY_NAME, &row.text(6)?)?,
+            legal_name: (self.vault)
+                .open_opt(&personal::USER_LEGAL_NAME, row.opt_text(7)?.as_deref())?,
+            date_of_birth: (self.vault)
+                .open_opt(&personal::USER_DATE_OF_BIRTH, row.opt_text(8)?.as_deref())?,
             status: row.text(9)?,
             cooling_off_until_ms: row.opt_i64(10)?.filter(|t| *t > now),
             recovery_codes_left: row.i64(11)?,
@@ -81,7 +83,7 @@ impl<D: SqlDb> Auth<D> {
             .arg("code", code.expose())
             .arg("minutes", self.config.code_s / 60)
             .in_lang(lang);
-        enqueue(&mut tx, now, new_email.as_str(), &mail).await?;
+        enqueue(&mut tx, &self.vault, now, new_email.as_str(), &mail).await?;
         self.audit_own(
             &mut tx,
             principal,
@@ -123,7 +125,10 @@ impl<D: SqlDb> Auth<D> {
             return Err(self.code_failed(principal, &attempt, number).await);
         };
         throttle::record_success(&mut tx, &attempt).await?;
-        if user_by_email(&mut tx, &new_email).await?.is_some() {
+        if user_by_email(&mut tx, &self.vault, &new_email)
+            .await?
+            .is_some()
+        {
             // The code stays used.
             tx.commit().await?;
             return Err(AuthError::Conflict(
@@ -131,8 +136,13 @@ impl<D: SqlDb> Auth<D> {
             ));
         }
         tx.execute(
-            "UPDATE users SET email = $1, email_verified_at = $2 WHERE id = $3",
-            params![new_email.as_str(), now, principal.user_id.as_str()],
+            "UPDATE users SET email = $1, email_index = $2, email_verified_at = $3 WHERE id = $4",
+            params![
+                self.vault.seal(&personal::USER_EMAIL, &new_email),
+                self.vault.index(Index::Email, &new_email),
+                now,
+                principal.user_id.as_str()
+            ],
         )
         .await?;
         self.credential_changed(
@@ -143,7 +153,14 @@ impl<D: SqlDb> Auth<D> {
             now,
         )
         .await?;
-        enqueue(&mut tx, now, &new_email, &Mail::new("email-now-yours")).await?;
+        enqueue(
+            &mut tx,
+            &self.vault,
+            now,
+            &new_email,
+            &Mail::new("email-now-yours"),
+        )
+        .await?;
         self.audit_own(
             &mut tx,
             principal,
@@ -174,8 +191,12 @@ impl<D: SqlDb> Auth<D> {
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
         tx.execute(
-            "UPDATE users SET phone = $1 WHERE id = $2",
-            params![phone.as_str(), principal.user_id.as_str()],
+            "UPDATE users SET phone = $1, phone_index = $2 WHERE id = $3",
+            params![
+                self.vault.seal(&personal::USER_PHONE, phone.as_str()),
+                self.vault.index(Index::Phone, phone.as_str()),
+                principal.user_id.as_str()
+            ],
         )
         .await?;
         self.credential_changed(
@@ -296,8 +317,15 @@ impl<D: SqlDb> Auth<D> {
         )
         .await?;
         self.revoke_sessions(tx, user_id, None, now).await?;
-        let user = user_by_id(tx, user_id).await?;
-        enqueue(tx, now, &user.email, &Mail::new("frozen-by-owner")).await?;
+        let user = user_by_id(tx, &self.vault, user_id).await?;
+        enqueue(
+            tx,
+            &self.vault,
+            now,
+            &user.email,
+            &Mail::new("frozen-by-owner"),
+        )
+        .await?;
         self.audit(
             tx,
             now,

@@ -127,7 +127,14 @@ impl<D: SqlDb> Auth<D> {
             session.device_cookie = self.device_cookie_for(client, &principal.user_id);
             enrolled.session = Some(session);
             self.note_device(tx, principal, client, now).await?;
-            enqueue(tx, now, &principal.email, &Mail::new("factor-on")).await?;
+            enqueue(
+                tx,
+                &self.vault,
+                now,
+                &principal.email,
+                &Mail::new("factor-on"),
+            )
+            .await?;
         } else {
             let what = if kind == "passkey" {
                 "change-passkey-added"

@@ -24,6 +24,7 @@ use koban_shared::audit::{AuditEvent, append};
 use koban_shared::mail::Mail;
 use koban_shared::new_id;
 use koban_shared::outbox::enqueue;
+use koban_shared::personal::{self, Index, Vault};
 
 /// Wrong tries against one e-mailed code before it is void.
 const CODE_ATTEMPTS_MAX: i64 = 5;
@@ -162,31 +163,38 @@ macro_rules! select_user {
     };
 }
 
-fn user_row(row: &koban_store::sql::Row) -> Result<UserRow, AuthError> {
+fn user_row(vault: &Vault, row: &koban_store::sql::Row) -> Result<UserRow, AuthError> {
     Ok(UserRow {
         id: row.text(0)?,
         kind: UserKind::parse(&row.text(1)?)?,
-        email: row.text(2)?,
+        email: vault.open(&personal::USER_EMAIL, &row.text(2)?)?,
         password_hash: row.opt_text(3)?,
         status: row.text(4)?,
         email_verified: row.opt_i64(5)?.is_some(),
-        display_name: row.text(6)?,
+        display_name: vault.open(&personal::USER_DISPLAY_NAME, &row.text(6)?)?,
     })
 }
 
-async fn user_by_email<T: SqlTx>(tx: &mut T, email: &str) -> Result<Option<UserRow>, AuthError> {
-    tx.query_opt(select_user!("WHERE email = $1"), params![email])
-        .await?
-        .as_ref()
-        .map(user_row)
-        .transpose()
+async fn user_by_email<T: SqlTx>(
+    tx: &mut T,
+    vault: &Vault,
+    email: &str,
+) -> Result<Option<UserRow>, AuthError> {
+    tx.query_opt(
+        select_user!("WHERE email_index = $1"),
+        params![vault.index(Index::Email, email)],
+    )
+    .await?
+    .as_ref()
+    .map(|row| user_row(vault, row))
+    .transpose()
 }
 
-async fn user_by_id<T: SqlTx>(tx: &mut T, id: &str) -> Result<UserRow, AuthError> {
+async fn user_by_id<T: SqlTx>(tx: &mut T, vault: &Vault, id: &str) -> Result<UserRow, AuthError> {
     tx.query_opt(select_user!("WHERE id = $1"), params![id])
         .await?
         .as_ref()
-        .map(user_row)
+        .map(|row| user_row(vault, row))
         .transpose()?
         .ok_or(AuthError::NotFound)
 }
@@ -301,7 +309,15 @@ impl<D: SqlDb> Auth<D> {
         tx.execute(
             "INSERT INTO one_time_codes (id, user_id, purpose, code_hash, target, attempts, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
-            params![new_id(), user_id, purpose, hash, target, now, now + self.config.code_s * 1000],
+            params![
+                new_id(),
+                user_id,
+                purpose,
+                hash,
+                self.vault.seal_opt(&personal::CODE_TARGET, target),
+                now,
+                now + self.config.code_s * 1000
+            ],
         )
         .await?;
         Ok(code)
@@ -362,7 +378,10 @@ impl<D: SqlDb> Auth<D> {
             count_wrong_code(tx, id.as_str(), now).await?;
             return Ok(None);
         }
-        Ok(Some((id, row.opt_text(2)?)))
+        let target = self
+            .vault
+            .open_opt(&personal::CODE_TARGET, row.opt_text(2)?.as_deref())?;
+        Ok(Some((id, target)))
     }
 
     /// Checks a TOTP code (each time step accepted once) or a recovery code (each used once).
@@ -411,7 +430,7 @@ impl<D: SqlDb> Auth<D> {
             )
             .await?;
         if used == 1 {
-            let email = user_by_id(tx, user_id).await?.email;
+            let email = user_by_id(tx, &self.vault, user_id).await?.email;
             let left = tx
                 .query_one(
                     "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
@@ -421,6 +440,7 @@ impl<D: SqlDb> Auth<D> {
                 .i64(0)?;
             enqueue(
                 tx,
+                &self.vault,
                 now,
                 &email,
                 &Mail::new("recovery-code-used").arg("left", left),
@@ -481,7 +501,7 @@ impl<D: SqlDb> Auth<D> {
             let mail = Mail::new("account-locked")
                 .arg("failures", failure.account_failures)
                 .arg("minutes", minutes);
-            enqueue(tx, now, email, &mail).await?;
+            enqueue(tx, &self.vault, now, email, &mail).await?;
             throttle::raise_lockout(tx, now).await?;
             self.audit(
                 tx,
@@ -635,7 +655,7 @@ impl<D: SqlDb> Auth<D> {
             .arg("hours", self.config.cooling_off_s / 3600)
             .arg("link", link)
             .in_lang(lang);
-        Ok(enqueue(tx, now, email, &mail).await?)
+        Ok(enqueue(tx, &self.vault, now, email, &mail).await?)
     }
 }
 

@@ -34,9 +34,17 @@ impl<D: SqlDb> Auth<D> {
         let mut tx = self.db.begin().await?;
         let inserted = tx
             .execute(
-                "INSERT INTO users (id, kind, role, email, display_name, status, created_at, invited_by) \
-                 VALUES ($1, 'operator', $2, $3, $4, 'active', $5, $6) ON CONFLICT (email) DO NOTHING",
-                params![id.as_str(), role.as_str(), email.as_str(), email.local_part(), now, inviter.clone()],
+                "INSERT INTO users (id, kind, role, email, email_index, display_name, status, created_at, invited_by) \
+                 VALUES ($1, 'operator', $2, $3, $4, $5, 'active', $6, $7) ON CONFLICT (email_index) DO NOTHING",
+                params![
+                    id.as_str(),
+                    role.as_str(),
+                    self.vault.seal(&personal::USER_EMAIL, email.as_str()),
+                    self.vault.index(Index::Email, email.as_str()),
+                    self.vault.seal(&personal::USER_DISPLAY_NAME, email.local_part()),
+                    now,
+                    inviter.clone()
+                ],
             )
             .await?;
         if inserted == 0 {
@@ -71,7 +79,7 @@ impl<D: SqlDb> Auth<D> {
             let mail = Mail::new("operator-invited")
                 .arg("role", role.as_str())
                 .arg("link", link.expose().as_str());
-            enqueue(&mut tx, now, email.as_str(), &mail).await?;
+            enqueue(&mut tx, &self.vault, now, email.as_str(), &mail).await?;
         }
         tx.commit().await?;
         if inviter.is_some() {
@@ -133,7 +141,7 @@ impl<D: SqlDb> Auth<D> {
                 )
                 .await?
                 .ok_or(AuthError::NotFound)?;
-            user_by_id(&mut tx, &row.text(0)?).await?
+            user_by_id(&mut tx, &self.vault, &row.text(0)?).await?
         };
         let password = NewPassword::parse(
             password.expose().clone(),

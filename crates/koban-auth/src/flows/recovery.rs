@@ -10,7 +10,7 @@ impl<D: SqlDb> Auth<D> {
             .await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        let user = user_by_email(&mut tx, email.as_str())
+        let user = user_by_email(&mut tx, &self.vault, email.as_str())
             .await?
             .filter(|u| u.status == "active" && u.email_verified);
         let recent = match &user {
@@ -30,7 +30,7 @@ impl<D: SqlDb> Auth<D> {
                     .await?;
                 // The message goes to the address stored for the account, never to one from the request.
                 let mail = Mail::new("password-reset-code").arg("code", code.expose());
-                enqueue(&mut tx, now, &user.email, &mail).await?;
+                enqueue(&mut tx, &self.vault, now, &user.email, &mail).await?;
                 self.audit(
                     &mut tx,
                     now,
@@ -132,7 +132,7 @@ impl<D: SqlDb> Auth<D> {
     ) -> Result<(UserRow, String), AuthError> {
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        let user = user_by_email(&mut tx, email.as_str())
+        let user = user_by_email(&mut tx, &self.vault, email.as_str())
             .await?
             .filter(|u| u.status == "active");
         let code_id = match &user {
@@ -143,7 +143,9 @@ impl<D: SqlDb> Auth<D> {
             None => None,
         };
         let (Some(user), Some(code_id)) = (user, code_id) else {
-            let user_id = user_by_email(&mut tx, email.as_str()).await?.map(|u| u.id);
+            let user_id = user_by_email(&mut tx, &self.vault, email.as_str())
+                .await?
+                .map(|u| u.id);
             return Err(self
                 .refuse_credentials(tx, user_id.as_deref(), email.as_str(), attempt, number, now)
                 .await?);
@@ -191,7 +193,7 @@ impl<D: SqlDb> Auth<D> {
             .await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        let mut user = user_by_email(&mut tx, email.as_str()).await?;
+        let mut user = user_by_email(&mut tx, &self.vault, email.as_str()).await?;
         if let Some(found) = &user {
             lock_user(&mut tx, &found.id).await?;
             let pending = tx
@@ -241,7 +243,7 @@ impl<D: SqlDb> Auth<D> {
         let mail = Mail::new("recovery-requested")
             .arg("hours", self.config.recovery_wait_s / 3600)
             .arg("link", link);
-        enqueue(&mut tx, now, &user.email, &mail).await?;
+        enqueue(&mut tx, &self.vault, now, &user.email, &mail).await?;
         self.audit(
             &mut tx,
             now,
@@ -361,7 +363,7 @@ impl<D: SqlDb> Auth<D> {
         .await?;
         self.revoke_sessions(&mut tx, &user_id, None, now).await?;
         self.start_cooling_off(&mut tx, &user_id, now).await?;
-        let user = user_by_id(&mut tx, &user_id).await?;
+        let user = user_by_id(&mut tx, &self.vault, &user_id).await?;
         let what = change("change-recovery-approved");
         self.notify_change(&mut tx, &user_id, &user.email, what, now)
             .await?;

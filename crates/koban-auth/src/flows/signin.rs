@@ -33,7 +33,14 @@ impl<D: SqlDb> Auth<D> {
                 // The right password for a frozen account: answered like a wrong one, so the
                 // answer does not confirm the password; the owner is told instead.
                 throttle::record_success(&mut tx, &attempt).await?;
-                enqueue(&mut tx, now, &user.email, &Mail::new("frozen-sign-in")).await?;
+                enqueue(
+                    &mut tx,
+                    &self.vault,
+                    now,
+                    &user.email,
+                    &Mail::new("frozen-sign-in"),
+                )
+                .await?;
                 tx.commit().await?;
                 self.outbox_written();
                 return Err(AuthError::BadCredentials);
@@ -77,7 +84,7 @@ impl<D: SqlDb> Auth<D> {
         client: &Client,
     ) -> Result<(Option<UserRow>, AttemptKeys), AuthError> {
         let mut tx = self.db.begin_read().await?;
-        let user = user_by_email(&mut tx, email.as_str()).await?;
+        let user = user_by_email(&mut tx, &self.vault, email.as_str()).await?;
         let trusted = user.as_ref().is_some_and(|u| client.trusted_for(&u.id));
         let attempt = AttemptKeys::new(
             &self.keys,
@@ -191,7 +198,7 @@ impl<D: SqlDb> Auth<D> {
             let mail = Mail::new("new-sign-in")
                 .arg("device", device)
                 .arg("network", &client.network);
-            enqueue(tx, now, &principal.email, &mail).await?;
+            enqueue(tx, &self.vault, now, &principal.email, &mail).await?;
         }
         Ok(())
     }

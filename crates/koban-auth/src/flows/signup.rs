@@ -20,13 +20,20 @@ impl<D: SqlDb> Auth<D> {
         let mut tx = self.db.begin().await?;
         let inserted = tx
             .execute(
-                "INSERT INTO users (id, kind, email, phone, display_name, legal_name, date_of_birth, password_hash, status, created_at, lang) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10) ON CONFLICT (email) DO NOTHING",
+                "INSERT INTO users (id, kind, email, email_index, phone, phone_index, display_name, legal_name, date_of_birth, password_hash, status, created_at, lang) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12) ON CONFLICT (email_index) DO NOTHING",
                 params![
-                    id.as_str(), signup.kind.as_str(), signup.email.as_str(),
-                    signup.phone.as_ref().map(|p| p.as_str()), signup.display_name.as_str(),
-                    signup.legal_name.as_ref().map(|n| n.as_str()),
-                    signup.date_of_birth.as_ref().map(|d| d.as_str()), phc, now,
+                    id.as_str(),
+                    signup.kind.as_str(),
+                    self.vault.seal(&personal::USER_EMAIL, signup.email.as_str()),
+                    self.vault.index(Index::Email, signup.email.as_str()),
+                    self.vault.seal_opt(&personal::USER_PHONE, signup.phone.as_ref().map(|p| p.as_str())),
+                    signup.phone.as_ref().map(|p| self.vault.index(Index::Phone, p.as_str())),
+                    self.vault.seal(&personal::USER_DISPLAY_NAME, signup.display_name.as_str()),
+                    self.vault.seal_opt(&personal::USER_LEGAL_NAME, signup.legal_name.as_ref().map(|n| n.as_str())),
+                    self.vault.seal_opt(&personal::USER_DATE_OF_BIRTH, signup.date_of_birth.as_ref().map(|d| d.as_str())),
+                    phc,
+                    now,
                     signup.lang.code()
                 ],
             )
@@ -38,7 +45,7 @@ impl<D: SqlDb> Auth<D> {
             let mail = Mail::new("verify-code")
                 .arg("code", code.expose())
                 .arg("minutes", self.config.code_s / 60);
-            enqueue(&mut tx, now, signup.email.as_str(), &mail).await?;
+            enqueue(&mut tx, &self.vault, now, signup.email.as_str(), &mail).await?;
             self.audit(
                 &mut tx,
                 now,
@@ -50,7 +57,7 @@ impl<D: SqlDb> Auth<D> {
             .await?;
         } else {
             let mail = Mail::new("signup-address-taken");
-            enqueue(&mut tx, now, signup.email.as_str(), &mail).await?;
+            enqueue(&mut tx, &self.vault, now, signup.email.as_str(), &mail).await?;
             self.audit(
                 &mut tx,
                 now,
@@ -83,7 +90,7 @@ impl<D: SqlDb> Auth<D> {
         let number = self.begin_attempt(&attempt).await?;
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
-        let user = user_by_email(&mut tx, email.as_str()).await?;
+        let user = user_by_email(&mut tx, &self.vault, email.as_str()).await?;
         let verified = match &user {
             Some(user) => self
                 .use_code(&mut tx, &user.id, "verify_email", code.expose(), now)

@@ -52,8 +52,9 @@ async fn app_with(pay_config: koban_pay::PayConfig) -> App {
         requests_per_network_max: 1_000,
         ..AuthConfig::default()
     };
-    let auth =
-        Auth::new(store.sql(), ServerKeys::from_master([7; 32]), clock, config).expect("auth");
+    let auth = Auth::new(store.sql(), ServerKeys::from_master([7; 32]), clock, config)
+        .await
+        .expect("auth");
     let pay = koban_pay::Payments::new(store.clone(), auth.clone(), pay_config).expect("payments");
     pay.open_issuer_accounts().await.expect("issuer accounts");
     let router = koban_web::app(ApiState {
