@@ -13,6 +13,7 @@ mod openapi;
 mod ops;
 mod pages;
 pub mod payments;
+mod privacy;
 pub mod problem;
 mod risk;
 pub mod wire;
@@ -121,6 +122,8 @@ fn identity_routes<S: LedgerStore>() -> Router<ApiState<S>> {
         .route("/me/email", post(identity::change_email::<S>))
         .route("/me/email/confirm", post(identity::confirm_email::<S>))
         .route("/me/phone", post(identity::change_phone::<S>))
+        .route("/me/export", post(privacy::export::<S>))
+        .route("/me/close", post(privacy::close::<S>))
         .route("/me/password", post(identity::change_password::<S>))
         .route("/sessions", get(identity::sessions::<S>))
         .route("/sessions/{id}", delete(identity::revoke_session::<S>))

@@ -61,7 +61,7 @@ impl Modify for Security {
         identity::signup, identity::verify_email, identity::login, identity::second_factor, identity::logout,
         identity::me, identity::sessions, identity::revoke_session, identity::totp_begin, identity::totp_confirm,
         identity::remove_factor, identity::recovery_codes, identity::change_email, identity::confirm_email,
-        identity::change_phone, identity::change_password, identity::not_me, identity::forgot_password,
+        identity::change_phone, crate::privacy::export, crate::privacy::close, identity::change_password, identity::not_me, identity::forgot_password,
         identity::reset_password, identity::request_recovery, identity::cancel_recovery, identity::enrol_operator,
         identity::passkey_register_start, identity::passkey_register_finish, identity::passkey_login_start, identity::passkey_login_finish,
         ops::alerts, ops::recovery_requests, ops::approve_recovery, ops::create_operator, ops::audit_log,

@@ -183,6 +183,32 @@ pub struct Auth<D: SqlDb> {
     pub(crate) vault: koban_shared::personal::Vault,
 }
 
+/// Whether `db` was set up with `keys` (recording their fingerprint on first use).
+async fn master_key_matches<D: SqlDb>(db: &D, keys: &ServerKeys) -> Result<(), AuthError> {
+    let fingerprint = keys.hash(secret::HashPurpose::Token, &[b"master-key-fingerprint"]);
+    let mut tx = db.begin().await?;
+    tx.execute(
+        "INSERT INTO server_key_check (id, fingerprint) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        koban_store::params![fingerprint],
+    )
+    .await?;
+    let stored = koban_store::sql::SqlTxExt::query_one(
+        &mut tx,
+        "SELECT fingerprint FROM server_key_check WHERE id = 1",
+        vec![],
+    )
+    .await?
+    .bytes(0)?;
+    tx.commit().await?;
+    if secret::constant_time_eq(&stored, &fingerprint) {
+        Ok(())
+    } else {
+        Err(AuthError::Conflict(
+            "this database was set up with another master key: give every instance the same key",
+        ))
+    }
+}
+
 impl<D: SqlDb> Auth<D> {
     /// Identity on `db`: loads the personal data keys (creating the first on a new database)
     /// and seals, once, personal data an older version wrote in clear.
@@ -192,9 +218,11 @@ impl<D: SqlDb> Auth<D> {
         clock: Clock,
         config: AuthConfig,
     ) -> Result<Self, AuthError> {
-        let now = i64::try_from(clock.now().nanos() / 1_000_000).unwrap_or(i64::MAX);
-        let vault = keys.vault(&db, now).await?;
-        let sealed = koban_shared::personal::seal_clear_columns(&db, &vault, now).await?;
+        // A process with another master key must not create or use the personal data keys:
+        // what it sealed, nobody else could open.
+        master_key_matches(&db, &keys).await?;
+        let vault = keys.vault(&db, clock.clone()).await?;
+        let sealed = koban_shared::personal::seal_clear_columns(&db, &vault).await?;
         if sealed > 0 {
             tracing::info!(values = sealed, "personal data written in clear was sealed");
         }
@@ -215,32 +243,10 @@ impl<D: SqlDb> Auth<D> {
 
     /// Checks that this database was set up with the same master key (recording it on first
     /// use). Instances with different keys would not recognise each other's sessions, codes
-    /// or throttling counters, so a mismatch must stop the process from serving.
+    /// or throttling counters, so a mismatch must stop the process from serving. [`Auth::new`]
+    /// checks it before anything is sealed.
     pub async fn check_master_key(&self) -> Result<(), AuthError> {
-        let fingerprint = self
-            .keys
-            .hash(secret::HashPurpose::Token, &[b"master-key-fingerprint"]);
-        let mut tx = self.db.begin().await?;
-        tx.execute(
-            "INSERT INTO server_key_check (id, fingerprint) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-            koban_store::params![fingerprint],
-        )
-        .await?;
-        let stored = koban_store::sql::SqlTxExt::query_one(
-            &mut tx,
-            "SELECT fingerprint FROM server_key_check WHERE id = 1",
-            vec![],
-        )
-        .await?
-        .bytes(0)?;
-        tx.commit().await?;
-        if secret::constant_time_eq(&stored, &fingerprint) {
-            Ok(())
-        } else {
-            Err(AuthError::Conflict(
-                "this database was set up with another master key: give every instance the same key",
-            ))
-        }
+        master_key_matches(&self.db, &self.keys).await
     }
 
     /// Counts an attempt against its account before its secret is checked, in a transaction
@@ -291,7 +297,7 @@ impl<D: SqlDb> Auth<D> {
     /// Reloads the personal data keys (a rotation elsewhere); the serving process calls it
     /// every `personal::REFRESH_MS`.
     pub async fn refresh_personal_keys(&self) -> Result<(), AuthError> {
-        Ok(self.vault.refresh(&self.db, self.now_ms()).await?)
+        Ok(self.vault.refresh(&self.db).await?)
     }
 
     /// Now, in milliseconds since the Unix epoch.

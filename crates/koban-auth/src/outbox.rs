@@ -243,7 +243,12 @@ impl<D: SqlDb> Auth<D> {
         for row in claimed {
             let id = row.text(0)?;
             let attempts = row.i64(4)?;
-            let message = self.opened(&row)?;
+            let mut tx = self.db.begin().await?;
+            let opened = self.opened_or_given_up(&mut tx, &id, &row).await?;
+            tx.commit().await?;
+            let Some(message) = opened else {
+                continue;
+            };
             match self.deliver_one(&id, &message, now).await {
                 Ok(()) => {
                     delivered += 1;
@@ -274,7 +279,9 @@ impl<D: SqlDb> Auth<D> {
             .await?;
         for row in &due {
             let id = row.text(0)?;
-            let message = self.opened(row)?;
+            let Some(message) = self.opened_or_given_up(&mut tx, &id, row).await? else {
+                continue;
+            };
             self.write_to_mailbox(&mut tx, &id, &message, now).await?;
             tx.execute(
                 "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, claimed_until = NULL, body = '' \
@@ -338,6 +345,30 @@ impl<D: SqlDb> Auth<D> {
             self.vault.open(&personal::OUTBOX_SUBJECT, &row.text(2)?)?,
             self.vault.open(&personal::OUTBOX_BODY, &row.text(3)?)?,
         ))
+    }
+
+    /// [`Auth::opened`], or `None` for a message that does not open (written in clear by a
+    /// process that did not seal, or under a key this one lacks): it is given up, with its
+    /// reason, rather than holding up every message behind it.
+    async fn opened_or_given_up<T: SqlTx>(
+        &self,
+        tx: &mut T,
+        id: &str,
+        row: &koban_store::sql::Row,
+    ) -> Result<Option<(String, String, String)>, AuthError> {
+        match self.opened(row) {
+            Ok(message) => Ok(Some(message)),
+            Err(error) => {
+                tracing::error!(message_id = %id, %error, "a notice does not open; given up");
+                tx.execute(
+                    "UPDATE outbox SET attempts = $1, claimed_until = NULL, last_error = 'unreadable' WHERE id = $2",
+                    params![ATTEMPTS_MAX, id],
+                )
+                .await?;
+                metrics::counter!(crate::metrics::OUTBOX_FAILED).increment(1);
+                Ok(None)
+            }
+        }
     }
 
     /// Writes a delivered message into the local mailbox, sealed for its columns.

@@ -144,13 +144,13 @@ impl ServerKeys {
     pub async fn vault<D: koban_store::sql::SqlDb>(
         &self,
         db: &D,
-        now_ms: i64,
+        clock: koban_store::Clock,
     ) -> Result<koban_shared::personal::Vault, koban_store::StoreError> {
         koban_shared::personal::Vault::load(
             db,
             self.subkey(b"koban/personal-wrapping/v1"),
             self.subkey(b"koban/blind-index/v1"),
-            now_ms,
+            clock,
         )
         .await
     }

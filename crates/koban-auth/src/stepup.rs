@@ -73,6 +73,10 @@ pub enum SensitiveAction {
         email: String,
         role: String,
     },
+    /// Everything Koban holds about the account, exported.
+    ExportData,
+    /// The account closed for good.
+    CloseAccount,
 }
 
 impl SensitiveAction {
@@ -93,6 +97,8 @@ impl SensitiveAction {
             SensitiveAction::CreateApiKey { .. } => "create_api_key",
             SensitiveAction::RotateApiKey { .. } => "rotate_api_key",
             SensitiveAction::CreateOperator { .. } => "create_operator",
+            SensitiveAction::ExportData => "export_data",
+            SensitiveAction::CloseAccount => "close_account",
         }
     }
 
@@ -136,6 +142,7 @@ impl SensitiveAction {
             SensitiveAction::CreateOperator { email, role } => {
                 vec![("email", email.clone()), ("role", role.clone())]
             }
+            SensitiveAction::ExportData | SensitiveAction::CloseAccount => vec![],
         }
     }
 
@@ -173,6 +180,8 @@ impl SensitiveAction {
             SensitiveAction::CreateOperator { email, role } => {
                 format!("invite {role} operator {email}")
             }
+            SensitiveAction::ExportData => "export all your data".into(),
+            SensitiveAction::CloseAccount => "close your account for good".into(),
         }
     }
 

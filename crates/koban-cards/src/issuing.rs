@@ -209,7 +209,100 @@ pub(crate) fn new_pan(bin: &str) -> String {
     body
 }
 
+/// What cards keep about a holder, for the export of their data.
+const EXPORT: &[koban_shared::export::Section] = &[
+    koban_shared::export::Section {
+        name: "cards",
+        sql: "SELECT id, currency, bin, last4, exp_month, exp_year, name, physical, status, controls, created_at \
+              FROM issued_cards WHERE user_id = $1 ORDER BY created_at",
+        columns: &[
+            "id",
+            "currency",
+            "bin",
+            "last4",
+            "exp_month",
+            "exp_year",
+            "name",
+            "physical",
+            "status",
+            "controls",
+            "created_at",
+        ],
+        sealed: &[],
+    },
+    koban_shared::export::Section {
+        name: "card_payments",
+        sql: "SELECT a.id, a.card_id, a.status, a.response_code, a.amount, a.captured, a.refunded, a.currency, \
+              a.merchant_name, a.mcc, a.country, a.channel, a.created_at FROM card_authorizations a \
+              JOIN issued_cards c ON c.id = a.card_id WHERE c.user_id = $1 ORDER BY a.created_at",
+        columns: &[
+            "id",
+            "card_id",
+            "status",
+            "response_code",
+            "amount",
+            "captured",
+            "refunded",
+            "currency",
+            "merchant_name",
+            "mcc",
+            "country",
+            "channel",
+            "created_at",
+        ],
+        sealed: &[],
+    },
+];
+
 impl<S: LedgerStore> Cards<S> {
+    /// Closes every card of an account being closed (audited once for all of them).
+    pub async fn close_all_cards(&self, principal: &Principal) -> Result<u64, PayError> {
+        let now = self.pay.now_ms();
+        let mut tx = self.pay.db().begin().await?;
+        let closed = tx
+            .execute(
+                "UPDATE issued_cards SET status = 'closed', closed_at = $1, activation_hash = NULL \
+                 WHERE user_id = $2 AND status <> 'closed'",
+                params![now, principal.user_id.as_str()],
+            )
+            .await?;
+        audit::append(
+            &mut tx,
+            self.pay.auth().audit_key(),
+            now,
+            audit::AuditEvent {
+                actor: &principal.actor(),
+                action: "cards.closed_with_account",
+                subject: &format!("user:{}", principal.user_id),
+                details: serde_json::json!({ "cards": closed }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(closed)
+    }
+
+    /// What cards keep about the caller, into `out` (never a card number or security code:
+    /// the export names cards by their last four digits, as the wallet does).
+    pub async fn export_into(
+        &self,
+        principal: &Principal,
+        out: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), PayError> {
+        principal.full()?;
+        let mut tx = self.pay.db().begin_read().await?;
+        koban_shared::export::read_sections(
+            &mut tx,
+            self.pay.auth().vault(),
+            &principal.user_id,
+            EXPORT,
+            out,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(crate) fn card_keys(&self) -> Result<&CardKeys, PayError> {
         self.keys.as_deref().ok_or(PayError::Unavailable(
             "card issuing is not configured on this server (no card keys)",

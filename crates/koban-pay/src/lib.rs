@@ -27,7 +27,9 @@ pub mod losses;
 pub mod merchant;
 pub mod outbound;
 pub mod p2p;
+pub mod privacy;
 pub mod qr;
+pub mod retention;
 pub mod review;
 pub mod risk;
 pub mod statements;
@@ -112,6 +114,8 @@ pub struct PayConfig {
     pub tls_ca_pem: Option<Vec<u8>>,
     /// The ISO 20022 file bank, when the issuer has an account there.
     pub file_bank: Option<connectors::FileBank>,
+    /// How long personal data is kept ([`retention`]).
+    pub retention: retention::Retention,
 }
 
 impl Default for PayConfig {
@@ -151,6 +155,7 @@ impl Default for PayConfig {
             approval_from_minor: 50_000,
             tls_ca_pem: None,
             file_bank: None,
+            retention: retention::Retention::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! sessions, wallets or money, so the arrows from `koban-auth` and `koban-pay` end here.
 
 pub mod audit;
+pub mod export;
 pub mod ids;
 pub mod lang;
 pub mod lease;

@@ -6,16 +6,21 @@
 //!
 //! Envelope keys: values are sealed with XChaCha20-Poly1305 under a **data key**; data keys
 //! live in the database table `personal_keys`, each wrapped (sealed) under a key-encryption
-//! key derived from the master key, which the database never holds. Rotation adds a data key
-//! that becomes active [`ACTIVATION_MS`] later, by which time every instance has loaded it
-//! ([`REFRESH_MS`]); `koban keys reseal` then rewrites every value under it. The associated
-//! data of a sealed value names its column and key, so a value copied to another column does
-//! not open. The blind-index key is derived from the master key and does not rotate.
+//! key derived from the master key, which the database never holds (its id and activation
+//! time are bound to the wrapping). Rotation adds a data key that seals from
+//! [`ACTIVATION_MS`] later; every serving instance reloads the keys every [`REFRESH_MS`], so
+//! all of them have it by then, and each seal takes the newest key whose time has come.
+//! `koban keys rotate-personal` then rewrites every value under it ([`reseal`]). The
+//! associated data of a sealed value names its column and key, so a value copied to another
+//! column does not open. The blind-index key is derived from the master key and does not
+//! rotate.
 //!
 //! A sealed value is text: `pd1.<key id>.<base64url(nonce ‖ ciphertext)>`.
 //!
-//! [`COLUMNS`] lists every sealed column; data written in clear before sealing existed is
-//! sealed once per column by [`seal_clear_columns`].
+//! [`COLUMNS`] lists every sealed column. Every start seals what is still in clear in them
+//! ([`seal_clear_columns`]: data an older version wrote), and both that and [`reseal`] work in
+//! batches that write a row only if it still holds the value read, so they never undo a
+//! change made meanwhile.
 
 use std::sync::{Arc, RwLock};
 
@@ -25,7 +30,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use koban_store::sql::{SqlDb, SqlTx};
-use koban_store::{StoreError, params};
+use koban_store::{Clock, StoreError, params};
 use rand::RngCore;
 use sha2::Sha256;
 
@@ -36,6 +41,8 @@ pub const REFRESH_MS: i64 = 10_000;
 
 const PREFIX: &str = "pd1";
 const NONCE: usize = 24;
+/// Rows read and written per transaction by the sealing passes.
+const BATCH: i64 = 500;
 
 /// Where a blind index is kept for equality lookups, and the kind of value it hashes (the
 /// same address hashes the same in every column of one kind).
@@ -61,37 +68,41 @@ pub struct Column {
     pub column: &'static str,
     /// The blind-index column filled beside it, if lookups need one.
     pub index: Option<(&'static str, Index)>,
-    /// Every value of the column with its row's key.
-    select: &'static str,
-    /// Writes one value (and its blind index) by key.
-    update: &'static str,
+    /// The next batch of values in clear ($1: after this key, $2: how many).
+    clear: &'static str,
+    /// The next batch of sealed values not under one key ($1: `pd1.<key>.%`, $2: after this
+    /// key, $3: how many).
+    stale: &'static str,
+    /// Writes one value ($1) and its blind index ($2, if any) by key, only if the row still
+    /// holds the value read.
+    swap: &'static str,
 }
 
 macro_rules! sealed_column {
+    (@reads $table:literal, $key:literal, $column:literal) => {
+        (
+            concat!(
+                "SELECT ", $key, ", ", $column, " FROM ", $table, " WHERE ", $column,
+                " IS NOT NULL AND ", $column, " NOT LIKE 'pd1.%' AND ", $key,
+                " > $1 ORDER BY ", $key, " LIMIT $2"
+            ),
+            concat!(
+                "SELECT ", $key, ", ", $column, " FROM ", $table, " WHERE ", $column,
+                " LIKE 'pd1.%' AND ", $column, " NOT LIKE $1 AND ", $key, " > $2 ORDER BY ",
+                $key, " LIMIT $3"
+            ),
+        )
+    };
     ($table:literal, $key:literal, $column:literal) => {
         Column {
             table: $table,
             column: $column,
             index: None,
-            select: concat!(
-                "SELECT ",
-                $key,
-                ", ",
-                $column,
-                " FROM ",
-                $table,
-                " WHERE ",
-                $column,
-                " IS NOT NULL"
-            ),
-            update: concat!(
-                "UPDATE ",
-                $table,
-                " SET ",
-                $column,
-                " = $1 WHERE ",
-                $key,
-                " = $2"
+            clear: sealed_column!(@reads $table, $key, $column).0,
+            stale: sealed_column!(@reads $table, $key, $column).1,
+            swap: concat!(
+                "UPDATE ", $table, " SET ", $column, " = $1 WHERE ", $key, " = $2 AND ",
+                $column, " = $3"
             ),
         }
     };
@@ -100,27 +111,11 @@ macro_rules! sealed_column {
             table: $table,
             column: $column,
             index: Some(($index, $kind)),
-            select: concat!(
-                "SELECT ",
-                $key,
-                ", ",
-                $column,
-                " FROM ",
-                $table,
-                " WHERE ",
-                $column,
-                " IS NOT NULL"
-            ),
-            update: concat!(
-                "UPDATE ",
-                $table,
-                " SET ",
-                $column,
-                " = $1, ",
-                $index,
-                " = $2 WHERE ",
-                $key,
-                " = $3"
+            clear: sealed_column!(@reads $table, $key, $column).0,
+            stale: sealed_column!(@reads $table, $key, $column).1,
+            swap: concat!(
+                "UPDATE ", $table, " SET ", $column, " = $1, ", $index, " = $2 WHERE ", $key,
+                " = $3 AND ", $column, " = $4"
             ),
         }
     };
@@ -185,20 +180,15 @@ struct DataKey {
     active_from_ms: i64,
 }
 
-struct Keys {
-    /// Oldest first.
-    all: Vec<DataKey>,
-    /// Index into `all` of the key that seals.
-    active: usize,
-}
-
 /// Seals and opens personal data, and computes blind indexes. Cheap to clone; `Debug` never
 /// prints a key.
 #[derive(Clone)]
 pub struct Vault {
     wrapping: Arc<XChaCha20Poly1305>,
     index_key: Arc<[u8; 32]>,
-    keys: Arc<RwLock<Keys>>,
+    /// Every data key loaded, oldest first.
+    keys: Arc<RwLock<Vec<DataKey>>>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Vault {
@@ -221,8 +211,26 @@ fn associated(column: &Column, key_id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// What a data key's wrapping is bound to: its id and when it starts sealing.
+fn wrapping_associated(id: &str, active_from_ms: i64) -> Vec<u8> {
+    format!("koban/personal-key/v1/{id}/{active_from_ms}").into_bytes()
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
+}
+
+fn now_ms(clock: &Clock) -> i64 {
+    i64::try_from(clock.now().nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The newest key whose time has come (by activation time, then creation order).
+fn active_of(keys: &[DataKey], now_ms: i64) -> Option<&DataKey> {
+    keys.iter()
+        .enumerate()
+        .filter(|(_, key)| key.active_from_ms <= now_ms)
+        .max_by_key(|(i, key)| (key.active_from_ms, *i))
+        .map(|(_, key)| key)
 }
 
 impl Vault {
@@ -234,48 +242,46 @@ impl Vault {
         db: &D,
         wrapping_key: [u8; 32],
         index_key: [u8; 32],
-        now_ms: i64,
+        clock: Clock,
     ) -> Result<Vault, StoreError> {
         let wrapping = Arc::new(XChaCha20Poly1305::new(&wrapping_key.into()));
-        let rows = read_keys(db).await?;
-        let rows = if rows.is_empty() {
+        let mut rows = read_keys(db).await?;
+        if rows.is_empty() {
             let mut tx = db.begin().await?;
-            let wrapped = wrap(&wrapping, "p1", &random::<32>())?;
+            let wrapped = wrap(&wrapping, "p1", 0, &random::<32>())?;
             tx.execute(
                 "INSERT INTO personal_keys (id, wrapped, active_from, created_at) VALUES ('p1', $1, 0, $2) \
                  ON CONFLICT (id) DO NOTHING",
-                params![wrapped, now_ms],
+                params![wrapped, now_ms(&clock)],
             )
             .await?;
             tx.commit().await?;
-            read_keys(db).await?
-        } else {
-            rows
-        };
-        let keys = unwrap_all(&wrapping, rows, now_ms)?;
-        Ok(Vault {
+            rows = read_keys(db).await?;
+        }
+        let vault = Vault {
+            keys: Arc::new(RwLock::new(unwrap_all(&wrapping, rows)?)),
             wrapping,
             index_key: Arc::new(index_key),
-            keys: Arc::new(RwLock::new(keys)),
-        })
+            clock,
+        };
+        // Fails now, not at the first seal, when no key is active.
+        vault.active_prefix()?;
+        Ok(vault)
     }
 
-    /// Reloads the data keys (a rotation by another instance or by `koban keys`), and seals
-    /// from then on with the newest key whose activation time has come.
-    pub async fn refresh<D: SqlDb>(&self, db: &D, now_ms: i64) -> Result<(), StoreError> {
-        let rows = read_keys(db).await?;
-        let keys = unwrap_all(&self.wrapping, rows, now_ms)?;
+    /// Reloads the data keys (a rotation by another instance or by `koban keys`).
+    pub async fn refresh<D: SqlDb>(&self, db: &D) -> Result<(), StoreError> {
+        let keys = unwrap_all(&self.wrapping, read_keys(db).await?)?;
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
         Ok(())
     }
 
-    /// Adds a new data key, active `activation_ms` after `now_ms` ([`ACTIVATION_MS`] when
+    /// Adds a new data key that seals from `activation_ms` from now ([`ACTIVATION_MS`] when
     /// instances are serving: longer than they take to load it). Answers its id and when it
-    /// becomes active.
+    /// starts sealing.
     pub async fn rotate<D: SqlDb>(
         &self,
         db: &D,
-        now_ms: i64,
         activation_ms: i64,
     ) -> Result<(String, i64), StoreError> {
         for _ in 0..5 {
@@ -287,34 +293,47 @@ impl Vault {
                 .transpose()?
                 .unwrap_or(0);
             let id = format!("p{}", count + 1);
-            let wrapped = wrap(&self.wrapping, &id, &random::<32>())?;
+            let now = now_ms(&self.clock);
+            let active_from = now + activation_ms;
+            let wrapped = wrap(&self.wrapping, &id, active_from, &random::<32>())?;
             let mut tx = db.begin().await?;
             let written = tx
                 .execute(
                     "INSERT INTO personal_keys (id, wrapped, active_from, created_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (id) DO NOTHING",
-                    params![id.as_str(), wrapped, now_ms + activation_ms, now_ms],
+                    params![id.as_str(), wrapped, active_from, now],
                 )
                 .await?;
             tx.commit().await?;
             if written == 1 {
-                self.refresh(db, now_ms).await?;
-                return Ok((id, now_ms + activation_ms));
+                self.refresh(db).await?;
+                return Ok((id, active_from));
             }
         }
         Err(StoreError::Conflict)
     }
 
+    /// `pd1.<key>.`: how values sealed now begin.
+    fn active_prefix(&self) -> Result<String, StoreError> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        active_of(&keys, now_ms(&self.clock))
+            .map(|key| format!("{PREFIX}.{}.", key.id))
+            .ok_or_else(|| corrupt("no personal data key is active yet"))
+    }
+
     /// The id of the data key that seals now.
     pub fn active_key_id(&self) -> String {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        keys.all[keys.active].id.clone()
+        active_of(&keys, now_ms(&self.clock)).map_or_else(String::new, |key| key.id.clone())
     }
 
-    /// Seals `plain` for `column` under the active data key.
+    /// Seals `plain` for `column` under the data key that seals now.
     pub fn seal(&self, column: &Column, plain: &str) -> String {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let key = &keys.all[keys.active];
+        // `load` refused a vault without an active key, and keys are only ever added.
+        let key = active_of(&keys, now_ms(&self.clock))
+            .or_else(|| keys.first())
+            .unwrap_or_else(|| unreachable!("a loaded vault has a key"));
         let nonce = random::<NONCE>();
         let sealed = key
             .cipher
@@ -353,7 +372,6 @@ impl Vault {
         let (nonce, ciphertext) = body.split_at(NONCE);
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let key = keys
-            .all
             .iter()
             .find(|key| key.id == key_id)
             .ok_or_else(|| corrupt("a personal data value is sealed under a key not loaded"))?;
@@ -388,26 +406,21 @@ impl Vault {
         mac.update(value.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
-
-    /// Whether `stored` is sealed under the active data key.
-    fn sealed_under_active(&self, stored: &str) -> bool {
-        let active = self.active_key_id();
-        stored
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .and_then(|rest| rest.strip_prefix(active.as_str()))
-            .is_some_and(|rest| rest.starts_with('.'))
-    }
 }
 
-fn wrap(wrapping: &XChaCha20Poly1305, id: &str, key: &[u8; 32]) -> Result<Vec<u8>, StoreError> {
+fn wrap(
+    wrapping: &XChaCha20Poly1305,
+    id: &str,
+    active_from_ms: i64,
+    key: &[u8; 32],
+) -> Result<Vec<u8>, StoreError> {
     let nonce = random::<NONCE>();
     let sealed = wrapping
         .encrypt(
             XNonce::from_slice(&nonce),
             Payload {
                 msg: key,
-                aad: format!("koban/personal-key/v1/{id}").as_bytes(),
+                aad: &wrapping_associated(id, active_from_ms),
             },
         )
         .map_err(|_| corrupt("a data key could not be wrapped"))?;
@@ -430,8 +443,7 @@ async fn read_keys<D: SqlDb>(db: &D) -> Result<Vec<(String, Vec<u8>, i64)>, Stor
 fn unwrap_all(
     wrapping: &XChaCha20Poly1305,
     rows: Vec<(String, Vec<u8>, i64)>,
-    now_ms: i64,
-) -> Result<Keys, StoreError> {
+) -> Result<Vec<DataKey>, StoreError> {
     let mut all = Vec::with_capacity(rows.len());
     for (id, wrapped, active_from_ms) in rows {
         if wrapped.len() < NONCE {
@@ -443,7 +455,7 @@ fn unwrap_all(
                 XNonce::from_slice(nonce),
                 Payload {
                     msg: body,
-                    aad: format!("koban/personal-key/v1/{id}").as_bytes(),
+                    aad: &wrapping_associated(&id, active_from_ms),
                 },
             )
             .map_err(|_| {
@@ -458,124 +470,123 @@ fn unwrap_all(
             active_from_ms,
         });
     }
-    let active = all
-        .iter()
-        .enumerate()
-        .filter(|(_, key)| key.active_from_ms <= now_ms)
-        .max_by_key(|(i, key)| (key.active_from_ms, *i))
-        .map(|(i, _)| i)
-        .ok_or_else(|| corrupt("no personal data key is active yet"))?;
-    Ok(Keys { all, active })
+    Ok(all)
 }
 
-/// Seals every value of `column` written in clear before sealing existed, and fills its blind
-/// index, once per column and database: the first process to start after the upgrade does
-/// it in one transaction per column; later ones find it done. Answers how many values it
-/// sealed.
-pub async fn seal_clear_columns<D: SqlDb>(
-    db: &D,
-    vault: &Vault,
-    now_ms: i64,
-) -> Result<u64, StoreError> {
+/// Seals what is still in clear in every sealed column (what an older version wrote), and
+/// fills its blind index. Every start runs it; once everything is sealed it only reads.
+/// Answers how many values it sealed.
+pub async fn seal_clear_columns<D: SqlDb>(db: &D, vault: &Vault) -> Result<u64, StoreError> {
     let mut sealed = 0;
     for column in COLUMNS {
-        let mut tx = db.begin().await?;
-        let name = format!("{}.{}", column.table, column.column);
-        let first = tx
-            .execute(
-                "INSERT INTO personal_sealing (name, done_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                params![name.as_str(), now_ms],
-            )
-            .await?;
-        if first == 1 {
-            sealed += rewrite_column(&mut tx, vault, column, Stored::Clear).await?;
-        }
-        tx.commit().await?;
+        sealed += rewrite_column(db, vault, column, Stored::Clear).await?;
     }
     Ok(sealed)
 }
 
-/// Rewrites every sealed value not sealed under the active data key (after a rotation), in
-/// one transaction per column. Answers how many values it rewrote.
+/// Seals again, under the key that seals now, every value sealed under an older one (after
+/// a rotation). Answers how many values it rewrote.
 pub async fn reseal<D: SqlDb>(db: &D, vault: &Vault) -> Result<u64, StoreError> {
     let mut rewritten = 0;
     for column in COLUMNS {
-        let mut tx = db.begin().await?;
-        rewritten += rewrite_column(&mut tx, vault, column, Stored::Sealed).await?;
-        tx.commit().await?;
+        rewritten += rewrite_column(db, vault, column, Stored::Sealed).await?;
     }
     Ok(rewritten)
 }
 
-/// How the values of a column are stored before [`rewrite_column`].
+/// Which values of a column [`rewrite_column`] rewrites.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stored {
-    /// Written before sealing existed: every value is taken as it is.
+    /// Values in clear (not beginning `pd1.`), taken as they are.
     Clear,
-    /// Sealed: values not under the active key are opened and sealed again.
+    /// Values sealed under another key than the one that seals now: opened first.
     Sealed,
 }
 
-/// Seals every value of `column` in clear, or seals again every value not under the active
-/// key, and fills the column's blind index.
-async fn rewrite_column<T: SqlTx>(
-    tx: &mut T,
+/// Seals (again) the values of `column` that `which` picks, and fills the column's blind
+/// index, in batches of [`BATCH`] rows per transaction in key order. A row is written only
+/// if it still holds the value read, so a change made meanwhile (a new address, a delivered
+/// notice) is never undone: it was sealed by whoever made it.
+async fn rewrite_column<D: SqlDb>(
+    db: &D,
     vault: &Vault,
     column: &Column,
-    stored_as: Stored,
+    which: Stored,
 ) -> Result<u64, StoreError> {
-    let rows = tx.query(column.select, vec![]).await?;
     let mut count = 0;
-    for row in rows {
-        let id = row.text(0)?;
-        let stored = row.text(1)?;
-        if stored.is_empty() {
-            // A delivered notice's body, emptied: nothing to seal.
-            continue;
-        }
-        let plain = match stored_as {
-            Stored::Clear => stored,
-            Stored::Sealed if vault.sealed_under_active(&stored) => continue,
-            Stored::Sealed => vault.open(column, &stored)?,
+    let mut after = String::new();
+    loop {
+        let mut tx = db.begin().await?;
+        let rows = match which {
+            Stored::Clear => {
+                tx.query(column.clear, params![after.as_str(), BATCH])
+                    .await?
+            }
+            Stored::Sealed => {
+                let current = format!("{}%", vault.active_prefix()?);
+                tx.query(column.stale, params![current, after.as_str(), BATCH])
+                    .await?
+            }
         };
-        let resealed = vault.seal(column, &plain);
-        let mut values = params![resealed];
-        if let Some((_, kind)) = column.index {
-            values.push(vault.index(kind, &plain).into());
+        for row in &rows {
+            let key = row.text(0)?;
+            let stored = row.text(1)?;
+            after.clone_from(&key);
+            if stored.is_empty() {
+                // A delivered notice's body, emptied: nothing to seal.
+                continue;
+            }
+            let plain = match which {
+                Stored::Clear => stored.clone(),
+                Stored::Sealed => vault.open(column, &stored)?,
+            };
+            let mut values = params![vault.seal(column, &plain)];
+            if let Some((_, kind)) = column.index {
+                values.push(vault.index(kind, &plain).into());
+            }
+            values.push(key.into());
+            values.push(stored.into());
+            count += tx.execute(column.swap, values).await?;
         }
-        values.push(id.into());
-        tx.execute(column.update, values).await?;
-        count += 1;
+        tx.commit().await?;
+        if (rows.len() as i64) < BATCH {
+            return Ok(count);
+        }
     }
-    Ok(count)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use koban_store::ManualClock;
 
-    fn vault_with(keys: Vec<(&str, i64)>, now_ms: i64) -> Vault {
+    fn vault_with(keys: &[(&str, i64)], now_ms: i64) -> (Vault, ManualClock) {
         let wrapping = XChaCha20Poly1305::new(&[1u8; 32].into());
         let rows = keys
-            .into_iter()
+            .iter()
             .map(|(id, from)| {
                 (
-                    id.to_owned(),
-                    wrap(&wrapping, id, &random::<32>()).unwrap(),
-                    from,
+                    (*id).to_owned(),
+                    wrap(&wrapping, id, *from, &random::<32>()).unwrap(),
+                    *from,
                 )
             })
             .collect();
-        Vault {
-            keys: Arc::new(RwLock::new(unwrap_all(&wrapping, rows, now_ms).unwrap())),
+        let (clock, handle) = Clock::manual(koban_ledger::Timestamp::from_nanos(
+            u64::try_from(now_ms).unwrap() * 1_000_000,
+        ));
+        let vault = Vault {
+            keys: Arc::new(RwLock::new(unwrap_all(&wrapping, rows).unwrap())),
             wrapping: Arc::new(wrapping),
             index_key: Arc::new([2; 32]),
-        }
+            clock,
+        };
+        (vault, handle)
     }
 
     #[test]
     fn a_sealed_value_opens_in_its_own_column_only() {
-        let vault = vault_with(vec![("p1", 0)], 10);
+        let (vault, _) = vault_with(&[("p1", 0)], 10);
         let sealed = vault.seal(&USER_EMAIL, "hanako@example.jp");
         assert!(sealed.starts_with("pd1.p1."));
         assert!(!sealed.contains("hanako"));
@@ -602,48 +613,46 @@ mod tests {
     }
 
     #[test]
-    fn a_rotated_key_seals_only_once_active_and_old_values_still_open() {
-        let before = vault_with(vec![("p1", 0), ("p2", 1_000)], 999);
-        assert_eq!(before.active_key_id(), "p1");
-        let old = before.seal(&USER_PHONE, "+819012345678");
-        let after = Vault {
-            keys: Arc::new(RwLock::new(
-                unwrap_all(
-                    &before.wrapping,
-                    vec![
-                        (
-                            "p1".into(),
-                            wrap(&before.wrapping, "p1", &[0; 32]).unwrap(),
-                            0,
-                        ),
-                        (
-                            "p2".into(),
-                            wrap(&before.wrapping, "p2", &[0; 32]).unwrap(),
-                            1_000,
-                        ),
-                    ],
-                    1_000,
-                )
-                .unwrap(),
-            )),
-            ..before.clone()
-        };
-        assert_eq!(after.active_key_id(), "p2");
-        assert!(after.seal(&USER_PHONE, "x").starts_with("pd1.p2."));
-        assert!(after.sealed_under_active(&after.seal(&USER_PHONE, "x")));
-        assert!(!after.sealed_under_active(&old));
-        assert!(before.sealed_under_active(&old));
+    fn a_rotated_key_seals_from_its_time_and_older_values_still_open() {
+        let (vault, clock) = vault_with(&[("p1", 0), ("p2", 1_000)], 999);
+        assert_eq!(vault.active_key_id(), "p1");
+        let old = vault.seal(&USER_PHONE, "+819012345678");
+        assert!(old.starts_with("pd1.p1."));
+        clock.advance_secs(1);
+        assert_eq!(
+            vault.active_key_id(),
+            "p2",
+            "chosen at each seal, by the clock"
+        );
+        let new = vault.seal(&USER_PHONE, "+819012345678");
+        assert!(new.starts_with("pd1.p2."));
+        assert_eq!(vault.open(&USER_PHONE, &old).unwrap(), "+819012345678");
+        assert_eq!(vault.open(&USER_PHONE, &new).unwrap(), "+819012345678");
     }
 
     #[test]
-    fn keys_wrapped_under_another_master_key_are_refused() {
+    fn keys_wrapped_under_another_master_key_or_moved_are_refused() {
         let wrapping = XChaCha20Poly1305::new(&[1u8; 32].into());
         let other = XChaCha20Poly1305::new(&[3u8; 32].into());
-        let rows = vec![("p1".to_owned(), wrap(&wrapping, "p1", &[5; 32]).unwrap(), 0)];
-        assert!(unwrap_all(&other, rows.clone(), 0).is_err());
-        assert!(unwrap_all(&wrapping, rows, 0).is_ok());
-        // A key id moved to another row's wrapping does not open either.
-        let moved = vec![("p2".to_owned(), wrap(&wrapping, "p1", &[5; 32]).unwrap(), 0)];
-        assert!(unwrap_all(&wrapping, moved, 0).is_err());
+        let rows = vec![(
+            "p1".to_owned(),
+            wrap(&wrapping, "p1", 0, &[5; 32]).unwrap(),
+            0,
+        )];
+        assert!(unwrap_all(&other, rows.clone()).is_err());
+        assert!(unwrap_all(&wrapping, rows).is_ok());
+        // A wrapped key under another id, or with its activation time changed, does not open.
+        let moved = vec![(
+            "p2".to_owned(),
+            wrap(&wrapping, "p1", 0, &[5; 32]).unwrap(),
+            0,
+        )];
+        assert!(unwrap_all(&wrapping, moved).is_err());
+        let hastened = vec![(
+            "p2".to_owned(),
+            wrap(&wrapping, "p2", 60_000, &[5; 32]).unwrap(),
+            0,
+        )];
+        assert!(unwrap_all(&wrapping, hastened).is_err());
     }
 }

@@ -1,16 +1,11 @@
 -- Personal data sealed at rest (koban-shared `personal.rs`): the data keys, wrapped under a
--- key derived from the master key; which columns the one-time sealing of old data has done;
--- and the blind indexes that equality lookups use instead of the values.
+-- key derived from the master key, and the blind indexes that equality lookups use instead
+-- of the values.
 CREATE TABLE personal_keys (
     id TEXT PRIMARY KEY,
     wrapped BLOB NOT NULL,            -- nonce and sealed key, under the master key's wrapping key
     active_from BIGINT NOT NULL,       -- seals from then on (the newest active key seals)
     created_at BIGINT NOT NULL
-);
-
-CREATE TABLE personal_sealing (
-    name TEXT PRIMARY KEY,             -- table.column
-    done_at BIGINT NOT NULL
 );
 
 ALTER TABLE users ADD COLUMN email_index BLOB;

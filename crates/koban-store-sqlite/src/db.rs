@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (16, include_str!("../migrations/0016_bank_files.sql")),
     (17, include_str!("../migrations/0017_personal_data.sql")),
+    (18, include_str!("../migrations/0018_retention.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

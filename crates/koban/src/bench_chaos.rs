@@ -1090,7 +1090,7 @@ impl WithStore for CountRecords {
 
     async fn run<S: LedgerStore>(self, store: S) -> anyhow::Result<Vec<(i64, i64)>> {
         let db = store.sql();
-        let vault = self.keys.vault(&db, 0).await?;
+        let vault = self.keys.vault(&db, koban_store::Clock::system()).await?;
         let mut counts = Vec::new();
         for (customer, id) in self.people.customers.iter().zip(&self.people.ids) {
             let subjects = db

@@ -225,6 +225,24 @@ pub struct PaymentArgs {
     /// The same, per network.
     #[arg(long, env = "KOBAN_LOOKUP_MISSES_NETWORK_MAX", default_value_t = koban_pay::PayConfig::default().lookup_misses_network_max)]
     pub lookup_misses_network_max: i64,
+    /// Days risk decisions (with the device and network they name) are kept before they are
+    /// only counted per month.
+    #[arg(long, env = "KOBAN_KEEP_RISK_DAYS", default_value_t = koban_pay::retention::Retention::default().risk_events_days,
+          value_parser = clap::value_parser!(i64).range(30..=3650))]
+    pub keep_risk_days: i64,
+    /// Days sessions (with their network and browser) are kept after they ended.
+    #[arg(long, env = "KOBAN_KEEP_SESSIONS_DAYS", default_value_t = koban_pay::retention::Retention::default().sessions_days,
+          value_parser = clap::value_parser!(i64).range(1..=3650))]
+    pub keep_sessions_days: i64,
+    /// Days notices are kept after they were delivered or given up.
+    #[arg(long, env = "KOBAN_KEEP_NOTICES_DAYS", default_value_t = koban_pay::retention::Retention::default().notices_days,
+          value_parser = clap::value_parser!(i64).range(1..=3650))]
+    pub keep_notices_days: i64,
+    /// Days a closed account's personal data is kept (the legal retention of verification
+    /// and transaction records) before it is erased.
+    #[arg(long, env = "KOBAN_KEEP_CLOSED_ACCOUNTS_DAYS", default_value_t = koban_pay::retention::Retention::default().closed_accounts_days,
+          value_parser = clap::value_parser!(i64).range(0..=36500))]
+    pub keep_closed_accounts_days: i64,
     /// Merchant fee unless set per merchant: basis points of the amount ...
     #[arg(long, env = "KOBAN_FEE_BPS", default_value_t = koban_pay::PayConfig::default().fee_bps)]
     pub fee_bps: u64,
@@ -297,6 +315,12 @@ impl PaymentArgs {
             fee_bps: self.fee_bps,
             fee_fixed_minor: self.fee_fixed,
             file_bank: self.file_bank()?,
+            retention: koban_pay::retention::Retention {
+                risk_events_days: self.keep_risk_days,
+                sessions_days: self.keep_sessions_days,
+                notices_days: self.keep_notices_days,
+                closed_accounts_days: self.keep_closed_accounts_days,
+            },
             ..koban_pay::PayConfig::default()
         })
     }

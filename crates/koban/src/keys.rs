@@ -168,23 +168,30 @@ impl WithStore for RotatePersonalArgs {
         if !self.reseal_only {
             let (id, active_from) = auth
                 .vault()
-                .rotate(
-                    auth.db(),
-                    auth.now_ms(),
-                    i64::from(self.activate_after_s) * 1000,
-                )
+                .rotate(auth.db(), i64::from(self.activate_after_s) * 1000)
                 .await?;
             eprintln!(
                 "personal data key {id} added; it starts sealing in {} s",
                 self.activate_after_s
             );
-            let wait = u64::try_from(active_from - auth.now_ms()).unwrap_or(0);
+            // Until it seals everywhere: instances that took a little longer to reload the
+            // keys may seal under the old one a moment past its time.
+            let settled = active_from + koban_shared::personal::REFRESH_MS;
+            let wait = u64::try_from(settled - auth.now_ms()).unwrap_or(0);
             tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
         auth.refresh_personal_keys()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let resealed = koban_shared::personal::reseal(auth.db(), auth.vault()).await?;
+        // Passes until one finds nothing left under an older key.
+        let mut resealed = 0;
+        for _ in 0..5 {
+            let pass = koban_shared::personal::reseal(auth.db(), auth.vault()).await?;
+            resealed += pass;
+            if pass == 0 {
+                break;
+            }
+        }
         let active = auth.vault().active_key_id();
         store.shutdown().await;
         println!("{{\"active_key\": \"{active}\", \"values_resealed\": {resealed}}}");

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 pub const ALARM_EVERY_S: u64 = 10;
 /// How often the reconciliation gauge is refreshed (it reads every customer wallet).
 const RECONCILE_EVERY_S: u64 = 60;
+/// How often the retention job runs (one instance at a time, under a lease).
+const RETENTION_EVERY_S: u64 = 3600;
 /// Holds released per sweep; a backlog larger than this is worked off over several sweeps.
 const SWEEP_HOLDS_MAX: usize = 1_000;
 
@@ -177,8 +179,8 @@ const RULES_POLL_S: u64 = 2;
 /// once by new messages, and every second for retries), checking the global failure alarm
 /// and turning it into a fraud alert, expiring stale card authorizations, settling bank operations and writing queued
 /// notifications and risk records (every 100 ms), taking a rule set another instance published
-/// (every [`RULES_POLL_S`]), reloading the personal data keys (every 10 s), and delivering
-/// webhooks (a task of its own).
+/// (every [`RULES_POLL_S`]), reloading the personal data keys (every 10 s), deleting what
+/// the retention windows no longer keep (hourly), and delivering webhooks (a task of its own).
 pub async fn run_workers<S: LedgerStore>(
     auth: Auth<S::Sql>,
     pay: koban_pay::Payments<S>,
@@ -188,9 +190,9 @@ pub async fn run_workers<S: LedgerStore>(
     let mut alarm = tokio::time::interval(Duration::from_secs(ALARM_EVERY_S));
     let mut payments = tokio::time::interval(Duration::from_millis(100));
     let mut rules = tokio::time::interval(Duration::from_secs(RULES_POLL_S));
-    let mut personal_keys = tokio::time::interval(Duration::from_millis(
-        koban_shared::personal::REFRESH_MS.unsigned_abs(),
-    ));
+    // Personal data keys reloaded in a task of their own, so no slow pass of the work below
+    // delays it past a rotated key's activation.
+    let key_reload = tokio::spawn(reload_personal_keys(auth.clone(), stop.clone()));
     // Webhooks in a task of their own: a slow merchant endpoint never delays settlement,
     // notifications or the outbox.
     let webhooks = tokio::spawn(deliver_webhooks(pay.clone(), stop.clone()));
@@ -199,11 +201,13 @@ pub async fn run_workers<S: LedgerStore>(
     let mut settlement = Lease::new("bank_settlement");
     let mut card_expiry = Lease::new("card_expiry");
     let mut alarm_import = Lease::new("alarm_import");
+    let mut retention_lease = Lease::new("retention");
+    let mut retention = tokio::time::interval(Duration::from_secs(RETENTION_EVERY_S));
     let mut reconcile = tokio::time::interval(Duration::from_secs(RECONCILE_EVERY_S));
     loop {
         tokio::select! {
             _ = stop.changed() => {
-                for lease in [&mut settlement, &mut card_expiry, &mut alarm_import] {
+                for lease in [&mut settlement, &mut card_expiry, &mut alarm_import, &mut retention_lease] {
                     let _ = lease.release(&db).await;
                 }
                 // Queued risk decisions and notices are written before the process exits.
@@ -211,6 +215,7 @@ pub async fn run_workers<S: LedgerStore>(
                     tracing::warn!(%error, "could not write the last risk decisions and notices");
                 }
                 let _ = webhooks.await;
+                let _ = key_reload.await;
                 return;
             }
             _ = alarm.tick() => {
@@ -262,11 +267,19 @@ pub async fn run_workers<S: LedgerStore>(
                     Err(error) => tracing::error!(%error, "risk rules: the published set was not taken"),
                 }
             }
-            _ = personal_keys.tick() => {
-                // A personal data key rotated by `koban keys rotate-personal` or another
-                // instance: loaded before it starts sealing.
-                if let Err(error) = auth.refresh_personal_keys().await {
-                    tracing::warn!(%error, "personal data keys could not be reloaded; will retry");
+            _ = retention.tick() => {
+                // Personal data past its retention window (koban-pay `retention.rs`).
+                if held(&mut retention_lease, &db).await {
+                    match pay.enforce_retention().await {
+                        Ok(pruned) => tracing::info!(
+                            risk_events = pruned.risk_events,
+                            sessions = pruned.sessions,
+                            notices = pruned.notices,
+                            other = pruned.other,
+                            "retention: what is no longer kept was deleted"
+                        ),
+                        Err(error) => tracing::warn!(%error, "retention could not run; will retry"),
+                    }
                 }
             }
             _ = payments.tick() => {
@@ -283,6 +296,27 @@ pub async fn run_workers<S: LedgerStore>(
             _ = auth.outbox_wait(Duration::from_secs(1)) => {}
         }
         deliver_outbox(&auth).await;
+    }
+}
+
+/// Reloads the personal data keys every `REFRESH_MS` until told to stop: a key rotated by
+/// `koban keys rotate-personal` or another instance is loaded before it starts sealing.
+async fn reload_personal_keys<D: koban_store::sql::SqlDb>(
+    auth: Auth<D>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_millis(
+        koban_shared::personal::REFRESH_MS.unsigned_abs(),
+    ));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = every.tick() => {
+                if let Err(error) = auth.refresh_personal_keys().await {
+                    tracing::warn!(%error, "personal data keys could not be reloaded; will retry");
+                }
+            }
+        }
     }
 }
 

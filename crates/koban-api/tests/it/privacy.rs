@@ -82,10 +82,10 @@ async fn found_in_clear<S: LedgerStore>(app: &TestApp<S>, value: &str) -> Vec<St
     found
 }
 
-async fn personal_data_is_sealed_at_rest_and_shown_in_full_to_its_owner<S: LedgerStore>(
-    app: TestApp<S>,
-) {
-    let admin = operator(&app, "admin@example.com", "admin").await;
+/// Hanako signs up with every personal field, has her identity checked under her name and
+/// links a bank account in that name; answers her and her newest session token.
+async fn hanako<S: LedgerStore>(app: &TestApp<S>) -> (User, String) {
+    let admin = operator(app, "admin@example.com", "admin").await;
     let password = "lantern pebble orchard quay";
     let signed_up = app
         .call(post(
@@ -125,7 +125,6 @@ async fn personal_data_is_sealed_at_rest_and_shown_in_full_to_its_owner<S: Ledge
         token,
         recovery_codes,
     };
-    // Identity checked under her name, a bank account in that name linked, notices sent.
     app.verified(&hanako, &admin, VERIFIED_NAME).await;
     let token = app.login(&hanako).await;
     let hanako = User { token, ..hanako };
@@ -133,6 +132,13 @@ async fn personal_data_is_sealed_at_rest_and_shown_in_full_to_its_owner<S: Ledge
         .link(&hanako, &hanako.token, VERIFIED_NAME, "normal")
         .await;
     assert!(!app.mail(EMAIL).await.is_empty());
+    (hanako, token)
+}
+
+async fn personal_data_is_sealed_at_rest_and_shown_in_full_to_its_owner<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let (_hanako, token) = hanako(&app).await;
 
     // She sees all of it.
     let me = app.call(get("/v1/me").bearer(&token)).await;
@@ -183,7 +189,122 @@ async fn personal_data_is_sealed_at_rest_and_shown_in_full_to_its_owner<S: Ledge
     assert!(!found_in_clear(&app, id.as_str()).await.is_empty());
 }
 
-async fn personal_data_an_older_version_wrote_in_clear_is_sealed_once<S: LedgerStore>(
+/// The export holds every personal field and what she did, opened; nothing of another
+/// customer and no secret; and it needs step-up.
+async fn a_customer_exports_everything_koban_holds_about_her<S: LedgerStore>(app: TestApp<S>) {
+    let (hanako, token) = hanako(&app).await;
+    let bob = app.user("bob@example.com").await;
+    app.fund(&token, 5_000, "f1").await;
+    let (sent, token) = app
+        .stepped(
+            &hanako,
+            &token,
+            "/v1/transfers",
+            "t1",
+            json!({ "to": "bob@example.com", "amount": 1_234 }),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    app.pay.flush_records().await.unwrap();
+    app.mail(EMAIL).await;
+
+    let unconfirmed = app
+        .call(post("/v1/me/export", json!({})).bearer(&token))
+        .await;
+    assert_eq!(unconfirmed.problem(), "step-up-required", "{unconfirmed:?}");
+    let export = app
+        .with_step_up(&hanako, &token, "/v1/me/export", json!({}))
+        .await;
+    assert_eq!(export.status, StatusCode::OK, "{export:?}");
+    let data = &export.body["data"];
+    let profile = &data["profile"][0];
+    assert_eq!(
+        (
+            profile["email"].as_str(),
+            profile["phone"].as_str(),
+            profile["display_name"].as_str(),
+            profile["date_of_birth"].as_str(),
+            profile["legal_name"].as_str()
+        ),
+        (
+            Some(EMAIL),
+            Some(PHONE),
+            Some(DISPLAY_NAME),
+            Some(DATE_OF_BIRTH),
+            Some(VERIFIED_NAME)
+        ),
+        "{profile}"
+    );
+    assert_eq!(data["identity_check"][0]["legal_name"], VERIFIED_NAME);
+    assert_eq!(data["identity_check"][0]["status"], "approved");
+    assert_eq!(data["bank_accounts"][0]["holder_name"], VERIFIED_NAME);
+    for section in [
+        "profile",
+        "factors",
+        "recovery_codes",
+        "sessions",
+        "notices",
+        "audit",
+        "wallets",
+        "identity_check",
+        "bank_accounts",
+        "payees",
+        "risk_decisions",
+    ] {
+        assert!(
+            !data[section].as_array().unwrap().is_empty(),
+            "{section} is in the export: {data}"
+        );
+    }
+    for section in [
+        "known_devices",
+        "bank_operations",
+        "recovery_requests",
+        "handle",
+        "pay_links",
+        "top_up_cards",
+        "payment_codes",
+        "held_transfers",
+        "cards",
+        "card_payments",
+    ] {
+        assert!(data[section].is_array(), "{section}: {data}");
+    }
+    assert!(data["sessions"][0]["network"].is_string());
+    assert!(
+        data["notices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["subject"] == "You sent money"),
+        "{}",
+        data["notices"]
+    );
+    let statement = &data["statements"]["JPY"];
+    assert_eq!(statement["balance"], 5_000 - 1_234);
+    assert!(
+        statement["statement_csv"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .any(|line| line.contains(",1234,")),
+        "{statement}"
+    );
+    // Nothing of Bob beyond his wallet's id, nothing sealed, no secret.
+    let text = export.body.to_string();
+    for absent in [
+        "bob@example.com",
+        "Test Person",
+        "pd1.",
+        hanako.password.as_str(),
+        hanako.recovery_codes[0].as_str(),
+    ] {
+        assert!(!text.contains(absent), "{absent} is in the export");
+    }
+    let _ = bob;
+}
+
+async fn personal_data_an_older_version_wrote_in_clear_is_sealed_at_start<S: LedgerStore>(
     app: TestApp<S>,
 ) {
     // A customer, her identity check and a notice to her, as written before sealing.
@@ -204,22 +325,20 @@ async fn personal_data_an_older_version_wrote_in_clear_is_sealed_once<S: LedgerS
              VALUES ('n-old', 'old@example.jp', 'Welcome back', 'Hello, Old Timer', 0, 0, 0)",
             vec![],
         ),
-        ("DELETE FROM personal_sealing", vec![]),
     ] {
         tx.execute(sql, values).await.unwrap();
     }
     tx.commit().await.unwrap();
     let vault = app.auth.vault();
-    let now = app.auth.now_ms();
-    let sealed = personal::seal_clear_columns(db, vault, now).await.unwrap();
+    let sealed = personal::seal_clear_columns(db, vault).await.unwrap();
     assert_eq!(
         sealed, 7,
         "e-mail, phone, name, legal name, and the notice's three"
     );
     assert_eq!(
-        personal::seal_clear_columns(db, vault, now).await.unwrap(),
+        personal::seal_clear_columns(db, vault).await.unwrap(),
         0,
-        "once"
+        "what is sealed is left alone"
     );
 
     let stored = db
@@ -269,10 +388,7 @@ async fn a_rotated_personal_data_key_takes_over_and_old_values_are_resealed<S: L
     let alice = app.user("alice@example.com").await;
     let vault = app.auth.vault();
     let first = vault.active_key_id();
-    let (second, active_from) = vault
-        .rotate(app.pay.db(), app.auth.now_ms(), 60_000)
-        .await
-        .unwrap();
+    let (second, active_from) = vault.rotate(app.pay.db(), 60_000).await.unwrap();
     assert_ne!(first, second);
     assert_eq!(vault.active_key_id(), first, "not before it is active");
     app.clock.advance_secs(61);
@@ -440,9 +556,238 @@ async fn a_merchant_knows_each_payer_by_a_pseudonym_of_its_own<S: LedgerStore>(a
     }
 }
 
+async fn count<S: LedgerStore>(app: &TestApp<S>, sql: &'static str) -> i64 {
+    app.pay.db().read(sql, vec![]).await.unwrap()[0]
+        .i64(0)
+        .unwrap()
+}
+
+/// Past their windows, risk decisions are counted per month and deleted (but one an open
+/// case points to), ended sessions and delivered notices are deleted, and the money is as it
+/// was.
+async fn data_past_its_retention_window_is_deleted_and_decisions_counted<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let alice = app.user("alice@example.com").await;
+    app.fund(&alice.token, 5_000, "f1").await;
+    // Two more sign-ins, each a decision.
+    app.login(&alice).await;
+    let token = app.login(&alice).await;
+    let alice = User { token, ..alice };
+    assert!(!app.mail("alice@example.com").await.is_empty());
+    app.pay.flush_records().await.unwrap();
+    let decisions = count(&app, "SELECT COUNT(*) FROM risk_events").await;
+    assert!(decisions >= 3, "the sign-ins were decided: {decisions}");
+    // An open case points to one of them.
+    let kept = app
+        .pay
+        .db()
+        .read("SELECT id FROM risk_events ORDER BY at LIMIT 1", vec![])
+        .await
+        .unwrap()[0]
+        .text(0)
+        .unwrap();
+    let mut tx = app.pay.db().begin().await.unwrap();
+    tx.execute(
+        "INSERT INTO risk_cases (id, subject, subject_role, status, first_event_at, first_alert_at, opened_at) \
+         VALUES ('case-1', 'someone', 'customer', 'open', 0, 0, 0)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO risk_alerts (id, at, rule, reason, action, score, event_id, subject, case_id) \
+         VALUES ('alert-1', 0, 'test', 'kept for the case', 'alert', 0, $1, 'someone', 'case-1')",
+        vec![kept.as_str().into()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let before = app.wallet(&alice.token).await["balance"].clone();
+
+    // Within the windows nothing goes.
+    app.clock.advance_secs(29 * 86_400);
+    let pruned = app.pay.enforce_retention().await.unwrap();
+    assert_eq!(
+        (pruned.risk_events, pruned.sessions, pruned.notices),
+        (0, 0, 0)
+    );
+
+    // Thirteen months later, everything does.
+    app.clock.advance_secs(367 * 86_400);
+    let pruned = app.pay.enforce_retention().await.unwrap();
+    assert_eq!(pruned.risk_events as i64, decisions - 1);
+    assert!(pruned.sessions >= 1 && pruned.notices >= 2, "{pruned:?}");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM risk_events").await, 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM outbox").await, 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM mailbox").await, 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT CAST(SUM(events) AS BIGINT) FROM risk_event_months"
+        )
+        .await,
+        decisions - 1,
+        "every deleted decision is counted"
+    );
+    assert_eq!(
+        app.pay.enforce_retention().await.unwrap(),
+        koban_pay::retention::Pruned::default(),
+        "a second run finds nothing"
+    );
+    // The money is untouched, and Alice signs in again.
+    let token = app.login(&alice).await;
+    assert_eq!(app.wallet(&token).await["balance"], before);
+    app.assert_money_invariants().await;
+}
+
+/// Closing is refused, with the reason, while money is on the account; once paid out it
+/// closes (sessions, sign-in and payments end); seven years later its personal data is erased
+/// while the books still balance under its id and the audit chain still verifies.
+async fn a_closed_account_is_erased_after_the_legal_retention_period<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let (hanako, token) = hanako(&app).await;
+    let bob = app.user("bob@example.com").await;
+    app.fund(&token, 1_000, "f1").await;
+    let refused = app
+        .call(post("/v1/me/close", json!({})).bearer(&token))
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pay it out"),
+        "{refused:?}"
+    );
+    let (sent, token) = app
+        .stepped(
+            &hanako,
+            &token,
+            "/v1/transfers",
+            "t1",
+            json!({ "to": "bob@example.com", "amount": 1_000 }),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
+    let id = app.auth.authenticate(&token).await.unwrap().user_id;
+    let closed = app
+        .with_step_up(&hanako, &token, "/v1/me/close", json!({}))
+        .await;
+    assert_eq!(closed.status, StatusCode::NO_CONTENT, "{closed:?}");
+    assert!(
+        app.mail(EMAIL)
+            .await
+            .iter()
+            .any(|(subject, _)| subject == "Your Koban account is closed")
+    );
+    // Its sessions are gone, it cannot sign in, and nobody can pay it.
+    let me = app.call(get("/v1/me").bearer(&token)).await;
+    assert_eq!(me.status, StatusCode::UNAUTHORIZED, "{me:?}");
+    let login = app
+        .call(post(
+            "/v1/login",
+            json!({ "email": EMAIL, "password": hanako.password }),
+        ))
+        .await;
+    assert_ne!(login.status, StatusCode::OK, "{login:?}");
+    let lookup = app
+        .call(get(&format!("/v1/payees/lookup?to={EMAIL}")).bearer(&bob.token))
+        .await;
+    assert_ne!(lookup.status, StatusCode::OK, "{lookup:?}");
+
+    // Kept through the legal retention period, erased after it.
+    app.clock.advance_secs(30 * 86_400);
+    assert_eq!(
+        app.pay.enforce_retention().await.unwrap().erased_accounts,
+        0
+    );
+    app.clock.advance_secs(7 * 366 * 86_400);
+    assert_eq!(
+        app.pay.enforce_retention().await.unwrap().erased_accounts,
+        1
+    );
+    let db = app.pay.db();
+    let user = &db
+        .read(
+            "SELECT status, email, email_index, phone, phone_index, legal_name, date_of_birth, password_hash, display_name \
+             FROM users WHERE id = $1",
+            vec![id.as_str().into()],
+        )
+        .await
+        .unwrap()[0];
+    assert_eq!(user.text(0).unwrap(), "erased");
+    let vault = app.auth.vault();
+    assert_eq!(
+        vault
+            .open(&personal::USER_EMAIL, &user.text(1).unwrap())
+            .unwrap(),
+        format!("erased-{id}@erased.invalid")
+    );
+    assert_eq!(user.opt_bytes(2).unwrap(), None);
+    for column in [3, 5, 6, 7] {
+        assert_eq!(user.opt_text(column).unwrap(), None, "column {column}");
+    }
+    assert_eq!(user.opt_bytes(4).unwrap(), None);
+    let kyc = db
+        .read(
+            "SELECT legal_name FROM kyc WHERE user_id = $1",
+            vec![id.as_str().into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        vault
+            .open(&personal::KYC_LEGAL_NAME, &kyc[0].text(0).unwrap())
+            .unwrap(),
+        ""
+    );
+    for (sql, left) in [
+        ("SELECT COUNT(*) FROM factors WHERE user_id = $1", 0),
+        ("SELECT COUNT(*) FROM sessions WHERE user_id = $1", 0),
+        ("SELECT COUNT(*) FROM known_devices WHERE user_id = $1", 0),
+        ("SELECT COUNT(*) FROM risk_events WHERE customer = $1", 0),
+        ("SELECT COUNT(*) FROM wallets WHERE user_id = $1", 1),
+    ] {
+        let count = db.read(sql, vec![id.as_str().into()]).await.unwrap()[0]
+            .i64(0)
+            .unwrap();
+        assert_eq!(count, left, "{sql}");
+    }
+    let holders = db
+        .read(
+            "SELECT holder_name FROM funding_sources WHERE user_id = $1",
+            vec![id.as_str().into()],
+        )
+        .await
+        .unwrap();
+    for holder in holders {
+        assert_eq!(
+            vault
+                .open(&personal::FUNDING_HOLDER, &holder.text(0).unwrap())
+                .unwrap(),
+            ""
+        );
+    }
+    // The books balance under the account's id; Bob keeps what she paid him; the chain holds.
+    app.assert_money_invariants().await;
+    let token = app.login(&bob).await;
+    assert_eq!(app.wallet(&token).await["balance"], 1_000);
+    let report = koban_shared::audit::verify(db, app.auth.audit_key(), &[])
+        .await
+        .unwrap();
+    assert_eq!(report.first_broken, None, "{report:?}");
+    assert!(report.entries > 0);
+}
+
 stories!(
+    a_closed_account_is_erased_after_the_legal_retention_period,
+    a_customer_exports_everything_koban_holds_about_her,
+    data_past_its_retention_window_is_deleted_and_decisions_counted,
     a_merchant_knows_each_payer_by_a_pseudonym_of_its_own,
     personal_data_is_sealed_at_rest_and_shown_in_full_to_its_owner,
-    personal_data_an_older_version_wrote_in_clear_is_sealed_once,
+    personal_data_an_older_version_wrote_in_clear_is_sealed_at_start,
     a_rotated_personal_data_key_takes_over_and_old_values_are_resealed,
 );

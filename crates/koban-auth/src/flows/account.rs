@@ -1,8 +1,200 @@
 //! The account as its owner sees and changes it: the profile, contact and password changes, and "this was not me".
 
 use super::*;
+use koban_shared::export::{Section, read_sections};
+
+/// What identity keeps about an account, for its export.
+const EXPORT: &[Section] = &[
+    Section {
+        name: "profile",
+        sql: "SELECT id, kind, role, email, email_verified_at, phone, display_name, legal_name, date_of_birth, \
+              status, lang, cooling_off_until, created_at FROM users WHERE id = $1",
+        columns: &[
+            "id",
+            "kind",
+            "role",
+            "email",
+            "email_verified_at",
+            "phone",
+            "display_name",
+            "legal_name",
+            "date_of_birth",
+            "status",
+            "lang",
+            "cooling_off_until",
+            "created_at",
+        ],
+        sealed: &[
+            ("email", personal::USER_EMAIL),
+            ("phone", personal::USER_PHONE),
+            ("display_name", personal::USER_DISPLAY_NAME),
+            ("legal_name", personal::USER_LEGAL_NAME),
+            ("date_of_birth", personal::USER_DATE_OF_BIRTH),
+        ],
+    },
+    Section {
+        name: "factors",
+        sql: "SELECT id, kind, label, confirmed_at, created_at FROM factors WHERE user_id = $1 ORDER BY created_at",
+        columns: &["id", "kind", "label", "confirmed_at", "created_at"],
+        sealed: &[],
+    },
+    Section {
+        name: "recovery_codes",
+        sql: "SELECT created_at, used_at FROM recovery_codes WHERE user_id = $1 ORDER BY created_at",
+        columns: &["created_at", "used_at"],
+        sealed: &[],
+    },
+    Section {
+        name: "sessions",
+        sql: "SELECT id, level, device_id, network, user_agent, created_at, last_seen_at, expires_at, revoked_at \
+              FROM sessions WHERE user_id = $1 ORDER BY created_at",
+        columns: &[
+            "id",
+            "level",
+            "device_id",
+            "network",
+            "user_agent",
+            "created_at",
+            "last_seen_at",
+            "expires_at",
+            "revoked_at",
+        ],
+        sealed: &[],
+    },
+    Section {
+        name: "known_devices",
+        sql: "SELECT device_id, first_seen_at FROM known_devices WHERE user_id = $1 ORDER BY first_seen_at",
+        columns: &["device_id", "first_seen_at"],
+        sealed: &[],
+    },
+    Section {
+        name: "recovery_requests",
+        sql: "SELECT id, status, created_at, not_before, decided_at FROM recovery_requests WHERE user_id = $1 \
+              ORDER BY created_at",
+        columns: &["id", "status", "created_at", "not_before", "decided_at"],
+        sealed: &[],
+    },
+    Section {
+        name: "notices",
+        sql: "SELECT o.id, o.subject, o.created_at, o.delivered_at FROM outbox o \
+              JOIN users u ON u.email_index = o.recipient_index WHERE u.id = $1 ORDER BY o.created_at",
+        columns: &["id", "subject", "created_at", "delivered_at"],
+        sealed: &[("subject", personal::OUTBOX_SUBJECT)],
+    },
+    Section {
+        name: "audit",
+        sql: "SELECT seq, at, actor, action, subject FROM audit_log \
+              WHERE subject = $1 OR subject = 'user:' || $1 OR actor = 'user:' || $1 ORDER BY seq",
+        columns: &["seq", "at", "actor", "action", "subject"],
+        sealed: &[],
+    },
+];
 
 impl<D: SqlDb> Auth<D> {
+    /// The step-up an export of the caller's data needs: everything about them leaves in one
+    /// answer, so a stolen session alone must not be enough.
+    pub async fn confirm_export(
+        &self,
+        principal: &Principal,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<IssuedSession, AuthError> {
+        principal.full()?;
+        self.confirm_action(principal, &SensitiveAction::ExportData, proof, client)
+            .await
+    }
+
+    /// The step-up closing the caller's account needs.
+    pub async fn confirm_close(
+        &self,
+        principal: &Principal,
+        proof: Option<&StepUpProof>,
+        client: &Client,
+    ) -> Result<IssuedSession, AuthError> {
+        principal.full()?;
+        if principal.kind == UserKind::Operator {
+            return Err(AuthError::Invalid(
+                "an operator's account is removed by an admin, not closed",
+            ));
+        }
+        self.confirm_action(principal, &SensitiveAction::CloseAccount, proof, client)
+            .await
+    }
+
+    /// Closes the caller's account (after [`Auth::confirm_close`], and after payments said
+    /// no money is on it): it can no longer sign in, be paid or pay; every session ends; the
+    /// owner is told. Answers false when it was not active.
+    pub async fn close_account(&self, principal: &Principal) -> Result<bool, AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        let closed = tx
+            .execute(
+                "UPDATE users SET status = 'closed', closed_at = $1 WHERE id = $2 AND status = 'active'",
+                params![now, principal.user_id.as_str()],
+            )
+            .await?;
+        if closed == 0 {
+            return Ok(false);
+        }
+        self.revoke_sessions(&mut tx, &principal.user_id, None, now)
+            .await?;
+        enqueue(
+            &mut tx,
+            &self.vault,
+            now,
+            &principal.email,
+            &Mail::new("account-closed"),
+        )
+        .await?;
+        self.audit_own(
+            &mut tx,
+            principal,
+            "account.closed",
+            serde_json::json!({}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_written();
+        Ok(true)
+    }
+
+    /// Opens again an account [`Auth::close_account`] just closed, when money reached it
+    /// while it closed (the owner signs in again and pays it out).
+    pub async fn reopen_account(&self, principal: &Principal) -> Result<(), AuthError> {
+        let now = self.now_ms();
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "UPDATE users SET status = 'active', closed_at = NULL WHERE id = $1 AND status = 'closed'",
+            params![principal.user_id.as_str()],
+        )
+        .await?;
+        self.audit_own(
+            &mut tx,
+            principal,
+            "account.reopened",
+            serde_json::json!({}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What identity keeps about the caller, into `out` (the export of their data, after
+    /// [`Auth::confirm_export`]).
+    pub async fn export_into(
+        &self,
+        principal: &Principal,
+        out: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), AuthError> {
+        principal.full()?;
+        let mut tx = self.db.begin_read().await?;
+        read_sections(&mut tx, &self.vault, &principal.user_id, EXPORT, out).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn me(&self, principal: &Principal) -> Result<UserView, AuthError> {
         principal.full()?;
         let mut tx = self.db.begin_read().await?;

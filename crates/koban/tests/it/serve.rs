@@ -118,7 +118,7 @@ fn migrate_applies_once_and_rejects_unknown_urls() {
     assert!(first.status.success());
     assert_eq!(
         String::from_utf8_lossy(&first.stdout).trim(),
-        "{\"migrations_applied\": 16}"
+        "{\"migrations_applied\": 17}"
     );
     let second = crate::helpers::koban()
         .args(["migrate", "--database-url", &url])
