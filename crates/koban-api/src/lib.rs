@@ -13,7 +13,7 @@ mod openapi;
 mod ops;
 mod pages;
 pub mod payments;
-mod privacy;
+pub mod privacy;
 pub mod problem;
 mod risk;
 pub mod wire;
@@ -228,6 +228,7 @@ fn merchant_routes<S: LedgerStore>() -> Router<ApiState<S>> {
         .route("/merchant/payouts", post(payments::merchant_payout::<S>))
         .route("/ops/issuer-accounts", get(payments::issuer_accounts::<S>))
         .route("/ops/kyc", get(payments::pending_kyc::<S>))
+        .route("/ops/kyc/{user_id}/reveal", post(payments::reveal_kyc::<S>))
         .route(
             "/ops/kyc/{user_id}/approve",
             post(payments::approve_kyc::<S>),

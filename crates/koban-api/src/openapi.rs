@@ -71,7 +71,7 @@ impl Modify for Security {
         payments::payout, payments::bank_operations, payments::inspect_qr, payments::pay_qr, payments::create_code,
         payments::live_codes, payments::revoke_code, payments::create_request, payments::get_request, payments::charge,
         payments::refund, payments::merchant_balance, payments::merchant_payout, payments::issuer_accounts,
-        payments::pending_kyc, payments::approve_kyc, payments::reject_kyc, payments::held_transfers,
+        payments::pending_kyc, payments::reveal_kyc, payments::approve_kyc, payments::reject_kyc, payments::held_transfers,
         payments::release_held, payments::void_held, payments::set_fee, payments::sandbox_account,
         payments::sandbox_statement, payments::faucet, payments::create_webhook, payments::webhooks,
         payments::rotate_webhook, payments::delete_webhook, payments::webhook_deliveries, payments::redeliver,

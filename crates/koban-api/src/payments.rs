@@ -552,8 +552,24 @@ pub struct IssuerOut {
 #[derive(Serialize, ToSchema)]
 pub struct KycRequestOut {
     pub user_id: String,
-    pub legal_name: String,
+    /// The name masked (`H***** S*****`): `POST /v1/ops/kyc/{user_id}/reveal` shows it in
+    /// full, with a reason that goes into the audit chain.
+    pub legal_name_masked: String,
     pub submitted_at: i64,
+}
+
+/// Why an operator needs to see a customer's personal data: 5 to 500 characters, recorded in
+/// the audit chain with the operator.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevealIn {
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KycNameOut {
+    pub user_id: String,
+    pub legal_name: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1257,11 +1273,34 @@ pub async fn pending_kyc<S: LedgerStore>(
         .into_iter()
         .map(|(user_id, legal_name, submitted_at)| KycRequestOut {
             user_id,
-            legal_name,
+            legal_name_masked: koban_pay::mask_name(&legal_name),
             submitted_at,
         })
         .collect();
     Ok(json(StatusCode::OK, &out))
+}
+
+/// The legal name of a pending verification request in full (support, approver), for the
+/// operator who checks it: the reason and the operator are recorded in the audit chain as the
+/// name is read.
+#[utoipa::path(post, path = "/v1/ops/kyc/{user_id}/reveal", tag = "operators", params(("user_id" = String, Path)), request_body = RevealIn,
+    responses((status = 200, body = KycNameOut), (status = 404, body = Problem), (status = 422, description = "No reason of 5 to 500 characters", body = Problem)),
+    security(("session" = [])))]
+pub async fn reveal_kyc<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    Caller(me): Caller,
+    Path(user_id): Path<String>,
+    Json(body): Json<RevealIn>,
+) -> Result<Response, ApiError> {
+    let user = crate::extract::user_id(&user_id)?;
+    let legal_name = state.pay.reveal_kyc_name(&me, &user, &body.reason).await?;
+    Ok(json(
+        StatusCode::OK,
+        &KycNameOut {
+            user_id,
+            legal_name,
+        },
+    ))
 }
 
 /// Approves a verification request (support, approver), naming the legal name that was

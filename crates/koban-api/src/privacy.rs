@@ -4,6 +4,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use koban_auth::Principal;
+use koban_pay::PayError;
 use koban_store::LedgerStore;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -46,10 +48,7 @@ pub async fn export<S: LedgerStore>(
         .auth
         .confirm_export(&me, proof(&body.step_up)?.as_ref(), &client)
         .await?;
-    let mut data = serde_json::Map::new();
-    state.auth.export_into(&me, &mut data).await?;
-    state.pay.export_into(&me, &mut data).await?;
-    state.cards.export_into(&me, &mut data).await?;
+    let data = gather_export(&state, &me).await?;
     let out = ExportOut {
         exported_at: state.auth.now_ms(),
         data,
@@ -63,10 +62,11 @@ pub async fn export<S: LedgerStore>(
     ))
 }
 
-/// Closes the caller's account for good (step-up). Refused, with the reason, while the wallet
+/// Closes a customer's account for good (step-up). Refused, with the reason, while the wallet
 /// holds money or money is on its way: pay it out first. Every session ends, cards close,
-/// payment codes and pay links stop; the books are kept under the account's id, and personal
-/// data is erased once the legal retention period after closure has passed.
+/// payment codes and pay links stop, and the ledger refuses any movement of its wallets; the
+/// books are kept under the account's id, and personal data is erased once the legal
+/// retention period after closure has passed.
 #[utoipa::path(post, path = "/v1/me/close", tag = "identity", request_body = StepUpOnlyIn,
     responses((status = 204, description = "Closed: every session has ended"),
         (status = 403, description = "Step-up needed", body = crate::problem::Problem),
@@ -84,17 +84,38 @@ pub async fn close<S: LedgerStore>(
         .auth
         .confirm_close(&me, proof(&body.step_up)?.as_ref(), &client)
         .await?;
-    if !state.auth.close_account(&me).await? {
-        return Err(koban_pay::PayError::NotFound.into());
-    }
-    // Closed, nothing reaches it any more: money that arrived in between opens it again.
-    if let Err(refused) = state.pay.closable(&me.user_id).await {
-        state.auth.reopen_account(&me).await?;
-        return Err(refused.into());
-    }
-    state.pay.wind_down(&me.user_id).await?;
-    state.cards.close_all_cards(&me).await?;
+    close_confirmed(&state, &me).await?;
     Ok(crate::extract::clear_session_cookies(
         StatusCode::NO_CONTENT.into_response(),
     ))
+}
+
+/// Everything Koban holds about `me` (after the export's step-up): identity's, payments' and
+/// cards' sections in one JSON object. The web wallet's download uses it too.
+pub async fn gather_export<S: LedgerStore>(
+    state: &ApiState<S>,
+    me: &Principal,
+) -> Result<serde_json::Map<String, serde_json::Value>, PayError> {
+    let mut data = serde_json::Map::new();
+    state.auth.export_into(me, &mut data).await?;
+    state.pay.export_into(me, &mut data).await?;
+    state.cards.export_into(me, &mut data).await?;
+    Ok(data)
+}
+
+/// Closes `me`'s account after its step-up: its wallets first, in the ledger, which refuses
+/// while money is on them or on its way and from then on refuses every movement; then its
+/// codes, links and cards end, and last the account itself (sessions, sign-in). A closing
+/// that stopped half-way is finished by closing again. The web wallet's closing uses it too.
+pub async fn close_confirmed<S: LedgerStore>(
+    state: &ApiState<S>,
+    me: &Principal,
+) -> Result<(), PayError> {
+    state.pay.close_wallets(&me.user_id).await?;
+    state.pay.wind_down(&me.user_id).await?;
+    state.cards.close_all_cards(me).await?;
+    if !state.auth.close_account(me).await? {
+        return Err(PayError::NotFound);
+    }
+    Ok(())
 }

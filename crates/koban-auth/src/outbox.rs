@@ -347,9 +347,10 @@ impl<D: SqlDb> Auth<D> {
         ))
     }
 
-    /// [`Auth::opened`], or `None` for a message that does not open (written in clear by a
-    /// process that did not seal, or under a key this one lacks): it is given up, with its
-    /// reason, rather than holding up every message behind it.
+    /// [`Auth::opened`], or `None` for a message that does not open: one under a key this
+    /// instance has not loaded yet waits for the next round; any other (written in clear by a
+    /// process that did not seal, or damaged) is given up, with its reason, rather than holding
+    /// up every message behind it.
     async fn opened_or_given_up<T: SqlTx>(
         &self,
         tx: &mut T,
@@ -358,6 +359,11 @@ impl<D: SqlDb> Auth<D> {
     ) -> Result<Option<(String, String, String)>, AuthError> {
         match self.opened(row) {
             Ok(message) => Ok(Some(message)),
+            // Sealed under a key another instance added a moment ago: this one loads it
+            // within seconds, and the notice goes then.
+            Err(_) if row.text(1)?.starts_with("pd1.") && !self.vault.knows_key(&row.text(1)?) => {
+                Ok(None)
+            }
             Err(error) => {
                 tracing::error!(message_id = %id, %error, "a notice does not open; given up");
                 tx.execute(

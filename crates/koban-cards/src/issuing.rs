@@ -903,7 +903,7 @@ impl<S: LedgerStore> Cards<S> {
             let mut tx = self.pay.db().begin().await?;
             let rows = tx
                 .query(
-                    "SELECT id, key_id, pan_sealed FROM issued_cards WHERE key_id <> $1 LIMIT 200",
+                    "SELECT id, key_id, pan_sealed FROM issued_cards WHERE key_id <> $1 AND key_id <> 'erased' LIMIT 200",
                     params![active.as_str()],
                 )
                 .await?;
@@ -938,7 +938,10 @@ impl<S: LedgerStore> Cards<S> {
     pub async fn missing_card_keys(&self) -> Result<Vec<String>, PayError> {
         let mut tx = self.pay.db().begin_read().await?;
         let rows = tx
-            .query("SELECT DISTINCT key_id FROM issued_cards", vec![])
+            .query(
+                "SELECT DISTINCT key_id FROM issued_cards WHERE key_id <> 'erased'",
+                vec![],
+            )
             .await?;
         tx.commit().await?;
         let mut missing = Vec::new();

@@ -126,6 +126,8 @@ pub enum StateChangeRejection {
     Closed,
     #[error("the account still has pending holds")]
     HasPending,
+    #[error("the account still holds money")]
+    HasBalance,
 }
 
 /// A change of an account's state by an operator.
@@ -134,6 +136,10 @@ pub enum StateChange {
     Freeze,
     Unfreeze,
     Close,
+    /// Close only an account that holds nothing: no hold pending and posted debits equal to
+    /// posted credits (a customer closing their wallet), decided with the ledger's own view so
+    /// no credit can slip in between a check and the close.
+    CloseEmpty,
 }
 
 /// What storage must load before a group of batches can be decided.
@@ -280,9 +286,14 @@ impl WorkingSet {
         match change {
             StateChange::Freeze => account.flags.frozen = true,
             StateChange::Unfreeze => account.flags.frozen = false,
-            StateChange::Close => {
+            StateChange::Close | StateChange::CloseEmpty => {
                 if account.balance.debits_pending != 0 || account.balance.credits_pending != 0 {
                     return Err(StateChangeRejection::HasPending);
+                }
+                if change == StateChange::CloseEmpty
+                    && account.balance.debits_posted != account.balance.credits_posted
+                {
+                    return Err(StateChangeRejection::HasBalance);
                 }
                 account.flags.closed = true;
             }

@@ -600,9 +600,14 @@ impl Model {
         match change {
             StateChange::Freeze => account.frozen = true,
             StateChange::Unfreeze => account.frozen = false,
-            StateChange::Close => {
+            StateChange::Close | StateChange::CloseEmpty => {
                 if account.debits_pending != 0 || account.credits_pending != 0 {
                     return Err(StateChangeRejection::HasPending);
+                }
+                if change == StateChange::CloseEmpty
+                    && account.debits_posted != account.credits_posted
+                {
+                    return Err(StateChangeRejection::HasBalance);
                 }
                 account.closed = true;
             }
@@ -1151,8 +1156,9 @@ impl Sim {
 
     fn state_change(&mut self) {
         let id = self.account();
-        let change = match self.rng.random_range(0..30) {
+        let change = match self.rng.random_range(0..31) {
             0 => StateChange::Close,
+            30 => StateChange::CloseEmpty,
             1..=6 => StateChange::Freeze,
             _ => StateChange::Unfreeze,
         };

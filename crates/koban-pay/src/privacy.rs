@@ -50,12 +50,6 @@ const EXPORT: &[Section] = &[
         sealed: &[],
     },
     Section {
-        name: "payees",
-        sql: "SELECT payee_account, first_paid_at FROM payees WHERE user_id = $1 ORDER BY first_paid_at",
-        columns: &["payee_account", "first_paid_at"],
-        sealed: &[],
-    },
-    Section {
         name: "bank_accounts",
         sql: "SELECT id, bank, number, holder_name, status, verified_at, created_at FROM funding_sources \
               WHERE user_id = $1 ORDER BY created_at",
@@ -119,11 +113,10 @@ const EXPORT: &[Section] = &[
     },
     Section {
         name: "held_transfers",
-        sql: "SELECT pending_id, payee_account, amount, currency, reason, status, created_at, decided_at \
+        sql: "SELECT pending_id, amount, currency, reason, status, created_at, decided_at \
               FROM held_transfers WHERE payer_user = $1 ORDER BY created_at",
         columns: &[
             "pending_id",
-            "payee_account",
             "amount",
             "currency",
             "reason",
@@ -135,11 +128,12 @@ const EXPORT: &[Section] = &[
     },
     Section {
         name: "risk_decisions",
-        sql: "SELECT id, at, kind, device, network, amount, currency, failed, action, score, fired \
-              FROM risk_events WHERE customer = $1 OR payee = $1 ORDER BY at",
+        // Their own actions only (as payee, the device and network would be the payer's),
+        // and what was decided, not which rules fired: the rules are the fraud team's.
+        sql: "SELECT id, at, kind, device, network, amount, currency, failed, action \
+              FROM risk_events WHERE customer = $1 ORDER BY at",
         columns: &[
             "id", "at", "kind", "device", "network", "amount", "currency", "failed", "action",
-            "score", "fired",
         ],
         sealed: &[],
     },
@@ -215,17 +209,66 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?
             .i64(0)?;
+        // A transfer to it held for review sits in suspense, not on its wallet.
+        let held_to_it = tx
+            .query_one(
+                "SELECT COUNT(*) FROM held_transfers WHERE status = 'held' AND payee_account IN \
+                 (SELECT account_id FROM wallets WHERE user_id = $1)",
+                params![user_id.as_str()],
+            )
+            .await?
+            .i64(0)?;
         tx.commit().await?;
-        if pending > 0 {
+        if pending > 0 || held_to_it > 0 {
             return Err(PayError::Conflict(
-                "a top-up or payout is still pending: close the account once it has settled",
+                "money is on its way to or from this account (a top-up, payout, card payment or a transfer under review): close it once that has settled",
             ));
         }
         Ok(())
     }
 
-    /// Ends what a closed account leaves behind in payments: its payment codes are revoked,
-    /// its pay links cancelled and its handle freed.
+    /// Closes every wallet of `user_id` in the ledger, which refuses it while the wallet holds
+    /// money or a hold (decided with the ledger's own balances, so nothing slips in between)
+    /// and afterwards refuses every credit and debit: no refund, reversal or late payment can
+    /// reach a closed account. A wallet closed before (a retried closing) stays closed.
+    pub async fn close_wallets(&self, user_id: &UserId) -> Result<(), PayError> {
+        let wallets = self
+            .db()
+            .read(
+                "SELECT account_id FROM wallets WHERE user_id = $1",
+                params![user_id.as_str()],
+            )
+            .await?;
+        for row in &wallets {
+            let account = crate::wallets::account_id(&row.bytes(0)?)?;
+            let _lock = self.lock_wallet(account).await?;
+            match self
+                .store
+                .change_account_state(account, koban_ledger::StateChange::CloseEmpty)
+                .await?
+            {
+                Ok(_) | Err(koban_ledger::StateChangeRejection::Closed) => {}
+                Err(koban_ledger::StateChangeRejection::HasBalance) => {
+                    return Err(PayError::Conflict(
+                        "this account still holds money: pay it out to your bank account (or spend it) first",
+                    ));
+                }
+                Err(koban_ledger::StateChangeRejection::HasPending) => {
+                    return Err(PayError::Conflict(
+                        "money is on its way to or from this account (a top-up, payout, card payment or a transfer under review): close it once that has settled",
+                    ));
+                }
+                Err(koban_ledger::StateChangeRejection::NotFound) => {
+                    return Err(PayError::NotFound);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends what a closed account leaves behind in payments: its payment codes are revoked and
+    /// its pay links cancelled. Its handle stays taken until erasure, so nobody else receives
+    /// what old payers send to it.
     pub async fn wind_down(&self, user_id: &UserId) -> Result<(), PayError> {
         let now = self.now_ms();
         let mut tx = self.db().begin().await?;
@@ -237,11 +280,6 @@ impl<S: LedgerStore> Payments<S> {
         tx.execute(
             "UPDATE pay_links SET cancelled_at = $1 WHERE requester_id = $2 AND cancelled_at IS NULL",
             params![now, user_id.as_str()],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM handles WHERE user_id = $1",
-            params![user_id.as_str()],
         )
         .await?;
         tx.commit().await?;

@@ -4,8 +4,8 @@
 //! - Risk decisions, with the device and network they name and the features behind them:
 //!   [`Retention::risk_events_days`] (13 months by default, long enough to compare a year
 //!   with the one before), then counted per month, kind, action and currency in
-//!   `risk_event_months` and deleted. A decision an open case points to stays until the case
-//!   closes.
+//!   `risk_event_months` and deleted. The decisions of an open case's subject, and those its
+//!   alerts point to, stay until the case closes.
 //! - Sessions (with their network and browser): [`Retention::sessions_days`] after they
 //!   ended.
 //! - Notices: [`Retention::notices_days`] after they were delivered or given up (their
@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use koban_store::sql::{SqlDb, SqlTx};
+use koban_store::sql::{SqlDb, SqlTx, SqlTxExt};
 use koban_store::{LedgerStore, params};
 
 use koban_shared::personal;
@@ -139,41 +139,62 @@ impl<S: LedgerStore> Payments<S> {
         let mut erased = 0;
         for row in due {
             let id = row.text(0)?;
+            if !self.wallets_closed_and_empty(&id).await? {
+                // Closing closes the wallets in the ledger first, so this is an account
+                // closed another way: its money must be returned before anything is erased.
+                tracing::error!(user = %id, "a closed account still has an open or non-empty wallet; not erased");
+                continue;
+            }
             let now = self.now_ms();
             let mut tx = self.db().begin().await?;
-            // Notices to its address go first, found by the address's blind index.
+            let address = tx
+                .query_opt(
+                    "SELECT email_index FROM users WHERE id = $1 AND status = 'closed'",
+                    params![id.as_str()],
+                )
+                .await?
+                .map(|row| row.opt_bytes(0))
+                .transpose()?;
+            let Some(address) = address else {
+                continue;
+            };
             tx.execute(
-                "DELETE FROM outbox WHERE recipient_index = (SELECT email_index FROM users WHERE id = $1)",
-                params![id.as_str()],
+                "UPDATE users SET email = $1, email_index = NULL, phone = NULL, phone_index = NULL, \
+                 display_name = $2, legal_name = NULL, date_of_birth = NULL, password_hash = NULL, \
+                 status = 'erased' WHERE id = $3",
+                params![
+                    vault.seal(
+                        &personal::USER_EMAIL,
+                        &format!("erased-{id}@erased.invalid")
+                    ),
+                    vault.seal(&personal::USER_DISPLAY_NAME, "(erased)"),
+                    id.as_str()
+                ],
             )
             .await?;
-            tx.execute(
-                "DELETE FROM mailbox WHERE recipient_index = (SELECT email_index FROM users WHERE id = $1)",
-                params![id.as_str()],
-            )
-            .await?;
-            let changed = tx
-                .execute(
-                    "UPDATE users SET email = $1, email_index = NULL, phone = NULL, phone_index = NULL, \
-                     display_name = $2, legal_name = NULL, date_of_birth = NULL, password_hash = NULL, \
-                     status = 'erased' WHERE id = $3 AND status = 'closed'",
-                    params![
-                        vault.seal(
-                            &personal::USER_EMAIL,
-                            &format!("erased-{id}@erased.invalid")
-                        ),
-                        vault.seal(&personal::USER_DISPLAY_NAME, "(erased)"),
-                        id.as_str()
-                    ],
+            if let Some(address) = address {
+                // Notices to its address, found by the address's blind index.
+                tx.execute(
+                    "DELETE FROM outbox WHERE recipient_index = $1",
+                    params![address.clone()],
                 )
                 .await?;
-            if changed == 0 {
-                tx.commit().await?;
-                continue;
+                tx.execute(
+                    "DELETE FROM mailbox WHERE recipient_index = $1",
+                    params![address],
+                )
+                .await?;
             }
             tx.execute(
                 "UPDATE kyc SET legal_name = $1 WHERE user_id = $2",
                 params![vault.seal(&personal::KYC_LEGAL_NAME, ""), id.as_str()],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE bank_instructions SET holder_name = $1, account = 'erased' WHERE \
+                 source_id IN (SELECT id FROM funding_sources WHERE user_id = $2) OR \
+                 operation_id IN (SELECT id FROM bank_operations WHERE user_id = $2)",
+                params![vault.seal(&personal::INSTRUCTION_HOLDER, ""), id.as_str()],
             )
             .await?;
             tx.execute(
@@ -186,11 +207,24 @@ impl<S: LedgerStore> Payments<S> {
                 params![vault.seal(&personal::SANDBOX_HOLDER, ""), id.as_str()],
             )
             .await?;
-            tx.execute(
-                "UPDATE issued_cards SET pan_sealed = $1, name = '', activation_hash = NULL WHERE user_id = $2",
-                params![Vec::<u8>::new(), id.as_str()],
-            )
-            .await?;
+            // The card numbers go, and their fingerprints (with the BIN and last four digits,
+            // a keyed hash of a number could be matched by trying every number).
+            let cards = tx
+                .query(
+                    "SELECT id FROM issued_cards WHERE user_id = $1",
+                    params![id.as_str()],
+                )
+                .await?;
+            for card in cards {
+                let mut fingerprint = vec![0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut fingerprint);
+                tx.execute(
+                    "UPDATE issued_cards SET pan_sealed = $1, key_id = 'erased', fingerprint = $2, name = '', \
+                     activation_hash = NULL WHERE id = $3",
+                    params![Vec::<u8>::new(), fingerprint, card.text(0)?],
+                )
+                .await?;
+            }
             for sql in [
                 "DELETE FROM factors WHERE user_id = $1",
                 "DELETE FROM recovery_codes WHERE user_id = $1",
@@ -203,7 +237,9 @@ impl<S: LedgerStore> Payments<S> {
                 "DELETE FROM card_sources WHERE user_id = $1",
                 "DELETE FROM payment_codes WHERE user_id = $1",
                 "DELETE FROM handles WHERE user_id = $1",
-                "DELETE FROM risk_events WHERE customer = $1",
+                // Its decisions, but those an open case points to (the case's evidence).
+                "DELETE FROM risk_events WHERE customer = $1 AND NOT EXISTS (SELECT 1 FROM risk_alerts a \
+                 JOIN risk_cases c ON c.id = a.case_id WHERE a.event_id = risk_events.id AND c.status = 'open')",
             ] {
                 tx.execute(sql, params![id.as_str()]).await?;
             }
@@ -225,6 +261,31 @@ impl<S: LedgerStore> Payments<S> {
         Ok(erased)
     }
 
+    /// Whether every wallet of `user_id` is closed in the ledger and holds nothing.
+    async fn wallets_closed_and_empty(&self, user_id: &str) -> Result<bool, PayError> {
+        let wallets = self
+            .db()
+            .read(
+                "SELECT account_id FROM wallets WHERE user_id = $1",
+                params![user_id],
+            )
+            .await?;
+        for row in &wallets {
+            let account = self
+                .ledger_account(crate::wallets::account_id(&row.bytes(0)?)?)
+                .await?;
+            let balance = account.balance;
+            if !account.flags.closed
+                || balance.debits_posted != balance.credits_posted
+                || balance.debits_pending != 0
+                || balance.credits_pending != 0
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Counts the risk decisions made before `before` into `risk_event_months` and deletes
     /// them, a batch per transaction; those an open case's alerts point to stay.
     async fn fold_risk_events(&self, before: i64) -> Result<u64, PayError> {
@@ -236,6 +297,8 @@ impl<S: LedgerStore> Payments<S> {
                     "SELECT e.id, e.at, e.kind, e.action, e.currency, e.amount FROM risk_events e \
                      WHERE e.at < $1 AND NOT EXISTS (SELECT 1 FROM risk_alerts a \
                      JOIN risk_cases c ON c.id = a.case_id WHERE a.event_id = e.id AND c.status = 'open') \
+                     AND NOT EXISTS (SELECT 1 FROM risk_cases c WHERE c.status = 'open' \
+                     AND (c.subject = e.customer OR c.subject = e.payee)) \
                      ORDER BY e.at LIMIT $2",
                     params![before, BATCH],
                 )
@@ -243,6 +306,16 @@ impl<S: LedgerStore> Payments<S> {
             let mut months: BTreeMap<(String, String, String, String), (i64, i64)> =
                 BTreeMap::new();
             for row in &rows {
+                // Counted only when this run deleted it: two runs at once count it once.
+                let gone = tx
+                    .execute(
+                        "DELETE FROM risk_events WHERE id = $1",
+                        params![row.text(0)?],
+                    )
+                    .await?;
+                if gone == 0 {
+                    continue;
+                }
                 let key = (
                     month_of(row.i64(1)?),
                     row.text(2)?,
@@ -252,11 +325,7 @@ impl<S: LedgerStore> Payments<S> {
                 let entry = months.entry(key).or_default();
                 entry.0 += 1;
                 entry.1 = entry.1.saturating_add(row.i64(5)?);
-                tx.execute(
-                    "DELETE FROM risk_events WHERE id = $1",
-                    params![row.text(0)?],
-                )
-                .await?;
+                deleted += 1;
             }
             for ((month, kind, action, currency), (events, amount)) in months {
                 tx.execute(
@@ -269,7 +338,6 @@ impl<S: LedgerStore> Payments<S> {
                 .await?;
             }
             tx.commit().await?;
-            deleted += rows.len() as u64;
             if (rows.len() as i64) < BATCH {
                 return Ok(deleted);
             }

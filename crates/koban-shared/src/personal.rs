@@ -83,7 +83,7 @@ macro_rules! sealed_column {
         (
             concat!(
                 "SELECT ", $key, ", ", $column, " FROM ", $table, " WHERE ", $column,
-                " IS NOT NULL AND ", $column, " NOT LIKE 'pd1.%' AND ", $key,
+                " IS NOT NULL AND ", $column, " <> '' AND ", $column, " NOT LIKE 'pd1.%' AND ", $key,
                 " > $1 ORDER BY ", $key, " LIMIT $2"
             ),
             concat!(
@@ -349,6 +349,20 @@ impl Vault {
         let mut body = nonce.to_vec();
         body.extend_from_slice(&sealed);
         format!("{PREFIX}.{}.{}", key.id, URL_SAFE_NO_PAD.encode(body))
+    }
+
+    /// Whether `sealed` names a data key this vault has loaded (false also for a value not
+    /// sealed at all): a value under a key another instance just added opens once the keys
+    /// are reloaded.
+    pub fn knows_key(&self, sealed: &str) -> bool {
+        let mut parts = sealed.splitn(3, '.');
+        match (parts.next(), parts.next()) {
+            (Some(PREFIX), Some(key_id)) => {
+                let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+                keys.iter().any(|key| key.id == key_id)
+            }
+            _ => false,
+        }
     }
 
     /// [`Vault::seal`] of an optional value.

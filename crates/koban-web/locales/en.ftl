@@ -186,6 +186,15 @@ factor-other = Factor
 
 title-not-me = This was not me
 title-frozen = Your account is frozen
+privacy-title = Your data
+privacy-export-lead = Download everything Koban holds about you as one file: your details, sign-ins, notices, payments, bank accounts, cards (last four digits only) and the checks made on your payments. Enter a code from your authenticator app.
+privacy-export-submit = Download my data
+privacy-close-title = Close your account
+privacy-close-lead = Closing is for good: you are signed out everywhere, your cards and payment codes stop working, and nobody can pay you. Pay out your balance first. The records the law asks us to keep are kept under a number for 7 years, then your personal details are erased.
+privacy-close-submit = Close my account
+privacy-close-refused = Your account still holds money, or money is on its way to or from it. Pay your balance out to your bank account, wait until it has settled, then close the account.
+privacy-closed = Your account is closed and you are signed out everywhere. We have sent a message to your e-mail address.
+title-closed = Account closed
 security-not-me-title = Something you did not do?
 security-not-me-lead = If you see a sign-in, a payment or a change you did not make, freeze your account now. Nothing can leave it until you are back in.
 not-me-lead = Freezing stops anyone, you included, from using the account until our team has checked it with you.

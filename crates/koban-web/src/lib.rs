@@ -96,6 +96,8 @@ fn account_pages<S: LedgerStore>() -> Router<ApiState<S>> {
             post(security::confirm_email::<S>),
         )
         .route("/security/phone", post(security::change_phone::<S>))
+        .route("/security/export", post(security::export::<S>))
+        .route("/security/close", post(security::close::<S>))
         .route("/security/password", post(security::change_password::<S>))
         .route(
             "/security/recovery-codes",

@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use koban_api::ApiState;
 use koban_api::extract::with_cookies;
 use koban_pay::PayError;
@@ -495,6 +495,120 @@ pub async fn not_me<S: LedgerStore>(
         Err(error) => {
             let (status, text) = explain_auth(&page.tr, &error);
             crate::page::message(&page, status, text, "/security", "link-security")
+        }
+    }
+}
+
+/// The security centre again, with `text` as the error of `field`.
+async fn centre_with_error<S: LedgerStore>(
+    state: &ApiState<S>,
+    page: &Page,
+    me: &koban_auth::Principal,
+    field: &'static str,
+    (status, text): (StatusCode, String),
+) -> Response {
+    let c = page.chrome("title-security").with_error(Some(field), text);
+    match centre_view(state, page, me, c).await {
+        Ok(view) => page.render_status(status, &view),
+        Err(error) => failure(page, &error),
+    }
+}
+
+/// Downloads everything Koban holds about the customer as a JSON file (with a code from the
+/// app: everything leaves at once).
+pub async fn export<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    SignedForm { mut page, me, form }: SignedForm<CodeGuardedForm>,
+) -> Response {
+    let result = with_code_given(&form.code, |proof| {
+        let (auth, me, client) = (&state.auth, &me, &page.client);
+        async move { auth.confirm_export(me, proof.as_ref(), client).await }
+    })
+    .await;
+    let session = match result {
+        Ok(session) => session,
+        Err(koban_auth::AuthError::BadCredentials) => {
+            return code_refused(&state, &page, &me, "export_code").await;
+        }
+        Err(error) => {
+            let explained = explain_auth(&page.tr, &error);
+            return centre_with_error(&state, &page, &me, "export_code", explained).await;
+        }
+    };
+    page.rotated(&session);
+    let data = match koban_api::privacy::gather_export(&state, &me).await {
+        Ok(data) => data,
+        Err(error) => {
+            let explained = crate::page::explain(&page.tr, &error);
+            return centre_with_error(&state, &page, &me, "export_code", explained).await;
+        }
+    };
+    let body = serde_json::json!({ "exported_at": state.auth.now_ms(), "data": data });
+    let mut response = (
+        StatusCode::OK,
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"koban-data.json\"",
+            ),
+        ],
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    with_cookies(response, Some(&session), page.dev)
+}
+
+/// Closes the account for good (with a code from the app), once no money is on it or on its
+/// way; the page says so and every session ends.
+pub async fn close<S: LedgerStore>(
+    State(state): State<ApiState<S>>,
+    SignedForm { page, me, form }: SignedForm<CodeGuardedForm>,
+) -> Response {
+    // The reason first, before a code is asked for.
+    if state.pay.closable(&me.user_id).await.is_err() {
+        let refused = (StatusCode::CONFLICT, page.tr.t("privacy-close-refused"));
+        return centre_with_error(&state, &page, &me, "close_code", refused).await;
+    }
+    let result = with_code_given(&form.code, |proof| {
+        let (auth, me, client) = (&state.auth, &me, &page.client);
+        async move { auth.confirm_close(me, proof.as_ref(), client).await }
+    })
+    .await;
+    match result {
+        Ok(_) => {}
+        Err(koban_auth::AuthError::BadCredentials) => {
+            return code_refused(&state, &page, &me, "close_code").await;
+        }
+        Err(error) => {
+            let explained = explain_auth(&page.tr, &error);
+            return centre_with_error(&state, &page, &me, "close_code", explained).await;
+        }
+    }
+    match koban_api::privacy::close_confirmed(&state, &me).await {
+        Ok(()) => {
+            let view = crate::page::MessagePage {
+                c: page.chrome("title-closed"),
+                text: page.tr.t("privacy-closed"),
+                link: "/",
+                link_text: page.tr.t("link-start"),
+            };
+            koban_api::extract::clear_session_cookies(page.render(&view))
+        }
+        Err(PayError::Conflict(_)) => {
+            let refused = (StatusCode::CONFLICT, page.tr.t("privacy-close-refused"));
+            centre_with_error(&state, &page, &me, "close_code", refused).await
+        }
+        Err(error) => {
+            let explained = crate::page::explain(&page.tr, &error);
+            centre_with_error(&state, &page, &me, "close_code", explained).await
         }
     }
 }

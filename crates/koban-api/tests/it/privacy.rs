@@ -248,7 +248,6 @@ async fn a_customer_exports_everything_koban_holds_about_her<S: LedgerStore>(app
         "wallets",
         "identity_check",
         "bank_accounts",
-        "payees",
         "risk_decisions",
     ] {
         assert!(
@@ -673,15 +672,40 @@ async fn a_closed_account_is_erased_after_the_legal_retention_period<S: LedgerSt
         .await;
     assert_eq!(sent.status, StatusCode::CREATED, "{sent:?}");
     let id = app.auth.authenticate(&token).await.unwrap().user_id;
+    let wallet = koban_pay::wallets::account_id(
+        &app.pay
+            .db()
+            .read(
+                "SELECT account_id FROM wallets WHERE user_id = $1",
+                vec![id.as_str().into()],
+            )
+            .await
+            .unwrap()[0]
+            .bytes(0)
+            .unwrap(),
+    )
+    .unwrap();
     let closed = app
         .with_step_up(&hanako, &token, "/v1/me/close", json!({}))
         .await;
     assert_eq!(closed.status, StatusCode::NO_CONTENT, "{closed:?}");
+    // Its wallet is closed in the ledger: no refund, reversal or late payment reaches it.
+    assert!(app.pay.ledger_account(wallet).await.unwrap().flags.closed);
     assert!(
         app.mail(EMAIL)
             .await
             .iter()
             .any(|(subject, _)| subject == "Your Koban account is closed")
+    );
+    // A shop cannot close this way (its customers may still need refunds).
+    let shop = app.user_of("merchant", "shop@example.com").await;
+    let shop_close = app
+        .call(post("/v1/me/close", json!({})).bearer(&shop.token))
+        .await;
+    assert_eq!(
+        shop_close.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{shop_close:?}"
     );
     // Its sessions are gone, it cannot sign in, and nobody can pay it.
     let me = app.call(get("/v1/me").bearer(&token)).await;
@@ -782,7 +806,61 @@ async fn a_closed_account_is_erased_after_the_legal_retention_period<S: LedgerSt
     assert!(report.entries > 0);
 }
 
+/// Operators see a customer's name masked; in full only with a reason, which the audit chain
+/// keeps with the operator.
+async fn an_operator_sees_a_name_in_full_only_with_a_reason_on_record<S: LedgerStore>(
+    app: TestApp<S>,
+) {
+    let support = operator(&app, "support@example.com", "support").await;
+    let alice = app.user("alice@example.com").await;
+    let submitted = app
+        .call(post("/v1/kyc", json!({ "legal_name": VERIFIED_NAME })).bearer(&alice.token))
+        .await;
+    assert_eq!(submitted.status, StatusCode::ACCEPTED, "{submitted:?}");
+    let queue = app.call(get("/v1/ops/kyc").bearer(&support.token)).await;
+    assert_eq!(queue.status, StatusCode::OK, "{queue:?}");
+    assert_eq!(
+        queue.body[0]["legal_name_masked"], "Y***** H*****",
+        "{queue:?}"
+    );
+    assert!(!queue.body.to_string().contains(VERIFIED_NAME), "{queue:?}");
+    let user = queue.body[0]["user_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/ops/kyc/{user}/reveal");
+    let no_reason = app
+        .call(post(&path, json!({ "reason": "x" })).bearer(&support.token))
+        .await;
+    assert_eq!(
+        no_reason.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{no_reason:?}"
+    );
+    let reason = "checking the passport scan against the request";
+    let revealed = app
+        .call(post(&path, json!({ "reason": reason })).bearer(&support.token))
+        .await;
+    assert_eq!(revealed.status, StatusCode::OK, "{revealed:?}");
+    assert_eq!(revealed.body["legal_name"], VERIFIED_NAME);
+    let recorded = app
+        .pay
+        .db()
+        .read(
+            "SELECT actor, details FROM audit_log WHERE action = 'kyc.name_revealed' AND subject = $1",
+            vec![user.as_str().into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert!(recorded[0].text(0).unwrap().starts_with("operator:"));
+    assert!(recorded[0].text(1).unwrap().contains(reason));
+    // A customer cannot.
+    let customer = app
+        .call(post(&path, json!({ "reason": reason })).bearer(&alice.token))
+        .await;
+    assert_eq!(customer.status, StatusCode::FORBIDDEN, "{customer:?}");
+}
+
 stories!(
+    an_operator_sees_a_name_in_full_only_with_a_reason_on_record,
     a_closed_account_is_erased_after_the_legal_retention_period,
     a_customer_exports_everything_koban_holds_about_her,
     data_past_its_retention_window_is_deleted_and_decisions_counted,

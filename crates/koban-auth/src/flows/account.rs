@@ -83,8 +83,9 @@ const EXPORT: &[Section] = &[
     },
     Section {
         name: "audit",
-        sql: "SELECT seq, at, actor, action, subject FROM audit_log \
-              WHERE subject = $1 OR subject = 'user:' || $1 OR actor = 'user:' || $1 ORDER BY seq",
+        // What the customer did; operators' actions about them (a freeze, a review) are the
+        // fraud team's, and name the operators.
+        sql: "SELECT seq, at, actor, action, subject FROM audit_log WHERE actor = 'user:' || $1 ORDER BY seq",
         columns: &["seq", "at", "actor", "action", "subject"],
         sealed: &[],
     },
@@ -112,18 +113,21 @@ impl<D: SqlDb> Auth<D> {
         client: &Client,
     ) -> Result<IssuedSession, AuthError> {
         principal.full()?;
-        if principal.kind == UserKind::Operator {
+        if principal.kind != UserKind::Customer {
+            // A shop has payments customers may still need refunded, and an operator is
+            // removed by an admin.
             return Err(AuthError::Invalid(
-                "an operator's account is removed by an admin, not closed",
+                "only a customer's account closes this way; a shop asks support",
             ));
         }
         self.confirm_action(principal, &SensitiveAction::CloseAccount, proof, client)
             .await
     }
 
-    /// Closes the caller's account (after [`Auth::confirm_close`], and after payments said
-    /// no money is on it): it can no longer sign in, be paid or pay; every session ends; the
-    /// owner is told. Answers false when it was not active.
+    /// Closes the caller's account (after [`Auth::confirm_close`], and after payments closed
+    /// its wallets): it can no longer sign in; every session ends, links in mail stop working
+    /// and a recovery request waiting is cancelled; the owner is told. Answers false when it
+    /// was not active.
     pub async fn close_account(&self, principal: &Principal) -> Result<bool, AuthError> {
         let now = self.now_ms();
         let mut tx = self.db.begin().await?;
@@ -138,6 +142,16 @@ impl<D: SqlDb> Auth<D> {
         }
         self.revoke_sessions(&mut tx, &principal.user_id, None, now)
             .await?;
+        tx.execute(
+            "DELETE FROM link_tokens WHERE user_id = $1",
+            params![principal.user_id.as_str()],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE recovery_requests SET status = 'cancelled', decided_at = $1 WHERE user_id = $2 AND status = 'pending'",
+            params![now, principal.user_id.as_str()],
+        )
+        .await?;
         enqueue(
             &mut tx,
             &self.vault,
@@ -157,28 +171,6 @@ impl<D: SqlDb> Auth<D> {
         tx.commit().await?;
         self.outbox_written();
         Ok(true)
-    }
-
-    /// Opens again an account [`Auth::close_account`] just closed, when money reached it
-    /// while it closed (the owner signs in again and pays it out).
-    pub async fn reopen_account(&self, principal: &Principal) -> Result<(), AuthError> {
-        let now = self.now_ms();
-        let mut tx = self.db.begin().await?;
-        tx.execute(
-            "UPDATE users SET status = 'active', closed_at = NULL WHERE id = $1 AND status = 'closed'",
-            params![principal.user_id.as_str()],
-        )
-        .await?;
-        self.audit_own(
-            &mut tx,
-            principal,
-            "account.reopened",
-            serde_json::json!({}),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// What identity keeps about the caller, into `out` (the export of their data, after

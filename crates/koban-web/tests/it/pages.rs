@@ -932,3 +932,85 @@ async fn at_the_iso20022_bank_a_top_up_shows_where_to_pay_and_what_to_quote() {
         assert!(quoted.starts_with("KB") && quoted[2..12].bytes().all(|b| b.is_ascii_digit()));
     }
 }
+
+#[tokio::test]
+async fn a_customer_downloads_her_data_and_closes_her_account_from_the_security_page() {
+    let app = app().await;
+    let (mut hanako, seed) = signed_up(&app, "Hanako Suzuki", "hanako@example.com").await;
+    let centre = hanako.get("/security").await;
+    assert!(centre.body.contains("Download my data"), "{}", centre.body);
+
+    // The download needs a code from the app, and is one JSON file of her data.
+    let without = hanako.submit("/security", "/security/export", &[]).await;
+    assert_eq!(without.status, StatusCode::FORBIDDEN, "{}", without.body);
+    app.clock.advance_secs(30);
+    let code = koban_auth::totp::code_at(&seed, now_s(&app)).unwrap();
+    let download = hanako
+        .submit("/security", "/security/export", &[("code", &code)])
+        .await;
+    assert_eq!(download.status, StatusCode::OK, "{}", download.body);
+    assert_eq!(
+        download.headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"koban-data.json\""
+    );
+    let data: serde_json::Value = serde_json::from_str(&download.body).unwrap();
+    assert_eq!(data["data"]["profile"][0]["email"], "hanako@example.com");
+    assert_eq!(data["data"]["profile"][0]["display_name"], "Hanako Suzuki");
+
+    // Closing is refused, with the reason, while money is on the account.
+    let me = app
+        .auth
+        .authenticate(&hanako.cookies["koban_session"])
+        .await
+        .unwrap();
+    let key = koban_pay::IdempotencyKey::parse("faucet-1").unwrap();
+    app.pay
+        .faucet(&me, Currency::Jpy, Amount::new(500).unwrap(), &key)
+        .await
+        .unwrap();
+    app.clock.advance_secs(30);
+    let code = koban_auth::totp::code_at(&seed, now_s(&app)).unwrap();
+    let refused = hanako
+        .submit("/security", "/security/close", &[("code", &code)])
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(
+        refused.body.contains("still holds money"),
+        "{}",
+        refused.body
+    );
+    assert!(balance(&app, &hanako.cookies["koban_session"]).await == 500);
+
+    // An empty account closes: the page says so, and he is signed out for good.
+    let (mut taro, taro_seed) = signed_up(&app, "Taro Yamada", "taro@example.com").await;
+    let code = koban_auth::totp::code_at(&taro_seed, now_s(&app)).unwrap();
+    let closed = taro
+        .submit("/security", "/security/close", &[("code", &code)])
+        .await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+    assert!(
+        closed.body.contains("Your account is closed"),
+        "{}",
+        closed.body
+    );
+    let after = taro.get("/home").await;
+    assert_ne!(after.status, StatusCode::OK);
+    let signin = taro
+        .submit(
+            "/signin",
+            "/signin",
+            &[
+                ("email", "taro@example.com"),
+                ("password", "lantern pebble orchard"),
+            ],
+        )
+        .await;
+    assert_ne!(
+        signin
+            .headers
+            .get(header::LOCATION)
+            .map(|l| l.to_str().unwrap()),
+        Some("/signin/code"),
+        "a closed account cannot sign in"
+    );
+}
