@@ -145,7 +145,10 @@ pub enum Verdict {
 }
 
 impl<S: LedgerStore> Payments<S> {
-    async fn wallets_of(&self, user_id: &str) -> Result<Vec<(Currency, AccountId)>, PayError> {
+    pub(crate) async fn wallets_of(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(Currency, AccountId)>, PayError> {
         let mut tx = self.db().begin_read().await?;
         let rows = tx
             .query(

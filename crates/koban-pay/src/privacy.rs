@@ -15,6 +15,12 @@ use serde_json::{Map, Value, json};
 
 use crate::{PayError, Payments};
 
+/// Why a closing is refused: money on the account ...
+const MONEY_ON_IT: &str =
+    "this account still holds money: pay it out to your bank account (or spend it) first";
+/// ... or on its way to or from it.
+const MONEY_ON_ITS_WAY: &str = "money is on its way to or from this account (a top-up, payout, card payment or a transfer under review): close it once that has settled";
+
 const EXPORT: &[Section] = &[
     Section {
         name: "wallets",
@@ -178,27 +184,13 @@ impl<S: LedgerStore> Payments<S> {
     /// Whether the account of `user_id` may close now: every wallet empty, no hold on it
     /// (a card payment, a payout or a review), and no bank operation still pending.
     pub async fn closable(&self, user_id: &UserId) -> Result<(), PayError> {
-        let wallets = self
-            .db()
-            .read(
-                "SELECT account_id FROM wallets WHERE user_id = $1",
-                params![user_id.as_str()],
-            )
-            .await?;
-        for row in &wallets {
-            let account = self
-                .ledger_account(crate::wallets::account_id(&row.bytes(0)?)?)
-                .await?;
-            let balance = account.balance;
+        for (_, wallet) in self.wallets_of(user_id).await? {
+            let balance = self.ledger_account(wallet).await?.balance;
             if balance.credits_pending != 0 || balance.debits_pending != 0 {
-                return Err(PayError::Conflict(
-                    "money is on its way to or from this account (a top-up, payout, card payment or a transfer under review): close it once that has settled",
-                ));
+                return Err(PayError::Conflict(MONEY_ON_ITS_WAY));
             }
             if balance.net_credit_posted() != 0 {
-                return Err(PayError::Conflict(
-                    "this account still holds money: pay it out to your bank account (or spend it) first",
-                ));
+                return Err(PayError::Conflict(MONEY_ON_IT));
             }
         }
         let mut tx = self.db().begin_read().await?;
@@ -220,9 +212,7 @@ impl<S: LedgerStore> Payments<S> {
             .i64(0)?;
         tx.commit().await?;
         if pending > 0 || held_to_it > 0 {
-            return Err(PayError::Conflict(
-                "money is on its way to or from this account (a top-up, payout, card payment or a transfer under review): close it once that has settled",
-            ));
+            return Err(PayError::Conflict(MONEY_ON_ITS_WAY));
         }
         Ok(())
     }
@@ -232,31 +222,19 @@ impl<S: LedgerStore> Payments<S> {
     /// and afterwards refuses every credit and debit: no refund, reversal or late payment can
     /// reach a closed account. A wallet closed before (a retried closing) stays closed.
     pub async fn close_wallets(&self, user_id: &UserId) -> Result<(), PayError> {
-        let wallets = self
-            .db()
-            .read(
-                "SELECT account_id FROM wallets WHERE user_id = $1",
-                params![user_id.as_str()],
-            )
-            .await?;
-        for row in &wallets {
-            let account = crate::wallets::account_id(&row.bytes(0)?)?;
-            let _lock = self.lock_wallet(account).await?;
+        for (_, wallet) in self.wallets_of(user_id).await? {
+            let _lock = self.lock_wallet(wallet).await?;
             match self
                 .store
-                .change_account_state(account, koban_ledger::StateChange::CloseEmpty)
+                .change_account_state(wallet, koban_ledger::StateChange::CloseEmpty)
                 .await?
             {
                 Ok(_) | Err(koban_ledger::StateChangeRejection::Closed) => {}
                 Err(koban_ledger::StateChangeRejection::HasBalance) => {
-                    return Err(PayError::Conflict(
-                        "this account still holds money: pay it out to your bank account (or spend it) first",
-                    ));
+                    return Err(PayError::Conflict(MONEY_ON_IT));
                 }
                 Err(koban_ledger::StateChangeRejection::HasPending) => {
-                    return Err(PayError::Conflict(
-                        "money is on its way to or from this account (a top-up, payout, card payment or a transfer under review): close it once that has settled",
-                    ));
+                    return Err(PayError::Conflict(MONEY_ON_ITS_WAY));
                 }
                 Err(koban_ledger::StateChangeRejection::NotFound) => {
                     return Err(PayError::NotFound);
@@ -264,6 +242,23 @@ impl<S: LedgerStore> Payments<S> {
             }
         }
         Ok(())
+    }
+
+    /// Whether every wallet of `user_id` is closed in the ledger and holds nothing (what
+    /// erasure asks before it runs).
+    pub(crate) async fn wallets_closed_and_empty(&self, user_id: &str) -> Result<bool, PayError> {
+        for (_, wallet) in self.wallets_of(user_id).await? {
+            let account = self.ledger_account(wallet).await?;
+            let balance = account.balance;
+            if !account.flags.closed
+                || balance.net_credit_posted() != 0
+                || balance.debits_pending != 0
+                || balance.credits_pending != 0
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Ends what a closed account leaves behind in payments: its payment codes are revoked and

@@ -261,31 +261,6 @@ impl<S: LedgerStore> Payments<S> {
         Ok(erased)
     }
 
-    /// Whether every wallet of `user_id` is closed in the ledger and holds nothing.
-    async fn wallets_closed_and_empty(&self, user_id: &str) -> Result<bool, PayError> {
-        let wallets = self
-            .db()
-            .read(
-                "SELECT account_id FROM wallets WHERE user_id = $1",
-                params![user_id],
-            )
-            .await?;
-        for row in &wallets {
-            let account = self
-                .ledger_account(crate::wallets::account_id(&row.bytes(0)?)?)
-                .await?;
-            let balance = account.balance;
-            if !account.flags.closed
-                || balance.debits_posted != balance.credits_posted
-                || balance.debits_pending != 0
-                || balance.credits_pending != 0
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     /// Counts the risk decisions made before `before` into `risk_event_months` and deletes
     /// them, a batch per transaction; those an open case's alerts point to stay.
     async fn fold_risk_events(&self, before: i64) -> Result<u64, PayError> {

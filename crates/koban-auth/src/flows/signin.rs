@@ -63,7 +63,9 @@ impl<D: SqlDb> Auth<D> {
             &format!("user:{}", user.id),
             "login.password_ok",
             &format!("user:{}", user.id),
-            serde_json::json!({ "network": client.network }),
+            // The session, not its network: the chain keeps references, never personal data
+            // (the session's network is kept for its retention window only).
+            serde_json::json!({ "session": session.session_id }),
         )
         .await?;
         tx.commit().await?;
@@ -158,7 +160,7 @@ impl<D: SqlDb> Auth<D> {
             tx,
             principal,
             "login.completed",
-            serde_json::json!({ "network": client.network }),
+            serde_json::json!({ "session": session.session_id }),
             now,
         )
         .await?;

@@ -52,7 +52,7 @@ impl<D: SqlDb> Auth<D> {
                 &format!("user:{id}"),
                 "user.signed_up",
                 &format!("user:{id}"),
-                serde_json::json!({ "kind": signup.kind.as_str(), "network": client.network }),
+                serde_json::json!({ "kind": signup.kind.as_str() }),
             )
             .await?;
         } else {
