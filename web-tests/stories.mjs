@@ -481,11 +481,18 @@ async function newcomerTopsUpAndPaysAFriend(browser, base, dir) {
   const api = await apiRequest.newContext();
   const ops = await operatorToken(base, dir, api);
   const users = await (await api.get(`${base}/v1/ops/kyc`, { headers: { authorization: `Bearer ${ops}` } })).json();
-  const pending = users.find((u) => u.legal_name === hanako.name);
+  // The queue shows names masked; the operator sees the one they check with a reason on record.
+  const pending = users.find((u) => u.legal_name_masked === 'H***** S*****');
   assert.ok(pending, 'the KYC request waits for an operator');
+  assert.ok(!JSON.stringify(users).includes(hanako.name), 'the queue shows no name in full');
+  const revealed = await (await api.post(`${base}/v1/ops/kyc/${pending.user_id}/reveal`, {
+    headers: { authorization: `Bearer ${ops}` },
+    data: { reason: 'checking the identity document she sent' },
+  })).json();
+  assert.equal(revealed.legal_name, hanako.name, 'the name in full, with a reason');
   const approved = await api.post(`${base}/v1/ops/kyc/${pending.user_id}/approve`, {
     headers: { authorization: `Bearer ${ops}` },
-    data: { legal_name: hanako.name },
+    data: { legal_name: revealed.legal_name },
   });
   assert.equal(approved.status(), 204, 'KYC approved');
   await api.dispose();
@@ -1203,11 +1210,16 @@ async function shopPaysOut(till, base, dir, shop) {
   const ops = await operatorToken(base, dir, api, 'kyc@example.com', 'support');
   const auth = { authorization: `Bearer ${ops}` };
   const users = await (await api.get(`${base}/v1/ops/kyc`, { headers: auth })).json();
-  const pending = users.find((u) => u.legal_name === 'Koban Bakery KK');
+  const pending = users.find((u) => u.legal_name_masked === 'K**** B***** K**');
   assert.ok(pending, 'the shop waits for verification');
+  const revealed = await (await api.post(`${base}/v1/ops/kyc/${pending.user_id}/reveal`, {
+    headers: auth,
+    data: { reason: 'checking the company registration' },
+  })).json();
+  assert.equal(revealed.legal_name, 'Koban Bakery KK');
   const approved = await api.post(`${base}/v1/ops/kyc/${pending.user_id}/approve`, {
     headers: auth,
-    data: { legal_name: 'Koban Bakery KK' },
+    data: { legal_name: revealed.legal_name },
   });
   assert.equal(approved.status(), 204, 'the shop is verified');
   await api.dispose();

@@ -371,6 +371,13 @@ fn text_rule(max: usize) -> Value {
     json!({ "pattern": format!(r"^[{W}]*[^{W}]([\s\S]{{0,{}}}[^{W}])?[{W}]*$", max - 2) })
 }
 
+/// Why an operator looks at personal data: 5 to 500 characters once trimmed
+/// (`koban_auth::customers::check_reason`).
+fn reason_rule() -> Value {
+    const W: &str = ws!();
+    json!({ "pattern": format!(r"^[{W}]*[^{W}][\s\S]{{3,498}}[^{W}][{W}]*$") })
+}
+
 /// A name as the server takes it: 1 to `max` characters once trimmed, no control characters.
 fn name_rule(max: usize) -> Value {
     const W: &str = ws!();
@@ -461,6 +468,7 @@ fn rules_of(name: &str, config: &koban_pay::PayConfig) -> Vec<(&'static str, Val
         "CommentIn" => rules.push(("body", text_rule(2_000))),
         "ReverseIn" | "CompensateIn" | "ResolveIn" => rules.push(("note", text_rule(500))),
         "FreezeIn" => rules.push(("reason", text_rule(500))),
+        "RevealIn" => rules.push(("reason", reason_rule())),
         "LoginIn" => rules.push(("password", json!({ "minLength": 1, "maxLength": 256 }))),
         "SignupIn" | "EnrolOperatorIn" => {
             rules.push(("password", json!({ "minLength": 12, "maxLength": 256 })));
@@ -489,7 +497,14 @@ mod tests {
 
     #[test]
     fn text_patterns_trim_what_the_server_trims() {
+        let reason = compiled(&reason_rule());
+        assert!(!reason.is_match("     "));
+        assert!(!reason.is_match(" abc "));
+        assert!(reason.is_match(" abcde "));
+        assert!(reason.is_match(&"r".repeat(500)));
+        assert!(!reason.is_match(&"r".repeat(501)));
         let patterns = [
+            reason_rule(),
             text_rule(500),
             name_rule(80),
             json!({ "pattern": EMAIL }),
@@ -506,7 +521,7 @@ mod tests {
                 "{pattern}"
             );
         }
-        let (text, name) = (compiled(&patterns[0]), compiled(&patterns[1]));
+        let (text, name) = (compiled(&patterns[1]), compiled(&patterns[2]));
         // Every character alone, between spaces: valid by the document exactly when the
         // server's trim leaves something.
         for c in (0..=0x3100u32).chain([0xfeff]).filter_map(char::from_u32) {
@@ -519,12 +534,12 @@ mod tests {
         }
         assert!(!text.is_match("\u{85}\n "), "what schemathesis sent");
         assert!(text.is_match(" a\u{85}b "));
-        let email = compiled(&patterns[2]);
+        let email = compiled(&patterns[3]);
         assert!(email.is_match(" kenji@example.jp\u{85}"));
         assert!(
             !email.is_match("\u{feff}kenji@example.jp"),
             "U+FEFF is not trimmed"
         );
-        assert!(compiled(&patterns[3]).is_match("\u{3000}+819012345678"));
+        assert!(compiled(&patterns[4]).is_match("\u{3000}+819012345678"));
     }
 }
