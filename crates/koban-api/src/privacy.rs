@@ -78,7 +78,13 @@ pub async fn close<S: LedgerStore>(
     ClientInfo(client): ClientInfo,
     Json(body): Json<StepUpOnlyIn>,
 ) -> Result<Response, ApiError> {
-    // The reason first, before a code is asked for.
+    // The reasons first, before a code is asked for.
+    if me.kind != koban_auth::UserKind::Customer {
+        return Err(koban_auth::AuthError::Invalid(
+            "only a customer's account closes this way; a shop asks support",
+        )
+        .into());
+    }
     state.pay.closable(&me.user_id).await?;
     state
         .auth

@@ -87,28 +87,31 @@ impl<S: LedgerStore> Payments<S> {
                 .await?,
             ..Pruned::default()
         };
-        let mut tx = self.db().begin().await?;
+        // The large tables in batches, a transaction each, so a first run after years of
+        // data never holds the database's writer for long.
         let ended = now - retention.sessions_days * DAY_MS;
-        pruned.sessions = tx
-            .execute(
-                "DELETE FROM sessions WHERE expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)",
-                params![ended],
+        pruned.sessions = self
+            .delete_in_batches(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at < $1 \
+                 OR (revoked_at IS NOT NULL AND revoked_at < $1) LIMIT $2)",
+                params![ended, BATCH],
             )
             .await?;
         let notices = now - retention.notices_days * DAY_MS;
-        pruned.notices = tx
-            .execute(
-                "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < $1) \
-                 OR (delivered_at IS NULL AND attempts >= $2 AND created_at < $1)",
-                params![notices, koban_auth::outbox::ATTEMPTS_MAX],
+        pruned.notices = self
+            .delete_in_batches(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < $1) \
+                 OR (delivered_at IS NULL AND attempts >= $2 AND created_at < $1) LIMIT $3)",
+                params![notices, koban_auth::outbox::ATTEMPTS_MAX, BATCH],
             )
             .await?;
-        pruned.notices += tx
-            .execute(
-                "DELETE FROM mailbox WHERE delivered_at < $1",
-                params![notices],
+        pruned.notices += self
+            .delete_in_batches(
+                "DELETE FROM mailbox WHERE id IN (SELECT id FROM mailbox WHERE delivered_at < $1 LIMIT $2)",
+                params![notices, BATCH],
             )
             .await?;
+        let mut tx = self.db().begin().await?;
         let day_ago = now - DAY_MS;
         for sql in [
             "DELETE FROM throttle WHERE updated_at < $1 AND blocked_until < $1",
@@ -121,6 +124,25 @@ impl<S: LedgerStore> Payments<S> {
         }
         tx.commit().await?;
         Ok(pruned)
+    }
+
+    /// Runs `sql` (a `DELETE` of at most [`BATCH`] rows) again and again, a transaction each,
+    /// until it deletes fewer; answers how many rows went.
+    async fn delete_in_batches(
+        &self,
+        sql: &'static str,
+        values: Vec<koban_store::sql::Value>,
+    ) -> Result<u64, PayError> {
+        let mut deleted = 0;
+        loop {
+            let mut tx = self.db().begin().await?;
+            let gone = tx.execute(sql, values.clone()).await?;
+            tx.commit().await?;
+            deleted += gone;
+            if gone < BATCH.unsigned_abs() {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// Erases the personal data of every account closed before `closed_before`, one account

@@ -586,6 +586,8 @@ async fn data_past_its_retention_window_is_deleted_and_decisions_counted<S: Ledg
         .unwrap()[0]
         .text(0)
         .unwrap();
+    let alice_id = app.auth.authenticate(&alice.token).await.unwrap().user_id;
+    let now = app.auth.now_ms();
     let mut tx = app.pay.db().begin().await.unwrap();
     tx.execute(
         "INSERT INTO risk_cases (id, subject, subject_role, status, first_event_at, first_alert_at, opened_at) \
@@ -601,6 +603,21 @@ async fn data_past_its_retention_window_is_deleted_and_decisions_counted<S: Ledg
     )
     .await
     .unwrap();
+    // Enough old sessions that they go in several batches.
+    for i in 0..1_100 {
+        tx.execute(
+            "INSERT INTO sessions (id, token_hash, user_id, level, network, user_agent, created_at, last_seen_at, expires_at) \
+             VALUES ($1, $2, $3, 2, '198.51.100.0/24', 'old browser', $4, $4, $4)",
+            vec![
+                format!("old-session-{i}").into(),
+                format!("old-token-{i}").into_bytes().into(),
+                alice_id.as_str().into(),
+                now.into(),
+            ],
+        )
+        .await
+        .unwrap();
+    }
     tx.commit().await.unwrap();
     let before = app.wallet(&alice.token).await["balance"].clone();
 
@@ -616,7 +633,7 @@ async fn data_past_its_retention_window_is_deleted_and_decisions_counted<S: Ledg
     app.clock.advance_secs(367 * 86_400);
     let pruned = app.pay.enforce_retention().await.unwrap();
     assert_eq!(pruned.risk_events as i64, decisions - 1);
-    assert!(pruned.sessions >= 1 && pruned.notices >= 2, "{pruned:?}");
+    assert!(pruned.sessions > 1_100 && pruned.notices >= 2, "{pruned:?}");
     assert_eq!(count(&app, "SELECT COUNT(*) FROM risk_events").await, 1);
     assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 0);
     assert_eq!(count(&app, "SELECT COUNT(*) FROM outbox").await, 0);
