@@ -183,7 +183,9 @@ pub struct Auth<D: SqlDb> {
     pub(crate) vault: koban_shared::personal::Vault,
 }
 
-/// Whether `db` was set up with `keys` (recording their fingerprint on first use).
+/// Whether `db` was set up with `keys` (recording their fingerprint on first use). Instances
+/// with different keys would not recognise each other's sessions, codes or throttling
+/// counters, nor open each other's personal data, so a mismatch stops [`Auth::new`].
 async fn master_key_matches<D: SqlDb>(db: &D, keys: &ServerKeys) -> Result<(), AuthError> {
     let fingerprint = keys.hash(secret::HashPurpose::Token, &[b"master-key-fingerprint"]);
     let mut tx = db.begin().await?;
@@ -239,14 +241,6 @@ impl<D: SqlDb> Auth<D> {
             outbox_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
             refused: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)),
         })
-    }
-
-    /// Checks that this database was set up with the same master key (recording it on first
-    /// use). Instances with different keys would not recognise each other's sessions, codes
-    /// or throttling counters, so a mismatch must stop the process from serving. [`Auth::new`]
-    /// checks it before anything is sealed.
-    pub async fn check_master_key(&self) -> Result<(), AuthError> {
-        master_key_matches(&self.db, &self.keys).await
     }
 
     /// Counts an attempt against its account before its secret is checked, in a transaction

@@ -318,13 +318,10 @@ pub async fn auth_for<S: LedgerStore>(
     keys: ServerKeys,
     config: AuthConfig,
 ) -> anyhow::Result<Auth<S::Sql>> {
-    let auth = Auth::new(store.sql(), keys, Clock::system(), config)
+    // `Auth::new` checks the master key against the database before anything else.
+    Auth::new(store.sql(), keys, Clock::system(), config)
         .await
-        .map_err(|e| anyhow::anyhow!("starting the identity service: {e}"))?;
-    auth.check_master_key()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(auth)
+        .map_err(|e| anyhow::anyhow!("starting the identity service: {e}"))
 }
 
 #[derive(Args, Debug)]

@@ -151,7 +151,7 @@ pub struct RotatePersonalArgs {
     pub keys: KeyArgs,
     /// Seconds until the new key seals: longer than serving instances take to load it (they
     /// reload every 10 s). 0 only when nothing is serving.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    #[arg(long, default_value_t = (koban_shared::personal::ACTIVATION_MS / 1000) as u32, value_parser = clap::value_parser!(u32).range(0..=3600))]
     pub activate_after_s: u32,
     /// Do not add a key: only re-seal values not yet under the active key (to finish an
     /// interrupted rotation).
