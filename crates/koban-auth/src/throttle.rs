@@ -174,6 +174,32 @@ pub async fn take_guess<T: SqlTx>(
     Ok(())
 }
 
+/// Whether an attempt [`take_guess`] would count now would pass: `key` is not blocked and
+/// its window holds fewer than `max` attempts. Reads only: an attempt that will be given back
+/// with [`forgive`] anyway (a hit) can be answered on this without writing, since counting
+/// and forgiving it would leave the row as it was.
+pub async fn guess_would_pass<T: SqlTx>(
+    tx: &mut T,
+    now: i64,
+    key: &[u8; 32],
+    window_ms: i64,
+    max: i64,
+) -> Result<bool, AuthError> {
+    let row = tx
+        .query_opt(
+            "SELECT failures, window_start, blocked_until FROM throttle WHERE key = $1",
+            params![*key],
+        )
+        .await?;
+    Ok(match row {
+        None => true,
+        Some(row) => {
+            let (failures, start, until) = (row.i64(0)?, row.i64(1)?, row.i64(2)?);
+            until <= now && (start < now - window_ms || failures < max)
+        }
+    })
+}
+
 /// Gives back an attempt counted by [`take_guess`] whose secret was right.
 pub async fn forgive<T: SqlTx>(tx: &mut T, key: &[u8; 32]) -> Result<(), AuthError> {
     tx.execute(

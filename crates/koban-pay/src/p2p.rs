@@ -159,6 +159,15 @@ impl<S: LedgerStore> Payments<S> {
             ),
         ];
         let now = self.now_ms();
+        // A hit while neither guard is near its limit is answered from a read: counting it
+        // and giving it back would leave both rows as they were. It is ordered before any
+        // concurrent miss that reaches the limit, as it would be had it been counted first.
+        if let Some(found) = self
+            .resolve_payee_read(&guards, now, party_key(&handle), currency, &handle)
+            .await?
+        {
+            return Ok(found);
+        }
         // One transaction counts the lookup, looks up and gives a hit back: the counters' rows
         // stay locked meanwhile (PostgreSQL; SQLite has one writer), so one payer's or one
         // network's lookups go one at a time. Parallel lookups can neither slip past the
@@ -188,6 +197,34 @@ impl<S: LedgerStore> Payments<S> {
         }
         tx.commit().await?;
         found
+    }
+
+    /// The payee at `key` when both `guards` would pass a counted lookup now, from one read
+    /// transaction; `None` when a guard is at its limit or the address names no payee (the
+    /// lookup is then counted).
+    async fn resolve_payee_read(
+        &self,
+        guards: &[([u8; 32], i64); 2],
+        now: i64,
+        key: PartyKey<'_>,
+        currency: Currency,
+        handle: &str,
+    ) -> Result<Option<Payee>, PayError> {
+        use koban_auth::throttle;
+        let mut tx = self.db().begin_read().await?;
+        for (guard, max) in guards {
+            if !throttle::guess_would_pass(&mut tx, now, guard, LOOKUP_WINDOW_MS, *max).await? {
+                tx.commit().await?;
+                return Ok(None);
+            }
+        }
+        let party = Self::party_in(&mut tx, self.auth.vault(), key, currency).await;
+        tx.commit().await?;
+        match Self::payee_from(party?, handle.to_owned()) {
+            Ok(payee) => Ok(Some(payee)),
+            Err(PayError::NotFound) => Ok(None),
+            Err(other) => Err(other),
+        }
     }
 
     /// Raises the payee-lookup sweep alert on `principal`, once per hour.

@@ -36,6 +36,16 @@ async fn testing_which_addresses_belong_to_customers_is_throttled_and_alerted<S:
     app.user_of("merchant", "shop@example.com").await;
     let lookup =
         |to: &str| app.call(get(&format!("/v1/payees/lookup?to={to}")).bearer(&alice.token));
+    let throttle_rows = || async {
+        let rows = app
+            .auth
+            .db()
+            .read("SELECT COUNT(*) FROM throttle", vec![])
+            .await
+            .unwrap();
+        rows[0].i64(0).unwrap()
+    };
+    let rows_before = throttle_rows().await;
     // Real payees do not count: looking them up again and again is fine, and so is looking
     // them up many at once (a busy payer, or many customers behind one carrier's network),
     // which must not count as misses while in flight.
@@ -48,6 +58,8 @@ async fn testing_which_addresses_belong_to_customers_is_throttled_and_alerted<S:
         "{:?}",
         burst.iter().map(|reply| reply.status).collect::<Vec<_>>()
     );
+    // A hit far from the limit is answered from a read: nothing was written for them.
+    assert_eq!(throttle_rows().await, rows_before);
     // Nobody, and a merchant (who cannot receive transfers), answer alike.
     let nobody = lookup("nobody0@example.com").await;
     let merchant = lookup("shop@example.com").await;
