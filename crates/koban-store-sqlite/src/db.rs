@@ -38,6 +38,10 @@ pub fn db_error(error: rusqlite::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
 
+/// WAL pages past which a committing connection checkpoints by itself (SQLite's default is
+/// 1,000): about 40 MB, reached only when the checkpointer thread has fallen behind.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
 /// Opens a connection with the durability settings the ledger relies on.
 pub fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db_error)?;
@@ -53,8 +57,12 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
             "could not enable WAL mode (got {mode})"
         )));
     }
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY;")
-        .map_err(db_error)?;
+    // The store's checkpointer thread copies the WAL into the file every 100 ms; a commit
+    // checkpoints by itself only past WAL_AUTOCHECKPOINT_PAGES (the checkpointer stalled).
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES};"
+    ))
+    .map_err(db_error)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

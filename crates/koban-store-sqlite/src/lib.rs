@@ -47,6 +47,37 @@ pub struct SqliteStore {
     queue: JobQueue,
     readers: Arc<Readers>,
     sql: SqliteSql,
+    /// The checkpointer thread stops when the last clone of the store is dropped.
+    _checkpointer: Arc<std::sync::mpsc::Sender<()>>,
+}
+
+/// How often the checkpointer copies the WAL's new pages into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Starts the thread that checkpoints the WAL (`PRAGMA wal_checkpoint(PASSIVE)`) every
+/// [`CHECKPOINT_EVERY`] on a connection of its own, so that neither the ledger's writer nor
+/// a request's commit stops to copy pages and fsync the database file (SQLite's automatic
+/// checkpoint runs inside whichever commit crosses its threshold). A passive checkpoint
+/// waits for nobody; a page written many times between two checkpoints is copied once.
+/// Durability is SQLite's own: the WAL is synced before its pages are copied and the
+/// database file after, and the WAL restarts only once every frame is in the file.
+fn start_checkpointer(path: &Path) -> Result<Arc<std::sync::mpsc::Sender<()>>, StoreError> {
+    let conn = db::connect(path)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("koban-sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(error = %error, "a WAL checkpoint failed; it is tried again");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Database(format!("cannot start the checkpointer: {e}")))?;
+    Ok(Arc::new(stop))
 }
 
 struct Readers {
@@ -102,6 +133,7 @@ impl SqliteStore {
             queue,
             readers,
             sql,
+            _checkpointer: start_checkpointer(path)?,
         })
     }
 

@@ -162,3 +162,39 @@ async fn an_unsynced_transaction_commits_and_sets_its_connection_back_to_full() 
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].text(0).unwrap(), "kept");
 }
+
+// Commits do not checkpoint (their threshold is far above what this test writes): the
+// checkpointer thread copies the WAL into the database file by itself, soon after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpointer_moves_committed_pages_into_the_file() {
+    use koban_store::sql::{SqlDb, SqlTx};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ledger.db");
+    let (store, _clock) = open_at(&path);
+    let db = store.sql();
+    let file_len = || std::fs::metadata(&path).expect("the file").len();
+    // Long enough that the rows fill pages of their own.
+    let body = "x".repeat(2_000);
+    let before = file_len();
+    for n in 0..200 {
+        let mut tx = db.begin().await.unwrap();
+        tx.execute(
+            "INSERT INTO outbox (id, recipient, subject, body, created_at, attempts, next_attempt_at) \
+             VALUES ($1, 'a@example.com', 's', $2, 0, 0, 0)",
+            koban_store::params![format!("n{n}"), body.as_str()],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while file_len() < before + 200 * 2_000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        file_len() >= before + 200 * 2_000,
+        "the file grew from {before} to {} bytes only",
+        file_len()
+    );
+    store.shutdown().await;
+}
