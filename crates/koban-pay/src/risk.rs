@@ -1379,6 +1379,39 @@ mod tests {
         }
     }
 
+    // The windows statement finds a customer's credential changes by subject: through the
+    // action index it would read every customer's (a cost that grows with the population).
+    // A guard on SQLite's plan, which a new index or another SQLite could change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_windows_read_finds_credential_changes_by_customer() {
+        use koban_store::sql::SqlDb;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = koban_store_sqlite::SqliteStore::open(
+            &dir.path().join("koban.db"),
+            koban_store_sqlite::SqliteConfig::default(),
+        )
+        .expect("store");
+        let explain: &'static str =
+            Box::leak(format!("EXPLAIN QUERY PLAN {WINDOWS_SQL}").into_boxed_str());
+        let params: Vec<Value> = (1..=22).map(|_| Value::from("x")).collect();
+        let plan: Vec<String> = store
+            .sql()
+            .read(explain, params)
+            .await
+            .expect("a plan")
+            .iter()
+            .map(|row| row.text(3).expect("detail"))
+            .collect();
+        assert!(
+            plan.iter().any(|step| step.contains("audit_log_subject")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("audit_log_action")),
+            "{plan:#?}"
+        );
+    }
+
     #[test]
     fn hard_limits_deny_with_a_code_the_customer_can_act_on() {
         assert_eq!(limits(&p2p(500)), None);
