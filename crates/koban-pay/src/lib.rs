@@ -347,6 +347,8 @@ pub struct Payments<S: LedgerStore> {
     /// Sign-ins refused by throttling scored in the current second (see
     /// [`Payments::score_login`]).
     pub(crate) refusals_scored: Arc<Mutex<(i64, u32)>>,
+    /// Addresses each payer was already answered a hit for (`p2p::KnownAddresses`).
+    pub(crate) known_addresses: Arc<Mutex<HashSet<[u8; 32]>>>,
     /// The TLS client settings for webhook endpoints, built on first use.
     pub(crate) webhook_tls: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
     /// The banks connected (the sandbox, the ISO 20022 file bank) and the card acquirer.
@@ -450,6 +452,7 @@ impl<S: LedgerStore> Payments<S> {
             risk_queue: Arc::default(),
             record_flush: Arc::default(),
             refusals_scored: Arc::default(),
+            known_addresses: Arc::default(),
             webhook_tls: Arc::default(),
             banks: Arc::new(banks),
             acquirer: Arc::new(connectors::SandboxAcquirer),

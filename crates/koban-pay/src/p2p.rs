@@ -93,6 +93,9 @@ pub(crate) fn message_metadata(message: Option<&str>) -> Result<Metadata, PayErr
 /// The window of the payee-lookup guard ([`Payments::resolve_payee_for`]).
 const LOOKUP_WINDOW_MS: i64 = 3600 * 1000;
 
+/// Payer and address pairs one instance remembers as hits (32 bytes each: about 3 MB).
+const KNOWN_ADDRESSES_MAX: usize = 100_000;
+
 /// A payee address in its one written form: `@handle`, a normalised e-mail address, or a phone
 /// number in E.164; refused (422) when it is none of them.
 fn normalise_payee(to: &str) -> Result<String, PayError> {
@@ -159,12 +162,23 @@ impl<S: LedgerStore> Payments<S> {
             ),
         ];
         let now = self.now_ms();
-        // A hit while neither guard is near its limit is answered from a read: counting it
-        // and giving it back would leave both rows as they were. It is ordered before any
-        // concurrent miss that reaches the limit, as it would be had it been counted first.
-        if let Some(found) = self
-            .resolve_payee_read(&guards, now, party_key(&handle), currency, &handle)
-            .await?
+        // An address this payer was already answered a hit for (a payee paid again) is
+        // looked up from a read while neither guard is near its limit: counting it and giving
+        // it back would leave both rows as they were, and the answer tells the payer nothing
+        // new. Any other address is counted first, below, so that a burst of lookups cannot
+        // have its hits answered while its misses wait to be counted.
+        let known = self.auth.keys().hash(
+            HashPurpose::Throttle,
+            &[
+                b"payee-lookup-known",
+                principal.user_id.as_bytes(),
+                handle.as_bytes(),
+            ],
+        );
+        if self.address_known(&known)
+            && let Some(found) = self
+                .resolve_payee_read(&guards, now, party_key(&handle), currency, &handle)
+                .await?
         {
             return Ok(found);
         }
@@ -196,12 +210,36 @@ impl<S: LedgerStore> Payments<S> {
             }
         }
         tx.commit().await?;
+        if found.is_ok() {
+            self.remember_address(known);
+        }
         found
     }
 
-    /// The payee at `key` when both `guards` would pass a counted lookup now, from one read
-    /// transaction; `None` when a guard is at its limit or the address names no payee (the
-    /// lookup is then counted).
+    /// Whether this instance answered the payer a hit for this address before (`key` as
+    /// [`Payments::resolve_payee_for`] derives it).
+    fn address_known(&self, key: &[u8; 32]) -> bool {
+        self.known_addresses
+            .lock()
+            .is_ok_and(|known| known.contains(key))
+    }
+
+    /// Remembers a hit, in memory only (another instance, or this one after a restart,
+    /// counts the address's next lookup again); forgets them all once [`KNOWN_ADDRESSES_MAX`]
+    /// are held.
+    fn remember_address(&self, key: [u8; 32]) {
+        if let Ok(mut known) = self.known_addresses.lock() {
+            if known.len() >= KNOWN_ADDRESSES_MAX {
+                known.clear();
+            }
+            known.insert(key);
+        }
+    }
+
+    /// The payee at `key` (an address the payer was answered a hit for before) when both
+    /// `guards` would pass a counted lookup now, from one read transaction; `None` when a
+    /// guard is at its limit or the address names no payee any more (the lookup is then
+    /// counted).
     async fn resolve_payee_read(
         &self,
         guards: &[([u8; 32], i64); 2],

@@ -47,8 +47,33 @@ pub struct SqliteStore {
     queue: JobQueue,
     readers: Arc<Readers>,
     sql: SqliteSql,
-    /// The checkpointer thread stops when the last clone of the store is dropped.
-    _checkpointer: Arc<std::sync::mpsc::Sender<()>>,
+    checkpointer: Arc<Checkpointer>,
+}
+
+/// The checkpointer thread: it stops at `shutdown` (which waits for it), or when the last
+/// clone of the store is dropped.
+struct Checkpointer {
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Checkpointer {
+    /// Stops the thread and, with `wait`, waits until it has closed its connection.
+    fn stop(&self, wait: bool) {
+        if let Ok(mut stop) = self.stop.lock() {
+            stop.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let (true, Some(thread)) = (wait, thread) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop(false);
+    }
 }
 
 /// How often the checkpointer copies the WAL's new pages into the database file.
@@ -61,10 +86,10 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 /// waits for nobody; a page written many times between two checkpoints is copied once.
 /// Durability is SQLite's own: the WAL is synced before its pages are copied and the
 /// database file after, and the WAL restarts only once every frame is in the file.
-fn start_checkpointer(path: &Path) -> Result<Arc<std::sync::mpsc::Sender<()>>, StoreError> {
+fn start_checkpointer(path: &Path) -> Result<Arc<Checkpointer>, StoreError> {
     let conn = db::connect(path)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("koban-sqlite-checkpoint".into())
         .spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
@@ -77,7 +102,10 @@ fn start_checkpointer(path: &Path) -> Result<Arc<std::sync::mpsc::Sender<()>>, S
             }
         })
         .map_err(|e| StoreError::Database(format!("cannot start the checkpointer: {e}")))?;
-    Ok(Arc::new(stop))
+    Ok(Arc::new(Checkpointer {
+        stop: Mutex::new(Some(stop)),
+        thread: Mutex::new(Some(thread)),
+    }))
 }
 
 struct Readers {
@@ -133,7 +161,7 @@ impl SqliteStore {
             queue,
             readers,
             sql,
-            _checkpointer: start_checkpointer(path)?,
+            checkpointer: start_checkpointer(path)?,
         })
     }
 
@@ -381,6 +409,10 @@ impl LedgerStore for SqliteStore {
 
     async fn shutdown(&self) {
         self.queue.shutdown().await;
+        // Its connection is closed when this returns: a caller may then checkpoint the file
+        // with TRUNCATE or move it (`koban restore`).
+        let checkpointer = self.checkpointer.clone();
+        let _ = tokio::task::spawn_blocking(move || checkpointer.stop(true)).await;
     }
 }
 

@@ -36,16 +36,27 @@ async fn testing_which_addresses_belong_to_customers_is_throttled_and_alerted<S:
     app.user_of("merchant", "shop@example.com").await;
     let lookup =
         |to: &str| app.call(get(&format!("/v1/payees/lookup?to={to}")).bearer(&alice.token));
-    let throttle_rows = || async {
+    app.user("carol@example.com").await;
+    // What the lookup guards last wrote: their rows, and when.
+    let throttle = || async {
         let rows = app
             .auth
             .db()
-            .read("SELECT COUNT(*) FROM throttle", vec![])
+            .read(
+                "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM throttle",
+                vec![],
+            )
             .await
             .unwrap();
-        rows[0].i64(0).unwrap()
+        (rows[0].i64(0).unwrap(), rows[0].i64(1).unwrap())
     };
-    let rows_before = throttle_rows().await;
+    // The first lookup of an address is counted (and, a hit, given back).
+    let before = throttle().await;
+    app.clock.advance_secs(1);
+    assert_eq!(lookup("bob@example.com").await.status, StatusCode::OK);
+    let counted = throttle().await;
+    assert_ne!(counted, before, "the first lookup is counted");
+    app.clock.advance_secs(1);
     // Real payees do not count: looking them up again and again is fine, and so is looking
     // them up many at once (a busy payer, or many customers behind one carrier's network),
     // which must not count as misses while in flight.
@@ -58,8 +69,13 @@ async fn testing_which_addresses_belong_to_customers_is_throttled_and_alerted<S:
         "{:?}",
         burst.iter().map(|reply| reply.status).collect::<Vec<_>>()
     );
-    // A hit far from the limit is answered from a read: nothing was written for them.
-    assert_eq!(throttle_rows().await, rows_before);
+    // An address already answered as a hit is looked up again from a read: nothing written.
+    assert_eq!(throttle().await, counted);
+    // A customer Alice never looked up is counted like any new address, so a burst of new
+    // addresses cannot have its hits answered while its misses wait to be counted.
+    app.clock.advance_secs(1);
+    assert_eq!(lookup("carol@example.com").await.status, StatusCode::OK);
+    assert_ne!(throttle().await, counted, "a new address is counted");
     // Nobody, and a merchant (who cannot receive transfers), answer alike.
     let nobody = lookup("nobody0@example.com").await;
     let merchant = lookup("shop@example.com").await;
