@@ -177,7 +177,7 @@ impl<S: LedgerStore> Payments<S> {
         );
         if self.address_known(&known)
             && let Some(found) = self
-                .resolve_payee_read(&guards, now, party_key(&handle), currency, &handle)
+                .resolve_payee_read(&guards, now, &handle, currency)
                 .await?
         {
             return Ok(found);
@@ -236,7 +236,7 @@ impl<S: LedgerStore> Payments<S> {
         }
     }
 
-    /// The payee at `key` (an address the payer was answered a hit for before) when both
+    /// The payee at `handle` (an address the payer was answered a hit for before) when both
     /// `guards` would pass a counted lookup now, from one read transaction; `None` when a
     /// guard is at its limit or the address names no payee any more (the lookup is then
     /// counted).
@@ -244,9 +244,8 @@ impl<S: LedgerStore> Payments<S> {
         &self,
         guards: &[([u8; 32], i64); 2],
         now: i64,
-        key: PartyKey<'_>,
-        currency: Currency,
         handle: &str,
+        currency: Currency,
     ) -> Result<Option<Payee>, PayError> {
         use koban_auth::throttle;
         let mut tx = self.db().begin_read().await?;
@@ -256,7 +255,7 @@ impl<S: LedgerStore> Payments<S> {
                 return Ok(None);
             }
         }
-        let party = Self::party_in(&mut tx, self.auth.vault(), key, currency).await;
+        let party = Self::party_in(&mut tx, self.auth.vault(), party_key(handle), currency).await;
         tx.commit().await?;
         match Self::payee_from(party?, handle.to_owned()) {
             Ok(payee) => Ok(Some(payee)),
