@@ -22,10 +22,12 @@ pub struct AllBenchArgs {
 
 /// The benches, in the order they run: a name for the table and the arguments after `bench`.
 fn plan(postgres: Option<&str>) -> Vec<(String, Vec<String>)> {
-    let mut plan: Vec<(String, Vec<String>)> = ["ledger", "api", "cards", "risk", "login", "pages"]
-        .iter()
-        .map(|name| (name.to_string(), vec![name.to_string()]))
-        .collect();
+    let mut plan: Vec<(String, Vec<String>)> = [
+        "ledger", "api", "cards", "risk", "login", "pages", "offline",
+    ]
+    .iter()
+    .map(|name| (name.to_string(), vec![name.to_string()]))
+    .collect();
     if let Some(url) = postgres {
         for name in ["ledger", "risk"] {
             plan.push((
@@ -190,9 +192,9 @@ mod tests {
 
     #[test]
     fn postgres_adds_the_ledger_and_the_live_risk_path() {
-        assert_eq!(plan(None).len(), 6);
+        assert_eq!(plan(None).len(), 7);
         let with = plan(Some("postgres://x"));
-        assert_eq!(with.len(), 8);
-        assert_eq!(with[6].1, ["ledger", "--database-url", "postgres://x"]);
+        assert_eq!(with.len(), 9);
+        assert_eq!(with[7].1, ["ledger", "--database-url", "postgres://x"]);
     }
 }

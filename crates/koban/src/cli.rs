@@ -407,6 +407,9 @@ pub enum BenchCommand {
     /// Server time of the web wallet's main pages under light load, signed-in customers with a
     /// history, through the real router in-process (embedded SQLite in a temporary directory).
     Pages(crate::bench_pages::PagesBenchArgs),
+    /// A seeded simulation of offline payments: purses paying terminals by QR while the
+    /// network comes and goes, cheating devices, late settlement; loss against the stated bound.
+    Offline(crate::bench_offline::OfflineBenchArgs),
     /// Every bench above with its defaults, each in its own process: one table, then one JSON
     /// document (`--json`: the document only). Exits non-zero if any bench failed.
     All(crate::bench_all::AllBenchArgs),
@@ -448,6 +451,9 @@ pub fn run(cli: Cli, file: crate::config::FileSettings) -> anyhow::Result<ExitCo
             Command::Bench(BenchCommand::Chaos(args)) => crate::bench_chaos::chaos(args).await,
             Command::Bench(BenchCommand::Risk(args)) => crate::risk::bench(args).await,
             Command::Bench(BenchCommand::Pages(args)) => crate::bench_pages::pages(args).await,
+            Command::Bench(BenchCommand::Offline(args)) => {
+                crate::bench_offline::offline(args).await
+            }
             Command::Bench(BenchCommand::All(args)) => crate::bench_all::all(args).await,
             Command::Risk(RiskCommand::Backtest(args)) => {
                 let url = args.database.database_url.expose().to_owned();

@@ -14,6 +14,7 @@ pub mod bench_cards;
 pub mod bench_chaos;
 pub mod bench_login;
 pub mod bench_meter;
+pub mod bench_offline;
 pub mod bench_pages;
 pub mod card_network;
 pub mod cli;

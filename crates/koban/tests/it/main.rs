@@ -13,6 +13,7 @@ mod helpers;
 mod identity;
 mod instances;
 mod observability;
+mod offline;
 mod risk;
 mod serve;
 mod walkthroughs;

@@ -93,6 +93,7 @@ fn help_is_available_for_every_command() {
         vec!["bench", "api", "--help"],
         vec!["bench", "risk", "--help"],
         vec!["bench", "pages", "--help"],
+        vec!["bench", "offline", "--help"],
         vec!["bench", "all", "--help"],
         vec!["keys", "generate", "--help"],
         vec!["keys", "rotate", "--help"],
