@@ -14,8 +14,8 @@
 //!   the purse has spent ([`Purse::pay`]).
 //! - The terminal checks the voucher against its challenge, the issuer's keys, its revocation
 //!   list and what it saw of the purse before ([`Terminal::accept`]), and keeps it.
-//! - Whoever comes online first uploads the vouchers; [`settle::PurseBook`] decides each one
-//!   once, by (purse, counter), and finds double spending.
+//! - The terminal uploads the vouchers when it is online; [`settle::PurseBook`] decides each
+//!   content once and finds double spending (the device's own copies only help find it).
 //!
 //! Architecture invariant: no IO, no clock, no database. Time comes in as an argument (Unix
 //! seconds); randomness is used only where ECDSA needs it (key generation, signing nonces)
@@ -32,7 +32,7 @@ mod wire;
 
 pub use keys::{IssuerKeys, SigningKey, verify};
 pub use purse::{Purse, PurseError};
-pub use terminal::{Seen, Terminal};
+pub use terminal::{CHALLENGE_MAX_AGE, Seen, Terminal};
 pub use wire::{
     CHALLENGE_PREFIX, Challenge, Currency, DecodeError, NAME_MAX, PurseCertificate,
     TerminalCertificate, VOUCHER_PREFIX, Voucher, VoucherContent,

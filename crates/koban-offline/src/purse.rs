@@ -28,6 +28,8 @@ pub struct Purse {
     pub counter: u32,
     /// The cumulative amount of the last voucher signed.
     pub spent: u64,
+    /// The last voucher signed: shown again, not signed anew, for the same challenge.
+    pub last: Option<Voucher>,
 }
 
 impl Purse {
@@ -37,6 +39,7 @@ impl Purse {
             key,
             counter: 0,
             spent: 0,
+            last: None,
         }
     }
 
@@ -46,13 +49,22 @@ impl Purse {
     }
 
     /// Pays a challenge the customer has confirmed: checks it, then signs a voucher with the
-    /// next counter and the new cumulative amount.
+    /// next counter and the new cumulative amount. The same challenge again (scanned twice)
+    /// gets the same voucher: one purchase is never paid twice.
     pub fn pay(
         &mut self,
         challenge: &Challenge,
         issuers: &IssuerKeys,
         now: u32,
     ) -> Result<Voucher, PurseError> {
+        if let Some(last) = &self.last
+            && last.content.terminal == challenge.terminal.terminal
+            && last.content.nonce == challenge.nonce
+            && last.content.amount == challenge.amount
+            && last.content.time == challenge.time
+        {
+            return Ok(last.clone());
+        }
         challenge
             .verify(issuers, now)
             .map_err(PurseError::Challenge)?;
@@ -85,6 +97,7 @@ impl Purse {
         );
         self.counter = counter;
         self.spent = cumulative;
+        self.last = Some(voucher.clone());
         Ok(voucher)
     }
 }

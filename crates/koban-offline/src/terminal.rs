@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use crate::{Challenge, Id, IssuerKeys, Nonce, Refusal, SigningKey, TerminalCertificate, Voucher};
 
+/// How long a challenge stays answerable (seconds): a customer scans it at the till.
+pub const CHALLENGE_MAX_AGE: u32 = 600;
+
 /// What a terminal saw last of a purse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seen {
@@ -28,6 +31,8 @@ pub struct Terminal {
     /// payments (seconds).
     max_list_age: u32,
     seen: HashMap<Id, Seen>,
+    /// Challenges already answered by an accepted voucher.
+    answered: HashSet<Nonce>,
     /// Accepted vouchers not yet uploaded.
     stored: Vec<Voucher>,
 }
@@ -51,6 +56,7 @@ impl Terminal {
             list_time: now,
             max_list_age,
             seen: HashMap::new(),
+            answered: HashSet::new(),
             stored: Vec::new(),
         }
     }
@@ -68,7 +74,8 @@ impl Terminal {
         voucher: &Voucher,
         now: u32,
     ) -> Result<(), Refusal> {
-        if now.saturating_sub(self.list_time) > self.max_list_age {
+        // A clock set back before the list was fetched cannot vouch for its age either.
+        if now < self.list_time || now - self.list_time > self.max_list_age {
             return Err(Refusal::StaleRevocationList);
         }
         let cert = &voucher.certificate;
@@ -80,6 +87,9 @@ impl Terminal {
             || content.amount != challenge.amount
             || content.time != challenge.time
             || challenge.terminal.terminal != self.certificate.terminal
+            || self.answered.contains(&challenge.nonce)
+            || challenge.time > now
+            || now - challenge.time > CHALLENGE_MAX_AGE
         {
             return Err(Refusal::WrongChallenge);
         }
@@ -87,7 +97,9 @@ impl Terminal {
             return Err(Refusal::WrongCurrency);
         }
         voucher.verify_signatures(&self.issuers)?;
+        // Valid now, and when the challenge was made (settlement checks the latter).
         cert.check_time(now)?;
+        cert.check_time(challenge.time)?;
         if self.revoked.contains(&cert.purse) {
             return Err(Refusal::Revoked);
         }
@@ -113,6 +125,7 @@ impl Terminal {
                 cumulative: content.cumulative,
             },
         );
+        self.answered.insert(challenge.nonce);
         self.stored.push(voucher.clone());
         Ok(())
     }

@@ -189,8 +189,15 @@ impl<'a> Reader<'a> {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= NAME_MAX
-        && !name.chars().any(char::is_control)
+        && !name.chars().any(|c| c.is_control() || invisible(c))
         && name.trim() == name
+}
+
+/// Characters that change how a name shows without showing themselves (zero-width marks and
+/// joiners, direction overrides and isolates, the byte-order mark): a certified name could
+/// otherwise be made to look like another.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 impl PurseCertificate {

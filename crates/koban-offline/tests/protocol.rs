@@ -102,6 +102,23 @@ fn a_device_pays_a_terminal_and_the_codes_are_small_enough_to_scan() {
     );
     terminal.accept(&challenge, &voucher, NOW).unwrap();
     assert_eq!(terminal.stored(), std::slice::from_ref(&voucher));
+    // Scanned again: the device shows the same voucher, and the terminal does not take it
+    // twice.
+    assert_eq!(purse.pay(&read, &world.keys, NOW).unwrap(), voucher);
+    assert_eq!(
+        terminal.accept(&challenge, &voucher, NOW),
+        Err(Refusal::WrongChallenge)
+    );
+    // A challenge older than ten minutes, or from the terminal's future, is not answered.
+    let old = terminal.challenge(500, [20; 12], NOW - 601);
+    let v = purse.clone().pay(&old, &world.keys, NOW).unwrap();
+    assert_eq!(terminal.accept(&old, &v, NOW), Err(Refusal::WrongChallenge));
+    let ahead = terminal.challenge(500, [21; 12], NOW + 5);
+    let v = purse.clone().pay(&ahead, &world.keys, NOW + 5).unwrap();
+    assert_eq!(
+        terminal.accept(&ahead, &v, NOW),
+        Err(Refusal::WrongChallenge)
+    );
     // Sizes: the QR symbols at level M (15% of the symbol can be lost) stay at version 13 or
     // below (69 modules a side), which a phone reads from another phone's screen.
     assert_eq!(voucher.encode().len(), Voucher::LEN);
@@ -330,9 +347,10 @@ fn a_revoked_purse_and_a_stale_list_stop_the_terminal() {
     assert_eq!(terminal.accept(&challenge, &voucher, later), Ok(()));
 }
 
+/// A voucher's content at terminal `nonce` (each challenge at its own terminal).
 fn content(counter: u32, amount: u64, cumulative: u64, nonce: u8) -> VoucherContent {
     VoucherContent {
-        terminal: [1; 16],
+        terminal: [nonce; 16],
         nonce: [nonce; 12],
         time: NOW,
         amount,
@@ -342,11 +360,20 @@ fn content(counter: u32, amount: u64, cumulative: u64, nonce: u8) -> VoucherCont
 }
 
 fn book(policy: Policy) -> PurseBook {
-    PurseBook::new(LIMIT, NOW - HOUR, NOW + 72 * HOUR, policy)
+    PurseBook::new([3; 16], LIMIT, NOW - HOUR, NOW + 72 * HOUR, policy)
+}
+
+/// Each terminal its own merchant, except terminals 10 and 11, both merchant 10's.
+fn merchant_of(c: &VoucherContent) -> [u8; 16] {
+    [if c.terminal[0] == 11 {
+        10
+    } else {
+        c.terminal[0]
+    }; 16]
 }
 
 fn settle(book: &mut PurseBook, c: &VoucherContent) -> Decision {
-    book.settle(c, c.digest(&[3; 16]), NOW).decision
+    book.settle(c, merchant_of(c), NOW).decision
 }
 
 #[test]
@@ -362,7 +389,7 @@ fn settlement_pays_once_finds_double_spending_and_stays_within_the_guarantee() {
         }
     );
     // The same voucher again (the device uploads it too): the same answer, nothing moves.
-    let again = b.settle(&first, first.digest(&[3; 16]), NOW);
+    let again = b.settle(&first, merchant_of(&first), NOW);
     assert!(again.repeated);
     assert_eq!(b.reserve_left, 5_000);
     // A clone spends counter 1 elsewhere: paid, reserve first, then the guarantee; revoked.
@@ -376,24 +403,23 @@ fn settlement_pays_once_finds_double_spending_and_stays_within_the_guarantee() {
         }
     );
     assert!(b.revoked);
-    // An over-spender's next voucher, with a cumulative not following from the first.
+    // Once revoked there is nothing more to find: later vouchers are paid from what is left
+    // of the guarantee, and past it not at all.
     let forgetful = content(2, 10_000, 10_000, 3);
     assert_eq!(
         settle(&mut b, &forgetful),
         Decision::Paid {
             from_reserve: 0,
             from_guarantee: 10_000,
-            double_spend: Some(DoubleSpend::Inconsistent)
+            double_spend: None
         }
     );
-    // The guarantee (one limit) has 3,000 left: a 5,000 voucher is not paid. Its cumulative
-    // follows from each voucher before it, but together they add up past the limit.
     let more = content(3, 5_000, 20_000, 4);
     assert_eq!(
         settle(&mut b, &more),
         Decision::Unpaid {
             reason: Unpaid::GuaranteeExhausted,
-            double_spend: Some(DoubleSpend::OverLimit)
+            double_spend: None
         }
     );
     assert_eq!(b.guarantee_left, 3_000);
@@ -411,6 +437,86 @@ fn settlement_pays_once_finds_double_spending_and_stays_within_the_guarantee() {
             double_spend: Some(DoubleSpend::CounterReused)
         }
     );
+}
+
+#[test]
+fn one_purchase_is_paid_once_and_one_merchant_at_most_the_limit() {
+    let mut b = book(Policy::default());
+    // A device that signed twice for one challenge (its state lost between): the chain is
+    // consistent, but the challenge is paid once.
+    let once = content(1, 5_000, 5_000, 7);
+    let twice = VoucherContent {
+        counter: 2,
+        cumulative: 10_000,
+        ..once
+    };
+    assert_eq!(settle(&mut b, &once).paid(), 5_000);
+    assert_eq!(
+        settle(&mut b, &twice),
+        Decision::Unpaid {
+            reason: Unpaid::ChallengeAnswered,
+            double_spend: None
+        }
+    );
+    assert!(!b.revoked);
+    // A clone spending at two terminals of one merchant: that merchant is paid the limit at
+    // most from this purse.
+    let mut b = book(Policy::default());
+    assert_eq!(
+        settle(&mut b, &content(1, 15_000, 15_000, 10)).paid(),
+        15_000
+    );
+    assert_eq!(
+        settle(&mut b, &content(1, 10_000, 10_000, 11)),
+        Decision::Unpaid {
+            reason: Unpaid::MerchantCap,
+            double_spend: Some(DoubleSpend::CounterReused)
+        }
+    );
+    // Another merchant's voucher of the clone is still paid, from what the reserve has left.
+    assert_eq!(
+        settle(&mut b, &content(2, 4_000, 19_000, 12)),
+        Decision::Paid {
+            from_reserve: 4_000,
+            from_guarantee: 0,
+            double_spend: None
+        }
+    );
+}
+
+/// Settling some vouchers, storing the decisions and restoring the book from them gives the
+/// same decisions for the rest as the book that never stopped.
+#[test]
+fn a_restored_book_decides_as_the_original() {
+    let vouchers = [
+        content(1, 6_000, 6_000, 1),
+        content(1, 9_000, 9_000, 2),
+        content(2, 3_000, 9_000, 3),
+        content(3, 8_000, 17_000, 4),
+        content(2, 5_000, 14_000, 5),
+        content(4, 3_000, 20_000, 6),
+        content(5, 1_000, 20_000, 7),
+    ];
+    for split in 0..vouchers.len() {
+        let mut original = book(Policy::default());
+        let mut stored = Vec::new();
+        for v in &vouchers[..split] {
+            stored.push((*v, merchant_of(v), settle(&mut original, v)));
+        }
+        let mut restored =
+            PurseBook::restore(book(Policy::default()), (original.revoked, false), stored);
+        for v in &vouchers[split..] {
+            assert_eq!(
+                settle(&mut restored, v),
+                settle(&mut original, v),
+                "split {split}"
+            );
+        }
+        assert_eq!(
+            (restored.reserve_left, restored.guarantee_left),
+            (original.reserve_left, original.guarantee_left)
+        );
+    }
 }
 
 #[test]
@@ -446,7 +552,7 @@ fn settlement_refuses_what_a_terminal_should_have_refused_and_what_comes_late() 
     assert_eq!(b.close(b.deadline() + 1), None);
     let late = content(2, 100, 200, 4);
     assert_eq!(
-        b.settle(&late, late.digest(&[3; 16]), b.deadline() + 5)
+        b.settle(&late, merchant_of(&late), b.deadline() + 5)
             .decision,
         Decision::Unpaid {
             reason: Unpaid::Late,
@@ -485,7 +591,7 @@ proptest! {
         let mut paid = 0;
         for (i, pick) in order.iter().copied().chain(0..vouchers.len()).enumerate() {
             let v = &vouchers[pick % vouchers.len()];
-            let settled = b.settle(v, v.digest(&[3; 16]), NOW);
+            let settled = b.settle(v, merchant_of(v), NOW);
             prop_assert_eq!(settled.decision.double_spend(), None, "arrival {}", i);
             if !settled.repeated {
                 prop_assert_eq!(settled.decision, Decision::Paid { from_reserve: v.amount, from_guarantee: 0, double_spend: None });
@@ -511,7 +617,7 @@ proptest! {
         let mut counted = Vec::new();
         for (counter, amount, extra, nonce) in raw {
             let v = content(counter, amount, amount + extra, nonce);
-            let settled = b.settle(&v, v.digest(&[3; 16]), NOW);
+            let settled = b.settle(&v, merchant_of(&v), NOW);
             if settled.repeated { continue; }
             if let Decision::Paid { from_reserve: r, from_guarantee: g, .. } = settled.decision {
                 from_reserve += r;
@@ -531,14 +637,60 @@ proptest! {
         prop_assert_eq!(b.revoked, !honest, "{:?}", sorted);
     }
 
-    /// Any bytes: a voucher or certificate that decodes is exactly the bytes it came from.
+    /// A real challenge and voucher with bytes changed, cut or added: whatever still decodes is
+    /// exactly the bytes it came from, and how many of the changes decode is not nothing.
     #[test]
-    fn only_canonical_bytes_decode(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        if let Ok(v) = Voucher::decode(&bytes) { prop_assert_eq!(v.encode(), bytes.clone()); }
-        if let Ok(c) = PurseCertificate::decode(&bytes) { prop_assert_eq!(c.encode(), bytes.clone()); }
-        if let Ok(c) = TerminalCertificate::decode(&bytes) { prop_assert_eq!(c.encode(), bytes.clone()); }
-        if let Ok(c) = Challenge::decode(&bytes) { prop_assert_eq!(c.encode(), bytes); }
+    fn only_canonical_bytes_decode(
+        changes in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..4),
+        cut in 0usize..4,
+        extra in proptest::collection::vec(any::<u8>(), 0..2),
+    ) {
+        for original in samples() {
+            let mut bytes = original.clone();
+            for (at, value) in &changes {
+                let at = usize::from(*at) % bytes.len();
+                bytes[at] = *value;
+            }
+            bytes.truncate(bytes.len() - cut.min(bytes.len()));
+            bytes.extend_from_slice(&extra);
+            if let Ok(v) = Voucher::decode(&bytes) { prop_assert_eq!(v.encode(), bytes.clone()); }
+            if let Ok(c) = Challenge::decode(&bytes) { prop_assert_eq!(c.encode(), bytes.clone()); }
+            if let Ok(c) = PurseCertificate::decode(&bytes) { prop_assert_eq!(c.encode(), bytes.clone()); }
+            if let Ok(c) = TerminalCertificate::decode(&bytes) { prop_assert_eq!(c.encode(), bytes); }
+        }
     }
+}
+
+/// A voucher, a challenge and both certificates, encoded.
+fn samples() -> &'static [Vec<u8>] {
+    static SAMPLES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    SAMPLES.get_or_init(|| {
+        let world = World::new();
+        let mut purse = world.purse(LIMIT);
+        let challenge = world.terminal(1).challenge(1_000, [1; 12], NOW);
+        let voucher = purse.pay(&challenge, &world.keys, NOW).unwrap();
+        vec![
+            voucher.encode(),
+            challenge.encode(),
+            voucher.certificate.encode(),
+            challenge.terminal.encode(),
+        ]
+    })
+}
+
+/// The canonical check above is not empty: single-byte changes in value fields still decode.
+#[test]
+fn changed_values_still_decode_so_the_canonical_check_bites() {
+    let voucher = &samples()[0];
+    let mut changed = voucher.clone();
+    // The last byte of the cumulative amount (before the signature).
+    let at = voucher.len() - 64 - 1;
+    changed[at] ^= 1;
+    assert!(Voucher::decode(&changed).is_ok());
+    // A trailing byte never does.
+    let mut longer = voucher.clone();
+    longer.push(0);
+    assert!(Voucher::decode(&longer).is_err());
 }
 
 /// Any one bit of a voucher changed: it no longer reads, or no longer verifies.
@@ -571,15 +723,13 @@ fn the_simulation_never_loses_more_than_the_bound_and_finds_every_double_spender
         assert!(report.invariants_ok, "seed {seed}: {:?}", report.violations);
         assert!(report.payments > 100, "seed {seed}: {report:?}");
         assert!(report.loss_minor <= report.bound_minor);
-        assert_eq!(
-            report.double_spends_detected,
-            report.cheaters_who_double_spent
-        );
+        assert!(report.double_spends_detected >= report.cheaters_who_double_spent);
         assert!(
             report.cheaters_who_double_spent >= 4,
             "seed {seed}: {report:?}"
         );
-        assert!(report.repeated > 0, "both sides upload: {report:?}");
+        assert!(report.repeated > 0, "terminals send again: {report:?}");
+        assert!(report.double_scans > 0, "{report:?}");
         assert!(report.refused_at_terminal.values().sum::<u64>() > 0);
     }
 }

@@ -44,12 +44,13 @@ pub async fn offline(args: OfflineBenchArgs) -> anyhow::Result<ExitCode> {
     let params = sim::Params {
         devices: args.devices,
         terminals: args.terminals.max(1),
-        hours: args.hours.max(1),
+        // Within a year, and a limit far from overflowing any sum.
+        hours: args.hours.clamp(1, 24 * 366),
         cheaters: args.cheaters,
         seed: args.seed,
-        limit: args.limit.max(1),
+        limit: args.limit.clamp(1, 1_000_000_000_000),
         policy: Policy {
-            guarantee_factor: args.guarantee_factor.max(1),
+            guarantee_factor: args.guarantee_factor.clamp(1, 100),
             ..Policy::default()
         },
         ..sim::Params::default()

@@ -25,8 +25,11 @@ fn bench_offline_never_loses_more_than_the_bound_across_seeds() {
         assert_eq!(bound, 9 * 20_000, "{report}");
         assert!(loss <= bound, "{report}");
         losses += loss;
-        assert_eq!(
-            report["double_spends_detected"], report["cheaters_who_double_spent"],
+        // Every purse whose accepted vouchers show double spending is revoked (the simulation
+        // checks it purse by purse); a device's report can find one sooner.
+        assert!(
+            report["double_spends_detected"].as_u64()
+                >= report["cheaters_who_double_spent"].as_u64(),
             "{report}"
         );
         assert!(
