@@ -9,6 +9,7 @@ mod bankfiles;
 pub mod cards;
 pub mod extract;
 mod identity;
+pub mod offline;
 mod openapi;
 mod ops;
 mod pages;
@@ -205,6 +206,14 @@ fn payment_routes<S: LedgerStore>() -> Router<ApiState<S>> {
             post(payments::create_code::<S>).get(payments::live_codes::<S>),
         )
         .route("/payment-codes/{id}", delete(payments::revoke_code::<S>))
+        .route(
+            "/offline/purses",
+            post(offline::load_purse::<S>).get(offline::purses::<S>),
+        )
+        .route("/offline/terminals", post(offline::register_terminal::<S>))
+        .route("/offline/revocations", get(offline::revocations::<S>))
+        .route("/offline/vouchers", post(offline::upload_vouchers::<S>))
+        .route("/ops/offline/exposure", get(offline::exposure::<S>))
 }
 
 /// Merchants' payments (requests, charges, refunds, balance, payouts, webhooks), the

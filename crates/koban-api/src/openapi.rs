@@ -86,6 +86,8 @@ impl Modify for Security {
         risk::risk_actions, risk::approve_action, risk::reject_action, risk::risk_stats, risk::rules, risk::reload_rules,
         bankfiles::import_statement, bankfiles::statement_lines, bankfiles::resolve_statement_line,
         bankfiles::bank_files, bankfiles::bank_file,
+        crate::offline::load_purse, crate::offline::purses, crate::offline::register_terminal,
+        crate::offline::revocations, crate::offline::upload_vouchers, crate::offline::exposure,
     ),
     components(schemas(Problem, StepUpChallengeOut, CardChallengeOut, StepUpIn, MoneyOut))
 )]

@@ -23,7 +23,7 @@ pub struct ExportOut {
     /// One array per table about the caller (`profile`, `factors`, `recovery_codes`,
     /// `sessions`, `known_devices`, `recovery_requests`, `notices`, `audit`, `wallets`,
     /// `identity_check`, `handle`, `pay_links`, `payees`, `bank_accounts`, `top_up_cards`,
-    /// `bank_operations`, `payment_codes`, `held_transfers`, `risk_decisions`, `cards`,
+    /// `bank_operations`, `payment_codes`, `offline_purses`, `held_transfers`, `risk_decisions`, `cards`,
     /// `card_payments`), and `statements`: each wallet's balance and whole statement as CSV.
     /// Times are ms since the Unix epoch, amounts minor units. Secrets (passwords, codes,
     /// factor seeds, card numbers) are never included.

@@ -9,6 +9,8 @@ use crate::{PayError, Payments};
 /// Account codes.
 pub const WALLET: Code = Code(1);
 pub const MERCHANT: Code = Code(2);
+/// An offline purse's reserve: the customer's money set aside for offline payments.
+pub const OFFLINE_RESERVE: Code = Code(3);
 
 /// Transfer codes (what a movement was, for history and statements).
 pub mod kind {
@@ -31,6 +33,12 @@ pub mod kind {
     pub const REVERSAL: Code = Code(112);
     /// A victim made whole from the fraud-losses account.
     pub const COMPENSATION: Code = Code(113);
+    /// Wallet to an offline purse's reserve.
+    pub const OFFLINE_LOAD: Code = Code(114);
+    /// An offline voucher paid to its merchant (from the reserve, or the issuer's guarantee).
+    pub const OFFLINE_PAYMENT: Code = Code(115);
+    /// What is left of a closed purse's reserve, back to the wallet.
+    pub const OFFLINE_RETURN: Code = Code(116);
 
     pub fn name(code: Code) -> &'static str {
         match code {
@@ -48,6 +56,9 @@ pub mod kind {
             CARD_REFUND => "card_refund",
             REVERSAL => "reversal",
             COMPENSATION => "compensation",
+            OFFLINE_LOAD => "offline_load",
+            OFFLINE_PAYMENT => "offline_payment",
+            OFFLINE_RETURN => "offline_return",
             _ => "other",
         }
     }

@@ -25,6 +25,7 @@ pub mod iso20022;
 pub mod links;
 pub mod losses;
 pub mod merchant;
+pub mod offline;
 pub mod outbound;
 pub mod p2p;
 pub mod privacy;
@@ -116,6 +117,8 @@ pub struct PayConfig {
     pub file_bank: Option<connectors::FileBank>,
     /// How long personal data is kept ([`retention`]).
     pub retention: retention::Retention,
+    /// Offline purses and terminals ([`offline`]).
+    pub offline: offline::OfflineConfig,
 }
 
 impl Default for PayConfig {
@@ -156,6 +159,7 @@ impl Default for PayConfig {
             tls_ca_pem: None,
             file_bank: None,
             retention: retention::Retention::default(),
+            offline: offline::OfflineConfig::default(),
         }
     }
 }
@@ -349,12 +353,21 @@ pub struct Payments<S: LedgerStore> {
     pub(crate) refusals_scored: Arc<Mutex<(i64, u32)>>,
     /// Addresses each payer was already answered a hit for (`p2p::KnownAddresses`).
     pub(crate) known_addresses: Arc<Mutex<HashSet<[u8; 32]>>>,
+    /// The offline issuer's signing key and trusted keys, read once ([`offline`]).
+    pub(crate) offline_issuer: Arc<std::sync::OnceLock<OfflineIssuer>>,
     /// The TLS client settings for webhook endpoints, built on first use.
     pub(crate) webhook_tls: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
     /// The banks connected (the sandbox, the ISO 20022 file bank) and the card acquirer.
     pub(crate) banks: Arc<Vec<Box<dyn connectors::BankConnector<Tx<S>>>>>,
     pub(crate) acquirer: Arc<dyn connectors::AcquirerConnector>,
 }
+
+/// The offline issuer's key number, signing key and every public key trusted.
+pub(crate) type OfflineIssuer = (
+    u8,
+    Arc<koban_offline::SigningKey>,
+    koban_offline::IssuerKeys,
+);
 
 /// The database transaction of a store's SQL side.
 pub(crate) type Tx<S> = <<S as LedgerStore>::Sql as koban_store::sql::SqlDb>::Tx;
@@ -453,6 +466,7 @@ impl<S: LedgerStore> Payments<S> {
             record_flush: Arc::default(),
             refusals_scored: Arc::default(),
             known_addresses: Arc::default(),
+            offline_issuer: Arc::default(),
             webhook_tls: Arc::default(),
             banks: Arc::new(banks),
             acquirer: Arc::new(connectors::SandboxAcquirer),

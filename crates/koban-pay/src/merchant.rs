@@ -140,14 +140,17 @@ impl<S: LedgerStore> Payments<S> {
 
     /// The fee on `amount`: `bps` basis points of it plus `fixed`. The merchant never pays
     /// more in fees than it received, so a fee at or above the amount is the amount.
-    fn fee(&self, amount: Amount, bps: u64, fixed: u64) -> u64 {
+    pub(crate) fn fee(&self, amount: Amount, bps: u64, fixed: u64) -> u64 {
         let amount = amount.minor_units();
         crate::basis_points(amount, bps)
             .checked_add(fixed)
             .map_or(amount, |fee| fee.min(amount))
     }
 
-    async fn merchant_terms(&self, merchant_id: &str) -> Result<(String, u64, u64), PayError> {
+    pub(crate) async fn merchant_terms(
+        &self,
+        merchant_id: &str,
+    ) -> Result<(String, u64, u64), PayError> {
         let mut tx = self.db().begin_read().await?;
         let row = tx
             .query_opt(

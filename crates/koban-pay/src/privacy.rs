@@ -118,6 +118,24 @@ const EXPORT: &[Section] = &[
         sealed: &[],
     },
     Section {
+        name: "offline_purses",
+        sql: "SELECT id, currency, amount, not_before, not_after, deadline, status, reserve_left, \
+              created_at, closed_at FROM offline_purses WHERE user_id = $1 ORDER BY created_at",
+        columns: &[
+            "id",
+            "currency",
+            "amount",
+            "not_before",
+            "not_after",
+            "deadline",
+            "status",
+            "reserve_left",
+            "created_at",
+            "closed_at",
+        ],
+        sealed: &[],
+    },
+    Section {
         name: "held_transfers",
         sql: "SELECT pending_id, amount, currency, reason, status, created_at, decided_at \
               FROM held_transfers WHERE payer_user = $1 ORDER BY created_at",
@@ -210,8 +228,16 @@ impl<S: LedgerStore> Payments<S> {
             )
             .await?
             .i64(0)?;
+        // An offline purse's reserve comes back to the wallet only when its window ends.
+        let purses = tx
+            .query_one(
+                "SELECT COUNT(*) FROM offline_purses WHERE user_id = $1 AND status <> 'closed'",
+                params![user_id.as_str()],
+            )
+            .await?
+            .i64(0)?;
         tx.commit().await?;
-        if pending > 0 || held_to_it > 0 {
+        if pending > 0 || held_to_it > 0 || purses > 0 {
             return Err(PayError::Conflict(MONEY_ON_ITS_WAY));
         }
         Ok(())

@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("../migrations/0016_bank_files.sql")),
     (17, include_str!("../migrations/0017_personal_data.sql")),
     (18, include_str!("../migrations/0018_retention.sql")),
+    (19, include_str!("../migrations/0019_offline.sql")),
 ];
 /// The advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x006b_6f62_616e;

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("../migrations/0016_bank_files.sql")),
     (17, include_str!("../migrations/0017_personal_data.sql")),
     (18, include_str!("../migrations/0018_retention.sql")),
+    (19, include_str!("../migrations/0019_offline.sql")),
 ];
 
 pub fn db_error(error: rusqlite::Error) -> StoreError {

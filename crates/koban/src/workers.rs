@@ -234,6 +234,14 @@ pub async fn run_workers<S: LedgerStore>(
                 }
             }
             _ = reconcile.tick() => {
+                // Offline purses past their settlement window: the rest back to the wallet.
+                if held(&mut settlement, &db).await {
+                    match pay.close_due_purses().await {
+                        Ok(0) => {}
+                        Ok(closed) => tracing::info!(closed, "offline purses closed"),
+                        Err(error) => tracing::warn!(%error, "offline purses could not close; will retry"),
+                    }
+                }
                 // The books against the wallets, for the reconciliation alert.
                 match pay.reconciliation_gaps().await {
                     Ok(gaps) => {

@@ -5,6 +5,7 @@ mod bank_files;
 mod cards;
 mod helpers;
 mod instances;
+mod offline;
 mod operators;
 mod outage;
 mod passkeys;

@@ -263,6 +263,7 @@ async fn a_customer_exports_everything_koban_holds_about_her<S: LedgerStore>(app
         "pay_links",
         "top_up_cards",
         "payment_codes",
+        "offline_purses",
         "held_transfers",
         "cards",
         "card_payments",

@@ -119,7 +119,7 @@ fn migrate_applies_once_and_rejects_unknown_urls() {
     assert!(first.status.success());
     assert_eq!(
         String::from_utf8_lossy(&first.stdout).trim(),
-        "{\"migrations_applied\": 17}"
+        "{\"migrations_applied\": 18}"
     );
     let second = crate::helpers::koban()
         .args(["migrate", "--database-url", &url])
