@@ -16,6 +16,8 @@ fn bench_offline_never_loses_more_than_the_bound_across_seeds() {
             "9",
             "--seed",
             seed,
+            "--server-purses",
+            "0",
         ]);
         assert_eq!(report["invariants_ok"], true, "{report}");
         assert_eq!(report["errors"], 0, "{report}");
@@ -59,9 +61,23 @@ fn bench_offline_never_loses_more_than_the_bound_across_seeds() {
         "3",
         "--guarantee-factor",
         "1",
+        "--server-purses",
+        "4",
     ]);
     assert_eq!(report["invariants_ok"], true, "{report}");
     assert_eq!(report["loss_minor"], 0, "{report}");
     assert_eq!(report["bound_minor"], 0, "{report}");
     assert!(report["unpaid_minor"].as_u64().unwrap() > 0, "{report}");
+    // And for real: four customers load purses over HTTP and pay four tills ten times each;
+    // every voucher the merchants upload is paid once, and the books hold.
+    let server = &report["server"];
+    assert_eq!(server["purses"], 4, "{report}");
+    assert_eq!(server["vouchers"], 40, "{report}");
+    assert_eq!(server["paid"], 40, "{report}");
+    assert_eq!(server["invariants_ok"], true, "{report}");
+    assert!(server["settlements_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        report["requests_per_second"].as_f64().unwrap(),
+        (server["settlements_per_second"].as_f64().unwrap() * 10.0).round() / 10.0
+    );
 }
