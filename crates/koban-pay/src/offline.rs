@@ -273,8 +273,10 @@ impl<S: LedgerStore> Payments<S> {
             }
             if purse.view.status == "loading" {
                 // The first attempt stopped before its money moved (or before it said so):
-                // finish it under the purse's lock, which closing takes too.
-                let _lock = self.lock_wallet(purse.reserve).await?;
+                // finish it under the wallet's lock, as the first attempt held it, and the
+                // purse's, which closing takes too (both at once, in the locks' own order).
+                let wallet = self.wallet(&principal.user_id, currency).await?;
+                let _locks = self.lock_wallets(wallet.account, purse.reserve).await?;
                 self.still_signed_in(principal).await?;
                 let purse = self.purse_row(&purse_id).await?.ok_or(PayError::NotFound)?;
                 self.finish_load(&purse, currency).await?;
@@ -675,12 +677,9 @@ impl<S: LedgerStore> Payments<S> {
         merchant: &UserId,
     ) -> Result<VoucherOutcome, PayError> {
         // Read again under the lock.
-        let mut purse = self.purse_row(purse_id).await?.ok_or(PayError::NotFound)?;
-        if purse.view.status == "loading" {
-            // Its load stopped halfway (a crash): finish it before anything is paid from it.
-            let _ = self.finish_load(&purse, purse.view.currency).await;
-            purse = self.purse_row(purse_id).await?.ok_or(PayError::NotFound)?;
-        }
+        let purse = self.purse_row(purse_id).await?.ok_or(PayError::NotFound)?;
+        // A purse still loading never gave its certificate out (it is given once the money is
+        // in the reserve), so nothing is paid from it.
         if !matches!(purse.view.status.as_str(), "open" | "revoked" | "closed") {
             return Ok(VoucherOutcome::refused("purse_not_loaded", Some(voucher)));
         }

@@ -130,13 +130,31 @@ async fn a_customer_pays_a_terminal_offline_and_the_merchant_is_paid_once<S: Led
     // The same key again: the same purse, nothing moves twice.
     let again = app
         .call(idem(
-            post("/v1/offline/purses", body).bearer(&token),
+            post("/v1/offline/purses", body.clone()).bearer(&token),
             "purse-1",
         ))
         .await;
     assert_eq!(again.status, StatusCode::CREATED, "{again:?}");
     assert_eq!(again.body["id"], loaded.body["id"]);
     assert_eq!(balance(&app, &token).await, 20_000);
+    // A first attempt that stopped after writing its row (a crash before it said so): the
+    // same request finishes it, and the ledger moves nothing twice.
+    let mut tx = app.pay.db().begin().await.unwrap();
+    tx.execute("UPDATE offline_purses SET status = 'loading'", params![])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let finished = app
+        .call(idem(
+            post("/v1/offline/purses", body.clone()).bearer(&token),
+            "purse-1",
+        ))
+        .await;
+    assert_eq!(finished.status, StatusCode::CREATED, "{finished:?}");
+    assert_eq!(finished.body["status"], "open");
+    assert_eq!(finished.body["certificate"], loaded.body["certificate"]);
+    assert_eq!(balance(&app, &token).await, 20_000);
+    app.assert_money_invariants().await;
     // One purse at a time.
     let second = app
         .call(idem(
