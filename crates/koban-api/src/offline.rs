@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use koban_pay::offline::{PurseView, TerminalView, VOUCHERS_PER_UPLOAD_MAX, VoucherOutcome};
+use koban_pay::offline::{PurseView, TerminalView, VoucherOutcome};
 use koban_pay::{PayError, parse_amount};
 use koban_store::LedgerStore;
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ pub struct PurseIn {
 }
 
 /// A public key the issuer signs with.
-#[derive(Serialize, ToSchema)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct IssuerKeyOut {
     pub number: u8,
     /// P-256, SEC 1 uncompressed, base64url.
@@ -146,21 +146,14 @@ pub struct ExposureOut {
     pub bound_per_purse_minor: u64,
 }
 
-fn key65(text: &str, field: &'static str) -> Result<[u8; 65], ApiError> {
+/// A P-256 public key, uncompressed, in base64url; `refusal` says which field it was.
+fn key65(text: &str, refusal: &'static str) -> Result<[u8; 65], ApiError> {
     URL_SAFE_NO_PAD
         .decode(text.trim())
         .ok()
         .and_then(|bytes| <[u8; 65]>::try_from(bytes).ok())
         .filter(|key| key[0] == 0x04)
-        .ok_or_else(|| {
-            PayError::Invalid(match field {
-                "terminal_key" => {
-                    "terminal_key must be a P-256 public key, uncompressed (65 bytes), base64url"
-                }
-                _ => "device_key must be a P-256 public key, uncompressed (65 bytes), base64url",
-            })
-            .into()
-        })
+        .ok_or_else(|| PayError::Invalid(refusal).into())
 }
 
 async fn issuer_keys<S: LedgerStore>(state: &ApiState<S>) -> Result<Vec<IssuerKeyOut>, ApiError> {
@@ -212,7 +205,10 @@ pub async fn load_purse<S: LedgerStore>(
     Json(body): Json<PurseIn>,
 ) -> Result<Response, ApiError> {
     let amount = parse_amount(body.amount)?;
-    let device_key = key65(&body.device_key, "device_key")?;
+    let device_key = key65(
+        &body.device_key,
+        "device_key must be a P-256 public key, uncompressed (65 bytes), base64url",
+    )?;
     let (purse, session) = state
         .pay
         .load_purse(
@@ -244,18 +240,7 @@ pub async fn purses<S: LedgerStore>(
     let keys = issuer_keys(&state).await?;
     let out: Vec<PurseOut> = purses
         .into_iter()
-        .map(|purse| {
-            purse_out(
-                purse,
-                keys.iter()
-                    .map(|k| IssuerKeyOut {
-                        number: k.number,
-                        public_key: k.public_key.clone(),
-                    })
-                    .collect(),
-                None,
-            )
-        })
+        .map(|purse| purse_out(purse, keys.clone(), None))
         .collect();
     Ok(json(StatusCode::OK, &out))
 }
@@ -269,7 +254,10 @@ pub async fn register_terminal<S: LedgerStore>(
     Caller(me): Caller,
     Json(body): Json<TerminalIn>,
 ) -> Result<Response, ApiError> {
-    let terminal_key = key65(&body.terminal_key, "terminal_key")?;
+    let terminal_key = key65(
+        &body.terminal_key,
+        "terminal_key must be a P-256 public key, uncompressed (65 bytes), base64url",
+    )?;
     let TerminalView {
         id,
         certificate,
@@ -292,16 +280,9 @@ pub async fn revocations<S: LedgerStore>(
     State(state): State<ApiState<S>>,
     Caller(me): Caller,
 ) -> Result<Response, ApiError> {
-    me.full()?;
-    if me.kind != koban_auth::UserKind::Merchant {
-        return Err(PayError::Auth(koban_auth::AuthError::Forbidden(
-            "the revocation list is for merchants' terminals",
-        ))
-        .into());
-    }
     let purses = state
         .pay
-        .revoked_purses()
+        .revoked_purses(&me)
         .await?
         .into_iter()
         .map(|id| uuid::Uuid::from_bytes(id).to_string())
@@ -325,9 +306,6 @@ pub async fn upload_vouchers<S: LedgerStore>(
     Caller(me): Caller,
     Json(body): Json<VouchersIn>,
 ) -> Result<Response, ApiError> {
-    if body.vouchers.len() > VOUCHERS_PER_UPLOAD_MAX {
-        return Err(PayError::Invalid("at most 200 vouchers per upload").into());
-    }
     let results = state
         .pay
         .upload_vouchers(&me, &body.vouchers)

@@ -153,15 +153,23 @@ impl Issuer {
 
     /// A device reports what it signed: checked for double spending only (a device's copy
     /// does not show that a terminal took it).
+    /// The server's checks of any upload: the signatures, and the certificate is the one
+    /// issued for its purse. A failure is a violation (only accepted vouchers are uploaded).
+    fn issued_and_signed(&mut self, voucher: &Voucher) -> bool {
+        let ok = voucher.verify_signatures(&self.keys).is_ok()
+            && self.issued.get(&voucher.certificate.purse) == Some(&voucher.certificate);
+        if !ok {
+            self.report
+                .violations
+                .push("an uploaded voucher failed the server's checks".into());
+        }
+        ok
+    }
+
     fn report_from_device(&mut self, voucher: &Voucher) {
         self.report.device_reports += 1;
         let purse = voucher.certificate.purse;
-        if voucher.verify_signatures(&self.keys).is_err()
-            || self.issued.get(&purse) != Some(&voucher.certificate)
-        {
-            self.report
-                .violations
-                .push("a device's voucher failed the server's checks".into());
+        if !self.issued_and_signed(voucher) {
             return;
         }
         let book = self
@@ -189,12 +197,7 @@ impl Issuer {
             return;
         };
         let purse = voucher.certificate.purse;
-        if voucher.verify_signatures(&self.keys).is_err()
-            || self.issued.get(&purse) != Some(&voucher.certificate)
-        {
-            self.report
-                .violations
-                .push("an accepted voucher failed the server's checks".into());
+        if !self.issued_and_signed(&voucher) {
             return;
         }
         let Some(merchant) = self.merchants.get(&voucher.content.terminal).copied() else {

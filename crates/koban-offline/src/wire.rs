@@ -44,11 +44,14 @@ impl Currency {
     pub const JPY: Currency = Currency(*b"JPY");
 
     pub fn parse(code: &str) -> Option<Currency> {
-        let bytes: [u8; 3] = code.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
+        Self::from_bytes(code.as_bytes().try_into().ok()?)
+    }
+
+    /// Three upper-case ASCII letters, or nothing.
+    fn from_bytes(code: [u8; 3]) -> Option<Currency> {
+        code.iter()
             .all(u8::is_ascii_uppercase)
-            .then_some(Currency(bytes))
+            .then_some(Currency(code))
     }
 
     pub fn as_str(&self) -> &str {
@@ -161,11 +164,7 @@ impl<'a> Reader<'a> {
     }
 
     fn currency(&mut self) -> Result<Currency, DecodeError> {
-        let code = self.take::<3>()?;
-        code.iter()
-            .all(u8::is_ascii_uppercase)
-            .then_some(Currency(code))
-            .ok_or(DecodeError)
+        Currency::from_bytes(self.take()?).ok_or(DecodeError)
     }
 
     fn key(&mut self) -> Result<PublicKey, DecodeError> {

@@ -163,10 +163,6 @@ fn merchant_id16(merchant: &UserId) -> Result<[u8; 16], PayError> {
         .into_bytes())
 }
 
-fn stored_u64(value: i64) -> Result<u64, PayError> {
-    crate::stored_minor(value)
-}
-
 impl<S: LedgerStore> Payments<S> {
     /// The issuer's current signing key and every public key terminals and devices trust.
     /// Made on first use; instances sharing a database agree on the first one written.
@@ -403,30 +399,10 @@ impl<S: LedgerStore> Payments<S> {
         if purse.view.status != "loading" {
             return Ok(());
         }
-        let wallet = self.wallet(&purse.user_id, currency).await?;
         let amount = Amount::new(purse.view.limit).map_err(|_| PayError::Invalid("empty purse"))?;
-        let id = self.derive_id(&[b"offline-load", &purse.view.id]);
-        let batch = vec![
-            TransferRequest::Move(Move {
-                id,
-                debit: wallet.account,
-                credit: purse.reserve,
-                amount,
-                currency,
-                code: kind::OFFLINE_LOAD,
-                reference: None,
-                metadata: Metadata::empty(),
-                pending: None,
-            }),
-            emoney_leg(
-                self.derive_id(&[b"offline-load-memo", &purse.view.id]),
-                currency,
-                amount,
-                false,
-                Some(id),
-                None,
-            ),
-        ];
+        let batch = self
+            .reserve_batch(purse, currency, amount, ReserveMove::Load)
+            .await?;
         let status = match self.submit_batch(batch).await {
             Ok(_) => "open",
             Err(error @ PayError::Auth(koban_auth::AuthError::Store(_))) => return Err(error),
@@ -437,6 +413,59 @@ impl<S: LedgerStore> Payments<S> {
             }
         };
         self.set_purse_status(&purse.view.id, status).await
+    }
+
+    /// Money between the purse's owner's wallet and its reserve, with the e-money memo leg (a
+    /// reserve is not a wallet): the load, or what is left going back. Ids derive from the
+    /// purse, so each moves once.
+    async fn reserve_batch(
+        &self,
+        purse: &PurseRow,
+        currency: Currency,
+        amount: Amount,
+        way: ReserveMove,
+    ) -> Result<Vec<TransferRequest>, PayError> {
+        let wallet = self.wallet(&purse.user_id, currency).await?.account;
+        let (label, memo, code, debit, credit, up): (&[u8], &[u8], _, _, _, _) = match way {
+            ReserveMove::Load => (
+                b"offline-load",
+                b"offline-load-memo",
+                kind::OFFLINE_LOAD,
+                wallet,
+                purse.reserve,
+                false,
+            ),
+            ReserveMove::Return => (
+                b"offline-return",
+                b"offline-return-memo",
+                kind::OFFLINE_RETURN,
+                purse.reserve,
+                wallet,
+                true,
+            ),
+        };
+        let id = self.derive_id(&[label, &purse.view.id]);
+        Ok(vec![
+            TransferRequest::Move(Move {
+                id,
+                debit,
+                credit,
+                amount,
+                currency,
+                code,
+                reference: None,
+                metadata: Metadata::empty(),
+                pending: None,
+            }),
+            emoney_leg(
+                self.derive_id(&[memo, &purse.view.id]),
+                currency,
+                amount,
+                up,
+                Some(id),
+                None,
+            ),
+        ])
     }
 
     async fn set_purse_status(&self, id: &[u8; 16], status: &str) -> Result<(), PayError> {
@@ -580,8 +609,15 @@ impl<S: LedgerStore> Payments<S> {
         })
     }
 
-    /// Purses revoked whose certificates have not expired: what terminals must refuse.
-    pub async fn revoked_purses(&self) -> Result<Vec<[u8; 16]>, PayError> {
+    /// Purses revoked whose certificates have not expired: what terminals must refuse (for
+    /// merchants).
+    pub async fn revoked_purses(&self, principal: &Principal) -> Result<Vec<[u8; 16]>, PayError> {
+        principal.full()?;
+        if principal.kind != UserKind::Merchant {
+            return Err(PayError::Auth(koban_auth::AuthError::Forbidden(
+                "the revocation list is for merchants' terminals",
+            )));
+        }
         let now = i64::from(now_s(self.now_ms()));
         let mut tx = self.db().begin_read().await?;
         let rows = tx
@@ -641,17 +677,18 @@ impl<S: LedgerStore> Payments<S> {
         let Some(merchant) = self.terminal_merchant(&voucher.content.terminal).await? else {
             return Ok(VoucherOutcome::refused("unknown_terminal", Some(&voucher)));
         };
-        let _lock = match principal.kind {
-            UserKind::Merchant if principal.user_id == merchant => {
-                self.lock_wallet(purse.reserve).await?
-            }
-            UserKind::Customer if principal.user_id == purse.user_id => {
-                let _lock = self.lock_wallet(purse.reserve).await?;
-                return self.report_voucher(&purse_id, &voucher).await;
-            }
+        // The till's merchant settles it; the purse's owner only reports her copy.
+        let settles = match principal.kind {
+            UserKind::Merchant if principal.user_id == merchant => true,
+            UserKind::Customer if principal.user_id == purse.user_id => false,
             _ => return Ok(VoucherOutcome::refused("not_yours", Some(&voucher))),
         };
-        self.settle_voucher(&purse_id, &voucher, &merchant).await
+        let _lock = self.lock_wallet(purse.reserve).await?;
+        if settles {
+            self.settle_voucher(&purse_id, &voucher, &merchant).await
+        } else {
+            self.report_voucher(&purse_id, &voucher).await
+        }
     }
 
     async fn terminal_merchant(&self, terminal: &[u8; 16]) -> Result<Option<UserId>, PayError> {
@@ -884,9 +921,9 @@ impl<S: LedgerStore> Payments<S> {
                     terminal: id16(&row.bytes(0)?)?,
                     nonce: row.bytes(1)?.try_into().map_err(|_| bad())?,
                     time: u32::try_from(row.i64(2)?).map_err(|_| bad())?,
-                    amount: stored_u64(row.i64(3)?)?,
+                    amount: crate::stored_minor(row.i64(3)?)?,
                     counter: u32::try_from(row.i64(4)?).map_err(|_| bad())?,
-                    cumulative: stored_u64(row.i64(5)?)?,
+                    cumulative: crate::stored_minor(row.i64(5)?)?,
                 };
                 let digest: [u8; 32] = row.bytes(6)?.try_into().map_err(|_| bad())?;
                 let double_spend = row
@@ -895,8 +932,8 @@ impl<S: LedgerStore> Payments<S> {
                     .transpose()?;
                 let decision = match row.text(7)?.as_str() {
                     "paid" => Decision::Paid {
-                        from_reserve: stored_u64(row.i64(10)?)?,
-                        from_guarantee: stored_u64(row.i64(11)?)?,
+                        from_reserve: crate::stored_minor(row.i64(10)?)?,
+                        from_guarantee: crate::stored_minor(row.i64(11)?)?,
                         double_spend,
                     },
                     _ => Decision::Unpaid {
@@ -912,7 +949,7 @@ impl<S: LedgerStore> Payments<S> {
                     digest,
                     decision,
                     merchant: UserId::from_stored(row.text(12)?),
-                    fee: stored_u64(row.i64(13)?)?,
+                    fee: crate::stored_minor(row.i64(13)?)?,
                 })
             })
             .collect()
@@ -1014,63 +1051,38 @@ impl<S: LedgerStore> Payments<S> {
 
     /// Closes one purse past its deadline (see [`Payments::close_due_purses`]).
     async fn close_purse(&self, id: &[u8; 16]) -> Result<bool, PayError> {
-        let id = *id;
-        {
-            let Some(purse) = self.purse_row(&id).await? else {
-                return Ok(false);
-            };
-            let _lock = self.lock_wallet(purse.reserve).await?;
-            let Some(purse) = self.purse_row(&id).await? else {
-                return Ok(false);
-            };
-            if purse.view.status == "closed" || purse.view.status == "failed" {
-                return Ok(false);
-            }
-            if purse.view.status == "loading" {
-                // Never confirmed: its load either moved (a replay now) or is refused.
-                let _ = self.finish_load(&purse, purse.view.currency).await;
-            }
-            for decided in self.decided(&id).await? {
-                self.pay_decision(&purse, &decided).await?;
-            }
-            let reserve: Account = self.ledger_account(purse.reserve).await?;
-            let left = u64::try_from(reserve.balance.net_credit_posted()).unwrap_or(0);
-            if let Ok(amount) = Amount::new(left) {
-                let wallet = self.wallet(&purse.user_id, purse.view.currency).await?;
-                let back = self.derive_id(&[b"offline-return", &id]);
-                self.submit_batch(vec![
-                    TransferRequest::Move(Move {
-                        id: back,
-                        debit: purse.reserve,
-                        credit: wallet.account,
-                        amount,
-                        currency: purse.view.currency,
-                        code: kind::OFFLINE_RETURN,
-                        reference: None,
-                        metadata: Metadata::empty(),
-                        pending: None,
-                    }),
-                    emoney_leg(
-                        self.derive_id(&[b"offline-return-memo", &id]),
-                        purse.view.currency,
-                        amount,
-                        true,
-                        Some(back),
-                        None,
-                    ),
-                ])
-                .await?;
-            }
-            let mut tx = self.db().begin().await?;
-            tx.execute(
-                "UPDATE offline_purses SET status = 'closed', reserve_left = 0, closed_at = $1 \
-                 WHERE id = $2 AND status NOT IN ('closed', 'failed')",
-                params![self.now_ms(), id.to_vec()],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(true)
+        let Some(purse) = self.purse_row(id).await? else {
+            return Ok(false);
+        };
+        let _lock = self.lock_wallet(purse.reserve).await?;
+        let Some(purse) = self.purse_row(id).await? else {
+            return Ok(false);
+        };
+        if purse.view.status == "closed" || purse.view.status == "failed" {
+            return Ok(false);
         }
+        // Never confirmed: its load either moved (a replay now) or is refused.
+        let _ = self.finish_load(&purse, purse.view.currency).await;
+        for decided in self.decided(id).await? {
+            self.pay_decision(&purse, &decided).await?;
+        }
+        let reserve: Account = self.ledger_account(purse.reserve).await?;
+        let left = u64::try_from(reserve.balance.net_credit_posted()).unwrap_or(0);
+        if let Ok(amount) = Amount::new(left) {
+            let batch = self
+                .reserve_batch(&purse, purse.view.currency, amount, ReserveMove::Return)
+                .await?;
+            self.submit_batch(batch).await?;
+        }
+        let mut tx = self.db().begin().await?;
+        tx.execute(
+            "UPDATE offline_purses SET status = 'closed', reserve_left = 0, closed_at = $1 \
+             WHERE id = $2 AND status NOT IN ('closed', 'failed')",
+            params![self.now_ms(), id.to_vec()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The issuer's exposure to offline payments (operators).
@@ -1203,6 +1215,13 @@ struct Decided {
     fee: u64,
 }
 
+/// Which way money moves between a purse's reserve and its owner's wallet.
+#[derive(Clone, Copy)]
+enum ReserveMove {
+    Load,
+    Return,
+}
+
 enum PurseStanding {
     None,
     NotClosed,
@@ -1212,8 +1231,8 @@ enum PurseStanding {
 impl PurseRow {
     fn read(row: &koban_store::sql::Row) -> Result<PurseRow, PayError> {
         let bad = || PayError::Invalid("a stored offline purse does not read");
-        let limit = stored_u64(row.i64(4)?)?;
-        let reserve_left = stored_u64(row.i64(11)?)?;
+        let limit = crate::stored_minor(row.i64(4)?)?;
+        let reserve_left = crate::stored_minor(row.i64(11)?)?;
         let certificate = row.bytes(6)?;
         Ok(PurseRow {
             view: PurseView {
@@ -1237,7 +1256,7 @@ impl PurseRow {
             device_key: row.bytes(5)?.try_into().map_err(|_| bad())?,
             certificate,
             not_before: u32::try_from(row.i64(7)?).map_err(|_| bad())?,
-            guarantee_factor: stored_u64(row.i64(12)?)?,
+            guarantee_factor: crate::stored_minor(row.i64(12)?)?,
         })
     }
 }
